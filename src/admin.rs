@@ -1,0 +1,47 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (the IdP's
+//! keys have been loaded at least once, so tokens can be verified).
+
+use crate::identity::jwks::KeyStore;
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+
+/// The admin endpoints.
+pub struct AdminApp {
+    metrics: Metrics,
+    keys: Arc<KeyStore>,
+}
+
+impl AdminApp {
+    /// Serves the given metrics and readiness of the given key store.
+    pub fn new(metrics: Metrics, keys: Arc<KeyStore>) -> AdminApp {
+        AdminApp { metrics, keys }
+    }
+
+    fn answer(&self, path: &str) -> (StatusCode, &'static str, String) {
+        match path {
+            "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render()),
+            "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" if self.keys.is_loaded() => (StatusCode::OK, "text/plain", "ready\n".into()),
+            "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: the IdP's signing keys have not been loaded yet\n".into()),
+            _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /readyz\n".into()),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, content_type, body) = self.answer(session.req_header().uri.path());
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("content-length", body.len())
+            .header("cache-control", "no-store")
+            .body(body.into_bytes())
+            .expect("static response parts are valid")
+    }
+}

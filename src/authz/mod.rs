@@ -1,0 +1,5 @@
+//! Authorization: which route a request is for, and whether the caller may use it.
+
+pub mod path;
+pub mod permissions;
+pub mod routes;

@@ -1,0 +1,165 @@
+//! The config file's format: plain serde structs mirroring the TOML, before validation.
+//!
+//! Every table denies unknown keys so that a typo is an error, not a silently ignored setting.
+
+use serde::Deserialize;
+
+/// `[proxy]`: the listener that takes traffic.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// Address to listen on, e.g. `0.0.0.0:8080`.
+    pub listen: Option<String>,
+    /// Optional TLS for the listener.
+    pub tls: Option<TlsFile>,
+    /// Worker threads (default: the number of cores).
+    pub threads: Option<usize>,
+    /// Seconds to wait for in-flight requests on shutdown (default 5).
+    pub grace_period: Option<String>,
+    /// Trust this listener to be HTTPS behind a TLS terminator (affects the origin of `Host`).
+    pub https: Option<bool>,
+}
+
+/// TLS certificate and key files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+/// `[admin]`: metrics and health.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Address to listen on, e.g. `127.0.0.1:9090`.
+    pub listen: Option<String>,
+}
+
+/// `[idp]`: the identity provider.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdpFile {
+    /// The issuer, exactly as it appears in tokens' `iss`.
+    pub issuer: Option<String>,
+    /// Where the OpenID configuration is (default `{issuer}/.well-known/openid-configuration`).
+    pub discovery_url: Option<String>,
+    /// JWKS location; skips discovery for keys when set.
+    pub jwks_url: Option<String>,
+    /// Accepted `aud` values of access tokens.
+    pub audience: Option<StringOrList>,
+    /// Live ABAC check endpoint.
+    pub check_permission_url: Option<String>,
+    /// API-key exchange endpoint.
+    pub api_key_exchange_url: Option<String>,
+    /// Timeout of every call to the IdP, e.g. `"3s"`.
+    pub timeout: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, e.g. `"30s"`.
+    pub leeway: Option<String>,
+    /// How often the JWKS is refreshed in the background, e.g. `"5m"`.
+    pub jwks_refresh_interval: Option<String>,
+    /// Least time between two fetches caused by an unknown `kid`, e.g. `"10s"`.
+    pub jwks_min_refetch_interval: Option<String>,
+    /// Signing algorithms accepted (default: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA).
+    pub algorithms: Option<Vec<String>>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum StringOrList {
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    /// The values as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+/// `[cache]`: bounds of the gateway's caches.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    /// Most verified tokens kept (default 100000).
+    pub tokens: Option<u64>,
+    /// Most rejected tokens remembered (default 10000).
+    pub rejected_tokens: Option<u64>,
+    /// How long a rejected token is remembered, e.g. `"30s"`.
+    pub rejected_ttl: Option<String>,
+}
+
+/// `[headers]`: identity headers sent upstream.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersFile {
+    /// Prefix of every identity header; client-sent headers with it are stripped (default `x-auth-`).
+    pub prefix: Option<String>,
+    /// Forward the caller's `Authorization` header upstream (default false).
+    pub forward_token: Option<bool>,
+}
+
+/// `[[clients]]`: one client app.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// Name used in headers, metrics and logs.
+    pub name: Option<String>,
+    /// Origins (`scheme://host[:port]`) this app is served from.
+    pub origins: Option<Vec<String>>,
+    /// OAuth client id at the IdP.
+    pub client_id: Option<String>,
+    /// OAuth client secret, usually `${ENV_VAR}`.
+    pub client_secret: Option<String>,
+    /// Permission namespace (default `client_<client_id>`).
+    pub namespace: Option<String>,
+}
+
+/// `[[upstreams]]`: one upstream service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// Name routes refer to.
+    pub name: Option<String>,
+    /// `host:port` addresses, load balanced round robin.
+    pub addresses: Option<Vec<String>>,
+    /// Connect with TLS.
+    pub tls: Option<bool>,
+    /// SNI and certificate name for TLS (default: the first address's host).
+    pub sni: Option<String>,
+    /// Connect timeout, e.g. `"2s"`.
+    pub connect_timeout: Option<String>,
+    /// Read timeout, e.g. `"30s"`.
+    pub read_timeout: Option<String>,
+}
+
+/// `[[routes]]`: one route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Name for metrics and logs (default `METHODS path`).
+    pub name: Option<String>,
+    /// Host this route applies to (default: any host).
+    pub host: Option<String>,
+    /// Path pattern: literal segments, `{param}` captures, a final `*` for any tail.
+    pub path: Option<String>,
+    /// Methods (default: any).
+    pub methods: Option<Vec<String>>,
+    /// Upstream name.
+    pub upstream: Option<String>,
+    /// `"none"` (public), `"authenticated"` (any valid identity) or absent (needs `permission`).
+    pub auth: Option<String>,
+    /// Required permission, `resource:action`, resolved in the client's namespace.
+    pub permission: Option<String>,
+    /// Path capture naming the entity's id, for `type:id` permission keys.
+    pub entity_id: Option<String>,
+}

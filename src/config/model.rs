@@ -1,0 +1,183 @@
+//! The validated config the gateway runs on: every value typed, every reference resolved.
+//!
+//! Built from [`super::file`] by [`super::validate`]; a `Config` that exists is a config that
+//! passed every rule.
+
+use crate::authz::routes::PathPattern;
+use crate::clients::Origin;
+use crate::secret::Secret;
+use jsonwebtoken::Algorithm;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// The whole validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The proxy listener.
+    pub proxy: ProxySettings,
+    /// The admin listener.
+    pub admin: AdminSettings,
+    /// The identity provider.
+    pub idp: IdpSettings,
+    /// Cache bounds.
+    pub cache: CacheSettings,
+    /// Identity headers.
+    pub headers: HeaderSettings,
+    /// Client apps, in file order.
+    pub clients: Vec<ClientSettings>,
+    /// Upstreams, in file order.
+    pub upstreams: Vec<UpstreamSettings>,
+    /// Routes, in file order.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// The proxy listener.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// TLS certificate and key, when the listener serves HTTPS.
+    pub tls: Option<TlsFiles>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Time given to in-flight requests on shutdown.
+    pub grace_period: Duration,
+    /// Requests arrive over HTTPS (own TLS, or a TLS terminator in front).
+    pub https: bool,
+}
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// The identity provider.
+#[derive(Debug, Clone)]
+pub struct IdpSettings {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Discovery document location.
+    pub discovery_url: Url,
+    /// JWKS location, when configured directly (skips discovery for keys).
+    pub jwks_url: Option<Url>,
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// Live ABAC check endpoint.
+    pub check_permission_url: Option<Url>,
+    /// API-key exchange endpoint.
+    pub api_key_exchange_url: Option<Url>,
+    /// Timeout of each IdP call.
+    pub timeout: Duration,
+    /// Clock skew tolerated.
+    pub leeway: Duration,
+    /// Background JWKS refresh period.
+    pub jwks_refresh_interval: Duration,
+    /// Least time between two unknown-`kid` fetches.
+    pub jwks_min_refetch_interval: Duration,
+    /// Accepted signing algorithms (never `none` or HMAC).
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// Cache bounds.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Most verified tokens kept.
+    pub tokens: u64,
+    /// Most rejected tokens remembered.
+    pub rejected_tokens: u64,
+    /// How long a rejected token is remembered.
+    pub rejected_ttl: Duration,
+}
+
+/// Identity headers.
+#[derive(Debug, Clone)]
+pub struct HeaderSettings {
+    /// Lowercase prefix of every identity header.
+    pub prefix: String,
+    /// Forward the caller's bearer token upstream.
+    pub forward_token: bool,
+}
+
+/// One client app.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Name.
+    pub name: String,
+    /// Origins served from.
+    pub origins: Vec<Origin>,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret (empty for public clients).
+    pub client_secret: Secret,
+    /// Permission namespace, e.g. `client_abc`.
+    pub namespace: String,
+}
+
+/// One upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Name.
+    pub name: String,
+    /// `host:port` addresses.
+    pub addresses: Vec<String>,
+    /// TLS to the upstream.
+    pub tls: bool,
+    /// SNI / certificate name.
+    pub sni: String,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Read timeout.
+    pub read_timeout: Duration,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Lowercase host (without port) the route is limited to.
+    pub host: Option<String>,
+    /// Path pattern.
+    pub path: PathPattern,
+    /// Methods; `None` is any.
+    pub methods: Option<Vec<http::Method>>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Who may pass.
+    pub access: Access,
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; no credentials are looked at.
+    Public,
+    /// Any caller with a valid identity.
+    Authenticated,
+    /// A caller holding this permission.
+    Permission(RequiredPermission),
+}
+
+/// A route's permission, before the client's namespace is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredPermission {
+    /// Resource, e.g. `invoice` (entity type `{namespace}:invoice`).
+    pub resource: String,
+    /// Action, e.g. `read`.
+    pub action: String,
+    /// Path capture holding the entity id, for `type:id` grants.
+    pub entity_id: Option<String>,
+}

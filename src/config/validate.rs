@@ -1,0 +1,437 @@
+//! Turns the file's structs into the validated model, collecting every problem on the way.
+//!
+//! Each problem names the key and the rule broken, oauth2-proxy style:
+//! `routes[2].upstream: "billing" is not a configured upstream: name one of [[upstreams]]`.
+
+use super::file::*;
+use super::model::*;
+use super::span::KeyPath;
+use crate::authz::routes::PathPattern;
+use crate::clients::Origin;
+use crate::secret::Secret;
+use jsonwebtoken::Algorithm;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+use url::Url;
+
+/// One thing wrong with the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: the key path.
+    pub path: KeyPath,
+    /// What is wrong and the rule broken.
+    pub message: String,
+}
+
+/// Collects problems while the model is built.
+#[derive(Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Records a problem at `path`.
+    pub fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.0.push(Problem { path: path.clone(), message: message.into() });
+    }
+
+    /// A required value, or a problem when absent.
+    fn require<T>(&mut self, value: Option<T>, path: &KeyPath, what: &str) -> Option<T> {
+        if value.is_none() {
+            self.add(path, format!("is required: {what}"));
+        }
+        value
+    }
+
+    fn duration(&mut self, value: Option<&str>, path: &KeyPath, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.add(path, "must be longer than zero");
+                    default
+                }
+                Err(e) => {
+                    self.add(path, format!("{text:?} is not a duration ({e}): write e.g. \"500ms\", \"3s\", \"5m\""));
+                    default
+                }
+            },
+        }
+    }
+
+    fn socket_addr(&mut self, value: &str, path: &KeyPath) -> Option<SocketAddr> {
+        match SocketAddr::from_str(value) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.add(path, format!("{value:?} is not an ip:port address: write e.g. \"0.0.0.0:8080\""));
+                None
+            }
+        }
+    }
+
+    fn url(&mut self, value: Option<String>, path: &KeyPath) -> Option<Url> {
+        let text = value?;
+        match Url::parse(&text) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Some(u),
+            Ok(_) => {
+                self.add(path, format!("{text:?} must be an http or https URL"));
+                None
+            }
+            Err(e) => {
+                self.add(path, format!("{text:?} is not a URL ({e})"));
+                None
+            }
+        }
+    }
+}
+
+/// The sections of a config file, each already deserialized (or absent).
+#[derive(Default)]
+pub struct Sections {
+    /// `[proxy]`.
+    pub proxy: ProxyFile,
+    /// `[admin]`.
+    pub admin: AdminFile,
+    /// `[idp]`.
+    pub idp: IdpFile,
+    /// `[cache]`.
+    pub cache: CacheFile,
+    /// `[headers]`.
+    pub headers: HeadersFile,
+    /// `[[clients]]` with their indexes in the file.
+    pub clients: Vec<(usize, ClientFile)>,
+    /// `[[upstreams]]` with their indexes in the file.
+    pub upstreams: Vec<(usize, UpstreamFile)>,
+    /// `[[routes]]` with their indexes in the file.
+    pub routes: Vec<(usize, RouteFile)>,
+}
+
+/// Algorithms accepted when the config does not list them.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Validates the sections into a model; `Err` holds every problem found.
+pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
+    let proxy = proxy(s.proxy, problems);
+    let admin = admin(s.admin, problems);
+    if let (Some(p), Some(a)) = (&proxy, &admin) {
+        if p.listen == a.listen {
+            problems.add(&KeyPath::root("admin").key("listen"), format!("{} is also the proxy's address: give the admin listener its own port", a.listen));
+        }
+    }
+    let idp = idp(s.idp, problems);
+    let cache = cache(s.cache, problems);
+    let headers = headers(s.headers, problems);
+    let clients = clients(s.clients, problems);
+    let upstreams = upstreams(s.upstreams, problems);
+    let routes = routes(s.routes, &upstreams, problems);
+    if !problems.0.is_empty() {
+        return None;
+    }
+    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, cache, headers, clients, upstreams, routes })
+}
+
+fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
+    let at = KeyPath::root("proxy");
+    let listen = problems.socket_addr(f.listen.as_deref().unwrap_or("0.0.0.0:8080"), &at.key("listen"))?;
+    let tls = f.tls.map(|t| TlsFiles { cert: t.cert.into(), key: t.key.into() });
+    if let Some(t) = &tls {
+        for (name, file) in [("cert", &t.cert), ("key", &t.key)] {
+            if !file.is_file() {
+                problems.add(&at.key("tls").key(name), format!("{} is not a readable file", file.display()));
+            }
+        }
+    }
+    let threads = f.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if threads == 0 {
+        problems.add(&at.key("threads"), "must be at least 1");
+    }
+    let grace_period = problems.duration(f.grace_period.as_deref(), &at.key("grace_period"), Duration::from_secs(5));
+    Some(ProxySettings { listen, https: f.https.unwrap_or(tls.is_some()), tls, threads: threads.max(1), grace_period })
+}
+
+fn admin(f: AdminFile, problems: &mut Problems) -> Option<AdminSettings> {
+    let listen = problems.socket_addr(f.listen.as_deref().unwrap_or("127.0.0.1:9090"), &KeyPath::root("admin").key("listen"))?;
+    Some(AdminSettings { listen })
+}
+
+fn idp(f: IdpFile, problems: &mut Problems) -> Option<IdpSettings> {
+    let at = KeyPath::root("idp");
+    let issuer_text = problems.require(f.issuer, &at.key("issuer"), "the issuer exactly as tokens carry it in `iss`");
+    let issuer_url = problems.url(issuer_text.clone(), &at.key("issuer"));
+    let discovery_url = match f.discovery_url {
+        Some(d) => problems.url(Some(d), &at.key("discovery_url")),
+        None => issuer_url.as_ref().and_then(|u| {
+            Url::parse(&format!("{}/.well-known/openid-configuration", u.as_str().trim_end_matches('/'))).ok()
+        }),
+    };
+    let jwks_url = problems.url(f.jwks_url, &at.key("jwks_url"));
+    let audiences = f.audience.map(StringOrList::into_vec).unwrap_or_default();
+    if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
+        problems.add(&at.key("audience"), "is required and may not be empty: tokens are only accepted when their `aud` names this gateway's API");
+    }
+    let check_permission_url = problems.url(f.check_permission_url, &at.key("check_permission_url"));
+    let api_key_exchange_url = problems.url(f.api_key_exchange_url, &at.key("api_key_exchange_url"));
+    let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_secs(3));
+    let leeway = match f.leeway.as_deref() {
+        Some("0") | Some("0s") => Duration::ZERO,
+        other => problems.duration(other, &at.key("leeway"), Duration::from_secs(30)),
+    };
+    let jwks_refresh_interval = problems.duration(f.jwks_refresh_interval.as_deref(), &at.key("jwks_refresh_interval"), Duration::from_secs(300));
+    let jwks_min_refetch_interval = problems.duration(f.jwks_min_refetch_interval.as_deref(), &at.key("jwks_min_refetch_interval"), Duration::from_secs(10));
+    let algorithms = match f.algorithms {
+        None => DEFAULT_ALGORITHMS.to_vec(),
+        Some(list) => {
+            let mut algs = Vec::new();
+            for (i, name) in list.iter().enumerate() {
+                match Algorithm::from_str(name) {
+                    Ok(a) if DEFAULT_ALGORITHMS.contains(&a) => algs.push(a),
+                    Ok(_) => problems.add(&at.key("algorithms").index(i), format!("{name:?} is an HMAC algorithm: only asymmetric algorithms are accepted, a shared secret cannot tell the IdP from anyone holding it")),
+                    Err(_) => problems.add(&at.key("algorithms").index(i), format!("{name:?} is not accepted: choose from RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (`none` is never accepted)")),
+                }
+            }
+            if list.is_empty() {
+                problems.add(&at.key("algorithms"), "may not be empty");
+            }
+            algs
+        }
+    };
+    Some(IdpSettings {
+        issuer: issuer_text?,
+        discovery_url: discovery_url?,
+        jwks_url,
+        audiences,
+        check_permission_url,
+        api_key_exchange_url,
+        timeout,
+        leeway,
+        jwks_refresh_interval,
+        jwks_min_refetch_interval,
+        algorithms,
+    })
+}
+
+fn cache(f: CacheFile, problems: &mut Problems) -> CacheSettings {
+    let at = KeyPath::root("cache");
+    for (name, v) in [("tokens", f.tokens), ("rejected_tokens", f.rejected_tokens)] {
+        if v == Some(0) {
+            problems.add(&at.key(name), "must be at least 1");
+        }
+    }
+    CacheSettings {
+        tokens: f.tokens.unwrap_or(100_000),
+        rejected_tokens: f.rejected_tokens.unwrap_or(10_000),
+        rejected_ttl: problems.duration(f.rejected_ttl.as_deref(), &at.key("rejected_ttl"), Duration::from_secs(30)),
+    }
+}
+
+fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
+    let prefix = f.prefix.unwrap_or_else(|| "x-auth-".to_string()).to_ascii_lowercase();
+    if prefix.len() < 3 || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        problems.add(&KeyPath::root("headers").key("prefix"), format!("{prefix:?} must be at least 3 letters, digits or dashes, e.g. \"x-auth-\""));
+    }
+    HeaderSettings { prefix, forward_token: f.forward_token.unwrap_or(false) }
+}
+
+fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<ClientSettings> {
+    let mut out = Vec::new();
+    let mut names = HashMap::new();
+    let mut origins: HashMap<Origin, String> = HashMap::new();
+    for (i, f) in list {
+        let at = KeyPath::root("clients").index(i);
+        let name = problems.require(f.name, &at.key("name"), "a name for headers, metrics and logs");
+        if let Some(n) = &name {
+            if names.insert(n.clone(), i).is_some() {
+                problems.add(&at.key("name"), format!("{n:?} names two clients: names must be unique"));
+            }
+        }
+        let client_id = problems.require(f.client_id, &at.key("client_id"), "the OAuth client id this app has at the IdP");
+        let mut parsed = Vec::new();
+        match f.origins {
+            None => problems.add(&at.key("origins"), "is required: the origins (scheme://host[:port]) this app is served from"),
+            Some(list) if list.is_empty() => problems.add(&at.key("origins"), "may not be empty"),
+            Some(list) => {
+                for (j, o) in list.iter().enumerate() {
+                    match Origin::parse(o) {
+                        Ok(origin) => {
+                            let owner = name.clone().unwrap_or_default();
+                            if let Some(other) = origins.insert(origin.clone(), owner.clone()) {
+                                problems.add(&at.key("origins").index(j), format!("{o:?} is also an origin of client {other:?}: an origin identifies exactly one client"));
+                            }
+                            parsed.push(origin);
+                        }
+                        Err(e) => problems.add(&at.key("origins").index(j), e),
+                    }
+                }
+            }
+        }
+        let namespace = f.namespace.or_else(|| client_id.as_ref().map(|id| format!("client_{id}")));
+        if let Some(ns) = &namespace {
+            if ns.is_empty() || ns.contains(char::is_whitespace) {
+                problems.add(&at.key("namespace"), format!("{ns:?} must be non-empty without spaces"));
+            }
+        }
+        if let (Some(name), Some(client_id), Some(namespace)) = (name, client_id, namespace) {
+            out.push(ClientSettings {
+                name,
+                origins: parsed,
+                client_id,
+                client_secret: Secret::new(f.client_secret.unwrap_or_default()),
+                namespace,
+            });
+        }
+    }
+    out
+}
+
+fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<UpstreamSettings> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for (i, f) in list {
+        let at = KeyPath::root("upstreams").index(i);
+        let name = problems.require(f.name, &at.key("name"), "a name routes refer to");
+        if let Some(n) = &name {
+            if !names.insert(n.clone()) {
+                problems.add(&at.key("name"), format!("{n:?} names two upstreams: names must be unique"));
+            }
+        }
+        let addresses = f.addresses.unwrap_or_default();
+        if addresses.is_empty() {
+            problems.add(&at.key("addresses"), "is required: at least one host:port");
+        }
+        for (j, a) in addresses.iter().enumerate() {
+            let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                problems.add(&at.key("addresses").index(j), format!("{a:?} is not host:port, e.g. \"10.0.0.5:3000\""));
+            }
+        }
+        let sni = f.sni.unwrap_or_else(|| {
+            addresses.first().and_then(|a| a.rsplit_once(':')).map(|(h, _)| h.trim_matches(['[', ']']).to_string()).unwrap_or_default()
+        });
+        let connect_timeout = problems.duration(f.connect_timeout.as_deref(), &at.key("connect_timeout"), Duration::from_secs(2));
+        let read_timeout = problems.duration(f.read_timeout.as_deref(), &at.key("read_timeout"), Duration::from_secs(30));
+        if let Some(name) = name {
+            out.push(UpstreamSettings { name, addresses, tls: f.tls.unwrap_or(false), sni, connect_timeout, read_timeout });
+        }
+    }
+    out
+}
+
+fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problems: &mut Problems) -> Vec<RouteSpec> {
+    let mut out = Vec::new();
+    if list.is_empty() {
+        problems.add(&KeyPath::root("routes"), "no [[routes]]: every request would get 404; add at least one route");
+    }
+    let mut names = HashSet::new();
+    for (i, f) in list {
+        let at = KeyPath::root("routes").index(i);
+        let path = match problems.require(f.path, &at.key("path"), "the path pattern, e.g. \"/invoices/{id}\" or \"/static/*\"") {
+            Some(p) => match PathPattern::parse(&p) {
+                Ok(pattern) => Some(pattern),
+                Err(e) => {
+                    problems.add(&at.key("path"), e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        let methods = f.methods.map(|list| {
+            let mut ms = Vec::new();
+            for (j, m) in list.iter().enumerate() {
+                let upper = m.to_ascii_uppercase();
+                match http::Method::from_bytes(upper.as_bytes()) {
+                    Ok(method) if ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&method.as_str()) => ms.push(method),
+                    _ => problems.add(&at.key("methods").index(j), format!("{m:?} is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")),
+                }
+            }
+            if list.is_empty() {
+                problems.add(&at.key("methods"), "may not be empty: leave it out to allow any method");
+            }
+            ms
+        });
+        let upstream = match problems.require(f.upstream, &at.key("upstream"), "the name of the upstream that serves this route") {
+            Some(name) => match upstreams.iter().position(|u| u.name == name) {
+                Some(idx) => Some(idx),
+                None => {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    problems.add(&at.key("upstream"), format!("{name:?} is not a configured upstream: name one of {known:?}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let access = access(f.auth, f.permission, f.entity_id, path.as_ref(), &at, problems);
+        let host = f.host.map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &host {
+            if h.is_empty() || h.contains(['/', ':', ' ']) {
+                problems.add(&at.key("host"), format!("{h:?} must be a bare host name without scheme, port or path"));
+            }
+        }
+        let (Some(path), Some(upstream), Some(access)) = (path, upstream, access) else { continue };
+        let name = f.name.unwrap_or_else(|| {
+            let ms = methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_else(|| "ANY".into());
+            format!("{}{ms} {}", host.as_ref().map(|h| format!("{h} ")).unwrap_or_default(), path.as_str())
+        });
+        if !names.insert(name.clone()) {
+            problems.add(&at.key("name"), format!("{name:?} names two routes: route names must be unique"));
+        }
+        out.push(RouteSpec { name, host, path, methods, upstream, access });
+    }
+    out
+}
+
+fn access(
+    auth: Option<String>,
+    permission: Option<String>,
+    entity_id: Option<String>,
+    path: Option<&PathPattern>,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Option<Access> {
+    if let (Some(id), Some(p)) = (&entity_id, path) {
+        if !p.params().any(|name| name == id) {
+            problems.add(&at.key("entity_id"), format!("{id:?} is not a capture of the path: name one of its {{param}}s"));
+        }
+    }
+    match (auth.as_deref(), permission) {
+        (Some("none"), None) | (Some("authenticated"), None) if entity_id.is_some() => {
+            problems.add(&at.key("entity_id"), "only applies with a `permission`");
+            None
+        }
+        (Some("none"), None) => Some(Access::Public),
+        (Some("authenticated"), None) => Some(Access::Authenticated),
+        (Some(a @ ("none" | "authenticated")), Some(_)) => {
+            problems.add(&at.key("permission"), format!("conflicts with auth = {a:?}: a route is either public, authenticated, or needs a permission"));
+            None
+        }
+        (Some(other), _) => {
+            problems.add(&at.key("auth"), format!("{other:?} is not a mode: write \"none\" (public) or \"authenticated\", or leave it out and set `permission`"));
+            None
+        }
+        (None, None) => {
+            problems.add(&at.key("permission"), "is required unless auth = \"none\" or \"authenticated\": e.g. permission = \"invoice:read\"");
+            None
+        }
+        (None, Some(p)) => match p.split_once(':') {
+            Some((resource, action))
+                if !resource.is_empty() && !action.is_empty() && !p.contains(char::is_whitespace) && !action.contains(':') =>
+            {
+                Some(Access::Permission(RequiredPermission { resource: resource.into(), action: action.into(), entity_id }))
+            }
+            _ => {
+                problems.add(&at.key("permission"), format!("{p:?} is not resource:action, e.g. \"invoice:read\""));
+                None
+            }
+        },
+    }
+}

@@ -1,0 +1,300 @@
+//! The IdP's signing keys: fetched from the JWKS (found through discovery or configured),
+//! cached by `kid`, refreshed in the background and on an unknown `kid` (rate limited,
+//! one fetch at a time), and kept when the IdP is unreachable.
+
+use crate::config::model::IdpSettings;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// A verification key and the algorithms it may verify.
+pub struct VerifyKey {
+    /// Key id (empty when the JWKS gave none).
+    pub kid: String,
+    /// The key.
+    pub key: DecodingKey,
+    /// Algorithms this key is for.
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// Why the keys could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// Network error, timeout or bad status.
+    #[error("fetching {url} failed: {reason}")]
+    Fetch {
+        /// What was fetched.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The document was not what was expected.
+    #[error("{url} did not return a usable {what}: {reason}")]
+    Invalid {
+        /// What was fetched.
+        url: String,
+        /// Discovery document or JWKS.
+        what: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Result of one refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Some key that was cached before is gone now.
+    pub removed_keys: bool,
+}
+
+/// The cached key set and how to refresh it.
+pub struct KeyStore {
+    keys: ArcSwap<HashMap<String, Arc<VerifyKey>>>,
+    loaded: AtomicBool,
+    generation: AtomicU64,
+    last_fetch: Mutex<Option<Instant>>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    discovery_url: Url,
+    jwks_url: Mutex<Option<Url>>,
+    issuer: String,
+    accepted: Vec<Algorithm>,
+    min_refetch: Duration,
+    http: reqwest::Client,
+    metrics: Metrics,
+}
+
+impl KeyStore {
+    /// Creates an empty store for the configured IdP.
+    pub fn from_config(idp: &IdpSettings, metrics: Metrics) -> KeyStore {
+        let http = reqwest::Client::builder()
+            .timeout(idp.timeout)
+            .connect_timeout(idp.timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client's settings are valid");
+        KeyStore {
+            keys: ArcSwap::from_pointee(HashMap::new()),
+            loaded: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            last_fetch: Mutex::new(None),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            discovery_url: idp.discovery_url.clone(),
+            jwks_url: Mutex::new(idp.jwks_url.clone()),
+            issuer: idp.issuer.clone(),
+            accepted: idp.algorithms.clone(),
+            min_refetch: idp.jwks_min_refetch_interval,
+            http,
+            metrics,
+        }
+    }
+
+    /// True once a key set has been fetched.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// The key with this id, from the cache only.
+    pub fn get(&self, kid: &str) -> Option<Arc<VerifyKey>> {
+        self.keys.load().get(kid).cloned()
+    }
+
+    /// The only key that can verify `alg`, for tokens without `kid`.
+    pub fn only_key_for(&self, alg: Algorithm) -> Option<Arc<VerifyKey>> {
+        let keys = self.keys.load();
+        let mut candidates = keys.values().filter(|k| k.algorithms.contains(&alg));
+        match (candidates.next(), candidates.next()) {
+            (Some(k), None) => Some(k.clone()),
+            _ => None,
+        }
+    }
+
+    /// Replaces the cached keys (a static key set, or tests).
+    pub fn install(&self, keys: HashMap<String, Arc<VerifyKey>>) {
+        self.metrics.jwks_keys.set(keys.len() as i64);
+        self.keys.store(Arc::new(keys));
+        self.loaded.store(true, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether an unknown `kid` may trigger a fetch now.
+    pub fn may_refetch(&self) -> bool {
+        let last = *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_none_or(|t| t.elapsed() >= self.min_refetch)
+    }
+
+    /// Fetches the key set unless another caller fetched it while this one waited.
+    pub async fn refresh(&self) -> Result<Refreshed, JwksError> {
+        let seen = self.generation.load(Ordering::Acquire);
+        let _only_one = self.fetch_lock.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            return Ok(Refreshed { removed_keys: false });
+        }
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let result = self.fetch().await;
+        self.metrics.jwks_fetches.with_label_values(&[if result.is_ok() { "ok" } else { "error" }]).inc();
+        let fresh = result?;
+        let old = self.keys.load();
+        let removed_keys = old.keys().any(|kid| !fresh.contains_key(kid));
+        self.metrics.jwks_keys.set(fresh.len() as i64);
+        self.keys.store(Arc::new(fresh));
+        self.loaded.store(true, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(Refreshed { removed_keys })
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, Arc<VerifyKey>>, JwksError> {
+        let configured = self.jwks_url.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let jwks_url = match configured {
+            Some(u) => u,
+            None => {
+                let found = self.discover().await?;
+                *self.jwks_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+                found
+            }
+        };
+        let doc: serde_json::Value = self.get_json(&jwks_url, "JWKS").await?;
+        let keys = parse_jwks(&doc, &self.accepted).map_err(|reason| JwksError::Invalid { url: jwks_url.to_string(), what: "JWKS", reason })?;
+        Ok(keys)
+    }
+
+    async fn discover(&self) -> Result<Url, JwksError> {
+        let url = &self.discovery_url;
+        let doc: serde_json::Value = self.get_json(url, "discovery document").await?;
+        let invalid = |reason: String| JwksError::Invalid { url: url.to_string(), what: "discovery document", reason };
+        if let Some(iss) = doc.get("issuer").and_then(|v| v.as_str()) {
+            if iss != self.issuer {
+                tracing::warn!(discovered = iss, configured = %self.issuer, "the discovery document names another issuer; tokens are checked against the configured one");
+            }
+        }
+        let jwks_uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or_else(|| invalid("it has no jwks_uri".into()))?;
+        Url::parse(jwks_uri).map_err(|e| invalid(format!("jwks_uri {jwks_uri:?} is not a URL: {e}")))
+    }
+
+    async fn get_json(&self, url: &Url, what: &'static str) -> Result<serde_json::Value, JwksError> {
+        let fail = |reason: String| JwksError::Fetch { url: url.to_string(), reason };
+        let resp = self.http.get(url.clone()).send().await.map_err(|e| fail(error_chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("status {}", resp.status())));
+        }
+        let body = resp.bytes().await.map_err(|e| fail(error_chain(&e)))?;
+        serde_json::from_slice(&body).map_err(|e| JwksError::Invalid { url: url.to_string(), what, reason: format!("not JSON: {e}") })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Reads a JWKS document; keys that are unusable or not for an accepted algorithm are skipped.
+pub fn parse_jwks(doc: &serde_json::Value, accepted: &[Algorithm]) -> Result<HashMap<String, Arc<VerifyKey>>, String> {
+    let list = doc.get("keys").and_then(|k| k.as_array()).ok_or("it has no \"keys\" array")?;
+    let mut out = HashMap::new();
+    for raw in list {
+        let kid = raw.get("kid").and_then(|k| k.as_str()).unwrap_or("").to_string();
+        if raw.get("use").and_then(|u| u.as_str()).is_some_and(|u| u != "sig") {
+            continue;
+        }
+        let jwk: Jwk = match serde_json::from_value(raw.clone()) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(kid, error = %e, "skipping a JWKS key that cannot be read");
+                continue;
+            }
+        };
+        let algorithms: Vec<Algorithm> = key_algorithms(&jwk).into_iter().filter(|a| accepted.contains(a)).collect();
+        if algorithms.is_empty() {
+            continue;
+        }
+        match DecodingKey::from_jwk(&jwk) {
+            Ok(key) => {
+                out.insert(kid.clone(), Arc::new(VerifyKey { kid, key, algorithms }));
+            }
+            Err(e) => tracing::warn!(kid, error = %e, "skipping a JWKS key that cannot be used"),
+        }
+    }
+    Ok(out)
+}
+
+/// The algorithms a JWK may verify: its `alg` when given, else what its key type allows.
+/// Symmetric (`oct`) keys verify nothing.
+fn key_algorithms(jwk: &Jwk) -> Vec<Algorithm> {
+    let by_type: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+            _ => vec![],
+        },
+        AlgorithmParameters::OctetKey(_) => vec![],
+    };
+    match jwk.common.key_algorithm {
+        None => by_type,
+        Some(ka) => match key_algorithm(ka) {
+            Some(a) if by_type.contains(&a) => vec![a],
+            _ => vec![],
+        },
+    }
+}
+
+fn key_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match ka {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::DEFAULT_ALGORITHMS;
+
+    #[test]
+    fn jwks_parsing_skips_what_cannot_verify() {
+        let doc = serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "ed"},
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "enc", "use": "enc"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "mislabelled", "alg": "RS256"},
+            {"kty": "weird", "kid": "unknown"}
+        ]});
+        let keys = parse_jwks(&doc, &DEFAULT_ALGORITHMS).unwrap();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["ed"]);
+        assert_eq!(keys["ed"].algorithms, vec![Algorithm::EdDSA]);
+        // Not accepted by config: skipped.
+        assert!(parse_jwks(&doc, &[Algorithm::RS256]).unwrap().is_empty());
+        assert!(parse_jwks(&serde_json::json!({"nokeys": []}), &DEFAULT_ALGORITHMS).is_err());
+    }
+}

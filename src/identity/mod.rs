@@ -1,0 +1,61 @@
+//! Who is calling: credentials found on the request, verified into a [`Principal`].
+
+pub mod credentials;
+pub mod jwks;
+pub mod verify;
+
+use std::collections::HashMap;
+
+/// A caller whose token has been verified. Only [`verify`] creates one from a token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Principal {
+    /// `sub`.
+    pub subject: String,
+    /// `email`, when present.
+    pub email: Option<String>,
+    /// `name`, when present.
+    pub name: Option<String>,
+    /// The client the token was issued to (`azp`, else `client_id`).
+    pub authorized_party: Option<String>,
+    /// The `permissions` claim.
+    pub permissions: Grants,
+    /// The `abac_required` claim.
+    pub abac_required: Grants,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+/// A map from entity type (or `type:id`) to the actions it lists, as in the
+/// `permissions` and `abac_required` claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants(HashMap<Box<str>, Box<[Box<str>]>>);
+
+impl Grants {
+    /// Reads a claim; anything that is not an object of string arrays grants nothing.
+    pub fn from_claim(value: &serde_json::Value) -> Grants {
+        let Some(obj) = value.as_object() else { return Grants::default() };
+        Grants(
+            obj.iter()
+                .filter_map(|(k, v)| {
+                    let actions: Box<[Box<str>]> = v.as_array()?.iter().filter_map(|a| a.as_str().map(Into::into)).collect();
+                    Some((k.as_str().into(), actions))
+                })
+                .collect(),
+        )
+    }
+
+    /// True when `entity` lists `action`.
+    pub fn lists(&self, entity: &str, action: &str) -> bool {
+        self.0.get(entity).is_some_and(|actions| actions.iter().any(|a| &**a == action))
+    }
+
+    /// True when nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The grants as JSON, for session info and logs.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.0.iter().map(|(k, v)| (k.to_string(), v.iter().map(|a| a.to_string()).collect())).collect())
+    }
+}

@@ -1,0 +1,47 @@
+//! What one request carries from phase to phase.
+
+use crate::identity::Principal;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request state, filled in as the request moves through the gateway.
+pub struct RequestCtx {
+    /// When the request arrived.
+    pub started: Instant,
+    /// The id sent back in `x-request-id` and written to logs.
+    pub request_id: String,
+    /// Index of the matched route.
+    pub route: Option<usize>,
+    /// Index of the calling client app.
+    pub client: Option<usize>,
+    /// The normalised path, when it differs from the one received.
+    pub normalized_path: Option<String>,
+    /// The verified caller.
+    pub principal: Option<Arc<Principal>>,
+    /// The permission that let the request through, `entity:action`.
+    pub granted: Option<String>,
+    /// How the request ended, for metrics.
+    pub outcome: &'static str,
+}
+
+impl RequestCtx {
+    /// A fresh context.
+    pub fn new() -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            client: None,
+            normalized_path: None,
+            principal: None,
+            granted: None,
+            outcome: "proxied",
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx::new()
+    }
+}

@@ -1,0 +1,247 @@
+//! The one place that turns a refusal into an HTTP response: a status, the right
+//! `WWW-Authenticate` or `Allow` header, and a body — `application/problem+json` for APIs,
+//! a small HTML page for browser navigations. Bodies never contain tokens.
+
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+
+/// Why the gateway answers itself instead of proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The path could not be normalised safely.
+    BadPath(String),
+    /// No route for the path.
+    NoRoute,
+    /// The path is routed for other methods.
+    MethodNotAllowed(Vec<http::Method>),
+    /// The origin belongs to no configured client.
+    UnknownClient(String),
+    /// No credentials on a protected route.
+    MissingCredentials,
+    /// Credentials present but unusable (malformed header, bad token).
+    InvalidToken(String),
+    /// A valid identity without the route's permission.
+    Forbidden {
+        /// Entity type, e.g. `client_abc:invoice`.
+        entity: String,
+        /// Permission, e.g. `read`.
+        permission: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The identity provider is needed but unavailable.
+    IdpUnavailable(String),
+    /// The upstream could not be reached or failed.
+    UpstreamFailed(u16),
+}
+
+/// A response ready to write.
+pub struct Rendered {
+    /// Status and headers.
+    pub header: ResponseHeader,
+    /// Body.
+    pub body: bytes::Bytes,
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
+            Refusal::NoRoute => StatusCode::NOT_FOUND,
+            Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Refusal::IdpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::BadPath(_) => "bad_path",
+            Refusal::NoRoute => "no_route",
+            Refusal::MethodNotAllowed(_) => "method_not_allowed",
+            Refusal::UnknownClient(_) => "unknown_client",
+            Refusal::MissingCredentials => "unauthenticated",
+            Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::IdpUnavailable(_) => "idp_unavailable",
+            Refusal::UpstreamFailed(_) => "upstream_error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Refusal::BadPath(_) => "Bad request path",
+            Refusal::NoRoute => "Not found",
+            Refusal::MethodNotAllowed(_) => "Method not allowed",
+            Refusal::UnknownClient(_) => "Unknown client application",
+            Refusal::MissingCredentials => "Authentication required",
+            Refusal::InvalidToken(_) => "Invalid credentials",
+            Refusal::Forbidden { .. } => "Permission denied",
+            Refusal::IdpUnavailable(_) => "Identity provider unavailable",
+            Refusal::UpstreamFailed(_) => "Upstream unavailable",
+        }
+    }
+
+    /// What went wrong and what to do, for people.
+    pub fn detail(&self) -> String {
+        match self {
+            Refusal::BadPath(why) => format!("{why}."),
+            Refusal::NoRoute => "No route is configured for this path.".into(),
+            Refusal::MethodNotAllowed(allowed) => format!("This path allows {}.", join_methods(allowed)),
+            Refusal::UnknownClient(origin) => format!("The origin {origin} is not a registered client application."),
+            Refusal::MissingCredentials => "This resource needs credentials: send Authorization: Bearer <token>.".into(),
+            Refusal::InvalidToken(why) => format!("{}.", capitalise(why)),
+            Refusal::Forbidden { entity, permission, reason } => {
+                format!("Permission {permission:?} on {entity:?} is required: {reason}.")
+            }
+            Refusal::IdpUnavailable(why) => format!("{}; try again shortly.", capitalise(why)),
+            Refusal::UpstreamFailed(_) => "The service behind the gateway could not answer.".into(),
+        }
+    }
+
+    /// Renders the response; `html` for browser navigations; `request_id` ties it to the log.
+    pub fn render(&self, realm: &str, html: bool, request_id: &str) -> Rendered {
+        let status = self.status();
+        let mut header = ResponseHeader::build(status, Some(6)).expect("a static status is valid");
+        match self {
+            Refusal::MissingCredentials => {
+                let _ = header.insert_header("www-authenticate", format!("Bearer realm=\"{realm}\""));
+            }
+            Refusal::InvalidToken(why) => {
+                let _ = header.insert_header(
+                    "www-authenticate",
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"", why.replace('"', "'")),
+                );
+            }
+            Refusal::Forbidden { .. } => {
+                let _ = header.insert_header("www-authenticate", format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""));
+            }
+            Refusal::MethodNotAllowed(allowed) => {
+                let _ = header.insert_header("allow", join_methods(allowed));
+            }
+            Refusal::IdpUnavailable(_) => {
+                let _ = header.insert_header("retry-after", "5");
+            }
+            _ => {}
+        }
+        let body = if html {
+            let _ = header.insert_header("content-type", "text/html; charset=utf-8");
+            format!(
+                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {title}</title>\
+                 <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}small{{color:#777}}</style></head>\
+                 <body><h1>{title}</h1><p>{detail}</p><p><small>{code} · request {rid}</small></p></body></html>\n",
+                code = status.as_u16(),
+                title = self.title(),
+                detail = escape_html(&self.detail()),
+                rid = escape_html(request_id),
+            )
+        } else {
+            let _ = header.insert_header("content-type", "application/problem+json");
+            let mut problem = serde_json::json!({
+                "type": "about:blank",
+                "title": self.title(),
+                "status": status.as_u16(),
+                "detail": self.detail(),
+                "request_id": request_id,
+            });
+            if let Refusal::Forbidden { entity, permission, .. } = self {
+                problem["entity"] = entity.clone().into();
+                problem["permission"] = permission.clone().into();
+            }
+            problem.to_string() + "\n"
+        };
+        let _ = header.insert_header("content-length", body.len().to_string());
+        let _ = header.insert_header("cache-control", "no-store");
+        let _ = header.insert_header("x-request-id", request_id);
+        Rendered { header, body: bytes::Bytes::from(body) }
+    }
+}
+
+/// True when the request is a browser navigation that should get HTML rather than JSON.
+pub fn wants_html(accept: Option<&[u8]>, sec_fetch_mode: Option<&[u8]>) -> bool {
+    if sec_fetch_mode == Some(b"navigate") {
+        return true;
+    }
+    accept.is_some_and(|a| a.windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
+}
+
+fn join_methods(ms: &[http::Method]) -> String {
+    ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// Escapes text for HTML.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(r: &Rendered, name: &str) -> Option<String> {
+        r.header.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn statuses_and_headers() {
+        let missing = Refusal::MissingCredentials.render("authgate", false, "rid1");
+        assert_eq!(missing.header.status, 401);
+        assert_eq!(header(&missing, "www-authenticate").unwrap(), "Bearer realm=\"authgate\"");
+        assert_eq!(header(&missing, "content-type").unwrap(), "application/problem+json");
+        let body: serde_json::Value = serde_json::from_slice(&missing.body).unwrap();
+        assert_eq!(body["status"], 401);
+        assert_eq!(body["request_id"], "rid1");
+
+        let invalid = Refusal::InvalidToken("the token has expired".into()).render("authgate", false, "r");
+        assert!(header(&invalid, "www-authenticate").unwrap().contains("error=\"invalid_token\""));
+
+        let forbidden = Refusal::Forbidden { entity: "client_abc:invoice".into(), permission: "write".into(), reason: "not granted".into() }
+            .render("authgate", false, "r");
+        assert_eq!(forbidden.header.status, 403);
+        let body: serde_json::Value = serde_json::from_slice(&forbidden.body).unwrap();
+        assert_eq!(body["entity"], "client_abc:invoice");
+        assert_eq!(body["permission"], "write");
+
+        let unavailable = Refusal::IdpUnavailable("keys not loaded".into()).render("authgate", false, "r");
+        assert_eq!(unavailable.header.status, 503);
+        assert_eq!(header(&unavailable, "retry-after").unwrap(), "5");
+
+        let not_allowed = Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::PUT]).render("authgate", false, "r");
+        assert_eq!(header(&not_allowed, "allow").unwrap(), "GET, PUT");
+    }
+
+    #[test]
+    fn browsers_get_escaped_html() {
+        let r = Refusal::UnknownClient("https://<script>.example".into()).render("authgate", true, "r");
+        assert_eq!(header(&r, "content-type").unwrap(), "text/html; charset=utf-8");
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.contains("&lt;script&gt;") && !body.contains("<script>"));
+        assert!(wants_html(Some(b"text/html,application/xhtml+xml"), None));
+        assert!(wants_html(None, Some(b"navigate")));
+        assert!(!wants_html(Some(b"application/json"), Some(b"cors")));
+        assert!(!wants_html(None, None));
+    }
+}

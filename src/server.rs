@@ -1,0 +1,90 @@
+//! Builds and runs the Pingora server: the proxy service, the admin service and the
+//! background JWKS refresher.
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::identity::jwks::KeyStore;
+use crate::identity::verify::Verifier;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Something in the config cannot be set up (an upstream that does not resolve, TLS files).
+    #[error("cannot start: {0}")]
+    Setup(String),
+}
+
+/// Keeps the IdP's keys fresh: fetches at start (retrying with backoff until it works),
+/// then every `jwks_refresh_interval`.
+struct JwksRefresher {
+    verifier: Arc<Verifier>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for JwksRefresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let wait = if self.verifier.refresh_keys().await {
+                backoff = Duration::from_millis(250);
+                self.interval
+            } else {
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                if self.verifier.keys().is_loaded() { backoff.max(Duration::from_secs(5)).min(self.interval) } else { backoff }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Builds a ready-to-run Pingora server for a validated config.
+pub fn build(config: &Config) -> Result<Server, StartError> {
+    let conf = ServerConf {
+        threads: config.proxy.threads,
+        grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.proxy.grace_period.as_secs().max(1)),
+        work_stealing: false,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = Metrics::new();
+    let keys = Arc::new(KeyStore::from_config(&config.idp, metrics.clone()));
+    let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()));
+    let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone()).map_err(StartError::Setup)?;
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "authgate proxy");
+    let listen = config.proxy.listen.to_string();
+    match &config.proxy.tls {
+        Some(tls) => {
+            let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
+            proxy.add_tls(&listen, &cert, &key).map_err(|e| StartError::Setup(format!("TLS listener {listen}: {e}")))?;
+        }
+        None => proxy.add_tcp(&listen),
+    }
+
+    let mut admin = Service::new("authgate admin".to_string(), AdminApp::new(metrics, keys));
+    admin.add_tcp(&config.admin.listen.to_string());
+    admin.threads = Some(1);
+
+    let refresher = background_service("jwks refresher", JwksRefresher { verifier, interval: config.idp.jwks_refresh_interval });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(refresher);
+    Ok(server)
+}

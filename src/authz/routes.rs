@@ -148,60 +148,87 @@ pub enum RouteMatch<'a> {
     NotFound,
 }
 
-#[derive(Debug, Default)]
-struct Slot {
-    /// Routes sharing this pattern, each with its method set.
-    routes: Vec<usize>,
+/// The methods routers are kept for; any other method only matches routes without a method list.
+const METHODS: [Method; 7] = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+const OTHER: usize = METHODS.len();
+
+fn method_slot(m: &Method) -> usize {
+    METHODS.iter().position(|x| x == m).unwrap_or(OTHER)
+}
+
+/// One router per method, so that the most specific route *for the request's method* wins.
+#[derive(Default)]
+struct MethodRouters {
+    routers: [matchit::Router<usize>; OTHER + 1],
+    /// (method slot, router key) → route, to name the route a new one conflicts with.
+    keys: HashMap<(usize, String), usize>,
+}
+
+impl fmt::Debug for MethodRouters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MethodRouters").field("routes", &self.keys.len()).finish()
+    }
 }
 
 /// Routes indexed for lookup.
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<RouteSpec>,
-    by_host: HashMap<String, matchit::Router<Slot>>,
-    any_host: matchit::Router<Slot>,
+    by_host: HashMap<String, MethodRouters>,
+    any_host: MethodRouters,
 }
 
 impl RouteTable {
     /// Indexes routes; `Err` lists (route index, message) for routes that conflict.
     pub fn build(routes: &[RouteSpec]) -> Result<RouteTable, Vec<(usize, String)>> {
         let mut conflicts = Vec::new();
-        // Group by (host, main key) so routes that differ only by method share a slot.
-        let mut groups: Vec<(Option<String>, Vec<String>, Vec<usize>)> = Vec::new();
-        for (i, r) in routes.iter().enumerate() {
-            let keys = r.path.router_keys();
-            match groups.iter_mut().find(|(h, k, _)| *h == r.host && k[0] == keys[0]) {
-                Some((_, _, members)) => {
-                    for &other in members.iter() {
-                        if methods_overlap(&routes[other].methods, &r.methods) {
-                            conflicts.push((
-                                i,
-                                format!(
-                                    "route {:?} overlaps route {:?} (same host, path and method): give them different methods or paths",
-                                    r.name, routes[other].name
-                                ),
-                            ));
-                        }
-                    }
-                    members.push(i);
-                }
-                None => groups.push((r.host.clone(), keys, vec![i])),
-            }
-        }
-        let mut by_host: HashMap<String, matchit::Router<Slot>> = HashMap::new();
-        let mut any_host = matchit::Router::new();
-        // Main keys first, so an explicit route wins over another route's variant.
+        let mut by_host: HashMap<String, MethodRouters> = HashMap::new();
+        let mut any_host = MethodRouters::default();
+        // Main keys of every route first, so an explicit route wins over another's variant.
         for pass in 0..2 {
-            for (host, keys, members) in &groups {
-                let router = match host {
+            for (i, r) in routes.iter().enumerate() {
+                let table = match &r.host {
                     Some(h) => by_host.entry(h.clone()).or_default(),
                     None => &mut any_host,
                 };
-                let chosen: Vec<&String> = if pass == 0 { keys.iter().take(1).collect() } else { keys.iter().skip(1).collect() };
-                for key in chosen {
-                    let inserted = router.insert(key.clone(), Slot { routes: members.clone() });
-                    if let (Err(e), 0) = (inserted, pass) {
-                        conflicts.push((members[0], format!("{:?} cannot be routed: {e}", routes[members[0]].path.as_str())));
+                let slots: Vec<usize> = match &r.methods {
+                    Some(ms) => {
+                        let mut v: Vec<usize> = ms.iter().map(method_slot).collect();
+                        v.dedup();
+                        v
+                    }
+                    None => (0..=OTHER).collect(),
+                };
+                let keys = r.path.router_keys();
+                // A GET route also serves HEAD, unless another route claims HEAD for the path.
+                let head_from_get = slots.contains(&0) && !slots.contains(&1);
+                for (slot, all_keys) in slots.iter().map(|s| (*s, false)).chain(head_from_get.then_some((1, true))) {
+                    let chosen = match (pass, all_keys) {
+                        (0, false) => &keys[..1],
+                        (1, false) => &keys[1..],
+                        (1, true) => &keys[..],
+                        _ => &[],
+                    };
+                    for key in chosen {
+                        if let Some(&other) = table.keys.get(&(slot, key.clone())) {
+                            if pass == 0 && !all_keys && other != i && !conflicts.iter().any(|(c, _)| *c == i) {
+                                conflicts.push((
+                                    i,
+                                    format!(
+                                        "route {:?} overlaps route {:?} (same host, path and method): give them different methods or paths",
+                                        r.name, routes[other].name
+                                    ),
+                                ));
+                            }
+                            continue;
+                        }
+                        match table.routers[slot].insert(key.clone(), i) {
+                            Ok(()) => {
+                                table.keys.insert((slot, key.clone()), i);
+                            }
+                            Err(e) if pass == 0 => conflicts.push((i, format!("{:?} cannot be routed: {e}", r.path.as_str()))),
+                            Err(_) => {}
+                        }
                     }
                 }
             }
@@ -220,37 +247,30 @@ impl RouteTable {
 
     /// Finds the route for a normalised path. `host` is the request's host, lowercase, no port.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> RouteMatch<'_> {
-        let mut allowed = Vec::new();
-        let host_router = host.and_then(|h| self.by_host.get(h));
-        for router in host_router.into_iter().chain(std::iter::once(&self.any_host)) {
-            let Ok(m) = router.at(path) else { continue };
-            for &i in &m.value.routes {
-                let route = &self.routes[i];
-                match &route.methods {
-                    Some(ms) if !ms.contains(method) && !(method == Method::HEAD && ms.contains(&Method::GET)) => {
-                        allowed.extend(ms.iter().cloned());
-                    }
-                    _ => {
-                        let names = route.path.params();
-                        let params = names.zip(m.params.iter()).map(|(n, (_, v))| (n, v.to_string())).collect();
-                        return RouteMatch::Found { route, index: i, params };
-                    }
+        let host_table = host.and_then(|h| self.by_host.get(h));
+        let tables = || host_table.into_iter().chain(std::iter::once(&self.any_host));
+        let slot = method_slot(method);
+        for table in tables() {
+            if let Ok(m) = table.routers[slot].at(path) {
+                let index = *m.value;
+                let route = &self.routes[index];
+                let params = route.path.params().zip(m.params.iter()).map(|(n, (_, v))| (n, v.to_string())).collect();
+                return RouteMatch::Found { route, index, params };
+            }
+        }
+        let mut allowed: Vec<Method> = Vec::new();
+        for table in tables() {
+            for (s, m) in METHODS.iter().enumerate() {
+                if table.routers[s].at(path).is_ok() && !allowed.contains(m) {
+                    allowed.push(m.clone());
                 }
             }
         }
         if allowed.is_empty() {
             RouteMatch::NotFound
         } else {
-            allowed.dedup();
             RouteMatch::MethodNotAllowed { allowed }
         }
-    }
-}
-
-fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
-        _ => true,
     }
 }
 
@@ -318,7 +338,7 @@ mod tests {
     #[test]
     fn method_not_allowed_and_not_found() {
         let t = RouteTable::build(&[route("get", None, "/a/{id}", Some(&["GET"])), route("post", None, "/b", Some(&["POST"]))]).unwrap();
-        assert_eq!(found(&t, None, "/a/1", "DELETE"), "405 [GET]");
+        assert_eq!(found(&t, None, "/a/1", "DELETE"), "405 [GET, HEAD]");
         assert_eq!(found(&t, None, "/b", "GET"), "405 [POST]");
         assert_eq!(found(&t, None, "/c", "GET"), "404");
         assert_eq!(found(&t, None, "/a", "GET"), "404");

@@ -14,6 +14,8 @@ pub use model::Config;
 use span::{KeyPath, LineIndex};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 use validate::{Problem, Problems, Sections};
 
 /// Why a config could not be loaded.
@@ -79,93 +81,96 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `file` names it in messages, `env` resolves `${VARS}`.
 pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-    let mut root: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.to_string(), message: e.to_string().trim_end().to_string() })?;
+    let mut root = DeTable::parse(text).map_err(|mut e| {
+        e.set_input(Some(text));
+        ConfigError::Syntax { file: file.to_string(), message: e.to_string().trim_end().to_string() }
+    })?;
     let mut problems = Problems::default();
-    for (key, value) in root.iter_mut() {
-        expand_env(value, &KeyPath::root(key), env, &mut problems);
+    for (key, value) in root.get_mut().iter_mut() {
+        expand_env(value.get_mut(), &KeyPath::root(key.get_ref()), env, &mut problems);
     }
-    let sections = sections(root, &mut problems);
+    let sections = sections(root.into_inner(), &mut problems);
     let config = validate::validate(sections, &mut problems);
-    let config = config.and_then(|c| {
-        if let Err(conflicts) = crate::authz::routes::RouteTable::build(&c.routes) {
+    let config = config.and_then(|c| match crate::authz::routes::RouteTable::build(&c.routes) {
+        Ok(_) => Some(c),
+        Err(conflicts) => {
             for (index, message) in conflicts {
                 problems.add(&KeyPath::root("routes").index(index).key("path"), message);
             }
             None
-        } else {
-            Some(c)
         }
     });
     match config {
         Some(c) if problems.0.is_empty() => Ok(c),
         _ => {
             let index = LineIndex::new(text);
-            Err(ConfigError::Invalid(
-                problems
-                    .0
-                    .into_iter()
-                    .map(|problem| Located { file: file.to_string(), line: index.line_of(&problem.path), problem })
-                    .collect(),
-            ))
+            let mut located: Vec<Located> = problems
+                .0
+                .into_iter()
+                .map(|problem| Located { file: file.to_string(), line: index.line_of(&problem.path), problem })
+                .collect();
+            located.sort_by_key(|l| l.line.unwrap_or(usize::MAX));
+            Err(ConfigError::Invalid(located))
         }
     }
 }
 
 /// Deserializes each section on its own so that one bad table does not hide the others' problems.
-fn sections(mut root: toml::Table, problems: &mut Problems) -> Sections {
-    fn one<T: serde::de::DeserializeOwned + Default>(root: &mut toml::Table, key: &str, problems: &mut Problems) -> T {
-        match root.remove(key) {
-            None => T::default(),
-            Some(v) => deserialize(v, &KeyPath::root(key), problems).unwrap_or_default(),
-        }
-    }
-    fn many<T: serde::de::DeserializeOwned>(root: &mut toml::Table, key: &str, problems: &mut Problems) -> Vec<(usize, T)> {
-        let at = KeyPath::root(key);
-        match root.remove(key) {
-            None => Vec::new(),
-            Some(toml::Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, v)| deserialize(v, &at.index(i), problems).map(|t| (i, t)))
-                .collect(),
-            Some(_) => {
-                problems.add(&at, format!("must be an array of tables: write [[{key}]]"));
-                Vec::new()
+fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
+    let mut s = Sections::default();
+    let mut routes_seen = false;
+    for (key, value) in root {
+        let name = key.get_ref().as_ref();
+        let at = KeyPath::root(name);
+        match name {
+            "proxy" => s.proxy = deserialize(value, &at, problems).unwrap_or_default(),
+            "admin" => s.admin = deserialize(value, &at, problems).unwrap_or_default(),
+            "idp" => s.idp = deserialize(value, &at, problems).unwrap_or_default(),
+            "cache" => s.cache = deserialize(value, &at, problems).unwrap_or_default(),
+            "headers" => s.headers = deserialize(value, &at, problems).unwrap_or_default(),
+            "clients" => s.clients = many(value, &at, problems),
+            "upstreams" => s.upstreams = many(value, &at, problems),
+            "routes" => {
+                routes_seen = true;
+                s.routes = many(value, &at, problems);
             }
+            _ => problems.add(
+                &at,
+                "is not a known section: expected proxy, admin, idp, cache, headers, [[clients]], [[upstreams]], [[routes]]",
+            ),
         }
     }
-    let s = Sections {
-        proxy: one(&mut root, "proxy", problems),
-        admin: one(&mut root, "admin", problems),
-        idp: one(&mut root, "idp", problems),
-        cache: one(&mut root, "cache", problems),
-        headers: one(&mut root, "headers", problems),
-        clients: many(&mut root, "clients", problems),
-        upstreams: many(&mut root, "upstreams", problems),
-        routes: many(&mut root, "routes", problems),
-    };
-    for key in root.keys() {
-        problems.add(
-            &KeyPath::root(key),
-            "is not a known section: expected proxy, admin, idp, cache, headers, [[clients]], [[upstreams]], [[routes]]",
-        );
+    if !routes_seen {
+        problems.add(&KeyPath::root("routes"), "no [[routes]]: every request would get 404; add at least one route");
     }
     s
 }
 
-/// Deserializes one table, turning serde's message into a problem at the offending key.
-fn deserialize<T: serde::de::DeserializeOwned>(value: toml::Value, at: &KeyPath, problems: &mut Problems) -> Option<T> {
-    match value.try_into::<T>() {
+fn many<T: serde::de::DeserializeOwned>(value: Spanned<DeValue<'_>>, at: &KeyPath, problems: &mut Problems) -> Vec<(usize, T)> {
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| deserialize(v, &at.index(i), problems).map(|t| (i, t)))
+            .collect(),
+        _ => {
+            problems.add(at, format!("must be an array of tables: write [[{at}]]"));
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes one table; serde's complaint becomes a problem at the key it is about.
+fn deserialize<T: serde::de::DeserializeOwned>(value: Spanned<DeValue<'_>>, at: &KeyPath, problems: &mut Problems) -> Option<T> {
+    let located = value.clone();
+    match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(t) => Some(t),
         Err(e) => {
             let message = e.message().trim_end().to_string();
-            // serde names the offending field in backticks: point at it when it is in the file.
-            let path = message
-                .split('`')
-                .nth(1)
-                .filter(|_| message.starts_with("unknown field") || message.starts_with("invalid type") || message.starts_with("missing field"))
-                .map(|field| at.key(field))
-                .unwrap_or_else(|| at.clone());
+            let path = match e.span() {
+                Some(span) => key_at(located.get_ref(), span.start, at.clone()),
+                None => at.clone(),
+            };
             let message = if message.starts_with("unknown field") {
                 format!("{message}: unknown keys are errors so that typos are not silently ignored")
             } else {
@@ -177,21 +182,45 @@ fn deserialize<T: serde::de::DeserializeOwned>(value: toml::Value, at: &KeyPath,
     }
 }
 
-/// Replaces `${VAR}` in every string below `value`.
-fn expand_env(value: &mut toml::Value, at: &KeyPath, env: &dyn Fn(&str) -> Option<String>, problems: &mut Problems) {
+/// The path of the deepest key whose key or value covers `offset`.
+fn key_at(value: &DeValue<'_>, offset: usize, at: KeyPath) -> KeyPath {
     match value {
-        toml::Value::String(s) => match expand(s, env) {
-            Ok(expanded) => *s = expanded,
+        DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                let (ks, vs) = (k.span(), v.span());
+                if ks.contains(&offset) || vs.contains(&offset) || (vs.start..=vs.end).contains(&offset) && vs.is_empty() {
+                    return key_at(v.get_ref(), offset, at.key(k.get_ref()));
+                }
+            }
+            at
+        }
+        DeValue::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                if v.span().contains(&offset) {
+                    return key_at(v.get_ref(), offset, at.index(i));
+                }
+            }
+            at
+        }
+        _ => at,
+    }
+}
+
+/// Replaces `${VAR}` in every string below `value`.
+fn expand_env(value: &mut DeValue<'_>, at: &KeyPath, env: &dyn Fn(&str) -> Option<String>, problems: &mut Problems) {
+    match value {
+        DeValue::String(s) => match expand(s, env) {
+            Ok(expanded) => *s = expanded.into(),
             Err(message) => problems.add(at, message),
         },
-        toml::Value::Array(items) => {
+        DeValue::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_env(item, &at.index(i), env, problems);
+                expand_env(item.get_mut(), &at.index(i), env, problems);
             }
         }
-        toml::Value::Table(t) => {
+        DeValue::Table(t) => {
             for (k, v) in t.iter_mut() {
-                expand_env(v, &at.key(k), env, problems);
+                expand_env(v.get_mut(), &at.key(k.get_ref()), env, problems);
             }
         }
         _ => {}

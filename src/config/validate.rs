@@ -329,9 +329,6 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
 
 fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problems: &mut Problems) -> Vec<RouteSpec> {
     let mut out = Vec::new();
-    if list.is_empty() {
-        problems.add(&KeyPath::root("routes"), "no [[routes]]: every request would get 404; add at least one route");
-    }
     let mut names = HashSet::new();
     for (i, f) in list {
         let at = KeyPath::root("routes").index(i);

@@ -49,12 +49,19 @@ impl EchoServer {
             let stopped = async {
                 let _ = receiver.await;
             };
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
                 tracing::warn!(%error, "echo server failed");
             }
         });
         tracing::info!(%addr, "echo upstream listening");
-        Ok(EchoServer { addr, requests, stop: Arc::new(Stop(Mutex::new(Some(sender)))) })
+        Ok(EchoServer {
+            addr,
+            requests,
+            stop: Arc::new(Stop(Mutex::new(Some(sender)))),
+        })
     }
 
     /// The address the server listens on (with the real port when started on port 0).
@@ -69,7 +76,12 @@ impl EchoServer {
 
     /// Stops accepting connections and ends the server once in-flight requests finish.
     pub fn shutdown(&self) {
-        let sender = self.stop.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let sender = self
+            .stop
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(sender) = sender {
             // The server may already be gone; nothing left to stop then.
             let _ = sender.send(());
@@ -128,9 +140,10 @@ fn page(method: &Method, uri: &Uri, headers: &BTreeMap<String, String>, body: &s
         "<p>As told by authgate in the identity headers it injected.</p>\n<dl>\n",
     ));
     for (name, label) in IDENTITY_HEADERS {
-        let value = headers
-            .get(name)
-            .map_or_else(|| "<em>not set</em>".to_owned(), |v| format!("<code>{}</code>", escape(v)));
+        let value = headers.get(name).map_or_else(
+            || "<em>not set</em>".to_owned(),
+            |v| format!("<code>{}</code>", escape(v)),
+        );
         html.push_str(&format!("<dt>{label}</dt><dd>{value}</dd>\n"));
     }
     html.push_str(&format!(
@@ -139,7 +152,11 @@ fn page(method: &Method, uri: &Uri, headers: &BTreeMap<String, String>, body: &s
         escape(&uri.to_string()),
     ));
     for (name, value) in headers {
-        html.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>\n", escape(name), escape(value)));
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td></tr>\n",
+            escape(name),
+            escape(value)
+        ));
     }
     html.push_str("</table>\n");
     if !body.is_empty() {
@@ -171,14 +188,20 @@ mod tests {
     use serde_json::Value;
 
     fn client() -> reqwest::Client {
-        reqwest::Client::builder().no_proxy().build().expect("client")
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
     }
 
     #[test]
     fn escapes_html() {
         let cases = [
             ("plain", "plain"),
-            ("<script>alert('x')</script>", "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+            (
+                "<script>alert('x')</script>",
+                "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;",
+            ),
             ("a & \"b\"", "a &amp; &quot;b&quot;"),
         ];
         for (input, expected) in cases {
@@ -188,7 +211,9 @@ mod tests {
 
     #[tokio::test]
     async fn echoes_requests_as_json_and_html() {
-        let server = EchoServer::start("127.0.0.1:0".parse().expect("addr")).await.expect("start");
+        let server = EchoServer::start("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("start");
         let base = format!("http://{}", server.addr());
 
         let response = client()
@@ -218,7 +243,10 @@ mod tests {
             .send()
             .await
             .expect("send");
-        assert!(response.headers()[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/html"));
+        assert!(response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html"));
         let page = response.text().await.expect("text");
         assert!(page.contains("<dt>Subject</dt><dd><code>&lt;b&gt;user_bob&lt;/b&gt;</code></dd>"));
         assert!(page.contains("<dt>Email</dt><dd><em>not set</em></dd>"));

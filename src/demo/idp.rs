@@ -109,7 +109,10 @@ pub const DEMO_USERS: &[DemoUser] = &[
 pub fn demo_claims(user: &str, audience: &str) -> Option<Value> {
     let demo = DEMO_USERS.iter().find(|u| u.id == user)?;
     let to_map = |grants: &[(&str, &[&str])]| -> serde_json::Map<String, Value> {
-        grants.iter().map(|(entity, perms)| ((*entity).to_owned(), json!(perms))).collect()
+        grants
+            .iter()
+            .map(|(entity, perms)| ((*entity).to_owned(), json!(perms)))
+            .collect()
     };
     let mut claims = json!({
         "sub": demo.subject,
@@ -178,13 +181,19 @@ impl DevIdp {
             return Err(DevIdpError::NotLoopback(listen));
         }
         let first = Arc::new(SigningKey::generate(alg)?);
-        let bind_failed = |source| DevIdpError::Bind { addr: listen, source };
+        let bind_failed = |source| DevIdpError::Bind {
+            addr: listen,
+            source,
+        };
         let listener = TcpListener::bind(listen).await.map_err(bind_failed)?;
         let addr = listener.local_addr().map_err(bind_failed)?;
         let shared = Arc::new(Shared {
             addr,
             issuer: format!("http://{addr}"),
-            keys: RwLock::new(KeyRing { active: first.clone(), keys: vec![(first, true)] }),
+            keys: RwLock::new(KeyRing {
+                active: first.clone(),
+                keys: vec![(first, true)],
+            }),
             audience: RwLock::new(DEFAULT_AUDIENCE.to_owned()),
             available: AtomicBool::new(true),
             discovery_requests: AtomicUsize::new(0),
@@ -199,12 +208,18 @@ impl DevIdp {
             let stopped = async {
                 let _ = receiver.await;
             };
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
                 tracing::warn!(%error, "dev idp server failed");
             }
         });
         tracing::info!(issuer = %shared.issuer, alg = ?alg, "dev idp listening");
-        Ok(DevIdp { shared, stop: Arc::new(Stop(Mutex::new(Some(sender)))) })
+        Ok(DevIdp {
+            shared,
+            stop: Arc::new(Stop(Mutex::new(Some(sender)))),
+        })
     }
 
     /// The address the IdP listens on (with the real port when started on port 0).
@@ -253,7 +268,11 @@ impl DevIdp {
     /// unknown kid), and if it was the active key [`DevIdp::mint`] keeps signing with it.
     pub fn remove_key(&self, kid: &str) -> bool {
         let mut ring = self.shared.keys_write();
-        match ring.keys.iter_mut().find(|(key, published)| *published && key.kid() == kid) {
+        match ring
+            .keys
+            .iter_mut()
+            .find(|(key, published)| *published && key.kid() == kid)
+        {
             Some((_, published)) => {
                 *published = false;
                 true
@@ -275,13 +294,19 @@ impl DevIdp {
 
     /// Like [`DevIdp::mint`] but signs with key `kid`, even one removed from the JWKS.
     pub fn mint_with(&self, kid: &str, claims: Value) -> Result<String, DevIdpError> {
-        let key = self.signing_key(kid).ok_or_else(|| DevIdpError::UnknownKey(kid.to_owned()))?;
+        let key = self
+            .signing_key(kid)
+            .ok_or_else(|| DevIdpError::UnknownKey(kid.to_owned()))?;
         Ok(key.sign(&self.shared.complete(claims)))
     }
 
     /// Sets the `aud` of tokens minted by `POST /token` (default [`DEFAULT_AUDIENCE`]).
     pub fn set_audience(&self, audience: impl Into<String>) {
-        *self.shared.audience.write().unwrap_or_else(PoisonError::into_inner) = audience.into();
+        *self
+            .shared
+            .audience
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = audience.into();
     }
 
     /// The `aud` of tokens minted by `POST /token`.
@@ -334,16 +359,22 @@ impl Shared {
     }
 
     fn audience(&self) -> String {
-        self.audience.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.audience
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Adds the registered claims the caller left out.
     fn complete(&self, mut claims: Value) -> Value {
         if let Value::Object(map) = &mut claims {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             map.entry("iss").or_insert_with(|| json!(self.issuer));
             map.entry("iat").or_insert_with(|| json!(now));
-            map.entry("exp").or_insert_with(|| json!(now + TOKEN_TTL_SECS));
+            map.entry("exp")
+                .or_insert_with(|| json!(now + TOKEN_TTL_SECS));
         }
         claims
     }
@@ -356,11 +387,17 @@ impl Shared {
 
 impl KeyRing {
     fn find(&self, kid: &str) -> Option<Arc<SigningKey>> {
-        self.keys.iter().find(|(key, _)| key.kid() == kid).map(|(key, _)| key.clone())
+        self.keys
+            .iter()
+            .find(|(key, _)| key.kid() == kid)
+            .map(|(key, _)| key.clone())
     }
 
     fn published(&self) -> impl Iterator<Item = &SigningKey> {
-        self.keys.iter().filter(|(_, published)| *published).map(|(key, _)| key.as_ref())
+        self.keys
+            .iter()
+            .filter(|(_, published)| *published)
+            .map(|(key, _)| key.as_ref())
     }
 }
 
@@ -416,17 +453,35 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let keys: Vec<Value> = shared.keys_read().published().map(|key| key.public_jwk().clone()).collect();
-    ([(header::CACHE_CONTROL, "max-age=60")], Json(json!({ "keys": keys })))
+    let keys: Vec<Value> = shared
+        .keys_read()
+        .published()
+        .map(|key| key.public_jwk().clone())
+        .collect();
+    (
+        [(header::CACHE_CONTROL, "max-age=60")],
+        Json(json!({ "keys": keys })),
+    )
 }
 
 /// Demo minting: `user=<id>` in the form body or the query string.
-async fn token(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     let field = |input: &[u8]| {
-        url::form_urlencoded::parse(input).find(|(name, _)| name == "user").map(|(_, value)| value.into_owned())
+        url::form_urlencoded::parse(input)
+            .find(|(name, _)| name == "user")
+            .map(|(_, value)| value.into_owned())
     };
-    let known = DEMO_USERS.iter().map(|u| u.id).collect::<Vec<_>>().join(", ");
-    let Some(user) = field(&body).or_else(|| query.as_deref().and_then(|q| field(q.as_bytes()))) else {
+    let known = DEMO_USERS
+        .iter()
+        .map(|u| u.id)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(user) = field(&body).or_else(|| query.as_deref().and_then(|q| field(q.as_bytes())))
+    else {
         let message = format!("missing field `user`: name a demo user ({known})");
         return error_response(StatusCode::BAD_REQUEST, "invalid_request", &message);
     };
@@ -443,7 +498,11 @@ async fn token(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, bod
 }
 
 async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "not_found", "the dev idp has no such endpoint")
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "the dev idp has no such endpoint",
+    )
 }
 
 fn error_response(status: StatusCode, error: &str, message: &str) -> Response {
@@ -461,24 +520,43 @@ mod tests {
     }
 
     fn client() -> reqwest::Client {
-        reqwest::Client::builder().no_proxy().build().expect("client")
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
     }
 
     async fn fetch_jwks(idp: &DevIdp) -> JwkSet {
-        client().get(idp.jwks_url()).send().await.expect("jwks").json().await.expect("jwks json")
+        client()
+            .get(idp.jwks_url())
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("jwks json")
     }
 
     fn kids(set: &JwkSet) -> Vec<String> {
-        set.keys.iter().filter_map(|k| k.common.key_id.clone()).collect()
+        set.keys
+            .iter()
+            .filter_map(|k| k.common.key_id.clone())
+            .collect()
     }
 
     /// Verifies `token` the way a relying party would: kid → served JWK → signature and claims.
-    async fn verify(idp: &DevIdp, token: &str, audience: &str) -> jsonwebtoken::errors::Result<Value> {
+    async fn verify(
+        idp: &DevIdp,
+        token: &str,
+        audience: &str,
+    ) -> jsonwebtoken::errors::Result<Value> {
         let header = decode_header(token)?;
         let set = fetch_jwks(idp).await;
-        let jwk = set.find(header.kid.as_deref().unwrap_or_default()).ok_or_else(|| {
-            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
-        })?;
+        let jwk = set
+            .find(header.kid.as_deref().unwrap_or_default())
+            .ok_or_else(|| {
+                jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
+            })?;
         let mut validation = Validation::new(header.alg);
         validation.set_audience(&[audience]);
         validation.set_issuer(&[idp.issuer()]);
@@ -490,7 +568,10 @@ mod tests {
         for addr in ["0.0.0.0:0", "10.1.2.3:0", "[::]:0"] {
             let addr: SocketAddr = addr.parse().expect("addr");
             let result = DevIdp::start_with(addr, Algorithm::EdDSA).await;
-            assert!(matches!(result, Err(DevIdpError::NotLoopback(a)) if a == addr), "{addr}");
+            assert!(
+                matches!(result, Err(DevIdpError::NotLoopback(a)) if a == addr),
+                "{addr}"
+            );
         }
     }
 
@@ -498,16 +579,32 @@ mod tests {
     async fn serves_discovery_and_jwks() {
         let idp = DevIdp::start(loopback()).await.expect("start");
         assert_ne!(idp.addr().port(), 0);
-        assert_eq!(idp.issuer(), format!("http://127.0.0.1:{}", idp.addr().port()));
+        assert_eq!(
+            idp.issuer(),
+            format!("http://127.0.0.1:{}", idp.addr().port())
+        );
 
-        let doc: Value = client().get(idp.discovery_url()).send().await.expect("get").json().await.expect("json");
+        let doc: Value = client()
+            .get(idp.discovery_url())
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(doc["issuer"], idp.issuer());
         assert_eq!(doc["jwks_uri"], idp.jwks_url());
         assert_eq!(doc["token_endpoint"], idp.token_url());
-        assert_eq!(doc["authorization_endpoint"], format!("{}/authorize", idp.issuer()));
+        assert_eq!(
+            doc["authorization_endpoint"],
+            format!("{}/authorize", idp.issuer())
+        );
         assert_eq!(doc["response_types_supported"], json!(["code"]));
         assert_eq!(doc["subject_types_supported"], json!(["public"]));
-        assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["RS256"]));
+        assert_eq!(
+            doc["id_token_signing_alg_values_supported"],
+            json!(["RS256"])
+        );
 
         let response = client().get(idp.jwks_url()).send().await.expect("get");
         assert_eq!(response.status(), 200);
@@ -519,74 +616,153 @@ mod tests {
 
     #[tokio::test]
     async fn rotate_adds_a_key_and_remove_unpublishes_it() {
-        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA).await.expect("start");
+        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA)
+            .await
+            .expect("start");
         let old = idp.active_kid();
         let old_token = idp.mint(json!({"sub": "s", "aud": "a"}));
 
         let new = idp.rotate(Algorithm::ES256).expect("rotate");
         assert_ne!(new, old);
         assert_eq!(idp.active_kid(), new);
-        assert_eq!(kids(&fetch_jwks(&idp).await), vec![old.clone(), new.clone()]);
-        let doc: Value = client().get(idp.discovery_url()).send().await.expect("get").json().await.expect("json");
-        assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["EdDSA", "ES256"]));
-        assert_eq!(decode_header(idp.mint(json!({}))).expect("header").kid, Some(new.clone()));
-        verify(&idp, &old_token, "a").await.expect("old token still verifies");
+        assert_eq!(
+            kids(&fetch_jwks(&idp).await),
+            vec![old.clone(), new.clone()]
+        );
+        let doc: Value = client()
+            .get(idp.discovery_url())
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            doc["id_token_signing_alg_values_supported"],
+            json!(["EdDSA", "ES256"])
+        );
+        assert_eq!(
+            decode_header(idp.mint(json!({}))).expect("header").kid,
+            Some(new.clone())
+        );
+        verify(&idp, &old_token, "a")
+            .await
+            .expect("old token still verifies");
 
         assert!(idp.remove_key(&old));
         assert!(!idp.remove_key(&old));
         assert!(!idp.remove_key("no-such-kid"));
         assert_eq!(kids(&fetch_jwks(&idp).await), vec![new]);
         assert!(verify(&idp, &old_token, "a").await.is_err());
-        assert!(idp.signing_key(&old).is_some(), "removed keys can still sign");
+        assert!(
+            idp.signing_key(&old).is_some(),
+            "removed keys can still sign"
+        );
         assert!(idp.mint_with(&old, json!({})).is_ok());
-        assert!(matches!(idp.mint_with("nope", json!({})), Err(DevIdpError::UnknownKey(_))));
+        assert!(matches!(
+            idp.mint_with("nope", json!({})),
+            Err(DevIdpError::UnknownKey(_))
+        ));
     }
 
     #[tokio::test]
     async fn unavailable_answers_503_everywhere() {
-        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA).await.expect("start");
+        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA)
+            .await
+            .expect("start");
         idp.set_available(false);
         let client = client();
         for (method, url) in [
             (reqwest::Method::GET, idp.discovery_url()),
             (reqwest::Method::GET, idp.jwks_url()),
-            (reqwest::Method::POST, format!("{}?user=alice", idp.token_url())),
+            (
+                reqwest::Method::POST,
+                format!("{}?user=alice", idp.token_url()),
+            ),
             (reqwest::Method::GET, format!("{}/anything", idp.issuer())),
         ] {
             let response = client.request(method, &url).send().await.expect("send");
             assert_eq!(response.status(), 503, "{url}");
         }
-        assert_eq!((idp.discovery_requests(), idp.jwks_requests(), idp.token_requests()), (1, 1, 1));
+        assert_eq!(
+            (
+                idp.discovery_requests(),
+                idp.jwks_requests(),
+                idp.token_requests()
+            ),
+            (1, 1, 1)
+        );
 
         idp.set_available(true);
-        assert_eq!(client.get(idp.jwks_url()).send().await.expect("send").status(), 200);
-        assert_eq!(client.get(format!("{}/anything", idp.issuer())).send().await.expect("send").status(), 404);
+        assert_eq!(
+            client
+                .get(idp.jwks_url())
+                .send()
+                .await
+                .expect("send")
+                .status(),
+            200
+        );
+        assert_eq!(
+            client
+                .get(format!("{}/anything", idp.issuer()))
+                .send()
+                .await
+                .expect("send")
+                .status(),
+            404
+        );
     }
 
     #[tokio::test]
     async fn minted_tokens_verify_and_caller_claims_win() {
-        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA).await.expect("start");
-        let claims = verify(&idp, &idp.mint(json!({"sub": "svc", "aud": "api"})), "api").await.expect("verify");
+        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA)
+            .await
+            .expect("start");
+        let claims = verify(&idp, &idp.mint(json!({"sub": "svc", "aud": "api"})), "api")
+            .await
+            .expect("verify");
         assert_eq!(claims["iss"], idp.issuer());
-        let (iat, exp) = (claims["iat"].as_u64().expect("iat"), claims["exp"].as_u64().expect("exp"));
+        let (iat, exp) = (
+            claims["iat"].as_u64().expect("iat"),
+            claims["exp"].as_u64().expect("exp"),
+        );
         assert_eq!(exp - iat, TOKEN_TTL_SECS);
 
         let expired = idp.mint(json!({"aud": "api", "exp": 1_000}));
         let error = verify(&idp, &expired, "api").await.expect_err("expired");
-        assert_eq!(error.kind(), &jsonwebtoken::errors::ErrorKind::ExpiredSignature);
+        assert_eq!(
+            error.kind(),
+            &jsonwebtoken::errors::ErrorKind::ExpiredSignature
+        );
         let foreign = idp.mint(json!({"aud": "api", "iss": "https://evil.example"}));
-        let error = verify(&idp, &foreign, "api").await.expect_err("wrong issuer");
-        assert_eq!(error.kind(), &jsonwebtoken::errors::ErrorKind::InvalidIssuer);
+        let error = verify(&idp, &foreign, "api")
+            .await
+            .expect_err("wrong issuer");
+        assert_eq!(
+            error.kind(),
+            &jsonwebtoken::errors::ErrorKind::InvalidIssuer
+        );
     }
 
     #[tokio::test]
     async fn token_endpoint_mints_demo_users() {
-        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA).await.expect("start");
+        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA)
+            .await
+            .expect("start");
         let client = client();
-        let response = client.post(idp.token_url()).form(&[("user", "alice")]).send().await.expect("post");
+        let response = client
+            .post(idp.token_url())
+            .form(&[("user", "alice")])
+            .send()
+            .await
+            .expect("post");
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.expect("json");
-        assert_eq!((&body["token_type"], &body["expires_in"]), (&json!("Bearer"), &json!(900)));
+        assert_eq!(
+            (&body["token_type"], &body["expires_in"]),
+            (&json!("Bearer"), &json!(900))
+        );
         let token = body["access_token"].as_str().expect("access_token");
         let claims = verify(&idp, token, DEFAULT_AUDIENCE).await.expect("verify");
         assert_eq!(claims["sub"], "user_alice");
@@ -599,16 +775,37 @@ mod tests {
         idp.set_audience("other-api");
         let body: Value = client
             .post(format!("{}?user=carol", idp.token_url()))
-            .send().await.expect("post").json().await.expect("json");
-        let claims = verify(&idp, body["access_token"].as_str().expect("token"), "other-api").await.expect("verify");
-        assert_eq!(claims["abac_required"], json!({"client_demo:invoice": ["refund"]}));
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        let claims = verify(
+            &idp,
+            body["access_token"].as_str().expect("token"),
+            "other-api",
+        )
+        .await
+        .expect("verify");
+        assert_eq!(
+            claims["abac_required"],
+            json!({"client_demo:invoice": ["refund"]})
+        );
 
         for form in [vec![("user", "mallory")], vec![]] {
-            let response = client.post(idp.token_url()).form(&form).send().await.expect("post");
+            let response = client
+                .post(idp.token_url())
+                .form(&form)
+                .send()
+                .await
+                .expect("post");
             assert_eq!(response.status(), 400);
             let body: Value = response.json().await.expect("json");
             assert_eq!(body["error"], "invalid_request");
-            assert!(body["message"].as_str().is_some_and(|m| m.contains("alice")));
+            assert!(body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("alice")));
         }
         assert_eq!(idp.token_requests(), 4);
     }
@@ -625,8 +822,16 @@ mod tests {
         for (user, expected) in cases {
             let claims = demo_claims(user, "aud-x");
             let got = claims.as_ref().map(|c| {
-                assert_eq!((&c["aud"], &c["azp"]), (&json!("aud-x"), &json!("demo")), "{user}");
-                (c["sub"].as_str().unwrap_or(""), c["email"].as_str().unwrap_or(""), c.get("abac_required").is_some())
+                assert_eq!(
+                    (&c["aud"], &c["azp"]),
+                    (&json!("aud-x"), &json!("demo")),
+                    "{user}"
+                );
+                (
+                    c["sub"].as_str().unwrap_or(""),
+                    c["email"].as_str().unwrap_or(""),
+                    c.get("abac_required").is_some(),
+                )
             });
             assert_eq!(got, expected, "{user}");
         }
@@ -646,19 +851,34 @@ mod tests {
 
     #[tokio::test]
     async fn stops_on_shutdown_or_when_last_handle_drops() {
-        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA).await.expect("start");
+        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA)
+            .await
+            .expect("start");
         let clone = idp.clone();
-        assert_eq!(client().get(idp.jwks_url()).send().await.expect("get").status(), 200);
+        assert_eq!(
+            client()
+                .get(idp.jwks_url())
+                .send()
+                .await
+                .expect("get")
+                .status(),
+            200
+        );
         clone.shutdown();
         assert!(refused(idp.addr()).await, "still accepting after shutdown");
 
-        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA).await.expect("start");
+        let idp = DevIdp::start_with(loopback(), Algorithm::EdDSA)
+            .await
+            .expect("start");
         let addr = idp.addr();
         let clone = idp.clone();
         drop(idp);
         assert!(!refused_now(addr).await, "one handle left, still serving");
         drop(clone);
-        assert!(refused(addr).await, "still accepting after the last handle dropped");
+        assert!(
+            refused(addr).await,
+            "still accepting after the last handle dropped"
+        );
     }
 
     async fn refused_now(addr: SocketAddr) -> bool {

@@ -12,8 +12,8 @@ use aws_lc_rs::signature::{
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm, OctetKeyPairParameters,
-    OctetKeyPairType, PublicKeyUse,
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
@@ -60,9 +60,11 @@ impl SigningKey {
                 (encoding, jwk.algorithm)
             }
             Algorithm::ES256 => {
-                let pkcs8 =
-                    EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                        .map_err(generate_failed)?;
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &SystemRandom::new(),
+                )
+                .map_err(generate_failed)?;
                 let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
                 let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(load_failed)?;
                 (encoding, jwk.algorithm)
@@ -92,7 +94,12 @@ impl SigningKey {
             algorithm,
         };
         let jwk = serde_json::to_value(&jwk).map_err(|e| load_failed(e.into()))?;
-        let key = SigningKey { kid, alg, encoding, jwk };
+        let key = SigningKey {
+            kid,
+            alg,
+            encoding,
+            jwk,
+        };
         // Prove the key signs now, so `sign` cannot fail later.
         key.try_sign(&serde_json::json!({})).map_err(load_failed)?;
         Ok(key)
@@ -174,7 +181,11 @@ mod tests {
             assert_eq!(jwk_json["kty"], kty, "{alg:?}");
             assert_eq!(jwk_json["kid"], key.kid(), "{alg:?}");
             assert_eq!(jwk_json["use"], "sig", "{alg:?}");
-            assert_eq!(jwk_json["alg"], serde_json::to_value(alg).expect("alg"), "{alg:?}");
+            assert_eq!(
+                jwk_json["alg"],
+                serde_json::to_value(alg).expect("alg"),
+                "{alg:?}"
+            );
             for private in ["d", "p", "q", "dp", "dq", "qi"] {
                 assert!(jwk_json.get(private).is_none(), "{alg:?} leaks {private}");
             }
@@ -202,7 +213,10 @@ mod tests {
         let jwk: Jwk = serde_json::from_value(other.public_jwk().clone()).expect("jwk");
         let token = signer.sign(&json!({"exp": 4_000_000_000u64}));
         let decoding = DecodingKey::from_jwk(&jwk).expect("decoding key");
-        assert!(decode::<serde_json::Value>(&token, &decoding, &Validation::new(Algorithm::EdDSA)).is_err());
+        assert!(
+            decode::<serde_json::Value>(&token, &decoding, &Validation::new(Algorithm::EdDSA))
+                .is_err()
+        );
     }
 
     #[test]

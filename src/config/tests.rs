@@ -1,0 +1,150 @@
+//! Config loading: every problem reported at once, with line and key.
+
+use super::*;
+
+const VALID: &str = r#"
+[proxy]
+listen = "127.0.0.1:8080"
+
+[idp]
+issuer = "https://auth.example.com"
+audience = "https://api.example.com"
+
+[[clients]]
+name = "billing"
+origins = ["https://billing.example.com"]
+client_id = "abc"
+client_secret = "${BILLING_SECRET}"
+
+[[upstreams]]
+name = "billing-api"
+addresses = ["127.0.0.1:3000"]
+
+[[routes]]
+path = "/invoices/{id}"
+methods = ["GET"]
+upstream = "billing-api"
+permission = "invoice:read"
+entity_id = "id"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "BILLING_SECRET").then(|| "s3cret".to_string())
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse("test.toml", text, &env) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid(list)) => list.iter().map(|l| l.to_string()).collect(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+#[test]
+fn valid_config_loads_with_defaults() {
+    let c = parse("test.toml", VALID, &env).unwrap();
+    assert_eq!(c.clients[0].namespace, "client_abc");
+    assert!(c.clients[0].client_secret.ct_eq("s3cret"));
+    assert_eq!(c.idp.discovery_url.as_str(), "https://auth.example.com/.well-known/openid-configuration");
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.routes[0].name, "GET /invoices/{id}");
+    assert_eq!(c.headers.prefix, "x-auth-");
+    // The secret never shows in Debug output.
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn three_mistakes_are_all_reported_with_lines() {
+    let text = VALID
+        .replace("upstream = \"billing-api\"", "upstream = \"billing\"")
+        .replace("permission = \"invoice:read\"", "permission = \"invoice\"")
+        .replace("audience = \"https://api.example.com\"", "audience = []");
+    let p = problems(&text);
+    assert_eq!(p.len(), 3, "{p:#?}");
+    assert!(p[0].starts_with("test.toml:7: idp.audience: is required"), "{}", p[0]);
+    assert!(p[1].starts_with("test.toml:22: routes[0].upstream: \"billing\" is not a configured upstream"), "{}", p[1]);
+    assert!(p[2].starts_with("test.toml:23: routes[0].permission: \"invoice\" is not resource:action"), "{}", p[2]);
+}
+
+#[test]
+fn unknown_keys_and_sections_are_errors() {
+    let text = VALID.replace("methods = [\"GET\"]", "methdos = [\"GET\"]") + "\n[extra]\nx = 1\n";
+    let p = problems(&text);
+    assert!(p.iter().any(|m| m.starts_with("test.toml:21: routes[0].methdos: unknown field `methdos`")), "{p:#?}");
+    assert!(p.iter().any(|m| m.contains("extra: is not a known section")), "{p:#?}");
+}
+
+#[test]
+fn environment_references() {
+    let p = problems(&VALID.replace("${BILLING_SECRET}", "${MISSING_SECRET}"));
+    assert_eq!(p, vec!["test.toml:13: clients[0].client_secret: environment variable MISSING_SECRET is not set (referenced as ${MISSING_SECRET})"]);
+    let e = |n: &str| (n == "X").then(|| "1".to_string());
+    assert_eq!(expand("a${X}b", &e).unwrap(), "a1b");
+    assert_eq!(expand("${Y:-dflt}", &e).unwrap(), "dflt");
+    assert_eq!(expand("$${X} $5", &e).unwrap(), "${X} $5");
+    assert!(expand("${X", &e).is_err());
+    assert!(expand("${a b}", &e).is_err());
+}
+
+#[test]
+fn rules_table() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("issuer = \"https://auth.example.com\"", "issuer = \"not a url\"", "idp.issuer: \"not a url\" is not a URL"),
+        ("[idp]", "[idp]\nalgorithms = [\"HS256\"]", "idp.algorithms[0]: \"HS256\" is an HMAC algorithm"),
+        ("[idp]", "[idp]\nalgorithms = [\"none\"]", "idp.algorithms[0]: \"none\" is not accepted"),
+        ("[idp]", "[idp]\ntimeout = \"soon\"", "idp.timeout: \"soon\" is not a duration"),
+        ("listen = \"127.0.0.1:8080\"", "listen = \"8080\"", "proxy.listen: \"8080\" is not an ip:port address"),
+        ("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:9090\"", "admin.listen: 127.0.0.1:9090 is also the proxy's address"),
+        ("origins = [\"https://billing.example.com\"]", "origins = [\"https://billing.example.com/app\"]", "clients[0].origins[0]: \"https://billing.example.com/app\" is not a bare origin"),
+        ("addresses = [\"127.0.0.1:3000\"]", "addresses = [\"127.0.0.1\"]", "upstreams[0].addresses[0]: \"127.0.0.1\" is not host:port"),
+        ("path = \"/invoices/{id}\"", "path = \"/invoices/*/x\"", "routes[0].path: \"/invoices/*/x\" has * before the end"),
+        ("methods = [\"GET\"]", "methods = [\"FETCH\"]", "routes[0].methods[0]: \"FETCH\" is not one of"),
+        ("entity_id = \"id\"", "entity_id = \"nope\"", "routes[0].entity_id: \"nope\" is not a capture of the path"),
+        ("permission = \"invoice:read\"", "auth = \"none\"\npermission = \"invoice:read\"", "routes[0].permission: conflicts with auth = \"none\""),
+        ("permission = \"invoice:read\"", "auth = \"maybe\"", "routes[0].auth: \"maybe\" is not a mode"),
+        ("[proxy]", "[proxy]\nthreads = \"two\"", "proxy.threads: invalid type"),
+    ];
+    for (from, to, want) in cases {
+        let text = VALID.replacen(from, to, 1);
+        assert_ne!(text, VALID, "case {want} did not change the config");
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.contains(want)), "want {want:?}, got {p:#?}");
+    }
+}
+
+#[test]
+fn overlapping_routes_are_reported() {
+    let text = VALID.to_string() + "\n[[routes]]\npath = \"/invoices/{invoice}\"\nupstream = \"billing-api\"\nauth = \"none\"\n";
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].contains("routes[1].path: route \"ANY /invoices/{invoice}\" overlaps route \"GET /invoices/{id}\""), "{}", p[0]);
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let e = parse("bad.toml", "[idp\nissuer = 1", &env).unwrap_err();
+    assert!(e.to_string().starts_with("bad.toml: not valid TOML"), "{e}");
+}
+
+#[test]
+fn every_example_config_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // The demo's template gets its addresses at start; examples reference secrets from the environment.
+            let text = text
+                .replace("{PROXY}", "127.0.0.1:8080")
+                .replace("{ADMIN}", "127.0.0.1:9090")
+                .replace("{PORT}", "8080")
+                .replace("{IDP}", "http://127.0.0.1:9091")
+                .replace("{ECHO}", "127.0.0.1:9092");
+            let result = parse(&path.display().to_string(), &text, &|_| Some("from-env".into()));
+            assert!(result.is_ok(), "{}: {}", path.display(), result.unwrap_err());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected the example and demo configs in {}", dir.display());
+}

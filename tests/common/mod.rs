@@ -1,0 +1,254 @@
+//! Shared end-to-end fixtures: the real `authgate` binary on ephemeral loopback ports, the
+//! development IdP as the mock IdP, and the echo upstream.
+#![allow(dead_code)]
+
+use authgate::demo::echo::EchoServer;
+use authgate::demo::idp::DevIdp;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The audience every test config accepts.
+pub const AUDIENCE: &str = "https://api.test";
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A running gateway process, killed when dropped.
+pub struct Gateway {
+    child: Child,
+    /// Proxy base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Admin base URL.
+    pub admin: String,
+    /// The proxy's port.
+    pub port: u16,
+    /// Everything the gateway wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Options of a test gateway beyond the defaults.
+pub struct Setup {
+    /// Extra TOML appended to the generated config (more routes, clients...).
+    pub extra: String,
+    /// Settings added to `[idp]`.
+    pub idp_extra: String,
+    /// Wait for `/readyz` (the keys loaded) before returning.
+    pub wait_ready: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { extra: String::new(), idp_extra: String::new(), wait_ready: true }
+    }
+}
+
+/// The standard test config: one client `billing` (namespace `client_abc`) on the gateway's own
+/// origin, one upstream, routes for each access mode.
+pub fn config(port: u16, admin: u16, idp: &DevIdp, upstream: SocketAddr, setup: &Setup) -> String {
+    format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:{port}"
+threads = 1
+grace_period = "1s"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[idp]
+issuer = "{issuer}"
+audience = "{AUDIENCE}"
+jwks_min_refetch_interval = "1ms"
+timeout = "2s"
+{idp_extra}
+
+[[clients]]
+name = "billing"
+origins = ["http://127.0.0.1:{port}", "http://localhost:{port}"]
+client_id = "abc"
+client_secret = "${{TEST_CLIENT_SECRET:-dev}}"
+
+[[clients]]
+name = "reports"
+origins = ["https://reports.test"]
+client_id = "xyz"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+connect_timeout = "1s"
+
+[[upstreams]]
+name = "down"
+addresses = ["127.0.0.1:{down}"]
+connect_timeout = "1s"
+
+[[routes]]
+name = "public"
+path = "/public/*"
+upstream = "app"
+auth = "none"
+
+[[routes]]
+name = "me"
+path = "/api/me"
+upstream = "app"
+auth = "authenticated"
+
+[[routes]]
+name = "invoice-read"
+path = "/api/invoices/{{id}}"
+methods = ["GET"]
+upstream = "app"
+permission = "invoice:read"
+entity_id = "id"
+
+[[routes]]
+name = "invoice-refund"
+path = "/api/invoices/{{id}}/refund"
+methods = ["POST"]
+upstream = "app"
+permission = "invoice:refund"
+
+[[routes]]
+name = "broken"
+path = "/broken/*"
+upstream = "down"
+auth = "none"
+{extra}
+"#,
+        issuer = idp.issuer(),
+        idp_extra = setup.idp_extra,
+        extra = setup.extra,
+        down = free_port(),
+    )
+}
+
+/// The test world: mock IdP, echo upstream, and a gateway in front.
+pub struct World {
+    /// The mock IdP.
+    pub idp: DevIdp,
+    /// The echo upstream.
+    pub echo: EchoServer,
+    /// The gateway.
+    pub gw: Gateway,
+    /// A plain HTTP client (no redirects followed).
+    pub http: reqwest::Client,
+}
+
+impl World {
+    /// Starts everything with the default setup.
+    pub async fn start() -> World {
+        World::start_with(Setup::default()).await
+    }
+
+    /// Starts everything with options.
+    pub async fn start_with(setup: Setup) -> World {
+        let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        idp.set_audience(AUDIENCE);
+        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let text = config(port, admin, &idp, echo.addr(), &setup);
+        let gw = spawn_gateway(&text, port, admin, setup.wait_ready).await;
+        World { idp, echo, gw, http: client() }
+    }
+
+    /// A token for `sub` with these permissions, signed by the IdP's active key.
+    pub fn token(&self, permissions: Value) -> String {
+        self.idp.mint(json!({"sub": "user_1", "email": "one@example.com", "aud": AUDIENCE, "permissions": permissions}))
+    }
+
+    /// GET `path` on the gateway with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.gw.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+/// A client that follows no redirects and has short timeouts.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+/// Path of the built `authgate` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_authgate"))
+}
+
+/// Writes the config, starts `authgate run`, waits until the admin answers (and `/readyz` when asked).
+pub async fn spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("AUTHGATE_LOG", "info,pingora=warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let gw = Gateway { child, url: format!("http://127.0.0.1:{port}"), admin: format!("http://127.0.0.1:{admin}"), port, log, _dir: dir };
+    let http = client();
+    let path = if wait_ready { "/readyz" } else { "/healthz" };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("{}{path}", gw.admin)).send().await {
+            if r.status() == 200 && http.get(format!("{}/public/", gw.url)).send().await.is_ok() {
+                return gw;
+            }
+        }
+        assert!(Instant::now() < deadline, "gateway did not become ready; its log:\n{}", gw.log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

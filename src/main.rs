@@ -28,6 +28,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Probe a running gateway's admin `/healthz` (for container health checks): exit 0 when healthy.
+    Health {
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
     /// Start a self-contained demo on loopback: gateway, development IdP and echo upstream.
     Demo {
         /// The gateway's proxy address.
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
             };
             serve(&config)
         }
+        Command::Health { admin } => health(admin),
         Command::Demo { listen, admin, idp } => match authgate::demo::run(listen, admin, idp) {
             Ok(config) => serve(&config),
             Err(e) => {
@@ -93,6 +100,31 @@ fn serve(config: &config::Config) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One `GET /healthz` over a plain socket, so that slim images need no curl.
+fn health(admin: SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let probe = || -> std::io::Result<bool> {
+        let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes())?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf)?;
+        Ok(buf[..n].starts_with(b"HTTP/1.1 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("{admin}: /healthz did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{admin}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,20 @@
+# Multi-stage build: a Rust builder, then a slim runtime running as a non-root user.
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked && cp target/release/authgate /usr/local/bin/authgate
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin authgate
+COPY --from=build /usr/local/bin/authgate /usr/local/bin/authgate
+COPY config/authgate.example.toml /etc/authgate/authgate.toml
+USER authgate
+# 8080: proxy; 9090: admin (/metrics, /healthz, /readyz). Bind admin to 0.0.0.0 in the config
+# only when the container network is private.
+EXPOSE 8080 9090
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["authgate", "health", "--admin", "127.0.0.1:9090"]
+ENTRYPOINT ["authgate"]
+CMD ["run", "--config", "/etc/authgate/authgate.toml"]

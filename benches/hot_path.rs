@@ -1,0 +1,96 @@
+//! Micro-benchmarks of the per-request work: JWT verification cold (signature check) and
+//! cached, per algorithm; route matching with 10, 1,000 and 10,000 routes; path
+//! normalisation; the permission check.
+//!
+//! Run: `cargo bench --bench hot_path`
+
+use authgate::authz::path::normalize;
+use authgate::authz::permissions;
+use authgate::authz::routes::RouteTable;
+use authgate::config;
+use authgate::demo::keys::SigningKey;
+use authgate::identity::jwks::{parse_jwks, KeyStore};
+use authgate::identity::verify::Verifier;
+use authgate::metrics::Metrics;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use std::hint::black_box;
+use std::sync::Arc;
+
+const ISSUER: &str = "https://idp.bench";
+
+fn routes_config(n: usize) -> String {
+    let mut s = format!("[idp]\nissuer = \"{ISSUER}\"\naudience = \"api\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n");
+    for i in 0..n {
+        s.push_str(&format!("[[routes]]\npath = \"/svc{i}/items/{{id}}\"\nmethods = [\"GET\"]\nupstream = \"u\"\npermission = \"item{i}:read\"\n"));
+    }
+    s
+}
+
+fn verifier_with(key: &SigningKey) -> Verifier {
+    let c = config::parse("bench.toml", &routes_config(1), &|_| None).expect("bench config is valid");
+    let metrics = Metrics::new();
+    let keys = Arc::new(KeyStore::from_config(&c.idp, metrics.clone()));
+    keys.install(parse_jwks(&json!({"keys": [key.public_jwk()]}), &c.idp.algorithms).expect("the key parses"));
+    Verifier::from_config(&c.idp, &c.cache, keys, metrics)
+}
+
+fn token(key: &SigningKey) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    key.sign(&json!({
+        "iss": ISSUER, "aud": "api", "sub": "user_1", "email": "one@example.com", "azp": "abc",
+        "iat": now, "exp": now + 3600,
+        "permissions": {"client_abc:invoice": ["read", "write", "refund"], "client_abc:report": ["read"]},
+    }))
+}
+
+fn jwt(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("jwt_verify");
+    for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let key = SigningKey::generate(alg).unwrap();
+        let verifier = verifier_with(&key);
+        let t = token(&key);
+        assert!(rt.block_on(verifier.verify(&t)).is_ok());
+        group.bench_with_input(BenchmarkId::new("cold", format!("{alg:?}")), &t, |b, t| {
+            b.iter(|| rt.block_on(verifier.verify_uncached(black_box(t))).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("cached", format!("{alg:?}")), &t, |b, t| {
+            b.iter(|| rt.block_on(verifier.verify(black_box(t))).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn routes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_match");
+    for n in [10usize, 1_000, 10_000] {
+        let cfg = config::parse("bench.toml", &routes_config(n), &|_| None).expect("bench config is valid");
+        let table = RouteTable::build(&cfg.routes).expect("routes build");
+        let path = format!("/svc{}/items/42", n / 2);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &path, |b, p| {
+            b.iter(|| black_box(table.find(Some("api.example.com"), black_box(p), &http::Method::GET)))
+        });
+    }
+    group.finish();
+}
+
+fn paths(c: &mut Criterion) {
+    let mut group = c.benchmark_group("path_normalize");
+    group.bench_function("clean", |b| b.iter(|| black_box(normalize(black_box("/api/invoices/42/lines")).unwrap())));
+    group.bench_function("dirty", |b| b.iter(|| black_box(normalize(black_box("/api/./invoices//%34%32/../42")).unwrap())));
+    group.finish();
+}
+
+fn permission(c: &mut Criterion) {
+    let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let principal = rt.block_on(verifier_with(&key).verify(&token(&key))).unwrap();
+    c.bench_function("permission_check", |b| {
+        b.iter(|| black_box(permissions::check(&principal, black_box("client_abc:invoice"), Some("42"), black_box("write"))))
+    });
+}
+
+criterion_group!(benches, jwt, routes, paths, permission);
+criterion_main!(benches);

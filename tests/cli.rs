@@ -1,0 +1,147 @@
+//! End to end: the `authgate` command itself — `check` and the `demo` a newcomer runs first.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = Command::new(binary())
+        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/authgate.example.toml")])
+        .env("BILLING_CLIENT_SECRET", "x")
+        .env("REPORTS_CLIENT_SECRET", "y")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok (2 clients, 1 upstreams, 5 routes)"));
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/authgate.example.toml")).unwrap();
+    let bad = example
+        .replace("audience = [\"https://api.example.com\"]", "audience = []")
+        .replacen("upstream = \"billing-api\"", "upstream = \"biling-api\"", 1)
+        .replace("permission = \"invoice:write\"", "permision = \"invoice:write\"");
+    std::fs::write(&path, bad).unwrap();
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).env("BILLING_CLIENT_SECRET", "x").env("REPORTS_CLIENT_SECRET", "y").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 problems in the config:"), "{err}");
+    assert!(err.contains("idp.audience: is required"), "{err}");
+    assert!(err.contains("routes[0].upstream: \"biling-api\" is not a configured upstream"), "{err}");
+    assert!(err.contains("routes[3].permision: unknown field `permision`"), "{err}");
+    assert!(err.contains("bad.toml:"), "{err}");
+    // A missing secret is named, its value never printed.
+    let out = Command::new(binary())
+        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/authgate.example.toml")])
+        .env_remove("BILLING_CLIENT_SECRET")
+        .env("REPORTS_CLIENT_SECRET", "hunter2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("environment variable BILLING_CLIENT_SECRET is not set"), "{err}");
+    assert!(!err.contains("hunter2"));
+    let out = Command::new(binary()).args(["check", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent.toml"));
+}
+
+/// The curl commands the demo prints answer as their comments say.
+#[tokio::test]
+async fn demo_answers_its_printed_curl_commands() {
+    let (port, admin, idp) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(binary())
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}"), "--idp", &format!("127.0.0.1:{idp}")])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut curls = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.starts_with("curl ") => curls.push(line),
+            Ok(line) if line.is_empty() && !curls.is_empty() => break,
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(curls.len() >= 7, "the demo printed too few curl commands: {curls:#?}");
+    let http = client();
+    let up = eventually(Duration::from_secs(20), || async { http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) }).await;
+    assert!(up, "the demo gateway did not become ready");
+    let mut checked = 0;
+    for line in &curls {
+        let (command, comment) = line.split_once('#').unwrap();
+        let Some(expected) = comment.trim().split(':').next().and_then(|c| c.trim().parse::<u16>().ok()) else { continue };
+        let words = shell_words(command);
+        let url = words.iter().find(|w| w.starts_with("http://")).unwrap();
+        let mut req = http.get(url);
+        let mut i = 0;
+        while i < words.len() {
+            if words[i] == "-H" {
+                let (name, value) = words[i + 1].split_once(": ").unwrap();
+                req = req.header(name, value);
+                i += 1;
+            }
+            i += 1;
+        }
+        let status = req.send().await.unwrap().status().as_u16();
+        assert_eq!(status, expected, "{command}");
+        checked += 1;
+    }
+    assert!(checked >= 6);
+}
+
+/// Splits a printed command into words, honouring single quotes.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+#[test]
+fn demo_refuses_non_loopback_addresses() {
+    let out = Command::new(binary()).args(["demo", "--idp", "0.0.0.0:9091"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0.0.0.0:9091 is not a loopback address"));
+}

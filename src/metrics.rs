@@ -1,6 +1,6 @@
 //! The gateway's Prometheus metrics, in a registry of its own served by the admin listener.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// All metrics of one gateway.
 #[derive(Clone)]
@@ -16,6 +16,14 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// Keys currently in the JWKS cache.
     pub jwks_keys: IntGauge,
+    /// Live ABAC checks by result (`allowed`, `denied`, `unavailable`) and source (`idp`, `cache`, `shared`).
+    pub abac_checks: IntCounterVec,
+    /// Latency of live ABAC calls to the IdP.
+    pub abac_latency: Histogram,
+    /// The ABAC circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub abac_breaker: IntGauge,
+    /// API-key exchanges by result.
+    pub api_key_exchanges: IntCounterVec,
 }
 
 impl Metrics {
@@ -41,16 +49,33 @@ impl Metrics {
         let jwks_fetches =
             IntCounterVec::new(Opts::new("authgate_jwks_fetches_total", "JWKS fetches by result"), &["result"]).expect("metric definition is valid");
         let jwks_keys = IntGauge::new("authgate_jwks_keys", "Signing keys currently cached").expect("metric definition is valid");
+        let abac_checks = IntCounterVec::new(
+            Opts::new("authgate_abac_checks_total", "Live ABAC checks by result and source (idp, cache, shared)"),
+            &["result", "source"],
+        )
+        .expect("metric definition is valid");
+        let abac_latency = Histogram::with_opts(
+            HistogramOpts::new("authgate_abac_check_duration_seconds", "Latency of live ABAC calls to the IdP")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )
+        .expect("metric definition is valid");
+        let abac_breaker = IntGauge::new("authgate_abac_breaker_state", "ABAC circuit breaker: 0 closed, 1 open, 2 half-open").expect("metric definition is valid");
+        let api_key_exchanges = IntCounterVec::new(Opts::new("authgate_api_key_exchanges_total", "API-key exchanges at the IdP by result"), &["result"])
+            .expect("metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(jwt_verifications.clone()),
             Box::new(jwks_fetches.clone()),
             Box::new(jwks_keys.clone()),
+            Box::new(abac_checks.clone()),
+            Box::new(abac_latency.clone()),
+            Box::new(abac_breaker.clone()),
+            Box::new(api_key_exchanges.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, requests, latency, jwt_verifications, jwks_fetches, jwks_keys }
+        Metrics { registry, requests, latency, jwt_verifications, jwks_fetches, jwks_keys, abac_checks, abac_latency, abac_breaker, api_key_exchanges }
     }
 
     /// The metrics in Prometheus text format.

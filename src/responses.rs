@@ -33,6 +33,15 @@ pub enum Refusal {
     IdpUnavailable(String),
     /// The upstream could not be reached or failed.
     UpstreamFailed(u16),
+    /// A body larger than the route reads for attributes.
+    BodyTooLarge(usize),
+    /// A body the route cannot read attributes from (415 when not JSON, 400 when broken).
+    UnreadableBody {
+        /// 400 or 415.
+        status: u16,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A response ready to write.
@@ -54,6 +63,8 @@ impl Refusal {
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Refusal::IdpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
+            Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::UnreadableBody { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -69,6 +80,8 @@ impl Refusal {
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::IdpUnavailable(_) => "idp_unavailable",
             Refusal::UpstreamFailed(_) => "upstream_error",
+            Refusal::BodyTooLarge(_) => "body_too_large",
+            Refusal::UnreadableBody { .. } => "bad_body",
         }
     }
 
@@ -83,6 +96,8 @@ impl Refusal {
             Refusal::Forbidden { .. } => "Permission denied",
             Refusal::IdpUnavailable(_) => "Identity provider unavailable",
             Refusal::UpstreamFailed(_) => "Upstream unavailable",
+            Refusal::BodyTooLarge(_) => "Request body too large",
+            Refusal::UnreadableBody { .. } => "Unreadable request body",
         }
     }
 
@@ -100,11 +115,19 @@ impl Refusal {
             }
             Refusal::IdpUnavailable(why) => format!("{}; try again shortly.", capitalise(why)),
             Refusal::UpstreamFailed(_) => "The service behind the gateway could not answer.".into(),
+            Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
+            Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(reason)),
         }
     }
 
     /// Renders the response; `html` for browser navigations; `request_id` ties it to the log.
     pub fn render(&self, realm: &str, html: bool, request_id: &str) -> Rendered {
+        self.render_with(realm, html, request_id, false)
+    }
+
+    /// Like [`Refusal::render`]; `debug_reason` adds the reason in `x-authgate-reason`
+    /// (an operator's choice: it tells callers why they were refused).
+    pub fn render_with(&self, realm: &str, html: bool, request_id: &str, debug_reason: bool) -> Rendered {
         let status = self.status();
         let mut header = ResponseHeader::build(status, Some(6)).expect("a static status is valid");
         match self {
@@ -157,6 +180,10 @@ impl Refusal {
         let _ = header.insert_header("content-length", body.len().to_string());
         let _ = header.insert_header("cache-control", "no-store");
         let _ = header.insert_header("x-request-id", request_id);
+        if debug_reason {
+            let reason: String = self.detail().chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+            let _ = header.insert_header("x-authgate-reason", reason);
+        }
         Rendered { header, body: bytes::Bytes::from(body) }
     }
 }

@@ -1,5 +1,6 @@
 //! Authorization: which route a request is for, and whether the caller may use it.
 
+pub mod abac;
 pub mod path;
 pub mod permissions;
 pub mod routes;

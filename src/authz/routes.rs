@@ -287,6 +287,10 @@ mod tests {
             methods: methods.map(|ms| ms.iter().map(|m| Method::from_bytes(m.as_bytes()).unwrap()).collect()),
             upstream: 0,
             access: Access::Public,
+            attributes: vec![],
+            body_limit: 1024,
+            allow_on_error: false,
+            signed_identity: false,
         }
     }
 

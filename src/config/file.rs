@@ -18,6 +18,8 @@ pub struct ProxyFile {
     pub grace_period: Option<String>,
     /// Trust this listener to be HTTPS behind a TLS terminator (affects the origin of `Host`).
     pub https: Option<bool>,
+    /// Add the refusal reason to refused responses in `x-authgate-reason` (operators only).
+    pub debug_reason_header: Option<bool>,
 }
 
 /// TLS certificate and key files.
@@ -162,4 +164,61 @@ pub struct RouteFile {
     pub permission: Option<String>,
     /// Path capture naming the entity's id, for `type:id` permission keys.
     pub entity_id: Option<String>,
+    /// ABAC attributes sent to the IdP's live check: name → `path:<capture>`, `query:<name>`,
+    /// `header:<name>` or `body:<field.path>` (JSON bodies only).
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
+    /// Largest request body read for `body:` attributes, in bytes (default and maximum 65536).
+    pub body_limit: Option<u64>,
+    /// What an unavailable IdP means for this route's live checks: `"deny"` (default) or `"allow"`.
+    pub on_error: Option<String>,
+    /// Inject a short-lived JWT signed by the gateway describing the caller and the decision.
+    pub signed_identity: Option<bool>,
+}
+
+/// `[abac]`: the live permission check.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AbacFile {
+    /// How long an `allowed` decision is reused, e.g. `"30s"`; `"0s"` disables.
+    pub allow_ttl: Option<String>,
+    /// How long a denial is reused, e.g. `"10s"`; `"0s"` disables.
+    pub deny_ttl: Option<String>,
+    /// Most decisions kept.
+    pub cache_size: Option<u64>,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: Option<u32>,
+    /// How long the breaker stays open before one trial call, e.g. `"10s"`.
+    pub breaker_cooldown: Option<String>,
+}
+
+/// `[api_keys]`: machine callers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    /// Header carrying the key (default `x-api-key`).
+    pub header: Option<String>,
+    /// Accepted `aud` of exchanged tokens (default: `idp.audience`).
+    pub audience: Option<StringOrList>,
+    /// How long a refused key is remembered, e.g. `"30s"`.
+    pub failure_ttl: Option<String>,
+    /// Most keys cached.
+    pub cache_size: Option<u64>,
+}
+
+/// `[identity_jwt]`: the gateway's own signing key for identity assertions to upstreams.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityJwtFile {
+    /// `"ES256"` (default) or `"EdDSA"`.
+    pub algorithm: Option<String>,
+    /// PKCS#8 PEM private key; without it a key is generated at start.
+    pub key_file: Option<String>,
+    /// Retired public keys still published (PKCS#8 PEM private keys of the same algorithm).
+    pub previous_key_files: Option<Vec<String>>,
+    /// Lifetime of each assertion, e.g. `"60s"`.
+    pub lifetime: Option<String>,
+    /// `iss` of the assertions (default `authgate`).
+    pub issuer: Option<String>,
+    /// Header the assertion is sent in (default `{prefix}jwt`).
+    pub header: Option<String>,
 }

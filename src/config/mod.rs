@@ -128,6 +128,9 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             "idp" => s.idp = deserialize(value, &at, problems).unwrap_or_default(),
             "cache" => s.cache = deserialize(value, &at, problems).unwrap_or_default(),
             "headers" => s.headers = deserialize(value, &at, problems).unwrap_or_default(),
+            "abac" => s.abac = deserialize(value, &at, problems).unwrap_or_default(),
+            "api_keys" => s.api_keys = deserialize(value, &at, problems).unwrap_or_default(),
+            "identity_jwt" => s.identity_jwt = deserialize(value, &at, problems).unwrap_or_default(),
             "clients" => s.clients = many(value, &at, problems),
             "upstreams" => s.upstreams = many(value, &at, problems),
             "routes" => {
@@ -136,7 +139,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             }
             _ => problems.add(
                 &at,
-                "is not a known section: expected proxy, admin, idp, cache, headers, [[clients]], [[upstreams]], [[routes]]",
+                "is not a known section: expected proxy, admin, idp, cache, headers, abac, api_keys, identity_jwt, [[clients]], [[upstreams]], [[routes]]",
             ),
         }
     }

@@ -31,6 +31,57 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSettings>,
     /// Routes, in file order.
     pub routes: Vec<RouteSpec>,
+    /// Live ABAC checks.
+    pub abac: AbacSettings,
+    /// API keys.
+    pub api_keys: ApiKeySettings,
+    /// Identity assertions signed by the gateway.
+    pub identity_jwt: IdentityJwtSettings,
+}
+
+/// Live ABAC checks.
+#[derive(Debug, Clone)]
+pub struct AbacSettings {
+    /// Reuse of an allow decision (zero: not reused).
+    pub allow_ttl: Duration,
+    /// Reuse of a deny decision (zero: not reused).
+    pub deny_ttl: Duration,
+    /// Most decisions kept.
+    pub cache_size: u64,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// Open time before a trial call.
+    pub breaker_cooldown: Duration,
+}
+
+/// API keys.
+#[derive(Debug, Clone)]
+pub struct ApiKeySettings {
+    /// Lowercase header name.
+    pub header: String,
+    /// Accepted audiences of exchanged tokens.
+    pub audiences: Vec<String>,
+    /// How long a refused key is remembered.
+    pub failure_ttl: Duration,
+    /// Most keys cached.
+    pub cache_size: u64,
+}
+
+/// The gateway's identity assertions.
+#[derive(Debug, Clone)]
+pub struct IdentityJwtSettings {
+    /// Signing algorithm (ES256 or EdDSA).
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// Signing key file, or `None` to generate one at start.
+    pub key_file: Option<PathBuf>,
+    /// Retired keys still published.
+    pub previous_key_files: Vec<PathBuf>,
+    /// Assertion lifetime.
+    pub lifetime: Duration,
+    /// `iss`.
+    pub issuer: String,
+    /// Lowercase header name.
+    pub header: String,
 }
 
 /// The proxy listener.
@@ -46,6 +97,8 @@ pub struct ProxySettings {
     pub grace_period: Duration,
     /// Requests arrive over HTTPS (own TLS, or a TLS terminator in front).
     pub https: bool,
+    /// Send refusal reasons in `x-authgate-reason`.
+    pub debug_reason_header: bool,
 }
 
 /// TLS files.
@@ -158,6 +211,34 @@ pub struct RouteSpec {
     pub upstream: usize,
     /// Who may pass.
     pub access: Access,
+    /// ABAC attributes taken from the request, by name.
+    pub attributes: Vec<(String, AttributeSource)>,
+    /// Largest body read for `body:` attributes.
+    pub body_limit: usize,
+    /// Let requests through when the live check is unavailable.
+    pub allow_on_error: bool,
+    /// Inject a gateway-signed identity JWT.
+    pub signed_identity: bool,
+}
+
+/// Where an ABAC attribute comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeSource {
+    /// A path capture.
+    Path(String),
+    /// A query parameter.
+    Query(String),
+    /// A request header (lowercase).
+    Header(String),
+    /// A field of the JSON body, as dotted segments.
+    Body(Vec<String>),
+}
+
+impl RouteSpec {
+    /// True when some attribute comes from the body.
+    pub fn needs_body(&self) -> bool {
+        self.attributes.iter().any(|(_, s)| matches!(s, AttributeSource::Body(_)))
+    }
 }
 
 /// Who may use a route.

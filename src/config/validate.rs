@@ -12,6 +12,7 @@ use crate::secret::Secret;
 use jsonwebtoken::Algorithm;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 use url::Url;
@@ -105,6 +106,12 @@ pub struct Sections {
     pub upstreams: Vec<(usize, UpstreamFile)>,
     /// `[[routes]]` with their indexes in the file.
     pub routes: Vec<(usize, RouteFile)>,
+    /// `[abac]`.
+    pub abac: AbacFile,
+    /// `[api_keys]`.
+    pub api_keys: ApiKeysFile,
+    /// `[identity_jwt]`.
+    pub identity_jwt: IdentityJwtFile,
 }
 
 /// Algorithms accepted when the config does not list them.
@@ -135,10 +142,23 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     let clients = clients(s.clients, problems);
     let upstreams = upstreams(s.upstreams, problems);
     let routes = routes(s.routes, &upstreams, problems);
+    let abac = abac(s.abac, problems);
+    let api_keys = api_keys(s.api_keys, idp.as_ref().map(|i| i.audiences.clone()).unwrap_or_default(), problems);
+    let identity_jwt = identity_jwt(s.identity_jwt, &headers, problems);
+    if let Some(i) = &idp {
+        if i.check_permission_url.is_none() {
+            for r in &routes {
+                if !r.attributes.is_empty() {
+                    problems.add(&KeyPath::root("idp").key("check_permission_url"), format!("is required: route {:?} declares ABAC attributes for the live check", r.name));
+                    break;
+                }
+            }
+        }
+    }
     if !problems.0.is_empty() {
         return None;
     }
-    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, cache, headers, clients, upstreams, routes })
+    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt })
 }
 
 fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
@@ -157,7 +177,14 @@ fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
         problems.add(&at.key("threads"), "must be at least 1");
     }
     let grace_period = problems.duration(f.grace_period.as_deref(), &at.key("grace_period"), Duration::from_secs(5));
-    Some(ProxySettings { listen, https: f.https.unwrap_or(tls.is_some()), tls, threads: threads.max(1), grace_period })
+    Some(ProxySettings {
+        listen,
+        https: f.https.unwrap_or(tls.is_some()),
+        tls,
+        threads: threads.max(1),
+        grace_period,
+        debug_reason_header: f.debug_reason_header.unwrap_or(false),
+    })
 }
 
 fn admin(f: AdminFile, problems: &mut Problems) -> Option<AdminSettings> {
@@ -367,7 +394,32 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problem
             },
             None => None,
         };
+        let attributes = attributes(f.attributes.unwrap_or_default(), path.as_ref(), &at, problems);
+        let body_limit = match f.body_limit {
+            None => MAX_BODY,
+            Some(n) if n == 0 || n > MAX_BODY as u64 => {
+                problems.add(&at.key("body_limit"), format!("{n} must be between 1 and {MAX_BODY} bytes: bodies read for attributes are buffered in memory"));
+                MAX_BODY
+            }
+            Some(n) => n as usize,
+        };
+        let allow_on_error = match f.on_error.as_deref() {
+            None | Some("deny") => false,
+            Some("allow") => true,
+            Some(other) => {
+                problems.add(&at.key("on_error"), format!("{other:?} is not \"deny\" or \"allow\""));
+                false
+            }
+        };
         let access = access(f.auth, f.permission, f.entity_id, path.as_ref(), &at, problems);
+        if let Some(Access::Public) = &access {
+            if !attributes.is_empty() {
+                problems.add(&at.key("attributes"), "only apply to routes with a `permission`");
+            }
+            if f.signed_identity == Some(true) {
+                problems.add(&at.key("signed_identity"), "needs an identity: public routes have none");
+            }
+        }
         let host = f.host.map(|h| h.to_ascii_lowercase());
         if let Some(h) = &host {
             if h.is_empty() || h.contains(['/', ':', ' ']) {
@@ -382,7 +434,18 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problem
         if !names.insert(name.clone()) {
             problems.add(&at.key("name"), format!("{name:?} names two routes: route names must be unique"));
         }
-        out.push(RouteSpec { name, host, path, methods, upstream, access });
+        out.push(RouteSpec {
+            name,
+            host,
+            path,
+            methods,
+            upstream,
+            access,
+            attributes,
+            body_limit,
+            allow_on_error,
+            signed_identity: f.signed_identity.unwrap_or(false),
+        });
     }
     out
 }
@@ -430,5 +493,110 @@ fn access(
                 None
             }
         },
+    }
+}
+
+/// The most body bytes read for attributes (Pingora buffers at most this much for replay upstream).
+pub const MAX_BODY: usize = 64 * 1024;
+
+fn attributes(
+    list: std::collections::BTreeMap<String, String>,
+    path: Option<&PathPattern>,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Vec<(String, AttributeSource)> {
+    let mut out = Vec::new();
+    for (name, source) in list {
+        let here = at.key("attributes").key(&name);
+        let parsed = match source.split_once(':') {
+            Some(("path", capture)) => {
+                if path.is_some_and(|p| !p.params().any(|n| n == capture)) {
+                    problems.add(&here, format!("{capture:?} is not a capture of the path: name one of its {{param}}s"));
+                }
+                Some(AttributeSource::Path(capture.to_string()))
+            }
+            Some(("query", q)) if !q.is_empty() => Some(AttributeSource::Query(q.to_string())),
+            Some(("header", h)) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => Some(AttributeSource::Header(h.to_ascii_lowercase())),
+            Some(("body", field)) if !field.is_empty() && field.split('.').all(|s| !s.is_empty()) => {
+                Some(AttributeSource::Body(field.split('.').map(str::to_string).collect()))
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(p) => out.push((name, p)),
+            None => problems.add(&here, format!("{source:?} is not a source: write \"path:<capture>\", \"query:<name>\", \"header:<name>\" or \"body:<field.path>\"")),
+        }
+    }
+    out
+}
+
+fn abac(f: AbacFile, problems: &mut Problems) -> AbacSettings {
+    let at = KeyPath::root("abac");
+    let ttl = |problems: &mut Problems, v: Option<&str>, key: &str, default: u64| match v {
+        Some("0") | Some("0s") => Duration::ZERO,
+        other => problems.duration(other, &at.key(key), Duration::from_secs(default)),
+    };
+    let allow_ttl = ttl(problems, f.allow_ttl.as_deref(), "allow_ttl", 30);
+    let deny_ttl = ttl(problems, f.deny_ttl.as_deref(), "deny_ttl", 10);
+    if f.breaker_failures == Some(0) {
+        problems.add(&at.key("breaker_failures"), "must be at least 1");
+    }
+    AbacSettings {
+        allow_ttl,
+        deny_ttl,
+        cache_size: f.cache_size.unwrap_or(100_000).max(1),
+        breaker_failures: f.breaker_failures.unwrap_or(5).max(1),
+        breaker_cooldown: problems.duration(f.breaker_cooldown.as_deref(), &at.key("breaker_cooldown"), Duration::from_secs(10)),
+    }
+}
+
+fn api_keys(f: ApiKeysFile, idp_audiences: Vec<String>, problems: &mut Problems) -> ApiKeySettings {
+    let at = KeyPath::root("api_keys");
+    let header = f.header.unwrap_or_else(|| "x-api-key".into()).to_ascii_lowercase();
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err() || header == "authorization" || header == "cookie" {
+        problems.add(&at.key("header"), format!("{header:?} is not a usable header name"));
+    }
+    let audiences = f.audience.map(StringOrList::into_vec).unwrap_or(idp_audiences);
+    ApiKeySettings {
+        header,
+        audiences,
+        failure_ttl: problems.duration(f.failure_ttl.as_deref(), &at.key("failure_ttl"), Duration::from_secs(30)),
+        cache_size: f.cache_size.unwrap_or(100_000).max(1),
+    }
+}
+
+fn identity_jwt(f: IdentityJwtFile, headers: &HeaderSettings, problems: &mut Problems) -> IdentityJwtSettings {
+    let at = KeyPath::root("identity_jwt");
+    let algorithm = match f.algorithm.as_deref() {
+        None | Some("ES256") => Algorithm::ES256,
+        Some("EdDSA") => Algorithm::EdDSA,
+        Some(other) => {
+            problems.add(&at.key("algorithm"), format!("{other:?} is not \"ES256\" or \"EdDSA\""));
+            Algorithm::ES256
+        }
+    };
+    let key_file = f.key_file.map(PathBuf::from);
+    if let Some(k) = &key_file {
+        if !k.is_file() {
+            problems.add(&at.key("key_file"), format!("{} is not a readable file", k.display()));
+        }
+    }
+    let previous_key_files: Vec<PathBuf> = f.previous_key_files.unwrap_or_default().into_iter().map(PathBuf::from).collect();
+    for (i, k) in previous_key_files.iter().enumerate() {
+        if !k.is_file() {
+            problems.add(&at.key("previous_key_files").index(i), format!("{} is not a readable file", k.display()));
+        }
+    }
+    let header = f.header.unwrap_or_else(|| format!("{}jwt", headers.prefix)).to_ascii_lowercase();
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        problems.add(&at.key("header"), format!("{header:?} is not a valid header name"));
+    }
+    IdentityJwtSettings {
+        algorithm,
+        key_file,
+        previous_key_files,
+        lifetime: problems.duration(f.lifetime.as_deref(), &at.key("lifetime"), Duration::from_secs(60)),
+        issuer: f.issuer.unwrap_or_else(|| "authgate".into()),
+        header,
     }
 }

@@ -33,6 +33,10 @@ const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 const JWKS_PATH: &str = "/jwks";
 const TOKEN_PATH: &str = "/token";
 const AUTHORIZE_PATH: &str = "/authorize";
+/// Auther's live ABAC check.
+pub const CHECK_PERMISSION_PATH: &str = "/api/auth/check-permission";
+/// Auther's API-key exchange.
+pub const API_KEY_EXCHANGE_PATH: &str = "/api/auth/api-key/exchange";
 
 /// Why the development IdP could not start or do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,7 @@ struct Shared {
     discovery_requests: AtomicUsize,
     jwks_requests: AtomicUsize,
     token_requests: AtomicUsize,
+    authz: AuthzState,
 }
 
 /// Every key this IdP generated, in order; only published ones appear in the JWKS.
@@ -199,6 +204,7 @@ impl DevIdp {
             discovery_requests: AtomicUsize::new(0),
             jwks_requests: AtomicUsize::new(0),
             token_requests: AtomicUsize::new(0),
+            authz: AuthzState::default(),
         });
 
         let (sender, receiver) = oneshot::channel::<()>();
@@ -406,6 +412,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(DISCOVERY_PATH, get(discovery))
         .route(JWKS_PATH, get(jwks))
         .route(TOKEN_PATH, post(token))
+        .route(CHECK_PERMISSION_PATH, post(check_permission))
+        .route(API_KEY_EXCHANGE_PATH, post(api_key_exchange))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .with_state(shared)
@@ -417,6 +425,8 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         DISCOVERY_PATH => Some(&shared.discovery_requests),
         JWKS_PATH => Some(&shared.jwks_requests),
         TOKEN_PATH => Some(&shared.token_requests),
+        CHECK_PERMISSION_PATH => Some(&shared.authz.check_requests),
+        API_KEY_EXCHANGE_PATH => Some(&shared.authz.exchange_requests),
         _ => None,
     };
     if let Some(counter) = counter {
@@ -449,6 +459,8 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
+        "check_permission_endpoint": format!("{issuer}{CHECK_PERMISSION_PATH}"),
+        "api_key_exchange_endpoint": format!("{issuer}{API_KEY_EXCHANGE_PATH}"),
     }))
 }
 
@@ -495,6 +507,173 @@ async fn token(
         "expires_in": TOKEN_TTL_SECS,
     });
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+// --- Auther extensions: live ABAC check and API-key exchange -------------------------------
+
+/// How the check-permission endpoint behaves (a test knob).
+#[derive(Clone)]
+pub enum AbacMode {
+    /// Decide with the policy.
+    Policy(Arc<dyn Fn(&Value) -> bool + Send + Sync>),
+    /// Answer this status with an error body.
+    Status(u16),
+    /// Answer 200 with a body that is not a decision.
+    Malformed,
+    /// Wait this long, then decide with the default policy.
+    Delay(std::time::Duration),
+}
+
+impl fmt::Debug for AbacMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AbacMode::Policy(_) => f.write_str("Policy"),
+            AbacMode::Status(s) => write!(f, "Status({s})"),
+            AbacMode::Malformed => f.write_str("Malformed"),
+            AbacMode::Delay(d) => write!(f, "Delay({d:?})"),
+        }
+    }
+}
+
+/// The demo policy: allowed unless `resource.attributes.amount` is over 100.
+pub fn demo_policy(request: &Value) -> bool {
+    request["resource"]["attributes"]["amount"].as_f64().is_none_or(|amount| amount <= 100.0)
+}
+
+/// An API key the IdP accepts: the claims of its token and the token's lifetime.
+#[derive(Clone, Debug)]
+struct ApiKeyGrant {
+    claims: Value,
+    lifetime: u64,
+}
+
+struct AuthzState {
+    mode: Mutex<AbacMode>,
+    checks: Mutex<Vec<(Value, Option<String>)>>,
+    check_requests: AtomicUsize,
+    keys: Mutex<std::collections::HashMap<String, ApiKeyGrant>>,
+    exchange_delay: Mutex<std::time::Duration>,
+    exchange_requests: AtomicUsize,
+}
+
+impl Default for AuthzState {
+    fn default() -> Self {
+        AuthzState {
+            mode: Mutex::new(AbacMode::Policy(Arc::new(demo_policy))),
+            checks: Mutex::new(Vec::new()),
+            check_requests: AtomicUsize::new(0),
+            keys: Mutex::new(std::collections::HashMap::new()),
+            exchange_delay: Mutex::new(std::time::Duration::ZERO),
+            exchange_requests: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl DevIdp {
+    /// Sets how `/api/auth/check-permission` answers.
+    pub fn set_abac_mode(&self, mode: AbacMode) {
+        *lock(&self.shared.authz.mode) = mode;
+    }
+
+    /// Every check-permission request received: its JSON body and its credential
+    /// (`Bearer …` or `x-api-key …`).
+    pub fn abac_checks(&self) -> Vec<(Value, Option<String>)> {
+        lock(&self.shared.authz.checks).clone()
+    }
+
+    /// Check-permission requests received.
+    pub fn abac_requests(&self) -> usize {
+        self.shared.authz.check_requests.load(Ordering::SeqCst)
+    }
+
+    /// Registers an API key whose exchanged token carries `claims` and lives `lifetime_secs`.
+    pub fn add_api_key(&self, key: &str, claims: Value, lifetime_secs: u64) {
+        lock(&self.shared.authz.keys).insert(key.to_string(), ApiKeyGrant { claims, lifetime: lifetime_secs });
+    }
+
+    /// Delays every API-key exchange (to test single flight).
+    pub fn set_exchange_delay(&self, delay: std::time::Duration) {
+        *lock(&self.shared.authz.exchange_delay) = delay;
+    }
+
+    /// API-key exchange requests received.
+    pub fn exchange_requests(&self) -> usize {
+        self.shared.authz.exchange_requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn check_permission(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .or_else(|| headers.get("x-api-key").map(|v| format!("x-api-key {}", String::from_utf8_lossy(v.as_bytes()))));
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_request", "the body is not JSON");
+    };
+    lock(&shared.authz.checks).push((request.clone(), credential.clone()));
+    if credential.is_none() {
+        return error_response(StatusCode::UNAUTHORIZED, "unauthorized", "send a bearer token or an API key");
+    }
+    for field in ["entityType", "permission"] {
+        if request.get(field).and_then(Value::as_str).is_none() {
+            return error_response(StatusCode::BAD_REQUEST, "missing_fields", &format!("{field} is required"));
+        }
+    }
+    let mode = lock(&shared.authz.mode).clone();
+    let allowed = match mode {
+        AbacMode::Policy(policy) => policy(&request),
+        AbacMode::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error_response(status, "internal_error", "the dev idp was told to fail");
+        }
+        AbacMode::Malformed => return (StatusCode::OK, "<html>not json</html>").into_response(),
+        AbacMode::Delay(d) => {
+            tokio::time::sleep(d).await;
+            demo_policy(&request)
+        }
+    };
+    Json(json!({
+        "allowed": allowed,
+        "entityType": request["entityType"],
+        "entityId": request["entityId"],
+        "permission": request["permission"],
+        "subjectType": "user",
+        "subjectId": "",
+    }))
+    .into_response()
+}
+
+async fn api_key_exchange(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let delay = *lock(&shared.authz.exchange_delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Some(key) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["apiKey"].as_str().map(str::to_string)) else {
+        return error_response(StatusCode::BAD_REQUEST, "missing_api_key", "apiKey is required");
+    };
+    let grant = lock(&shared.authz.keys).get(&key).cloned();
+    let Some(grant) = grant else {
+        return error_response(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is not valid");
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut claims = grant.claims.clone();
+    claims["exp"] = json!(now + grant.lifetime);
+    claims["scope"] = json!("api_key_exchange");
+    if claims.get("aud").is_none() {
+        claims["aud"] = json!(shared.audience());
+    }
+    let expires_at = humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_secs(now + grant.lifetime)).to_string();
+    Json(json!({
+        "token": shared.mint(claims),
+        "tokenType": "Bearer",
+        "expiresIn": grant.lifetime,
+        "expiresAt": expires_at,
+    }))
+    .into_response()
 }
 
 async fn not_found() -> Response {

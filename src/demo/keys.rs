@@ -34,6 +34,9 @@ pub enum KeyError {
         /// What `jsonwebtoken` reported.
         source: jsonwebtoken::errors::Error,
     },
+    /// A key file that is not a usable PKCS#8 PEM key.
+    #[error("{0}")]
+    Pem(String),
 }
 
 /// A private signing key with its key id and public JWK; `Debug` never shows the private part.
@@ -49,31 +52,53 @@ impl SigningKey {
     /// EdDSA: Ed25519) with a random 16-hex-digit key id.
     pub fn generate(alg: Algorithm) -> Result<SigningKey, KeyError> {
         let generate_failed = |_| KeyError::Generate(alg);
-        let load_failed = |source| KeyError::Load { alg, source };
-        let (encoding, algorithm) = match alg {
+        let pkcs8: Vec<u8> = match alg {
             Algorithm::RS256 | Algorithm::PS256 => {
                 let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(generate_failed)?;
                 let der: Pkcs8V1Der<'static> = pair.as_der().map_err(generate_failed)?;
-                let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
+                der.as_ref().to_vec()
+            }
+            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(generate_failed)?
+                .as_ref()
+                .to_vec(),
+            Algorithm::EdDSA => Ed25519KeyPair::generate().and_then(|p| p.to_pkcs8()).map_err(generate_failed)?.as_ref().to_vec(),
+            other => return Err(KeyError::Unsupported(other)),
+        };
+        Self::from_pkcs8(alg, &pkcs8, Some(format!("{:016x}", rand::random::<u64>())))
+    }
+
+    /// Loads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`) for `alg`; its key id is
+    /// the RFC 7638 thumbprint of its public key, so it stays the same across restarts.
+    pub fn from_pkcs8_pem(alg: Algorithm, pem_text: &str) -> Result<SigningKey, KeyError> {
+        let parsed = pem::parse(pem_text).map_err(|e| KeyError::Pem(e.to_string()))?;
+        if parsed.tag() != "PRIVATE KEY" {
+            return Err(KeyError::Pem(format!("expected a PKCS#8 \"PRIVATE KEY\", found {:?}", parsed.tag())));
+        }
+        Self::from_pkcs8(alg, parsed.contents(), None)
+    }
+
+    fn from_pkcs8(alg: Algorithm, pkcs8: &[u8], kid: Option<String>) -> Result<SigningKey, KeyError> {
+        let load_failed = |source| KeyError::Load { alg, source };
+        let rejected = |_| KeyError::Pem(format!("the key is not a valid {alg:?} PKCS#8 private key"));
+        let (encoding, algorithm) = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => {
+                RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec()));
                 let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(load_failed)?;
                 let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(load_failed)?;
                 (encoding, jwk.algorithm)
             }
             Algorithm::ES256 => {
-                let pkcs8 = EcdsaKeyPair::generate_pkcs8(
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &SystemRandom::new(),
-                )
-                .map_err(generate_failed)?;
-                let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(rejected)?;
+                let encoding = EncodingKey::from_ec_der(pkcs8);
                 let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(load_failed)?;
                 (encoding, jwk.algorithm)
             }
             Algorithm::EdDSA => {
                 // `Jwk::from_encoding_key` does not support Ed25519: build the OKP JWK by hand.
-                let pair = Ed25519KeyPair::generate().map_err(generate_failed)?;
-                let pkcs8 = pair.to_pkcs8().map_err(generate_failed)?;
-                let encoding = EncodingKey::from_ed_der(pkcs8.as_ref());
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                let encoding = EncodingKey::from_ed_der(pkcs8);
                 let okp = OctetKeyPairParameters {
                     key_type: OctetKeyPairType::OctetKeyPair,
                     curve: EllipticCurve::Ed25519,
@@ -83,23 +108,18 @@ impl SigningKey {
             }
             other => return Err(KeyError::Unsupported(other)),
         };
-        let kid = format!("{:016x}", rand::random::<u64>());
-        let jwk = Jwk {
+        let mut jwk = Jwk {
             common: CommonParameters {
                 public_key_use: Some(PublicKeyUse::Signature),
                 key_algorithm: Some(key_algorithm(alg)),
-                key_id: Some(kid.clone()),
                 ..CommonParameters::default()
             },
             algorithm,
         };
+        let kid = kid.unwrap_or_else(|| jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256));
+        jwk.common.key_id = Some(kid.clone());
         let jwk = serde_json::to_value(&jwk).map_err(|e| load_failed(e.into()))?;
-        let key = SigningKey {
-            kid,
-            alg,
-            encoding,
-            jwk,
-        };
+        let key = SigningKey { kid, alg, encoding, jwk };
         // Prove the key signs now, so `sign` cannot fail later.
         key.try_sign(&serde_json::json!({})).map_err(load_failed)?;
         Ok(key)

@@ -1,5 +1,7 @@
 //! Who is calling: credentials found on the request, verified into a [`Principal`].
 
+pub mod apikey;
+pub mod assertion;
 pub mod credentials;
 pub mod jwks;
 pub mod verify;

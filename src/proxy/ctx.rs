@@ -20,6 +20,14 @@ pub struct RequestCtx {
     pub principal: Option<Arc<Principal>>,
     /// The permission that let the request through, `entity:action`.
     pub granted: Option<String>,
+    /// How the caller authenticated: `bearer` or `api_key` (`-` before it did).
+    pub credential: &'static str,
+    /// How the permission was decided: `static`, `abac`, `abac-unavailable-allowed`, `authenticated`.
+    pub decision: &'static str,
+    /// Whether a live decision came from the cache.
+    pub abac_cached: Option<bool>,
+    /// The entity and permission the route required, for logs.
+    pub required: Option<(String, String)>,
     /// How the request ended, for metrics.
     pub outcome: &'static str,
 }
@@ -35,6 +43,10 @@ impl RequestCtx {
             normalized_path: None,
             principal: None,
             granted: None,
+            credential: "-",
+            decision: "-",
+            abac_cached: None,
+            required: None,
             outcome: "proxied",
         }
     }

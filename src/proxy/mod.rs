@@ -1,22 +1,27 @@
 //! `impl ProxyHttp for Gateway`: Pingora's phases, each a few calls into the modules that own
-//! the work. The request's journey is [`Gateway::authorize`], read top to bottom.
+//! the work. The request's journey is [`Gateway::authorize`] then, for permissions the token
+//! marks for a live decision, [`Gateway::live_check`], read top to bottom.
 
 pub mod ctx;
 
+use crate::authz::abac::{self, AbacClient, CallerAuth, CheckRequest, Outcome};
 use crate::authz::path;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
 use crate::clients::{Caller, ClientRegistry};
-use crate::config::model::{Access, Config};
+use crate::config::model::{Access, Config, RouteSpec};
 use crate::headers::{Identity, IdentityHeaders};
-use crate::identity::credentials::{self, CredentialError};
+use crate::identity::apikey::{ApiKeyError, ApiKeys};
+use crate::identity::assertion::{self, Asserter};
+use crate::identity::credentials::{self, Credential, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::metrics::Metrics;
 use crate::responses::{self, Refusal};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use ctx::RequestCtx;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -27,34 +32,68 @@ pub struct Gateway {
     clients: ClientRegistry,
     upstreams: Vec<Upstream>,
     verifier: Arc<Verifier>,
+    api_keys: ApiKeys,
+    api_key_header: http::HeaderName,
+    abac: AbacClient,
+    asserter: Asserter,
     headers: IdentityHeaders,
     metrics: Metrics,
     https: bool,
+    debug_reason: bool,
     realm: String,
+}
+
+/// A permission the token leaves to the IdP's live decision.
+struct LiveCheck {
+    entity: String,
+    entity_id: Option<String>,
+    action: String,
+    params: Vec<(String, String)>,
+    auth: OwnedCallerAuth,
+}
+
+enum OwnedCallerAuth {
+    Bearer(String),
+    ApiKey(String),
 }
 
 impl Gateway {
     /// Builds the gateway from a validated config and a shared verifier.
     pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, String> {
-        let routes = RouteTable::build(&config.routes).map_err(|conflicts| {
-            conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; ")
-        })?;
+        let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
         let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
+        // Exchanged API-key tokens are checked like bearer tokens, against their own audience.
+        let mut key_idp = config.idp.clone();
+        key_idp.audiences = config.api_keys.audiences.clone();
+        let key_verifier = Arc::new(Verifier::from_config(&key_idp, &config.cache, verifier.keys().clone(), metrics.clone()));
+        let api_keys = ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, key_verifier, metrics.clone());
+        let abac = AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone());
+        let asserter = Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?;
         Ok(Gateway {
             routes,
             clients: ClientRegistry::from_config(&config.clients),
             upstreams,
             verifier,
+            api_keys,
+            api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| e.to_string())?,
+            abac,
+            asserter,
             headers: IdentityHeaders::from_config(&config.headers),
             metrics,
             https: config.proxy.https,
+            debug_reason: config.proxy.debug_reason_header,
             realm: "authgate".into(),
         })
     }
 
+    /// The gateway's public keys for identity assertions, as a JWKS document.
+    pub fn assertion_jwks(&self) -> &str {
+        self.asserter.jwks()
+    }
+
     /// The request's journey up to the upstream: path → route → client → credentials →
-    /// token → permission. `Err` is the refusal to send instead of proxying.
-    async fn authorize(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    /// token → permission. `Ok(Some(_))` leaves the decision to the IdP's live check.
+    async fn authorize(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Option<LiveCheck>, Refusal> {
         let raw_path = req.uri.path();
         let path = path::normalize(raw_path).map_err(|e| Refusal::BadPath(e.to_string()))?;
         let host = request_host(req);
@@ -69,7 +108,7 @@ impl Gateway {
         }
         if route.access == Access::Public {
             ctx.outcome = "public";
-            return Ok(());
+            return Ok(None);
         }
 
         let client = match self.clients.identify(header(req, "origin"), host_header(req), self.https) {
@@ -80,50 +119,140 @@ impl Gateway {
             Caller::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
         };
 
-        let token = match credentials::from_authorization(header(req, "authorization")) {
-            Ok(credentials::Credential::Bearer(token)) => token,
+        let credential = match credentials::from_request(header(req, "authorization"), req.headers.get(&self.api_key_header).map(|v| v.as_bytes())) {
+            Ok(c) => c,
             Err(CredentialError::Missing) => return Err(Refusal::MissingCredentials),
-            Err(e @ CredentialError::Malformed) => return Err(Refusal::InvalidToken(e.to_string())),
+            Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
         };
-        let principal = self.verifier.verify(token).await.map_err(|e| match e {
-            TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
-            e => Refusal::InvalidToken(e.to_string()),
-        })?;
+        let principal = match credential {
+            Credential::Bearer(token) => {
+                ctx.credential = "bearer";
+                self.verifier.verify(token).await.map_err(|e| match e {
+                    TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
+                    e => Refusal::InvalidToken(e.to_string()),
+                })?
+            }
+            Credential::ApiKey(key) => {
+                ctx.credential = "api_key";
+                self.api_keys.authenticate(key).await.map_err(|e| match e {
+                    ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why),
+                    e => Refusal::InvalidToken(e.to_string()),
+                })?
+                .principal
+            }
+        };
         ctx.principal = Some(principal.clone());
 
-        if let Access::Permission(required) = &route.access {
-            let entity = format!("{}:{}", client.namespace, required.resource);
-            let entity_id = required.entity_id.as_deref().and_then(|name| params.iter().find(|(n, _)| *n == name)).map(|(_, v)| v.as_str());
-            match permissions::check(&principal, &entity, entity_id, &required.action) {
-                Decision::Granted => ctx.granted = Some(format!("{entity}:{}", required.action)),
-                Decision::NeedsLiveCheck => {
-                    return Err(Refusal::Forbidden {
-                        entity,
-                        permission: required.action.clone(),
-                        reason: "the token marks it for a live ABAC decision, which this gateway does not make yet".into(),
-                    })
-                }
-                Decision::Denied => {
-                    return Err(Refusal::Forbidden { entity, permission: required.action.clone(), reason: "the caller's token does not grant it".into() })
-                }
+        let Access::Permission(required) = &route.access else {
+            ctx.decision = "authenticated";
+            return Ok(None);
+        };
+        let entity = format!("{}:{}", client.namespace, required.resource);
+        let entity_id = required.entity_id.as_deref().and_then(|name| params.iter().find(|(n, _)| *n == name)).map(|(_, v)| v.as_str());
+        ctx.required = Some((entity.clone(), required.action.clone()));
+        match permissions::check(&principal, &entity, entity_id, &required.action) {
+            Decision::Granted => {
+                ctx.decision = "static";
+                ctx.granted = Some(format!("{entity}:{}", required.action));
+                Ok(None)
+            }
+            Decision::Denied => {
+                ctx.decision = "static";
+                Err(Refusal::Forbidden { entity, permission: required.action.clone(), reason: "the caller's token does not grant it".into() })
+            }
+            Decision::NeedsLiveCheck => {
+                let auth = match credential {
+                    Credential::Bearer(t) => OwnedCallerAuth::Bearer(t.to_string()),
+                    Credential::ApiKey(k) => OwnedCallerAuth::ApiKey(k.to_string()),
+                };
+                Ok(Some(LiveCheck {
+                    entity_id: entity_id.map(str::to_string),
+                    entity,
+                    action: required.action.clone(),
+                    params: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                    auth,
+                }))
             }
         }
-        Ok(())
+    }
+
+    /// The IdP decides: attributes are read from the request (its JSON body too, when the
+    /// route asks, buffered so the upstream still receives it unchanged), then checked live.
+    async fn live_check(&self, session: &mut Session, ctx: &mut RequestCtx, check: LiveCheck) -> Result<(), Refusal> {
+        let route = self.route(ctx).ok_or(Refusal::NoRoute)?;
+        let body = if route.needs_body() { Some(read_body(session, route.body_limit).await?) } else { None };
+        let attributes = {
+            let req = session.req_header();
+            let header_value = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let params: Vec<(&str, String)> = check.params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let parts = abac::RequestParts {
+                params: &params,
+                query: req.uri.query(),
+                header: &header_value,
+                body: body.as_deref(),
+                content_type: req.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            };
+            abac::collect(&route.attributes, &parts).map_err(|e| Refusal::UnreadableBody {
+                status: if e == abac::AttributeError::NotJson { 415 } else { 400 },
+                reason: e.to_string(),
+            })?
+        };
+        let principal = ctx.principal.clone().ok_or(Refusal::MissingCredentials)?;
+        let request = CheckRequest {
+            subject: &principal.subject,
+            entity_type: &check.entity,
+            entity_id: check.entity_id.as_deref(),
+            permission: &check.action,
+            attributes,
+        };
+        let auth = match &check.auth {
+            OwnedCallerAuth::Bearer(t) => CallerAuth::Bearer(t),
+            OwnedCallerAuth::ApiKey(k) => CallerAuth::ApiKey(k),
+        };
+        match self.abac.check(auth, &request).await {
+            Outcome::Allowed { cached } => {
+                ctx.abac_cached = Some(cached);
+                ctx.decision = "abac";
+                ctx.granted = Some(format!("{}:{}", check.entity, check.action));
+                Ok(())
+            }
+            Outcome::Denied { cached, reason } => {
+                ctx.abac_cached = Some(cached);
+                ctx.decision = "abac";
+                Err(Refusal::Forbidden { entity: check.entity, permission: check.action, reason })
+            }
+            Outcome::Unavailable(why) if route.allow_on_error => {
+                tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check unavailable; allowed by the route's on_error = \"allow\"");
+                ctx.decision = "abac-unavailable-allowed";
+                ctx.granted = Some(format!("{}:{}", check.entity, check.action));
+                Ok(())
+            }
+            Outcome::Unavailable(why) => {
+                ctx.decision = "abac";
+                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}")))
+            }
+        }
     }
 
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -> Result<bool> {
         let req = session.req_header();
         let html = responses::wants_html(header(req, "accept"), header(req, "sec-fetch-mode"));
         let head_only = req.method == http::Method::HEAD;
-        let rendered = refusal.render(&self.realm, html, &ctx.request_id);
+        let rendered = refusal.render_with(&self.realm, html, &ctx.request_id, self.debug_reason);
         ctx.outcome = refusal.outcome();
+        let (entity, permission) = ctx.required.as_ref().map(|(e, p)| (e.as_str(), p.as_str())).unwrap_or(("-", "-"));
         tracing::info!(
             request_id = %ctx.request_id,
             status = rendered.header.status.as_u16(),
             outcome = ctx.outcome,
             route = self.route_name(ctx),
             client = self.client_name(ctx),
+            credential = ctx.credential,
             subject = ctx.principal.as_ref().map(|p| p.subject.as_str()).unwrap_or("-"),
+            entity,
+            permission,
+            decision = ctx.decision,
+            abac_cache_hit = ?ctx.abac_cached,
             reason = %refusal.detail(),
             "refused"
         );
@@ -134,13 +263,51 @@ impl Gateway {
         Ok(true)
     }
 
+    async fn serve_jwks(&self, session: &mut Session) -> Result<bool> {
+        let body = Bytes::copy_from_slice(self.asserter.jwks().as_bytes());
+        let mut resp = ResponseHeader::build(200, Some(4))?;
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        resp.insert_header("cache-control", "public, max-age=300")?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
+    fn route(&self, ctx: &RequestCtx) -> Option<&RouteSpec> {
+        ctx.route.map(|i| &self.routes.routes()[i])
+    }
+
     fn route_name(&self, ctx: &RequestCtx) -> &str {
-        ctx.route.map(|i| self.routes.routes()[i].name.as_str()).unwrap_or("-")
+        self.route(ctx).map(|r| r.name.as_str()).unwrap_or("-")
     }
 
     fn client_name(&self, ctx: &RequestCtx) -> &str {
         ctx.client.map(|i| self.clients.all()[i].name.as_str()).unwrap_or("-")
     }
+}
+
+/// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
+    let declared = session.req_header().headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Refusal::BodyTooLarge(limit));
+    }
+    session.enable_retry_buffering();
+    let mut buf = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(Refusal::BodyTooLarge(limit));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(Refusal::UnreadableBody { status: 400, reason: format!("the request body could not be read ({})", e.etype().as_str()) }),
+        }
+    }
+    Ok(buf.freeze())
 }
 
 fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
@@ -155,11 +322,7 @@ fn host_header(req: &RequestHeader) -> Option<&[u8]> {
 /// The request's host, lowercase, without port.
 fn request_host(req: &RequestHeader) -> Option<String> {
     let raw = std::str::from_utf8(host_header(req)?).ok()?;
-    let host = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(raw)
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
+    let host = if raw.starts_with('[') { raw.split_inclusive(']').next().unwrap_or(raw) } else { raw.rsplit_once(':').map_or(raw, |(h, _)| h) };
     Some(host.to_ascii_lowercase())
 }
 
@@ -179,7 +342,17 @@ impl ProxyHttp for Gateway {
     /// directly and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = new_request_id();
-        match self.authorize(session.req_header(), ctx).await {
+        let req = session.req_header();
+        if req.uri.path() == assertion::JWKS_PATH && req.method == http::Method::GET {
+            ctx.outcome = "jwks";
+            return self.serve_jwks(session).await;
+        }
+        let decided = match self.authorize(session.req_header(), ctx).await {
+            Ok(None) => Ok(()),
+            Ok(Some(check)) => self.live_check(session, ctx, check).await,
+            Err(refusal) => Err(refusal),
+        };
+        match decided {
             Ok(()) => Ok(false),
             Err(refusal) => self.refuse(session, ctx, refusal).await,
         }
@@ -187,12 +360,12 @@ impl ProxyHttp for Gateway {
 
     /// The route chosen in `request_filter` names the upstream.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let route = ctx.route.map(|i| &self.routes.routes()[i]).ok_or_else(|| Error::explain(InternalError, "no route chosen"))?;
+        let route = self.route(ctx).ok_or_else(|| Error::explain(InternalError, "no route chosen"))?;
         Ok(self.upstreams[route.upstream].pick())
     }
 
-    /// The upstream sees the normalised path, no client-sent identity headers, and the
-    /// verified identity.
+    /// The upstream sees the normalised path, no client-sent identity headers or credentials,
+    /// and the verified identity (signed, when the route asks).
     async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
         if let Some(p) = ctx.normalized_path.take() {
             let uri = match upstream.uri.query() {
@@ -203,16 +376,22 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri);
         }
         self.headers.strip(upstream);
+        upstream.remove_header(&self.api_key_header);
+        upstream.remove_header(self.asserter.header());
         if let Some(p) = &ctx.principal {
-            self.headers.inject(
-                upstream,
-                &Identity {
-                    subject: Some(&p.subject),
+            let client = ctx.client.map(|i| self.clients.all()[i].name.as_str());
+            self.headers.inject(upstream, &Identity { subject: Some(&p.subject), email: p.email.as_deref(), client, permission: ctx.granted.as_deref() });
+            if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
+                let jwt = self.asserter.assertion(&assertion::Claims {
+                    subject: &p.subject,
                     email: p.email.as_deref(),
-                    client: ctx.client.map(|i| self.clients.all()[i].name.as_str()),
+                    client,
                     permission: ctx.granted.as_deref(),
-                },
-            );
+                    decision: ctx.decision,
+                    audience: &self.upstreams[route.upstream].name,
+                });
+                upstream.insert_header(self.asserter.header().clone(), &*jwt)?;
+            }
         }
         upstream.insert_header("x-request-id", &ctx.request_id)?;
         let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
@@ -228,7 +407,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.
-    async fn response_filter(&self, _session: &mut Session, resp: &mut pingora::http::ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         resp.insert_header("x-request-id", &ctx.request_id)?;
         Ok(())
     }
@@ -248,8 +427,8 @@ impl ProxyHttp for Gateway {
             },
         };
         if code >= 500 {
-            let _ = self.refuse(session, ctx, Refusal::UpstreamFailed(code)).await;
             tracing::warn!(request_id = %ctx.request_id, route = self.route_name(ctx), error = %e, "upstream failed");
+            let _ = self.refuse(session, ctx, Refusal::UpstreamFailed(code)).await;
         } else if code > 0 {
             let _ = session.respond_error(code).await;
         }

@@ -52,13 +52,15 @@ pub struct Setup {
     pub extra: String,
     /// Settings added to `[idp]`.
     pub idp_extra: String,
+    /// Settings added to `[proxy]`.
+    pub proxy_extra: String,
     /// Wait for `/readyz` (the keys loaded) before returning.
     pub wait_ready: bool,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { extra: String::new(), idp_extra: String::new(), wait_ready: true }
+        Setup { extra: String::new(), idp_extra: String::new(), proxy_extra: String::new(), wait_ready: true }
     }
 }
 
@@ -71,6 +73,7 @@ pub fn config(port: u16, admin: u16, idp: &DevIdp, upstream: SocketAddr, setup: 
 listen = "127.0.0.1:{port}"
 threads = 1
 grace_period = "1s"
+{proxy_extra}
 
 [admin]
 listen = "127.0.0.1:{admin}"
@@ -80,6 +83,8 @@ issuer = "{issuer}"
 audience = "{AUDIENCE}"
 jwks_min_refetch_interval = "1ms"
 timeout = "2s"
+check_permission_url = "{issuer}/api/auth/check-permission"
+api_key_exchange_url = "{issuer}/api/auth/api-key/exchange"
 {idp_extra}
 
 [[clients]]
@@ -129,6 +134,8 @@ path = "/api/invoices/{{id}}/refund"
 methods = ["POST"]
 upstream = "app"
 permission = "invoice:refund"
+entity_id = "id"
+attributes = {{ invoice = "path:id" }}
 
 [[routes]]
 name = "broken"
@@ -139,6 +146,7 @@ auth = "none"
 "#,
         issuer = idp.issuer(),
         idp_extra = setup.idp_extra,
+        proxy_extra = setup.proxy_extra,
         extra = setup.extra,
         down = free_port(),
     )

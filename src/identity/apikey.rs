@@ -1,0 +1,160 @@
+//! API keys: a machine's key is exchanged at the IdP for a short-lived JWT, which is verified
+//! like any token and cached per key — by SHA-256 of the key, never the key itself — until
+//! 60 s before it expires. One exchange per key is in flight at a time; a refused key is
+//! remembered as refused for a while so it cannot make the gateway hammer the IdP.
+
+use super::verify::{TokenError, Verifier};
+use super::Principal;
+use crate::config::model::ApiKeySettings;
+use crate::metrics::Metrics;
+use moka::future::Cache;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use url::Url;
+
+/// Tokens are refreshed this long before they expire.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long an unreachable IdP is remembered for one key (short: it is not the key's fault).
+const UNAVAILABLE_TTL: Duration = Duration::from_secs(2);
+
+/// Why a key was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiKeyError {
+    /// The IdP refused the key.
+    #[error("the API key was refused by the identity provider")]
+    Refused,
+    /// The IdP's token for the key did not verify.
+    #[error("the token exchanged for the API key is invalid: {0}")]
+    BadToken(TokenError),
+    /// No exchange endpoint, or the IdP could not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A verified exchange.
+#[derive(Debug, Clone)]
+pub struct Exchanged {
+    /// The JWT the IdP issued for the key (used to call the IdP on the caller's behalf).
+    pub token: Arc<str>,
+    /// Its verified claims.
+    pub principal: Arc<Principal>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    result: Result<Exchanged, ApiKeyError>,
+    ttl: Duration,
+}
+
+struct EntryTtl;
+
+impl moka::Expiry<[u8; 32], Entry> for EntryTtl {
+    fn expire_after_create(&self, _key: &[u8; 32], value: &Entry, _now: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExchangeResponse {
+    token: String,
+    expires_in: Option<u64>,
+    expires_at: Option<String>,
+}
+
+/// Exchanges and caches API keys.
+pub struct ApiKeys {
+    url: Option<Url>,
+    http: reqwest::Client,
+    verifier: Arc<Verifier>,
+    cache: Cache<[u8; 32], Entry>,
+    failure_ttl: Duration,
+    metrics: Metrics,
+}
+
+impl ApiKeys {
+    /// Builds the exchanger; `verifier` checks the exchanged tokens.
+    pub fn from_config(url: Option<Url>, timeout: Duration, s: &ApiKeySettings, verifier: Arc<Verifier>, metrics: Metrics) -> ApiKeys {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client's settings are valid");
+        ApiKeys { url, http, verifier, cache: Cache::builder().max_capacity(s.cache_size).expire_after(EntryTtl).build(), failure_ttl: s.failure_ttl, metrics }
+    }
+
+    /// The verified identity behind an API key.
+    pub async fn authenticate(&self, key: &str) -> Result<Exchanged, ApiKeyError> {
+        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes()).as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let entry = self.cache.get_with(digest, self.exchange(key)).await;
+        if let Ok(e) = &entry.result {
+            // Never hand out a token past its expiry, whatever the cache's clock says.
+            if e.principal.expires_at <= now_secs() {
+                self.cache.invalidate(&digest).await;
+                return Box::pin(self.authenticate(key)).await;
+            }
+        }
+        entry.result
+    }
+
+    async fn exchange(&self, key: &str) -> Entry {
+        let result = self.call(key).await;
+        self.metrics
+            .api_key_exchanges
+            .with_label_values(&[match &result {
+                Ok(_) => "ok",
+                Err(ApiKeyError::Refused) => "refused",
+                Err(ApiKeyError::BadToken(_)) => "bad_token",
+                Err(ApiKeyError::Unavailable(_)) => "unavailable",
+            }])
+            .inc();
+        match result {
+            Ok((exchanged, refresh_in)) => Entry { result: Ok(exchanged), ttl: refresh_in },
+            Err(e @ ApiKeyError::Unavailable(_)) => Entry { result: Err(e), ttl: UNAVAILABLE_TTL.min(self.failure_ttl) },
+            Err(e) => Entry { result: Err(e), ttl: self.failure_ttl },
+        }
+    }
+
+    async fn call(&self, key: &str) -> Result<(Exchanged, Duration), ApiKeyError> {
+        let url = self.url.as_ref().ok_or_else(|| ApiKeyError::Unavailable("API keys are not accepted: no api_key_exchange_url is configured".into()))?;
+        let resp = self
+            .http
+            .post(url.clone())
+            .json(&serde_json::json!({ "apiKey": key }))
+            .send()
+            .await
+            .map_err(|e| ApiKeyError::Unavailable(if e.is_timeout() { "the IdP did not answer the API-key exchange in time".into() } else { "the IdP could not be reached for the API-key exchange".into() }))?;
+        let status = resp.status();
+        if status.is_server_error() {
+            return Err(ApiKeyError::Unavailable(format!("the IdP answered the API-key exchange with {status}")));
+        }
+        if !status.is_success() {
+            return Err(ApiKeyError::Refused);
+        }
+        let body: ExchangeResponse = resp.json().await.map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
+        let principal = self.verifier.verify(&body.token).await.map_err(|e| match e {
+            TokenError::KeysUnavailable => ApiKeyError::Unavailable(e.to_string()),
+            e => ApiKeyError::BadToken(e),
+        })?;
+        let now = now_secs();
+        let expires_at = body
+            .expires_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .or(body.expires_in.map(|s| now + s))
+            .unwrap_or(principal.expires_at)
+            .min(principal.expires_at);
+        let refresh_in = Duration::from_secs(expires_at.saturating_sub(now)).saturating_sub(REFRESH_MARGIN);
+        Ok((Exchanged { token: body.token.into(), principal }, refresh_in))
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -16,7 +16,7 @@ fn check_accepts_the_example_config() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok (2 clients, 1 upstreams, 5 routes)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok (2 clients, 1 upstreams, 6 routes)"));
 }
 
 #[test]
@@ -100,7 +100,11 @@ async fn demo_answers_its_printed_curl_commands() {
         let Some(expected) = comment.trim().split(':').next().and_then(|c| c.trim().parse::<u16>().ok()) else { continue };
         let words = shell_words(command);
         let url = words.iter().find(|w| w.starts_with("http://")).unwrap();
-        let mut req = http.get(url);
+        let body = words.iter().position(|w| w == "-d").map(|i| words[i + 1].clone());
+        let mut req = match &body {
+            Some(b) => http.post(url).body(b.clone()),
+            None => http.get(url),
+        };
         let mut i = 0;
         while i < words.len() {
             if words[i] == "-H" {
@@ -114,7 +118,7 @@ async fn demo_answers_its_printed_curl_commands() {
         assert_eq!(status, expected, "{command}");
         checked += 1;
     }
-    assert!(checked >= 6);
+    assert!(checked >= 10, "only {checked} commands had an expected status");
 }
 
 /// Splits a printed command into words, honouring single quotes.

@@ -103,6 +103,13 @@ fn rules_table() {
         ("permission = \"invoice:read\"", "auth = \"none\"\npermission = \"invoice:read\"", "routes[0].permission: conflicts with auth = \"none\""),
         ("permission = \"invoice:read\"", "auth = \"maybe\"", "routes[0].auth: \"maybe\" is not a mode"),
         ("[proxy]", "[proxy]\nthreads = \"two\"", "proxy.threads: invalid type"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { amount = \"cookie:x\" }", "routes[0].attributes.amount: \"cookie:x\" is not a source"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { inv = \"path:nope\" }", "routes[0].attributes.inv: \"nope\" is not a capture"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\nbody_limit = 1000000", "routes[0].body_limit: 1000000 must be between 1 and 65536"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"maybe\"", "routes[0].on_error: \"maybe\" is not"),
+        ("[proxy]", "[identity_jwt]\nalgorithm = \"RS256\"\n[proxy]", "identity_jwt.algorithm: \"RS256\" is not \"ES256\" or \"EdDSA\""),
+        ("[proxy]", "[abac]\nallow_ttl = \"forever\"\n[proxy]", "abac.allow_ttl: \"forever\" is not a duration"),
+        ("[proxy]", "[api_keys]\nheader = \"authorization\"\n[proxy]", "api_keys.header: \"authorization\" is not a usable header name"),
     ];
     for (from, to, want) in cases {
         let text = VALID.replacen(from, to, 1);
@@ -110,6 +117,19 @@ fn rules_table() {
         let p = problems(&text);
         assert!(p.iter().any(|m| m.contains(want)), "want {want:?}, got {p:#?}");
     }
+}
+
+#[test]
+fn attributes_need_the_check_permission_url() {
+    let text = VALID.replace("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { invoice = \"path:id\", amount = \"body:amount\" }");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].contains("idp.check_permission_url: is required"), "{}", p[0]);
+    let ok = text.replace("[idp]", "[idp]\ncheck_permission_url = \"https://auth.example.com/api/auth/check-permission\"");
+    let c = parse("test.toml", &ok, &env).unwrap();
+    assert!(c.routes[0].needs_body());
+    assert_eq!(c.routes[0].body_limit, 65536);
+    assert!(!c.routes[0].allow_on_error);
 }
 
 #[test]

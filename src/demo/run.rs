@@ -24,6 +24,13 @@ pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 /// The audience the demo IdP mints for and the gateway accepts.
 pub const DEMO_AUDIENCE: &str = "authgate-demo";
 
+/// The demo's machine API key (accepted by the development IdP only).
+pub const DEMO_API_KEY: &str = "ak_demo_reports_reader";
+
+fn demo_api_key_claims() -> serde_json::Value {
+    serde_json::json!({"sub": "machine_reporter", "apiKeyId": "key_demo_1", "azp": "demo", "permissions": {"client_demo:report": ["read"]}})
+}
+
 /// Starts the demo's IdP and echo upstream on a background thread, prints how to use it,
 /// and returns the gateway config to serve.
 pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Result<Config, DemoError> {
@@ -47,6 +54,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Resul
                 let started = async {
                     let idp = DevIdp::start(idp_addr).await.map_err(|e| format!("development IdP on {idp_addr}: {e}"))?;
                     idp.set_audience(DEMO_AUDIENCE);
+                    idp.add_api_key(DEMO_API_KEY, demo_api_key_claims(), 900);
                     let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| format!("echo upstream: {e}"))?;
                     Ok::<_, String>((idp, echo))
                 };
@@ -88,6 +96,7 @@ pub fn demo_token(idp: &DevIdp, user: &str) -> Option<String> {
 fn instructions(idp: &DevIdp, listen: SocketAddr, admin: SocketAddr) -> String {
     let alice = demo_token(idp, "alice").unwrap_or_default();
     let bob = demo_token(idp, "bob").unwrap_or_default();
+    let carol = demo_token(idp, "carol").unwrap_or_default();
     let base = format!("http://{listen}");
     format!(
         "\nauthgate demo: gateway on {base}, admin on http://{admin}, development IdP on {issuer}\n\
@@ -100,6 +109,11 @@ fn instructions(idp: &DevIdp, listen: SocketAddr, admin: SocketAddr) -> String {
          curl -i -H 'Authorization: Bearer {bob}' {base}/api/invoices/42   # 403: bob may not read invoices\n\
          curl -i -H 'Authorization: Bearer {bob}' {base}/api/reports/q3   # 200: bob may read reports\n\
          curl -i -H 'Authorization: Bearer {alice}' {base}/nowhere   # 404: no route\n\
+         curl -i -H 'Authorization: Bearer {carol}' -H 'Content-Type: application/json' -d '{{\"amount\": 80}}' {base}/api/invoices/42/refund   # 200: the IdP's live check allows a refund of 80; the upstream gets a signed identity JWT\n\
+         curl -i -H 'Authorization: Bearer {carol}' -H 'Content-Type: application/json' -d '{{\"amount\": 500}}' {base}/api/invoices/42/refund   # 403: the live check denies refunds over 100\n\
+         curl -i -H 'x-api-key: {DEMO_API_KEY}' {base}/api/reports/q3   # 200: a machine's API key, exchanged at the IdP for a token\n\
+         curl -i -H 'x-api-key: ak_wrong' {base}/api/reports/q3   # 401: an unknown API key\n\
+         curl -s {base}/.well-known/authgate/jwks.json   # the keys upstreams verify the signed identity with\n\
          curl -s -d user=carol {issuer}/token   # a fresh token for alice, bob or carol from the development IdP\n\
          curl -s http://{admin}/metrics   # Prometheus metrics\n\n",
         issuer = idp.issuer(),

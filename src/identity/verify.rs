@@ -244,3 +244,108 @@ impl Verifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::keys::SigningKey;
+    use crate::identity::jwks::parse_jwks;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde_json::json;
+
+    const ISS: &str = "https://idp.test";
+
+    fn verifier(keys: &[&SigningKey]) -> Verifier {
+        let text = format!("[idp]\nissuer = \"{ISS}\"\naudience = \"api\"\nleeway = \"5s\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n");
+        let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
+        let metrics = Metrics::new();
+        let store = Arc::new(KeyStore::from_config(&c.idp, metrics.clone()));
+        let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk().clone()).collect::<Vec<_>>()});
+        store.install(parse_jwks(&jwks, &c.idp.algorithms).unwrap());
+        Verifier::from_config(&c.idp, &c.cache, store, metrics)
+    }
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let mut c = json!({"iss": ISS, "aud": "api", "sub": "u1", "exp": now_secs() + 600, "permissions": {"client_a:x": ["read"]}});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    #[tokio::test]
+    async fn accepts_every_asymmetric_algorithm() {
+        for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA] {
+            let key = SigningKey::generate(alg).unwrap();
+            let v = verifier(&[&key]);
+            let p = v.verify(&key.sign(&claims(json!({"email": "e@x", "azp": "abc", "aud": ["other", "api"]})))).await.unwrap();
+            assert_eq!((p.subject.as_str(), p.email.as_deref(), p.authorized_party.as_deref()), ("u1", Some("e@x"), Some("abc")), "{alg:?}");
+            assert!(p.permissions.lists("client_a:x", "read"));
+        }
+    }
+
+    #[tokio::test]
+    async fn refusal_table() {
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let other = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let v = verifier(&[&key]);
+        let b64 = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let payload = b64(claims(json!({})));
+        let swapped_kid = {
+            let t = other.sign(&claims(json!({})));
+            let parts: Vec<&str> = t.split('.').collect();
+            format!("{}.{}.{}", b64(json!({"alg": "EdDSA", "kid": key.kid()})), parts[1], parts[2])
+        };
+        let cases: Vec<(&str, String, TokenError)> = vec![
+            ("garbage", "not.a.jwt".into(), TokenError::Malformed),
+            ("alg none", format!("{}.{payload}.", b64(json!({"alg": "none"}))), TokenError::Malformed),
+            ("HS256", format!("{}.{payload}.c2ln", b64(json!({"alg": "HS256", "kid": key.kid()}))), TokenError::AlgorithmRefused("HS256".into())),
+            ("RS256 header on an Ed25519 key", format!("{}.{payload}.c2ln", b64(json!({"alg": "RS256", "kid": key.kid()}))), TokenError::AlgorithmRefused("RS256 with this key".into())),
+            ("unknown kid", other.sign(&claims(json!({}))), TokenError::UnknownKey),
+            ("bad signature", swapped_kid, TokenError::BadSignature),
+            ("expired", key.sign(&claims(json!({"exp": now_secs() - 60}))), TokenError::Expired),
+            ("expired within leeway is fine, beyond is not", key.sign(&claims(json!({"exp": now_secs() - 10}))), TokenError::Expired),
+            ("not yet valid", key.sign(&claims(json!({"nbf": now_secs() + 60}))), TokenError::NotYetValid),
+            ("wrong issuer", key.sign(&claims(json!({"iss": "https://evil.test"}))), TokenError::WrongIssuer),
+            ("no issuer", key.sign(&claims(json!({"iss": null}))), TokenError::WrongIssuer),
+            ("wrong audience", key.sign(&claims(json!({"aud": "other"}))), TokenError::WrongAudience),
+            ("no audience", key.sign(&claims(json!({"aud": null}))), TokenError::WrongAudience),
+            ("no exp", key.sign(&claims(json!({"exp": null}))), TokenError::MissingClaim("exp")),
+            ("no sub", key.sign(&claims(json!({"sub": null}))), TokenError::MissingClaim("sub")),
+            ("empty sub", key.sign(&claims(json!({"sub": ""}))), TokenError::MissingClaim("sub")),
+        ];
+        for (name, token, want) in cases {
+            assert_eq!(v.verify(&token).await.unwrap_err(), want, "{name}");
+        }
+        // Within the leeway and with a millisecond iat: accepted.
+        assert!(v.verify(&key.sign(&claims(json!({"exp": now_secs() - 2, "iat": now_secs() * 1000})))).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn keys_never_loaded_is_not_the_tokens_fault() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let text = format!("[idp]\nissuer = \"{ISS}\"\ndiscovery_url = \"http://127.0.0.1:1/.well-known/openid-configuration\"\ntimeout = \"200ms\"\naudience = \"api\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n");
+        let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
+        let store = Arc::new(KeyStore::from_config(&c.idp, Metrics::new()));
+        let v = Verifier::from_config(&c.idp, &c.cache, store, Metrics::new());
+        assert_eq!(v.verify(&key.sign(&claims(json!({})))).await.unwrap_err(), TokenError::KeysUnavailable);
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_skip_the_signature_and_expire_with_exp() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let v = verifier(&[&key]);
+        let t = key.sign(&claims(json!({})));
+        let first = v.verify(&t).await.unwrap();
+        let second = v.verify(&t).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "the second verification came from the cache");
+        // Removing every key drops the cache on the next refresh; `install` alone does not.
+        v.keys().install(Default::default());
+        assert!(v.verify(&t).await.is_ok());
+    }
+}

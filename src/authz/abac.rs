@@ -172,13 +172,7 @@ pub struct AbacClient {
 impl AbacClient {
     /// Builds the client; without `url`, every check is unavailable.
     pub fn from_config(url: Option<Url>, timeout: Duration, s: &AbacSettings, metrics: Metrics) -> AbacClient {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client's settings are valid");
+        let http = crate::identity::idp_client(timeout, false);
         AbacClient {
             url,
             http,

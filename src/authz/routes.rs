@@ -294,7 +294,7 @@ mod tests {
         }
     }
 
-    fn found<'a>(t: &'a RouteTable, host: Option<&str>, path: &str, method: &str) -> String {
+    fn found(t: &RouteTable, host: Option<&str>, path: &str, method: &str) -> String {
         match t.find(host, path, &Method::from_bytes(method.as_bytes()).unwrap()) {
             RouteMatch::Found { route, params, .. } => {
                 let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();

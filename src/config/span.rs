@@ -79,7 +79,7 @@ impl<'a> LineIndex<'a> {
                     .find(|(key, _)| key.get_ref() == k)
                     .map(|(key, v)| (key.span(), v)),
                 (Seg::Index(i), Some(DeValue::Array(a))) => {
-                    a.iter().nth(*i).map(|v| (v.span(), v))
+                    a.get(*i).map(|v| (v.span(), v))
                 }
                 _ => None,
             };

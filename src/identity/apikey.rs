@@ -77,13 +77,7 @@ pub struct ApiKeys {
 impl ApiKeys {
     /// Builds the exchanger; `verifier` checks the exchanged tokens.
     pub fn from_config(url: Option<Url>, timeout: Duration, s: &ApiKeySettings, verifier: Arc<Verifier>, metrics: Metrics) -> ApiKeys {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client's settings are valid");
+        let http = crate::identity::idp_client(timeout, false);
         ApiKeys { url, http, verifier, cache: Cache::builder().max_capacity(s.cache_size).expire_after(EntryTtl).build(), failure_ttl: s.failure_ttl, metrics }
     }
 

@@ -72,13 +72,7 @@ pub struct KeyStore {
 impl KeyStore {
     /// Creates an empty store for the configured IdP.
     pub fn from_config(idp: &IdpSettings, metrics: Metrics) -> KeyStore {
-        let http = reqwest::Client::builder()
-            .timeout(idp.timeout)
-            .connect_timeout(idp.timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client's settings are valid");
+        let http = crate::identity::idp_client(idp.timeout, true);
         KeyStore {
             keys: ArcSwap::from_pointee(HashMap::new()),
             loaded: AtomicBool::new(false),

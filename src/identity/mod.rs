@@ -7,6 +7,19 @@ pub mod jwks;
 pub mod verify;
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// The HTTP client for calls to the IdP: every call bounded by `timeout`, redirects followed
+/// only where the endpoint may legitimately move (discovery, JWKS).
+pub fn idp_client(timeout: Duration, follow_redirects: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(if follow_redirects { reqwest::redirect::Policy::limited(3) } else { reqwest::redirect::Policy::none() })
+        .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's settings are valid")
+}
 
 /// A caller whose token has been verified. Only [`verify`] creates one from a token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

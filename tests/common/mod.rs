@@ -260,3 +260,17 @@ where
     }
     false
 }
+
+/// Starts `authgate run` and waits for its admin listener only (for listeners the plain-http
+/// probe cannot reach, such as TLS).
+pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(binary()).args(["run", "--config"]).arg(&path).env("NO_COLOR", "1").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let gw = Gateway { child, url: String::new(), admin: format!("http://127.0.0.1:{admin}"), port: 0, log: Arc::new(Mutex::new(String::new())), _dir: dir };
+    let http = client();
+    let up = eventually(Duration::from_secs(20), || async { http.get(format!("{}/readyz", gw.admin)).send().await.is_ok_and(|r| r.status() == 200) }).await;
+    assert!(up, "gateway did not become ready");
+    gw
+}

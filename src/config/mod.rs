@@ -128,6 +128,8 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             "idp" => s.idp = deserialize(value, &at, problems).unwrap_or_default(),
             "cache" => s.cache = deserialize(value, &at, problems).unwrap_or_default(),
             "headers" => s.headers = deserialize(value, &at, problems).unwrap_or_default(),
+            "session" => s.session = deserialize(value, &at, problems).unwrap_or_default(),
+            "default_client" => s.default_client = deserialize(value, &at, problems),
             "clients" => s.clients = many(value, &at, problems),
             "upstreams" => s.upstreams = many(value, &at, problems),
             "routes" => {
@@ -136,7 +138,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             }
             _ => problems.add(
                 &at,
-                "is not a known section: expected proxy, admin, idp, cache, headers, [[clients]], [[upstreams]], [[routes]]",
+                "is not a known section: expected proxy, admin, idp, cache, headers, session, default_client, [[clients]], [[upstreams]], [[routes]]",
             ),
         }
     }

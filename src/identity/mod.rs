@@ -2,6 +2,8 @@
 
 pub mod credentials;
 pub mod jwks;
+pub mod oidc;
+pub mod session;
 pub mod verify;
 
 use std::collections::HashMap;

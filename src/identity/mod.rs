@@ -2,6 +2,7 @@
 
 pub mod credentials;
 pub mod jwks;
+pub mod login;
 pub mod oidc;
 pub mod session;
 pub mod verify;

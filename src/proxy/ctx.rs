@@ -22,6 +22,14 @@ pub struct RequestCtx {
     pub granted: Option<String>,
     /// How the request ended, for metrics.
     pub outcome: &'static str,
+    /// The request arrived over HTTPS (directly, or as a trusted proxy says).
+    pub https: bool,
+    /// The request's own origin, `scheme://host[:port]`.
+    pub own_origin: Option<String>,
+    /// `Set-Cookie` values to send with the response.
+    pub set_cookies: Vec<String>,
+    /// The registered origin to answer with CORS headers.
+    pub cors_origin: Option<String>,
 }
 
 impl RequestCtx {
@@ -36,6 +44,10 @@ impl RequestCtx {
             principal: None,
             granted: None,
             outcome: "proxied",
+            https: false,
+            own_origin: None,
+            set_cookies: Vec::new(),
+            cors_origin: None,
         }
     }
 }

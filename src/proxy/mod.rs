@@ -2,12 +2,16 @@
 //! the work. The request's journey is [`Gateway::authorize`], read top to bottom.
 
 pub mod ctx;
+mod endpoints;
 
 use crate::authz::path;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
-use crate::clients::{Caller, ClientRegistry};
-use crate::config::model::{Access, Config};
+use crate::clients::{ClientRegistry, Identified, TrustedProxies};
+use crate::config::model::{Access, Config, SessionSettings};
+use crate::identity::login::{PendingLogins, RefreshLocks};
+use crate::identity::oidc::Oidc;
+use crate::identity::session::{MemoryStore, SessionStore};
 use crate::headers::{Identity, IdentityHeaders};
 use crate::identity::credentials::{self, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
@@ -31,6 +35,12 @@ pub struct Gateway {
     metrics: Metrics,
     https: bool,
     realm: String,
+    trusted_proxies: TrustedProxies,
+    sessions: Arc<dyn SessionStore>,
+    session_settings: SessionSettings,
+    oidc: Oidc,
+    logins: PendingLogins,
+    refresh_locks: RefreshLocks,
 }
 
 impl Gateway {
@@ -42,14 +52,26 @@ impl Gateway {
         let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
         Ok(Gateway {
             routes,
-            clients: ClientRegistry::from_config(&config.clients),
+            clients: ClientRegistry::from_config(&config.clients).with_default(config.default_client),
             upstreams,
             verifier,
             headers: IdentityHeaders::from_config(&config.headers),
             metrics,
             https: config.proxy.https,
             realm: "authgate".into(),
+            trusted_proxies: config.proxy.trusted_proxies.clone(),
+            sessions: Arc::new(MemoryStore::from_config(&config.session)),
+            session_settings: config.session.clone(),
+            oidc: Oidc::from_config(&config.idp),
+            logins: PendingLogins::from_config(&config.session),
+            refresh_locks: RefreshLocks::new(),
         })
+    }
+
+    /// Replaces the embedded in-memory session store (e.g. with a shared one).
+    pub fn with_session_store(mut self, store: Arc<dyn SessionStore>) -> Gateway {
+        self.sessions = store;
+        self
     }
 
     /// The request's journey up to the upstream: path → route → client → credentials →
@@ -72,23 +94,36 @@ impl Gateway {
             return Ok(());
         }
 
-        let client = match self.clients.identify(header(req, "origin"), host_header(req), self.https) {
-            Caller::Known(i, client) => {
-                ctx.client = Some(i);
-                client
-            }
-            Caller::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
+        let (client_index, client, origin) = match self.identify(req, ctx) {
+            Identified::Known { index, client, origin } => (index, client, origin),
+            Identified::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
         };
+        ctx.client = Some(client_index);
 
-        let token = match credentials::from_authorization(header(req, "authorization")) {
-            Ok(credentials::Credential::Bearer(token)) => token,
-            Err(CredentialError::Missing) => return Err(Refusal::MissingCredentials),
+        let principal = match credentials::from_authorization(header(req, "authorization")) {
+            Ok(credentials::Credential::Bearer(token)) => {
+                let principal = self.verifier.verify(token).await.map_err(|e| match e {
+                    TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
+                    e => Refusal::InvalidToken(e.to_string()),
+                })?;
+                if let Some(azp) = principal.authorized_party.as_deref() {
+                    if azp != client.client_id && !client.allow_foreign_tokens {
+                        return Err(Refusal::WrongClient(format!("the token was issued to another client application than {}", client.name)));
+                    }
+                }
+                principal
+            }
             Err(e @ CredentialError::Malformed) => return Err(Refusal::InvalidToken(e.to_string())),
+            Err(CredentialError::Missing) => match self.session_principal(req, ctx, client_index).await? {
+                Some(principal) => principal,
+                None if self.navigation(req) => {
+                    let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                    let location = self.start_login(req, ctx, client_index, &origin, return_to).await?;
+                    return Err(Refusal::LoginRedirect(location));
+                }
+                None => return Err(Refusal::MissingCredentials),
+            },
         };
-        let principal = self.verifier.verify(token).await.map_err(|e| match e {
-            TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
-            e => Refusal::InvalidToken(e.to_string()),
-        })?;
         ctx.principal = Some(principal.clone());
 
         if let Access::Permission(required) = &route.access {
@@ -115,7 +150,8 @@ impl Gateway {
         let req = session.req_header();
         let html = responses::wants_html(header(req, "accept"), header(req, "sec-fetch-mode"));
         let head_only = req.method == http::Method::HEAD;
-        let rendered = refusal.render(&self.realm, html, &ctx.request_id);
+        let mut rendered = refusal.render(&self.realm, html, &ctx.request_id);
+        self.decorate(&mut rendered.header, ctx);
         ctx.outcome = refusal.outcome();
         tracing::info!(
             request_id = %ctx.request_id,
@@ -179,6 +215,10 @@ impl ProxyHttp for Gateway {
     /// directly and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = new_request_id();
+        self.observe(session, ctx);
+        if let Some(handled) = self.gateway_endpoint(session, ctx).await {
+            return handled;
+        }
         match self.authorize(session.req_header(), ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => self.refuse(session, ctx, refusal).await,
@@ -203,6 +243,7 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri);
         }
         self.headers.strip(upstream);
+        self.strip_own_cookies(upstream);
         if let Some(p) = &ctx.principal {
             self.headers.inject(
                 upstream,
@@ -223,13 +264,14 @@ impl ProxyHttp for Gateway {
             };
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
-        upstream.insert_header("x-forwarded-proto", if self.https { "https" } else { "http" })?;
+        upstream.insert_header("x-forwarded-proto", if ctx.https { "https" } else { "http" })?;
         Ok(())
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.
     async fn response_filter(&self, _session: &mut Session, resp: &mut pingora::http::ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         resp.insert_header("x-request-id", &ctx.request_id)?;
+        self.decorate(resp, ctx);
         Ok(())
     }
 

@@ -287,10 +287,12 @@ async fn callback_refusals_show_a_page_not_a_500() {
     assert_eq!(replay.status(), 400);
 
     // A state from another browser is refused.
+    let b = browser();
     let callback = choose(&b, &start_login(&b, &format!("{}/app/", w.a)).await, "alice").await;
     assert_eq!(navigate(&browser(), &callback).await.status(), 400);
 
     // Wrong `iss` on the callback.
+    let b = browser();
     w.idp.set_callback_iss(Some("https://evil.example"));
     let callback = choose(&b, &start_login(&b, &format!("{}/app/", w.a)).await, "alice").await;
     let r = navigate(&b, &callback).await;
@@ -317,6 +319,7 @@ async fn callback_refusals_show_a_page_not_a_500() {
     }
 
     // The IdP says no: a clear page with a retry link.
+    let b = browser();
     w.idp.set_authorize_error(Some("access_denied"));
     let authorize = start_login(&b, &format!("{}/app/deep", w.a)).await;
     let r = b.get(format!("{authorize}&user=alice")).send().await.unwrap();

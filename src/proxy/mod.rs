@@ -116,7 +116,8 @@ impl Gateway {
             Err(e @ CredentialError::Malformed) => return Err(Refusal::InvalidToken(e.to_string())),
             Err(CredentialError::Missing) => match self.session_principal(req, ctx, client_index).await? {
                 Some(principal) => principal,
-                None if self.navigation(req) => {
+                // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
+                None if self.navigation(req) && (ctx.https || self.session_settings.allow_insecure_http) => {
                     let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
                     let location = self.start_login(req, ctx, client_index, &origin, return_to).await?;
                     return Err(Refusal::LoginRedirect(location));

@@ -301,7 +301,8 @@ mod tests {
     #[test]
     fn navigations_get_redirects_apis_get_401() {
         use http::Method;
-        let cases: &[(&Method, Option<&[u8]>, Option<&[u8]>, Option<&[u8]>, bool)] = &[
+        type Case<'a> = (&'a Method, Option<&'a [u8]>, Option<&'a [u8]>, Option<&'a [u8]>, bool);
+        let cases: &[Case] = &[
             (&Method::GET, Some(b"text/html,application/xhtml+xml"), None, None, true),
             (&Method::GET, None, Some(b"navigate"), None, true),
             (&Method::HEAD, Some(b"text/html"), None, None, true),

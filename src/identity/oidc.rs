@@ -101,8 +101,11 @@ pub struct Oidc {
     discovery_url: Url,
     issuer: String,
     http: reqwest::Client,
-    provider: tokio::sync::Mutex<(Option<Arc<Provider>>, Option<(Instant, OidcError)>)>,
+    provider: tokio::sync::Mutex<Discovered>,
 }
+
+/// The last good discovery (`.0`) and the last failure (`.1`).
+type Discovered = (Option<Arc<Provider>>, Option<(Instant, OidcError)>);
 
 impl Oidc {
     /// A relying party for the configured IdP.

@@ -42,6 +42,17 @@ pub enum Refusal {
         /// What is wrong.
         reason: String,
     },
+    /// A browser navigation without a session: off to the IdP's login page (302).
+    LoginRedirect(String),
+    /// A session or token issued to another client app than the one calling.
+    WrongClient(String),
+    /// A login could not be completed; `retry` is where to start again.
+    LoginFailed {
+        /// What went wrong, for people.
+        reason: String,
+        /// A link that starts a new login.
+        retry: Option<String>,
+    },
 }
 
 /// A response ready to write.
@@ -59,7 +70,9 @@ impl Refusal {
             Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) => StatusCode::FORBIDDEN,
+            Refusal::LoginRedirect(_) => StatusCode::FOUND,
+            Refusal::LoginFailed { .. } => StatusCode::BAD_REQUEST,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Refusal::IdpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -82,6 +95,9 @@ impl Refusal {
             Refusal::UpstreamFailed(_) => "upstream_error",
             Refusal::BodyTooLarge(_) => "body_too_large",
             Refusal::UnreadableBody { .. } => "bad_body",
+            Refusal::LoginRedirect(_) => "login_redirect",
+            Refusal::WrongClient(_) => "wrong_client",
+            Refusal::LoginFailed { .. } => "login_failed",
         }
     }
 
@@ -98,6 +114,9 @@ impl Refusal {
             Refusal::UpstreamFailed(_) => "Upstream unavailable",
             Refusal::BodyTooLarge(_) => "Request body too large",
             Refusal::UnreadableBody { .. } => "Unreadable request body",
+            Refusal::LoginRedirect(_) => "Sign-in required",
+            Refusal::WrongClient(_) => "Credentials of another application",
+            Refusal::LoginFailed { .. } => "Sign-in failed",
         }
     }
 
@@ -108,7 +127,7 @@ impl Refusal {
             Refusal::NoRoute => "No route is configured for this path.".into(),
             Refusal::MethodNotAllowed(allowed) => format!("This path allows {}.", join_methods(allowed)),
             Refusal::UnknownClient(origin) => format!("The origin {origin} is not a registered client application."),
-            Refusal::MissingCredentials => "This resource needs credentials: send Authorization: Bearer <token>.".into(),
+            Refusal::MissingCredentials => "This resource needs credentials: sign in, or send Authorization: Bearer <token>.".into(),
             Refusal::InvalidToken(why) => format!("{}.", capitalise(why)),
             Refusal::Forbidden { entity, permission, reason } => {
                 format!("Permission {permission:?} on {entity:?} is required: {reason}.")
@@ -117,6 +136,9 @@ impl Refusal {
             Refusal::UpstreamFailed(_) => "The service behind the gateway could not answer.".into(),
             Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
             Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(reason)),
+            Refusal::LoginRedirect(_) => "Redirecting to sign in.".into(),
+            Refusal::WrongClient(why) => format!("{}.", capitalise(why)),
+            Refusal::LoginFailed { reason, .. } => format!("{}.", capitalise(reason)),
         }
     }
 
@@ -149,14 +171,21 @@ impl Refusal {
             Refusal::IdpUnavailable(_) => {
                 let _ = header.insert_header("retry-after", "5");
             }
+            Refusal::LoginRedirect(location) => {
+                let _ = header.insert_header("location", location.as_str());
+            }
             _ => {}
         }
+        let retry = match self {
+            Refusal::LoginFailed { retry: Some(link), .. } => format!("<p><a href=\"{}\">Sign in again</a></p>", escape_html(link)),
+            _ => String::new(),
+        };
         let body = if html {
             let _ = header.insert_header("content-type", "text/html; charset=utf-8");
             format!(
                 "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {title}</title>\
                  <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}small{{color:#777}}</style></head>\
-                 <body><h1>{title}</h1><p>{detail}</p><p><small>{code} · request {rid}</small></p></body></html>\n",
+                 <body><h1>{title}</h1><p>{detail}</p>{retry}<p><small>{code} · request {rid}</small></p></body></html>\n",
                 code = status.as_u16(),
                 title = self.title(),
                 detail = escape_html(&self.detail()),
@@ -175,6 +204,9 @@ impl Refusal {
                 problem["entity"] = entity.clone().into();
                 problem["permission"] = permission.clone().into();
             }
+            if let Refusal::LoginFailed { retry: Some(link), .. } = self {
+                problem["retry"] = link.clone().into();
+            }
             problem.to_string() + "\n"
         };
         let _ = header.insert_header("content-length", body.len().to_string());
@@ -185,6 +217,39 @@ impl Refusal {
             let _ = header.insert_header("x-authgate-reason", reason);
         }
         Rendered { header, body: bytes::Bytes::from(body) }
+    }
+}
+
+/// A redirect (302) to `location`.
+pub fn redirect(location: &str, request_id: &str) -> Rendered {
+    let mut header = ResponseHeader::build(StatusCode::FOUND, Some(4)).expect("a static status is valid");
+    let _ = header.insert_header("location", location);
+    let _ = header.insert_header("content-length", "0");
+    let _ = header.insert_header("cache-control", "no-store");
+    let _ = header.insert_header("x-request-id", request_id);
+    Rendered { header, body: bytes::Bytes::new() }
+}
+
+/// A JSON answer of the gateway's own endpoints.
+pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &str) -> Rendered {
+    let body = value.to_string() + "\n";
+    let mut header = ResponseHeader::build(status, Some(4)).expect("a static status is valid");
+    let _ = header.insert_header("content-type", "application/json");
+    let _ = header.insert_header("content-length", body.len().to_string());
+    let _ = header.insert_header("cache-control", "no-store");
+    let _ = header.insert_header("x-request-id", request_id);
+    Rendered { header, body: bytes::Bytes::from(body) }
+}
+
+/// True for a browser navigation that may be sent to the login page: `GET`/`HEAD`, not an
+/// XHR/fetch (`Sec-Fetch-Mode` other than `navigate`, `X-Requested-With`), and asking for HTML.
+pub fn is_navigation(method: &http::Method, accept: Option<&[u8]>, sec_fetch_mode: Option<&[u8]>, requested_with: Option<&[u8]>) -> bool {
+    if method != http::Method::GET && method != http::Method::HEAD || requested_with.is_some() {
+        return false;
+    }
+    match sec_fetch_mode {
+        Some(mode) => mode == b"navigate",
+        None => wants_html(accept, None),
     }
 }
 
@@ -258,6 +323,31 @@ mod tests {
 
         let not_allowed = Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::PUT]).render("authgate", false, "r");
         assert_eq!(header(&not_allowed, "allow").unwrap(), "GET, PUT");
+    }
+
+    #[test]
+    fn navigations_get_redirects_apis_get_401() {
+        use http::Method;
+        type Case<'a> = (&'a Method, Option<&'a [u8]>, Option<&'a [u8]>, Option<&'a [u8]>, bool);
+        let cases: &[Case] = &[
+            (&Method::GET, Some(b"text/html,application/xhtml+xml"), None, None, true),
+            (&Method::GET, None, Some(b"navigate"), None, true),
+            (&Method::HEAD, Some(b"text/html"), None, None, true),
+            (&Method::GET, Some(b"application/json"), None, None, false),
+            (&Method::GET, Some(b"text/html"), Some(b"cors"), None, false),
+            (&Method::GET, Some(b"text/html"), None, Some(b"XMLHttpRequest"), false),
+            (&Method::POST, Some(b"text/html"), Some(b"navigate"), None, false),
+            (&Method::GET, Some(b"*/*"), None, None, false),
+        ];
+        for (m, accept, mode, xrw, want) in cases {
+            assert_eq!(is_navigation(m, *accept, *mode, *xrw), *want, "{m} {accept:?} {mode:?} {xrw:?}");
+        }
+        let r = Refusal::LoginRedirect("https://idp/authorize?x".into()).render("authgate", true, "r");
+        assert_eq!(r.header.status, 302);
+        assert_eq!(header(&r, "location").unwrap(), "https://idp/authorize?x");
+        let r = Refusal::LoginFailed { reason: "the identity provider answered access_denied".into(), retry: Some("/_authgate/login?rd=%2F".into()) }.render("authgate", true, "r");
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.contains("access_denied") && body.contains("href=\"/_authgate/login?rd=%2F\""), "{body}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct ProxyFile {
     pub https: Option<bool>,
     /// Add the refusal reason to refused responses in `x-authgate-reason` (operators only).
     pub debug_reason_header: Option<bool>,
+    /// Peer addresses or CIDR ranges whose `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// TLS certificate and key files.
@@ -124,6 +126,38 @@ pub struct ClientFile {
     pub client_secret: Option<String>,
     /// Permission namespace (default `client_<client_id>`).
     pub namespace: Option<String>,
+    /// Path of the login callback on the client's origins (default `/_authgate/callback`).
+    pub redirect_path: Option<String>,
+    /// Scopes asked for at login (default `openid email profile offline_access`).
+    pub scopes: Option<Vec<String>>,
+    /// Client authentication at the token endpoint: `client_secret_basic` (default), `client_secret_post` or `none`.
+    pub token_auth: Option<String>,
+    /// Accept bearer tokens issued to other clients (`azp` / `client_id`) from this client's origins (default false).
+    pub allow_foreign_tokens: Option<bool>,
+    /// Where the browser goes after logout when the IdP has no `end_session_endpoint` (default `/`).
+    pub post_logout_redirect: Option<String>,
+}
+
+/// `[session]`: browser sessions and the login flow.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// Cookie name (default `authgate`, sent as `__Host-authgate` over HTTPS).
+    pub cookie_name: Option<String>,
+    /// Longest a session lives, e.g. `"12h"`.
+    pub lifetime: Option<String>,
+    /// A session unused this long ends, e.g. `"1h"`.
+    pub idle_timeout: Option<String>,
+    /// Most sessions kept in memory.
+    pub max_sessions: Option<u64>,
+    /// Serve session cookies without `Secure` over plain http (local development only).
+    pub allow_insecure_http: Option<bool>,
+    /// Refresh the access token this long before it expires, e.g. `"30s"`.
+    pub refresh_before: Option<String>,
+    /// How long a started login may take, e.g. `"10m"`.
+    pub login_timeout: Option<String>,
+    /// Most logins one browser may have in flight at once.
+    pub max_pending_logins: Option<usize>,
 }
 
 /// `[[upstreams]]`: one upstream service.

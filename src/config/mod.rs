@@ -131,6 +131,8 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             "abac" => s.abac = deserialize(value, &at, problems).unwrap_or_default(),
             "api_keys" => s.api_keys = deserialize(value, &at, problems).unwrap_or_default(),
             "identity_jwt" => s.identity_jwt = deserialize(value, &at, problems).unwrap_or_default(),
+            "session" => s.session = deserialize(value, &at, problems).unwrap_or_default(),
+            "default_client" => s.default_client = deserialize(value, &at, problems),
             "clients" => s.clients = many(value, &at, problems),
             "upstreams" => s.upstreams = many(value, &at, problems),
             "routes" => {
@@ -139,7 +141,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             }
             _ => problems.add(
                 &at,
-                "is not a known section: expected proxy, admin, idp, cache, headers, abac, api_keys, identity_jwt, [[clients]], [[upstreams]], [[routes]]",
+                "is not a known section: expected proxy, admin, idp, cache, headers, session, abac, api_keys, identity_jwt, default_client, [[clients]], [[upstreams]], [[routes]]",
             ),
         }
     }

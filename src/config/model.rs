@@ -4,7 +4,7 @@
 //! passed every rule.
 
 use crate::authz::routes::PathPattern;
-use crate::clients::Origin;
+use crate::clients::{Origin, OriginPattern, TrustedProxies};
 use crate::secret::Secret;
 use jsonwebtoken::Algorithm;
 use std::net::SocketAddr;
@@ -37,6 +37,10 @@ pub struct Config {
     pub api_keys: ApiKeySettings,
     /// Identity assertions signed by the gateway.
     pub identity_jwt: IdentityJwtSettings,
+    /// Browser sessions and login.
+    pub session: SessionSettings,
+    /// Index of the client that requests from unknown origins are mapped to, when configured.
+    pub default_client: Option<usize>,
 }
 
 /// Live ABAC checks.
@@ -84,6 +88,38 @@ pub struct IdentityJwtSettings {
     pub header: String,
 }
 
+/// Browser sessions and the login flow.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Cookie name without the `__Host-` prefix.
+    pub cookie_name: String,
+    /// Longest a session lives.
+    pub lifetime: Duration,
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// Most sessions kept in memory.
+    pub max_sessions: u64,
+    /// Cookies without `Secure` over plain http (local development only).
+    pub allow_insecure_http: bool,
+    /// Refresh the access token this long before it expires.
+    pub refresh_before: Duration,
+    /// How long a started login may take.
+    pub login_timeout: Duration,
+    /// Most logins one browser may have in flight.
+    pub max_pending_logins: usize,
+}
+
+/// How a client authenticates at the IdP's token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// HTTP Basic with the URL-encoded id and secret.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+    /// A public client: PKCE only.
+    None,
+}
+
 /// The proxy listener.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -99,6 +135,8 @@ pub struct ProxySettings {
     pub https: bool,
     /// Send refusal reasons in `x-authgate-reason`.
     pub debug_reason_header: bool,
+    /// Peers whose `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// TLS files.
@@ -177,6 +215,18 @@ pub struct ClientSettings {
     pub client_secret: Secret,
     /// Permission namespace, e.g. `client_abc`.
     pub namespace: String,
+    /// Origin patterns such as `https://*.preview.example.com`.
+    pub origin_patterns: Vec<OriginPattern>,
+    /// Path of the login callback on the client's origins.
+    pub redirect_path: String,
+    /// Scopes asked for at login.
+    pub scopes: Vec<String>,
+    /// Client authentication at the token endpoint.
+    pub token_auth: TokenAuth,
+    /// Accept bearer tokens issued to other clients from this client's origins.
+    pub allow_foreign_tokens: bool,
+    /// Path (or URL on the client's origins) the browser goes to after logout.
+    pub post_logout_redirect: String,
 }
 
 /// One upstream.

@@ -7,7 +7,7 @@ use super::file::*;
 use super::model::*;
 use super::span::KeyPath;
 use crate::authz::routes::PathPattern;
-use crate::clients::Origin;
+use crate::clients::{Origin, OriginPattern, TrustedProxies};
 use crate::secret::Secret;
 use jsonwebtoken::Algorithm;
 use std::collections::{HashMap, HashSet};
@@ -112,6 +112,10 @@ pub struct Sections {
     pub api_keys: ApiKeysFile,
     /// `[identity_jwt]`.
     pub identity_jwt: IdentityJwtFile,
+    /// `[session]`.
+    pub session: SessionFile,
+    /// `default_client = "name"`.
+    pub default_client: Option<String>,
 }
 
 /// Algorithms accepted when the config does not list them.
@@ -155,10 +159,19 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
             }
         }
     }
+    let session = session(s.session, problems);
+    let default_client = s.default_client.and_then(|name| match clients.iter().position(|c| c.name == name) {
+        Some(i) => Some(i),
+        None => {
+            let known: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+            problems.add(&KeyPath::root("default_client"), format!("{name:?} is not a configured client: name one of {known:?}"));
+            None
+        }
+    });
     if !problems.0.is_empty() {
         return None;
     }
-    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt })
+    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt, session, default_client })
 }
 
 fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
@@ -177,6 +190,13 @@ fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
         problems.add(&at.key("threads"), "must be at least 1");
     }
     let grace_period = problems.duration(f.grace_period.as_deref(), &at.key("grace_period"), Duration::from_secs(5));
+    let mut trusted = Vec::new();
+    for (i, text) in f.trusted_proxies.unwrap_or_default().iter().enumerate() {
+        match TrustedProxies::parse_range(text) {
+            Ok(r) => trusted.push(r),
+            Err(e) => problems.add(&at.key("trusted_proxies").index(i), e),
+        }
+    }
     Some(ProxySettings {
         listen,
         https: f.https.unwrap_or(tls.is_some()),
@@ -184,6 +204,7 @@ fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
         threads: threads.max(1),
         grace_period,
         debug_reason_header: f.debug_reason_header.unwrap_or(false),
+        trusted_proxies: TrustedProxies::new(trusted),
     })
 }
 
@@ -274,6 +295,7 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
     let mut out = Vec::new();
     let mut names = HashMap::new();
     let mut origins: HashMap<Origin, String> = HashMap::new();
+    let mut patterns: HashMap<String, String> = HashMap::new();
     for (i, f) in list {
         let at = KeyPath::root("clients").index(i);
         let name = problems.require(f.name, &at.key("name"), "a name for headers, metrics and logs");
@@ -284,11 +306,25 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
         }
         let client_id = problems.require(f.client_id, &at.key("client_id"), "the OAuth client id this app has at the IdP");
         let mut parsed = Vec::new();
+        let mut parsed_patterns = Vec::new();
         match f.origins {
             None => problems.add(&at.key("origins"), "is required: the origins (scheme://host[:port]) this app is served from"),
             Some(list) if list.is_empty() => problems.add(&at.key("origins"), "may not be empty"),
             Some(list) => {
                 for (j, o) in list.iter().enumerate() {
+                    if o.contains('*') {
+                        match OriginPattern::parse(o) {
+                            Ok(p) => {
+                                let owner = name.clone().unwrap_or_default();
+                                if let Some(other) = patterns.insert(p.as_str().to_string(), owner) {
+                                    problems.add(&at.key("origins").index(j), format!("{o:?} is also an origin pattern of client {other:?}: an origin identifies exactly one client"));
+                                }
+                                parsed_patterns.push(p);
+                            }
+                            Err(e) => problems.add(&at.key("origins").index(j), e),
+                        }
+                        continue;
+                    }
                     match Origin::parse(o) {
                         Ok(origin) => {
                             let owner = name.clone().unwrap_or_default();
@@ -308,17 +344,87 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
                 problems.add(&at.key("namespace"), format!("{ns:?} must be non-empty without spaces"));
             }
         }
+        let redirect_path = f.redirect_path.unwrap_or_else(|| "/_authgate/callback".to_string());
+        if !redirect_path.starts_with('/') || redirect_path.starts_with("//") || redirect_path.contains(['?', '#', '\\', ' ']) || redirect_path == "/" {
+            problems.add(&at.key("redirect_path"), format!("{redirect_path:?} must be an absolute path such as \"/_authgate/callback\", without query"));
+        }
+        let scopes = f.scopes.unwrap_or_else(|| ["openid", "email", "profile", "offline_access"].map(String::from).to_vec());
+        if !scopes.iter().any(|s| s == "openid") {
+            problems.add(&at.key("scopes"), "must include \"openid\": the login needs an id_token");
+        }
+        for (j, sc) in scopes.iter().enumerate() {
+            if sc.is_empty() || !sc.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+                problems.add(&at.key("scopes").index(j), format!("{sc:?} is not a scope token"));
+            }
+        }
+        let secret = Secret::new(f.client_secret.unwrap_or_default());
+        let token_auth = match f.token_auth.as_deref() {
+            None | Some("client_secret_basic") => TokenAuth::ClientSecretBasic,
+            Some("client_secret_post") => TokenAuth::ClientSecretPost,
+            Some("none") => TokenAuth::None,
+            Some(other) => {
+                problems.add(&at.key("token_auth"), format!("{other:?} is not a method: write \"client_secret_basic\", \"client_secret_post\" or \"none\""));
+                TokenAuth::ClientSecretBasic
+            }
+        };
+        if token_auth != TokenAuth::None && secret.is_empty() && f.token_auth.is_some() {
+            problems.add(&at.key("client_secret"), "is required with token_auth = client_secret_basic or client_secret_post: set it, or token_auth = \"none\" for a public client");
+        }
+        let post_logout_redirect = f.post_logout_redirect.unwrap_or_else(|| "/".to_string());
+        if !post_logout_redirect.starts_with('/') || post_logout_redirect.starts_with("//") || post_logout_redirect.contains('\\') {
+            let own_origin = Url::parse(&post_logout_redirect).ok().and_then(|u| Origin::parse(&u.origin().ascii_serialization()).ok()).is_some_and(|o| parsed.contains(&o));
+            if !own_origin {
+                problems.add(&at.key("post_logout_redirect"), format!("{post_logout_redirect:?} must be a path (\"/\") or a URL on one of this client's origins"));
+            }
+        }
         if let (Some(name), Some(client_id), Some(namespace)) = (name, client_id, namespace) {
             out.push(ClientSettings {
                 name,
                 origins: parsed,
                 client_id,
-                client_secret: Secret::new(f.client_secret.unwrap_or_default()),
+                client_secret: secret,
                 namespace,
+                origin_patterns: parsed_patterns,
+                redirect_path,
+                scopes,
+                token_auth,
+                allow_foreign_tokens: f.allow_foreign_tokens.unwrap_or(false),
+                post_logout_redirect,
             });
         }
     }
     out
+}
+
+fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
+    let at = KeyPath::root("session");
+    let cookie_name = f.cookie_name.unwrap_or_else(|| "authgate".to_string());
+    if cookie_name.is_empty() || cookie_name.starts_with("__") || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        problems.add(&at.key("cookie_name"), format!("{cookie_name:?} must be letters, digits, - or _ (the __Host- prefix is added over HTTPS)"));
+    }
+    let lifetime = problems.duration(f.lifetime.as_deref(), &at.key("lifetime"), Duration::from_secs(12 * 3600));
+    let idle_timeout = problems.duration(f.idle_timeout.as_deref(), &at.key("idle_timeout"), Duration::from_secs(3600));
+    let refresh_before = match f.refresh_before.as_deref() {
+        Some("0") | Some("0s") => Duration::ZERO,
+        other => problems.duration(other, &at.key("refresh_before"), Duration::from_secs(30)),
+    };
+    let login_timeout = problems.duration(f.login_timeout.as_deref(), &at.key("login_timeout"), Duration::from_secs(600));
+    if f.max_sessions == Some(0) {
+        problems.add(&at.key("max_sessions"), "must be at least 1");
+    }
+    if f.max_pending_logins == Some(0) {
+        problems.add(&at.key("max_pending_logins"), "must be at least 1: every login needs one");
+    }
+    SessionSettings {
+        cookie_name,
+        lifetime,
+        idle_timeout,
+        max_sessions: f.max_sessions.unwrap_or(100_000),
+        allow_insecure_http: f.allow_insecure_http.unwrap_or(false),
+        refresh_before,
+        login_timeout,
+        max_pending_logins: f.max_pending_logins.unwrap_or(10),
+    }
 }
 
 fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<UpstreamSettings> {

@@ -37,6 +37,50 @@ const AUTHORIZE_PATH: &str = "/authorize";
 pub const CHECK_PERMISSION_PATH: &str = "/api/auth/check-permission";
 /// Auther's API-key exchange.
 pub const API_KEY_EXCHANGE_PATH: &str = "/api/auth/api-key/exchange";
+const END_SESSION_PATH: &str = "/end_session";
+
+/// A client registered at the development IdP for the code flow.
+#[derive(Debug, Clone)]
+pub struct RegisteredClient {
+    /// Its secret; `None` for a public client (PKCE only).
+    pub secret: Option<String>,
+    /// Redirect URIs it may use, exactly.
+    pub redirect_uris: Vec<String>,
+}
+
+/// A way to spoil the next id_token from the code flow, for tests of the gateway's checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdTokenTrick {
+    /// A nonce other than the one the login sent.
+    WrongNonce,
+    /// An `iss` other than the issuer.
+    WrongIssuer,
+    /// Signed by a key the JWKS does not publish.
+    UnknownKey,
+    /// `alg: none`, no signature.
+    AlgNone,
+    /// An `aud` other than the client id.
+    WrongAudience,
+}
+
+struct CodeGrant {
+    client_id: String,
+    redirect_uri: String,
+    user: String,
+    nonce: Option<String>,
+    challenge: Option<String>,
+}
+
+/// The code-flow state and test knobs.
+#[derive(Default)]
+struct Flow {
+    clients: std::collections::HashMap<String, RegisteredClient>,
+    codes: std::collections::HashMap<String, CodeGrant>,
+    refresh_tokens: std::collections::HashMap<String, (String, String)>,
+    trick: Option<IdTokenTrick>,
+    authorize_error: Option<String>,
+    callback_iss: Option<String>,
+}
 
 /// Why the development IdP could not start or do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +196,14 @@ struct Shared {
     jwks_requests: AtomicUsize,
     token_requests: AtomicUsize,
     authz: AuthzState,
+    flow: Mutex<Flow>,
+    token_ttl: std::sync::atomic::AtomicU64,
+    refresh_requests: AtomicUsize,
+    refresh_fails: AtomicBool,
+    refresh_delay_ms: std::sync::atomic::AtomicU64,
+    opaque_access_tokens: AtomicBool,
+    end_session: AtomicBool,
+    end_session_requests: AtomicUsize,
 }
 
 /// Every key this IdP generated, in order; only published ones appear in the JWKS.
@@ -205,6 +257,14 @@ impl DevIdp {
             jwks_requests: AtomicUsize::new(0),
             token_requests: AtomicUsize::new(0),
             authz: AuthzState::default(),
+            flow: Mutex::new(Flow::default()),
+            token_ttl: std::sync::atomic::AtomicU64::new(TOKEN_TTL_SECS),
+            refresh_requests: AtomicUsize::new(0),
+            refresh_fails: AtomicBool::new(false),
+            refresh_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            opaque_access_tokens: AtomicBool::new(false),
+            end_session: AtomicBool::new(true),
+            end_session_requests: AtomicUsize::new(0),
         });
 
         let (sender, receiver) = oneshot::channel::<()>();
@@ -340,6 +400,69 @@ impl DevIdp {
         self.shared.token_requests.load(Ordering::SeqCst)
     }
 
+    /// Registers a client for the code flow (`secret: None` for a public client).
+    pub fn register_client(&self, client_id: &str, secret: Option<&str>, redirect_uris: &[&str]) {
+        self.shared.flow().clients.insert(
+            client_id.to_owned(),
+            RegisteredClient { secret: secret.map(str::to_owned), redirect_uris: redirect_uris.iter().map(|u| (*u).to_owned()).collect() },
+        );
+    }
+
+    /// Lifetime (`expires_in` and `exp`) of tokens from the code flow and refreshes, in seconds.
+    pub fn set_token_ttl(&self, secs: u64) {
+        self.shared.token_ttl.store(secs, Ordering::SeqCst);
+    }
+
+    /// Refresh-token grants received.
+    pub fn refresh_requests(&self) -> usize {
+        self.shared.refresh_requests.load(Ordering::SeqCst)
+    }
+
+    /// While `true`, refresh-token grants answer `invalid_grant`.
+    pub fn set_refresh_fails(&self, fails: bool) {
+        self.shared.refresh_fails.store(fails, Ordering::SeqCst);
+    }
+
+    /// Makes each refresh take this long (widens races in tests).
+    pub fn set_refresh_delay(&self, delay: std::time::Duration) {
+        self.shared.refresh_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// While `true`, access tokens from the code flow are opaque strings (like Auther's).
+    pub fn set_opaque_access_tokens(&self, opaque: bool) {
+        self.shared.opaque_access_tokens.store(opaque, Ordering::SeqCst);
+    }
+
+    /// Spoils the next id_token of the code flow.
+    pub fn spoil_next_id_token(&self, trick: IdTokenTrick) {
+        self.shared.flow().trick = Some(trick);
+    }
+
+    /// Makes `/authorize` answer the next logins with this OAuth error (`None`: normal).
+    pub fn set_authorize_error(&self, error: Option<&str>) {
+        self.shared.flow().authorize_error = error.map(str::to_owned);
+    }
+
+    /// Makes the callback's `iss` parameter this value (`None`: the issuer).
+    pub fn set_callback_iss(&self, iss: Option<&str>) {
+        self.shared.flow().callback_iss = iss.map(str::to_owned);
+    }
+
+    /// Whether discovery advertises `end_session_endpoint` (default true).
+    pub fn set_end_session(&self, enabled: bool) {
+        self.shared.end_session.store(enabled, Ordering::SeqCst);
+    }
+
+    /// Requests received by the end-session endpoint.
+    pub fn end_session_requests(&self) -> usize {
+        self.shared.end_session_requests.load(Ordering::SeqCst)
+    }
+
+    /// The authorization endpoint's URL.
+    pub fn authorize_url(&self) -> String {
+        format!("{}{AUTHORIZE_PATH}", self.shared.issuer)
+    }
+
     /// Stops accepting connections and ends the server once in-flight requests finish.
     pub fn shutdown(&self) {
         self.stop.now();
@@ -356,6 +479,10 @@ impl fmt::Debug for DevIdp {
 }
 
 impl Shared {
+    fn flow(&self) -> std::sync::MutexGuard<'_, Flow> {
+        self.flow.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn keys_read(&self) -> RwLockReadGuard<'_, KeyRing> {
         self.keys.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -414,6 +541,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(TOKEN_PATH, post(token))
         .route(CHECK_PERMISSION_PATH, post(check_permission))
         .route(API_KEY_EXCHANGE_PATH, post(api_key_exchange))
+        .route(AUTHORIZE_PATH, get(authorize))
+        .route(END_SESSION_PATH, get(end_session))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
         .with_state(shared)
@@ -451,7 +580,7 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
         }
     }
     let issuer = &shared.issuer;
-    Json(json!({
+    let mut doc = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}{AUTHORIZE_PATH}"),
         "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
@@ -461,7 +590,15 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "id_token_signing_alg_values_supported": algs,
         "check_permission_endpoint": format!("{issuer}{CHECK_PERMISSION_PATH}"),
         "api_key_exchange_endpoint": format!("{issuer}{API_KEY_EXCHANGE_PATH}"),
-    }))
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "authorization_response_iss_parameter_supported": true,
+    });
+    if shared.end_session.load(Ordering::SeqCst) {
+        doc["end_session_endpoint"] = json!(format!("{issuer}{END_SESSION_PATH}"));
+    }
+    Json(doc)
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -476,10 +613,226 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+fn random_string() -> String {
+    crate::identity::session::random_token(24)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `GET /authorize`: checks the client and redirect URI, then shows a page to choose a demo
+/// user; with `user=<id>` (the page's links) it sends the browser back with `code`, `state`
+/// and `iss`.
+async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let params: std::collections::HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let get = |k: &str| params.get(k).cloned();
+    let (Some(client_id), Some(redirect_uri)) = (get("client_id"), get("redirect_uri")) else {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_request", "client_id and redirect_uri are required");
+    };
+    let registered = shared.flow().clients.get(&client_id).cloned();
+    let Some(client) = registered else {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_client", &format!("unknown client {client_id:?}"));
+    };
+    if !client.redirect_uris.contains(&redirect_uri) {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_request", &format!("redirect_uri {redirect_uri:?} is not registered for {client_id:?}"));
+    }
+    if get("response_type").as_deref() != Some("code") || get("code_challenge_method").as_deref() != Some("S256") || get("code_challenge").is_none() {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_request", "response_type=code with PKCE S256 is required");
+    }
+    let state = get("state").unwrap_or_default();
+    let back = |pairs: &[(&str, &str)]| {
+        let mut url = match url::Url::parse(&redirect_uri) {
+            Ok(u) => u,
+            Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid_request", "bad redirect_uri"),
+        };
+        url.query_pairs_mut().extend_pairs(pairs.iter().copied());
+        (StatusCode::FOUND, [(header::LOCATION, url.to_string()), (header::CACHE_CONTROL, "no-store".to_owned())]).into_response()
+    };
+    let (error, iss) = {
+        let flow = shared.flow();
+        (flow.authorize_error.clone(), flow.callback_iss.clone().unwrap_or_else(|| shared.issuer.clone()))
+    };
+    if let Some(error) = error {
+        return back(&[("error", &error), ("error_description", "the user declined"), ("state", &state), ("iss", &iss)]);
+    }
+    let Some(user) = get("user") else {
+        let links: String = DEMO_USERS
+            .iter()
+            .map(|u| {
+                let href = format!("{AUTHORIZE_PATH}?{query}&user={}", u.id).replace('&', "&amp;");
+                format!("<li><a class=\"user\" id=\"user-{id}\" href=\"{href}\">{name}</a> <small>{email}</small></li>", id = u.id, name = u.name, email = u.email)
+            })
+            .collect();
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Development IdP: sign in</title>\
+             <style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:4em auto}}li{{margin:.6em 0}}</style></head>\
+             <body><h1>Sign in to {client}</h1><p>Development IdP: choose a demo user.</p><ul>{links}</ul></body></html>\n",
+            client = crate::responses::escape_html(&client_id),
+        );
+        return ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page).into_response();
+    };
+    if !DEMO_USERS.iter().any(|u| u.id == user) {
+        return error_response(StatusCode::BAD_REQUEST, "invalid_request", &format!("unknown demo user {user:?}"));
+    }
+    let code = random_string();
+    shared.flow().codes.insert(
+        code.clone(),
+        CodeGrant { client_id, redirect_uri: redirect_uri.clone(), user, nonce: get("nonce"), challenge: get("code_challenge") },
+    );
+    back(&[("code", &code), ("state", &state), ("iss", &iss)])
+}
+
+/// `GET /end_session`: ends the (stateless) IdP session and returns to `post_logout_redirect_uri`.
+async fn end_session(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    shared.end_session_requests.fetch_add(1, Ordering::SeqCst);
+    let query = query.unwrap_or_default();
+    let target = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "post_logout_redirect_uri").map(|(_, v)| v.into_owned());
+    match target {
+        Some(t) => (StatusCode::FOUND, [(header::LOCATION, t)]).into_response(),
+        None => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], "<!doctype html><p>Signed out.</p>\n").into_response(),
+    }
+}
+
+/// The client of a token request: HTTP Basic (URL-encoded id and secret) or form fields.
+fn client_credentials(headers: &axum::http::HeaderMap, form: &std::collections::HashMap<String, String>) -> Option<(String, Option<String>)> {
+    use base64::Engine;
+    if let Some(basic) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic ")) {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (id, secret) = text.split_once(':')?;
+        let dec = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        return Some((dec(id)?, Some(dec(secret)?)));
+    }
+    Some((form.get("client_id")?.clone(), form.get("client_secret").cloned()))
+}
+
+impl Shared {
+    fn access_token(&self, user: &str, client_id: &str) -> String {
+        if self.opaque_access_tokens.load(Ordering::SeqCst) {
+            return random_string()[..32].to_owned();
+        }
+        let mut claims = demo_claims(user, &self.audience()).unwrap_or_else(|| json!({"sub": user}));
+        claims["azp"] = json!(client_id);
+        claims["client_id"] = json!(client_id);
+        claims["exp"] = json!(now_secs() + self.token_ttl.load(Ordering::SeqCst));
+        self.mint(claims)
+    }
+
+    fn id_token(&self, user: &str, client_id: &str, nonce: Option<&str>) -> String {
+        let demo = DEMO_USERS.iter().find(|u| u.id == user);
+        let now = now_secs();
+        let mut claims = json!({
+            "sub": demo.map_or(user, |u| u.subject),
+            "email": demo.map(|u| u.email),
+            "name": demo.map(|u| u.name),
+            "aud": client_id,
+            "azp": client_id,
+            // Like Auther: `iat` in milliseconds.
+            "iat": now * 1000,
+            "exp": now + self.token_ttl.load(Ordering::SeqCst),
+        });
+        if let Some(n) = nonce {
+            claims["nonce"] = json!(n);
+        }
+        let trick = self.flow().trick.take();
+        match trick {
+            Some(IdTokenTrick::WrongNonce) => claims["nonce"] = json!("not-the-nonce"),
+            Some(IdTokenTrick::WrongIssuer) => claims["iss"] = json!("https://evil.example"),
+            Some(IdTokenTrick::WrongAudience) => claims["aud"] = json!("another-client"),
+            Some(IdTokenTrick::UnknownKey) => {
+                if let Ok(key) = SigningKey::generate(Algorithm::RS256) {
+                    return key.sign(&self.complete(claims));
+                }
+            }
+            Some(IdTokenTrick::AlgNone) => {
+                use base64::Engine;
+                let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+                return format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&self.complete(claims)));
+            }
+            None => {}
+        }
+        self.mint(claims)
+    }
+}
+
+/// `POST /token`: `grant_type=authorization_code` and `refresh_token` for registered clients;
+/// without `grant_type`, demo minting for `user=<id>`.
+async fn token(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let Some(grant) = form.get("grant_type").cloned() else { return demo_token(shared, query, body).await };
+    let oauth_error = |status: StatusCode, error: &str| (status, Json(json!({"error": error}))).into_response();
+    let Some((client_id, secret)) = client_credentials(&headers, &form) else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    };
+    let registered = shared.flow().clients.get(&client_id).cloned();
+    let authenticated = match (&registered, &secret) {
+        (Some(RegisteredClient { secret: Some(want), .. }), Some(got)) => want == got,
+        (Some(RegisteredClient { secret: None, .. }), None) => true,
+        _ => false,
+    };
+    if !authenticated {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let ttl = shared.token_ttl.load(Ordering::SeqCst);
+    match grant.as_str() {
+        "authorization_code" => {
+            let code = form.get("code").cloned().unwrap_or_default();
+            let Some(grant) = shared.flow().codes.remove(&code) else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant") };
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            let challenge = {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()))
+            };
+            if grant.client_id != client_id || form.get("redirect_uri") != Some(&grant.redirect_uri) || grant.challenge.as_deref() != Some(challenge.as_str()) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            let refresh = random_string();
+            shared.flow().refresh_tokens.insert(refresh.clone(), (client_id.clone(), grant.user.clone()));
+            let body = json!({
+                "access_token": shared.access_token(&grant.user, &client_id),
+                "id_token": shared.id_token(&grant.user, &client_id, grant.nonce.as_deref()),
+                "refresh_token": refresh,
+                "token_type": "Bearer",
+                "expires_in": ttl,
+            });
+            ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+        }
+        "refresh_token" => {
+            shared.refresh_requests.fetch_add(1, Ordering::SeqCst);
+            let delay = shared.refresh_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            if shared.refresh_fails.load(Ordering::SeqCst) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            let old = form.get("refresh_token").cloned().unwrap_or_default();
+            // Rotated: each refresh token works once.
+            let Some((owner, user)) = shared.flow().refresh_tokens.remove(&old) else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant") };
+            if owner != client_id {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+            let refresh = random_string();
+            shared.flow().refresh_tokens.insert(refresh.clone(), (client_id.clone(), user.clone()));
+            // Like Auther: no new id_token on refresh.
+            let body = json!({
+                "access_token": shared.access_token(&user, &client_id),
+                "refresh_token": refresh,
+                "token_type": "Bearer",
+                "expires_in": ttl,
+            });
+            ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+        }
+        _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+    }
+}
+
 /// Demo minting: `user=<id>` in the form body or the query string.
-async fn token(
-    State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
+async fn demo_token(
+    shared: Arc<Shared>,
+    query: Option<String>,
     body: Bytes,
 ) -> Response {
     let field = |input: &[u8]| {

@@ -72,7 +72,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Resul
             });
         })
         .map_err(|e| DemoError::Start(format!("cannot start the demo thread: {e}")))?;
-    let (idp, echo) = rx.recv().map_err(|_| DemoError::Start("the demo servers stopped during start-up".into()))?.map_err(DemoError::Start)?;
+    let (idp, echo): (DevIdp, SocketAddr) = rx.recv().map_err(|_| DemoError::Start("the demo servers stopped during start-up".into()))?.map_err(DemoError::Start)?;
 
     let text = DEMO_CONFIG
         .replace("{PROXY}", &listen.to_string())
@@ -81,6 +81,11 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Resul
         .replace("{IDP}", idp.issuer())
         .replace("{ECHO}", &echo.to_string());
     let config = config::parse("(built-in demo config)", &text, &|_| None).map_err(|e| DemoError::Start(e.to_string()))?;
+    for client in &config.clients {
+        let uris: Vec<String> = client.origins.iter().map(|o| format!("{o}{}", client.redirect_path)).collect();
+        let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+        idp.register_client(&client.client_id, Some(client.client_secret.expose()), &uris);
+    }
     print!("{}", instructions(&idp, listen, admin));
     Ok(config)
 }
@@ -100,7 +105,11 @@ fn instructions(idp: &DevIdp, listen: SocketAddr, admin: SocketAddr) -> String {
     let base = format!("http://{listen}");
     format!(
         "\nauthgate demo: gateway on {base}, admin on http://{admin}, development IdP on {issuer}\n\
-         Users: alice (reads and writes invoices), bob (reads reports only), carol (refunds need a live ABAC check).\n\
+         Users: alice (reads and writes invoices), bob (reads reports only), carol (refunds need a live ABAC check).\n\n\
+         Sign in from a browser: two client apps, each with its own session:\n\
+           http://127.0.0.1:{port}/app/   (client demo-a)\n\
+           http://localhost:{port}/app/   (client demo-b)\n\
+         Sign out at /_authgate/logout; /_authgate/session shows the signed-in user as JSON.\n\n\
          Try these (the comment says what each one answers):\n\n\
          curl -i {base}/public/hello   # 200: a public route, no token needed\n\
          curl -i {base}/api/invoices/42   # 401: no credentials\n\
@@ -117,5 +126,6 @@ fn instructions(idp: &DevIdp, listen: SocketAddr, admin: SocketAddr) -> String {
          curl -s -d user=carol {issuer}/token   # a fresh token for alice, bob or carol from the development IdP\n\
          curl -s http://{admin}/metrics   # Prometheus metrics\n\n",
         issuer = idp.issuer(),
+        port = listen.port(),
     )
 }

@@ -4,6 +4,9 @@ pub mod apikey;
 pub mod assertion;
 pub mod credentials;
 pub mod jwks;
+pub mod login;
+pub mod oidc;
+pub mod session;
 pub mod verify;
 
 use std::collections::HashMap;

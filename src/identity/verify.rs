@@ -47,6 +47,9 @@ pub enum TokenError {
     /// A required claim is missing or has the wrong type.
     #[error("the token lacks a required claim ({0})")]
     MissingClaim(&'static str),
+    /// The id_token's `nonce` is not the one this login sent.
+    #[error("the id_token's nonce does not match the login")]
+    WrongNonce,
     /// The IdP's keys have never been loaded (IdP unreachable since start-up).
     #[error("the identity provider's signing keys are not available")]
     KeysUnavailable,
@@ -65,6 +68,7 @@ impl TokenError {
             TokenError::WrongIssuer => "wrong_issuer",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::MissingClaim(_) => "missing_claim",
+            TokenError::WrongNonce => "wrong_nonce",
             TokenError::KeysUnavailable => "keys_unavailable",
         }
     }
@@ -78,6 +82,7 @@ struct Claims {
     azp: Option<String>,
     client_id: Option<String>,
     exp: f64,
+    nonce: Option<String>,
     #[serde(default)]
     permissions: serde_json::Value,
     #[serde(default)]
@@ -101,6 +106,8 @@ fn now_secs() -> u64 {
 /// Verifies tokens against the IdP's keys.
 pub struct Verifier {
     keys: Arc<KeyStore>,
+    issuer: String,
+    leeway: u64,
     /// One validation per accepted algorithm: jsonwebtoken requires every algorithm of a
     /// validation to match the key's family.
     validations: Vec<(Algorithm, Validation)>,
@@ -127,6 +134,8 @@ impl Verifier {
             .collect();
         Verifier {
             keys,
+            issuer: idp.issuer.clone(),
+            leeway: idp.leeway.as_secs(),
             validations,
             verified: Cache::builder().max_capacity(cache.tokens).expire_after(UntilExp).build(),
             rejected: Cache::builder().max_capacity(cache.rejected_tokens).time_to_live(cache.rejected_ttl).build(),
@@ -176,10 +185,74 @@ impl Verifier {
 
     /// Verifies without looking at or filling the caches (benchmarks compare the two paths).
     pub async fn verify_uncached(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
+        let (principal, _) = self.decode(token, |alg| self.validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone())).await?;
+        Ok(principal)
+    }
+
+    /// Verifies an id_token from the login: signature by the IdP's keys, `iss`, `aud` = the
+    /// client id, `exp`, `nbf` and the login's `nonce`. Never cached: each is seen once.
+    pub async fn verify_id_token(&self, token: &str, client_id: &str, nonce: &str) -> Result<Arc<Principal>, TokenError> {
+        let (principal, got) = self.decode(token, |alg| self.id_token_validation(alg, client_id, true)).await?;
+        let matches = got.as_deref().is_some_and(|n| subtle::ConstantTimeEq::ct_eq(n.as_bytes(), nonce.as_bytes()).into());
+        if !matches {
+            return Err(TokenError::WrongNonce);
+        }
+        Ok(principal)
+    }
+
+    /// The identity of a session whose access token is opaque, from its id_token (verified at
+    /// login): signature, `iss` and `aud` = the client id again, through the verified-token
+    /// cache, valid until `valid_until` (the session's access token's expiry) rather than the
+    /// id_token's own `exp`, as a refresh may not bring a new id_token.
+    pub async fn session_identity(&self, id_token: &str, client_id: &str, valid_until: u64) -> Result<Arc<Principal>, TokenError> {
+        // Domain-separated key: an id_token must never hit the cache as a bearer token.
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(b"id_token\0");
+        ctx.update(client_id.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(id_token.as_bytes());
+        let digest: Digest = ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+        if let Some(p) = self.verified.get(&digest) {
+            if p.expires_at > now_secs() {
+                self.metrics.jwt_verifications.with_label_values(&["cached"]).inc();
+                return Ok(p);
+            }
+        }
+        let result = self.decode(id_token, |alg| self.id_token_validation(alg, client_id, false)).await;
+        match result {
+            Ok((p, _)) => {
+                self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
+                let p = Arc::new(Principal { expires_at: valid_until, ..(*p).clone() });
+                self.verified.insert(digest, p.clone());
+                Ok(p)
+            }
+            Err(e) => {
+                self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
+                Err(e)
+            }
+        }
+    }
+
+    fn id_token_validation(&self, alg: Algorithm, client_id: &str, check_exp: bool) -> Option<Validation> {
+        if !self.validations.iter().any(|(a, _)| *a == alg) {
+            return None;
+        }
+        let mut v = Validation::new(alg);
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[client_id]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        v.leeway = self.leeway;
+        v.validate_nbf = true;
+        v.validate_exp = check_exp;
+        Some(v)
+    }
+
+    async fn decode(&self, token: &str, validation_for: impl Fn(Algorithm) -> Option<Validation>) -> Result<(Arc<Principal>, Option<String>), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
+        let Some(validation) = validation_for(header.alg) else {
             return Err(TokenError::AlgorithmRefused(format!("{:?}", header.alg)));
         };
+        let validation = &validation;
         let key = match self.find_key(header.kid.as_deref(), header.alg) {
             Some(k) => k,
             None => {
@@ -210,7 +283,8 @@ impl Verifier {
         })?;
         let c = data.claims;
         let subject = c.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub"))?;
-        Ok(Arc::new(Principal {
+        let nonce = c.nonce;
+        Ok((Arc::new(Principal {
             subject,
             email: c.email,
             name: c.name,
@@ -218,7 +292,7 @@ impl Verifier {
             permissions: Grants::from_claim(&c.permissions),
             abac_required: Grants::from_claim(&c.abac_required),
             expires_at: c.exp.max(0.0) as u64,
-        }))
+        }), nonce))
     }
 
     fn find_key(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<super::jwks::VerifyKey>> {

@@ -30,6 +30,14 @@ pub struct RequestCtx {
     pub required: Option<(String, String)>,
     /// How the request ended, for metrics.
     pub outcome: &'static str,
+    /// The request arrived over HTTPS (directly, or as a trusted proxy says).
+    pub https: bool,
+    /// The request's own origin, `scheme://host[:port]`.
+    pub own_origin: Option<String>,
+    /// `Set-Cookie` values to send with the response.
+    pub set_cookies: Vec<String>,
+    /// The registered origin to answer with CORS headers.
+    pub cors_origin: Option<String>,
 }
 
 impl RequestCtx {
@@ -48,6 +56,10 @@ impl RequestCtx {
             abac_cached: None,
             required: None,
             outcome: "proxied",
+            https: false,
+            own_origin: None,
+            set_cookies: Vec::new(),
+            cors_origin: None,
         }
     }
 }

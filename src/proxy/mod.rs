@@ -3,13 +3,17 @@
 //! marks for a live decision, [`Gateway::live_check`], read top to bottom.
 
 pub mod ctx;
+mod endpoints;
 
 use crate::authz::abac::{self, AbacClient, CallerAuth, CheckRequest, Outcome};
 use crate::authz::path;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
-use crate::clients::{Caller, ClientRegistry};
-use crate::config::model::{Access, Config, RouteSpec};
+use crate::clients::{ClientRegistry, Identified, TrustedProxies};
+use crate::config::model::{Access, Config, RouteSpec, SessionSettings};
+use crate::identity::login::{PendingLogins, RefreshLocks};
+use crate::identity::oidc::Oidc;
+use crate::identity::session::{MemoryStore, SessionStore};
 use crate::headers::{Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter};
@@ -41,6 +45,12 @@ pub struct Gateway {
     https: bool,
     debug_reason: bool,
     realm: String,
+    trusted_proxies: TrustedProxies,
+    sessions: Arc<dyn SessionStore>,
+    session_settings: SessionSettings,
+    oidc: Oidc,
+    logins: PendingLogins,
+    refresh_locks: RefreshLocks,
 }
 
 /// A permission the token leaves to the IdP's live decision.
@@ -71,7 +81,7 @@ impl Gateway {
         let asserter = Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?;
         Ok(Gateway {
             routes,
-            clients: ClientRegistry::from_config(&config.clients),
+            clients: ClientRegistry::from_config(&config.clients).with_default(config.default_client),
             upstreams,
             verifier,
             api_keys,
@@ -83,12 +93,24 @@ impl Gateway {
             https: config.proxy.https,
             debug_reason: config.proxy.debug_reason_header,
             realm: "authgate".into(),
+            trusted_proxies: config.proxy.trusted_proxies.clone(),
+            sessions: Arc::new(MemoryStore::from_config(&config.session)),
+            session_settings: config.session.clone(),
+            oidc: Oidc::from_config(&config.idp),
+            logins: PendingLogins::from_config(&config.session),
+            refresh_locks: RefreshLocks::new(),
         })
     }
 
     /// The gateway's public keys for identity assertions, as a JWKS document.
     pub fn assertion_jwks(&self) -> &str {
         self.asserter.jwks()
+    }
+
+    /// Replaces the embedded in-memory session store (e.g. with a shared one).
+    pub fn with_session_store(mut self, store: Arc<dyn SessionStore>) -> Gateway {
+        self.sessions = store;
+        self
     }
 
     /// The request's journey up to the upstream: path → route → client → credentials →
@@ -111,35 +133,52 @@ impl Gateway {
             return Ok(None);
         }
 
-        let client = match self.clients.identify(header(req, "origin"), host_header(req), self.https) {
-            Caller::Known(i, client) => {
-                ctx.client = Some(i);
-                client
-            }
-            Caller::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
+        let (client_index, client, origin) = match self.identify(req, ctx) {
+            Identified::Known { index, client, origin } => (index, client, origin),
+            Identified::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
         };
+        ctx.client = Some(client_index);
 
         let credential = match credentials::from_request(header(req, "authorization"), req.headers.get(&self.api_key_header).map(|v| v.as_bytes())) {
-            Ok(c) => c,
-            Err(CredentialError::Missing) => return Err(Refusal::MissingCredentials),
+            Ok(c) => Some(c),
+            Err(CredentialError::Missing) => None,
             Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
         };
-        let principal = match credential {
-            Credential::Bearer(token) => {
+        let (principal, caller_auth) = match credential {
+            Some(Credential::Bearer(token)) => {
                 ctx.credential = "bearer";
-                self.verifier.verify(token).await.map_err(|e| match e {
+                let principal = self.verifier.verify(token).await.map_err(|e| match e {
                     TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
                     e => Refusal::InvalidToken(e.to_string()),
-                })?
+                })?;
+                if let Some(azp) = principal.authorized_party.as_deref() {
+                    if azp != client.client_id && !client.allow_foreign_tokens {
+                        return Err(Refusal::WrongClient(format!("the token was issued to another client application than {}", client.name)));
+                    }
+                }
+                (principal, OwnedCallerAuth::Bearer(token.to_string()))
             }
-            Credential::ApiKey(key) => {
+            Some(Credential::ApiKey(key)) => {
                 ctx.credential = "api_key";
-                self.api_keys.authenticate(key).await.map_err(|e| match e {
+                let exchanged = self.api_keys.authenticate(key).await.map_err(|e| match e {
                     ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why),
                     e => Refusal::InvalidToken(e.to_string()),
-                })?
-                .principal
+                })?;
+                (exchanged.principal, OwnedCallerAuth::ApiKey(key.to_string()))
             }
+            None => match self.session_principal(req, ctx, client_index).await? {
+                Some((principal, access_token)) => {
+                    ctx.credential = "session";
+                    (principal, OwnedCallerAuth::Bearer(access_token))
+                }
+                // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
+                None if self.navigation(req) && (ctx.https || self.session_settings.allow_insecure_http) => {
+                    let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                    let location = self.start_login(req, ctx, client_index, &origin, return_to).await?;
+                    return Err(Refusal::LoginRedirect(location));
+                }
+                None => return Err(Refusal::MissingCredentials),
+            },
         };
         ctx.principal = Some(principal.clone());
 
@@ -161,10 +200,7 @@ impl Gateway {
                 Err(Refusal::Forbidden { entity, permission: required.action.clone(), reason: "the caller's token does not grant it".into() })
             }
             Decision::NeedsLiveCheck => {
-                let auth = match credential {
-                    Credential::Bearer(t) => OwnedCallerAuth::Bearer(t.to_string()),
-                    Credential::ApiKey(k) => OwnedCallerAuth::ApiKey(k.to_string()),
-                };
+                let auth = caller_auth;
                 Ok(Some(LiveCheck {
                     entity_id: entity_id.map(str::to_string),
                     entity,
@@ -238,7 +274,8 @@ impl Gateway {
         let req = session.req_header();
         let html = responses::wants_html(header(req, "accept"), header(req, "sec-fetch-mode"));
         let head_only = req.method == http::Method::HEAD;
-        let rendered = refusal.render_with(&self.realm, html, &ctx.request_id, self.debug_reason);
+        let mut rendered = refusal.render_with(&self.realm, html, &ctx.request_id, self.debug_reason);
+        self.decorate(&mut rendered.header, ctx);
         ctx.outcome = refusal.outcome();
         let (entity, permission) = ctx.required.as_ref().map(|(e, p)| (e.as_str(), p.as_str())).unwrap_or(("-", "-"));
         tracing::info!(
@@ -342,6 +379,10 @@ impl ProxyHttp for Gateway {
     /// directly and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = new_request_id();
+        self.observe(session, ctx);
+        if let Some(handled) = self.gateway_endpoint(session, ctx).await {
+            return handled;
+        }
         let req = session.req_header();
         if req.uri.path() == assertion::JWKS_PATH && req.method == http::Method::GET {
             ctx.outcome = "jwks";
@@ -378,6 +419,7 @@ impl ProxyHttp for Gateway {
         self.headers.strip(upstream);
         upstream.remove_header(&self.api_key_header);
         upstream.remove_header(self.asserter.header());
+        self.strip_own_cookies(upstream);
         if let Some(p) = &ctx.principal {
             let client = ctx.client.map(|i| self.clients.all()[i].name.as_str());
             self.headers.inject(upstream, &Identity { subject: Some(&p.subject), email: p.email.as_deref(), client, permission: ctx.granted.as_deref() });
@@ -402,13 +444,14 @@ impl ProxyHttp for Gateway {
             };
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
-        upstream.insert_header("x-forwarded-proto", if self.https { "https" } else { "http" })?;
+        upstream.insert_header("x-forwarded-proto", if ctx.https { "https" } else { "http" })?;
         Ok(())
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         resp.insert_header("x-request-id", &ctx.request_id)?;
+        self.decorate(resp, ctx);
         Ok(())
     }
 

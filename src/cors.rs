@@ -1,0 +1,58 @@
+//! CORS for the client apps' origins: preflights are answered by the gateway, responses get
+//! `Access-Control-Allow-Origin` (the exact origin) with credentials. Origins that belong to no
+//! client get no CORS headers at all.
+
+use http::Method;
+
+/// Methods allowed in preflights.
+pub const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// How long a browser may cache a preflight, in seconds.
+pub const MAX_AGE: &str = "600";
+
+/// True for a CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+pub fn is_preflight(method: &Method, origin: Option<&[u8]>, request_method: Option<&[u8]>) -> bool {
+    method == Method::OPTIONS && origin.is_some() && request_method.is_some()
+}
+
+/// Headers of every response to an allowed origin.
+pub fn response_headers(origin: &str) -> [(&'static str, String); 3] {
+    [
+        ("access-control-allow-origin", origin.to_string()),
+        ("access-control-allow-credentials", "true".to_string()),
+        ("vary", "Origin".to_string()),
+    ]
+}
+
+/// Headers of a preflight answer to an allowed origin; the requested headers are echoed when
+/// they are plain header names.
+pub fn preflight_headers(origin: &str, requested_headers: Option<&[u8]>) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = response_headers(origin).into();
+    out.push(("access-control-allow-methods", ALLOW_METHODS.to_string()));
+    out.push(("access-control-max-age", MAX_AGE.to_string()));
+    if let Some(h) = requested_headers.and_then(|h| std::str::from_utf8(h).ok()) {
+        let names: Vec<&str> = h.split(',').map(str::trim).filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).collect();
+        if !names.is_empty() {
+            out.push(("access-control-allow-headers", names.join(", ")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preflight_detection_and_headers() {
+        assert!(is_preflight(&Method::OPTIONS, Some(b"https://a"), Some(b"PUT")));
+        assert!(!is_preflight(&Method::OPTIONS, Some(b"https://a"), None));
+        assert!(!is_preflight(&Method::GET, Some(b"https://a"), Some(b"PUT")));
+        let h = preflight_headers("https://a", Some(b"Content-Type, X-Foo, bad header\r\n"));
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("access-control-allow-origin"), Some("https://a"));
+        assert_eq!(get("access-control-allow-credentials"), Some("true"));
+        assert_eq!(get("access-control-allow-headers"), Some("Content-Type, X-Foo"));
+        assert_eq!(get("vary"), Some("Origin"));
+    }
+}

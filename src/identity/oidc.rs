@@ -1,0 +1,251 @@
+//! The OIDC authorization-code flow with the IdP, through the `openidconnect` crate:
+//! discovery (`CoreProviderMetadata` from the configured `discovery_url`), the authorization
+//! URL (state, nonce, PKCE S256), the code exchange and the refresh with each client's own
+//! credentials. id_tokens are verified by [`super::verify::Verifier`], with the same key cache
+//! as bearer tokens (it accepts Auther's EdDSA keys and millisecond `iat`).
+
+use crate::config::model::{ClientSettings, IdpSettings, TokenAuth};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardTokenResponse,
+    TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Why a step of the flow with the IdP failed. Messages never contain tokens or secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OidcError {
+    /// Discovery could not be fetched or read.
+    #[error("the identity provider's discovery document is unavailable: {0}")]
+    Discovery(String),
+    /// The IdP answered the token request with an OAuth error.
+    #[error("the identity provider refused the token request: {0}")]
+    Refused(String),
+    /// The token endpoint could not be reached or answered nonsense.
+    #[error("the identity provider's token endpoint failed: {0}")]
+    Unavailable(String),
+    /// The token response lacks something the flow needs.
+    #[error("the token response is unusable: {0}")]
+    BadResponse(&'static str),
+}
+
+/// What discovery told about the IdP.
+pub struct Provider {
+    metadata: CoreProviderMetadata,
+    token_url: Url,
+    /// Where to send browsers to end the IdP's session, when the IdP has one.
+    pub end_session_endpoint: Option<Url>,
+    fetched: Instant,
+}
+
+/// A started login: the URL to send the browser to and what the callback must check.
+pub struct Authorization {
+    /// The IdP's authorization URL with all parameters.
+    pub url: Url,
+    /// `state`: 128 random bits.
+    pub state: String,
+    /// `nonce`: 128 random bits.
+    pub nonce: String,
+    /// The PKCE verifier (the URL carries its S256 challenge).
+    pub pkce_verifier: String,
+}
+
+/// Tokens from the token endpoint.
+#[derive(Debug)]
+pub struct TokenSet {
+    /// The access token.
+    pub access_token: String,
+    /// The id_token, when the response carried one (a refresh may not).
+    pub id_token: Option<String>,
+    /// The refresh token, when the IdP gave one.
+    pub refresh_token: Option<String>,
+    /// `expires_in`, when given.
+    pub expires_in: Option<Duration>,
+}
+
+/// The id_token kept as the raw JWT: authgate verifies it with its own key cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RawIdToken {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+impl ExtraTokenFields for RawIdToken {}
+
+type TokenResponse = StandardTokenResponse<RawIdToken, openidconnect::core::CoreTokenType>;
+
+type TokenClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    TokenResponse,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// Discovery is fetched again after this long.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// After a failed discovery, the next attempt waits this long (requests meanwhile get 503).
+const DISCOVERY_RETRY: Duration = Duration::from_secs(2);
+
+/// The gateway's OIDC relying party for every client.
+pub struct Oidc {
+    discovery_url: Url,
+    issuer: String,
+    http: reqwest::Client,
+    provider: tokio::sync::Mutex<Discovered>,
+}
+
+/// The last good discovery (`.0`) and the last failure (`.1`).
+type Discovered = (Option<Arc<Provider>>, Option<(Instant, OidcError)>);
+
+impl Oidc {
+    /// A relying party for the configured IdP.
+    pub fn from_config(idp: &IdpSettings) -> Oidc {
+        let http = reqwest::Client::builder()
+            .timeout(idp.timeout)
+            .connect_timeout(idp.timeout)
+            // The token endpoint must not redirect (credentials would follow).
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client's settings are valid");
+        Oidc { discovery_url: idp.discovery_url.clone(), issuer: idp.issuer.clone(), http, provider: tokio::sync::Mutex::new((None, None)) }
+    }
+
+    /// The expected issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The provider's metadata, from cache or discovery (one fetch at a time).
+    pub async fn provider(&self) -> Result<Arc<Provider>, OidcError> {
+        let mut slot = self.provider.lock().await;
+        if let Some(p) = &slot.0 {
+            if p.fetched.elapsed() < DISCOVERY_TTL {
+                return Ok(p.clone());
+            }
+        }
+        if let Some((at, e)) = &slot.1 {
+            if at.elapsed() < DISCOVERY_RETRY {
+                return slot.0.clone().ok_or_else(|| e.clone());
+            }
+        }
+        match self.discover().await {
+            Ok(p) => {
+                let p = Arc::new(p);
+                *slot = (Some(p.clone()), None);
+                Ok(p)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "OIDC discovery failed");
+                slot.1 = Some((Instant::now(), e.clone()));
+                // A stale document is better than none.
+                slot.0.clone().ok_or(e)
+            }
+        }
+    }
+
+    async fn discover(&self) -> Result<Provider, OidcError> {
+        let fail = |why: String| OidcError::Discovery(why);
+        let resp = self.http.get(self.discovery_url.clone()).send().await.map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("{} answered {}", self.discovery_url, resp.status())));
+        }
+        let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
+        let metadata: CoreProviderMetadata = serde_json::from_slice(&body).map_err(|e| fail(format!("{} is not an OpenID configuration: {e}", self.discovery_url)))?;
+        let raw: serde_json::Value = serde_json::from_slice(&body).map_err(|e| fail(e.to_string()))?;
+        if metadata.issuer().as_str().trim_end_matches('/') != self.issuer.trim_end_matches('/') {
+            tracing::warn!(discovered = %metadata.issuer().as_str(), configured = %self.issuer, "the discovery document names another issuer; tokens are checked against the configured one");
+        }
+        let token_url = metadata.token_endpoint().map(|t| t.url().clone()).ok_or_else(|| fail("it has no token_endpoint".into()))?;
+        let end_session_endpoint = raw.get("end_session_endpoint").and_then(|v| v.as_str()).and_then(|s| Url::parse(s).ok());
+        Ok(Provider { metadata, token_url, end_session_endpoint, fetched: Instant::now() })
+    }
+
+    /// The authorization URL for `client`, coming back to `redirect_uri`, with fresh state,
+    /// nonce and PKCE S256.
+    pub fn authorize(&self, provider: &Provider, client: &ClientSettings, redirect_uri: &str) -> Result<Authorization, OidcError> {
+        let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
+        let oidc = CoreClient::from_provider_metadata(provider.metadata.clone(), ClientId::new(client.client_id.clone()), None).set_redirect_uri(redirect);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = oidc.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        for scope in client.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        Ok(Authorization { url, state: state.secret().clone(), nonce: nonce.secret().clone(), pkce_verifier: verifier.secret().clone() })
+    }
+
+    fn token_client(&self, provider: &Provider, client: &ClientSettings) -> TokenClient {
+        let mut c = oauth2::Client::new(ClientId::new(client.client_id.clone())).set_token_uri(TokenUrl::from_url(provider.token_url.clone()));
+        match client.token_auth {
+            TokenAuth::ClientSecretBasic => {
+                c = c.set_client_secret(ClientSecret::new(client.client_secret.expose().to_string())).set_auth_type(AuthType::BasicAuth)
+            }
+            TokenAuth::ClientSecretPost => {
+                c = c.set_client_secret(ClientSecret::new(client.client_secret.expose().to_string())).set_auth_type(AuthType::RequestBody)
+            }
+            TokenAuth::None => c = c.set_auth_type(AuthType::RequestBody),
+        }
+        c
+    }
+
+    /// Exchanges an authorization code with the client's credentials and the PKCE verifier.
+    pub async fn exchange_code(
+        &self,
+        provider: &Provider,
+        client: &ClientSettings,
+        code: &str,
+        pkce_verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, OidcError> {
+        let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
+        let response = self
+            .token_client(provider, client)
+            .set_redirect_uri(redirect)
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)?;
+        let set = token_set(response);
+        if set.id_token.is_none() {
+            return Err(OidcError::BadResponse("no id_token (is `openid` among the scopes?)"));
+        }
+        Ok(set)
+    }
+
+    /// Uses a refresh token with the client's credentials.
+    pub async fn refresh(&self, provider: &Provider, client: &ClientSettings, refresh_token: &str) -> Result<TokenSet, OidcError> {
+        let token = RefreshToken::new(refresh_token.to_string());
+        let response = self.token_client(provider, client).exchange_refresh_token(&token).request_async(&self.http).await.map_err(token_error)?;
+        Ok(token_set(response))
+    }
+}
+
+fn token_set(r: TokenResponse) -> TokenSet {
+    TokenSet {
+        access_token: r.access_token().secret().clone(),
+        id_token: r.extra_fields().id_token.clone(),
+        refresh_token: r.refresh_token().map(|t| t.secret().clone()),
+        expires_in: r.expires_in(),
+    }
+}
+
+fn token_error<E: std::error::Error + 'static>(e: RequestTokenError<E, oauth2::basic::BasicErrorResponse>) -> OidcError {
+    match e {
+        RequestTokenError::ServerResponse(r) => OidcError::Refused(r.error().to_string()),
+        RequestTokenError::Request(e) => OidcError::Unavailable(e.to_string()),
+        RequestTokenError::Parse(e, _) => OidcError::Unavailable(format!("unreadable response: {}", e.path())),
+        RequestTokenError::Other(e) => OidcError::Unavailable(e),
+    }
+}

@@ -1,0 +1,298 @@
+//! Browser sessions kept server-side behind [`SessionStore`]; the browser holds only an opaque
+//! random id in a cookie. [`MemoryStore`] is the embedded default: bounded, with absolute and
+//! idle expiry. Ids are never stored or logged as such: the store is keyed by their SHA-256.
+
+use crate::config::model::SessionSettings;
+use crate::secret::Secret;
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `n` random bytes from the operating system's CSPRNG, base64url without padding.
+pub fn random_token(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::fill(&mut bytes[..]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A session id: 256 random bits, base64url. `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn generate() -> SessionId {
+        SessionId(random_token(32))
+    }
+
+    /// Reads an id from a cookie value; anything that cannot be one of ours is `None`.
+    pub fn parse(value: &str) -> Option<SessionId> {
+        (value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then(|| SessionId(value.to_string()))
+    }
+
+    /// The cookie value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The key the store uses: SHA-256 of the id.
+    pub fn digest(&self) -> [u8; 32] {
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes()).as_ref().try_into().expect("SHA-256 is 32 bytes")
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId(***)")
+    }
+}
+
+/// The tokens a session holds. Secrets: never printed.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The access token (a JWT or opaque).
+    pub access_token: Secret,
+    /// The id_token from the login (a refresh may not return a new one).
+    pub id_token: Secret,
+    /// The refresh token, when the IdP gave one.
+    pub refresh_token: Option<Secret>,
+    /// When the access token expires, seconds since the epoch.
+    pub access_expires_at: u64,
+}
+
+/// One signed-in browser.
+#[derive(Debug, Clone)]
+pub struct SessionData {
+    /// The client app's name; the session is only valid from this client's origins.
+    pub client: String,
+    /// The origin the login came from.
+    pub origin: String,
+    /// `sub` of the id_token.
+    pub subject: String,
+    /// `email`, when the id_token has one.
+    pub email: Option<String>,
+    /// `name`, when the id_token has one.
+    pub name: Option<String>,
+    /// The tokens.
+    pub tokens: Tokens,
+    /// When the session was created, seconds since the epoch.
+    pub created_at: u64,
+    /// When the session ends at the latest, seconds since the epoch.
+    pub expires_at: u64,
+    /// Bumped on every refresh, so that waiters can tell a refresh happened.
+    pub generation: u64,
+}
+
+/// Where sessions live. Implementations must be safe to share between worker threads.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// The live session with this id.
+    async fn get(&self, id: &SessionId) -> Option<SessionData>;
+    /// Stores (or replaces) a session.
+    async fn put(&self, id: &SessionId, session: SessionData);
+    /// Ends a session.
+    async fn remove(&self, id: &SessionId);
+}
+
+struct Entry {
+    session: SessionData,
+}
+
+struct SessionExpiry {
+    idle: Duration,
+}
+
+impl SessionExpiry {
+    fn left(&self, e: &Entry) -> Duration {
+        Duration::from_secs(e.session.expires_at.saturating_sub(now_secs())).min(self.idle)
+    }
+}
+
+impl moka::Expiry<[u8; 32], Arc<Entry>> for SessionExpiry {
+    fn expire_after_create(&self, _k: &[u8; 32], v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+        Some(self.left(v))
+    }
+    fn expire_after_update(&self, _k: &[u8; 32], v: &Arc<Entry>, _now: Instant, _d: Option<Duration>) -> Option<Duration> {
+        Some(self.left(v))
+    }
+    fn expire_after_read(&self, _k: &[u8; 32], v: &Arc<Entry>, _now: Instant, _d: Option<Duration>, _u: Instant) -> Option<Duration> {
+        Some(self.left(v))
+    }
+}
+
+/// The embedded store: in memory, at most `max_sessions`, each ending at its `expires_at` or
+/// after `idle_timeout` without use, whichever comes first.
+pub struct MemoryStore {
+    sessions: moka::sync::Cache<[u8; 32], Arc<Entry>>,
+}
+
+impl MemoryStore {
+    /// A store with the configured bounds.
+    pub fn from_config(s: &SessionSettings) -> MemoryStore {
+        MemoryStore {
+            sessions: moka::sync::Cache::builder().max_capacity(s.max_sessions).expire_after(SessionExpiry { idle: s.idle_timeout }).build(),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, id: &SessionId) -> Option<SessionData> {
+        let entry = self.sessions.get(&id.digest())?;
+        (entry.session.expires_at > now_secs()).then(|| entry.session.clone())
+    }
+
+    async fn put(&self, id: &SessionId, session: SessionData) {
+        self.sessions.insert(id.digest(), Arc::new(Entry { session }));
+    }
+
+    async fn remove(&self, id: &SessionId) {
+        self.sessions.invalidate(&id.digest());
+    }
+}
+
+/// How the gateway's cookies are written for one request: over HTTPS with the `__Host-` prefix
+/// and `Secure`; over plain http (allowed for local development only) without them.
+#[derive(Debug, Clone)]
+pub struct CookieSpec {
+    /// The session cookie's name as sent.
+    pub session: String,
+    /// The per-browser login cookie's name as sent.
+    pub login: String,
+    secure: bool,
+}
+
+impl CookieSpec {
+    /// The cookie names and flags for a request that arrived over `https` (or not).
+    pub fn new(base: &str, https: bool) -> CookieSpec {
+        let prefix = if https { "__Host-" } else { "" };
+        CookieSpec { session: format!("{prefix}{base}"), login: format!("{prefix}{base}-login"), secure: https }
+    }
+
+    /// `Set-Cookie` for `name=value` living `max_age` (`None`: a browser-session cookie).
+    pub fn set(&self, name: &str, value: &str, max_age: Option<Duration>) -> String {
+        let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+        if self.secure {
+            c.push_str("; Secure");
+        }
+        if let Some(age) = max_age {
+            c.push_str(&format!("; Max-Age={}", age.as_secs()));
+        }
+        c
+    }
+
+    /// `Set-Cookie` that deletes `name`.
+    pub fn clear(&self, name: &str) -> String {
+        self.set(name, "", Some(Duration::ZERO))
+    }
+}
+
+/// The value of cookie `name` from the request's `Cookie` headers.
+pub fn cookie_value<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
+    headers.into_iter().filter_map(|h| std::str::from_utf8(h).ok()).flat_map(|h| h.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then_some(v.trim().trim_matches('"'))
+    })
+}
+
+/// The `Cookie` header without the named cookies; `None` when nothing is left.
+pub fn strip_cookies(header: &str, names: &[&str]) -> Option<String> {
+    let kept: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !names.iter().any(|n| pair.split_once('=').map_or(*pair, |(k, _)| k) == *n))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(expires_in: u64) -> SessionData {
+        SessionData {
+            client: "a".into(),
+            origin: "http://a".into(),
+            subject: "s".into(),
+            email: None,
+            name: None,
+            tokens: Tokens { access_token: Secret::new("at"), id_token: Secret::new("it"), refresh_token: None, access_expires_at: 0 },
+            created_at: now_secs(),
+            expires_at: now_secs() + expires_in,
+            generation: 0,
+        }
+    }
+
+    fn settings(max: u64, idle: Duration) -> SessionSettings {
+        SessionSettings {
+            cookie_name: "authgate".into(),
+            lifetime: Duration::from_secs(60),
+            idle_timeout: idle,
+            max_sessions: max,
+            allow_insecure_http: false,
+            refresh_before: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(600),
+            max_pending_logins: 10,
+        }
+    }
+
+    #[test]
+    fn ids_are_random_opaque_and_hidden() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), 43, "256 bits in base64url");
+        assert_eq!(SessionId::parse(a.expose()), Some(a.clone()));
+        assert_eq!(format!("{a:?}"), "SessionId(***)");
+        for bad in ["", "short", &format!("{}=", &a.expose()[..42]), &format!("{}!", &a.expose()[..42])] {
+            assert!(SessionId::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_store_expires_and_removes() {
+        let store = MemoryStore::from_config(&settings(100, Duration::from_secs(60)));
+        let (live, dead) = (SessionId::generate(), SessionId::generate());
+        store.put(&live, data(60)).await;
+        store.put(&dead, data(0)).await;
+        assert!(store.get(&live).await.is_some());
+        assert!(store.get(&dead).await.is_none(), "an expired session is gone");
+        store.remove(&live).await;
+        assert!(store.get(&live).await.is_none());
+
+        let idle = MemoryStore::from_config(&settings(100, Duration::from_millis(50)));
+        idle.put(&live, data(60)).await;
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(idle.get(&live).await.is_none(), "an idle session is gone");
+    }
+
+    #[test]
+    fn cookies() {
+        let https = CookieSpec::new("authgate", true);
+        assert_eq!(https.session, "__Host-authgate");
+        assert_eq!(https.set(&https.session, "v", None), "__Host-authgate=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+        let http = CookieSpec::new("authgate", false);
+        assert_eq!(http.login, "authgate-login");
+        assert_eq!(http.clear("authgate"), "authgate=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+        let headers: Vec<&[u8]> = vec![b"a=1; authgate=xyz", b"b=2"];
+        assert_eq!(cookie_value(headers.clone(), "authgate"), Some("xyz"));
+        assert_eq!(cookie_value(headers, "authgate-login"), None);
+        for (header, want) in [
+            ("a=1; authgate=x; b=2", Some("a=1; b=2")),
+            ("authgate=x", None),
+            ("authgate-login=y;authgate=x;c", Some("c")),
+            ("xauthgate=1", Some("xauthgate=1")),
+        ] {
+            assert_eq!(strip_cookies(header, &["authgate", "authgate-login"]).as_deref(), want, "{header}");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! End to end in a real browser: headless chromium (Debian's `chromium`) driven by
+//! `playwright-core` (tests/browser/) signs in through `authgate demo` from both demo client
+//! apps. Skipped, loudly, when node, chromium or the npm packages are missing — except in CI
+//! (`CI` set), where `.ci/run` installs them and a missing piece fails the test.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn missing() -> Option<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is not installed".into());
+    }
+    if !Path::new(&chromium).exists() {
+        return Some(format!("{chromium} is not installed (apt-get install chromium)"));
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Some("playwright-core is not installed (cd tests/browser && npm ci)".into());
+    }
+    None
+}
+
+#[tokio::test]
+async fn browser_signs_in_through_the_demo() {
+    if let Some(why) = missing() {
+        assert!(std::env::var_os("CI").is_none(), "the browser test cannot run in CI: {why}");
+        eprintln!("\n!!!!!!!! SKIPPED browser_signs_in_through_the_demo: {why} !!!!!!!!\n");
+        return;
+    }
+    let (port, admin, idp) = (free_port(), free_port(), free_port());
+    let mut demo = Command::new(binary())
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}"), "--idp", &format!("127.0.0.1:{idp}")])
+        .env("AUTHGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+    let http = client();
+    let up = eventually(Duration::from_secs(20), || {
+        let http = http.clone();
+        async move { http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    assert!(up, "the demo did not become ready");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    for (url, client) in [(format!("http://localhost:{port}/app/"), "demo-b"), (format!("http://127.0.0.1:{port}/app/"), "demo-a")] {
+        let out = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || Command::new("node").arg("login.mjs").arg(&url).arg(client).current_dir(dir).output().unwrap()
+        })
+        .await
+        .unwrap();
+        if !out.status.success() {
+            let _ = demo.kill();
+        }
+        assert!(out.status.success(), "the browser login failed for {client}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = demo.kill();
+    let _ = demo.wait();
+}

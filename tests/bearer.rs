@@ -257,8 +257,7 @@ async fn idp_down_from_the_start_fails_closed_with_503() {
     idp.set_audience(AUDIENCE);
     idp.set_available(false);
     let echo = authgate::demo::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let gw = spawn_gateway(&config(port, admin, &idp, echo.addr(), &Setup::default()), port, admin, false).await;
+    let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &Setup::default()), false).await;
     let http = client();
     let upstream_before = echo.requests();
     assert_eq!(http.get(format!("{}/readyz", gw.admin)).send().await.unwrap().status(), 503);

@@ -86,20 +86,19 @@ impl Login {
         let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         idp.set_audience(AUDIENCE);
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        // A freed port can be taken by a parallel test before the gateway binds it: try again.
-        for attempt in 1.. {
-            let (port, admin) = (free_port(), free_port());
-            let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
-            idp.register_client("client-a", Some("secret-a"), &[&format!("{a}/_authgate/callback")]);
-            idp.register_client("client-b", Some("secret-b"), &[&format!("{b}/_authgate/callback")]);
-            let config = login_config(port, admin, &idp, echo.addr(), session_extra);
-            match tokio::spawn(async move { spawn_gateway(&config, port, admin, true).await }).await {
-                Ok(gw) => return Login { idp, _echo: echo, _gw: gw, a, b },
-                Err(e) if attempt < 3 => eprintln!("gateway start failed (attempt {attempt}), retrying: {e}"),
-                Err(e) => panic!("gateway did not start: {e}"),
-            }
-        }
-        unreachable!()
+        let gw = start_gateway(
+            |port, admin| {
+                let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
+                idp.register_client("client-a", Some("secret-a"), &[&format!("{a}/_authgate/callback")]);
+                idp.register_client("client-b", Some("secret-b"), &[&format!("{b}/_authgate/callback")]);
+                login_config(port, admin, &idp, echo.addr(), session_extra)
+            },
+            true,
+        )
+        .await;
+        let port = gw.port;
+        let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
+        Login { idp, _echo: echo, _gw: gw, a, b }
     }
 }
 

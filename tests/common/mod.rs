@@ -175,9 +175,7 @@ impl World {
         let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         idp.set_audience(AUDIENCE);
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let (port, admin) = (free_port(), free_port());
-        let text = config(port, admin, &idp, echo.addr(), &setup);
-        let gw = spawn_gateway(&text, port, admin, setup.wait_ready).await;
+        let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &setup), setup.wait_ready).await;
         World { idp, echo, gw, http: client() }
     }
 
@@ -208,6 +206,25 @@ pub fn binary() -> PathBuf {
 
 /// Writes the config, starts `authgate run`, waits until the admin answers (and `/readyz` when asked).
 pub async fn spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool) -> Gateway {
+    try_spawn_gateway(config, port, admin, wait_ready).await.unwrap_or_else(|log| panic!("gateway did not become ready; its log:\n{log}"))
+}
+
+/// Starts a gateway on fresh ports, up to three times: a port handed out by [`free_port`] can
+/// be taken by a parallel test before the gateway binds it.
+pub async fn start_gateway(make_config: impl Fn(u16, u16) -> String, wait_ready: bool) -> Gateway {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (port, admin) = (free_port(), free_port());
+        match try_spawn_gateway(&make_config(port, admin), port, admin, wait_ready).await {
+            Ok(gw) => return gw,
+            Err(log) => last = log,
+        }
+    }
+    panic!("gateway did not become ready in three attempts; the last log:\n{last}")
+}
+
+/// Like [`spawn_gateway`], but a gateway that exits or never gets ready is an `Err` with its log.
+pub async fn try_spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool) -> Result<Gateway, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("authgate.toml");
     std::fs::write(&path, config).unwrap();
@@ -230,17 +247,20 @@ pub async fn spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool
             l.push('\n');
         }
     });
-    let gw = Gateway { child, url: format!("http://127.0.0.1:{port}"), admin: format!("http://127.0.0.1:{admin}"), port, log, _dir: dir };
+    let mut gw = Gateway { child, url: format!("http://127.0.0.1:{port}"), admin: format!("http://127.0.0.1:{admin}"), port, log, _dir: dir };
     let http = client();
     let path = if wait_ready { "/readyz" } else { "/healthz" };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = http.get(format!("{}{path}", gw.admin)).send().await {
             if r.status() == 200 && http.get(format!("{}/public/", gw.url)).send().await.is_ok() {
-                return gw;
+                return Ok(gw);
             }
         }
-        assert!(Instant::now() < deadline, "gateway did not become ready; its log:\n{}", gw.log.lock().unwrap());
+        if gw.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Err(gw.log.lock().unwrap().clone());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -36,6 +36,10 @@ while [ $# -gt 0 ]; do
 done
 
 fail() { echo "instructions.sh: $*" >&2; exit 2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v valgrind >/dev/null || ! command -v curl >/dev/null; then   # CI images lack valgrind
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind curl >/dev/null
+fi
 for tool in valgrind callgrind_control python3 openssl curl; do
   command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install valgrind python3 openssl curl)"
 done

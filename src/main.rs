@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: fewer CPU µs per proxied request (see PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A reverse-proxy authentication gateway on Pingora.
 #[derive(Parser)]
 #[command(name = "authgate", version, about)]

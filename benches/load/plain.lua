@@ -1,0 +1,1 @@
+-- No credentials: the request wrk builds from the URL.

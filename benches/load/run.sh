@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# authgate's load harness: authgate in each mode against nginx (plain proxy) and HAProxy
+# (`jwt_verify`), all on loopback, one core for the proxy under test and the other for wrk
+# and the origin. Checks correctness first, then runs interleaved, bounded wrk rounds and
+# prints req/s, p50/p99 and CPU µs/request with ratios to nginx. See PERFORMANCE.md.
+#
+#   benches/load/run.sh [--duration S] [--rounds N] [--connections C] [--modes "none bearer cold"]
+#                       [--cold-tokens N] [--no-build] [--keep]
+#
+# Everything it starts it stops on exit, Ctrl-C included. Loopback only.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+DURATION=10          # seconds per wrk run
+ROUNDS=3             # interleaved rounds; the table shows the median of each target's runs
+CONNECTIONS=50
+MODES="none bearer cold"
+COLD_TOKENS=3000     # distinct tokens the cold mode cycles through
+BUILD=1
+KEEP=0
+BASE_PORT=${BASE_PORT:-18480}
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
+    --cold-tokens) COLD_TOKENS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
+  esac
+done
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- processes and cleanup
+WORK=$(mktemp -d /tmp/authgate-load.XXXXXX)
+chmod 755 "$WORK"   # nginx workers (nobody) serve the JWKS from here
+STARTED=()           # pids of every server this script started
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${STARTED[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then echo "logs and configs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Starts "$@" in the background as NAME, pinned to CPU list CPUS when pinning is possible;
+# its pid is left in LAST_PID.
+start() { # CPUS NAME COMMAND...
+  local cpus=$1 name=$2; shift 2
+  if [ -n "$cpus" ]; then set -- taskset -c "$cpus" "$@"; fi
+  "$@" >"$WORK/$name.out" 2>&1 &
+  LAST_PID=$!
+  STARTED+=("$LAST_PID")
+}
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  cat "$WORK/$name.out" >&2 || true
+  die "$name did not listen on 127.0.0.1:$port"
+}
+
+# CPU ticks (utime + stime) of a process and its direct children (nginx's workers).
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    # Fields after the parenthesised command: utime is field 14, stime 15.
+    total=$((total + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo $total
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- tools and build
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+need=()
+for tool in nginx:nginx haproxy:haproxy wrk:wrk curl:curl openssl:openssl python3:python3 taskset:util-linux cmake:cmake; do
+  command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+AUTHGATE=$ROOT/target/release/authgate
+if [ "$BUILD" = 1 ]; then
+  log "cargo build --release"
+  (cd "$ROOT" && cargo build --release --locked --quiet)
+fi
+[ -x "$AUTHGATE" ] || die "$AUTHGATE missing (run without --no-build)"
+
+# One core for the proxy under test, the other for wrk and the origin.
+if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=0; LOAD_CPU=1; BOTH_CPUS=0,1; else PROXY_CPU=; LOAD_CPU=; BOTH_CPUS=; log "one core: not pinning"; fi
+
+# ---------------------------------------------------------------- tokens
+# Keys and minted tokens are kept between runs (the cold set takes a while to mint in Python).
+TOKEN_CACHE=${TOKEN_CACHE:-$HOME/.cache/authgate-load}
+mkdir -p "$TOKEN_CACHE"
+if [ ! -s "$TOKEN_CACHE/key.pem" ]; then openssl genrsa -out "$TOKEN_CACHE/key.pem" 2048 2>/dev/null; fi
+if [ ! -s "$TOKEN_CACHE/tokens/cold.txt" ] || [ "$(wc -l <"$TOKEN_CACHE/tokens/cold.txt")" -lt "$COLD_TOKENS" ] \
+   || [ -n "$(find "$TOKEN_CACHE/tokens/valid.jwt" -mmin +240 2>/dev/null)" ]; then
+  log "minting tokens ($COLD_TOKENS cold)"
+  python3 "$HERE/mint.py" "$TOKEN_CACHE/key.pem" "$TOKEN_CACHE/tokens" "$COLD_TOKENS"
+fi
+mkdir -p "$WORK/tokens"
+cp "$TOKEN_CACHE"/tokens/* "$WORK/tokens/"
+head -n "$COLD_TOKENS" "$TOKEN_CACHE/tokens/cold.txt" >"$WORK/tokens/cold.txt"
+openssl rsa -in "$TOKEN_CACHE/key.pem" -pubout -out "$WORK/tokens/pub.pem" 2>/dev/null
+TOKENS=$WORK/tokens
+export AUTHGATE_LOG=warn   # refusals during the checks are expected; keep the logs quiet
+
+# ---------------------------------------------------------------- servers
+ORIGIN_PORT=$BASE_PORT
+NGINX_PORT=$((BASE_PORT + 1))
+HAPROXY_PORT=$((BASE_PORT + 2))
+NEXT_PORT=$((BASE_PORT + 10))   # authgate instances take two ports each from here
+
+fill() { # template output key=value...
+  local in=$1 out=$2; shift 2
+  local args=()
+  for kv in "$@"; do args+=(-e "s#{${kv%%=*}}#${kv#*=}#g"); done
+  sed "${args[@]}" "$in" >"$out"
+}
+
+log "starting origin, nginx, HAProxy (work dir $WORK)"
+fill "$HERE/nginx-origin.conf" "$WORK/origin.conf" WORK="$WORK" ORIGIN_PORT=$ORIGIN_PORT
+start "$LOAD_CPU" origin nginx -c "$WORK/origin.conf" -p "$WORK"; ORIGIN_PID=$LAST_PID
+fill "$HERE/nginx-proxy.conf" "$WORK/nginx.conf" WORK="$WORK" NGINX_PORT=$NGINX_PORT ORIGIN_PORT=$ORIGIN_PORT
+start "$PROXY_CPU" nginx nginx -c "$WORK/nginx.conf" -p "$WORK"; NGINX_PID=$LAST_PID
+fill "$HERE/haproxy.cfg" "$WORK/haproxy.cfg" WORK="$WORK" HAPROXY_PORT=$HAPROXY_PORT ORIGIN_PORT=$ORIGIN_PORT
+start "$PROXY_CPU" haproxy haproxy -db -f "$WORK/haproxy.cfg"; HAPROXY_PID=$LAST_PID
+wait_port $ORIGIN_PORT origin; wait_port $NGINX_PORT nginx; wait_port $HAPROXY_PORT haproxy
+
+# authgate instances, started on first use: NAME THREADS CACHE_TOKENS CPUS
+declare -A AG_PORT AG_ADMIN AG_PID
+authgate_instance() {
+  local name=$1 threads=$2 cache=$3 cpus=$4
+  [ -n "${AG_PID[$name]:-}" ] && return 0
+  local port=$NEXT_PORT admin=$((NEXT_PORT + 1))
+  NEXT_PORT=$((NEXT_PORT + 2))
+  fill "$HERE/authgate.toml" "$WORK/authgate-$name.toml" LISTEN=127.0.0.1:$port ADMIN=127.0.0.1:$admin PORT=$port \
+    JWKS=http://127.0.0.1:$ORIGIN_PORT/jwks.json ORIGIN=127.0.0.1:$ORIGIN_PORT THREADS=$threads CACHE_TOKENS=$cache
+  start "$cpus" "authgate-$name" "$AUTHGATE" run --config "$WORK/authgate-$name.toml"; AG_PID[$name]=$LAST_PID
+  AG_PORT[$name]=$port; AG_ADMIN[$name]=$admin
+  wait_port "$port" "authgate-$name"
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" = 200 ] && return 0
+    sleep 0.1
+  done
+  die "authgate-$name never loaded the JWKS"
+}
+
+# ---------------------------------------------------------------- targets and modes
+# A target is one row of the table: a process to measure, a URL, a wrk script and its token file.
+TARGETS=()
+declare -A T_PID T_URL T_SCRIPT T_TOKENS T_NOTE
+target() { # NAME PID URL SCRIPT TOKEN_FILE NOTE
+  TARGETS+=("$1"); T_PID[$1]=$2; T_URL[$1]=$3; T_SCRIPT[$1]=$4; T_TOKENS[$1]=$5; T_NOTE[$1]=$6
+}
+
+target origin-direct "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/public/hello" plain "" "no proxy (CPU is the origin's)"
+target nginx "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/public/hello" plain "" "plain reverse proxy, the 1.00"
+target haproxy-jwt "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/api/invoices/42" bearer "$TOKENS/valid.jwt" "jwt_verify on every request"
+
+# authgate's modes: each defines its instance and target. To add one (session cookie, ABAC
+# cached, API key), write mode_NAME below and pass it in --modes.
+mode_none() {
+  authgate_instance main 1 100000 "$PROXY_CPU"
+  target authgate-none "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/public/hello" plain "" "auth = \"none\" route"
+}
+mode_bearer() {
+  authgate_instance main 1 100000 "$PROXY_CPU"
+  target authgate-bearer "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/api/invoices/42" bearer "$TOKENS/valid.jwt" "bearer + permission, token cached"
+}
+mode_cold() {
+  # A one-entry token cache and $COLD_TOKENS distinct tokens in rotation: every request verifies.
+  authgate_instance cold 1 1 "$PROXY_CPU"
+  target authgate-cold "${AG_PID[cold]}" "http://127.0.0.1:${AG_PORT[cold]}/api/invoices/42" cold "$TOKENS/cold.txt" "bearer, never-seen tokens (RS256 verify)"
+}
+mode_bearer2t() {
+  # Scaling: 2 worker threads on both cores; wrk and the origin share them (see PERFORMANCE.md).
+  authgate_instance two 2 100000 "$BOTH_CPUS"
+  target authgate-bearer-2t "${AG_PID[two]}" "http://127.0.0.1:${AG_PORT[two]}/api/invoices/42" bearer "$TOKENS/valid.jwt" "2 threads, unpinned"
+}
+for m in $MODES; do
+  declare -F "mode_$m" >/dev/null || die "unknown mode $m (have: $(declare -F | awk '/mode_/{sub("mode_","",$3); printf "%s ", $3}'))"
+  "mode_$m"
+done
+
+# ---------------------------------------------------------------- correctness first
+FAILED=0
+expect() { # NAME WANT URL [TOKEN_FILE]
+  local name=$1 want=$2 url=$3 tok=${4:-} got
+  if [ -n "$tok" ]; then
+    got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $(head -n1 "$tok")" "$url")
+  else
+    got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url")
+  fi
+  if [ "$got" = "$want" ]; then printf '  ok    %-40s %s\n' "$name" "$got" >&2
+  else printf '  FAIL  %-40s got %s, want %s\n' "$name" "$got" "$want" >&2; FAILED=1; fi
+}
+check_auth() { # LABEL BASE_URL
+  expect "$1 public" 200 "$2/public/hello"
+  expect "$1 valid token" 200 "$2/api/invoices/42" "$TOKENS/valid.jwt"
+  expect "$1 missing token" 401 "$2/api/invoices/42"
+  expect "$1 bad signature" 401 "$2/api/invoices/42" "$TOKENS/badsig.jwt"
+  expect "$1 expired" 401 "$2/api/invoices/42" "$TOKENS/expired.jwt"
+  expect "$1 wrong audience" 401 "$2/api/invoices/42" "$TOKENS/wrongaud.jwt"
+  expect "$1 missing permission" 403 "$2/api/invoices/42" "$TOKENS/noperm.jwt"
+}
+log "correctness"
+expect "origin" 200 "http://127.0.0.1:$ORIGIN_PORT/public/hello"
+expect "nginx" 200 "http://127.0.0.1:$NGINX_PORT/public/hello"
+check_auth haproxy "http://127.0.0.1:$HAPROXY_PORT"
+for inst in "${!AG_PORT[@]}"; do check_auth "authgate-$inst" "http://127.0.0.1:${AG_PORT[$inst]}"; done
+[ -n "${AG_PORT[cold]:-}" ] && expect "authgate-cold a cold token" 200 "http://127.0.0.1:${AG_PORT[cold]}/api/invoices/42" "$TOKENS/cold.txt"
+[ "$FAILED" = 0 ] || die "correctness checks failed: no load run"
+
+# ---------------------------------------------------------------- load
+for t in plain bearer cold; do cat "$HERE/$t.lua" "$HERE/report.lua" >"$WORK/$t.lua"; done
+verifications() { # instance result -> counter value
+  curl -s "http://127.0.0.1:${AG_ADMIN[$1]}/metrics" | awk -v r="result=\"$2\"" 'index($0, "authgate_jwt_verifications_total{" r "}") == 1 {print $2}' | sed 's/^$/0/' | head -n1
+}
+declare -A R_RPS R_P50 R_P99 R_CPU
+run_once() { # target round
+  local t=$1 pid=${T_PID[$1]} before after out line
+  before=$(cpu_ticks "$pid")
+  out=$(TOKEN_FILE=${T_TOKENS[$t]} timeout $((DURATION + 30)) \
+        ${LOAD_CPU:+taskset -c $LOAD_CPU} wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s \
+        -s "$WORK/${T_SCRIPT[$t]}.lua" "${T_URL[$t]}") || die "wrk failed for $t: $out"
+  after=$(cpu_ticks "$pid")
+  line=$(grep '^RESULT' <<<"$out") || die "no result from wrk for $t: $out"
+  eval "local ${line#RESULT }"
+  [ "$non2xx" = 0 ] && [ "$sockerr" = 0 ] || log "warning: $t had $non2xx non-2xx responses and $sockerr socket errors"
+  local rps cpu
+  rps=$(awk -v n="$requests" -v d="$duration_us" 'BEGIN{printf "%.0f", n / (d / 1e6)}')
+  cpu=$(awk -v a="$before" -v b="$after" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
+  R_RPS[$t]+="$rps "; R_P50[$t]+="$p50_us "; R_P99[$t]+="$p99_us "; R_CPU[$t]+="$cpu "
+  printf '  round %s %-20s %8s req/s  p50 %6s µs  p99 %6s µs  CPU %6s µs/req\n' "$2" "$t" "$rps" "$p50_us" "$p99_us" "$cpu" >&2
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+cold_before_verified=0; cold_before_cached=0
+if [ -n "${AG_ADMIN[cold]:-}" ]; then
+  cold_before_verified=$(verifications cold verified); cold_before_cached=$(verifications cold cached)
+fi
+log "load: $ROUNDS rounds × ${#TARGETS[@]} targets × ${DURATION}s, $CONNECTIONS connections, wrk pinned to CPU ${LOAD_CPU:-any}, proxies to CPU ${PROXY_CPU:-any}"
+for round in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do run_once "$t" "$round"; sleep 1; done
+done
+
+# ---------------------------------------------------------------- table
+NGINX_CPU=$(median "${R_CPU[nginx]}")
+DIRECT_P99=$(median "${R_P99[origin-direct]}")
+{
+  echo
+  echo "authgate load harness — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), $ROUNDS rounds × ${DURATION}s, $CONNECTIONS connections, medians"
+  echo
+  printf '| %-20s | %8s | %7s | %7s | %11s | %10s | %15s | %s |\n' target "req/s" "p50 µs" "p99 µs" "CPU µs/req" "CPU ratio" "p99 vs direct" note
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "-----------------------" ---------:  --------: --------: ------------: -----------: ----------------: ---
+  for t in "${TARGETS[@]}"; do
+    cpu=$(median "${R_CPU[$t]}"); p99=$(median "${R_P99[$t]}")
+    ratio=$(awk -v a="$NGINX_CPU" -v b="$cpu" 'BEGIN{printf "%.2f", a / b}')
+    added=$(awk -v a="$p99" -v b="$DIRECT_P99" 'BEGIN{printf "%+.0f µs", a - b}')
+    [ "$t" = origin-direct ] && ratio="-" && added="-"
+    printf '| %-20s | %8s | %7s | %7s | %11s | %10s | %15s | %s |\n' "$t" "$(median "${R_RPS[$t]}")" "$(median "${R_P50[$t]}")" "$p99" "$cpu" "$ratio" "$added" "${T_NOTE[$t]}"
+  done
+  echo
+  echo "CPU ratio = nginx's CPU µs/request ÷ the target's (higher is cheaper; nginx = 1.00). Per-round CPU µs/req:"
+  for t in "${TARGETS[@]}"; do printf '  %-20s %s\n' "$t" "${R_CPU[$t]}"; done
+  if [ -n "${AG_ADMIN[cold]:-}" ]; then
+    v=$(( $(verifications cold verified) - cold_before_verified )); c=$(( $(verifications cold cached) - cold_before_cached ))
+    echo "authgate-cold: $v signature verifications, $c cache hits during the load ($(awk -v v="$v" -v c="$c" 'BEGIN{printf "%.1f", (v + c) ? 100 * v / (v + c) : 0}')% verified)"
+  fi
+} | tee "$WORK/table.md"
+[ -n "${RESULTS:-}" ] && cp "$WORK/table.md" "$RESULTS"
+exit 0

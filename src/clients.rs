@@ -115,7 +115,7 @@ pub struct OriginHints<'a> {
     /// The `Referer` header.
     pub referer: Option<&'a [u8]>,
     /// The request's own origin: scheme + host (forwarded ones from trusted proxies).
-    pub own: Option<&'a str>,
+    pub own: Option<&'a Origin>,
 }
 
 /// A normalised web origin: `scheme://host[:port]`, lowercase, default port omitted.
@@ -123,8 +123,19 @@ pub struct OriginHints<'a> {
 pub struct Origin(String);
 
 impl Origin {
+    /// Like [`Origin::parse`], keeping the string when it is already canonical (no copy).
+    pub fn parse_owned(text: String) -> Result<Origin, String> {
+        if is_canonical(&text) {
+            return Ok(Origin(text));
+        }
+        Origin::parse(&text)
+    }
+
     /// Parses an origin as written in config or sent by a browser.
     pub fn parse(text: &str) -> Result<Origin, String> {
+        if is_canonical(text) {
+            return Ok(Origin(text.to_string()));
+        }
         let url = Url::parse(text).map_err(|e| format!("{text:?} is not an origin ({e}): write scheme://host[:port]"))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(format!("{text:?} must use http or https"));
@@ -142,6 +153,44 @@ impl Origin {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// True when `text` is already what the URL parser would make of it: `http(s)://` and a
+/// lowercase DNS name (not ending in a number, which the parser may read as IPv4) or a
+/// dotted-quad address, with an optional non-default port. The hot path skips the parser then.
+fn is_canonical(text: &str) -> bool {
+    let (rest, default_port) = match text.strip_prefix("https://") {
+        Some(r) => (r, "443"),
+        None => match text.strip_prefix("http://") {
+            Some(r) => (r, "80"),
+            None => return false,
+        },
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    if let Some(p) = port {
+        let valid = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0') && p != default_port;
+        if !valid || p.parse::<u32>().map_or(true, |n| n > 65535) {
+            return false;
+        }
+    }
+    if host.is_empty() || host.len() > 253 {
+        return false;
+    }
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !l.starts_with('-') && !l.ends_with('-') && !l.starts_with("xn--");
+    if !host.split('.').all(label_ok) {
+        return false;
+    }
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        // Only a plain dotted quad is canonical among numeric hosts.
+        let octet = |l: &str| l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) && (l.len() == 1 || !l.starts_with('0')) && l.parse::<u16>().is_ok_and(|n| n <= 255);
+        return host.split('.').count() == 4 && host.split('.').all(octet);
+    }
+    // A last label like `0x7f` is read as a number too: leave those to the parser.
+    !last.starts_with("0x")
 }
 
 impl fmt::Display for Origin {
@@ -177,15 +226,6 @@ pub enum Identified<'a> {
     Unknown(String),
 }
 
-/// Where a request came from, as far as the gateway can tell.
-#[derive(Debug, Clone)]
-pub enum Caller<'a> {
-    /// A configured client, and its index in the registry.
-    Known(usize, &'a ClientApp),
-    /// An origin no client claims (the text is for the refusal message).
-    Unknown(String),
-}
-
 impl ClientRegistry {
     /// Builds the registry from validated client settings.
     pub fn from_config(clients: &[ClientSettings]) -> Self {
@@ -206,10 +246,20 @@ impl ClientRegistry {
 
     /// The client owning a normalised origin: exact origins first, then patterns.
     pub fn owner(&self, origin: &Origin) -> Option<usize> {
-        if let Some(&i) = self.by_origin.get(origin.as_str()) {
+        self.owner_of(origin.as_str())
+    }
+
+    /// The client owning a canonical origin text (exact origins, then patterns).
+    fn owner_of(&self, origin: &str) -> Option<usize> {
+        if let Some(&i) = self.by_origin.get(origin) {
             return Some(i);
         }
-        self.clients.iter().position(|c| c.origin_patterns.iter().any(|p| p.matches(origin)))
+        let any_patterns = self.clients.iter().any(|c| !c.origin_patterns.is_empty());
+        if !any_patterns {
+            return None;
+        }
+        let origin = Origin::parse(origin).ok()?;
+        self.clients.iter().position(|c| c.origin_patterns.iter().any(|p| p.matches(&origin)))
     }
 
     /// True when `origin` is one of client `index`'s origins (exact or pattern).
@@ -235,7 +285,7 @@ impl ClientRegistry {
                 .filter(|o| self.owner(o).is_some());
             match (from_referer, hints.own) {
                 (Some(o), _) => Ok(o),
-                (None, Some(own)) => Origin::parse(own).map_err(|_| own.chars().take(200).collect()),
+                (None, Some(own)) => Ok(own.clone()),
                 (None, None) => Err("(no Origin, Referer or Host header)".to_string()),
             }
         };
@@ -245,7 +295,7 @@ impl ClientRegistry {
                 None => Identified::Unknown(origin.to_string()),
             },
             Err(text) => match self.default_client {
-                Some(i) => match hints.own.and_then(|o| Origin::parse(o).ok()) {
+                Some(i) => match hints.own.cloned() {
                     Some(origin) => Identified::Known { index: i, client: &self.clients[i], origin },
                     None => Identified::Unknown(text),
                 },
@@ -257,35 +307,6 @@ impl ClientRegistry {
     /// All clients, by index.
     pub fn all(&self) -> &[ClientApp] {
         &self.clients
-    }
-
-    /// The caller of a request: from its `Origin` header when present, else from `https`+`Host`.
-    pub fn identify(&self, origin_header: Option<&[u8]>, host: Option<&[u8]>, https: bool) -> Caller<'_> {
-        if let Some(raw) = origin_header {
-            let text = String::from_utf8_lossy(raw);
-            // Browsers send the canonical form; only odd spellings need the full parse.
-            let found = self.by_origin.get(text.as_ref()).copied().or_else(|| {
-                Origin::parse(&text).ok().and_then(|o| self.by_origin.get(o.as_str()).copied())
-            });
-            return match found {
-                Some(i) => Caller::Known(i, &self.clients[i]),
-                None => Caller::Unknown(text.chars().take(200).collect()),
-            };
-        }
-        let Some(host) = host else { return Caller::Unknown("(no Origin or Host header)".into()) };
-        let host = String::from_utf8_lossy(host).to_ascii_lowercase();
-        let scheme = if https { "https" } else { "http" };
-        let mut candidate = format!("{scheme}://{host}");
-        // A Host with the scheme's default port names the same origin without it.
-        for default in [":80", ":443"] {
-            if (https && default == ":443" || !https && default == ":80") && candidate.ends_with(default) {
-                candidate.truncate(candidate.len() - default.len());
-            }
-        }
-        match self.by_origin.get(&candidate) {
-            Some(&i) => Caller::Known(i, &self.clients[i]),
-            None => Caller::Unknown(candidate.chars().take(200).collect()),
-        }
     }
 }
 
@@ -328,21 +349,29 @@ mod tests {
     }
 
     #[test]
-    fn identify_by_origin_then_host() {
-        let r = registry();
-        let name = |c: Caller| match c {
-            Caller::Known(_, c) => c.name.clone(),
-            Caller::Unknown(o) => format!("unknown {o}"),
-        };
-        assert_eq!(name(r.identify(Some(b"https://billing.example.com"), Some(b"x"), false)), "billing");
-        assert_eq!(name(r.identify(Some(b"HTTPS://BILLING.example.com:443"), None, false)), "billing");
-        assert_eq!(name(r.identify(Some(b"https://evil.example.com"), Some(b"billing.example.com"), true)), "unknown https://evil.example.com");
-        assert_eq!(name(r.identify(None, Some(b"billing.example.com"), true)), "billing");
-        assert_eq!(name(r.identify(None, Some(b"billing.example.com:443"), true)), "billing");
-        // Same host over plain http is another origin.
-        assert_eq!(name(r.identify(None, Some(b"billing.example.com"), false)), "unknown http://billing.example.com");
-        assert_eq!(name(r.identify(None, Some(b"LOCALHOST:8080"), false)), "dev");
-        assert!(matches!(r.identify(None, None, false), Caller::Unknown(_)));
+    fn the_fast_path_agrees_with_the_url_parser() {
+        let hosts = [
+            "localhost", "127.0.0.1", "10.0.0.255", "127.1", "0x7f.0.0.1", "1.2.3.04", "256.1.1.1", "a.b-c.example.com", "-a.com",
+            "a-.com", "xn--bcher-kva.example", "de", "cafe", "0x10", "a..b", "a.b.", "UPPER.com", "under_score.com", "1.2.3", "01.2.3.4",
+            "[::1]", "example.123", "exa mple.com", "%41.com",
+        ];
+        let ports = ["", ":80", ":443", ":8080", ":0", ":08080", ":65535", ":65536", ":"];
+        for scheme in ["http://", "https://", "HTTP://", "ftp://"] {
+            for host in hosts {
+                for port in ports {
+                    let text = format!("{scheme}{host}{port}");
+                    let slow = Url::parse(&text).ok().filter(|u| (u.scheme() == "http" || u.scheme() == "https") && u.path() == "/").map(|u| u.origin().ascii_serialization());
+                    if is_canonical(&text) {
+                        assert_eq!(slow.as_deref(), Some(text.as_str()), "fast path accepted {text:?}");
+                    }
+                    let parsed = Origin::parse(&text).ok().map(|o| o.0);
+                    if let (Some(p), Some(s)) = (&parsed, &slow) {
+                        assert_eq!(p, s, "{text:?}");
+                    }
+                }
+            }
+        }
+        assert!(is_canonical("http://127.0.0.1:8080") && is_canonical("https://billing.example.com"));
     }
 
     #[test]
@@ -375,11 +404,13 @@ mod tests {
             Identified::Known { client, origin, .. } => format!("{} {origin}", client.name),
             Identified::Unknown(o) => format!("unknown {o}"),
         };
-        let h = |origin: Option<&'static str>, client_origin: Option<&'static str>, referer: Option<&'static str>, own: Option<&'static str>| OriginHints {
+        let owns: Vec<Origin> = ["http://localhost:8080", "https://pr-1.preview.example.com"].iter().map(|o| Origin::parse(o).unwrap()).collect();
+        let owns = &owns;
+        let h = move |origin: Option<&'static str>, client_origin: Option<&'static str>, referer: Option<&'static str>, own: Option<&'static str>| OriginHints {
             origin: origin.map(str::as_bytes),
             client_origin: client_origin.map(str::as_bytes),
             referer: referer.map(str::as_bytes),
-            own,
+            own: own.map(|o| owns.iter().find(|x| x.as_str() == o).expect("a prepared origin")),
         };
         let cases = [
             (h(Some("https://billing.example.com"), Some("http://localhost:8080"), None, None), "billing https://billing.example.com"),

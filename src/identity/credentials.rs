@@ -38,6 +38,18 @@ pub fn from_request<'a>(authorization: Option<&'a [u8]>, api_key: Option<&'a [u8
     }
 }
 
+/// The RFC 6750 `b64token` alphabet, as a table: tokens are checked byte by byte on every request.
+static B64TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        b += 1;
+    }
+    t
+};
+
 /// Extracts the bearer token from an `Authorization` header value.
 pub fn from_authorization(header: Option<&[u8]>) -> Result<Credential<'_>, CredentialError> {
     let Some(raw) = header else { return Err(CredentialError::Missing) };
@@ -47,11 +59,17 @@ pub fn from_authorization(header: Option<&[u8]>) -> Result<Credential<'_>, Crede
         return Err(CredentialError::Malformed);
     }
     let token = token.trim_matches(' ');
-    // RFC 6750 b64token characters; anything else cannot be a JWT.
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)) {
+    // The characters are checked by the verifier, and only for tokens it has not seen:
+    // a cached token was checked when it was first verified.
+    if token.is_empty() || token.contains(' ') {
         return Err(CredentialError::Malformed);
     }
     Ok(Credential::Bearer(token))
+}
+
+/// True when `token` has only RFC 6750 `b64token` characters (anything else cannot be a JWT).
+pub fn is_b64token(token: &str) -> bool {
+    token.bytes().all(|b| B64TOKEN[b as usize])
 }
 
 #[cfg(test)]
@@ -63,8 +81,16 @@ mod tests {
         assert_eq!(from_authorization(Some(b"Bearer abc.def.ghi")), Ok(Credential::Bearer("abc.def.ghi")));
         assert_eq!(from_authorization(Some(b"bearer  abc")), Ok(Credential::Bearer("abc")));
         assert_eq!(from_authorization(None), Err(CredentialError::Missing));
-        for bad in [&b"Basic dXNlcjpwdw=="[..], b"Bearer", b"Bearer ", b"Bearer a b", b"Bearer a\"b", b"Bearer \xff"] {
+        for bad in [&b"Basic dXNlcjpwdw=="[..], b"Bearer", b"Bearer ", b"Bearer a b", b"Bearer \xff"] {
             assert_eq!(from_authorization(Some(bad)), Err(CredentialError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn b64token_alphabet() {
+        assert!(is_b64token("eyJh.bc-d_e~f+g/h="));
+        for bad in ["a\"b", "a b", "a\tb", "caf\u{e9}", "a,b"] {
+            assert!(!is_b64token(bad), "{bad:?}");
         }
     }
 

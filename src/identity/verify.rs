@@ -14,6 +14,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use moka::sync::Cache;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -89,7 +90,33 @@ struct Claims {
     abac_required: serde_json::Value,
 }
 
-type Digest = [u8; 32];
+/// A verified-token cache key: keyed SipHash-2-4 with a 128-bit output and a random key per
+/// process. Without the key nobody can make two tokens collide, and hashing a 700-byte
+/// token costs a fraction of SHA-256.
+type Digest = u128;
+
+/// Keys tokens for the caches.
+struct TokenKeys(siphasher::sip128::SipHasher24);
+
+impl TokenKeys {
+    fn random() -> TokenKeys {
+        let mut key = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut key).expect("the system random generator works");
+        TokenKeys(siphasher::sip128::SipHasher24::new_with_key(&key))
+    }
+
+    /// The key of `parts`, each length-prefixed so that no two part lists share a key.
+    fn of(&self, parts: &[&[u8]]) -> Digest {
+        use siphasher::sip128::Hasher128;
+        use std::hash::Hasher;
+        let mut h = self.0;
+        for p in parts {
+            h.write_usize(p.len());
+            h.write(p);
+        }
+        h.finish128().as_u128()
+    }
+}
 
 struct UntilExp;
 
@@ -111,6 +138,8 @@ pub struct Verifier {
     /// One validation per accepted algorithm: jsonwebtoken requires every algorithm of a
     /// validation to match the key's family.
     validations: Vec<(Algorithm, Validation)>,
+    token_keys: TokenKeys,
+    cached_hits: prometheus::IntCounter,
     verified: Cache<Digest, Arc<Principal>>,
     rejected: Cache<Digest, TokenError>,
     metrics: Metrics,
@@ -137,6 +166,8 @@ impl Verifier {
             issuer: idp.issuer.clone(),
             leeway: idp.leeway.as_secs(),
             validations,
+            token_keys: TokenKeys::random(),
+            cached_hits: metrics.jwt_verifications.with_label_values(&["cached"]),
             verified: Cache::builder().max_capacity(cache.tokens).expire_after(UntilExp).build(),
             rejected: Cache::builder().max_capacity(cache.rejected_tokens).time_to_live(cache.rejected_ttl).build(),
             metrics,
@@ -150,13 +181,10 @@ impl Verifier {
 
     /// Verifies a bearer token; a token seen before costs a hash and a cache lookup.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
-        let digest: Digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 is 32 bytes");
+        let digest = self.token_keys.of(&[b"bearer", token.as_bytes()]);
         if let Some(p) = self.verified.get(&digest) {
             if p.expires_at > now_secs() {
-                self.metrics.jwt_verifications.with_label_values(&["cached"]).inc();
+                self.cached_hits.inc();
                 return Ok(p);
             }
             self.verified.invalidate(&digest);
@@ -165,7 +193,7 @@ impl Verifier {
             self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
             return Err(e);
         }
-        let result = self.verify_uncached(token).await;
+        let result = if super::credentials::is_b64token(token) { self.verify_uncached(token).await } else { Err(TokenError::Malformed) };
         match &result {
             Ok(p) => {
                 self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
@@ -185,7 +213,7 @@ impl Verifier {
 
     /// Verifies without looking at or filling the caches (benchmarks compare the two paths).
     pub async fn verify_uncached(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
-        let (principal, _) = self.decode(token, |alg| self.validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| v.clone())).await?;
+        let (principal, _) = self.decode(token, |alg| self.validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| Cow::Borrowed(v))).await?;
         Ok(principal)
     }
 
@@ -206,15 +234,10 @@ impl Verifier {
     /// id_token's own `exp`, as a refresh may not bring a new id_token.
     pub async fn session_identity(&self, id_token: &str, client_id: &str, valid_until: u64) -> Result<Arc<Principal>, TokenError> {
         // Domain-separated key: an id_token must never hit the cache as a bearer token.
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        ctx.update(b"id_token\0");
-        ctx.update(client_id.as_bytes());
-        ctx.update(b"\0");
-        ctx.update(id_token.as_bytes());
-        let digest: Digest = ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let digest = self.token_keys.of(&[b"id_token", client_id.as_bytes(), id_token.as_bytes()]);
         if let Some(p) = self.verified.get(&digest) {
             if p.expires_at > now_secs() {
-                self.metrics.jwt_verifications.with_label_values(&["cached"]).inc();
+                self.cached_hits.inc();
                 return Ok(p);
             }
         }
@@ -233,7 +256,7 @@ impl Verifier {
         }
     }
 
-    fn id_token_validation(&self, alg: Algorithm, client_id: &str, check_exp: bool) -> Option<Validation> {
+    fn id_token_validation(&self, alg: Algorithm, client_id: &str, check_exp: bool) -> Option<Cow<'static, Validation>> {
         if !self.validations.iter().any(|(a, _)| *a == alg) {
             return None;
         }
@@ -244,15 +267,15 @@ impl Verifier {
         v.leeway = self.leeway;
         v.validate_nbf = true;
         v.validate_exp = check_exp;
-        Some(v)
+        Some(Cow::Owned(v))
     }
 
-    async fn decode(&self, token: &str, validation_for: impl Fn(Algorithm) -> Option<Validation>) -> Result<(Arc<Principal>, Option<String>), TokenError> {
+    async fn decode<'v>(&'v self, token: &str, validation_for: impl Fn(Algorithm) -> Option<Cow<'v, Validation>>) -> Result<(Arc<Principal>, Option<String>), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let Some(validation) = validation_for(header.alg) else {
             return Err(TokenError::AlgorithmRefused(format!("{:?}", header.alg)));
         };
-        let validation = &validation;
+        let validation = validation.as_ref();
         let key = match self.find_key(header.kid.as_deref(), header.alg) {
             Some(k) => k,
             None => {

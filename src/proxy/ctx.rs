@@ -19,7 +19,7 @@ pub struct RequestCtx {
     /// The verified caller.
     pub principal: Option<Arc<Principal>>,
     /// The permission that let the request through, `entity:action`.
-    pub granted: Option<String>,
+    pub granted: Option<Arc<str>>,
     /// How the caller authenticated: `bearer` or `api_key` (`-` before it did).
     pub credential: &'static str,
     /// How the permission was decided: `static`, `abac`, `abac-unavailable-allowed`, `authenticated`.
@@ -27,13 +27,13 @@ pub struct RequestCtx {
     /// Whether a live decision came from the cache.
     pub abac_cached: Option<bool>,
     /// The entity and permission the route required, for logs.
-    pub required: Option<(String, String)>,
+    pub required: Option<Arc<super::PermissionNames>>,
     /// How the request ended, for metrics.
     pub outcome: &'static str,
     /// The request arrived over HTTPS (directly, or as a trusted proxy says).
     pub https: bool,
     /// The request's own origin, `scheme://host[:port]`.
-    pub own_origin: Option<String>,
+    pub own_origin: Option<crate::clients::Origin>,
     /// `Set-Cookie` values to send with the response.
     pub set_cookies: Vec<String>,
     /// The registered origin to answer with CORS headers.

@@ -61,7 +61,7 @@ impl Gateway {
             (self.https, host_header(req).and_then(|h| std::str::from_utf8(h).ok()).map(|h| h.to_ascii_lowercase()))
         };
         ctx.https = https;
-        ctx.own_origin = host.and_then(|h| Origin::parse(&format!("{}://{h}", if https { "https" } else { "http" })).ok()).map(|o| o.to_string());
+        ctx.own_origin = host.and_then(|h| Origin::parse_owned(format!("{}://{h}", if https { "https" } else { "http" })).ok());
         // CORS: only the registered origins of some client.
         if let Some(o) = header(req, "origin").and_then(|o| std::str::from_utf8(o).ok()).and_then(|o| Origin::parse(o).ok()) {
             if self.clients.owner(&o).is_some() {
@@ -76,7 +76,7 @@ impl Gateway {
             origin: header(req, "origin"),
             client_origin: header(req, "x-client-origin"),
             referer: header(req, "referer"),
-            own: ctx.own_origin.as_deref(),
+            own: ctx.own_origin.as_ref(),
         })
     }
 

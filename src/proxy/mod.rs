@@ -33,6 +33,7 @@ use std::sync::Arc;
 /// The gateway: everything a request needs, built once from the config.
 pub struct Gateway {
     routes: RouteTable,
+    permission_names: Vec<Vec<Option<Arc<PermissionNames>>>>,
     clients: ClientRegistry,
     upstreams: Vec<Upstream>,
     verifier: Arc<Verifier>,
@@ -56,6 +57,7 @@ pub struct Gateway {
 /// A permission the token leaves to the IdP's live decision.
 struct LiveCheck {
     entity: String,
+    granted: Arc<str>,
     entity_id: Option<String>,
     action: String,
     params: Vec<(String, String)>,
@@ -80,6 +82,7 @@ impl Gateway {
         let abac = AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone());
         let asserter = Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?;
         Ok(Gateway {
+            permission_names: permission_names(&config.routes, &config.clients),
             routes,
             clients: ClientRegistry::from_config(&config.clients).with_default(config.default_client),
             upstreams,
@@ -186,24 +189,25 @@ impl Gateway {
             ctx.decision = "authenticated";
             return Ok(None);
         };
-        let entity = format!("{}:{}", client.namespace, required.resource);
+        let names = self.permission_names[index][client_index].clone().ok_or(Refusal::NoRoute)?;
         let entity_id = required.entity_id.as_deref().and_then(|name| params.iter().find(|(n, _)| *n == name)).map(|(_, v)| v.as_str());
-        ctx.required = Some((entity.clone(), required.action.clone()));
-        match permissions::check(&principal, &entity, entity_id, &required.action) {
+        ctx.required = Some(names.clone());
+        match permissions::check(&principal, &names.entity, entity_id, &required.action) {
             Decision::Granted => {
                 ctx.decision = "static";
-                ctx.granted = Some(format!("{entity}:{}", required.action));
+                ctx.granted = Some(names.granted.clone());
                 Ok(None)
             }
             Decision::Denied => {
                 ctx.decision = "static";
-                Err(Refusal::Forbidden { entity, permission: required.action.clone(), reason: "the caller's token does not grant it".into() })
+                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: required.action.clone(), reason: "the caller's token does not grant it".into() })
             }
             Decision::NeedsLiveCheck => {
                 let auth = caller_auth;
                 Ok(Some(LiveCheck {
                     entity_id: entity_id.map(str::to_string),
-                    entity,
+                    entity: names.entity.to_string(),
+                    granted: names.granted.clone(),
                     action: required.action.clone(),
                     params: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
                     auth,
@@ -249,7 +253,7 @@ impl Gateway {
             Outcome::Allowed { cached } => {
                 ctx.abac_cached = Some(cached);
                 ctx.decision = "abac";
-                ctx.granted = Some(format!("{}:{}", check.entity, check.action));
+                ctx.granted = Some(check.granted.clone());
                 Ok(())
             }
             Outcome::Denied { cached, reason } => {
@@ -260,7 +264,7 @@ impl Gateway {
             Outcome::Unavailable(why) if route.allow_on_error => {
                 tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check unavailable; allowed by the route's on_error = \"allow\"");
                 ctx.decision = "abac-unavailable-allowed";
-                ctx.granted = Some(format!("{}:{}", check.entity, check.action));
+                ctx.granted = Some(check.granted.clone());
                 Ok(())
             }
             Outcome::Unavailable(why) => {
@@ -277,7 +281,8 @@ impl Gateway {
         let mut rendered = refusal.render_with(&self.realm, html, &ctx.request_id, self.debug_reason);
         self.decorate(&mut rendered.header, ctx);
         ctx.outcome = refusal.outcome();
-        let (entity, permission) = ctx.required.as_ref().map(|(e, p)| (e.as_str(), p.as_str())).unwrap_or(("-", "-"));
+        let entity = ctx.required.as_ref().map(|n| &*n.entity).unwrap_or("-");
+        let permission = ctx.required.as_ref().map(|n| &*n.action).unwrap_or("-");
         tracing::info!(
             request_id = %ctx.request_id,
             status = rendered.header.status.as_u16(),
@@ -363,9 +368,46 @@ fn request_host(req: &RequestHeader) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// A random request id: 16 lowercase hex digits.
 fn new_request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n: u64 = rand::random();
+    (0..16).rev().map(|i| HEX[((n >> (i * 4)) & 15) as usize] as char).collect()
 }
+
+/// A route's permission in one client's namespace, named once at start: `entity`
+/// (`client_abc:invoice`), `action` (`read`) and `granted` (`client_abc:invoice:read`).
+pub struct PermissionNames {
+    /// The entity type.
+    pub entity: Arc<str>,
+    /// The action.
+    pub action: Arc<str>,
+    /// `entity:action`, as sent upstream.
+    pub granted: Arc<str>,
+}
+
+/// The permission names of every (route, client) pair; `None` where the route needs none.
+fn permission_names(routes: &[RouteSpec], clients: &[crate::clients::ClientApp]) -> Vec<Vec<Option<Arc<PermissionNames>>>> {
+    routes
+        .iter()
+        .map(|r| {
+            clients
+                .iter()
+                .map(|c| match &r.access {
+                    Access::Permission(p) => {
+                        let entity = format!("{}:{}", c.namespace, p.resource);
+                        Some(Arc::new(PermissionNames { granted: format!("{entity}:{}", p.action).into(), entity: entity.into(), action: p.action.as_str().into() }))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 #[async_trait]
 impl ProxyHttp for Gateway {
@@ -435,22 +477,22 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(self.asserter.header().clone(), &*jwt)?;
             }
         }
-        upstream.insert_header("x-request-id", &ctx.request_id)?;
+        upstream.insert_header(X_REQUEST_ID.clone(), &ctx.request_id)?;
         let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
         if let Some(ip) = peer_ip {
             let forwarded = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip,
             };
-            upstream.insert_header("x-forwarded-for", forwarded)?;
+            upstream.insert_header(X_FORWARDED_FOR.clone(), forwarded)?;
         }
-        upstream.insert_header("x-forwarded-proto", if ctx.https { "https" } else { "http" })?;
+        upstream.insert_header(X_FORWARDED_PROTO.clone(), if ctx.https { "https" } else { "http" })?;
         Ok(())
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        resp.insert_header("x-request-id", &ctx.request_id)?;
+        resp.insert_header(X_REQUEST_ID.clone(), &ctx.request_id)?;
         self.decorate(resp, ctx);
         Ok(())
     }

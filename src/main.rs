@@ -76,19 +76,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
-            let config = match config::load(&config) {
+        Command::Run { config: path } => {
+            let config = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            serve(&config)
+            serve(&config, Some(&path))
         }
         Command::Health { admin } => health(admin),
         Command::Demo { listen, admin, idp } => match authgate::demo::run(listen, admin, idp) {
-            Ok(config) => serve(&config),
+            Ok(config) => serve(&config, None),
             Err(e) => {
                 eprintln!("authgate demo: {e}");
                 ExitCode::FAILURE
@@ -97,8 +97,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: &config::Config) -> ExitCode {
-    match authgate::server::build(config) {
+fn serve(config: &config::Config, path: Option<&std::path::Path>) -> ExitCode {
+    match authgate::server::build_reloadable(config, path) {
         Ok(server) => {
             tracing::info!(proxy = %config.proxy.listen, admin = %config.admin.listen, "authgate listening");
             server.run_forever()

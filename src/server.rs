@@ -6,6 +6,8 @@ use crate::config::Config;
 use crate::identity::jwks::KeyStore;
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
+use crate::config::reload::Reloader;
+use crate::proxy::live::LiveGateway;
 use crate::proxy::Gateway;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -52,6 +54,11 @@ impl BackgroundService for JwksRefresher {
 
 /// Builds a ready-to-run Pingora server for a validated config.
 pub fn build(config: &Config) -> Result<Server, StartError> {
+    build_reloadable(config, None)
+}
+
+/// Like [`build`]; with `path`, SIGHUP reloads the config from that file.
+pub fn build_reloadable(config: &Config, path: Option<&std::path::Path>) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
@@ -67,7 +74,9 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()));
     let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone()).map_err(StartError::Setup)?;
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "authgate proxy");
+    let live = LiveGateway::new(gateway);
+    let reloader = path.map(|p| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle())));
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, live, "authgate proxy");
     let listen = config.proxy.listen.to_string();
     match &config.proxy.tls {
         Some(tls) => {
@@ -86,5 +95,8 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(refresher);
+    if let Some(r) = reloader {
+        server.add_service(r);
+    }
     Ok(server)
 }

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 /// Per-request state, filled in as the request moves through the gateway.
 pub struct RequestCtx {
+    /// The gateway (config generation) this request started with; a reload never changes it mid-request.
+    pub gateway: Option<Arc<super::Gateway>>,
     /// When the request arrived.
     pub started: Instant,
     /// The id sent back in `x-request-id` and written to logs.
@@ -44,6 +46,7 @@ impl RequestCtx {
     /// A fresh context.
     pub fn new() -> RequestCtx {
         RequestCtx {
+            gateway: None,
             started: Instant::now(),
             request_id: String::new(),
             route: None,

@@ -4,6 +4,7 @@
 
 pub mod ctx;
 mod endpoints;
+pub mod live;
 
 use crate::authz::abac::{self, AbacClient, CallerAuth, CheckRequest, Outcome};
 use crate::authz::path;
@@ -37,10 +38,10 @@ pub struct Gateway {
     clients: ClientRegistry,
     upstreams: Vec<Upstream>,
     verifier: Arc<Verifier>,
-    api_keys: ApiKeys,
+    api_keys: Arc<ApiKeys>,
     api_key_header: http::HeaderName,
-    abac: AbacClient,
-    asserter: Asserter,
+    abac: Arc<AbacClient>,
+    asserter: Arc<Asserter>,
     headers: IdentityHeaders,
     metrics: Metrics,
     https: bool,
@@ -49,9 +50,9 @@ pub struct Gateway {
     trusted_proxies: TrustedProxies,
     sessions: Arc<dyn SessionStore>,
     session_settings: SessionSettings,
-    oidc: Oidc,
-    logins: PendingLogins,
-    refresh_locks: RefreshLocks,
+    oidc: Arc<Oidc>,
+    logins: Arc<PendingLogins>,
+    refresh_locks: Arc<RefreshLocks>,
 }
 
 /// A permission the token leaves to the IdP's live decision.
@@ -78,9 +79,9 @@ impl Gateway {
         let mut key_idp = config.idp.clone();
         key_idp.audiences = config.api_keys.audiences.clone();
         let key_verifier = Arc::new(Verifier::from_config(&key_idp, &config.cache, verifier.keys().clone(), metrics.clone()));
-        let api_keys = ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, key_verifier, metrics.clone());
-        let abac = AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone());
-        let asserter = Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?;
+        let api_keys = Arc::new(ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, key_verifier, metrics.clone()));
+        let abac = Arc::new(AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()));
+        let asserter = Arc::new(Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?);
         Ok(Gateway {
             permission_names: permission_names(&config.routes, &config.clients),
             routes,
@@ -99,9 +100,39 @@ impl Gateway {
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             sessions: Arc::new(MemoryStore::from_config(&config.session)),
             session_settings: config.session.clone(),
-            oidc: Oidc::from_config(&config.idp),
-            logins: PendingLogins::from_config(&config.session),
-            refresh_locks: RefreshLocks::new(),
+            oidc: Arc::new(Oidc::from_config(&config.idp)),
+            logins: Arc::new(PendingLogins::from_config(&config.session)),
+            refresh_locks: Arc::new(RefreshLocks::new()),
+        })
+    }
+
+    /// A gateway for a reloaded config: routes, clients, upstreams, headers and proxy flags
+    /// from `config`; the IdP's keys, every cache, the sessions and logins in progress carried
+    /// over from this one, so a reload signs nobody out.
+    pub fn reloaded(&self, config: &Config) -> Result<Gateway, String> {
+        let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
+        let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
+        Ok(Gateway {
+            permission_names: permission_names(&config.routes, &config.clients),
+            routes,
+            clients: ClientRegistry::from_config(&config.clients).with_default(config.default_client),
+            upstreams,
+            verifier: self.verifier.clone(),
+            api_keys: self.api_keys.clone(),
+            api_key_header: self.api_key_header.clone(),
+            abac: self.abac.clone(),
+            asserter: self.asserter.clone(),
+            headers: IdentityHeaders::from_config(&config.headers),
+            metrics: self.metrics.clone(),
+            https: config.proxy.https,
+            debug_reason: config.proxy.debug_reason_header,
+            realm: self.realm.clone(),
+            trusted_proxies: config.proxy.trusted_proxies.clone(),
+            sessions: self.sessions.clone(),
+            session_settings: self.session_settings.clone(),
+            oidc: self.oidc.clone(),
+            logins: self.logins.clone(),
+            refresh_locks: self.refresh_locks.clone(),
         })
     }
 

@@ -39,6 +39,19 @@ pub struct Gateway {
     _dir: tempfile::TempDir,
 }
 
+impl Gateway {
+    /// The config file the gateway runs on.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("authgate.toml")
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn reload(&self) {
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,75 @@
+//! The gateway as Pingora runs it: the current [`Gateway`] behind an `ArcSwap`, replaced
+//! whole on a config reload. Each request keeps the gateway it started with in its context,
+//! so a reload never mixes two configs within one request.
+
+use super::ctx::RequestCtx;
+use super::Gateway;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+
+/// The running gateway; [`LiveGateway::swap`] installs a reloaded one.
+pub struct LiveGateway {
+    current: Arc<ArcSwap<Gateway>>,
+}
+
+impl LiveGateway {
+    /// Serves `gateway` until it is swapped.
+    pub fn new(gateway: Gateway) -> LiveGateway {
+        LiveGateway { current: Arc::new(ArcSwap::from_pointee(gateway)) }
+    }
+
+    /// A handle that can read and replace the running gateway (for the reloader).
+    pub fn handle(&self) -> Arc<ArcSwap<Gateway>> {
+        self.current.clone()
+    }
+
+    /// The gateway of this request (the one it started with).
+    fn of(&self, ctx: &RequestCtx) -> Arc<Gateway> {
+        ctx.gateway.clone().unwrap_or_else(|| self.current.load_full())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for LiveGateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Pins the current gateway for the whole request, then decides.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let gateway = self.current.load_full();
+        ctx.gateway = Some(gateway.clone());
+        gateway.request_filter(session, ctx).await
+    }
+
+    /// The pinned gateway's route names the upstream.
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        self.of(ctx).upstream_peer(session, ctx).await
+    }
+
+    /// Headers as the pinned gateway's config says.
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        self.of(ctx).upstream_request_filter(session, upstream, ctx).await
+    }
+
+    /// Request id, cookies and CORS on the way back.
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        self.of(ctx).response_filter(session, resp, ctx).await
+    }
+
+    /// Upstream failures answered like every other refusal.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        self.of(ctx).fail_to_proxy(session, e, ctx).await
+    }
+
+    /// Counted once, by the pinned gateway's route and client names.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.of(ctx).logging(session, e, ctx).await
+    }
+}

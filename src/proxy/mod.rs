@@ -73,8 +73,7 @@ enum OwnedCallerAuth {
 impl Gateway {
     /// Builds the gateway from a validated config and a shared verifier.
     pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, String> {
-        let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
-        let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
+        let (routes, upstreams) = routing(config)?;
         // Exchanged API-key tokens are checked like bearer tokens, against their own audience.
         let mut key_idp = config.idp.clone();
         key_idp.audiences = config.api_keys.audiences.clone();
@@ -110,8 +109,7 @@ impl Gateway {
     /// from `config`; the IdP's keys, every cache, the sessions and logins in progress carried
     /// over from this one, so a reload signs nobody out.
     pub fn reloaded(&self, config: &Config) -> Result<Gateway, String> {
-        let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
-        let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
+        let (routes, upstreams) = routing(config)?;
         Ok(Gateway {
             permission_names: permission_names(&config.routes, &config.clients),
             routes,
@@ -358,6 +356,13 @@ impl Gateway {
     fn client_name(&self, ctx: &RequestCtx) -> &str {
         ctx.client.map(|i| self.clients.all()[i].name.as_str()).unwrap_or("-")
     }
+}
+
+/// The route table and upstream peers of a config (upstream host names resolve here).
+fn routing(config: &Config) -> Result<(RouteTable, Vec<Upstream>), String> {
+    let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
+    let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
+    Ok((routes, upstreams))
 }
 
 /// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.

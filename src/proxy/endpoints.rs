@@ -110,9 +110,7 @@ impl Gateway {
         if values.is_empty() {
             return;
         }
-        let base = &self.session_settings.cookie_name;
-        let names = [base.clone(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")];
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let names = self.own_cookies.each_ref().map(String::as_str);
         upstream.remove_header("cookie");
         if let Some(kept) = strip_cookies(&values.join("; "), &names) {
             let _ = upstream.insert_header("cookie", kept);

@@ -50,6 +50,8 @@ pub struct Gateway {
     trusted_proxies: TrustedProxies,
     sessions: Arc<dyn SessionStore>,
     session_settings: SessionSettings,
+    /// The gateway's own cookie names (session and login, with and without `__Host-`), stripped upstream.
+    own_cookies: [String; 4],
     oidc: Arc<Oidc>,
     logins: Arc<PendingLogins>,
     refresh_locks: Arc<RefreshLocks>,
@@ -99,6 +101,7 @@ impl Gateway {
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             sessions: Arc::new(MemoryStore::from_config(&config.session)),
             session_settings: config.session.clone(),
+            own_cookies: own_cookie_names(&config.session.cookie_name),
             oidc: Arc::new(Oidc::from_config(&config.idp)),
             logins: Arc::new(PendingLogins::from_config(&config.session)),
             refresh_locks: Arc::new(RefreshLocks::new()),
@@ -128,6 +131,7 @@ impl Gateway {
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             sessions: self.sessions.clone(),
             session_settings: self.session_settings.clone(),
+            own_cookies: self.own_cookies.clone(),
             oidc: self.oidc.clone(),
             logins: self.logins.clone(),
             refresh_locks: self.refresh_locks.clone(),
@@ -356,6 +360,11 @@ impl Gateway {
     fn client_name(&self, ctx: &RequestCtx) -> &str {
         ctx.client.map(|i| self.clients.all()[i].name.as_str()).unwrap_or("-")
     }
+}
+
+/// Every name the gateway's cookies can have, built once rather than per request.
+fn own_cookie_names(base: &str) -> [String; 4] {
+    [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")]
 }
 
 /// The route table and upstream peers of a config (upstream host names resolve here).

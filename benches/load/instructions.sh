@@ -74,8 +74,10 @@ python3 "$HERE/mint.py" "$WORK/key.pem" "$WORK/tokens" 0 2>/dev/null
 ORIGIN_PORT=$PORT_BASE; PROXY_PORT=$((PORT_BASE + 1)); ADMIN_PORT=$((PORT_BASE + 2))
 python3 "$HERE/origin.py" "$ORIGIN_PORT" "$WORK/tokens/jwks.json" >"$WORK/origin.out" 2>&1 &
 STARTED+=($!)
+# No IdP runs here ({IDP} is a port nothing listens on): a cached bearer token never calls it.
 sed -e "s#{LISTEN}#127.0.0.1:$PROXY_PORT#; s#{ADMIN}#127.0.0.1:$ADMIN_PORT#; s#{PORT}#$PROXY_PORT#" \
     -e "s#{JWKS}#http://127.0.0.1:$ORIGIN_PORT/jwks.json#; s#{ORIGIN}#127.0.0.1:$ORIGIN_PORT#" \
+    -e "s#{IDP}#http://127.0.0.1:$((PORT_BASE + 3))#g" \
     -e "s#{THREADS}#1#; s#{CACHE_TOKENS}#100000#" "$HERE/authgate.toml" >"$WORK/authgate.toml"
 
 AUTHGATE_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out.%p" \

@@ -10,6 +10,8 @@ Reads an RSA private key made by `openssl genrsa`, and writes to OUTDIR:
   expired.jwt         exp an hour ago                             -> 401
   wrongaud.jwt        aud names another API                       -> 401
   badsig.jwt          valid.jwt with a corrupted signature        -> 401
+  abac.jwt            also grants invoice:refund, but lists it in abac_required: the gateway asks
+                      the IdP's live check (run.sh's abac mode, idp.py answers)
   cold.txt            COLD_COUNT distinct valid tokens, one a line (the cold mode cycles them)
 Signing is textbook RSASSA-PKCS1-v1_5 with SHA-256 (CRT), about 1 ms a token in CPython.
 """
@@ -96,13 +98,15 @@ def main():
     write("noperm.jwt", s.jwt(claims(now, permissions={"client_bench:report": ["read"]})))
     write("expired.jwt", s.jwt(claims(now, iat=now - 7200, exp=now - 3600)))
     write("wrongaud.jwt", s.jwt(claims(now, aud="another-api")))
+    write("abac.jwt", s.jwt(claims(now, permissions={"client_bench:invoice": ["read", "write", "refund"]},
+                                   abac_required={"client_bench:invoice": ["refund"]})))
     head, sig = valid.rsplit(".", 1)
     mid = len(sig) // 2
     write("badsig.jwt", head + "." + sig[:mid] + ("A" if sig[mid] != "A" else "B") + sig[mid + 1:])
     with open(os.path.join(out, "cold.txt"), "w") as f:
         for i in range(cold):
             f.write(s.jwt(claims(now, i + 1)) + "\n")
-    print(f"minted valid ({len(valid)} bytes), 5 refusal cases and {cold} cold tokens into {out}", file=sys.stderr)
+    print(f"minted valid ({len(valid)} bytes), 5 refusal cases, abac and {cold} cold tokens into {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #   benches/load/run.sh [--duration S] [--rounds N] [--connections C] [--modes "none bearer cold"]
 #                       [--cold-tokens N] [--no-build] [--keep]
 #
+# Modes: none bearer cold bearer2t session abac apikey (the last three also start idp.py).
 # Everything it starts it stops on exit, Ctrl-C included. Loopback only.
 set -euo pipefail
 
@@ -22,7 +23,7 @@ BUILD=1
 KEEP=0
 BASE_PORT=${BASE_PORT:-18480}
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -121,7 +122,7 @@ TOKEN_CACHE=${TOKEN_CACHE:-$HOME/.cache/authgate-load}
 mkdir -p "$TOKEN_CACHE"
 if [ ! -s "$TOKEN_CACHE/key.pem" ]; then openssl genrsa -out "$TOKEN_CACHE/key.pem" 2048 2>/dev/null; fi
 if [ ! -s "$TOKEN_CACHE/tokens/cold.txt" ] || [ "$(wc -l <"$TOKEN_CACHE/tokens/cold.txt")" -lt "$COLD_TOKENS" ] \
-   || [ -n "$(find "$TOKEN_CACHE/tokens/valid.jwt" -mmin +240 2>/dev/null)" ]; then
+   || [ ! -s "$TOKEN_CACHE/tokens/abac.jwt" ] || [ -n "$(find "$TOKEN_CACHE/tokens/valid.jwt" -mmin +240 2>/dev/null)" ]; then
   log "minting tokens ($COLD_TOKENS cold)"
   python3 "$HERE/mint.py" "$TOKEN_CACHE/key.pem" "$TOKEN_CACHE/tokens" "$COLD_TOKENS"
 fi
@@ -136,6 +137,7 @@ export AUTHGATE_LOG=warn   # refusals during the checks are expected; keep the l
 ORIGIN_PORT=$BASE_PORT
 NGINX_PORT=$((BASE_PORT + 1))
 HAPROXY_PORT=$((BASE_PORT + 2))
+IDP_PORT=$((BASE_PORT + 3)); IDP_URL=http://127.0.0.1:$IDP_PORT
 NEXT_PORT=$((BASE_PORT + 10))   # authgate instances take two ports each from here
 
 fill() { # template output key=value...
@@ -162,7 +164,7 @@ authgate_instance() {
   local port=$NEXT_PORT admin=$((NEXT_PORT + 1))
   NEXT_PORT=$((NEXT_PORT + 2))
   fill "$HERE/authgate.toml" "$WORK/authgate-$name.toml" LISTEN=127.0.0.1:$port ADMIN=127.0.0.1:$admin PORT=$port \
-    JWKS=http://127.0.0.1:$ORIGIN_PORT/jwks.json ORIGIN=127.0.0.1:$ORIGIN_PORT THREADS=$threads CACHE_TOKENS=$cache
+    JWKS=http://127.0.0.1:$ORIGIN_PORT/jwks.json ORIGIN=127.0.0.1:$ORIGIN_PORT IDP=$IDP_URL THREADS=$threads CACHE_TOKENS=$cache
   start "$cpus" "authgate-$name" "$AUTHGATE" run --config "$WORK/authgate-$name.toml"; AG_PID[$name]=$LAST_PID
   AG_PORT[$name]=$port; AG_ADMIN[$name]=$admin
   wait_port "$port" "authgate-$name"
@@ -171,6 +173,43 @@ authgate_instance() {
     sleep 0.1
   done
   die "authgate-$name never loaded the JWKS"
+}
+
+# The loopback IdP (idp.py: discovery, JWKS, auto-approving authorize, token, check-permission,
+# API-key exchange), started on first use by the session, abac and apikey modes. It signs with
+# the harness's key; authgate calls it only to sign in, for ABAC decisions it has not cached and
+# to exchange an API key it has not cached, so under load it idles (pinned beside wrk anyway).
+IDP_PID=
+API_KEY=ak_live_bench_$(openssl rand -hex 16)
+idp_server() {
+  [ -n "$IDP_PID" ] && return 0
+  start "$LOAD_CPU" idp python3 "$HERE/idp.py" --port "$IDP_PORT" --key "$TOKEN_CACHE/key.pem" \
+    --client bench:bench-secret --api-key "$API_KEY"   # the secret is authgate.toml's client_secret
+  IDP_PID=$LAST_PID
+  wait_port "$IDP_PORT" idp
+}
+
+# A browser sign-in through authgate, hop by hop, with curl and a cookie jar: the protected page
+# (as a navigation) → 302 to the IdP's authorize → 302 back to /_authgate/callback with code,
+# state and iss → authgate exchanges the code, verifies the id_token, sets the session cookie and
+# → 302 to the page → 200. Leaves the session cookie's value in SESSION_ID.
+session_login() { # BASE_URL JAR
+  local base=$1 jar=$2 url=$1/api/invoices/42 hop code next
+  local want=("302 $IDP_URL/api/auth/oauth2/authorize?" "302 $base/_authgate/callback?" "302 $base/api/invoices/42" "200 ")
+  : >"$jar"
+  for hop in 0 1 2 3; do
+    read -r code next < <(curl -s -o /dev/null --max-time 10 -b "$jar" -c "$jar" -H 'Accept: text/html' \
+                            -w '%{http_code} %{redirect_url}\n' "$url" || true)
+    case "$code ${next:-}" in
+      "${want[$hop]}"*) ;;
+      *) cat "$WORK/idp.out" >&2 || true; die "session login, hop $((hop + 1)) ($url): got $code ${next:-}, want ${want[$hop]}…" ;;
+    esac
+    url=${next:-}
+  done
+  # Netscape cookie jar: name in field 6, value in 7 (HttpOnly lines are prefixed, same fields).
+  SESSION_ID=$(awk -F'\t' '$6 == "authgate" {print $7}' "$jar")
+  [ -n "$SESSION_ID" ] || die "session login: no authgate cookie in $jar"
+  log "signed in through idp.py: page → authorize → callback → page, session cookie set"
 }
 
 # ---------------------------------------------------------------- targets and modes
@@ -185,8 +224,9 @@ target origin-direct "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/public/hello" 
 target nginx "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/public/hello" plain "" "plain reverse proxy, the 1.00"
 target haproxy-jwt "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT/api/invoices/42" bearer "$TOKENS/valid.jwt" "jwt_verify on every request"
 
-# authgate's modes: each defines its instance and target. To add one (session cookie, ABAC
-# cached, API key), write mode_NAME below and pass it in --modes.
+# authgate's modes: each defines its instance and target, and may add a function to CHECKS
+# (run in the correctness phase). To add one, write mode_NAME below and pass it in --modes.
+CHECKS=()
 mode_none() {
   authgate_instance main 1 100000 "$PROXY_CPU"
   target authgate-none "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/public/hello" plain "" "auth = \"none\" route"
@@ -205,6 +245,34 @@ mode_bearer2t() {
   authgate_instance two 2 100000 "$BOTH_CPUS"
   target authgate-bearer-2t "${AG_PID[two]}" "http://127.0.0.1:${AG_PORT[two]}/api/invoices/42" bearer "$TOKENS/valid.jwt" "2 threads, unpinned"
 }
+mode_session() {
+  # A browser session: one real sign-in through idp.py, then wrk sends its cookie on every
+  # request to the permission-checked route (the session's access token is a JWT for this API,
+  # so it goes through the verified-token cache like a bearer token).
+  idp_server
+  authgate_instance main 1 100000 "$PROXY_CPU"
+  session_login "http://127.0.0.1:${AG_PORT[main]}" "$WORK/session.jar"
+  printf 'Cookie: authgate=%s\n' "$SESSION_ID" >"$TOKENS/session.hdr"
+  CHECKS+=(check_session)
+  target authgate-session "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/api/invoices/42" header "$TOKENS/session.hdr" "session cookie + permission"
+}
+mode_abac() {
+  # abac.jwt lists invoice:refund in abac_required: the first request asks idp.py's
+  # check-permission, every later one reuses authgate's cached decision ([abac] allow_ttl).
+  idp_server
+  authgate_instance main 1 100000 "$PROXY_CPU"
+  CHECKS+=(check_abac)
+  target authgate-abac "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/api/invoices/42/refund" bearer "$TOKENS/abac.jwt" "bearer + ABAC decision, cached"
+}
+mode_apikey() {
+  # x-api-key on every request: authgate exchanges the key at idp.py once and reuses the
+  # verified token until 60 s before it expires (idp.py issues 15-minute tokens).
+  idp_server
+  authgate_instance main 1 100000 "$PROXY_CPU"
+  printf 'x-api-key: %s\n' "$API_KEY" >"$TOKENS/apikey.hdr"
+  CHECKS+=(check_apikey)
+  target authgate-apikey "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/api/invoices/42" header "$TOKENS/apikey.hdr" "API key, exchanged token cached"
+}
 for m in $MODES; do
   declare -F "mode_$m" >/dev/null || die "unknown mode $m (have: $(declare -F | awk '/mode_/{sub("mode_","",$3); printf "%s ", $3}'))"
   "mode_$m"
@@ -212,15 +280,63 @@ done
 
 # ---------------------------------------------------------------- correctness first
 FAILED=0
-expect() { # NAME WANT URL [TOKEN_FILE]
-  local name=$1 want=$2 url=$3 tok=${4:-} got
-  if [ -n "$tok" ]; then
-    got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $(head -n1 "$tok")" "$url")
-  else
-    got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url")
-  fi
-  if [ "$got" = "$want" ]; then printf '  ok    %-40s %s\n' "$name" "$got" >&2
-  else printf '  FAIL  %-40s got %s, want %s\n' "$name" "$got" "$want" >&2; FAILED=1; fi
+verdict() { # NAME GOT WANT
+  if [ "$2" = "$3" ]; then printf '  ok    %-44s %s\n' "$1" "$2" >&2
+  else printf '  FAIL  %-44s got %s, want %s\n' "$1" "$2" "$3" >&2; FAILED=1; fi
+}
+expect_h() { # NAME WANT URL [HEADER...]: the status of a GET sending each "Name: value" HEADER
+  local name=$1 want=$2 url=$3 h args=()
+  shift 3
+  for h in "$@"; do args+=(-H "$h"); done
+  verdict "$name" "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${args[@]}" "$url")" "$want"
+}
+expect() { # NAME WANT URL [TOKEN_FILE]: with the file's first token as a bearer token
+  if [ -n "${4:-}" ]; then expect_h "$1" "$2" "$3" "Authorization: Bearer $(head -n1 "$4")"; else expect_h "$1" "$2" "$3"; fi
+}
+# The value of one series (name and labels exactly as authgate prints them) on an authgate
+# instance's admin /metrics; 0 when absent.
+metric() { # INSTANCE SERIES
+  curl -s --max-time 5 "http://127.0.0.1:${AG_ADMIN[$1]}/metrics" | awk -v s="$2 " 'index($0, s) == 1 {v = $2} END {print v + 0}'
+}
+verifications() { # INSTANCE RESULT
+  metric "$1" "authgate_jwt_verifications_total{result=\"$2\"}"
+}
+abac_checks() { # INSTANCE RESULT SOURCE
+  metric "$1" "authgate_abac_checks_total{result=\"$2\",source=\"$3\"}"
+}
+key_exchanges() { # INSTANCE RESULT
+  metric "$1" "authgate_api_key_exchanges_total{result=\"$2\"}"
+}
+check_session() {
+  local base="http://127.0.0.1:${AG_PORT[main]}" cookie unknown
+  cookie=$(head -n1 "$TOKENS/session.hdr")
+  unknown=$(openssl rand -base64 32 | tr '+/' '-_' | tr -d '=\n')   # well-formed, never issued
+  expect_h "authgate-main session cookie" 200 "$base/api/invoices/42" "$cookie"
+  expect_h "authgate-main session info" 200 "$base/_authgate/session" "$cookie"
+  expect_h "authgate-main session, permission not granted" 403 "$base/api/invoices/42/refund" "$cookie"
+  expect_h "authgate-main garbage cookie" 401 "$base/api/invoices/42" "Cookie: authgate=garbage"
+  expect_h "authgate-main unknown session" 401 "$base/api/invoices/42" "Cookie: authgate=$unknown"
+  expect_h "authgate-main unknown session, navigation" 302 "$base/api/invoices/42" "Cookie: authgate=$unknown" "Accept: text/html"
+}
+check_abac() {
+  local base="http://127.0.0.1:${AG_PORT[main]}"
+  expect "authgate-main abac allowed" 200 "$base/api/invoices/42/refund" "$TOKENS/abac.jwt"
+  expect "authgate-main abac allowed, again" 200 "$base/api/invoices/42/refund" "$TOKENS/abac.jwt"
+  expect "authgate-main abac denied by the IdP" 403 "$base/api/invoices/deny-7/refund" "$TOKENS/abac.jwt"
+  expect "authgate-main abac, refund not granted" 403 "$base/api/invoices/42/refund" "$TOKENS/valid.jwt"
+  expect "authgate-main abac, missing token" 401 "$base/api/invoices/42/refund"
+  # Two allowed requests: one asked the IdP, one was answered from authgate's decision cache.
+  verdict "authgate-main abac allowed: IdP, cache" "$(abac_checks main allowed idp), $(abac_checks main allowed cache)" "1, 1"
+  verdict "authgate-main abac denied: IdP" "$(abac_checks main denied idp)" 1
+}
+check_apikey() {
+  local base="http://127.0.0.1:${AG_PORT[main]}"
+  expect_h "authgate-main api key" 200 "$base/api/invoices/42" "x-api-key: $API_KEY"
+  expect_h "authgate-main api key, again" 200 "$base/api/invoices/42" "x-api-key: $API_KEY"
+  expect_h "authgate-main api key, permission not granted" 403 "$base/api/invoices/42/refund" "x-api-key: $API_KEY"
+  expect_h "authgate-main bad api key" 401 "$base/api/invoices/42" "x-api-key: ak_live_bench_wrong"
+  # Three requests with the key, one exchange at the IdP.
+  verdict "authgate-main api key exchanges: ok, refused" "$(key_exchanges main ok), $(key_exchanges main refused)" "1, 1"
 }
 check_auth() { # LABEL BASE_URL
   expect "$1 public" 200 "$2/public/hello"
@@ -237,13 +353,11 @@ expect "nginx" 200 "http://127.0.0.1:$NGINX_PORT/public/hello"
 check_auth haproxy "http://127.0.0.1:$HAPROXY_PORT"
 for inst in "${!AG_PORT[@]}"; do check_auth "authgate-$inst" "http://127.0.0.1:${AG_PORT[$inst]}"; done
 [ -n "${AG_PORT[cold]:-}" ] && expect "authgate-cold a cold token" 200 "http://127.0.0.1:${AG_PORT[cold]}/api/invoices/42" "$TOKENS/cold.txt"
+for c in "${CHECKS[@]}"; do "$c"; done
 [ "$FAILED" = 0 ] || die "correctness checks failed: no load run"
 
 # ---------------------------------------------------------------- load
-for t in plain bearer cold; do cat "$HERE/$t.lua" "$HERE/report.lua" >"$WORK/$t.lua"; done
-verifications() { # instance result -> counter value
-  curl -s "http://127.0.0.1:${AG_ADMIN[$1]}/metrics" | awk -v r="result=\"$2\"" 'index($0, "authgate_jwt_verifications_total{" r "}") == 1 {print $2}' | sed 's/^$/0/' | head -n1
-}
+for t in plain bearer cold header; do cat "$HERE/$t.lua" "$HERE/report.lua" >"$WORK/$t.lua"; done
 declare -A R_RPS R_P50 R_P99 R_CPU
 run_once() { # target round
   local t=$1 pid=${T_PID[$1]} before after out line
@@ -266,6 +380,12 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{pr
 cold_before_verified=0; cold_before_cached=0
 if [ -n "${AG_ADMIN[cold]:-}" ]; then
   cold_before_verified=$(verifications cold verified); cold_before_cached=$(verifications cold cached)
+fi
+# Only the abac target asks for live checks and only the apikey target sends keys: these
+# counters of the shared instance, before and after, show their caches held under load.
+if [ -n "${AG_ADMIN[main]:-}" ]; then
+  abac_before_idp=$(abac_checks main allowed idp); abac_before_cache=$(abac_checks main allowed cache)
+  keys_before=$(key_exchanges main ok)
 fi
 log "load: $ROUNDS rounds × ${#TARGETS[@]} targets × ${DURATION}s, $CONNECTIONS connections, wrk pinned to CPU ${LOAD_CPU:-any}, proxies to CPU ${PROXY_CPU:-any}"
 for round in $(seq "$ROUNDS"); do
@@ -294,6 +414,13 @@ DIRECT_P99=$(median "${R_P99[origin-direct]}")
   if [ -n "${AG_ADMIN[cold]:-}" ]; then
     v=$(( $(verifications cold verified) - cold_before_verified )); c=$(( $(verifications cold cached) - cold_before_cached ))
     echo "authgate-cold: $v signature verifications, $c cache hits during the load ($(awk -v v="$v" -v c="$c" 'BEGIN{printf "%.1f", (v + c) ? 100 * v / (v + c) : 0}')% verified)"
+  fi
+  if [ -n "${T_PID[authgate-abac]:-}" ]; then
+    i=$(( $(abac_checks main allowed idp) - abac_before_idp )); c=$(( $(abac_checks main allowed cache) - abac_before_cache ))
+    echo "authgate-abac: $i live checks asked of the IdP, $c answered from authgate's decision cache during the load"
+  fi
+  if [ -n "${T_PID[authgate-apikey]:-}" ]; then
+    echo "authgate-apikey: $(( $(key_exchanges main ok) - keys_before )) API-key exchanges at the IdP during the load (the key's token is cached)"
   fi
 } | tee "$WORK/table.md"
 [ -n "${RESULTS:-}" ] && cp "$WORK/table.md" "$RESULTS"

@@ -160,37 +160,52 @@ impl Origin {
 /// dotted-quad address, with an optional non-default port. The hot path skips the parser then.
 fn is_canonical(text: &str) -> bool {
     let (rest, default_port) = match text.strip_prefix("https://") {
-        Some(r) => (r, "443"),
+        Some(r) => (r.as_bytes(), &b"443"[..]),
         None => match text.strip_prefix("http://") {
-            Some(r) => (r, "80"),
+            Some(r) => (r.as_bytes(), &b"80"[..]),
             None => return false,
         },
     };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
+    let (host, port) = match rest.iter().rposition(|&b| b == b':') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
     if let Some(p) = port {
-        let valid = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0') && p != default_port;
-        if !valid || p.parse::<u32>().map_or(true, |n| n > 65535) {
+        let valid = !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && p[0] != b'0' && p != default_port;
+        if !valid || p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) > 65535 {
             return false;
         }
     }
     if host.is_empty() || host.len() > 253 {
         return false;
     }
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !l.starts_with('-') && !l.ends_with('-') && !l.starts_with("xn--");
-    if !host.split('.').all(label_ok) {
-        return false;
+    // One pass over the labels: [a-z0-9-], 1 to 63 long, no dash at either end, no `xn--`.
+    let (mut labels, mut numeric_labels, mut last_numeric, mut octets_ok) = (0, 0, false, true);
+    for label in host.split(|&b| b == b'.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && label[0] != b'-'
+            && label[label.len() - 1] != b'-'
+            && !label.starts_with(b"xn--");
+        if !ok {
+            return false;
+        }
+        labels += 1;
+        last_numeric = label.iter().all(u8::is_ascii_digit);
+        if last_numeric {
+            numeric_labels += 1;
+            // A dotted-quad octet: up to 255, no leading zero.
+            octets_ok &= label.len() <= 3 && (label.len() == 1 || label[0] != b'0') && label.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 255;
+        }
     }
-    let last = host.rsplit('.').next().unwrap_or(host);
-    if last.bytes().all(|b| b.is_ascii_digit()) {
+    if last_numeric {
         // Only a plain dotted quad is canonical among numeric hosts.
-        let octet = |l: &str| l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) && (l.len() == 1 || !l.starts_with('0')) && l.parse::<u16>().is_ok_and(|n| n <= 255);
-        return host.split('.').count() == 4 && host.split('.').all(octet);
+        return labels == 4 && numeric_labels == 4 && octets_ok;
     }
     // A last label like `0x7f` is read as a number too: leave those to the parser.
-    !last.starts_with("0x")
+    let last = host.rsplit(|&b| b == b'.').next().unwrap_or(host);
+    !last.starts_with(b"0x")
 }
 
 impl fmt::Display for Origin {

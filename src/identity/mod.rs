@@ -9,7 +9,9 @@ pub mod oidc;
 pub mod session;
 pub mod verify;
 
+use http::HeaderValue;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The HTTP client for calls to the IdP: every call bounded by `timeout`, redirects followed
@@ -41,7 +43,29 @@ pub struct Principal {
     pub abac_required: Grants,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// `sub` and `email` as header values, encoded on first use and kept with the cached token.
+    pub header_values: HeaderValues,
 }
+
+impl Principal {
+    /// `sub` and `email` as header values for the upstream (percent-encoded where needed).
+    pub fn header_values(&self) -> &(HeaderValue, Option<HeaderValue>) {
+        self.header_values.0.get_or_init(|| (crate::headers::encode(&self.subject), self.email.as_deref().map(crate::headers::encode)))
+    }
+}
+
+/// A principal's identity as header values: derived from its claims, so it takes no part in
+/// comparing principals.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderValues(OnceLock<(HeaderValue, Option<HeaderValue>)>);
+
+impl PartialEq for HeaderValues {
+    fn eq(&self, _: &HeaderValues) -> bool {
+        true
+    }
+}
+
+impl Eq for HeaderValues {}
 
 /// A map from entity type (or `type:id`) to the actions it lists, as in the
 /// `permissions` and `abac_required` claims.

@@ -315,6 +315,7 @@ impl Verifier {
             permissions: Grants::from_claim(&c.permissions),
             abac_required: Grants::from_claim(&c.abac_required),
             expires_at: c.exp.max(0.0) as u64,
+            header_values: Default::default(),
         }), nonce))
     }
 

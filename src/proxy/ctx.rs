@@ -21,7 +21,7 @@ pub struct RequestCtx {
     /// The verified caller.
     pub principal: Option<Arc<Principal>>,
     /// The permission that let the request through, `entity:action`.
-    pub granted: Option<Arc<str>>,
+    pub granted: Option<Arc<super::PermissionNames>>,
     /// How the caller authenticated: `bearer` or `api_key` (`-` before it did).
     pub credential: &'static str,
     /// How the permission was decided: `static`, `abac`, `abac-unavailable-allowed`, `authenticated`.

@@ -7,6 +7,8 @@ use super::ctx::RequestCtx;
 use super::{header, host_header, Gateway};
 use crate::clients::{Identified, Origin, OriginHints};
 use crate::cors;
+use crate::headers::names;
+use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, COOKIE, ORIGIN, REFERER};
 use crate::identity::login::Pending;
 use crate::identity::oidc::OidcError;
 use crate::identity::session::{cookie_value, now_secs, random_token, strip_cookies, CookieSpec, SessionData, SessionId, Tokens};
@@ -48,22 +50,28 @@ impl Gateway {
         let req = session.req_header();
         let trusted = !self.trusted_proxies.is_empty()
             && session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| self.trusted_proxies.contains(a.ip()));
-        let first = |name: &str| header(req, name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.split(',').next()).map(|v| v.trim().to_ascii_lowercase());
+        let first = |name: &http::HeaderName| header(req, name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.split(',').next()).map(str::trim);
         let (https, host) = if trusted {
-            let https = match first("x-forwarded-proto").as_deref() {
+            let https = match first(&names::X_FORWARDED_PROTO).map(str::to_ascii_lowercase).as_deref() {
                 Some("https") => true,
                 Some("http") => false,
                 _ => self.https,
             };
-            let host = first("x-forwarded-host").or_else(|| host_header(req).and_then(|h| std::str::from_utf8(h).ok()).map(|h| h.to_ascii_lowercase()));
-            (https, host)
+            (https, first(&names::X_FORWARDED_HOST).or_else(|| host_header(req).and_then(|h| std::str::from_utf8(h).ok())))
         } else {
-            (self.https, host_header(req).and_then(|h| std::str::from_utf8(h).ok()).map(|h| h.to_ascii_lowercase()))
+            (self.https, host_header(req).and_then(|h| std::str::from_utf8(h).ok()))
         };
         ctx.https = https;
-        ctx.own_origin = host.and_then(|h| Origin::parse_owned(format!("{}://{h}", if https { "https" } else { "http" })).ok());
+        ctx.own_origin = host.and_then(|h| {
+            let scheme = if https { "https://" } else { "http://" };
+            let mut text = String::with_capacity(scheme.len() + h.len());
+            text.push_str(scheme);
+            text.push_str(h);
+            text.make_ascii_lowercase();
+            Origin::parse_owned(text).ok()
+        });
         // CORS: only the registered origins of some client.
-        if let Some(o) = header(req, "origin").and_then(|o| std::str::from_utf8(o).ok()).and_then(|o| Origin::parse(o).ok()) {
+        if let Some(o) = header(req, &ORIGIN).and_then(|o| std::str::from_utf8(o).ok()).and_then(|o| Origin::parse(o).ok()) {
             if self.clients.owner(&o).is_some() {
                 ctx.cors_origin = Some(o.to_string());
             }
@@ -73,15 +81,15 @@ impl Gateway {
     /// The request's client: `Origin`, `x-client-origin`, `Referer`, then its own origin.
     pub(super) fn identify(&self, req: &RequestHeader, ctx: &RequestCtx) -> Identified<'_> {
         self.clients.identify_hints(OriginHints {
-            origin: header(req, "origin"),
-            client_origin: header(req, "x-client-origin"),
-            referer: header(req, "referer"),
+            origin: header(req, &ORIGIN),
+            client_origin: header(req, &names::X_CLIENT_ORIGIN),
+            referer: header(req, &REFERER),
             own: ctx.own_origin.as_ref(),
         })
     }
 
     pub(super) fn navigation(&self, req: &RequestHeader) -> bool {
-        responses::is_navigation(&req.method, header(req, "accept"), header(req, "sec-fetch-mode"), header(req, "x-requested-with"))
+        responses::is_navigation(&req.method, header(req, &ACCEPT), header(req, &names::SEC_FETCH_MODE), header(req, &names::X_REQUESTED_WITH))
     }
 
     fn cookies(&self, ctx: &RequestCtx) -> CookieSpec {
@@ -89,7 +97,7 @@ impl Gateway {
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-        cookie_value(req.headers.get_all("cookie").iter().map(|v| v.as_bytes()), name)
+        cookie_value(req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes()), name)
     }
 
     /// Adds the response's `Set-Cookie`s and, for registered origins, CORS headers.
@@ -106,7 +114,7 @@ impl Gateway {
 
     /// The upstream never sees the gateway's own cookies.
     pub(super) fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
-        let values: Vec<String> = upstream.headers.get_all("cookie").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
+        let values: Vec<String> = upstream.headers.get_all(&COOKIE).iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
         if values.is_empty() {
             return;
         }
@@ -248,7 +256,7 @@ impl Gateway {
     pub(super) async fn gateway_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Result<bool>> {
         let req = session.req_header();
         let path = req.uri.path();
-        let preflight = cors::is_preflight(&req.method, header(req, "origin"), header(req, "access-control-request-method"));
+        let preflight = cors::is_preflight(&req.method, header(req, &ORIGIN), header(req, &ACCESS_CONTROL_REQUEST_METHOD));
         let is_callback = self.clients.all().iter().any(|c| c.redirect_path == path);
         if !preflight && !is_callback && !path.starts_with(PREFIX) {
             return None;
@@ -296,7 +304,7 @@ impl Gateway {
         ctx.outcome = "preflight";
         let mut header_ = ResponseHeader::build(if ctx.cors_origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, Some(8)).expect("a static status is valid");
         if let Some(origin) = ctx.cors_origin.take() {
-            for (k, v) in cors::preflight_headers(&origin, header(req, "access-control-request-headers")) {
+            for (k, v) in cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)) {
                 let _ = header_.insert_header(k, v);
             }
         }

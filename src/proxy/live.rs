@@ -7,6 +7,7 @@ use super::Gateway;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -41,6 +42,10 @@ impl ProxyHttp for LiveGateway {
         RequestCtx::new()
     }
 
+    /// No downstream modules: the gateway compresses nothing, and Pingora's default (a
+    /// disabled compression module) still costs a module context on every request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     /// Pins the current gateway for the whole request, then decides.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let gateway = self.current.load_full();
@@ -49,18 +54,18 @@ impl ProxyHttp for LiveGateway {
     }
 
     /// The pinned gateway's route names the upstream.
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        self.of(ctx).upstream_peer(session, ctx).await
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        self.of(ctx).upstream_peer(ctx)
     }
 
     /// Headers as the pinned gateway's config says.
     async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
-        self.of(ctx).upstream_request_filter(session, upstream, ctx).await
+        self.of(ctx).upstream_request_filter(session, upstream, ctx)
     }
 
     /// Request id, cookies and CORS on the way back.
-    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        self.of(ctx).response_filter(session, resp, ctx).await
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        self.of(ctx).response_filter(resp, ctx)
     }
 
     /// Upstream failures answered like every other refusal.
@@ -69,7 +74,7 @@ impl ProxyHttp for LiveGateway {
     }
 
     /// Counted once, by the pinned gateway's route and client names.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.of(ctx).logging(session, e, ctx).await
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.of(ctx).logging(ctx)
     }
 }

@@ -15,6 +15,7 @@ pub mod clients;
 pub mod config;
 pub mod cors;
 pub mod demo;
+pub mod digest;
 pub mod headers;
 pub mod identity;
 pub mod metrics;

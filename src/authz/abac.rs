@@ -7,6 +7,7 @@
 //! fails closed.
 
 use crate::config::model::{AbacSettings, AttributeSource};
+use crate::digest::{Digest, KeyedDigest};
 use crate::metrics::Metrics;
 use moka::future::Cache;
 use serde::Deserialize;
@@ -81,8 +82,8 @@ struct AnswerTtl {
     deny: Duration,
 }
 
-impl moka::Expiry<[u8; 32], Answer> for AnswerTtl {
-    fn expire_after_create(&self, _key: &[u8; 32], value: &Answer, _now: std::time::Instant) -> Option<Duration> {
+impl moka::Expiry<Digest, Answer> for AnswerTtl {
+    fn expire_after_create(&self, _key: &Digest, value: &Answer, _now: std::time::Instant) -> Option<Duration> {
         Some(match value {
             Answer::Allowed => self.allow,
             Answer::Denied(_) => self.deny,
@@ -164,7 +165,9 @@ impl Breaker {
 pub struct AbacClient {
     url: Option<Url>,
     http: reqwest::Client,
-    decisions: Cache<[u8; 32], Answer>,
+    decisions: Cache<Digest, Answer>,
+    keys: KeyedDigest,
+    cache_hits: [prometheus::IntCounter; 2],
     breaker: Arc<Breaker>,
     metrics: Metrics,
 }
@@ -178,6 +181,8 @@ impl AbacClient {
             http,
             decisions: Cache::builder().max_capacity(s.cache_size).expire_after(AnswerTtl { allow: s.allow_ttl, deny: s.deny_ttl }).build(),
             breaker: Arc::new(Breaker::new(s.breaker_failures, s.breaker_cooldown)),
+            keys: KeyedDigest::random(),
+            cache_hits: [metrics.abac_checks.with_label_values(&["allowed", "cache"]), metrics.abac_checks.with_label_values(&["denied", "cache"])],
             metrics,
         }
     }
@@ -189,9 +194,9 @@ impl AbacClient {
 
     /// Asks the IdP (or the cache) whether the caller may do this.
     pub async fn check(&self, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Outcome {
-        let key = cache_key(req);
+        let key = self.cache_key(req);
         if let Some(answer) = self.decisions.get(&key).await {
-            self.metrics.abac_checks.with_label_values(&[answer.label(), "cache"]).inc();
+            self.cache_hits[usize::from(matches!(answer, Answer::Denied(_)))].inc();
             return answer.into_outcome(true);
         }
         let started = Instant::now();
@@ -281,15 +286,21 @@ impl Answer {
     }
 }
 
-fn cache_key(req: &CheckRequest<'_>) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in [req.subject, req.entity_type, req.entity_id.unwrap_or("\u{0}"), req.permission] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
+impl AbacClient {
+    /// The decision cache's key: subject, entity, permission and the attributes, keyed.
+    fn cache_key(&self, req: &CheckRequest<'_>) -> Digest {
+        let mut w = self.keys.writer();
+        w.part(req.subject.as_bytes());
+        w.part(req.entity_type.as_bytes());
+        match req.entity_id {
+            Some(id) => w.part(id.as_bytes()),
+            None => w.part(b"\xff"), // not UTF-8: no entity id can be this
+        }
+        w.part(req.permission.as_bytes());
+        // serde_json's Map is ordered by key: the serialisation is canonical (and written last).
+        serde_json::to_writer(&mut w, &req.attributes).expect("a JSON map serialises");
+        w.finish()
     }
-    // serde_json's Map is ordered by key: the serialisation is canonical.
-    ctx.update(Value::Object(req.attributes.clone()).to_string().as_bytes());
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// What went wrong collecting attributes.
@@ -420,8 +431,10 @@ mod tests {
             CheckRequest { permission: "q", ..base.clone() },
             CheckRequest { attributes: attrs, ..base.clone() },
         ];
+        let client = AbacClient::from_config(None, Duration::from_secs(1), &AbacSettings { allow_ttl: Duration::from_secs(30), deny_ttl: Duration::from_secs(10), cache_size: 10, breaker_failures: 5, breaker_cooldown: Duration::from_secs(10) }, Metrics::new());
+        assert_eq!(client.cache_key(&base), client.cache_key(&base.clone()));
         for v in &variants {
-            assert_ne!(cache_key(&base), cache_key(v), "{v:?}");
+            assert_ne!(client.cache_key(&base), client.cache_key(v), "{v:?}");
         }
     }
 }

@@ -9,6 +9,7 @@
 use super::jwks::KeyStore;
 use super::{Grants, Principal};
 use crate::config::model::{CacheSettings, IdpSettings};
+use crate::digest::{Digest, KeyedDigest};
 use crate::metrics::Metrics;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
@@ -90,34 +91,6 @@ struct Claims {
     abac_required: serde_json::Value,
 }
 
-/// A verified-token cache key: keyed SipHash-2-4 with a 128-bit output and a random key per
-/// process. Without the key nobody can make two tokens collide, and hashing a 700-byte
-/// token costs a fraction of SHA-256.
-type Digest = u128;
-
-/// Keys tokens for the caches.
-struct TokenKeys(siphasher::sip128::SipHasher24);
-
-impl TokenKeys {
-    fn random() -> TokenKeys {
-        let mut key = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut key).expect("the system random generator works");
-        TokenKeys(siphasher::sip128::SipHasher24::new_with_key(&key))
-    }
-
-    /// The key of `parts`, each length-prefixed so that no two part lists share a key.
-    fn of(&self, parts: &[&[u8]]) -> Digest {
-        use siphasher::sip128::Hasher128;
-        use std::hash::Hasher;
-        let mut h = self.0;
-        for p in parts {
-            h.write_usize(p.len());
-            h.write(p);
-        }
-        h.finish128().as_u128()
-    }
-}
-
 struct UntilExp;
 
 impl moka::Expiry<Digest, Arc<Principal>> for UntilExp {
@@ -138,7 +111,7 @@ pub struct Verifier {
     /// One validation per accepted algorithm: jsonwebtoken requires every algorithm of a
     /// validation to match the key's family.
     validations: Vec<(Algorithm, Validation)>,
-    token_keys: TokenKeys,
+    token_keys: KeyedDigest,
     cached_hits: prometheus::IntCounter,
     verified: Cache<Digest, Arc<Principal>>,
     rejected: Cache<Digest, TokenError>,
@@ -166,7 +139,7 @@ impl Verifier {
             issuer: idp.issuer.clone(),
             leeway: idp.leeway.as_secs(),
             validations,
-            token_keys: TokenKeys::random(),
+            token_keys: KeyedDigest::random(),
             cached_hits: metrics.jwt_verifications.with_label_values(&["cached"]),
             verified: Cache::builder().max_capacity(cache.tokens).expire_after(UntilExp).build(),
             rejected: Cache::builder().max_capacity(cache.rejected_tokens).time_to_live(cache.rejected_ttl).build(),

@@ -78,7 +78,7 @@ fn main() {
                     expires_at: exp,
                     generation: 0,
                 };
-                store.put(&SessionId::generate(), data).await;
+                store.put(&SessionId::generate(), std::sync::Arc::new(data)).await;
                 stored += 1;
             }
         });

@@ -4,8 +4,7 @@
 //! line. Also the header names the gateway reads, built once.
 
 use crate::config::model::HeaderSettings;
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use pingora::http::RequestHeader;
 
@@ -59,34 +58,19 @@ pub struct Identity<'a> {
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     prefix: String,
-    /// Lowercase names as bytes: Pingora keeps each header's case beside its name, and a
-    /// `Bytes` name is taken as it is where a `HeaderName` would be copied first.
-    subject: Bytes,
-    email: Bytes,
-    client: Bytes,
-    permission: Bytes,
+    subject: HeaderName,
+    email: HeaderName,
+    client: HeaderName,
+    permission: HeaderName,
     forward_token: bool,
     /// Other headers the upstream must never see from the caller (API key, assertion).
     also_strip: Vec<HeaderName>,
 }
 
-/// What [`IdentityHeaders::strip`] found on the request besides the identity headers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stripped {
-    /// The request carries a `Cookie` header.
-    pub has_cookie: bool,
-    /// The request carries an `X-Forwarded-For` header.
-    pub has_forwarded_for: bool,
-}
-
 impl IdentityHeaders {
     /// Builds the header names from the configured prefix.
     pub fn from_config(h: &HeaderSettings) -> IdentityHeaders {
-        let name = |suffix: &str| {
-            let text = format!("{}{suffix}", h.prefix).to_ascii_lowercase();
-            HeaderName::from_bytes(text.as_bytes()).expect("validated prefix makes valid names");
-            Bytes::from(text)
-        };
+        let name = |suffix: &str| HeaderName::from_bytes(format!("{}{suffix}", h.prefix).as_bytes()).expect("validated prefix makes valid names");
         IdentityHeaders {
             prefix: h.prefix.to_ascii_lowercase(),
             subject: name("subject"),
@@ -104,37 +88,75 @@ impl IdentityHeaders {
         self
     }
 
-    /// Removes every client-sent identity header, the headers named in [`Self::also_strip`],
-    /// and the caller's credentials unless configured to forward them: one pass over the
-    /// request's header names, removals only for those present.
-    pub fn strip(&self, req: &mut RequestHeader) -> Stripped {
-        let mut found = Stripped::default();
-        let mut remove: Vec<HeaderName> = Vec::new();
-        for name in req.headers.keys() {
-            if name == http::header::COOKIE {
-                found.has_cookie = true;
-            } else if name == names::X_FORWARDED_FOR {
-                found.has_forwarded_for = true;
-            } else if name.as_str().starts_with(&self.prefix)
-                || (name == http::header::AUTHORIZATION && !self.forward_token)
-                || self.also_strip.iter().any(|n| n == name)
+    /// The headers of `req` the upstream may see, in one pass: no client-sent identity headers,
+    /// no headers named in [`Self::also_strip`], no credentials unless configured to forward
+    /// them. `Cookie` and `X-Forwarded-For` are set aside for the caller to rewrite.
+    pub fn upstream(&self, req: &RequestHeader) -> UpstreamHeaders {
+        let mut out = UpstreamHeaders { map: HeaderMap::with_capacity(req.headers.len() + 8), cookies: Vec::new(), forwarded_for: Vec::new() };
+        for (name, value) in req.headers.iter() {
+            if *name == http::header::COOKIE {
+                out.cookies.push(value.clone());
+            } else if *name == names::X_FORWARDED_FOR {
+                out.forwarded_for.push(value.clone());
+            } else if !(name.as_str().starts_with(&self.prefix)
+                || (*name == http::header::AUTHORIZATION && !self.forward_token)
+                || self.also_strip.iter().any(|n| n == name))
             {
-                remove.push(name.clone());
+                out.map.append(name.clone(), value.clone());
             }
         }
-        for name in &remove {
-            req.remove_header(name);
+        out
+    }
+}
+
+/// The upstream request's headers being rebuilt: filled from the caller's request by
+/// [`IdentityHeaders::upstream`], then given the gateway's headers, then installed with
+/// [`UpstreamHeaders::install`].
+///
+/// Rebuilding one map at the right size costs a fraction of editing Pingora's request header
+/// in place (each edit there re-parses the name and updates a second, case-preserving map,
+/// growing both). Header names reach the upstream lowercase (standard ones title-cased), as
+/// they do through Envoy or HAProxy: HTTP header names are case-insensitive.
+#[derive(Debug)]
+pub struct UpstreamHeaders {
+    /// The headers so far.
+    pub map: HeaderMap,
+    /// The caller's `Cookie` values, for the gateway to filter and put back.
+    pub cookies: Vec<HeaderValue>,
+    /// The caller's `X-Forwarded-For` values.
+    pub forwarded_for: Vec<HeaderValue>,
+}
+
+impl UpstreamHeaders {
+    /// Adds the verified identity.
+    pub fn inject(&mut self, names: &IdentityHeaders, id: &Identity<'_>) {
+        for (name, value) in [(&names.subject, id.subject), (&names.email, id.email), (&names.client, id.client), (&names.permission, id.permission)] {
+            if let Some(v) = value {
+                self.map.insert(name.clone(), v.clone());
+            }
         }
-        found
     }
 
-    /// Adds the verified identity.
-    pub fn inject(&self, req: &mut RequestHeader, id: &Identity<'_>) {
-        for (name, value) in [(&self.subject, id.subject), (&self.email, id.email), (&self.client, id.client), (&self.permission, id.permission)] {
-            if let Some(v) = value {
-                let _ = req.insert_header(name.clone(), v.clone());
-            }
+    /// Replaces `req`'s header with these headers, keeping its method, version, extensions and
+    /// request target; `uri` replaces the target (a normalised path).
+    pub fn install(self, req: &mut RequestHeader, uri: Option<http::Uri>) -> pingora::Result<()> {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = req.method.clone();
+        parts.version = req.version;
+        parts.extensions = std::mem::take(req.extensions_mut());
+        parts.headers = self.map;
+        let keep_target = uri.is_none();
+        parts.uri = uri.unwrap_or_else(|| req.uri.clone());
+        let mut rebuilt = RequestHeader::from(parts);
+        // A target the URI does not carry byte for byte (absolute-form, raw bytes) is kept as sent.
+        if keep_target && rebuilt.raw_path() != req.raw_path() {
+            rebuilt.set_raw_path(req.raw_path())?;
         }
+        if let Some(end) = req.send_end_stream() {
+            rebuilt.set_send_end_stream(end);
+        }
+        *req = rebuilt;
+        Ok(())
     }
 }
 
@@ -142,32 +164,76 @@ impl IdentityHeaders {
 mod tests {
     use super::*;
 
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/a?b=1", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    fn values(req: &RequestHeader, n: &str) -> Vec<String> {
+        req.headers.get_all(n).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+
     #[test]
     fn strips_spoofed_then_injects() {
-        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: false });
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("X-Auth-Subject", "admin").unwrap();
-        req.append_header("x-auth-subject", "root").unwrap();
-        req.insert_header("X-AUTH-Roles", "superuser").unwrap();
-        req.insert_header("authorization", "Bearer abc").unwrap();
-        req.insert_header("x-other", "kept").unwrap();
-        req.insert_header("x-api-key", "k").unwrap();
-        req.insert_header("cookie", "a=b").unwrap();
-        let h = h.also_strip([HeaderName::from_static("x-api-key")]);
-        let found = h.strip(&mut req);
-        assert_eq!(found, Stripped { has_cookie: true, has_forwarded_for: false });
+        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: false }).also_strip([HeaderName::from_static("x-api-key")]);
+        let mut req = request(&[
+            ("Host", "api.example.com"),
+            ("X-Auth-Subject", "admin"),
+            ("x-auth-subject", "root"),
+            ("X-AUTH-Roles", "superuser"),
+            ("authorization", "Bearer abc"),
+            ("x-other", "kept"),
+            ("X-Other", "kept too"),
+            ("x-api-key", "k"),
+            ("cookie", "a=b"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]);
+        let mut up = h.upstream(&req);
+        assert_eq!(up.cookies, vec![HeaderValue::from_static("a=b")]);
+        assert_eq!(up.forwarded_for, vec![HeaderValue::from_static("10.0.0.1")]);
         let (subject, email, client) = (encode("user_1"), encode("a\r\nx-auth-evil: 1@é.com"), encode("billing"));
-        h.inject(&mut req, &Identity { subject: Some(&subject), email: Some(&email), client: Some(&client), permission: None });
-        let get = |n: &str| req.headers.get_all(n).iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>();
-        assert_eq!(get("x-auth-subject"), vec!["user_1"]);
-        assert!(get("x-auth-roles").is_empty());
-        assert!(get("authorization").is_empty());
-        assert_eq!(get("x-other"), vec!["kept"]);
-        assert_eq!(get("x-auth-email"), vec!["a%0D%0Ax-auth-evil: 1@%C3%A9.com"]);
-        assert!(get("x-auth-evil").is_empty());
-        assert!(get("x-auth-permission").is_empty());
-        assert!(get("x-api-key").is_empty());
-        assert_eq!(get("cookie"), vec!["a=b"]);
+        up.inject(&h, &Identity { subject: Some(&subject), email: Some(&email), client: Some(&client), permission: None });
+        up.install(&mut req, None).unwrap();
+        assert_eq!(values(&req, "x-auth-subject"), vec!["user_1"]);
+        assert!(values(&req, "x-auth-roles").is_empty());
+        assert!(values(&req, "authorization").is_empty());
+        assert_eq!(values(&req, "x-other"), vec!["kept", "kept too"]);
+        assert_eq!(values(&req, "host"), vec!["api.example.com"]);
+        assert_eq!(values(&req, "x-auth-email"), vec!["a%0D%0Ax-auth-evil: 1@%C3%A9.com"]);
+        assert!(values(&req, "x-auth-evil").is_empty());
+        assert!(values(&req, "x-auth-permission").is_empty());
+        assert!(values(&req, "x-api-key").is_empty());
+        // Cookie and X-Forwarded-For are the caller's to put back.
+        assert!(values(&req, "cookie").is_empty() && values(&req, "x-forwarded-for").is_empty());
+        assert_eq!(req.raw_path(), b"/a?b=1");
+        assert_eq!(req.method, http::Method::GET);
+    }
+
+    #[test]
+    fn install_keeps_the_target_or_takes_a_normalised_one() {
+        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: false });
+        let mut req = RequestHeader::build("POST", b"/a/./b?q=%20", None).unwrap();
+        req.append_header("Content-Length", "3").unwrap();
+        h.upstream(&req).install(&mut req, None).unwrap();
+        assert_eq!(req.raw_path(), b"/a/./b?q=%20");
+        assert_eq!(req.method, http::Method::POST);
+        assert_eq!(values(&req, "content-length"), vec!["3"]);
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"Content-Length: 3\r\n");
+        h.upstream(&req).install(&mut req, Some("/a/b?q=%20".parse().unwrap())).unwrap();
+        assert_eq!(req.raw_path(), b"/a/b?q=%20");
+    }
+
+    #[test]
+    fn forwards_token_when_configured() {
+        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: true });
+        let mut req = request(&[("authorization", "Bearer abc")]);
+        h.upstream(&req).install(&mut req, None).unwrap();
+        assert_eq!(values(&req, "authorization"), vec!["Bearer abc"]);
     }
 
     #[test]
@@ -176,14 +242,5 @@ mod tests {
         assert_eq!(encode("100%"), "100%25");
         assert_eq!(encode("Zoë"), "Zo%C3%AB");
         assert_eq!(encode("a\tb"), "a%09b");
-    }
-
-    #[test]
-    fn forwards_token_when_configured() {
-        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: true });
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("authorization", "Bearer abc").unwrap();
-        h.strip(&mut req);
-        assert!(req.headers.get("authorization").is_some());
     }
 }

@@ -95,15 +95,11 @@ pub struct SessionData {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// The live session with this id.
-    async fn get(&self, id: &SessionId) -> Option<SessionData>;
+    async fn get(&self, id: &SessionId) -> Option<Arc<SessionData>>;
     /// Stores (or replaces) a session.
-    async fn put(&self, id: &SessionId, session: SessionData);
+    async fn put(&self, id: &SessionId, session: Arc<SessionData>);
     /// Ends a session.
     async fn remove(&self, id: &SessionId);
-}
-
-struct Entry {
-    session: SessionData,
 }
 
 struct SessionExpiry {
@@ -111,19 +107,19 @@ struct SessionExpiry {
 }
 
 impl SessionExpiry {
-    fn left(&self, e: &Entry) -> Duration {
-        Duration::from_secs(e.session.expires_at.saturating_sub(now_secs())).min(self.idle)
+    fn left(&self, session: &SessionData) -> Duration {
+        Duration::from_secs(session.expires_at.saturating_sub(now_secs())).min(self.idle)
     }
 }
 
-impl moka::Expiry<[u8; 32], Arc<Entry>> for SessionExpiry {
-    fn expire_after_create(&self, _k: &[u8; 32], v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+impl moka::Expiry<[u8; 32], Arc<SessionData>> for SessionExpiry {
+    fn expire_after_create(&self, _k: &[u8; 32], v: &Arc<SessionData>, _now: Instant) -> Option<Duration> {
         Some(self.left(v))
     }
-    fn expire_after_update(&self, _k: &[u8; 32], v: &Arc<Entry>, _now: Instant, _d: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(&self, _k: &[u8; 32], v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>) -> Option<Duration> {
         Some(self.left(v))
     }
-    fn expire_after_read(&self, _k: &[u8; 32], v: &Arc<Entry>, _now: Instant, _d: Option<Duration>, _u: Instant) -> Option<Duration> {
+    fn expire_after_read(&self, _k: &[u8; 32], v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>, _u: Instant) -> Option<Duration> {
         Some(self.left(v))
     }
 }
@@ -131,7 +127,7 @@ impl moka::Expiry<[u8; 32], Arc<Entry>> for SessionExpiry {
 /// The embedded store: in memory, at most `max_sessions`, each ending at its `expires_at` or
 /// after `idle_timeout` without use, whichever comes first.
 pub struct MemoryStore {
-    sessions: moka::sync::Cache<[u8; 32], Arc<Entry>>,
+    sessions: moka::sync::Cache<[u8; 32], Arc<SessionData>>,
 }
 
 impl MemoryStore {
@@ -145,13 +141,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn get(&self, id: &SessionId) -> Option<SessionData> {
-        let entry = self.sessions.get(&id.digest())?;
-        (entry.session.expires_at > now_secs()).then(|| entry.session.clone())
+    async fn get(&self, id: &SessionId) -> Option<Arc<SessionData>> {
+        self.sessions.get(&id.digest()).filter(|session| session.expires_at > now_secs())
     }
 
-    async fn put(&self, id: &SessionId, session: SessionData) {
-        self.sessions.insert(id.digest(), Arc::new(Entry { session }));
+    async fn put(&self, id: &SessionId, session: Arc<SessionData>) {
+        self.sessions.insert(id.digest(), session);
     }
 
     async fn remove(&self, id: &SessionId) {
@@ -262,15 +257,15 @@ mod tests {
     async fn memory_store_expires_and_removes() {
         let store = MemoryStore::from_config(&settings(100, Duration::from_secs(60)));
         let (live, dead) = (SessionId::generate(), SessionId::generate());
-        store.put(&live, data(60)).await;
-        store.put(&dead, data(0)).await;
+        store.put(&live, Arc::new(data(60))).await;
+        store.put(&dead, Arc::new(data(0))).await;
         assert!(store.get(&live).await.is_some());
         assert!(store.get(&dead).await.is_none(), "an expired session is gone");
         store.remove(&live).await;
         assert!(store.get(&live).await.is_none());
 
         let idle = MemoryStore::from_config(&settings(100, Duration::from_millis(50)));
-        idle.put(&live, data(60)).await;
+        idle.put(&live, Arc::new(data(60))).await;
         std::thread::sleep(Duration::from_millis(120));
         assert!(idle.get(&live).await.is_none(), "an idle session is gone");
     }

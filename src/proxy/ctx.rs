@@ -34,8 +34,8 @@ pub struct RequestCtx {
     pub outcome: &'static str,
     /// The request arrived over HTTPS (directly, or as a trusted proxy says).
     pub https: bool,
-    /// The request's own origin, `scheme://host[:port]`.
-    pub own_origin: Option<crate::clients::Origin>,
+    /// The request came from one of the configured trusted proxies (its `X-Forwarded-*` count).
+    pub trusted_proxy: bool,
     /// `Set-Cookie` values to send with the response.
     pub set_cookies: Vec<String>,
     /// The registered origin to answer with CORS headers.
@@ -60,7 +60,7 @@ impl RequestCtx {
             required: None,
             outcome: "proxied",
             https: false,
-            own_origin: None,
+            trusted_proxy: false,
             set_cookies: Vec::new(),
             cors_origin: None,
         }

@@ -35,6 +35,11 @@ fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
     url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
+/// The first comma-separated value of a header, trimmed.
+fn first_value<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a str> {
+    header(req, name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.split(',').next()).map(str::trim)
+}
+
 fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
@@ -45,31 +50,20 @@ fn tame(text: &str) -> String {
 }
 
 impl Gateway {
-    /// Scheme and own origin of the request; `X-Forwarded-Proto/Host` count only from trusted proxies.
+    /// The request's scheme; `X-Forwarded-Proto` counts only from trusted proxies.
     pub(super) fn observe(&self, session: &Session, ctx: &mut RequestCtx) {
         let req = session.req_header();
-        let trusted = !self.trusted_proxies.is_empty()
+        ctx.trusted_proxy = !self.trusted_proxies.is_empty()
             && session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| self.trusted_proxies.contains(a.ip()));
-        let first = |name: &http::HeaderName| header(req, name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.split(',').next()).map(str::trim);
-        let (https, host) = if trusted {
-            let https = match first(&names::X_FORWARDED_PROTO).map(str::to_ascii_lowercase).as_deref() {
+        ctx.https = if ctx.trusted_proxy {
+            match first_value(req, &names::X_FORWARDED_PROTO).map(str::to_ascii_lowercase).as_deref() {
                 Some("https") => true,
                 Some("http") => false,
                 _ => self.https,
-            };
-            (https, first(&names::X_FORWARDED_HOST).or_else(|| host_header(req).and_then(|h| std::str::from_utf8(h).ok())))
+            }
         } else {
-            (self.https, host_header(req).and_then(|h| std::str::from_utf8(h).ok()))
+            self.https
         };
-        ctx.https = https;
-        ctx.own_origin = host.and_then(|h| {
-            let scheme = if https { "https://" } else { "http://" };
-            let mut text = String::with_capacity(scheme.len() + h.len());
-            text.push_str(scheme);
-            text.push_str(h);
-            text.make_ascii_lowercase();
-            Origin::parse_owned(text).ok()
-        });
         // CORS: only the registered origins of some client.
         if let Some(o) = header(req, &ORIGIN).and_then(|o| std::str::from_utf8(o).ok()).and_then(|o| Origin::parse(o).ok()) {
             if self.clients.owner(&o).is_some() {
@@ -78,13 +72,27 @@ impl Gateway {
         }
     }
 
+    /// The request's own origin, `scheme://host[:port]` (the host from `X-Forwarded-Host`
+    /// when a trusted proxy sends one). Built only when needed: most requests never ask.
+    fn own_origin(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<Origin> {
+        let forwarded = if ctx.trusted_proxy { first_value(req, &names::X_FORWARDED_HOST) } else { None };
+        let host = forwarded.or_else(|| host_header(req).and_then(|h| std::str::from_utf8(h).ok()))?;
+        let scheme = if ctx.https { "https://" } else { "http://" };
+        let mut text = String::with_capacity(scheme.len() + host.len());
+        text.push_str(scheme);
+        text.push_str(host);
+        text.make_ascii_lowercase();
+        Origin::parse_owned(text).ok()
+    }
+
     /// The request's client: `Origin`, `x-client-origin`, `Referer`, then its own origin.
     pub(super) fn identify(&self, req: &RequestHeader, ctx: &RequestCtx) -> Identified<'_> {
+        let own = self.own_origin(req, ctx);
         self.clients.identify_hints(OriginHints {
             origin: header(req, &ORIGIN),
             client_origin: header(req, &names::X_CLIENT_ORIGIN),
             referer: header(req, &REFERER),
-            own: ctx.own_origin.as_ref(),
+            own: own.as_ref(),
         })
     }
 
@@ -112,23 +120,17 @@ impl Gateway {
         }
     }
 
-    /// The upstream never sees the gateway's own cookies.
-    pub(super) fn strip_own_cookies(&self, upstream: &mut RequestHeader) {
-        let values: Vec<String> = upstream.headers.get_all(&COOKIE).iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect();
-        if values.is_empty() {
-            return;
-        }
+    /// The caller's cookies without the gateway's own, as one `Cookie` value (`None`: none left).
+    pub(super) fn kept_cookies(&self, values: &[http::HeaderValue]) -> Option<http::HeaderValue> {
+        let values: Vec<&str> = values.iter().filter_map(|v| v.to_str().ok()).collect();
         let names = self.own_cookies.each_ref().map(String::as_str);
-        upstream.remove_header("cookie");
-        if let Some(kept) = strip_cookies(&values.join("; "), &names) {
-            let _ = upstream.insert_header("cookie", kept);
-        }
+        strip_cookies(&values.join("; "), &names).and_then(|kept| http::HeaderValue::try_from(kept).ok())
     }
 
     /// The identity behind the request's session cookie, refreshing its tokens when due.
     /// `Ok(None)`: no usable session (a stale cookie is cleared).
     /// With the identity comes the session's access token, which live checks present to the IdP.
-    pub(super) async fn session_principal(&self, req: &RequestHeader, ctx: &mut RequestCtx, client_index: usize) -> Result<Option<(Arc<Principal>, String)>, Refusal> {
+    pub(super) async fn session_principal(&self, req: &RequestHeader, ctx: &mut RequestCtx, client_index: usize) -> Result<Option<(Arc<Principal>, Arc<SessionData>)>, Refusal> {
         let spec = self.cookies(ctx);
         let Some(raw) = self.cookie(req, &spec.session) else { return Ok(None) };
         let Some(id) = SessionId::parse(raw) else {
@@ -136,7 +138,7 @@ impl Gateway {
             return Ok(None);
         };
         match self.live_session(&id, client_index).await {
-            Ok(Some((data, p))) => Ok(Some((p, data.tokens.access_token.expose().to_string()))),
+            Ok(Some((data, p))) => Ok(Some((p, data))),
             Ok(None) => {
                 ctx.set_cookies.push(spec.clear(&spec.session));
                 Ok(None)
@@ -145,7 +147,7 @@ impl Gateway {
         }
     }
 
-    async fn live_session(&self, id: &SessionId, client_index: usize) -> Result<Option<(SessionData, Arc<Principal>)>, Refusal> {
+    async fn live_session(&self, id: &SessionId, client_index: usize) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
         let client = &self.clients.all()[client_index];
         let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
         if data.client != client.name {
@@ -186,7 +188,7 @@ impl Gateway {
 
     /// Refreshes a session's tokens once, however many requests ask at the same time:
     /// the first does it, the others wait and use its result. A refused refresh ends the session.
-    async fn refresh(&self, id: &SessionId, seen: SessionData, client_index: usize) -> Result<Option<SessionData>, Refusal> {
+    async fn refresh(&self, id: &SessionId, seen: Arc<SessionData>, client_index: usize) -> Result<Option<Arc<SessionData>>, Refusal> {
         let client = &self.clients.all()[client_index];
         let lock = self.refresh_locks.get(id.digest());
         let _only_one = lock.lock().await;
@@ -203,7 +205,7 @@ impl Gateway {
         };
         match self.oidc.refresh(&provider, client, refresh_token.expose()).await {
             Ok(set) => {
-                let mut fresh = current.clone();
+                let mut fresh = (*current).clone();
                 fresh.tokens = Tokens {
                     access_expires_at: now_secs() + set.expires_in.map_or(300, |d| d.as_secs()),
                     access_token: Secret::new(set.access_token),
@@ -211,6 +213,7 @@ impl Gateway {
                     refresh_token: set.refresh_token.map(Secret::new).or(Some(refresh_token)),
                 };
                 fresh.generation += 1;
+                let fresh = Arc::new(fresh);
                 self.sessions.put(id, fresh.clone()).await;
                 tracing::info!(client = %client.name, subject = %fresh.subject, "session tokens refreshed");
                 Ok(Some(fresh))
@@ -386,7 +389,7 @@ impl Gateway {
             self.sessions.remove(&old).await;
         }
         let id = SessionId::generate();
-        self.sessions.put(&id, data).await;
+        self.sessions.put(&id, Arc::new(data)).await;
         tracing::info!(request_id = %ctx.request_id, client = %client.name, subject = %principal.subject, "signed in");
         ctx.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.session_settings.lifetime)));
         Ok(responses::redirect(&pending.return_to, &ctx.request_id))

@@ -71,8 +71,10 @@ struct LiveCheck {
 
 /// The credential the caller presented, borrowed from the request until a live check needs it.
 enum Presented<'a> {
-    Bearer(Cow<'a, str>),
+    Bearer(&'a str),
     ApiKey(&'a str),
+    /// A session presents its access token.
+    Session(Arc<crate::identity::session::SessionData>),
 }
 
 enum OwnedCallerAuth {
@@ -205,7 +207,7 @@ impl Gateway {
                         return Err(Refusal::WrongClient(format!("the token was issued to another client application than {}", client.name)));
                     }
                 }
-                (principal, Presented::Bearer(Cow::Borrowed(token)))
+                (principal, Presented::Bearer(token))
             }
             Some(Credential::ApiKey(key)) => {
                 ctx.credential = "api_key";
@@ -216,9 +218,9 @@ impl Gateway {
                 (exchanged.principal, Presented::ApiKey(key))
             }
             None => match self.session_principal(req, ctx, client_index).await? {
-                Some((principal, access_token)) => {
+                Some((principal, session)) => {
                     ctx.credential = "session";
-                    (principal, Presented::Bearer(Cow::Owned(access_token)))
+                    (principal, Presented::Session(session))
                 }
                 // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
                 None if self.navigation(req) && (ctx.https || self.session_settings.allow_insecure_http) => {
@@ -250,7 +252,8 @@ impl Gateway {
             }
             Decision::NeedsLiveCheck => {
                 let auth = match caller_auth {
-                    Presented::Bearer(t) => OwnedCallerAuth::Bearer(t.into_owned()),
+                    Presented::Bearer(t) => OwnedCallerAuth::Bearer(t.to_string()),
+                    Presented::Session(s) => OwnedCallerAuth::Bearer(s.tokens.access_token.expose().to_string()),
                     Presented::ApiKey(k) => OwnedCallerAuth::ApiKey(k.to_string()),
                 };
                 Ok(Some(LiveCheck {
@@ -474,10 +477,13 @@ fn permission_names(routes: &[RouteSpec], clients: &[crate::clients::ClientApp])
         .collect()
 }
 
-/// `x-request-id` and `x-forwarded-*` as Pingora takes header names without a copy.
+/// `x-request-id` as Pingora takes a header name without copying it (for the response).
 static X_REQUEST_ID: Bytes = Bytes::from_static(b"x-request-id");
-static X_FORWARDED_FOR: Bytes = Bytes::from_static(b"x-forwarded-for");
-static X_FORWARDED_PROTO: Bytes = Bytes::from_static(b"x-forwarded-proto");
+
+/// The request id as a header value (16 hex digits: always valid).
+fn request_id_value(id: &str) -> Result<http::HeaderValue> {
+    http::HeaderValue::from_str(id).or_err(InternalError, "request id is not a header value")
+}
 
 /// The phases Pingora runs, called by [`live::LiveGateway`] on the gateway the request pinned.
 /// Plain methods rather than a second `ProxyHttp` impl: no boxed future per phase.
@@ -515,23 +521,26 @@ impl Gateway {
     /// The upstream sees the normalised path, no client-sent identity headers or credentials,
     /// and the verified identity (signed, when the route asks).
     fn upstream_request_filter(&self, session: &Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
-        if let Some(p) = ctx.normalized_path.take() {
-            let uri = match upstream.uri.query() {
-                Some(q) => format!("{p}?{q}"),
-                None => p,
-            };
-            let uri: http::Uri = uri.parse().or_err(InternalError, "normalised path is not a valid URI")?;
-            upstream.set_uri(uri);
-        }
-        let found = self.headers.strip(upstream);
-        if found.has_cookie {
-            self.strip_own_cookies(upstream);
+        let uri = match ctx.normalized_path.take() {
+            Some(p) => {
+                let uri = match upstream.uri.query() {
+                    Some(q) => format!("{p}?{q}"),
+                    None => p,
+                };
+                Some(uri.parse::<http::Uri>().or_err(InternalError, "normalised path is not a valid URI")?)
+            }
+            None => None,
+        };
+        let mut out = self.headers.upstream(upstream);
+        if !out.cookies.is_empty() {
+            if let Some(kept) = self.kept_cookies(&out.cookies) {
+                out.map.insert(http::header::COOKIE, kept);
+            }
         }
         if let Some(p) = &ctx.principal {
-            let client = ctx.client.map(|i| &self.client_values[i]);
             let (subject, email) = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
-            self.headers.inject(upstream, &Identity { subject: Some(subject), email: email.as_ref(), client, permission });
+            out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.map(|i| &self.client_values[i]), permission });
             if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
                 let jwt = self.asserter.assertion(&assertion::Claims {
                     subject: &p.subject,
@@ -541,23 +550,21 @@ impl Gateway {
                     decision: ctx.decision,
                     audience: &self.upstreams[route.upstream].name,
                 });
-                upstream.insert_header(self.asserter.header().clone(), &*jwt)?;
+                out.map.insert(self.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
             }
         }
-        upstream.insert_header(X_REQUEST_ID.clone(), &ctx.request_id)?;
+        out.map.insert(names::X_REQUEST_ID.clone(), request_id_value(&ctx.request_id)?);
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
             let mut forwarded = String::with_capacity(48);
-            if found.has_forwarded_for {
-                if let Some(prev) = upstream.headers.get(&names::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                    forwarded.push_str(prev);
-                    forwarded.push_str(", ");
-                }
+            for prev in out.forwarded_for.iter().filter_map(|v| v.to_str().ok()) {
+                forwarded.push_str(prev);
+                forwarded.push_str(", ");
             }
             push_ip(&mut forwarded, ip);
-            upstream.insert_header(X_FORWARDED_FOR.clone(), forwarded)?;
+            out.map.insert(names::X_FORWARDED_FOR.clone(), http::HeaderValue::try_from(forwarded).or_err(InternalError, "x-forwarded-for is not a header value")?);
         }
-        upstream.insert_header(X_FORWARDED_PROTO.clone(), http::HeaderValue::from_static(if ctx.https { "https" } else { "http" }))?;
-        Ok(())
+        out.map.insert(names::X_FORWARDED_PROTO.clone(), http::HeaderValue::from_static(if ctx.https { "https" } else { "http" }));
+        out.install(upstream, uri)
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-request work: JWT verification cold (signature check) and
 //! cached, per algorithm; route matching with 10, 1,000 and 10,000 routes; path
-//! normalisation; the permission check.
+//! normalisation; the permission check; a session lookup among 10,000; a cached live ABAC
+//! decision; stripping and injecting the identity headers.
 //!
 //! Run: `cargo bench --bench hot_path`
 
@@ -92,5 +93,74 @@ fn permission(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, jwt, routes, paths, permission);
+fn session_lookup(c: &mut Criterion) {
+    use authgate::identity::session::{MemoryStore, SessionData, SessionId, SessionStore, Tokens};
+    use authgate::secret::Secret;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cfg = config::parse("bench.toml", &routes_config(1), &|_| None).expect("bench config is valid");
+    let store = MemoryStore::from_config(&cfg.session);
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let data = |i: usize| SessionData {
+        client: "bench".into(),
+        origin: "https://app.example.com".into(),
+        subject: format!("user_{i}"),
+        email: Some(format!("user{i}@example.com")),
+        name: None,
+        tokens: Tokens { access_token: Secret::new("a".repeat(700)), id_token: Secret::new("i".repeat(700)), refresh_token: None, access_expires_at: exp },
+        created_at: 0,
+        expires_at: exp,
+        generation: 0,
+    };
+    let ids: Vec<SessionId> = (0..10_000).map(|_| SessionId::generate()).collect();
+    rt.block_on(async {
+        for (i, id) in ids.iter().enumerate() {
+            store.put(id, Arc::new(data(i))).await;
+        }
+    });
+    let id = SessionId::parse(ids[5_000].expose()).unwrap();
+    c.bench_function("session_lookup_10k", |b| b.iter(|| rt.block_on(store.get(black_box(&id))).unwrap()));
+}
+
+fn abac_cache_hit(c: &mut Criterion) {
+    use authgate::authz::abac::{AbacClient, CallerAuth, CheckRequest, Outcome};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A loopback IdP that allows everything; the first check asks it, the benchmark hits the cache.
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/api/auth/check-permission", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/api/auth/check-permission", axum::routing::post(|| async { axum::Json(json!({"allowed": true})) }));
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cfg = config::parse("bench.toml", &routes_config(1), &|_| None).expect("bench config is valid");
+    let client = AbacClient::from_config(Some(url.parse().unwrap()), std::time::Duration::from_secs(2), &cfg.abac, Metrics::new());
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("amount".into(), 80.into());
+    attributes.insert("currency".into(), "EUR".into());
+    let req = CheckRequest { subject: "user_1", entity_type: "client_abc:invoice", entity_id: Some("42"), permission: "refund", attributes };
+    assert_eq!(rt.block_on(client.check(CallerAuth::Bearer("t"), &req)), Outcome::Allowed { cached: false });
+    c.bench_function("abac_cache_hit", |b| b.iter(|| rt.block_on(client.check(CallerAuth::Bearer("t"), black_box(&req)))));
+}
+
+fn header_injection(c: &mut Criterion) {
+    use authgate::headers::{encode, Identity, IdentityHeaders};
+    use pingora::http::RequestHeader;
+    let cfg = config::parse("bench.toml", &routes_config(1), &|_| None).expect("bench config is valid");
+    let headers = IdentityHeaders::from_config(&cfg.headers);
+    let mut req = RequestHeader::build("GET", b"/api/invoices/42", None).unwrap();
+    for (k, v) in [("Host", "api.example.com"), ("User-Agent", "bench/1.0"), ("Accept", "*/*"), ("Authorization", "Bearer eyJ.x.y"), ("X-Auth-Subject", "spoofed")] {
+        req.append_header(k, v).unwrap();
+    }
+    let (subject, email, client, permission) = (encode("user_1"), encode("one@example.com"), encode("billing"), encode("client_abc:invoice:read"));
+    let id = Identity { subject: Some(&subject), email: Some(&email), client: Some(&client), permission: Some(&permission) };
+    c.bench_function("identity_headers_strip_inject", |b| {
+        b.iter_batched_ref(
+            || req.clone(),
+            |r| {
+                headers.strip(r);
+                headers.inject(r, black_box(&id));
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, jwt, routes, paths, permission, session_lookup, abac_cache_hit, header_injection);
 criterion_main!(benches);

@@ -2,18 +2,22 @@
 """Sends N requests over one keep-alive loopback connection and fails unless every one
 answers 200. Used by instructions.sh.
 
-    client.py PORT PATH TOKEN_FILE N
+    client.py PORT PATH N [HEADER_FILE]
+
+HEADER_FILE holds "Name: value" lines; request i sends line i modulo their number (one line:
+the same header every time; many: a token per request, for the cold mode).
 """
 import http.client
 import sys
 
-port, path, token_file, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-with open(token_file) as f:
-    token = f.read().strip()
+port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+headers = []
+if len(sys.argv) > 4:
+    with open(sys.argv[4]) as f:
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in f if ":" in line]
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-headers = {"Authorization": "Bearer " + token}
 for i in range(n):
-    conn.request("GET", path, headers=headers)
+    conn.request("GET", path, headers=dict([headers[i % len(headers)]]) if headers else {})
     r = conn.getresponse()
     r.read()
     if r.status != 200:

@@ -7,7 +7,8 @@
 #   benches/load/run.sh [--duration S] [--rounds N] [--connections C] [--modes "none bearer cold"]
 #                       [--cold-tokens N] [--no-build] [--keep]
 #
-# Modes: none bearer cold bearer2t session abac apikey (the last three also start idp.py).
+# Modes: bare none bearer cold bearer2t session abac apikey (session, abac and apikey also start
+# idp.py; bare is tuned bare Pingora, examples/bare_proxy, the floor under authgate's proxy path).
 # Everything it starts it stops on exit, Ctrl-C included. Loopback only.
 set -euo pipefail
 
@@ -17,7 +18,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 DURATION=10          # seconds per wrk run
 ROUNDS=3             # interleaved rounds; the table shows the median of each target's runs
 CONNECTIONS=50
-MODES="none bearer cold"
+MODES="bare none bearer cold session abac apikey"
 COLD_TOKENS=3000     # distinct tokens the cold mode cycles through
 BUILD=1
 KEEP=0
@@ -110,8 +111,10 @@ AUTHGATE=$ROOT/target/release/authgate
 if [ "$BUILD" = 1 ]; then
   log "cargo build --release"
   (cd "$ROOT" && cargo build --release --locked --quiet)
+  if [[ " $MODES " == *" bare "* ]]; then (cd "$ROOT" && cargo build --release --locked --quiet --example bare_proxy); fi
 fi
 [ -x "$AUTHGATE" ] || die "$AUTHGATE missing (run without --no-build)"
+BARE=$ROOT/target/release/examples/bare_proxy
 
 # One core for the proxy under test, the other for wrk and the origin.
 if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=0; LOAD_CPU=1; BOTH_CPUS=0,1; else PROXY_CPU=; LOAD_CPU=; BOTH_CPUS=; log "one core: not pinning"; fi
@@ -235,6 +238,17 @@ mode_bearer() {
   authgate_instance main 1 100000 "$PROXY_CPU"
   target authgate-bearer "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/api/invoices/42" bearer "$TOKENS/valid.jwt" "bearer + permission, token cached"
 }
+mode_bare() {
+  # Tuned bare Pingora (same runtime settings, allocator, profile and peer options, no work of
+  # its own): what authgate adds over it is authgate's own cost.
+  [ -x "$BARE" ] || die "$BARE missing (run without --no-build)"
+  BARE_PORT=$NEXT_PORT; NEXT_PORT=$((NEXT_PORT + 2))
+  start "$PROXY_CPU" bare "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$ORIGIN_PORT" 1
+  wait_port "$BARE_PORT" bare
+  CHECKS+=(check_bare)
+  target pingora-bare "$LAST_PID" "http://127.0.0.1:$BARE_PORT/public/hello" plain "" "tuned bare Pingora, no auth"
+}
+check_bare() { expect "pingora-bare" 200 "http://127.0.0.1:$BARE_PORT/public/hello"; }
 mode_cold() {
   # A one-entry token cache and $COLD_TOKENS distinct tokens in rotation: every request verifies.
   authgate_instance cold 1 1 "$PROXY_CPU"

@@ -3,6 +3,7 @@
 //! idle expiry. Ids are never stored or logged as such: the store is keyed by their SHA-256.
 
 use crate::config::model::SessionSettings;
+use crate::digest::{Digest, KeyedDigest};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -112,14 +113,14 @@ impl SessionExpiry {
     }
 }
 
-impl moka::Expiry<[u8; 32], Arc<SessionData>> for SessionExpiry {
-    fn expire_after_create(&self, _k: &[u8; 32], v: &Arc<SessionData>, _now: Instant) -> Option<Duration> {
+impl moka::Expiry<Digest, Arc<SessionData>> for SessionExpiry {
+    fn expire_after_create(&self, _k: &Digest, v: &Arc<SessionData>, _now: Instant) -> Option<Duration> {
         Some(self.left(v))
     }
-    fn expire_after_update(&self, _k: &[u8; 32], v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(&self, _k: &Digest, v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>) -> Option<Duration> {
         Some(self.left(v))
     }
-    fn expire_after_read(&self, _k: &[u8; 32], v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>, _u: Instant) -> Option<Duration> {
+    fn expire_after_read(&self, _k: &Digest, v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>, _u: Instant) -> Option<Duration> {
         Some(self.left(v))
     }
 }
@@ -127,7 +128,9 @@ impl moka::Expiry<[u8; 32], Arc<SessionData>> for SessionExpiry {
 /// The embedded store: in memory, at most `max_sessions`, each ending at its `expires_at` or
 /// after `idle_timeout` without use, whichever comes first.
 pub struct MemoryStore {
-    sessions: moka::sync::Cache<[u8; 32], Arc<SessionData>>,
+    sessions: moka::sync::Cache<Digest, Arc<SessionData>>,
+    /// Sessions are kept under a keyed digest of their id, never the id itself.
+    keys: KeyedDigest,
 }
 
 impl MemoryStore {
@@ -135,22 +138,29 @@ impl MemoryStore {
     pub fn from_config(s: &SessionSettings) -> MemoryStore {
         MemoryStore {
             sessions: moka::sync::Cache::builder().max_capacity(s.max_sessions).expire_after(SessionExpiry { idle: s.idle_timeout }).build(),
+            keys: KeyedDigest::random(),
         }
+    }
+}
+
+impl MemoryStore {
+    fn key(&self, id: &SessionId) -> Digest {
+        self.keys.of(&[id.expose().as_bytes()])
     }
 }
 
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn get(&self, id: &SessionId) -> Option<Arc<SessionData>> {
-        self.sessions.get(&id.digest()).filter(|session| session.expires_at > now_secs())
+        self.sessions.get(&self.key(id)).filter(|session| session.expires_at > now_secs())
     }
 
     async fn put(&self, id: &SessionId, session: Arc<SessionData>) {
-        self.sessions.insert(id.digest(), session);
+        self.sessions.insert(self.key(id), session);
     }
 
     async fn remove(&self, id: &SessionId) {
-        self.sessions.invalidate(&id.digest());
+        self.sessions.invalidate(&self.key(id));
     }
 }
 

@@ -152,6 +152,16 @@ impl Verifier {
         &self.keys
     }
 
+    /// The principal of a bearer token verified before and not expired: a hash and a cache
+    /// lookup, nothing else (no refusal is counted or remembered).
+    pub fn cached(&self, token: &str) -> Option<Arc<Principal>> {
+        let p = self.verified.get(&self.token_keys.of(&[b"bearer", token.as_bytes()]))?;
+        (p.expires_at > now_secs()).then(|| {
+            self.cached_hits.inc();
+            p
+        })
+    }
+
     /// Verifies a bearer token; a token seen before costs a hash and a cache lookup.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
         let digest = self.token_keys.of(&[b"bearer", token.as_bytes()]);
@@ -412,9 +422,12 @@ mod tests {
         let key = SigningKey::generate(Algorithm::ES256).unwrap();
         let v = verifier(&[&key]);
         let t = key.sign(&claims(json!({})));
+        assert!(v.cached(&t).is_none(), "nothing is cached before a verification");
         let first = v.verify(&t).await.unwrap();
         let second = v.verify(&t).await.unwrap();
         assert!(Arc::ptr_eq(&first, &second), "the second verification came from the cache");
+        assert!(Arc::ptr_eq(&first, &v.cached(&t).unwrap()));
+        assert!(v.cached(&format!("{t}x")).is_none());
         // Removing every key drops the cache on the next refresh; `install` alone does not.
         v.keys().install(Default::default());
         assert!(v.verify(&t).await.is_ok());

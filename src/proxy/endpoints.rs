@@ -100,8 +100,8 @@ impl Gateway {
         responses::is_navigation(&req.method, header(req, &ACCEPT), header(req, &names::SEC_FETCH_MODE), header(req, &names::X_REQUESTED_WITH))
     }
 
-    fn cookies(&self, ctx: &RequestCtx) -> CookieSpec {
-        CookieSpec::new(&self.session_settings.cookie_name, ctx.https)
+    fn cookies(&self, ctx: &RequestCtx) -> &CookieSpec {
+        &self.cookie_specs[usize::from(ctx.https)]
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -168,6 +168,9 @@ impl Gateway {
             }
         }
         let access = data.tokens.access_token.expose();
+        if let Some(p) = self.verifier.cached(access) {
+            return Ok(Some((data, p)));
+        }
         if looks_like_jwt(access) {
             match self.verifier.verify(access).await {
                 Ok(p) => return Ok(Some((data, p))),

@@ -14,7 +14,7 @@ use crate::clients::{ClientRegistry, Identified, TrustedProxies};
 use crate::config::model::{Access, Config, RouteSpec, SessionSettings};
 use crate::identity::login::{PendingLogins, RefreshLocks};
 use crate::identity::oidc::Oidc;
-use crate::identity::session::{MemoryStore, SessionStore};
+use crate::identity::session::{CookieSpec, MemoryStore, SessionStore};
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter};
@@ -54,6 +54,8 @@ pub struct Gateway {
     session_settings: SessionSettings,
     /// The gateway's own cookie names (session and login, with and without `__Host-`), stripped upstream.
     own_cookies: [String; 4],
+    /// How the gateway's cookies are written over plain http (index 0) and HTTPS (index 1).
+    cookie_specs: [CookieSpec; 2],
     oidc: Arc<Oidc>,
     logins: Arc<PendingLogins>,
     refresh_locks: Arc<RefreshLocks>,
@@ -115,6 +117,7 @@ impl Gateway {
             sessions: Arc::new(MemoryStore::from_config(&config.session)),
             session_settings: config.session.clone(),
             own_cookies: own_cookie_names(&config.session.cookie_name),
+            cookie_specs: [CookieSpec::new(&config.session.cookie_name, false), CookieSpec::new(&config.session.cookie_name, true)],
             oidc: Arc::new(Oidc::from_config(&config.idp)),
             logins: Arc::new(PendingLogins::from_config(&config.session)),
             refresh_locks: Arc::new(RefreshLocks::new()),
@@ -147,6 +150,7 @@ impl Gateway {
             sessions: self.sessions.clone(),
             session_settings: self.session_settings.clone(),
             own_cookies: self.own_cookies.clone(),
+            cookie_specs: self.cookie_specs.clone(),
             oidc: self.oidc.clone(),
             logins: self.logins.clone(),
             refresh_locks: self.refresh_locks.clone(),

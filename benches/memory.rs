@@ -1,12 +1,14 @@
-//! Memory of the gateway's caches: resident set size after 10k and 1M distinct bearer tokens
-//! verified and browser sessions stored, with the default bounds (`[cache] tokens = 100000`,
-//! `[session] max_sessions`). Prints one line per step.
+//! Memory of the gateway's caches: resident set size after 10k, 100k and 1M distinct bearer
+//! tokens verified, browser sessions stored and API keys exchanged, with the default bounds
+//! (`[cache] tokens`, `[session] max_sessions`, `[api_keys] cache_size`). Prints one line per step.
 //!
-//! Run: `cargo bench --bench memory` (about two minutes: 1M Ed25519 tokens are minted and verified).
+//! Run: `cargo bench --bench memory` (a few minutes: 1M Ed25519 tokens are minted and verified,
+//! 1M API keys exchanged at a loopback IdP).
 //! `AUTHGATE_MEM_MAX=100000` stops earlier.
 
 use authgate::config;
 use authgate::demo::keys::SigningKey;
+use authgate::identity::apikey::ApiKeys;
 use authgate::identity::jwks::{parse_jwks, KeyStore};
 use authgate::identity::session::{MemoryStore, SessionData, SessionId, SessionStore, Tokens};
 use authgate::identity::verify::Verifier;
@@ -35,10 +37,10 @@ fn main() {
     let metrics = Metrics::new();
     let keys = Arc::new(KeyStore::from_config(&c.idp, metrics.clone()));
     keys.install(parse_jwks(&json!({"keys": [key.public_jwk()]}), &c.idp.algorithms).expect("the key parses"));
-    let verifier = Verifier::from_config(&c.idp, &c.cache, keys, metrics);
+    let verifier = Arc::new(Verifier::from_config(&c.idp, &c.cache, keys, metrics.clone()));
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 3600;
 
-    println!("bound: [cache] tokens = {}, [session] max_sessions = {}", c.cache.tokens, c.session.max_sessions);
+    println!("bound: [cache] tokens = {}, [session] max_sessions = {}, [api_keys] cache_size = {}", c.cache.tokens, c.session.max_sessions, c.api_keys.cache_size);
     let base = rss_mib();
     println!("start: RSS {base:.1} MiB");
     let mut seen = 0;
@@ -83,5 +85,43 @@ fn main() {
             }
         });
         println!("sessions: {n:>7} stored → RSS {:.1} MiB (+{:.1})", rss_mib(), rss_mib() - before);
+    }
+
+    // API keys: a loopback IdP answers every exchange with a token of its own (distinct `sub`),
+    // so each key holds its own token and verified principal, as in production.
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a loopback port");
+    let url = format!("http://{}/api/auth/api-key/exchange", listener.local_addr().expect("an address"));
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let idp_key = Arc::new(key);
+    let app = axum::Router::new().route(
+        "/api/auth/api-key/exchange",
+        axum::routing::post(move || {
+            let (n, key) = (counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed), idp_key.clone());
+            async move {
+                let t = key.sign(&json!({"iss": "https://idp.bench", "aud": "api", "sub": format!("machine_{n}"), "exp": exp, "permissions": {"client_abc:invoice": ["read"]}}));
+                axum::Json(json!({"token": t, "expiresIn": 3600}))
+            }
+        }),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await.expect("the loopback IdP serves") });
+    let api_keys = Arc::new(ApiKeys::from_config(Some(url.parse().expect("a URL")), std::time::Duration::from_secs(10), &c.api_keys, verifier, metrics));
+    let before = rss_mib();
+    let mut exchanged = 0usize;
+    for &n in &steps {
+        rt.block_on(async {
+            while exchanged < n {
+                let batch = 64.min(n - exchanged);
+                let mut set = tokio::task::JoinSet::new();
+                for i in exchanged..exchanged + batch {
+                    let api_keys = api_keys.clone();
+                    set.spawn(async move { api_keys.authenticate(&format!("ak_live_{i:024}")).await.expect("the key is accepted") });
+                }
+                while let Some(done) = set.join_next().await {
+                    done.expect("the exchange task ran");
+                }
+                exchanged += batch;
+            }
+        });
+        println!("api keys: {n:>7} exchanged → RSS {:.1} MiB (+{:.1})", rss_mib(), rss_mib() - before);
     }
 }

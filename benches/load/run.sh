@@ -5,7 +5,10 @@
 # prints req/s, p50/p99 and CPU µs/request with ratios to nginx. See PERFORMANCE.md.
 #
 #   benches/load/run.sh [--duration S] [--rounds N] [--connections C] [--modes "none bearer cold"]
-#                       [--cold-tokens N] [--no-build] [--keep]
+#                       [--cold-tokens N] [--paced MS] [--no-build] [--keep]
+#
+# --paced MS adds a latency pass at a fixed, unsaturated load (each connection waits MS ms
+# after every response): its p50/p99 over direct-to-origin are added latency, not queueing.
 #
 # Modes: bare none bearer cold bearer2t session abac apikey (session, abac and apikey also start
 # idp.py; bare is tuned bare Pingora, examples/bare_proxy, the floor under authgate's proxy path).
@@ -20,11 +23,12 @@ ROUNDS=3             # interleaved rounds; the table shows the median of each ta
 CONNECTIONS=50
 MODES="bare none bearer cold session abac apikey"
 COLD_TOKENS=3000     # distinct tokens the cold mode cycles through
+PACED=0              # ms each connection waits between requests in the latency pass (0: no pass)
 BUILD=1
 KEEP=0
 BASE_PORT=${BASE_PORT:-18480}
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
     --connections) CONNECTIONS=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
     --cold-tokens) COLD_TOKENS=$2; shift 2 ;;
+    --paced) PACED=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -371,8 +376,21 @@ for c in "${CHECKS[@]}"; do "$c"; done
 [ "$FAILED" = 0 ] || die "correctness checks failed: no load run"
 
 # ---------------------------------------------------------------- load
-for t in plain bearer cold header; do cat "$HERE/$t.lua" "$HERE/report.lua" >"$WORK/$t.lua"; done
-declare -A R_RPS R_P50 R_P99 R_CPU
+for t in plain bearer cold header; do
+  cat "$HERE/$t.lua" "$HERE/report.lua" >"$WORK/$t.lua"
+  cat "$HERE/$t.lua" "$HERE/pace.lua" "$HERE/report.lua" >"$WORK/$t-paced.lua"
+done
+declare -A R_RPS R_P50 R_P99 R_CPU P_RPS P_P50 P_P99
+run_paced() { # target: one run at the paced, unsaturated load; latency only
+  local t=$1 out line
+  out=$(TOKEN_FILE=${T_TOKENS[$t]} PACE_MS=$PACED timeout $((DURATION + 30)) \
+        ${LOAD_CPU:+taskset -c $LOAD_CPU} wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s \
+        -s "$WORK/${T_SCRIPT[$t]}-paced.lua" "${T_URL[$t]}") || die "wrk failed for $t (paced): $out"
+  line=$(grep '^RESULT' <<<"$out") || die "no result from wrk for $t: $out"
+  eval "local ${line#RESULT }"
+  P_RPS[$t]+="$(awk -v n="$requests" -v d="$duration_us" 'BEGIN{printf "%.0f", n / (d / 1e6)}') "; P_P50[$t]+="$p50_us "; P_P99[$t]+="$p99_us "
+  printf '  paced   %-20s p50 %6s µs  p99 %6s µs\n' "$t" "$p50_us" "$p99_us" >&2
+}
 run_once() { # target round
   local t=$1 pid=${T_PID[$1]} before after out line
   before=$(cpu_ticks "$pid")
@@ -405,6 +423,12 @@ log "load: $ROUNDS rounds × ${#TARGETS[@]} targets × ${DURATION}s, $CONNECTION
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do run_once "$t" "$round"; sleep 1; done
 done
+if [ "$PACED" != 0 ]; then
+  log "latency pass: $ROUNDS rounds, each connection waiting ${PACED} ms between requests"
+  for round in $(seq "$ROUNDS"); do
+    for t in "${TARGETS[@]}"; do run_paced "$t"; sleep 1; done
+  done
+fi
 
 # ---------------------------------------------------------------- table
 NGINX_CPU=$(median "${R_CPU[nginx]}")
@@ -425,6 +449,20 @@ DIRECT_P99=$(median "${R_P99[origin-direct]}")
   echo
   echo "CPU ratio = nginx's CPU µs/request ÷ the target's (higher is cheaper; nginx = 1.00). Per-round CPU µs/req:"
   for t in "${TARGETS[@]}"; do printf '  %-20s %s\n' "$t" "${R_CPU[$t]}"; done
+  if [ "$PACED" != 0 ]; then
+    echo
+    echo "Latency at a paced load (each of $CONNECTIONS connections waits ${PACED} ms between requests), medians:"
+    echo
+    printf '| %-20s | %8s | %7s | %7s | %13s | %13s |\n' target "req/s" "p50 µs" "p99 µs" "p50 vs direct" "p99 vs direct"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "-----------------------" ---------: --------: --------: --------------: --------------:
+    PD50=$(median "${P_P50[origin-direct]}"); PD99=$(median "${P_P99[origin-direct]}")
+    for t in "${TARGETS[@]}"; do
+      p50=$(median "${P_P50[$t]}"); p99=$(median "${P_P99[$t]}")
+      printf '| %-20s | %8s | %7s | %7s | %13s | %13s |\n' "$t" "$(median "${P_RPS[$t]}")" "$p50" "$p99" \
+        "$(awk -v a="$p50" -v b="$PD50" 'BEGIN{printf "%+.0f µs", a - b}')" "$(awk -v a="$p99" -v b="$PD99" 'BEGIN{printf "%+.0f µs", a - b}')"
+    done
+    echo
+  fi
   if [ -n "${AG_ADMIN[cold]:-}" ]; then
     v=$(( $(verifications cold verified) - cold_before_verified )); c=$(( $(verifications cold cached) - cold_before_cached ))
     echo "authgate-cold: $v signature verifications, $c cache hits during the load ($(awk -v v="$v" -v c="$c" 'BEGIN{printf "%.1f", (v + c) ? 100 * v / (v + c) : 0}')% verified)"

@@ -1,6 +1,7 @@
 //! Browser sessions kept server-side behind [`SessionStore`]; the browser holds only an opaque
 //! random id in a cookie. [`MemoryStore`] is the embedded default: bounded, with absolute and
-//! idle expiry. Ids are never stored or logged as such: the store is keyed by their SHA-256.
+//! idle expiry. Ids are never stored or logged as such: the memory store is keyed by a keyed
+//! digest of each id ([`crate::digest`]).
 
 use crate::config::model::SessionSettings;
 use crate::digest::{Digest, KeyedDigest};
@@ -44,7 +45,7 @@ impl SessionId {
         &self.0
     }
 
-    /// The key the store uses: SHA-256 of the id.
+    /// SHA-256 of the id: a stable key for it that is not the id (the refresh locks use it).
     pub fn digest(&self) -> [u8; 32] {
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes()).as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
@@ -141,9 +142,7 @@ impl MemoryStore {
             keys: KeyedDigest::random(),
         }
     }
-}
 
-impl MemoryStore {
     fn key(&self, id: &SessionId) -> Digest {
         self.keys.of(&[id.expose().as_bytes()])
     }

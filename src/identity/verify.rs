@@ -155,22 +155,26 @@ impl Verifier {
     /// The principal of a bearer token verified before and not expired: a hash and a cache
     /// lookup, nothing else (no refusal is counted or remembered).
     pub fn cached(&self, token: &str) -> Option<Arc<Principal>> {
-        let p = self.verified.get(&self.token_keys.of(&[b"bearer", token.as_bytes()]))?;
-        (p.expires_at > now_secs()).then(|| {
+        self.hit(&self.token_keys.of(&[b"bearer", token.as_bytes()]))
+    }
+
+    /// The cached principal under `digest` while it has not expired (counted as a cache hit);
+    /// an expired one is dropped.
+    fn hit(&self, digest: &Digest) -> Option<Arc<Principal>> {
+        let p = self.verified.get(digest)?;
+        if p.expires_at > now_secs() {
             self.cached_hits.inc();
-            p
-        })
+            return Some(p);
+        }
+        self.verified.invalidate(digest);
+        None
     }
 
     /// Verifies a bearer token; a token seen before costs a hash and a cache lookup.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
         let digest = self.token_keys.of(&[b"bearer", token.as_bytes()]);
-        if let Some(p) = self.verified.get(&digest) {
-            if p.expires_at > now_secs() {
-                self.cached_hits.inc();
-                return Ok(p);
-            }
-            self.verified.invalidate(&digest);
+        if let Some(p) = self.hit(&digest) {
+            return Ok(p);
         }
         if let Some(e) = self.rejected.get(&digest) {
             self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
@@ -218,11 +222,8 @@ impl Verifier {
     pub async fn session_identity(&self, id_token: &str, client_id: &str, valid_until: u64) -> Result<Arc<Principal>, TokenError> {
         // Domain-separated key: an id_token must never hit the cache as a bearer token.
         let digest = self.token_keys.of(&[b"id_token", client_id.as_bytes(), id_token.as_bytes()]);
-        if let Some(p) = self.verified.get(&digest) {
-            if p.expires_at > now_secs() {
-                self.cached_hits.inc();
-                return Ok(p);
-            }
+        if let Some(p) = self.hit(&digest) {
+            return Ok(p);
         }
         let result = self.decode(id_token, |alg| self.id_token_validation(alg, client_id, false)).await;
         match result {

@@ -129,7 +129,7 @@ impl Gateway {
 
     /// The identity behind the request's session cookie, refreshing its tokens when due.
     /// `Ok(None)`: no usable session (a stale cookie is cleared).
-    /// With the identity comes the session's access token, which live checks present to the IdP.
+    /// With the identity comes the session, whose access token live checks present to the IdP.
     pub(super) async fn session_principal(&self, req: &RequestHeader, ctx: &mut RequestCtx, client_index: usize) -> Result<Option<(Arc<Principal>, Arc<SessionData>)>, Refusal> {
         let spec = self.cookies(ctx);
         let Some(raw) = self.cookie(req, &spec.session) else { return Ok(None) };

@@ -306,3 +306,32 @@ async fn verified_tokens_are_cached_and_metrics_count_requests() {
     // Tokens never reach the logs.
     assert!(!w.gw.log.lock().unwrap().contains(&token));
 }
+
+/// `X-Forwarded-Host` and `X-Forwarded-Proto` name the client and the scheme only when the
+/// request comes from a trusted proxy; from anyone else they are ignored.
+#[tokio::test]
+async fn forwarded_host_and_proto_count_only_from_trusted_proxies() {
+    let token_for = |w: &World| w.token(json!({}));
+    let send = |w: &World, token: String| {
+        w.http
+            .get(format!("{}/api/me", w.gw.url))
+            .bearer_auth(token)
+            .header("x-forwarded-host", "reports.test")
+            .header("x-forwarded-proto", "https")
+            .send()
+    };
+
+    let trusted = World::start_with(Setup { proxy_extra: "trusted_proxies = [\"127.0.0.1\"]".into(), ..Setup::default() }).await;
+    let r = send(&trusted, token_for(&trusted)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = &body(r).await["headers"];
+    assert_eq!(h["x-auth-client"], "reports", "the trusted proxy's X-Forwarded-Host names the client: {h}");
+    assert_eq!(h["x-forwarded-proto"], "https");
+
+    let untrusted = World::start().await;
+    let r = send(&untrusted, token_for(&untrusted)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = &body(r).await["headers"];
+    assert_eq!(h["x-auth-client"], "billing", "an untrusted X-Forwarded-Host was believed: {h}");
+    assert_eq!(h["x-forwarded-proto"], "http");
+}

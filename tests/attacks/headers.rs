@@ -1,0 +1,1 @@
+//! Attacks on headers: see the module docs of the attack suite.

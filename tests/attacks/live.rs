@@ -1,0 +1,1 @@
+//! Attacks on live: see the module docs of the attack suite.

@@ -1,0 +1,1 @@
+//! Attacks on login: see the module docs of the attack suite.

@@ -1,0 +1,1 @@
+//! Attacks on namespace: see the module docs of the attack suite.

@@ -1,0 +1,1 @@
+//! Attacks on paths: see the module docs of the attack suite.

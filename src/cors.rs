@@ -15,13 +15,21 @@ pub fn is_preflight(method: &Method, origin: Option<&[u8]>, request_method: Opti
     method == Method::OPTIONS && origin.is_some() && request_method.is_some()
 }
 
-/// Headers of every response to an allowed origin.
-pub fn response_headers(origin: &str) -> [(&'static str, String); 3] {
-    [
-        ("access-control-allow-origin", origin.to_string()),
-        ("access-control-allow-credentials", "true".to_string()),
-        ("vary", "Origin".to_string()),
-    ]
+/// Headers of every response to an allowed origin (and `Vary`: see [`vary_origin`]).
+pub fn response_headers(origin: &str) -> [(&'static str, String); 2] {
+    [("access-control-allow-origin", origin.to_string()), ("access-control-allow-credentials", "true".to_string())]
+}
+
+/// The `Vary` value of a response that names `Origin`: the upstream's own `Vary` with `Origin`
+/// added (a cache must key on what the upstream varies on and on the origin), `None` when it
+/// already names it (or `*`).
+pub fn vary_origin(existing: &[&[u8]]) -> Option<String> {
+    let mut names: Vec<&str> = existing.iter().filter_map(|v| std::str::from_utf8(v).ok()).flat_map(|v| v.split(',')).map(str::trim).filter(|n| !n.is_empty()).collect();
+    if names.iter().any(|n| *n == "*" || n.eq_ignore_ascii_case("origin")) {
+        return None;
+    }
+    names.push("Origin");
+    Some(names.join(", "))
 }
 
 /// Headers of a preflight answer to an allowed origin; the requested headers are echoed when
@@ -30,6 +38,7 @@ pub fn preflight_headers(origin: &str, requested_headers: Option<&[u8]>) -> Vec<
     let mut out: Vec<(&'static str, String)> = response_headers(origin).into();
     out.push(("access-control-allow-methods", ALLOW_METHODS.to_string()));
     out.push(("access-control-max-age", MAX_AGE.to_string()));
+    out.push(("vary", "Origin".to_string()));
     if let Some(h) = requested_headers.and_then(|h| std::str::from_utf8(h).ok()) {
         let names: Vec<&str> = h.split(',').map(str::trim).filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).collect();
         if !names.is_empty() {
@@ -54,5 +63,14 @@ mod tests {
         assert_eq!(get("access-control-allow-credentials"), Some("true"));
         assert_eq!(get("access-control-allow-headers"), Some("Content-Type, X-Foo"));
         assert_eq!(get("vary"), Some("Origin"));
+    }
+
+    #[test]
+    fn vary_adds_origin_to_the_upstreams() {
+        assert_eq!(vary_origin(&[]).as_deref(), Some("Origin"));
+        assert_eq!(vary_origin(&[b"Accept-Encoding"]).as_deref(), Some("Accept-Encoding, Origin"));
+        assert_eq!(vary_origin(&[b"Accept-Encoding, Cookie", b"Accept-Language"]).as_deref(), Some("Accept-Encoding, Cookie, Accept-Language, Origin"));
+        assert_eq!(vary_origin(&[b"accept, origin"]), None);
+        assert_eq!(vary_origin(&[b"*"]), None);
     }
 }

@@ -1,14 +1,101 @@
-//! Headers on the way upstream: every client-sent header with the identity prefix is
-//! stripped first, with the caller's credentials, then the verified identity is injected.
-//! Values outside visible ASCII are percent-encoded so that no claim can smuggle a header
-//! line. Also the header names the gateway reads, built once.
+//! Headers on the way upstream. Nothing a client sends may pose as something the gateway
+//! vouches for: identity headers (the gateway's prefix, and by default other proxies' identity
+//! headers), credentials, URL and method overrides, and forwarding headers from peers that are
+//! not trusted proxies are removed, every name compared with `_` read as `-` (a CGI, WSGI, Rack
+//! or PHP upstream reads `x_auth_user` as `x-auth-user`). Then the verified identity is
+//! injected, values outside visible ASCII percent-encoded so no claim can smuggle a header line.
 
-use crate::config::model::HeaderSettings;
+use crate::config::model::{HeaderSettings, Underscores};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use pingora::http::RequestHeader;
+use std::collections::HashSet;
 
 const UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Identity headers that other auth proxies and web-server modules set, which upstreams moved
+/// from them trust (oauth2-proxy, Apache/Kerberos `REMOTE_USER`, Pomerium, Authelia, Cloudflare
+/// Access, Google IAP, AWS ALB, Azure App Service). Stripped by default (`strip_defaults`).
+pub const OTHER_PROXIES_IDENTITY: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+    "x-remote-user",
+    "remote-user",
+    "x-remote-group",
+    "x-remote-email",
+    "x-remote-name",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "x-user",
+    "x-username",
+    "x-user-id",
+    "x-email",
+    "x-pomerium-jwt-assertion",
+    "x-pomerium-claim-email",
+    "x-pomerium-claim-sub",
+    "x-pomerium-claim-groups",
+    "cf-access-jwt-assertion",
+    "cf-access-authenticated-user-email",
+    "x-goog-iap-jwt-assertion",
+    "x-goog-authenticated-user-email",
+    "x-goog-authenticated-user-id",
+    "x-amzn-oidc-data",
+    "x-amzn-oidc-identity",
+    "x-amzn-oidc-accesstoken",
+    "x-ms-client-principal",
+    "x-ms-client-principal-name",
+    "x-ms-client-principal-id",
+    "x-ms-token-aad-access-token",
+    "x-ms-token-aad-id-token",
+];
+
+/// Headers that make some upstream frameworks serve another URL or method than the one the
+/// gateway authorised (IIS/Symfony `X-Original-URL`, Rails/Express method overrides): always removed.
+pub const OVERRIDES: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-original-method",
+    "x-forwarded-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Forwarding headers: believed (and kept) only from trusted proxies, else removed; the
+/// gateway sets `x-forwarded-for` and `x-forwarded-proto` itself.
+pub const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-protocol",
+    "x-url-scheme",
+    "front-end-https",
+    "x-real-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "x-proxyuser-ip",
+];
 
 /// Header names the gateway reads or writes that `http` has no constant for. Looking a
 /// header up by a `HeaderName` skips parsing the name, which a `&str` lookup pays each time.
@@ -30,6 +117,11 @@ pub mod names {
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 }
 
+/// A header name as upstream frameworks may read it: lowercase, `_` as `-`.
+pub fn fold(name: &str) -> String {
+    name.bytes().map(|b| if b == b'_' { '-' } else { char::from(b.to_ascii_lowercase()) }).collect()
+}
+
 /// A header value for text from a token or the config: as it is when it is visible ASCII
 /// (nearly always), else percent-encoded.
 pub fn encode(text: &str) -> HeaderValue {
@@ -38,7 +130,8 @@ pub fn encode(text: &str) -> HeaderValue {
             return v;
         }
     }
-    HeaderValue::from_str(&utf8_percent_encode(text, UNSAFE).to_string()).expect("percent-encoded text is a valid header value")
+    // Percent-encoding leaves only visible ASCII, which is always a valid value.
+    HeaderValue::from_str(&utf8_percent_encode(text, UNSAFE).to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// The verified identity to inject, as header values built once per token, client and route.
@@ -54,6 +147,37 @@ pub struct Identity<'a> {
     pub permission: Option<&'a HeaderValue>,
 }
 
+/// A set of folded header names, with a by-length filter so that most names are decided
+/// without hashing (this runs for every header of every proxied request).
+#[derive(Debug, Clone, Default)]
+struct NameSet {
+    names: HashSet<Box<[u8]>>,
+    /// Bit `n` set: some name is `n` bytes long (names of 64 bytes and more share bit 63).
+    lengths: u64,
+}
+
+impl NameSet {
+    fn insert(&mut self, folded: &str) {
+        self.lengths |= 1 << folded.len().min(63);
+        self.names.insert(folded.as_bytes().into());
+    }
+
+    fn contains(&self, folded: &[u8]) -> bool {
+        self.lengths & (1 << folded.len().min(63)) != 0 && self.names.contains(folded)
+    }
+}
+
+/// What one request header is, for the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Forwarded as it is.
+    Keep,
+    /// Never forwarded from a caller.
+    Strip,
+    /// Kept only from a trusted proxy.
+    Forwarding,
+}
+
 /// Strips and injects the identity headers.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -63,45 +187,103 @@ pub struct IdentityHeaders {
     client: HeaderName,
     permission: HeaderName,
     forward_token: bool,
-    /// Other headers the upstream must never see from the caller (API key, assertion).
-    also_strip: Vec<HeaderName>,
+    underscores: Underscores,
+    /// Identity headers of other proxies, overrides, the configured list, credentials.
+    strip: NameSet,
+    forwarding: NameSet,
 }
 
 impl IdentityHeaders {
-    /// Builds the header names from the configured prefix.
+    /// Builds the header names from the configured prefix, and the strip lists.
     pub fn from_config(h: &HeaderSettings) -> IdentityHeaders {
-        let name = |suffix: &str| HeaderName::from_bytes(format!("{}{suffix}", h.prefix).as_bytes()).expect("validated prefix makes valid names");
+        // The prefix is validated as letters, digits and dashes, so these names always parse.
+        let name = |suffix: &str| HeaderName::from_bytes(format!("{}{suffix}", h.prefix).as_bytes()).unwrap_or_else(|_| HeaderName::from_static("x-auth-invalid"));
+        let mut strip = NameSet::default();
+        for n in OVERRIDES.iter().chain(if h.strip_defaults { OTHER_PROXIES_IDENTITY } else { &[] }) {
+            strip.insert(n);
+        }
+        for n in &h.strip {
+            strip.insert(n);
+        }
+        let mut forwarding = NameSet::default();
+        for n in FORWARDING {
+            forwarding.insert(n);
+        }
         IdentityHeaders {
-            prefix: h.prefix.to_ascii_lowercase(),
+            prefix: fold(&h.prefix),
             subject: name("subject"),
             email: name("email"),
             client: name("client"),
             permission: name("permission"),
             forward_token: h.forward_token,
-            also_strip: Vec::new(),
+            underscores: h.underscores,
+            strip,
+            forwarding,
         }
     }
 
     /// Also strips these headers (the API-key header, the identity assertion's header).
     pub fn also_strip(mut self, names: impl IntoIterator<Item = HeaderName>) -> IdentityHeaders {
-        self.also_strip.extend(names);
+        for n in names {
+            self.strip.insert(&fold(n.as_str()));
+        }
         self
     }
 
+    /// True when the request must be refused: a header name with `_` under `with_underscores = "reject"`.
+    pub fn refuses(&self, req: &RequestHeader) -> Option<String> {
+        if self.underscores != Underscores::Reject {
+            return None;
+        }
+        req.headers.keys().find(|n| n.as_str().contains('_')).map(|n| format!("header names with underscores are refused ({:?})", n.as_str()))
+    }
+
+    /// What `name` (lowercase, `_` folded) is, for the upstream.
+    fn kind(&self, folded: &[u8]) -> Kind {
+        if folded.starts_with(self.prefix.as_bytes()) || self.strip.contains(folded) || (folded == b"authorization" && !self.forward_token) {
+            Kind::Strip
+        } else if self.forwarding.contains(folded) {
+            Kind::Forwarding
+        } else {
+            Kind::Keep
+        }
+    }
+
     /// The headers of `req` the upstream may see, in one pass: no client-sent identity headers,
-    /// no headers named in [`Self::also_strip`], no credentials unless configured to forward
-    /// them. `Cookie` and `X-Forwarded-For` are set aside for the caller to rewrite.
-    pub fn upstream(&self, req: &RequestHeader) -> UpstreamHeaders {
+    /// overrides or credentials (unless configured to forward the token), no headers named in
+    /// [`Self::also_strip`], forwarding headers only from a `trusted` proxy, header names with
+    /// `_` as configured. `Cookie` and (from a trusted proxy) `X-Forwarded-For` are set aside
+    /// for the caller to rewrite.
+    pub fn upstream(&self, req: &RequestHeader, trusted: bool) -> UpstreamHeaders {
         let mut out = UpstreamHeaders { map: HeaderMap::with_capacity(req.headers.len() + 8), cookies: Vec::new(), forwarded_for: Vec::new() };
+        let mut folded = Vec::new();
         for (name, value) in req.headers.iter() {
             if *name == http::header::COOKIE {
                 out.cookies.push(value.clone());
-            } else if *name == names::X_FORWARDED_FOR {
-                out.forwarded_for.push(value.clone());
-            } else if !(name.as_str().starts_with(&self.prefix)
-                || (*name == http::header::AUTHORIZATION && !self.forward_token)
-                || self.also_strip.iter().any(|n| n == name))
-            {
+                continue;
+            }
+            if *name == names::X_FORWARDED_FOR {
+                if trusted {
+                    out.forwarded_for.push(value.clone());
+                }
+                continue;
+            }
+            let bytes = name.as_str().as_bytes();
+            let kind = if bytes.contains(&b'_') {
+                if self.underscores != Underscores::Allow {
+                    continue;
+                }
+                folded.clear();
+                folded.extend(bytes.iter().map(|&b| if b == b'_' { b'-' } else { b }));
+                // `x_forwarded_for` from anyone is dropped: the gateway writes that header.
+                if folded == b"x-forwarded-for" {
+                    continue;
+                }
+                self.kind(&folded)
+            } else {
+                self.kind(bytes)
+            };
+            if kind == Kind::Keep || (kind == Kind::Forwarding && trusted) {
                 out.map.append(name.clone(), value.clone());
             }
         }
@@ -172,13 +354,77 @@ mod tests {
         req
     }
 
+    fn settings(forward_token: bool) -> HeaderSettings {
+        HeaderSettings { prefix: "x-auth-".into(), forward_token, underscores: Underscores::Drop, strip: vec![], strip_defaults: true }
+    }
+
+    /// The names the upstream would receive from `req`.
+    fn forwarded(h: &IdentityHeaders, req: &RequestHeader, trusted: bool) -> Vec<String> {
+        let up = h.upstream(req, trusted);
+        let mut names: Vec<String> = up.map.keys().map(|n| n.to_string()).collect();
+        names.extend(up.forwarded_for.iter().map(|_| "x-forwarded-for".to_string()));
+        names
+    }
+
+    #[test]
+    fn every_impostor_is_stripped_under_every_spelling() {
+        let strict = IdentityHeaders::from_config(&HeaderSettings { strip: vec!["x-tenant".into()], ..settings(false) });
+        let allow = IdentityHeaders::from_config(&HeaderSettings { underscores: Underscores::Allow, strip: vec!["x-tenant".into()], ..settings(false) });
+        let impostors = [
+            "x-auth-subject", "X-Auth-Subject", "x_auth_subject", "X_AUTH_SUBJECT", "x-auth_permission", "x_auth_jwt",
+            "x-forwarded-user", "X-Forwarded-Email", "x_forwarded_groups", "x-auth-request-user", "X-Remote-User", "remote-user", "Remote_User",
+            "x-original-url", "X-Rewrite-URL", "x-http-method-override", "X_HTTP_METHOD_OVERRIDE", "x-method-override", "authorization", "x-tenant", "X_Tenant",
+        ];
+        for name in impostors {
+            let req = request(&[(name, "admin"), ("x-kept", "1")]);
+            for h in [&strict, &allow] {
+                let got = forwarded(h, &req, false);
+                assert_eq!(got, vec!["x-kept"], "{name} reached the upstream");
+                let got = forwarded(h, &req, true);
+                assert_eq!(got, vec!["x-kept"], "{name} reached the upstream from a trusted proxy");
+            }
+        }
+        // Underscored names that pose as nothing pass only under `allow`.
+        let req = request(&[("x_trace_tag", "1")]);
+        assert!(forwarded(&strict, &req, false).is_empty());
+        assert_eq!(forwarded(&allow, &req, false), vec!["x_trace_tag"]);
+    }
+
+    #[test]
+    fn forwarding_headers_only_from_trusted_proxies() {
+        let h = IdentityHeaders::from_config(&settings(false));
+        let sent = ["forwarded", "x-forwarded-host", "X-Forwarded-Port", "x-forwarded-proto", "x-real-ip", "True-Client-IP", "x-forwarded-for", "x-forwarded-prefix"];
+        let req = request(&sent.iter().map(|n| (*n, "evil")).collect::<Vec<_>>());
+        assert!(forwarded(&h, &req, false).is_empty(), "{:?}", forwarded(&h, &req, false));
+        assert_eq!(forwarded(&h, &req, true).len(), sent.len());
+        // `x_forwarded_for` is never taken, even under `allow`: the gateway writes that header.
+        let allow = IdentityHeaders::from_config(&HeaderSettings { underscores: Underscores::Allow, ..settings(false) });
+        assert!(forwarded(&allow, &request(&[("x_forwarded_for", "1.2.3.4")]), true).is_empty());
+    }
+
+    #[test]
+    fn reject_refuses_underscores_and_only_then() {
+        let reject = IdentityHeaders::from_config(&HeaderSettings { underscores: Underscores::Reject, ..settings(false) });
+        assert!(reject.refuses(&request(&[("x_anything", "1")])).is_some());
+        assert!(reject.refuses(&request(&[("x-anything", "1")])).is_none());
+        assert!(IdentityHeaders::from_config(&settings(false)).refuses(&request(&[("x_anything", "1")])).is_none());
+    }
+
+    #[test]
+    fn other_proxies_identity_can_be_allowed() {
+        let h = IdentityHeaders::from_config(&HeaderSettings { strip_defaults: false, ..settings(false) });
+        assert_eq!(forwarded(&h, &request(&[("x-forwarded-user", "a")]), false), vec!["x-forwarded-user"]);
+        // Overrides are removed whatever the config says.
+        assert!(forwarded(&h, &request(&[("x-original-url", "/admin")]), false).is_empty());
+    }
+
     fn values(req: &RequestHeader, n: &str) -> Vec<String> {
         req.headers.get_all(n).iter().map(|v| v.to_str().unwrap().to_string()).collect()
     }
 
     #[test]
     fn strips_spoofed_then_injects() {
-        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: false }).also_strip([HeaderName::from_static("x-api-key")]);
+        let h = IdentityHeaders::from_config(&settings(false)).also_strip([HeaderName::from_static("x-api-key")]);
         let mut req = request(&[
             ("Host", "api.example.com"),
             ("X-Auth-Subject", "admin"),
@@ -191,9 +437,9 @@ mod tests {
             ("cookie", "a=b"),
             ("x-forwarded-for", "10.0.0.1"),
         ]);
-        let mut up = h.upstream(&req);
+        let mut up = h.upstream(&req, false);
         assert_eq!(up.cookies, vec![HeaderValue::from_static("a=b")]);
-        assert_eq!(up.forwarded_for, vec![HeaderValue::from_static("10.0.0.1")]);
+        assert!(up.forwarded_for.is_empty(), "x-forwarded-for is the gateway's to write");
         let (subject, email, client) = (encode("user_1"), encode("a\r\nx-auth-evil: 1@é.com"), encode("billing"));
         up.inject(&h, &Identity { subject: Some(&subject), email: Some(&email), client: Some(&client), permission: None });
         up.install(&mut req, None).unwrap();
@@ -214,25 +460,25 @@ mod tests {
 
     #[test]
     fn install_keeps_the_target_or_takes_a_normalised_one() {
-        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: false });
+        let h = IdentityHeaders::from_config(&settings(false));
         let mut req = RequestHeader::build("POST", b"/a/./b?q=%20", None).unwrap();
         req.append_header("Content-Length", "3").unwrap();
-        h.upstream(&req).install(&mut req, None).unwrap();
+        h.upstream(&req, false).install(&mut req, None).unwrap();
         assert_eq!(req.raw_path(), b"/a/./b?q=%20");
         assert_eq!(req.method, http::Method::POST);
         assert_eq!(values(&req, "content-length"), vec!["3"]);
         let mut wire = Vec::new();
         req.header_to_h1_wire(&mut wire);
         assert_eq!(wire, b"Content-Length: 3\r\n");
-        h.upstream(&req).install(&mut req, Some("/a/b?q=%20".parse().unwrap())).unwrap();
+        h.upstream(&req, false).install(&mut req, Some("/a/b?q=%20".parse().unwrap())).unwrap();
         assert_eq!(req.raw_path(), b"/a/b?q=%20");
     }
 
     #[test]
     fn forwards_token_when_configured() {
-        let h = IdentityHeaders::from_config(&HeaderSettings { prefix: "x-auth-".into(), forward_token: true });
+        let h = IdentityHeaders::from_config(&settings(true));
         let mut req = request(&[("authorization", "Bearer abc")]);
-        h.upstream(&req).install(&mut req, None).unwrap();
+        h.upstream(&req, false).install(&mut req, None).unwrap();
         assert_eq!(values(&req, "authorization"), vec!["Bearer abc"]);
     }
 

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod digest;
 pub mod headers;
 pub mod identity;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod redirects;

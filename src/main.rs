@@ -54,7 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| "info,pingora=warn".into()))
+        .with_env_filter(authgate::logging::filter(std::env::var("AUTHGATE_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();

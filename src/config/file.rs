@@ -110,6 +110,12 @@ pub struct HeadersFile {
     pub prefix: Option<String>,
     /// Forward the caller's `Authorization` header upstream (default false).
     pub forward_token: Option<bool>,
+    /// What to do with request headers whose names contain `_`: `"drop"` (default), `"reject"` (400) or `"allow"`.
+    pub with_underscores: Option<String>,
+    /// More header names the upstream must never receive from a caller.
+    pub strip: Option<Vec<String>>,
+    /// Also strip the well-known identity headers of other proxies (default true).
+    pub strip_defaults: Option<bool>,
 }
 
 /// `[[clients]]`: one client app.

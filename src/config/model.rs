@@ -200,6 +200,25 @@ pub struct HeaderSettings {
     pub prefix: String,
     /// Forward the caller's bearer token upstream.
     pub forward_token: bool,
+    /// What happens to request headers whose names contain `_`.
+    pub underscores: Underscores,
+    /// More lowercase header names (with `_` folded to `-`) never forwarded from a caller.
+    pub strip: Vec<String>,
+    /// Also strip [`crate::headers::OTHER_PROXIES_IDENTITY`].
+    pub strip_defaults: bool,
+}
+
+/// What happens to a request header whose name contains `_` (CGI, WSGI, Rack and PHP servers
+/// read `x_auth_user` and `x-auth-user` as the same variable), as Envoy's
+/// `headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    /// Not forwarded (the default).
+    Drop,
+    /// The request is refused with 400.
+    Reject,
+    /// Forwarded, unless its name with `_` read as `-` is one the gateway strips.
+    Allow,
 }
 
 /// One client app.

@@ -288,7 +288,28 @@ fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
     if prefix.len() < 3 || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         problems.add(&KeyPath::root("headers").key("prefix"), format!("{prefix:?} must be at least 3 letters, digits or dashes, e.g. \"x-auth-\""));
     }
-    HeaderSettings { prefix, forward_token: f.forward_token.unwrap_or(false) }
+    let at = KeyPath::root("headers");
+    let underscores = match f.with_underscores.as_deref() {
+        None | Some("drop") => Underscores::Drop,
+        Some("reject") => Underscores::Reject,
+        Some("allow") => Underscores::Allow,
+        Some(other) => {
+            problems.add(&at.key("with_underscores"), format!("{other:?} is not an action: write \"drop\", \"reject\" or \"allow\""));
+            Underscores::Drop
+        }
+    };
+    let mut strip = Vec::new();
+    for (i, name) in f.strip.unwrap_or_default().into_iter().enumerate() {
+        let folded = crate::headers::fold(&name);
+        if http::HeaderName::from_bytes(folded.as_bytes()).is_err() {
+            problems.add(&at.key("strip").index(i), format!("{name:?} is not a header name"));
+        } else if matches!(folded.as_str(), "host" | "content-length" | "transfer-encoding" | "content-type") {
+            problems.add(&at.key("strip").index(i), format!("{name:?} is needed to proxy the request: it can't be stripped"));
+        } else {
+            strip.push(folded);
+        }
+    }
+    HeaderSettings { prefix, forward_token: f.forward_token.unwrap_or(false), underscores, strip, strip_defaults: f.strip_defaults.unwrap_or(true) }
 }
 
 fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<ClientSettings> {

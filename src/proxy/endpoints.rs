@@ -117,6 +117,10 @@ impl Gateway {
             for (k, v) in cors::response_headers(origin) {
                 let _ = resp.insert_header(k, v);
             }
+            let existing: Vec<&[u8]> = resp.headers.get_all(http::header::VARY).iter().map(|v| v.as_bytes()).collect();
+            if let Some(vary) = cors::vary_origin(&existing) {
+                let _ = resp.insert_header(http::header::VARY, vary);
+            }
         }
     }
 

@@ -505,6 +505,9 @@ impl Gateway {
             ctx.outcome = "jwks";
             return self.serve_jwks(session).await;
         }
+        if let Some(why) = self.headers.refuses(session.req_header()) {
+            return self.refuse(session, ctx, Refusal::BadHeader(why)).await;
+        }
         let decided = match self.authorize(session.req_header(), ctx).await {
             Ok(None) => Ok(()),
             Ok(Some(check)) => self.live_check(session, ctx, check).await,
@@ -535,7 +538,7 @@ impl Gateway {
             }
             None => None,
         };
-        let mut out = self.headers.upstream(upstream);
+        let mut out = self.headers.upstream(upstream, ctx.trusted_proxy);
         if !out.cookies.is_empty() {
             if let Some(kept) = self.kept_cookies(&out.cookies) {
                 out.map.insert(http::header::COOKIE, kept);

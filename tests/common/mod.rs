@@ -238,13 +238,18 @@ pub async fn start_gateway(make_config: impl Fn(u16, u16) -> String, wait_ready:
 
 /// Like [`spawn_gateway`], but a gateway that exits or never gets ready is an `Err` with its log.
 pub async fn try_spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool) -> Result<Gateway, String> {
+    try_spawn_gateway_logging(config, port, admin, wait_ready, "info,pingora=warn").await
+}
+
+/// Like [`try_spawn_gateway`], with `AUTHGATE_LOG` set to `log`.
+pub async fn try_spawn_gateway_logging(config: &str, port: u16, admin: u16, wait_ready: bool, log: &str) -> Result<Gateway, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("authgate.toml");
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(binary())
         .args(["run", "--config"])
         .arg(&path)
-        .env("AUTHGATE_LOG", "info,pingora=warn")
+        .env("AUTHGATE_LOG", log)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

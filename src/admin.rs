@@ -36,12 +36,13 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, content_type, body) = self.answer(session.req_header().uri.path());
-        Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .header("content-length", body.len())
-            .header("cache-control", "no-store")
-            .body(body.into_bytes())
-            .expect("static response parts are valid")
+        let len = body.len();
+        let mut response = Response::new(body.into_bytes());
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        response
     }
 }

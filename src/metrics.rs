@@ -27,7 +27,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers the metrics.
+    /// Creates and registers the metrics (at start-up: a definition that fails is a bug).
+    #[allow(clippy::expect_used, reason = "start-up only; the definitions are constants")]
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(

@@ -38,8 +38,8 @@ impl Upstream {
     }
 
     /// The next peer, round robin.
-    pub fn pick(&self) -> Box<HttpPeer> {
-        let n = if self.peers.len() == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len() };
-        Box::new(self.peers[n].clone())
+    pub fn pick(&self) -> Option<Box<HttpPeer>> {
+        let n = if self.peers.len() == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len().max(1) };
+        self.peers.get(n).map(|p| Box::new(p.clone()))
     }
 }

@@ -39,6 +39,7 @@ pub fn from_request<'a>(authorization: Option<&'a [u8]>, api_key: Option<&'a [u8
 }
 
 /// The RFC 6750 `b64token` alphabet, as a table: tokens are checked byte by byte on every request.
+#[allow(clippy::indexing_slicing, reason = "a constant evaluated at compile time: b < 256")]
 static B64TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
@@ -55,10 +56,11 @@ static B64TOKEN: [bool; 256] = {
 pub fn from_authorization(header: Option<&[u8]>) -> Result<Credential<'_>, CredentialError> {
     let Some(raw) = header else { return Err(CredentialError::Missing) };
     let space = raw.iter().position(|&b| b == b' ').ok_or(CredentialError::Malformed)?;
-    if !raw[..space].eq_ignore_ascii_case(b"bearer") {
+    let (scheme, rest) = raw.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(CredentialError::Malformed);
     }
-    let mut token = &raw[space + 1..];
+    let mut token = rest;
     while let [b' ', rest @ ..] = token {
         token = rest;
     }
@@ -75,7 +77,7 @@ pub fn from_authorization(header: Option<&[u8]>) -> Result<Credential<'_>, Crede
 
 /// True when `token` has only RFC 6750 `b64token` characters (anything else cannot be a JWT).
 pub fn is_b64token(token: &str) -> bool {
-    token.bytes().all(|b| B64TOKEN[b as usize])
+    token.bytes().all(|b| B64TOKEN.get(usize::from(b)).copied().unwrap_or(false))
 }
 
 #[cfg(test)]

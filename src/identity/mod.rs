@@ -16,6 +16,7 @@ use std::time::Duration;
 
 /// The HTTP client for calls to the IdP: every call bounded by `timeout`, redirects followed
 /// only where the endpoint may legitimately move (discovery, JWKS).
+#[allow(clippy::expect_used, reason = "start-up only: a TLS backend that cannot load is a broken build")]
 pub fn idp_client(timeout: Duration, follow_redirects: bool) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)

@@ -522,7 +522,7 @@ impl Gateway {
     /// The route chosen in `request_filter` names the upstream.
     fn upstream_peer(&self, ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
         let route = self.route(ctx).ok_or_else(|| Error::explain(InternalError, "no route chosen"))?;
-        Ok(self.upstreams[route.upstream].pick())
+        self.upstreams.get(route.upstream).and_then(Upstream::pick).ok_or_else(|| Error::explain(InternalError, "the route's upstream has no address"))
     }
 
     /// The upstream sees the normalised path, no client-sent identity headers or credentials,

@@ -154,7 +154,7 @@ fn header_injection(c: &mut Criterion) {
         b.iter_batched_ref(
             || req.clone(),
             |r| {
-                let mut up = headers.upstream(r);
+                let mut up = headers.upstream(r, false);
                 up.inject(&headers, black_box(&id));
                 up.install(r, None).unwrap();
             },

@@ -567,6 +567,67 @@ mod tests {
     }
 
     #[test]
+    fn a_tokens_client_is_azp_then_client_id_then_a_clients_aud() {
+        let r = registry();
+        let aud = |list: &[&str]| list.iter().map(|a| Box::<str>::from(*a)).collect::<Vec<_>>();
+        let cases: [(&str, Option<&str>, Vec<Box<str>>, Binding); 7] = [
+            ("azp (or client_id) wins over aud", Some("id_dev"), aud(&["id_billing"]), Binding::Client("id_dev")),
+            ("an unconfigured azp still binds", Some("someone_else"), aud(&["api"]), Binding::Client("someone_else")),
+            ("an id_token: aud is the client", None, aud(&["id_billing"]), Binding::Client("id_billing")),
+            ("the API audience next to a client's aud", None, aud(&["api", "id_dev"]), Binding::Client("id_dev")),
+            ("the API audience only: unbound", None, aud(&["api"]), Binding::Unbound),
+            ("no aud: unbound", None, aud(&[]), Binding::Unbound),
+            ("two clients in aud: ambiguous", None, aud(&["id_billing", "id_dev"]), Binding::Ambiguous),
+        ];
+        for (name, azp, audiences, want) in cases {
+            assert_eq!(r.token_binding(azp, &audiences), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_credential_not_the_header_settles_the_client() {
+        let mut clients = registry().clients;
+        clients.push(ClientSettings { name: "partner".into(), client_id: "id_partner".into(), allow_foreign_tokens: true, ..clients[0].clone() });
+        let r = ClientRegistry::from_config(&clients);
+        let (billing, dev, partner) = (0, 1, 2);
+        let every = Served::new(None, 3);
+        let only_billing = Served::new(Some(&[billing]), 3);
+        let billing_and_partner = Served::new(Some(&[billing, partner]), 3);
+        let short = |res: Result<Settled, ClientError>| match res {
+            Ok(Some(i)) => clients[i].name.clone(),
+            Ok(None) => "none".into(),
+            Err(ClientError::IssuedToAnother { .. }) => "issued to another".into(),
+            Err(ClientError::Unbound { .. }) => "unbound on several".into(),
+            Err(ClientError::NotServed { .. }) => "not served".into(),
+        };
+        let cases = [
+            // (why, detected, binding, route serves, needs a namespace, settled)
+            ("bound, from its own origin", billing, Binding::Client("id_billing"), &every, true, "billing"),
+            ("bound, from another client's origin", dev, Binding::Client("id_billing"), &every, true, "issued to another"),
+            ("bound to an unknown client", billing, Binding::Client("id_elsewhere"), &every, true, "issued to another"),
+            ("ambiguous aud", billing, Binding::Ambiguous, &every, true, "issued to another"),
+            ("foreign token where the client allows it", partner, Binding::Client("id_dev"), &every, true, "partner"),
+            ("bound, but the route serves another client", dev, Binding::Client("id_dev"), &only_billing, true, "not served"),
+            ("foreign-token client the route does not serve", partner, Binding::Client("id_billing"), &only_billing, true, "not served"),
+            ("unbound: the route's one client, whatever the header says", dev, Binding::Unbound, &only_billing, true, "billing"),
+            ("unbound on a route serving every client", billing, Binding::Unbound, &every, true, "unbound on several"),
+            ("unbound on a route serving two", partner, Binding::Unbound, &billing_and_partner, true, "unbound on several"),
+            ("unbound, authenticated route serving several: no client", dev, Binding::Unbound, &every, false, "none"),
+            ("unbound, authenticated route serving one", dev, Binding::Unbound, &only_billing, false, "billing"),
+        ];
+        for (why, detected, binding, served, needed, want) in cases {
+            assert_eq!(short(r.settle(detected, binding, served, needed, "r")), want, "{why}");
+        }
+        // A single-client config: every route serves it, so an unbound credential has its namespace.
+        let single = ClientRegistry::from_config(&clients[..1]);
+        assert_eq!(single.settle(0, Binding::Unbound, &Served::new(None, 1), true, "r"), Ok(Some(0)));
+        let refused = r.settle(billing, Binding::Unbound, &every, true, "invoices").unwrap_err().to_string();
+        assert!(refused.contains("set `clients` on the route"), "{refused}");
+        let refused = r.settle(dev, Binding::Client("id_billing"), &every, true, "invoices").unwrap_err().to_string();
+        assert_eq!(refused, "the token was issued to another client application than dev");
+    }
+
+    #[test]
     fn trusted_proxy_ranges() {
         let t = TrustedProxies::new(vec![
             TrustedProxies::parse_range("10.0.0.0/8").unwrap(),

@@ -427,13 +427,13 @@ mod tests {
     const ISS: &str = "https://idp.test";
 
     fn verifier(keys: &[&SigningKey]) -> Verifier {
-        let text = format!("[idp]\nissuer = \"{ISS}\"\naudience = \"api\"\nleeway = \"5s\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n");
+        let text = format!("[idp]\nissuer = \"{ISS}\"\naudience = \"api\"\nleeway = \"5s\"\n[api_keys]\naudience = \"keys\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n");
         let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
         let metrics = Metrics::new();
         let store = Arc::new(KeyStore::from_config(&c.idp, metrics.clone()));
         let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk().clone()).collect::<Vec<_>>()});
         store.install(parse_jwks(&jwks, &c.idp.algorithms).unwrap());
-        Verifier::from_config(&c.idp, &c.cache, store, metrics)
+        Verifier::from_config(&c.idp, &c.cache, store, metrics).with_api_key_audiences(&c.idp, &c.api_keys.audiences)
     }
 
     fn claims(extra: serde_json::Value) -> serde_json::Value {
@@ -520,5 +520,68 @@ mod tests {
         // Removing every key drops the cache on the next refresh; `install` alone does not.
         v.keys().install(Default::default());
         assert!(v.verify(&t).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_token_verified_for_one_audience_set_is_not_accepted_for_the_other() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let v = verifier(&[&key]);
+        let bearer = key.sign(&claims(json!({})));
+        let exchanged = key.sign(&claims(json!({"aud": "keys"})));
+        let both = key.sign(&claims(json!({"aud": ["api", "keys"]})));
+        let cases = [
+            ("a bearer token", &bearer, Ok(()), Err(TokenError::WrongAudience)),
+            ("an API-key token", &exchanged, Err(TokenError::WrongAudience), Ok(())),
+            ("a token for both", &both, Ok(()), Ok(())),
+        ];
+        for (name, token, as_api, as_key) in cases {
+            // Twice each way, in both orders: the second answer comes from a cache.
+            for _ in 0..2 {
+                assert_eq!(v.verify_for(token, Audience::Api).await.map(|_| ()), as_api, "{name} as a bearer token");
+                assert_eq!(v.verify_for(token, Audience::ApiKey).await.map(|_| ()), as_key, "{name} as an API-key token");
+            }
+        }
+        assert!(v.cached(&exchanged).is_none(), "an API-key token is not in the bearer cache");
+        assert!(v.cached(&bearer).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_removed_key_clears_every_audience_sets_cache_at_once() {
+        let idp = crate::demo::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let text = format!(
+            "[idp]\nissuer = \"{}\"\naudience = \"api\"\njwks_min_refetch_interval = \"1ms\"\n[api_keys]\naudience = \"keys\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n",
+            idp.issuer()
+        );
+        let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
+        let store = Arc::new(KeyStore::from_config(&c.idp, Metrics::new()));
+        let v = Verifier::from_config(&c.idp, &c.cache, store, Metrics::new()).with_api_key_audiences(&c.idp, &c.api_keys.audiences);
+        let kept = idp.active_kid();
+        let removed = idp.rotate(Algorithm::ES256).unwrap();
+        assert!(v.refresh_keys().await);
+        let sign = |kid: &str, extra: serde_json::Value| {
+            let mut c = claims(extra);
+            c["iss"] = idp.issuer().into();
+            idp.mint_with(kid, c).unwrap()
+        };
+        let bearer = sign(&removed, json!({}));
+        let exchanged = sign(&removed, json!({"aud": "keys"}));
+        let id_token = sign(&removed, json!({"aud": "client_x"}));
+        let still_good = sign(&kept, json!({}));
+        assert!(v.verify_for(&bearer, Audience::Api).await.is_ok());
+        assert!(v.verify_for(&exchanged, Audience::ApiKey).await.is_ok());
+        assert!(v.session_identity(&id_token, "client_x", now_secs() + 600).await.is_ok());
+        assert!(v.verify(&still_good).await.is_ok());
+        assert!(v.cached(&bearer).is_some());
+        assert_eq!(v.removals(), 0);
+        // The IdP drops a key; one refresh (whatever triggers it) forgets every use of it.
+        assert!(idp.remove_key(&removed));
+        assert!(v.refresh_keys().await);
+        assert_eq!(v.removals(), 1);
+        assert!(v.cached(&bearer).is_none());
+        assert_eq!(v.verify_for(&bearer, Audience::Api).await.unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(v.verify_for(&exchanged, Audience::ApiKey).await.unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(v.session_identity(&id_token, "client_x", now_secs() + 600).await.unwrap_err(), TokenError::UnknownKey);
+        assert!(v.verify(&still_good).await.is_ok(), "tokens of the kept key verify again");
+        idp.shutdown();
     }
 }

@@ -570,7 +570,7 @@ mod tests {
     fn a_tokens_client_is_azp_then_client_id_then_a_clients_aud() {
         let r = registry();
         let aud = |list: &[&str]| list.iter().map(|a| Box::<str>::from(*a)).collect::<Vec<_>>();
-        let cases: [(&str, Option<&str>, Vec<Box<str>>, Binding); 7] = [
+        let cases = [
             ("azp (or client_id) wins over aud", Some("id_dev"), aud(&["id_billing"]), Binding::Client("id_dev")),
             ("an unconfigured azp still binds", Some("someone_else"), aud(&["api"]), Binding::Client("someone_else")),
             ("an id_token: aud is the client", None, aud(&["id_billing"]), Binding::Client("id_billing")),

@@ -1,6 +1,6 @@
 //! API keys: a machine's key is exchanged at the IdP for a short-lived JWT, which is verified
-//! by the gateway's one [`Verifier`] (against `api_keys.audience`) and cached per key — by SHA-256 of the key, never the key itself — until
-//! 60 s before it expires. One exchange per key is in flight at a time; a refused key is
+//! by the gateway's one [`Verifier`] (against `api_keys.audience`) and cached per key — by
+//! SHA-256 of the key, never the key itself — until 60 s before it expires. One exchange per key is in flight at a time; a refused key is
 //! remembered as refused for a while so it cannot make the gateway hammer the IdP. When a
 //! signing key leaves the IdP's JWKS, every cached exchange is dropped and redone on its key's
 //! next request, so a token signed by the removed key is refused at once.

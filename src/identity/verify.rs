@@ -145,6 +145,8 @@ pub struct Verifier {
     /// By [`Audience::index`], one validation per accepted algorithm: jsonwebtoken requires
     /// every algorithm of a validation to match the key's family.
     validations: [Vec<(Algorithm, Validation)>; 2],
+    /// The audiences [`Audience::ApiKey`] accepts.
+    api_key_audiences: Vec<String>,
     /// Counts the times a key disappeared from the JWKS (and every cache was dropped).
     removals: AtomicU64,
     token_keys: KeyedDigest,
@@ -164,6 +166,7 @@ impl Verifier {
             issuer: idp.issuer.clone(),
             leeway: idp.leeway.as_secs(),
             validations: [api.clone(), api],
+            api_key_audiences: idp.audiences.clone(),
             removals: AtomicU64::new(0),
             token_keys: KeyedDigest::random(),
             cached_hits: metrics.jwt_verifications.with_label_values(&["cached"]),
@@ -176,7 +179,13 @@ impl Verifier {
     /// Checks tokens exchanged for API keys against `audiences` (`api_keys.audience`).
     pub fn with_api_key_audiences(mut self, idp: &IdpSettings, audiences: &[String]) -> Verifier {
         self.validations[Audience::ApiKey.index()] = validations(idp, audiences);
+        self.api_key_audiences = audiences.to_vec();
         self
+    }
+
+    /// The audiences tokens exchanged for API keys are accepted for.
+    pub fn api_key_audiences(&self) -> &[String] {
+        &self.api_key_audiences
     }
 
     /// The key store.

@@ -92,6 +92,9 @@ impl Gateway {
     pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, String> {
         let (routes, upstreams) = routing(config)?;
         // Exchanged API-key tokens go through the same verifier, for their own audience set.
+        if verifier.api_key_audiences() != config.api_keys.audiences.as_slice() {
+            return Err("the verifier accepts API-key tokens for other audiences than api_keys.audience: build it with Verifier::with_api_key_audiences".into());
+        }
         let api_keys = Arc::new(ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()));
         let abac = Arc::new(AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()));
         let asserter = Arc::new(Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?);

@@ -325,6 +325,127 @@ impl ClientRegistry {
     }
 }
 
+/// The client app a verified credential names, which decides whose permissions apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// Issued to the client with this `client_id` (configured here or not).
+    Client(&'a str),
+    /// Its `aud` names several configured clients and no `azp` / `client_id` says which.
+    Ambiguous,
+    /// Names no client: an API key's exchanged token, or a token without `azp`, `client_id`
+    /// or an `aud` value that is a configured client's `client_id`.
+    Unbound,
+}
+
+/// The client apps a route serves, prepared once per route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// `None`: every client.
+    list: Option<Box<[usize]>>,
+    /// The one client the route serves, if it serves exactly one.
+    only: Option<usize>,
+}
+
+impl Served {
+    /// A route's `clients` (indices; `None`: every one) among `client_count` clients.
+    pub fn new(clients: Option<&[usize]>, client_count: usize) -> Served {
+        let only = match clients {
+            Some([one]) => Some(*one),
+            Some(_) => None,
+            None if client_count == 1 => Some(0),
+            None => None,
+        };
+        Served { list: clients.map(Into::into), only }
+    }
+
+    /// True when the route serves client `index`.
+    pub fn serves(&self, index: usize) -> bool {
+        self.list.as_deref().is_none_or(|l| l.contains(&index))
+    }
+
+    /// The one client the route serves, when it serves exactly one.
+    pub fn only(&self) -> Option<usize> {
+        self.only
+    }
+}
+
+/// Why a request has no client app whose permission namespace may decide it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// A bound credential presented from another client's origin.
+    #[error("the {credential} was issued to another client application than {client}")]
+    IssuedToAnother {
+        /// What was presented (`token`, `session`).
+        credential: &'static str,
+        /// The client the request came from.
+        client: String,
+    },
+    /// An unbound credential on a route serving several clients.
+    #[error("route {route:?} serves several client applications and this credential (an API key, or a token without azp, client_id or a client's aud) names none of them, so no request header may choose its permission namespace: set `clients` on the route to the one client app it serves")]
+    Unbound {
+        /// The route's name.
+        route: String,
+    },
+    /// The request's client is not one the route serves.
+    #[error("route {route:?} does not serve client application {client}")]
+    NotServed {
+        /// The route's name.
+        route: String,
+        /// The client the request ended up with.
+        client: String,
+    },
+}
+
+/// The settled client of a request: whose namespace decides it (`None`: none, on a route that
+/// needs no permission and serves several clients).
+pub type Settled = Option<usize>;
+
+impl ClientRegistry {
+    /// A token's client: its `azp`, else its `client_id` claim (both in `authorized_party`),
+    /// else an `aud` value that is a configured client's `client_id`.
+    pub fn token_binding<'a>(&self, authorized_party: Option<&'a str>, audiences: &'a [Box<str>]) -> Binding<'a> {
+        if let Some(azp) = authorized_party {
+            return Binding::Client(azp);
+        }
+        let mut found: Option<&'a str> = None;
+        for aud in audiences.iter().map(|a| &**a) {
+            if self.clients.iter().any(|c| c.client_id == aud) {
+                match found {
+                    Some(f) if f != aud => return Binding::Ambiguous,
+                    _ => found = Some(aud),
+                }
+            }
+        }
+        found.map_or(Binding::Unbound, Binding::Client)
+    }
+
+    /// Whose permissions apply. A bound credential fixes the client: the detected one must be
+    /// it, unless the detected client sets `allow_foreign_tokens` (then the detected client's).
+    /// An unbound credential never lets a header choose: the route's only client, or, on a
+    /// route serving several, a refusal when a namespace is `needed` and no client otherwise.
+    /// The client settled on must be one the route serves.
+    pub fn settle(&self, detected: usize, binding: Binding<'_>, served: &Served, needed: bool, route: &str) -> Result<Settled, ClientError> {
+        let client = self.clients.get(detected).ok_or_else(|| ClientError::NotServed { route: route.to_string(), client: "(unknown)".into() })?;
+        let settled = match binding {
+            Binding::Client(id) if id == client.client_id => Some(detected),
+            Binding::Client(_) | Binding::Ambiguous if client.allow_foreign_tokens => Some(detected),
+            Binding::Client(_) | Binding::Ambiguous => return Err(ClientError::IssuedToAnother { credential: "token", client: client.name.clone() }),
+            Binding::Unbound => match served.only() {
+                Some(only) => Some(only),
+                None if needed => return Err(ClientError::Unbound { route: route.to_string() }),
+                None => None,
+            },
+        };
+        match settled {
+            Some(i) if !served.serves(i) => {
+                let name = self.clients.get(i).map(|c| c.name.clone()).unwrap_or_default();
+                Err(ClientError::NotServed { route: route.to_string(), client: name })
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +564,67 @@ mod tests {
         }
         let with_default = ClientRegistry::from_config(&clients).with_default(Some(1));
         assert_eq!(name(with_default.identify_hints(h(Some("https://evil.example.com"), None, None, None))), "dev https://evil.example.com");
+    }
+
+    #[test]
+    fn a_tokens_client_is_azp_then_client_id_then_a_clients_aud() {
+        let r = registry();
+        let aud = |list: &[&str]| list.iter().map(|a| Box::<str>::from(*a)).collect::<Vec<_>>();
+        let cases = [
+            ("azp (or client_id) wins over aud", Some("id_dev"), aud(&["id_billing"]), Binding::Client("id_dev")),
+            ("an unconfigured azp still binds", Some("someone_else"), aud(&["api"]), Binding::Client("someone_else")),
+            ("an id_token: aud is the client", None, aud(&["id_billing"]), Binding::Client("id_billing")),
+            ("the API audience next to a client's aud", None, aud(&["api", "id_dev"]), Binding::Client("id_dev")),
+            ("the API audience only: unbound", None, aud(&["api"]), Binding::Unbound),
+            ("no aud: unbound", None, aud(&[]), Binding::Unbound),
+            ("two clients in aud: ambiguous", None, aud(&["id_billing", "id_dev"]), Binding::Ambiguous),
+        ];
+        for (name, azp, audiences, want) in cases {
+            assert_eq!(r.token_binding(azp, &audiences), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_credential_not_the_header_settles_the_client() {
+        let mut clients = registry().clients;
+        clients.push(ClientSettings { name: "partner".into(), client_id: "id_partner".into(), allow_foreign_tokens: true, ..clients[0].clone() });
+        let r = ClientRegistry::from_config(&clients);
+        let (billing, dev, partner) = (0, 1, 2);
+        let every = Served::new(None, 3);
+        let only_billing = Served::new(Some(&[billing]), 3);
+        let billing_and_partner = Served::new(Some(&[billing, partner]), 3);
+        let short = |res: Result<Settled, ClientError>| match res {
+            Ok(Some(i)) => clients[i].name.clone(),
+            Ok(None) => "none".into(),
+            Err(ClientError::IssuedToAnother { .. }) => "issued to another".into(),
+            Err(ClientError::Unbound { .. }) => "unbound on several".into(),
+            Err(ClientError::NotServed { .. }) => "not served".into(),
+        };
+        let cases = [
+            // (why, detected, binding, route serves, needs a namespace, settled)
+            ("bound, from its own origin", billing, Binding::Client("id_billing"), &every, true, "billing"),
+            ("bound, from another client's origin", dev, Binding::Client("id_billing"), &every, true, "issued to another"),
+            ("bound to an unknown client", billing, Binding::Client("id_elsewhere"), &every, true, "issued to another"),
+            ("ambiguous aud", billing, Binding::Ambiguous, &every, true, "issued to another"),
+            ("foreign token where the client allows it", partner, Binding::Client("id_dev"), &every, true, "partner"),
+            ("bound, but the route serves another client", dev, Binding::Client("id_dev"), &only_billing, true, "not served"),
+            ("foreign-token client the route does not serve", partner, Binding::Client("id_billing"), &only_billing, true, "not served"),
+            ("unbound: the route's one client, whatever the header says", dev, Binding::Unbound, &only_billing, true, "billing"),
+            ("unbound on a route serving every client", billing, Binding::Unbound, &every, true, "unbound on several"),
+            ("unbound on a route serving two", partner, Binding::Unbound, &billing_and_partner, true, "unbound on several"),
+            ("unbound, authenticated route serving several: no client", dev, Binding::Unbound, &every, false, "none"),
+            ("unbound, authenticated route serving one", dev, Binding::Unbound, &only_billing, false, "billing"),
+        ];
+        for (why, detected, binding, served, needed, want) in cases {
+            assert_eq!(short(r.settle(detected, binding, served, needed, "r")), want, "{why}");
+        }
+        // A single-client config: every route serves it, so an unbound credential has its namespace.
+        let single = ClientRegistry::from_config(&clients[..1]);
+        assert_eq!(single.settle(0, Binding::Unbound, &Served::new(None, 1), true, "r"), Ok(Some(0)));
+        let refused = r.settle(billing, Binding::Unbound, &every, true, "invoices").unwrap_err().to_string();
+        assert!(refused.contains("set `clients` on the route"), "{refused}");
+        let refused = r.settle(dev, Binding::Client("id_billing"), &every, true, "invoices").unwrap_err().to_string();
+        assert_eq!(refused, "the token was issued to another client application than dev");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum Refusal {
     LoginRedirect(String),
     /// A session or token issued to another client app than the one calling.
     WrongClient(String),
+    /// No client app the route serves can decide the request: an unbound credential on a
+    /// route serving several clients, or a client the route does not serve.
+    ClientNotServed(String),
     /// A login could not be completed; `retry` is where to start again.
     LoginFailed {
         /// What went wrong, for people.
@@ -72,7 +75,7 @@ impl Refusal {
             Refusal::BadPath(_) | Refusal::BadHeader(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) => StatusCode::FORBIDDEN,
+            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) | Refusal::ClientNotServed(_) => StatusCode::FORBIDDEN,
             Refusal::LoginRedirect(_) => StatusCode::FOUND,
             Refusal::LoginFailed { .. } => StatusCode::BAD_REQUEST,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -100,6 +103,7 @@ impl Refusal {
             Refusal::UnreadableBody { .. } => "bad_body",
             Refusal::LoginRedirect(_) => "login_redirect",
             Refusal::WrongClient(_) => "wrong_client",
+            Refusal::ClientNotServed(_) => "client_not_served",
             Refusal::LoginFailed { .. } => "login_failed",
         }
     }
@@ -120,6 +124,7 @@ impl Refusal {
             Refusal::UnreadableBody { .. } => "Unreadable request body",
             Refusal::LoginRedirect(_) => "Sign-in required",
             Refusal::WrongClient(_) => "Credentials of another application",
+            Refusal::ClientNotServed(_) => "Client application not served here",
             Refusal::LoginFailed { .. } => "Sign-in failed",
         }
     }
@@ -141,7 +146,7 @@ impl Refusal {
             Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
             Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(reason)),
             Refusal::LoginRedirect(_) => "Redirecting to sign in.".into(),
-            Refusal::WrongClient(why) => format!("{}.", capitalise(why)),
+            Refusal::WrongClient(why) | Refusal::ClientNotServed(why) => format!("{}.", capitalise(why)),
             Refusal::LoginFailed { reason, .. } => format!("{}.", capitalise(reason)),
         }
     }

@@ -71,7 +71,7 @@ pub fn build_reloadable(config: &Config, path: Option<&std::path::Path>) -> Resu
 
     let metrics = Metrics::new();
     let keys = Arc::new(KeyStore::from_config(&config.idp, metrics.clone()));
-    let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()));
+    let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()).with_api_key_audiences(&config.idp, &config.api_keys.audiences));
     let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone()).map_err(StartError::Setup)?;
 
     let live = LiveGateway::new(gateway);

@@ -18,6 +18,7 @@ upstream = "app"
 permission = "payment:refund"
 entity_id = "id"
 body_limit = 1024
+clients = ["billing"]
 signed_identity = true
 
 [routes.attributes]
@@ -34,6 +35,7 @@ methods = ["GET"]
 upstream = "app"
 permission = "payment:read"
 signed_identity = true
+clients = ["billing"]
 "#;
 
 fn setup(abac: &str) -> Setup {

@@ -213,8 +213,9 @@ async fn unknown_origins_are_refused_and_browsers_get_html() {
     let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).bearer_auth(&token).header("origin", "https://evil.test").send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert!(body(r).await["detail"].as_str().unwrap().contains("https://evil.test"));
-    // The other client's origin resolves to that client's namespace, where the token grants nothing.
-    let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).bearer_auth(&token).header("origin", "https://reports.test").send().await.unwrap();
+    // A token issued to billing (azp) is refused from the other client's origin.
+    let bound = w.idp.mint(json!({"sub": "user_1", "aud": AUDIENCE, "azp": "abc", "permissions": invoice_read()}));
+    let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).bearer_auth(&bound).header("origin", "https://reports.test").send().await.unwrap();
     assert_eq!(r.status(), 403);
     let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("accept", "text/html,application/xhtml+xml").send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -312,7 +313,9 @@ async fn verified_tokens_are_cached_and_metrics_count_requests() {
 /// request comes from a trusted proxy; from anyone else they are ignored.
 #[tokio::test]
 async fn forwarded_host_and_proto_count_only_from_trusted_proxies() {
-    let token_for = |w: &World| w.token(json!({}));
+    // Tokens bound to a client (azp) pass only from that client: the status shows which client
+    // the request's origin named (an unbound token would name none on a route serving both).
+    let token_for = |w: &World, azp: &str| w.idp.mint(json!({"sub": "user_1", "aud": AUDIENCE, "azp": azp}));
     let send = |w: &World, token: String| {
         w.http
             .get(format!("{}/api/me", w.gw.url))
@@ -323,14 +326,15 @@ async fn forwarded_host_and_proto_count_only_from_trusted_proxies() {
     };
 
     let trusted = World::start_with(Setup { proxy_extra: "trusted_proxies = [\"127.0.0.1\"]".into(), ..Setup::default() }).await;
-    let r = send(&trusted, token_for(&trusted)).await.unwrap();
+    let r = send(&trusted, token_for(&trusted, "xyz")).await.unwrap();
     assert_eq!(r.status(), 200);
     let h = &body(r).await["headers"];
     assert_eq!(h["x-auth-client"], "reports", "the trusted proxy's X-Forwarded-Host names the client: {h}");
     assert_eq!(h["x-forwarded-proto"], "https");
 
     let untrusted = World::start().await;
-    let r = send(&untrusted, token_for(&untrusted)).await.unwrap();
+    assert_eq!(send(&untrusted, token_for(&untrusted, "xyz")).await.unwrap().status(), 403, "an untrusted X-Forwarded-Host named the client");
+    let r = send(&untrusted, token_for(&untrusted, "abc")).await.unwrap();
     assert_eq!(r.status(), 200);
     let h = &body(r).await["headers"];
     assert_eq!(h["x-auth-client"], "billing", "an untrusted X-Forwarded-Host was believed: {h}");

@@ -30,8 +30,9 @@ async fn serves_https_and_builds_the_origin_with_https() {
         .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
         .build()
         .unwrap();
-    let token = idp.mint(json!({"sub": "u", "aud": AUDIENCE, "permissions": {"client_sec:invoice": ["read"]}}));
-    let r = https.get(format!("https://localhost:{port}/api/invoices/1")).bearer_auth(&token).send().await.unwrap();
+    // A token bound to `secure` (azp) passes only when the request's origin names that client.
+    let token = idp.mint(json!({"sub": "u", "aud": AUDIENCE, "azp": "sec"}));
+    let r = https.get(format!("https://localhost:{port}/api/me")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200, "the Host origin is https://localhost:{port}, the client `secure`");
     let echoed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-auth-client"], "secure");

@@ -291,6 +291,7 @@ mod tests {
             body_limit: 1024,
             allow_on_error: false,
             signed_identity: false,
+            clients: None,
         }
     }
 

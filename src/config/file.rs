@@ -213,6 +213,9 @@ pub struct RouteFile {
     pub on_error: Option<String>,
     /// Inject a short-lived JWT signed by the gateway describing the caller and the decision.
     pub signed_identity: Option<bool>,
+    /// Names of the client apps this route serves (default: every client). A credential bound
+    /// to no client (an API key) is decided in the namespace of the route's only client.
+    pub clients: Option<Vec<String>>,
 }
 
 /// `[abac]`: the live permission check.

@@ -288,6 +288,8 @@ pub struct RouteSpec {
     pub allow_on_error: bool,
     /// Inject a gateway-signed identity JWT.
     pub signed_identity: bool,
+    /// Indices into [`Config::clients`] of the client apps the route serves; `None`: every one.
+    pub clients: Option<Vec<usize>>,
 }
 
 /// Where an ABAC attribute comes from.

@@ -110,6 +110,10 @@ fn rules_table() {
         ("[proxy]", "[identity_jwt]\nalgorithm = \"RS256\"\n[proxy]", "identity_jwt.algorithm: \"RS256\" is not \"ES256\" or \"EdDSA\""),
         ("[proxy]", "[abac]\nallow_ttl = \"forever\"\n[proxy]", "abac.allow_ttl: \"forever\" is not a duration"),
         ("[proxy]", "[api_keys]\nheader = \"authorization\"\n[proxy]", "api_keys.header: \"authorization\" is not a usable header name"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\nclients = [\"biling\"]", "routes[0].clients[0]: \"biling\" is not a configured client: name one of [\"billing\"]"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\nclients = []", "routes[0].clients: may not be empty"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\nclients = [\"billing\", \"billing\"]", "routes[0].clients[1]: \"billing\" is listed twice"),
+        ("permission = \"invoice:read\"\nentity_id = \"id\"", "auth = \"none\"\nclients = [\"billing\"]", "routes[0].clients: only apply to routes that need an identity"),
     ];
     for (from, to, want) in cases {
         let text = VALID.replacen(from, to, 1);
@@ -117,6 +121,14 @@ fn rules_table() {
         let p = problems(&text);
         assert!(p.iter().any(|m| m.contains(want)), "want {want:?}, got {p:#?}");
     }
+}
+
+#[test]
+fn routes_name_the_clients_they_serve() {
+    let c = parse("test.toml", VALID, &env).unwrap();
+    assert_eq!(c.routes[0].clients, None, "default: every client");
+    let text = VALID.replacen("entity_id = \"id\"", "entity_id = \"id\"\nclients = [\"billing\"]", 1);
+    assert_eq!(parse("test.toml", &text, &env).unwrap().routes[0].clients, Some(vec![0]));
 }
 
 #[test]

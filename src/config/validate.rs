@@ -145,7 +145,7 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     let headers = headers(s.headers, problems);
     let clients = clients(s.clients, problems);
     let upstreams = upstreams(s.upstreams, problems);
-    let routes = routes(s.routes, &upstreams, problems);
+    let routes = routes(s.routes, &upstreams, &clients, problems);
     let abac = abac(s.abac, problems);
     let api_keys = api_keys(s.api_keys, idp.as_ref().map(|i| i.audiences.clone()).unwrap_or_default(), problems);
     let identity_jwt = identity_jwt(s.identity_jwt, &headers, problems);
@@ -481,7 +481,7 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
     out
 }
 
-fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problems: &mut Problems) -> Vec<RouteSpec> {
+fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients: &[ClientSettings], problems: &mut Problems) -> Vec<RouteSpec> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for (i, f) in list {
@@ -553,6 +553,7 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problem
                 problems.add(&at.key("host"), format!("{h:?} must be a bare host name without scheme, port or path"));
             }
         }
+        let served = route_clients(f.clients, clients, access.as_ref(), &at, problems);
         let (Some(path), Some(upstream), Some(access)) = (path, upstream, access) else { continue };
         let name = f.name.unwrap_or_else(|| {
             let ms = methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_else(|| "ANY".into());
@@ -572,9 +573,34 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problem
             body_limit,
             allow_on_error,
             signed_identity: f.signed_identity.unwrap_or(false),
+            clients: served,
         });
     }
     out
+}
+
+/// A route's `clients`: names of configured clients, each once, on a route that needs an identity.
+fn route_clients(names: Option<Vec<String>>, clients: &[ClientSettings], access: Option<&Access>, at: &KeyPath, problems: &mut Problems) -> Option<Vec<usize>> {
+    let names = names?;
+    let at = at.key("clients");
+    if names.is_empty() {
+        problems.add(&at, "may not be empty: name the client apps this route serves, or leave it out to serve every client");
+    }
+    if let Some(Access::Public) = access {
+        problems.add(&at, "only apply to routes that need an identity: a public route has no client to check");
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for (j, name) in names.iter().enumerate() {
+        match clients.iter().position(|c| &c.name == name) {
+            Some(i) if out.contains(&i) => problems.add(&at.index(j), format!("{name:?} is listed twice")),
+            Some(i) => out.push(i),
+            None => {
+                let known: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+                problems.add(&at.index(j), format!("{name:?} is not a configured client: name one of {known:?}"));
+            }
+        }
+    }
+    Some(out)
 }
 
 fn access(

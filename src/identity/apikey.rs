@@ -1,9 +1,11 @@
 //! API keys: a machine's key is exchanged at the IdP for a short-lived JWT, which is verified
-//! like any token and cached per key — by SHA-256 of the key, never the key itself — until
-//! 60 s before it expires. One exchange per key is in flight at a time; a refused key is
-//! remembered as refused for a while so it cannot make the gateway hammer the IdP.
+//! by the gateway's one [`Verifier`] (against `api_keys.audience`) and cached per key — by
+//! SHA-256 of the key, never the key itself — until 60 s before it expires. One exchange per key is in flight at a time; a refused key is
+//! remembered as refused for a while so it cannot make the gateway hammer the IdP. When a
+//! signing key leaves the IdP's JWKS, every cached exchange is dropped and redone on its key's
+//! next request, so a token signed by the removed key is refused at once.
 
-use super::verify::{TokenError, Verifier};
+use super::verify::{Audience, TokenError, Verifier};
 use super::Principal;
 use crate::config::model::ApiKeySettings;
 use crate::metrics::Metrics;
@@ -46,6 +48,8 @@ pub struct Exchanged {
 struct Entry {
     result: Result<Exchanged, ApiKeyError>,
     ttl: Duration,
+    /// [`Verifier::removals`] before the exchanged token was verified.
+    removals: u64,
 }
 
 struct EntryTtl;
@@ -75,7 +79,8 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    /// Builds the exchanger; `verifier` checks the exchanged tokens.
+    /// Builds the exchanger; `verifier` (the gateway's one verifier) checks the exchanged
+    /// tokens for [`Audience::ApiKey`].
     pub fn from_config(url: Option<Url>, timeout: Duration, s: &ApiKeySettings, verifier: Arc<Verifier>, metrics: Metrics) -> ApiKeys {
         let http = crate::identity::idp_client(timeout, false);
         ApiKeys { url, http, verifier, cache: Cache::builder().max_capacity(s.cache_size).expire_after(EntryTtl).build(), failure_ttl: s.failure_ttl, metrics }
@@ -83,11 +88,15 @@ impl ApiKeys {
 
     /// The verified identity behind an API key.
     pub async fn authenticate(&self, key: &str) -> Result<Exchanged, ApiKeyError> {
-        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes()).as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let mut digest = [0u8; 32];
+        for (d, s) in digest.iter_mut().zip(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes()).as_ref()) {
+            *d = *s;
+        }
         let entry = self.cache.get_with(digest, self.exchange(key)).await;
         if let Ok(e) = &entry.result {
-            // Never hand out a token past its expiry, whatever the cache's clock says.
-            if e.principal.expires_at <= now_secs() {
+            // Never hand out a token past its expiry, whatever the cache's clock says, nor one
+            // verified before a signing key left the JWKS (it may be the key that signed it).
+            if e.principal.expires_at <= now_secs() || entry.removals != self.verifier.removals() {
                 self.cache.invalidate(&digest).await;
                 return Box::pin(self.authenticate(key)).await;
             }
@@ -96,6 +105,7 @@ impl ApiKeys {
     }
 
     async fn exchange(&self, key: &str) -> Entry {
+        let removals = self.verifier.removals();
         let result = self.call(key).await;
         self.metrics
             .api_key_exchanges
@@ -107,9 +117,9 @@ impl ApiKeys {
             }])
             .inc();
         match result {
-            Ok((exchanged, refresh_in)) => Entry { result: Ok(exchanged), ttl: refresh_in },
-            Err(e @ ApiKeyError::Unavailable(_)) => Entry { result: Err(e), ttl: UNAVAILABLE_TTL.min(self.failure_ttl) },
-            Err(e) => Entry { result: Err(e), ttl: self.failure_ttl },
+            Ok((exchanged, refresh_in)) => Entry { result: Ok(exchanged), ttl: refresh_in, removals },
+            Err(e @ ApiKeyError::Unavailable(_)) => Entry { result: Err(e), ttl: UNAVAILABLE_TTL.min(self.failure_ttl), removals },
+            Err(e) => Entry { result: Err(e), ttl: self.failure_ttl, removals },
         }
     }
 
@@ -130,7 +140,7 @@ impl ApiKeys {
             return Err(ApiKeyError::Refused);
         }
         let body: ExchangeResponse = resp.json().await.map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
-        let principal = self.verifier.verify(&body.token).await.map_err(|e| match e {
+        let principal = self.verifier.verify_for(&body.token, Audience::ApiKey).await.map_err(|e| match e {
             TokenError::KeysUnavailable => ApiKeyError::Unavailable(e.to_string()),
             e => ApiKeyError::BadToken(e),
         })?;

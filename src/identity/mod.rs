@@ -38,6 +38,8 @@ pub struct Principal {
     pub name: Option<String>,
     /// The client the token was issued to (`azp`, else `client_id`).
     pub authorized_party: Option<String>,
+    /// The token's `aud` values (an id_token names its client there).
+    pub audiences: Box<[Box<str>]>,
     /// The `permissions` claim.
     pub permissions: Grants,
     /// The `abac_required` claim.

@@ -3,8 +3,13 @@
 //! Only asymmetric algorithms from the config are accepted (`none` cannot even be decoded,
 //! HMAC is never configured); `iss`, `aud`, `exp` and `nbf` are checked with the configured
 //! leeway. `iat` is not checked: Auther writes it in milliseconds. Verified tokens are cached
-//! by SHA-256 until `exp`; refused tokens are remembered briefly so a replayed bad token costs
-//! no signature check.
+//! by a keyed digest until `exp`; refused tokens are remembered briefly so a replayed bad token
+//! costs no signature check.
+//!
+//! One verifier serves every use of a token: bearer tokens ([`Audience::Api`], `idp.audience`)
+//! and tokens exchanged for API keys ([`Audience::ApiKey`], `api_keys.audience`) share one key
+//! set and one pair of caches, keyed by the audience set too, so a token verified for one use is
+//! never accepted for the other, and a key removed from the JWKS is forgotten everywhere at once.
 
 use super::jwks::KeyStore;
 use super::{Grants, Principal};
@@ -16,6 +21,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use moka::sync::Cache;
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,6 +82,32 @@ impl TokenError {
     }
 }
 
+/// The audience set a token is verified for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Bearer tokens and sessions' access tokens: `idp.audience`.
+    Api,
+    /// Tokens the IdP exchanged for API keys: `api_keys.audience`.
+    ApiKey,
+}
+
+impl Audience {
+    /// The domain separator of this audience set's cache keys.
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Audience::Api => b"bearer",
+            Audience::ApiKey => b"api_key",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Audience::Api => 0,
+            Audience::ApiKey => 1,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
@@ -83,6 +115,8 @@ struct Claims {
     name: Option<String>,
     azp: Option<String>,
     client_id: Option<String>,
+    #[serde(default)]
+    aud: serde_json::Value,
     exp: f64,
     nonce: Option<String>,
     #[serde(default)]
@@ -103,14 +137,18 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Verifies tokens against the IdP's keys.
+/// Verifies tokens against the IdP's keys: the gateway's only verifier.
 pub struct Verifier {
     keys: Arc<KeyStore>,
     issuer: String,
     leeway: u64,
-    /// One validation per accepted algorithm: jsonwebtoken requires every algorithm of a
-    /// validation to match the key's family.
-    validations: Vec<(Algorithm, Validation)>,
+    /// By [`Audience::index`], one validation per accepted algorithm: jsonwebtoken requires
+    /// every algorithm of a validation to match the key's family.
+    validations: [Vec<(Algorithm, Validation)>; 2],
+    /// The audiences [`Audience::ApiKey`] accepts.
+    api_key_audiences: Vec<String>,
+    /// Counts the times a key disappeared from the JWKS (and every cache was dropped).
+    removals: AtomicU64,
     token_keys: KeyedDigest,
     cached_hits: prometheus::IntCounter,
     verified: Cache<Digest, Arc<Principal>>,
@@ -119,26 +157,17 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Creates a verifier for the configured IdP, sharing `keys`.
+    /// Creates a verifier for the configured IdP, sharing `keys`. API-key tokens are checked
+    /// against `idp.audience` too until [`Verifier::with_api_key_audiences`] says otherwise.
     pub fn from_config(idp: &IdpSettings, cache: &CacheSettings, keys: Arc<KeyStore>, metrics: Metrics) -> Verifier {
-        let validations = idp
-            .algorithms
-            .iter()
-            .map(|&alg| {
-                let mut validation = Validation::new(alg);
-                validation.set_issuer(&[&idp.issuer]);
-                validation.set_audience(&idp.audiences);
-                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-                validation.leeway = idp.leeway.as_secs();
-                validation.validate_nbf = true;
-                (alg, validation)
-            })
-            .collect();
+        let api = validations(idp, &idp.audiences);
         Verifier {
             keys,
             issuer: idp.issuer.clone(),
             leeway: idp.leeway.as_secs(),
-            validations,
+            validations: [api.clone(), api],
+            api_key_audiences: idp.audiences.clone(),
+            removals: AtomicU64::new(0),
             token_keys: KeyedDigest::random(),
             cached_hits: metrics.jwt_verifications.with_label_values(&["cached"]),
             verified: Cache::builder().max_capacity(cache.tokens).expire_after(UntilExp).build(),
@@ -147,9 +176,28 @@ impl Verifier {
         }
     }
 
+    /// Checks tokens exchanged for API keys against `audiences` (`api_keys.audience`).
+    pub fn with_api_key_audiences(mut self, idp: &IdpSettings, audiences: &[String]) -> Verifier {
+        self.validations[Audience::ApiKey.index()] = validations(idp, audiences);
+        self.api_key_audiences = audiences.to_vec();
+        self
+    }
+
+    /// The audiences tokens exchanged for API keys are accepted for.
+    pub fn api_key_audiences(&self) -> &[String] {
+        &self.api_key_audiences
+    }
+
     /// The key store.
     pub fn keys(&self) -> &Arc<KeyStore> {
         &self.keys
+    }
+
+    /// How many times a signing key disappeared from the JWKS so far. Whoever keeps a verified
+    /// identity outside this verifier's caches (the API-key cache) compares it to the count
+    /// when it verified, and verifies again when it changed.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
     }
 
     /// The principal of a bearer token verified before and not expired: a hash and a cache
@@ -170,9 +218,16 @@ impl Verifier {
         None
     }
 
-    /// Verifies a bearer token; a token seen before costs a hash and a cache lookup.
+    /// Verifies a bearer token ([`Audience::Api`]); a token seen before costs a hash and a
+    /// cache lookup.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
-        let digest = self.token_keys.of(&[b"bearer", token.as_bytes()]);
+        self.verify_for(token, Audience::Api).await
+    }
+
+    /// Verifies a token for one audience set; the caches are keyed by the set too, so a token
+    /// verified for one is verified again (and refused when its `aud` is wrong) for the other.
+    pub async fn verify_for(&self, token: &str, audience: Audience) -> Result<Arc<Principal>, TokenError> {
+        let digest = self.token_keys.of(&[audience.domain(), token.as_bytes()]);
         if let Some(p) = self.hit(&digest) {
             return Ok(p);
         }
@@ -180,11 +235,15 @@ impl Verifier {
             self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
             return Err(e);
         }
-        let result = if super::credentials::is_b64token(token) { self.verify_uncached(token).await } else { Err(TokenError::Malformed) };
+        let removals = self.removals();
+        let result = if super::credentials::is_b64token(token) { self.verify_uncached_for(token, audience).await } else { Err(TokenError::Malformed) };
         match &result {
             Ok(p) => {
                 self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
-                self.verified.insert(digest, p.clone());
+                // A key removed while this token was checked may have signed it: not cached.
+                if self.removals() == removals {
+                    self.verified.insert(digest, p.clone());
+                }
             }
             Err(e) => {
                 self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
@@ -198,9 +257,15 @@ impl Verifier {
         result
     }
 
-    /// Verifies without looking at or filling the caches (benchmarks compare the two paths).
+    /// Verifies a bearer token without looking at or filling the caches (benchmarks compare
+    /// the two paths).
     pub async fn verify_uncached(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
-        let (principal, _) = self.decode(token, |alg| self.validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| Cow::Borrowed(v))).await?;
+        self.verify_uncached_for(token, Audience::Api).await
+    }
+
+    async fn verify_uncached_for(&self, token: &str, audience: Audience) -> Result<Arc<Principal>, TokenError> {
+        let validations = self.validations.get(audience.index()).ok_or(TokenError::WrongAudience)?;
+        let (principal, _) = self.decode(token, |alg| validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| Cow::Borrowed(v))).await?;
         Ok(principal)
     }
 
@@ -225,12 +290,15 @@ impl Verifier {
         if let Some(p) = self.hit(&digest) {
             return Ok(p);
         }
+        let removals = self.removals();
         let result = self.decode(id_token, |alg| self.id_token_validation(alg, client_id, false)).await;
         match result {
             Ok((p, _)) => {
                 self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
                 let p = Arc::new(Principal { expires_at: valid_until, ..(*p).clone() });
-                self.verified.insert(digest, p.clone());
+                if self.removals() == removals {
+                    self.verified.insert(digest, p.clone());
+                }
                 Ok(p)
             }
             Err(e) => {
@@ -241,7 +309,7 @@ impl Verifier {
     }
 
     fn id_token_validation(&self, alg: Algorithm, client_id: &str, check_exp: bool) -> Option<Cow<'static, Validation>> {
-        if !self.validations.iter().any(|(a, _)| *a == alg) {
+        if !self.validations.iter().flatten().any(|(a, _)| *a == alg) {
             return None;
         }
         let mut v = Validation::new(alg);
@@ -296,6 +364,7 @@ impl Verifier {
             email: c.email,
             name: c.name,
             authorized_party: c.azp.or(c.client_id),
+            audiences: audiences(c.aud),
             permissions: Grants::from_claim(&c.permissions),
             abac_required: Grants::from_claim(&c.abac_required),
             expires_at: c.exp.max(0.0) as u64,
@@ -310,12 +379,15 @@ impl Verifier {
         }
     }
 
-    /// Re-fetches the keys; when a key disappeared, every cached token is verified again.
+    /// Re-fetches the keys; when a key disappeared, every cached token (bearer, API-key and
+    /// session alike) is verified again, and [`Verifier::removals`] counts one more.
     pub async fn refresh_keys(&self) -> bool {
         match self.keys.refresh().await {
             Ok(r) => {
                 if r.removed_keys {
+                    self.removals.fetch_add(1, Ordering::AcqRel);
                     self.verified.invalidate_all();
+                    tracing::info!("a signing key left the IdP's JWKS: every cached token is verified again");
                 }
                 true
             }
@@ -324,6 +396,31 @@ impl Verifier {
                 false
             }
         }
+    }
+}
+
+/// The validations of one audience set, one per accepted algorithm.
+fn validations(idp: &IdpSettings, audiences: &[String]) -> Vec<(Algorithm, Validation)> {
+    idp.algorithms
+        .iter()
+        .map(|&alg| {
+            let mut validation = Validation::new(alg);
+            validation.set_issuer(&[&idp.issuer]);
+            validation.set_audience(audiences);
+            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+            validation.leeway = idp.leeway.as_secs();
+            validation.validate_nbf = true;
+            (alg, validation)
+        })
+        .collect()
+}
+
+/// The `aud` claim's values (a string or an array of strings).
+fn audiences(aud: serde_json::Value) -> Box<[Box<str>]> {
+    match aud {
+        serde_json::Value::String(s) => Box::new([s.into_boxed_str()]),
+        serde_json::Value::Array(list) => list.into_iter().filter_map(|v| v.as_str().map(Into::into)).collect(),
+        _ => Box::default(),
     }
 }
 
@@ -339,13 +436,13 @@ mod tests {
     const ISS: &str = "https://idp.test";
 
     fn verifier(keys: &[&SigningKey]) -> Verifier {
-        let text = format!("[idp]\nissuer = \"{ISS}\"\naudience = \"api\"\nleeway = \"5s\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n");
+        let text = format!("[idp]\nissuer = \"{ISS}\"\naudience = \"api\"\nleeway = \"5s\"\n[api_keys]\naudience = \"keys\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n");
         let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
         let metrics = Metrics::new();
         let store = Arc::new(KeyStore::from_config(&c.idp, metrics.clone()));
         let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk().clone()).collect::<Vec<_>>()});
         store.install(parse_jwks(&jwks, &c.idp.algorithms).unwrap());
-        Verifier::from_config(&c.idp, &c.cache, store, metrics)
+        Verifier::from_config(&c.idp, &c.cache, store, metrics).with_api_key_audiences(&c.idp, &c.api_keys.audiences)
     }
 
     fn claims(extra: serde_json::Value) -> serde_json::Value {
@@ -432,5 +529,68 @@ mod tests {
         // Removing every key drops the cache on the next refresh; `install` alone does not.
         v.keys().install(Default::default());
         assert!(v.verify(&t).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_token_verified_for_one_audience_set_is_not_accepted_for_the_other() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let v = verifier(&[&key]);
+        let bearer = key.sign(&claims(json!({})));
+        let exchanged = key.sign(&claims(json!({"aud": "keys"})));
+        let both = key.sign(&claims(json!({"aud": ["api", "keys"]})));
+        let cases = [
+            ("a bearer token", &bearer, Ok(()), Err(TokenError::WrongAudience)),
+            ("an API-key token", &exchanged, Err(TokenError::WrongAudience), Ok(())),
+            ("a token for both", &both, Ok(()), Ok(())),
+        ];
+        for (name, token, as_api, as_key) in cases {
+            // Twice each way, in both orders: the second answer comes from a cache.
+            for _ in 0..2 {
+                assert_eq!(v.verify_for(token, Audience::Api).await.map(|_| ()), as_api, "{name} as a bearer token");
+                assert_eq!(v.verify_for(token, Audience::ApiKey).await.map(|_| ()), as_key, "{name} as an API-key token");
+            }
+        }
+        assert!(v.cached(&exchanged).is_none(), "an API-key token is not in the bearer cache");
+        assert!(v.cached(&bearer).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_removed_key_clears_every_audience_sets_cache_at_once() {
+        let idp = crate::demo::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let text = format!(
+            "[idp]\nissuer = \"{}\"\naudience = \"api\"\njwks_min_refetch_interval = \"1ms\"\n[api_keys]\naudience = \"keys\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n",
+            idp.issuer()
+        );
+        let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
+        let store = Arc::new(KeyStore::from_config(&c.idp, Metrics::new()));
+        let v = Verifier::from_config(&c.idp, &c.cache, store, Metrics::new()).with_api_key_audiences(&c.idp, &c.api_keys.audiences);
+        let kept = idp.active_kid();
+        let removed = idp.rotate(Algorithm::ES256).unwrap();
+        assert!(v.refresh_keys().await);
+        let sign = |kid: &str, extra: serde_json::Value| {
+            let mut c = claims(extra);
+            c["iss"] = idp.issuer().into();
+            idp.mint_with(kid, c).unwrap()
+        };
+        let bearer = sign(&removed, json!({}));
+        let exchanged = sign(&removed, json!({"aud": "keys"}));
+        let id_token = sign(&removed, json!({"aud": "client_x"}));
+        let still_good = sign(&kept, json!({}));
+        assert!(v.verify_for(&bearer, Audience::Api).await.is_ok());
+        assert!(v.verify_for(&exchanged, Audience::ApiKey).await.is_ok());
+        assert!(v.session_identity(&id_token, "client_x", now_secs() + 600).await.is_ok());
+        assert!(v.verify(&still_good).await.is_ok());
+        assert!(v.cached(&bearer).is_some());
+        assert_eq!(v.removals(), 0);
+        // The IdP drops a key; one refresh (whatever triggers it) forgets every use of it.
+        assert!(idp.remove_key(&removed));
+        assert!(v.refresh_keys().await);
+        assert_eq!(v.removals(), 1);
+        assert!(v.cached(&bearer).is_none());
+        assert_eq!(v.verify_for(&bearer, Audience::Api).await.unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(v.verify_for(&exchanged, Audience::ApiKey).await.unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(v.session_identity(&id_token, "client_x", now_secs() + 600).await.unwrap_err(), TokenError::UnknownKey);
+        assert!(v.verify(&still_good).await.is_ok(), "tokens of the kept key verify again");
+        idp.shutdown();
     }
 }

@@ -10,7 +10,7 @@ use crate::authz::abac::{self, AbacClient, CallerAuth, CheckRequest, Outcome};
 use crate::authz::path;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
-use crate::clients::{ClientRegistry, Identified, TrustedProxies};
+use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served, TrustedProxies};
 use crate::config::model::{Access, Config, RouteSpec, SessionSettings};
 use crate::identity::login::{PendingLogins, RefreshLocks};
 use crate::identity::oidc::Oidc;
@@ -35,6 +35,8 @@ use std::sync::Arc;
 pub struct Gateway {
     routes: RouteTable,
     permission_names: Vec<Vec<Option<Arc<PermissionNames>>>>,
+    /// The client apps each route serves, by route index.
+    served: Vec<Served>,
     clients: ClientRegistry,
     upstreams: Vec<Upstream>,
     verifier: Arc<Verifier>,
@@ -85,20 +87,22 @@ enum OwnedCallerAuth {
 }
 
 impl Gateway {
-    /// Builds the gateway from a validated config and a shared verifier.
+    /// Builds the gateway from a validated config and the one verifier (built with
+    /// [`Verifier::with_api_key_audiences`] for `api_keys.audience`).
     pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, String> {
         let (routes, upstreams) = routing(config)?;
-        // Exchanged API-key tokens are checked like bearer tokens, against their own audience.
-        let mut key_idp = config.idp.clone();
-        key_idp.audiences = config.api_keys.audiences.clone();
-        let key_verifier = Arc::new(Verifier::from_config(&key_idp, &config.cache, verifier.keys().clone(), metrics.clone()));
-        let api_keys = Arc::new(ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, key_verifier, metrics.clone()));
+        // Exchanged API-key tokens go through the same verifier, for their own audience set.
+        if verifier.api_key_audiences() != config.api_keys.audiences.as_slice() {
+            return Err("the verifier accepts API-key tokens for other audiences than api_keys.audience: build it with Verifier::with_api_key_audiences".into());
+        }
+        let api_keys = Arc::new(ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()));
         let abac = Arc::new(AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()));
         let asserter = Arc::new(Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?);
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         let api_key_header = http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| e.to_string())?;
         Ok(Gateway {
             permission_names: permission_names(&config.routes, &config.clients),
+            served: served(&config.routes, config.clients.len()),
             routes,
             client_values: client_values(&clients),
             clients,
@@ -132,6 +136,7 @@ impl Gateway {
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         Ok(Gateway {
             permission_names: permission_names(&config.routes, &config.clients),
+            served: served(&config.routes, config.clients.len()),
             routes,
             client_values: client_values(&clients),
             clients,
@@ -188,6 +193,7 @@ impl Gateway {
             return Ok(None);
         }
 
+        // The client the request's origin hints name; it decides nothing on its own (below).
         let (client_index, client, origin) = match self.identify(req, ctx) {
             Identified::Known { index, client, origin } => (index, client, origin),
             Identified::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
@@ -206,11 +212,6 @@ impl Gateway {
                     TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
                     e => Refusal::InvalidToken(e.to_string()),
                 })?;
-                if let Some(azp) = principal.authorized_party.as_deref() {
-                    if azp != client.client_id && !client.allow_foreign_tokens {
-                        return Err(Refusal::WrongClient(format!("the token was issued to another client application than {}", client.name)));
-                    }
-                }
                 (principal, Presented::Bearer(token))
             }
             Some(Credential::ApiKey(key)) => {
@@ -237,11 +238,26 @@ impl Gateway {
         };
         ctx.principal = Some(principal.clone());
 
+        // Whose permissions apply: the credential's client, never one a header names for it.
+        let binding = match &caller_auth {
+            Presented::Bearer(_) => self.clients.token_binding(principal.authorized_party.as_deref(), &principal.audiences),
+            Presented::ApiKey(_) => Binding::Unbound,
+            // The session store checked that the session is the detected client's.
+            Presented::Session(_) => Binding::Client(&client.client_id),
+        };
+        let served = self.served.get(index).ok_or(Refusal::NoRoute)?;
+        let needs_namespace = matches!(route.access, Access::Permission(_));
+        let settled = self.clients.settle(client_index, binding, served, needs_namespace, &route.name).map_err(|e| match e {
+            e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(e.to_string()),
+            e => Refusal::ClientNotServed(e.to_string()),
+        })?;
+        ctx.client = settled;
+
         let Access::Permission(required) = &route.access else {
             ctx.decision = "authenticated";
             return Ok(None);
         };
-        let names = self.permission_names[index][client_index].clone().ok_or(Refusal::NoRoute)?;
+        let names = settled.and_then(|c| self.permission_names.get(index)?.get(c)?.clone()).ok_or(Refusal::NoRoute)?;
         let entity_id = required.entity_id.as_deref().and_then(|name| params.iter().find(|(n, _)| *n == name)).map(|(_, v)| v.as_str());
         ctx.required = Some(names.clone());
         match permissions::check(&principal, &names.entity, entity_id, &required.action) {
@@ -393,6 +409,11 @@ fn own_cookie_names(base: &str) -> [String; 4] {
 /// Each client's name as a header value, by client index.
 fn client_values(clients: &ClientRegistry) -> Vec<http::HeaderValue> {
     clients.all().iter().map(|c| crate::headers::encode(&c.name)).collect()
+}
+
+/// The client apps each route serves, by route index.
+fn served(routes: &[RouteSpec], client_count: usize) -> Vec<Served> {
+    routes.iter().map(|r| Served::new(r.clients.as_deref(), client_count)).collect()
 }
 
 /// The route table and upstream peers of a config (upstream host names resolve here).

@@ -77,8 +77,11 @@ impl Default for Setup {
     }
 }
 
-/// The standard test config: one client `billing` (namespace `client_abc`) on the gateway's own
-/// origin, one upstream, routes for each access mode.
+/// The standard test config: two clients, `billing` (client id `abc`, namespace `client_abc`) on
+/// the gateway's own origin and `reports` (client id `xyz`, namespace `client_xyz`) on
+/// `https://reports.test`; one upstream; routes for each access mode. The permission routes serve
+/// `billing` only (`clients = ["billing"]`), so credentials bound to no client (API keys, tokens
+/// without `azp`) are decided in `client_abc`; `/api/me` serves both.
 pub fn config(port: u16, admin: u16, idp: &DevIdp, upstream: SocketAddr, setup: &Setup) -> String {
     format!(
         r#"
@@ -140,6 +143,7 @@ methods = ["GET"]
 upstream = "app"
 permission = "invoice:read"
 entity_id = "id"
+clients = ["billing"]
 
 [[routes]]
 name = "invoice-refund"
@@ -148,6 +152,7 @@ methods = ["POST"]
 upstream = "app"
 permission = "invoice:refund"
 entity_id = "id"
+clients = ["billing"]
 attributes = {{ invoice = "path:id" }}
 
 [[routes]]

@@ -46,6 +46,8 @@ pub enum Refusal {
     LoginRedirect(String),
     /// A session or token issued to another client app than the one calling.
     WrongClient(String),
+    /// A value the permission check reads could be read more than one way (400).
+    AmbiguousRequest(String),
     /// A login could not be completed; `retry` is where to start again.
     LoginFailed {
         /// What went wrong, for people.
@@ -72,7 +74,7 @@ impl Refusal {
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) => StatusCode::FORBIDDEN,
             Refusal::LoginRedirect(_) => StatusCode::FOUND,
-            Refusal::LoginFailed { .. } => StatusCode::BAD_REQUEST,
+            Refusal::LoginFailed { .. } | Refusal::AmbiguousRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Refusal::IdpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -98,6 +100,7 @@ impl Refusal {
             Refusal::LoginRedirect(_) => "login_redirect",
             Refusal::WrongClient(_) => "wrong_client",
             Refusal::LoginFailed { .. } => "login_failed",
+            Refusal::AmbiguousRequest(_) => "ambiguous_request",
         }
     }
 
@@ -117,6 +120,7 @@ impl Refusal {
             Refusal::LoginRedirect(_) => "Sign-in required",
             Refusal::WrongClient(_) => "Credentials of another application",
             Refusal::LoginFailed { .. } => "Sign-in failed",
+            Refusal::AmbiguousRequest(_) => "Ambiguous request",
         }
     }
 
@@ -139,6 +143,7 @@ impl Refusal {
             Refusal::LoginRedirect(_) => "Redirecting to sign in.".into(),
             Refusal::WrongClient(why) => format!("{}.", capitalise(why)),
             Refusal::LoginFailed { reason, .. } => format!("{}.", capitalise(reason)),
+            Refusal::AmbiguousRequest(why) => format!("{}.", capitalise(why)),
         }
     }
 

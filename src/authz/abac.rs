@@ -809,9 +809,12 @@ mod tests {
         assert_eq!(query_value("a.b=5000", "a.b").unwrap().as_deref(), Some("5000"));
     }
 
+    /// Headers sent, and the value read (`Err`: refused).
+    type HeaderCase<'a> = (&'a [(&'a str, &'a [u8])], Result<Option<&'a str>, ()>);
+
     #[test]
     fn headers_are_read_once_and_exactly() {
-        let cases: &[(&[(&str, &[u8])], Result<Option<&str>, ()>)] = &[
+        let cases: &[HeaderCase] = &[
             (&[("x-amount", b"80")], Ok(Some("80"))),
             (&[("x-other", b"80")], Ok(None)),
             (&[("x-amount", b"80"), ("x-amount", b"5000")], Err(())),
@@ -832,7 +835,8 @@ mod tests {
         let amount = vec!["amount".to_string()];
         let currency = vec!["payment".to_string(), "currency".to_string()];
         let payment = vec!["payment".to_string()];
-        let cases: &[(&str, &[String], Result<Option<Value>, ()>)] = &[
+        type BodyCase<'a> = (&'a str, &'a [String], Result<Option<Value>, ()>);
+        let cases: &[BodyCase] = &[
             (r#"{"amount": 80}"#, &amount, Ok(Some(80.into()))),
             (r#"{"amount": 80, "note": 1, "note": 2, "Note": 3}"#, &amount, Ok(Some(80.into()))),
             (r#"{"amount": 80, "amount": 5000}"#, &amount, Err(())),

@@ -174,7 +174,8 @@ fn fail_open_combinations_are_refused_with_file_line_and_key() {
     let url = "[idp]\ncheck_permission_url = \"https://auth.example.com/api/auth/check-permission\"";
     let allow = ("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"allow\"");
     // (changes to VALID, the problem expected; None: loads)
-    let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let cases: &[Case] = &[
         (&[allow], Some("test.toml:25: routes[0].on_error: \"allow\" needs idp.check_permission_url")),
         (&[allow, ("[idp]", url)], None),
         (&[("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"deny\"")], None),

@@ -89,7 +89,8 @@ async fn on_error_allow_lets_only_idp_unavailability_through() {
     let w = world().await;
     let token = transferrer(&w);
     // (what the IdP does, status, the upstream answered)
-    let cases: Vec<(&str, Box<dyn Fn()>, u16, bool)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, u16, bool);
+    let cases: Vec<Case> = vec![
         ("down (503 to everything)", Box::new(|| w.idp.set_available(false)), 200, true),
         ("502", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(502))), 200, true),
         ("504", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(504))), 200, true),

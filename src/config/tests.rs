@@ -181,6 +181,9 @@ fn fail_open_combinations_are_refused_with_file_line_and_key() {
         (&[("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"deny\"")], None),
         (&[allow, ("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]")], Some("abac.breaker_cooldown: 300s is too long while a route says on_error = \"allow\"")),
         (&[allow, ("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"60s\"\n[proxy]")], None),
+        (&[allow, ("[idp]", &format!("{url}\ntimeout = \"100ms\""))], Some("idp.timeout: 100ms is too short while a route says on_error = \"allow\"")),
+        (&[allow, ("[idp]", &format!("{url}\ntimeout = \"250ms\""))], None),
+        (&[("[idp]", &format!("{url}\ntimeout = \"100ms\""))], None),
         (&[("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]")], None),
         (
             &[("permission = \"invoice:read\"\nentity_id = \"id\"", "auth = \"authenticated\"\non_error = \"allow\""), ("[idp]", url)],

@@ -647,11 +647,25 @@ fn attributes(
 /// `on_error = "allow"` request through unchecked for that long.
 pub const MAX_FAIL_OPEN_COOLDOWN: Duration = Duration::from_secs(60);
 
+/// Shortest IdP timeout while a route fails open: a shorter one turns every check into a
+/// timeout, and so every such request into an unchecked one.
+pub const MIN_FAIL_OPEN_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// `on_error = "allow"` lets requests through only when the IdP is unreachable: it needs a
-/// live check to be unreachable, and a short breaker cooldown.
+/// live check to be unreachable, a short breaker cooldown, and a timeout the IdP can meet.
 fn fail_open_rules(fail_open: &[KeyPath], idp: Option<&IdpSettings>, abac: &AbacSettings, problems: &mut Problems) {
     if fail_open.is_empty() {
         return;
+    }
+    if let Some(i) = idp.filter(|i| i.timeout < MIN_FAIL_OPEN_TIMEOUT) {
+        problems.add(
+            &KeyPath::root("idp").key("timeout"),
+            format!(
+                "{:?} is too short while a route says on_error = \"allow\": checks that time out are let through unchecked; use at least {}ms",
+                i.timeout,
+                MIN_FAIL_OPEN_TIMEOUT.as_millis()
+            ),
+        );
     }
     if idp.is_some_and(|i| i.check_permission_url.is_none()) {
         for at in fail_open {

@@ -866,6 +866,17 @@ mod tests {
     }
 
     #[test]
+    fn deep_or_odd_bodies_are_refused_not_overflowed() {
+        let sources = vec![("amount".to_string(), AttributeSource::Body(vec!["amount".into()]))];
+        let h = http::HeaderMap::new();
+        let deep = format!("{{\"amount\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        for body in [deep.as_str(), r#"{"amount": 1e999}"#, r#"{"amount": "\ud800"}"#, "", "\u{feff}{}"] {
+            let parts = RequestParts { params: &[], query: None, headers: &h, body: Some(body.as_bytes()), content_type: Some("application/json") };
+            assert_eq!(collect(&sources, &parts), Err(AttributeError::BadJson), "{:.40}", body);
+        }
+    }
+
+    #[test]
     fn cache_keys_differ_by_every_part() {
         let base = CheckRequest { subject: "u", entity_type: "t", entity_id: Some("1"), permission: "p", attributes: Map::new() };
         let mut attrs = Map::new();

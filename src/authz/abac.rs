@@ -485,11 +485,12 @@ fn fold_eq(a: &str, b: &str) -> bool {
 }
 
 /// A query parameter's name as lenient frameworks see it: case-folded, PHP's `.` and ` ` as
-/// `_`, leading spaces dropped, and `name[...]` (arrays) as `name`.
-fn query_name_key(name: &str) -> String {
+/// `_`, leading spaces dropped, and `name[...]` (arrays) as `name` unless `arrays` is false
+/// (the declared name has brackets of its own).
+fn query_name_key(name: &str, arrays: bool) -> String {
     let name = name.trim_start_matches(' ');
     let base = match name.find('[') {
-        Some(i) if i > 0 => name.get(..i).unwrap_or(name),
+        Some(i) if i > 0 && arrays => name.get(..i).unwrap_or(name),
         _ => name,
     };
     fold(&base.replace(['.', ' '], "_"))
@@ -498,13 +499,14 @@ fn query_name_key(name: &str) -> String {
 /// The one value of query parameter `name`: refused when the name appears twice or in another
 /// spelling (any framework might bind either), or in a pair split by `;` (some split there).
 fn query_value(query: &str, name: &str) -> Result<Option<String>, AttributeError> {
-    let want = query_name_key(name);
+    let arrays = !name.contains('[');
+    let want = query_name_key(name, arrays);
     let mut found: Option<String> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let semicolons = pair.contains(';');
         for piece in pair.split(';') {
             let Some((key, value)) = url::form_urlencoded::parse(piece.as_bytes()).next() else { continue };
-            if query_name_key(&key) != want {
+            if query_name_key(&key, arrays) != want {
                 continue;
             }
             if found.is_some() || key != name || semicolons {
@@ -807,6 +809,9 @@ mod tests {
         // PHP reads `a.b` and `a b` as `a_b`.
         assert!(query_value("a.b=5000&a_b=80", "a_b").is_err());
         assert_eq!(query_value("a.b=5000", "a.b").unwrap().as_deref(), Some("5000"));
+        // A declared name with brackets is matched whole: other keys of the same array are not it.
+        assert_eq!(query_value("filter[amount]=5&filter[x]=1", "filter[amount]").unwrap().as_deref(), Some("5"));
+        assert!(query_value("filter[amount]=5&FILTER[amount]=1", "filter[amount]").is_err());
     }
 
     /// Headers sent, and the value read (`Err`: refused).

@@ -51,6 +51,8 @@ pub enum Refusal {
     /// No client app the route serves can decide the request: an unbound credential on a
     /// route serving several clients, or a client the route does not serve.
     ClientNotServed(String),
+    /// A value the permission check reads could be read more than one way (400).
+    AmbiguousRequest(String),
     /// A login could not be completed; `retry` is where to start again.
     LoginFailed {
         /// What went wrong, for people.
@@ -77,7 +79,7 @@ impl Refusal {
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) | Refusal::ClientNotServed(_) => StatusCode::FORBIDDEN,
             Refusal::LoginRedirect(_) => StatusCode::FOUND,
-            Refusal::LoginFailed { .. } => StatusCode::BAD_REQUEST,
+            Refusal::LoginFailed { .. } | Refusal::AmbiguousRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Refusal::IdpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -105,6 +107,7 @@ impl Refusal {
             Refusal::WrongClient(_) => "wrong_client",
             Refusal::ClientNotServed(_) => "client_not_served",
             Refusal::LoginFailed { .. } => "login_failed",
+            Refusal::AmbiguousRequest(_) => "ambiguous_request",
         }
     }
 
@@ -126,6 +129,7 @@ impl Refusal {
             Refusal::WrongClient(_) => "Credentials of another application",
             Refusal::ClientNotServed(_) => "Client application not served here",
             Refusal::LoginFailed { .. } => "Sign-in failed",
+            Refusal::AmbiguousRequest(_) => "Ambiguous request",
         }
     }
 
@@ -148,6 +152,7 @@ impl Refusal {
             Refusal::LoginRedirect(_) => "Redirecting to sign in.".into(),
             Refusal::WrongClient(why) | Refusal::ClientNotServed(why) => format!("{}.", capitalise(why)),
             Refusal::LoginFailed { reason, .. } => format!("{}.", capitalise(reason)),
+            Refusal::AmbiguousRequest(why) => format!("{}.", capitalise(why)),
         }
     }
 

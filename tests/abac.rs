@@ -152,7 +152,8 @@ async fn an_unusable_idp_answer_fails_closed_with_503() {
 async fn the_breaker_stops_calls_to_a_failing_idp_and_recovers() {
     let w = World::start_with(setup("allow_ttl = \"0s\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"")).await;
     let token = refunder(&w);
-    w.idp.set_abac_mode(AbacMode::Status(500));
+    // Only unavailability counts (a 500 could be the caller's doing): 503 here.
+    w.idp.set_abac_mode(AbacMode::Status(503));
     for _ in 0..3 {
         assert_eq!(refund(&w, &token, r#"{"amount": 1}"#).await.status(), 503);
     }

@@ -1,17 +1,33 @@
 //! The live ABAC check: when a token marks a permission in `abac_required`, the IdP decides,
 //! given the resource's attributes taken from the request.
 //!
-//! Decisions are cached per (subject, entity, permission, attributes) with separate TTLs for
-//! allow and deny; identical concurrent checks share one call; a circuit breaker stops calls
-//! to a failing IdP and lets one trial through after a cooldown. Anything but a clear answer
-//! fails closed.
+//! Decisions are cached per (credential kind, credential, subject, entity, permission,
+//! attributes) with separate TTLs for allow and deny; identical concurrent checks share one
+//! call; a circuit breaker stops calls to an unreachable IdP and lets one trial through after
+//! a cooldown. Anything but a clear answer fails closed:
+//!
+//! | the IdP…                                             | outcome            | breaker  |
+//! |------------------------------------------------------|--------------------|----------|
+//! | answers 2xx `{"allowed": true}`                      | allowed            | success  |
+//! | answers 2xx `{"allowed": false}`, or any 4xx but 429 | denied (403)       | success  |
+//! | cannot be reached, resets, times out, answers 502/503/504, or the breaker is open | [`Outcome::Unavailable`] (503, or allowed by `on_error = "allow"`) | failure |
+//! | answers 429, 500 or another status, or an unreadable 2xx | [`Outcome::Failed`] (503, never allowed) | success (it is reachable) |
+//!
+//! Only unavailability counts toward the breaker and only unavailability may be allowed by a
+//! route's `on_error = "allow"`: a caller can make the IdP answer 4xx or 500 with its own
+//! token or attributes, and must gain nothing by it. Without a check URL every check is denied.
+//!
+//! Attributes are read strictly ([`collect`]): a source that an upstream framework could read
+//! differently from the gateway (a repeated query parameter or header, a comma-joined header,
+//! a duplicate or case-variant JSON key along the attribute's path) is refused, never picked.
 
 use crate::config::model::{AbacSettings, AttributeSource};
 use crate::digest::{Digest, KeyedDigest};
 use crate::metrics::Metrics;
 use moka::future::Cache;
-use serde::Deserialize;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +40,19 @@ pub enum CallerAuth<'a> {
     Bearer(&'a str),
     /// The caller's API key.
     ApiKey(&'a str),
+    /// A browser session's access token (sent as a bearer token).
+    Session(&'a str),
+}
+
+impl CallerAuth<'_> {
+    /// The credential kind and the credential, for the decision cache key.
+    fn kind_and_secret(&self) -> (&'static [u8], &str) {
+        match self {
+            CallerAuth::Bearer(t) => (b"bearer", t),
+            CallerAuth::ApiKey(k) => (b"api_key", k),
+            CallerAuth::Session(t) => (b"session", t),
+        }
+    }
 }
 
 /// What is asked.
@@ -49,15 +78,19 @@ pub enum Outcome {
         /// Served from the decision cache.
         cached: bool,
     },
-    /// Denied.
+    /// Denied: the IdP said no (a `false` decision or a 4xx), or no check URL is configured.
     Denied {
         /// Served from the decision cache.
         cached: bool,
         /// The IdP's reason, when it gave one.
         reason: String,
     },
-    /// No usable answer (timeout, 5xx, unreadable, breaker open).
+    /// The IdP is unreachable: connection refused or reset, timeout, 502/503/504, or the
+    /// breaker is open. The only outcome a route's `on_error = "allow"` may let through.
     Unavailable(String),
+    /// The IdP answered, but not with a decision (429, 500, another status, an unreadable
+    /// body): possibly caused by the caller's own input, so always refused.
+    Failed(String),
 }
 
 #[derive(Debug, Clone)]
@@ -66,12 +99,23 @@ enum Answer {
     Denied(String),
 }
 
-#[derive(Deserialize)]
+/// Why a call gave no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+enum CallError {
+    /// The IdP could not be reached or said it is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The IdP answered without a decision.
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(serde::Deserialize)]
 struct CheckResponse {
     allowed: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(serde::Deserialize)]
 struct ErrorResponse {
     error: Option<String>,
     message: Option<String>,
@@ -120,15 +164,16 @@ impl Breaker {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1).saturating_add(1)
     }
 
     /// The current state.
     pub fn state(&self) -> BreakerState {
         let opened = self.opened_at.load(Ordering::Acquire);
+        let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
         if opened == 0 {
             BreakerState::Closed
-        } else if self.now_ms().saturating_sub(opened) < self.cooldown.as_millis() as u64 {
+        } else if self.now_ms().saturating_sub(opened) < cooldown {
             BreakerState::Open
         } else {
             BreakerState::HalfOpen
@@ -144,16 +189,16 @@ impl Breaker {
         }
     }
 
-    /// Records a call that got a usable answer.
+    /// Records a call that reached the IdP (whatever it answered).
     pub fn success(&self) {
         self.failures.store(0, Ordering::Release);
         self.opened_at.store(0, Ordering::Release);
         self.trial.store(0, Ordering::Release);
     }
 
-    /// Records a failed call.
+    /// Records a call that found the IdP unavailable.
     pub fn failure(&self) {
-        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         let was_trial = self.trial.swap(0, Ordering::AcqRel) == 1;
         if n >= self.threshold || was_trial {
             self.opened_at.store(self.now_ms(), Ordering::Release);
@@ -172,8 +217,11 @@ pub struct AbacClient {
     metrics: Metrics,
 }
 
+/// The reason given when a permission needs the live check and no URL is configured.
+pub const NOT_CONFIGURED: &str = "the permission needs the identity provider's live check, and no idp.check_permission_url is configured";
+
 impl AbacClient {
-    /// Builds the client; without `url`, every check is unavailable.
+    /// Builds the client; without `url`, every check is denied.
     pub fn from_config(url: Option<Url>, timeout: Duration, s: &AbacSettings, metrics: Metrics) -> AbacClient {
         let http = crate::identity::idp_client(timeout, false);
         AbacClient {
@@ -194,9 +242,16 @@ impl AbacClient {
 
     /// Asks the IdP (or the cache) whether the caller may do this.
     pub async fn check(&self, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Outcome {
-        let key = self.cache_key(req);
+        let Some(url) = self.url.as_ref() else {
+            // Nothing can decide: no. Never "unavailable", so `on_error = "allow"` cannot apply.
+            self.metrics.abac_checks.with_label_values(&["denied", "unconfigured"]).inc();
+            return Outcome::Denied { cached: false, reason: NOT_CONFIGURED.into() };
+        };
+        let key = self.cache_key(auth, req);
         if let Some(answer) = self.decisions.get(&key).await {
-            self.cache_hits[usize::from(matches!(answer, Answer::Denied(_)))].inc();
+            if let Some(hits) = self.cache_hits.get(usize::from(matches!(answer, Answer::Denied(_)))) {
+                hits.inc();
+            }
             return answer.into_outcome(true);
         }
         let started = Instant::now();
@@ -205,7 +260,7 @@ impl AbacClient {
             .decisions
             .try_get_with(key, async {
                 fresh.store(true, Ordering::Release);
-                self.call(auth, req).await
+                self.call(url, auth, req).await
             })
             .await;
         let cached = !fresh.load(Ordering::Acquire);
@@ -222,17 +277,22 @@ impl AbacClient {
                 self.metrics.abac_checks.with_label_values(&[answer.label(), if cached { "shared" } else { "idp" }]).inc();
                 answer.into_outcome(cached)
             }
-            Err(why) => {
-                self.metrics.abac_checks.with_label_values(&["unavailable", "idp"]).inc();
-                Outcome::Unavailable(why.to_string())
-            }
+            Err(why) => match &*why {
+                CallError::Unavailable(w) => {
+                    self.metrics.abac_checks.with_label_values(&["unavailable", "idp"]).inc();
+                    Outcome::Unavailable(w.clone())
+                }
+                CallError::Failed(w) => {
+                    self.metrics.abac_checks.with_label_values(&["failed", "idp"]).inc();
+                    Outcome::Failed(w.clone())
+                }
+            },
         }
     }
 
-    async fn call(&self, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Result<Answer, String> {
-        let url = self.url.as_ref().ok_or("no check_permission_url is configured")?;
+    async fn call(&self, url: &Url, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Result<Answer, CallError> {
         if !self.breaker.allow() {
-            return Err("the live permission check is paused after repeated failures (circuit open)".into());
+            return Err(CallError::Unavailable("the live permission check is paused after repeated failures (circuit open)".into()));
         }
         let id = req.entity_id.unwrap_or("");
         let body = serde_json::json!({
@@ -243,30 +303,45 @@ impl AbacClient {
         });
         let mut call = self.http.post(url.clone()).json(&body);
         call = match auth {
-            CallerAuth::Bearer(t) => call.bearer_auth(t),
+            CallerAuth::Bearer(t) | CallerAuth::Session(t) => call.bearer_auth(t),
             CallerAuth::ApiKey(k) => call.header("x-api-key", k),
         };
         let result = async {
-            let resp = call.send().await.map_err(|e| if e.is_timeout() { "the IdP did not answer in time".to_string() } else { format!("the IdP could not be reached ({e})") })?;
+            // Transport failures (refused, reset, timed out, cut short) are unavailability.
+            let resp = call.send().await.map_err(|e| {
+                CallError::Unavailable(if e.is_timeout() { "the IdP did not answer in time".to_string() } else { "the IdP could not be reached".to_string() })
+            })?;
             let status = resp.status();
-            let bytes = resp.bytes().await.map_err(|e| format!("the IdP's answer was cut short ({e})"))?;
-            if status.is_success() {
-                let parsed: CheckResponse = serde_json::from_slice(&bytes).map_err(|_| "the IdP's answer was unreadable".to_string())?;
-                return Ok(if parsed.allowed { Answer::Allowed } else { Answer::Denied("the identity provider denied it".into()) });
-            }
-            if status.is_server_error() {
-                return Err(format!("the IdP answered {status}"));
-            }
-            // 4xx: the IdP answered, and the answer is no.
-            let detail = serde_json::from_slice::<ErrorResponse>(&bytes).ok().and_then(|e| e.message.or(e.error)).unwrap_or_default();
-            Ok(Answer::Denied(format!("the identity provider refused the check ({status}{}{detail})", if detail.is_empty() { "" } else { ": " })))
+            let bytes = resp.bytes().await.map_err(|e| {
+                CallError::Unavailable(if e.is_timeout() { "the IdP did not answer in time".to_string() } else { "the IdP's answer was cut short".to_string() })
+            })?;
+            classify(status, &bytes)
         }
         .await;
         match &result {
-            Ok(_) => self.breaker.success(),
-            Err(_) => self.breaker.failure(),
+            Err(CallError::Unavailable(_)) => self.breaker.failure(),
+            Ok(_) | Err(CallError::Failed(_)) => self.breaker.success(),
         }
         result
+    }
+}
+
+/// What an IdP's HTTP answer to a check means (see the table in the module docs).
+fn classify(status: http::StatusCode, bytes: &[u8]) -> Result<Answer, CallError> {
+    use http::StatusCode as S;
+    if status.is_success() {
+        let parsed: CheckResponse = serde_json::from_slice(bytes).map_err(|_| CallError::Failed("the IdP's answer was unreadable".into()))?;
+        return Ok(if parsed.allowed { Answer::Allowed } else { Answer::Denied("the identity provider denied it".into()) });
+    }
+    match status {
+        S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => Err(CallError::Unavailable(format!("the IdP answered {status}"))),
+        S::TOO_MANY_REQUESTS => Err(CallError::Failed(format!("the IdP answered {status}"))),
+        s if s.is_client_error() => {
+            // 4xx: the IdP answered, and the answer is no (a 401 too: the caller's credential).
+            let detail = serde_json::from_slice::<ErrorResponse>(bytes).ok().and_then(|e| e.message.or(e.error)).unwrap_or_default();
+            Ok(Answer::Denied(format!("the identity provider refused the check ({status}{}{detail})", if detail.is_empty() { "" } else { ": " })))
+        }
+        _ => Err(CallError::Failed(format!("the IdP answered {status}"))),
     }
 }
 
@@ -287,9 +362,13 @@ impl Answer {
 }
 
 impl AbacClient {
-    /// The decision cache's key: subject, entity, permission and the attributes, keyed.
-    fn cache_key(&self, req: &CheckRequest<'_>) -> Digest {
+    /// The decision cache's key, keyed: the credential's kind and the credential itself (the
+    /// IdP decides as that caller), subject, entity, permission and the attributes.
+    fn cache_key(&self, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Digest {
         let mut w = self.keys.writer();
+        let (kind, secret) = auth.kind_and_secret();
+        w.part(kind);
+        w.part(secret.as_bytes());
         w.part(req.subject.as_bytes());
         w.part(req.entity_type.as_bytes());
         match req.entity_id {
@@ -298,7 +377,8 @@ impl AbacClient {
         }
         w.part(req.permission.as_bytes());
         // serde_json's Map is ordered by key: the serialisation is canonical (and written last).
-        serde_json::to_writer(&mut w, &req.attributes).expect("a JSON map serialises");
+        // Writing into a hasher cannot fail; were it to, the key would still differ by the parts above.
+        let _ = serde_json::to_writer(&mut w, &req.attributes);
         w.finish()
     }
 }
@@ -312,6 +392,33 @@ pub enum AttributeError {
     /// The body is not valid JSON.
     #[error("the request body is not valid JSON")]
     BadJson,
+    /// A query parameter the route reads is sent more than once, or in another spelling.
+    #[error("the query parameter {0:?} is sent more than once or in another spelling: send it once, spelled exactly so")]
+    AmbiguousQuery(String),
+    /// A header the route reads is sent more than once, as a list, or in another spelling.
+    #[error("the header {0:?} is sent more than once, as a comma-separated list or in another spelling: send one value, once")]
+    AmbiguousHeader(String),
+    /// A header the route reads is not visible ASCII.
+    #[error("the header {0:?} is not readable text: send visible ASCII")]
+    UnreadableHeader(String),
+    /// A JSON key along an attribute's path is duplicated or differs only in case.
+    #[error("the JSON body has the key {0:?} more than once or in another spelling: send each key once, spelled exactly so")]
+    AmbiguousBody(String),
+}
+
+impl AttributeError {
+    /// The status to refuse with: 415 when the body is not JSON, 400 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            AttributeError::NotJson => 415,
+            _ => 400,
+        }
+    }
+
+    /// Whether the request was ambiguous (rather than unreadable).
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, AttributeError::AmbiguousQuery(_) | AttributeError::AmbiguousHeader(_) | AttributeError::AmbiguousBody(_))
+    }
 }
 
 /// The request parts attributes are read from.
@@ -320,41 +427,40 @@ pub struct RequestParts<'a> {
     pub params: &'a [(&'a str, String)],
     /// The raw query string.
     pub query: Option<&'a str>,
-    /// Header lookup.
-    pub header: &'a dyn Fn(&str) -> Option<String>,
+    /// The request's headers.
+    pub headers: &'a http::HeaderMap,
     /// The JSON body, when the route reads it.
     pub body: Option<&'a [u8]>,
     /// The body's content type.
     pub content_type: Option<&'a str>,
 }
 
-/// Collects a route's attributes from the request; absent values are left out.
+/// Collects a route's attributes from the request; absent values are left out. A source an
+/// upstream could read differently (repeated, listed, or spelled another way) is an error.
 pub fn collect(sources: &[(String, AttributeSource)], parts: &RequestParts<'_>) -> Result<Map<String, Value>, AttributeError> {
     let mut out = Map::new();
-    let mut body: Option<Value> = None;
+    let mut body: Option<Node> = None;
     for (name, source) in sources {
         let value = match source {
             AttributeSource::Path(p) => parts.params.iter().find(|(n, _)| n == p).map(|(_, v)| Value::String(v.clone())),
-            AttributeSource::Query(q) => parts.query.and_then(|qs| {
-                url::form_urlencoded::parse(qs.as_bytes()).find(|(k, _)| k == q).map(|(_, v)| Value::String(v.into_owned()))
-            }),
-            AttributeSource::Header(h) => (parts.header)(h).map(Value::String),
+            AttributeSource::Query(q) => parts.query.map(|qs| query_value(qs, q)).transpose()?.flatten().map(Value::String),
+            AttributeSource::Header(h) => header_value(parts.headers, h)?.map(Value::String),
             AttributeSource::Body(path) => {
-                if body.is_none() {
-                    let is_json = parts.content_type.is_some_and(|ct| {
-                        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                        mime == "application/json" || mime.ends_with("+json")
-                    });
-                    if !is_json {
-                        return Err(AttributeError::NotJson);
+                let root = match &mut body {
+                    Some(root) => root,
+                    slot @ None => {
+                        let is_json = parts.content_type.is_some_and(|ct| {
+                            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                            mime == "application/json" || mime.ends_with("+json")
+                        });
+                        if !is_json {
+                            return Err(AttributeError::NotJson);
+                        }
+                        let parsed: Node = serde_json::from_slice(parts.body.unwrap_or(b"")).map_err(|_| AttributeError::BadJson)?;
+                        slot.insert(parsed)
                     }
-                    body = Some(serde_json::from_slice(parts.body.unwrap_or(b"")).map_err(|_| AttributeError::BadJson)?);
-                }
-                let mut cur = body.as_ref();
-                for seg in path {
-                    cur = cur.and_then(|v| v.get(seg));
-                }
-                cur.cloned()
+                };
+                body_value(root, path)?
             }
         };
         if let Some(v) = value {
@@ -362,6 +468,191 @@ pub fn collect(sources: &[(String, AttributeSource)], parts: &RequestParts<'_>) 
         }
     }
     Ok(out)
+}
+
+/// Case-folds as the most lenient binders do (Go's `encoding/json`, ASP.NET): Unicode
+/// simple-ish folding, so `ſ` matches `s` and `K` (Kelvin) matches `k`.
+fn fold(s: &str) -> String {
+    s.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect()
+}
+
+fn fold_eq(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        fold(a) == fold(b)
+    }
+}
+
+/// A query parameter's name as lenient frameworks see it: case-folded, PHP's `.` and ` ` as
+/// `_`, leading spaces dropped, and `name[...]` (arrays) as `name` unless `arrays` is false
+/// (the declared name has brackets of its own).
+fn query_name_key(name: &str, arrays: bool) -> String {
+    let name = name.trim_start_matches(' ');
+    let base = match name.find('[') {
+        Some(i) if i > 0 && arrays => name.get(..i).unwrap_or(name),
+        _ => name,
+    };
+    fold(&base.replace(['.', ' '], "_"))
+}
+
+/// The one value of query parameter `name`: refused when the name appears twice or in another
+/// spelling (any framework might bind either), or in a pair split by `;` (some split there).
+fn query_value(query: &str, name: &str) -> Result<Option<String>, AttributeError> {
+    let arrays = !name.contains('[');
+    let want = query_name_key(name, arrays);
+    let mut found: Option<String> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let semicolons = pair.contains(';');
+        for piece in pair.split(';') {
+            let Some((key, value)) = url::form_urlencoded::parse(piece.as_bytes()).next() else { continue };
+            if query_name_key(&key, arrays) != want {
+                continue;
+            }
+            if found.is_some() || key != name || semicolons {
+                return Err(AttributeError::AmbiguousQuery(name.to_string()));
+            }
+            found = Some(value.into_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// The one value of header `name` (lowercase): refused when sent twice, as a comma-separated
+/// list (the same as sent twice, RFC 9110), under a name with `_` for `-` (CGI-style servers
+/// read both as one), or as bytes that are not visible ASCII.
+fn header_value(headers: &http::HeaderMap, name: &str) -> Result<Option<String>, AttributeError> {
+    let mut found: Option<String> = None;
+    for (key, value) in headers {
+        let key = key.as_str();
+        if key == name {
+            let text = value.to_str().map_err(|_| AttributeError::UnreadableHeader(name.to_string()))?;
+            if found.is_some() || text.contains(',') {
+                return Err(AttributeError::AmbiguousHeader(name.to_string()));
+            }
+            found = Some(text.trim().to_string());
+        } else if key.len() == name.len() && key.bytes().zip(name.bytes()).all(|(k, n)| k == n || (k == b'_' && n == b'-') || (k == b'-' && n == b'_')) {
+            return Err(AttributeError::AmbiguousHeader(name.to_string()));
+        }
+    }
+    Ok(found)
+}
+
+/// The value at `path` in the body: every object along the path (and inside the value) must
+/// have each key once, in one spelling (exact match required; case variants are refused).
+fn body_value(root: &Node, path: &[String]) -> Result<Option<Value>, AttributeError> {
+    let mut cur = root;
+    for seg in path {
+        let Node::Object(entries) = cur else { return Ok(None) };
+        let mut next = None;
+        for (key, value) in entries {
+            if fold_eq(key, seg) {
+                if next.is_some() || key != seg {
+                    return Err(AttributeError::AmbiguousBody(seg.clone()));
+                }
+                next = Some(value);
+            }
+        }
+        match next {
+            Some(n) => cur = n,
+            None => return Ok(None),
+        }
+    }
+    cur.to_value().map(Some)
+}
+
+/// A JSON value as parsed, objects keeping every key in order (serde_json's `Value` would
+/// keep only the last of duplicate keys).
+#[derive(Debug)]
+enum Node {
+    Scalar(Value),
+    Array(Vec<Node>),
+    Object(Vec<(String, Node)>),
+}
+
+impl Node {
+    /// The value, refusing objects with keys that are duplicates or case variants.
+    fn to_value(&self) -> Result<Value, AttributeError> {
+        Ok(match self {
+            Node::Scalar(v) => v.clone(),
+            Node::Array(items) => Value::Array(items.iter().map(Node::to_value).collect::<Result<_, _>>()?),
+            Node::Object(entries) => {
+                let mut map = Map::new();
+                let mut seen: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(entries.len());
+                for (key, value) in entries {
+                    if !seen.insert(fold(key)) {
+                        return Err(AttributeError::AmbiguousBody(key.clone()));
+                    }
+                    map.insert(key.clone(), value.to_value()?);
+                }
+                Value::Object(map)
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Scalar(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Scalar(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Scalar(Value::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Node, E> {
+        serde_json::Number::from_f64(v).map(|n| Node::Scalar(Value::Number(n))).ok_or_else(|| E::custom("a number out of range"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Scalar(Value::String(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Node, E> {
+        Ok(Node::Scalar(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Node>()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some((key, value)) = map.next_entry::<String, Node>()? {
+            entries.push((key, value));
+        }
+        Ok(Node::Object(entries))
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +684,81 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_classified_unavailable_only_when_the_idp_is() {
+        #[derive(Debug, PartialEq)]
+        enum Want {
+            Allowed,
+            Denied,
+            Unavailable,
+            Failed,
+        }
+        let cases: &[(u16, &str, Want)] = &[
+            (200, r#"{"allowed": true}"#, Want::Allowed),
+            (200, r#"{"allowed": false}"#, Want::Denied),
+            (200, r#"{"allowed": "yes"}"#, Want::Failed),
+            (200, r#"{"allowed": true, "allowed": false}"#, Want::Failed),
+            (200, "<html>", Want::Failed),
+            (204, "", Want::Failed),
+            (400, r#"{"error": "invalid_request"}"#, Want::Denied),
+            (401, "", Want::Denied),
+            (403, "", Want::Denied),
+            (404, "", Want::Denied),
+            (429, "", Want::Failed),
+            (500, r#"{"error": "internal_error"}"#, Want::Failed),
+            (501, "", Want::Failed),
+            (502, "", Want::Unavailable),
+            (503, "", Want::Unavailable),
+            (504, "", Want::Unavailable),
+            (302, "", Want::Failed),
+        ];
+        for (status, body, want) in cases {
+            let got = match classify(http::StatusCode::from_u16(*status).unwrap(), body.as_bytes()) {
+                Ok(Answer::Allowed) => Want::Allowed,
+                Ok(Answer::Denied(_)) => Want::Denied,
+                Err(CallError::Unavailable(_)) => Want::Unavailable,
+                Err(CallError::Failed(_)) => Want::Failed,
+            };
+            assert_eq!(&got, want, "{status} {body}");
+        }
+    }
+
+    fn settings() -> AbacSettings {
+        AbacSettings { allow_ttl: Duration::from_secs(30), deny_ttl: Duration::from_secs(10), cache_size: 10, breaker_failures: 5, breaker_cooldown: Duration::from_secs(10) }
+    }
+
+    #[tokio::test]
+    async fn without_a_url_every_check_is_denied_not_unavailable() {
+        let client = AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
+        let req = CheckRequest { subject: "u", entity_type: "t", entity_id: None, permission: "p", attributes: Map::new() };
+        match client.check(CallerAuth::Bearer("t"), &req).await {
+            Outcome::Denied { cached: false, reason } => assert_eq!(reason, NOT_CONFIGURED),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_idp_is_unavailable_and_opens_the_breaker() {
+        // A port nothing listens on: connection refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/check")).unwrap();
+        let s = AbacSettings { breaker_failures: 2, allow_ttl: Duration::ZERO, deny_ttl: Duration::ZERO, ..settings() };
+        let client = AbacClient::from_config(Some(url), Duration::from_secs(1), &s, Metrics::new());
+        let req = CheckRequest { subject: "u", entity_type: "t", entity_id: None, permission: "p", attributes: Map::new() };
+        for _ in 0..3 {
+            assert!(matches!(client.check(CallerAuth::Bearer("t"), &req).await, Outcome::Unavailable(_)));
+        }
+        assert_eq!(client.breaker().state(), BreakerState::Open);
+    }
+
+    fn headers(list: &[(&str, &[u8])]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in list {
+            map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), http::HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
     fn attributes_from_every_source() {
         let sources = vec![
             ("invoice".to_string(), AttributeSource::Path("id".into())),
@@ -403,11 +769,11 @@ mod tests {
             ("absent".to_string(), AttributeSource::Query("nope".into())),
         ];
         let params = [("id", "inv_1".to_string())];
-        let header = |h: &str| (h == "x-region").then(|| "eu".to_string());
+        let h = headers(&[("x-region", b"eu")]);
         let parts = RequestParts {
             params: &params,
             query: Some("mode=fast&x=1"),
-            header: &header,
+            headers: &h,
             body: Some(br#"{"amount": 80, "payment": {"currency": "EUR"}}"#),
             content_type: Some("application/json; charset=utf-8"),
         };
@@ -417,6 +783,102 @@ mod tests {
         assert_eq!(collect(&sources, &not_json), Err(AttributeError::NotJson));
         let bad = RequestParts { content_type: Some("application/json"), body: Some(b"{"), ..not_json };
         assert_eq!(collect(&sources, &bad), Err(AttributeError::BadJson));
+    }
+
+    #[test]
+    fn query_parameters_are_read_once_and_exactly() {
+        let cases: &[(&str, Result<Option<&str>, ()>)] = &[
+            ("amount=80", Ok(Some("80"))),
+            ("x=1&amount=8%200&y=2", Ok(Some("8 0"))),
+            ("", Ok(None)),
+            ("amounts=5", Ok(None)),
+            ("amount=80&amount=5000", Err(())),
+            ("amount=80&am%6Funt=5000", Err(())),
+            ("amount=80&AMOUNT=5000", Err(())),
+            ("AMOUNT=5000", Err(())),
+            ("amount[]=5000&amount=80", Err(())),
+            ("amount[x]=5000", Err(())),
+            ("amount=80;amount=5000", Err(())),
+            ("x=1;amount=5000", Err(())),
+            ("+amount=5000&amount=80", Err(())),
+        ];
+        for (query, want) in cases {
+            let got = query_value(query, "amount").map_err(|_| ());
+            assert_eq!(got.as_ref().map(|o| o.as_deref()), want.as_ref().map(|o| *o), "{query}");
+        }
+        // PHP reads `a.b` and `a b` as `a_b`.
+        assert!(query_value("a.b=5000&a_b=80", "a_b").is_err());
+        assert_eq!(query_value("a.b=5000", "a.b").unwrap().as_deref(), Some("5000"));
+        // A declared name with brackets is matched whole: other keys of the same array are not it.
+        assert_eq!(query_value("filter[amount]=5&filter[x]=1", "filter[amount]").unwrap().as_deref(), Some("5"));
+        assert!(query_value("filter[amount]=5&FILTER[amount]=1", "filter[amount]").is_err());
+    }
+
+    /// Headers sent, and the value read (`Err`: refused).
+    type HeaderCase<'a> = (&'a [(&'a str, &'a [u8])], Result<Option<&'a str>, ()>);
+
+    #[test]
+    fn headers_are_read_once_and_exactly() {
+        let cases: &[HeaderCase] = &[
+            (&[("x-amount", b"80")], Ok(Some("80"))),
+            (&[("x-other", b"80")], Ok(None)),
+            (&[("x-amount", b"80"), ("x-amount", b"5000")], Err(())),
+            (&[("X-Amount", b"80"), ("x-amount", b"5000")], Err(())),
+            (&[("x-amount", b"80, 5000")], Err(())),
+            (&[("x-amount", b"80"), ("x_amount", b"5000")], Err(())),
+            (&[("x_amount", b"5000")], Err(())),
+            (&[("x-amount", b"8\xe90")], Err(())),
+        ];
+        for (list, want) in cases {
+            let got = header_value(&headers(list), "x-amount").map_err(|_| ());
+            assert_eq!(got.as_ref().map(|o| o.as_deref()), want.as_ref().map(|o| *o), "{list:?}");
+        }
+    }
+
+    #[test]
+    fn body_keys_along_the_path_are_unique_in_every_spelling() {
+        let amount = vec!["amount".to_string()];
+        let currency = vec!["payment".to_string(), "currency".to_string()];
+        let payment = vec!["payment".to_string()];
+        type BodyCase<'a> = (&'a str, &'a [String], Result<Option<Value>, ()>);
+        let cases: &[BodyCase] = &[
+            (r#"{"amount": 80}"#, &amount, Ok(Some(80.into()))),
+            (r#"{"amount": 80, "note": 1, "note": 2, "Note": 3}"#, &amount, Ok(Some(80.into()))),
+            (r#"{"amount": 80, "amount": 5000}"#, &amount, Err(())),
+            (r#"{"amount": 80, "AMOUNT": 5000}"#, &amount, Err(())),
+            (r#"{"AMOUNT": 5000}"#, &amount, Err(())),
+            (r#"{"payment": {"currency": "EUR", "currency": "USD"}}"#, &currency, Err(())),
+            (r#"{"payment": {"currency": "EUR", "Currency": "USD"}}"#, &currency, Err(())),
+            (r#"{"payment": {"currency": "EUR"}, "Payment": {"currency": "USD"}}"#, &currency, Err(())),
+            (r#"{"payment": {"currency": "EUR"}}"#, &currency, Ok(Some("EUR".into()))),
+            (r#"{"payment": {"a": 1, "A": 2}}"#, &payment, Err(())),
+            (r#"{"payment": [{"a": 1}, {"a": 1, "a": 2}]}"#, &payment, Err(())),
+            (r#"{"payment": "x"}"#, &currency, Ok(None)),
+            (r#"{"other": 1}"#, &amount, Ok(None)),
+            (r#"[1, 2]"#, &amount, Ok(None)),
+        ];
+        for (body, path, want) in cases {
+            let root: Node = serde_json::from_str(body).unwrap();
+            let got = body_value(&root, path).map_err(|_| ());
+            assert_eq!(&got, want, "{body} at {path:?}");
+        }
+        // Unicode folding as Go's encoding/json does: the long s is an `s`, the Kelvin sign a `k`.
+        let ambiguous_unicode = [(r#"{"statu\u017f": 1, "status": 2}"#, "status"), (r#"{"\u212aey": 1}"#, "key")];
+        for (body, key) in ambiguous_unicode {
+            let root: Node = serde_json::from_str(body).unwrap();
+            assert!(body_value(&root, &[key.to_string()]).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn deep_or_odd_bodies_are_refused_not_overflowed() {
+        let sources = vec![("amount".to_string(), AttributeSource::Body(vec!["amount".into()]))];
+        let h = http::HeaderMap::new();
+        let deep = format!("{{\"amount\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        for body in [deep.as_str(), r#"{"amount": 1e999}"#, r#"{"amount": "\ud800"}"#, "", "\u{feff}{}"] {
+            let parts = RequestParts { params: &[], query: None, headers: &h, body: Some(body.as_bytes()), content_type: Some("application/json") };
+            assert_eq!(collect(&sources, &parts), Err(AttributeError::BadJson), "{:.40}", body);
+        }
     }
 
     #[test]
@@ -431,10 +893,14 @@ mod tests {
             CheckRequest { permission: "q", ..base.clone() },
             CheckRequest { attributes: attrs, ..base.clone() },
         ];
-        let client = AbacClient::from_config(None, Duration::from_secs(1), &AbacSettings { allow_ttl: Duration::from_secs(30), deny_ttl: Duration::from_secs(10), cache_size: 10, breaker_failures: 5, breaker_cooldown: Duration::from_secs(10) }, Metrics::new());
-        assert_eq!(client.cache_key(&base), client.cache_key(&base.clone()));
+        let client = AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
+        let bearer = CallerAuth::Bearer("tok");
+        assert_eq!(client.cache_key(bearer, &base), client.cache_key(bearer, &base.clone()));
         for v in &variants {
-            assert_ne!(client.cache_key(&base), client.cache_key(v), "{v:?}");
+            assert_ne!(client.cache_key(bearer, &base), client.cache_key(bearer, v), "{v:?}");
+        }
+        for other in [CallerAuth::ApiKey("tok"), CallerAuth::Session("tok"), CallerAuth::Bearer("tok2")] {
+            assert_ne!(client.cache_key(bearer, &base), client.cache_key(other, &base), "{other:?}");
         }
     }
 }

@@ -180,3 +180,39 @@ fn every_example_config_loads() {
     }
     assert!(seen >= 2, "expected the example and demo configs in {}", dir.display());
 }
+
+#[test]
+fn fail_open_combinations_are_refused_with_file_line_and_key() {
+    let url = "[idp]\ncheck_permission_url = \"https://auth.example.com/api/auth/check-permission\"";
+    let allow = ("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"allow\"");
+    // (changes to VALID, the problem expected; None: loads)
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let cases: &[Case] = &[
+        (&[allow], Some("test.toml:25: routes[0].on_error: \"allow\" needs idp.check_permission_url")),
+        (&[allow, ("[idp]", url)], None),
+        (&[("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"deny\"")], None),
+        (&[allow, ("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]")], Some("abac.breaker_cooldown: 300s is too long while a route says on_error = \"allow\"")),
+        (&[allow, ("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"60s\"\n[proxy]")], None),
+        (&[allow, ("[idp]", &format!("{url}\ntimeout = \"100ms\""))], Some("idp.timeout: 100ms is too short while a route says on_error = \"allow\"")),
+        (&[allow, ("[idp]", &format!("{url}\ntimeout = \"250ms\""))], None),
+        (&[("[idp]", &format!("{url}\ntimeout = \"100ms\""))], None),
+        (&[("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]")], None),
+        (
+            &[("permission = \"invoice:read\"\nentity_id = \"id\"", "auth = \"authenticated\"\non_error = \"allow\""), ("[idp]", url)],
+            Some("routes[0].on_error: only applies to routes with a `permission`"),
+        ),
+    ];
+    for (changes, want) in cases {
+        let mut text = VALID.to_string();
+        for (from, to) in *changes {
+            let changed = text.replacen(from, to, 1);
+            assert_ne!(changed, text, "{from:?} is not in the config");
+            text = changed;
+        }
+        let p = problems(&text);
+        match want {
+            None => assert!(p.is_empty(), "{changes:?}: {p:#?}"),
+            Some(want) => assert!(p.iter().any(|m| m.contains(want)), "{changes:?}: want {want:?}, got {p:#?}"),
+        }
+    }
+}

@@ -145,8 +145,12 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     let headers = headers(s.headers, problems);
     let clients = clients(s.clients, problems);
     let upstreams = upstreams(s.upstreams, problems);
+    // Where a route fails open: checked against `[idp]` and `[abac]` below.
+    let fail_open: Vec<KeyPath> =
+        s.routes.iter().filter(|(_, r)| r.on_error.as_deref() == Some("allow")).map(|(i, _)| KeyPath::root("routes").index(*i).key("on_error")).collect();
     let routes = routes(s.routes, &upstreams, &clients, problems);
     let abac = abac(s.abac, problems);
+    fail_open_rules(&fail_open, idp.as_ref(), &abac, problems);
     let api_keys = api_keys(s.api_keys, idp.as_ref().map(|i| i.audiences.clone()).unwrap_or_default(), problems);
     let identity_jwt = identity_jwt(s.identity_jwt, &headers, problems);
     if let Some(i) = &idp {
@@ -539,6 +543,9 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             }
         };
         let access = access(f.auth, f.permission, f.entity_id, path.as_ref(), &at, problems);
+        if allow_on_error && access.as_ref().is_some_and(|a| !matches!(a, Access::Permission(_))) {
+            problems.add(&at.key("on_error"), "only applies to routes with a `permission` (the live check): remove it");
+        }
         if let Some(Access::Public) = &access {
             if !attributes.is_empty() {
                 problems.add(&at.key("attributes"), "only apply to routes with a `permission`");
@@ -681,6 +688,50 @@ fn attributes(
         }
     }
     out
+}
+
+/// Longest breaker cooldown while a route fails open: an open breaker lets every
+/// `on_error = "allow"` request through unchecked for that long.
+pub const MAX_FAIL_OPEN_COOLDOWN: Duration = Duration::from_secs(60);
+
+/// Shortest IdP timeout while a route fails open: a shorter one turns every check into a
+/// timeout, and so every such request into an unchecked one.
+pub const MIN_FAIL_OPEN_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// `on_error = "allow"` lets requests through only when the IdP is unreachable: it needs a
+/// live check to be unreachable, a short breaker cooldown, and a timeout the IdP can meet.
+fn fail_open_rules(fail_open: &[KeyPath], idp: Option<&IdpSettings>, abac: &AbacSettings, problems: &mut Problems) {
+    if fail_open.is_empty() {
+        return;
+    }
+    if let Some(i) = idp.filter(|i| i.timeout < MIN_FAIL_OPEN_TIMEOUT) {
+        problems.add(
+            &KeyPath::root("idp").key("timeout"),
+            format!(
+                "{:?} is too short while a route says on_error = \"allow\": checks that time out are let through unchecked; use at least {}ms",
+                i.timeout,
+                MIN_FAIL_OPEN_TIMEOUT.as_millis()
+            ),
+        );
+    }
+    if idp.is_some_and(|i| i.check_permission_url.is_none()) {
+        for at in fail_open {
+            problems.add(
+                at,
+                "\"allow\" needs idp.check_permission_url: without a live check a permission the token leaves to it is refused (403); remove on_error, or configure the check",
+            );
+        }
+    }
+    if abac.breaker_cooldown > MAX_FAIL_OPEN_COOLDOWN {
+        problems.add(
+            &KeyPath::root("abac").key("breaker_cooldown"),
+            format!(
+                "{:?} is too long while a route says on_error = \"allow\": an open breaker lets those routes through unchecked; use at most {}s",
+                abac.breaker_cooldown,
+                MAX_FAIL_OPEN_COOLDOWN.as_secs()
+            ),
+        );
+    }
 }
 
 fn abac(f: AbacFile, problems: &mut Problems) -> AbacSettings {

@@ -906,6 +906,7 @@ struct AuthzState {
     check_requests: AtomicUsize,
     keys: Mutex<std::collections::HashMap<String, ApiKeyGrant>>,
     exchange_delay: Mutex<std::time::Duration>,
+    exchange_status: Mutex<Option<u16>>,
     exchange_requests: AtomicUsize,
 }
 
@@ -917,6 +918,7 @@ impl Default for AuthzState {
             check_requests: AtomicUsize::new(0),
             keys: Mutex::new(std::collections::HashMap::new()),
             exchange_delay: Mutex::new(std::time::Duration::ZERO),
+            exchange_status: Mutex::new(None),
             exchange_requests: AtomicUsize::new(0),
         }
     }
@@ -951,6 +953,11 @@ impl DevIdp {
     /// Delays every API-key exchange (to test single flight).
     pub fn set_exchange_delay(&self, delay: std::time::Duration) {
         *lock(&self.shared.authz.exchange_delay) = delay;
+    }
+
+    /// Makes every API-key exchange answer this status with an error body (`None`: answer normally).
+    pub fn set_exchange_status(&self, status: Option<u16>) {
+        *lock(&self.shared.authz.exchange_status) = status;
     }
 
     /// API-key exchange requests received.
@@ -1004,6 +1011,10 @@ async fn api_key_exchange(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     let delay = *lock(&shared.authz.exchange_delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if let Some(code) = *lock(&shared.authz.exchange_status) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error_response(status, "exchange_failed", "the dev idp was told to fail the exchange");
     }
     let Some(key) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["apiKey"].as_str().map(str::to_string)) else {
         return error_response(StatusCode::BAD_REQUEST, "missing_api_key", "apiKey is required");

@@ -1,9 +1,16 @@
 //! API keys: a machine's key is exchanged at the IdP for a short-lived JWT, which is verified
 //! by the gateway's one [`Verifier`] (against `api_keys.audience`) and cached per key — by
-//! SHA-256 of the key, never the key itself — until 60 s before it expires. One exchange per key is in flight at a time; a refused key is
-//! remembered as refused for a while so it cannot make the gateway hammer the IdP. When a
-//! signing key leaves the IdP's JWKS, every cached exchange is dropped and redone on its key's
+//! SHA-256 of the key, never the key itself — until 60 s before it expires. One exchange per
+//! key is in flight at a time; a refused key is remembered as refused for a while so it cannot
+//! make the gateway hammer the IdP. When a signing key leaves the IdP's JWKS, every cached
+//! exchange is dropped and redone on its key's
 //! next request, so a token signed by the removed key is refused at once.
+//!
+//! Only a definite refusal (the exchange answers 400, 401 or 403) or a token that does not
+//! verify is remembered (for `failure_ttl`). Anything that says the IdP cannot answer now —
+//! 429, any 5xx or other status, a timeout, a connection error, an unreadable answer — is
+//! [`ApiKeyError::Unavailable`] (503 with `Retry-After` to the caller) and is not remembered:
+//! the key works again as soon as the exchange does.
 
 use super::verify::{Audience, TokenError, Verifier};
 use super::Principal;
@@ -18,9 +25,6 @@ use url::Url;
 /// Tokens are refreshed this long before they expire.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
-/// How long an unreachable IdP is remembered for one key (short: it is not the key's fault).
-const UNAVAILABLE_TTL: Duration = Duration::from_secs(2);
-
 /// Why a key was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiKeyError {
@@ -30,7 +34,7 @@ pub enum ApiKeyError {
     /// The IdP's token for the key did not verify.
     #[error("the token exchanged for the API key is invalid: {0}")]
     BadToken(TokenError),
-    /// No exchange endpoint, or the IdP could not answer.
+    /// No exchange endpoint, or the IdP could not answer now (never cached).
     #[error("{0}")]
     Unavailable(String),
 }
@@ -88,11 +92,9 @@ impl ApiKeys {
 
     /// The verified identity behind an API key.
     pub async fn authenticate(&self, key: &str) -> Result<Exchanged, ApiKeyError> {
-        let mut digest = [0u8; 32];
-        for (d, s) in digest.iter_mut().zip(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes()).as_ref()) {
-            *d = *s;
-        }
-        let entry = self.cache.get_with(digest, self.exchange(key)).await;
+        let digest = key_digest(key);
+        // Unavailability is returned to every caller waiting on this exchange, and not cached.
+        let entry = self.cache.try_get_with(digest, self.exchange(key)).await.map_err(|e| (*e).clone())?;
         if let Ok(e) = &entry.result {
             // Never hand out a token past its expiry, whatever the cache's clock says, nor one
             // verified before a signing key left the JWKS (it may be the key that signed it).
@@ -104,7 +106,7 @@ impl ApiKeys {
         entry.result
     }
 
-    async fn exchange(&self, key: &str) -> Entry {
+    async fn exchange(&self, key: &str) -> Result<Entry, ApiKeyError> {
         let removals = self.verifier.removals();
         let result = self.call(key).await;
         self.metrics
@@ -117,9 +119,9 @@ impl ApiKeys {
             }])
             .inc();
         match result {
-            Ok((exchanged, refresh_in)) => Entry { result: Ok(exchanged), ttl: refresh_in, removals },
-            Err(e @ ApiKeyError::Unavailable(_)) => Entry { result: Err(e), ttl: UNAVAILABLE_TTL.min(self.failure_ttl), removals },
-            Err(e) => Entry { result: Err(e), ttl: self.failure_ttl, removals },
+            Ok((exchanged, refresh_in)) => Ok(Entry { result: Ok(exchanged), ttl: refresh_in, removals }),
+            Err(e @ ApiKeyError::Unavailable(_)) => Err(e),
+            Err(e) => Ok(Entry { result: Err(e), ttl: self.failure_ttl, removals }),
         }
     }
 
@@ -133,11 +135,8 @@ impl ApiKeys {
             .await
             .map_err(|e| ApiKeyError::Unavailable(if e.is_timeout() { "the IdP did not answer the API-key exchange in time".into() } else { "the IdP could not be reached for the API-key exchange".into() }))?;
         let status = resp.status();
-        if status.is_server_error() {
-            return Err(ApiKeyError::Unavailable(format!("the IdP answered the API-key exchange with {status}")));
-        }
         if !status.is_success() {
-            return Err(ApiKeyError::Refused);
+            return Err(refusal(status));
         }
         let body: ExchangeResponse = resp.json().await.map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
         let principal = self.verifier.verify_for(&body.token, Audience::ApiKey).await.map_err(|e| match e {
@@ -159,6 +158,58 @@ impl ApiKeys {
     }
 }
 
+/// What a non-2xx exchange answer means: 400, 401 and 403 refuse the key; anything else
+/// (429, 5xx, a redirect, another 4xx) is the IdP not answering now.
+fn refusal(status: http::StatusCode) -> ApiKeyError {
+    use http::StatusCode as S;
+    match status {
+        S::BAD_REQUEST | S::UNAUTHORIZED | S::FORBIDDEN => ApiKeyError::Refused,
+        s => ApiKeyError::Unavailable(format!("the IdP answered the API-key exchange with {s}")),
+    }
+}
+
+/// The cache key of an API key: its SHA-256, so the key itself is never kept.
+fn key_digest(key: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (o, b) in out.iter_mut().zip(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes()).as_ref()) {
+        *o = *b;
+    }
+    out
+}
+
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_400_401_403_refuse_a_key() {
+        let cases = [
+            (400, true),
+            (401, true),
+            (403, true),
+            (404, false),
+            (408, false),
+            (429, false),
+            (500, false),
+            (502, false),
+            (503, false),
+            (504, false),
+            (302, false),
+        ];
+        for (status, refused) in cases {
+            let got = refusal(http::StatusCode::from_u16(status).unwrap());
+            assert_eq!(got == ApiKeyError::Refused, refused, "{status}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn key_digests_are_sha256() {
+        let d = key_digest("abc");
+        assert_eq!(d[..4], [0xba, 0x78, 0x16, 0xbf]);
+        assert_ne!(key_digest("abc"), key_digest("abd"));
+    }
 }

@@ -81,9 +81,11 @@ enum Presented<'a> {
     Session(Arc<crate::identity::session::SessionData>),
 }
 
+/// The caller's credential, kept for the live check (its kind is part of the decision cache key).
 enum OwnedCallerAuth {
     Bearer(String),
     ApiKey(String),
+    Session(String),
 }
 
 impl Gateway {
@@ -273,7 +275,7 @@ impl Gateway {
             Decision::NeedsLiveCheck => {
                 let auth = match caller_auth {
                     Presented::Bearer(t) => OwnedCallerAuth::Bearer(t.to_string()),
-                    Presented::Session(s) => OwnedCallerAuth::Bearer(s.tokens.access_token.expose().to_string()),
+                    Presented::Session(s) => OwnedCallerAuth::Session(s.tokens.access_token.expose().to_string()),
                     Presented::ApiKey(k) => OwnedCallerAuth::ApiKey(k.to_string()),
                 };
                 Ok(Some(LiveCheck {
@@ -295,18 +297,20 @@ impl Gateway {
         let body = if route.needs_body() { Some(read_body(session, route.body_limit).await?) } else { None };
         let attributes = {
             let req = session.req_header();
-            let header_value = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
             let params: Vec<(&str, String)> = check.params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
             let parts = abac::RequestParts {
                 params: &params,
                 query: req.uri.query(),
-                header: &header_value,
+                headers: &req.headers,
                 body: body.as_deref(),
                 content_type: req.headers.get(&http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
             };
-            abac::collect(&route.attributes, &parts).map_err(|e| Refusal::UnreadableBody {
-                status: if e == abac::AttributeError::NotJson { 415 } else { 400 },
-                reason: e.to_string(),
+            abac::collect(&route.attributes, &parts).map_err(|e| {
+                if e.is_ambiguous() {
+                    Refusal::AmbiguousRequest(e.to_string())
+                } else {
+                    Refusal::UnreadableBody { status: e.status(), reason: e.to_string() }
+                }
             })?
         };
         let principal = ctx.principal.clone().ok_or(Refusal::MissingCredentials)?;
@@ -320,6 +324,7 @@ impl Gateway {
         let auth = match &check.auth {
             OwnedCallerAuth::Bearer(t) => CallerAuth::Bearer(t),
             OwnedCallerAuth::ApiKey(k) => CallerAuth::ApiKey(k),
+            OwnedCallerAuth::Session(t) => CallerAuth::Session(t),
         };
         match self.abac.check(auth, &request).await {
             Outcome::Allowed { cached } => {
@@ -333,6 +338,7 @@ impl Gateway {
                 ctx.decision = "abac";
                 Err(Refusal::Forbidden { entity: check.entity, permission: check.action, reason })
             }
+            // Only unavailability of the IdP may be allowed, and only where the operator said so.
             Outcome::Unavailable(why) if route.allow_on_error => {
                 tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check unavailable; allowed by the route's on_error = \"allow\"");
                 ctx.decision = "abac-unavailable-allowed";
@@ -340,6 +346,12 @@ impl Gateway {
                 Ok(())
             }
             Outcome::Unavailable(why) => {
+                ctx.decision = "abac";
+                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}")))
+            }
+            // An answer without a decision: refused whatever `on_error` says (the caller may have caused it).
+            Outcome::Failed(why) => {
+                tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check got no decision; refused");
                 ctx.decision = "abac";
                 Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}")))
             }

@@ -51,6 +51,17 @@ fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
+/// The logout rule: `Sec-Fetch-Site` (when the browser sends it) must say same-origin or typed
+/// (`none`), or else an `Origin` of the client must come with it; `origin_ok` is `Some` when an
+/// `Origin` header came (true: the client's own). Without either header, only a POST.
+fn logout_allowed(sec_fetch_site: Option<&[u8]>, origin_ok: Option<bool>, post: bool) -> bool {
+    match sec_fetch_site {
+        Some(b"same-origin" | b"none") => origin_ok != Some(false),
+        Some(_) => origin_ok == Some(true),
+        None => origin_ok.unwrap_or(post),
+    }
+}
+
 /// Printable, short text from the IdP for a page.
 fn tame(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(200).collect()
@@ -485,11 +496,7 @@ impl Gateway {
     /// neither (not a browser) — a POST. A cross-site or same-site navigation is not.
     fn same_origin_logout(&self, req: &RequestHeader, index: usize) -> bool {
         let origin_ok = header(req, &ORIGIN).map(|raw| std::str::from_utf8(raw).ok().and_then(|o| Origin::parse(o).ok()).is_some_and(|o| self.clients.belongs(index, &o)));
-        match req.headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
-            Some(b"same-origin" | b"none") => origin_ok != Some(false),
-            Some(_) => origin_ok == Some(true),
-            None => origin_ok.unwrap_or(req.method == http::Method::POST),
-        }
+        logout_allowed(req.headers.get("sec-fetch-site").map(|v| v.as_bytes()), origin_ok, req.method == http::Method::POST)
     }
 
     /// True when `url` is served by a route that needs a sign-in (a page a signed-out browser
@@ -595,6 +602,35 @@ impl Gateway {
                 ctx.set_cookies.push(spec.clear(&spec.session));
                 Err(Refusal::MissingCredentials)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logout_only_from_the_clients_own_pages() {
+        let same: Option<&[u8]> = Some(b"same-origin");
+        let typed: Option<&[u8]> = Some(b"none");
+        let cross: Option<&[u8]> = Some(b"cross-site");
+        let sibling: Option<&[u8]> = Some(b"same-site");
+        for (case, site, origin_ok, post, allowed) in [
+            ("same-origin GET", same, None, false, true),
+            ("typed GET", typed, None, false, true),
+            ("same-origin POST with own Origin", same, Some(true), true, true),
+            ("same-origin claim with a foreign Origin", same, Some(false), true, false),
+            ("cross-site GET", cross, None, false, false),
+            ("cross-site POST without Origin", cross, None, true, false),
+            ("cross-site POST from the client's SPA origin", cross, Some(true), true, true),
+            ("same-site GET", sibling, None, false, false),
+            ("old browser GET", None, None, false, false),
+            ("old browser GET with own Origin", None, Some(true), false, true),
+            ("old browser POST with foreign Origin", None, Some(false), true, false),
+            ("non-browser POST", None, None, true, true),
+        ] {
+            assert_eq!(logout_allowed(site, origin_ok, post), allowed, "{case}");
         }
     }
 }

@@ -193,21 +193,20 @@ impl Refusal {
             )
         } else {
             let _ = header.insert_header("content-type", "application/problem+json");
-            let mut problem = serde_json::json!({
-                "type": "about:blank",
-                "title": self.title(),
-                "status": status.as_u16(),
-                "detail": self.detail(),
-                "request_id": request_id,
-            });
+            let mut problem = serde_json::Map::new();
+            problem.insert("type".into(), "about:blank".into());
+            problem.insert("title".into(), self.title().into());
+            problem.insert("status".into(), status.as_u16().into());
+            problem.insert("detail".into(), self.detail().into());
+            problem.insert("request_id".into(), request_id.into());
             if let Refusal::Forbidden { entity, permission, .. } = self {
-                problem["entity"] = entity.clone().into();
-                problem["permission"] = permission.clone().into();
+                problem.insert("entity".into(), entity.clone().into());
+                problem.insert("permission".into(), permission.clone().into());
             }
             if let Refusal::LoginFailed { retry: Some(link), .. } = self {
-                problem["retry"] = link.clone().into();
+                problem.insert("retry".into(), link.clone().into());
             }
-            problem.to_string() + "\n"
+            serde_json::Value::Object(problem).to_string() + "\n"
         };
         let _ = header.insert_header("content-length", body.len().to_string());
         let _ = header.insert_header("cache-control", "no-store");

@@ -57,8 +57,7 @@ pub struct Authorization {
     pub pkce_verifier: String,
 }
 
-/// Tokens from the token endpoint.
-#[derive(Debug)]
+/// Tokens from the token endpoint. `Debug` shows which tokens came, never their values.
 pub struct TokenSet {
     /// The access token.
     pub access_token: String,
@@ -68,6 +67,17 @@ pub struct TokenSet {
     pub refresh_token: Option<String>,
     /// `expires_in`, when given.
     pub expires_in: Option<Duration>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"***")
+            .field("id_token", &self.id_token.as_ref().map(|_| "***"))
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 /// The id_token kept as the raw JWT: authgate verifies it with its own key cache.
@@ -254,5 +264,18 @@ fn token_error<E: std::error::Error + 'static>(e: RequestTokenError<E, oauth2::b
         RequestTokenError::Request(e) => OidcError::Unavailable(e.to_string()),
         RequestTokenError::Parse(e, _) => OidcError::Unavailable(format!("unreadable response: {}", e.path())),
         RequestTokenError::Other(e) => OidcError::Unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_sets_never_print_their_tokens() {
+        let set = TokenSet { access_token: "at-secret".into(), id_token: Some("id-secret".into()), refresh_token: None, expires_in: Some(Duration::from_secs(60)) };
+        let printed = format!("{set:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains("refresh_token: None") && printed.contains("60s"), "{printed}");
     }
 }

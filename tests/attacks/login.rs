@@ -422,3 +422,25 @@ async fn a_refresh_racing_a_logout_does_not_bring_the_session_back() {
     assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 401, "the refresh wrote the session back");
     assert_eq!(api(&b, &format!("{}/app/after", w.a)).await.status(), 401);
 }
+
+#[tokio::test]
+async fn logout_through_end_session_lands_on_the_signed_out_page_never_on_a_protected_one() {
+    let w = World::start("", "", |_| {}).await;
+    for (rd, lands) in [("/app/secret", "/_authgate/signed-out"), ("/public/bye", "/public/bye"), ("//evil.example/", "/_authgate/signed-out")] {
+        let b = browser();
+        log_in(&b, &format!("{}/app/", w.a), "alice").await;
+        let r = b.get(format!("{}/_authgate/logout", w.a)).query(&[("rd", rd)]).header("sec-fetch-site", "same-origin").send().await.unwrap();
+        assert_eq!(r.status(), 302, "{rd}");
+        let end_session = location(&r);
+        assert!(end_session.starts_with(&format!("{}/end_session", w.idp.issuer())), "{rd}: {end_session}");
+        let q = query(&end_session);
+        assert_eq!(q["post_logout_redirect_uri"], format!("{}{lands}", w.a), "{rd}");
+        assert_eq!(q["client_id"], "client-a");
+        // The IdP sends the browser back; it stays signed out, and its next login re-authenticates.
+        let back = location(&b.get(&end_session).send().await.unwrap());
+        assert_eq!(back, format!("{}{lands}", w.a), "{rd}");
+        assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 401, "{rd}");
+        assert_eq!(query(&start_login(&b, &format!("{}/app/", w.a)).await).get("prompt").map(String::as_str), Some("login"), "{rd}");
+    }
+    assert_eq!(w.idp.end_session_requests(), 3);
+}

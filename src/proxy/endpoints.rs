@@ -1,6 +1,7 @@
 //! The gateway's own side of browser login: the request's origin and scheme, the session
-//! behind a cookie (with its single-flight refresh), the start of a login, and the endpoints
-//! under `/_authgate/` (login, callback, logout, session info) plus CORS preflights. They are
+//! behind a cookie (with its single-flight refresh), the start of a login (sealed into a login
+//! cookie of its own, see [`crate::identity::login`]), and the endpoints under `/_authgate/`
+//! (login, callback, logout, signed-out page, session info) plus CORS preflights. They are
 //! answered in `request_filter`, before route matching.
 
 use super::ctx::RequestCtx;

@@ -235,6 +235,13 @@ mod tests {
         }
         assert_eq!(other_key.open(&name, &sealed), None, "another key");
         assert_eq!(sealer.open(&name, &"A".repeat(MAX_SEALED_LEN + 4)), None, "oversized");
+
+        // Sizes: a typical login, and one with the longest return URL the gateway seals (1 KiB).
+        let typical = LoginState { state: "s".repeat(22), nonce: "n".repeat(22), pkce_verifier: "v".repeat(43), ..login("x") };
+        let long = LoginState { return_to: format!("https://billing.example.com/{}", "x".repeat(1000)), ..typical.clone() };
+        let (typical, long) = (sealer.seal(&name, &typical).unwrap().len(), sealer.seal(&name, &long).unwrap().len());
+        assert!(typical < 400, "{typical}");
+        assert!(long < 1800, "{long}: a browser keeps at most 4 KiB per cookie");
     }
 
     #[test]

@@ -36,7 +36,18 @@ client_secret = "secret-b"
 namespace = "client_demo"
 "#
     );
-    which.split(',').map(|c| if c == "a" { a.as_str() } else { b.as_str() }).collect()
+    // "A": app-a also owns app-b's origin; "B": app-b moved to another origin.
+    let a_both = a.replace(&format!("origins = [\"http://localhost:{port}\"]"), &format!("origins = [\"http://localhost:{port}\", \"http://127.0.0.1:{port}\"]"));
+    let b_moved = b.replace(&format!("origins = [\"http://127.0.0.1:{port}\"]"), "origins = [\"https://b.example\"]");
+    which
+        .split(',')
+        .map(|c| match c {
+            "a" => a.as_str(),
+            "A" => a_both.as_str(),
+            "B" => b_moved.as_str(),
+            _ => b.as_str(),
+        })
+        .collect()
 }
 
 fn config(port: u16, admin: u16, idp: &DevIdp, upstream: std::net::SocketAddr, clients: &str, session_extra: &str) -> String {
@@ -211,6 +222,14 @@ async fn a_reload_that_removes_or_reorders_clients_under_a_login_in_flight_fails
     assert_eq!(location(&r), format!("{}/app/z", w.a));
     let echoed: Value = api(&moved, &format!("{}/app/z", w.a)).await.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-auth-client"], "app-a");
+    w.alive().await;
+
+    // app-b still configured, but its origin now belongs to app-a: its login in flight fails closed.
+    let stranded = browser();
+    let stranded_callback = choose(&stranded, &start_login(&stranded, &format!("{}/app/w", w.b)).await, "alice").await;
+    w.reload_with("A,B").await;
+    assert_sign_in_failed(navigate(&stranded, &stranded_callback).await, "the login's origin moved to another client").await;
+    assert_eq!(api(&stranded, &format!("{}/app/w", w.b)).await.status(), 401, "no session was made");
     w.alive().await;
     assert!(!w.gw.log.lock().unwrap().contains("panicked"), "{}", w.gw.log.lock().unwrap());
 }

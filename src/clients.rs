@@ -464,6 +464,8 @@ mod tests {
             token_auth: crate::config::model::TokenAuth::ClientSecretBasic,
             allow_foreign_tokens: false,
             post_logout_redirect: "/".into(),
+            logout_url: None,
+            logout_post: false,
         };
         ClientRegistry::from_config(&[c("billing", &["https://billing.example.com"]), c("dev", &["http://localhost:8080"])])
     }

@@ -69,6 +69,8 @@ mod tests {
             token_auth: TokenAuth::ClientSecretBasic,
             allow_foreign_tokens: false,
             post_logout_redirect: "/".into(),
+            logout_url: None,
+            logout_post: false,
         };
         ClientRegistry::from_config(&[c("a", &["https://app.example.com", "https://www.example.com"]), c("b", &["https://b.example.com"])])
     }

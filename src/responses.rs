@@ -165,7 +165,7 @@ impl Refusal {
     /// (an operator's choice: it tells callers why they were refused).
     pub fn render_with(&self, realm: &str, html: bool, request_id: &str, debug_reason: bool) -> Rendered {
         let status = self.status();
-        let mut header = ResponseHeader::build(status, Some(6)).expect("a static status is valid");
+        let mut header = head(status, 6);
         match self {
             Refusal::MissingCredentials => {
                 let _ = header.insert_header("www-authenticate", format!("Bearer realm=\"{realm}\""));
@@ -207,21 +207,20 @@ impl Refusal {
             )
         } else {
             let _ = header.insert_header("content-type", "application/problem+json");
-            let mut problem = serde_json::json!({
-                "type": "about:blank",
-                "title": self.title(),
-                "status": status.as_u16(),
-                "detail": self.detail(),
-                "request_id": request_id,
-            });
+            let mut problem = serde_json::Map::new();
+            problem.insert("type".into(), "about:blank".into());
+            problem.insert("title".into(), self.title().into());
+            problem.insert("status".into(), status.as_u16().into());
+            problem.insert("detail".into(), self.detail().into());
+            problem.insert("request_id".into(), request_id.into());
             if let Refusal::Forbidden { entity, permission, .. } = self {
-                problem["entity"] = entity.clone().into();
-                problem["permission"] = permission.clone().into();
+                problem.insert("entity".into(), entity.clone().into());
+                problem.insert("permission".into(), permission.clone().into());
             }
             if let Refusal::LoginFailed { retry: Some(link), .. } = self {
-                problem["retry"] = link.clone().into();
+                problem.insert("retry".into(), link.clone().into());
             }
-            problem.to_string() + "\n"
+            serde_json::Value::Object(problem).to_string() + "\n"
         };
         let _ = header.insert_header("content-length", body.len().to_string());
         let _ = header.insert_header("cache-control", "no-store");
@@ -234,9 +233,19 @@ impl Refusal {
     }
 }
 
+/// An empty response head with `status`, built without any way to panic.
+pub fn head(status: StatusCode, size_hint: usize) -> ResponseHeader {
+    ResponseHeader::build(status, Some(size_hint)).unwrap_or_else(|_| {
+        // Unreachable with a typed status; a bare head is still a valid answer.
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = status;
+        ResponseHeader::from(parts)
+    })
+}
+
 /// A redirect (302) to `location`.
 pub fn redirect(location: &str, request_id: &str) -> Rendered {
-    let mut header = ResponseHeader::build(StatusCode::FOUND, Some(4)).expect("a static status is valid");
+    let mut header = head(StatusCode::FOUND, 4);
     let _ = header.insert_header("location", location);
     let _ = header.insert_header("content-length", "0");
     let _ = header.insert_header("cache-control", "no-store");
@@ -247,12 +256,62 @@ pub fn redirect(location: &str, request_id: &str) -> Rendered {
 /// A JSON answer of the gateway's own endpoints.
 pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &str) -> Rendered {
     let body = value.to_string() + "\n";
-    let mut header = ResponseHeader::build(status, Some(4)).expect("a static status is valid");
+    let mut header = head(status, 4);
     let _ = header.insert_header("content-type", "application/json");
     let _ = header.insert_header("content-length", body.len().to_string());
     let _ = header.insert_header("cache-control", "no-store");
     let _ = header.insert_header("x-request-id", request_id);
     Rendered { header, body: bytes::Bytes::from(body) }
+}
+
+/// A small HTML page of the gateway's own (signed-out page, logout confirmation): `title`,
+/// then `body_html`, which the caller has built from escaped parts.
+pub fn page(status: StatusCode, title: &str, body_html: &str, request_id: &str) -> Rendered {
+    let body = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}small{{color:#777}}button{{font:inherit}}</style></head>\
+         <body><h1>{title}</h1>{body_html}<p><small>request {rid}</small></p></body></html>\n",
+        title = escape_html(title),
+        rid = escape_html(request_id),
+    );
+    let mut header = head(status, 6);
+    let _ = header.insert_header("content-type", "text/html; charset=utf-8");
+    let _ = header.insert_header("content-length", body.len().to_string());
+    let _ = header.insert_header("cache-control", "no-store");
+    // Nothing on these pages may be framed (a framed sign-out button is a clickjacking target).
+    let _ = header.insert_header("x-frame-options", "DENY");
+    let _ = header.insert_header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action *; frame-ancestors 'none'");
+    let _ = header.insert_header("x-request-id", request_id);
+    Rendered { header, body: bytes::Bytes::from(body) }
+}
+
+/// The signed-out page of client `client`: a "sign in again" link to `sign_in` and, when the
+/// IdP's own sign-out page is configured, a way there (a form POST when `idp_post`).
+pub fn signed_out(client: &str, sign_in: &str, idp_logout: Option<(&str, bool)>, request_id: &str) -> Rendered {
+    let mut html = format!("<p>You are signed out of {}.</p>", escape_html(client));
+    if let Some((url, post)) = idp_logout {
+        html.push_str("<p>You may still be signed in at the identity provider. ");
+        if post {
+            html.push_str(&format!("<form method=\"post\" action=\"{}\" style=\"display:inline\"><button type=\"submit\">Sign out there too</button></form>", escape_html(url)));
+        } else {
+            html.push_str(&format!("<a href=\"{}\">Sign out there too</a>", escape_html(url)));
+        }
+        html.push_str("</p>");
+    }
+    html.push_str(&format!("<p><a href=\"{}\">Sign in again</a></p>", escape_html(sign_in)));
+    page(StatusCode::OK, "Signed out", &html, request_id)
+}
+
+/// The answer to a logout that did not come from the client's own pages: nothing changed,
+/// and a button that signs out with a same-origin POST to `action`.
+pub fn confirm_logout(client: &str, action: &str, request_id: &str) -> Rendered {
+    let html = format!(
+        "<p>This sign-out request did not come from {client}'s own pages, so nothing was changed.</p>\
+         <form method=\"post\" action=\"{action}\"><button type=\"submit\">Sign out of {client}</button></form>",
+        client = escape_html(client),
+        action = escape_html(action),
+    );
+    page(StatusCode::FORBIDDEN, "Sign out?", &html, request_id)
 }
 
 /// True for a browser navigation that may be sent to the login page: `GET`/`HEAD`, not an

@@ -107,6 +107,16 @@ fn browser() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
 }
 
+/// The `Set-Cookie` the response sets for the session cookie (`authgate=...`).
+fn session_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("authgate="))
+        .unwrap_or_else(|| panic!("no session cookie set on {}", r.status()))
+}
+
 fn location(r: &reqwest::Response) -> String {
     r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
 }
@@ -165,8 +175,8 @@ async fn two_clients_log_in_and_reach_the_upstream_with_their_identity() {
     let r = ba.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), format!("{}/app/page?x=1", w.a));
-    let cookie = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
-    assert!(cookie.starts_with("authgate=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    let cookie = session_cookie(&r);
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
 
     let echoed: Value = api(&ba, &format!("{}/app/page?x=1", w.a)).await.json().await.unwrap();
     let h = &echoed["headers"];
@@ -256,7 +266,8 @@ async fn logout_ends_the_session_and_the_idp_session() {
     let w = Login::start("").await;
     let b = browser();
     log_in(&b, &format!("{}/app/", w.a), "alice").await;
-    let r = b.get(format!("{}/_authgate/logout?rd=/bye", w.a)).send().await.unwrap();
+    // A logout from the client's own page (the browser marks it same-origin).
+    let r = b.get(format!("{}/_authgate/logout?rd=/bye", w.a)).header("sec-fetch-site", "same-origin").send().await.unwrap();
     assert_eq!(r.status(), 302);
     let to = url::Url::parse(&location(&r)).unwrap();
     assert!(to.as_str().starts_with(&format!("{}/end_session", w.idp.issuer())), "{to}");
@@ -270,10 +281,12 @@ async fn logout_ends_the_session_and_the_idp_session() {
     w.idp.set_end_session(false);
     let b = browser();
     log_in(&b, &format!("{}/app/", w.a), "alice").await;
-    let r = b.get(format!("{}/_authgate/logout?rd=//evil.com", w.a)).send().await.unwrap();
+    let r = b.post(format!("{}/_authgate/logout?rd=//evil.com", w.a)).send().await.unwrap();
     let loc = location(&r);
-    // The gateway may still have discovery cached with the endpoint; either way the target is ours.
-    assert!(loc == format!("{}/", w.a) || loc.contains(&url::form_urlencoded::byte_serialize(format!("{}/", w.a).as_bytes()).collect::<String>()), "{loc}");
+    // The gateway may still have discovery cached with the endpoint; either way the target is
+    // ours: the signed-out page, since a foreign rd is ignored.
+    let signed_out = format!("{}/_authgate/signed-out", w.a);
+    assert!(loc == signed_out || loc.contains(&url::form_urlencoded::byte_serialize(signed_out.as_bytes()).collect::<String>()), "{loc}");
     assert!(!loc.contains("evil.com"), "{loc}");
 }
 
@@ -361,7 +374,7 @@ async fn sessions_and_tokens_are_bound_to_their_client() {
     let jar = browser();
     let cb = choose(&jar, &start_login(&jar, &format!("{}/app/", w.a)).await, "alice").await;
     let r = jar.get(&cb).send().await.unwrap();
-    let set = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    let set = session_cookie(&r);
     let session = set.split(';').next().unwrap().to_string();
 
     // Same cookie on client b's origin: refused.

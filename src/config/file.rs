@@ -140,8 +140,14 @@ pub struct ClientFile {
     pub token_auth: Option<String>,
     /// Accept bearer tokens issued to other clients (`azp` / `client_id`) from this client's origins (default false).
     pub allow_foreign_tokens: Option<bool>,
-    /// Where the browser goes after logout when the IdP has no `end_session_endpoint` (default `/`).
+    /// Where the browser goes after logout (default `/_authgate/signed-out`, the signed-out page);
+    /// must not be a protected route.
     pub post_logout_redirect: Option<String>,
+    /// The IdP's own sign-out page, offered on the signed-out page when the IdP has no
+    /// `end_session_endpoint` (e.g. Auther's `https://auth.example.com/api/auth/sign-out`).
+    pub logout_url: Option<String>,
+    /// How the signed-out page sends the browser to `logout_url`: `"get"` (a link, default) or `"post"` (a form).
+    pub logout_method: Option<String>,
 }
 
 /// `[session]`: browser sessions and the login flow.
@@ -162,8 +168,11 @@ pub struct SessionFile {
     pub refresh_before: Option<String>,
     /// How long a started login may take, e.g. `"10m"`.
     pub login_timeout: Option<String>,
-    /// Most logins one browser may have in flight at once.
+    /// Most logins one browser may have in flight at once (one cookie each).
     pub max_pending_logins: Option<usize>,
+    /// Key sealing the login cookies: 32 random bytes in base64, usually `${AUTHGATE_LOGIN_KEY}`
+    /// (default: generated at start; several instances need the same key).
+    pub login_key: Option<String>,
 }
 
 /// `[[upstreams]]`: one upstream service.

@@ -105,8 +105,10 @@ pub struct SessionSettings {
     pub refresh_before: Duration,
     /// How long a started login may take.
     pub login_timeout: Duration,
-    /// Most logins one browser may have in flight.
+    /// Most logins one browser may have in flight (one login cookie each).
     pub max_pending_logins: usize,
+    /// Key sealing the login cookies (base64 of 32 bytes, validated); `None`: generated at start.
+    pub login_key: Option<Secret>,
 }
 
 /// How a client authenticates at the IdP's token endpoint.
@@ -246,6 +248,10 @@ pub struct ClientSettings {
     pub allow_foreign_tokens: bool,
     /// Path (or URL on the client's origins) the browser goes to after logout.
     pub post_logout_redirect: String,
+    /// The IdP's own sign-out page, offered on the signed-out page.
+    pub logout_url: Option<Url>,
+    /// The signed-out page sends the browser to `logout_url` with a form POST (else a link).
+    pub logout_post: bool,
 }
 
 /// One upstream.

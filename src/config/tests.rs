@@ -132,6 +132,42 @@ fn routes_name_the_clients_they_serve() {
 }
 
 #[test]
+fn login_and_logout_settings() {
+    let secret = "client_secret = \"${BILLING_SECRET}\"";
+    let cases: &[(&str, &str, &str)] = &[
+        ("[proxy]", "[session]\nlogin_key = \"c2hvcnQ=\"\n[proxy]", "session.login_key: decodes to 5 bytes"),
+        ("[proxy]", "[session]\nlogin_key = \"not base64!\"\n[proxy]", "session.login_key: is not base64"),
+        ("[proxy]", "[session]\nmax_pending_logins = 50\n[proxy]", "session.max_pending_logins: 50 is too many"),
+        ("[proxy]", "[session]\nmax_pending_logins = 0\n[proxy]", "session.max_pending_logins: must be at least 1"),
+        (secret, "client_secret = \"x\"\nlogout_url = \"/sign-out\"", "clients[0].logout_url: \"/sign-out\" must be an absolute http(s) URL"),
+        (secret, "client_secret = \"x\"\nlogout_url = \"https://auth.example.com/api/auth/sign-out\"\nlogout_method = \"delete\"", "clients[0].logout_method: \"delete\" is not a method"),
+        (secret, "client_secret = \"x\"\nlogout_method = \"post\"", "clients[0].logout_method: needs logout_url"),
+        (secret, "client_secret = \"x\"\npost_logout_redirect = \"/invoices/1\"", "clients[0].post_logout_redirect: \"/invoices/1\" is served by route \"GET /invoices/{id}\", which needs a sign-in"),
+    ];
+    for (from, to, want) in cases {
+        let text = VALID.replacen(from, to, 1);
+        assert_ne!(text, VALID, "case {want} did not change the config");
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.contains(want)), "want {want:?}, got {p:#?}");
+    }
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let ok = VALID.replacen("[proxy]", &format!("[session]\nlogin_key = \"{key}\"\n[proxy]"), 1).replacen(
+        secret,
+        &format!("{secret}\nlogout_url = \"https://auth.example.com/api/auth/sign-out\"\nlogout_method = \"post\"\npost_logout_redirect = \"/bye\""),
+        1,
+    );
+    let c = parse("test.toml", &ok, &env).unwrap();
+    assert!(c.session.login_key.as_ref().is_some_and(|k| k.ct_eq(key)));
+    assert!(!format!("{c:?}").contains(key), "the login key never shows in Debug output");
+    assert_eq!(c.clients[0].logout_url.as_ref().map(|u| u.as_str()), Some("https://auth.example.com/api/auth/sign-out"));
+    assert!(c.clients[0].logout_post);
+    let defaults = parse("test.toml", VALID, &env).unwrap();
+    assert_eq!(defaults.clients[0].post_logout_redirect, "/_authgate/signed-out");
+    assert_eq!(defaults.session.max_pending_logins, 4);
+    assert!(defaults.session.login_key.is_none());
+}
+
+#[test]
 fn attributes_need_the_check_permission_url() {
     let text = VALID.replace("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { invoice = \"path:id\", amount = \"body:amount\" }");
     let p = problems(&text);

@@ -143,12 +143,23 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     let idp = idp(s.idp, problems);
     let cache = cache(s.cache, problems);
     let headers = headers(s.headers, problems);
+    let client_lines: Vec<usize> = s.clients.iter().map(|(i, _)| *i).collect();
     let clients = clients(s.clients, problems);
     let upstreams = upstreams(s.upstreams, problems);
     // Where a route fails open: checked against `[idp]` and `[abac]` below.
     let fail_open: Vec<KeyPath> =
         s.routes.iter().filter(|(_, r)| r.on_error.as_deref() == Some("allow")).map(|(i, _)| KeyPath::root("routes").index(*i).key("on_error")).collect();
     let routes = routes(s.routes, &upstreams, &clients, problems);
+    if clients.len() == client_lines.len() {
+        for (c, i) in clients.iter().zip(client_lines) {
+            if let Some(route) = protected_logout_target(c, &routes) {
+                problems.add(
+                    &KeyPath::root("clients").index(i).key("post_logout_redirect"),
+                    format!("{:?} is served by route {route:?}, which needs a sign-in: after logout the browser would go straight back to the identity provider; name a public page or keep the default \"/_authgate/signed-out\"", c.post_logout_redirect),
+                );
+            }
+        }
+    }
     let abac = abac(s.abac, problems);
     fail_open_rules(&fail_open, idp.as_ref(), &abac, problems);
     let api_keys = api_keys(s.api_keys, idp.as_ref().map(|i| i.audiences.clone()).unwrap_or_default(), problems);
@@ -395,12 +406,30 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
         if token_auth != TokenAuth::None && secret.is_empty() && f.token_auth.is_some() {
             problems.add(&at.key("client_secret"), "is required with token_auth = client_secret_basic or client_secret_post: set it, or token_auth = \"none\" for a public client");
         }
-        let post_logout_redirect = f.post_logout_redirect.unwrap_or_else(|| "/".to_string());
+        let post_logout_redirect = f.post_logout_redirect.unwrap_or_else(|| "/_authgate/signed-out".to_string());
         if !post_logout_redirect.starts_with('/') || post_logout_redirect.starts_with("//") || post_logout_redirect.contains('\\') {
             let own_origin = Url::parse(&post_logout_redirect).ok().and_then(|u| Origin::parse(&u.origin().ascii_serialization()).ok()).is_some_and(|o| parsed.contains(&o));
             if !own_origin {
                 problems.add(&at.key("post_logout_redirect"), format!("{post_logout_redirect:?} must be a path (\"/\") or a URL on one of this client's origins"));
             }
+        }
+        let logout_url = f.logout_url.as_deref().and_then(|u| match Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() && url.username().is_empty() && url.password().is_none() => Some(url),
+            _ => {
+                problems.add(&at.key("logout_url"), format!("{u:?} must be an absolute http(s) URL: the IdP's own sign-out page"));
+                None
+            }
+        });
+        let logout_post = match f.logout_method.as_deref() {
+            None | Some("get") => false,
+            Some("post") => true,
+            Some(other) => {
+                problems.add(&at.key("logout_method"), format!("{other:?} is not a method: write \"get\" (a link) or \"post\" (a form)"));
+                false
+            }
+        };
+        if f.logout_method.is_some() && f.logout_url.is_none() {
+            problems.add(&at.key("logout_method"), "needs logout_url: it says how to send the browser there");
         }
         if let (Some(name), Some(client_id), Some(namespace)) = (name, client_id, namespace) {
             out.push(ClientSettings {
@@ -415,10 +444,30 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
                 token_auth,
                 allow_foreign_tokens: f.allow_foreign_tokens.unwrap_or(false),
                 post_logout_redirect,
+                logout_url,
+                logout_post,
             });
         }
     }
     out
+}
+
+/// The name of the protected route (one needing a sign-in) that serves the client's
+/// `post_logout_redirect`, on any host the route table knows for the client's origins.
+fn protected_logout_target(client: &ClientSettings, routes: &[RouteSpec]) -> Option<String> {
+    let table = crate::authz::routes::RouteTable::build(routes).ok()?;
+    let base = client.origins.first().map_or("http://localhost", |o| o.as_str());
+    let url = Url::parse(base).ok()?.join(&client.post_logout_redirect).ok()?;
+    let path = crate::authz::path::normalize(url.path()).ok()?;
+    let hosts = std::iter::once(None).chain(client.origins.iter().filter_map(|o| Url::parse(o.as_str()).ok()).map(|u| u.host_str().map(str::to_string)));
+    for host in hosts {
+        if let crate::authz::routes::RouteMatch::Found { route, .. } = table.find(host.as_deref(), &path, &http::Method::GET) {
+            if route.access != Access::Public {
+                return Some(route.name.clone());
+            }
+        }
+    }
+    None
 }
 
 fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
@@ -437,8 +486,16 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
     if f.max_sessions == Some(0) {
         problems.add(&at.key("max_sessions"), "must be at least 1");
     }
-    if f.max_pending_logins == Some(0) {
-        problems.add(&at.key("max_pending_logins"), "must be at least 1: every login needs one");
+    match f.max_pending_logins {
+        Some(0) => problems.add(&at.key("max_pending_logins"), "must be at least 1: every login needs one"),
+        Some(n) if n > 10 => problems.add(&at.key("max_pending_logins"), format!("{n} is too many: each login in flight is a cookie of up to 2 KiB the browser sends with every request; use at most 10")),
+        _ => {}
+    }
+    let login_key = f.login_key.map(Secret::new);
+    if let Some(key) = &login_key {
+        if let Err(e) = crate::identity::login::decode_key(key.expose()) {
+            problems.add(&at.key("login_key"), e.to_string());
+        }
     }
     SessionSettings {
         cookie_name,
@@ -448,7 +505,8 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
         allow_insecure_http: f.allow_insecure_http.unwrap_or(false),
         refresh_before,
         login_timeout,
-        max_pending_logins: f.max_pending_logins.unwrap_or(10),
+        max_pending_logins: f.max_pending_logins.unwrap_or(4),
+        login_key,
     }
 }
 

@@ -5,7 +5,7 @@
 //! as bearer tokens (it accepts Auther's EdDSA keys and millisecond `iat`).
 
 use crate::config::model::{ClientSettings, IdpSettings, TokenAuth};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields, Nonce,
     OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardTokenResponse,
@@ -31,6 +31,9 @@ pub enum OidcError {
     /// The token response lacks something the flow needs.
     #[error("the token response is unusable: {0}")]
     BadResponse(&'static str),
+    /// The HTTP client for the IdP could not be built.
+    #[error("the HTTP client for the identity provider cannot be built: {0}")]
+    Client(String),
 }
 
 /// What discovery told about the IdP.
@@ -54,8 +57,7 @@ pub struct Authorization {
     pub pkce_verifier: String,
 }
 
-/// Tokens from the token endpoint.
-#[derive(Debug)]
+/// Tokens from the token endpoint. `Debug` shows which tokens came, never their values.
 pub struct TokenSet {
     /// The access token.
     pub access_token: String,
@@ -65,6 +67,17 @@ pub struct TokenSet {
     pub refresh_token: Option<String>,
     /// `expires_in`, when given.
     pub expires_in: Option<Duration>,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_token", &"***")
+            .field("id_token", &self.id_token.as_ref().map(|_| "***"))
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 /// The id_token kept as the raw JWT: authgate verifies it with its own key cache.
@@ -109,7 +122,7 @@ type Discovered = (Option<Arc<Provider>>, Option<(Instant, OidcError)>);
 
 impl Oidc {
     /// A relying party for the configured IdP.
-    pub fn from_config(idp: &IdpSettings) -> Oidc {
+    pub fn from_config(idp: &IdpSettings) -> Result<Oidc, OidcError> {
         let http = reqwest::Client::builder()
             .timeout(idp.timeout)
             .connect_timeout(idp.timeout)
@@ -117,8 +130,8 @@ impl Oidc {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("the HTTP client's settings are valid");
-        Oidc { discovery_url: idp.discovery_url.clone(), issuer: idp.issuer.clone(), http, provider: tokio::sync::Mutex::new((None, None)) }
+            .map_err(|e| OidcError::Client(e.to_string()))?;
+        Ok(Oidc { discovery_url: idp.discovery_url.clone(), issuer: idp.issuer.clone(), http, provider: tokio::sync::Mutex::new((None, None)) })
     }
 
     /// The expected issuer.
@@ -172,14 +185,18 @@ impl Oidc {
     }
 
     /// The authorization URL for `client`, coming back to `redirect_uri`, with fresh state,
-    /// nonce and PKCE S256.
-    pub fn authorize(&self, provider: &Provider, client: &ClientSettings, redirect_uri: &str) -> Result<Authorization, OidcError> {
+    /// nonce and PKCE S256. `reauthenticate` (after a logout) asks the IdP to authenticate the
+    /// user again rather than reuse its own session: `prompt=login` and `max_age=0`.
+    pub fn authorize(&self, provider: &Provider, client: &ClientSettings, redirect_uri: &str, reauthenticate: bool) -> Result<Authorization, OidcError> {
         let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
         let oidc = CoreClient::from_provider_metadata(provider.metadata.clone(), ClientId::new(client.client_id.clone()), None).set_redirect_uri(redirect);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = oidc.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
         for scope in client.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if reauthenticate {
+            request = request.add_prompt(CoreAuthPrompt::Login).set_max_age(Duration::ZERO);
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         Ok(Authorization { url, state: state.secret().clone(), nonce: nonce.secret().clone(), pkce_verifier: verifier.secret().clone() })
@@ -247,5 +264,18 @@ fn token_error<E: std::error::Error + 'static>(e: RequestTokenError<E, oauth2::b
         RequestTokenError::Request(e) => OidcError::Unavailable(e.to_string()),
         RequestTokenError::Parse(e, _) => OidcError::Unavailable(format!("unreadable response: {}", e.path())),
         RequestTokenError::Other(e) => OidcError::Unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_sets_never_print_their_tokens() {
+        let set = TokenSet { access_token: "at-secret".into(), id_token: Some("id-secret".into()), refresh_token: None, expires_in: Some(Duration::from_secs(60)) };
+        let printed = format!("{set:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains("refresh_token: None") && printed.contains("60s"), "{printed}");
     }
 }

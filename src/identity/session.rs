@@ -21,7 +21,7 @@ pub fn now_secs() -> u64 {
 /// `n` random bytes from the operating system's CSPRNG, base64url without padding.
 pub fn random_token(n: usize) -> String {
     let mut bytes = vec![0u8; n];
-    rand::fill(&mut bytes[..]);
+    rand::fill(bytes.as_mut_slice());
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -47,7 +47,9 @@ impl SessionId {
 
     /// SHA-256 of the id: a stable key for it that is not the id (the refresh locks use it).
     pub fn digest(&self) -> [u8; 32] {
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes()).as_ref().try_into().expect("SHA-256 is 32 bytes")
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.0.as_bytes());
+        // SHA-256 is always 32 bytes; the fallback only keeps this function total.
+        <[u8; 32]>::try_from(digest.as_ref()).unwrap_or_default()
     }
 }
 
@@ -100,6 +102,10 @@ pub trait SessionStore: Send + Sync {
     async fn get(&self, id: &SessionId) -> Option<Arc<SessionData>>;
     /// Stores (or replaces) a session.
     async fn put(&self, id: &SessionId, session: Arc<SessionData>);
+    /// Compare-and-swap: stores `session` only when the session is still there with generation
+    /// `expected` (the one the caller read). `false`: it was ended or changed meanwhile, and
+    /// nothing was written — so a refresh racing a logout cannot bring the session back.
+    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> bool;
     /// Ends a session.
     async fn remove(&self, id: &SessionId);
 }
@@ -158,19 +164,33 @@ impl SessionStore for MemoryStore {
         self.sessions.insert(self.key(id), session);
     }
 
+    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> bool {
+        use moka::ops::compute::{CompResult, Op};
+        let now = now_secs();
+        // `and_compute_with` runs under the key's lock, serialised with `remove` below.
+        let result = self.sessions.entry(self.key(id)).and_compute_with(|current| match current {
+            Some(entry) if entry.value().generation == expected && entry.value().expires_at > now => Op::Put(session),
+            _ => Op::Nop,
+        });
+        matches!(result, CompResult::ReplacedWith(_))
+    }
+
     async fn remove(&self, id: &SessionId) {
-        self.sessions.invalidate(&self.key(id));
+        let _ = self.sessions.entry(self.key(id)).and_compute_with(|_| moka::ops::compute::Op::Remove);
     }
 }
 
 /// How the gateway's cookies are written for one request: over HTTPS with the `__Host-` prefix
-/// and `Secure`; over plain http (allowed for local development only) without them.
+/// and `Secure`; over plain http (allowed for local development only) without them. Every
+/// cookie of the gateway is named `{session}` or `{session}-…`.
 #[derive(Debug, Clone)]
 pub struct CookieSpec {
     /// The session cookie's name as sent.
     pub session: String,
-    /// The per-browser login cookie's name as sent.
+    /// The prefix of the login cookies' names (`{login}-{suffix}`, one per login in flight).
     pub login: String,
+    /// The marker a logout leaves: the next login asks the IdP to authenticate again.
+    pub signed_out: String,
     secure: bool,
 }
 
@@ -178,7 +198,17 @@ impl CookieSpec {
     /// The cookie names and flags for a request that arrived over `https` (or not).
     pub fn new(base: &str, https: bool) -> CookieSpec {
         let prefix = if https { "__Host-" } else { "" };
-        CookieSpec { session: format!("{prefix}{base}"), login: format!("{prefix}{base}-login"), secure: https }
+        CookieSpec { session: format!("{prefix}{base}"), login: format!("{prefix}{base}-login"), signed_out: format!("{prefix}{base}-signed-out"), secure: https }
+    }
+
+    /// The name of the cookie carrying the login with this cookie suffix.
+    pub fn login_cookie(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.login)
+    }
+
+    /// The suffix of a login cookie's name; `None` for any other cookie.
+    pub fn login_suffix<'a>(&self, name: &'a str) -> Option<&'a str> {
+        name.strip_prefix(self.login.as_str())?.strip_prefix('-')
     }
 
     /// `Set-Cookie` for `name=value` living `max_age` (`None`: a browser-session cookie).
@@ -207,13 +237,23 @@ pub fn cookie_value<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str)
     })
 }
 
-/// The `Cookie` header without the named cookies; `None` when nothing is left.
+/// Every `name=value` pair of the request's `Cookie` headers, trimmed.
+pub fn cookie_pairs<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<Item = (&'a str, &'a str)> {
+    headers.into_iter().filter_map(|h| std::str::from_utf8(h).ok()).flat_map(|h| h.split(';')).filter_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        Some((k, v.trim().trim_matches('"')))
+    })
+}
+
+/// The `Cookie` header without the named cookies and the cookies named `{name}-…` (the
+/// gateway's own family); `None` when nothing is left.
 pub fn strip_cookies(header: &str, names: &[&str]) -> Option<String> {
+    let own = |name: &str| names.iter().any(|n| name == *n || name.strip_prefix(n).is_some_and(|rest| rest.starts_with('-')));
     let kept: Vec<&str> = header
         .split(';')
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| !names.iter().any(|n| pair.split_once('=').map_or(*pair, |(k, _)| k) == *n))
+        .filter(|pair| !own(pair.split_once('=').map_or(*pair, |(k, _)| k)))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
 }
@@ -245,7 +285,8 @@ mod tests {
             allow_insecure_http: false,
             refresh_before: Duration::from_secs(30),
             login_timeout: Duration::from_secs(600),
-            max_pending_logins: 10,
+            max_pending_logins: 4,
+            login_key: None,
         }
     }
 
@@ -273,6 +314,18 @@ mod tests {
         store.remove(&live).await;
         assert!(store.get(&live).await.is_none());
 
+        // Compare-and-swap: only over the generation the writer read, never over an ended session.
+        let id = SessionId::generate();
+        store.put(&id, Arc::new(data(60))).await;
+        let mut next = data(60);
+        next.generation = 1;
+        assert!(store.replace(&id, 0, Arc::new(next.clone())).await, "generation 0 is there");
+        assert!(!store.replace(&id, 0, Arc::new(next.clone())).await, "generation 0 is gone");
+        assert_eq!(store.get(&id).await.unwrap().generation, 1);
+        store.remove(&id).await;
+        assert!(!store.replace(&id, 1, Arc::new(next)).await, "a removed session stays removed");
+        assert!(store.get(&id).await.is_none());
+
         let idle = MemoryStore::from_config(&settings(100, Duration::from_millis(50)));
         idle.put(&live, Arc::new(data(60))).await;
         std::thread::sleep(Duration::from_millis(120));
@@ -295,8 +348,17 @@ mod tests {
             ("authgate=x", None),
             ("authgate-login=y;authgate=x;c", Some("c")),
             ("xauthgate=1", Some("xauthgate=1")),
+            ("authgate-login-AbCd1234=s; authgate-signed-out=1; authgatex=2", Some("authgatex=2")),
         ] {
             assert_eq!(strip_cookies(header, &["authgate", "authgate-login"]).as_deref(), want, "{header}");
         }
+        assert_eq!(http.login_cookie("AbCd1234"), "authgate-login-AbCd1234");
+        assert_eq!(http.login_suffix("authgate-login-AbCd1234"), Some("AbCd1234"));
+        for other in ["authgate", "authgate-login", "authgate-loginX-1", "authgate-signed-out"] {
+            assert_eq!(http.login_suffix(other), None, "{other}");
+        }
+        assert_eq!(https.signed_out, "__Host-authgate-signed-out");
+        let pairs: Vec<(&str, &str)> = cookie_pairs(vec![b"a=1; b=\"2\"".as_slice(), b" c = 3 ;junk".as_slice()]).collect();
+        assert_eq!(pairs, vec![("a", "1"), ("b", "2"), ("c ", "3")]);
     }
 }

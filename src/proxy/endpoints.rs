@@ -1,17 +1,18 @@
 //! The gateway's own side of browser login: the request's origin and scheme, the session
-//! behind a cookie (with its single-flight refresh), the start of a login, and the endpoints
-//! under `/_authgate/` (login, callback, logout, session info) plus CORS preflights. They are
+//! behind a cookie (with its single-flight refresh), the start of a login (sealed into a login
+//! cookie of its own, see [`crate::identity::login`]), and the endpoints under `/_authgate/`
+//! (login, callback, logout, signed-out page, session info) plus CORS preflights. They are
 //! answered in `request_filter`, before route matching.
 
 use super::ctx::RequestCtx;
 use super::{header, host_header, Gateway};
-use crate::clients::{Identified, Origin, OriginHints};
+use crate::clients::{ClientApp, Identified, Origin, OriginHints};
 use crate::cors;
 use crate::headers::names;
 use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, COOKIE, ORIGIN, REFERER};
-use crate::identity::login::Pending;
+use crate::identity::login::{cookie_suffix, is_suffix, LoginState};
 use crate::identity::oidc::OidcError;
-use crate::identity::session::{cookie_value, now_secs, random_token, strip_cookies, CookieSpec, SessionData, SessionId, Tokens};
+use crate::identity::session::{cookie_pairs, cookie_value, now_secs, strip_cookies, CookieSpec, SessionData, SessionId, Tokens};
 use crate::identity::verify::TokenError;
 use crate::identity::Principal;
 use crate::redirects;
@@ -22,12 +23,19 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 const LOGIN_PATH: &str = "/_authgate/login";
 const LOGOUT_PATH: &str = "/_authgate/logout";
 const SESSION_PATH: &str = "/_authgate/session";
+const SIGNED_OUT_PATH: &str = "/_authgate/signed-out";
 const PREFIX: &str = "/_authgate/";
+/// Longest return URL a login cookie carries; longer ones return to the origin's root.
+const MAX_RETURN_LEN: usize = 1024;
+
+/// `text` percent-encoded for a query value.
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
 
 /// The query parameter `name`, decoded.
 fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
@@ -42,6 +50,17 @@ fn first_value<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'
 
 fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
+}
+
+/// The logout rule: `Sec-Fetch-Site` (when the browser sends it) must say same-origin or typed
+/// (`none`), or else an `Origin` of the client must come with it; `origin_ok` is `Some` when an
+/// `Origin` header came (true: the client's own). Without either header, only a POST.
+fn logout_allowed(sec_fetch_site: Option<&[u8]>, origin_ok: Option<bool>, post: bool) -> bool {
+    match sec_fetch_site {
+        Some(b"same-origin" | b"none") => origin_ok != Some(false),
+        Some(_) => origin_ok == Some(true),
+        None => origin_ok.unwrap_or(post),
+    }
 }
 
 /// Printable, short text from the IdP for a page.
@@ -101,7 +120,17 @@ impl Gateway {
     }
 
     fn cookies(&self, ctx: &RequestCtx) -> &CookieSpec {
-        &self.cookie_specs[usize::from(ctx.https)]
+        let [plain, secure] = &self.cookie_specs;
+        if ctx.https {
+            secure
+        } else {
+            plain
+        }
+    }
+
+    /// Client `index` of this gateway's registry (indexes come from this same registry).
+    fn client_at(&self, index: usize) -> Result<&ClientApp, Refusal> {
+        self.clients.all().get(index).ok_or_else(|| Refusal::UnknownClient("(a client that is no longer configured)".into()))
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -125,6 +154,8 @@ impl Gateway {
     }
 
     /// The caller's cookies without the gateway's own, as one `Cookie` value (`None`: none left).
+    /// Own cookies are the session cookie and every `{session}-…` (logins in flight, the
+    /// signed-out marker), with and without `__Host-`.
     pub(super) fn kept_cookies(&self, values: &[http::HeaderValue]) -> Option<http::HeaderValue> {
         let values: Vec<&str> = values.iter().filter_map(|v| v.to_str().ok()).collect();
         let names = self.own_cookies.each_ref().map(String::as_str);
@@ -152,7 +183,7 @@ impl Gateway {
     }
 
     async fn live_session(&self, id: &SessionId, client_index: usize) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
-        let client = &self.clients.all()[client_index];
+        let client = self.client_at(client_index)?;
         let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
         if data.client != client.name {
             return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name)));
@@ -195,8 +226,10 @@ impl Gateway {
 
     /// Refreshes a session's tokens once, however many requests ask at the same time:
     /// the first does it, the others wait and use its result. A refused refresh ends the session.
+    /// The new tokens are written only over the generation read here, so a logout during the
+    /// call to the IdP stays a logout.
     async fn refresh(&self, id: &SessionId, seen: Arc<SessionData>, client_index: usize) -> Result<Option<Arc<SessionData>>, Refusal> {
-        let client = &self.clients.all()[client_index];
+        let client = self.client_at(client_index)?;
         let lock = self.refresh_locks.get(id.digest());
         let _only_one = lock.lock().await;
         let Some(current) = self.sessions.get(id).await else { return Ok(None) };
@@ -219,9 +252,13 @@ impl Gateway {
                     id_token: set.id_token.map(Secret::new).unwrap_or(current.tokens.id_token.clone()),
                     refresh_token: set.refresh_token.map(Secret::new).or(Some(refresh_token)),
                 };
-                fresh.generation += 1;
+                fresh.generation = current.generation.wrapping_add(1);
                 let fresh = Arc::new(fresh);
-                self.sessions.put(id, fresh.clone()).await;
+                if !self.sessions.replace(id, current.generation, fresh.clone()).await {
+                    // Ended (a logout) or changed while the IdP answered: what is stored now wins.
+                    tracing::info!(client = %client.name, subject = %current.subject, "refreshed tokens dropped: the session ended or changed meanwhile");
+                    return Ok(self.sessions.get(id).await);
+                }
                 tracing::info!(client = %client.name, subject = %fresh.subject, "session tokens refreshed");
                 Ok(Some(fresh))
             }
@@ -236,7 +273,10 @@ impl Gateway {
         }
     }
 
-    /// Starts a login for `client_index` from `origin`: remembers it and returns the IdP's URL.
+    /// Starts a login for `client_index` from `origin`: seals what the callback needs into a
+    /// login cookie of its own and returns the IdP's URL. At most `max_pending_logins` login
+    /// cookies are kept per browser: beyond that the oldest are cleared. After a logout (the
+    /// signed-out marker) the IdP is asked to authenticate again (`prompt=login`, `max_age=0`).
     pub(super) async fn start_login(&self, req: &RequestHeader, ctx: &mut RequestCtx, client_index: usize, origin: &Origin, return_to: String) -> Result<String, Refusal> {
         if !ctx.https && !self.session_settings.allow_insecure_http {
             return Err(Refusal::LoginFailed {
@@ -244,20 +284,46 @@ impl Gateway {
                 retry: None,
             });
         }
-        let client = &self.clients.all()[client_index];
+        let client = self.client_at(client_index)?;
         let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
         let spec = self.cookies(ctx);
-        let browser = match self.cookie(req, &spec.login).filter(|b| b.len() == 22 && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')) {
-            Some(b) => b.to_string(),
-            None => random_token(16),
-        };
-        ctx.set_cookies.push(spec.set(&spec.login, &browser, Some(self.session_settings.login_timeout)));
+        let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
         let redirect_uri = format!("{origin}{}", client.redirect_path);
-        let auth = self.oidc.authorize(&provider, client, &redirect_uri).map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: None })?;
-        self.logins.insert(
-            auth.state,
-            Pending { client: client_index, origin: origin.clone(), redirect_uri, nonce: auth.nonce, pkce_verifier: auth.pkce_verifier, return_to, browser },
-        );
+        let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: None })?;
+        let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
+        let now = now_secs();
+        let login = LoginState {
+            state: auth.state,
+            nonce: auth.nonce,
+            pkce_verifier: auth.pkce_verifier,
+            return_to,
+            redirect_uri,
+            origin: origin.to_string(),
+            client: client.name.clone(),
+            issued_at: now,
+        };
+        let name = spec.login_cookie(&cookie_suffix(&login.state));
+        let sealed = self.login_sealer.seal(&name, &login).ok_or_else(|| Refusal::LoginFailed { reason: "the sign-in could not be started; try again".into(), retry: None })?;
+        // The browser's other logins in flight: unreadable or expired ones are cleared, and the
+        // oldest beyond the cap, so that this one fits.
+        let timeout = self.session_settings.login_timeout.as_secs();
+        let mut live: Vec<(u64, &str)> = Vec::new();
+        for (cookie, value) in cookie_pairs(req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes())) {
+            if !spec.login_suffix(cookie).is_some_and(is_suffix) || cookie == name {
+                continue;
+            }
+            match self.login_sealer.open(cookie, value).filter(|l| l.fresh(now, timeout)) {
+                Some(l) => live.push((l.issued_at, cookie)),
+                None => ctx.set_cookies.push(spec.clear(cookie)),
+            }
+        }
+        live.sort_unstable();
+        let keep = self.session_settings.max_pending_logins.saturating_sub(1);
+        let drop = live.len().saturating_sub(keep);
+        for (_, cookie) in live.iter().take(drop) {
+            ctx.set_cookies.push(spec.clear(cookie));
+        }
+        ctx.set_cookies.push(spec.set(&name, &sealed, Some(self.session_settings.login_timeout)));
         Ok(auth.url.to_string())
     }
 
@@ -290,6 +356,10 @@ impl Gateway {
                     ctx.outcome = "session_info";
                     self.session_info(req, ctx).await
                 }
+                SIGNED_OUT_PATH => {
+                    ctx.outcome = "signed_out";
+                    self.signed_out(req, ctx)
+                }
                 _ => Err(Refusal::NoRoute),
             }
         };
@@ -312,7 +382,7 @@ impl Gateway {
 
     fn preflight(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Rendered {
         ctx.outcome = "preflight";
-        let mut header_ = ResponseHeader::build(if ctx.cors_origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, Some(8)).expect("a static status is valid");
+        let mut header_ = responses::head(if ctx.cors_origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, 8);
         if let Some(origin) = ctx.cors_origin.take() {
             for (k, v) in cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)) {
                 let _ = header_.insert_header(k, v);
@@ -343,41 +413,62 @@ impl Gateway {
         Ok(responses::redirect(&location, &ctx.request_id))
     }
 
-    /// The IdP sends the browser back here with `code` and `state` (or an `error`).
+    /// The IdP sends the browser back here with `code` and `state` (or an `error`). The login is
+    /// the browser's cookie named after `state` whose sealed state equals it (compared in
+    /// constant time); that cookie is cleared whatever happens, so a state works once, and only
+    /// within `login_timeout`. The client is looked up by name in the config in force: a client
+    /// removed since the login started, or no longer owning the login's origin, fails closed.
     async fn callback(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Rendered, Refusal> {
-        let fail = |reason: String, retry: Option<String>| Refusal::LoginFailed { reason, retry };
-        let restart = |p: &Pending| Some(format!("{LOGIN_PATH}?rd={}", url::form_urlencoded::byte_serialize(p.return_to.as_bytes()).collect::<String>()));
-        let state = query_param(req, "state").ok_or_else(|| fail("the sign-in response has no state".into(), Some(LOGIN_PATH.into())))?;
-        let pending = self.logins.take(&state).ok_or_else(|| fail("this sign-in expired or was already used".into(), Some(LOGIN_PATH.into())))?;
-        ctx.client = Some(pending.client);
+        let fail = |reason: &str, retry: Option<String>| Refusal::LoginFailed { reason: reason.into(), retry };
+        let start_over = || Some(LOGIN_PATH.to_string());
+        let state = query_param(req, "state").ok_or_else(|| fail("the sign-in response has no state", start_over()))?;
         let spec = self.cookies(ctx);
-        let same_browser = self.cookie(req, &spec.login).is_some_and(|b| bool::from(b.as_bytes().ct_eq(pending.browser.as_bytes())));
-        if !same_browser {
-            return Err(fail("this sign-in was started in another browser (or its cookie was blocked)".into(), restart(&pending)));
+        let name = spec.login_cookie(&cookie_suffix(&state));
+        let sealed = self.cookie(req, &name);
+        if sealed.is_some() {
+            ctx.set_cookies.push(spec.clear(&name));
         }
+        let gone = || fail("this sign-in expired or was already used, or it was started in another browser (or its cookie was blocked)", start_over());
+        let login = sealed.and_then(|v| self.login_sealer.open(&name, v)).filter(|l| l.has_state(&state)).ok_or_else(gone)?;
+        if !login.fresh(now_secs(), self.session_settings.login_timeout.as_secs()) {
+            return Err(gone());
+        }
+        let origin = Origin::parse(&login.origin).ok();
+        let found = self.clients.all().iter().position(|c| c.name == login.client).zip(origin);
+        let Some((index, origin)) = found.filter(|(i, o)| self.clients.belongs(*i, o)) else {
+            tracing::info!(request_id = %ctx.request_id, client = %login.client, "sign-in refused: its client is no longer configured for its origin");
+            return Err(fail("the application this sign-in was for is no longer configured here", start_over()));
+        };
+        let client = self.client_at(index)?;
+        ctx.client = Some(index);
+        let return_to = redirects::validate(&login.return_to, &origin, &self.clients, index).unwrap_or_else(|| format!("{origin}/"));
+        let restart = Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to)));
         if let Some(error) = query_param(req, "error") {
             let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
-            return Err(fail(format!("the identity provider answered {}{detail}", tame(&error)), restart(&pending)));
+            return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)), retry: restart });
         }
         if let Some(iss) = query_param(req, "iss") {
             if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
-                return Err(fail("the sign-in response comes from another issuer".into(), restart(&pending)));
+                return Err(fail("the sign-in response comes from another issuer", restart));
             }
         }
-        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code".into(), restart(&pending)))?;
-        let client = &self.clients.all()[pending.client];
+        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
         let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
         let tokens = self
             .oidc
-            .exchange_code(&provider, client, &code, &pending.pkce_verifier, &pending.redirect_uri)
+            .exchange_code(&provider, client, &code, &login.pkce_verifier, &login.redirect_uri)
             .await
-            .map_err(|e| fail(e.to_string(), restart(&pending)))?;
+            .map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: restart.clone() })?;
         let id_token = tokens.id_token.unwrap_or_default();
-        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &pending.nonce).await.map_err(|e| fail(format!("the id_token was refused: {e}"), restart(&pending)))?;
+        let principal = self
+            .verifier
+            .verify_id_token(&id_token, &client.client_id, &login.nonce)
+            .await
+            .map_err(|e| Refusal::LoginFailed { reason: format!("the id_token was refused: {e}"), retry: restart.clone() })?;
         let now = now_secs();
         let data = SessionData {
             client: client.name.clone(),
-            origin: pending.origin.to_string(),
+            origin: origin.to_string(),
             subject: principal.subject.clone(),
             email: principal.email.clone(),
             name: principal.name.clone(),
@@ -399,30 +490,70 @@ impl Gateway {
         self.sessions.put(&id, Arc::new(data)).await;
         tracing::info!(request_id = %ctx.request_id, client = %client.name, subject = %principal.subject, "signed in");
         ctx.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.session_settings.lifetime)));
-        Ok(responses::redirect(&pending.return_to, &ctx.request_id))
+        if self.cookie(req, &spec.signed_out).is_some() {
+            ctx.set_cookies.push(spec.clear(&spec.signed_out));
+        }
+        Ok(responses::redirect(&return_to, &ctx.request_id))
     }
 
-    /// `/_authgate/logout?rd=/path`: ends the session, then the IdP's session when it can.
+    /// True when a logout comes from the client's own pages: `Sec-Fetch-Site: same-origin` or
+    /// `none` (typed, bookmarked), an `Origin` of client `index`, or — from a client that sends
+    /// neither (not a browser) — a POST. A cross-site or same-site navigation is not.
+    fn same_origin_logout(&self, req: &RequestHeader, index: usize) -> bool {
+        let origin_ok = header(req, &ORIGIN).map(|raw| std::str::from_utf8(raw).ok().and_then(|o| Origin::parse(o).ok()).is_some_and(|o| self.clients.belongs(index, &o)));
+        logout_allowed(req.headers.get("sec-fetch-site").map(|v| v.as_bytes()), origin_ok, req.method == http::Method::POST)
+    }
+
+    /// True when `url` is served by a route that needs a sign-in (a page a signed-out browser
+    /// would bounce from straight back to the IdP).
+    fn protected(&self, url: &str) -> bool {
+        let Ok(url) = url::Url::parse(url) else { return true };
+        let Ok(path) = crate::authz::path::normalize(url.path()) else { return true };
+        match self.routes.find(url.host_str(), &path, &http::Method::GET) {
+            crate::authz::routes::RouteMatch::Found { route, .. } => route.access != crate::config::model::Access::Public,
+            _ => false,
+        }
+    }
+
+    /// `/_authgate/logout?rd=/path`: signs the browser out, only when asked from the client's
+    /// own pages (see [`Gateway::same_origin_logout`]); otherwise a page with a sign-out button
+    /// answers and nothing changes. The session behind the cookie ends whichever client it
+    /// belongs to; a signed-out marker makes the next login ask the IdP to authenticate again.
+    /// Then to the IdP's `end_session_endpoint` when it has one, coming back to the target:
+    /// `rd` or `post_logout_redirect` unless they are protected, else the signed-out page.
     async fn logout(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Rendered, Refusal> {
+        if req.method != http::Method::GET && req.method != http::Method::POST {
+            return Err(Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::POST]));
+        }
         let (index, origin) = self.known_client(req, ctx)?;
-        let client = &self.clients.all()[index];
+        let client = self.client_at(index)?;
+        let rd = query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, &self.clients, index));
+        if !self.same_origin_logout(req, index) {
+            ctx.outcome = "logout_refused";
+            let action = match &rd {
+                Some(rd) => format!("{LOGOUT_PATH}?rd={}", encode(rd)),
+                None => LOGOUT_PATH.to_string(),
+            };
+            return Ok(responses::confirm_logout(&client.name, &action, &ctx.request_id));
+        }
         let spec = self.cookies(ctx);
         let mut id_token = None;
         if let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
             if let Some(data) = self.sessions.get(&id).await {
-                // Another client's session is not this client's to end.
+                // The IdP's logout names the client the id_token was issued to.
                 if data.client == client.name {
                     id_token = Some(data.tokens.id_token.clone());
-                    self.sessions.remove(&id).await;
-                    tracing::info!(request_id = %ctx.request_id, client = %client.name, subject = %data.subject, "signed out");
                 }
+                tracing::info!(request_id = %ctx.request_id, client = %data.client, subject = %data.subject, "signed out");
             }
+            self.sessions.remove(&id).await;
         }
         ctx.set_cookies.push(spec.clear(&spec.session));
-        let target = query_param(req, "rd")
-            .and_then(|rd| redirects::validate(&rd, &origin, &self.clients, index))
+        ctx.set_cookies.push(spec.set(&spec.signed_out, "1", Some(self.session_settings.lifetime)));
+        let target = rd
             .or_else(|| redirects::validate(&client.post_logout_redirect, &origin, &self.clients, index))
-            .unwrap_or_else(|| format!("{origin}/"));
+            .filter(|t| !self.protected(t))
+            .unwrap_or_else(|| format!("{origin}{SIGNED_OUT_PATH}"));
         let end_session = match (&id_token, self.oidc.provider().await) {
             (Some(_), Ok(p)) => p.end_session_endpoint.clone(),
             _ => None,
@@ -438,6 +569,19 @@ impl Gateway {
             _ => target,
         };
         Ok(responses::redirect(&location, &ctx.request_id))
+    }
+
+    /// `GET /_authgate/signed-out?rd=/path`: where a logout ends: the client's name, a "sign
+    /// in again" link (back to `rd`) and, with `logout_url`, the way to the IdP's own sign-out.
+    fn signed_out(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Rendered, Refusal> {
+        let (index, origin) = self.known_client(req, ctx)?;
+        let client = self.client_at(index)?;
+        let sign_in = match query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, &self.clients, index)) {
+            Some(rd) => format!("{LOGIN_PATH}?rd={}", encode(&rd)),
+            None => LOGIN_PATH.to_string(),
+        };
+        let idp = client.logout_url.as_ref().map(|u| (u.as_str(), client.logout_post));
+        Ok(responses::signed_out(&client.name, &sign_in, idp, &ctx.request_id))
     }
 
     /// `GET /_authgate/session`: who is signed in, for an SPA's user menu; 401 otherwise.
@@ -463,6 +607,35 @@ impl Gateway {
                 ctx.set_cookies.push(spec.clear(&spec.session));
                 Err(Refusal::MissingCredentials)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logout_only_from_the_clients_own_pages() {
+        let same: Option<&[u8]> = Some(b"same-origin");
+        let typed: Option<&[u8]> = Some(b"none");
+        let cross: Option<&[u8]> = Some(b"cross-site");
+        let sibling: Option<&[u8]> = Some(b"same-site");
+        for (case, site, origin_ok, post, allowed) in [
+            ("same-origin GET", same, None, false, true),
+            ("typed GET", typed, None, false, true),
+            ("same-origin POST with own Origin", same, Some(true), true, true),
+            ("same-origin claim with a foreign Origin", same, Some(false), true, false),
+            ("cross-site GET", cross, None, false, false),
+            ("cross-site POST without Origin", cross, None, true, false),
+            ("cross-site POST from the client's SPA origin", cross, Some(true), true, true),
+            ("same-site GET", sibling, None, false, false),
+            ("old browser GET", None, None, false, false),
+            ("old browser GET with own Origin", None, Some(true), false, true),
+            ("old browser POST with foreign Origin", None, Some(false), true, false),
+            ("non-browser POST", None, None, true, true),
+        ] {
+            assert_eq!(logout_allowed(site, origin_ok, post), allowed, "{case}");
         }
     }
 }

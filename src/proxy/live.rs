@@ -42,6 +42,13 @@ impl ProxyHttp for LiveGateway {
         RequestCtx::new()
     }
 
+    /// What Pingora's error log lines say about a request: method, path *without* the query
+    /// (a login callback's query carries the authorization code and state) and the request id.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}, request {}", req.method, req.uri.path(), ctx.request_id)
+    }
+
     /// No downstream modules: the gateway compresses nothing, and Pingora's default (a
     /// disabled compression module) still costs a module context on every request.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}

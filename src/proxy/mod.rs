@@ -12,7 +12,7 @@ use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
 use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served, TrustedProxies};
 use crate::config::model::{Access, Config, RouteSpec, SessionSettings};
-use crate::identity::login::{PendingLogins, RefreshLocks};
+use crate::identity::login::{LoginSealer, RefreshLocks};
 use crate::identity::oidc::Oidc;
 use crate::identity::session::{CookieSpec, MemoryStore, SessionStore};
 use crate::headers::{names, Identity, IdentityHeaders};
@@ -59,7 +59,8 @@ pub struct Gateway {
     /// How the gateway's cookies are written over plain http (index 0) and HTTPS (index 1).
     cookie_specs: [CookieSpec; 2],
     oidc: Arc<Oidc>,
-    logins: Arc<PendingLogins>,
+    /// Seals logins in flight into their cookies.
+    login_sealer: Arc<LoginSealer>,
     refresh_locks: Arc<RefreshLocks>,
 }
 
@@ -102,6 +103,11 @@ impl Gateway {
         let asserter = Arc::new(Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?);
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         let api_key_header = http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| e.to_string())?;
+        let (login_sealer, generated) = LoginSealer::from_config(config.session.login_key.as_ref()).map_err(|e| format!("session.login_key {e}"))?;
+        if generated {
+            tracing::warn!("session.login_key is not set: a login key was generated for this process; several gateway instances (or a restart mid-login) need the same session.login_key to finish each other's logins");
+        }
+        let oidc = Oidc::from_config(&config.idp).map_err(|e| e.to_string())?;
         Ok(Gateway {
             permission_names: permission_names(&config.routes, &config.clients),
             served: served(&config.routes, config.clients.len()),
@@ -124,8 +130,8 @@ impl Gateway {
             session_settings: config.session.clone(),
             own_cookies: own_cookie_names(&config.session.cookie_name),
             cookie_specs: [CookieSpec::new(&config.session.cookie_name, false), CookieSpec::new(&config.session.cookie_name, true)],
-            oidc: Arc::new(Oidc::from_config(&config.idp)),
-            logins: Arc::new(PendingLogins::from_config(&config.session)),
+            oidc: Arc::new(oidc),
+            login_sealer: Arc::new(login_sealer),
             refresh_locks: Arc::new(RefreshLocks::new()),
         })
     }
@@ -159,7 +165,7 @@ impl Gateway {
             own_cookies: self.own_cookies.clone(),
             cookie_specs: self.cookie_specs.clone(),
             oidc: self.oidc.clone(),
-            logins: self.logins.clone(),
+            login_sealer: self.login_sealer.clone(),
             refresh_locks: self.refresh_locks.clone(),
         })
     }

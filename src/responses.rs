@@ -10,6 +10,8 @@ use pingora::http::ResponseHeader;
 pub enum Refusal {
     /// The path could not be normalised safely.
     BadPath(String),
+    /// `Host` missing on HTTP/1.1, sent twice, or not a valid host.
+    BadHost(String),
     /// No route for the path.
     NoRoute,
     /// The path is routed for other methods.
@@ -67,7 +69,7 @@ impl Refusal {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadPath(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadPath(_) | Refusal::BadHost(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) => StatusCode::FORBIDDEN,
@@ -85,6 +87,7 @@ impl Refusal {
     pub fn outcome(&self) -> &'static str {
         match self {
             Refusal::BadPath(_) => "bad_path",
+            Refusal::BadHost(_) => "bad_host",
             Refusal::NoRoute => "no_route",
             Refusal::MethodNotAllowed(_) => "method_not_allowed",
             Refusal::UnknownClient(_) => "unknown_client",
@@ -104,6 +107,7 @@ impl Refusal {
     fn title(&self) -> &'static str {
         match self {
             Refusal::BadPath(_) => "Bad request path",
+            Refusal::BadHost(_) => "Bad host",
             Refusal::NoRoute => "Not found",
             Refusal::MethodNotAllowed(_) => "Method not allowed",
             Refusal::UnknownClient(_) => "Unknown client application",
@@ -123,7 +127,7 @@ impl Refusal {
     /// What went wrong and what to do, for people.
     pub fn detail(&self) -> String {
         match self {
-            Refusal::BadPath(why) => format!("{why}."),
+            Refusal::BadPath(why) | Refusal::BadHost(why) => format!("{why}."),
             Refusal::NoRoute => "No route is configured for this path.".into(),
             Refusal::MethodNotAllowed(allowed) => format!("This path allows {}.", join_methods(allowed)),
             Refusal::UnknownClient(origin) => format!("The origin {origin} is not a registered client application."),

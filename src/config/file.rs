@@ -207,6 +207,8 @@ pub struct RouteFile {
     pub on_error: Option<String>,
     /// Inject a short-lived JWT signed by the gateway describing the caller and the decision.
     pub signed_identity: Option<bool>,
+    /// Accept `;` path parameters (`/a;jsessionid=1/b`) for legacy apps (default false: 400).
+    pub path_params: Option<bool>,
 }
 
 /// `[abac]`: the live permission check.

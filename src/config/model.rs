@@ -269,6 +269,8 @@ pub struct RouteSpec {
     pub allow_on_error: bool,
     /// Inject a gateway-signed identity JWT.
     pub signed_identity: bool,
+    /// Accept `;` path parameters, as long as dropping them reaches this same route and entity.
+    pub path_params: bool,
 }
 
 /// Where an ABAC attribute comes from.

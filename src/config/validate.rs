@@ -551,6 +551,7 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], problem
             body_limit,
             allow_on_error,
             signed_identity: f.signed_identity.unwrap_or(false),
+            path_params: f.path_params.unwrap_or(false),
         });
     }
     out

@@ -437,8 +437,11 @@ impl RouteTable {
     /// that used to serve the other methods on their path.
     pub fn shadow_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let mut seen: Vec<(Option<&str>, usize)> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
-            let Some(methods) = &r.methods else { continue };
+            if r.methods.is_none() {
+                continue;
+            }
             let sample = r.path.sample();
             let table = match &r.host {
                 Some(h) => self.exact.by_host.get(h),
@@ -447,22 +450,30 @@ impl RouteTable {
             let Some(table) = table else { continue };
             let Ok(m) = table.router.at(&sample) else { continue };
             let Some(claims) = table.entries.get(*m.value) else { continue };
-            if !claims.iter().any(|c| c.route == i) || claims.iter().any(|c| c.methods.is_none()) {
+            let key = (r.host.as_deref(), *m.value);
+            if seen.contains(&key) || !claims.iter().any(|c| c.route == i && c.main) || claims.iter().any(|c| c.methods.is_none()) {
                 continue;
             }
+            seen.push(key);
             let here = allowed(claims);
             let shadowed = self.routes.iter().enumerate().find(|(j, s)| {
-                *j != i
-                    && !claims.iter().any(|c| c.route == *j)
+                !claims.iter().any(|c| c.route == *j)
                     && (s.host.is_none() || s.host == r.host)
                     && s.methods.as_ref().is_none_or(|ms| ms.iter().any(|m| !here.contains(m)))
                     && pattern_matches(&s.path, &sample)
             });
             if let Some((_, s)) = shadowed {
-                let list: Vec<&str> = methods.iter().map(Method::as_str).collect();
+                let owners: Vec<String> = claims.iter().filter(|c| c.main).filter_map(|c| self.routes.get(c.route)).map(|o| format!("{:?}", o.name)).collect();
+                let mut listed: Vec<&Method> = Vec::new();
+                for m in claims.iter().filter(|c| c.main).filter_map(|c| c.methods.as_ref()).flatten() {
+                    if !listed.contains(&m) {
+                        listed.push(m);
+                    }
+                }
+                let list: Vec<&str> = METHODS.iter().filter(|m| listed.contains(m)).map(Method::as_str).collect();
+                let who = if owners.len() == 1 { format!("route {} allows", owners.join("")) } else { format!("routes {} allow", owners.join(", ")) };
                 out.push(format!(
-                    "route {:?} allows only {} on {}; other methods there answer 405 (they no longer fall through to route {:?} {})",
-                    r.name,
+                    "{who} only {} on {}; other methods there answer 405 (they no longer fall through to route {:?} {})",
                     list.join(", "),
                     r.path.as_str(),
                     s.name,

@@ -734,7 +734,47 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 
 #[cfg(test)]
 mod tests {
-    use super::push_ip;
+    use super::{push_ip, request_host, HostError};
+    use pingora::http::RequestHeader;
+
+    #[test]
+    fn hosts_table() {
+        // (version, target, Host headers, routed host, Host for the upstream)
+        type Want = Result<Option<(&'static str, Option<&'static str>)>, HostError>;
+        let v11 = http::Version::HTTP_11;
+        let v10 = http::Version::HTTP_10;
+        let cases: [(http::Version, &str, &[&str], Want); 19] = [
+            (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
+            (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
+            (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
+            (v11, "/x", &["example.com."], Ok(Some(("example.com", Some("example.com"))))),
+            (v11, "/x", &["example.com.:81"], Ok(Some(("example.com", Some("example.com:81"))))),
+            (v11, "/x", &["127.0.0.1:80"], Ok(Some(("127.0.0.1", None)))),
+            (v11, "/x", &["[::1]:80"], Ok(Some(("[::1]", None)))),
+            (v11, "http://b.example/x", &["a.example"], Ok(Some(("b.example", Some("b.example"))))),
+            (v11, "http://b.example:81/x", &["b.example:81"], Ok(Some(("b.example", None)))),
+            (v11, "/x", &[], Err(HostError::Missing)),
+            (v11, "http://b.example/x", &[], Err(HostError::Missing)),
+            (v10, "/x", &[], Ok(None)),
+            (v11, "/x", &["a.example", "b.example"], Err(HostError::Duplicate)),
+            (v11, "/x", &[""], Err(HostError::Invalid)),
+            (v11, "/x", &["a..example"], Err(HostError::Invalid)),
+            (v11, "/x", &["a.example:x"], Err(HostError::Invalid)),
+            (v11, "/x", &["a example"], Err(HostError::Invalid)),
+            (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
+            (v11, "/x", &["."], Err(HostError::Invalid)),
+        ];
+        for (version, target, hosts, want) in cases {
+            let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+            req.set_version(version);
+            for h in hosts {
+                req.append_header("host", *h).unwrap();
+            }
+            let got = request_host(&req).map(|h| h.map(|h| (h.name.into_owned(), h.forward)));
+            let want = want.map(|h| h.map(|(n, f)| (n.to_string(), f.map(str::to_string))));
+            assert_eq!(got, want, "{version:?} {target} {hosts:?}");
+        }
+    }
 
     #[test]
     fn addresses_print_as_display_does() {

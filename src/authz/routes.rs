@@ -732,4 +732,113 @@ mod tests {
             vec!["route \"invoice\" allows only GET, DELETE on /invoices/{id}; other methods there answer 405 (they no longer fall through to route \"catchall\" /*)".to_string()]
         );
     }
+
+    /// What a lenient upstream makes of a path: `\` is a separator, dot segments resolved.
+    fn lenient_normalise(p: &str) -> String {
+        let p = p.replace('\\', "/");
+        let mut out: Vec<&str> = Vec::new();
+        for seg in p.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
+    /// One percent-decoding, lenient: overlong `.` (`%c0%ae`, `%e0%80%ae`) is `.`, other invalid
+    /// UTF-8 becomes U+FFFD, broken escapes stay.
+    fn decode_once(p: &str) -> String {
+        let b = p.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            let h = |k: usize| b.get(k).and_then(|x| (*x as char).to_digit(16));
+            match (c, h(i + 1), h(i + 2)) {
+                (b'%', Some(x), Some(y)) => {
+                    out.push((x * 16 + y) as u8);
+                    i += 3;
+                }
+                _ => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        // Lossy decoding turned each overlong sequence into replacement characters: redo it.
+        let mut fixed = Vec::new();
+        let mut j = 0;
+        while let Some(&c) = out.get(j) {
+            if out.get(j..j + 2) == Some(&[0xc0, 0xae][..]) {
+                fixed.push(b'.');
+                j += 2;
+            } else if out.get(j..j + 3) == Some(&[0xe0, 0x80, 0xae][..]) {
+                fixed.push(b'.');
+                j += 3;
+            } else {
+                fixed.push(c);
+                j += 1;
+            }
+        }
+        if fixed == out { text } else { String::from_utf8_lossy(&fixed).into_owned() }
+    }
+
+    /// Tomcat's `;` stripping: each segment up to its first `;`.
+    fn tomcat_strip(p: &str) -> String {
+        p.split('/').map(|s| s.split(';').next().unwrap_or_default()).collect::<Vec<_>>().join("/")
+    }
+
+    fn reaches_admin(p: &str) -> bool {
+        let l = p.to_ascii_lowercase();
+        l == "/admin" || l.starts_with("/admin/")
+    }
+
+    const PIECES: &[&str] = &[
+        "..", ".", "..;", ";x=1", "%2e", "%2E%2e", "%2e%2e", ".%2e", "%252e", "%252e%252e", "%25", "%c0%ae", "%c0%ae%c0%ae", "%e0%80%ae", "ADMIN", "Admin", "%61dmin", "%41DMIN",
+        "admin", "admin;x", "public", "Public", "public;x", "x", "%20", "caf%C3%A9", "", "%3b", "..%3b", "%2f", "%5c", "%2e%2e;", ";", "%ef%bc%8e",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4000, failure_persistence: None, ..Default::default() })]
+
+        /// Whenever a generated path is served as public, no other reading of the forwarded
+        /// path (one more decoding, `;` stripping, case folding) reaches `/admin`.
+        #[test]
+        fn public_never_reaches_admin(
+            first in proptest::prop_oneof![3 => proptest::strategy::Just("public"), 1 => proptest::sample::select(PIECES)],
+            rest in proptest::collection::vec(proptest::sample::select(PIECES), 0..7),
+            legacy in proptest::bool::ANY,
+            public_catchall in proptest::bool::ANY,
+        ) {
+            let segments: Vec<&str> = std::iter::once(first).chain(rest).collect();
+            // The public side is `/public/*` next to a catch-all, or the catch-all itself.
+            let (public, catchall) = if public_catchall { ("/public-not-used/*", "public") } else { ("/public/*", "catchall") };
+            let t = RouteTable::build(&[
+                spec(catchall, None, "/*", Some(&["GET"]), legacy),
+                spec(if public_catchall { "unused" } else { "public" }, None, public, None, legacy),
+                route("admin", None, "/admin/*", None),
+            ]).unwrap();
+            let raw = format!("/{}", segments.join("/"));
+            let Ok(n) = path::normalize(&raw) else { return Ok(()) };
+            let Ok(RouteMatch::Found { route, .. }) = t.resolve(None, &n, &Method::GET) else { return Ok(()) };
+            if route.name != "public" {
+                return Ok(());
+            }
+            let fwd = &*n.forward;
+            let readings = [
+                lenient_normalise(&decode_once(fwd)),
+                lenient_normalise(&decode_once(&decode_once(fwd))),
+                lenient_normalise(&decode_once(&tomcat_strip(fwd))),
+                lenient_normalise(&tomcat_strip(&decode_once(fwd))),
+                lenient_normalise(&decode_once(&fwd.to_ascii_lowercase())),
+            ];
+            for r in readings {
+                proptest::prop_assert!(!reaches_admin(&r), "{raw} forwarded as {fwd} reads as {r}");
+            }
+        }
+    }
 }

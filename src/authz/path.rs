@@ -6,7 +6,8 @@
 //! (a double-decoding upstream sees another escape), and escapes whose bytes are not valid
 //! UTF-8 (overlong `%c0%ae` is `.` to a lenient decoder). The upstream receives the normalised,
 //! still-encoded path; routes are matched on its fully decoded form, so `/caf%C3%A9` is governed
-//! by a route for `/café`. `;` path parameters are reported ([`NormalPath::has_params`]) and
+//! by a route for `/café`. `%3B` is refused too (a separator to some frameworks, data to others).
+//! `;` path parameters are reported ([`NormalPath::has_params`]) and
 //! left to the route to accept or refuse.
 
 use std::borrow::Cow;
@@ -29,6 +30,9 @@ pub enum PathError {
     /// `%25`: a double-decoding upstream would see another escape.
     #[error("the path contains %25 (an encoded %): send the character itself, encoded once")]
     EncodedPercent,
+    /// `%3B`: an encoded `;` is a parameter separator to some frameworks and data to others.
+    #[error("the path contains %3B (an encoded ;), which frameworks read differently: send ; or leave it out")]
+    EncodedSemicolon,
     /// Percent-escapes that do not decode to UTF-8 (overlong forms, stray continuation bytes).
     #[error("the path's percent-escapes do not decode to valid UTF-8")]
     InvalidUtf8,
@@ -42,7 +46,7 @@ pub struct NormalPath<'a> {
     pub forward: Cow<'a, str>,
     /// `forward` fully percent-decoded (valid UTF-8): what routes are matched on.
     pub decoded: Cow<'a, str>,
-    /// Some segment has a `;` (raw or `%3B`): a path parameter to Tomcat, Jetty or Spring.
+    /// Some segment has a `;`: a path parameter to Tomcat, Jetty or Spring.
     pub has_params: bool,
 }
 
@@ -73,7 +77,7 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
     }
     // Pass 1: percent-decoding of unreserved characters, refusals.
     let mut partly = String::with_capacity(raw.len());
-    let mut has_params = semicolon;
+    let has_params = semicolon;
     let mut rest = raw;
     while let Some(pos) = rest.find('%') {
         partly.push_str(rest.get(..pos).unwrap_or_default());
@@ -85,10 +89,10 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
         match v {
             b'/' | b'\\' => return Err(PathError::AmbiguousSeparator),
             b'%' => return Err(PathError::EncodedPercent),
+            b';' => return Err(PathError::EncodedSemicolon),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
             _ if is_unreserved(v) => partly.push(char::from(v)),
             _ => {
-                has_params |= v == b';';
                 partly.push('%');
                 partly.push(char::from(HEX_UPPER[usize::from(v >> 4)]));
                 partly.push(char::from(HEX_UPPER[usize::from(v & 15)]));
@@ -152,14 +156,14 @@ fn decode(forward: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// The path as Tomcat, Jetty and Spring read it: every `;...` up to the next `/` dropped from
-/// each segment (`%3B` too), then normalised again. Input is a normalised `forward` path.
+/// each segment, then normalised again. Input is a normalised `forward` path.
 pub fn strip_params(forward: &str) -> Result<NormalPath<'static>, PathError> {
     let mut stripped = String::with_capacity(forward.len());
     for (i, seg) in forward.split('/').enumerate() {
         if i > 0 {
             stripped.push('/');
         }
-        let end = [seg.find(';'), seg.find("%3B")].into_iter().flatten().min().unwrap_or(seg.len());
+        let end = seg.find(';').unwrap_or(seg.len());
         stripped.push_str(seg.get(..end).unwrap_or(seg));
     }
     let n = normalize(&stripped)?;
@@ -229,7 +233,6 @@ mod tests {
             ("/.", "/", "/"),
             ("/public/..;/admin", "/public/..;/admin", "/public/..;/admin"),
             ("/a;x=1/b", "/a;x=1/b", "/a;x=1/b"),
-            ("/a%3bx/b", "/a%3Bx/b", "/a;x/b"),
         ];
         for (input, fwd, dec) in ok {
             let n = normalize(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -251,6 +254,8 @@ mod tests {
             ("/a%2", PathError::BadEscape),
             ("/a%", PathError::BadEscape),
             ("/a%25", PathError::EncodedPercent),
+            ("/a%3bx/b", PathError::EncodedSemicolon),
+            ("/public/..%3B/admin", PathError::EncodedSemicolon),
             ("/public/%252e%252e/admin/x", PathError::EncodedPercent),
             ("/a%25%32%46b", PathError::EncodedPercent),
             ("/public/%c0%ae%c0%ae/admin/x", PathError::InvalidUtf8),
@@ -275,7 +280,6 @@ mod tests {
             ("/invoices/1;jsessionid=abc", "/invoices/1"),
             ("/invoices/1/..;/2", "/invoices/2"),
             ("/;x/admin", "/admin"),
-            ("/a%3Bx/b", "/a/b"),
             ("/a/b", "/a/b"),
         ];
         for (input, want) in cases {

@@ -682,7 +682,7 @@ mod tests {
             // `;` is refused unless the route accepts it.
             ("/public/..;/admin/x", "400 ParamsRefused"),
             ("/public/x;a=1", "400 ParamsRefused"),
-            ("/public/x%3Ba=1", "400 ParamsRefused"),
+            ("/public/x%3Ba=1", "400 EncodedSemicolon"),
             ("/invoices/1;x", "400 ParamsRefused"),
             ("/nowhere;x", "400 ParamsRefused"),
             // With path_params, dropping them must reach the same route and entity.

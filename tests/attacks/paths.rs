@@ -267,6 +267,9 @@ async fn hosts_are_required_single_valid_and_the_absolute_form_wins() {
         "GET /public/x HTTP/1.1\r\nHost: www.test:port".to_string(),
         "GET /public/x HTTP/1.1\r\nHost: user@www.test".to_string(),
         "GET http://www.test/hosted/x HTTP/1.1".to_string(),
+        // The gateway's own endpoints too.
+        "GET /_authgate/login?rd=/ HTTP/1.1".to_string(),
+        "GET /_authgate/login?rd=/ HTTP/1.1\r\nHost: a.test\r\nHost: b.test".to_string(),
     ] {
         let r = send(port, &head).await;
         assert_eq!(r.status, 400, "{head:?}");

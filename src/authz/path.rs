@@ -63,7 +63,10 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+/// The uppercase hex digit of a nibble (`n` < 16).
+fn hex_upper(n: u8) -> char {
+    char::from(if n < 10 { b'0' + n } else { b'A' + (n & 15) - 10 })
+}
 
 /// Returns the normalised form of a request path (without its query).
 pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
@@ -94,8 +97,8 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
             _ if is_unreserved(v) => partly.push(char::from(v)),
             _ => {
                 partly.push('%');
-                partly.push(char::from(HEX_UPPER[usize::from(v >> 4)]));
-                partly.push(char::from(HEX_UPPER[usize::from(v & 15)]));
+                partly.push(hex_upper(v >> 4));
+                partly.push(hex_upper(v & 15));
             }
         }
         rest = rest.get(pos + 3..).unwrap_or_default();

@@ -62,6 +62,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
+                // Not errors: a method list that hides a less specific route is often meant.
+                if let Ok(table) = authgate::authz::routes::RouteTable::build(&c.routes) {
+                    for warning in table.shadow_warnings() {
+                        eprintln!("{}: warning: {warning}", config.display());
+                    }
+                }
                 println!(
                     "{}: ok ({} clients, {} upstreams, {} routes)",
                     config.display(),

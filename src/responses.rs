@@ -12,6 +12,8 @@ pub enum Refusal {
     BadPath(String),
     /// A request header the gateway refuses to forward or to guess about.
     BadHeader(String),
+    /// `Host` missing on HTTP/1.1, sent twice, or not a valid host.
+    BadHost(String),
     /// No route for the path.
     NoRoute,
     /// The path is routed for other methods.
@@ -74,7 +76,7 @@ impl Refusal {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadPath(_) | Refusal::BadHeader(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadPath(_) | Refusal::BadHeader(_) | Refusal::BadHost(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) | Refusal::ClientNotServed(_) => StatusCode::FORBIDDEN,
@@ -93,6 +95,7 @@ impl Refusal {
         match self {
             Refusal::BadPath(_) => "bad_path",
             Refusal::BadHeader(_) => "bad_header",
+            Refusal::BadHost(_) => "bad_host",
             Refusal::NoRoute => "no_route",
             Refusal::MethodNotAllowed(_) => "method_not_allowed",
             Refusal::UnknownClient(_) => "unknown_client",
@@ -115,6 +118,7 @@ impl Refusal {
         match self {
             Refusal::BadPath(_) => "Bad request path",
             Refusal::BadHeader(_) => "Bad request header",
+            Refusal::BadHost(_) => "Bad host",
             Refusal::NoRoute => "Not found",
             Refusal::MethodNotAllowed(_) => "Method not allowed",
             Refusal::UnknownClient(_) => "Unknown client application",
@@ -136,7 +140,7 @@ impl Refusal {
     /// What went wrong and what to do, for people.
     pub fn detail(&self) -> String {
         match self {
-            Refusal::BadPath(why) | Refusal::BadHeader(why) => format!("{why}."),
+            Refusal::BadPath(why) | Refusal::BadHeader(why) | Refusal::BadHost(why) => format!("{why}."),
             Refusal::NoRoute => "No route is configured for this path.".into(),
             Refusal::MethodNotAllowed(allowed) => format!("This path allows {}.", join_methods(allowed)),
             Refusal::UnknownClient(origin) => format!("The origin {origin} is not a registered client application."),

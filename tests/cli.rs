@@ -20,6 +20,23 @@ fn check_accepts_the_example_config() {
 }
 
 #[test]
+fn check_warns_when_a_method_list_hides_a_less_specific_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shadow.toml");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/authgate.example.toml")).unwrap();
+    let config = example.replacen("[[routes]]", "[[routes]]\nname = \"catch-all\"\npath = \"/*\"\nupstream = \"billing-api\"\nauth = \"authenticated\"\n\n[[routes]]", 1);
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).env("BILLING_CLIENT_SECRET", "x").env("REPORTS_CLIENT_SECRET", "y").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: route \"whoami\" allows only GET on /api/me; other methods there answer 405 (they no longer fall through to route \"catch-all\" /*)"),
+        "{err}"
+    );
+    assert!(err.contains("warning: routes \"invoice-read\", \"invoice-write\" allow only GET, PUT, PATCH, DELETE on /api/invoices/{id};"), "{err}");
+}
+
+#[test]
 fn check_reports_every_problem_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

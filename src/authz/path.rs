@@ -1,9 +1,14 @@
 //! Path normalisation before route matching, so that no encoding trick reaches a protected path.
 //!
 //! Unreserved characters are percent-decoded, `//` collapses, `.` and `..` segments are resolved
-//! (never above `/`). Encoded `/` or `\`, raw `\`, and control characters are refused: an upstream
-//! might decode them into separators the matcher never saw. The upstream receives the
-//! normalised path, so what was authorised is exactly what is served.
+//! (never above `/`). Refused, because some upstream framework would read them differently from
+//! the route matcher: encoded `/` or `\`, raw `\`, control characters (raw or encoded), `%25`
+//! (a double-decoding upstream sees another escape), and escapes whose bytes are not valid
+//! UTF-8 (overlong `%c0%ae` is `.` to a lenient decoder). The upstream receives the normalised,
+//! still-encoded path; routes are matched on its fully decoded form, so `/caf%C3%A9` is governed
+//! by a route for `/café`. `%3B` is refused too (a separator to some frameworks, data to others).
+//! `;` path parameters are reported ([`NormalPath::has_params`]) and
+//! left to the route to accept or refuse.
 
 use std::borrow::Cow;
 
@@ -22,6 +27,27 @@ pub enum PathError {
     /// `%` not followed by two hex digits.
     #[error("the path contains a malformed percent-escape")]
     BadEscape,
+    /// `%25`: a double-decoding upstream would see another escape.
+    #[error("the path contains %25 (an encoded %): send the character itself, encoded once")]
+    EncodedPercent,
+    /// `%3B`: an encoded `;` is a parameter separator to some frameworks and data to others.
+    #[error("the path contains %3B (an encoded ;), which frameworks read differently: send ; or leave it out")]
+    EncodedSemicolon,
+    /// Percent-escapes that do not decode to UTF-8 (overlong forms, stray continuation bytes).
+    #[error("the path's percent-escapes do not decode to valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// A request path after normalisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath<'a> {
+    /// What the upstream receives: dot segments resolved, unreserved characters decoded,
+    /// every other escape kept (hex uppercase).
+    pub forward: Cow<'a, str>,
+    /// `forward` fully percent-decoded (valid UTF-8): what routes are matched on.
+    pub decoded: Cow<'a, str>,
+    /// Some segment has a `;`: a path parameter to Tomcat, Jetty or Spring.
+    pub has_params: bool,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -37,47 +63,60 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// The uppercase hex digit of a nibble (`n` < 16).
+fn hex_upper(n: u8) -> char {
+    char::from(if n < 10 { b'0' + n } else { b'A' + (n & 15) - 10 })
+}
+
 /// Returns the normalised form of a request path (without its query).
-pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
+pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    if is_clean(bytes)? {
-        return Ok(Cow::Borrowed(raw));
+    let (clean, semicolon) = scan(bytes)?;
+    if clean {
+        return Ok(NormalPath { forward: Cow::Borrowed(raw), decoded: Cow::Borrowed(raw), has_params: semicolon });
     }
     // Pass 1: percent-decoding of unreserved characters, refusals.
-    let mut decoded = String::with_capacity(raw.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) else {
-                return Err(PathError::BadEscape);
-            };
-            let v = h * 16 + l;
-            match v {
-                b'/' | b'\\' => return Err(PathError::AmbiguousSeparator),
-                0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
-                _ if is_unreserved(v) => decoded.push(v as char),
-                _ => {
-                    decoded.push('%');
-                    decoded.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
-                    decoded.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
-                }
+    let mut partly = String::with_capacity(raw.len());
+    let has_params = semicolon;
+    let mut rest = raw;
+    while let Some(pos) = rest.find('%') {
+        partly.push_str(rest.get(..pos).unwrap_or_default());
+        let esc = rest.as_bytes().get(pos + 1..pos + 3).unwrap_or_default();
+        let (Some(h), Some(l)) = (esc.first().and_then(|b| hex(*b)), esc.get(1).and_then(|b| hex(*b))) else {
+            return Err(PathError::BadEscape);
+        };
+        let v = h * 16 + l;
+        match v {
+            b'/' | b'\\' => return Err(PathError::AmbiguousSeparator),
+            b'%' => return Err(PathError::EncodedPercent),
+            b';' => return Err(PathError::EncodedSemicolon),
+            0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            _ if is_unreserved(v) => partly.push(char::from(v)),
+            _ => {
+                partly.push('%');
+                partly.push(hex_upper(v >> 4));
+                partly.push(hex_upper(v & 15));
             }
-            i += 3;
-        } else {
-            // `is_clean` already refused raw `\` and control characters; copy whole UTF-8 runs.
-            let next = bytes[i..].iter().position(|b| *b == b'%').map_or(bytes.len(), |p| i + p);
-            decoded.push_str(&raw[i..next]);
-            i = next;
         }
+        rest = rest.get(pos + 3..).unwrap_or_default();
     }
-    // Pass 2: dot segments and empty segments.
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    partly.push_str(rest);
+    let forward = remove_dot_segments(&partly);
+    let decoded = match decode(&forward)? {
+        Cow::Borrowed(_) => Cow::Owned(forward.clone()),
+        Cow::Owned(d) => Cow::Owned(d),
+    };
+    Ok(NormalPath { forward: Cow::Owned(forward), decoded, has_params })
+}
+
+/// `//` collapsed, `.` and `..` segments resolved (never above `/`), trailing slash kept.
+fn remove_dot_segments(path: &str) -> String {
+    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
     let mut out: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
+    for seg in path.split('/') {
         match seg {
             "" | "." => {}
             ".." => {
@@ -86,29 +125,69 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
             s => out.push(s),
         }
     }
-    let mut path = String::with_capacity(decoded.len());
+    let mut result = String::with_capacity(path.len());
     for seg in &out {
-        path.push('/');
-        path.push_str(seg);
+        result.push('/');
+        result.push_str(seg);
     }
-    if path.is_empty() || trailing {
-        path.push('/');
+    if result.is_empty() || trailing {
+        result.push('/');
     }
-    Ok(Cow::Owned(path))
+    result
 }
 
-/// True when the path needs no change; refuses raw backslashes and control characters.
-fn is_clean(bytes: &[u8]) -> Result<bool, PathError> {
+/// Decodes every escape of a normalised path; the bytes must be UTF-8.
+fn decode(forward: &str) -> Result<Cow<'_, str>, PathError> {
+    if !forward.contains('%') {
+        return Ok(Cow::Borrowed(forward));
+    }
+    let bytes = forward.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let h = bytes.get(i + 1).and_then(|b| hex(*b)).ok_or(PathError::BadEscape)?;
+            let l = bytes.get(i + 2).and_then(|b| hex(*b)).ok_or(PathError::BadEscape)?;
+            out.push(h * 16 + l);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| PathError::InvalidUtf8)
+}
+
+/// The path as Tomcat, Jetty and Spring read it: every `;...` up to the next `/` dropped from
+/// each segment, then normalised again. Input is a normalised `forward` path.
+pub fn strip_params(forward: &str) -> Result<NormalPath<'static>, PathError> {
+    let mut stripped = String::with_capacity(forward.len());
+    for (i, seg) in forward.split('/').enumerate() {
+        if i > 0 {
+            stripped.push('/');
+        }
+        let end = seg.find(';').unwrap_or(seg.len());
+        stripped.push_str(seg.get(..end).unwrap_or(seg));
+    }
+    let n = normalize(&stripped)?;
+    Ok(NormalPath { forward: Cow::Owned(n.forward.into_owned()), decoded: Cow::Owned(n.decoded.into_owned()), has_params: false })
+}
+
+/// Whether the path needs no change, and whether it has a raw `;`; refuses raw backslashes and
+/// control characters.
+fn scan(bytes: &[u8]) -> Result<(bool, bool), PathError> {
     let mut clean = true;
+    let mut semicolon = false;
     let mut prev = 0u8;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'\\' => return Err(PathError::AmbiguousSeparator),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
             b'%' => clean = false,
+            b';' => semicolon = true,
             b'/' if prev == b'/' => clean = false,
             b'.' if prev == b'/' => {
-                let rest = &bytes[i..];
+                let rest = bytes.get(i..).unwrap_or_default();
                 if rest == b"." || rest == b".." || rest.starts_with(b"./") || rest.starts_with(b"../") {
                     clean = false;
                 }
@@ -117,40 +196,51 @@ fn is_clean(bytes: &[u8]) -> Result<bool, PathError> {
         }
         prev = b;
     }
-    Ok(clean)
+    Ok((clean, semicolon))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn forward(input: &str) -> Result<String, PathError> {
+        normalize(input).map(|n| n.forward.into_owned())
+    }
+
     #[test]
     fn normalisation_table() {
+        // (input, forwarded, decoded for matching)
         let ok = [
-            ("/", "/"),
-            ("/a/b", "/a/b"),
-            ("/a/b/", "/a/b/"),
-            ("//a///b", "/a/b"),
-            ("/a/./b", "/a/b"),
-            ("/a/../b", "/b"),
-            ("/a/b/..", "/a/"),
-            ("/../../etc/passwd", "/etc/passwd"),
-            ("/public/../admin", "/admin"),
-            ("/public/%2e%2e/admin", "/admin"),
-            ("/public/%2E%2E/admin", "/admin"),
-            ("/public/.%2e/admin", "/admin"),
-            ("/%61dmin", "/admin"),
-            ("/a%7eb", "/a~b"),
-            ("/a%20b", "/a%20b"),
-            ("/a%3fb", "/a%3Fb"),
-            ("/a%25%32%46b", "/a%252Fb"),
-            ("/caf\u{e9}", "/caf\u{e9}"),
-            ("/a/.hidden", "/a/.hidden"),
-            ("/a/..b", "/a/..b"),
-            ("/.", "/"),
+            ("/", "/", "/"),
+            ("/a/b", "/a/b", "/a/b"),
+            ("/a/b/", "/a/b/", "/a/b/"),
+            ("//a///b", "/a/b", "/a/b"),
+            ("/a/./b", "/a/b", "/a/b"),
+            ("/a/../b", "/b", "/b"),
+            ("/a/b/..", "/a/", "/a/"),
+            ("/../../etc/passwd", "/etc/passwd", "/etc/passwd"),
+            ("/public/../admin", "/admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin", "/admin"),
+            ("/public/%2E%2E/admin", "/admin", "/admin"),
+            ("/public/.%2e/admin", "/admin", "/admin"),
+            ("/%61dmin", "/admin", "/admin"),
+            ("/a%7eb", "/a~b", "/a~b"),
+            ("/a%20b", "/a%20b", "/a b"),
+            ("/a%3fb", "/a%3Fb", "/a?b"),
+            ("/caf\u{e9}", "/caf\u{e9}", "/caf\u{e9}"),
+            ("/caf%c3%a9/x", "/caf%C3%A9/x", "/caf\u{e9}/x"),
+            ("/caf%C3%A9/../x", "/x", "/x"),
+            ("/%e2%82%ac", "/%E2%82%AC", "/\u{20ac}"),
+            ("/a/.hidden", "/a/.hidden", "/a/.hidden"),
+            ("/a/..b", "/a/..b", "/a/..b"),
+            ("/.", "/", "/"),
+            ("/public/..;/admin", "/public/..;/admin", "/public/..;/admin"),
+            ("/a;x=1/b", "/a;x=1/b", "/a;x=1/b"),
         ];
-        for (input, want) in ok {
-            assert_eq!(normalize(input).as_deref(), Ok(want), "{input}");
+        for (input, fwd, dec) in ok {
+            let n = normalize(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!((&*n.forward, &*n.decoded), (fwd, dec), "{input}");
+            assert_eq!(n.has_params, dec.contains(';'), "{input}");
         }
         let bad = [
             ("", PathError::NotAbsolute),
@@ -161,18 +251,53 @@ mod tests {
             ("/a%5cb", PathError::AmbiguousSeparator),
             ("/a\\..\\admin", PathError::AmbiguousSeparator),
             ("/a%00b", PathError::ControlCharacter),
+            ("/a%7f", PathError::ControlCharacter),
             ("/a\nb", PathError::ControlCharacter),
             ("/a%zz", PathError::BadEscape),
             ("/a%2", PathError::BadEscape),
+            ("/a%", PathError::BadEscape),
+            ("/a%25", PathError::EncodedPercent),
+            ("/a%3bx/b", PathError::EncodedSemicolon),
+            ("/public/..%3B/admin", PathError::EncodedSemicolon),
+            ("/public/%252e%252e/admin/x", PathError::EncodedPercent),
+            ("/a%25%32%46b", PathError::EncodedPercent),
+            ("/public/%c0%ae%c0%ae/admin/x", PathError::InvalidUtf8),
+            ("/%e0%80%ae", PathError::InvalidUtf8),
+            ("/%80", PathError::InvalidUtf8),
+            ("/%c3", PathError::InvalidUtf8),
+            ("/%c3/x", PathError::InvalidUtf8),
+            ("/%ff", PathError::InvalidUtf8),
+            ("/%ed%a0%80", PathError::InvalidUtf8),
         ];
         for (input, want) in bad {
-            assert_eq!(normalize(input), Err(want), "{input}");
+            assert_eq!(forward(input), Err(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn params_are_stripped_as_tomcat_does() {
+        let cases = [
+            ("/a;x=1/b", "/a/b"),
+            ("/public/..;/admin/x", "/admin/x"),
+            ("/public/..;x=1/admin", "/admin"),
+            ("/invoices/1;jsessionid=abc", "/invoices/1"),
+            ("/invoices/1/..;/2", "/invoices/2"),
+            ("/;x/admin", "/admin"),
+            ("/a/b", "/a/b"),
+        ];
+        for (input, want) in cases {
+            let n = normalize(input).unwrap();
+            let s = strip_params(&n.forward).unwrap();
+            assert_eq!(&*s.forward, want, "{input}");
+            assert!(!s.has_params);
         }
     }
 
     #[test]
     fn clean_paths_are_borrowed() {
-        assert!(matches!(normalize("/api/invoices/42"), Ok(Cow::Borrowed(_))));
-        assert!(matches!(normalize("/a/.well-known/x"), Ok(Cow::Borrowed(_))));
+        for p in ["/api/invoices/42", "/a/.well-known/x", "/a;b", "/caf\u{e9}"] {
+            let n = normalize(p).unwrap();
+            assert!(matches!((&n.forward, &n.decoded), (Cow::Borrowed(_), Cow::Borrowed(_))), "{p}");
+        }
     }
 }

@@ -1,9 +1,13 @@
-//! The route table: (host, normalised path, method) → route, most specific first.
+//! The route table: (host, decoded path, method) → route, most specific path first.
 //!
 //! Patterns are literal segments, `{param}` captures and a final `*` for any tail. A literal
 //! beats a capture, a capture beats a tail (matchit's priorities); a route for the request's
-//! host beats a route for any host.
+//! host beats a route for any host. The most specific path decides alone: a method it does not
+//! list answers 405, it never falls through to a less specific route (a method list means
+//! "only these"). [`RouteTable::resolve`] adds the checks that keep the route the one every
+//! upstream framework would serve: `;` parameters and letter case may not change it.
 
+use crate::authz::path::{self, NormalPath, PathError};
 use crate::config::model::RouteSpec;
 use http::Method;
 use std::collections::HashMap;
@@ -80,6 +84,27 @@ impl PathPattern {
         &self.text
     }
 
+    /// True when a literal segment has an ASCII uppercase letter.
+    fn has_uppercase(&self) -> bool {
+        self.segments.iter().any(|s| matches!(s, PatternSegment::Literal(l) if l.bytes().any(|b| b.is_ascii_uppercase())))
+    }
+
+    /// A path this pattern matches, with `~` for every capture and tail (for `authgate check`).
+    fn sample(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.segments {
+            out.push('/');
+            match seg {
+                PatternSegment::Literal(l) => out.push_str(l),
+                PatternSegment::Param(_) | PatternSegment::Tail => out.push('~'),
+            }
+        }
+        if out.is_empty() || self.trailing_slash {
+            out.push('/');
+        }
+        out
+    }
+
     /// Names of the captures, in order.
     pub fn params(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
@@ -91,7 +116,7 @@ impl PathPattern {
     /// The matchit patterns this pattern is inserted as: the main one first, then variants
     /// (with and without trailing slash, empty tail). Captures are renamed by position so
     /// that `/a/{x}` and `/a/{y}` are the same path.
-    fn router_keys(&self) -> Vec<String> {
+    fn router_keys(&self, fold: bool) -> Vec<String> {
         let mut base = String::new();
         let mut p = 0;
         let mut tail = false;
@@ -99,7 +124,11 @@ impl PathPattern {
             match seg {
                 PatternSegment::Literal(l) => {
                     base.push('/');
-                    base.push_str(l);
+                    if fold {
+                        base.push_str(&l.to_ascii_lowercase());
+                    } else {
+                        base.push_str(l);
+                    }
                 }
                 PatternSegment::Param(_) => {
                     base.push_str(&format!("/{{p{p}}}"));
@@ -130,7 +159,7 @@ impl fmt::Display for PathPattern {
 /// The result of matching a request.
 #[derive(Debug)]
 pub enum RouteMatch<'a> {
-    /// A route, with its captures in pattern order.
+    /// A route, with its captures (decoded) in pattern order.
     Found {
         /// The route.
         route: &'a RouteSpec,
@@ -148,25 +177,167 @@ pub enum RouteMatch<'a> {
     NotFound,
 }
 
-/// The methods routers are kept for; any other method only matches routes without a method list.
+/// Why a path that matched a route is still refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The path has `;` parameters and its route does not accept them.
+    #[error("the path contains a ; parameter, which this route does not accept: remove it")]
+    ParamsRefused,
+    /// Dropping the `;` parameters, as Tomcat, Jetty and Spring do, reaches another route or entity.
+    #[error("the path's ; parameters change which route or entity it reaches: remove them")]
+    ParamsChangeRoute,
+    /// Ignoring letter case, as a case-insensitive upstream does, reaches another route.
+    #[error("the path reaches another route when letter case is ignored: use the path's canonical case")]
+    CaseChangesRoute,
+    /// The path without its parameters is not a valid path.
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+/// Methods in the order `Allow` lists them.
 const METHODS: [Method; 7] = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
-const OTHER: usize = METHODS.len();
 
-fn method_slot(m: &Method) -> usize {
-    METHODS.iter().position(|x| x == m).unwrap_or(OTHER)
+/// One route's claim on a router key.
+#[derive(Debug)]
+struct Claim {
+    route: usize,
+    /// `None`: every method, unknown verbs too.
+    methods: Option<Vec<Method>>,
+    /// The route's own pattern (not a trailing-slash or empty-tail variant of it).
+    main: bool,
 }
 
-/// One router per method, so that the most specific route *for the request's method* wins.
+impl Claim {
+    fn allows(&self, m: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|ms| ms.contains(m))
+    }
+}
+
+/// The routes of one host (or of any host): one matchit router over the pattern keys; each key
+/// holds every route claiming it, main claims first, then in file order.
 #[derive(Default)]
-struct MethodRouters {
-    routers: [matchit::Router<usize>; OTHER + 1],
-    /// (method slot, router key) → route, to name the route a new one conflicts with.
-    keys: HashMap<(usize, String), usize>,
+struct HostTable {
+    router: matchit::Router<usize>,
+    entries: Vec<Vec<Claim>>,
+    keys: HashMap<String, usize>,
 }
 
-impl fmt::Debug for MethodRouters {
+impl fmt::Debug for HostTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MethodRouters").field("routes", &self.keys.len()).finish()
+        f.debug_struct("HostTable").field("keys", &self.keys.len()).finish()
+    }
+}
+
+/// Outcome of a lookup in one host table.
+enum Lookup<'t, 'p> {
+    Route(usize, matchit::Params<'t, 'p>),
+    NotAllowed(Vec<Method>),
+    Miss,
+}
+
+impl HostTable {
+    fn lookup<'t, 'p>(&'t self, path: &'p str, method: &Method) -> Lookup<'t, 'p> {
+        let Ok(m) = self.router.at(path) else { return Lookup::Miss };
+        let Some(claims) = self.entries.get(*m.value) else { return Lookup::Miss };
+        if let Some(c) = claims.iter().find(|c| c.allows(method)) {
+            return Lookup::Route(c.route, m.params);
+        }
+        // A GET route also serves HEAD, unless another route claims HEAD here.
+        if *method == Method::HEAD {
+            if let Some(c) = claims.iter().find(|c| c.allows(&Method::GET)) {
+                return Lookup::Route(c.route, m.params);
+            }
+        }
+        Lookup::NotAllowed(allowed(claims))
+    }
+}
+
+/// The methods a key's claims allow, in `Allow` order (HEAD wherever GET is).
+fn allowed(claims: &[Claim]) -> Vec<Method> {
+    METHODS.iter().filter(|m| claims.iter().any(|c| c.allows(m) || (**m == Method::HEAD && c.allows(&Method::GET)))).cloned().collect()
+}
+
+/// Every host's table.
+#[derive(Debug, Default)]
+struct Tables {
+    by_host: HashMap<String, HostTable>,
+    any_host: HostTable,
+}
+
+impl Tables {
+    /// Indexes routes (patterns case-folded when `fold`); conflicts are (route index, message).
+    fn build(routes: &[RouteSpec], fold: bool) -> (Tables, Vec<(usize, String)>) {
+        let mut t = Tables::default();
+        let mut conflicts: Vec<(usize, String)> = Vec::new();
+        // Main keys of every route first, so an explicit route wins over another's variant.
+        for pass in 0..2 {
+            for (i, r) in routes.iter().enumerate() {
+                let table = match &r.host {
+                    Some(h) => t.by_host.entry(h.clone()).or_default(),
+                    None => &mut t.any_host,
+                };
+                let keys = r.path.router_keys(fold);
+                let chosen = if pass == 0 { keys.get(..1) } else { keys.get(1..) }.unwrap_or_default();
+                for key in chosen {
+                    let entry = match table.keys.get(key) {
+                        Some(&e) => e,
+                        None => {
+                            let e = table.entries.len();
+                            if let Err(err) = table.router.insert(key.clone(), e) {
+                                if pass == 0 {
+                                    conflicts.push((i, format!("{:?} cannot be routed: {err}", r.path.as_str())));
+                                }
+                                continue;
+                            }
+                            table.keys.insert(key.clone(), e);
+                            table.entries.push(Vec::new());
+                            e
+                        }
+                    };
+                    let Some(claims) = table.entries.get_mut(entry) else { continue };
+                    if pass == 0 {
+                        let overlapping = claims.iter().find(|c| c.main && methods_overlap(c.methods.as_deref(), r.methods.as_deref()));
+                        if let Some(other) = overlapping.and_then(|c| routes.get(c.route)) {
+                            let message = if fold && other.path.as_str() != r.path.as_str() {
+                                format!(
+                                    "route {:?} overlaps route {:?} when letter case is ignored ({} and {}): case-insensitive upstreams serve them as one path",
+                                    r.name,
+                                    other.name,
+                                    r.path.as_str(),
+                                    other.path.as_str()
+                                )
+                            } else {
+                                format!("route {:?} overlaps route {:?} (same host, path and method): give them different methods or paths", r.name, other.name)
+                            };
+                            if !conflicts.iter().any(|(c, _)| *c == i) {
+                                conflicts.push((i, message));
+                            }
+                            continue;
+                        }
+                    }
+                    claims.push(Claim { route: i, methods: r.methods.clone(), main: pass == 0 });
+                }
+            }
+        }
+        (t, conflicts)
+    }
+
+    /// The most specific path decides: host-specific table first, any-host table next.
+    fn lookup<'t, 'p>(&'t self, host: Option<&str>, path: &'p str, method: &Method) -> Lookup<'t, 'p> {
+        if let Some(table) = host.and_then(|h| self.by_host.get(h)) {
+            match table.lookup(path, method) {
+                Lookup::Miss => {}
+                found => return found,
+            }
+        }
+        self.any_host.lookup(path, method)
+    }
+}
+
+fn methods_overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => true,
     }
 }
 
@@ -174,67 +345,25 @@ impl fmt::Debug for MethodRouters {
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<RouteSpec>,
-    by_host: HashMap<String, MethodRouters>,
-    any_host: MethodRouters,
+    exact: Tables,
+    /// The same routes with case-folded literals: what a case-insensitive upstream serves.
+    folded: Tables,
+    /// Some pattern has an uppercase letter: even a lowercase path needs the folded check.
+    uppercase_patterns: bool,
 }
 
 impl RouteTable {
     /// Indexes routes; `Err` lists (route index, message) for routes that conflict.
     pub fn build(routes: &[RouteSpec]) -> Result<RouteTable, Vec<(usize, String)>> {
-        let mut conflicts = Vec::new();
-        let mut by_host: HashMap<String, MethodRouters> = HashMap::new();
-        let mut any_host = MethodRouters::default();
-        // Main keys of every route first, so an explicit route wins over another's variant.
-        for pass in 0..2 {
-            for (i, r) in routes.iter().enumerate() {
-                let table = match &r.host {
-                    Some(h) => by_host.entry(h.clone()).or_default(),
-                    None => &mut any_host,
-                };
-                let slots: Vec<usize> = match &r.methods {
-                    Some(ms) => {
-                        let mut v: Vec<usize> = ms.iter().map(method_slot).collect();
-                        v.dedup();
-                        v
-                    }
-                    None => (0..=OTHER).collect(),
-                };
-                let keys = r.path.router_keys();
-                // A GET route also serves HEAD, unless another route claims HEAD for the path.
-                let head_from_get = slots.contains(&0) && !slots.contains(&1);
-                for (slot, all_keys) in slots.iter().map(|s| (*s, false)).chain(head_from_get.then_some((1, true))) {
-                    let chosen = match (pass, all_keys) {
-                        (0, false) => &keys[..1],
-                        (1, false) => &keys[1..],
-                        (1, true) => &keys[..],
-                        _ => &[],
-                    };
-                    for key in chosen {
-                        if let Some(&other) = table.keys.get(&(slot, key.clone())) {
-                            if pass == 0 && !all_keys && other != i && !conflicts.iter().any(|(c, _)| *c == i) {
-                                conflicts.push((
-                                    i,
-                                    format!(
-                                        "route {:?} overlaps route {:?} (same host, path and method): give them different methods or paths",
-                                        r.name, routes[other].name
-                                    ),
-                                ));
-                            }
-                            continue;
-                        }
-                        match table.routers[slot].insert(key.clone(), i) {
-                            Ok(()) => {
-                                table.keys.insert((slot, key.clone()), i);
-                            }
-                            Err(e) if pass == 0 => conflicts.push((i, format!("{:?} cannot be routed: {e}", r.path.as_str()))),
-                            Err(_) => {}
-                        }
-                    }
-                }
+        let (exact, mut conflicts) = Tables::build(routes, false);
+        let (folded, folded_conflicts) = Tables::build(routes, true);
+        for (i, message) in folded_conflicts {
+            if !conflicts.iter().any(|(c, _)| *c == i) {
+                conflicts.push((i, message));
             }
         }
         if conflicts.is_empty() {
-            Ok(RouteTable { routes: routes.to_vec(), by_host, any_host })
+            Ok(RouteTable { routes: routes.to_vec(), exact, folded, uppercase_patterns: routes.iter().any(|r| r.path.has_uppercase()) })
         } else {
             Err(conflicts)
         }
@@ -245,33 +374,124 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Finds the route for a normalised path. `host` is the request's host, lowercase, no port.
+    /// Finds the route for a decoded, normalised path. `host` is the request's host, lowercase,
+    /// no port, no trailing dot.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> RouteMatch<'_> {
-        let host_table = host.and_then(|h| self.by_host.get(h));
-        let tables = || host_table.into_iter().chain(std::iter::once(&self.any_host));
-        let slot = method_slot(method);
-        for table in tables() {
-            if let Ok(m) = table.routers[slot].at(path) {
-                let index = *m.value;
-                let route = &self.routes[index];
-                let params = route.path.params().zip(m.params.iter()).map(|(n, (_, v))| (n, v.to_string())).collect();
-                return RouteMatch::Found { route, index, params };
-            }
-        }
-        let mut allowed: Vec<Method> = Vec::new();
-        for table in tables() {
-            for (s, m) in METHODS.iter().enumerate() {
-                if table.routers[s].at(path).is_ok() && !allowed.contains(m) {
-                    allowed.push(m.clone());
+        match self.exact.lookup(host, path, method) {
+            Lookup::Route(index, m) => match self.routes.get(index) {
+                Some(route) => {
+                    let params = route.path.params().zip(m.iter()).map(|(n, (_, v))| (n, v.to_string())).collect();
+                    RouteMatch::Found { route, index, params }
                 }
-            }
-        }
-        if allowed.is_empty() {
-            RouteMatch::NotFound
-        } else {
-            RouteMatch::MethodNotAllowed { allowed }
+                None => RouteMatch::NotFound,
+            },
+            Lookup::NotAllowed(allowed) => RouteMatch::MethodNotAllowed { allowed },
+            Lookup::Miss => RouteMatch::NotFound,
         }
     }
+
+    /// Finds the route for a normalised request path and checks that every reading of the path
+    /// an upstream framework might make reaches that same route: with its `;` parameters
+    /// dropped (only on routes with `path_params`; otherwise `;` is refused), and with letter
+    /// case ignored.
+    pub fn resolve(&self, host: Option<&str>, path: &NormalPath<'_>, method: &Method) -> Result<RouteMatch<'_>, RouteError> {
+        let found = self.find(host, &path.decoded, method);
+        let RouteMatch::Found { route, index, params } = found else {
+            return if path.has_params { Err(RouteError::ParamsRefused) } else { Ok(found) };
+        };
+        self.same_ignoring_case(host, &path.decoded, method, index)?;
+        if !path.has_params {
+            return Ok(RouteMatch::Found { route, index, params });
+        }
+        if !route.path_params {
+            return Err(RouteError::ParamsRefused);
+        }
+        let stripped = path::strip_params(&path.forward)?;
+        let RouteMatch::Found { index: again, params: stripped_params, .. } = self.find(host, &stripped.decoded, method) else {
+            return Err(RouteError::ParamsChangeRoute);
+        };
+        let same_captures = params.len() == stripped_params.len()
+            && params.iter().zip(&stripped_params).all(|((_, v), (_, s))| v.split(';').next() == Some(s.as_str()));
+        if again != index || !same_captures {
+            return Err(RouteError::ParamsChangeRoute);
+        }
+        self.same_ignoring_case(host, &stripped.decoded, method, index)?;
+        Ok(RouteMatch::Found { route, index, params: stripped_params })
+    }
+
+    /// `Err` when the path, ASCII-lowercased, reaches another route under case-folded patterns.
+    /// No allocation for a lowercase path when no pattern has uppercase letters.
+    fn same_ignoring_case(&self, host: Option<&str>, decoded: &str, method: &Method, index: usize) -> Result<(), RouteError> {
+        let upper = decoded.bytes().any(|b| b.is_ascii_uppercase());
+        if !upper && !self.uppercase_patterns {
+            return Ok(());
+        }
+        let lower = if upper { std::borrow::Cow::Owned(decoded.to_ascii_lowercase()) } else { std::borrow::Cow::Borrowed(decoded) };
+        match self.folded.lookup(host, &lower, method) {
+            Lookup::Route(i, _) if i == index => Ok(()),
+            _ => Err(RouteError::CaseChangesRoute),
+        }
+    }
+
+    /// Warnings for `authgate check`: routes whose method list now hides a less specific route
+    /// that used to serve the other methods on their path.
+    pub fn shadow_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen: Vec<(Option<&str>, usize)> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.methods.is_none() {
+                continue;
+            }
+            let sample = r.path.sample();
+            let table = match &r.host {
+                Some(h) => self.exact.by_host.get(h),
+                None => Some(&self.exact.any_host),
+            };
+            let Some(table) = table else { continue };
+            let Ok(m) = table.router.at(&sample) else { continue };
+            let Some(claims) = table.entries.get(*m.value) else { continue };
+            let key = (r.host.as_deref(), *m.value);
+            if seen.contains(&key) || !claims.iter().any(|c| c.route == i && c.main) || claims.iter().any(|c| c.methods.is_none()) {
+                continue;
+            }
+            seen.push(key);
+            let here = allowed(claims);
+            let shadowed = self.routes.iter().enumerate().find(|(j, s)| {
+                !claims.iter().any(|c| c.route == *j)
+                    && (s.host.is_none() || s.host == r.host)
+                    && s.methods.as_ref().is_none_or(|ms| ms.iter().any(|m| !here.contains(m)))
+                    && pattern_matches(&s.path, &sample)
+            });
+            if let Some((_, s)) = shadowed {
+                let owners: Vec<String> = claims.iter().filter(|c| c.main).filter_map(|c| self.routes.get(c.route)).map(|o| format!("{:?}", o.name)).collect();
+                let mut listed: Vec<&Method> = Vec::new();
+                for m in claims.iter().filter(|c| c.main).filter_map(|c| c.methods.as_ref()).flatten() {
+                    if !listed.contains(&m) {
+                        listed.push(m);
+                    }
+                }
+                let list: Vec<&str> = METHODS.iter().filter(|m| listed.contains(m)).map(Method::as_str).collect();
+                let who = if owners.len() == 1 { format!("route {} allows", owners.join("")) } else { format!("routes {} allow", owners.join(", ")) };
+                out.push(format!(
+                    "{who} only {} on {}; other methods there answer 405 (they no longer fall through to route {:?} {})",
+                    list.join(", "),
+                    r.path.as_str(),
+                    s.name,
+                    s.path.as_str()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// True when `pattern` (with its variants) matches `path`.
+fn pattern_matches(pattern: &PathPattern, path: &str) -> bool {
+    let mut router = matchit::Router::new();
+    for key in pattern.router_keys(false) {
+        let _ = router.insert(key, ());
+    }
+    router.at(path).is_ok()
 }
 
 #[cfg(test)]
@@ -292,6 +512,7 @@ mod tests {
             allow_on_error: false,
             signed_identity: false,
             clients: None,
+            path_params: false,
         }
     }
 
@@ -323,7 +544,10 @@ mod tests {
             (None, "/api/invoices/42", "GET", "invoice id=42"),
             (None, "/api/invoices/42", "HEAD", "invoice id=42"),
             (None, "/api/invoices/42", "PUT", "invoice-write invoice=42"),
-            (None, "/api/invoices/42", "POST", "api"),
+            // The most specific path decides alone: other methods answer 405, never `api`.
+            (None, "/api/invoices/42", "POST", "405 [GET, HEAD, PUT, DELETE]"),
+            (None, "/api/invoices/42", "PROPFIND", "405 [GET, HEAD, PUT, DELETE]"),
+            (None, "/api/invoices/new", "PROPFIND", "invoice-new"),
             (None, "/api/invoices/new", "GET", "invoice-new"),
             (None, "/api/invoices/42/", "GET", "invoice id=42"),
             (None, "/api/invoices/7/lines/3", "GET", "lines id=7,line=3"),
@@ -333,6 +557,7 @@ mod tests {
             (None, "/", "GET", "root"),
             (None, "/elsewhere", "GET", "catchall"),
             (Some("admin.example.com"), "/api/invoices/42", "GET", "admin-host"),
+            (Some("admin.example.com"), "/elsewhere", "GET", "catchall"),
             (Some("other.example.com"), "/api/invoices/42", "GET", "invoice id=42"),
         ];
         for (host, path, method, want) in cases {
@@ -366,6 +591,255 @@ mod tests {
         }
         for good in ["/", "/*", "/a/", "/a/{id}/b", "/static/*", "/.well-known/jwks.json"] {
             assert!(PathPattern::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    fn spec(name: &str, host: Option<&str>, path: &str, methods: Option<&[&str]>, path_params: bool) -> RouteSpec {
+        RouteSpec { path_params, ..route(name, host, path, methods) }
+    }
+
+    #[test]
+    fn method_lists_mean_only_these() {
+        let t = RouteTable::build(&[
+            route("catchall", None, "/*", None),
+            route("invoice", None, "/invoices/{id}", Some(&["GET", "DELETE"])),
+            route("head", None, "/files/{id}", Some(&["HEAD"])),
+            route("files", None, "/files/{id}", Some(&["GET"])),
+            route("host-get", Some("h.example"), "/x/*", Some(&["GET"])),
+            route("any-x", None, "/x/*", None),
+            route("variant", None, "/v/", Some(&["POST"])),
+            route("main", None, "/v", Some(&["GET"])),
+        ])
+        .unwrap();
+        let cases = [
+            (None, "/invoices/1", "GET", "invoice id=1"),
+            (None, "/invoices/1", "HEAD", "invoice id=1"),
+            (None, "/invoices/1", "DELETE", "invoice id=1"),
+            (None, "/invoices/1", "PUT", "405 [GET, HEAD, DELETE]"),
+            (None, "/invoices/1", "POST", "405 [GET, HEAD, DELETE]"),
+            (None, "/invoices/1", "BREW", "405 [GET, HEAD, DELETE]"),
+            (None, "/invoices/1/", "PATCH", "405 [GET, HEAD, DELETE]"),
+            (None, "/invoices/1/2", "PUT", "catchall"),
+            (None, "/invoices", "PUT", "catchall"),
+            // A route claiming HEAD keeps it from the GET route.
+            (None, "/files/1", "HEAD", "head id=1"),
+            (None, "/files/1", "GET", "files id=1"),
+            (None, "/files/1", "PUT", "405 [GET, HEAD]"),
+            // A host-specific route that matches the path but not the method is 405 too.
+            (Some("h.example"), "/x/a", "GET", "host-get"),
+            (Some("h.example"), "/x/a", "POST", "405 [GET, HEAD]"),
+            (Some("other.example"), "/x/a", "POST", "any-x"),
+            // A key's main claim beats another route's trailing-slash variant.
+            (None, "/v", "GET", "main"),
+            (None, "/v", "POST", "variant"),
+            (None, "/v/", "POST", "variant"),
+            (None, "/v/", "GET", "main"),
+        ];
+        for (host, path, method, want) in cases {
+            assert_eq!(found(&t, host, path, method), want, "{host:?} {method} {path}");
+        }
+    }
+
+    fn resolved(t: &RouteTable, path: &str, method: &str) -> String {
+        let n = match path::normalize(path) {
+            Ok(n) => n,
+            Err(e) => return format!("400 {e:?}"),
+        };
+        match t.resolve(None, &n, &Method::from_bytes(method.as_bytes()).unwrap()) {
+            Ok(RouteMatch::Found { route, params, .. }) => {
+                let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                if p.is_empty() { route.name.clone() } else { format!("{} {}", route.name, p.join(",")) }
+            }
+            Ok(RouteMatch::MethodNotAllowed { allowed }) => format!("405 {allowed:?}"),
+            Ok(RouteMatch::NotFound) => "404".into(),
+            Err(e) => format!("400 {e:?}"),
+        }
+    }
+
+    #[test]
+    fn every_reading_of_the_path_reaches_the_same_route() {
+        let t = RouteTable::build(&[
+            route("catchall", None, "/*", None),
+            route("public", None, "/public/*", None),
+            route("admin", None, "/admin/*", None),
+            route("cafe", None, "/café/*", None),
+            spec("legacy", None, "/legacy/*", None, true),
+            spec("legacy-doc", None, "/legacy/docs/{doc}/*", None, true),
+            spec("jsp", None, "/jsp/{id}", None, true),
+            route("invoice", None, "/invoices/{id}", Some(&["GET", "DELETE"])),
+            route("new", None, "/invoices/new", None),
+            route("Reports", None, "/Reports/*", None),
+        ])
+        .unwrap();
+        let cases = [
+            ("/public/x", "public"),
+            ("/admin/x", "admin"),
+            // Routed on the decoded path.
+            ("/caf%C3%A9/x", "cafe"),
+            ("/caf%c3%a9/x", "cafe"),
+            ("/%61dmin/x", "admin"),
+            ("/invoices/%31", "invoice id=1"),
+            ("/invoices/a%20b", "invoice id=a b"),
+            // `;` is refused unless the route accepts it.
+            ("/public/..;/admin/x", "400 ParamsRefused"),
+            ("/public/x;a=1", "400 ParamsRefused"),
+            ("/public/x%3Ba=1", "400 EncodedSemicolon"),
+            ("/invoices/1;x", "400 ParamsRefused"),
+            ("/nowhere;x", "400 ParamsRefused"),
+            // With path_params, dropping them must reach the same route and entity.
+            ("/legacy/a;jsessionid=1/b", "legacy"),
+            ("/legacy/..;/admin/x", "400 ParamsChangeRoute"),
+            ("/legacy/a/..;/..;/admin", "400 ParamsChangeRoute"),
+            ("/legacy/docs/1;v=2/x", "legacy-doc doc=1"),
+            ("/legacy/docs/1/..;/2/x", "400 ParamsChangeRoute"),
+            ("/jsp/7;jsessionid=abc", "jsp id=7"),
+            ("/jsp/7/..;", "400 ParamsRefused"),
+            // Letter case may not change the route (case-insensitive upstreams).
+            ("/ADMIN/x", "400 CaseChangesRoute"),
+            ("/Admin/x", "400 CaseChangesRoute"),
+            ("/Public/x", "400 CaseChangesRoute"),
+            ("/admin/X", "admin"),
+            ("/invoices/NEW", "400 CaseChangesRoute"),
+            ("/invoices/ABC", "invoice id=ABC"),
+            ("/Reports/x", "Reports"),
+            ("/reports/x", "400 CaseChangesRoute"),
+            ("/REPORTS/x", "400 CaseChangesRoute"),
+            ("/CAF%C3%A9/x", "400 CaseChangesRoute"),
+            ("/Other", "catchall"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(resolved(&t, path, "GET"), want, "{path}");
+        }
+        assert_eq!(resolved(&t, "/invoices/1", "PUT"), "405 [GET, HEAD, DELETE]");
+    }
+
+    #[test]
+    fn routes_differing_only_in_case_are_refused() {
+        let err = RouteTable::build(&[route("one", None, "/Admin/*", None), route("two", None, "/admin/*", None)]).unwrap_err();
+        assert!(err[0].1.contains("when letter case is ignored"), "{}", err[0].1);
+    }
+
+    #[test]
+    fn check_warns_about_shadowed_method_lists() {
+        let t = RouteTable::build(&[
+            route("catchall", None, "/*", Some(&["GET", "POST"])),
+            route("invoice", None, "/invoices/{id}", Some(&["GET", "DELETE"])),
+            route("read", None, "/reads/{id}", Some(&["GET", "POST"])),
+            route("any", None, "/any/{id}", None),
+        ])
+        .unwrap();
+        assert_eq!(
+            t.shadow_warnings(),
+            vec!["route \"invoice\" allows only GET, DELETE on /invoices/{id}; other methods there answer 405 (they no longer fall through to route \"catchall\" /*)".to_string()]
+        );
+    }
+
+    /// What a lenient upstream makes of a path: `\` is a separator, dot segments resolved.
+    fn lenient_normalise(p: &str) -> String {
+        let p = p.replace('\\', "/");
+        let mut out: Vec<&str> = Vec::new();
+        for seg in p.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    out.pop();
+                }
+                s => out.push(s),
+            }
+        }
+        format!("/{}", out.join("/"))
+    }
+
+    /// One percent-decoding, lenient: overlong `.` (`%c0%ae`, `%e0%80%ae`) is `.`, other invalid
+    /// UTF-8 becomes U+FFFD, broken escapes stay.
+    fn decode_once(p: &str) -> String {
+        let b = p.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            let h = |k: usize| b.get(k).and_then(|x| (*x as char).to_digit(16));
+            match (c, h(i + 1), h(i + 2)) {
+                (b'%', Some(x), Some(y)) => {
+                    out.push((x * 16 + y) as u8);
+                    i += 3;
+                }
+                _ => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        // Lossy decoding turned each overlong sequence into replacement characters: redo it.
+        let mut fixed = Vec::new();
+        let mut j = 0;
+        while let Some(&c) = out.get(j) {
+            if out.get(j..j + 2) == Some(&[0xc0, 0xae][..]) {
+                fixed.push(b'.');
+                j += 2;
+            } else if out.get(j..j + 3) == Some(&[0xe0, 0x80, 0xae][..]) {
+                fixed.push(b'.');
+                j += 3;
+            } else {
+                fixed.push(c);
+                j += 1;
+            }
+        }
+        if fixed == out { text } else { String::from_utf8_lossy(&fixed).into_owned() }
+    }
+
+    /// Tomcat's `;` stripping: each segment up to its first `;`.
+    fn tomcat_strip(p: &str) -> String {
+        p.split('/').map(|s| s.split(';').next().unwrap_or_default()).collect::<Vec<_>>().join("/")
+    }
+
+    fn reaches_admin(p: &str) -> bool {
+        let l = p.to_ascii_lowercase();
+        l == "/admin" || l.starts_with("/admin/")
+    }
+
+    const PIECES: &[&str] = &[
+        "..", ".", "..;", ";x=1", "%2e", "%2E%2e", "%2e%2e", ".%2e", "%252e", "%252e%252e", "%25", "%c0%ae", "%c0%ae%c0%ae", "%e0%80%ae", "ADMIN", "Admin", "%61dmin", "%41DMIN",
+        "admin", "admin;x", "public", "Public", "public;x", "x", "%20", "caf%C3%A9", "", "%3b", "..%3b", "%2f", "%5c", "%2e%2e;", ";", "%ef%bc%8e",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4000, failure_persistence: None, ..Default::default() })]
+
+        /// Whenever a generated path is served as public, no other reading of the forwarded
+        /// path (one more decoding, `;` stripping, case folding) reaches `/admin`.
+        #[test]
+        fn public_never_reaches_admin(
+            first in proptest::prop_oneof![3 => proptest::strategy::Just("public"), 1 => proptest::sample::select(PIECES)],
+            rest in proptest::collection::vec(proptest::sample::select(PIECES), 0..7),
+            legacy in proptest::bool::ANY,
+            public_catchall in proptest::bool::ANY,
+        ) {
+            let segments: Vec<&str> = std::iter::once(first).chain(rest).collect();
+            // The public side is `/public/*` next to a catch-all, or the catch-all itself.
+            let (public, catchall) = if public_catchall { ("/public-not-used/*", "public") } else { ("/public/*", "catchall") };
+            let t = RouteTable::build(&[
+                spec(catchall, None, "/*", Some(&["GET"]), legacy),
+                spec(if public_catchall { "unused" } else { "public" }, None, public, None, legacy),
+                route("admin", None, "/admin/*", None),
+            ]).unwrap();
+            let raw = format!("/{}", segments.join("/"));
+            let Ok(n) = path::normalize(&raw) else { return Ok(()) };
+            let Ok(RouteMatch::Found { route, .. }) = t.resolve(None, &n, &Method::GET) else { return Ok(()) };
+            if route.name != "public" {
+                return Ok(());
+            }
+            let fwd = &*n.forward;
+            let readings = [
+                lenient_normalise(&decode_once(fwd)),
+                lenient_normalise(&decode_once(&decode_once(fwd))),
+                lenient_normalise(&decode_once(&tomcat_strip(fwd))),
+                lenient_normalise(&tomcat_strip(&decode_once(fwd))),
+                lenient_normalise(&decode_once(&fwd.to_ascii_lowercase())),
+            ];
+            for r in readings {
+                proptest::prop_assert!(!reaches_admin(&r), "{raw} forwarded as {fwd} reads as {r}");
+            }
         }
     }
 }

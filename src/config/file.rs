@@ -225,6 +225,8 @@ pub struct RouteFile {
     /// Names of the client apps this route serves (default: every client). A credential bound
     /// to no client (an API key) is decided in the namespace of the route's only client.
     pub clients: Option<Vec<String>>,
+    /// Accept `;` path parameters (`/a;jsessionid=1/b`) for legacy apps (default false: 400).
+    pub path_params: Option<bool>,
 }
 
 /// `[abac]`: the live permission check.

@@ -296,6 +296,8 @@ pub struct RouteSpec {
     pub signed_identity: bool,
     /// Indices into [`Config::clients`] of the client apps the route serves; `None`: every one.
     pub clients: Option<Vec<usize>>,
+    /// Accept `;` path parameters, as long as dropping them reaches this same route and entity.
+    pub path_params: bool,
 }
 
 /// Where an ABAC attribute comes from.

@@ -461,7 +461,7 @@ fn protected_logout_target(client: &ClientSettings, routes: &[RouteSpec]) -> Opt
     let path = crate::authz::path::normalize(url.path()).ok()?;
     let hosts = std::iter::once(None).chain(client.origins.iter().filter_map(|o| Url::parse(o.as_str()).ok()).map(|u| u.host_str().map(str::to_string)));
     for host in hosts {
-        if let crate::authz::routes::RouteMatch::Found { route, .. } = table.find(host.as_deref(), &path, &http::Method::GET) {
+        if let Ok(crate::authz::routes::RouteMatch::Found { route, .. }) = table.resolve(host.as_deref(), &path, &http::Method::GET) {
             if route.access != Access::Public {
                 return Some(route.name.clone());
             }
@@ -639,6 +639,7 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             allow_on_error,
             signed_identity: f.signed_identity.unwrap_or(false),
             clients: served,
+            path_params: f.path_params.unwrap_or(false),
         });
     }
     out

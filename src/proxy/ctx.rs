@@ -18,6 +18,8 @@ pub struct RequestCtx {
     pub client: Option<usize>,
     /// The normalised path, when it differs from the one received.
     pub normalized_path: Option<String>,
+    /// `Host` for the upstream when it differs from the one received (absolute-form, trailing dot, case).
+    pub upstream_host: Option<String>,
     /// The verified caller.
     pub principal: Option<Arc<Principal>>,
     /// The permission that let the request through, `entity:action`.
@@ -52,6 +54,7 @@ impl RequestCtx {
             route: None,
             client: None,
             normalized_path: None,
+            upstream_host: None,
             principal: None,
             granted: None,
             credential: "-",

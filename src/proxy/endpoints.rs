@@ -509,9 +509,11 @@ impl Gateway {
     fn protected(&self, url: &str) -> bool {
         let Ok(url) = url::Url::parse(url) else { return true };
         let Ok(path) = crate::authz::path::normalize(url.path()) else { return true };
-        match self.routes.find(url.host_str(), &path, &http::Method::GET) {
-            crate::authz::routes::RouteMatch::Found { route, .. } => route.access != crate::config::model::Access::Public,
-            _ => false,
+        match self.routes.resolve(url.host_str(), &path, &http::Method::GET) {
+            Ok(crate::authz::routes::RouteMatch::Found { route, .. }) => route.access != crate::config::model::Access::Public,
+            Ok(_) => false,
+            // A path no reading can route safely is no place to send a browser.
+            Err(_) => true,
         }
     }
 

@@ -184,17 +184,27 @@ impl Gateway {
     /// The request's journey up to the upstream: path → route → client → credentials →
     /// token → permission. `Ok(Some(_))` leaves the decision to the IdP's live check.
     async fn authorize(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Option<LiveCheck>, Refusal> {
+        let host = request_host(req).map_err(|e| Refusal::BadHost(e.to_string()))?;
+        if !req.raw_path_is_utf8() {
+            return Err(Refusal::BadPath(path::PathError::InvalidUtf8.to_string()));
+        }
         let raw_path = req.uri.path();
         let path = path::normalize(raw_path).map_err(|e| Refusal::BadPath(e.to_string()))?;
-        let host = request_host(req);
-        let (route, index, params) = match self.routes.find(host.as_deref(), &path, &req.method) {
-            RouteMatch::Found { route, index, params } => (route, index, params),
-            RouteMatch::MethodNotAllowed { allowed } => return Err(Refusal::MethodNotAllowed(allowed)),
-            RouteMatch::NotFound => return Err(Refusal::NoRoute),
+        let routed = host.as_ref().map(|h| &*h.name);
+        let (route, index, params) = match self.routes.resolve(routed, &path, &req.method) {
+            Ok(RouteMatch::Found { route, index, params }) => (route, index, params),
+            Ok(RouteMatch::MethodNotAllowed { allowed }) => return Err(Refusal::MethodNotAllowed(allowed)),
+            Ok(RouteMatch::NotFound) => return Err(Refusal::NoRoute),
+            Err(e) => return Err(Refusal::BadPath(e.to_string())),
         };
         ctx.route = Some(index);
-        if path != raw_path {
-            ctx.normalized_path = Some(path.into_owned());
+        // An absolute-form target or a rewritten host: the upstream gets origin-form and the routed host.
+        let absolute_form = req.raw_path().first() != Some(&b'/') && req.raw_path() != b"*";
+        if let Some(authority) = host.and_then(|h| h.forward) {
+            ctx.upstream_host = Some(authority);
+        }
+        if path.forward != raw_path || absolute_form {
+            ctx.normalized_path = Some(path.forward.into_owned());
         }
         if route.access == Access::Public {
             ctx.outcome = "public";
@@ -473,11 +483,96 @@ fn host_header(req: &RequestHeader) -> Option<&[u8]> {
     header(req, &http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
 }
 
-/// The request's host, lowercase, without port.
-fn request_host(req: &RequestHeader) -> Option<Cow<'_, str>> {
-    let raw = std::str::from_utf8(host_header(req)?).ok()?;
-    let host = if raw.starts_with('[') { raw.split_inclusive(']').next().unwrap_or(raw) } else { raw.rsplit_once(':').map_or(raw, |(h, _)| h) };
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) })
+/// Why the request's host was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum HostError {
+    /// HTTP/1.1 without `Host`.
+    #[error("the request has no Host header, which HTTP/1.1 requires")]
+    Missing,
+    /// Two or more `Host` headers.
+    #[error("the request has more than one Host header")]
+    Duplicate,
+    /// Not a host name, IPv4 or bracketed IPv6 address with an optional port.
+    #[error("the request's host is not a valid host name with an optional port")]
+    Invalid,
+}
+
+/// The host a request is routed on.
+#[derive(Debug, PartialEq, Eq)]
+struct RoutedHost<'a> {
+    /// Lowercase, without port or trailing dot: what host-specific routes are matched on.
+    name: Cow<'a, str>,
+    /// `Host` for the upstream, when it must differ from the one received (absolute-form
+    /// target, uppercase letters, trailing dot).
+    forward: Option<String>,
+}
+
+/// The request's host: an absolute-form target's authority (it overrides `Host`, RFC 9112
+/// §3.2.2), else HTTP/2's `:authority`, else `Host`. HTTP/1.1 needs exactly one `Host`;
+/// HTTP/1.0 may have none (`Ok(None)`).
+fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostError> {
+    let mut hosts = req.headers.get_all(&http::header::HOST).iter();
+    let host_header = hosts.next().map(|v| v.as_bytes());
+    if hosts.next().is_some() {
+        return Err(HostError::Duplicate);
+    }
+    let target = pingora::http::authority::raw_target_authority(req.raw_path());
+    if matches!(target, pingora::http::authority::RawTargetAuthority::AmbiguousAuthority) {
+        return Err(HostError::Invalid);
+    }
+    let absolute = target.authority();
+    if host_header.is_none() && req.version == http::Version::HTTP_11 {
+        return Err(HostError::Missing);
+    }
+    let Some(raw) = absolute.or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())).or(host_header) else {
+        return if req.version <= http::Version::HTTP_10 { Ok(None) } else { Err(HostError::Missing) };
+    };
+    let (name, port) = split_host(raw).ok_or(HostError::Invalid)?;
+    let canonical = name.bytes().all(|b| !b.is_ascii_uppercase()) && !name.ends_with('.');
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err(HostError::Invalid);
+    }
+    let name = if canonical { Cow::Borrowed(trimmed) } else { Cow::Owned(trimmed.to_ascii_lowercase()) };
+    let forward = (!canonical || host_header != Some(raw)).then(|| match port {
+        Some(p) => format!("{name}:{p}"),
+        None => name.to_string(),
+    });
+    Ok(Some(RoutedHost { name, forward }))
+}
+
+/// Splits `host[:port]` and checks both: a name of letters, digits, `-`, `_` and `.` (at most
+/// one trailing dot, no empty label), an IPv4 address, or a bracketed IPv6 address.
+fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
+    let raw = std::str::from_utf8(raw).ok()?;
+    let (name, port) = if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        let (name, rest) = raw.split_at(end + 1);
+        let inner = name.get(1..name.len() - 1)?;
+        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return None;
+        }
+        match rest {
+            "" => (name, None),
+            r => (name, Some(r.strip_prefix(':')?)),
+        }
+    } else {
+        let (name, port) = match raw.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (raw, None),
+        };
+        let labels = name.strip_suffix('.').unwrap_or(name);
+        if labels.is_empty() || labels.split('.').any(|l| l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+            return None;
+        }
+        (name, port)
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    Some((name, port))
 }
 
 /// A random request id: 16 lowercase hex digits.
@@ -536,6 +631,10 @@ impl Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = new_request_id();
         self.observe(session, ctx);
+        // Before the gateway's own endpoints too: login and logout build URLs from the host.
+        if let Err(e) = request_host(session.req_header()) {
+            return self.refuse(session, ctx, Refusal::BadHost(e.to_string())).await;
+        }
         if let Some(handled) = self.gateway_endpoint(session, ctx).await {
             return handled;
         }
@@ -578,6 +677,9 @@ impl Gateway {
             None => None,
         };
         let mut out = self.headers.upstream(upstream, ctx.trusted_proxy);
+        if let Some(host) = ctx.upstream_host.take() {
+            out.map.insert(http::header::HOST, http::HeaderValue::try_from(host).or_err(InternalError, "routed host is not a header value")?);
+        }
         if !out.cookies.is_empty() {
             if let Some(kept) = self.kept_cookies(&out.cookies) {
                 out.map.insert(http::header::COOKIE, kept);
@@ -678,7 +780,47 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 
 #[cfg(test)]
 mod tests {
-    use super::push_ip;
+    use super::{push_ip, request_host, HostError};
+    use pingora::http::RequestHeader;
+
+    #[test]
+    fn hosts_table() {
+        // (version, target, Host headers, routed host, Host for the upstream)
+        type Want = Result<Option<(&'static str, Option<&'static str>)>, HostError>;
+        let v11 = http::Version::HTTP_11;
+        let v10 = http::Version::HTTP_10;
+        let cases: [(http::Version, &str, &[&str], Want); 19] = [
+            (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
+            (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
+            (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
+            (v11, "/x", &["example.com."], Ok(Some(("example.com", Some("example.com"))))),
+            (v11, "/x", &["example.com.:81"], Ok(Some(("example.com", Some("example.com:81"))))),
+            (v11, "/x", &["127.0.0.1:80"], Ok(Some(("127.0.0.1", None)))),
+            (v11, "/x", &["[::1]:80"], Ok(Some(("[::1]", None)))),
+            (v11, "http://b.example/x", &["a.example"], Ok(Some(("b.example", Some("b.example"))))),
+            (v11, "http://b.example:81/x", &["b.example:81"], Ok(Some(("b.example", None)))),
+            (v11, "/x", &[], Err(HostError::Missing)),
+            (v11, "http://b.example/x", &[], Err(HostError::Missing)),
+            (v10, "/x", &[], Ok(None)),
+            (v11, "/x", &["a.example", "b.example"], Err(HostError::Duplicate)),
+            (v11, "/x", &[""], Err(HostError::Invalid)),
+            (v11, "/x", &["a..example"], Err(HostError::Invalid)),
+            (v11, "/x", &["a.example:x"], Err(HostError::Invalid)),
+            (v11, "/x", &["a example"], Err(HostError::Invalid)),
+            (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
+            (v11, "/x", &["."], Err(HostError::Invalid)),
+        ];
+        for (version, target, hosts, want) in cases {
+            let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+            req.set_version(version);
+            for h in hosts {
+                req.append_header("host", *h).unwrap();
+            }
+            let got = request_host(&req).map(|h| h.map(|h| (h.name.into_owned(), h.forward)));
+            let want = want.map(|h| h.map(|(n, f)| (n.to_string(), f.map(str::to_string))));
+            assert_eq!(got, want, "{version:?} {target} {hosts:?}");
+        }
+    }
 
     #[test]
     fn addresses_print_as_display_does() {

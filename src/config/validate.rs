@@ -458,6 +458,10 @@ fn protected_logout_target(client: &ClientSettings, routes: &[RouteSpec]) -> Opt
     let table = crate::authz::routes::RouteTable::build(routes).ok()?;
     let base = client.origins.first().map_or("http://localhost", |o| o.as_str());
     let url = Url::parse(base).ok()?.join(&client.post_logout_redirect).ok()?;
+    // The gateway answers its own endpoints before any route is matched.
+    if url.path().starts_with("/_authgate/") {
+        return None;
+    }
     let path = crate::authz::path::normalize(url.path()).ok()?;
     let hosts = std::iter::once(None).chain(client.origins.iter().filter_map(|o| Url::parse(o.as_str()).ok()).map(|u| u.host_str().map(str::to_string)));
     for host in hosts {

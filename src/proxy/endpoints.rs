@@ -508,6 +508,10 @@ impl Gateway {
     /// would bounce from straight back to the IdP).
     fn protected(&self, url: &str) -> bool {
         let Ok(url) = url::Url::parse(url) else { return true };
+        // The gateway answers its own endpoints (the signed-out page) before any route.
+        if url.path().starts_with(PREFIX) {
+            return false;
+        }
         let Ok(path) = crate::authz::path::normalize(url.path()) else { return true };
         match self.routes.resolve(url.host_str(), &path, &http::Method::GET) {
             Ok(crate::authz::routes::RouteMatch::Found { route, .. }) => route.access != crate::config::model::Access::Public,

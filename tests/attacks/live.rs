@@ -19,6 +19,7 @@ methods = ["POST"]
 upstream = "app"
 permission = "transfer:create"
 entity_id = "id"
+clients = ["billing"]
 on_error = "allow"
 
 [routes.attributes]
@@ -34,6 +35,7 @@ methods = ["POST"]
 upstream = "app"
 permission = "transfer:create"
 entity_id = "id"
+clients = ["billing"]
 
 [routes.attributes]
 amount = "body:amount"

@@ -19,6 +19,7 @@ name = "admin"
 path = "/admin/*"
 upstream = "app"
 permission = "admin:access"
+clients = ["billing"]
 
 [[routes]]
 name = "invoices"
@@ -26,6 +27,7 @@ path = "/invoices/{id}"
 methods = ["GET", "DELETE"]
 upstream = "app"
 permission = "invoice:read"
+clients = ["billing"]
 entity_id = "id"
 
 [[routes]]
@@ -33,6 +35,7 @@ name = "legacy"
 path = "/legacy/{id}/*"
 upstream = "app"
 permission = "invoice:read"
+clients = ["billing"]
 entity_id = "id"
 path_params = true
 
@@ -48,6 +51,7 @@ name = "hosted"
 path = "/hosted/*"
 upstream = "app"
 permission = "admin:access"
+clients = ["billing"]
 
 [[routes]]
 name = "catch-all"

@@ -167,11 +167,14 @@ fn is_canonical(text: &str) -> bool {
         },
     };
     let (host, port) = match rest.iter().rposition(|&b| b == b':') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        Some(i) => {
+            let (host, colon_port) = rest.split_at(i);
+            (host, colon_port.get(1..))
+        }
         None => (rest, None),
     };
     if let Some(p) = port {
-        let valid = !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && p[0] != b'0' && p != default_port;
+        let valid = !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && p.first() != Some(&b'0') && p != default_port;
         if !valid || p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) > 65535 {
             return false;
         }
@@ -185,8 +188,8 @@ fn is_canonical(text: &str) -> bool {
         let ok = !label.is_empty()
             && label.len() <= 63
             && label.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && label[0] != b'-'
-            && label[label.len() - 1] != b'-'
+            && label.first() != Some(&b'-')
+            && label.last() != Some(&b'-')
             && !label.starts_with(b"xn--");
         if !ok {
             return false;
@@ -196,7 +199,7 @@ fn is_canonical(text: &str) -> bool {
         if last_numeric {
             numeric_labels += 1;
             // A dotted-quad octet: up to 255, no leading zero.
-            octets_ok &= label.len() <= 3 && (label.len() == 1 || label[0] != b'0') && label.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 255;
+            octets_ok &= label.len() <= 3 && (label.len() == 1 || label.first() != Some(&b'0')) && label.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 255;
         }
     }
     if last_numeric {
@@ -305,16 +308,13 @@ impl ClientRegistry {
             }
         };
         match candidate {
-            Ok(origin) => match self.owner(&origin).or(self.default_client) {
-                Some(i) => Identified::Known { index: i, client: &self.clients[i], origin },
+            Ok(origin) => match self.owner(&origin).or(self.default_client).and_then(|i| Some((i, self.clients.get(i)?))) {
+                Some((i, client)) => Identified::Known { index: i, client, origin },
                 None => Identified::Unknown(origin.to_string()),
             },
-            Err(text) => match self.default_client {
-                Some(i) => match hints.own.cloned() {
-                    Some(origin) => Identified::Known { index: i, client: &self.clients[i], origin },
-                    None => Identified::Unknown(text),
-                },
-                None => Identified::Unknown(text),
+            Err(text) => match (self.default_client.and_then(|i| Some((i, self.clients.get(i)?))), hints.own.cloned()) {
+                (Some((i, client)), Some(origin)) => Identified::Known { index: i, client, origin },
+                _ => Identified::Unknown(text),
             },
         }
     }

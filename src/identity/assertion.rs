@@ -24,6 +24,9 @@ pub enum AssertionError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The configured header name is not one.
+    #[error("{0:?} is not a header name")]
+    Header(String),
     /// A key file is not a usable key.
     #[error("{path}: {source}")]
     Key {
@@ -58,7 +61,9 @@ pub struct Asserter {
     issuer: String,
     lifetime: Duration,
     header: http::HeaderName,
-    cache: Cache<[u8; 32], Arc<str>>,
+    cache: Cache<crate::digest::Digest, Arc<str>>,
+    /// Cache keys: a keyed digest of the claims, as every cache of the gateway.
+    keys: crate::digest::KeyedDigest,
 }
 
 impl Asserter {
@@ -84,8 +89,9 @@ impl Asserter {
             jwks: serde_json::json!({ "keys": published }).to_string(),
             issuer: s.issuer.clone(),
             lifetime: s.lifetime,
-            header: http::HeaderName::from_bytes(s.header.as_bytes()).expect("validated header name"),
+            header: http::HeaderName::from_bytes(s.header.as_bytes()).map_err(|_| AssertionError::Header(s.header.clone()))?,
             cache: Cache::builder().max_capacity(100_000).time_to_live(s.lifetime / 2).build(),
+            keys: crate::digest::KeyedDigest::random(),
         })
     }
 
@@ -101,12 +107,9 @@ impl Asserter {
 
     /// A signed assertion for these claims, reused while younger than half its lifetime.
     pub fn assertion(&self, c: &Claims<'_>) -> Arc<str> {
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for part in [c.subject, c.email.unwrap_or("\u{0}"), c.client.unwrap_or("\u{0}"), c.permission.unwrap_or("\u{0}"), c.decision, c.audience] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
-        }
-        let key: [u8; 32] = ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+        // An absent part and an empty one differ: absent parts are a lone NUL, which no claim is.
+        let parts = [c.subject, c.email.unwrap_or("\u{0}"), c.client.unwrap_or("\u{0}"), c.permission.unwrap_or("\u{0}"), c.decision, c.audience];
+        let key = self.keys.of(&parts.map(str::as_bytes));
         self.cache.get_with(key, || {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let claims = serde_json::json!({

@@ -178,7 +178,9 @@ impl Verifier {
 
     /// Checks tokens exchanged for API keys against `audiences` (`api_keys.audience`).
     pub fn with_api_key_audiences(mut self, idp: &IdpSettings, audiences: &[String]) -> Verifier {
-        self.validations[Audience::ApiKey.index()] = validations(idp, audiences);
+        if let Some(v) = self.validations.get_mut(Audience::ApiKey.index()) {
+            *v = validations(idp, audiences);
+        }
         self.api_key_audiences = audiences.to_vec();
         self
     }

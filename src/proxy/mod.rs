@@ -417,7 +417,7 @@ impl Gateway {
     }
 
     fn route(&self, ctx: &RequestCtx) -> Option<&RouteSpec> {
-        ctx.route.map(|i| &self.routes.routes()[i])
+        ctx.route.and_then(|i| self.routes.routes().get(i))
     }
 
     fn route_name(&self, ctx: &RequestCtx) -> &str {
@@ -425,7 +425,7 @@ impl Gateway {
     }
 
     fn client_name(&self, ctx: &RequestCtx) -> &str {
-        ctx.client.map(|i| self.clients.all()[i].name.as_str()).unwrap_or("-")
+        ctx.client.and_then(|i| self.clients.all().get(i)).map_or("-", |c| c.name.as_str())
     }
 }
 
@@ -579,7 +579,7 @@ fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
 fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u64 = rand::random();
-    (0..16).rev().map(|i| HEX[((n >> (i * 4)) & 15) as usize] as char).collect()
+    (0..16).rev().filter_map(|i| HEX.get(((n >> (i * 4)) & 15) as usize)).map(|&d| char::from(d)).collect()
 }
 
 /// A route's permission in one client's namespace, named once at start: `entity`
@@ -688,15 +688,15 @@ impl Gateway {
         if let Some(p) = &ctx.principal {
             let (subject, email) = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
-            out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.map(|i| &self.client_values[i]), permission });
+            out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.and_then(|i| self.client_values.get(i)), permission });
             if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
                 let jwt = self.asserter.assertion(&assertion::Claims {
                     subject: &p.subject,
                     email: p.email.as_deref(),
-                    client: ctx.client.map(|i| self.clients.all()[i].name.as_str()),
+                    client: ctx.client.and_then(|i| self.clients.all().get(i)).map(|c| c.name.as_str()),
                     permission: ctx.granted.as_ref().map(|g| &*g.granted),
                     decision: ctx.decision,
-                    audience: &self.upstreams[route.upstream].name,
+                    audience: self.upstreams.get(route.upstream).map_or("-", |u| u.name.as_str()),
                 });
                 out.map.insert(self.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
             }

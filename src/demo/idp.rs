@@ -61,6 +61,38 @@ pub enum IdTokenTrick {
     AlgNone,
     /// An `aud` other than the client id.
     WrongAudience,
+    /// No `nonce` claim at all.
+    NoNonce,
+    /// `exp` two minutes in the past (beyond the usual leeway).
+    Expired,
+    /// `nbf` ten minutes in the future.
+    NotYetValid,
+    /// `aud` an array of two other clients, without the client id.
+    AudArrayWithoutClient,
+    /// Signed by the active key, but the header carries no `kid`.
+    NoKid,
+    /// Signed by the active key, then the payload changed (the signature no longer matches).
+    BadSignature,
+}
+
+/// A raw answer the token endpoint gives instead of tokens (test knob).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+    /// The body, as is.
+    pub body: String,
+}
+
+/// How every endpoint of the IdP misbehaves (test knob), beyond [`DevIdp::set_available`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer after this long.
+    Delay(std::time::Duration),
+    /// Answer `200 text/html` with a page that is not what was asked for.
+    Garbage,
 }
 
 struct CodeGrant {
@@ -80,6 +112,7 @@ struct Flow {
     trick: Option<IdTokenTrick>,
     authorize_error: Option<String>,
     callback_iss: Option<String>,
+    token_answer: Option<RawAnswer>,
 }
 
 /// Why the development IdP could not start or do what was asked.
@@ -204,6 +237,8 @@ struct Shared {
     opaque_access_tokens: AtomicBool,
     end_session: AtomicBool,
     end_session_requests: AtomicUsize,
+    fault: Mutex<Option<Fault>>,
+    check_refuses_bearer: AtomicBool,
 }
 
 /// Every key this IdP generated, in order; only published ones appear in the JWKS.
@@ -265,6 +300,8 @@ impl DevIdp {
             opaque_access_tokens: AtomicBool::new(false),
             end_session: AtomicBool::new(true),
             end_session_requests: AtomicUsize::new(0),
+            fault: Mutex::new(None),
+            check_refuses_bearer: AtomicBool::new(false),
         });
 
         let (sender, receiver) = oneshot::channel::<()>();
@@ -458,6 +495,22 @@ impl DevIdp {
         self.shared.end_session_requests.load(Ordering::SeqCst)
     }
 
+    /// Makes the token endpoint answer code and refresh grants with this (`None`: normally).
+    pub fn set_token_answer(&self, answer: Option<RawAnswer>) {
+        self.shared.flow().token_answer = answer;
+    }
+
+    /// Makes every endpoint misbehave (`None`: behave). Requests are still counted.
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *self.shared.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+    }
+
+    /// While `true`, check-permission answers 401 to `Authorization: Bearer` callers (like
+    /// Auther, which accepts only its session cookie or an API key there).
+    pub fn set_check_refuses_bearer(&self, refuses: bool) {
+        self.shared.check_refuses_bearer.store(refuses, Ordering::SeqCst);
+    }
+
     /// The authorization endpoint's URL.
     pub fn authorize_url(&self) -> String {
         format!("{}{AUTHORIZE_PATH}", self.shared.issuer)
@@ -560,6 +613,14 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     };
     if let Some(counter) = counter {
         counter.fetch_add(1, Ordering::SeqCst);
+    }
+    let fault = shared.fault.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    match fault {
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Garbage) => {
+            return ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], "<html><body>Bad gateway, maybe</body></html>").into_response();
+        }
+        None => {}
     }
     if !shared.available.load(Ordering::SeqCst) {
         return error_response(
@@ -741,6 +802,30 @@ impl Shared {
             Some(IdTokenTrick::WrongNonce) => claims["nonce"] = json!("not-the-nonce"),
             Some(IdTokenTrick::WrongIssuer) => claims["iss"] = json!("https://evil.example"),
             Some(IdTokenTrick::WrongAudience) => claims["aud"] = json!("another-client"),
+            Some(IdTokenTrick::NoNonce) => {
+                if let Value::Object(map) = &mut claims {
+                    map.remove("nonce");
+                }
+            }
+            Some(IdTokenTrick::Expired) => {
+                claims["exp"] = json!(now.saturating_sub(120));
+                claims["iat"] = json!(now.saturating_sub(1000) * 1000);
+            }
+            Some(IdTokenTrick::NotYetValid) => claims["nbf"] = json!(now + 600),
+            Some(IdTokenTrick::AudArrayWithoutClient) => claims["aud"] = json!(["another-client", "a-third-client"]),
+            Some(IdTokenTrick::NoKid) => {
+                let key = self.keys_read().active.clone();
+                return key.sign_without_kid(&self.complete(claims));
+            }
+            Some(IdTokenTrick::BadSignature) => {
+                use base64::Engine;
+                let signed = self.mint(claims.clone());
+                claims["sub"] = json!("user_mallory");
+                let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.complete(claims).to_string());
+                let mut parts = signed.split('.');
+                let (header, signature) = (parts.next().unwrap_or_default(), parts.nth(1).unwrap_or_default());
+                return format!("{header}.{payload}.{signature}");
+            }
             Some(IdTokenTrick::UnknownKey) => {
                 if let Ok(key) = SigningKey::generate(Algorithm::RS256) {
                     return key.sign(&self.complete(claims));
@@ -774,6 +859,11 @@ async fn token(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap
     };
     if !authenticated {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let answer = shared.flow().token_answer.clone();
+    if let Some(answer) = answer {
+        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (status, [(header::CONTENT_TYPE, answer.content_type)], answer.body).into_response();
     }
     let ttl = shared.token_ttl.load(Ordering::SeqCst);
     match grant.as_str() {
@@ -975,7 +1065,8 @@ async fn check_permission(State(shared): State<Arc<Shared>>, headers: axum::http
         return error_response(StatusCode::BAD_REQUEST, "invalid_request", "the body is not JSON");
     };
     lock(&shared.authz.checks).push((request.clone(), credential.clone()));
-    if credential.is_none() {
+    let bearer = credential.as_deref().is_some_and(|c| c.starts_with("Bearer "));
+    if credential.is_none() || (bearer && shared.check_refuses_bearer.load(Ordering::SeqCst)) {
         return error_response(StatusCode::UNAUTHORIZED, "unauthorized", "send a bearer token or an API key");
     }
     for field in ["entityType", "permission"] {

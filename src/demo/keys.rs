@@ -146,6 +146,13 @@ impl SigningKey {
             .expect("signing key was proven to sign when it was generated")
     }
 
+    /// Signs `claims` like [`SigningKey::sign`] but without `kid` in the header (for tests of
+    /// relying parties picking the key by algorithm).
+    pub fn sign_without_kid(&self, claims: &serde_json::Value) -> String {
+        let header = Header::new(self.alg);
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap_or_default()
+    }
+
     fn try_sign(&self, claims: &serde_json::Value) -> jsonwebtoken::errors::Result<String> {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());

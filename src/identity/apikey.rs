@@ -10,7 +10,9 @@
 //! verify is remembered (for `failure_ttl`). Anything that says the IdP cannot answer now —
 //! 429, any 5xx or other status, a timeout, a connection error, an unreadable answer — is
 //! [`ApiKeyError::Unavailable`] (503 with `Retry-After` to the caller) and is not remembered:
-//! the key works again as soon as the exchange does.
+//! the key works again as soon as the exchange does. Meanwhile a key whose earlier exchange is
+//! still valid (its token not expired, no signing key removed since) keeps working on that
+//! token: an IdP outage costs cached keys nothing until their tokens expire.
 
 use super::verify::{Audience, TokenError, Verifier};
 use super::Principal;
@@ -78,6 +80,9 @@ pub struct ApiKeys {
     http: reqwest::Client,
     verifier: Arc<Verifier>,
     cache: Cache<[u8; 32], Entry>,
+    /// The last successful exchange per key, kept until its token expires: used only while the
+    /// IdP cannot answer a new exchange.
+    last_good: Cache<[u8; 32], Entry>,
     failure_ttl: Duration,
     metrics: Metrics,
 }
@@ -87,14 +92,18 @@ impl ApiKeys {
     /// tokens for [`Audience::ApiKey`].
     pub fn from_config(url: Option<Url>, timeout: Duration, s: &ApiKeySettings, verifier: Arc<Verifier>, metrics: Metrics) -> ApiKeys {
         let http = crate::identity::idp_client(timeout, false);
-        ApiKeys { url, http, verifier, cache: Cache::builder().max_capacity(s.cache_size).expire_after(EntryTtl).build(), failure_ttl: s.failure_ttl, metrics }
+        let cache = || Cache::builder().max_capacity(s.cache_size).expire_after(EntryTtl).build();
+        ApiKeys { url, http, verifier, cache: cache(), last_good: cache(), failure_ttl: s.failure_ttl, metrics }
     }
 
     /// The verified identity behind an API key.
     pub async fn authenticate(&self, key: &str) -> Result<Exchanged, ApiKeyError> {
         let digest = key_digest(key);
         // Unavailability is returned to every caller waiting on this exchange, and not cached.
-        let entry = self.cache.try_get_with(digest, self.exchange(key)).await.map_err(|e| (*e).clone())?;
+        let entry = match self.cache.try_get_with(digest, self.exchange(key, digest)).await {
+            Ok(entry) => entry,
+            Err(unavailable) => return self.still_valid(&digest).await.ok_or_else(|| (*unavailable).clone()),
+        };
         if let Ok(e) = &entry.result {
             // Never hand out a token past its expiry, whatever the cache's clock says, nor one
             // verified before a signing key left the JWKS (it may be the key that signed it).
@@ -106,7 +115,15 @@ impl ApiKeys {
         entry.result
     }
 
-    async fn exchange(&self, key: &str) -> Result<Entry, ApiKeyError> {
+    /// The key's last successful exchange, if its token is still valid and no signing key left
+    /// the JWKS since it was verified.
+    async fn still_valid(&self, digest: &[u8; 32]) -> Option<Exchanged> {
+        let entry = self.last_good.get(digest).await?;
+        let exchanged = entry.result.ok()?;
+        (exchanged.principal.expires_at > now_secs() && entry.removals == self.verifier.removals()).then_some(exchanged)
+    }
+
+    async fn exchange(&self, key: &str, digest: [u8; 32]) -> Result<Entry, ApiKeyError> {
         let removals = self.verifier.removals();
         let result = self.call(key).await;
         self.metrics
@@ -119,9 +136,17 @@ impl ApiKeys {
             }])
             .inc();
         match result {
-            Ok((exchanged, refresh_in)) => Ok(Entry { result: Ok(exchanged), ttl: refresh_in, removals }),
+            Ok((exchanged, refresh_in)) => {
+                let valid_for = Duration::from_secs(exchanged.principal.expires_at.saturating_sub(now_secs()));
+                self.last_good.insert(digest, Entry { result: Ok(exchanged.clone()), ttl: valid_for, removals }).await;
+                Ok(Entry { result: Ok(exchanged), ttl: refresh_in, removals })
+            }
             Err(e @ ApiKeyError::Unavailable(_)) => Err(e),
-            Err(e) => Ok(Entry { result: Err(e), ttl: self.failure_ttl, removals }),
+            Err(e) => {
+                // A definite refusal: the key was revoked, its old token must not stand in.
+                self.last_good.invalidate(&digest).await;
+                Ok(Entry { result: Err(e), ttl: self.failure_ttl, removals })
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (the IdP's
-//! keys have been loaded at least once, so tokens can be verified).
+//! keys have been loaded at least once, so tokens can be verified; it says so when the latest
+//! key fetch failed, while cached keys keep the gateway serving).
 
 use crate::identity::jwks::KeyStore;
 use crate::metrics::Metrics;
@@ -25,8 +26,14 @@ impl AdminApp {
         match path {
             "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render()),
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
-            "/readyz" if self.keys.is_loaded() => (StatusCode::OK, "text/plain", "ready\n".into()),
-            "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: the IdP's signing keys have not been loaded yet\n".into()),
+            "/readyz" if self.keys.is_loaded() => match self.keys.last_error() {
+                None => (StatusCode::OK, "text/plain", "ready\n".into()),
+                Some(why) => (StatusCode::OK, "text/plain", format!("ready on cached keys; the latest key fetch from the IdP failed: {why}\n")),
+            },
+            "/readyz" => match self.keys.last_error() {
+                None => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: the IdP's signing keys have not been loaded yet\n".into()),
+                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: the IdP's signing keys have not been loaded yet: {why}\n")),
+            },
             _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /readyz\n".into()),
         }
     }

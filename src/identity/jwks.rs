@@ -59,6 +59,8 @@ pub struct KeyStore {
     loaded: AtomicBool,
     generation: AtomicU64,
     last_fetch: Mutex<Option<Instant>>,
+    /// Why the latest fetch failed (cleared by the next that succeeds), for `/readyz`.
+    last_error: Mutex<Option<String>>,
     fetch_lock: tokio::sync::Mutex<()>,
     discovery_url: Url,
     jwks_url: Mutex<Option<Url>>,
@@ -78,6 +80,7 @@ impl KeyStore {
             loaded: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             last_fetch: Mutex::new(None),
+            last_error: Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(()),
             discovery_url: idp.discovery_url.clone(),
             jwks_url: Mutex::new(idp.jwks_url.clone()),
@@ -92,6 +95,11 @@ impl KeyStore {
     /// True once a key set has been fetched.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Why the latest key fetch failed, while the IdP keeps failing (`None` after a success).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The key with this id, from the cache only.
@@ -133,6 +141,7 @@ impl KeyStore {
         *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let result = self.fetch().await;
         self.metrics.jwks_fetches.with_label_values(&[if result.is_ok() { "ok" } else { "error" }]).inc();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().map(ToString::to_string);
         let fresh = result?;
         let old = self.keys.load();
         let removed_keys = old.keys().any(|kid| !fresh.contains_key(kid));

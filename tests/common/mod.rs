@@ -47,8 +47,25 @@ impl Gateway {
 
     /// Sends SIGHUP: reload the config file.
     pub fn reload(&self) {
-        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        self.signal("HUP");
+    }
+
+    /// Sends the signal named `name` (`"TERM"`, `"HUP"`...) to the gateway.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it did.
+    pub async fn exited_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 }
 

@@ -177,7 +177,12 @@ async fn on_error_allow_lets_requests_through_when_the_idp_is_down() {
     let extra = PAYMENTS.replace("signed_identity = true\n\n[routes.attributes]", "signed_identity = true\non_error = \"allow\"\n\n[routes.attributes]");
     let w = World::start_with(Setup { extra, ..Setup::default() }).await;
     w.idp.set_abac_mode(AbacMode::Status(502));
+    let before = w.idp.abac_requests();
     assert_eq!(refund(&w, &refunder(&w), r#"{"amount": 1}"#).await.status(), 200);
+    assert_eq!(w.idp.abac_requests(), before + 1, "the live check was not attempted");
+    // Only unavailability lets it through: a 500 from the same IdP is still 503.
+    w.idp.set_abac_mode(AbacMode::Status(500));
+    assert_eq!(refund(&w, &refunder(&w), r#"{"amount": 2}"#).await.status(), 503);
 }
 
 #[tokio::test]

@@ -252,7 +252,16 @@ async fn idp_down_with_cached_keys_still_verifies() {
     let seen = w.token(invoice_read());
     assert_eq!(w.get("/api/invoices/42", Some(&seen)).await.status(), 200);
     w.idp.set_available(false);
-    // A token never seen before, signed by a cached key: no IdP call needed.
+    // First a key fetch fails: an unknown kid sends the gateway to the (down) IdP.
+    let jwks_before = w.idp.jwks_requests();
+    let stranger = SigningKey::generate(Algorithm::ES256).unwrap();
+    let t = stranger.sign(&json!({"sub": "x", "aud": AUDIENCE, "iss": w.idp.issuer(), "exp": now() + 60}));
+    assert_eq!(w.get("/api/invoices/42", Some(&t)).await.status(), 401);
+    assert!(w.idp.jwks_requests() > jwks_before, "no key fetch was tried");
+    let metrics = w.http.get(format!("{}/metrics", w.gw.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("authgate_jwks_fetches_total{result=\"error\"}"), "{metrics}");
+    // The failed fetch kept the cached keys. A token never seen before, signed by a cached
+    // key: no IdP call needed.
     let fresh = w.idp.mint(json!({"sub": "user_9", "aud": AUDIENCE, "permissions": invoice_read()}));
     assert_eq!(w.get("/api/invoices/42", Some(&fresh)).await.status(), 200);
     assert_eq!(w.get("/api/invoices/42", Some(&seen)).await.status(), 200);

@@ -234,7 +234,8 @@ impl Verifier {
             return Ok(p);
         }
         if let Some(e) = self.rejected.get(&digest) {
-            self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
+            // Counted apart from fresh refusals: a replayed bad token costs no signature check.
+            self.metrics.jwt_verifications.with_label_values(&["rejected_cached"]).inc();
             return Err(e);
         }
         let removals = self.removals();
@@ -531,6 +532,15 @@ mod tests {
         // Removing every key drops the cache on the next refresh; `install` alone does not.
         v.keys().install(Default::default());
         assert!(v.verify(&t).await.is_ok());
+
+        // A cached token leaves the cache at its `exp`, even while the leeway would still
+        // accept it on a fresh verification.
+        let v = verifier(&[&key]);
+        let short = key.sign(&claims(json!({"exp": now_secs() + 1})));
+        assert!(v.verify(&short).await.is_ok());
+        assert!(v.cached(&short).is_some());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(v.cached(&short).is_none(), "an expired token was still served from the cache");
     }
 
     #[tokio::test]

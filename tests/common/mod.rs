@@ -245,17 +245,25 @@ pub async fn spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool
 }
 
 /// Starts a gateway on fresh ports, up to three times: a port handed out by [`free_port`] can
-/// be taken by a parallel test before the gateway binds it.
+/// be taken by a parallel test before the gateway binds it. Only a lost port is retried; any
+/// other start-up failure (a crash, a refused config) fails at once with the gateway's log.
 pub async fn start_gateway(make_config: impl Fn(u16, u16) -> String, wait_ready: bool) -> Gateway {
     let mut last = String::new();
     for _ in 0..3 {
         let (port, admin) = (free_port(), free_port());
         match try_spawn_gateway(&make_config(port, admin), port, admin, wait_ready).await {
             Ok(gw) => return gw,
-            Err(log) => last = log,
+            Err(log) if lost_port(&log) => last = log,
+            Err(log) => panic!("gateway did not become ready (not a lost port); its log:\n{log}"),
         }
     }
     panic!("gateway did not become ready in three attempts; the last log:\n{last}")
+}
+
+/// Whether a start-up log says a listen address was taken.
+fn lost_port(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    log.contains("address already in use") || log.contains("addrinuse") || log.contains("os error 98")
 }
 
 /// Like [`spawn_gateway`], but a gateway that exits or never gets ready is an `Err` with its log.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Sections whose changes a reload cannot apply, with what differs between `old` and `new`.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -39,14 +39,16 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 /// Reloads the config file on SIGHUP.
 pub struct Reloader {
     path: PathBuf,
-    running: Mutex<Config>,
+    /// The config the process started with: sections that need a restart stay as in it, so
+    /// every later reload is compared with it and keeps naming a change still unapplied.
+    started: Config,
     gateway: Arc<ArcSwap<Gateway>>,
 }
 
 impl Reloader {
     /// Watches for SIGHUP and reloads `path` into `gateway`; `running` is the config in force.
     pub fn new(path: PathBuf, running: Config, gateway: Arc<ArcSwap<Gateway>>) -> Reloader {
-        Reloader { path, running: Mutex::new(running), gateway }
+        Reloader { path, started: running, gateway }
     }
 
     /// Reads, validates and applies the file once. `Err` says why the running config stays.
@@ -54,13 +56,11 @@ impl Reloader {
         let config = load(&self.path).map_err(|e| e.to_string())?;
         let current = self.gateway.load_full();
         let next = current.reloaded(&config).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = restart_needed(&running, &config);
+        let kept = restart_needed(&self.started, &config);
         if !kept.is_empty() {
             tracing::warn!(sections = ?kept, "changed settings need a restart to take effect; the rest is applied now");
         }
         self.gateway.store(Arc::new(next));
-        *running = config;
         tracing::info!(file = %self.path.display(), "config reloaded");
         Ok(())
     }

@@ -111,7 +111,7 @@ async fn demo_answers_its_printed_curl_commands() {
     let http = client();
     let up = eventually(Duration::from_secs(20), || async { http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) }).await;
     assert!(up, "the demo gateway did not become ready");
-    let mut checked = 0;
+    let (mut checked, mut promised) = (0, 0);
     for line in &curls {
         let (command, comment) = line.split_once('#').unwrap();
         let Some(expected) = comment.trim().split(':').next().and_then(|c| c.trim().parse::<u16>().ok()) else { continue };
@@ -131,11 +131,37 @@ async fn demo_answers_its_printed_curl_commands() {
             }
             i += 1;
         }
-        let status = req.send().await.unwrap().status().as_u16();
+        let response = req.send().await.unwrap();
+        let status = response.status().as_u16();
         assert_eq!(status, expected, "{command}");
         checked += 1;
+        // What the comments promise beyond the status.
+        if comment.contains("identity headers") || comment.contains("signed identity JWT") {
+            let base = url.split("/api/").next().unwrap().to_string();
+            let echoed: serde_json::Value = response.json().await.unwrap();
+            let headers = &echoed["headers"];
+            let subject = headers["x-auth-subject"].as_str().unwrap_or_else(|| panic!("no identity headers for {command}: {echoed}")).to_string();
+            // The subject is the one of the token the command sends.
+            let token = words.iter().find_map(|w| w.strip_prefix("Authorization: Bearer ")).unwrap();
+            let payload = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, token.split('.').nth(1).unwrap()).unwrap();
+            let sent: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(sent["sub"], subject.as_str(), "{command}");
+            if comment.contains("signed identity JWT") {
+                let assertion = headers["x-auth-jwt"].as_str().unwrap_or_else(|| panic!("no signed identity for {command}: {echoed}"));
+                let jwks: jsonwebtoken::jwk::JwkSet = http.get(format!("{base}/.well-known/authgate/jwks.json")).send().await.unwrap().json().await.unwrap();
+                let header = jsonwebtoken::decode_header(assertion).unwrap();
+                let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the assertion's kid is in the gateway's JWKS");
+                let mut v = jsonwebtoken::Validation::new(header.alg);
+                v.validate_aud = false;
+                let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v).unwrap().claims;
+                assert_eq!(claims["sub"], subject, "{command}");
+                promised += 1;
+            }
+            promised += 1;
+        }
     }
     assert!(checked >= 10, "only {checked} commands had an expected status");
+    assert_eq!(promised, 3, "the identity-header and signed-JWT promises were not all checked");
 }
 
 /// Splits a printed command into words, honouring single quotes.

@@ -350,3 +350,11 @@ async fn sigterm_lets_in_flight_requests_finish_and_accepts_nothing_new() {
     assert!(f.gw.exited_within(Duration::from_secs(5)).await, "still running after SIGTERM");
     assert!(stopped.elapsed() < Duration::from_secs(6));
 }
+
+#[test]
+fn the_test_gateway_retries_only_a_lost_port() {
+    assert!(lost_port("WARN pingora_core::listeners::l4: 127.0.0.1:34241 is in use, will try again"));
+    assert!(lost_port("Error: Address already in use (os error 98)"));
+    assert!(!lost_port("thread 'main' panicked at src/server.rs:10:5"));
+    assert!(!lost_port("config error: \"nope\" is not a configured upstream"));
+}

@@ -260,10 +260,11 @@ pub async fn start_gateway(make_config: impl Fn(u16, u16) -> String, wait_ready:
     panic!("gateway did not become ready in three attempts; the last log:\n{last}")
 }
 
-/// Whether a start-up log says a listen address was taken.
-fn lost_port(log: &str) -> bool {
+/// Whether a start-up log says a listen address was taken (Pingora logs `127.0.0.1:N is in
+/// use, will try again` and keeps trying; a bind error says `Address already in use`).
+pub fn lost_port(log: &str) -> bool {
     let log = log.to_ascii_lowercase();
-    log.contains("address already in use") || log.contains("addrinuse") || log.contains("os error 98")
+    log.contains("is in use") || log.contains("address already in use") || log.contains("addrinuse") || log.contains("os error 98")
 }
 
 /// Like [`spawn_gateway`], but a gateway that exits or never gets ready is an `Err` with its log.

@@ -3,8 +3,8 @@
 
 mod common;
 
-use authgate::demo::echo::EchoServer;
-use authgate::demo::idp::{DevIdp, IdTokenTrick};
+use devidp::echo::EchoServer;
+use devidp::idp::{DevIdp, IdTokenTrick};
 use common::*;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::{json, Value};

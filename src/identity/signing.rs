@@ -1,5 +1,6 @@
-//! Signing keys generated at runtime for the development IdP: no key files, a fresh
-//! key pair per process, published as a public JWK and used to sign JWTs.
+//! The gateway's signing key for identity assertions: an operator's PKCS#8 key file or a key
+//! generated at start, published as a public JWK (RFC 7638 thumbprint as `kid` for key files)
+//! and used to sign JWTs.
 
 use std::fmt;
 
@@ -20,7 +21,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 /// Why a signing key could not be generated.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The algorithm is not one the development IdP signs with.
+    /// The algorithm is not one the gateway signs with.
     #[error("algorithm {0:?} is not supported for signing keys: use RS256, PS256, ES256 or EdDSA")]
     Unsupported(Algorithm),
     /// The crypto library failed to generate or serialise the key pair.
@@ -141,6 +142,7 @@ impl SigningKey {
     }
 
     /// Signs `claims` as a JWT whose header carries `alg`, `kid` and `typ: JWT`.
+    #[allow(clippy::expect_used, reason = "every key is proven to sign when it is loaded, and a JSON value always serialises")]
     pub fn sign(&self, claims: &serde_json::Value) -> String {
         self.try_sign(claims)
             .expect("signing key was proven to sign when it was generated")

@@ -2,8 +2,8 @@
 //! development IdP as the mock IdP, and the echo upstream.
 #![allow(dead_code)]
 
-use authgate::demo::echo::EchoServer;
-use authgate::demo::idp::DevIdp;
+use devidp::echo::EchoServer;
+use devidp::idp::DevIdp;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

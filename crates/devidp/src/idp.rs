@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use super::keys::{KeyError, SigningKey};
+use crate::keys::{KeyError, SigningKey};
 
 /// The audience written into tokens from `/token` unless [`DevIdp::set_audience`] changes it.
 pub const DEFAULT_AUDIENCE: &str = "authgate-demo";
@@ -613,8 +613,12 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+/// 24 random bytes, base64url: codes, refresh tokens, opaque access tokens.
 fn random_string() -> String {
-    crate::identity::session::random_token(24)
+    use base64::Engine as _;
+    let mut bytes = [0u8; 24];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn now_secs() -> u64 {
@@ -669,7 +673,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Development IdP: sign in</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:4em auto}}li{{margin:.6em 0}}</style></head>\
              <body><h1>Sign in to {client}</h1><p>Development IdP: choose a demo user.</p><ul>{links}</ul></body></html>\n",
-            client = crate::responses::escape_html(&client_id),
+            client = crate::echo::escape(&client_id),
         );
         return ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page).into_response();
     };

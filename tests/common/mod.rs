@@ -153,9 +153,11 @@ namespace = "client_demo"
 /// without `azp`) are decided in `client_abc`; `/api/me` serves both. [`Setup::clients`] declares
 /// other client apps instead (see [`Clients`]).
 pub fn config(port: u16, admin: u16, idp: &DevIdp, upstream: SocketAddr, setup: &Setup) -> String {
-    let (threads, serves, app_route) = match setup.clients {
-        Clients::BillingAndReports => (1, "clients = [\"billing\"]", ""),
-        Clients::SignIn => (2, "", "\n[[routes]]\nname = \"app\"\npath = \"/app/*\"\nupstream = \"app\"\nauth = \"authenticated\"\n"),
+    // Sign-in's IdP timeout is the default (3s): an id_token signed by an unknown key costs the dev
+    // IdP a fresh RSA key, slow in a debug build on a busy machine.
+    let (threads, timeout, serves, app_route) = match setup.clients {
+        Clients::BillingAndReports => (1, "2s", "clients = [\"billing\"]", ""),
+        Clients::SignIn => (2, "3s", "", "\n[[routes]]\nname = \"app\"\npath = \"/app/*\"\nupstream = \"app\"\nauth = \"authenticated\"\n"),
     };
     format!(
         r#"
@@ -172,7 +174,7 @@ listen = "127.0.0.1:{admin}"
 issuer = "{issuer}"
 audience = "{AUDIENCE}"
 jwks_min_refetch_interval = "1ms"
-timeout = "2s"
+timeout = "{timeout}"
 check_permission_url = "{issuer}/api/auth/check-permission"
 api_key_exchange_url = "{issuer}/api/auth/api-key/exchange"
 {idp_extra}

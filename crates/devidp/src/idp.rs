@@ -753,7 +753,9 @@ impl Shared {
             claims["nonce"] = json!(n);
         }
         #[cfg(any(test, feature = "testing"))]
-        match self.flow().trick.take() {
+        let trick = self.flow().trick.take();
+        #[cfg(any(test, feature = "testing"))]
+        match trick {
             Some(IdTokenTrick::WrongNonce) => claims["nonce"] = json!("not-the-nonce"),
             Some(IdTokenTrick::WrongIssuer) => claims["iss"] = json!("https://evil.example"),
             Some(IdTokenTrick::WrongAudience) => claims["aud"] = json!("another-client"),

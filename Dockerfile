@@ -3,7 +3,8 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked && cp target/release/authgate /usr/local/bin/authgate
+# --no-default-features: no `authgate demo`, so the development IdP (crates/devidp) is not in the image.
+RUN cargo build --release --locked --no-default-features -p authgate && cp target/release/authgate /usr/local/bin/authgate
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \

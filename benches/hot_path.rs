@@ -9,7 +9,7 @@ use authgate::authz::path::normalize;
 use authgate::authz::permissions;
 use authgate::authz::routes::RouteTable;
 use authgate::config;
-use authgate::demo::keys::SigningKey;
+use devidp::keys::SigningKey;
 use authgate::identity::jwks::{parse_jwks, KeyStore};
 use authgate::identity::verify::Verifier;
 use authgate::metrics::Metrics;

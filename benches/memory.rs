@@ -7,7 +7,7 @@
 //! `AUTHGATE_MEM_MAX=100000` stops earlier.
 
 use authgate::config;
-use authgate::demo::keys::SigningKey;
+use devidp::keys::SigningKey;
 use authgate::identity::apikey::ApiKeys;
 use authgate::identity::jwks::{parse_jwks, KeyStore};
 use authgate::identity::session::{MemoryStore, SessionData, SessionId, SessionStore, Tokens};

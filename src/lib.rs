@@ -22,6 +22,7 @@ pub mod clients;
 pub mod config;
 #[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 pub mod cors;
+#[cfg(feature = "demo")]
 pub mod demo;
 #[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 pub mod digest;

@@ -1,4 +1,4 @@
-//! The `authgate` command: `run`, `check` and `demo`.
+//! The `authgate` command: `run`, `check`, `health` and (with the default feature `demo`) `demo`.
 
 use authgate::config;
 use clap::{Parser, Subcommand};
@@ -39,6 +39,7 @@ enum Command {
         admin: SocketAddr,
     },
     /// Start a self-contained demo on loopback: gateway, development IdP and echo upstream.
+    #[cfg(feature = "demo")]
     Demo {
         /// The gateway's proxy address.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -93,6 +94,7 @@ fn main() -> ExitCode {
             serve(&config, Some(&path))
         }
         Command::Health { admin } => health(admin),
+        #[cfg(feature = "demo")]
         Command::Demo { listen, admin, idp } => match authgate::demo::run(listen, admin, idp) {
             Ok(config) => serve(&config, None),
             Err(e) => {

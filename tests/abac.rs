@@ -2,7 +2,7 @@
 
 mod common;
 
-use authgate::demo::idp::{demo_policy, AbacMode};
+use devidp::idp::{demo_policy, AbacMode};
 use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use authgate::demo::keys::SigningKey;
+use devidp::keys::SigningKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::*;
@@ -273,10 +273,10 @@ async fn idp_down_with_cached_keys_still_verifies() {
 
 #[tokio::test]
 async fn idp_down_from_the_start_fails_closed_with_503() {
-    let idp = authgate::demo::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
     idp.set_available(false);
-    let echo = authgate::demo::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &Setup::default()), false).await;
     let http = client();
     let upstream_before = echo.requests();

@@ -192,3 +192,25 @@ fn demo_refuses_non_loopback_addresses() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("0.0.0.0:9091 is not a loopback address"));
 }
+
+/// The packages `cargo tree` lists for authgate's normal and build dependencies, one name a line.
+fn dependency_names(extra: &[&str]) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "--locked", "--offline", "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")])
+        .args(["-p", "authgate", "-e", "normal,build", "--prefix", "none", "--format", "{p}"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+}
+
+/// The production build (`--no-default-features`, as the Dockerfile builds it) has no development
+/// IdP in it; the default build (`authgate demo`) has. `.ci/production-build` also checks the binary.
+#[test]
+fn only_the_demo_feature_brings_in_the_development_idp() {
+    assert!(dependency_names(&[]).iter().any(|p| p == "devidp"), "the default build has the demo");
+    let production = dependency_names(&["--no-default-features"]);
+    assert!(production.iter().any(|p| p == "pingora"), "cargo tree listed the dependencies: {production:?}");
+    assert!(!production.iter().any(|p| p == "devidp"), "devidp in the build without default features");
+}

@@ -3,8 +3,8 @@
 
 mod common;
 
-use authgate::demo::echo::EchoServer;
-use authgate::demo::idp::{DevIdp, IdTokenTrick};
+use devidp::echo::EchoServer;
+use devidp::idp::{DevIdp, IdTokenTrick};
 use common::*;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::{json, Value};
@@ -20,78 +20,18 @@ struct Login {
     b: String,
 }
 
-fn login_config(port: u16, admin: u16, idp: &DevIdp, upstream: std::net::SocketAddr, session_extra: &str) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:{port}"
-threads = 2
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[idp]
-issuer = "{issuer}"
-audience = "{AUDIENCE}"
-jwks_min_refetch_interval = "1ms"
-
-[session]
-allow_insecure_http = true
-{session_extra}
-
-[[clients]]
-name = "app-a"
-origins = ["http://localhost:{port}"]
-client_id = "client-a"
-client_secret = "secret-a"
-namespace = "client_demo"
-
-[[clients]]
-name = "app-b"
-origins = ["http://127.0.0.1:{port}"]
-client_id = "client-b"
-client_secret = "secret-b"
-token_auth = "client_secret_post"
-namespace = "client_demo"
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-name = "public"
-path = "/public/*"
-upstream = "app"
-auth = "none"
-
-[[routes]]
-name = "app"
-path = "/app/*"
-upstream = "app"
-auth = "authenticated"
-
-[[routes]]
-name = "invoice-read"
-path = "/api/invoices/{{id}}"
-methods = ["GET"]
-upstream = "app"
-permission = "invoice:read"
-"#,
-        issuer = idp.issuer(),
-    )
-}
-
 impl Login {
     async fn start(session_extra: &str) -> Login {
         let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         idp.set_audience(AUDIENCE);
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let setup = Setup { clients: Clients::SignIn, session_extra: session_extra.into(), ..Setup::default() };
         let gw = start_gateway(
             |port, admin| {
                 let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
                 idp.register_client("client-a", Some("secret-a"), &[&format!("{a}/_authgate/callback")]);
                 idp.register_client("client-b", Some("secret-b"), &[&format!("{b}/_authgate/callback")]);
-                login_config(port, admin, &idp, echo.addr(), session_extra)
+                config(port, admin, &idp, echo.addr(), &setup)
             },
             true,
         )

@@ -7,9 +7,9 @@ use serde_json::json;
 
 #[tokio::test]
 async fn serves_https_and_builds_the_origin_with_https() {
-    let idp = authgate::demo::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = authgate::demo::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));

@@ -5,7 +5,7 @@
 //! signs rarely.
 
 use crate::config::model::IdentityJwtSettings;
-use crate::demo::keys::{KeyError, SigningKey};
+use crate::identity::signing::{KeyError, SigningKey};
 use moka::sync::Cache;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

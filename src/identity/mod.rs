@@ -7,6 +7,7 @@ pub mod jwks;
 pub mod login;
 pub mod oidc;
 pub mod session;
+pub mod signing;
 pub mod verify;
 
 use http::HeaderValue;

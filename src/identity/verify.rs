@@ -430,7 +430,7 @@ fn audiences(aud: serde_json::Value) -> Box<[Box<str>]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::keys::SigningKey;
+    use devidp::keys::SigningKey;
     use crate::identity::jwks::parse_jwks;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
@@ -568,7 +568,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_removed_key_clears_every_audience_sets_cache_at_once() {
-        let idp = crate::demo::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let text = format!(
             "[idp]\nissuer = \"{}\"\naudience = \"api\"\njwks_min_refetch_interval = \"1ms\"\n[api_keys]\naudience = \"keys\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n",
             idp.issuer()

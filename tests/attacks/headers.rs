@@ -184,9 +184,9 @@ async fn underscored_names_that_pose_as_nothing_pass_when_allowed() {
 
 #[tokio::test]
 async fn no_secret_reaches_the_log_even_at_trace_level() {
-    let idp = authgate::demo::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = authgate::demo::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let setup = Setup { extra: "\n[headers]\nforward_token = true\n".into(), ..Setup::default() };
     let mut gw = None;
     for _ in 0..3 {

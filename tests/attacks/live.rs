@@ -4,7 +4,7 @@
 //! a refusal, and one caller's cached decision reused for another kind of credential.
 
 use crate::common::*;
-use authgate::demo::idp::{demo_policy, AbacMode};
+use devidp::idp::{demo_policy, AbacMode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,9 +162,9 @@ async fn caller_caused_answers_do_not_open_the_breaker() {
 
 #[tokio::test]
 async fn without_a_check_url_a_live_permission_is_forbidden() {
-    let idp = authgate::demo::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = authgate::demo::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let gw = start_gateway(
         |port, admin| {
             let text = config(port, admin, &idp, echo.addr(), &Setup::default());

@@ -4,8 +4,8 @@
 //! HTTP clients over loopback.
 
 use crate::common::*;
-use authgate::demo::echo::EchoServer;
-use authgate::demo::idp::DevIdp;
+use devidp::echo::EchoServer;
+use devidp::idp::DevIdp;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::Value;
 use std::collections::HashMap;

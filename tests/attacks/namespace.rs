@@ -8,7 +8,7 @@
 //! `https://reports.test`.
 
 use crate::common::*;
-use authgate::demo::idp::DevIdp;
+use devidp::idp::DevIdp;
 use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::{json, Value};
@@ -58,7 +58,7 @@ async fn world() -> World {
 async fn world_accepting_id_tokens() -> World {
     let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = authgate::demo::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let setup = Setup { extra: ROUTES.into(), ..Setup::default() };
     let gw = start_gateway(
         |port, admin| {

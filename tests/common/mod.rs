@@ -2,8 +2,8 @@
 //! development IdP as the mock IdP, and the echo upstream.
 #![allow(dead_code)]
 
-use authgate::demo::echo::EchoServer;
-use authgate::demo::idp::DevIdp;
+use devidp::echo::EchoServer;
+use devidp::idp::DevIdp;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -86,40 +86,45 @@ pub struct Setup {
     pub proxy_extra: String,
     /// Wait for `/readyz` (the keys loaded) before returning.
     pub wait_ready: bool,
+    /// The client apps declared.
+    pub clients: Clients,
+    /// Settings added to `[session]` (with [`Clients::SignIn`]).
+    pub session_extra: String,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { extra: String::new(), idp_extra: String::new(), proxy_extra: String::new(), wait_ready: true }
+        Setup {
+            extra: String::new(),
+            idp_extra: String::new(),
+            proxy_extra: String::new(),
+            wait_ready: true,
+            clients: Clients::default(),
+            session_extra: String::new(),
+        }
     }
 }
 
-/// The standard test config: two clients, `billing` (client id `abc`, namespace `client_abc`) on
-/// the gateway's own origin and `reports` (client id `xyz`, namespace `client_xyz`) on
-/// `https://reports.test`; one upstream; routes for each access mode. The permission routes serve
-/// `billing` only (`clients = ["billing"]`), so credentials bound to no client (API keys, tokens
-/// without `azp`) are decided in `client_abc`; `/api/me` serves both.
-pub fn config(port: u16, admin: u16, idp: &DevIdp, upstream: SocketAddr, setup: &Setup) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:{port}"
-threads = 1
-grace_period = "1s"
-{proxy_extra}
+/// The client apps a test config declares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clients {
+    /// `billing` and `reports`, see [`config`].
+    #[default]
+    BillingAndReports,
+    /// Two sign-in apps sharing namespace `client_demo`: `app-a` (client id `client-a`, secret
+    /// `secret-a`) on `http://localhost:{port}` and `app-b` (client id `client-b`, secret
+    /// `secret-b`, `client_secret_post`) on `http://127.0.0.1:{port}`; sessions over plain http,
+    /// two proxy threads, a route `/app/*` for any signed-in caller; the permission routes
+    /// serve both apps.
+    SignIn,
+}
 
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[idp]
-issuer = "{issuer}"
-audience = "{AUDIENCE}"
-jwks_min_refetch_interval = "1ms"
-timeout = "2s"
-check_permission_url = "{issuer}/api/auth/check-permission"
-api_key_exchange_url = "{issuer}/api/auth/api-key/exchange"
-{idp_extra}
-
+impl Clients {
+    /// The `[[clients]]` (and `[session]`) tables.
+    fn tables(self, port: u16, session_extra: &str) -> String {
+        match self {
+            Clients::BillingAndReports => format!(
+                r#"
 [[clients]]
 name = "billing"
 origins = ["http://127.0.0.1:{port}", "http://localhost:{port}"]
@@ -130,6 +135,67 @@ client_secret = "${{TEST_CLIENT_SECRET:-dev}}"
 name = "reports"
 origins = ["https://reports.test"]
 client_id = "xyz"
+"#
+            ),
+            Clients::SignIn => format!(
+                r#"
+[session]
+allow_insecure_http = true
+{session_extra}
+
+[[clients]]
+name = "app-a"
+origins = ["http://localhost:{port}"]
+client_id = "client-a"
+client_secret = "secret-a"
+namespace = "client_demo"
+
+[[clients]]
+name = "app-b"
+origins = ["http://127.0.0.1:{port}"]
+client_id = "client-b"
+client_secret = "secret-b"
+token_auth = "client_secret_post"
+namespace = "client_demo"
+"#
+            ),
+        }
+    }
+}
+
+/// The standard test config: two clients, `billing` (client id `abc`, namespace `client_abc`) on
+/// the gateway's own origin and `reports` (client id `xyz`, namespace `client_xyz`) on
+/// `https://reports.test`; one upstream; routes for each access mode. The permission routes serve
+/// `billing` only (`clients = ["billing"]`), so credentials bound to no client (API keys, tokens
+/// without `azp`) are decided in `client_abc`; `/api/me` serves both. [`Setup::clients`] declares
+/// other client apps instead (see [`Clients`]).
+pub fn config(port: u16, admin: u16, idp: &DevIdp, upstream: SocketAddr, setup: &Setup) -> String {
+    // Sign-in's IdP timeout is the default (3s): an id_token signed by an unknown key costs the dev
+    // IdP a fresh RSA key, slow in a debug build on a busy machine.
+    let (threads, timeout, serves, app_route) = match setup.clients {
+        Clients::BillingAndReports => (1, "2s", "clients = [\"billing\"]", ""),
+        Clients::SignIn => (2, "3s", "", "\n[[routes]]\nname = \"app\"\npath = \"/app/*\"\nupstream = \"app\"\nauth = \"authenticated\"\n"),
+    };
+    format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:{port}"
+threads = {threads}
+grace_period = "1s"
+{proxy_extra}
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[idp]
+issuer = "{issuer}"
+audience = "{AUDIENCE}"
+jwks_min_refetch_interval = "1ms"
+timeout = "{timeout}"
+check_permission_url = "{issuer}/api/auth/check-permission"
+api_key_exchange_url = "{issuer}/api/auth/api-key/exchange"
+{idp_extra}
+{clients}
 
 [[upstreams]]
 name = "app"
@@ -160,7 +226,7 @@ methods = ["GET"]
 upstream = "app"
 permission = "invoice:read"
 entity_id = "id"
-clients = ["billing"]
+{serves}
 
 [[routes]]
 name = "invoice-refund"
@@ -169,7 +235,7 @@ methods = ["POST"]
 upstream = "app"
 permission = "invoice:refund"
 entity_id = "id"
-clients = ["billing"]
+{serves}
 attributes = {{ invoice = "path:id" }}
 
 [[routes]]
@@ -177,8 +243,10 @@ name = "broken"
 path = "/broken/*"
 upstream = "down"
 auth = "none"
+{app_route}
 {extra}
 "#,
+        clients = setup.clients.tables(port, &setup.session_extra),
         issuer = idp.issuer(),
         idp_extra = setup.idp_extra,
         proxy_extra = setup.proxy_extra,

@@ -1,5 +1,6 @@
 //! Signing keys generated at runtime for the development IdP: no key files, a fresh
-//! key pair per process, published as a public JWK and used to sign JWTs.
+//! key pair per process, published as a public JWK and used to mint JWTs. (The gateway's own
+//! signing key, which loads operators' key files, is `authgate::identity::signing`.)
 
 use std::fmt;
 
@@ -34,9 +35,9 @@ pub enum KeyError {
         /// What `jsonwebtoken` reported.
         source: jsonwebtoken::errors::Error,
     },
-    /// A key file that is not a usable PKCS#8 PEM key.
-    #[error("{0}")]
-    Pem(String),
+    /// The generated key does not load back as a key pair.
+    #[error("generated {0:?} key is not a valid PKCS#8 private key")]
+    Rejected(Algorithm),
 }
 
 /// A private signing key with its key id and public JWK; `Debug` never shows the private part.
@@ -65,22 +66,12 @@ impl SigningKey {
             Algorithm::EdDSA => Ed25519KeyPair::generate().and_then(|p| p.to_pkcs8()).map_err(generate_failed)?.as_ref().to_vec(),
             other => return Err(KeyError::Unsupported(other)),
         };
-        Self::from_pkcs8(alg, &pkcs8, Some(format!("{:016x}", rand::random::<u64>())))
+        Self::from_pkcs8(alg, &pkcs8, format!("{:016x}", rand::random::<u64>()))
     }
 
-    /// Loads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`) for `alg`; its key id is
-    /// the RFC 7638 thumbprint of its public key, so it stays the same across restarts.
-    pub fn from_pkcs8_pem(alg: Algorithm, pem_text: &str) -> Result<SigningKey, KeyError> {
-        let parsed = pem::parse(pem_text).map_err(|e| KeyError::Pem(e.to_string()))?;
-        if parsed.tag() != "PRIVATE KEY" {
-            return Err(KeyError::Pem(format!("expected a PKCS#8 \"PRIVATE KEY\", found {:?}", parsed.tag())));
-        }
-        Self::from_pkcs8(alg, parsed.contents(), None)
-    }
-
-    fn from_pkcs8(alg: Algorithm, pkcs8: &[u8], kid: Option<String>) -> Result<SigningKey, KeyError> {
+    fn from_pkcs8(alg: Algorithm, pkcs8: &[u8], kid: String) -> Result<SigningKey, KeyError> {
         let load_failed = |source| KeyError::Load { alg, source };
-        let rejected = |_| KeyError::Pem(format!("the key is not a valid {alg:?} PKCS#8 private key"));
+        let rejected = |_| KeyError::Rejected(alg);
         let (encoding, algorithm) = match alg {
             Algorithm::RS256 | Algorithm::PS256 => {
                 RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
@@ -116,7 +107,6 @@ impl SigningKey {
             },
             algorithm,
         };
-        let kid = kid.unwrap_or_else(|| jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256));
         jwk.common.key_id = Some(kid.clone());
         let jwk = serde_json::to_value(&jwk).map_err(|e| load_failed(e.into()))?;
         let key = SigningKey { kid, alg, encoding, jwk };

@@ -167,7 +167,7 @@ fn page(method: &Method, uri: &Uri, headers: &BTreeMap<String, String>, body: &s
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

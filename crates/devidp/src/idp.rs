@@ -1,5 +1,5 @@
 //! A development OIDC identity provider served in-process on loopback: discovery, JWKS
-//! and a demo token endpoint, with knobs for tests (key rotation and removal, outages,
+//! and a demo token endpoint, with knobs for tests (key rotation; with the `testing` feature key removal, outages,
 //! request counters, minting arbitrary claims). Never for production: it signs for anyone.
 
 use std::fmt;
@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use super::keys::{KeyError, SigningKey};
+use crate::keys::{KeyError, SigningKey};
 
 /// The audience written into tokens from `/token` unless [`DevIdp::set_audience`] changes it.
 pub const DEFAULT_AUDIENCE: &str = "authgate-demo";
@@ -49,6 +49,7 @@ pub struct RegisteredClient {
 }
 
 /// A way to spoil the next id_token from the code flow, for tests of the gateway's checks.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdTokenTrick {
     /// A nonce other than the one the login sent.
@@ -109,6 +110,7 @@ struct Flow {
     clients: std::collections::HashMap<String, RegisteredClient>,
     codes: std::collections::HashMap<String, CodeGrant>,
     refresh_tokens: std::collections::HashMap<String, (String, String)>,
+    #[cfg(any(test, feature = "testing"))]
     trick: Option<IdTokenTrick>,
     authorize_error: Option<String>,
     callback_iss: Option<String>,
@@ -369,6 +371,7 @@ impl DevIdp {
     /// Unpublishes key `kid` from the JWKS, so its tokens no longer verify; returns whether
     /// it was published. The key stays usable by [`DevIdp::mint_with`] (tokens with an
     /// unknown kid), and if it was the active key [`DevIdp::mint`] keeps signing with it.
+    #[cfg(any(test, feature = "testing"))]
     pub fn remove_key(&self, kid: &str) -> bool {
         let mut ring = self.shared.keys_write();
         match ring
@@ -385,6 +388,7 @@ impl DevIdp {
     }
 
     /// Any key this IdP generated, published or removed.
+    #[cfg(any(test, feature = "testing"))]
     pub fn signing_key(&self, kid: &str) -> Option<Arc<SigningKey>> {
         self.shared.keys_read().find(kid)
     }
@@ -396,6 +400,7 @@ impl DevIdp {
     }
 
     /// Like [`DevIdp::mint`] but signs with key `kid`, even one removed from the JWKS.
+    #[cfg(any(test, feature = "testing"))]
     pub fn mint_with(&self, kid: &str, claims: Value) -> Result<String, DevIdpError> {
         let key = self
             .signing_key(kid)
@@ -418,6 +423,7 @@ impl DevIdp {
     }
 
     /// While `false`, every endpoint answers 503, as if the IdP were down.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_available(&self, available: bool) {
         self.shared.available.store(available, Ordering::SeqCst);
     }
@@ -456,11 +462,13 @@ impl DevIdp {
     }
 
     /// While `true`, refresh-token grants answer `invalid_grant`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_refresh_fails(&self, fails: bool) {
         self.shared.refresh_fails.store(fails, Ordering::SeqCst);
     }
 
     /// Makes each refresh take this long (widens races in tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_refresh_delay(&self, delay: std::time::Duration) {
         self.shared.refresh_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
@@ -471,16 +479,19 @@ impl DevIdp {
     }
 
     /// Spoils the next id_token of the code flow.
+    #[cfg(any(test, feature = "testing"))]
     pub fn spoil_next_id_token(&self, trick: IdTokenTrick) {
         self.shared.flow().trick = Some(trick);
     }
 
     /// Makes `/authorize` answer the next logins with this OAuth error (`None`: normal).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_authorize_error(&self, error: Option<&str>) {
         self.shared.flow().authorize_error = error.map(str::to_owned);
     }
 
     /// Makes the callback's `iss` parameter this value (`None`: the issuer).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_callback_iss(&self, iss: Option<&str>) {
         self.shared.flow().callback_iss = iss.map(str::to_owned);
     }
@@ -572,6 +583,7 @@ impl Shared {
 }
 
 impl KeyRing {
+    #[cfg(any(test, feature = "testing"))]
     fn find(&self, kid: &str) -> Option<Arc<SigningKey>> {
         self.keys
             .iter()
@@ -674,8 +686,12 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+/// 24 random bytes, base64url: codes, refresh tokens, opaque access tokens.
 fn random_string() -> String {
-    crate::identity::session::random_token(24)
+    use base64::Engine as _;
+    let mut bytes = [0u8; 24];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn now_secs() -> u64 {
@@ -730,7 +746,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Development IdP: sign in</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:4em auto}}li{{margin:.6em 0}}</style></head>\
              <body><h1>Sign in to {client}</h1><p>Development IdP: choose a demo user.</p><ul>{links}</ul></body></html>\n",
-            client = crate::responses::escape_html(&client_id),
+            client = crate::echo::escape(&client_id),
         );
         return ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page).into_response();
     };
@@ -797,7 +813,9 @@ impl Shared {
         if let Some(n) = nonce {
             claims["nonce"] = json!(n);
         }
+        #[cfg(any(test, feature = "testing"))]
         let trick = self.flow().trick.take();
+        #[cfg(any(test, feature = "testing"))]
         match trick {
             Some(IdTokenTrick::WrongNonce) => claims["nonce"] = json!("not-the-nonce"),
             Some(IdTokenTrick::WrongIssuer) => claims["iss"] = json!("https://evil.example"),
@@ -1020,6 +1038,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl DevIdp {
     /// Sets how `/api/auth/check-permission` answers.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_abac_mode(&self, mode: AbacMode) {
         *lock(&self.shared.authz.mode) = mode;
     }
@@ -1041,11 +1060,13 @@ impl DevIdp {
     }
 
     /// Delays every API-key exchange (to test single flight).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_exchange_delay(&self, delay: std::time::Duration) {
         *lock(&self.shared.authz.exchange_delay) = delay;
     }
 
     /// Makes every API-key exchange answer this status with an error body (`None`: answer normally).
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_exchange_status(&self, status: Option<u16>) {
         *lock(&self.shared.authz.exchange_status) = status;
     }

@@ -1,25 +1,22 @@
-//! `authgate demo`: a development IdP and an echo upstream on loopback, a built-in config
-//! pointing the gateway at them, and copy-paste `curl` commands that show it working.
+//! The servers behind `authgate demo`: the development IdP and an echo upstream on loopback,
+//! on a thread of their own, and the copy-paste `curl` commands that show the gateway working.
+//! (The gateway's side, the built-in config and serving it, is `authgate::demo`.)
 
 use super::echo::EchoServer;
 use super::idp::{demo_claims, DevIdp};
-use crate::config::{self, Config};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Why the demo could not start.
+/// Why the demo's servers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// An address that is not loopback.
     #[error("{0} is not a loopback address: the demo only listens on 127.0.0.1 or ::1")]
     NotLoopback(SocketAddr),
-    /// A helper server could not start.
+    /// A server could not start.
     #[error("{0}")]
     Start(String),
 }
-
-/// The demo's config; `{PROXY}`, `{IDP}` and `{ECHO}` are filled in at start.
-pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 
 /// The audience the demo IdP mints for and the gateway accepts.
 pub const DEMO_AUDIENCE: &str = "authgate-demo";
@@ -31,13 +28,18 @@ fn demo_api_key_claims() -> serde_json::Value {
     serde_json::json!({"sub": "machine_reporter", "apiKeyId": "key_demo_1", "azp": "demo", "permissions": {"client_demo:report": ["read"]}})
 }
 
-/// Starts the demo's IdP and echo upstream on a background thread, prints how to use it,
-/// and returns the gateway config to serve.
-pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Result<Config, DemoError> {
-    for addr in [listen, admin, idp_addr] {
-        if !addr.ip().is_loopback() {
-            return Err(DemoError::NotLoopback(addr));
-        }
+/// The demo's running IdP and echo upstream; they serve for the life of the process.
+#[derive(Debug)]
+pub struct DemoServers {
+    idp: DevIdp,
+    echo: SocketAddr,
+}
+
+/// Starts the demo's IdP on `idp_addr` (loopback only) and an echo upstream on a free loopback
+/// port, on a background thread with its own runtime.
+pub fn start(idp_addr: SocketAddr) -> Result<DemoServers, DemoError> {
+    if !idp_addr.ip().is_loopback() {
+        return Err(DemoError::NotLoopback(idp_addr));
     }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -73,21 +75,30 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Resul
         })
         .map_err(|e| DemoError::Start(format!("cannot start the demo thread: {e}")))?;
     let (idp, echo): (DevIdp, SocketAddr) = rx.recv().map_err(|_| DemoError::Start("the demo servers stopped during start-up".into()))?.map_err(DemoError::Start)?;
+    Ok(DemoServers { idp, echo })
+}
 
-    let text = DEMO_CONFIG
-        .replace("{PROXY}", &listen.to_string())
-        .replace("{ADMIN}", &admin.to_string())
-        .replace("{PORT}", &listen.port().to_string())
-        .replace("{IDP}", idp.issuer())
-        .replace("{ECHO}", &echo.to_string());
-    let config = config::parse("(built-in demo config)", &text, &|_| None).map_err(|e| DemoError::Start(e.to_string()))?;
-    for client in &config.clients {
-        let uris: Vec<String> = client.origins.iter().map(|o| format!("{o}{}", client.redirect_path)).collect();
-        let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
-        idp.register_client(&client.client_id, Some(client.client_secret.expose()), &uris);
+impl DemoServers {
+    /// The IdP's issuer URL, for the gateway's `[idp] issuer`.
+    pub fn issuer(&self) -> &str {
+        self.idp.issuer()
     }
-    print!("{}", instructions(&idp, listen, admin));
-    Ok(config)
+
+    /// The echo upstream's address.
+    pub fn echo(&self) -> SocketAddr {
+        self.echo
+    }
+
+    /// Lets the IdP sign in a client app of the gateway's config.
+    pub fn register_client(&self, client_id: &str, secret: Option<&str>, redirect_uris: &[&str]) {
+        self.idp.register_client(client_id, secret, redirect_uris);
+    }
+
+    /// What to print for a newcomer: the addresses, the demo users and `curl` commands, with
+    /// fresh tokens, for a gateway on `listen` (proxy) and `admin`.
+    pub fn instructions(&self, listen: SocketAddr, admin: SocketAddr) -> String {
+        instructions(&self.idp, listen, admin)
+    }
 }
 
 /// A demo token for `user`, valid for 12 hours.

@@ -1,0 +1,10 @@
+//! authgate's development fixtures: an in-process OIDC IdP ([`idp`]) that signs for anyone, an
+//! echo upstream ([`echo`]) and the servers behind `authgate demo` ([`demo`]). Used by the demo
+//! (authgate's default feature `demo`) and by the tests; never part of a production build.
+//! The knobs only tests need (spoiled tokens, outages, failing refreshes...) exist with the
+//! `testing` feature only.
+
+pub mod demo;
+pub mod echo;
+pub mod idp;
+pub mod keys;

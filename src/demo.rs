@@ -1,0 +1,48 @@
+//! `authgate demo` (cargo feature `demo`, on by default): the built-in config that points the
+//! gateway at the development IdP and echo upstream of the `devidp` crate, started on loopback.
+//! Production builds (`--no-default-features`) carry neither this module nor `devidp`.
+
+use crate::config::{self, Config};
+use std::net::SocketAddr;
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// An address that is not loopback.
+    #[error("{0} is not a loopback address: the demo only listens on 127.0.0.1 or ::1")]
+    NotLoopback(SocketAddr),
+    /// The development IdP or the echo upstream could not start.
+    #[error(transparent)]
+    Servers(#[from] devidp::demo::DemoError),
+    /// The built-in config does not load (a broken build).
+    #[error("the built-in demo config: {0}")]
+    Config(String),
+}
+
+/// The demo's config; `{PROXY}`, `{ADMIN}`, `{PORT}`, `{IDP}` and `{ECHO}` are filled in at start.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+
+/// Starts the demo's IdP and echo upstream on a background thread, prints how to use it,
+/// and returns the gateway config to serve.
+pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Result<Config, DemoError> {
+    for addr in [listen, admin, idp_addr] {
+        if !addr.ip().is_loopback() {
+            return Err(DemoError::NotLoopback(addr));
+        }
+    }
+    let servers = devidp::demo::start(idp_addr)?;
+    let text = DEMO_CONFIG
+        .replace("{PROXY}", &listen.to_string())
+        .replace("{ADMIN}", &admin.to_string())
+        .replace("{PORT}", &listen.port().to_string())
+        .replace("{IDP}", servers.issuer())
+        .replace("{ECHO}", &servers.echo().to_string());
+    let config = config::parse("(built-in demo config)", &text, &|_| None).map_err(|e| DemoError::Config(e.to_string()))?;
+    for client in &config.clients {
+        let uris: Vec<String> = client.origins.iter().map(|o| format!("{o}{}", client.redirect_path)).collect();
+        let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+        servers.register_client(&client.client_id, Some(client.client_secret.expose()), &uris);
+    }
+    print!("{}", servers.instructions(listen, admin));
+    Ok(config)
+}

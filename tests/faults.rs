@@ -5,9 +5,9 @@
 
 mod common;
 
-use authgate::demo::echo::EchoServer;
-use authgate::demo::idp::{DevIdp, Fault};
-use authgate::demo::keys::SigningKey;
+use devidp::echo::EchoServer;
+use devidp::idp::{DevIdp, Fault};
+use devidp::keys::SigningKey;
 use common::*;
 use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, LOCATION};

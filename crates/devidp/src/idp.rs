@@ -506,16 +506,19 @@ impl DevIdp {
         self.shared.end_session_requests.load(Ordering::SeqCst)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Makes the token endpoint answer code and refresh grants with this (`None`: normally).
     pub fn set_token_answer(&self, answer: Option<RawAnswer>) {
         self.shared.flow().token_answer = answer;
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Makes every endpoint misbehave (`None`: behave). Requests are still counted.
     pub fn set_fault(&self, fault: Option<Fault>) {
         *self.shared.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// While `true`, check-permission answers 401 to `Authorization: Bearer` callers (like
     /// Auther, which accepts only its session cookie or an API key there).
     pub fn set_check_refuses_bearer(&self, refuses: bool) {

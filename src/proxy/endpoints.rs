@@ -13,6 +13,7 @@ use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUES
 use crate::identity::login::{cookie_suffix, is_suffix, LoginState};
 use crate::identity::oidc::OidcError;
 use crate::identity::session::{cookie_pairs, cookie_value, now_secs, strip_cookies, CookieSpec, SessionData, SessionId, Tokens};
+use crate::identity::credentials::{Caller, Credential};
 use crate::identity::verify::TokenError;
 use crate::identity::Principal;
 use crate::redirects;
@@ -162,23 +163,22 @@ impl Gateway {
         strip_cookies(&values.join("; "), &names).and_then(|kept| http::HeaderValue::try_from(kept).ok())
     }
 
-    /// The identity behind the request's session cookie, refreshing its tokens when due.
-    /// `Ok(None)`: no usable session (a stale cookie is cleared).
-    /// With the identity comes the session, whose access token live checks present to the IdP.
-    pub(super) async fn session_principal(&self, req: &RequestHeader, ctx: &mut RequestCtx, client_index: usize) -> Result<Option<(Arc<Principal>, Arc<SessionData>)>, Refusal> {
+    /// The caller behind the request's session cookie, its tokens refreshed when due.
+    /// `Ok(None)`: no usable session (a stale cookie is cleared). The caller's credential is the
+    /// session, whose access token live checks present to the IdP.
+    pub(super) async fn session_caller(&self, req: &RequestHeader, ctx: &mut RequestCtx, client_index: usize) -> Result<Option<Caller>, Refusal> {
         let spec = self.cookies(ctx);
         let Some(raw) = self.cookie(req, &spec.session) else { return Ok(None) };
         let Some(id) = SessionId::parse(raw) else {
             ctx.set_cookies.push(spec.clear(&spec.session));
             return Ok(None);
         };
-        match self.live_session(&id, client_index).await {
-            Ok(Some((data, p))) => Ok(Some((p, data))),
-            Ok(None) => {
+        match self.live_session(&id, client_index).await? {
+            Some((data, principal)) => Ok(Some(Caller { principal, credential: Credential::Session(data) })),
+            None => {
                 ctx.set_cookies.push(spec.clear(&spec.session));
                 Ok(None)
             }
-            Err(r) => Err(r),
         }
     }
 
@@ -597,7 +597,6 @@ impl Gateway {
         let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) else { return Err(Refusal::MissingCredentials) };
         match self.live_session(&id, index).await? {
             Some((data, p)) => {
-                ctx.principal = Some(p.clone());
                 let body = serde_json::json!({
                     "subject": data.subject,
                     "email": data.email,
@@ -607,6 +606,7 @@ impl Gateway {
                     "expires_at": data.expires_at,
                     "permissions": p.permissions.to_json(),
                 });
+                ctx.caller = Some(Caller { principal: p, credential: Credential::Session(data) });
                 Ok(responses::json(StatusCode::OK, &body, &ctx.request_id))
             }
             None => {

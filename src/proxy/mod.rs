@@ -6,11 +6,11 @@ pub mod ctx;
 mod endpoints;
 pub mod live;
 
-use crate::authz::abac::{self, AbacClient, CallerAuth, CheckRequest, Outcome};
+use crate::authz::abac::{self, AbacClient, CheckRequest, Outcome};
 use crate::authz::path;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
-use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served, TrustedProxies};
+use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Origin, Served, TrustedProxies};
 use crate::config::model::{Access, Config, RouteSpec, SessionSettings};
 use crate::identity::login::{LoginSealer, RefreshLocks};
 use crate::identity::oidc::Oidc;
@@ -18,7 +18,7 @@ use crate::identity::session::{CookieSpec, MemoryStore, SessionStore};
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter};
-use crate::identity::credentials::{self, Credential, CredentialError};
+use crate::identity::credentials::{self, Caller, Credential, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::metrics::Metrics;
 use crate::responses::{self, Refusal};
@@ -62,31 +62,6 @@ pub struct Gateway {
     /// Seals logins in flight into their cookies.
     login_sealer: Arc<LoginSealer>,
     refresh_locks: Arc<RefreshLocks>,
-}
-
-/// A permission the token leaves to the IdP's live decision.
-struct LiveCheck {
-    entity: String,
-    granted: Arc<PermissionNames>,
-    entity_id: Option<String>,
-    action: String,
-    params: Vec<(String, String)>,
-    auth: OwnedCallerAuth,
-}
-
-/// The credential the caller presented, borrowed from the request until a live check needs it.
-enum Presented<'a> {
-    Bearer(&'a str),
-    ApiKey(&'a str),
-    /// A session presents its access token.
-    Session(Arc<crate::identity::session::SessionData>),
-}
-
-/// The caller's credential, kept for the live check (its kind is part of the decision cache key).
-enum OwnedCallerAuth {
-    Bearer(String),
-    ApiKey(String),
-    Session(String),
 }
 
 impl Gateway {
@@ -174,191 +149,205 @@ impl Gateway {
     pub fn assertion_jwks(&self) -> &str {
         self.asserter.jwks()
     }
+}
 
-    /// Replaces the embedded in-memory session store (e.g. with a shared one).
-    pub fn with_session_store(mut self, store: Arc<dyn SessionStore>) -> Gateway {
-        self.sessions = store;
-        self
+/// Where a request goes: its route (with its index) and the values the path gave its parameters.
+struct Routed<'g> {
+    route: &'g RouteSpec,
+    index: usize,
+    params: Vec<(&'g str, String)>,
+}
+
+impl Routed<'_> {
+    /// The entity id the route's permission names, from the path.
+    fn entity_id(&self) -> Option<&str> {
+        let Access::Permission(required) = &self.route.access else { return None };
+        let name = required.entity_id.as_deref()?;
+        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Gateway {
+    /// The decision, in the order a reader follows it: route → client → caller → permission →
+    /// live check. Each step saves what it found in `ctx`; the first refusal ends the request.
+    /// A route whose live check reads the body has it read here, before the decision.
+    async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let routed = self.route_step(session.req_header(), ctx)?;
+        if routed.route.access == Access::Public {
+            ctx.outcome = "public";
+            return Ok(());
+        }
+        let (client, origin) = self.client_step(session.req_header(), ctx)?;
+        self.caller_step(session.req_header(), ctx, client, &origin).await?;
+        self.binding_step(&routed, ctx, client)?;
+        if !self.permission_step(&routed, ctx)? {
+            return Ok(());
+        }
+        let body = if routed.route.needs_body() { Some(read_body(session, routed.route.body_limit).await?) } else { None };
+        self.live_check(session.req_header(), body.as_deref(), &routed, ctx).await
     }
 
-    /// The request's journey up to the upstream: path → route → client → credentials →
-    /// token → permission. `Ok(Some(_))` leaves the decision to the IdP's live check.
-    async fn authorize(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Option<LiveCheck>, Refusal> {
+    /// Host and path → route. Saves the route's index, and the path and host the upstream gets
+    /// when they differ from the ones received.
+    fn route_step<'g>(&'g self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Routed<'g>, Refusal> {
         let host = request_host(req).map_err(|e| Refusal::BadHost(e.to_string()))?;
         if !req.raw_path_is_utf8() {
             return Err(Refusal::BadPath(path::PathError::InvalidUtf8.to_string()));
         }
         let raw_path = req.uri.path();
         let path = path::normalize(raw_path).map_err(|e| Refusal::BadPath(e.to_string()))?;
-        let routed = host.as_ref().map(|h| &*h.name);
-        let (route, index, params) = match self.routes.resolve(routed, &path, &req.method) {
-            Ok(RouteMatch::Found { route, index, params }) => (route, index, params),
+        let routed = match self.routes.resolve(host.as_ref().map(|h| &*h.name), &path, &req.method) {
+            Ok(RouteMatch::Found { route, index, params }) => Routed { route, index, params },
             Ok(RouteMatch::MethodNotAllowed { allowed }) => return Err(Refusal::MethodNotAllowed(allowed)),
             Ok(RouteMatch::NotFound) => return Err(Refusal::NoRoute),
             Err(e) => return Err(Refusal::BadPath(e.to_string())),
         };
-        ctx.route = Some(index);
+        ctx.route = Some(routed.index);
         // An absolute-form target or a rewritten host: the upstream gets origin-form and the routed host.
         let absolute_form = req.raw_path().first() != Some(&b'/') && req.raw_path() != b"*";
-        if let Some(authority) = host.and_then(|h| h.forward) {
-            ctx.upstream_host = Some(authority);
-        }
+        ctx.upstream_host = host.and_then(|h| h.forward);
         if path.forward != raw_path || absolute_form {
             ctx.normalized_path = Some(path.forward.into_owned());
         }
-        if route.access == Access::Public {
-            ctx.outcome = "public";
-            return Ok(None);
+        Ok(routed)
+    }
+
+    /// The client the request's origin hints name; it decides nothing on its own (see
+    /// [`Gateway::binding_step`]). Returns its index with the origin it was found by.
+    fn client_step(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(usize, Origin), Refusal> {
+        match self.identify(req, ctx) {
+            Identified::Known { index, origin, .. } => {
+                ctx.client = Some(index);
+                Ok((index, origin))
+            }
+            Identified::Unknown(origin) => Err(Refusal::UnknownClient(origin)),
         }
+    }
 
-        // The client the request's origin hints name; it decides nothing on its own (below).
-        let (client_index, client, origin) = match self.identify(req, ctx) {
-            Identified::Known { index, client, origin } => (index, client, origin),
-            Identified::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
-        };
-        ctx.client = Some(client_index);
-
-        let credential = match credentials::from_request(header(req, &http::header::AUTHORIZATION), req.headers.get(&self.api_key_header).map(|v| v.as_bytes())) {
-            Ok(c) => Some(c),
-            Err(CredentialError::Missing) => None,
-            Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
-        };
-        let (principal, caller_auth) = match credential {
-            Some(Credential::Bearer(token)) => {
+    /// Credential → verified [`Caller`]: a bearer token, an API key (exchanged at the IdP), else
+    /// the session cookie. A browser without any is sent to sign in.
+    async fn caller_step(&self, req: &RequestHeader, ctx: &mut RequestCtx, client: usize, origin: &Origin) -> Result<(), Refusal> {
+        let caller = match credentials::from_request(req.headers.get(&http::header::AUTHORIZATION), req.headers.get(&self.api_key_header)) {
+            Ok(credential @ Credential::Bearer(_)) => {
                 ctx.credential = "bearer";
-                let principal = self.verifier.verify(token).await.map_err(|e| match e {
+                let principal = self.verifier.verify(credential.presented()).await.map_err(|e| match e {
                     TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
                     e => Refusal::InvalidToken(e.to_string()),
                 })?;
-                (principal, Presented::Bearer(token))
+                Caller { principal, credential }
             }
-            Some(Credential::ApiKey(key)) => {
+            Ok(credential) => {
                 ctx.credential = "api_key";
-                let exchanged = self.api_keys.authenticate(key).await.map_err(|e| match e {
+                let exchanged = self.api_keys.authenticate(credential.presented()).await.map_err(|e| match e {
                     ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why),
                     e => Refusal::InvalidToken(e.to_string()),
                 })?;
-                (exchanged.principal, Presented::ApiKey(key))
+                Caller { principal: exchanged.principal, credential }
             }
-            None => match self.session_principal(req, ctx, client_index).await? {
-                Some((principal, session)) => {
+            Err(CredentialError::Missing) => match self.session_caller(req, ctx, client).await? {
+                Some(caller) => {
                     ctx.credential = "session";
-                    (principal, Presented::Session(session))
+                    caller
                 }
                 // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
                 None if self.navigation(req) && (ctx.https || self.session_settings.allow_insecure_http) => {
                     let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-                    let location = self.start_login(req, ctx, client_index, &origin, return_to).await?;
+                    let location = self.start_login(req, ctx, client, origin, return_to).await?;
                     return Err(Refusal::LoginRedirect(location));
                 }
                 None => return Err(Refusal::MissingCredentials),
             },
+            Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
         };
-        ctx.principal = Some(principal.clone());
+        ctx.caller = Some(caller);
+        Ok(())
+    }
 
-        // Whose permissions apply: the credential's client, never one a header names for it.
-        let binding = match &caller_auth {
-            Presented::Bearer(_) => self.clients.token_binding(principal.authorized_party.as_deref(), &principal.audiences),
-            Presented::ApiKey(_) => Binding::Unbound,
+    /// Whose permissions apply: the credential's client, never one a header names for it.
+    /// Saves the client the route is served for.
+    fn binding_step(&self, routed: &Routed<'_>, ctx: &mut RequestCtx, client: usize) -> Result<(), Refusal> {
+        let caller = ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?;
+        let detected = self.clients.all().get(client).ok_or(Refusal::NoRoute)?;
+        let binding = match &caller.credential {
+            Credential::Bearer(_) => self.clients.token_binding(caller.principal.authorized_party.as_deref(), &caller.principal.audiences),
+            Credential::ApiKey(_) => Binding::Unbound,
             // The session store checked that the session is the detected client's.
-            Presented::Session(_) => Binding::Client(&client.client_id),
+            Credential::Session(_) => Binding::Client(&detected.client_id),
         };
-        let served = self.served.get(index).ok_or(Refusal::NoRoute)?;
-        let needs_namespace = matches!(route.access, Access::Permission(_));
-        let settled = self.clients.settle(client_index, binding, served, needs_namespace, &route.name).map_err(|e| match e {
+        let served = self.served.get(routed.index).ok_or(Refusal::NoRoute)?;
+        let needs_namespace = matches!(routed.route.access, Access::Permission(_));
+        ctx.client = self.clients.settle(client, binding, served, needs_namespace, &routed.route.name).map_err(|e| match e {
             e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(e.to_string()),
             e => Refusal::ClientNotServed(e.to_string()),
         })?;
-        ctx.client = settled;
+        Ok(())
+    }
 
-        let Access::Permission(required) = &route.access else {
+    /// The route's permission in the client's namespace, against the token's claims. Saves the
+    /// permission required and, when the claims grant it, the permission granted.
+    /// `Ok(true)`: the token leaves the decision to the IdP's live check.
+    fn permission_step(&self, routed: &Routed<'_>, ctx: &mut RequestCtx) -> Result<bool, Refusal> {
+        let Access::Permission(_) = &routed.route.access else {
             ctx.decision = "authenticated";
-            return Ok(None);
+            return Ok(false);
         };
-        let names = settled.and_then(|c| self.permission_names.get(index)?.get(c)?.clone()).ok_or(Refusal::NoRoute)?;
-        let entity_id = required.entity_id.as_deref().and_then(|name| params.iter().find(|(n, _)| *n == name)).map(|(_, v)| v.as_str());
+        let names = ctx.client.and_then(|c| self.permission_names.get(routed.index)?.get(c)?.clone()).ok_or(Refusal::NoRoute)?;
+        let principal = &ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?.principal;
+        let decision = permissions::check(principal, &names.entity, routed.entity_id(), &names.action);
         ctx.required = Some(names.clone());
-        match permissions::check(&principal, &names.entity, entity_id, &required.action) {
+        match decision {
             Decision::Granted => {
                 ctx.decision = "static";
-                ctx.granted = Some(names.clone());
-                Ok(None)
+                ctx.granted = Some(names);
+                Ok(false)
             }
             Decision::Denied => {
                 ctx.decision = "static";
-                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: required.action.clone(), reason: "the caller's token does not grant it".into() })
+                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: names.action.to_string(), reason: "the caller's token does not grant it".into() })
             }
-            Decision::NeedsLiveCheck => {
-                let auth = match caller_auth {
-                    Presented::Bearer(t) => OwnedCallerAuth::Bearer(t.to_string()),
-                    Presented::Session(s) => OwnedCallerAuth::Session(s.tokens.access_token.expose().to_string()),
-                    Presented::ApiKey(k) => OwnedCallerAuth::ApiKey(k.to_string()),
-                };
-                Ok(Some(LiveCheck {
-                    entity_id: entity_id.map(str::to_string),
-                    entity: names.entity.to_string(),
-                    granted: names.clone(),
-                    action: required.action.clone(),
-                    params: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-                    auth,
-                }))
-            }
+            Decision::NeedsLiveCheck => Ok(true),
         }
     }
 
-    /// The IdP decides: attributes are read from the request (its JSON body too, when the
-    /// route asks, buffered so the upstream still receives it unchanged), then checked live.
-    async fn live_check(&self, session: &mut Session, ctx: &mut RequestCtx, check: LiveCheck) -> Result<(), Refusal> {
-        let route = self.route(ctx).ok_or(Refusal::NoRoute)?;
-        let body = if route.needs_body() { Some(read_body(session, route.body_limit).await?) } else { None };
-        let attributes = {
-            let req = session.req_header();
-            let params: Vec<(&str, String)> = check.params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            let parts = abac::RequestParts {
-                params: &params,
-                query: req.uri.query(),
-                headers: &req.headers,
-                body: body.as_deref(),
-                content_type: req.headers.get(&http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-            };
-            abac::collect(&route.attributes, &parts).map_err(|e| {
-                if e.is_ambiguous() {
-                    Refusal::AmbiguousRequest(e.to_string())
-                } else {
-                    Refusal::UnreadableBody { status: e.status(), reason: e.to_string() }
-                }
-            })?
+    /// The IdP decides, asked as the caller: attributes are read from the request (its JSON
+    /// body too, when the route asks: read by [`Gateway::decide`] and replayed upstream unchanged).
+    async fn live_check(&self, req: &RequestHeader, body: Option<&[u8]>, routed: &Routed<'_>, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let route = routed.route;
+        let parts = abac::RequestParts {
+            params: &routed.params,
+            query: req.uri.query(),
+            headers: &req.headers,
+            body,
+            content_type: req.headers.get(&http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
         };
-        let principal = ctx.principal.clone().ok_or(Refusal::MissingCredentials)?;
-        let request = CheckRequest {
-            subject: &principal.subject,
-            entity_type: &check.entity,
-            entity_id: check.entity_id.as_deref(),
-            permission: &check.action,
-            attributes,
-        };
-        let auth = match &check.auth {
-            OwnedCallerAuth::Bearer(t) => CallerAuth::Bearer(t),
-            OwnedCallerAuth::ApiKey(k) => CallerAuth::ApiKey(k),
-            OwnedCallerAuth::Session(t) => CallerAuth::Session(t),
-        };
-        match self.abac.check(auth, &request).await {
+        let attributes = abac::collect(&route.attributes, &parts).map_err(|e| {
+            if e.is_ambiguous() {
+                Refusal::AmbiguousRequest(e.to_string())
+            } else {
+                Refusal::UnreadableBody { status: e.status(), reason: e.to_string() }
+            }
+        })?;
+        let (Some(caller), Some(names)) = (&ctx.caller, &ctx.required) else { return Err(Refusal::MissingCredentials) };
+        let names = names.clone();
+        let request = CheckRequest { subject: &caller.principal.subject, entity_type: &names.entity, entity_id: routed.entity_id(), permission: &names.action, attributes };
+        let outcome = self.abac.check(&caller.credential, &request).await;
+        match outcome {
             Outcome::Allowed { cached } => {
                 ctx.abac_cached = Some(cached);
                 ctx.decision = "abac";
-                ctx.granted = Some(check.granted.clone());
+                ctx.granted = Some(names);
                 Ok(())
             }
             Outcome::Denied { cached, reason } => {
                 ctx.abac_cached = Some(cached);
                 ctx.decision = "abac";
-                Err(Refusal::Forbidden { entity: check.entity, permission: check.action, reason })
+                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: names.action.to_string(), reason })
             }
             // Only unavailability of the IdP may be allowed, and only where the operator said so.
             Outcome::Unavailable(why) if route.allow_on_error => {
                 tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check unavailable; allowed by the route's on_error = \"allow\"");
                 ctx.decision = "abac-unavailable-allowed";
-                ctx.granted = Some(check.granted.clone());
+                ctx.granted = Some(names);
                 Ok(())
             }
             Outcome::Unavailable(why) => {
@@ -390,7 +379,7 @@ impl Gateway {
             route = self.route_name(ctx),
             client = self.client_name(ctx),
             credential = ctx.credential,
-            subject = ctx.principal.as_ref().map(|p| p.subject.as_str()).unwrap_or("-"),
+            subject = ctx.caller.as_ref().map(|c| c.principal.subject.as_str()).unwrap_or("-"),
             entity,
             permission,
             decision = ctx.decision,
@@ -646,12 +635,7 @@ impl Gateway {
         if let Some(why) = self.headers.refuses(session.req_header()) {
             return self.refuse(session, ctx, Refusal::BadHeader(why)).await;
         }
-        let decided = match self.authorize(session.req_header(), ctx).await {
-            Ok(None) => Ok(()),
-            Ok(Some(check)) => self.live_check(session, ctx, check).await,
-            Err(refusal) => Err(refusal),
-        };
-        match decided {
+        match self.decide(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => self.refuse(session, ctx, refusal).await,
         }
@@ -685,7 +669,7 @@ impl Gateway {
                 out.map.insert(http::header::COOKIE, kept);
             }
         }
-        if let Some(p) = &ctx.principal {
+        if let Some(p) = ctx.caller.as_ref().map(|c| &c.principal) {
             let (subject, email) = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
             out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.and_then(|i| self.client_values.get(i)), permission });

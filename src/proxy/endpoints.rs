@@ -6,7 +6,8 @@
 
 use super::ctx::RequestCtx;
 use super::{header, host_header, Gateway};
-use crate::clients::{ClientApp, Identified, Origin, OriginHints};
+use crate::clients::{ClientApp, Identified, OriginHints};
+use crate::origin::Origin;
 use crate::cors;
 use crate::headers::names;
 use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, COOKIE, ORIGIN, REFERER};

@@ -2,6 +2,7 @@
 
 pub mod apikey;
 pub mod assertion;
+pub mod browser;
 pub mod credentials;
 pub mod jwks;
 pub mod login;

@@ -13,10 +13,8 @@ use crate::authz::routes::{RouteMatch, RouteTable};
 use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served};
 use crate::origin::Origin;
 use crate::trusted_proxies::TrustedProxies;
-use crate::config::model::{Access, Config, RouteSpec, SessionSettings};
-use crate::identity::login::{LoginSealer, RefreshLocks};
-use crate::identity::oidc::Oidc;
-use crate::identity::session::{CookieSpec, MemoryStore, SessionStore};
+use crate::config::model::{Access, Config, RouteSpec};
+use crate::identity::browser::Browser;
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter};
@@ -54,16 +52,8 @@ pub struct Gateway {
     debug_reason: bool,
     realm: String,
     trusted_proxies: TrustedProxies,
-    sessions: Arc<dyn SessionStore>,
-    session_settings: SessionSettings,
-    /// The gateway's own cookie names (session and login, with and without `__Host-`), stripped upstream.
-    own_cookies: [String; 4],
-    /// How the gateway's cookies are written over plain http (index 0) and HTTPS (index 1).
-    cookie_specs: [CookieSpec; 2],
-    oidc: Arc<Oidc>,
-    /// Seals logins in flight into their cookies.
-    login_sealer: Arc<LoginSealer>,
-    refresh_locks: Arc<RefreshLocks>,
+    /// Browser sign-in: sessions, logins in flight, the IdP's code flow.
+    browser: Arc<Browser>,
 }
 
 impl Gateway {
@@ -80,11 +70,7 @@ impl Gateway {
         let asserter = Arc::new(Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?);
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         let api_key_header = http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| e.to_string())?;
-        let (login_sealer, generated) = LoginSealer::from_config(config.session.login_key.as_ref()).map_err(|e| format!("session.login_key {e}"))?;
-        if generated {
-            tracing::warn!("session.login_key is not set: a login key was generated for this process; several gateway instances (or a restart mid-login) need the same session.login_key to finish each other's logins");
-        }
-        let oidc = Oidc::from_config(&config.idp).map_err(|e| e.to_string())?;
+        let browser = Arc::new(Browser::from_config(config, verifier.clone()).map_err(|e| e.to_string())?);
         Ok(Gateway {
             permission_names: permission_names(&config.routes, &config.clients),
             served: served(&config.routes, config.clients.len()),
@@ -103,13 +89,7 @@ impl Gateway {
             debug_reason: config.proxy.debug_reason_header,
             realm: "authgate".into(),
             trusted_proxies: config.proxy.trusted_proxies.clone(),
-            sessions: Arc::new(MemoryStore::from_config(&config.session)),
-            session_settings: config.session.clone(),
-            own_cookies: own_cookie_names(&config.session.cookie_name),
-            cookie_specs: [CookieSpec::new(&config.session.cookie_name, false), CookieSpec::new(&config.session.cookie_name, true)],
-            oidc: Arc::new(oidc),
-            login_sealer: Arc::new(login_sealer),
-            refresh_locks: Arc::new(RefreshLocks::new()),
+            browser,
         })
     }
 
@@ -137,13 +117,7 @@ impl Gateway {
             debug_reason: config.proxy.debug_reason_header,
             realm: self.realm.clone(),
             trusted_proxies: config.proxy.trusted_proxies.clone(),
-            sessions: self.sessions.clone(),
-            session_settings: self.session_settings.clone(),
-            own_cookies: self.own_cookies.clone(),
-            cookie_specs: self.cookie_specs.clone(),
-            oidc: self.oidc.clone(),
-            login_sealer: self.login_sealer.clone(),
-            refresh_locks: self.refresh_locks.clone(),
+            browser: self.browser.clone(),
         })
     }
 
@@ -246,19 +220,23 @@ impl Gateway {
                 })?;
                 Caller { principal: exchanged.principal, credential }
             }
-            Err(CredentialError::Missing) => match self.session_caller(req, ctx, client).await? {
-                Some(caller) => {
-                    ctx.credential = "session";
-                    caller
+            Err(CredentialError::Missing) => {
+                let navigation = self.navigation(req);
+                let mut visit = self.visit(req, ctx, Ok((client, origin.clone())));
+                match self.browser.session_caller(&mut visit, client).await? {
+                    Some(caller) => {
+                        ctx.credential = "session";
+                        caller
+                    }
+                    // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
+                    None if navigation && (visit.https || self.browser.allows_insecure_http()) => {
+                        let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                        let location = self.browser.start_login(&mut visit, client, origin, return_to).await?;
+                        return Err(Refusal::LoginRedirect(location));
+                    }
+                    None => return Err(Refusal::MissingCredentials),
                 }
-                // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
-                None if self.navigation(req) && (ctx.https || self.session_settings.allow_insecure_http) => {
-                    let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-                    let location = self.start_login(req, ctx, client, origin, return_to).await?;
-                    return Err(Refusal::LoginRedirect(location));
-                }
-                None => return Err(Refusal::MissingCredentials),
-            },
+            }
             Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
         };
         ctx.caller = Some(caller);
@@ -418,11 +396,6 @@ impl Gateway {
     fn client_name(&self, ctx: &RequestCtx) -> &str {
         ctx.client.and_then(|i| self.clients.all().get(i)).map_or("-", |c| c.name.as_str())
     }
-}
-
-/// Every name the gateway's cookies can have, built once rather than per request.
-fn own_cookie_names(base: &str) -> [String; 4] {
-    [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")]
 }
 
 /// Each client's name as a header value, by client index.
@@ -667,7 +640,7 @@ impl Gateway {
             out.map.insert(http::header::HOST, http::HeaderValue::try_from(host).or_err(InternalError, "routed host is not a header value")?);
         }
         if !out.cookies.is_empty() {
-            if let Some(kept) = self.kept_cookies(&out.cookies) {
+            if let Some(kept) = self.browser.kept_cookies(&out.cookies) {
                 out.map.insert(http::header::COOKIE, kept);
             }
         }

@@ -350,7 +350,7 @@ impl Browser {
         let req = v.req;
         let (index, origin) = v.known_client()?;
         let return_to = query_param(req, "rd")
-            .and_then(|rd| redirects::validate(&rd, &origin, &v.clients, index))
+            .and_then(|rd| redirects::validate(&rd, &origin, v.clients, index))
             .unwrap_or_else(|| format!("{origin}/"));
         let location = self.start_login(v, index, &origin, return_to).await?;
         Ok(responses::redirect(&location, v.request_id))
@@ -385,7 +385,7 @@ impl Browser {
         };
         let client = v.client_at(index)?;
         v.client = Some(index);
-        let return_to = redirects::validate(&login.return_to, &origin, &v.clients, index).unwrap_or_else(|| format!("{origin}/"));
+        let return_to = redirects::validate(&login.return_to, &origin, v.clients, index).unwrap_or_else(|| format!("{origin}/"));
         let restart = Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to)));
         if let Some(error) = query_param(req, "error") {
             let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
@@ -453,7 +453,7 @@ impl Browser {
         }
         let (index, origin) = v.known_client()?;
         let client = v.client_at(index)?;
-        let rd = query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, &v.clients, index));
+        let rd = query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, v.clients, index));
         if !same_origin_logout(req, v.clients, index) {
             v.outcome = "logout_refused";
             let action = match &rd {
@@ -477,7 +477,7 @@ impl Browser {
         v.set_cookies.push(spec.clear(&spec.session));
         v.set_cookies.push(spec.set(&spec.signed_out, "1", Some(self.settings.lifetime)));
         let target = rd
-            .or_else(|| redirects::validate(&client.post_logout_redirect, &origin, &v.clients, index))
+            .or_else(|| redirects::validate(&client.post_logout_redirect, &origin, v.clients, index))
             .filter(|t| !protected(v.routes, t))
             .unwrap_or_else(|| format!("{origin}{SIGNED_OUT_PATH}"));
         let end_session = match (&id_token, self.oidc.provider().await) {
@@ -503,7 +503,7 @@ impl Browser {
         let req = v.req;
         let (index, origin) = v.known_client()?;
         let client = v.client_at(index)?;
-        let sign_in = match query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, &v.clients, index)) {
+        let sign_in = match query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, v.clients, index)) {
             Some(rd) => format!("{LOGIN_PATH}?rd={}", encode(&rd)),
             None => LOGIN_PATH.to_string(),
         };

@@ -1,5 +1,6 @@
 //! What one request carries from phase to phase.
 
+use crate::authz::permissions::PermissionNames;
 use crate::identity::credentials::Caller;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +24,7 @@ pub struct RequestCtx {
     /// The verified caller, with the credential it presented.
     pub caller: Option<Caller>,
     /// The permission that let the request through, `entity:action`.
-    pub granted: Option<Arc<super::PermissionNames>>,
+    pub granted: Option<Arc<PermissionNames>>,
     /// What the caller presented: `bearer`, `api_key` or `session` (`-` before it did), set
     /// before it is verified so that a refused credential is logged by kind.
     pub credential: &'static str,
@@ -32,7 +33,7 @@ pub struct RequestCtx {
     /// Whether a live decision came from the cache.
     pub abac_cached: Option<bool>,
     /// The entity and permission the route required, for logs.
-    pub required: Option<Arc<super::PermissionNames>>,
+    pub required: Option<Arc<PermissionNames>>,
     /// How the request ended, for metrics.
     pub outcome: &'static str,
     /// The request arrived over HTTPS (directly, or as a trusted proxy says).

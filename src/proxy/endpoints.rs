@@ -25,16 +25,16 @@ impl Gateway {
     /// The request's scheme; `X-Forwarded-Proto` counts only from trusted proxies.
     pub(super) fn observe(&self, session: &Session, ctx: &mut RequestCtx) {
         let req = session.req_header();
-        ctx.trusted_proxy = !self.trusted_proxies.is_empty()
-            && session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| self.trusted_proxies.contains(a.ip()));
+        ctx.trusted_proxy = !self.proxy.trusted_proxies.is_empty()
+            && session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| self.proxy.trusted_proxies.contains(a.ip()));
         ctx.https = if ctx.trusted_proxy {
             match first_value(req, &names::X_FORWARDED_PROTO).map(str::to_ascii_lowercase).as_deref() {
                 Some("https") => true,
                 Some("http") => false,
-                _ => self.https,
+                _ => self.proxy.https,
             }
         } else {
-            self.https
+            self.proxy.https
         };
         // CORS: only the registered origins of some client.
         if let Some(o) = header(req, &ORIGIN).and_then(|o| std::str::from_utf8(o).ok()).and_then(|o| Origin::parse(o).ok()) {
@@ -109,7 +109,7 @@ impl Gateway {
     pub(super) async fn gateway_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Result<bool>> {
         let req = session.req_header();
         let preflight = cors::is_preflight(&req.method, header(req, &ORIGIN), header(req, &ACCESS_CONTROL_REQUEST_METHOD));
-        if !preflight && !self.browser.owns(req.uri.path(), &self.clients) {
+        if !preflight && !self.services.browser.owns(req.uri.path(), &self.clients) {
             return None;
         }
         let answer = if preflight { Ok(self.preflight(req, ctx)) } else { self.sign_in(req, ctx).await };
@@ -137,7 +137,7 @@ impl Gateway {
             Identified::Unknown(origin) => Err(origin),
         };
         let mut visit = self.visit(req, ctx, hinted);
-        let answer = self.browser.answer(&mut visit).await;
+        let answer = self.services.browser.answer(&mut visit).await;
         let (client, caller, outcome) = (visit.client, visit.caller.take(), visit.outcome);
         ctx.client = client.or(ctx.client);
         ctx.caller = caller;

@@ -7,13 +7,14 @@ mod endpoints;
 pub mod live;
 
 use crate::authz::abac::{self, AbacClient, CheckRequest, Outcome};
+use crate::authz::host::request_host;
 use crate::authz::path;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
 use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served};
 use crate::origin::Origin;
-use crate::trusted_proxies::TrustedProxies;
-use crate::config::model::{Access, Config, RouteSpec};
+use crate::authz::permissions::PermissionNames;
+use crate::config::model::{Access, Config, ProxySettings, RouteSpec};
 use crate::identity::browser::Browser;
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
@@ -28,102 +29,88 @@ use ctx::RequestCtx;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The gateway: everything a request needs, built once from the config.
 pub struct Gateway {
+    /// What a reload keeps: the IdP's keys, the caches, sessions and logins in flight.
+    services: Arc<Services>,
     routes: RouteTable,
+    /// Each route's permission in each client's namespace, by route and client index.
     permission_names: Vec<Vec<Option<Arc<PermissionNames>>>>,
     /// The client apps each route serves, by route index.
     served: Vec<Served>,
-    clients: ClientRegistry,
     upstreams: Vec<Upstream>,
-    verifier: Arc<Verifier>,
-    api_keys: Arc<ApiKeys>,
-    api_key_header: http::HeaderName,
-    abac: Arc<AbacClient>,
-    asserter: Arc<Asserter>,
-    headers: IdentityHeaders,
+    clients: ClientRegistry,
     /// Each client's name as a header value, by client index.
     client_values: Vec<http::HeaderValue>,
-    metrics: Metrics,
-    https: bool,
-    debug_reason: bool,
-    realm: String,
-    trusted_proxies: TrustedProxies,
-    /// Browser sign-in: sessions, logins in flight, the IdP's code flow.
-    browser: Arc<Browser>,
+    headers: IdentityHeaders,
+    proxy: ProxySettings,
 }
+
+/// The parts of a gateway that outlive a config reload.
+struct Services {
+    verifier: Arc<Verifier>,
+    api_keys: ApiKeys,
+    api_key_header: http::HeaderName,
+    abac: AbacClient,
+    asserter: Asserter,
+    /// Browser sign-in: sessions, logins in flight, the IdP's code flow.
+    browser: Browser,
+    metrics: Metrics,
+}
+
+/// The realm named in `WWW-Authenticate`.
+const REALM: &str = "authgate";
 
 impl Gateway {
     /// Builds the gateway from a validated config and the one verifier (built with
     /// [`Verifier::with_api_key_audiences`] for `api_keys.audience`).
     pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, String> {
-        let (routes, upstreams) = routing(config)?;
         // Exchanged API-key tokens go through the same verifier, for their own audience set.
         if verifier.api_key_audiences() != config.api_keys.audiences.as_slice() {
             return Err("the verifier accepts API-key tokens for other audiences than api_keys.audience: build it with Verifier::with_api_key_audiences".into());
         }
-        let api_keys = Arc::new(ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()));
-        let abac = Arc::new(AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()));
-        let asserter = Arc::new(Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?);
-        let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
-        let api_key_header = http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| e.to_string())?;
-        let browser = Arc::new(Browser::from_config(config, verifier.clone()).map_err(|e| e.to_string())?);
-        Ok(Gateway {
-            permission_names: permission_names(&config.routes, &config.clients),
-            served: served(&config.routes, config.clients.len()),
-            routes,
-            client_values: client_values(&clients),
-            clients,
-            upstreams,
+        let services = Services {
+            api_keys: ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()),
+            api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| format!("api_keys.header: {e}"))?,
+            abac: AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()),
+            asserter: Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?,
+            browser: Browser::from_config(config, verifier.clone()).map_err(|e| e.to_string())?,
             verifier,
-            api_keys,
-            headers: IdentityHeaders::from_config(&config.headers).also_strip([api_key_header.clone(), asserter.header().clone()]),
-            api_key_header,
-            abac,
-            asserter,
             metrics,
-            https: config.proxy.https,
-            debug_reason: config.proxy.debug_reason_header,
-            realm: "authgate".into(),
-            trusted_proxies: config.proxy.trusted_proxies.clone(),
-            browser,
-        })
+        };
+        Gateway::assemble(config, Arc::new(services))
     }
 
     /// A gateway for a reloaded config: routes, clients, upstreams, headers and proxy flags
     /// from `config`; the IdP's keys, every cache, the sessions and logins in progress carried
     /// over from this one, so a reload signs nobody out.
     pub fn reloaded(&self, config: &Config) -> Result<Gateway, String> {
-        let (routes, upstreams) = routing(config)?;
+        Gateway::assemble(config, self.services.clone())
+    }
+
+    /// What a config decides, around the long-lived `services`.
+    fn assemble(config: &Config, services: Arc<Services>) -> Result<Gateway, String> {
+        let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
+        let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         Ok(Gateway {
-            permission_names: permission_names(&config.routes, &config.clients),
-            served: served(&config.routes, config.clients.len()),
             routes,
-            client_values: client_values(&clients),
-            clients,
+            permission_names: PermissionNames::table(&config.routes, &config.clients),
+            served: config.routes.iter().map(|r| Served::new(r.clients.as_deref(), config.clients.len())).collect(),
             upstreams,
-            verifier: self.verifier.clone(),
-            api_keys: self.api_keys.clone(),
-            api_key_header: self.api_key_header.clone(),
-            abac: self.abac.clone(),
-            asserter: self.asserter.clone(),
-            headers: IdentityHeaders::from_config(&config.headers).also_strip([self.api_key_header.clone(), self.asserter.header().clone()]),
-            metrics: self.metrics.clone(),
-            https: config.proxy.https,
-            debug_reason: config.proxy.debug_reason_header,
-            realm: self.realm.clone(),
-            trusted_proxies: config.proxy.trusted_proxies.clone(),
-            browser: self.browser.clone(),
+            client_values: clients.all().iter().map(|c| crate::headers::encode(&c.name)).collect(),
+            clients,
+            headers: IdentityHeaders::from_config(&config.headers).also_strip([services.api_key_header.clone(), services.asserter.header().clone()]),
+            proxy: config.proxy.clone(),
+            services,
         })
     }
 
     /// The gateway's public keys for identity assertions, as a JWKS document.
     pub fn assertion_jwks(&self) -> &str {
-        self.asserter.jwks()
+        self.services.asserter.jwks()
     }
 }
 
@@ -203,10 +190,10 @@ impl Gateway {
     /// Credential → verified [`Caller`]: a bearer token, an API key (exchanged at the IdP), else
     /// the session cookie. A browser without any is sent to sign in.
     async fn caller_step(&self, req: &RequestHeader, ctx: &mut RequestCtx, client: usize, origin: &Origin) -> Result<(), Refusal> {
-        let caller = match credentials::from_request(req.headers.get(&http::header::AUTHORIZATION), req.headers.get(&self.api_key_header)) {
+        let caller = match credentials::from_request(req.headers.get(&http::header::AUTHORIZATION), req.headers.get(&self.services.api_key_header)) {
             Ok(credential @ Credential::Bearer(_)) => {
                 ctx.credential = "bearer";
-                let principal = self.verifier.verify(credential.presented()).await.map_err(|e| match e {
+                let principal = self.services.verifier.verify(credential.presented()).await.map_err(|e| match e {
                     TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
                     e => Refusal::InvalidToken(e.to_string()),
                 })?;
@@ -214,7 +201,7 @@ impl Gateway {
             }
             Ok(credential) => {
                 ctx.credential = "api_key";
-                let exchanged = self.api_keys.authenticate(credential.presented()).await.map_err(|e| match e {
+                let exchanged = self.services.api_keys.authenticate(credential.presented()).await.map_err(|e| match e {
                     ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why),
                     e => Refusal::InvalidToken(e.to_string()),
                 })?;
@@ -223,15 +210,15 @@ impl Gateway {
             Err(CredentialError::Missing) => {
                 let navigation = self.navigation(req);
                 let mut visit = self.visit(req, ctx, Ok((client, origin.clone())));
-                match self.browser.session_caller(&mut visit, client).await? {
+                match self.services.browser.session_caller(&mut visit, client).await? {
                     Some(caller) => {
                         ctx.credential = "session";
                         caller
                     }
                     // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
-                    None if navigation && (visit.https || self.browser.allows_insecure_http()) => {
+                    None if navigation && (visit.https || self.services.browser.allows_insecure_http()) => {
                         let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-                        let location = self.browser.start_login(&mut visit, client, origin, return_to).await?;
+                        let location = self.services.browser.start_login(&mut visit, client, origin, return_to).await?;
                         return Err(Refusal::LoginRedirect(location));
                     }
                     None => return Err(Refusal::MissingCredentials),
@@ -310,7 +297,7 @@ impl Gateway {
         let (Some(caller), Some(names)) = (&ctx.caller, &ctx.required) else { return Err(Refusal::MissingCredentials) };
         let names = names.clone();
         let request = CheckRequest { subject: &caller.principal.subject, entity_type: &names.entity, entity_id: routed.entity_id(), permission: &names.action, attributes };
-        let outcome = self.abac.check(&caller.credential, &request).await;
+        let outcome = self.services.abac.check(&caller.credential, &request).await;
         match outcome {
             Outcome::Allowed { cached } => {
                 ctx.abac_cached = Some(cached);
@@ -347,7 +334,7 @@ impl Gateway {
         let req = session.req_header();
         let html = responses::wants_html(header(req, &http::header::ACCEPT), header(req, &names::SEC_FETCH_MODE));
         let head_only = req.method == http::Method::HEAD;
-        let mut rendered = refusal.render_with(&self.realm, html, &ctx.request_id, self.debug_reason);
+        let mut rendered = refusal.render_with(REALM, html, &ctx.request_id, self.proxy.debug_reason_header);
         self.decorate(&mut rendered.header, ctx);
         ctx.outcome = refusal.outcome();
         let entity = ctx.required.as_ref().map(|n| &*n.entity).unwrap_or("-");
@@ -375,7 +362,7 @@ impl Gateway {
     }
 
     async fn serve_jwks(&self, session: &mut Session) -> Result<bool> {
-        let body = Bytes::copy_from_slice(self.asserter.jwks().as_bytes());
+        let body = Bytes::copy_from_slice(self.services.asserter.jwks().as_bytes());
         let mut resp = ResponseHeader::build(200, Some(4))?;
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", body.len().to_string())?;
@@ -396,23 +383,6 @@ impl Gateway {
     fn client_name(&self, ctx: &RequestCtx) -> &str {
         ctx.client.and_then(|i| self.clients.all().get(i)).map_or("-", |c| c.name.as_str())
     }
-}
-
-/// Each client's name as a header value, by client index.
-fn client_values(clients: &ClientRegistry) -> Vec<http::HeaderValue> {
-    clients.all().iter().map(|c| crate::headers::encode(&c.name)).collect()
-}
-
-/// The client apps each route serves, by route index.
-fn served(routes: &[RouteSpec], client_count: usize) -> Vec<Served> {
-    routes.iter().map(|r| Served::new(r.clients.as_deref(), client_count)).collect()
-}
-
-/// The route table and upstream peers of a config (upstream host names resolve here).
-fn routing(config: &Config) -> Result<(RouteTable, Vec<Upstream>), String> {
-    let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
-    let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
-    Ok((routes, upstreams))
 }
 
 /// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.
@@ -447,136 +417,11 @@ fn host_header(req: &RequestHeader) -> Option<&[u8]> {
     header(req, &http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
 }
 
-/// Why the request's host was refused (400).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-enum HostError {
-    /// HTTP/1.1 without `Host`.
-    #[error("the request has no Host header, which HTTP/1.1 requires")]
-    Missing,
-    /// Two or more `Host` headers.
-    #[error("the request has more than one Host header")]
-    Duplicate,
-    /// Not a host name, IPv4 or bracketed IPv6 address with an optional port.
-    #[error("the request's host is not a valid host name with an optional port")]
-    Invalid,
-}
-
-/// The host a request is routed on.
-#[derive(Debug, PartialEq, Eq)]
-struct RoutedHost<'a> {
-    /// Lowercase, without port or trailing dot: what host-specific routes are matched on.
-    name: Cow<'a, str>,
-    /// `Host` for the upstream, when it must differ from the one received (absolute-form
-    /// target, uppercase letters, trailing dot).
-    forward: Option<String>,
-}
-
-/// The request's host: an absolute-form target's authority (it overrides `Host`, RFC 9112
-/// §3.2.2), else HTTP/2's `:authority`, else `Host`. HTTP/1.1 needs exactly one `Host`;
-/// HTTP/1.0 may have none (`Ok(None)`).
-fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostError> {
-    let mut hosts = req.headers.get_all(&http::header::HOST).iter();
-    let host_header = hosts.next().map(|v| v.as_bytes());
-    if hosts.next().is_some() {
-        return Err(HostError::Duplicate);
-    }
-    let target = pingora::http::authority::raw_target_authority(req.raw_path());
-    if matches!(target, pingora::http::authority::RawTargetAuthority::AmbiguousAuthority) {
-        return Err(HostError::Invalid);
-    }
-    let absolute = target.authority();
-    if host_header.is_none() && req.version == http::Version::HTTP_11 {
-        return Err(HostError::Missing);
-    }
-    let Some(raw) = absolute.or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())).or(host_header) else {
-        return if req.version <= http::Version::HTTP_10 { Ok(None) } else { Err(HostError::Missing) };
-    };
-    let (name, port) = split_host(raw).ok_or(HostError::Invalid)?;
-    let canonical = name.bytes().all(|b| !b.is_ascii_uppercase()) && !name.ends_with('.');
-    let trimmed = name.strip_suffix('.').unwrap_or(name);
-    if trimmed.is_empty() {
-        return Err(HostError::Invalid);
-    }
-    let name = if canonical { Cow::Borrowed(trimmed) } else { Cow::Owned(trimmed.to_ascii_lowercase()) };
-    let forward = (!canonical || host_header != Some(raw)).then(|| match port {
-        Some(p) => format!("{name}:{p}"),
-        None => name.to_string(),
-    });
-    Ok(Some(RoutedHost { name, forward }))
-}
-
-/// Splits `host[:port]` and checks both: a name of letters, digits, `-`, `_` and `.` (at most
-/// one trailing dot, no empty label), an IPv4 address, or a bracketed IPv6 address.
-fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
-    let raw = std::str::from_utf8(raw).ok()?;
-    let (name, port) = if raw.starts_with('[') {
-        let end = raw.find(']')?;
-        let (name, rest) = raw.split_at(end + 1);
-        let inner = name.get(1..name.len() - 1)?;
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-            return None;
-        }
-        match rest {
-            "" => (name, None),
-            r => (name, Some(r.strip_prefix(':')?)),
-        }
-    } else {
-        let (name, port) = match raw.rsplit_once(':') {
-            Some((n, p)) => (n, Some(p)),
-            None => (raw, None),
-        };
-        let labels = name.strip_suffix('.').unwrap_or(name);
-        if labels.is_empty() || labels.split('.').any(|l| l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
-            return None;
-        }
-        (name, port)
-    };
-    if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-    }
-    Some((name, port))
-}
-
 /// A random request id: 16 lowercase hex digits.
 fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u64 = rand::random();
     (0..16).rev().filter_map(|i| HEX.get(((n >> (i * 4)) & 15) as usize)).map(|&d| char::from(d)).collect()
-}
-
-/// A route's permission in one client's namespace, named once at start: `entity`
-/// (`client_abc:invoice`), `action` (`read`) and `granted` (`client_abc:invoice:read`).
-pub struct PermissionNames {
-    /// The entity type.
-    pub entity: Arc<str>,
-    /// The action.
-    pub action: Arc<str>,
-    /// `entity:action`, as sent upstream.
-    pub granted: Arc<str>,
-    /// `granted` as a header value.
-    pub header: http::HeaderValue,
-}
-
-/// The permission names of every (route, client) pair; `None` where the route needs none.
-fn permission_names(routes: &[RouteSpec], clients: &[crate::clients::ClientApp]) -> Vec<Vec<Option<Arc<PermissionNames>>>> {
-    routes
-        .iter()
-        .map(|r| {
-            clients
-                .iter()
-                .map(|c| match &r.access {
-                    Access::Permission(p) => {
-                        let entity = format!("{}:{}", c.namespace, p.resource);
-                        let granted = format!("{entity}:{}", p.action);
-                        Some(Arc::new(PermissionNames { header: crate::headers::encode(&granted), granted: granted.into(), entity: entity.into(), action: p.action.as_str().into() }))
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// `x-request-id` as Pingora takes a header name without copying it (for the response).
@@ -640,7 +485,7 @@ impl Gateway {
             out.map.insert(http::header::HOST, http::HeaderValue::try_from(host).or_err(InternalError, "routed host is not a header value")?);
         }
         if !out.cookies.is_empty() {
-            if let Some(kept) = self.browser.kept_cookies(&out.cookies) {
+            if let Some(kept) = self.services.browser.kept_cookies(&out.cookies) {
                 out.map.insert(http::header::COOKIE, kept);
             }
         }
@@ -649,7 +494,7 @@ impl Gateway {
             let permission = ctx.granted.as_ref().map(|g| &g.header);
             out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.and_then(|i| self.client_values.get(i)), permission });
             if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
-                let jwt = self.asserter.assertion(&assertion::Claims {
+                let jwt = self.services.asserter.assertion(&assertion::Claims {
                     subject: &p.subject,
                     email: p.email.as_deref(),
                     client: ctx.client.and_then(|i| self.clients.all().get(i)).map(|c| c.name.as_str()),
@@ -657,7 +502,7 @@ impl Gateway {
                     decision: ctx.decision,
                     audience: self.upstreams.get(route.upstream).map_or("-", |u| u.name.as_str()),
                 });
-                out.map.insert(self.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
+                out.map.insert(self.services.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
             }
         }
         out.map.insert(names::X_REQUEST_ID.clone(), request_id_value(&ctx.request_id)?);
@@ -707,8 +552,8 @@ impl Gateway {
 
     /// Counts every request once, by route, client and outcome.
     fn logging(&self, ctx: &RequestCtx) {
-        self.metrics.requests.with_label_values(&[self.route_name(ctx), self.client_name(ctx), ctx.outcome]).inc();
-        self.metrics.latency.with_label_values(&[ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
+        self.services.metrics.requests.with_label_values(&[self.route_name(ctx), self.client_name(ctx), ctx.outcome]).inc();
+        self.services.metrics.latency.with_label_values(&[ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
     }
 }
 
@@ -739,47 +584,7 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 
 #[cfg(test)]
 mod tests {
-    use super::{push_ip, request_host, HostError};
-    use pingora::http::RequestHeader;
-
-    #[test]
-    fn hosts_table() {
-        // (version, target, Host headers, routed host, Host for the upstream)
-        type Want = Result<Option<(&'static str, Option<&'static str>)>, HostError>;
-        let v11 = http::Version::HTTP_11;
-        let v10 = http::Version::HTTP_10;
-        let cases: [(http::Version, &str, &[&str], Want); 19] = [
-            (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
-            (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
-            (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
-            (v11, "/x", &["example.com."], Ok(Some(("example.com", Some("example.com"))))),
-            (v11, "/x", &["example.com.:81"], Ok(Some(("example.com", Some("example.com:81"))))),
-            (v11, "/x", &["127.0.0.1:80"], Ok(Some(("127.0.0.1", None)))),
-            (v11, "/x", &["[::1]:80"], Ok(Some(("[::1]", None)))),
-            (v11, "http://b.example/x", &["a.example"], Ok(Some(("b.example", Some("b.example"))))),
-            (v11, "http://b.example:81/x", &["b.example:81"], Ok(Some(("b.example", None)))),
-            (v11, "/x", &[], Err(HostError::Missing)),
-            (v11, "http://b.example/x", &[], Err(HostError::Missing)),
-            (v10, "/x", &[], Ok(None)),
-            (v11, "/x", &["a.example", "b.example"], Err(HostError::Duplicate)),
-            (v11, "/x", &[""], Err(HostError::Invalid)),
-            (v11, "/x", &["a..example"], Err(HostError::Invalid)),
-            (v11, "/x", &["a.example:x"], Err(HostError::Invalid)),
-            (v11, "/x", &["a example"], Err(HostError::Invalid)),
-            (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
-            (v11, "/x", &["."], Err(HostError::Invalid)),
-        ];
-        for (version, target, hosts, want) in cases {
-            let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
-            req.set_version(version);
-            for h in hosts {
-                req.append_header("host", *h).unwrap();
-            }
-            let got = request_host(&req).map(|h| h.map(|h| (h.name.into_owned(), h.forward)));
-            let want = want.map(|h| h.map(|(n, f)| (n.to_string(), f.map(str::to_string))));
-            assert_eq!(got, want, "{version:?} {target} {hosts:?}");
-        }
-    }
+    use super::push_ip;
 
     #[test]
     fn addresses_print_as_display_does() {

@@ -8,7 +8,8 @@
 //! upstream framework would serve: `;` parameters and letter case may not change it.
 
 use crate::authz::path::{self, NormalPath, PathError};
-use crate::config::model::RouteSpec;
+use crate::config::model::{Access, RouteSpec};
+use crate::identity::browser::{self, ProtectedPages};
 use crate::pattern::PathPattern;
 use http::Method;
 use std::collections::HashMap;
@@ -208,6 +209,23 @@ pub struct RouteTable {
     folded: Tables,
     /// Some pattern has an uppercase letter: even a lowercase path needs the folded check.
     uppercase_patterns: bool,
+}
+
+impl ProtectedPages for RouteTable {
+    fn protected(&self, url: &str) -> bool {
+        let Ok(url) = url::Url::parse(url) else { return true };
+        // The gateway answers its own endpoints (the signed-out page) before any route.
+        if url.path().starts_with(browser::PREFIX) {
+            return false;
+        }
+        let Ok(path) = path::normalize(url.path()) else { return true };
+        match self.resolve(url.host_str(), &path, &Method::GET) {
+            Ok(RouteMatch::Found { route, .. }) => route.access != Access::Public,
+            Ok(_) => false,
+            // A path no reading can route safely is no place to send a browser.
+            Err(_) => true,
+        }
+    }
 }
 
 impl RouteTable {

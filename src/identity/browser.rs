@@ -7,7 +7,6 @@
 //! Sessions live behind the [`SessionStore`] trait; the identity provider is OpenID Connect
 //! ([`Oidc`]): another kind of provider (e.g. GitHub's OAuth) would sit beside it here.
 
-use crate::authz::routes::RouteTable;
 use crate::clients::{ClientApp, ClientRegistry};
 use crate::config::model::{Config, SessionSettings};
 use crate::identity::credentials::{Caller, Credential};
@@ -34,6 +33,13 @@ const SIGNED_OUT_PATH: &str = "/_authgate/signed-out";
 pub const PREFIX: &str = "/_authgate/";
 /// Longest return URL a login cookie carries; longer ones return to the origin's root.
 const MAX_RETURN_LEN: usize = 1024;
+
+/// Which pages need a sign-in: a signed-out browser sent there would bounce straight back to
+/// the IdP. The route table answers it; sign-in knows no routes.
+pub trait ProtectedPages: Sync {
+    /// True when `url` is served by a route that needs a sign-in (or cannot be routed safely).
+    fn protected(&self, url: &str) -> bool;
+}
 
 /// Why browser sign-in cannot be set up from the config.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +79,8 @@ pub struct Visit<'a> {
     pub request_id: &'a str,
     /// The clients of the config in force.
     pub clients: &'a ClientRegistry,
-    /// The routes of the config in force (a logout never returns to a protected page).
-    pub routes: &'a RouteTable,
+    /// The pages of the config in force that need a sign-in (a logout never returns to one).
+    pub routes: &'a dyn ProtectedPages,
     /// The client the request's origin hints name, with that origin; `Err`: the unknown origin.
     pub hinted: Result<(usize, Origin), String>,
     /// `Set-Cookie` values for the answer.
@@ -478,7 +484,7 @@ impl Browser {
         v.set_cookies.push(spec.set(&spec.signed_out, "1", Some(self.settings.lifetime)));
         let target = rd
             .or_else(|| redirects::validate(&client.post_logout_redirect, &origin, v.clients, index))
-            .filter(|t| !protected(v.routes, t))
+            .filter(|t| !v.routes.protected(t))
             .unwrap_or_else(|| format!("{origin}{SIGNED_OUT_PATH}"));
         let end_session = match (&id_token, self.oidc.provider().await) {
             (Some(_), Ok(p)) => p.end_session_endpoint.clone(),
@@ -581,23 +587,6 @@ fn header<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a [u8
 fn same_origin_logout(req: &RequestHeader, clients: &ClientRegistry, index: usize) -> bool {
     let origin_ok = header(req, &ORIGIN).map(|raw| std::str::from_utf8(raw).ok().and_then(|o| Origin::parse(o).ok()).is_some_and(|o| clients.belongs(index, &o)));
     logout_allowed(req.headers.get("sec-fetch-site").map(|v| v.as_bytes()), origin_ok, req.method == http::Method::POST)
-}
-
-/// True when `url` is served by a route that needs a sign-in (a page a signed-out browser
-/// would bounce from straight back to the IdP).
-fn protected(routes: &RouteTable, url: &str) -> bool {
-    let Ok(url) = url::Url::parse(url) else { return true };
-    // The gateway answers its own endpoints (the signed-out page) before any route.
-    if url.path().starts_with(PREFIX) {
-        return false;
-    }
-    let Ok(path) = crate::authz::path::normalize(url.path()) else { return true };
-    match routes.resolve(url.host_str(), &path, &http::Method::GET) {
-        Ok(crate::authz::routes::RouteMatch::Found { route, .. }) => route.access != crate::config::model::Access::Public,
-        Ok(_) => false,
-        // A path no reading can route safely is no place to send a browser.
-        Err(_) => true,
-    }
 }
 
 #[cfg(test)]

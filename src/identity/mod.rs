@@ -10,6 +10,8 @@ pub mod oidc;
 pub mod session;
 pub mod verify;
 
+pub use credentials::{Caller, Credential};
+
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::OnceLock;

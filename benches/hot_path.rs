@@ -122,7 +122,9 @@ fn session_lookup(c: &mut Criterion) {
 }
 
 fn abac_cache_hit(c: &mut Criterion) {
-    use authgate::authz::abac::{AbacClient, CallerAuth, CheckRequest, Outcome};
+    use authgate::authz::abac::{AbacClient, CheckRequest, Outcome};
+    use authgate::identity::credentials::{Credential, Token};
+    let bearer = Credential::Bearer(Token::new("t").unwrap());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // A loopback IdP that allows everything; the first check asks it, the benchmark hits the cache.
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -135,8 +137,8 @@ fn abac_cache_hit(c: &mut Criterion) {
     attributes.insert("amount".into(), 80.into());
     attributes.insert("currency".into(), "EUR".into());
     let req = CheckRequest { subject: "user_1", entity_type: "client_abc:invoice", entity_id: Some("42"), permission: "refund", attributes };
-    assert_eq!(rt.block_on(client.check(CallerAuth::Bearer("t"), &req)), Outcome::Allowed { cached: false });
-    c.bench_function("abac_cache_hit", |b| b.iter(|| rt.block_on(client.check(CallerAuth::Bearer("t"), black_box(&req)))));
+    assert_eq!(rt.block_on(client.check(&bearer, &req)), Outcome::Allowed { cached: false });
+    c.bench_function("abac_cache_hit", |b| b.iter(|| rt.block_on(client.check(&bearer, black_box(&req)))));
 }
 
 fn header_injection(c: &mut Criterion) {

@@ -1,13 +1,17 @@
 //! authgate: a reverse-proxy authentication gateway on Pingora.
 //!
-//! The request's journey, in the order the modules run it:
-//! [`authz::path`] normalises the path → [`authz::routes`] matches the route →
-//! [`clients`] names the calling client app → [`identity::credentials`] finds the
-//! caller's token → [`identity::verify`] checks it against the IdP's keys
-//! ([`identity::jwks`]) into a [`identity::Principal`] → [`authz::permissions`]
-//! checks the route's permission → [`upstream`] picks the peer → [`headers`] strips
-//! and injects identity headers; every refusal leaves through [`responses`], and
-//! [`metrics`] counts the outcome. [`proxy`] is where Pingora's phases call these.
+//! Start with `ARCHITECTURE.md` at the repository's root: the bird's-eye view, the code map
+//! (what each module owns and must not know) and the invariants.
+//!
+//! The request's journey, in the order the modules run it: [`authz::host`] and [`authz::path`]
+//! read the host and path → [`authz::routes`] matches the route → [`clients`] names the calling
+//! client app → [`identity::credentials`] finds the caller's credential, verified by
+//! [`identity::verify`] (keys from [`identity::jwks`]), exchanged by [`identity::apikey`], or a
+//! browser session of [`identity::browser`], into one [`identity::credentials::Caller`] →
+//! [`authz::permissions`] checks the route's permission, [`authz::abac`] asks the IdP live →
+//! [`upstream`] picks the peer → [`headers`] strips and injects identity headers; every refusal
+//! leaves through [`responses`], and [`metrics`] counts the outcome. [`proxy`] is where
+//! Pingora's phases call these; [`server`] builds the server and reloads the config.
 //!
 //! The release build aborts on panic, so a panic while serving a request would take every
 //! connection down: the modules on the request path deny `unwrap`, `expect` and unchecked
@@ -35,6 +39,10 @@ pub mod logging;
 #[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 pub mod metrics;
 #[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+pub mod origin;
+#[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+pub mod pattern;
+#[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 pub mod proxy;
 #[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 pub mod redirects;
@@ -43,5 +51,7 @@ pub mod responses;
 #[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 pub mod secret;
 pub mod server;
+#[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+pub mod trusted_proxies;
 #[cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 pub mod upstream;

@@ -106,7 +106,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: &config::Config, path: Option<&std::path::Path>) -> ExitCode {
-    match authgate::server::build_reloadable(config, path) {
+    match authgate::server::build(config, path) {
         Ok(server) => {
             tracing::info!(proxy = %config.proxy.listen, admin = %config.admin.listen, "authgate listening");
             server.run_forever()

@@ -3,7 +3,8 @@
 //! else — protocol-relative `//evil.com`, `https:evil.com`, backslashes, control characters,
 //! and their percent-encoded spellings — is refused, so the gateway is no open redirect.
 
-use crate::clients::{ClientRegistry, Origin};
+use crate::clients::ClientRegistry;
+use crate::origin::Origin;
 use percent_encoding::percent_decode_str;
 use url::Url;
 

@@ -23,6 +23,7 @@
 
 use crate::config::model::{AbacSettings, AttributeSource};
 use crate::digest::{Digest, KeyedDigest};
+use crate::identity::credentials::Credential;
 use crate::metrics::Metrics;
 use moka::future::Cache;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -32,28 +33,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
-
-/// How the gateway authenticates its check call: as the caller.
-#[derive(Debug, Clone, Copy)]
-pub enum CallerAuth<'a> {
-    /// The caller's bearer token.
-    Bearer(&'a str),
-    /// The caller's API key.
-    ApiKey(&'a str),
-    /// A browser session's access token (sent as a bearer token).
-    Session(&'a str),
-}
-
-impl CallerAuth<'_> {
-    /// The credential kind and the credential, for the decision cache key.
-    fn kind_and_secret(&self) -> (&'static [u8], &str) {
-        match self {
-            CallerAuth::Bearer(t) => (b"bearer", t),
-            CallerAuth::ApiKey(k) => (b"api_key", k),
-            CallerAuth::Session(t) => (b"session", t),
-        }
-    }
-}
 
 /// What is asked.
 #[derive(Debug, Clone)]
@@ -241,7 +220,8 @@ impl AbacClient {
     }
 
     /// Asks the IdP (or the cache) whether the caller may do this.
-    pub async fn check(&self, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Outcome {
+    /// The gateway asks as the caller: with its bearer token (a session's access token) or API key.
+    pub async fn check(&self, auth: &Credential, req: &CheckRequest<'_>) -> Outcome {
         let Some(url) = self.url.as_ref() else {
             // Nothing can decide: no. Never "unavailable", so `on_error = "allow"` cannot apply.
             self.metrics.abac_checks.with_label_values(&["denied", "unconfigured"]).inc();
@@ -290,7 +270,7 @@ impl AbacClient {
         }
     }
 
-    async fn call(&self, url: &Url, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Result<Answer, CallError> {
+    async fn call(&self, url: &Url, auth: &Credential, req: &CheckRequest<'_>) -> Result<Answer, CallError> {
         if !self.breaker.allow() {
             return Err(CallError::Unavailable("the live permission check is paused after repeated failures (circuit open)".into()));
         }
@@ -303,8 +283,8 @@ impl AbacClient {
         });
         let mut call = self.http.post(url.clone()).json(&body);
         call = match auth {
-            CallerAuth::Bearer(t) | CallerAuth::Session(t) => call.bearer_auth(t),
-            CallerAuth::ApiKey(k) => call.header("x-api-key", k),
+            Credential::Bearer(_) | Credential::Session(_) => call.bearer_auth(auth.presented()),
+            Credential::ApiKey(k) => call.header("x-api-key", k.as_str()),
         };
         let result = async {
             // Transport failures (refused, reset, timed out, cut short) are unavailability.
@@ -364,11 +344,10 @@ impl Answer {
 impl AbacClient {
     /// The decision cache's key, keyed: the credential's kind and the credential itself (the
     /// IdP decides as that caller), subject, entity, permission and the attributes.
-    fn cache_key(&self, auth: CallerAuth<'_>, req: &CheckRequest<'_>) -> Digest {
+    fn cache_key(&self, auth: &Credential, req: &CheckRequest<'_>) -> Digest {
         let mut w = self.keys.writer();
-        let (kind, secret) = auth.kind_and_secret();
-        w.part(kind);
-        w.part(secret.as_bytes());
+        w.part(auth.kind().as_bytes());
+        w.part(auth.presented().as_bytes());
         w.part(req.subject.as_bytes());
         w.part(req.entity_type.as_bytes());
         match req.entity_id {
@@ -658,6 +637,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::credentials::Token;
 
     #[test]
     fn breaker_opens_and_recovers() {
@@ -722,6 +702,17 @@ mod tests {
         }
     }
 
+    fn bearer(t: &str) -> Credential {
+        Credential::Bearer(Token::new(t).unwrap())
+    }
+
+    fn session(access: &str) -> Credential {
+        use crate::identity::session::{SessionData, Tokens};
+        use crate::secret::Secret;
+        let tokens = Tokens { access_token: Secret::new(access.to_string()), id_token: Secret::new(String::new()), refresh_token: None, access_expires_at: 0 };
+        Credential::Session(Arc::new(SessionData { client: "c".into(), origin: "https://c.example".into(), subject: "u".into(), email: None, name: None, tokens, created_at: 0, expires_at: 0, generation: 0 }))
+    }
+
     fn settings() -> AbacSettings {
         AbacSettings { allow_ttl: Duration::from_secs(30), deny_ttl: Duration::from_secs(10), cache_size: 10, breaker_failures: 5, breaker_cooldown: Duration::from_secs(10) }
     }
@@ -730,7 +721,7 @@ mod tests {
     async fn without_a_url_every_check_is_denied_not_unavailable() {
         let client = AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
         let req = CheckRequest { subject: "u", entity_type: "t", entity_id: None, permission: "p", attributes: Map::new() };
-        match client.check(CallerAuth::Bearer("t"), &req).await {
+        match client.check(&bearer("t"), &req).await {
             Outcome::Denied { cached: false, reason } => assert_eq!(reason, NOT_CONFIGURED),
             other => panic!("{other:?}"),
         }
@@ -745,7 +736,7 @@ mod tests {
         let client = AbacClient::from_config(Some(url), Duration::from_secs(1), &s, Metrics::new());
         let req = CheckRequest { subject: "u", entity_type: "t", entity_id: None, permission: "p", attributes: Map::new() };
         for _ in 0..3 {
-            assert!(matches!(client.check(CallerAuth::Bearer("t"), &req).await, Outcome::Unavailable(_)));
+            assert!(matches!(client.check(&bearer("t"), &req).await, Outcome::Unavailable(_)));
         }
         assert_eq!(client.breaker().state(), BreakerState::Open);
     }
@@ -894,13 +885,13 @@ mod tests {
             CheckRequest { attributes: attrs, ..base.clone() },
         ];
         let client = AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
-        let bearer = CallerAuth::Bearer("tok");
-        assert_eq!(client.cache_key(bearer, &base), client.cache_key(bearer, &base.clone()));
+        let tok = bearer("tok");
+        assert_eq!(client.cache_key(&tok, &base), client.cache_key(&tok, &base.clone()));
         for v in &variants {
-            assert_ne!(client.cache_key(bearer, &base), client.cache_key(bearer, v), "{v:?}");
+            assert_ne!(client.cache_key(&tok, &base), client.cache_key(&tok, v), "{v:?}");
         }
-        for other in [CallerAuth::ApiKey("tok"), CallerAuth::Session("tok"), CallerAuth::Bearer("tok2")] {
-            assert_ne!(client.cache_key(bearer, &base), client.cache_key(other, &base), "{other:?}");
+        for other in [Credential::ApiKey(Token::new("tok").unwrap()), session("tok"), bearer("tok2")] {
+            assert_ne!(client.cache_key(&tok, &base), client.cache_key(&other, &base), "{other:?}");
         }
     }
 }

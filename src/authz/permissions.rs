@@ -3,7 +3,9 @@
 //! A permission is granted when `permissions[type]` or `permissions["type:id"]` lists it and
 //! `abac_required[type]` does not; listed in `abac_required`, it needs the IdP's live check.
 
+use crate::config::model::{Access, ClientSettings, RouteSpec};
 use crate::identity::Principal;
+use std::sync::Arc;
 
 /// What the token alone says about a permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,41 @@ pub fn check(principal: &Principal, entity_type: &str, entity_id: Option<&str>, 
         Decision::Granted
     } else {
         Decision::Denied
+    }
+}
+
+/// A route's permission in one client's namespace, named once at start: `entity`
+/// (`client_abc:invoice`), `action` (`read`) and `granted` (`client_abc:invoice:read`).
+pub struct PermissionNames {
+    /// The entity type.
+    pub entity: Arc<str>,
+    /// The action.
+    pub action: Arc<str>,
+    /// `entity:action`, as sent upstream.
+    pub granted: Arc<str>,
+    /// `granted` as a header value.
+    pub header: http::HeaderValue,
+}
+
+impl PermissionNames {
+    /// The permission names of every (route, client) pair; `None` where the route needs none.
+    pub fn table(routes: &[RouteSpec], clients: &[ClientSettings]) -> Vec<Vec<Option<Arc<PermissionNames>>>> {
+        routes
+            .iter()
+            .map(|r| {
+                clients
+                    .iter()
+                    .map(|c| match &r.access {
+                        Access::Permission(p) => {
+                            let entity = format!("{}:{}", c.namespace, p.resource);
+                            let granted = format!("{entity}:{}", p.action);
+                            Some(Arc::new(PermissionNames { header: crate::headers::encode(&granted), granted: granted.into(), entity: entity.into(), action: p.action.as_str().into() }))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 

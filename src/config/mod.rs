@@ -6,7 +6,6 @@
 
 pub mod file;
 pub mod model;
-pub mod reload;
 pub mod span;
 pub mod validate;
 

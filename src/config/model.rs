@@ -3,8 +3,9 @@
 //! Built from [`super::file`] by [`super::validate`]; a `Config` that exists is a config that
 //! passed every rule.
 
-use crate::authz::routes::PathPattern;
-use crate::clients::{Origin, OriginPattern, TrustedProxies};
+use crate::pattern::PathPattern;
+use crate::origin::{Origin, OriginPattern};
+use crate::trusted_proxies::TrustedProxies;
 use crate::secret::Secret;
 use jsonwebtoken::Algorithm;
 use std::net::SocketAddr;

@@ -6,8 +6,9 @@
 use super::file::*;
 use super::model::*;
 use super::span::KeyPath;
-use crate::authz::routes::PathPattern;
-use crate::clients::{Origin, OriginPattern, TrustedProxies};
+use crate::pattern::PathPattern;
+use crate::origin::{Origin, OriginPattern};
+use crate::trusted_proxies::TrustedProxies;
 use crate::secret::Secret;
 use jsonwebtoken::Algorithm;
 use std::collections::{HashMap, HashSet};

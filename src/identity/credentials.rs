@@ -1,12 +1,79 @@
-//! Finding the caller's credentials on a request.
+//! Who is calling, as presented: the credential found on a request (bearer token, API key or a
+//! browser session) and the one owned [`Caller`] it
+//! becomes once verified, kept in the request's context up to the live check.
 
-/// Credentials presented by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential<'a> {
+use super::session::SessionData;
+use super::Principal;
+use http::HeaderValue;
+use std::fmt;
+use std::sync::Arc;
+
+/// A token or key as the caller sent it: a range of the request's header value, shared with
+/// the request rather than copied. Always UTF-8 (checked when it was found).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    value: HeaderValue,
+    start: usize,
+    end: usize,
+}
+
+impl Token {
+    /// A token from text (tests, and credentials that do not come from a header).
+    pub fn new(text: &str) -> Option<Token> {
+        HeaderValue::from_str(text).ok().map(|value| Token { end: text.len(), value, start: 0 })
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        self.value.as_bytes().get(self.start..self.end).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The credential a caller presented.
+#[derive(Debug, Clone)]
+pub enum Credential {
     /// `Authorization: Bearer <token>`.
-    Bearer(&'a str),
+    Bearer(Token),
     /// An API key in the configured header (default `x-api-key`).
-    ApiKey(&'a str),
+    ApiKey(Token),
+    /// A browser session; it presents its access token.
+    Session(Arc<SessionData>),
+}
+
+impl Credential {
+    /// The kind, for logs, metrics and the live check's cache key: `bearer`, `api_key`, `session`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credential::Bearer(_) => "bearer",
+            Credential::ApiKey(_) => "api_key",
+            Credential::Session(_) => "session",
+        }
+    }
+
+    /// What the caller presents to the IdP on its own behalf (the live check): the bearer
+    /// token, the API key, or the session's access token.
+    pub fn presented(&self) -> &str {
+        match self {
+            Credential::Bearer(t) | Credential::ApiKey(t) => t.as_str(),
+            Credential::Session(s) => s.tokens.access_token.expose(),
+        }
+    }
+}
+
+/// A verified caller: who ([`Principal`]) and with what ([`Credential`]). Built once per
+/// request from its credential, kept in the request's context up to the live check.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The verified identity.
+    pub principal: Arc<Principal>,
+    /// The credential it was verified from.
+    pub credential: Credential,
 }
 
 /// Why the credentials on a request are unusable.
@@ -24,15 +91,18 @@ pub enum CredentialError {
 }
 
 /// The caller's credentials: a bearer token when `Authorization` is present, else an API key.
-pub fn from_request<'a>(authorization: Option<&'a [u8]>, api_key: Option<&'a [u8]>) -> Result<Credential<'a>, CredentialError> {
+pub fn from_request(authorization: Option<&HeaderValue>, api_key: Option<&HeaderValue>) -> Result<Credential, CredentialError> {
     match (authorization, api_key) {
         (Some(_), _) => from_authorization(authorization),
         (None, Some(raw)) => {
-            let key = std::str::from_utf8(raw).map_err(|_| CredentialError::MalformedApiKey)?.trim();
+            let bytes = raw.as_bytes();
+            let text = std::str::from_utf8(bytes).map_err(|_| CredentialError::MalformedApiKey)?;
+            let key = text.trim();
             if key.is_empty() || key.len() > 512 || !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(CredentialError::MalformedApiKey);
             }
-            Ok(Credential::ApiKey(key))
+            let start = text.len() - text.trim_start().len();
+            Ok(Credential::ApiKey(Token { value: raw.clone(), start, end: start + key.len() }))
         }
         (None, None) => Err(CredentialError::Missing),
     }
@@ -53,26 +123,30 @@ static B64TOKEN: [bool; 256] = {
 
 /// Extracts the bearer token from an `Authorization` header value. Works on bytes: the
 /// token is scanned twice (for a space, then as UTF-8), which matters at ~700 bytes a request.
-pub fn from_authorization(header: Option<&[u8]>) -> Result<Credential<'_>, CredentialError> {
-    let Some(raw) = header else { return Err(CredentialError::Missing) };
+pub fn from_authorization(header: Option<&HeaderValue>) -> Result<Credential, CredentialError> {
+    let Some(value) = header else { return Err(CredentialError::Missing) };
+    let raw = value.as_bytes();
     let space = raw.iter().position(|&b| b == b' ').ok_or(CredentialError::Malformed)?;
-    let (scheme, rest) = raw.split_at(space);
+    let (scheme, _) = raw.split_at(space);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(CredentialError::Malformed);
     }
-    let mut token = rest;
-    while let [b' ', rest @ ..] = token {
-        token = rest;
+    let mut start = space;
+    while raw.get(start) == Some(&b' ') {
+        start += 1;
     }
-    while let [rest @ .., b' '] = token {
-        token = rest;
+    let mut end = raw.len();
+    while end > start && raw.get(end - 1) == Some(&b' ') {
+        end -= 1;
     }
+    let token = raw.get(start..end).unwrap_or_default();
     // The characters are checked by the verifier, and only for tokens it has not seen:
     // a cached token was checked when it was first verified.
     if token.is_empty() || token.contains(&b' ') {
         return Err(CredentialError::Malformed);
     }
-    std::str::from_utf8(token).map(Credential::Bearer).map_err(|_| CredentialError::Malformed)
+    std::str::from_utf8(token).map_err(|_| CredentialError::Malformed)?;
+    Ok(Credential::Bearer(Token { value: value.clone(), start, end }))
 }
 
 /// True when `token` has only RFC 6750 `b64token` characters (anything else cannot be a JWT).
@@ -84,14 +158,23 @@ pub fn is_b64token(token: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn hv(b: &[u8]) -> HeaderValue {
+        HeaderValue::from_bytes(b).unwrap()
+    }
+
+    fn text(c: Result<Credential, CredentialError>) -> Result<(&'static str, String), CredentialError> {
+        c.map(|c| (c.kind(), c.presented().to_string()))
+    }
+
     #[test]
     fn bearer_extraction() {
-        assert_eq!(from_authorization(Some(b"Bearer abc.def.ghi")), Ok(Credential::Bearer("abc.def.ghi")));
-        assert_eq!(from_authorization(Some(b"bearer  abc")), Ok(Credential::Bearer("abc")));
-        assert_eq!(from_authorization(None), Err(CredentialError::Missing));
-        assert_eq!(from_authorization(Some(b"BEARER abc  ")), Ok(Credential::Bearer("abc")));
+        let bearer = |t: &str| Ok(("bearer", t.to_string()));
+        assert_eq!(text(from_authorization(Some(&hv(b"Bearer abc.def.ghi")))), bearer("abc.def.ghi"));
+        assert_eq!(text(from_authorization(Some(&hv(b"bearer  abc")))), bearer("abc"));
+        assert_eq!(text(from_authorization(None)), Err(CredentialError::Missing));
+        assert_eq!(text(from_authorization(Some(&hv(b"BEARER abc  ")))), bearer("abc"));
         for bad in [&b"Basic dXNlcjpwdw=="[..], b"Bearer", b"Bearer ", b"Bearer   ", b"Bearer a b", b"Bearer \xff", b"\xffBearer abc", b" Bearer abc"] {
-            assert_eq!(from_authorization(Some(bad)), Err(CredentialError::Malformed), "{bad:?}");
+            assert_eq!(text(from_authorization(Some(&hv(bad)))), Err(CredentialError::Malformed), "{bad:?}");
         }
     }
 
@@ -105,10 +188,18 @@ mod tests {
 
     #[test]
     fn api_keys_when_no_bearer() {
-        assert_eq!(from_request(None, Some(b"ak_live_1")), Ok(Credential::ApiKey("ak_live_1")));
-        assert_eq!(from_request(Some(b"Bearer t"), Some(b"ak_live_1")), Ok(Credential::Bearer("t")));
-        assert_eq!(from_request(None, Some(b"")), Err(CredentialError::MalformedApiKey));
-        assert_eq!(from_request(None, Some(b"a b")), Err(CredentialError::MalformedApiKey));
-        assert_eq!(from_request(None, None), Err(CredentialError::Missing));
+        assert_eq!(text(from_request(None, Some(&hv(b"ak_live_1")))), Ok(("api_key", "ak_live_1".into())));
+        assert_eq!(text(from_request(None, Some(&hv(b" ak_live_2 ")))), Ok(("api_key", "ak_live_2".into())));
+        assert_eq!(text(from_request(Some(&hv(b"Bearer t")), Some(&hv(b"ak_live_1")))), Ok(("bearer", "t".into())));
+        assert_eq!(text(from_request(None, Some(&hv(b"")))), Err(CredentialError::MalformedApiKey));
+        assert_eq!(text(from_request(None, Some(&hv(b"a b")))), Err(CredentialError::MalformedApiKey));
+        assert_eq!(text(from_request(None, None)), Err(CredentialError::Missing));
+    }
+
+    #[test]
+    fn tokens_never_print() {
+        let t = Token::new("secret-token").unwrap();
+        assert_eq!(format!("{t:?}"), "***");
+        assert_eq!(t.as_str(), "secret-token");
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod apikey;
 pub mod assertion;
+pub mod browser;
 pub mod credentials;
 pub mod jwks;
 pub mod login;
@@ -9,6 +10,8 @@ pub mod oidc;
 pub mod session;
 pub mod signing;
 pub mod verify;
+
+pub use credentials::{Caller, Credential};
 
 use http::HeaderValue;
 use std::collections::HashMap;

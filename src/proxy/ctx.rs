@@ -1,6 +1,7 @@
 //! What one request carries from phase to phase.
 
-use crate::identity::Principal;
+use crate::authz::permissions::PermissionNames;
+use crate::identity::credentials::Caller;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,18 +21,19 @@ pub struct RequestCtx {
     pub normalized_path: Option<String>,
     /// `Host` for the upstream when it differs from the one received (absolute-form, trailing dot, case).
     pub upstream_host: Option<String>,
-    /// The verified caller.
-    pub principal: Option<Arc<Principal>>,
+    /// The verified caller, with the credential it presented.
+    pub caller: Option<Caller>,
     /// The permission that let the request through, `entity:action`.
-    pub granted: Option<Arc<super::PermissionNames>>,
-    /// How the caller authenticated: `bearer` or `api_key` (`-` before it did).
+    pub granted: Option<Arc<PermissionNames>>,
+    /// What the caller presented: `bearer`, `api_key` or `session` (`-` before it did), set
+    /// before it is verified so that a refused credential is logged by kind.
     pub credential: &'static str,
     /// How the permission was decided: `static`, `abac`, `abac-unavailable-allowed`, `authenticated`.
     pub decision: &'static str,
     /// Whether a live decision came from the cache.
     pub abac_cached: Option<bool>,
     /// The entity and permission the route required, for logs.
-    pub required: Option<Arc<super::PermissionNames>>,
+    pub required: Option<Arc<PermissionNames>>,
     /// How the request ended, for metrics.
     pub outcome: &'static str,
     /// The request arrived over HTTPS (directly, or as a trusted proxy says).
@@ -55,7 +57,7 @@ impl RequestCtx {
             client: None,
             normalized_path: None,
             upstream_host: None,
-            principal: None,
+            caller: None,
             granted: None,
             credential: "-",
             decision: "-",

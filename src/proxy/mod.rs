@@ -6,19 +6,20 @@ pub mod ctx;
 mod endpoints;
 pub mod live;
 
-use crate::authz::abac::{self, AbacClient, CallerAuth, CheckRequest, Outcome};
+use crate::authz::abac::{self, AbacClient, CheckRequest, Outcome};
+use crate::authz::host::request_host;
 use crate::authz::path;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
-use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served, TrustedProxies};
-use crate::config::model::{Access, Config, RouteSpec, SessionSettings};
-use crate::identity::login::{LoginSealer, RefreshLocks};
-use crate::identity::oidc::Oidc;
-use crate::identity::session::{CookieSpec, MemoryStore, SessionStore};
+use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served};
+use crate::origin::Origin;
+use crate::authz::permissions::PermissionNames;
+use crate::config::model::{Access, Config, ProxySettings, RouteSpec};
+use crate::identity::browser::Browser;
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter};
-use crate::identity::credentials::{self, Credential, CredentialError};
+use crate::identity::credentials::{self, Caller, Credential, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::metrics::Metrics;
 use crate::responses::{self, Refusal};
@@ -28,337 +29,292 @@ use ctx::RequestCtx;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, Session};
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// The gateway: everything a request needs, built once from the config.
 pub struct Gateway {
+    /// What a reload keeps: the IdP's keys, the caches, sessions and logins in flight.
+    services: Arc<Services>,
     routes: RouteTable,
+    /// Each route's permission in each client's namespace, by route and client index.
     permission_names: Vec<Vec<Option<Arc<PermissionNames>>>>,
     /// The client apps each route serves, by route index.
     served: Vec<Served>,
-    clients: ClientRegistry,
     upstreams: Vec<Upstream>,
-    verifier: Arc<Verifier>,
-    api_keys: Arc<ApiKeys>,
-    api_key_header: http::HeaderName,
-    abac: Arc<AbacClient>,
-    asserter: Arc<Asserter>,
-    headers: IdentityHeaders,
+    clients: ClientRegistry,
     /// Each client's name as a header value, by client index.
     client_values: Vec<http::HeaderValue>,
+    headers: IdentityHeaders,
+    proxy: ProxySettings,
+}
+
+/// The parts of a gateway that outlive a config reload.
+struct Services {
+    verifier: Arc<Verifier>,
+    api_keys: ApiKeys,
+    api_key_header: http::HeaderName,
+    abac: AbacClient,
+    asserter: Asserter,
+    /// Browser sign-in: sessions, logins in flight, the IdP's code flow.
+    browser: Browser,
     metrics: Metrics,
-    https: bool,
-    debug_reason: bool,
-    realm: String,
-    trusted_proxies: TrustedProxies,
-    sessions: Arc<dyn SessionStore>,
-    session_settings: SessionSettings,
-    /// The gateway's own cookie names (session and login, with and without `__Host-`), stripped upstream.
-    own_cookies: [String; 4],
-    /// How the gateway's cookies are written over plain http (index 0) and HTTPS (index 1).
-    cookie_specs: [CookieSpec; 2],
-    oidc: Arc<Oidc>,
-    /// Seals logins in flight into their cookies.
-    login_sealer: Arc<LoginSealer>,
-    refresh_locks: Arc<RefreshLocks>,
 }
 
-/// A permission the token leaves to the IdP's live decision.
-struct LiveCheck {
-    entity: String,
-    granted: Arc<PermissionNames>,
-    entity_id: Option<String>,
-    action: String,
-    params: Vec<(String, String)>,
-    auth: OwnedCallerAuth,
-}
-
-/// The credential the caller presented, borrowed from the request until a live check needs it.
-enum Presented<'a> {
-    Bearer(&'a str),
-    ApiKey(&'a str),
-    /// A session presents its access token.
-    Session(Arc<crate::identity::session::SessionData>),
-}
-
-/// The caller's credential, kept for the live check (its kind is part of the decision cache key).
-enum OwnedCallerAuth {
-    Bearer(String),
-    ApiKey(String),
-    Session(String),
-}
+/// The realm named in `WWW-Authenticate`.
+const REALM: &str = "authgate";
 
 impl Gateway {
     /// Builds the gateway from a validated config and the one verifier (built with
     /// [`Verifier::with_api_key_audiences`] for `api_keys.audience`).
     pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, String> {
-        let (routes, upstreams) = routing(config)?;
         // Exchanged API-key tokens go through the same verifier, for their own audience set.
         if verifier.api_key_audiences() != config.api_keys.audiences.as_slice() {
             return Err("the verifier accepts API-key tokens for other audiences than api_keys.audience: build it with Verifier::with_api_key_audiences".into());
         }
-        let api_keys = Arc::new(ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()));
-        let abac = Arc::new(AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()));
-        let asserter = Arc::new(Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?);
-        let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
-        let api_key_header = http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| e.to_string())?;
-        let (login_sealer, generated) = LoginSealer::from_config(config.session.login_key.as_ref()).map_err(|e| format!("session.login_key {e}"))?;
-        if generated {
-            tracing::warn!("session.login_key is not set: a login key was generated for this process; several gateway instances (or a restart mid-login) need the same session.login_key to finish each other's logins");
-        }
-        let oidc = Oidc::from_config(&config.idp).map_err(|e| e.to_string())?;
-        Ok(Gateway {
-            permission_names: permission_names(&config.routes, &config.clients),
-            served: served(&config.routes, config.clients.len()),
-            routes,
-            client_values: client_values(&clients),
-            clients,
-            upstreams,
+        let services = Services {
+            api_keys: ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()),
+            api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| format!("api_keys.header: {e}"))?,
+            abac: AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()),
+            asserter: Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?,
+            browser: Browser::from_config(config, verifier.clone()).map_err(|e| e.to_string())?,
             verifier,
-            api_keys,
-            headers: IdentityHeaders::from_config(&config.headers).also_strip([api_key_header.clone(), asserter.header().clone()]),
-            api_key_header,
-            abac,
-            asserter,
             metrics,
-            https: config.proxy.https,
-            debug_reason: config.proxy.debug_reason_header,
-            realm: "authgate".into(),
-            trusted_proxies: config.proxy.trusted_proxies.clone(),
-            sessions: Arc::new(MemoryStore::from_config(&config.session)),
-            session_settings: config.session.clone(),
-            own_cookies: own_cookie_names(&config.session.cookie_name),
-            cookie_specs: [CookieSpec::new(&config.session.cookie_name, false), CookieSpec::new(&config.session.cookie_name, true)],
-            oidc: Arc::new(oidc),
-            login_sealer: Arc::new(login_sealer),
-            refresh_locks: Arc::new(RefreshLocks::new()),
-        })
+        };
+        Gateway::assemble(config, Arc::new(services))
     }
 
     /// A gateway for a reloaded config: routes, clients, upstreams, headers and proxy flags
     /// from `config`; the IdP's keys, every cache, the sessions and logins in progress carried
     /// over from this one, so a reload signs nobody out.
     pub fn reloaded(&self, config: &Config) -> Result<Gateway, String> {
-        let (routes, upstreams) = routing(config)?;
+        Gateway::assemble(config, self.services.clone())
+    }
+
+    /// What a config decides, around the long-lived `services`.
+    fn assemble(config: &Config, services: Arc<Services>) -> Result<Gateway, String> {
+        let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
+        let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         Ok(Gateway {
-            permission_names: permission_names(&config.routes, &config.clients),
-            served: served(&config.routes, config.clients.len()),
             routes,
-            client_values: client_values(&clients),
-            clients,
+            permission_names: PermissionNames::table(&config.routes, &config.clients),
+            served: config.routes.iter().map(|r| Served::new(r.clients.as_deref(), config.clients.len())).collect(),
             upstreams,
-            verifier: self.verifier.clone(),
-            api_keys: self.api_keys.clone(),
-            api_key_header: self.api_key_header.clone(),
-            abac: self.abac.clone(),
-            asserter: self.asserter.clone(),
-            headers: IdentityHeaders::from_config(&config.headers).also_strip([self.api_key_header.clone(), self.asserter.header().clone()]),
-            metrics: self.metrics.clone(),
-            https: config.proxy.https,
-            debug_reason: config.proxy.debug_reason_header,
-            realm: self.realm.clone(),
-            trusted_proxies: config.proxy.trusted_proxies.clone(),
-            sessions: self.sessions.clone(),
-            session_settings: self.session_settings.clone(),
-            own_cookies: self.own_cookies.clone(),
-            cookie_specs: self.cookie_specs.clone(),
-            oidc: self.oidc.clone(),
-            login_sealer: self.login_sealer.clone(),
-            refresh_locks: self.refresh_locks.clone(),
+            client_values: clients.all().iter().map(|c| crate::headers::encode(&c.name)).collect(),
+            clients,
+            headers: IdentityHeaders::from_config(&config.headers).also_strip([services.api_key_header.clone(), services.asserter.header().clone()]),
+            proxy: config.proxy.clone(),
+            services,
         })
     }
 
     /// The gateway's public keys for identity assertions, as a JWKS document.
     pub fn assertion_jwks(&self) -> &str {
-        self.asserter.jwks()
+        self.services.asserter.jwks()
+    }
+}
+
+/// Where a request goes: its route (with its index) and the values the path gave its parameters.
+struct Routed<'g> {
+    route: &'g RouteSpec,
+    index: usize,
+    params: Vec<(&'g str, String)>,
+}
+
+impl Routed<'_> {
+    /// The entity id the route's permission names, from the path.
+    fn entity_id(&self) -> Option<&str> {
+        let Access::Permission(required) = &self.route.access else { return None };
+        let name = required.entity_id.as_deref()?;
+        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Gateway {
+    /// The decision, in the order a reader follows it: route → client → caller → permission →
+    /// live check. Each step saves what it found in `ctx`; the first refusal ends the request.
+    /// A route whose live check reads the body has it read here, before the decision.
+    async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let routed = self.route_step(session.req_header(), ctx)?;
+        if routed.route.access == Access::Public {
+            ctx.outcome = "public";
+            return Ok(());
+        }
+        let (client, origin) = self.client_step(session.req_header(), ctx)?;
+        self.caller_step(session.req_header(), ctx, client, &origin).await?;
+        self.binding_step(&routed, ctx, client)?;
+        if !self.permission_step(&routed, ctx)? {
+            return Ok(());
+        }
+        let body = if routed.route.needs_body() { Some(read_body(session, routed.route.body_limit).await?) } else { None };
+        self.live_check(session.req_header(), body.as_deref(), &routed, ctx).await
     }
 
-    /// Replaces the embedded in-memory session store (e.g. with a shared one).
-    pub fn with_session_store(mut self, store: Arc<dyn SessionStore>) -> Gateway {
-        self.sessions = store;
-        self
-    }
-
-    /// The request's journey up to the upstream: path → route → client → credentials →
-    /// token → permission. `Ok(Some(_))` leaves the decision to the IdP's live check.
-    async fn authorize(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Option<LiveCheck>, Refusal> {
+    /// Host and path → route. Saves the route's index, and the path and host the upstream gets
+    /// when they differ from the ones received.
+    fn route_step<'g>(&'g self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Routed<'g>, Refusal> {
         let host = request_host(req).map_err(|e| Refusal::BadHost(e.to_string()))?;
         if !req.raw_path_is_utf8() {
             return Err(Refusal::BadPath(path::PathError::InvalidUtf8.to_string()));
         }
         let raw_path = req.uri.path();
         let path = path::normalize(raw_path).map_err(|e| Refusal::BadPath(e.to_string()))?;
-        let routed = host.as_ref().map(|h| &*h.name);
-        let (route, index, params) = match self.routes.resolve(routed, &path, &req.method) {
-            Ok(RouteMatch::Found { route, index, params }) => (route, index, params),
+        let routed = match self.routes.resolve(host.as_ref().map(|h| &*h.name), &path, &req.method) {
+            Ok(RouteMatch::Found { route, index, params }) => Routed { route, index, params },
             Ok(RouteMatch::MethodNotAllowed { allowed }) => return Err(Refusal::MethodNotAllowed(allowed)),
             Ok(RouteMatch::NotFound) => return Err(Refusal::NoRoute),
             Err(e) => return Err(Refusal::BadPath(e.to_string())),
         };
-        ctx.route = Some(index);
+        ctx.route = Some(routed.index);
         // An absolute-form target or a rewritten host: the upstream gets origin-form and the routed host.
         let absolute_form = req.raw_path().first() != Some(&b'/') && req.raw_path() != b"*";
-        if let Some(authority) = host.and_then(|h| h.forward) {
-            ctx.upstream_host = Some(authority);
-        }
+        ctx.upstream_host = host.and_then(|h| h.forward);
         if path.forward != raw_path || absolute_form {
             ctx.normalized_path = Some(path.forward.into_owned());
         }
-        if route.access == Access::Public {
-            ctx.outcome = "public";
-            return Ok(None);
-        }
+        Ok(routed)
+    }
 
-        // The client the request's origin hints name; it decides nothing on its own (below).
-        let (client_index, client, origin) = match self.identify(req, ctx) {
-            Identified::Known { index, client, origin } => (index, client, origin),
-            Identified::Unknown(origin) => return Err(Refusal::UnknownClient(origin)),
-        };
-        ctx.client = Some(client_index);
-
-        let credential = match credentials::from_request(header(req, &http::header::AUTHORIZATION), req.headers.get(&self.api_key_header).map(|v| v.as_bytes())) {
-            Ok(c) => Some(c),
-            Err(CredentialError::Missing) => None,
-            Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
-        };
-        let (principal, caller_auth) = match credential {
-            Some(Credential::Bearer(token)) => {
-                ctx.credential = "bearer";
-                let principal = self.verifier.verify(token).await.map_err(|e| match e {
-                    TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
-                    e => Refusal::InvalidToken(e.to_string()),
-                })?;
-                (principal, Presented::Bearer(token))
+    /// The client the request's origin hints name; it decides nothing on its own (see
+    /// [`Gateway::binding_step`]). Returns its index with the origin it was found by.
+    fn client_step(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(usize, Origin), Refusal> {
+        match self.identify(req, ctx) {
+            Identified::Known { index, origin, .. } => {
+                ctx.client = Some(index);
+                Ok((index, origin))
             }
-            Some(Credential::ApiKey(key)) => {
-                ctx.credential = "api_key";
-                let exchanged = self.api_keys.authenticate(key).await.map_err(|e| match e {
-                    ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why),
-                    e => Refusal::InvalidToken(e.to_string()),
-                })?;
-                (exchanged.principal, Presented::ApiKey(key))
-            }
-            None => match self.session_principal(req, ctx, client_index).await? {
-                Some((principal, session)) => {
-                    ctx.credential = "session";
-                    (principal, Presented::Session(session))
-                }
-                // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
-                None if self.navigation(req) && (ctx.https || self.session_settings.allow_insecure_http) => {
-                    let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-                    let location = self.start_login(req, ctx, client_index, &origin, return_to).await?;
-                    return Err(Refusal::LoginRedirect(location));
-                }
-                None => return Err(Refusal::MissingCredentials),
-            },
-        };
-        ctx.principal = Some(principal.clone());
-
-        // Whose permissions apply: the credential's client, never one a header names for it.
-        let binding = match &caller_auth {
-            Presented::Bearer(_) => self.clients.token_binding(principal.authorized_party.as_deref(), &principal.audiences),
-            Presented::ApiKey(_) => Binding::Unbound,
-            // The session store checked that the session is the detected client's.
-            Presented::Session(_) => Binding::Client(&client.client_id),
-        };
-        let served = self.served.get(index).ok_or(Refusal::NoRoute)?;
-        let needs_namespace = matches!(route.access, Access::Permission(_));
-        let settled = self.clients.settle(client_index, binding, served, needs_namespace, &route.name).map_err(|e| match e {
-            e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(e.to_string()),
-            e => Refusal::ClientNotServed(e.to_string()),
-        })?;
-        ctx.client = settled;
-
-        let Access::Permission(required) = &route.access else {
-            ctx.decision = "authenticated";
-            return Ok(None);
-        };
-        let names = settled.and_then(|c| self.permission_names.get(index)?.get(c)?.clone()).ok_or(Refusal::NoRoute)?;
-        let entity_id = required.entity_id.as_deref().and_then(|name| params.iter().find(|(n, _)| *n == name)).map(|(_, v)| v.as_str());
-        ctx.required = Some(names.clone());
-        match permissions::check(&principal, &names.entity, entity_id, &required.action) {
-            Decision::Granted => {
-                ctx.decision = "static";
-                ctx.granted = Some(names.clone());
-                Ok(None)
-            }
-            Decision::Denied => {
-                ctx.decision = "static";
-                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: required.action.clone(), reason: "the caller's token does not grant it".into() })
-            }
-            Decision::NeedsLiveCheck => {
-                let auth = match caller_auth {
-                    Presented::Bearer(t) => OwnedCallerAuth::Bearer(t.to_string()),
-                    Presented::Session(s) => OwnedCallerAuth::Session(s.tokens.access_token.expose().to_string()),
-                    Presented::ApiKey(k) => OwnedCallerAuth::ApiKey(k.to_string()),
-                };
-                Ok(Some(LiveCheck {
-                    entity_id: entity_id.map(str::to_string),
-                    entity: names.entity.to_string(),
-                    granted: names.clone(),
-                    action: required.action.clone(),
-                    params: params.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-                    auth,
-                }))
-            }
+            Identified::Unknown(origin) => Err(Refusal::UnknownClient(origin)),
         }
     }
 
-    /// The IdP decides: attributes are read from the request (its JSON body too, when the
-    /// route asks, buffered so the upstream still receives it unchanged), then checked live.
-    async fn live_check(&self, session: &mut Session, ctx: &mut RequestCtx, check: LiveCheck) -> Result<(), Refusal> {
-        let route = self.route(ctx).ok_or(Refusal::NoRoute)?;
-        let body = if route.needs_body() { Some(read_body(session, route.body_limit).await?) } else { None };
-        let attributes = {
-            let req = session.req_header();
-            let params: Vec<(&str, String)> = check.params.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            let parts = abac::RequestParts {
-                params: &params,
-                query: req.uri.query(),
-                headers: &req.headers,
-                body: body.as_deref(),
-                content_type: req.headers.get(&http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-            };
-            abac::collect(&route.attributes, &parts).map_err(|e| {
-                if e.is_ambiguous() {
-                    Refusal::AmbiguousRequest(e.to_string())
-                } else {
-                    Refusal::UnreadableBody { status: e.status(), reason: e.to_string() }
+    /// Credential → verified [`Caller`]: a bearer token, an API key (exchanged at the IdP), else
+    /// the session cookie. A browser without any is sent to sign in.
+    async fn caller_step(&self, req: &RequestHeader, ctx: &mut RequestCtx, client: usize, origin: &Origin) -> Result<(), Refusal> {
+        let caller = match credentials::from_request(req.headers.get(&http::header::AUTHORIZATION), req.headers.get(&self.services.api_key_header)) {
+            Ok(credential @ Credential::Bearer(_)) => {
+                ctx.credential = "bearer";
+                let principal = self.services.verifier.verify(credential.presented()).await.map_err(|e| match e {
+                    TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
+                    e => Refusal::InvalidToken(e.to_string()),
+                })?;
+                Caller { principal, credential }
+            }
+            Ok(credential) => {
+                ctx.credential = "api_key";
+                let exchanged = self.services.api_keys.authenticate(credential.presented()).await.map_err(|e| match e {
+                    ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why),
+                    e => Refusal::InvalidToken(e.to_string()),
+                })?;
+                Caller { principal: exchanged.principal, credential }
+            }
+            Err(CredentialError::Missing) => {
+                let navigation = self.navigation(req);
+                let mut visit = self.visit(req, ctx, Ok((client, origin.clone())));
+                match self.services.browser.session_caller(&mut visit, client).await? {
+                    Some(caller) => {
+                        ctx.credential = "session";
+                        caller
+                    }
+                    // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
+                    None if navigation && (visit.https || self.services.browser.allows_insecure_http()) => {
+                        let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                        let location = self.services.browser.start_login(&mut visit, client, origin, return_to).await?;
+                        return Err(Refusal::LoginRedirect(location));
+                    }
+                    None => return Err(Refusal::MissingCredentials),
                 }
-            })?
+            }
+            Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
         };
-        let principal = ctx.principal.clone().ok_or(Refusal::MissingCredentials)?;
-        let request = CheckRequest {
-            subject: &principal.subject,
-            entity_type: &check.entity,
-            entity_id: check.entity_id.as_deref(),
-            permission: &check.action,
-            attributes,
+        ctx.caller = Some(caller);
+        Ok(())
+    }
+
+    /// Whose permissions apply: the credential's client, never one a header names for it.
+    /// Saves the client the route is served for.
+    fn binding_step(&self, routed: &Routed<'_>, ctx: &mut RequestCtx, client: usize) -> Result<(), Refusal> {
+        let caller = ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?;
+        let detected = self.clients.all().get(client).ok_or(Refusal::NoRoute)?;
+        let binding = match &caller.credential {
+            Credential::Bearer(_) => self.clients.token_binding(caller.principal.authorized_party.as_deref(), &caller.principal.audiences),
+            Credential::ApiKey(_) => Binding::Unbound,
+            // The session store checked that the session is the detected client's.
+            Credential::Session(_) => Binding::Client(&detected.client_id),
         };
-        let auth = match &check.auth {
-            OwnedCallerAuth::Bearer(t) => CallerAuth::Bearer(t),
-            OwnedCallerAuth::ApiKey(k) => CallerAuth::ApiKey(k),
-            OwnedCallerAuth::Session(t) => CallerAuth::Session(t),
+        let served = self.served.get(routed.index).ok_or(Refusal::NoRoute)?;
+        let needs_namespace = matches!(routed.route.access, Access::Permission(_));
+        ctx.client = self.clients.settle(client, binding, served, needs_namespace, &routed.route.name).map_err(|e| match e {
+            e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(e.to_string()),
+            e => Refusal::ClientNotServed(e.to_string()),
+        })?;
+        Ok(())
+    }
+
+    /// The route's permission in the client's namespace, against the token's claims. Saves the
+    /// permission required and, when the claims grant it, the permission granted.
+    /// `Ok(true)`: the token leaves the decision to the IdP's live check.
+    fn permission_step(&self, routed: &Routed<'_>, ctx: &mut RequestCtx) -> Result<bool, Refusal> {
+        let Access::Permission(_) = &routed.route.access else {
+            ctx.decision = "authenticated";
+            return Ok(false);
         };
-        match self.abac.check(auth, &request).await {
+        let names = ctx.client.and_then(|c| self.permission_names.get(routed.index)?.get(c)?.clone()).ok_or(Refusal::NoRoute)?;
+        let principal = &ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?.principal;
+        let decision = permissions::check(principal, &names.entity, routed.entity_id(), &names.action);
+        ctx.required = Some(names.clone());
+        match decision {
+            Decision::Granted => {
+                ctx.decision = "static";
+                ctx.granted = Some(names);
+                Ok(false)
+            }
+            Decision::Denied => {
+                ctx.decision = "static";
+                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: names.action.to_string(), reason: "the caller's token does not grant it".into() })
+            }
+            Decision::NeedsLiveCheck => Ok(true),
+        }
+    }
+
+    /// The IdP decides, asked as the caller: attributes are read from the request (its JSON
+    /// body too, when the route asks: read by [`Gateway::decide`] and replayed upstream unchanged).
+    async fn live_check(&self, req: &RequestHeader, body: Option<&[u8]>, routed: &Routed<'_>, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let route = routed.route;
+        let parts = abac::RequestParts {
+            params: &routed.params,
+            query: req.uri.query(),
+            headers: &req.headers,
+            body,
+            content_type: req.headers.get(&http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        };
+        let attributes = abac::collect(&route.attributes, &parts).map_err(|e| {
+            if e.is_ambiguous() {
+                Refusal::AmbiguousRequest(e.to_string())
+            } else {
+                Refusal::UnreadableBody { status: e.status(), reason: e.to_string() }
+            }
+        })?;
+        let (Some(caller), Some(names)) = (&ctx.caller, &ctx.required) else { return Err(Refusal::MissingCredentials) };
+        let names = names.clone();
+        let request = CheckRequest { subject: &caller.principal.subject, entity_type: &names.entity, entity_id: routed.entity_id(), permission: &names.action, attributes };
+        let outcome = self.services.abac.check(&caller.credential, &request).await;
+        match outcome {
             Outcome::Allowed { cached } => {
                 ctx.abac_cached = Some(cached);
                 ctx.decision = "abac";
-                ctx.granted = Some(check.granted.clone());
+                ctx.granted = Some(names);
                 Ok(())
             }
             Outcome::Denied { cached, reason } => {
                 ctx.abac_cached = Some(cached);
                 ctx.decision = "abac";
-                Err(Refusal::Forbidden { entity: check.entity, permission: check.action, reason })
+                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: names.action.to_string(), reason })
             }
             // Only unavailability of the IdP may be allowed, and only where the operator said so.
             Outcome::Unavailable(why) if route.allow_on_error => {
                 tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check unavailable; allowed by the route's on_error = \"allow\"");
                 ctx.decision = "abac-unavailable-allowed";
-                ctx.granted = Some(check.granted.clone());
+                ctx.granted = Some(names);
                 Ok(())
             }
             Outcome::Unavailable(why) => {
@@ -378,7 +334,7 @@ impl Gateway {
         let req = session.req_header();
         let html = responses::wants_html(header(req, &http::header::ACCEPT), header(req, &names::SEC_FETCH_MODE));
         let head_only = req.method == http::Method::HEAD;
-        let mut rendered = refusal.render_with(&self.realm, html, &ctx.request_id, self.debug_reason);
+        let mut rendered = refusal.render_with(REALM, html, &ctx.request_id, self.proxy.debug_reason_header);
         self.decorate(&mut rendered.header, ctx);
         ctx.outcome = refusal.outcome();
         let entity = ctx.required.as_ref().map(|n| &*n.entity).unwrap_or("-");
@@ -390,7 +346,7 @@ impl Gateway {
             route = self.route_name(ctx),
             client = self.client_name(ctx),
             credential = ctx.credential,
-            subject = ctx.principal.as_ref().map(|p| p.subject.as_str()).unwrap_or("-"),
+            subject = ctx.caller.as_ref().map(|c| c.principal.subject.as_str()).unwrap_or("-"),
             entity,
             permission,
             decision = ctx.decision,
@@ -406,7 +362,7 @@ impl Gateway {
     }
 
     async fn serve_jwks(&self, session: &mut Session) -> Result<bool> {
-        let body = Bytes::copy_from_slice(self.asserter.jwks().as_bytes());
+        let body = Bytes::copy_from_slice(self.services.asserter.jwks().as_bytes());
         let mut resp = ResponseHeader::build(200, Some(4))?;
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", body.len().to_string())?;
@@ -427,28 +383,6 @@ impl Gateway {
     fn client_name(&self, ctx: &RequestCtx) -> &str {
         ctx.client.and_then(|i| self.clients.all().get(i)).map_or("-", |c| c.name.as_str())
     }
-}
-
-/// Every name the gateway's cookies can have, built once rather than per request.
-fn own_cookie_names(base: &str) -> [String; 4] {
-    [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")]
-}
-
-/// Each client's name as a header value, by client index.
-fn client_values(clients: &ClientRegistry) -> Vec<http::HeaderValue> {
-    clients.all().iter().map(|c| crate::headers::encode(&c.name)).collect()
-}
-
-/// The client apps each route serves, by route index.
-fn served(routes: &[RouteSpec], client_count: usize) -> Vec<Served> {
-    routes.iter().map(|r| Served::new(r.clients.as_deref(), client_count)).collect()
-}
-
-/// The route table and upstream peers of a config (upstream host names resolve here).
-fn routing(config: &Config) -> Result<(RouteTable, Vec<Upstream>), String> {
-    let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
-    let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
-    Ok((routes, upstreams))
 }
 
 /// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.
@@ -483,136 +417,11 @@ fn host_header(req: &RequestHeader) -> Option<&[u8]> {
     header(req, &http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
 }
 
-/// Why the request's host was refused (400).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-enum HostError {
-    /// HTTP/1.1 without `Host`.
-    #[error("the request has no Host header, which HTTP/1.1 requires")]
-    Missing,
-    /// Two or more `Host` headers.
-    #[error("the request has more than one Host header")]
-    Duplicate,
-    /// Not a host name, IPv4 or bracketed IPv6 address with an optional port.
-    #[error("the request's host is not a valid host name with an optional port")]
-    Invalid,
-}
-
-/// The host a request is routed on.
-#[derive(Debug, PartialEq, Eq)]
-struct RoutedHost<'a> {
-    /// Lowercase, without port or trailing dot: what host-specific routes are matched on.
-    name: Cow<'a, str>,
-    /// `Host` for the upstream, when it must differ from the one received (absolute-form
-    /// target, uppercase letters, trailing dot).
-    forward: Option<String>,
-}
-
-/// The request's host: an absolute-form target's authority (it overrides `Host`, RFC 9112
-/// §3.2.2), else HTTP/2's `:authority`, else `Host`. HTTP/1.1 needs exactly one `Host`;
-/// HTTP/1.0 may have none (`Ok(None)`).
-fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostError> {
-    let mut hosts = req.headers.get_all(&http::header::HOST).iter();
-    let host_header = hosts.next().map(|v| v.as_bytes());
-    if hosts.next().is_some() {
-        return Err(HostError::Duplicate);
-    }
-    let target = pingora::http::authority::raw_target_authority(req.raw_path());
-    if matches!(target, pingora::http::authority::RawTargetAuthority::AmbiguousAuthority) {
-        return Err(HostError::Invalid);
-    }
-    let absolute = target.authority();
-    if host_header.is_none() && req.version == http::Version::HTTP_11 {
-        return Err(HostError::Missing);
-    }
-    let Some(raw) = absolute.or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())).or(host_header) else {
-        return if req.version <= http::Version::HTTP_10 { Ok(None) } else { Err(HostError::Missing) };
-    };
-    let (name, port) = split_host(raw).ok_or(HostError::Invalid)?;
-    let canonical = name.bytes().all(|b| !b.is_ascii_uppercase()) && !name.ends_with('.');
-    let trimmed = name.strip_suffix('.').unwrap_or(name);
-    if trimmed.is_empty() {
-        return Err(HostError::Invalid);
-    }
-    let name = if canonical { Cow::Borrowed(trimmed) } else { Cow::Owned(trimmed.to_ascii_lowercase()) };
-    let forward = (!canonical || host_header != Some(raw)).then(|| match port {
-        Some(p) => format!("{name}:{p}"),
-        None => name.to_string(),
-    });
-    Ok(Some(RoutedHost { name, forward }))
-}
-
-/// Splits `host[:port]` and checks both: a name of letters, digits, `-`, `_` and `.` (at most
-/// one trailing dot, no empty label), an IPv4 address, or a bracketed IPv6 address.
-fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
-    let raw = std::str::from_utf8(raw).ok()?;
-    let (name, port) = if raw.starts_with('[') {
-        let end = raw.find(']')?;
-        let (name, rest) = raw.split_at(end + 1);
-        let inner = name.get(1..name.len() - 1)?;
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-            return None;
-        }
-        match rest {
-            "" => (name, None),
-            r => (name, Some(r.strip_prefix(':')?)),
-        }
-    } else {
-        let (name, port) = match raw.rsplit_once(':') {
-            Some((n, p)) => (n, Some(p)),
-            None => (raw, None),
-        };
-        let labels = name.strip_suffix('.').unwrap_or(name);
-        if labels.is_empty() || labels.split('.').any(|l| l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
-            return None;
-        }
-        (name, port)
-    };
-    if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-    }
-    Some((name, port))
-}
-
 /// A random request id: 16 lowercase hex digits.
 fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u64 = rand::random();
     (0..16).rev().filter_map(|i| HEX.get(((n >> (i * 4)) & 15) as usize)).map(|&d| char::from(d)).collect()
-}
-
-/// A route's permission in one client's namespace, named once at start: `entity`
-/// (`client_abc:invoice`), `action` (`read`) and `granted` (`client_abc:invoice:read`).
-pub struct PermissionNames {
-    /// The entity type.
-    pub entity: Arc<str>,
-    /// The action.
-    pub action: Arc<str>,
-    /// `entity:action`, as sent upstream.
-    pub granted: Arc<str>,
-    /// `granted` as a header value.
-    pub header: http::HeaderValue,
-}
-
-/// The permission names of every (route, client) pair; `None` where the route needs none.
-fn permission_names(routes: &[RouteSpec], clients: &[crate::clients::ClientApp]) -> Vec<Vec<Option<Arc<PermissionNames>>>> {
-    routes
-        .iter()
-        .map(|r| {
-            clients
-                .iter()
-                .map(|c| match &r.access {
-                    Access::Permission(p) => {
-                        let entity = format!("{}:{}", c.namespace, p.resource);
-                        let granted = format!("{entity}:{}", p.action);
-                        Some(Arc::new(PermissionNames { header: crate::headers::encode(&granted), granted: granted.into(), entity: entity.into(), action: p.action.as_str().into() }))
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// `x-request-id` as Pingora takes a header name without copying it (for the response).
@@ -646,12 +455,7 @@ impl Gateway {
         if let Some(why) = self.headers.refuses(session.req_header()) {
             return self.refuse(session, ctx, Refusal::BadHeader(why)).await;
         }
-        let decided = match self.authorize(session.req_header(), ctx).await {
-            Ok(None) => Ok(()),
-            Ok(Some(check)) => self.live_check(session, ctx, check).await,
-            Err(refusal) => Err(refusal),
-        };
-        match decided {
+        match self.decide(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => self.refuse(session, ctx, refusal).await,
         }
@@ -681,16 +485,16 @@ impl Gateway {
             out.map.insert(http::header::HOST, http::HeaderValue::try_from(host).or_err(InternalError, "routed host is not a header value")?);
         }
         if !out.cookies.is_empty() {
-            if let Some(kept) = self.kept_cookies(&out.cookies) {
+            if let Some(kept) = self.services.browser.kept_cookies(&out.cookies) {
                 out.map.insert(http::header::COOKIE, kept);
             }
         }
-        if let Some(p) = &ctx.principal {
+        if let Some(p) = ctx.caller.as_ref().map(|c| &c.principal) {
             let (subject, email) = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
             out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.and_then(|i| self.client_values.get(i)), permission });
             if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
-                let jwt = self.asserter.assertion(&assertion::Claims {
+                let jwt = self.services.asserter.assertion(&assertion::Claims {
                     subject: &p.subject,
                     email: p.email.as_deref(),
                     client: ctx.client.and_then(|i| self.clients.all().get(i)).map(|c| c.name.as_str()),
@@ -698,7 +502,7 @@ impl Gateway {
                     decision: ctx.decision,
                     audience: self.upstreams.get(route.upstream).map_or("-", |u| u.name.as_str()),
                 });
-                out.map.insert(self.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
+                out.map.insert(self.services.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
             }
         }
         out.map.insert(names::X_REQUEST_ID.clone(), request_id_value(&ctx.request_id)?);
@@ -748,8 +552,8 @@ impl Gateway {
 
     /// Counts every request once, by route, client and outcome.
     fn logging(&self, ctx: &RequestCtx) {
-        self.metrics.requests.with_label_values(&[self.route_name(ctx), self.client_name(ctx), ctx.outcome]).inc();
-        self.metrics.latency.with_label_values(&[ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
+        self.services.metrics.requests.with_label_values(&[self.route_name(ctx), self.client_name(ctx), ctx.outcome]).inc();
+        self.services.metrics.latency.with_label_values(&[ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
     }
 }
 
@@ -780,47 +584,7 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 
 #[cfg(test)]
 mod tests {
-    use super::{push_ip, request_host, HostError};
-    use pingora::http::RequestHeader;
-
-    #[test]
-    fn hosts_table() {
-        // (version, target, Host headers, routed host, Host for the upstream)
-        type Want = Result<Option<(&'static str, Option<&'static str>)>, HostError>;
-        let v11 = http::Version::HTTP_11;
-        let v10 = http::Version::HTTP_10;
-        let cases: [(http::Version, &str, &[&str], Want); 19] = [
-            (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
-            (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
-            (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
-            (v11, "/x", &["example.com."], Ok(Some(("example.com", Some("example.com"))))),
-            (v11, "/x", &["example.com.:81"], Ok(Some(("example.com", Some("example.com:81"))))),
-            (v11, "/x", &["127.0.0.1:80"], Ok(Some(("127.0.0.1", None)))),
-            (v11, "/x", &["[::1]:80"], Ok(Some(("[::1]", None)))),
-            (v11, "http://b.example/x", &["a.example"], Ok(Some(("b.example", Some("b.example"))))),
-            (v11, "http://b.example:81/x", &["b.example:81"], Ok(Some(("b.example", None)))),
-            (v11, "/x", &[], Err(HostError::Missing)),
-            (v11, "http://b.example/x", &[], Err(HostError::Missing)),
-            (v10, "/x", &[], Ok(None)),
-            (v11, "/x", &["a.example", "b.example"], Err(HostError::Duplicate)),
-            (v11, "/x", &[""], Err(HostError::Invalid)),
-            (v11, "/x", &["a..example"], Err(HostError::Invalid)),
-            (v11, "/x", &["a.example:x"], Err(HostError::Invalid)),
-            (v11, "/x", &["a example"], Err(HostError::Invalid)),
-            (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
-            (v11, "/x", &["."], Err(HostError::Invalid)),
-        ];
-        for (version, target, hosts, want) in cases {
-            let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
-            req.set_version(version);
-            for h in hosts {
-                req.append_header("host", *h).unwrap();
-            }
-            let got = request_host(&req).map(|h| h.map(|h| (h.name.into_owned(), h.forward)));
-            let want = want.map(|h| h.map(|(n, f)| (n.to_string(), f.map(str::to_string))));
-            assert_eq!(got, want, "{version:?} {target} {hosts:?}");
-        }
-    }
+    use super::push_ip;
 
     #[test]
     fn addresses_print_as_display_does() {

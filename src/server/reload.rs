@@ -4,7 +4,7 @@
 //! state (listeners, the IdP, caches, sessions, API keys, ABAC, identity keys) need a restart
 //! and are reported as such.
 
-use super::{load, Config};
+use crate::config::{load, Config};
 use crate::proxy::Gateway;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;

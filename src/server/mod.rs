@@ -1,12 +1,14 @@
-//! Builds and runs the Pingora server: the proxy service, the admin service and the
-//! background JWKS refresher.
+//! Builds and runs the Pingora server: the proxy service, the admin service, the background
+//! JWKS refresher and the config reloader ([`reload`]).
+
+pub mod reload;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::identity::jwks::KeyStore;
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
-use crate::config::reload::Reloader;
+use reload::Reloader;
 use crate::proxy::live::LiveGateway;
 use crate::proxy::Gateway;
 use async_trait::async_trait;
@@ -52,13 +54,9 @@ impl BackgroundService for JwksRefresher {
     }
 }
 
-/// Builds a ready-to-run Pingora server for a validated config.
-pub fn build(config: &Config) -> Result<Server, StartError> {
-    build_reloadable(config, None)
-}
-
-/// Like [`build`]; with `path`, SIGHUP reloads the config from that file.
-pub fn build_reloadable(config: &Config, path: Option<&std::path::Path>) -> Result<Server, StartError> {
+/// Builds a ready-to-run Pingora server for a validated config; with `path`, SIGHUP reloads
+/// the config from that file.
+pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),

@@ -1,0 +1,142 @@
+//! The host a request is routed on: an absolute-form target's authority, HTTP/2's
+//! `:authority` or `Host`, checked (exactly one `Host` in HTTP/1.1, a valid name or address)
+//! and lowercased, with the `Host` the upstream gets when it must differ.
+
+use pingora::http::RequestHeader;
+use std::borrow::Cow;
+
+/// Why the request's host was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// HTTP/1.1 without `Host`.
+    #[error("the request has no Host header, which HTTP/1.1 requires")]
+    Missing,
+    /// Two or more `Host` headers.
+    #[error("the request has more than one Host header")]
+    Duplicate,
+    /// Not a host name, IPv4 or bracketed IPv6 address with an optional port.
+    #[error("the request's host is not a valid host name with an optional port")]
+    Invalid,
+}
+
+/// The host a request is routed on.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RoutedHost<'a> {
+    /// Lowercase, without port or trailing dot: what host-specific routes are matched on.
+    pub name: Cow<'a, str>,
+    /// `Host` for the upstream, when it must differ from the one received (absolute-form
+    /// target, uppercase letters, trailing dot).
+    pub forward: Option<String>,
+}
+
+/// The request's host: an absolute-form target's authority (it overrides `Host`, RFC 9112
+/// §3.2.2), else HTTP/2's `:authority`, else `Host`. HTTP/1.1 needs exactly one `Host`;
+/// HTTP/1.0 may have none (`Ok(None)`).
+pub fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostError> {
+    let mut hosts = req.headers.get_all(&http::header::HOST).iter();
+    let host_header = hosts.next().map(|v| v.as_bytes());
+    if hosts.next().is_some() {
+        return Err(HostError::Duplicate);
+    }
+    let target = pingora::http::authority::raw_target_authority(req.raw_path());
+    if matches!(target, pingora::http::authority::RawTargetAuthority::AmbiguousAuthority) {
+        return Err(HostError::Invalid);
+    }
+    let absolute = target.authority();
+    if host_header.is_none() && req.version == http::Version::HTTP_11 {
+        return Err(HostError::Missing);
+    }
+    let Some(raw) = absolute.or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())).or(host_header) else {
+        return if req.version <= http::Version::HTTP_10 { Ok(None) } else { Err(HostError::Missing) };
+    };
+    let (name, port) = split_host(raw).ok_or(HostError::Invalid)?;
+    let canonical = name.bytes().all(|b| !b.is_ascii_uppercase()) && !name.ends_with('.');
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_empty() {
+        return Err(HostError::Invalid);
+    }
+    let name = if canonical { Cow::Borrowed(trimmed) } else { Cow::Owned(trimmed.to_ascii_lowercase()) };
+    let forward = (!canonical || host_header != Some(raw)).then(|| match port {
+        Some(p) => format!("{name}:{p}"),
+        None => name.to_string(),
+    });
+    Ok(Some(RoutedHost { name, forward }))
+}
+
+/// Splits `host[:port]` and checks both: a name of letters, digits, `-`, `_` and `.` (at most
+/// one trailing dot, no empty label), an IPv4 address, or a bracketed IPv6 address.
+fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
+    let raw = std::str::from_utf8(raw).ok()?;
+    let (name, port) = if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        let (name, rest) = raw.split_at(end + 1);
+        let inner = name.get(1..name.len() - 1)?;
+        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return None;
+        }
+        match rest {
+            "" => (name, None),
+            r => (name, Some(r.strip_prefix(':')?)),
+        }
+    } else {
+        let (name, port) = match raw.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (raw, None),
+        };
+        let labels = name.strip_suffix('.').unwrap_or(name);
+        if labels.is_empty() || labels.split('.').any(|l| l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+            return None;
+        }
+        (name, port)
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    Some((name, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_table() {
+        // (version, target, Host headers, routed host, Host for the upstream)
+        type Want = Result<Option<(&'static str, Option<&'static str>)>, HostError>;
+        let v11 = http::Version::HTTP_11;
+        let v10 = http::Version::HTTP_10;
+        let cases: [(http::Version, &str, &[&str], Want); 19] = [
+            (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
+            (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
+            (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
+            (v11, "/x", &["example.com."], Ok(Some(("example.com", Some("example.com"))))),
+            (v11, "/x", &["example.com.:81"], Ok(Some(("example.com", Some("example.com:81"))))),
+            (v11, "/x", &["127.0.0.1:80"], Ok(Some(("127.0.0.1", None)))),
+            (v11, "/x", &["[::1]:80"], Ok(Some(("[::1]", None)))),
+            (v11, "http://b.example/x", &["a.example"], Ok(Some(("b.example", Some("b.example"))))),
+            (v11, "http://b.example:81/x", &["b.example:81"], Ok(Some(("b.example", None)))),
+            (v11, "/x", &[], Err(HostError::Missing)),
+            (v11, "http://b.example/x", &[], Err(HostError::Missing)),
+            (v10, "/x", &[], Ok(None)),
+            (v11, "/x", &["a.example", "b.example"], Err(HostError::Duplicate)),
+            (v11, "/x", &[""], Err(HostError::Invalid)),
+            (v11, "/x", &["a..example"], Err(HostError::Invalid)),
+            (v11, "/x", &["a.example:x"], Err(HostError::Invalid)),
+            (v11, "/x", &["a example"], Err(HostError::Invalid)),
+            (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
+            (v11, "/x", &["."], Err(HostError::Invalid)),
+        ];
+        for (version, target, hosts, want) in cases {
+            let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+            req.set_version(version);
+            for h in hosts {
+                req.append_header("host", *h).unwrap();
+            }
+            let got = request_host(&req).map(|h| h.map(|h| (h.name.into_owned(), h.forward)));
+            let want = want.map(|h| h.map(|(n, f)| (n.to_string(), f.map(str::to_string))));
+            assert_eq!(got, want, "{version:?} {target} {hosts:?}");
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! Browser sign-in: the session behind a cookie (with its single-flight refresh), the start of
+//! a login (sealed into a login cookie of its own, see [`crate::identity::login`]) and the
+//! endpoints under `/_authgate/` (login, callback, logout, signed-out page, session info).
+//!
+//! It takes the request head and what the gateway knows about it (a [`Visit`]) and answers
+//! with a page, a redirect or a refusal; it knows nothing of Pingora's session or the proxy.
+//! Sessions live behind the [`SessionStore`] trait; the identity provider is OpenID Connect
+//! ([`Oidc`]): another kind of provider (e.g. GitHub's OAuth) would sit beside it here.
+
+use crate::clients::{ClientApp, ClientRegistry};
+use crate::config::model::{Config, SessionSettings};
+use crate::identity::credentials::{Caller, Credential};
+use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
+use crate::identity::oidc::{Oidc, OidcError};
+use crate::identity::session::{cookie_pairs, cookie_value, now_secs, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, Tokens};
+use crate::identity::verify::{TokenError, Verifier};
+use crate::identity::Principal;
+use crate::origin::Origin;
+use crate::redirects;
+use crate::responses::{self, Refusal, Rendered};
+use crate::secret::Secret;
+use http::header::{COOKIE, ORIGIN};
+use http::StatusCode;
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+
+/// Where an explicit sign-in starts (`?rd=` the page to return to).
+pub const LOGIN_PATH: &str = "/_authgate/login";
+const LOGOUT_PATH: &str = "/_authgate/logout";
+const SESSION_PATH: &str = "/_authgate/session";
+const SIGNED_OUT_PATH: &str = "/_authgate/signed-out";
+/// Every path under it is the gateway's own.
+pub const PREFIX: &str = "/_authgate/";
+/// Longest return URL a login cookie carries; longer ones return to the origin's root.
+const MAX_RETURN_LEN: usize = 1024;
+
+/// Which pages need a sign-in: a signed-out browser sent there would bounce straight back to
+/// the IdP. The route table answers it; sign-in knows no routes.
+pub trait ProtectedPages: Sync {
+    /// True when `url` is served by a route that needs a sign-in (or cannot be routed safely).
+    fn protected(&self, url: &str) -> bool;
+}
+
+/// Why browser sign-in cannot be set up from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    /// `session.login_key` is unusable.
+    #[error("session.login_key {0}")]
+    LoginKey(#[from] LoginKeyError),
+    /// The IdP's settings are unusable for the code flow.
+    #[error("idp: {0}")]
+    Idp(#[from] OidcError),
+}
+
+/// Browser sign-in, built once at start and kept across config reloads (sessions and logins in
+/// flight survive a reload).
+pub struct Browser {
+    sessions: Arc<dyn SessionStore>,
+    settings: SessionSettings,
+    /// The gateway's own cookie names (session and login, with and without `__Host-`), stripped upstream.
+    own_cookies: [String; 4],
+    /// How the gateway's cookies are written over plain http (index 0) and HTTPS (index 1).
+    cookie_specs: [CookieSpec; 2],
+    oidc: Oidc,
+    /// Seals logins in flight into their cookies.
+    login_sealer: LoginSealer,
+    refresh_locks: RefreshLocks,
+    verifier: Arc<Verifier>,
+}
+
+/// One request as browser sign-in sees it: its head, what the gateway found out about it, and
+/// what sign-in adds to the answer.
+pub struct Visit<'a> {
+    /// The request head.
+    pub req: &'a RequestHeader,
+    /// The request arrived over HTTPS (directly, or as a trusted proxy says).
+    pub https: bool,
+    /// The request id, for pages and logs.
+    pub request_id: &'a str,
+    /// The clients of the config in force.
+    pub clients: &'a ClientRegistry,
+    /// The pages of the config in force that need a sign-in (a logout never returns to one).
+    pub routes: &'a dyn ProtectedPages,
+    /// The client the request's origin hints name, with that origin; `Err`: the unknown origin.
+    pub hinted: Result<(usize, Origin), String>,
+    /// `Set-Cookie` values for the answer.
+    pub set_cookies: &'a mut Vec<String>,
+    /// The client the answer is for, once known.
+    pub client: Option<usize>,
+    /// Who is signed in, when an endpoint found out.
+    pub caller: Option<Caller>,
+    /// How the request ended, for metrics.
+    pub outcome: &'static str,
+}
+
+impl<'a> Visit<'a> {
+    /// Client `index` of the registry in force.
+    fn client_at(&self, index: usize) -> Result<&'a ClientApp, Refusal> {
+        self.clients.all().get(index).ok_or_else(|| Refusal::UnknownClient("(a client that is no longer configured)".into()))
+    }
+
+    /// The client the request comes from, or a refusal for an unknown origin.
+    fn known_client(&mut self) -> Result<(usize, Origin), Refusal> {
+        let (index, origin) = self.hinted.clone().map_err(Refusal::UnknownClient)?;
+        self.client = Some(index);
+        Ok((index, origin))
+    }
+}
+
+impl Browser {
+    /// Browser sign-in for `config`'s IdP and session settings, verifying id_tokens with `verifier`.
+    pub fn from_config(config: &Config, verifier: Arc<Verifier>) -> Result<Browser, BrowserError> {
+        let (login_sealer, generated) = LoginSealer::from_config(config.session.login_key.as_ref())?;
+        if generated {
+            tracing::warn!("session.login_key is not set: a login key was generated for this process; several gateway instances (or a restart mid-login) need the same session.login_key to finish each other's logins");
+        }
+        let base = &config.session.cookie_name;
+        Ok(Browser {
+            sessions: Arc::new(MemoryStore::from_config(&config.session)),
+            settings: config.session.clone(),
+            own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
+            cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
+            oidc: Oidc::from_config(&config.idp)?,
+            login_sealer,
+            refresh_locks: RefreshLocks::new(),
+            verifier,
+        })
+    }
+
+    /// True when the operator allows sign-in over plain http (local development).
+    pub fn allows_insecure_http(&self) -> bool {
+        self.settings.allow_insecure_http
+    }
+
+    /// True when `path` is one of the sign-in endpoints: under `/_authgate/` or a client's callback.
+    pub fn owns(&self, path: &str, clients: &ClientRegistry) -> bool {
+        path.starts_with(PREFIX) || clients.all().iter().any(|c| c.redirect_path == path)
+    }
+
+    /// Answers a sign-in endpoint (see [`Browser::owns`]): a page or redirect, or a refusal.
+    pub async fn answer(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
+        let path = v.req.uri.path();
+        if v.clients.all().iter().any(|c| c.redirect_path == path) {
+            v.outcome = "login_callback";
+            return self.callback(v).await;
+        }
+        match path {
+            LOGIN_PATH => {
+                v.outcome = "login_start";
+                self.login(v).await
+            }
+            LOGOUT_PATH => {
+                v.outcome = "logout";
+                self.logout(v).await
+            }
+            SESSION_PATH => {
+                v.outcome = "session_info";
+                self.session_info(v).await
+            }
+            SIGNED_OUT_PATH => {
+                v.outcome = "signed_out";
+                self.signed_out(v)
+            }
+            _ => Err(Refusal::NoRoute),
+        }
+    }
+
+    fn cookies(&self, https: bool) -> &CookieSpec {
+        let [plain, secure] = &self.cookie_specs;
+        if https {
+            secure
+        } else {
+            plain
+        }
+    }
+
+    fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+        cookie_value(req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes()), name)
+    }
+
+    /// The caller's cookies without the gateway's own, as one `Cookie` value (`None`: none left).
+    /// Own cookies are the session cookie and every `{session}-…` (logins in flight, the
+    /// signed-out marker), with and without `__Host-`.
+    pub fn kept_cookies(&self, values: &[http::HeaderValue]) -> Option<http::HeaderValue> {
+        let values: Vec<&str> = values.iter().filter_map(|v| v.to_str().ok()).collect();
+        let names = self.own_cookies.each_ref().map(String::as_str);
+        strip_cookies(&values.join("; "), &names).and_then(|kept| http::HeaderValue::try_from(kept).ok())
+    }
+
+    /// The caller behind the request's session cookie, its tokens refreshed when due.
+    /// `Ok(None)`: no usable session (a stale cookie is cleared). The caller's credential is the
+    /// session, whose access token live checks present to the IdP.
+    pub async fn session_caller(&self, v: &mut Visit<'_>, client_index: usize) -> Result<Option<Caller>, Refusal> {
+        let req = v.req;
+        let spec = self.cookies(v.https);
+        let Some(raw) = self.cookie(req, &spec.session) else { return Ok(None) };
+        let Some(id) = SessionId::parse(raw) else {
+            v.set_cookies.push(spec.clear(&spec.session));
+            return Ok(None);
+        };
+        match self.live_session(&id, v.client_at(client_index)?).await? {
+            Some((data, principal)) => Ok(Some(Caller { principal, credential: Credential::Session(data) })),
+            None => {
+                v.set_cookies.push(spec.clear(&spec.session));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn live_session(&self, id: &SessionId, client: &ClientApp) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
+        let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
+        if data.client != client.name {
+            return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name)));
+        }
+        let now = now_secs();
+        if data.tokens.access_expires_at <= now + self.settings.refresh_before.as_secs() {
+            match &data.tokens.refresh_token {
+                Some(_) => match self.refresh(id, data.clone(), client).await? {
+                    Some(fresh) => data = fresh,
+                    None => return Ok(None),
+                },
+                None if data.tokens.access_expires_at <= now => {
+                    self.sessions.remove(id).await;
+                    return Ok(None);
+                }
+                None => {}
+            }
+        }
+        let access = data.tokens.access_token.expose();
+        if let Some(p) = self.verifier.cached(access) {
+            return Ok(Some((data, p)));
+        }
+        if looks_like_jwt(access) {
+            match self.verifier.verify(access).await {
+                Ok(p) => return Ok(Some((data, p))),
+                Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(e.to_string())),
+                Err(_) => {} // not a token for this API: the id_token tells who it is
+            }
+        }
+        match self.verifier.session_identity(data.tokens.id_token.expose(), &client.client_id, data.tokens.access_expires_at).await {
+            Ok(p) => Ok(Some((data, p))),
+            Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e) => {
+                tracing::info!(client = %client.name, reason = %e, "session ended: its id_token no longer verifies");
+                self.sessions.remove(id).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Refreshes a session's tokens once, however many requests ask at the same time:
+    /// the first does it, the others wait and use its result. A refused refresh ends the session.
+    /// The new tokens are written only over the generation read here, so a logout during the
+    /// call to the IdP stays a logout.
+    async fn refresh(&self, id: &SessionId, seen: Arc<SessionData>, client: &ClientApp) -> Result<Option<Arc<SessionData>>, Refusal> {
+        let lock = self.refresh_locks.get(id.digest());
+        let _only_one = lock.lock().await;
+        let Some(current) = self.sessions.get(id).await else { return Ok(None) };
+        if current.generation != seen.generation {
+            return Ok(Some(current));
+        }
+        let Some(refresh_token) = current.tokens.refresh_token.clone() else { return Ok(Some(current)) };
+        let still_valid = current.tokens.access_expires_at > now_secs();
+        let provider = match self.oidc.provider().await {
+            Ok(p) => p,
+            Err(_) if still_valid => return Ok(Some(current)),
+            Err(e) => return Err(Refusal::IdpUnavailable(e.to_string())),
+        };
+        match self.oidc.refresh(&provider, client, refresh_token.expose()).await {
+            Ok(set) => {
+                let mut fresh = (*current).clone();
+                fresh.tokens = Tokens {
+                    access_expires_at: now_secs() + set.expires_in.map_or(300, |d| d.as_secs()),
+                    access_token: Secret::new(set.access_token),
+                    id_token: set.id_token.map(Secret::new).unwrap_or(current.tokens.id_token.clone()),
+                    refresh_token: set.refresh_token.map(Secret::new).or(Some(refresh_token)),
+                };
+                fresh.generation = current.generation.wrapping_add(1);
+                let fresh = Arc::new(fresh);
+                if !self.sessions.replace(id, current.generation, fresh.clone()).await {
+                    // Ended (a logout) or changed while the IdP answered: what is stored now wins.
+                    tracing::info!(client = %client.name, subject = %current.subject, "refreshed tokens dropped: the session ended or changed meanwhile");
+                    return Ok(self.sessions.get(id).await);
+                }
+                tracing::info!(client = %client.name, subject = %fresh.subject, "session tokens refreshed");
+                Ok(Some(fresh))
+            }
+            Err(e @ (OidcError::Refused(_) | OidcError::BadResponse(_))) => {
+                let why = e.to_string();
+                tracing::info!(client = %client.name, subject = %current.subject, reason = %why, "refresh refused: session ended");
+                self.sessions.remove(id).await;
+                Ok(None)
+            }
+            Err(_) if still_valid => Ok(Some(current)),
+            Err(e) => Err(Refusal::IdpUnavailable(e.to_string())),
+        }
+    }
+
+    /// Starts a login for `client_index` from `origin`: seals what the callback needs into a
+    /// login cookie of its own and returns the IdP's URL. At most `max_pending_logins` login
+    /// cookies are kept per browser: beyond that the oldest are cleared. After a logout (the
+    /// signed-out marker) the IdP is asked to authenticate again (`prompt=login`, `max_age=0`).
+    pub async fn start_login(&self, v: &mut Visit<'_>, client_index: usize, origin: &Origin, return_to: String) -> Result<String, Refusal> {
+        let req = v.req;
+        if !v.https && !self.settings.allow_insecure_http {
+            return Err(Refusal::LoginFailed {
+                reason: "browser sign-in needs HTTPS: serve the gateway over HTTPS (or set session.allow_insecure_http for local development)".into(),
+                retry: None,
+            });
+        }
+        let client = v.client_at(client_index)?;
+        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+        let spec = self.cookies(v.https);
+        let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
+        let redirect_uri = format!("{origin}{}", client.redirect_path);
+        let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: None })?;
+        let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
+        let now = now_secs();
+        let login = LoginState {
+            state: auth.state,
+            nonce: auth.nonce,
+            pkce_verifier: auth.pkce_verifier,
+            return_to,
+            redirect_uri,
+            origin: origin.to_string(),
+            client: client.name.clone(),
+            issued_at: now,
+        };
+        let name = spec.login_cookie(&cookie_suffix(&login.state));
+        let sealed = self.login_sealer.seal(&name, &login).ok_or_else(|| Refusal::LoginFailed { reason: "the sign-in could not be started; try again".into(), retry: None })?;
+        // The browser's other logins in flight: unreadable or expired ones are cleared, and the
+        // oldest beyond the cap, so that this one fits.
+        let timeout = self.settings.login_timeout.as_secs();
+        let mut live: Vec<(u64, &str)> = Vec::new();
+        for (cookie, value) in cookie_pairs(req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes())) {
+            if !spec.login_suffix(cookie).is_some_and(is_suffix) || cookie == name {
+                continue;
+            }
+            match self.login_sealer.open(cookie, value).filter(|l| l.fresh(now, timeout)) {
+                Some(l) => live.push((l.issued_at, cookie)),
+                None => v.set_cookies.push(spec.clear(cookie)),
+            }
+        }
+        live.sort_unstable();
+        let keep = self.settings.max_pending_logins.saturating_sub(1);
+        let drop = live.len().saturating_sub(keep);
+        for (_, cookie) in live.iter().take(drop) {
+            v.set_cookies.push(spec.clear(cookie));
+        }
+        v.set_cookies.push(spec.set(&name, &sealed, Some(self.settings.login_timeout)));
+        Ok(auth.url.to_string())
+    }
+
+    /// `/_authgate/login?rd=/path`: starts a login explicitly (an SPA's "Sign in" button).
+    async fn login(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
+        let req = v.req;
+        let (index, origin) = v.known_client()?;
+        let return_to = query_param(req, "rd")
+            .and_then(|rd| redirects::validate(&rd, &origin, v.clients, index))
+            .unwrap_or_else(|| format!("{origin}/"));
+        let location = self.start_login(v, index, &origin, return_to).await?;
+        Ok(responses::redirect(&location, v.request_id))
+    }
+
+    /// The IdP sends the browser back here with `code` and `state` (or an `error`). The login is
+    /// the browser's cookie named after `state` whose sealed state equals it (compared in
+    /// constant time); that cookie is cleared whatever happens, so a state works once, and only
+    /// within `login_timeout`. The client is looked up by name in the config in force: a client
+    /// removed since the login started, or no longer owning the login's origin, fails closed.
+    async fn callback(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
+        let req = v.req;
+        let fail = |reason: &str, retry: Option<String>| Refusal::LoginFailed { reason: reason.into(), retry };
+        let start_over = || Some(LOGIN_PATH.to_string());
+        let state = query_param(req, "state").ok_or_else(|| fail("the sign-in response has no state", start_over()))?;
+        let spec = self.cookies(v.https);
+        let name = spec.login_cookie(&cookie_suffix(&state));
+        let sealed = self.cookie(req, &name);
+        if sealed.is_some() {
+            v.set_cookies.push(spec.clear(&name));
+        }
+        let gone = || fail("this sign-in expired or was already used, or it was started in another browser (or its cookie was blocked)", start_over());
+        let login = sealed.and_then(|v| self.login_sealer.open(&name, v)).filter(|l| l.has_state(&state)).ok_or_else(gone)?;
+        if !login.fresh(now_secs(), self.settings.login_timeout.as_secs()) {
+            return Err(gone());
+        }
+        let origin = Origin::parse(&login.origin).ok();
+        let found = v.clients.all().iter().position(|c| c.name == login.client).zip(origin);
+        let Some((index, origin)) = found.filter(|(i, o)| v.clients.belongs(*i, o)) else {
+            tracing::info!(request_id = %v.request_id, client = %login.client, "sign-in refused: its client is no longer configured for its origin");
+            return Err(fail("the application this sign-in was for is no longer configured here", start_over()));
+        };
+        let client = v.client_at(index)?;
+        v.client = Some(index);
+        let return_to = redirects::validate(&login.return_to, &origin, v.clients, index).unwrap_or_else(|| format!("{origin}/"));
+        let restart = Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to)));
+        if let Some(error) = query_param(req, "error") {
+            let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
+            return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)), retry: restart });
+        }
+        if let Some(iss) = query_param(req, "iss") {
+            if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
+                return Err(fail("the sign-in response comes from another issuer", restart));
+            }
+        }
+        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
+        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+        let tokens = self
+            .oidc
+            .exchange_code(&provider, client, &code, &login.pkce_verifier, &login.redirect_uri)
+            .await
+            .map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: restart.clone() })?;
+        let id_token = tokens.id_token.unwrap_or_default();
+        let principal = self
+            .verifier
+            .verify_id_token(&id_token, &client.client_id, &login.nonce)
+            .await
+            .map_err(|e| Refusal::LoginFailed { reason: format!("the id_token was refused: {e}"), retry: restart.clone() })?;
+        let now = now_secs();
+        let data = SessionData {
+            client: client.name.clone(),
+            origin: origin.to_string(),
+            subject: principal.subject.clone(),
+            email: principal.email.clone(),
+            name: principal.name.clone(),
+            tokens: Tokens {
+                access_token: Secret::new(tokens.access_token),
+                id_token: Secret::new(id_token),
+                refresh_token: tokens.refresh_token.map(Secret::new),
+                access_expires_at: now + tokens.expires_in.map_or(300, |d| d.as_secs()),
+            },
+            created_at: now,
+            expires_at: now + self.settings.lifetime.as_secs(),
+            generation: 0,
+        };
+        // A new id for every login; the browser's previous session ends.
+        if let Some(old) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
+            self.sessions.remove(&old).await;
+        }
+        let id = SessionId::generate();
+        self.sessions.put(&id, Arc::new(data)).await;
+        tracing::info!(request_id = %v.request_id, client = %client.name, subject = %principal.subject, "signed in");
+        v.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
+        if self.cookie(req, &spec.signed_out).is_some() {
+            v.set_cookies.push(spec.clear(&spec.signed_out));
+        }
+        Ok(responses::redirect(&return_to, v.request_id))
+    }
+
+    /// `/_authgate/logout?rd=/path`: signs the browser out, only when asked from the client's
+    /// own pages (see [`Gateway::same_origin_logout`]); otherwise a page with a sign-out button
+    /// answers and nothing changes. The session behind the cookie ends whichever client it
+    /// belongs to; a signed-out marker makes the next login ask the IdP to authenticate again.
+    /// Then to the IdP's `end_session_endpoint` when it has one, coming back to the target:
+    /// `rd` or `post_logout_redirect` unless they are protected, else the signed-out page.
+    async fn logout(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
+        let req = v.req;
+        if req.method != http::Method::GET && req.method != http::Method::POST {
+            return Err(Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::POST]));
+        }
+        let (index, origin) = v.known_client()?;
+        let client = v.client_at(index)?;
+        let rd = query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, v.clients, index));
+        if !same_origin_logout(req, v.clients, index) {
+            v.outcome = "logout_refused";
+            let action = match &rd {
+                Some(rd) => format!("{LOGOUT_PATH}?rd={}", encode(rd)),
+                None => LOGOUT_PATH.to_string(),
+            };
+            return Ok(responses::confirm_logout(&client.name, &action, v.request_id));
+        }
+        let spec = self.cookies(v.https);
+        let mut id_token = None;
+        if let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
+            if let Some(data) = self.sessions.get(&id).await {
+                // The IdP's logout names the client the id_token was issued to.
+                if data.client == client.name {
+                    id_token = Some(data.tokens.id_token.clone());
+                }
+                tracing::info!(request_id = %v.request_id, client = %data.client, subject = %data.subject, "signed out");
+            }
+            self.sessions.remove(&id).await;
+        }
+        v.set_cookies.push(spec.clear(&spec.session));
+        v.set_cookies.push(spec.set(&spec.signed_out, "1", Some(self.settings.lifetime)));
+        let target = rd
+            .or_else(|| redirects::validate(&client.post_logout_redirect, &origin, v.clients, index))
+            .filter(|t| !v.routes.protected(t))
+            .unwrap_or_else(|| format!("{origin}{SIGNED_OUT_PATH}"));
+        let end_session = match (&id_token, self.oidc.provider().await) {
+            (Some(_), Ok(p)) => p.end_session_endpoint.clone(),
+            _ => None,
+        };
+        let location = match (end_session, id_token) {
+            (Some(mut url), Some(hint)) => {
+                url.query_pairs_mut()
+                    .append_pair("id_token_hint", hint.expose())
+                    .append_pair("post_logout_redirect_uri", &target)
+                    .append_pair("client_id", &client.client_id);
+                url.to_string()
+            }
+            _ => target,
+        };
+        Ok(responses::redirect(&location, v.request_id))
+    }
+
+    /// `GET /_authgate/signed-out?rd=/path`: where a logout ends: the client's name, a "sign
+    /// in again" link (back to `rd`) and, with `logout_url`, the way to the IdP's own sign-out.
+    fn signed_out(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
+        let req = v.req;
+        let (index, origin) = v.known_client()?;
+        let client = v.client_at(index)?;
+        let sign_in = match query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, v.clients, index)) {
+            Some(rd) => format!("{LOGIN_PATH}?rd={}", encode(&rd)),
+            None => LOGIN_PATH.to_string(),
+        };
+        let idp = client.logout_url.as_ref().map(|u| (u.as_str(), client.logout_post));
+        Ok(responses::signed_out(&client.name, &sign_in, idp, v.request_id))
+    }
+
+    /// `GET /_authgate/session`: who is signed in, for an SPA's user menu; 401 otherwise.
+    async fn session_info(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
+        let req = v.req;
+        let (index, _) = v.known_client()?;
+        let spec = self.cookies(v.https);
+        let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) else { return Err(Refusal::MissingCredentials) };
+        match self.live_session(&id, v.client_at(index)?).await? {
+            Some((data, p)) => {
+                let body = serde_json::json!({
+                    "subject": data.subject,
+                    "email": data.email,
+                    "name": data.name,
+                    "client": data.client,
+                    "origin": data.origin,
+                    "expires_at": data.expires_at,
+                    "permissions": p.permissions.to_json(),
+                });
+                v.caller = Some(Caller { principal: p, credential: Credential::Session(data) });
+                Ok(responses::json(StatusCode::OK, &body, v.request_id))
+            }
+            None => {
+                v.set_cookies.push(spec.clear(&spec.session));
+                Err(Refusal::MissingCredentials)
+            }
+        }
+    }
+}
+
+/// `text` percent-encoded for a query value.
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The query parameter `name`, decoded.
+fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
+    let q = req.uri.query()?;
+    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+/// The logout rule: `Sec-Fetch-Site` (when the browser sends it) must say same-origin or typed
+/// (`none`), or else an `Origin` of the client must come with it; `origin_ok` is `Some` when an
+/// `Origin` header came (true: the client's own). Without either header, only a POST.
+fn logout_allowed(sec_fetch_site: Option<&[u8]>, origin_ok: Option<bool>, post: bool) -> bool {
+    match sec_fetch_site {
+        Some(b"same-origin" | b"none") => origin_ok != Some(false),
+        Some(_) => origin_ok == Some(true),
+        None => origin_ok.unwrap_or(post),
+    }
+}
+
+/// Printable, short text from the IdP for a page.
+fn tame(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// A request header's bytes.
+fn header<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a [u8]> {
+    req.headers.get(name).map(|v| v.as_bytes())
+}
+
+/// True when a logout comes from the client's own pages: `Sec-Fetch-Site: same-origin` or
+/// `none` (typed, bookmarked), an `Origin` of client `index`, or — from a client that sends
+/// neither (not a browser) — a POST. A cross-site or same-site navigation is not.
+fn same_origin_logout(req: &RequestHeader, clients: &ClientRegistry, index: usize) -> bool {
+    let origin_ok = header(req, &ORIGIN).map(|raw| std::str::from_utf8(raw).ok().and_then(|o| Origin::parse(o).ok()).is_some_and(|o| clients.belongs(index, &o)));
+    logout_allowed(req.headers.get("sec-fetch-site").map(|v| v.as_bytes()), origin_ok, req.method == http::Method::POST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logout_only_from_the_clients_own_pages() {
+        let same: Option<&[u8]> = Some(b"same-origin");
+        let typed: Option<&[u8]> = Some(b"none");
+        let cross: Option<&[u8]> = Some(b"cross-site");
+        let sibling: Option<&[u8]> = Some(b"same-site");
+        for (case, site, origin_ok, post, allowed) in [
+            ("same-origin GET", same, None, false, true),
+            ("typed GET", typed, None, false, true),
+            ("same-origin POST with own Origin", same, Some(true), true, true),
+            ("same-origin claim with a foreign Origin", same, Some(false), true, false),
+            ("cross-site GET", cross, None, false, false),
+            ("cross-site POST without Origin", cross, None, true, false),
+            ("cross-site POST from the client's SPA origin", cross, Some(true), true, true),
+            ("same-site GET", sibling, None, false, false),
+            ("old browser GET", None, None, false, false),
+            ("old browser GET with own Origin", None, Some(true), false, true),
+            ("old browser POST with foreign Origin", None, Some(false), true, false),
+            ("non-browser POST", None, None, true, true),
+        ] {
+            assert_eq!(logout_allowed(site, origin_ok, post), allowed, "{case}");
+        }
+    }
+}

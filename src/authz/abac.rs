@@ -325,6 +325,17 @@ fn classify(status: http::StatusCode, bytes: &[u8]) -> Result<Answer, CallError>
     }
 }
 
+/// How the gateway reads an IdP's HTTP answer to a live check: `Ok(true)` allowed,
+/// `Ok(false)` denied, `Err` no decision (the IdP is unavailable, or answered without one).
+/// Public so the fuzz targets can reach the answer parser.
+pub fn read_check_answer(status: http::StatusCode, bytes: &[u8]) -> Result<bool, String> {
+    match classify(status, bytes) {
+        Ok(Answer::Allowed) => Ok(true),
+        Ok(Answer::Denied(_)) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Answer {
     fn label(&self) -> &'static str {
         match self {

@@ -163,24 +163,41 @@ impl ApiKeys {
         if !status.is_success() {
             return Err(refusal(status));
         }
-        let body: ExchangeResponse = resp.json().await.map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
-        let principal = self.verifier.verify_for(&body.token, Audience::ApiKey).await.map_err(|e| match e {
+        let bytes = resp.bytes().await.map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
+        let now = now_secs();
+        let answer = read_exchange_answer(&bytes, now)?;
+        let principal = self.verifier.verify_for(&answer.token, Audience::ApiKey).await.map_err(|e| match e {
             TokenError::KeysUnavailable => ApiKeyError::Unavailable(e.to_string()),
             e => ApiKeyError::BadToken(e),
         })?;
-        let now = now_secs();
-        let expires_at = body
-            .expires_at
-            .as_deref()
-            .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-            .or(body.expires_in.map(|s| now + s))
-            .unwrap_or(principal.expires_at)
-            .min(principal.expires_at);
+        let expires_at = answer.expires_at.unwrap_or(principal.expires_at).min(principal.expires_at);
         let refresh_in = Duration::from_secs(expires_at.saturating_sub(now)).saturating_sub(REFRESH_MARGIN);
-        Ok((Exchanged { token: body.token.into(), principal }, refresh_in))
+        Ok((Exchanged { token: answer.token.into(), principal }, refresh_in))
     }
+}
+
+/// A successful exchange answer as read, before its token is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeAnswer {
+    /// The JWT the IdP issued for the key (not yet verified).
+    pub token: String,
+    /// When the IdP says the token stops being usable (Unix seconds), from `expires_at`
+    /// (RFC 3339) or else `expires_in`; `None` when it says neither readably.
+    pub expires_at: Option<u64>,
+}
+
+/// Reads the body of a 2xx API-key exchange answer received at `now` (Unix seconds); an
+/// unreadable body is [`ApiKeyError::Unavailable`]. Public so the fuzz targets can reach it.
+pub fn read_exchange_answer(bytes: &[u8], now: u64) -> Result<ExchangeAnswer, ApiKeyError> {
+    let body: ExchangeResponse = serde_json::from_slice(bytes).map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .or(body.expires_in.map(|s| now.saturating_add(s)));
+    Ok(ExchangeAnswer { token: body.token, expires_at })
 }
 
 /// What a non-2xx exchange answer means: 400, 401 and 403 refuse the key; anything else
@@ -229,6 +246,18 @@ mod tests {
             let got = refusal(http::StatusCode::from_u16(status).unwrap());
             assert_eq!(got == ApiKeyError::Refused, refused, "{status}: {got:?}");
         }
+    }
+
+    #[test]
+    fn exchange_answers_are_read_without_overflow() {
+        let read = |body: &str| read_exchange_answer(body.as_bytes(), 1_000).map(|a| a.expires_at);
+        assert_eq!(read(r#"{"token":"t","expiresIn":60}"#), Ok(Some(1_060)));
+        assert_eq!(read(r#"{"token":"t","expiresAt":"1970-01-01T00:01:40Z","expiresIn":60}"#), Ok(Some(100)));
+        assert_eq!(read(r#"{"token":"t","expiresAt":"soon"}"#), Ok(None));
+        // A huge `expires_in` saturates instead of overflowing (a panic in debug builds).
+        assert_eq!(read(r#"{"token":"t","expiresIn":18446744073709551615}"#), Ok(Some(u64::MAX)));
+        assert!(matches!(read(r#"{"expiresIn":60}"#), Err(ApiKeyError::Unavailable(_))));
+        assert!(matches!(read("not json"), Err(ApiKeyError::Unavailable(_))));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! selector byte then the raw return URL.
 #![no_main]
 
-use authgate::clients::{ClientRegistry, Origin};
+use authgate::clients::ClientRegistry;
+use authgate::origin::Origin;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use url::Url;

@@ -9,7 +9,6 @@ use crate::config::model::{HeaderSettings, Underscores};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use pingora::http::RequestHeader;
-use std::collections::HashSet;
 
 const UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
 
@@ -147,23 +146,31 @@ pub struct Identity<'a> {
     pub permission: Option<&'a HeaderValue>,
 }
 
-/// A set of folded header names, with a by-length filter so that most names are decided
-/// without hashing (this runs for every header of every proxied request).
+/// A set of folded header names, bucketed by length: a lookup compares the name only with the
+/// few names of its own length (this runs for every header of every proxied request, and
+/// hashing each name cost more than the comparisons).
 #[derive(Debug, Clone, Default)]
 struct NameSet {
-    names: HashSet<Box<[u8]>>,
-    /// Bit `n` set: some name is `n` bytes long (names of 64 bytes and more share bit 63).
-    lengths: u64,
+    /// `by_len[n]`: the names `n` bytes long (names of 64 bytes and more share the last bucket).
+    by_len: Vec<Vec<Box<[u8]>>>,
 }
 
 impl NameSet {
+    const BUCKETS: usize = 64;
+
     fn insert(&mut self, folded: &str) {
-        self.lengths |= 1 << folded.len().min(63);
-        self.names.insert(folded.as_bytes().into());
+        if self.by_len.is_empty() {
+            self.by_len = vec![Vec::new(); Self::BUCKETS];
+        }
+        if let Some(bucket) = self.by_len.get_mut(folded.len().min(Self::BUCKETS - 1)) {
+            if !bucket.iter().any(|n| **n == *folded.as_bytes()) {
+                bucket.push(folded.as_bytes().into());
+            }
+        }
     }
 
     fn contains(&self, folded: &[u8]) -> bool {
-        self.lengths & (1 << folded.len().min(63)) != 0 && self.names.contains(folded)
+        self.by_len.get(folded.len().min(Self::BUCKETS - 1)).is_some_and(|bucket| bucket.iter().any(|n| **n == *folded))
     }
 }
 

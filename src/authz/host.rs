@@ -79,12 +79,21 @@ fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
             r => (name, Some(r.strip_prefix(':')?)),
         }
     } else {
-        let (name, port) = match raw.rsplit_once(':') {
-            Some((n, p)) => (n, Some(p)),
+        let (name, port) = match raw.bytes().rposition(|b| b == b':') {
+            Some(i) => (raw.get(..i)?, Some(raw.get(i + 1..)?)),
             None => (raw, None),
         };
         let labels = name.strip_suffix('.').unwrap_or(name);
-        if labels.is_empty() || labels.split('.').any(|l| l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+        // One pass (this runs on every request): allowed bytes only, no empty label.
+        let mut previous = b'.';
+        for b in labels.bytes() {
+            let allowed = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && previous != b'.');
+            if !allowed {
+                return None;
+            }
+            previous = b;
+        }
+        if labels.is_empty() || previous == b'.' {
             return None;
         }
         (name, port)

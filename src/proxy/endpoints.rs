@@ -112,6 +112,12 @@ impl Gateway {
         if !preflight && !self.services.browser.owns(req.uri.path(), &self.clients) {
             return None;
         }
+        // Login and logout build URLs from the host: checked here as `decide` checks it for the
+        // routed requests, once per request either way.
+        if let Err(e) = crate::authz::host::request_host(req) {
+            return Some(self.refuse(session, ctx, Refusal::BadHost(e.to_string())).await);
+        }
+        let req = session.req_header();
         let answer = if preflight { Ok(self.preflight(req, ctx)) } else { self.sign_in(req, ctx).await };
         Some(match answer {
             Ok(mut rendered) => {

@@ -440,10 +440,6 @@ impl Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = new_request_id();
         self.observe(session, ctx);
-        // Before the gateway's own endpoints too: login and logout build URLs from the host.
-        if let Err(e) = request_host(session.req_header()) {
-            return self.refuse(session, ctx, Refusal::BadHost(e.to_string())).await;
-        }
         if let Some(handled) = self.gateway_endpoint(session, ctx).await {
             return handled;
         }

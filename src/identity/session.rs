@@ -3,6 +3,7 @@
 //! idle expiry. Ids are never stored or logged as such: the memory store is keyed by a keyed
 //! digest of each id ([`crate::digest`]).
 
+use super::now_secs;
 use crate::config::model::SessionSettings;
 use crate::digest::{Digest, KeyedDigest};
 use crate::secret::Secret;
@@ -11,12 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Seconds since the epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use std::time::{Duration, Instant};
 
 /// `n` random bytes from the operating system's CSPRNG, base64url without padding.
 pub fn random_token(n: usize) -> String {

@@ -9,9 +9,8 @@ use crate::cors;
 use crate::headers::names;
 use crate::identity::browser::Visit;
 use crate::origin::Origin;
-use crate::responses::{self, Refusal, Rendered};
+use crate::responses::{self, Cause, Refusal, Rendered};
 use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, REFERER};
-use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -115,7 +114,7 @@ impl Gateway {
         // Login and logout build URLs from the host: checked here as `decide` checks it for the
         // routed requests, once per request either way.
         if let Err(e) = crate::authz::host::request_host(req) {
-            return Some(self.refuse(session, ctx, Refusal::BadHost(e.to_string())).await);
+            return Some(self.refuse(session, ctx, Refusal::BadHost(Cause::of(e))).await);
         }
         let req = session.req_header();
         let answer = if preflight { Ok(self.preflight(req, ctx)) } else { self.sign_in(req, ctx).await };
@@ -153,14 +152,7 @@ impl Gateway {
 
     fn preflight(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Rendered {
         ctx.outcome = "preflight";
-        let mut header_ = responses::head(if ctx.cors_origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, 8);
-        if let Some(origin) = ctx.cors_origin.take() {
-            for (k, v) in cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)) {
-                let _ = header_.insert_header(k, v);
-            }
-        }
-        let _ = header_.insert_header("content-length", "0");
-        let _ = header_.insert_header("x-request-id", &ctx.request_id);
-        Rendered { header: header_, body: bytes::Bytes::new() }
+        let allowed = ctx.cors_origin.take().map(|origin| cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)));
+        responses::preflight(allowed, &ctx.request_id)
     }
 }

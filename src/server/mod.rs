@@ -10,7 +10,7 @@ use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
 use reload::Reloader;
 use crate::proxy::live::LiveGateway;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, GatewayError};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -25,6 +25,9 @@ pub enum StartError {
     /// Something in the config cannot be set up (an upstream that does not resolve, TLS files).
     #[error("cannot start: {0}")]
     Setup(String),
+    /// The gateway cannot be built from the config.
+    #[error("cannot start: {0}")]
+    Gateway(#[from] GatewayError),
 }
 
 /// Keeps the IdP's keys fresh: fetches at start (retrying with backoff until it works),
@@ -70,7 +73,7 @@ pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, 
     let metrics = Metrics::new();
     let keys = Arc::new(KeyStore::from_config(&config.idp, metrics.clone()));
     let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()).with_api_key_audiences(&config.idp, &config.api_keys.audiences));
-    let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone()).map_err(StartError::Setup)?;
+    let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone())?;
 
     let live = LiveGateway::new(gateway);
     let reloader = path.map(|p| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle())));

@@ -75,9 +75,6 @@ pub enum GatewayError {
     /// Browser sign-in cannot be set up.
     #[error(transparent)]
     Browser(#[from] BrowserError),
-    /// Routes that cannot be told apart (the config validator reports these first).
-    #[error("{}", .0.join("; "))]
-    Routes(Vec<String>),
     /// An upstream's peers cannot be built.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -89,7 +86,8 @@ const REALM: &str = "authgate";
 impl Gateway {
     /// Builds the gateway from a validated config and the one verifier (built with
     /// [`Verifier::with_api_key_audiences`] for `api_keys.audience`).
-    pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, GatewayError> {
+    /// `routes` is `config`'s route table (see [`RouteTable::from_config`]).
+    pub fn from_config(config: &Config, routes: RouteTable, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, GatewayError> {
         // Exchanged API-key tokens go through the same verifier, for their own audience set.
         if verifier.api_key_audiences() != config.api_keys.audiences.as_slice() {
             return Err(GatewayError::ApiKeyAudiences);
@@ -103,19 +101,18 @@ impl Gateway {
             verifier,
             metrics,
         };
-        Gateway::assemble(config, Arc::new(services))
+        Gateway::assemble(config, routes, Arc::new(services))
     }
 
     /// A gateway for a reloaded config: routes, clients, upstreams, headers and proxy flags
     /// from `config`; the IdP's keys, every cache, the sessions and logins in progress carried
     /// over from this one, so a reload signs nobody out.
-    pub fn reloaded(&self, config: &Config) -> Result<Gateway, GatewayError> {
-        Gateway::assemble(config, self.services.clone())
+    pub fn reloaded(&self, config: &Config, routes: RouteTable) -> Result<Gateway, GatewayError> {
+        Gateway::assemble(config, routes, self.services.clone())
     }
 
     /// What a config decides, around the long-lived `services`.
-    fn assemble(config: &Config, services: Arc<Services>) -> Result<Gateway, GatewayError> {
-        let routes = RouteTable::build(&config.routes).map_err(|conflicts| GatewayError::Routes(conflicts.into_iter().map(|(_, m)| m).collect()))?;
+    fn assemble(config: &Config, routes: RouteTable, services: Arc<Services>) -> Result<Gateway, GatewayError> {
         let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         Ok(Gateway {

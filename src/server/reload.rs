@@ -4,7 +4,7 @@
 //! state (listeners, the IdP, caches, sessions, API keys, ABAC, identity keys) need a restart
 //! and are reported as such.
 
-use crate::config::{load, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::proxy::{Gateway, GatewayError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -69,9 +69,9 @@ impl Reloader {
 
     /// Reads, validates and applies the file once. `Err` says why the running config stays.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let config = load(&self.path)?;
+        let (config, routes) = super::load(&self.path)?;
         let current = self.gateway.load_full();
-        let next = current.reloaded(&config).map_err(|source| ReloadError::Gateway { path: self.path.display().to_string(), source })?;
+        let next = current.reloaded(&config, routes).map_err(|source| ReloadError::Gateway { path: self.path.display().to_string(), source })?;
         let kept = restart_needed(&self.started, &config);
         if !kept.is_empty() {
             tracing::warn!(sections = ?kept, "changed settings need a restart to take effect; the rest is applied now");

@@ -178,7 +178,12 @@ async fn path_encodings_never_reach_the_protected_route() {
         ("/public/./x//y", 200, Some("/public/x/y")),
         ("/public/admin/../x", 200, Some("/public/x")),
         ("/public/x?/../../admin", 200, Some("/public/x")),
-        ("/public/%ef%bc%8e%ef%bc%8e/admin/x", 200, Some("/public/%EF%BC%8E%EF%BC%8E/admin/x")),
+        // Unicode lookalikes: an NFKC-normalising upstream reads fullwidth `．．` as `..`,
+        // `／` as `/` and `ａ` as `a`.
+        ("/public/%ef%bc%8e%ef%bc%8e/admin/x", 400, None),
+        ("/public%ef%bc%8f..%ef%bc%8fadmin/x", 400, None),
+        ("/%ef%bd%81dmin/x", 400, None),
+        ("/public/%e6%97%a5%e6%9c%ac", 200, Some("/public/%E6%97%A5%E6%9C%AC")),
     ];
     assert!(cases.len() >= 25);
     let mut failures = Vec::new();

@@ -294,6 +294,12 @@ async fn hosts_are_required_single_valid_and_the_absolute_form_wins() {
     let r = send(port, "GET /hosted/x HTTP/1.1\r\nHost: WWW.test.").await;
     assert_eq!(r.status, 200);
     assert_eq!(echo_host(&r).as_deref(), Some("www.test"));
+    // ...and the same client app: identified by its origin, asked for credentials (401), not
+    // refused as an unknown client (403).
+    for host in [format!("localhost:{port}"), format!("localhost.:{port}"), format!("LOCALHOST.:{port}")] {
+        let r = send(port, &format!("GET /hosted/x HTTP/1.1\r\nHost: {host}")).await;
+        assert_eq!(r.status, 401, "{host}");
+    }
     // Absolute-form: its authority is the host routed (RFC 9112 §3.2.2). One that differs from
     // Host is refused (400, by Pingora's ingress check), so the two can never disagree.
     let before = w.echo.requests();

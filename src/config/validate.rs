@@ -465,7 +465,7 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
     }
     let login_key = f.login_key.map(Secret::new);
     if let Some(key) = &login_key {
-        if let Err(e) = crate::identity::login::decode_key(key.expose()) {
+        if let Err(e) = crate::secret::decode_login_key(key.expose()) {
             problems.add(&at.key("login_key"), e.to_string());
         }
     }

@@ -7,7 +7,7 @@
 //! Sessions live behind the [`SessionStore`] trait; the identity provider is OpenID Connect
 //! ([`Oidc`]): another kind of provider (e.g. GitHub's OAuth) would sit beside it here.
 
-use crate::clients::{ClientApp, ClientRegistry};
+use crate::clients::{ClientApp, ClientRegistry, UnknownOrigin};
 use crate::config::model::{Config, SessionSettings};
 use crate::identity::credentials::{Caller, Credential};
 use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
@@ -80,7 +80,7 @@ pub struct Visit<'a> {
     /// The pages of the config in force that need a sign-in (a logout never returns to one).
     pub routes: &'a dyn ProtectedPages,
     /// The client the request's origin hints name, with that origin; `Err`: the unknown origin.
-    pub hinted: Result<(usize, Origin), String>,
+    pub hinted: Result<(usize, Origin), UnknownOrigin>,
     /// `Set-Cookie` values for the answer.
     pub set_cookies: &'a mut Vec<String>,
     /// The client the answer is for, once known.
@@ -99,7 +99,7 @@ impl<'a> Visit<'a> {
 
     /// The client the request comes from, or a refusal for an unknown origin.
     fn known_client(&mut self) -> Result<(usize, Origin), Refusal> {
-        let (index, origin) = self.hinted.clone().map_err(Refusal::UnknownClient)?;
+        let (index, origin) = self.hinted.clone().map_err(|UnknownOrigin(origin)| Refusal::UnknownClient(origin))?;
         self.client = Some(index);
         Ok((index, origin))
     }

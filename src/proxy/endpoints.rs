@@ -4,7 +4,7 @@
 
 use super::ctx::RequestCtx;
 use super::{header, host_header, Gateway};
-use crate::clients::{Identified, OriginHints};
+use crate::clients::{Identified, OriginHints, UnknownOrigin};
 use crate::cors;
 use crate::headers::names;
 use crate::identity::browser::Visit;
@@ -96,7 +96,7 @@ impl Gateway {
     }
 
     /// The request as browser sign-in sees it; `hinted` is the client its origin hints name.
-    pub(super) fn visit<'a>(&'a self, req: &'a RequestHeader, ctx: &'a mut RequestCtx, hinted: Result<(usize, Origin), String>) -> Visit<'a> {
+    pub(super) fn visit<'a>(&'a self, req: &'a RequestHeader, ctx: &'a mut RequestCtx, hinted: Result<(usize, Origin), UnknownOrigin>) -> Visit<'a> {
         Visit {
             req,
             https: ctx.https,
@@ -147,7 +147,7 @@ impl Gateway {
     async fn sign_in(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Rendered, Refusal> {
         let hinted = match self.identify(req, ctx) {
             Identified::Known { index, origin, .. } => Ok((index, origin)),
-            Identified::Unknown(origin) => Err(origin),
+            Identified::Unknown(origin) => Err(UnknownOrigin(origin)),
         };
         let mut visit = self.visit(req, ctx, hinted);
         let answer = self.services.browser.answer(&mut visit).await;

@@ -119,18 +119,14 @@ pub struct Sections {
     pub default_client: Option<String>,
 }
 
+/// The algorithms an RSA key can verify.
+pub const RSA_ALGORITHMS: [Algorithm; 6] = [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+
 /// Algorithms accepted when the config does not list them.
-pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = {
+    let [rs256, rs384, rs512, ps256, ps384, ps512] = RSA_ALGORITHMS;
+    [rs256, rs384, rs512, ps256, ps384, ps512, Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA]
+};
 
 /// Validates the sections into a model; `Err` holds every problem found.
 pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {

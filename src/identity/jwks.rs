@@ -5,6 +5,7 @@
 
 use super::discovery::{error_chain, Discovery, DiscoveryError};
 use crate::config::model::IdpSettings;
+use crate::config::validate::RSA_ALGORITHMS;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
@@ -210,14 +211,7 @@ pub fn parse_jwks(doc: &serde_json::Value, accepted: &[Algorithm]) -> Result<Has
 /// Symmetric (`oct`) keys verify nothing.
 fn key_algorithms(jwk: &Jwk) -> Vec<Algorithm> {
     let by_type: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
+        AlgorithmParameters::RSA(_) => RSA_ALGORITHMS.to_vec(),
         AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
             EllipticCurve::P384 => vec![Algorithm::ES384],

@@ -9,21 +9,91 @@ use crate::config::validate::RSA_ALGORITHMS;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use url::Url;
 
-/// A verification key and the algorithms it may verify.
+/// A verification key and the algorithms it may verify, parsed into aws-lc's key objects
+/// when the JWKS is loaded (one per algorithm), so that a verification does no key setup.
 pub struct VerifyKey {
     /// Key id (empty when the JWKS gave none).
     pub kid: String,
-    /// The key.
-    pub key: DecodingKey,
     /// Algorithms this key is for.
     pub algorithms: Vec<Algorithm>,
+    /// The parsed key for each of `algorithms`, in the same order.
+    parsed: Vec<ParsedPublicKey>,
+}
+
+impl VerifyKey {
+    /// Parses `jwk` for each of `algorithms` (which must suit its key type).
+    pub fn from_jwk(kid: String, jwk: &Jwk, algorithms: Vec<Algorithm>) -> Result<VerifyKey, String> {
+        let parsed = algorithms.iter().map(|&alg| parse_key(jwk, alg)).collect::<Result<Vec<_>, _>>()?;
+        Ok(VerifyKey { kid, algorithms, parsed })
+    }
+
+    /// Whether `signature` over `message` verifies with this key for `alg`. An algorithm the
+    /// key is not for is refused as such.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<bool, crate::identity::verify::TokenError> {
+        let i = self.algorithms.iter().position(|a| *a == alg);
+        let key = i.and_then(|i| self.parsed.get(i)).ok_or_else(|| crate::identity::verify::TokenError::AlgorithmRefused(format!("{alg:?} with this key")))?;
+        Ok(key.verify_sig(message, signature).is_ok())
+    }
+}
+
+fn b64(field: &str, value: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD.decode(value).map_err(|e| format!("{field} is not base64url: {e}"))
+}
+
+/// An RSA component without the leading zero bytes some IdPs write (RFC 7518 §6.3.1 says
+/// there are none; aws-lc refuses them).
+fn unsigned(bytes: &[u8]) -> &[u8] {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    bytes.get(zeros..).unwrap_or_default()
+}
+
+fn rsa_parameters(alg: Algorithm) -> Option<&'static RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// The key of `jwk` as aws-lc's parsed key for `alg`.
+fn parse_key(jwk: &Jwk, alg: Algorithm) -> Result<ParsedPublicKey, String> {
+    let rejected = |e: aws_lc_rs::error::KeyRejected| format!("not a usable {alg:?} key: {e}");
+    match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::RSA(rsa), _) => {
+            let params = rsa_parameters(alg).ok_or_else(|| format!("an RSA key cannot verify {alg:?}"))?;
+            let (n, e) = (b64("n", &rsa.n)?, b64("e", &rsa.e)?);
+            RsaPublicKeyComponents { n: unsigned(&n), e: unsigned(&e) }.to_parsed_public_key(params).map_err(rejected)
+        }
+        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256 | Algorithm::ES384) => {
+            let verification = match (alg, &ec.curve) {
+                (Algorithm::ES256, EllipticCurve::P256) => &sig::ECDSA_P256_SHA256_FIXED,
+                (Algorithm::ES384, EllipticCurve::P384) => &sig::ECDSA_P384_SHA384_FIXED,
+                _ => return Err(format!("a key on {:?} cannot verify {alg:?}", ec.curve)),
+            };
+            let mut point = vec![0x04];
+            point.extend(b64("x", &ec.x)?);
+            point.extend(b64("y", &ec.y)?);
+            ParsedPublicKey::new(verification, point).map_err(rejected)
+        }
+        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) if okp.curve == EllipticCurve::Ed25519 => {
+            ParsedPublicKey::new(&sig::ED25519, b64("x", &okp.x)?).map_err(rejected)
+        }
+        _ => Err(format!("this key cannot verify {alg:?}")),
+    }
 }
 
 /// Why the keys could not be fetched.
@@ -197,9 +267,9 @@ pub fn parse_jwks(doc: &serde_json::Value, accepted: &[Algorithm]) -> Result<Has
         if algorithms.is_empty() {
             continue;
         }
-        match DecodingKey::from_jwk(&jwk) {
+        match VerifyKey::from_jwk(kid.clone(), &jwk, algorithms) {
             Ok(key) => {
-                out.insert(kid.clone(), Arc::new(VerifyKey { kid, key, algorithms }));
+                out.insert(kid, Arc::new(key));
             }
             Err(e) => tracing::warn!(kid, error = %e, "skipping a JWKS key that cannot be used"),
         }

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod credentials;
 pub mod discovery;
 pub mod jwks;
+pub mod jws;
 pub mod login;
 pub mod oidc;
 pub mod session;

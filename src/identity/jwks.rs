@@ -338,4 +338,75 @@ mod tests {
         assert!(parse_jwks(&doc, &[Algorithm::RS256]).unwrap().is_empty());
         assert!(parse_jwks(&serde_json::json!({"nokeys": []}), &DEFAULT_ALGORITHMS).is_err());
     }
+
+    #[test]
+    fn parsed_keys_verify_each_algorithm_and_refuse_signatures_that_do_not_verify() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING};
+        let rng = SystemRandom::new();
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let (n, e) = (rsa.public_key().modulus().big_endian_without_leading_zero().to_vec(), rsa.public_key().exponent().big_endian_without_leading_zero().to_vec());
+        let p256 = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let p384 = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let point = |k: &EcdsaKeyPair| {
+            let p = k.public_key().as_ref();
+            let half = (p.len() - 1) / 2;
+            (b64(&p[1..=half]), b64(&p[half + 1..]))
+        };
+        let ((x256, y256), (x384, y384)) = (point(&p256), point(&p384));
+        let doc = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "rsa", "n": b64(&n), "e": b64(&e)},
+            // A leading zero byte in `n` (some IdPs write one) is the same key.
+            {"kty": "RSA", "kid": "rsa0", "n": b64(&[&[0u8][..], &n].concat()), "e": b64(&e)},
+            {"kty": "EC", "crv": "P-256", "kid": "p256", "x": x256, "y": y256},
+            {"kty": "EC", "crv": "P-384", "kid": "p384", "x": x384, "y": y384},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": b64(ed.public_key().as_ref())},
+            // Not a point on the curve: skipped when loaded, not at the first verification.
+            {"kty": "EC", "crv": "P-256", "kid": "off-curve", "x": b64(&[1; 32]), "y": b64(&[2; 32])},
+        ]});
+        let keys = parse_jwks(&doc, &DEFAULT_ALGORITHMS).unwrap();
+        let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["ed", "p256", "p384", "rsa", "rsa0"]);
+        let message = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1MSJ9";
+        let rsa_sign = |pad: &'static dyn aws_lc_rs::signature::RsaEncoding| {
+            let mut out = vec![0; rsa.public_modulus_len()];
+            rsa.sign(pad, &rng, message, &mut out).unwrap();
+            out
+        };
+        use aws_lc_rs::signature as s;
+        let cases: Vec<(&str, Algorithm, Vec<u8>)> = vec![
+            ("rsa", Algorithm::RS256, rsa_sign(&s::RSA_PKCS1_SHA256)),
+            ("rsa", Algorithm::RS384, rsa_sign(&s::RSA_PKCS1_SHA384)),
+            ("rsa", Algorithm::RS512, rsa_sign(&s::RSA_PKCS1_SHA512)),
+            ("rsa", Algorithm::PS256, rsa_sign(&s::RSA_PSS_SHA256)),
+            ("rsa", Algorithm::PS384, rsa_sign(&s::RSA_PSS_SHA384)),
+            ("rsa", Algorithm::PS512, rsa_sign(&s::RSA_PSS_SHA512)),
+            ("rsa0", Algorithm::RS256, rsa_sign(&s::RSA_PKCS1_SHA256)),
+            ("p256", Algorithm::ES256, p256.sign(&rng, message).unwrap().as_ref().to_vec()),
+            ("p384", Algorithm::ES384, p384.sign(&rng, message).unwrap().as_ref().to_vec()),
+            ("ed", Algorithm::EdDSA, ed.sign(message).as_ref().to_vec()),
+        ];
+        for (kid, alg, signature) in cases {
+            let key = &keys[kid];
+            assert_eq!(key.verify(alg, message, &signature), Ok(true), "{kid} {alg:?}");
+            let mut tampered = signature.clone();
+            tampered[signature.len() / 2] ^= 1;
+            assert_eq!(key.verify(alg, message, &tampered), Ok(false), "{kid} {alg:?}: a changed signature");
+            assert_eq!(key.verify(alg, b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1MiJ9", &signature), Ok(false), "{kid} {alg:?}: another message");
+            assert_eq!(key.verify(alg, message, &[]), Ok(false), "{kid} {alg:?}: no signature");
+        }
+        // A signature for one algorithm does not verify as another of the same key.
+        assert_eq!(keys["rsa"].verify(Algorithm::PS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256)), Ok(false));
+        // An algorithm the key is not for is refused before any verification.
+        assert!(matches!(keys["p256"].verify(Algorithm::ES384, message, &[0; 96]), Err(crate::identity::verify::TokenError::AlgorithmRefused(_))));
+        assert!(matches!(keys["ed"].verify(Algorithm::RS256, message, &[0; 256]), Err(crate::identity::verify::TokenError::AlgorithmRefused(_))));
+        // Keys limited to configured algorithms carry only those.
+        let only = parse_jwks(&doc, &[Algorithm::PS256]).unwrap();
+        assert_eq!(only["rsa"].algorithms, vec![Algorithm::PS256]);
+        assert!(matches!(only["rsa"].verify(Algorithm::RS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256)), Err(_)));
+    }
 }

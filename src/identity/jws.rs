@@ -256,7 +256,8 @@ mod tests {
     fn parts_and_header() {
         let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
         let h = b64(r#"{"alg":"ES256","kid":"k","typ":"JWT"}"#);
-        let jws = Jws::parse(&format!("{h}.{}.c2ln", b64("{}"))).unwrap();
+        let token = format!("{h}.{}.c2ln", b64("{}"));
+        let jws = Jws::parse(&token).unwrap();
         assert_eq!((jws.header.alg, jws.header.kid.as_deref(), jws.header.typ.as_deref()), (Algorithm::ES256, Some("k"), Some("JWT")));
         for bad in [
             format!("{h}.{}", b64("{}")),

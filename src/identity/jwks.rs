@@ -407,6 +407,6 @@ mod tests {
         // Keys limited to configured algorithms carry only those.
         let only = parse_jwks(&doc, &[Algorithm::PS256]).unwrap();
         assert_eq!(only["rsa"].algorithms, vec![Algorithm::PS256]);
-        assert!(matches!(only["rsa"].verify(Algorithm::RS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256)), Err(_)));
+        assert!(only["rsa"].verify(Algorithm::RS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256)).is_err());
     }
 }

@@ -110,6 +110,7 @@ fn session_lookup(c: &mut Criterion) {
         created_at: 0,
         expires_at: exp,
         generation: 0,
+        via: Default::default(),
     };
     let ids: Vec<SessionId> = (0..10_000).map(|_| SessionId::generate()).collect();
     rt.block_on(async {

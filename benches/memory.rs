@@ -79,6 +79,7 @@ fn main() {
                     created_at: 0,
                     expires_at: exp,
                     generation: 0,
+                    via: Default::default(),
                 };
                 store.put(&SessionId::generate(), std::sync::Arc::new(data)).await;
                 stored += 1;

@@ -4,15 +4,17 @@
 //!
 //! It takes the request head and what the gateway knows about it (a [`Visit`]) and answers
 //! with a page, a redirect or a refusal; it knows nothing of Pingora's session or the proxy.
-//! Sessions live behind the [`SessionStore`] trait; the identity provider is OpenID Connect
-//! ([`Oidc`]): another kind of provider (e.g. GitHub's OAuth) would sit beside it here.
+//! Sessions live behind the [`SessionStore`] trait. A client signs in through one or more
+//! providers ([`SignInProviders`]): the `[idp]` (OpenID Connect, [`Oidc`]) and GitHub's OAuth
+//! apps ([`GitHub`]); with several, a chooser page lists them.
 
 use crate::clients::{ClientApp, ClientRegistry};
-use crate::config::model::{Config, SessionSettings};
+use crate::config::model::{ClientSignIn, Config, ProviderKind, ProviderSettings, SessionSettings, IDP_PROVIDER};
+use crate::identity::github::{GitHub, GitHubError, GitHubUser};
 use crate::identity::credentials::{Caller, Credential};
 use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
 use crate::identity::oidc::{Oidc, OidcError};
-use crate::identity::session::{cookie_pairs, cookie_value, now_secs, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, Tokens};
+use crate::identity::session::{cookie_pairs, cookie_value, now_secs, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, SignedInVia, Tokens};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::identity::Principal;
 use crate::origin::Origin;
@@ -39,6 +41,43 @@ const MAX_RETURN_LEN: usize = 1024;
 pub trait ProtectedPages: Sync {
     /// True when `url` is served by a route that needs a sign-in (or cannot be routed safely).
     fn protected(&self, url: &str) -> bool;
+}
+
+/// Permissions the config grants a principal beyond its token's (the route table's grants
+/// answer it; sign-in knows no grants), for session info.
+pub trait ConfigGrants: Sync {
+    /// The token's permissions merged with the grants of client `client`, as JSON.
+    fn permissions(&self, client: usize, principal: &Principal) -> serde_json::Value;
+}
+
+/// The sign-in providers of the config in force, by their index in `Config::providers`
+/// (rebuilt on reload: the `[idp]`'s code flow lives in [`Browser`], which a reload keeps).
+pub struct SignInProviders {
+    list: Vec<(ProviderSettings, Option<GitHub>)>,
+}
+
+impl SignInProviders {
+    /// The providers of `providers` (GitHub ones get their HTTP client here).
+    pub fn from_config(providers: &[ProviderSettings]) -> Result<SignInProviders, GitHubError> {
+        let list = providers
+            .iter()
+            .map(|p| match &p.kind {
+                ProviderKind::GitHub(g) => GitHub::from_config(&p.name, g).map(|gh| (p.clone(), Some(gh))),
+                ProviderKind::Oidc => Ok((p.clone(), None)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(SignInProviders { list })
+    }
+
+    /// The provider at `index`, with its GitHub client when it is one.
+    fn at(&self, index: usize) -> Option<&(ProviderSettings, Option<GitHub>)> {
+        self.list.get(index)
+    }
+
+    /// The GitHub provider named `name`.
+    fn github(&self, name: &str) -> Option<&GitHub> {
+        self.list.iter().find(|(p, _)| p.name == name).and_then(|(_, g)| g.as_ref())
+    }
 }
 
 /// Why browser sign-in cannot be set up from the config.
@@ -83,6 +122,10 @@ pub struct Visit<'a> {
     pub routes: &'a dyn ProtectedPages,
     /// The client the request's origin hints name, with that origin; `Err`: the unknown origin.
     pub hinted: Result<(usize, Origin), String>,
+    /// The sign-in providers of the config in force.
+    pub providers: &'a SignInProviders,
+    /// The permissions the config in force grants.
+    pub grants: &'a dyn ConfigGrants,
     /// `Set-Cookie` values for the answer.
     pub set_cookies: &'a mut Vec<String>,
     /// The client the answer is for, once known.
@@ -198,7 +241,7 @@ impl Browser {
             v.set_cookies.push(spec.clear(&spec.session));
             return Ok(None);
         };
-        match self.live_session(&id, v.client_at(client_index)?).await? {
+        match self.live_session(&id, v.client_at(client_index)?, v.providers).await? {
             Some((data, principal)) => Ok(Some(Caller { principal, credential: Credential::Session(data) })),
             None => {
                 v.set_cookies.push(spec.clear(&spec.session));
@@ -207,10 +250,19 @@ impl Browser {
         }
     }
 
-    async fn live_session(&self, id: &SessionId, client: &ClientApp) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
+    async fn live_session(&self, id: &SessionId, client: &ClientApp, providers: &SignInProviders) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
         let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
         if data.client != client.name {
             return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name)));
+        }
+        // The client must still sign in with the session's provider (a reload may have removed it).
+        if !client.sign_in.iter().any(|s| s.name == data.via.provider()) {
+            tracing::info!(client = %client.name, provider = data.via.provider(), "session ended: its client no longer signs in with its provider");
+            self.sessions.remove(id).await;
+            return Ok(None);
+        }
+        if data.via.github.is_some() {
+            return self.github_session(id, data, client, providers).await;
         }
         let now = now_secs();
         if data.tokens.access_expires_at <= now + self.settings.refresh_before.as_secs() {
@@ -242,6 +294,69 @@ impl Browser {
             Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(e.to_string())),
             Err(e) => {
                 tracing::info!(client = %client.name, reason = %e, "session ended: its id_token no longer verifies");
+                self.sessions.remove(id).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A GitHub session: confirmed again against the API once `revalidate_interval` has passed
+    /// (one call however many requests ask), its principal built from what the API told.
+    async fn github_session(&self, id: &SessionId, mut data: Arc<SessionData>, client: &ClientApp, providers: &SignInProviders) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
+        let Some(gh) = providers.github(data.via.provider()) else {
+            self.sessions.remove(id).await;
+            return Ok(None);
+        };
+        if now_secs() >= data.via.validated_at.saturating_add(gh.revalidate_interval.as_secs()) {
+            match self.revalidate(id, data, client, gh).await? {
+                Some(fresh) => data = fresh,
+                None => return Ok(None),
+            }
+        }
+        let principal = github_principal(&data);
+        Ok(Some((data, principal)))
+    }
+
+    /// Asks GitHub again who the session's token belongs to and whether the client's rules
+    /// still admit them. A revoked token, a changed user or a user the rules no longer admit
+    /// ends the session; GitHub unavailable refuses the request (fail closed) and keeps it.
+    async fn revalidate(&self, id: &SessionId, seen: Arc<SessionData>, client: &ClientApp, gh: &GitHub) -> Result<Option<Arc<SessionData>>, Refusal> {
+        let lock = self.refresh_locks.get(id.digest());
+        let _only_one = lock.lock().await;
+        let Some(current) = self.sessions.get(id).await else { return Ok(None) };
+        if current.generation != seen.generation {
+            return Ok(Some(current));
+        }
+        let ended = |why: String| {
+            tracing::info!(client = %client.name, subject = %current.subject, provider = gh.name(), reason = %why, "session ended at re-validation");
+        };
+        match gh.user(&current.tokens.access_token, client.needs_orgs()).await {
+            Ok(user) if user.id.to_string() != current.subject => {
+                ended("the token now belongs to another user".into());
+                self.sessions.remove(id).await;
+                Ok(None)
+            }
+            Ok(user) if !user.admitted_by(&client.allowed) => {
+                ended(format!("{} is no longer allowed to sign in", user.identity.login));
+                self.sessions.remove(id).await;
+                Ok(None)
+            }
+            Ok(user) => {
+                let mut fresh = (*current).clone();
+                fresh.email = Some(user.email);
+                fresh.name = user.name;
+                fresh.via.github = Some(user.identity);
+                fresh.via.validated_at = now_secs();
+                fresh.generation = current.generation.wrapping_add(1);
+                let fresh = Arc::new(fresh);
+                if !self.sessions.replace(id, current.generation, fresh.clone()).await {
+                    return Ok(self.sessions.get(id).await);
+                }
+                Ok(Some(fresh))
+            }
+            Err(e) if e.is_unavailable() => Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e) => {
+                ended(e.to_string());
                 self.sessions.remove(id).await;
                 Ok(None)
             }
@@ -301,6 +416,16 @@ impl Browser {
     /// cookies are kept per browser: beyond that the oldest are cleared. After a logout (the
     /// signed-out marker) the IdP is asked to authenticate again (`prompt=login`, `max_age=0`).
     pub async fn start_login(&self, v: &mut Visit<'_>, client_index: usize, origin: &Origin, return_to: String) -> Result<String, Refusal> {
+        let client = v.client_at(client_index)?;
+        match client.sign_in.as_slice() {
+            [one] => self.start_with(v, client, one, origin, return_to).await,
+            // Several providers: the chooser page lists them.
+            _ => Ok(format!("{origin}{LOGIN_PATH}?rd={}", encode(&return_to))),
+        }
+    }
+
+    /// Starts a login for `client` through `sign_in`'s provider (see [`Browser::start_login`]).
+    async fn start_with(&self, v: &mut Visit<'_>, client: &ClientApp, sign_in: &ClientSignIn, origin: &Origin, return_to: String) -> Result<String, Refusal> {
         let req = v.req;
         if !v.https && !self.settings.allow_insecure_http {
             return Err(Refusal::LoginFailed {
@@ -308,24 +433,24 @@ impl Browser {
                 retry: None,
             });
         }
-        let client = v.client_at(client_index)?;
-        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
         let spec = self.cookies(v.https);
-        let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
         let redirect_uri = format!("{origin}{}", client.redirect_path);
-        let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: None })?;
+        let (url, state, nonce, pkce_verifier, provider) = match v.providers.at(sign_in.provider) {
+            Some((_, Some(gh))) => {
+                let auth = gh.authorize(sign_in, &redirect_uri);
+                (auth.url, auth.state, String::new(), auth.pkce_verifier, gh.name().to_string())
+            }
+            Some((p, None)) if p.name == IDP_PROVIDER => {
+                let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+                let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
+                let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: None })?;
+                (auth.url, auth.state, auth.nonce, auth.pkce_verifier, String::new())
+            }
+            _ => return Err(Refusal::LoginFailed { reason: format!("the sign-in provider {:?} is not configured", sign_in.name), retry: None }),
+        };
         let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
         let now = now_secs();
-        let login = LoginState {
-            state: auth.state,
-            nonce: auth.nonce,
-            pkce_verifier: auth.pkce_verifier,
-            return_to,
-            redirect_uri,
-            origin: origin.to_string(),
-            client: client.name.clone(),
-            issued_at: now,
-        };
+        let login = LoginState { state, nonce, pkce_verifier, return_to, redirect_uri, origin: origin.to_string(), client: client.name.clone(), provider, issued_at: now };
         let name = spec.login_cookie(&cookie_suffix(&login.state));
         let sealed = self.login_sealer.seal(&name, &login).ok_or_else(|| Refusal::LoginFailed { reason: "the sign-in could not be started; try again".into(), retry: None })?;
         // The browser's other logins in flight: unreadable or expired ones are cleared, and the
@@ -348,18 +473,47 @@ impl Browser {
             v.set_cookies.push(spec.clear(cookie));
         }
         v.set_cookies.push(spec.set(&name, &sealed, Some(self.settings.login_timeout)));
-        Ok(auth.url.to_string())
+        Ok(url.to_string())
     }
 
-    /// `/_authgate/login?rd=/path`: starts a login explicitly (an SPA's "Sign in" button).
+    /// `/_authgate/login?rd=/path[&provider=NAME]`: starts a login explicitly (an SPA's "Sign
+    /// in" button) through the named provider, or the client's only one; a client with several
+    /// gets the chooser page.
     async fn login(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
         let req = v.req;
         let (index, origin) = v.known_client()?;
+        let client = v.client_at(index)?;
         let return_to = query_param(req, "rd")
             .and_then(|rd| redirects::validate(&rd, &origin, v.clients, index))
             .unwrap_or_else(|| format!("{origin}/"));
-        let location = self.start_login(v, index, &origin, return_to).await?;
-        Ok(responses::redirect(&location, v.request_id))
+        let chosen = match query_param(req, "provider") {
+            Some(name) => Some(client.sign_in.iter().find(|s| s.name == name).ok_or_else(|| Refusal::LoginFailed {
+                reason: format!("{} does not sign in with {:?}", client.branding.display_name, tame(&name)),
+                retry: Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to))),
+            })?),
+            None => match client.sign_in.as_slice() {
+                [one] => Some(one),
+                _ => None,
+            },
+        };
+        match chosen {
+            Some(sign_in) => {
+                let location = self.start_with(v, client, sign_in, &origin, return_to).await?;
+                Ok(responses::redirect(&location, v.request_id))
+            }
+            None => {
+                v.outcome = "login_chooser";
+                let options: Vec<(String, String)> = client
+                    .sign_in
+                    .iter()
+                    .filter_map(|s| {
+                        let (p, _) = v.providers.at(s.provider)?;
+                        Some((p.display_name.clone(), format!("{LOGIN_PATH}?provider={}&rd={}", encode(&s.name), encode(&return_to))))
+                    })
+                    .collect();
+                Ok(responses::chooser(&client.branding, &options, v.request_id))
+            }
+        }
     }
 
     /// The IdP sends the browser back here with `code` and `state` (or an `error`). The login is
@@ -392,31 +546,52 @@ impl Browser {
         let client = v.client_at(index)?;
         v.client = Some(index);
         let return_to = redirects::validate(&login.return_to, &origin, v.clients, index).unwrap_or_else(|| format!("{origin}/"));
-        let restart = Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to)));
+        let restart = Some(match login.provider.as_str() {
+            "" => format!("{LOGIN_PATH}?rd={}", encode(&return_to)),
+            provider => format!("{LOGIN_PATH}?provider={}&rd={}", encode(provider), encode(&return_to)),
+        });
         if let Some(error) = query_param(req, "error") {
             let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
             return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)), retry: restart });
         }
+        let provider = if login.provider.is_empty() { IDP_PROVIDER } else { login.provider.as_str() };
+        let Some(sign_in) = client.sign_in.iter().find(|s| s.name == provider) else {
+            return Err(fail(&format!("{} no longer signs in with {provider}", client.branding.display_name), start_over()));
+        };
+        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
+        let data = match v.providers.github(provider) {
+            Some(gh) => self.github_sign_in(gh, client, sign_in, &login, &code, &origin, restart).await?,
+            None => self.oidc_sign_in(req, client, &login, &code, &origin, restart).await?,
+        };
+        let subject = data.subject.clone();
+        // A new id for every login; the browser's previous session ends.
+        if let Some(old) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
+            self.sessions.remove(&old).await;
+        }
+        let id = SessionId::generate();
+        self.sessions.put(&id, Arc::new(data)).await;
+        tracing::info!(request_id = %v.request_id, client = %client.name, subject = %subject, provider, "signed in");
+        v.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
+        if self.cookie(req, &spec.signed_out).is_some() {
+            v.set_cookies.push(spec.clear(&spec.signed_out));
+        }
+        Ok(responses::redirect(&return_to, v.request_id))
+    }
+
+    /// The end of an OIDC login: the `iss` of the response, the code exchanged, the id_token verified.
+    async fn oidc_sign_in(&self, req: &RequestHeader, client: &ClientApp, login: &LoginState, code: &str, origin: &Origin, restart: Option<String>) -> Result<SessionData, Refusal> {
+        let fail = |reason: String| Refusal::LoginFailed { reason, retry: restart.clone() };
         if let Some(iss) = query_param(req, "iss") {
             if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
-                return Err(fail("the sign-in response comes from another issuer", restart));
+                return Err(fail("the sign-in response comes from another issuer".into()));
             }
         }
-        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
         let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
-        let tokens = self
-            .oidc
-            .exchange_code(&provider, client, &code, &login.pkce_verifier, &login.redirect_uri)
-            .await
-            .map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: restart.clone() })?;
+        let tokens = self.oidc.exchange_code(&provider, client, code, &login.pkce_verifier, &login.redirect_uri).await.map_err(|e| fail(e.to_string()))?;
         let id_token = tokens.id_token.unwrap_or_default();
-        let principal = self
-            .verifier
-            .verify_id_token(&id_token, &client.client_id, &login.nonce)
-            .await
-            .map_err(|e| Refusal::LoginFailed { reason: format!("the id_token was refused: {e}"), retry: restart.clone() })?;
+        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &login.nonce).await.map_err(|e| fail(format!("the id_token was refused: {e}")))?;
         let now = now_secs();
-        let data = SessionData {
+        Ok(SessionData {
             client: client.name.clone(),
             origin: origin.to_string(),
             subject: principal.subject.clone(),
@@ -431,19 +606,55 @@ impl Browser {
             created_at: now,
             expires_at: now + self.settings.lifetime.as_secs(),
             generation: 0,
+            via: SignedInVia::default(),
+        })
+    }
+
+    /// The end of a GitHub login: the code exchanged with the client's own OAuth app, the user
+    /// read from the API, the client's allow rules applied. The token stays in the session.
+    #[allow(clippy::too_many_arguments)]
+    async fn github_sign_in(
+        &self,
+        gh: &GitHub,
+        client: &ClientApp,
+        sign_in: &ClientSignIn,
+        login: &LoginState,
+        code: &str,
+        origin: &Origin,
+        restart: Option<String>,
+    ) -> Result<SessionData, Refusal> {
+        let refused = |e: GitHubError| {
+            if e.is_unavailable() {
+                Refusal::IdpUnavailable(e.to_string())
+            } else {
+                Refusal::LoginFailed { reason: e.to_string(), retry: restart.clone() }
+            }
         };
-        // A new id for every login; the browser's previous session ends.
-        if let Some(old) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
-            self.sessions.remove(&old).await;
+        let needs_orgs = client.needs_orgs();
+        let token = gh.exchange_code(sign_in, code, &login.pkce_verifier, &login.redirect_uri, needs_orgs).await.map_err(refused)?;
+        let user: GitHubUser = gh.user(&token, needs_orgs).await.map_err(refused)?;
+        if !user.admitted_by(&client.allowed) {
+            tracing::info!(client = %client.name, login = %user.identity.login, provider = gh.name(), "sign-in refused: not allowed by the client's rules");
+            return Err(Refusal::NotAllowed(format!(
+                "the GitHub account {} is not allowed to sign in to {}: ask its administrators for access (membership of an organisation or team must be visible to the application)",
+                user.identity.login, client.branding.display_name
+            )));
         }
-        let id = SessionId::generate();
-        self.sessions.put(&id, Arc::new(data)).await;
-        tracing::info!(request_id = %v.request_id, client = %client.name, subject = %principal.subject, "signed in");
-        v.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
-        if self.cookie(req, &spec.signed_out).is_some() {
-            v.set_cookies.push(spec.clear(&spec.signed_out));
-        }
-        Ok(responses::redirect(&return_to, v.request_id))
+        let now = now_secs();
+        let expires_at = now + self.settings.lifetime.as_secs();
+        Ok(SessionData {
+            client: client.name.clone(),
+            origin: origin.to_string(),
+            subject: user.id.to_string(),
+            email: Some(user.email),
+            name: user.name,
+            // GitHub's token does not expire with the session's clock: the re-validation decides.
+            tokens: Tokens { access_token: token, id_token: Secret::default(), refresh_token: None, access_expires_at: expires_at },
+            created_at: now,
+            expires_at,
+            generation: 0,
+            via: SignedInVia { provider: gh.name().to_string(), github: Some(user.identity), validated_at: now },
+        })
     }
 
     /// `/_authgate/logout?rd=/path`: signs the browser out, only when asked from the client's
@@ -466,14 +677,14 @@ impl Browser {
                 Some(rd) => format!("{LOGOUT_PATH}?rd={}", encode(rd)),
                 None => LOGOUT_PATH.to_string(),
             };
-            return Ok(responses::confirm_logout(&client.name, &action, v.request_id));
+            return Ok(responses::confirm_logout(&client.branding, &action, v.request_id));
         }
         let spec = self.cookies(v.https);
         let mut id_token = None;
         if let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
             if let Some(data) = self.sessions.get(&id).await {
                 // The IdP's logout names the client the id_token was issued to.
-                if data.client == client.name {
+                if data.client == client.name && data.via.provider() == IDP_PROVIDER {
                     id_token = Some(data.tokens.id_token.clone());
                 }
                 tracing::info!(request_id = %v.request_id, client = %data.client, subject = %data.subject, "signed out");
@@ -514,7 +725,7 @@ impl Browser {
             None => LOGIN_PATH.to_string(),
         };
         let idp = client.logout_url.as_ref().map(|u| (u.as_str(), client.logout_post));
-        Ok(responses::signed_out(&client.name, &sign_in, idp, v.request_id))
+        Ok(responses::signed_out(&client.branding, &sign_in, idp, v.request_id))
     }
 
     /// `GET /_authgate/session`: who is signed in, for an SPA's user menu; 401 otherwise.
@@ -523,7 +734,7 @@ impl Browser {
         let (index, _) = v.known_client()?;
         let spec = self.cookies(v.https);
         let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) else { return Err(Refusal::MissingCredentials) };
-        match self.live_session(&id, v.client_at(index)?).await? {
+        match self.live_session(&id, v.client_at(index)?, v.providers).await? {
             Some((data, p)) => {
                 let body = serde_json::json!({
                     "subject": data.subject,
@@ -531,8 +742,11 @@ impl Browser {
                     "name": data.name,
                     "client": data.client,
                     "origin": data.origin,
+                    "provider": data.via.provider(),
+                    "login": data.via.github.as_ref().map(|g| &g.login),
+                    "groups": p.groups,
                     "expires_at": data.expires_at,
-                    "permissions": p.permissions.to_json(),
+                    "permissions": v.grants.permissions(index, &p),
                 });
                 v.caller = Some(Caller { principal: p, credential: Credential::Session(data) });
                 Ok(responses::json(StatusCode::OK, &body, v.request_id))
@@ -543,6 +757,22 @@ impl Browser {
             }
         }
     }
+}
+
+/// The principal of a GitHub session: the numeric id as subject, the login as name, the
+/// teams as `org:team-slug` groups; no permissions of its own (grants give them).
+fn github_principal(data: &SessionData) -> Arc<Principal> {
+    let gh = data.via.github.clone().unwrap_or_default();
+    Arc::new(Principal {
+        subject: data.subject.clone(),
+        email: data.email.clone(),
+        name: Some(gh.login.clone()),
+        email_verified: data.email.is_some(),
+        groups: gh.teams.iter().map(|t| t.replacen('/', ":", 1).into()).collect(),
+        github: Some(Arc::new(gh)),
+        expires_at: data.expires_at,
+        ..Principal::default()
+    })
 }
 
 /// `text` percent-encoded for a query value.

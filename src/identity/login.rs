@@ -75,6 +75,9 @@ pub struct LoginState {
     /// The client's name (never an index: a reload may reorder clients).
     #[serde(rename = "c")]
     pub client: String,
+    /// The provider's name (empty: `[idp]`).
+    #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
     /// When the login started, seconds since the epoch.
     #[serde(rename = "t")]
     pub issued_at: u64,
@@ -82,7 +85,7 @@ pub struct LoginState {
 
 impl fmt::Debug for LoginState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginState").field("client", &self.client).field("origin", &self.origin).field("issued_at", &self.issued_at).finish_non_exhaustive()
+        f.debug_struct("LoginState").field("client", &self.client).field("provider", &self.provider).field("origin", &self.origin).field("issued_at", &self.issued_at).finish_non_exhaustive()
     }
 }
 
@@ -206,6 +209,7 @@ mod tests {
             redirect_uri: "http://a/_authgate/callback".into(),
             origin: "http://a".into(),
             client: "billing".into(),
+            provider: String::new(),
             issued_at: 1_000,
         }
     }

@@ -4,6 +4,7 @@ pub mod apikey;
 pub mod assertion;
 pub mod browser;
 pub mod credentials;
+pub mod github;
 pub mod jwks;
 pub mod login;
 pub mod oidc;
@@ -15,7 +16,7 @@ pub use credentials::{Caller, Credential};
 
 use http::HeaderValue;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The HTTP client for calls to the IdP: every call bounded by `timeout`, redirects followed
@@ -38,8 +39,14 @@ pub struct Principal {
     pub subject: String,
     /// `email`, when present.
     pub email: Option<String>,
-    /// `name`, when present.
+    /// `name`, when present (for GitHub users: their login).
     pub name: Option<String>,
+    /// `email_verified` is true (GitHub: the primary email is verified).
+    pub email_verified: bool,
+    /// The `groups` claim (for GitHub users: their teams, `org:team-slug`).
+    pub groups: Box<[Box<str>]>,
+    /// For users signed in through a GitHub provider: what GitHub told about them.
+    pub github: Option<Arc<GitHubIdentity>>,
     /// The client the token was issued to (`azp`, else `client_id`).
     pub authorized_party: Option<String>,
     /// The token's `aud` values (an id_token names its client there).
@@ -59,6 +66,19 @@ impl Principal {
     pub fn header_values(&self) -> &(HeaderValue, Option<HeaderValue>) {
         self.header_values.0.get_or_init(|| (crate::headers::encode(&self.subject), self.email.as_deref().map(crate::headers::encode)))
     }
+}
+
+/// What a GitHub provider told about a signed-in user (kept with the session).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GitHubIdentity {
+    /// The provider's name.
+    pub provider: String,
+    /// The login, lowercase.
+    pub login: String,
+    /// Organisations, lowercase (only when the client's rules need them).
+    pub orgs: Vec<String>,
+    /// Teams as `org/team-slug`, lowercase (only when the client's rules need them).
+    pub teams: Vec<String>,
 }
 
 /// A principal's identity as header values: derived from its claims, so it takes no part in

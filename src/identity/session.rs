@@ -5,6 +5,7 @@
 
 use crate::config::model::SessionSettings;
 use crate::digest::{Digest, KeyedDigest};
+use crate::identity::GitHubIdentity;
 use crate::secret::Secret;
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -93,6 +94,31 @@ pub struct SessionData {
     pub expires_at: u64,
     /// Bumped on every refresh, so that waiters can tell a refresh happened.
     pub generation: u64,
+    /// How the user signed in (the provider; what GitHub told).
+    pub via: SignedInVia,
+}
+
+/// How a session's user signed in. The default is the `[idp]` (OpenID Connect).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SignedInVia {
+    /// The provider's name; empty for `[idp]`.
+    pub provider: String,
+    /// For a GitHub provider: login, organisations and teams.
+    pub github: Option<GitHubIdentity>,
+    /// When GitHub last confirmed the user (seconds since the epoch).
+    pub validated_at: u64,
+}
+
+impl SignedInVia {
+    /// The provider's name (`idp` for the `[idp]`).
+    pub fn provider(&self) -> &str {
+        if self.provider.is_empty() {
+            crate::config::model::IDP_PROVIDER
+        } else {
+            &self.provider
+        }
+    }
 }
 
 /// Where sessions live. Implementations must be safe to share between worker threads.
@@ -273,6 +299,7 @@ mod tests {
             created_at: now_secs(),
             expires_at: now_secs() + expires_in,
             generation: 0,
+            via: SignedInVia::default(),
         }
     }
 

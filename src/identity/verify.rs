@@ -112,6 +112,10 @@ impl Audience {
 struct Claims {
     sub: Option<String>,
     email: Option<String>,
+    #[serde(default)]
+    email_verified: serde_json::Value,
+    #[serde(default)]
+    groups: serde_json::Value,
     name: Option<String>,
     azp: Option<String>,
     client_id: Option<String>,
@@ -123,6 +127,15 @@ struct Claims {
     permissions: serde_json::Value,
     #[serde(default)]
     abac_required: serde_json::Value,
+}
+
+/// The `groups` claim: an array of strings (others ignored), or one string.
+fn groups(claim: &serde_json::Value) -> Box<[Box<str>]> {
+    match claim {
+        serde_json::Value::String(one) => Box::new([one.as_str().into()]),
+        serde_json::Value::Array(list) => list.iter().filter_map(|g| g.as_str().map(Into::into)).collect(),
+        _ => Box::default(),
+    }
 }
 
 struct UntilExp;
@@ -365,6 +378,9 @@ impl Verifier {
         Ok((Arc::new(Principal {
             subject,
             email: c.email,
+            email_verified: c.email_verified == serde_json::Value::Bool(true) || c.email_verified.as_str() == Some("true"),
+            groups: groups(&c.groups),
+            github: None,
             name: c.name,
             authorized_party: c.azp.or(c.client_id),
             audiences: audiences(c.aud),

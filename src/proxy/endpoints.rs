@@ -97,6 +97,8 @@ impl Gateway {
             clients: &self.clients,
             routes: &self.routes,
             hinted,
+            providers: &self.providers,
+            grants: &self.grants,
             set_cookies: &mut ctx.set_cookies,
             client: None,
             caller: None,

@@ -72,6 +72,10 @@ mod tests {
             post_logout_redirect: "/".into(),
             logout_url: None,
             logout_post: false,
+            sign_in: vec![],
+            allowed: Default::default(),
+            grants: vec![],
+            branding: Default::default(),
         };
         ClientRegistry::from_config(&[c("a", &["https://app.example.com", "https://www.example.com"]), c("b", &["https://b.example.com"])])
     }

@@ -135,16 +135,24 @@ struct EmailAnswer {
     verified: bool,
 }
 
+/// An organisation: GitHub says `login`, Gitea and Forgejo `username`.
 #[derive(Deserialize)]
 struct OrgAnswer {
-    #[serde(alias = "username")]
-    login: String,
+    login: Option<String>,
+    username: Option<String>,
 }
 
+impl OrgAnswer {
+    fn name(self) -> Option<String> {
+        self.login.or(self.username).filter(|n| !n.is_empty())
+    }
+}
+
+/// A team: GitHub says `slug`, Gitea and Forgejo only `name`.
 #[derive(Deserialize)]
 struct TeamAnswer {
-    #[serde(alias = "name")]
-    slug: String,
+    slug: Option<String>,
+    name: Option<String>,
     organization: OrgAnswer,
 }
 
@@ -247,9 +255,12 @@ impl GitHub {
         let (mut orgs, mut teams) = (Vec::new(), Vec::new());
         if with_orgs {
             let o: Vec<OrgAnswer> = self.get_all(token, "/user/orgs").await?;
-            orgs = o.into_iter().map(|o| o.login.to_ascii_lowercase()).collect();
+            orgs = o.into_iter().filter_map(OrgAnswer::name).map(|o| o.to_ascii_lowercase()).collect();
             let t: Vec<TeamAnswer> = self.get_all(token, "/user/teams").await?;
-            teams = t.into_iter().map(|t| format!("{}/{}", t.organization.login, t.slug).to_ascii_lowercase()).collect();
+            teams = t
+                .into_iter()
+                .filter_map(|t| Some(format!("{}/{}", t.organization.name()?, t.slug.or(t.name).filter(|s| !s.is_empty())?).to_ascii_lowercase()))
+                .collect();
             orgs.sort_unstable();
             orgs.dedup();
             teams.sort_unstable();

@@ -90,6 +90,8 @@ pub struct Setup {
     pub clients: Clients,
     /// Settings added to `[session]` (with [`Clients::SignIn`]).
     pub session_extra: String,
+    /// Keys and sub-tables added to the first client's table (`billing` or `app-a`).
+    pub client_extra: String,
 }
 
 impl Default for Setup {
@@ -101,6 +103,7 @@ impl Default for Setup {
             wait_ready: true,
             clients: Clients::default(),
             session_extra: String::new(),
+            client_extra: String::new(),
         }
     }
 }
@@ -121,7 +124,7 @@ pub enum Clients {
 
 impl Clients {
     /// The `[[clients]]` (and `[session]`) tables.
-    fn tables(self, port: u16, session_extra: &str) -> String {
+    fn tables(self, port: u16, session_extra: &str, client_extra: &str) -> String {
         match self {
             Clients::BillingAndReports => format!(
                 r#"
@@ -130,6 +133,7 @@ name = "billing"
 origins = ["http://127.0.0.1:{port}", "http://localhost:{port}"]
 client_id = "abc"
 client_secret = "${{TEST_CLIENT_SECRET:-dev}}"
+{client_extra}
 
 [[clients]]
 name = "reports"
@@ -149,6 +153,7 @@ origins = ["http://localhost:{port}"]
 client_id = "client-a"
 client_secret = "secret-a"
 namespace = "client_demo"
+{client_extra}
 
 [[clients]]
 name = "app-b"
@@ -246,7 +251,7 @@ auth = "none"
 {app_route}
 {extra}
 "#,
-        clients = setup.clients.tables(port, &setup.session_extra),
+        clients = setup.clients.tables(port, &setup.session_extra, &setup.client_extra),
         issuer = idp.issuer(),
         idp_extra = setup.idp_extra,
         proxy_extra = setup.proxy_extra,

@@ -806,6 +806,7 @@ impl Shared {
         let mut claims = json!({
             "sub": demo.map_or(user, |u| u.subject),
             "email": demo.map(|u| u.email),
+            "email_verified": demo.is_some(),
             "name": demo.map(|u| u.name),
             "aud": client_id,
             "azp": client_id,

@@ -477,4 +477,26 @@ mod tests {
         assert!(!wants_html(Some(b"application/json"), Some(b"cors")));
         assert!(!wants_html(None, None));
     }
+
+    #[test]
+    fn pages_carry_the_clients_branding_and_a_strict_policy() {
+        let brand = Branding { display_name: "Acme <Admin>".into(), logo_url: Some(url::Url::parse("https://cdn.acme.example/logo.svg").unwrap()), accent_color: Some("#6f42c1".into()) };
+        let r = chooser(&brand, &[("GitHub".into(), "/_authgate/login?provider=github&rd=%2F".into())], "rid");
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.contains("Acme &lt;Admin&gt;") && !body.contains("<Admin>"), "{body}");
+        assert!(body.contains("#6f42c1") && body.contains("src=\"https://cdn.acme.example/logo.svg\""), "{body}");
+        assert!(body.contains("href=\"/_authgate/login?provider=github&amp;rd=%2F\">Sign in with GitHub"), "{body}");
+        assert!(!body.contains("<script"), "{body}");
+        let csp = header(&r, "content-security-policy").unwrap();
+        assert_eq!(csp, "default-src 'none'; style-src 'unsafe-inline'; img-src https://cdn.acme.example; form-action *; frame-ancestors 'none'; base-uri 'none'");
+        // A refusal for a browser of that client: branded; without a client: plain.
+        let r = Refusal::NotAllowed("octocat is not allowed".into()).render_branded("authgate", true, "rid", false, Some(&brand));
+        assert_eq!(r.header.status, 403);
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.contains("Not allowed") && body.contains("Octocat is not allowed.") && body.contains("Acme &lt;Admin&gt;"), "{body}");
+        let plain = Refusal::NoRoute.render("authgate", true, "rid");
+        let body = std::str::from_utf8(&plain.body).unwrap();
+        assert!(!body.contains("<header>") && body.contains("#2b6cb0"), "{body}");
+        assert!(!header(&plain, "content-security-policy").unwrap().contains("img-src"));
+    }
 }

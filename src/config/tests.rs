@@ -252,3 +252,104 @@ fn fail_open_combinations_are_refused_with_file_line_and_key() {
         }
     }
 }
+
+const PROVIDERS: &str = r##"
+[[providers]]
+name = "github"
+kind = "github"
+
+[[providers]]
+name = "ghes"
+kind = "github"
+base_url = "https://ghe.example.com"
+api_url = "https://ghe.example.com/api/v3"
+revalidate_interval = "1m"
+
+[[clients]]
+name = "portfolio"
+origins = ["https://portfolio.example.com"]
+namespace = "client_portfolio"
+allowed_orgs = ["Acme"]
+allowed_teams = ["acme/Admins"]
+display_name = "Portfolio"
+logo_url = "https://portfolio.example.com/logo.svg"
+accent_color = "#6f42c1"
+
+[[clients.providers]]
+name = "github"
+client_id = "Ov23li"
+client_secret = "${BILLING_SECRET}"
+
+[[clients.grants]]
+permissions = ["invoice:read", "invoice:write"]
+teams = ["acme/admins"]
+
+[[clients.grants]]
+permissions = ["report:read"]
+provider = "idp"
+subjects = ["user_1"]
+"##;
+
+#[test]
+fn providers_clients_grants_and_branding() {
+    let c = parse("test.toml", &format!("{VALID}{PROVIDERS}"), &env).unwrap();
+    let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["idp", "github", "ghes"]);
+    let model::ProviderKind::GitHub(gh) = &c.providers[1].kind else { panic!("github is a GitHub provider") };
+    assert_eq!((gh.base_url.as_str(), gh.api_url.as_str()), ("https://github.com/", "https://api.github.com/"));
+    assert_eq!(gh.revalidate_interval, std::time::Duration::from_secs(300));
+    let model::ProviderKind::GitHub(ghes) = &c.providers[2].kind else { panic!("ghes is a GitHub provider") };
+    assert_eq!(ghes.api_url.as_str(), "https://ghe.example.com/api/v3");
+    // A client without providers signs in through [idp] with its own credentials.
+    let billing = &c.clients[0];
+    assert_eq!(billing.sign_in.len(), 1);
+    assert_eq!((billing.sign_in[0].name.as_str(), billing.sign_in[0].client_id.as_str()), ("idp", "abc"));
+    assert_eq!(billing.branding.display_name, "billing");
+    let p = &c.clients[1];
+    assert_eq!(p.client_id, "", "a GitHub-only client has no IdP client id");
+    assert_eq!(p.sign_in[0].scopes, ["read:user", "user:email", "read:org"], "read:org because the rules name orgs and teams");
+    assert!(p.sign_in[0].client_secret.ct_eq("s3cret"));
+    assert_eq!(p.allowed.orgs, ["acme"], "GitHub names compare in lowercase");
+    assert_eq!(p.allowed.teams, ["acme/admins"]);
+    assert_eq!(p.grants[0].permissions, [("invoice".to_string(), "read".to_string()), ("invoice".to_string(), "write".to_string())]);
+    assert_eq!(p.branding.accent_color.as_deref(), Some("#6f42c1"));
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn provider_mistakes_are_reported_with_lines() {
+    let text = format!("{VALID}{PROVIDERS}")
+        .replace("kind = \"github\"\n\n[[providers]]", "kind = \"gitlab\"\n\n[[providers]]")
+        .replace("name = \"ghes\"", "name = \"idp\"")
+        .replace("accent_color = \"#6f42c1\"", "accent_color = \"purple\"")
+        .replace("logo_url = \"https://portfolio.example.com/logo.svg\"", "logo_url = \"http://cdn.example.com/logo.svg\"")
+        .replace("allowed_teams = [\"acme/Admins\"]", "allowed_teams = [\"admins\"]")
+        .replace("provider = \"idp\"\nsubjects", "subjects")
+        .replace("permissions = [\"report:read\"]", "permissions = [\"report\"]");
+    let p = problems(&text);
+    let expect = [
+        "providers[0].kind: \"gitlab\" is not a provider kind",
+        "providers[1].name: \"idp\" is the [idp] section's name",
+        "clients[1].allowed_teams[0]: \"admins\" is not a team",
+        "clients[1].logo_url: \"http://cdn.example.com/logo.svg\" must be an https URL",
+        "clients[1].accent_color: \"purple\" is not a colour",
+        "clients[1].providers[0].name: \"github\" is not a provider",
+        "clients[1].grants[1].permissions[0]: \"report\" must be \"resource:action\"",
+        "clients[1].grants[1].subjects: needs provider",
+    ];
+    for e in expect {
+        assert!(p.iter().any(|l| l.contains(e)), "missing {e:?} in {p:#?}");
+    }
+    assert!(p.iter().all(|l| l.starts_with("test.toml:")), "{p:#?}");
+
+    // Scopes without read:org where the rules need it; allow rules without a GitHub provider;
+    // a client with neither client_id nor providers.
+    let text = format!("{VALID}{PROVIDERS}").replace("client_secret = \"${BILLING_SECRET}\"\n\n[[clients.grants]]", "client_secret = \"x\"\nscopes = [\"read:user\"]\n\n[[clients.grants]]");
+    assert!(problems(&text).iter().any(|l| l.contains("scopes: must include \"read:org\"")), "{:#?}", problems(&text));
+    let text = VALID.replace("client_secret = \"${BILLING_SECRET}\"", "client_secret = \"x\"\nallowed_users = [\"octocat\"]");
+    assert!(problems(&text).iter().any(|l| l.contains("clients[0].allowed_users: restricts GitHub sign-ins")), "{:#?}", problems(&text));
+    let text = VALID.replace("client_id = \"abc\"\n", "");
+    assert!(problems(&text).iter().any(|l| l.contains("clients[0].client_id: is required")), "{:#?}", problems(&text));
+    let text = format!("{VALID}{PROVIDERS}").replace("teams = [\"acme/admins\"]\n", "");
+    assert!(problems(&text).iter().any(|l| l.contains("clients[1].grants[0]: names nobody")), "{:#?}", problems(&text));
+}

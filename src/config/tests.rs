@@ -208,7 +208,10 @@ fn every_example_config_loads() {
                 .replace("{ADMIN}", "127.0.0.1:9090")
                 .replace("{PORT}", "8080")
                 .replace("{IDP}", "http://127.0.0.1:9091")
-                .replace("{ECHO}", "127.0.0.1:9092");
+                .replace("{ECHO}", "127.0.0.1:9092")
+                .replace("{GITHUB_API}", "http://127.0.0.1:9093/api/v3")
+                .replace("{GITHUB}", "http://127.0.0.1:9093")
+                .replace("{LANDING}", "127.0.0.1:9094");
             let result = parse(&path.display().to_string(), &text, &|_| Some("from-env".into()));
             assert!(result.is_ok(), "{}: {}", path.display(), result.unwrap_err());
             seen += 1;

@@ -171,6 +171,14 @@ path = "/app/*"
 upstream = "app"
 auth = "authenticated"
 
+# Only here does the user's GitHub token go upstream (a GitHub API proxy, say).
+[[routes]]
+name = "github-api"
+path = "/gh/*"
+upstream = "app"
+auth = "authenticated"
+forward_session_token = true
+
 [[routes]]
 name = "invoice-read"
 path = "/api/invoices/{{id}}"
@@ -264,6 +272,10 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
     assert_eq!(h["x-auth-groups"], "acme:billing");
     assert!(h.get("authorization").is_none(), "{h}");
     assert!(!echoed.to_string().contains("gho_"), "GitHub's token reached the upstream: {echoed}");
+
+    // Only the route that asks for it gets the user's GitHub token.
+    let echoed: Value = api(&b, &format!("{}/gh/repos", w.portfolio)).await.json().await.unwrap();
+    assert!(echoed["headers"]["authorization"].as_str().is_some_and(|a| a.starts_with("Bearer gho_")), "{echoed}");
 
     // A team grant gives invoice:read in the client's namespace; nothing gives report:read.
     let r = api(&b, &format!("{}/api/invoices/7", w.portfolio)).await;

@@ -307,6 +307,9 @@ pub struct RouteFile {
     pub clients: Option<Vec<String>>,
     /// Accept `;` path parameters (`/a;jsessionid=1/b`) for legacy apps (default false: 400).
     pub path_params: Option<bool>,
+    /// Send a browser session's access token (the IdP's, or GitHub's for a GitHub sign-in)
+    /// upstream as `Authorization: Bearer` (default false: it never leaves the gateway).
+    pub forward_session_token: Option<bool>,
 }
 
 /// `[abac]`: the live permission check.

@@ -429,6 +429,8 @@ pub struct RouteSpec {
     pub clients: Option<Vec<usize>>,
     /// Accept `;` path parameters, as long as dropping them reaches this same route and entity.
     pub path_params: bool,
+    /// Send a browser session's access token upstream as `Authorization: Bearer`.
+    pub forward_session_token: bool,
 }
 
 /// Where an ABAC attribute comes from.

@@ -877,6 +877,9 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             if f.signed_identity == Some(true) {
                 problems.add(&at.key("signed_identity"), "needs an identity: public routes have none");
             }
+            if f.forward_session_token == Some(true) {
+                problems.add(&at.key("forward_session_token"), "needs an identity: public routes have none");
+            }
         }
         let host = f.host.map(|h| h.to_ascii_lowercase());
         if let Some(h) = &host {
@@ -906,6 +909,7 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             signed_identity: f.signed_identity.unwrap_or(false),
             clients: served,
             path_params: f.path_params.unwrap_or(false),
+            forward_session_token: f.forward_session_token.unwrap_or(false),
         });
     }
     out

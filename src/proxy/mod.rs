@@ -504,9 +504,14 @@ impl Gateway {
             let (subject, email) = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
             out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.and_then(|i| self.client_values.get(i)), permission });
-            // A browser session also says the user's name (a GitHub user's login) and groups.
-            if let Some(Credential::Session(_)) = ctx.caller.as_ref().map(|c| &c.credential) {
+            // A browser session also says the user's name (a GitHub user's login) and groups;
+            // its access token goes upstream only where the route asks for it.
+            if let Some(Credential::Session(data)) = ctx.caller.as_ref().map(|c| &c.credential) {
                 out.inject_profile(&self.headers, p.name.as_deref(), &p.groups);
+                if self.route(ctx).is_some_and(|r| r.forward_session_token) {
+                    let bearer = http::HeaderValue::try_from(format!("Bearer {}", data.tokens.access_token.expose())).or_err(InternalError, "the session's token is not a header value")?;
+                    out.map.insert(http::header::AUTHORIZATION, bearer);
+                }
             }
             if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
                 let jwt = self.services.asserter.assertion(&assertion::Claims {

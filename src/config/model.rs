@@ -134,7 +134,7 @@ pub enum ProviderKind {
     /// OpenID Connect: the `[idp]`.
     Oidc,
     /// GitHub's OAuth apps and REST API (or a compatible forge's).
-    GitHub(GitHubSettings),
+    GitHub(Box<GitHubSettings>),
 }
 
 /// A GitHub (or GitHub-compatible) provider.

@@ -333,7 +333,7 @@ fn providers(idp: Option<&IdpSettings>, list: Vec<(usize, ProviderFile)>, proble
             out.push(ProviderSettings {
                 display_name: f.display_name.unwrap_or_else(|| "GitHub".into()),
                 name,
-                kind: ProviderKind::GitHub(GitHubSettings { base_url, api_url, timeout, revalidate_interval }),
+                kind: ProviderKind::GitHub(Box::new(GitHubSettings { base_url, api_url, timeout, revalidate_interval })),
             });
         }
     }

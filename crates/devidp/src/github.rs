@@ -379,23 +379,25 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum
 }
 
 /// The user and scope behind the request's token, or the API's refusal.
-fn caller(shared: &Shared, request: &Request) -> Result<(StandInUser, String), Response> {
+fn caller(shared: &Shared, request: &Request) -> Result<(StandInUser, String), Box<Response>> {
     shared.api_requests.fetch_add(1, Ordering::SeqCst);
     let st = shared.state();
     if let Some(status) = st.api_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err((status, Json(json!({"message": "stand-in outage"}))).into_response());
+        return Err(Box::new((status, Json(json!({"message": "stand-in outage"}))).into_response()));
     }
     if st.rate_limited {
-        return Err((
-            StatusCode::FORBIDDEN,
-            [("x-ratelimit-remaining", "0".to_owned()), ("x-ratelimit-reset", "1893456000".to_owned())],
-            Json(json!({"message": "API rate limit exceeded"})),
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                [("x-ratelimit-remaining", "0".to_owned()), ("x-ratelimit-reset", "1893456000".to_owned())],
+                Json(json!({"message": "API rate limit exceeded"})),
+            )
+                .into_response(),
+        ));
     }
     let token = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")));
-    let bad = || (StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response();
+    let bad = || Box::new((StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response());
     let (login, scope) = token.and_then(|t| st.tokens.get(t)).cloned().ok_or_else(bad)?;
     let user = st.users.iter().find(|u| u.login == login).cloned().ok_or_else(bad)?;
     Ok((user, scope))
@@ -422,7 +424,7 @@ fn paged(shared: &Shared, request: &Request, items: Vec<Value>) -> Response {
 async fn user(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     match caller(&shared, &request) {
         Ok((u, _)) => Json(json!({"id": u.id, "login": u.login, "name": u.name, "email": null, "type": "User"})).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -432,7 +434,7 @@ async fn emails(State(shared): State<Arc<Shared>>, request: Request) -> Response
             paged(&shared, &request, vec![json!({"email": u.email, "primary": true, "verified": u.verified, "visibility": "private"})])
         }
         Ok(_) => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -447,7 +449,7 @@ async fn orgs(State(shared): State<Arc<Shared>>, request: Request) -> Response {
             let items = if has_read_org(&scope) { u.orgs.iter().map(|o| json!({"login": o})).collect() } else { Vec::new() };
             paged(&shared, &request, items)
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -458,6 +460,6 @@ async fn teams(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             paged(&shared, &request, items)
         }
         Ok(_) => (StatusCode::FORBIDDEN, Json(json!({"message": "Resource not accessible by integration: read:org is required"}))).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }

@@ -436,6 +436,13 @@ async fn githubs_failures_are_clear_pages() {
     assert!(page.contains("access_denied") && page.contains("provider=github"), "a way to start again: {page}");
     w.gh.set_authorize_error(None);
 
+    // The app's credentials revoked at GitHub (its secret rotated there, not here).
+    w.gh.register_app("gh-portfolio", "rotated-secret", &format!("{}/_authgate/callback", w.portfolio));
+    let r = github_login(&w, &w.browser(), &app, "octocat").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("incorrect_client_credentials"));
+    w.gh.register_app("gh-portfolio", "gh-secret", &format!("{}/_authgate/callback", w.portfolio));
+
     // No verified email.
     let r = github_login(&w, &w.browser(), &app, "unverified").await;
     assert_eq!(r.status(), 400);

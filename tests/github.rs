@@ -197,6 +197,15 @@ permission = "report:read"
     )
 }
 
+/// Awaits every task.
+async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 fn location(r: &reqwest::Response) -> String {
     r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
 }
@@ -394,6 +403,18 @@ async fn sessions_are_revalidated_against_github() {
     let calls = w.gh.api_requests();
     assert_eq!(api(&octocat, &url).await.status(), 200);
     assert_eq!(w.gh.api_requests(), calls, "within the interval GitHub is not asked again");
+    // Due again: however many requests arrive at once, GitHub is asked once (/user, /user/emails,
+    // /user/orgs, /user/teams).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let calls = w.gh.api_requests();
+    let burst = (0..8).map(|_| {
+        let (b, url) = (octocat.clone(), url.clone());
+        tokio::spawn(async move { api(&b, &url).await.status() })
+    });
+    for r in futures_join(burst).await {
+        assert_eq!(r, 200);
+    }
+    assert_eq!(w.gh.api_requests() - calls, 4, "one re-validation for eight requests");
     w.gh.remove_from_org("octocat", "acme");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = api(&octocat, &url).await;

@@ -8,18 +8,19 @@
 //! providers ([`SignInProviders`]): the `[idp]` (OpenID Connect, [`Oidc`]) and GitHub's OAuth
 //! apps ([`GitHub`]); with several, a chooser page lists them.
 
-use crate::clients::{ClientApp, ClientRegistry};
+use crate::clients::{ClientApp, ClientRegistry, UnknownOrigin};
 use crate::config::model::{ClientSignIn, Config, ProviderKind, ProviderSettings, SessionSettings, IDP_PROVIDER};
-use crate::identity::github::{GitHub, GitHubError, GitHubUser};
 use crate::identity::credentials::{Caller, Credential};
+use crate::identity::github::{GitHub, GitHubError, GitHubUser};
 use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
+use crate::identity::now_secs;
 use crate::identity::oidc::{Oidc, OidcError};
-use crate::identity::session::{cookie_pairs, cookie_value, now_secs, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, SignedInVia, Tokens};
+use crate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, SignedInVia, Tokens};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::identity::Principal;
 use crate::origin::Origin;
 use crate::redirects;
-use crate::responses::{self, Refusal, Rendered};
+use crate::responses::{self, Cause, Refusal, Rendered};
 use crate::secret::Secret;
 use http::header::{COOKIE, ORIGIN};
 use http::StatusCode;
@@ -86,9 +87,9 @@ pub enum BrowserError {
     /// `session.login_key` is unusable.
     #[error("session.login_key {0}")]
     LoginKey(#[from] LoginKeyError),
-    /// The IdP's settings are unusable for the code flow.
-    #[error("idp: {0}")]
-    Idp(#[from] OidcError),
+    /// A GitHub provider's HTTP client cannot be built.
+    #[error("providers: {0}")]
+    Provider(#[from] GitHubError),
 }
 
 /// Browser sign-in, built once at start and kept across config reloads (sessions and logins in
@@ -121,7 +122,7 @@ pub struct Visit<'a> {
     /// The pages of the config in force that need a sign-in (a logout never returns to one).
     pub routes: &'a dyn ProtectedPages,
     /// The client the request's origin hints name, with that origin; `Err`: the unknown origin.
-    pub hinted: Result<(usize, Origin), String>,
+    pub hinted: Result<(usize, Origin), UnknownOrigin>,
     /// The sign-in providers of the config in force.
     pub providers: &'a SignInProviders,
     /// The permissions the config in force grants.
@@ -144,7 +145,7 @@ impl<'a> Visit<'a> {
 
     /// The client the request comes from, or a refusal for an unknown origin.
     fn known_client(&mut self) -> Result<(usize, Origin), Refusal> {
-        let (index, origin) = self.hinted.clone().map_err(Refusal::UnknownClient)?;
+        let (index, origin) = self.hinted.clone().map_err(|UnknownOrigin(origin)| Refusal::UnknownClient(origin))?;
         self.client = Some(index);
         Ok((index, origin))
     }
@@ -163,7 +164,7 @@ impl Browser {
             settings: config.session.clone(),
             own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
             cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
-            oidc: Oidc::from_config(&config.idp)?,
+            oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone()),
             login_sealer,
             refresh_locks: RefreshLocks::new(),
             verifier,
@@ -253,7 +254,7 @@ impl Browser {
     async fn live_session(&self, id: &SessionId, client: &ClientApp, providers: &SignInProviders) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
         let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
         if data.client != client.name {
-            return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name)));
+            return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name).into()));
         }
         // The client must still sign in with the session's provider (a reload may have removed it).
         if !client.sign_in.iter().any(|s| s.name == data.via.provider()) {
@@ -285,13 +286,13 @@ impl Browser {
         if looks_like_jwt(access) {
             match self.verifier.verify(access).await {
                 Ok(p) => return Ok(Some((data, p))),
-                Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(e.to_string())),
+                Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
                 Err(_) => {} // not a token for this API: the id_token tells who it is
             }
         }
         match self.verifier.session_identity(data.tokens.id_token.expose(), &client.client_id, data.tokens.access_expires_at).await {
             Ok(p) => Ok(Some((data, p))),
-            Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(Cause::of(e))),
             Err(e) => {
                 tracing::info!(client = %client.name, reason = %e, "session ended: its id_token no longer verifies");
                 self.sessions.remove(id).await;
@@ -354,7 +355,7 @@ impl Browser {
                 }
                 Ok(Some(fresh))
             }
-            Err(e) if e.is_unavailable() => Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e) if e.is_unavailable() => Err(Refusal::IdpUnavailable(Cause::of(e))),
             Err(e) => {
                 ended(e.to_string());
                 self.sessions.remove(id).await;
@@ -379,7 +380,7 @@ impl Browser {
         let provider = match self.oidc.provider().await {
             Ok(p) => p,
             Err(_) if still_valid => return Ok(Some(current)),
-            Err(e) => return Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
         };
         match self.oidc.refresh(&provider, client, refresh_token.expose()).await {
             Ok(set) => {
@@ -407,7 +408,7 @@ impl Browser {
                 Ok(None)
             }
             Err(_) if still_valid => Ok(Some(current)),
-            Err(e) => Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e) => Err(Refusal::IdpUnavailable(Cause::of(e))),
         }
     }
 
@@ -441,12 +442,12 @@ impl Browser {
                 (auth.url, auth.state, String::new(), auth.pkce_verifier, gh.name().to_string())
             }
             Some((p, None)) if p.name == IDP_PROVIDER => {
-                let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+                let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
                 let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
-                let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: None })?;
+                let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: Cause::of(e), retry: None })?;
                 (auth.url, auth.state, auth.nonce, auth.pkce_verifier, String::new())
             }
-            _ => return Err(Refusal::LoginFailed { reason: format!("the sign-in provider {:?} is not configured", sign_in.name), retry: None }),
+            _ => return Err(Refusal::LoginFailed { reason: format!("the sign-in provider {:?} is not configured", sign_in.name).into(), retry: None }),
         };
         let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
         let now = now_secs();
@@ -488,7 +489,7 @@ impl Browser {
             .unwrap_or_else(|| format!("{origin}/"));
         let chosen = match query_param(req, "provider") {
             Some(name) => Some(client.sign_in.iter().find(|s| s.name == name).ok_or_else(|| Refusal::LoginFailed {
-                reason: format!("{} does not sign in with {:?}", client.branding.display_name, tame(&name)),
+                reason: format!("{} does not sign in with {:?}", client.branding.display_name, tame(&name)).into(),
                 retry: Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to))),
             })?),
             None => match client.sign_in.as_slice() {
@@ -552,7 +553,7 @@ impl Browser {
         });
         if let Some(error) = query_param(req, "error") {
             let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
-            return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)), retry: restart });
+            return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)).into(), retry: restart });
         }
         let provider = if login.provider.is_empty() { IDP_PROVIDER } else { login.provider.as_str() };
         let Some(sign_in) = client.sign_in.iter().find(|s| s.name == provider) else {
@@ -580,16 +581,16 @@ impl Browser {
 
     /// The end of an OIDC login: the `iss` of the response, the code exchanged, the id_token verified.
     async fn oidc_sign_in(&self, req: &RequestHeader, client: &ClientApp, login: &LoginState, code: &str, origin: &Origin, restart: Option<String>) -> Result<SessionData, Refusal> {
-        let fail = |reason: String| Refusal::LoginFailed { reason, retry: restart.clone() };
+        let fail = |reason: Cause| Refusal::LoginFailed { reason, retry: restart.clone() };
         if let Some(iss) = query_param(req, "iss") {
             if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
                 return Err(fail("the sign-in response comes from another issuer".into()));
             }
         }
-        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
-        let tokens = self.oidc.exchange_code(&provider, client, code, &login.pkce_verifier, &login.redirect_uri).await.map_err(|e| fail(e.to_string()))?;
+        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
+        let tokens = self.oidc.exchange_code(&provider, client, code, &login.pkce_verifier, &login.redirect_uri).await.map_err(|e| fail(Cause::of(e)))?;
         let id_token = tokens.id_token.unwrap_or_default();
-        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &login.nonce).await.map_err(|e| fail(format!("the id_token was refused: {e}")))?;
+        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &login.nonce).await.map_err(|e| fail(format!("the id_token was refused: {e}").into()))?;
         let now = now_secs();
         Ok(SessionData {
             client: client.name.clone(),
@@ -625,9 +626,9 @@ impl Browser {
     ) -> Result<SessionData, Refusal> {
         let refused = |e: GitHubError| {
             if e.is_unavailable() {
-                Refusal::IdpUnavailable(e.to_string())
+                Refusal::IdpUnavailable(Cause::of(e))
             } else {
-                Refusal::LoginFailed { reason: e.to_string(), retry: restart.clone() }
+                Refusal::LoginFailed { reason: Cause::of(e), retry: restart.clone() }
             }
         };
         let needs_orgs = client.needs_orgs();
@@ -638,7 +639,8 @@ impl Browser {
             return Err(Refusal::NotAllowed(format!(
                 "the GitHub account {} is not allowed to sign in to {}: ask its administrators for access (membership of an organisation or team must be visible to the application)",
                 user.identity.login, client.branding.display_name
-            )));
+            )
+            .into()));
         }
         let now = now_secs();
         let expires_at = now + self.settings.lifetime.as_secs();

@@ -123,6 +123,8 @@ struct TokenAnswer {
 struct UserAnswer {
     id: u64,
     login: String,
+    /// GitHub's `name`; Gitea and Forgejo say `full_name`.
+    #[serde(alias = "full_name")]
     name: Option<String>,
 }
 

@@ -228,6 +228,20 @@ mod tests {
     }
 
     #[test]
+    fn a_login_names_its_provider() {
+        let sealer = LoginSealer::new(&[7; KEY_LEN]).unwrap();
+        let github = LoginState { provider: "github".into(), nonce: String::new(), ..login("gh-state") };
+        let name = format!("authgate-login-{}", cookie_suffix(&github.state));
+        assert_eq!(sealer.open(&name, &sealer.seal(&name, &github).unwrap()), Some(github.clone()));
+        // The `[idp]`'s logins write no provider at all, and logins sealed before providers open as the `[idp]`'s.
+        let oidc = login("oidc-state");
+        assert!(!serde_json::to_string(&oidc).unwrap().contains("\"p\""));
+        let old: LoginState = serde_json::from_str(r#"{"s":"a","n":"b","v":"c","r":"http://a/","u":"http://a/cb","o":"http://a","c":"billing","t":1}"#).unwrap();
+        assert_eq!(old.provider, "");
+        assert!(format!("{github:?}").contains("github"));
+    }
+
+    #[test]
     fn state_freshness_and_debug() {
         let l = login("abc");
         assert!(l.has_state("abc"));

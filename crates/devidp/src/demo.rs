@@ -94,6 +94,11 @@ impl DemoServers {
         self.idp.register_client(client_id, secret, redirect_uris);
     }
 
+    /// Lets the IdP tell the gateway about sign-outs: logout tokens for `client_id` go to `uri`.
+    pub fn register_backchannel_logout(&self, client_id: &str, uri: &str) {
+        self.idp.register_backchannel_logout(client_id, uri);
+    }
+
     /// What to print for a newcomer: the addresses, the demo users and `curl` commands, with
     /// fresh tokens, for a gateway on `listen` (proxy) and `admin`.
     pub fn instructions(&self, listen: SocketAddr, admin: SocketAddr) -> String {

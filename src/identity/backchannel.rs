@@ -125,7 +125,7 @@ mod tests {
     use serde_json::json;
 
     fn claims(extra: Value) -> Map<String, Value> {
-        let mut c = json!({"iss": "i", "aud": "c", "iat": 1_000_000, "jti": "j1", "sub": "u1", "sid": "s1", "events": {EVENT: {}}});
+        let mut c = json!({"iss": "i", "aud": "c", "iat": 1_700_000_000u64, "jti": "j1", "sub": "u1", "sid": "s1", "events": {EVENT: {}}});
         for (k, v) in extra.as_object().unwrap() {
             if v.is_null() {
                 c.as_object_mut().unwrap().remove(k);
@@ -138,14 +138,14 @@ mod tests {
 
     #[test]
     fn the_rules_of_a_logout_token() {
-        let now = 1_000_010;
+        let now = 1_700_000_010;
         let ok = check(Some("logout+jwt"), &claims(json!({})), now, 5).unwrap();
         assert_eq!(ok, LogoutToken { subject: Some("u1".into()), sid: Some("s1".into()), jti: "j1".into() });
         assert!(check(None, &claims(json!({})), now, 5).is_ok(), "typ is optional");
         assert!(check(Some("application/logout+jwt"), &claims(json!({})), now, 5).is_ok());
         assert!(check(None, &claims(json!({"sub": null})), now, 5).is_ok(), "sid alone");
         assert!(check(None, &claims(json!({"sid": null})), now, 5).is_ok(), "sub alone");
-        assert!(check(None, &claims(json!({"iat": 1_000_000_000u64})), now, 5).is_ok(), "iat in milliseconds");
+        assert!(check(None, &claims(json!({"iat": 1_700_000_000_000u64})), now, 5).is_ok(), "iat in milliseconds");
         for (case, typ, extra, want) in [
             ("an id_token's typ", Some("JWT"), json!({}), LogoutTokenError::Typ),
             ("no events", None, json!({"events": null}), LogoutTokenError::NoEvent),
@@ -158,7 +158,7 @@ mod tests {
             ("no iat", None, json!({"iat": null}), LogoutTokenError::Stale),
             ("an old iat", None, json!({"iat": now - MAX_AGE_SECS - 6}), LogoutTokenError::Stale),
             ("a future iat", None, json!({"iat": now + 6}), LogoutTokenError::Stale),
-            ("a string iat", None, json!({"iat": "1000000"}), LogoutTokenError::Stale),
+            ("a string iat", None, json!({"iat": "1700000000"}), LogoutTokenError::Stale),
             ("no jti", None, json!({"jti": null}), LogoutTokenError::NoJti),
         ] {
             assert_eq!(check(typ, &claims(extra), now, 5), Err(want), "{case}");

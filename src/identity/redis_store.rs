@@ -256,7 +256,7 @@ impl RedisStore {
     /// marks the outage (logged once), a success after one marks its end.
     async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreUnavailable>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
@@ -266,7 +266,13 @@ impl RedisStore {
                 .get_or_try_init(|| async { ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone()) })
                 .await?
                 .clone();
-            f(conn).await
+            match f(conn.clone()).await {
+                // A connection that broke (Redis restarted, a failover): the error started a
+                // reconnect; one more try on it, so the first request after Redis is back is
+                // served. (Every write here is idempotent or a compare-and-swap.)
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => f(conn).await,
+                other => other,
+            }
         };
         let result = match tokio::time::timeout(self.bound, attempt).await {
             Ok(Ok(value)) => Ok(value),
@@ -318,14 +324,16 @@ impl SessionStore for RedisStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreUnavailable> {
         let key = self.session_key(id);
         let idle = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
-        let name = key.as_str();
-        let sealed: Option<Vec<u8>> = self.call("get", |mut c| async move { self.scripts.get.key(name).arg(idle).arg(now_secs()).invoke_async(&mut c).await }).await?;
+        let mut invocation = self.scripts.get.key(&key);
+        invocation.arg(idle).arg(now_secs());
+        let script = &invocation;
+        let sealed: Option<Vec<u8>> = self.call("get", |mut c| async move { script.invoke_async(&mut c).await }).await?;
         let Some(sealed) = sealed else { return Ok(None) };
         match self.open(&key, &sealed) {
             Some(session) if session.expires_at > now_secs() => Ok(Some(Arc::new(session))),
             Some(_) => Ok(None),
             None => {
-                // Another key (a rotated session.redis.key) or tampering: no session.
+                // Another key (a changed session.redis.key) or tampering: no session.
                 tracing::warn!("a session in redis does not open with session.redis.key: treated as signed out");
                 Ok(None)
             }
@@ -337,27 +345,21 @@ impl SessionStore for RedisStore {
         let sealed = self.seal(&key, &session)?;
         let sid_index = session.sid.as_deref().map(|sid| self.sid_index(&session.client, sid)).unwrap_or_default();
         let sub_index = self.sub_index(&session.client, &session.subject);
-        let ttl = self.ttl_ms(&session);
         let index_ttl = session.expires_at.saturating_sub(now_secs()).saturating_mul(1000).max(1);
         let active = self.active_set();
-        let count: i64 = self
-            .call("put", |mut c| async move {
-                self.scripts
-                    .put
-                    .key(&key)
-                    .key(&sub_index)
-                    .key(&active)
-                    .arg(sealed)
-                    .arg(session.generation)
-                    .arg(session.expires_at)
-                    .arg(ttl)
-                    .arg(&sid_index)
-                    .arg(index_ttl)
-                    .arg(now_secs())
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut invocation = self.scripts.put.key(&key);
+        invocation
+            .key(&sub_index)
+            .key(&active)
+            .arg(sealed)
+            .arg(session.generation)
+            .arg(session.expires_at)
+            .arg(self.ttl_ms(&session))
+            .arg(&sid_index)
+            .arg(index_ttl)
+            .arg(now_secs());
+        let script = &invocation;
+        let count: i64 = self.call("put", |mut c| async move { script.invoke_async(&mut c).await }).await?;
         self.set_active(count);
         Ok(())
     }
@@ -365,26 +367,29 @@ impl SessionStore for RedisStore {
     async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> Result<bool, StoreUnavailable> {
         let key = self.session_key(id);
         let sealed = self.seal(&key, &session)?;
-        let ttl = self.ttl_ms(&session);
-        let written: i64 = self
-            .call("replace", |mut c| async move { self.scripts.replace.key(&key).arg(expected).arg(sealed).arg(session.generation).arg(ttl).invoke_async(&mut c).await })
-            .await?;
+        let mut invocation = self.scripts.replace.key(&key);
+        invocation.arg(expected).arg(sealed).arg(session.generation).arg(self.ttl_ms(&session));
+        let script = &invocation;
+        let written: i64 = self.call("replace", |mut c| async move { script.invoke_async(&mut c).await }).await?;
         Ok(written == 1)
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), StoreUnavailable> {
-        let key = self.session_key(id);
-        let active = self.active_set();
-        let (_, count): (i64, i64) = self.call("remove", |mut c| async move { self.scripts.remove.key(&key).key(&active).arg("").arg(now_secs()).invoke_async(&mut c).await }).await?;
+        let (key, active) = (self.session_key(id), self.active_set());
+        let mut invocation = self.scripts.remove.key(&key);
+        invocation.key(&active).arg("").arg(now_secs());
+        let script = &invocation;
+        let (_, count): (i64, i64) = self.call("remove", |mut c| async move { script.invoke_async(&mut c).await }).await?;
         self.set_active(count);
         Ok(())
     }
 
     async fn remove_if(&self, id: &SessionId, expected: u64) -> Result<bool, StoreUnavailable> {
-        let key = self.session_key(id);
-        let active = self.active_set();
-        let (removed, count): (i64, i64) =
-            self.call("remove", |mut c| async move { self.scripts.remove.key(&key).key(&active).arg(expected).arg(now_secs()).invoke_async(&mut c).await }).await?;
+        let (key, active) = (self.session_key(id), self.active_set());
+        let mut invocation = self.scripts.remove.key(&key);
+        invocation.key(&active).arg(expected).arg(now_secs());
+        let script = &invocation;
+        let (removed, count): (i64, i64) = self.call("remove", |mut c| async move { script.invoke_async(&mut c).await }).await?;
         self.set_active(count);
         Ok(removed == 1)
     }
@@ -395,7 +400,10 @@ impl SessionStore for RedisStore {
             Ended::Subject(sub) => self.sub_index(client, sub),
         };
         let active = self.active_set();
-        let (ended, count): (i64, i64) = self.call("end_matching", |mut c| async move { self.scripts.end_matching.key(&index).key(&active).arg(now_secs()).invoke_async(&mut c).await }).await?;
+        let mut invocation = self.scripts.end_matching.key(&index);
+        invocation.key(&active).arg(now_secs());
+        let script = &invocation;
+        let (ended, count): (i64, i64) = self.call("end_matching", |mut c| async move { script.invoke_async(&mut c).await }).await?;
         self.set_active(count);
         Ok(usize::try_from(ended).unwrap_or(0))
     }
@@ -403,7 +411,8 @@ impl SessionStore for RedisStore {
     async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
         let name = self.name("seen", &[key.as_bytes()]);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let set: Option<String> = self.call("first_sight", |mut c| async move { redis::cmd("SET").arg(&name).arg(1).arg("NX").arg("PX").arg(ms).query_async(&mut c).await }).await?;
+        let cmd = &redis::cmd("SET").arg(&name).arg(1).arg("NX").arg("PX").arg(ms).clone();
+        let set: Option<String> = self.call("first_sight", |mut c| async move { cmd.query_async(&mut c).await }).await?;
         Ok(set.is_some())
     }
 
@@ -411,17 +420,21 @@ impl SessionStore for RedisStore {
         let name = self.name("lease", &[id.expose().as_bytes()]);
         let token = random_token(16);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let set: Option<String> = self.call("lease", |mut c| async move { redis::cmd("SET").arg(&name).arg(&token).arg("NX").arg("PX").arg(ms).query_async(&mut c).await.map(|r: Option<String>| r.map(|_| token)) }).await?;
+        let cmd = &redis::cmd("SET").arg(&name).arg(&token).arg("NX").arg("PX").arg(ms).clone();
+        let set: Option<String> = self.call("lease", |mut c| async move { cmd.query_async(&mut c).await }).await?;
         Ok(match set {
-            Some(token) => RefreshLease::Held(token),
+            Some(_) => RefreshLease::Held(token),
             None => RefreshLease::Busy,
         })
     }
 
     async fn release_refresh(&self, id: &SessionId, lease: &str) {
         let name = self.name("lease", &[id.expose().as_bytes()]);
+        let mut invocation = self.scripts.release.key(&name);
+        invocation.arg(lease);
+        let script = &invocation;
         // A lease not released expires by itself: nothing to do about a failure here.
-        let _ = self.call("release", |mut c| async move { self.scripts.release.key(&name).arg(lease).invoke_async::<i64>(&mut c).await }).await;
+        let _ = self.call("release", |mut c| async move { script.invoke_async::<i64>(&mut c).await }).await;
     }
 }
 

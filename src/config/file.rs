@@ -194,6 +194,9 @@ pub struct RedisFile {
     pub connect_timeout: Option<String>,
     /// Time for one command's answer, e.g. `"500ms"`.
     pub timeout: Option<String>,
+    /// PEM file of the CA certificates a `rediss://` server's certificate is checked against
+    /// (instead of the system's roots), for a Redis with a private CA.
+    pub ca_file: Option<String>,
 }
 
 /// `[[upstreams]]`: one upstream service.

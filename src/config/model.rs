@@ -137,6 +137,8 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// Time for one command's answer.
     pub timeout: Duration,
+    /// CA certificates (PEM) for `rediss://` instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How a client authenticates at the IdP's token endpoint.

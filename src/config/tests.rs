@@ -268,6 +268,8 @@ fn the_redis_session_store_is_validated() {
         ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\ntimeout = \"soon\"", "session.redis.timeout: \"soon\" is not a duration"),
         ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\npool = 4", "unknown field `pool`"),
         ("[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"", "session.redis: is set but session.store is \"memory\""),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\nca_file = \"/etc/hostname\"", "session.redis.ca_file: is only for TLS"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"rediss://cache.internal:6380\"\nkey = \"KEY\"\nca_file = \"/nonexistent/ca.pem\"", "session.redis.ca_file: /nonexistent/ca.pem cannot be read"),
     ];
     for (session, want) in cases {
         let p = problems(&with(&session.replace("KEY", key)));

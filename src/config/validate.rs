@@ -555,7 +555,15 @@ fn session_store(store: Option<&str>, redis: Option<RedisFile>, at: &KeyPath, pr
             }
             let connect_timeout = problems.duration(f.connect_timeout.as_deref(), &at.key("connect_timeout"), Duration::from_secs(1));
             let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_millis(500));
-            SessionStoreSettings::Redis(RedisSettings { url: Secret::new(url), prefix, key: Secret::new(key), connect_timeout, timeout })
+            let ca_file = f.ca_file.map(PathBuf::from);
+            if let Some(path) = &ca_file {
+                if !url.starts_with("rediss://") {
+                    problems.add(&at.key("ca_file"), "is only for TLS: the url must start with rediss://");
+                } else if let Err(e) = std::fs::read(path) {
+                    problems.add(&at.key("ca_file"), format!("{} cannot be read: {e}", path.display()));
+                }
+            }
+            SessionStoreSettings::Redis(RedisSettings { url: Secret::new(url), prefix, key: Secret::new(key), connect_timeout, timeout, ca_file })
         }
         (other, _) => {
             problems.add(&at.key("store"), format!("{other:?} is not a session store: write \"memory\" (this process, the default) or \"redis\" (shared by instances)"));

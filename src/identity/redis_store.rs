@@ -39,6 +39,9 @@ pub enum RedisStoreError {
     /// `session.redis.url` is unusable (the URL itself is not repeated: it may hold a password).
     #[error("session.redis.url is not a usable Redis URL")]
     Url,
+    /// `session.redis.ca_file` cannot be read or used.
+    #[error("session.redis.ca_file {0}: {1}")]
+    CaFile(String, String),
 }
 
 /// Reads a session, extending its TTL to the idle timeout (never beyond its absolute expiry).
@@ -156,7 +159,15 @@ impl RedisStore {
     /// that is down at start-up is no reason not to serve bearer traffic).
     pub fn from_config(settings: &RedisSettings, idle: Duration, metrics: &Metrics) -> Result<RedisStore, RedisStoreError> {
         let key = decode_key(settings.key.expose())?;
-        let client = redis::Client::open(settings.url.expose()).map_err(|_| RedisStoreError::Url)?;
+        let client = match &settings.ca_file {
+            None => redis::Client::open(settings.url.expose()).map_err(|_| RedisStoreError::Url)?,
+            Some(path) => {
+                let shown = path.display().to_string();
+                let pem = std::fs::read(path).map_err(|e| RedisStoreError::CaFile(shown.clone(), e.to_string()))?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                redis::Client::build_with_tls(settings.url.expose(), certificates).map_err(|e| RedisStoreError::CaFile(shown, e.to_string()))?
+            }
+        };
         // Bounded reconnects: a request waits for at most one quick retry, then fails over to 503;
         // the next request after an I/O error starts the next reconnect.
         let manager_config = ConnectionManagerConfig::new()
@@ -451,7 +462,32 @@ mod tests {
             key: Secret::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
             connect_timeout: Duration::from_millis(300),
             timeout: Duration::from_millis(300),
+            ca_file: None,
         }
+    }
+
+    #[tokio::test]
+    async fn rediss_with_a_private_ca() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        let Some(redis) = devidp::redis::RedisServer::start_tls_or_skip("redis_store TLS test", &cert_path, &key_path) else { return };
+        let metrics = Metrics::new();
+        let mut tls = settings(&redis.url().replace("redis://", "rediss://"), "tls:");
+        tls.ca_file = Some(cert_path.clone());
+        let store = RedisStore::from_config(&tls, Duration::from_secs(60), &metrics).unwrap();
+        let id = SessionId::generate();
+        store.put(&id, Arc::new(data(60))).await.unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().subject, "s", "over TLS, the certificate checked against ca_file");
+
+        // Without the CA, the system's roots refuse the certificate: unavailable, never unchecked.
+        let untrusted = RedisStore::from_config(&settings(&redis.url().replace("redis://", "rediss://"), "tls:"), Duration::from_secs(60), &metrics).unwrap();
+        assert_eq!(untrusted.put(&id, Arc::new(data(60))).await, Err(StoreUnavailable));
+        // Plain redis:// to the TLS port does not work either.
+        let plain = RedisStore::from_config(&settings(&redis.url(), "tls:"), Duration::from_secs(60), &metrics).unwrap();
+        assert_eq!(plain.put(&id, Arc::new(data(60))).await, Err(StoreUnavailable));
     }
 
     #[tokio::test]

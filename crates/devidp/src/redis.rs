@@ -17,6 +17,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Certificate and key files: the port speaks TLS only.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisServer {
@@ -24,26 +26,39 @@ impl RedisServer {
     /// this is not CI. Under CI (`CI` set) a missing `redis-server` panics: the test must not
     /// pass by skipping.
     pub fn start_or_skip(what: &str) -> Option<RedisServer> {
+        RedisServer::installed(what).then(|| RedisServer::start_with(None))
+    }
+
+    /// Like [`RedisServer::start_or_skip`], the port speaking TLS only with this certificate
+    /// and key (PEM files); no client certificates asked for.
+    pub fn start_tls_or_skip(what: &str, cert: &std::path::Path, key: &std::path::Path) -> Option<RedisServer> {
+        RedisServer::installed(what).then(|| RedisServer::start_with(Some((cert.to_path_buf(), key.to_path_buf()))))
+    }
+
+    fn installed(what: &str) -> bool {
         let installed = Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
         if !installed {
             if std::env::var_os("CI").is_some() {
                 panic!("{what} needs redis-server, which is not installed: .ci/run installs Debian's redis-server");
             }
             eprintln!("SKIPPED {what}: redis-server is not installed (apt-get install redis-server); CI runs it");
-            return None;
         }
-        Some(RedisServer::start())
+        installed
     }
 
     /// Starts one on a free loopback port (panics when it cannot: a test fixture).
-    #[allow(clippy::expect_used, reason = "a test fixture: failing loudly is the point")]
     pub fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    #[allow(clippy::expect_used, reason = "a test fixture: failing loudly is the point")]
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port");
         let mut nonce = [0u8; 8];
         rand::fill(&mut nonce);
         let dir = std::env::temp_dir().join(format!("authgate-redis-{port}-{}", nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()));
         std::fs::create_dir_all(&dir).expect("a directory for redis");
-        let mut server = RedisServer { child: None, port, dir };
+        let mut server = RedisServer { child: None, port, dir, tls };
         server.restart();
         server
     }
@@ -52,10 +67,18 @@ impl RedisServer {
     #[allow(clippy::expect_used, reason = "a test fixture: failing loudly is the point")]
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]).arg("--dir").arg(&self.dir);
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,7 +86,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG")) {
+            let ready = match self.tls {
+                None => self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG")),
+                Some(_) => TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_millis(200)).is_ok(),
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -110,7 +137,8 @@ impl RedisServer {
         out
     }
 
-    /// One command's raw answer, lossily as text; `None` when the server does not answer.
+    /// One command's raw answer, lossily as text; `None` when the server does not answer (or
+    /// speaks TLS only).
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;

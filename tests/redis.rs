@@ -247,6 +247,8 @@ async fn backchannel_logout_at_one_instance_ends_the_session_at_both() {
     }
     let bad = client().get(format!("http://localhost:{}/_authgate/backchannel-logout/app-a", w.one.port)).send().await.unwrap();
     assert_eq!(bad.status(), 405);
+    let json_body = client().post(format!("http://localhost:{}/_authgate/backchannel-logout/app-a", w.one.port)).json(&json!({"logout_token": w.idp.logout_token("client-a", json!({"sub": "user_alice"}))})).send().await.unwrap();
+    assert_eq!(json_body.status(), 400, "a logout token comes in a form");
     let unknown = client().post(format!("http://localhost:{}/_authgate/backchannel-logout/nobody", w.one.port)).form(&[("logout_token", "x")]).send().await.unwrap();
     assert_eq!(unknown.status(), 400);
 

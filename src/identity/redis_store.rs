@@ -301,7 +301,7 @@ impl RedisStore {
             Err(why) => {
                 self.metrics.errors.with_label_values(&[op]).inc();
                 if !self.down.swap(true, Ordering::AcqRel) {
-                    tracing::error!(operation = op, error = %why, "session store (redis) is unreachable: requests that need a session are answered 503 until it is back (logged once per outage)");
+                    tracing::error!(operation = op, error = %why, "session store (redis) is unreachable or failing: requests that need a session are answered 503 until it is back (logged once per outage)");
                 }
                 Err(StoreUnavailable)
             }

@@ -170,10 +170,8 @@ impl Gateway {
         let form = header(session.req_header(), &http::header::CONTENT_TYPE)
             .and_then(|v| std::str::from_utf8(v).ok())
             .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
-        if !form {
-            return Err(Refusal::UnreadableBody { status: 415, reason: "a back-channel logout is a form POST (application/x-www-form-urlencoded)".into() });
-        }
-        let body = super::read_body(session, backchannel::MAX_BODY).await?;
+        // Anything but a form carries no logout token: answered 400 like a form without one.
+        let body = if form { super::read_body(session, backchannel::MAX_BODY).await? } else { bytes::Bytes::new() };
         self.services.browser.backchannel_logout(client, &self.clients, &body, &ctx.request_id).await
     }
 

@@ -61,13 +61,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => match authgate::server::load(&config) {
+            Ok((c, table)) => {
                 // Not errors: a method list that hides a less specific route is often meant.
-                if let Ok(table) = authgate::authz::routes::RouteTable::build(&c.routes) {
-                    for warning in table.shadow_warnings() {
-                        eprintln!("{}: warning: {warning}", config.display());
-                    }
+                for warning in table.shadow_warnings() {
+                    eprintln!("{}: warning: {warning}", config.display());
                 }
                 println!(
                     "{}: ok ({} clients, {} upstreams, {} routes)",
@@ -84,19 +82,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: path } => {
-            let config = match config::load(&path) {
-                Ok(c) => c,
+            let (config, routes) = match authgate::server::load(&path) {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            serve(&config, Some(&path))
+            serve(&config, routes, Some(&path))
         }
         Command::Health { admin } => health(admin),
         #[cfg(feature = "demo")]
         Command::Demo { listen, admin, idp } => match authgate::demo::run(listen, admin, idp) {
-            Ok(config) => serve(&config, None),
+            Ok((config, routes)) => serve(&config, routes, None),
             Err(e) => {
                 eprintln!("authgate demo: {e}");
                 ExitCode::FAILURE
@@ -105,8 +103,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: &config::Config, path: Option<&std::path::Path>) -> ExitCode {
-    match authgate::server::build(config, path) {
+fn serve(config: &config::Config, routes: authgate::authz::routes::RouteTable, path: Option<&std::path::Path>) -> ExitCode {
+    match authgate::server::build(config, routes, path) {
         Ok(server) => {
             tracing::info!(proxy = %config.proxy.listen, admin = %config.admin.listen, "authgate listening");
             server.run_forever()

@@ -196,12 +196,14 @@ async fn idp_fault(break_idp: impl FnOnce(&DevIdp), what: &str) {
 
     // Bearer requests verify on the cached keys: a token seen before and a new one alike,
     // without waiting on the IdP.
+    // (Counted, not timed: neither request may reach the IdP's discovery or JWKS endpoints.)
     let fresh = f.token(json!({"sub": "user_2"}));
+    let idp_calls = || f.idp.discovery_requests() + f.idp.jwks_requests();
+    let calls = idp_calls();
     for t in [&before, &fresh] {
-        let started = Instant::now();
         assert_eq!(f.get("/api/me", Some(t)).await.status(), 200, "{what}");
-        assert!(started.elapsed() < Duration::from_millis(400), "{what}: a cached-key request waited on the IdP");
     }
+    assert_eq!(idp_calls(), calls, "{what}: a cached-key request asked the IdP");
 
     // A login fails with a clear page and a retry link, within the IdP timeout.
     let started = Instant::now();
@@ -265,7 +267,9 @@ async fn readyz_says_why_the_keys_never_loaded() {
 #[tokio::test]
 async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answering() {
     let f = Faulty::start().await;
-    let cases = [("/broken/x", 502, Duration::from_secs(2)), ("/reset/x", 502, Duration::from_secs(2)), ("/silent/x", 504, Duration::from_millis(2500))];
+    // The bounds tell "answered after the configured timeout" (1 s read timeout) from "hung":
+    // wide enough for a loaded CI machine, far below the 60 s the silent upstream would hold.
+    let cases = [("/broken/x", 502, Duration::from_secs(5)), ("/reset/x", 502, Duration::from_secs(5)), ("/silent/x", 504, Duration::from_secs(8))];
     let mut tasks = Vec::new();
     for (path, want, within) in cases {
         let (http, url) = (f.http.clone(), format!("{}{path}", f.gw.url));
@@ -275,11 +279,12 @@ async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answeri
             (path, want, status, within, started.elapsed())
         }));
     }
-    // While those hang or fail, other routes answer at once.
+    // While those hang or fail, other routes answer at once: well before the silent route's
+    // 1 s read timeout could free anything they might be queued behind.
     for _ in 0..5 {
         let started = Instant::now();
         assert_eq!(f.get("/public/ok", None).await.status(), 200);
-        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(started.elapsed() < Duration::from_millis(900), "another route waited: {:?}", started.elapsed());
     }
     for t in tasks {
         let (path, want, status, within, took) = t.await.unwrap();
@@ -294,7 +299,7 @@ async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answeri
         Ok(r) => r.status() == 502 || r.bytes().await.is_err(),
     };
     assert!(cut, "a cut response was completed");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(5), "the cut response hung");
     assert_eq!(f.get("/public/ok", None).await.status(), 200);
 }
 

@@ -73,14 +73,37 @@ impl fmt::Display for Located {
     }
 }
 
+/// What the runtime finds wrong with a valid config when it builds on it (routes that conflict
+/// in its route table, say): the key to blame and the rule broken, reported like the
+/// validator's own problems.
+pub type Findings = Vec<(KeyPath, String)>;
+
 /// Loads and validates a config file, reading `${VARS}` from the process environment.
+/// Checks only what the config itself says; [`load_then`] also reports what the runtime finds.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_then(path, |_| Ok(())).map(|(config, ())| config)
+}
+
+/// Loads a config file like [`load`], then `build` makes of the valid config what the runtime
+/// needs (the route table), or names the keys it cannot use: those are reported with file and
+/// line like every other problem. Config knows nothing of the runtime: the caller supplies `build`.
+pub fn load_then<T>(path: &Path, build: impl FnOnce(&Config) -> Result<T, Findings>) -> Result<(Config, T), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    parse(&path.display().to_string(), &text, &|name| std::env::var(name).ok())
+    parse_then(&path.display().to_string(), &text, &|name| std::env::var(name).ok(), build)
 }
 
 /// Parses and validates config text; `file` names it in messages, `env` resolves `${VARS}`.
 pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    parse_then(file, text, env, |_| Ok(())).map(|(config, ())| config)
+}
+
+/// [`parse`], then `build` on the valid config (see [`load_then`]).
+pub fn parse_then<T>(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    build: impl FnOnce(&Config) -> Result<T, Findings>,
+) -> Result<(Config, T), ConfigError> {
     let mut root = DeTable::parse(text).map_err(|mut e| {
         e.set_input(Some(text));
         ConfigError::Syntax { file: file.to_string(), message: e.to_string().trim_end().to_string() }
@@ -91,17 +114,20 @@ pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     }
     let sections = sections(root.into_inner(), &mut problems);
     let config = validate::validate(sections, &mut problems);
-    let config = config.and_then(|c| match crate::authz::routes::RouteTable::build(&c.routes) {
-        Ok(_) => Some(c),
-        Err(conflicts) => {
-            for (index, message) in conflicts {
-                problems.add(&KeyPath::root("routes").index(index).key("path"), message);
+    let built = match config {
+        Some(c) if problems.0.is_empty() => match build(&c) {
+            Ok(built) => Some((c, built)),
+            Err(findings) => {
+                for (at, message) in findings {
+                    problems.add(&at, message);
+                }
+                None
             }
-            None
-        }
-    });
-    match config {
-        Some(c) if problems.0.is_empty() => Ok(c),
+        },
+        _ => None,
+    };
+    match built {
+        Some(built) => Ok(built),
         _ => {
             let index = LineIndex::new(text);
             let mut located: Vec<Located> = problems
@@ -268,4 +294,4 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

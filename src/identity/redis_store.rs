@@ -16,8 +16,9 @@
 //!   its end, and the connection manager reconnects by itself.
 
 use crate::config::model::RedisSettings;
-use crate::identity::login::{decode_key, KEY_LEN};
-use crate::identity::session::{now_secs, random_token, Ended, RefreshLease, SessionData, SessionId, SessionStore, StoreUnavailable};
+use crate::secret::{decode_login_key as decode_key, LOGIN_KEY_LEN as KEY_LEN};
+use crate::identity::now_secs;
+use crate::identity::session::{random_token, Ended, RefreshLease, SessionData, SessionId, SessionStore, StoreUnavailable};
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 pub enum RedisStoreError {
     /// `session.redis.key` is unusable.
     #[error("session.redis.key {0}")]
-    Key(#[from] crate::identity::login::LoginKeyError),
+    Key(#[from] crate::secret::LoginKeyError),
     /// `session.redis.url` is unusable (the URL itself is not repeated: it may hold a password).
     #[error("session.redis.url is not a usable Redis URL")]
     Url,
@@ -322,7 +323,7 @@ fn derive(key: &[u8; KEY_LEN], label: &[u8]) -> [u8; 32] {
 }
 
 fn sealing_key(key: &[u8; KEY_LEN], label: &[u8]) -> Result<LessSafeKey, RedisStoreError> {
-    let unbound = UnboundKey::new(&AES_256_GCM, &derive(key, label)).map_err(|_| crate::identity::login::LoginKeyError::Unusable)?;
+    let unbound = UnboundKey::new(&AES_256_GCM, &derive(key, label)).map_err(|_| crate::secret::LoginKeyError::Unusable)?;
     Ok(LessSafeKey::new(unbound))
 }
 

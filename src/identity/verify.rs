@@ -12,7 +12,7 @@
 //! never accepted for the other, and a key removed from the JWKS is forgotten everywhere at once.
 
 use super::jwks::KeyStore;
-use super::{Grants, Principal};
+use super::{now_secs, Grants, Principal};
 use crate::config::model::{CacheSettings, IdpSettings};
 use crate::digest::{Digest, KeyedDigest};
 use crate::metrics::Metrics;
@@ -23,7 +23,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Why a token was refused. Messages are safe to show: they never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,10 +131,6 @@ impl moka::Expiry<Digest, Arc<Principal>> for UntilExp {
     fn expire_after_create(&self, _key: &Digest, value: &Arc<Principal>, _now: std::time::Instant) -> Option<Duration> {
         Some(Duration::from_secs(value.expires_at.saturating_sub(now_secs())))
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Verifies tokens against the IdP's keys: the gateway's only verifier.
@@ -333,6 +329,11 @@ impl Verifier {
         let validation = validation.as_ref();
         let key = self.key_for(&header).await?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(|e| decode_error(&e, header.alg))?;
+        // RFC 7519 §7.2: the claims are a UTF-8 JSON object. serde skips the claims authgate
+        // does not read without checking them, so a signed token that passed is checked whole.
+        if !payload_is_utf8(token) {
+            return Err(TokenError::Malformed);
+        }
         let c = data.claims;
         let subject = c.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub"))?;
         let nonce = c.nonce;
@@ -382,6 +383,9 @@ impl Verifier {
         validation.set_required_spec_claims(&["iss", "aud"]);
         let key = self.key_for(&header).await?;
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &validation).map_err(|e| decode_error(&e, header.alg))?;
+        if !payload_is_utf8(token) {
+            return Err(TokenError::Malformed);
+        }
         self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
         Ok((header.typ, data.claims))
     }
@@ -455,6 +459,13 @@ fn audiences(aud: serde_json::Value) -> Box<[Box<str>]> {
     }
 }
 
+/// Whether a JWT's payload decodes to UTF-8 (the signature was checked already).
+fn payload_is_utf8(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = token.split('.').nth(1) else { return false };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).is_ok_and(|bytes| std::str::from_utf8(&bytes).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +522,10 @@ mod tests {
             let parts: Vec<&str> = t.split('.').collect();
             format!("{}.{}.{}", b64(json!({"alg": "EdDSA", "kid": key.kid()})), parts[1], parts[2])
         };
+        let mut not_utf8 = claims(json!({})).to_string().into_bytes();
+        not_utf8.pop();
+        not_utf8.extend_from_slice(b",\"note\":\"\xbe\xbe\"}");
+        assert!(v.verify(&key.sign_bytes(claims(json!({})).to_string().as_bytes())).await.is_ok(), "sign_bytes signs what verifies");
         let cases: Vec<(&str, String, TokenError)> = vec![
             ("garbage", "not.a.jwt".into(), TokenError::Malformed),
             ("alg none", format!("{}.{payload}.", b64(json!({"alg": "none"}))), TokenError::Malformed),
@@ -528,6 +543,8 @@ mod tests {
             ("no exp", key.sign(&claims(json!({"exp": null}))), TokenError::MissingClaim("exp")),
             ("no sub", key.sign(&claims(json!({"sub": null}))), TokenError::MissingClaim("sub")),
             ("empty sub", key.sign(&claims(json!({"sub": ""}))), TokenError::MissingClaim("sub")),
+            // Found by the jwt_verify fuzz target: invalid UTF-8 inside a claim authgate does not read.
+            ("payload not UTF-8", key.sign_bytes(&not_utf8), TokenError::Malformed),
         ];
         for (name, token, want) in cases {
             assert_eq!(v.verify(&token).await.unwrap_err(), want, "{name}");

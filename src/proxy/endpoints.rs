@@ -4,15 +4,14 @@
 
 use super::ctx::RequestCtx;
 use super::{header, host_header, Gateway};
-use crate::clients::{Identified, OriginHints};
+use crate::clients::{Identified, OriginHints, UnknownOrigin};
 use crate::cors;
 use crate::headers::names;
 use crate::identity::backchannel;
 use crate::identity::browser::{Visit, BACKCHANNEL_PATH};
 use crate::origin::Origin;
-use crate::responses::{self, Refusal, Rendered};
+use crate::responses::{self, Cause, Refusal, Rendered};
 use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, REFERER};
-use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -53,7 +52,15 @@ impl Gateway {
         let scheme = if ctx.https { "https://" } else { "http://" };
         let mut text = String::with_capacity(scheme.len() + host.len());
         text.push_str(scheme);
-        text.push_str(host);
+        // `example.com.` is the fully qualified `example.com`, as host routing reads it.
+        match host.rsplit_once(':') {
+            Some((name, port)) if name.len() > 1 && name.ends_with('.') => {
+                text.push_str(name.strip_suffix('.').unwrap_or(name));
+                text.push(':');
+                text.push_str(port);
+            }
+            _ => text.push_str(host.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(host)),
+        }
         text.make_ascii_lowercase();
         Origin::parse_owned(text).ok()
     }
@@ -90,7 +97,7 @@ impl Gateway {
     }
 
     /// The request as browser sign-in sees it; `hinted` is the client its origin hints name.
-    pub(super) fn visit<'a>(&'a self, req: &'a RequestHeader, ctx: &'a mut RequestCtx, hinted: Result<(usize, Origin), String>) -> Visit<'a> {
+    pub(super) fn visit<'a>(&'a self, req: &'a RequestHeader, ctx: &'a mut RequestCtx, hinted: Result<(usize, Origin), UnknownOrigin>) -> Visit<'a> {
         Visit {
             req,
             https: ctx.https,
@@ -116,7 +123,7 @@ impl Gateway {
         // Login and logout build URLs from the host: checked here as `decide` checks it for the
         // routed requests, once per request either way.
         if let Err(e) = crate::authz::host::request_host(req) {
-            return Some(self.refuse(session, ctx, Refusal::BadHost(e.to_string())).await);
+            return Some(self.refuse(session, ctx, Refusal::BadHost(Cause::of(e))).await);
         }
         let req = session.req_header();
         let answer = if preflight {
@@ -148,7 +155,7 @@ impl Gateway {
     async fn sign_in(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Rendered, Refusal> {
         let hinted = match self.identify(req, ctx) {
             Identified::Known { index, origin, .. } => Ok((index, origin)),
-            Identified::Unknown(origin) => Err(origin),
+            Identified::Unknown(origin) => Err(UnknownOrigin(origin)),
         };
         let mut visit = self.visit(req, ctx, hinted);
         let answer = self.services.browser.answer(&mut visit).await;
@@ -177,14 +184,7 @@ impl Gateway {
 
     fn preflight(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Rendered {
         ctx.outcome = "preflight";
-        let mut header_ = responses::head(if ctx.cors_origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, 8);
-        if let Some(origin) = ctx.cors_origin.take() {
-            for (k, v) in cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)) {
-                let _ = header_.insert_header(k, v);
-            }
-        }
-        let _ = header_.insert_header("content-length", "0");
-        let _ = header_.insert_header("x-request-id", &ctx.request_id);
-        Rendered { header: header_, body: bytes::Bytes::new() }
+        let allowed = ctx.cors_origin.take().map(|origin| cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)));
+        responses::preflight(allowed, &ctx.request_id)
     }
 }

@@ -4,13 +4,14 @@
 pub mod reload;
 
 use crate::admin::AdminApp;
-use crate::config::Config;
+use crate::authz::routes::RouteTable;
+use crate::config::{Config, ConfigError};
 use crate::identity::jwks::KeyStore;
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
 use reload::Reloader;
 use crate::proxy::live::LiveGateway;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, GatewayError};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -25,6 +26,9 @@ pub enum StartError {
     /// Something in the config cannot be set up (an upstream that does not resolve, TLS files).
     #[error("cannot start: {0}")]
     Setup(String),
+    /// The gateway cannot be built from the config.
+    #[error("cannot start: {0}")]
+    Gateway(#[from] GatewayError),
 }
 
 /// Keeps the IdP's keys fresh: fetches at start (retrying with backoff until it works),
@@ -54,9 +58,15 @@ impl BackgroundService for JwksRefresher {
     }
 }
 
-/// Builds a ready-to-run Pingora server for a validated config; with `path`, SIGHUP reloads
-/// the config from that file.
-pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, StartError> {
+/// Loads a config file with its route table, built once: conflicting routes (and a logout
+/// that lands on a protected page) are reported as config problems, with file and line.
+pub fn load(path: &std::path::Path) -> Result<(Config, RouteTable), ConfigError> {
+    crate::config::load_then(path, RouteTable::from_config)
+}
+
+/// Builds a ready-to-run Pingora server for a validated config and its route table (see
+/// [`load`]); with `path`, SIGHUP reloads the config from that file.
+pub fn build(config: &Config, routes: RouteTable, path: Option<&std::path::Path>) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
@@ -70,7 +80,7 @@ pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, 
     let metrics = Metrics::new();
     let keys = Arc::new(KeyStore::from_config(&config.idp, metrics.clone()));
     let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()).with_api_key_audiences(&config.idp, &config.api_keys.audiences));
-    let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone()).map_err(StartError::Setup)?;
+    let gateway = Gateway::from_config(config, routes, verifier.clone(), metrics.clone())?;
 
     let live = LiveGateway::new(gateway);
     let reloader = path.map(|p| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle())));

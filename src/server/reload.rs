@@ -4,14 +4,30 @@
 //! state (listeners, the IdP, caches, sessions, API keys, ABAC, identity keys) need a restart
 //! and are reported as such.
 
-use crate::config::{load, Config};
-use crate::proxy::Gateway;
+use crate::config::{Config, ConfigError};
+use crate::proxy::{Gateway, GatewayError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file cannot be read or is not a valid config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The config is valid but no gateway can be built from it.
+    #[error("{path}: {source}")]
+    Gateway {
+        /// The config file.
+        path: String,
+        /// Why.
+        source: GatewayError,
+    },
+}
 
 /// Sections whose changes a reload cannot apply, with what differs between `old` and `new`.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -52,10 +68,10 @@ impl Reloader {
     }
 
     /// Reads, validates and applies the file once. `Err` says why the running config stays.
-    pub fn reload(&self) -> Result<(), String> {
-        let config = load(&self.path).map_err(|e| e.to_string())?;
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let (config, routes) = super::load(&self.path)?;
         let current = self.gateway.load_full();
-        let next = current.reloaded(&config).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let next = current.reloaded(&config, routes).map_err(|source| ReloadError::Gateway { path: self.path.display().to_string(), source })?;
         let kept = restart_needed(&self.started, &config);
         if !kept.is_empty() {
             tracing::warn!(sections = ?kept, "changed settings need a restart to take effect; the rest is applied now");

@@ -156,6 +156,11 @@ impl DemoServers {
         self.github.register_app(client_id, secret, callback);
     }
 
+    /// Lets the IdP tell the gateway about sign-outs: logout tokens for `client_id` go to `uri`.
+    pub fn register_backchannel_logout(&self, client_id: &str, uri: &str) {
+        self.idp.register_backchannel_logout(client_id, uri);
+    }
+
     /// What to print for a newcomer: the addresses, the demo users and `curl` commands, with
     /// fresh tokens, for a gateway on `listen` (proxy) and `admin`. The landing page shows the
     /// same from then on.
@@ -213,7 +218,8 @@ fn instructions(idp: &DevIdp, listen: SocketAddr, admin: SocketAddr) -> String {
            http://127.0.0.1:{port}/app/   (client demo-a, development IdP)\n\
            http://localhost:{port}/app/   (client demo-b, development IdP)\n\
            http://github.localhost:{port}/app/   (client demo-c, its own OAuth app at the stand-in GitHub: octocat, hubot)\n\
-         Sign out at /_authgate/logout; /_authgate/session shows the signed-in user as JSON.\n\n\
+         Sign out at /_authgate/logout: the IdP then signs the browser out of the other IdP app too (OIDC back-channel logout);\n\
+         /_authgate/session shows the signed-in user as JSON.\n\n\
          Try these (the comment says what each one answers):\n\n\
          curl -s {base}/   # 200: the demo's landing page (the apps, the users, these lines)\n\
          curl -i {base}/public/hello   # 200: a public route, no token needed\n\

@@ -10,3 +10,5 @@ pub mod echo;
 pub mod github;
 pub mod idp;
 pub mod keys;
+#[cfg(any(test, feature = "testing"))]
+pub mod redis;

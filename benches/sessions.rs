@@ -31,6 +31,7 @@ fn session(i: usize, exp: u64) -> SessionData {
         expires_at: exp,
         generation: 0,
         sid: Some("s".repeat(22)),
+        via: Default::default(),
     }
 }
 

@@ -356,7 +356,12 @@ impl SessionStore for RedisStore {
         let key = self.session_key(id);
         let sealed = self.seal(&key, &session)?;
         let sid_index = session.sid.as_deref().map(|sid| self.sid_index(&session.client, sid)).unwrap_or_default();
-        let sub_index = self.sub_index(&session.client, &session.subject);
+        // The IdP's back-channel logouts name its subjects: another provider's (a GitHub id)
+        // goes into an index of its own, which no logout token reaches.
+        let sub_index = match session.via.provider() {
+            crate::config::model::IDP_PROVIDER => self.sub_index(&session.client, &session.subject),
+            provider => self.name("sub-other", &[provider.as_bytes(), session.client.as_bytes(), session.subject.as_bytes()]),
+        };
         let index_ttl = session.expires_at.saturating_sub(now_secs()).saturating_mul(1000).max(1);
         let active = self.active_set();
         let mut invocation = self.scripts.put.key(&key);

@@ -310,7 +310,9 @@ impl SessionStore for MemoryStore {
             .sessions
             .iter()
             .filter(|(_, s)| {
+                // Only the IdP's sessions: a logout token's `sub` says nothing of a GitHub id.
                 s.client == client
+                    && s.via.provider() == crate::config::model::IDP_PROVIDER
                     && match which {
                         Ended::Sid(sid) => s.sid.as_deref() == Some(sid),
                         Ended::Subject(sub) => s.subject == sub,
@@ -507,6 +509,12 @@ pub(crate) mod tests {
         assert!(store.get(&ids[4]).await.unwrap().is_some(), "bob at another client stays");
         store.remove(&ids[1]).await.unwrap();
         assert_eq!(store.end_matching("a", Ended::Subject("alice")).await.unwrap(), 0, "a removed session is not counted");
+        // A GitHub session whose numeric id equals a subject the IdP logs out is not the IdP's user.
+        let github = SessionId::generate();
+        let via = SignedInVia { provider: "github".into(), github: Some(GitHubIdentity { provider: "github".into(), login: "octocat".into(), ..GitHubIdentity::default() }), validated_at: 0 };
+        store.put(&github, Arc::new(SessionData { via, ..(*session("a", "583231", None)).clone() })).await.unwrap();
+        assert_eq!(store.end_matching("a", Ended::Subject("583231")).await.unwrap(), 0);
+        assert!(store.get(&github).await.unwrap().is_some());
 
         // Replay: a key is fresh once.
         let jti = random_token(8);

@@ -213,11 +213,12 @@ impl ClientRegistry {
     /// A token's client: its `azp`, else its `client_id` claim (both in `authorized_party`),
     /// else an `aud` value that is a configured client's `client_id`.
     pub fn token_binding<'a>(&self, authorized_party: Option<&'a str>, audiences: &'a [Box<str>]) -> Binding<'a> {
-        if let Some(azp) = authorized_party {
+        if let Some(azp) = authorized_party.filter(|a| !a.is_empty()) {
             return Binding::Client(azp);
         }
         let mut found: Option<&'a str> = None;
-        for aud in audiences.iter().map(|a| &**a) {
+        // A client without `client_id` (it signs in through other providers only) names no token.
+        for aud in audiences.iter().map(|a| &**a).filter(|a| !a.is_empty()) {
             if self.clients.iter().any(|c| c.client_id == aud) {
                 match found {
                     Some(f) if f != aud => return Binding::Ambiguous,
@@ -278,6 +279,10 @@ pub(crate) mod tests {
             post_logout_redirect: "/".into(),
             logout_url: None,
             logout_post: false,
+            sign_in: vec![],
+            allowed: Default::default(),
+            grants: vec![],
+            branding: Default::default(),
         }
     }
 

@@ -193,6 +193,8 @@ pub struct IdentityHeaders {
     email: HeaderName,
     client: HeaderName,
     permission: HeaderName,
+    name: HeaderName,
+    groups: HeaderName,
     forward_token: bool,
     underscores: Underscores,
     /// Identity headers of other proxies, overrides, the configured list, credentials.
@@ -222,6 +224,8 @@ impl IdentityHeaders {
             email: name("email"),
             client: name("client"),
             permission: name("permission"),
+            name: name("name"),
+            groups: name("groups"),
             forward_token: h.forward_token,
             underscores: h.underscores,
             strip,
@@ -323,6 +327,20 @@ impl UpstreamHeaders {
             if let Some(v) = value {
                 self.map.insert(name.clone(), v.clone());
             }
+        }
+    }
+
+    /// Injects a browser session's profile: `{prefix}name` (a GitHub user's login) and
+    /// `{prefix}groups` (comma-separated, percent-encoded as other values; a GitHub user's
+    /// teams as `org:team-slug`).
+    pub fn inject_profile(&mut self, names: &IdentityHeaders, name: Option<&str>, groups: &[Box<str>]) {
+        if let Some(n) = name {
+            self.map.insert(names.name.clone(), encode(n));
+        }
+        if !groups.is_empty() {
+            // A group with a comma could not be told apart from two: left out.
+            let joined = groups.iter().filter(|g| !g.contains(',')).map(|g| &**g).collect::<Vec<_>>().join(",");
+            self.map.insert(names.groups.clone(), encode(&joined));
         }
     }
 

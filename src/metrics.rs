@@ -1,6 +1,6 @@
 //! The gateway's Prometheus metrics, in a registry of its own served by the admin listener.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// All metrics of one gateway.
 #[derive(Clone)]
@@ -24,6 +24,20 @@ pub struct Metrics {
     pub abac_breaker: IntGauge,
     /// API-key exchanges by result.
     pub api_key_exchanges: IntCounterVec,
+    /// Browser sessions held, by store (`memory`: this process; `redis`: all instances, as of
+    /// this instance's last sign-in or logout).
+    pub sessions_active: IntGaugeVec,
+    /// Session refreshes by result: `refreshed`, `reused` (another request here did it),
+    /// `waited` (another instance did it), `refused`, `unavailable`, `superseded`.
+    pub session_refreshes: IntCounterVec,
+    /// Logouts by kind: `user`, `backchannel`.
+    pub logouts: IntCounterVec,
+    /// Back-channel logout tokens refused, by reason.
+    pub backchannel_refusals: IntCounterVec,
+    /// Latency of calls to the session store (Redis), by operation.
+    pub session_store_latency: HistogramVec,
+    /// Failed calls to the session store (Redis), by operation.
+    pub session_store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -63,6 +77,23 @@ impl Metrics {
         let abac_breaker = IntGauge::new("authgate_abac_breaker_state", "ABAC circuit breaker: 0 closed, 1 open, 2 half-open").expect("metric definition is valid");
         let api_key_exchanges = IntCounterVec::new(Opts::new("authgate_api_key_exchanges_total", "API-key exchanges at the IdP by result"), &["result"])
             .expect("metric definition is valid");
+        let sessions_active = IntGaugeVec::new(Opts::new("authgate_sessions_active", "Browser sessions held, by store"), &["store"]).expect("metric definition is valid");
+        let session_refreshes = IntCounterVec::new(
+            Opts::new("authgate_session_refreshes_total", "Session token refreshes by result (waited: another instance refreshed it)"),
+            &["result"],
+        )
+        .expect("metric definition is valid");
+        let logouts = IntCounterVec::new(Opts::new("authgate_logouts_total", "Logouts by kind (user, backchannel)"), &["kind"]).expect("metric definition is valid");
+        let backchannel_refusals =
+            IntCounterVec::new(Opts::new("authgate_backchannel_logout_refusals_total", "Back-channel logout tokens refused, by reason"), &["reason"]).expect("metric definition is valid");
+        let session_store_latency = HistogramVec::new(
+            HistogramOpts::new("authgate_session_store_duration_seconds", "Latency of calls to the session store (Redis), by operation")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            &["operation"],
+        )
+        .expect("metric definition is valid");
+        let session_store_errors =
+            IntCounterVec::new(Opts::new("authgate_session_store_errors_total", "Failed calls to the session store (Redis), by operation"), &["operation"]).expect("metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -73,10 +104,33 @@ impl Metrics {
             Box::new(abac_latency.clone()),
             Box::new(abac_breaker.clone()),
             Box::new(api_key_exchanges.clone()),
+            Box::new(sessions_active.clone()),
+            Box::new(session_refreshes.clone()),
+            Box::new(logouts.clone()),
+            Box::new(backchannel_refusals.clone()),
+            Box::new(session_store_latency.clone()),
+            Box::new(session_store_errors.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, requests, latency, jwt_verifications, jwks_fetches, jwks_keys, abac_checks, abac_latency, abac_breaker, api_key_exchanges }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            jwt_verifications,
+            jwks_fetches,
+            jwks_keys,
+            abac_checks,
+            abac_latency,
+            abac_breaker,
+            api_key_exchanges,
+            sessions_active,
+            session_refreshes,
+            logouts,
+            backchannel_refusals,
+            session_store_latency,
+            session_store_errors,
+        }
     }
 
     /// The metrics in Prometheus text format.

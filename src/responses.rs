@@ -2,6 +2,7 @@
 //! `WWW-Authenticate` or `Allow` header, and a body — `application/problem+json` for APIs,
 //! a small HTML page for browser navigations. Bodies never contain tokens.
 
+use crate::config::model::Branding;
 use http::StatusCode;
 use pingora::http::ResponseHeader;
 use std::fmt;
@@ -100,6 +101,8 @@ pub enum Refusal {
     },
     /// The identity provider is needed but unavailable.
     IdpUnavailable(Cause),
+    /// The session store (Redis) is needed but unavailable.
+    StoreUnavailable,
     /// The upstream could not be reached or failed.
     UpstreamFailed(u16),
     /// A body larger than the route reads for attributes.
@@ -120,6 +123,8 @@ pub enum Refusal {
     ClientNotServed(Cause),
     /// A value the permission check reads could be read more than one way (400).
     AmbiguousRequest(Cause),
+    /// The user signed in at the provider, but the client's rules do not admit them.
+    NotAllowed(Cause),
     /// A login could not be completed; `retry` is where to start again.
     LoginFailed {
         /// What went wrong, for people.
@@ -144,11 +149,11 @@ impl Refusal {
             Refusal::BadPath(_) | Refusal::BadHeader(_) | Refusal::BadHost(_) => StatusCode::BAD_REQUEST,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) | Refusal::ClientNotServed(_) => StatusCode::FORBIDDEN,
+            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) | Refusal::ClientNotServed(_) | Refusal::NotAllowed(_) => StatusCode::FORBIDDEN,
             Refusal::LoginRedirect(_) => StatusCode::FOUND,
             Refusal::LoginFailed { .. } | Refusal::AmbiguousRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Refusal::IdpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
             Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UnreadableBody { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -168,6 +173,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::IdpUnavailable(_) => "idp_unavailable",
+            Refusal::StoreUnavailable => "session_store_unavailable",
             Refusal::UpstreamFailed(_) => "upstream_error",
             Refusal::BodyTooLarge(_) => "body_too_large",
             Refusal::UnreadableBody { .. } => "bad_body",
@@ -175,6 +181,7 @@ impl Refusal {
             Refusal::WrongClient(_) => "wrong_client",
             Refusal::ClientNotServed(_) => "client_not_served",
             Refusal::LoginFailed { .. } => "login_failed",
+            Refusal::NotAllowed(_) => "not_allowed",
             Refusal::AmbiguousRequest(_) => "ambiguous_request",
         }
     }
@@ -191,6 +198,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "Invalid credentials",
             Refusal::Forbidden { .. } => "Permission denied",
             Refusal::IdpUnavailable(_) => "Identity provider unavailable",
+            Refusal::StoreUnavailable => "Sessions unavailable",
             Refusal::UpstreamFailed(_) => "Upstream unavailable",
             Refusal::BodyTooLarge(_) => "Request body too large",
             Refusal::UnreadableBody { .. } => "Unreadable request body",
@@ -198,6 +206,7 @@ impl Refusal {
             Refusal::WrongClient(_) => "Credentials of another application",
             Refusal::ClientNotServed(_) => "Client application not served here",
             Refusal::LoginFailed { .. } => "Sign-in failed",
+            Refusal::NotAllowed(_) => "Not allowed",
             Refusal::AmbiguousRequest(_) => "Ambiguous request",
         }
     }
@@ -215,11 +224,12 @@ impl Refusal {
                 format!("Permission {permission:?} on {entity:?} is required: {reason}.")
             }
             Refusal::IdpUnavailable(why) => format!("{}; try again shortly.", capitalise(&why.to_string())),
+            Refusal::StoreUnavailable => "The session store cannot be reached; try again shortly.".into(),
             Refusal::UpstreamFailed(_) => "The service behind the gateway could not answer.".into(),
             Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
             Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(&reason.to_string())),
             Refusal::LoginRedirect(_) => "Redirecting to sign in.".into(),
-            Refusal::WrongClient(why) | Refusal::ClientNotServed(why) | Refusal::AmbiguousRequest(why) | Refusal::LoginFailed { reason: why, .. } => {
+            Refusal::WrongClient(why) | Refusal::ClientNotServed(why) | Refusal::AmbiguousRequest(why) | Refusal::NotAllowed(why) | Refusal::LoginFailed { reason: why, .. } => {
                 format!("{}.", capitalise(&why.to_string()))
             }
         }
@@ -233,6 +243,11 @@ impl Refusal {
     /// Like [`Refusal::render`]; `debug_reason` adds the reason in `x-authgate-reason`
     /// (an operator's choice: it tells callers why they were refused).
     pub fn render_with(&self, realm: &str, html: bool, request_id: &str, debug_reason: bool) -> Rendered {
+        self.render_branded(realm, html, request_id, debug_reason, None)
+    }
+
+    /// Like [`Refusal::render_with`]; a browser's page carries the client's `brand` when known.
+    pub fn render_branded(&self, realm: &str, html: bool, request_id: &str, debug_reason: bool, brand: Option<&Branding>) -> Rendered {
         let status = self.status();
         let mut header = head(status, 6);
         match self {
@@ -251,7 +266,7 @@ impl Refusal {
             Refusal::MethodNotAllowed(allowed) => {
                 let _ = header.insert_header("allow", join_methods(allowed));
             }
-            Refusal::IdpUnavailable(_) => {
+            Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => {
                 let _ = header.insert_header("retry-after", "5");
             }
             Refusal::LoginRedirect(location) => {
@@ -265,15 +280,10 @@ impl Refusal {
         };
         let body = if html {
             let _ = header.insert_header("content-type", "text/html; charset=utf-8");
-            format!(
-                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {title}</title>\
-                 <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}small{{color:#777}}</style></head>\
-                 <body><h1>{title}</h1><p>{detail}</p>{retry}<p><small>{code} · request {rid}</small></p></body></html>\n",
-                code = status.as_u16(),
-                title = self.title(),
-                detail = escape_html(&self.detail()),
-                rid = escape_html(request_id),
-            )
+            let _ = header.insert_header("content-security-policy", csp(brand));
+            let _ = header.insert_header("x-frame-options", "DENY");
+            let content = format!("<p>{}</p>{retry}", escape_html(&self.detail()));
+            document(&format!("{} {}", status.as_u16(), self.title()), self.title(), &content, &format!("{} · request {}", status.as_u16(), escape_html(request_id)), brand)
         } else {
             let _ = header.insert_header("content-type", "application/problem+json");
             let mut problem = serde_json::Map::new();
@@ -355,31 +365,65 @@ pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &str) -> 
     Rendered { header, body: bytes::Bytes::from(body) }
 }
 
-/// A small HTML page of the gateway's own (signed-out page, logout confirmation): `title`,
-/// then `body_html`, which the caller has built from escaped parts.
-pub fn page(status: StatusCode, title: &str, body_html: &str, request_id: &str) -> Rendered {
-    let body = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}}small{{color:#777}}button{{font:inherit}}</style></head>\
-         <body><h1>{title}</h1>{body_html}<p><small>request {rid}</small></p></body></html>\n",
+/// The `Content-Security-Policy` of the gateway's pages: nothing loads but inline style and
+/// the client's logo (from its own origin); nothing may frame them.
+fn csp(brand: Option<&Branding>) -> String {
+    let img = brand.and_then(|b| b.logo_url.as_ref()).map(|u| format!("; img-src {}", u.origin().ascii_serialization())).unwrap_or_default();
+    format!("default-src 'none'; style-src 'unsafe-inline'{img}; form-action *; frame-ancestors 'none'; base-uri 'none'")
+}
+
+/// A whole page: head (title, style in the client's accent colour), the client's name and
+/// logo, `heading`, `content_html` (built by the caller from escaped parts) and `footer_html`.
+fn document(title: &str, heading: &str, content_html: &str, footer_html: &str, brand: Option<&Branding>) -> String {
+    let accent = brand.and_then(|b| b.accent_color.as_deref()).unwrap_or("#2b6cb0");
+    let mut banner = String::new();
+    if let Some(b) = brand {
+        banner.push_str("<header>");
+        if let Some(logo) = &b.logo_url {
+            banner.push_str(&format!("<img src=\"{}\" alt=\"\" height=\"32\">", escape_html(logo.as_str())));
+        }
+        banner.push_str(&format!("<span>{}</span></header>", escape_html(&b.display_name)));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}small{{color:#777}}button{{font:inherit}}\
+         header{{display:flex;align-items:center;gap:.6em;font-weight:600;border-bottom:3px solid {accent};padding-bottom:.6em}}\
+         a{{color:{accent}}}h1{{color:{accent}}}.providers a{{display:block;margin:.6em 0;padding:.7em 1em;border:1px solid {accent};border-radius:6px;text-decoration:none}}</style></head>\
+         <body>{banner}<h1>{heading}</h1>{content_html}<p><small>{footer_html}</small></p></body></html>\n",
         title = escape_html(title),
-        rid = escape_html(request_id),
-    );
+        heading = escape_html(heading),
+    )
+}
+
+/// A small HTML page of the gateway's own (signed-out page, logout confirmation, sign-in
+/// chooser): `title`, then `body_html`, which the caller has built from escaped parts.
+pub fn page(status: StatusCode, title: &str, body_html: &str, request_id: &str, brand: Option<&Branding>) -> Rendered {
+    let body = document(title, title, body_html, &format!("request {}", escape_html(request_id)), brand);
     let mut header = head(status, 6);
     let _ = header.insert_header("content-type", "text/html; charset=utf-8");
     let _ = header.insert_header("content-length", body.len().to_string());
     let _ = header.insert_header("cache-control", "no-store");
     // Nothing on these pages may be framed (a framed sign-out button is a clickjacking target).
     let _ = header.insert_header("x-frame-options", "DENY");
-    let _ = header.insert_header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action *; frame-ancestors 'none'");
+    let _ = header.insert_header("content-security-policy", csp(brand));
     let _ = header.insert_header("x-request-id", request_id);
     Rendered { header, body: bytes::Bytes::from(body) }
 }
 
+/// The sign-in chooser of a client with several providers: one link per `(name, href)`.
+pub fn chooser(brand: &Branding, options: &[(String, String)], request_id: &str) -> Rendered {
+    let mut html = format!("<p>Choose how to sign in to {}.</p><nav class=\"providers\">", escape_html(&brand.display_name));
+    for (name, href) in options {
+        html.push_str(&format!("<a href=\"{}\">Sign in with {}</a>", escape_html(href), escape_html(name)));
+    }
+    html.push_str("</nav>");
+    page(StatusCode::OK, "Sign in", &html, request_id, Some(brand))
+}
+
 /// The signed-out page of client `client`: a "sign in again" link to `sign_in` and, when the
 /// IdP's own sign-out page is configured, a way there (a form POST when `idp_post`).
-pub fn signed_out(client: &str, sign_in: &str, idp_logout: Option<(&str, bool)>, request_id: &str) -> Rendered {
-    let mut html = format!("<p>You are signed out of {}.</p>", escape_html(client));
+pub fn signed_out(brand: &Branding, sign_in: &str, idp_logout: Option<(&str, bool)>, request_id: &str) -> Rendered {
+    let mut html = format!("<p>You are signed out of {}.</p>", escape_html(&brand.display_name));
     if let Some((url, post)) = idp_logout {
         html.push_str("<p>You may still be signed in at the identity provider. ");
         if post {
@@ -390,19 +434,19 @@ pub fn signed_out(client: &str, sign_in: &str, idp_logout: Option<(&str, bool)>,
         html.push_str("</p>");
     }
     html.push_str(&format!("<p><a href=\"{}\">Sign in again</a></p>", escape_html(sign_in)));
-    page(StatusCode::OK, "Signed out", &html, request_id)
+    page(StatusCode::OK, "Signed out", &html, request_id, Some(brand))
 }
 
 /// The answer to a logout that did not come from the client's own pages: nothing changed,
 /// and a button that signs out with a same-origin POST to `action`.
-pub fn confirm_logout(client: &str, action: &str, request_id: &str) -> Rendered {
+pub fn confirm_logout(brand: &Branding, action: &str, request_id: &str) -> Rendered {
     let html = format!(
         "<p>This sign-out request did not come from {client}'s own pages, so nothing was changed.</p>\
          <form method=\"post\" action=\"{action}\"><button type=\"submit\">Sign out of {client}</button></form>",
-        client = escape_html(client),
+        client = escape_html(&brand.display_name),
         action = escape_html(action),
     );
-    page(StatusCode::FORBIDDEN, "Sign out?", &html, request_id)
+    page(StatusCode::FORBIDDEN, "Sign out?", &html, request_id, Some(brand))
 }
 
 /// True for a browser navigation that may be sent to the login page: `GET`/`HEAD`, not an
@@ -524,5 +568,27 @@ mod tests {
         assert!(wants_html(None, Some(b"navigate")));
         assert!(!wants_html(Some(b"application/json"), Some(b"cors")));
         assert!(!wants_html(None, None));
+    }
+
+    #[test]
+    fn pages_carry_the_clients_branding_and_a_strict_policy() {
+        let brand = Branding { display_name: "Acme <Admin>".into(), logo_url: Some(url::Url::parse("https://cdn.acme.example/logo.svg").unwrap()), accent_color: Some("#6f42c1".into()) };
+        let r = chooser(&brand, &[("GitHub".into(), "/_authgate/login?provider=github&rd=%2F".into())], "rid");
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.contains("Acme &lt;Admin&gt;") && !body.contains("<Admin>"), "{body}");
+        assert!(body.contains("#6f42c1") && body.contains("src=\"https://cdn.acme.example/logo.svg\""), "{body}");
+        assert!(body.contains("href=\"/_authgate/login?provider=github&amp;rd=%2F\">Sign in with GitHub"), "{body}");
+        assert!(!body.contains("<script"), "{body}");
+        let csp = header(&r, "content-security-policy").unwrap();
+        assert_eq!(csp, "default-src 'none'; style-src 'unsafe-inline'; img-src https://cdn.acme.example; form-action *; frame-ancestors 'none'; base-uri 'none'");
+        // A refusal for a browser of that client: branded; without a client: plain.
+        let r = Refusal::NotAllowed("octocat is not allowed".into()).render_branded("authgate", true, "rid", false, Some(&brand));
+        assert_eq!(r.header.status, 403);
+        let body = std::str::from_utf8(&r.body).unwrap();
+        assert!(body.contains("Not allowed") && body.contains("Octocat is not allowed.") && body.contains("Acme &lt;Admin&gt;"), "{body}");
+        let plain = Refusal::NoRoute.render("authgate", true, "rid");
+        let body = std::str::from_utf8(&plain.body).unwrap();
+        assert!(!body.contains("<header>") && body.contains("#2b6cb0"), "{body}");
+        assert!(!header(&plain, "content-security-policy").unwrap().contains("img-src"));
     }
 }

@@ -1,6 +1,6 @@
 //! End to end in a real browser: headless chromium (Debian's `chromium`) driven by
-//! `playwright-core` (tests/browser/) signs in through `authgate demo` from both demo client
-//! apps. Skipped, loudly, when node, chromium or the npm packages are missing — except in CI
+//! `playwright-core` (tests/browser/) signs in through `authgate demo` from its three client
+//! apps (two through the development IdP, one through the stand-in GitHub). Skipped, loudly, when node, chromium or the npm packages are missing — except in CI
 //! (`CI` set), where `.ci/run` installs them and a missing piece fails the test.
 
 mod common;
@@ -54,10 +54,14 @@ async fn browser_signs_in_through_the_demo() {
     .await;
     assert!(up, "the demo did not become ready");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    for (url, client) in [(format!("http://localhost:{port}/app/"), "demo-b"), (format!("http://127.0.0.1:{port}/app/"), "demo-a")] {
+    for (url, client, provider) in [
+        (format!("http://localhost:{port}/app/"), "demo-b", "idp"),
+        (format!("http://127.0.0.1:{port}/app/"), "demo-a", "idp"),
+        (format!("http://github.localhost:{port}/app/"), "demo-c", "github"),
+    ] {
         let out = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || Command::new("node").arg("login.mjs").arg(&url).arg(client).current_dir(dir).output().unwrap()
+            move || Command::new("node").arg("login.mjs").arg(&url).arg(client).arg(provider).current_dir(dir).output().unwrap()
         })
         .await
         .unwrap();

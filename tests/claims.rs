@@ -136,7 +136,8 @@ async fn reloads_sign_nobody_out_and_keep_naming_an_unapplied_change() {
     let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
     let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let setup = Setup { extra, ..Setup::default() };
+    let grant = "[[clients.grants]]\npermissions = [\"invoice:read\"]\nemails = [\"alice@example.com\"]\n".to_string();
+    let setup = Setup { extra, client_extra: grant, ..Setup::default() };
     let gw = start_gateway(
         |port, admin| {
             idp.register_client("abc", Some("dev"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
@@ -228,7 +229,8 @@ async fn cookies_are_host_prefixed_and_secure_over_https() {
 }
 
 /// Like the IdP this gateway is first deployed with: opaque access tokens, id_tokens without
-/// permissions, no new id_token on refresh, check-permission refusing Bearer tokens.
+/// permissions, no new id_token on refresh, check-permission refusing Bearer tokens. The
+/// config's grants are what give such a browser user a permission route.
 #[tokio::test]
 async fn sessions_against_an_idp_with_opaque_access_tokens() {
     let extra = "\n[session]\nallow_insecure_http = true\n".to_string();
@@ -238,7 +240,8 @@ async fn sessions_against_an_idp_with_opaque_access_tokens() {
     idp.set_check_refuses_bearer(true);
     idp.set_token_ttl(20); // within refresh_before (30 s): every request refreshes
     let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let setup = Setup { extra, ..Setup::default() };
+    let grant = "[[clients.grants]]\npermissions = [\"invoice:read\"]\nemails = [\"alice@example.com\"]\n".to_string();
+    let setup = Setup { extra, client_extra: grant, ..Setup::default() };
     let gw = start_gateway(
         |port, admin| {
             idp.register_client("abc", Some("dev"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
@@ -259,8 +262,13 @@ async fn sessions_against_an_idp_with_opaque_access_tokens() {
     assert!(!echoed_has_token(&b, &gw).await, "an opaque access token reached the upstream");
     let info: Value = api(&b, &format!("{}/_authgate/session", gw.url)).await.json().await.unwrap();
     assert_eq!(info["subject"], "user_alice");
-    // The id_token carries no permissions: a permission route is refused, not guessed.
-    assert_eq!(api(&b, &format!("{}/api/invoices/7", gw.url)).await.status(), 403);
+    // The id_token carries no permissions: the config's grant (alice's verified email) gives
+    // invoice:read in the client's namespace, and the upstream is told which permission passed.
+    let r = api(&b, &format!("{}/api/invoices/7", gw.url)).await;
+    assert_eq!(r.status(), 200, "the grant lets alice's browser session read invoices");
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-auth-permission"], "client_abc:invoice:read");
+    assert_eq!(info["permissions"]["client_abc:invoice"], json!(["read"]), "{info}");
     // A permission the live check decides: check-permission refuses the session's Bearer token,
     // which is a refusal (403), never a pass.
     let r = b.post(format!("{}/api/invoices/7/refund", gw.url)).header(ACCEPT, "application/json").send().await.unwrap();

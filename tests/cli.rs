@@ -176,6 +176,14 @@ async fn demo_answers_its_printed_curl_commands() {
         }
     }
     assert!(checked >= 10, "only {checked} commands had an expected status");
+    // The landing page at `/` links the three apps and repeats the curl lines.
+    let landing = http.get(format!("http://127.0.0.1:{port}/")).send().await.unwrap();
+    assert_eq!(landing.status(), 200);
+    assert!(landing.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let landing = landing.text().await.unwrap();
+    for want in [format!("http://127.0.0.1:{port}/app/"), format!("http://localhost:{port}/app/"), format!("http://github.localhost:{port}/app/"), "alice".into(), "octocat".into(), "curl -i".into()] {
+        assert!(landing.contains(&want), "the landing page lacks {want}: {landing}");
+    }
     assert_eq!(promised, 3, "the identity-header and signed-JWT promises were not all checked");
 }
 

@@ -227,6 +227,12 @@ impl AbacClient {
             self.metrics.abac_checks.with_label_values(&["denied", "unconfigured"]).inc();
             return Outcome::Denied { cached: false, reason: NOT_CONFIGURED.into() };
         };
+        // A session of another provider (GitHub) holds that provider's token: it never goes to the IdP.
+        if let Credential::Session(s) = auth {
+            if !s.via.provider.is_empty() && s.via.provider != crate::config::model::IDP_PROVIDER {
+                return Outcome::Denied { cached: false, reason: "the identity provider cannot decide for a user signed in through another provider".into() };
+            }
+        }
         let key = self.cache_key(auth, req);
         if let Some(answer) = self.decisions.get(&key).await {
             if let Some(hits) = self.cache_hits.get(usize::from(matches!(answer, Answer::Denied(_)))) {
@@ -720,7 +726,7 @@ mod tests {
         use crate::identity::session::{SessionData, Tokens};
         use crate::secret::Secret;
         let tokens = Tokens { access_token: Secret::new(access.to_string()), id_token: Secret::new(String::new()), refresh_token: None, access_expires_at: 0 };
-        Credential::Session(Arc::new(SessionData { client: "c".into(), origin: "https://c.example".into(), subject: "u".into(), email: None, name: None, tokens, created_at: 0, expires_at: 0, generation: 0 }))
+        Credential::Session(Arc::new(SessionData { client: "c".into(), origin: "https://c.example".into(), subject: "u".into(), email: None, name: None, tokens, created_at: 0, expires_at: 0, generation: 0, sid: None, via: Default::default() }))
     }
 
     fn settings() -> AbacSettings {

@@ -464,6 +464,7 @@ mod tests {
             signed_identity: false,
             clients: None,
             path_params: false,
+            forward_session_token: false,
         }
     }
 

@@ -68,6 +68,28 @@ pub struct IdpFile {
     pub jwks_min_refetch_interval: Option<String>,
     /// Signing algorithms accepted (default: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA).
     pub algorithms: Option<Vec<String>>,
+    /// What the sign-in chooser calls this provider (default: the issuer's host).
+    pub display_name: Option<String>,
+}
+
+/// `[[providers]]`: a sign-in provider beside `[idp]` (which is the provider named `idp`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderFile {
+    /// The name clients use in `[[clients.providers]]`.
+    pub name: Option<String>,
+    /// `"github"`: GitHub's OAuth apps (github.com, GitHub Enterprise Server, Gitea, Forgejo).
+    pub kind: Option<String>,
+    /// Where the OAuth endpoints are (default `https://github.com`).
+    pub base_url: Option<String>,
+    /// Where the REST API is (default `https://api.github.com`).
+    pub api_url: Option<String>,
+    /// What the sign-in chooser calls it (default `GitHub`).
+    pub display_name: Option<String>,
+    /// Timeout of every call to the provider, e.g. `"5s"`.
+    pub timeout: Option<String>,
+    /// How often a session is checked again against the API, e.g. `"5m"` (the default).
+    pub revalidate_interval: Option<String>,
 }
 
 /// A string or a list of strings.
@@ -148,6 +170,64 @@ pub struct ClientFile {
     pub logout_url: Option<String>,
     /// How the signed-out page sends the browser to `logout_url`: `"get"` (a link, default) or `"post"` (a form).
     pub logout_method: Option<String>,
+    /// `[[clients.providers]]`: the providers this app signs in with, in the chooser's order
+    /// (default: `[idp]` alone, with `client_id` and `client_secret` above).
+    pub providers: Option<Vec<ClientProviderFile>>,
+    /// GitHub organisations whose members may sign in through a GitHub provider.
+    pub allowed_orgs: Option<Vec<String>>,
+    /// GitHub teams (`org/team-slug`) whose members may sign in through a GitHub provider.
+    pub allowed_teams: Option<Vec<String>>,
+    /// GitHub logins that may sign in through a GitHub provider.
+    pub allowed_users: Option<Vec<String>>,
+    /// `[[clients.grants]]`: permissions given by config to users of any provider.
+    pub grants: Option<Vec<GrantFile>>,
+    /// The name shown on the gateway's pages for this app (default: `name`).
+    pub display_name: Option<String>,
+    /// A logo shown on the gateway's pages (an https URL, or http on loopback).
+    pub logo_url: Option<String>,
+    /// The accent colour of the gateway's pages, `#rgb` or `#rrggbb`.
+    pub accent_color: Option<String>,
+}
+
+/// `[[clients.providers]]`: one provider a client signs in with, with the client's own
+/// credentials there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientProviderFile {
+    /// A `[[providers]]` name, or `idp` (which uses the client's own `client_id` and `client_secret`).
+    pub name: Option<String>,
+    /// This app's OAuth client id at the provider (its own GitHub OAuth app).
+    pub client_id: Option<String>,
+    /// This app's OAuth client secret there, usually `${ENV_VAR}`.
+    pub client_secret: Option<String>,
+    /// Scopes asked for (default for GitHub: `read:user user:email`, plus `read:org` when
+    /// `allowed_orgs`, `allowed_teams` or an org or team grant needs it).
+    pub scopes: Option<Vec<String>>,
+}
+
+/// `[[clients.grants]]`: permissions (`resource:action`, in the client's namespace) for the
+/// users any of the selectors names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFile {
+    /// What is granted: `resource:action`, as routes' `permission`.
+    pub permissions: Option<Vec<String>>,
+    /// Only users signed in through this provider (a `[[providers]]` name or `idp`).
+    pub provider: Option<String>,
+    /// Subjects (`sub`; GitHub's numeric user id); needs `provider`.
+    pub subjects: Option<Vec<String>>,
+    /// Verified email addresses.
+    pub emails: Option<Vec<String>>,
+    /// Domains of verified email addresses.
+    pub email_domains: Option<Vec<String>>,
+    /// Values of the token's `groups` claim.
+    pub groups: Option<Vec<String>>,
+    /// GitHub logins.
+    pub users: Option<Vec<String>>,
+    /// GitHub organisations.
+    pub orgs: Option<Vec<String>>,
+    /// GitHub teams, `org/team-slug`.
+    pub teams: Option<Vec<String>>,
 }
 
 /// `[session]`: browser sessions and the login flow.
@@ -173,6 +253,30 @@ pub struct SessionFile {
     /// Key sealing the login cookies: 32 random bytes in base64, usually `${AUTHGATE_LOGIN_KEY}`
     /// (default: generated at start; several instances need the same key).
     pub login_key: Option<String>,
+    /// Where sessions live: `"memory"` (default, this process) or `"redis"` (shared by instances).
+    pub store: Option<String>,
+    /// `[session.redis]`: the Redis (or Valkey) the sessions live in with `store = "redis"`.
+    pub redis: Option<RedisFile>,
+}
+
+/// `[session.redis]`: the shared session store.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS), usually `${REDIS_URL}`.
+    pub url: Option<String>,
+    /// Prefix of every key the gateway writes (default `authgate:`), so gateways can share a Redis.
+    pub prefix: Option<String>,
+    /// 32 random bytes in base64, usually `${AUTHGATE_SESSION_KEY}`: encrypts the sessions and
+    /// keys their names; every instance sharing the sessions needs the same key.
+    pub key: Option<String>,
+    /// Time to connect, e.g. `"1s"`.
+    pub connect_timeout: Option<String>,
+    /// Time for one command's answer, e.g. `"500ms"`.
+    pub timeout: Option<String>,
+    /// PEM file of the CA certificates a `rediss://` server's certificate is checked against
+    /// (instead of the system's roots), for a Redis with a private CA.
+    pub ca_file: Option<String>,
 }
 
 /// `[[upstreams]]`: one upstream service.
@@ -227,6 +331,9 @@ pub struct RouteFile {
     pub clients: Option<Vec<String>>,
     /// Accept `;` path parameters (`/a;jsessionid=1/b`) for legacy apps (default false: 400).
     pub path_params: Option<bool>,
+    /// Send a browser session's access token (the IdP's, or GitHub's for a GitHub sign-in)
+    /// upstream as `Authorization: Bearer` (default false: it never leaves the gateway).
+    pub forward_session_token: Option<bool>,
 }
 
 /// `[abac]`: the live permission check.

@@ -160,6 +160,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             "session" => s.session = deserialize(value, &at, problems).unwrap_or_default(),
             "default_client" => s.default_client = deserialize(value, &at, problems),
             "clients" => s.clients = many(value, &at, problems),
+            "providers" => s.providers = many(value, &at, problems),
             "upstreams" => s.upstreams = many(value, &at, problems),
             "routes" => {
                 routes_seen = true;
@@ -167,7 +168,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             }
             _ => problems.add(
                 &at,
-                "is not a known section: expected proxy, admin, idp, cache, headers, session, abac, api_keys, identity_jwt, default_client, [[clients]], [[upstreams]], [[routes]]",
+                "is not a known section: expected proxy, admin, idp, cache, headers, session, abac, api_keys, identity_jwt, default_client, [[providers]], [[clients]], [[upstreams]], [[routes]]",
             ),
         }
     }

@@ -22,6 +22,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// The identity provider.
     pub idp: IdpSettings,
+    /// The sign-in providers: `[idp]` first (named `idp`), then `[[providers]]` in file order.
+    pub providers: Vec<ProviderSettings>,
     /// Cache bounds.
     pub cache: CacheSettings,
     /// Identity headers.
@@ -110,6 +112,145 @@ pub struct SessionSettings {
     pub max_pending_logins: usize,
     /// Key sealing the login cookies (base64 of 32 bytes, validated); `None`: generated at start.
     pub login_key: Option<Secret>,
+    /// Where sessions live.
+    pub store: SessionStoreSettings,
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Default)]
+pub enum SessionStoreSettings {
+    /// In this process (the default).
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance configured alike.
+    Redis(RedisSettings),
+}
+
+/// The Redis session store.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL (may carry a password: a secret).
+    pub url: Secret,
+    /// Prefix of every key written.
+    pub prefix: String,
+    /// Encryption and key-naming key (base64 of 32 bytes, validated).
+    pub key: Secret,
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// Time for one command's answer.
+    pub timeout: Duration,
+    /// CA certificates (PEM) for `rediss://` instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The name of the provider `[idp]` is.
+pub const IDP_PROVIDER: &str = "idp";
+
+/// A sign-in provider.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// The name clients use.
+    pub name: String,
+    /// What the sign-in chooser calls it.
+    pub display_name: String,
+    /// What kind it is, with its settings.
+    pub kind: ProviderKind,
+}
+
+/// The kinds of sign-in provider.
+#[derive(Debug, Clone)]
+pub enum ProviderKind {
+    /// OpenID Connect: the `[idp]`.
+    Oidc,
+    /// GitHub's OAuth apps and REST API (or a compatible forge's).
+    GitHub(Box<GitHubSettings>),
+}
+
+/// A GitHub (or GitHub-compatible) provider.
+#[derive(Debug, Clone)]
+pub struct GitHubSettings {
+    /// Where `/login/oauth/authorize` and `/login/oauth/access_token` are.
+    pub base_url: Url,
+    /// Where the REST API (`/user`, ...) is.
+    pub api_url: Url,
+    /// Timeout of every call.
+    pub timeout: Duration,
+    /// How often a session is checked again against the API.
+    pub revalidate_interval: Duration,
+}
+
+/// One provider a client signs in with.
+#[derive(Debug, Clone)]
+pub struct ClientSignIn {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    /// The provider's name.
+    pub name: String,
+    /// The client's OAuth client id there (for `idp`: the client's `client_id`).
+    pub client_id: String,
+    /// The client's secret there.
+    pub client_secret: Secret,
+    /// Scopes asked for (for `idp`: the client's `scopes`).
+    pub scopes: Vec<String>,
+}
+
+/// Who may sign in to a client through a GitHub provider (all empty: any GitHub user).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowRules {
+    /// Organisations, lowercase.
+    pub orgs: Vec<String>,
+    /// Teams as `org/team-slug`, lowercase.
+    pub teams: Vec<String>,
+    /// Logins, lowercase.
+    pub users: Vec<String>,
+}
+
+impl AllowRules {
+    /// True when no rule is set.
+    pub fn is_empty(&self) -> bool {
+        self.orgs.is_empty() && self.teams.is_empty() && self.users.is_empty()
+    }
+}
+
+/// Permissions given by config to the users a grant's selectors name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantSpec {
+    /// `(resource, action)` pairs, in the client's namespace.
+    pub permissions: Vec<(String, String)>,
+    /// Only users of this provider.
+    pub provider: Option<String>,
+    /// Subjects.
+    pub subjects: Vec<String>,
+    /// Verified emails, lowercase.
+    pub emails: Vec<String>,
+    /// Domains of verified emails, lowercase.
+    pub email_domains: Vec<String>,
+    /// `groups` claim values.
+    pub groups: Vec<String>,
+    /// GitHub logins, lowercase.
+    pub users: Vec<String>,
+    /// GitHub organisations, lowercase.
+    pub orgs: Vec<String>,
+    /// GitHub teams, `org/team-slug`, lowercase.
+    pub teams: Vec<String>,
+}
+
+impl GrantSpec {
+    /// True when the grant needs the user's GitHub organisations or teams.
+    pub fn needs_orgs(&self) -> bool {
+        !self.orgs.is_empty() || !self.teams.is_empty()
+    }
+}
+
+/// How the gateway's pages look for a client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Branding {
+    /// The app's name on the pages.
+    pub display_name: String,
+    /// A logo URL.
+    pub logo_url: Option<Url>,
+    /// The accent colour, `#rgb` or `#rrggbb`.
+    pub accent_color: Option<String>,
 }
 
 /// How a client authenticates at the IdP's token endpoint.
@@ -183,6 +324,8 @@ pub struct IdpSettings {
     pub jwks_min_refetch_interval: Duration,
     /// Accepted signing algorithms (never `none` or HMAC).
     pub algorithms: Vec<Algorithm>,
+    /// What the sign-in chooser calls the IdP.
+    pub display_name: String,
 }
 
 /// Cache bounds.
@@ -253,6 +396,22 @@ pub struct ClientSettings {
     pub logout_url: Option<Url>,
     /// The signed-out page sends the browser to `logout_url` with a form POST (else a link).
     pub logout_post: bool,
+    /// The providers the app signs in with, in the chooser's order (never empty).
+    pub sign_in: Vec<ClientSignIn>,
+    /// Who may sign in through a GitHub provider.
+    pub allowed: AllowRules,
+    /// Permissions given by config.
+    pub grants: Vec<GrantSpec>,
+    /// How the gateway's pages look for the app.
+    pub branding: Branding,
+}
+
+impl ClientSettings {
+    /// True when signing in through GitHub needs the user's organisations and teams
+    /// (`read:org`): the allow rules or a grant name some.
+    pub fn needs_orgs(&self) -> bool {
+        !self.allowed.orgs.is_empty() || !self.allowed.teams.is_empty() || self.grants.iter().any(GrantSpec::needs_orgs)
+    }
 }
 
 /// One upstream.
@@ -299,6 +458,8 @@ pub struct RouteSpec {
     pub clients: Option<Vec<usize>>,
     /// Accept `;` path parameters, as long as dropping them reaches this same route and entity.
     pub path_params: bool,
+    /// Send a browser session's access token upstream as `Authorization: Bearer`.
+    pub forward_session_token: bool,
 }
 
 /// Where an ABAC attribute comes from.

@@ -201,7 +201,10 @@ fn every_example_config_loads() {
                 .replace("{ADMIN}", "127.0.0.1:9090")
                 .replace("{PORT}", "8080")
                 .replace("{IDP}", "http://127.0.0.1:9091")
-                .replace("{ECHO}", "127.0.0.1:9092");
+                .replace("{ECHO}", "127.0.0.1:9092")
+                .replace("{GITHUB_API}", "http://127.0.0.1:9093/api/v3")
+                .replace("{GITHUB}", "http://127.0.0.1:9093")
+                .replace("{LANDING}", "127.0.0.1:9094");
             let result = parse(&path.display().to_string(), &text, &|_| Some("from-env".into()));
             assert!(result.is_ok(), "{}: {}", path.display(), result.unwrap_err());
             seen += 1;
@@ -244,4 +247,136 @@ fn fail_open_combinations_are_refused_with_file_line_and_key() {
             Some(want) => assert!(p.iter().any(|m| m.contains(want)), "{changes:?}: want {want:?}, got {p:#?}"),
         }
     }
+}
+
+const PROVIDERS: &str = r##"
+[[providers]]
+name = "github"
+kind = "github"
+
+[[providers]]
+name = "ghes"
+kind = "github"
+base_url = "https://ghe.example.com"
+api_url = "https://ghe.example.com/api/v3"
+revalidate_interval = "1m"
+
+[[clients]]
+name = "portfolio"
+origins = ["https://portfolio.example.com"]
+namespace = "client_portfolio"
+allowed_orgs = ["Acme"]
+allowed_teams = ["acme/Admins"]
+display_name = "Portfolio"
+logo_url = "https://portfolio.example.com/logo.svg"
+accent_color = "#6f42c1"
+
+[[clients.providers]]
+name = "github"
+client_id = "Ov23li"
+client_secret = "${BILLING_SECRET}"
+
+[[clients.grants]]
+permissions = ["invoice:read", "invoice:write"]
+teams = ["acme/admins"]
+
+[[clients.grants]]
+permissions = ["report:read"]
+provider = "idp"
+subjects = ["user_1"]
+"##;
+
+#[test]
+fn providers_clients_grants_and_branding() {
+    let c = parse("test.toml", &format!("{VALID}{PROVIDERS}"), &env).unwrap();
+    let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["idp", "github", "ghes"]);
+    let model::ProviderKind::GitHub(gh) = &c.providers[1].kind else { panic!("github is a GitHub provider") };
+    assert_eq!((gh.base_url.as_str(), gh.api_url.as_str()), ("https://github.com/", "https://api.github.com/"));
+    assert_eq!(gh.revalidate_interval, std::time::Duration::from_secs(300));
+    let model::ProviderKind::GitHub(ghes) = &c.providers[2].kind else { panic!("ghes is a GitHub provider") };
+    assert_eq!(ghes.api_url.as_str(), "https://ghe.example.com/api/v3");
+    // A client without providers signs in through [idp] with its own credentials.
+    let billing = &c.clients[0];
+    assert_eq!(billing.sign_in.len(), 1);
+    assert_eq!((billing.sign_in[0].name.as_str(), billing.sign_in[0].client_id.as_str()), ("idp", "abc"));
+    assert_eq!(billing.branding.display_name, "billing");
+    let p = &c.clients[1];
+    assert_eq!(p.client_id, "", "a GitHub-only client has no IdP client id");
+    assert_eq!(p.sign_in[0].scopes, ["read:user", "user:email", "read:org"], "read:org because the rules name orgs and teams");
+    assert!(p.sign_in[0].client_secret.ct_eq("s3cret"));
+    assert_eq!(p.allowed.orgs, ["acme"], "GitHub names compare in lowercase");
+    assert_eq!(p.allowed.teams, ["acme/admins"]);
+    assert_eq!(p.grants[0].permissions, [("invoice".to_string(), "read".to_string()), ("invoice".to_string(), "write".to_string())]);
+    assert_eq!(p.branding.accent_color.as_deref(), Some("#6f42c1"));
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn provider_mistakes_are_reported_with_lines() {
+    let text = format!("{VALID}{PROVIDERS}")
+        .replace("kind = \"github\"\n\n[[providers]]", "kind = \"gitlab\"\n\n[[providers]]")
+        .replace("name = \"ghes\"", "name = \"idp\"")
+        .replace("accent_color = \"#6f42c1\"", "accent_color = \"purple\"")
+        .replace("logo_url = \"https://portfolio.example.com/logo.svg\"", "logo_url = \"http://cdn.example.com/logo.svg\"")
+        .replace("allowed_teams = [\"acme/Admins\"]", "allowed_teams = [\"admins\"]")
+        .replace("provider = \"idp\"\nsubjects", "subjects")
+        .replace("permissions = [\"report:read\"]", "permissions = [\"report\"]");
+    let p = problems(&text);
+    let expect = [
+        "providers[0].kind: \"gitlab\" is not a provider kind",
+        "providers[1].name: \"idp\" is the [idp] section's name",
+        "clients[1].allowed_teams[0]: \"admins\" is not a team",
+        "clients[1].logo_url: \"http://cdn.example.com/logo.svg\" must be an https URL",
+        "clients[1].accent_color: \"purple\" is not a colour",
+        "clients[1].providers[0].name: \"github\" is not a provider",
+        "clients[1].grants[1].permissions[0]: \"report\" must be \"resource:action\"",
+        "clients[1].grants[1].subjects: needs provider",
+    ];
+    for e in expect {
+        assert!(p.iter().any(|l| l.contains(e)), "missing {e:?} in {p:#?}");
+    }
+    assert!(p.iter().all(|l| l.starts_with("test.toml:")), "{p:#?}");
+
+    // Scopes without read:org where the rules need it; allow rules without a GitHub provider;
+    // a client with neither client_id nor providers.
+    let text = format!("{VALID}{PROVIDERS}").replace("client_secret = \"${BILLING_SECRET}\"\n\n[[clients.grants]]", "client_secret = \"x\"\nscopes = [\"read:user\"]\n\n[[clients.grants]]");
+    assert!(problems(&text).iter().any(|l| l.contains("scopes: must include \"read:org\"")), "{:#?}", problems(&text));
+    let text = VALID.replace("client_secret = \"${BILLING_SECRET}\"", "client_secret = \"x\"\nallowed_users = [\"octocat\"]");
+    assert!(problems(&text).iter().any(|l| l.contains("clients[0].allowed_users: restricts GitHub sign-ins")), "{:#?}", problems(&text));
+    let text = VALID.replace("client_id = \"abc\"\n", "");
+    assert!(problems(&text).iter().any(|l| l.contains("clients[0].client_id: is required")), "{:#?}", problems(&text));
+    let text = format!("{VALID}{PROVIDERS}").replace("teams = [\"acme/admins\"]\n", "");
+    assert!(problems(&text).iter().any(|l| l.contains("clients[1].grants[0]: names nobody")), "{:#?}", problems(&text));
+}
+
+#[test]
+fn the_redis_session_store_is_validated() {
+    let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    let with = |session: &str| VALID.replacen("[proxy]", &format!("[session]\n{session}\n[proxy]"), 1);
+    let cases = [
+        ("store = \"disk\"", "session.store: \"disk\" is not a session store"),
+        ("store = \"redis\"", "session.redis.url: is required"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"", "session.redis.key: is required"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"http://127.0.0.1:6379\"\nkey = \"KEY\"", "session.redis.url: is not a Redis URL"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"rediss://cache.internal:6380/#insecure\"\nkey = \"KEY\"", "session.redis.url: has a #fragment"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"c2hvcnQ=\"", "session.redis.key: decodes to 5 bytes"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\nprefix = \"with space\"", "session.redis.prefix: \"with space\" must be"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\ntimeout = \"soon\"", "session.redis.timeout: \"soon\" is not a duration"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\npool = 4", "unknown field `pool`"),
+        ("[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"", "session.redis: is set but session.store is \"memory\""),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\nca_file = \"/etc/hostname\"", "session.redis.ca_file: is only for TLS"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"rediss://cache.internal:6380\"\nkey = \"KEY\"\nca_file = \"/nonexistent/ca.pem\"", "session.redis.ca_file: /nonexistent/ca.pem cannot be read"),
+    ];
+    for (session, want) in cases {
+        let p = problems(&with(&session.replace("KEY", key)));
+        assert!(p.iter().any(|m| m.contains(want) && m.starts_with("test.toml:")), "want {want:?}, got {p:#?}");
+    }
+    let password = "hunter2-redis";
+    let ok = with(&format!("store = \"redis\"\n[session.redis]\nurl = \"rediss://default:{password}@cache.internal:6380/2\"\nkey = \"{key}\"\nprefix = \"gw1:\""));
+    let c = parse("test.toml", &ok, &env).unwrap();
+    let crate::config::model::SessionStoreSettings::Redis(r) = &c.session.store else { panic!("a redis store") };
+    assert_eq!((r.prefix.as_str(), r.timeout, r.connect_timeout), ("gw1:", std::time::Duration::from_millis(500), std::time::Duration::from_secs(1)));
+    assert!(!format!("{c:?}").contains(password) && !format!("{c:?}").contains(key), "the URL's password and the key never show");
+    assert!(matches!(parse("test.toml", VALID, &env).unwrap().session.store, crate::config::model::SessionStoreSettings::Memory), "memory by default");
 }

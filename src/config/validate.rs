@@ -103,6 +103,8 @@ pub struct Sections {
     pub headers: HeadersFile,
     /// `[[clients]]` with their indexes in the file.
     pub clients: Vec<(usize, ClientFile)>,
+    /// `[[providers]]` with their indexes in the file.
+    pub providers: Vec<(usize, ProviderFile)>,
     /// `[[upstreams]]` with their indexes in the file.
     pub upstreams: Vec<(usize, UpstreamFile)>,
     /// `[[routes]]` with their indexes in the file.
@@ -138,9 +140,10 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
         }
     }
     let idp = idp(s.idp, problems);
+    let providers = providers(idp.as_ref(), s.providers, problems);
     let cache = cache(s.cache, problems);
     let headers = headers(s.headers, problems);
-    let clients = clients(s.clients, problems);
+    let clients = clients(s.clients, &providers, problems);
     let upstreams = upstreams(s.upstreams, problems);
     // Where a route fails open: checked against `[idp]` and `[abac]` below.
     let fail_open: Vec<KeyPath> =
@@ -172,7 +175,7 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     if !problems.0.is_empty() {
         return None;
     }
-    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt, session, default_client })
+    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, providers, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt, session, default_client })
 }
 
 fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
@@ -267,7 +270,227 @@ fn idp(f: IdpFile, problems: &mut Problems) -> Option<IdpSettings> {
         jwks_refresh_interval,
         jwks_min_refetch_interval,
         algorithms,
+        display_name: f.display_name.or_else(|| issuer_url.as_ref().and_then(|u| u.host_str().map(str::to_string))).unwrap_or_else(|| "single sign-on".into()),
     })
+}
+
+/// `[idp]` as the provider named `idp`, then `[[providers]]`.
+fn providers(idp: Option<&IdpSettings>, list: Vec<(usize, ProviderFile)>, problems: &mut Problems) -> Vec<ProviderSettings> {
+    let mut out = vec![ProviderSettings {
+        name: IDP_PROVIDER.into(),
+        display_name: idp.map_or_else(|| IDP_PROVIDER.to_string(), |i| i.display_name.clone()),
+        kind: ProviderKind::Oidc,
+    }];
+    for (i, f) in list {
+        let at = KeyPath::root("providers").index(i);
+        let name = problems.require(f.name, &at.key("name"), "the name clients use in [[clients.providers]]");
+        if let Some(n) = &name {
+            if out.iter().any(|p| &p.name == n) {
+                let why = if n == IDP_PROVIDER { "is the [idp] section's name" } else { "names two providers: names must be unique" };
+                problems.add(&at.key("name"), format!("{n:?} {why}"));
+            } else if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                problems.add(&at.key("name"), format!("{n:?} must be letters, digits, - or _ (it appears in URLs)"));
+            }
+        }
+        let kind = match f.kind.as_deref() {
+            Some("github") => true,
+            Some(other) => {
+                problems.add(&at.key("kind"), format!("{other:?} is not a provider kind: write \"github\" (OpenID Connect is the [idp] section)"));
+                false
+            }
+            None => {
+                problems.add(&at.key("kind"), "is required: write \"github\" (GitHub, GitHub Enterprise Server, Gitea, Forgejo)");
+                false
+            }
+        };
+        let base_url = problems.url(Some(f.base_url.unwrap_or_else(|| "https://github.com".into())), &at.key("base_url"));
+        let api_url = problems.url(Some(f.api_url.unwrap_or_else(|| "https://api.github.com".into())), &at.key("api_url"));
+        for (key, url) in [("base_url", &base_url), ("api_url", &api_url)] {
+            if let Some(u) = url {
+                if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
+                    problems.add(&at.key(key), format!("{u} must be a plain URL: no query, fragment or credentials"));
+                }
+            }
+        }
+        let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_secs(5));
+        let revalidate_interval = problems.duration(f.revalidate_interval.as_deref(), &at.key("revalidate_interval"), Duration::from_secs(300));
+        if let (Some(name), true, Some(base_url), Some(api_url)) = (name, kind, base_url, api_url) {
+            out.push(ProviderSettings {
+                display_name: f.display_name.unwrap_or_else(|| "GitHub".into()),
+                name,
+                kind: ProviderKind::GitHub(Box::new(GitHubSettings { base_url, api_url, timeout, revalidate_interval })),
+            });
+        }
+    }
+    out
+}
+
+/// A list of names written in lowercase, each checked by `valid` (which says what is wrong).
+fn lowercase_names(list: Option<Vec<String>>, at: &KeyPath, problems: &mut Problems, valid: impl Fn(&str) -> Option<&'static str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (j, v) in list.unwrap_or_default().into_iter().enumerate() {
+        let v = v.trim().to_ascii_lowercase();
+        match valid(&v) {
+            Some(why) => problems.add(&at.index(j), format!("{v:?} {why}")),
+            None => out.push(v),
+        }
+    }
+    out
+}
+
+/// GitHub logins and organisations: letters, digits and single hyphens.
+fn github_name(v: &str) -> Option<&'static str> {
+    (v.is_empty() || v.len() > 100 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')).then_some("is not a GitHub name: letters, digits, -, _ and . only")
+}
+
+/// GitHub teams: `org/team-slug`.
+fn github_team(v: &str) -> Option<&'static str> {
+    match v.split_once('/') {
+        Some((org, team)) if github_name(org).is_none() && github_name(team).is_none() => None,
+        _ => Some("is not a team: write \"org/team-slug\""),
+    }
+}
+
+/// A `#rgb` or `#rrggbb` colour.
+fn colour(v: &str) -> bool {
+    v.strip_prefix('#').is_some_and(|hex| matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `[[clients.providers]]`, or `[idp]` alone with the client's own credentials.
+fn client_sign_in(
+    list: Option<Vec<ClientProviderFile>>,
+    own: (Option<&String>, &Secret, &[String]),
+    providers: &[ProviderSettings],
+    needs_orgs: bool,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Vec<ClientSignIn> {
+    let (own_id, own_secret, own_scopes) = own;
+    let idp = || own_id.map(|id| ClientSignIn { provider: 0, name: IDP_PROVIDER.into(), client_id: id.clone(), client_secret: own_secret.clone(), scopes: own_scopes.to_vec() });
+    let Some(list) = list else {
+        if own_id.is_none() {
+            problems.add(&at.key("client_id"), "is required: the OAuth client id this app has at the IdP (or list the providers it signs in with in [[clients.providers]])");
+        }
+        return idp().into_iter().collect();
+    };
+    if list.is_empty() {
+        problems.add(&at.key("providers"), "may not be empty: list the providers this app signs in with");
+    }
+    let mut out: Vec<ClientSignIn> = Vec::new();
+    for (j, f) in list.into_iter().enumerate() {
+        let at = at.key("providers").index(j);
+        let Some(name) = problems.require(f.name, &at.key("name"), "a [[providers]] name, or \"idp\"") else { continue };
+        if out.iter().any(|s| s.name == name) {
+            problems.add(&at.key("name"), format!("{name:?} is listed twice"));
+            continue;
+        }
+        let Some(index) = providers.iter().position(|p| p.name == name) else {
+            let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+            problems.add(&at.key("name"), format!("{name:?} is not a provider: name one of {known:?} ([idp] is \"idp\", the others are [[providers]])"));
+            continue;
+        };
+        if index == 0 {
+            for (key, given) in [("client_id", f.client_id.is_some()), ("client_secret", f.client_secret.is_some()), ("scopes", f.scopes.is_some())] {
+                if given {
+                    problems.add(&at.key(key), format!("is the client's own {key} for [idp]: write it in the client's table, not here"));
+                }
+            }
+            match idp() {
+                Some(s) => out.push(s),
+                None => problems.add(&at.key("name"), "\"idp\" needs the client's own client_id (its OAuth client at the IdP)"),
+            }
+            continue;
+        }
+        let client_id = problems.require(f.client_id, &at.key("client_id"), "this app's OAuth client id at the provider (its own OAuth app)");
+        let client_secret = problems.require(f.client_secret, &at.key("client_secret"), "this app's OAuth client secret at the provider, usually \"${ENV_VAR}\"");
+        if client_secret.as_ref().is_some_and(|s| s.is_empty()) {
+            problems.add(&at.key("client_secret"), "may not be empty");
+        }
+        let scopes = match f.scopes {
+            Some(list) => {
+                for (k, sc) in list.iter().enumerate() {
+                    if sc.is_empty() || !sc.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+                        problems.add(&at.key("scopes").index(k), format!("{sc:?} is not a scope token"));
+                    }
+                }
+                if needs_orgs && !list.iter().any(|s| s == "read:org" || s == "admin:org") {
+                    problems.add(&at.key("scopes"), "must include \"read:org\": allowed_orgs, allowed_teams or a grant needs the user's organisations and teams");
+                }
+                list
+            }
+            None => {
+                let mut list = vec!["read:user".to_string(), "user:email".to_string()];
+                if needs_orgs {
+                    list.push("read:org".into());
+                }
+                list
+            }
+        };
+        if let (Some(client_id), Some(secret)) = (client_id, client_secret) {
+            out.push(ClientSignIn { provider: index, name, client_id, client_secret: Secret::new(secret), scopes });
+        }
+    }
+    out
+}
+
+/// `[[clients.grants]]`.
+fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], at: &KeyPath, problems: &mut Problems) -> Vec<GrantSpec> {
+    let mut out = Vec::new();
+    for (j, f) in list.unwrap_or_default().into_iter().enumerate() {
+        let at = at.key("grants").index(j);
+        let mut permissions = Vec::new();
+        match f.permissions {
+            None => problems.add(&at.key("permissions"), "is required: what the grant gives, e.g. [\"invoice:read\"]"),
+            Some(list) if list.is_empty() => problems.add(&at.key("permissions"), "may not be empty"),
+            Some(list) => {
+                for (k, p) in list.iter().enumerate() {
+                    match p.split_once(':') {
+                        Some((r, a)) if !r.is_empty() && !a.is_empty() && !a.contains(':') && !p.contains(char::is_whitespace) => permissions.push((r.to_string(), a.to_string())),
+                        _ => problems.add(&at.key("permissions").index(k), format!("{p:?} must be \"resource:action\", as a route's permission")),
+                    }
+                }
+            }
+        }
+        if let Some(p) = &f.provider {
+            if !providers.iter().any(|q| &q.name == p) {
+                let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+                problems.add(&at.key("provider"), format!("{p:?} is not a provider: name one of {known:?}"));
+            }
+        }
+        if f.subjects.as_ref().is_some_and(|s| !s.is_empty()) && f.provider.is_none() {
+            problems.add(&at.key("subjects"), "needs provider: a subject is only unique within one provider");
+        }
+        let plain = |list: Option<Vec<String>>, key: &str, problems: &mut Problems| -> Vec<String> {
+            let mut out = Vec::new();
+            for (k, v) in list.unwrap_or_default().into_iter().enumerate() {
+                if v.trim().is_empty() {
+                    problems.add(&at.key(key).index(k), "may not be empty");
+                } else {
+                    out.push(v);
+                }
+            }
+            out
+        };
+        let grant = GrantSpec {
+            permissions,
+            subjects: plain(f.subjects, "subjects", problems),
+            emails: lowercase_names(f.emails, &at.key("emails"), problems, |v| (!v.contains('@') || v.contains(char::is_whitespace)).then_some("is not an email address")),
+            email_domains: lowercase_names(f.email_domains, &at.key("email_domains"), problems, |v| {
+                (v.is_empty() || v.contains(['@', '/', ' ']) || v.starts_with('.')).then_some("is not a domain: write e.g. \"example.com\"")
+            }),
+            groups: plain(f.groups, "groups", problems),
+            users: lowercase_names(f.users, &at.key("users"), problems, github_name),
+            orgs: lowercase_names(f.orgs, &at.key("orgs"), problems, github_name),
+            teams: lowercase_names(f.teams, &at.key("teams"), problems, github_team),
+            provider: f.provider,
+        };
+        let selectors = grant.subjects.len() + grant.emails.len() + grant.email_domains.len() + grant.groups.len() + grant.users.len() + grant.orgs.len() + grant.teams.len();
+        if selectors == 0 {
+            problems.add(&at, "names nobody: give subjects, emails, email_domains, groups, users, orgs or teams");
+        }
+        out.push(grant);
+    }
+    out
 }
 
 fn cache(f: CacheFile, problems: &mut Problems) -> CacheSettings {
@@ -313,7 +536,7 @@ fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
     HeaderSettings { prefix, forward_token: f.forward_token.unwrap_or(false), underscores, strip, strip_defaults: f.strip_defaults.unwrap_or(true) }
 }
 
-fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<ClientSettings> {
+fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], problems: &mut Problems) -> Vec<ClientSettings> {
     let mut out = Vec::new();
     let mut names = HashMap::new();
     let mut origins: HashMap<Origin, String> = HashMap::new();
@@ -326,7 +549,7 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
                 problems.add(&at.key("name"), format!("{n:?} names two clients: names must be unique"));
             }
         }
-        let client_id = problems.require(f.client_id, &at.key("client_id"), "the OAuth client id this app has at the IdP");
+        let client_id = f.client_id;
         let mut parsed = Vec::new();
         let mut parsed_patterns = Vec::new();
         match f.origins {
@@ -361,6 +584,9 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
             }
         }
         let namespace = f.namespace.or_else(|| client_id.as_ref().map(|id| format!("client_{id}")));
+        if namespace.is_none() && client_id.is_none() {
+            problems.add(&at.key("namespace"), "is required for a client without client_id: the permission namespace of its routes, e.g. \"client_portfolio\"");
+        }
         if let Some(ns) = &namespace {
             if ns.is_empty() || ns.contains(char::is_whitespace) {
                 problems.add(&at.key("namespace"), format!("{ns:?} must be non-empty without spaces"));
@@ -371,7 +597,7 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
             problems.add(&at.key("redirect_path"), format!("{redirect_path:?} must be an absolute path such as \"/_authgate/callback\", without query"));
         }
         let scopes = f.scopes.unwrap_or_else(|| ["openid", "email", "profile", "offline_access"].map(String::from).to_vec());
-        if !scopes.iter().any(|s| s == "openid") {
+        if client_id.is_some() && !scopes.iter().any(|s| s == "openid") {
             problems.add(&at.key("scopes"), "must include \"openid\": the login needs an id_token");
         }
         for (j, sc) in scopes.iter().enumerate() {
@@ -417,11 +643,46 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
         if f.logout_method.is_some() && f.logout_url.is_none() {
             problems.add(&at.key("logout_method"), "needs logout_url: it says how to send the browser there");
         }
-        if let (Some(name), Some(client_id), Some(namespace)) = (name, client_id, namespace) {
+        let allowed = AllowRules {
+            orgs: lowercase_names(f.allowed_orgs, &at.key("allowed_orgs"), problems, github_name),
+            teams: lowercase_names(f.allowed_teams, &at.key("allowed_teams"), problems, github_team),
+            users: lowercase_names(f.allowed_users, &at.key("allowed_users"), problems, github_name),
+        };
+        let grants = client_grants(f.grants, providers, &at, problems);
+        let needs_orgs = !allowed.orgs.is_empty() || !allowed.teams.is_empty() || grants.iter().any(GrantSpec::needs_orgs);
+        let sign_in = client_sign_in(f.providers, (client_id.as_ref(), &secret, &scopes), providers, needs_orgs, &at, problems);
+        let github = sign_in.iter().any(|s| providers.get(s.provider).is_some_and(|p| matches!(p.kind, ProviderKind::GitHub(_))));
+        if !allowed.is_empty() && !github {
+            let key = if !allowed.orgs.is_empty() { "allowed_orgs" } else if !allowed.teams.is_empty() { "allowed_teams" } else { "allowed_users" };
+            problems.add(&at.key(key), "restricts GitHub sign-ins, but this client signs in with no GitHub provider: add one to [[clients.providers]]");
+        }
+        if let Some(c) = &f.accent_color {
+            if !colour(c) {
+                problems.add(&at.key("accent_color"), format!("{c:?} is not a colour: write \"#rgb\" or \"#rrggbb\""));
+            }
+        }
+        let logo_url = f.logo_url.as_deref().and_then(|u| match Url::parse(u) {
+            Ok(url) if url.scheme() == "https" && url.host().is_some() && url.username().is_empty() => Some(url),
+            Ok(url) if url.scheme() == "http" && url.host_str().is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())) => Some(url),
+            _ => {
+                problems.add(&at.key("logo_url"), format!("{u:?} must be an https URL (http only on loopback)"));
+                None
+            }
+        });
+        if let Some(d) = &f.display_name {
+            if d.trim().is_empty() || d.chars().count() > 80 {
+                problems.add(&at.key("display_name"), "must be 1 to 80 characters");
+            }
+        }
+        if let (Some(name), Some(namespace)) = (name, namespace) {
             out.push(ClientSettings {
+                branding: Branding { display_name: f.display_name.unwrap_or_else(|| name.clone()), logo_url, accent_color: f.accent_color },
+                sign_in,
+                allowed,
+                grants,
                 name,
                 origins: parsed,
-                client_id,
+                client_id: client_id.unwrap_or_default(),
                 client_secret: secret,
                 namespace,
                 origin_patterns: parsed_patterns,
@@ -465,7 +726,9 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
             problems.add(&at.key("login_key"), e.to_string());
         }
     }
+    let store = session_store(f.store.as_deref(), f.redis, &at, problems);
     SessionSettings {
+        store,
         cookie_name,
         lifetime,
         idle_timeout,
@@ -475,6 +738,61 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
         login_timeout,
         max_pending_logins: f.max_pending_logins.unwrap_or(4),
         login_key,
+    }
+}
+
+/// `session.store` and `[session.redis]`.
+fn session_store(store: Option<&str>, redis: Option<RedisFile>, at: &KeyPath, problems: &mut Problems) -> SessionStoreSettings {
+    match (store.unwrap_or("memory"), redis) {
+        ("memory", None) => SessionStoreSettings::Memory,
+        ("memory", Some(_)) => {
+            problems.add(&at.key("redis"), "is set but session.store is \"memory\": set store = \"redis\" to use it, or remove [session.redis]");
+            SessionStoreSettings::Memory
+        }
+        ("redis", redis) => {
+            let at = at.key("redis");
+            let f = redis.unwrap_or_default();
+            let url = problems.require(f.url, &at.key("url"), "the Redis URL, e.g. \"${REDIS_URL}\" (redis://host:6379 or rediss:// for TLS)").unwrap_or_default();
+            if !url.is_empty() {
+                match redis::parse_redis_url(&url) {
+                    Some(u) if u.fragment().is_some() => {
+                        problems.add(&at.key("url"), "has a #fragment: `#insecure` would turn off TLS certificate checks, which the gateway does not allow; remove it");
+                    }
+                    Some(u) if u.scheme() == "redis" || u.scheme() == "rediss" => {
+                        // The client's error may quote the URL, password included: not repeated.
+                        if redis::Client::open(url.as_str()).is_err() {
+                            problems.add(&at.key("url"), "is not a usable Redis URL: write redis://[user:password@]host:port[/db] or rediss://… for TLS");
+                        }
+                    }
+                    _ => problems.add(&at.key("url"), "is not a Redis URL: write redis://[user:password@]host:port[/db] or rediss://… for TLS"),
+                }
+            }
+            let prefix = f.prefix.unwrap_or_else(|| "authgate:".into());
+            if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+                problems.add(&at.key("prefix"), format!("{prefix:?} must be 1 to 64 printable characters without spaces, e.g. \"authgate:\""));
+            }
+            let key = problems.require(f.key, &at.key("key"), "32 random bytes in base64 (`openssl rand -base64 32`), the same at every instance, e.g. \"${AUTHGATE_SESSION_KEY}\"").unwrap_or_default();
+            if !key.is_empty() {
+                if let Err(e) = crate::secret::decode_login_key(&key) {
+                    problems.add(&at.key("key"), e.to_string());
+                }
+            }
+            let connect_timeout = problems.duration(f.connect_timeout.as_deref(), &at.key("connect_timeout"), Duration::from_secs(1));
+            let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_millis(500));
+            let ca_file = f.ca_file.map(PathBuf::from);
+            if let Some(path) = &ca_file {
+                if !url.starts_with("rediss://") {
+                    problems.add(&at.key("ca_file"), "is only for TLS: the url must start with rediss://");
+                } else if let Err(e) = std::fs::read(path) {
+                    problems.add(&at.key("ca_file"), format!("{} cannot be read: {e}", path.display()));
+                }
+            }
+            SessionStoreSettings::Redis(RedisSettings { url: Secret::new(url), prefix, key: Secret::new(key), connect_timeout, timeout, ca_file })
+        }
+        (other, _) => {
+            problems.add(&at.key("store"), format!("{other:?} is not a session store: write \"memory\" (this process, the default) or \"redis\" (shared by instances)"));
+            SessionStoreSettings::Memory
+        }
     }
 }
 
@@ -579,6 +897,9 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             if f.signed_identity == Some(true) {
                 problems.add(&at.key("signed_identity"), "needs an identity: public routes have none");
             }
+            if f.forward_session_token == Some(true) {
+                problems.add(&at.key("forward_session_token"), "needs an identity: public routes have none");
+            }
         }
         let host = f.host.map(|h| h.to_ascii_lowercase());
         if let Some(h) = &host {
@@ -608,6 +929,7 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             signed_identity: f.signed_identity.unwrap_or(false),
             clients: served,
             path_params: f.path_params.unwrap_or(false),
+            forward_session_token: f.forward_session_token.unwrap_or(false),
         });
     }
     out

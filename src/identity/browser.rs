@@ -4,18 +4,24 @@
 //!
 //! It takes the request head and what the gateway knows about it (a [`Visit`]) and answers
 //! with a page, a redirect or a refusal; it knows nothing of Pingora's session or the proxy.
-//! Sessions live behind the [`SessionStore`] trait; the identity provider is OpenID Connect
-//! ([`Oidc`]): another kind of provider (e.g. GitHub's OAuth) would sit beside it here.
+//! Sessions live behind the [`SessionStore`] trait. A client signs in through one or more
+//! providers ([`SignInProviders`]): the `[idp]` (OpenID Connect, [`Oidc`]) and GitHub's OAuth
+//! apps ([`GitHub`]); with several, a chooser page lists them.
 
 use crate::clients::{ClientApp, ClientRegistry, UnknownOrigin};
-use crate::config::model::{Config, SessionSettings};
+use crate::config::model::{ClientSignIn, Config, ProviderKind, ProviderSettings, SessionSettings, IDP_PROVIDER};
 use crate::identity::credentials::{Caller, Credential};
+use crate::identity::github::{GitHub, GitHubError, GitHubUser};
 use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
-use crate::identity::oidc::{Oidc, OidcError};
+use crate::config::model::SessionStoreSettings;
+use crate::identity::backchannel::{self, LogoutTokenError};
 use crate::identity::now_secs;
-use crate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, Tokens};
+use crate::identity::oidc::{Oidc, OidcError};
+use crate::identity::redis_store::{RedisStore, RedisStoreError};
+use crate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, Ended, MemoryStore, RefreshLease, SessionData, SessionId, SessionStore, SignedInVia, Tokens};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::identity::Principal;
+use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::redirects;
 use crate::responses::{self, Cause, Refusal, Rendered};
@@ -30,6 +36,8 @@ pub const LOGIN_PATH: &str = "/_authgate/login";
 const LOGOUT_PATH: &str = "/_authgate/logout";
 const SESSION_PATH: &str = "/_authgate/session";
 const SIGNED_OUT_PATH: &str = "/_authgate/signed-out";
+/// Where an IdP posts back-channel logout tokens: `{BACKCHANNEL_PATH}{client name}`.
+pub const BACKCHANNEL_PATH: &str = "/_authgate/backchannel-logout/";
 /// Every path under it is the gateway's own.
 pub const PREFIX: &str = "/_authgate/";
 /// Longest return URL a login cookie carries; longer ones return to the origin's root.
@@ -42,12 +50,55 @@ pub trait ProtectedPages: Sync {
     fn protected(&self, url: &str) -> bool;
 }
 
+/// Permissions the config grants a principal beyond its token's (the route table's grants
+/// answer it; sign-in knows no grants), for session info.
+pub trait ConfigGrants: Sync {
+    /// The token's permissions merged with the grants of client `client`, as JSON.
+    fn permissions(&self, client: usize, principal: &Principal) -> serde_json::Value;
+}
+
+/// The sign-in providers of the config in force, by their index in `Config::providers`
+/// (rebuilt on reload: the `[idp]`'s code flow lives in [`Browser`], which a reload keeps).
+pub struct SignInProviders {
+    list: Vec<(ProviderSettings, Option<GitHub>)>,
+}
+
+impl SignInProviders {
+    /// The providers of `providers` (GitHub ones get their HTTP client here).
+    pub fn from_config(providers: &[ProviderSettings]) -> Result<SignInProviders, GitHubError> {
+        let list = providers
+            .iter()
+            .map(|p| match &p.kind {
+                ProviderKind::GitHub(g) => GitHub::from_config(&p.name, g).map(|gh| (p.clone(), Some(gh))),
+                ProviderKind::Oidc => Ok((p.clone(), None)),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(SignInProviders { list })
+    }
+
+    /// The provider at `index`, with its GitHub client when it is one.
+    fn at(&self, index: usize) -> Option<&(ProviderSettings, Option<GitHub>)> {
+        self.list.get(index)
+    }
+
+    /// The GitHub provider named `name`.
+    fn github(&self, name: &str) -> Option<&GitHub> {
+        self.list.iter().find(|(p, _)| p.name == name).and_then(|(_, g)| g.as_ref())
+    }
+}
+
 /// Why browser sign-in cannot be set up from the config.
 #[derive(Debug, thiserror::Error)]
 pub enum BrowserError {
     /// `session.login_key` is unusable.
     #[error("session.login_key {0}")]
     LoginKey(#[from] LoginKeyError),
+    /// The Redis session store is unusable.
+    #[error("{0}")]
+    Store(#[from] RedisStoreError),
+    /// A GitHub provider's HTTP client cannot be built.
+    #[error("providers: {0}")]
+    Provider(#[from] GitHubError),
 }
 
 /// Browser sign-in, built once at start and kept across config reloads (sessions and logins in
@@ -63,7 +114,12 @@ pub struct Browser {
     /// Seals logins in flight into their cookies.
     login_sealer: LoginSealer,
     refresh_locks: RefreshLocks,
+    /// How long one instance may hold a session's refresh before another takes over.
+    refresh_lease: std::time::Duration,
+    /// Clock skew tolerated in logout tokens' `iat`.
+    leeway: u64,
     verifier: Arc<Verifier>,
+    metrics: Metrics,
 }
 
 /// One request as browser sign-in sees it: its head, what the gateway found out about it, and
@@ -81,6 +137,10 @@ pub struct Visit<'a> {
     pub routes: &'a dyn ProtectedPages,
     /// The client the request's origin hints name, with that origin; `Err`: the unknown origin.
     pub hinted: Result<(usize, Origin), UnknownOrigin>,
+    /// The sign-in providers of the config in force.
+    pub providers: &'a SignInProviders,
+    /// The permissions the config in force grants.
+    pub grants: &'a dyn ConfigGrants,
     /// `Set-Cookie` values for the answer.
     pub set_cookies: &'a mut Vec<String>,
     /// The client the answer is for, once known.
@@ -107,21 +167,29 @@ impl<'a> Visit<'a> {
 
 impl Browser {
     /// Browser sign-in for `config`'s IdP and session settings, verifying id_tokens with `verifier`.
-    pub fn from_config(config: &Config, verifier: Arc<Verifier>) -> Result<Browser, BrowserError> {
+    pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Browser, BrowserError> {
         let (login_sealer, generated) = LoginSealer::from_config(config.session.login_key.as_ref())?;
         if generated {
             tracing::warn!("session.login_key is not set: a login key was generated for this process; several gateway instances (or a restart mid-login) need the same session.login_key to finish each other's logins");
         }
         let base = &config.session.cookie_name;
+        let sessions: Arc<dyn SessionStore> = match &config.session.store {
+            SessionStoreSettings::Memory => Arc::new(MemoryStore::from_config(&config.session).with_gauge(metrics.sessions_active.with_label_values(&["memory"]))),
+            SessionStoreSettings::Redis(redis) => Arc::new(RedisStore::from_config(redis, config.session.idle_timeout, &metrics)?),
+        };
         Ok(Browser {
-            sessions: Arc::new(MemoryStore::from_config(&config.session)),
+            sessions,
             settings: config.session.clone(),
             own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
             cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
             oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone()),
             login_sealer,
             refresh_locks: RefreshLocks::new(),
+            // The IdP call (discovery, then the token endpoint) always ends before the lease does.
+            refresh_lease: config.idp.timeout * 3 + std::time::Duration::from_secs(2),
+            leeway: config.idp.leeway.as_secs(),
             verifier,
+            metrics,
         })
     }
 
@@ -196,7 +264,7 @@ impl Browser {
             v.set_cookies.push(spec.clear(&spec.session));
             return Ok(None);
         };
-        match self.live_session(&id, v.client_at(client_index)?).await? {
+        match self.live_session(&id, v.client_at(client_index)?, v.providers).await? {
             Some((data, principal)) => Ok(Some(Caller { principal, credential: Credential::Session(data) })),
             None => {
                 v.set_cookies.push(spec.clear(&spec.session));
@@ -205,10 +273,19 @@ impl Browser {
         }
     }
 
-    async fn live_session(&self, id: &SessionId, client: &ClientApp) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
-        let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
+    async fn live_session(&self, id: &SessionId, client: &ClientApp, providers: &SignInProviders) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
+        let Some(mut data) = self.sessions.get(id).await? else { return Ok(None) };
         if data.client != client.name {
             return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name).into()));
+        }
+        // The client must still sign in with the session's provider (a reload may have removed it).
+        if !client.sign_in.iter().any(|s| s.name == data.via.provider()) {
+            tracing::info!(client = %client.name, provider = data.via.provider(), "session ended: its client no longer signs in with its provider");
+            self.sessions.remove(id).await?;
+            return Ok(None);
+        }
+        if data.via.github.is_some() {
+            return self.github_session(id, data, client, providers).await;
         }
         let now = now_secs();
         if data.tokens.access_expires_at <= now + self.settings.refresh_before.as_secs() {
@@ -218,7 +295,7 @@ impl Browser {
                     None => return Ok(None),
                 },
                 None if data.tokens.access_expires_at <= now => {
-                    self.sessions.remove(id).await;
+                    self.sessions.remove(id).await?;
                     return Ok(None);
                 }
                 None => {}
@@ -240,21 +317,114 @@ impl Browser {
             Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(Cause::of(e))),
             Err(e) => {
                 tracing::info!(client = %client.name, reason = %e, "session ended: its id_token no longer verifies");
-                self.sessions.remove(id).await;
+                self.sessions.remove(id).await?;
                 Ok(None)
             }
         }
     }
 
-    /// Refreshes a session's tokens once, however many requests ask at the same time:
-    /// the first does it, the others wait and use its result. A refused refresh ends the session.
-    /// The new tokens are written only over the generation read here, so a logout during the
-    /// call to the IdP stays a logout.
+    /// A GitHub session: confirmed again against the API once `revalidate_interval` has passed
+    /// (one call however many requests ask), its principal built from what the API told.
+    async fn github_session(&self, id: &SessionId, mut data: Arc<SessionData>, client: &ClientApp, providers: &SignInProviders) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
+        let Some(gh) = providers.github(data.via.provider()) else {
+            self.sessions.remove(id).await?;
+            return Ok(None);
+        };
+        if now_secs() >= data.via.validated_at.saturating_add(gh.revalidate_interval.as_secs()) {
+            match self.revalidate(id, data, client, gh).await? {
+                Some(fresh) => data = fresh,
+                None => return Ok(None),
+            }
+        }
+        let principal = github_principal(&data);
+        Ok(Some((data, principal)))
+    }
+
+    /// Asks GitHub again who the session's token belongs to and whether the client's rules
+    /// still admit them. A revoked token, a changed user or a user the rules no longer admit
+    /// ends the session; GitHub unavailable refuses the request (fail closed) and keeps it.
+    async fn revalidate(&self, id: &SessionId, seen: Arc<SessionData>, client: &ClientApp, gh: &GitHub) -> Result<Option<Arc<SessionData>>, Refusal> {
+        let lock = self.refresh_locks.get(id.digest());
+        let _only_one = lock.lock().await;
+        let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
+        if current.generation != seen.generation {
+            return Ok(Some(current));
+        }
+        let ended = |why: String| {
+            tracing::info!(client = %client.name, subject = %current.subject, provider = gh.name(), reason = %why, "session ended at re-validation");
+        };
+        match gh.user(&current.tokens.access_token, client.needs_orgs()).await {
+            Ok(user) if user.id.to_string() != current.subject => {
+                ended("the token now belongs to another user".into());
+                self.sessions.remove(id).await?;
+                Ok(None)
+            }
+            Ok(user) if !user.admitted_by(&client.allowed) => {
+                ended(format!("{} is no longer allowed to sign in", user.identity.login));
+                self.sessions.remove(id).await?;
+                Ok(None)
+            }
+            Ok(user) => {
+                let mut fresh = (*current).clone();
+                fresh.email = Some(user.email);
+                fresh.name = user.name;
+                fresh.via.github = Some(user.identity);
+                fresh.via.validated_at = now_secs();
+                fresh.generation = current.generation.wrapping_add(1);
+                let fresh = Arc::new(fresh);
+                if !self.sessions.replace(id, current.generation, fresh.clone()).await? {
+                    return Ok(self.sessions.get(id).await?);
+                }
+                Ok(Some(fresh))
+            }
+            Err(e) if e.is_unavailable() => Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) => {
+                ended(e.to_string());
+                self.sessions.remove(id).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Refreshes a session's tokens once, however many requests ask at the same time, at
+    /// however many instances: in this process the first does it and the others wait for it;
+    /// across instances the one holding the store's lease does it, the others poll until the
+    /// session's generation moves and use its result. The new tokens are written only over the
+    /// generation read here (the fencing check), so a logout during the call to the IdP stays a
+    /// logout and a slow refresher cannot overwrite a newer refresh. A refused refresh ends the
+    /// session (unless another refresh won meanwhile).
     async fn refresh(&self, id: &SessionId, seen: Arc<SessionData>, client: &ClientApp) -> Result<Option<Arc<SessionData>>, Refusal> {
         let lock = self.refresh_locks.get(id.digest());
         let _only_one = lock.lock().await;
-        let Some(current) = self.sessions.get(id).await else { return Ok(None) };
+        let deadline = std::time::Instant::now() + self.refresh_lease;
+        let mut waited = false;
+        let lease = loop {
+            let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
+            if current.generation != seen.generation {
+                self.count_refresh(if waited { "waited" } else { "reused" });
+                return Ok(Some(current));
+            }
+            match self.sessions.lease_refresh(id, self.refresh_lease).await? {
+                RefreshLease::Held(lease) => break lease,
+                RefreshLease::Busy if std::time::Instant::now() < deadline => {
+                    waited = true;
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                RefreshLease::Busy if current.tokens.access_expires_at > now_secs() => return Ok(Some(current)),
+                RefreshLease::Busy => return Err(Refusal::IdpUnavailable("another gateway instance is still refreshing this session".into())),
+            }
+        };
+        let result = self.refresh_holding_lease(id, &seen, client).await;
+        self.sessions.release_refresh(id, &lease).await;
+        result
+    }
+
+    /// The refresh itself, by the holder of the session's refresh lease.
+    async fn refresh_holding_lease(&self, id: &SessionId, seen: &SessionData, client: &ClientApp) -> Result<Option<Arc<SessionData>>, Refusal> {
+        // Read again under the lease: another instance may have finished just before.
+        let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
         if current.generation != seen.generation {
+            self.count_refresh("waited");
             return Ok(Some(current));
         }
         let Some(refresh_token) = current.tokens.refresh_token.clone() else { return Ok(Some(current)) };
@@ -262,7 +432,10 @@ impl Browser {
         let provider = match self.oidc.provider().await {
             Ok(p) => p,
             Err(_) if still_valid => return Ok(Some(current)),
-            Err(e) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) => {
+                self.count_refresh("unavailable");
+                return Err(Refusal::IdpUnavailable(Cause::of(e)));
+            }
         };
         match self.oidc.refresh(&provider, client, refresh_token.expose()).await {
             Ok(set) => {
@@ -275,23 +448,36 @@ impl Browser {
                 };
                 fresh.generation = current.generation.wrapping_add(1);
                 let fresh = Arc::new(fresh);
-                if !self.sessions.replace(id, current.generation, fresh.clone()).await {
+                if !self.sessions.replace(id, current.generation, fresh.clone()).await? {
                     // Ended (a logout) or changed while the IdP answered: what is stored now wins.
                     tracing::info!(client = %client.name, subject = %current.subject, "refreshed tokens dropped: the session ended or changed meanwhile");
-                    return Ok(self.sessions.get(id).await);
+                    self.count_refresh("superseded");
+                    return Ok(self.sessions.get(id).await?);
                 }
                 tracing::info!(client = %client.name, subject = %fresh.subject, "session tokens refreshed");
+                self.count_refresh("refreshed");
                 Ok(Some(fresh))
             }
             Err(e @ (OidcError::Refused(_) | OidcError::BadResponse(_))) => {
                 let why = e.to_string();
                 tracing::info!(client = %client.name, subject = %current.subject, reason = %why, "refresh refused: session ended");
-                self.sessions.remove(id).await;
-                Ok(None)
+                self.count_refresh("refused");
+                if self.sessions.remove_if(id, current.generation).await? {
+                    return Ok(None);
+                }
+                // Another instance refreshed it meanwhile: its tokens stand.
+                Ok(self.sessions.get(id).await?)
             }
             Err(_) if still_valid => Ok(Some(current)),
-            Err(e) => Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) => {
+                self.count_refresh("unavailable");
+                Err(Refusal::IdpUnavailable(Cause::of(e)))
+            }
         }
+    }
+
+    fn count_refresh(&self, result: &str) {
+        self.metrics.session_refreshes.with_label_values(&[result]).inc();
     }
 
     /// Starts a login for `client_index` from `origin`: seals what the callback needs into a
@@ -299,6 +485,16 @@ impl Browser {
     /// cookies are kept per browser: beyond that the oldest are cleared. After a logout (the
     /// signed-out marker) the IdP is asked to authenticate again (`prompt=login`, `max_age=0`).
     pub async fn start_login(&self, v: &mut Visit<'_>, client_index: usize, origin: &Origin, return_to: String) -> Result<String, Refusal> {
+        let client = v.client_at(client_index)?;
+        match client.sign_in.as_slice() {
+            [one] => self.start_with(v, client, one, origin, return_to).await,
+            // Several providers: the chooser page lists them.
+            _ => Ok(format!("{origin}{LOGIN_PATH}?rd={}", encode(&return_to))),
+        }
+    }
+
+    /// Starts a login for `client` through `sign_in`'s provider (see [`Browser::start_login`]).
+    async fn start_with(&self, v: &mut Visit<'_>, client: &ClientApp, sign_in: &ClientSignIn, origin: &Origin, return_to: String) -> Result<String, Refusal> {
         let req = v.req;
         if !v.https && !self.settings.allow_insecure_http {
             return Err(Refusal::LoginFailed {
@@ -306,24 +502,24 @@ impl Browser {
                 retry: None,
             });
         }
-        let client = v.client_at(client_index)?;
-        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
         let spec = self.cookies(v.https);
-        let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
         let redirect_uri = format!("{origin}{}", client.redirect_path);
-        let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: Cause::of(e), retry: None })?;
+        let (url, state, nonce, pkce_verifier, provider) = match v.providers.at(sign_in.provider) {
+            Some((_, Some(gh))) => {
+                let auth = gh.authorize(sign_in, &redirect_uri);
+                (auth.url, auth.state, String::new(), auth.pkce_verifier, gh.name().to_string())
+            }
+            Some((p, None)) if p.name == IDP_PROVIDER => {
+                let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
+                let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
+                let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: Cause::of(e), retry: None })?;
+                (auth.url, auth.state, auth.nonce, auth.pkce_verifier, String::new())
+            }
+            _ => return Err(Refusal::LoginFailed { reason: format!("the sign-in provider {:?} is not configured", sign_in.name).into(), retry: None }),
+        };
         let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
         let now = now_secs();
-        let login = LoginState {
-            state: auth.state,
-            nonce: auth.nonce,
-            pkce_verifier: auth.pkce_verifier,
-            return_to,
-            redirect_uri,
-            origin: origin.to_string(),
-            client: client.name.clone(),
-            issued_at: now,
-        };
+        let login = LoginState { state, nonce, pkce_verifier, return_to, redirect_uri, origin: origin.to_string(), client: client.name.clone(), provider, issued_at: now };
         let name = spec.login_cookie(&cookie_suffix(&login.state));
         let sealed = self.login_sealer.seal(&name, &login).ok_or_else(|| Refusal::LoginFailed { reason: "the sign-in could not be started; try again".into(), retry: None })?;
         // The browser's other logins in flight: unreadable or expired ones are cleared, and the
@@ -346,18 +542,47 @@ impl Browser {
             v.set_cookies.push(spec.clear(cookie));
         }
         v.set_cookies.push(spec.set(&name, &sealed, Some(self.settings.login_timeout)));
-        Ok(auth.url.to_string())
+        Ok(url.to_string())
     }
 
-    /// `/_authgate/login?rd=/path`: starts a login explicitly (an SPA's "Sign in" button).
+    /// `/_authgate/login?rd=/path[&provider=NAME]`: starts a login explicitly (an SPA's "Sign
+    /// in" button) through the named provider, or the client's only one; a client with several
+    /// gets the chooser page.
     async fn login(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
         let req = v.req;
         let (index, origin) = v.known_client()?;
+        let client = v.client_at(index)?;
         let return_to = query_param(req, "rd")
             .and_then(|rd| redirects::validate(&rd, &origin, v.clients, index))
             .unwrap_or_else(|| format!("{origin}/"));
-        let location = self.start_login(v, index, &origin, return_to).await?;
-        Ok(responses::redirect(&location, v.request_id))
+        let chosen = match query_param(req, "provider") {
+            Some(name) => Some(client.sign_in.iter().find(|s| s.name == name).ok_or_else(|| Refusal::LoginFailed {
+                reason: format!("{} does not sign in with {:?}", client.branding.display_name, tame(&name)).into(),
+                retry: Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to))),
+            })?),
+            None => match client.sign_in.as_slice() {
+                [one] => Some(one),
+                _ => None,
+            },
+        };
+        match chosen {
+            Some(sign_in) => {
+                let location = self.start_with(v, client, sign_in, &origin, return_to).await?;
+                Ok(responses::redirect(&location, v.request_id))
+            }
+            None => {
+                v.outcome = "login_chooser";
+                let options: Vec<(String, String)> = client
+                    .sign_in
+                    .iter()
+                    .filter_map(|s| {
+                        let (p, _) = v.providers.at(s.provider)?;
+                        Some((p.display_name.clone(), format!("{LOGIN_PATH}?provider={}&rd={}", encode(&s.name), encode(&return_to))))
+                    })
+                    .collect();
+                Ok(responses::chooser(&client.branding, &options, v.request_id))
+            }
+        }
     }
 
     /// The IdP sends the browser back here with `code` and `state` (or an `error`). The login is
@@ -390,31 +615,54 @@ impl Browser {
         let client = v.client_at(index)?;
         v.client = Some(index);
         let return_to = redirects::validate(&login.return_to, &origin, v.clients, index).unwrap_or_else(|| format!("{origin}/"));
-        let restart = Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to)));
+        let restart = Some(match login.provider.as_str() {
+            "" => format!("{LOGIN_PATH}?rd={}", encode(&return_to)),
+            provider => format!("{LOGIN_PATH}?provider={}&rd={}", encode(provider), encode(&return_to)),
+        });
         if let Some(error) = query_param(req, "error") {
             let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
             return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)).into(), retry: restart });
         }
+        let provider = if login.provider.is_empty() { IDP_PROVIDER } else { login.provider.as_str() };
+        let Some(sign_in) = client.sign_in.iter().find(|s| s.name == provider) else {
+            return Err(fail(&format!("{} no longer signs in with {provider}", client.branding.display_name), start_over()));
+        };
+        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
+        let data = match v.providers.github(provider) {
+            Some(gh) => self.github_sign_in(gh, client, sign_in, &login, &code, &origin, restart).await?,
+            None => self.oidc_sign_in(req, client, &login, &code, &origin, restart).await?,
+        };
+        let subject = data.subject.clone();
+        // A new id for every login; the browser's previous session ends.
+        if let Some(old) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
+            self.sessions.remove(&old).await?;
+        }
+        let id = SessionId::generate();
+        self.sessions.put(&id, Arc::new(data)).await?;
+        tracing::info!(request_id = %v.request_id, client = %client.name, subject = %subject, provider, "signed in");
+        v.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
+        if self.cookie(req, &spec.signed_out).is_some() {
+            v.set_cookies.push(spec.clear(&spec.signed_out));
+        }
+        Ok(responses::redirect(&return_to, v.request_id))
+    }
+
+    /// The end of an OIDC login: the `iss` of the response, the code exchanged, the id_token verified.
+    async fn oidc_sign_in(&self, req: &RequestHeader, client: &ClientApp, login: &LoginState, code: &str, origin: &Origin, restart: Option<String>) -> Result<SessionData, Refusal> {
+        let fail = |reason: Cause| Refusal::LoginFailed { reason, retry: restart.clone() };
         if let Some(iss) = query_param(req, "iss") {
             if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
-                return Err(fail("the sign-in response comes from another issuer", restart));
+                return Err(fail("the sign-in response comes from another issuer".into()));
             }
         }
-        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
         let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
-        let tokens = self
-            .oidc
-            .exchange_code(&provider, client, &code, &login.pkce_verifier, &login.redirect_uri)
-            .await
-            .map_err(|e| Refusal::LoginFailed { reason: Cause::of(e), retry: restart.clone() })?;
+        let tokens = self.oidc.exchange_code(&provider, client, code, &login.pkce_verifier, &login.redirect_uri).await.map_err(|e| fail(Cause::of(e)))?;
         let id_token = tokens.id_token.unwrap_or_default();
-        let principal = self
-            .verifier
-            .verify_id_token(&id_token, &client.client_id, &login.nonce)
-            .await
-            .map_err(|e| Refusal::LoginFailed { reason: format!("the id_token was refused: {e}").into(), retry: restart.clone() })?;
+        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &login.nonce).await.map_err(|e| fail(format!("the id_token was refused: {e}").into()))?;
+        // The IdP's session at this client, for back-channel logout (the id_token is verified).
+        let sid = verified_claim(&id_token, "sid");
         let now = now_secs();
-        let data = SessionData {
+        Ok(SessionData {
             client: client.name.clone(),
             origin: origin.to_string(),
             subject: principal.subject.clone(),
@@ -429,19 +677,58 @@ impl Browser {
             created_at: now,
             expires_at: now + self.settings.lifetime.as_secs(),
             generation: 0,
+            sid,
+            via: SignedInVia::default(),
+        })
+    }
+
+    /// The end of a GitHub login: the code exchanged with the client's own OAuth app, the user
+    /// read from the API, the client's allow rules applied. The token stays in the session.
+    #[allow(clippy::too_many_arguments)]
+    async fn github_sign_in(
+        &self,
+        gh: &GitHub,
+        client: &ClientApp,
+        sign_in: &ClientSignIn,
+        login: &LoginState,
+        code: &str,
+        origin: &Origin,
+        restart: Option<String>,
+    ) -> Result<SessionData, Refusal> {
+        let refused = |e: GitHubError| {
+            if e.is_unavailable() {
+                Refusal::IdpUnavailable(Cause::of(e))
+            } else {
+                Refusal::LoginFailed { reason: Cause::of(e), retry: restart.clone() }
+            }
         };
-        // A new id for every login; the browser's previous session ends.
-        if let Some(old) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
-            self.sessions.remove(&old).await;
+        let needs_orgs = client.needs_orgs();
+        let token = gh.exchange_code(sign_in, code, &login.pkce_verifier, &login.redirect_uri, needs_orgs).await.map_err(refused)?;
+        let user: GitHubUser = gh.user(&token, needs_orgs).await.map_err(refused)?;
+        if !user.admitted_by(&client.allowed) {
+            tracing::info!(client = %client.name, login = %user.identity.login, provider = gh.name(), "sign-in refused: not allowed by the client's rules");
+            return Err(Refusal::NotAllowed(format!(
+                "the GitHub account {} is not allowed to sign in to {}: ask its administrators for access (membership of an organisation or team must be visible to the application)",
+                user.identity.login, client.branding.display_name
+            )
+            .into()));
         }
-        let id = SessionId::generate();
-        self.sessions.put(&id, Arc::new(data)).await;
-        tracing::info!(request_id = %v.request_id, client = %client.name, subject = %principal.subject, "signed in");
-        v.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
-        if self.cookie(req, &spec.signed_out).is_some() {
-            v.set_cookies.push(spec.clear(&spec.signed_out));
-        }
-        Ok(responses::redirect(&return_to, v.request_id))
+        let now = now_secs();
+        let expires_at = now + self.settings.lifetime.as_secs();
+        Ok(SessionData {
+            client: client.name.clone(),
+            origin: origin.to_string(),
+            subject: user.id.to_string(),
+            email: Some(user.email),
+            name: user.name,
+            // GitHub's token does not expire with the session's clock: the re-validation decides.
+            tokens: Tokens { access_token: token, id_token: Secret::default(), refresh_token: None, access_expires_at: expires_at },
+            created_at: now,
+            expires_at,
+            generation: 0,
+            sid: None,
+            via: SignedInVia { provider: gh.name().to_string(), github: Some(user.identity), validated_at: now },
+        })
     }
 
     /// `/_authgate/logout?rd=/path`: signs the browser out, only when asked from the client's
@@ -464,19 +751,20 @@ impl Browser {
                 Some(rd) => format!("{LOGOUT_PATH}?rd={}", encode(rd)),
                 None => LOGOUT_PATH.to_string(),
             };
-            return Ok(responses::confirm_logout(&client.name, &action, v.request_id));
+            return Ok(responses::confirm_logout(&client.branding, &action, v.request_id));
         }
         let spec = self.cookies(v.https);
         let mut id_token = None;
         if let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
-            if let Some(data) = self.sessions.get(&id).await {
+            if let Some(data) = self.sessions.get(&id).await? {
                 // The IdP's logout names the client the id_token was issued to.
-                if data.client == client.name {
+                if data.client == client.name && data.via.provider() == IDP_PROVIDER {
                     id_token = Some(data.tokens.id_token.clone());
                 }
                 tracing::info!(request_id = %v.request_id, client = %data.client, subject = %data.subject, "signed out");
+                self.metrics.logouts.with_label_values(&["user"]).inc();
             }
-            self.sessions.remove(&id).await;
+            self.sessions.remove(&id).await?;
         }
         v.set_cookies.push(spec.clear(&spec.session));
         v.set_cookies.push(spec.set(&spec.signed_out, "1", Some(self.settings.lifetime)));
@@ -512,7 +800,58 @@ impl Browser {
             None => LOGIN_PATH.to_string(),
         };
         let idp = client.logout_url.as_ref().map(|u| (u.as_str(), client.logout_post));
-        Ok(responses::signed_out(&client.name, &sign_in, idp, v.request_id))
+        Ok(responses::signed_out(&client.branding, &sign_in, idp, v.request_id))
+    }
+
+    /// `POST /_authgate/backchannel-logout/{client}` with `logout_token` (OpenID Connect
+    /// Back-Channel Logout 1.0): verifies the token for that client (see
+    /// [`crate::identity::backchannel`]), refuses a `jti` seen before at any instance, and ends
+    /// the client's sessions with the token's `sid` — or, without one, every session of its
+    /// `sub`. 200 (`Cache-Control: no-store`) when done, 400 with an error body when refused,
+    /// 503 when the session store is unreachable. `client` is the path's last segment.
+    pub async fn backchannel_logout(&self, client: &str, clients: &ClientRegistry, body: &[u8], request_id: &str) -> Result<Rendered, Refusal> {
+        let refused = |e: LogoutTokenError| {
+            self.metrics.backchannel_refusals.with_label_values(&[e.label()]).inc();
+            tracing::info!(request_id = %request_id, reason = %e, "back-channel logout refused");
+            let body = serde_json::json!({"error": "invalid_request", "error_description": e.to_string()});
+            Ok(responses::json(StatusCode::BAD_REQUEST, &body, request_id))
+        };
+        let name = percent_encoding::percent_decode_str(client).decode_utf8_lossy();
+        let Some(client) = clients.all().iter().find(|c| c.name == name) else {
+            let body = serde_json::json!({"error": "invalid_request", "error_description": "no client application of this gateway has this back-channel logout URL"});
+            return Ok(responses::json(StatusCode::BAD_REQUEST, &body, request_id));
+        };
+        let token = match backchannel::token_from_form(body) {
+            Ok(t) => t,
+            Err(e) => return refused(e),
+        };
+        let (typ, claims) = match self.verifier.verify_logout_token(&token, &client.client_id).await {
+            Ok(verified) => verified,
+            Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) => return refused(LogoutTokenError::Token(e)),
+        };
+        let logout = match backchannel::check(typ.as_deref(), &claims, now_secs(), self.leeway) {
+            Ok(l) => l,
+            Err(e) => return refused(e),
+        };
+        // Remembered past the oldest `iat` still accepted: a replay after that is stale anyway.
+        let remember = std::time::Duration::from_secs(backchannel::MAX_AGE_SECS + 2 * self.leeway + 60);
+        let replay_key = format!("backchannel\n{}\n{}", client.client_id, logout.jti);
+        if !self.sessions.first_sight(&replay_key, remember).await? {
+            return refused(LogoutTokenError::Replayed);
+        }
+        let ended = match (&logout.sid, &logout.subject) {
+            (Some(sid), _) => self.sessions.end_matching(&client.name, Ended::Sid(sid)).await?,
+            (None, Some(sub)) => self.sessions.end_matching(&client.name, Ended::Subject(sub)).await?,
+            (None, None) => 0,
+        };
+        self.metrics.logouts.with_label_values(&["backchannel"]).inc();
+        tracing::info!(request_id = %request_id, client = %client.name, subject = logout.subject.as_deref().unwrap_or("-"), by_sid = logout.sid.is_some(), sessions = ended, "back-channel logout: sessions ended");
+        let mut header = responses::head(StatusCode::OK, 4);
+        let _ = header.insert_header("cache-control", "no-store");
+        let _ = header.insert_header("content-length", "0");
+        let _ = header.insert_header("x-request-id", request_id);
+        Ok(Rendered { header, body: bytes::Bytes::new() })
     }
 
     /// `GET /_authgate/session`: who is signed in, for an SPA's user menu; 401 otherwise.
@@ -521,7 +860,7 @@ impl Browser {
         let (index, _) = v.known_client()?;
         let spec = self.cookies(v.https);
         let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) else { return Err(Refusal::MissingCredentials) };
-        match self.live_session(&id, v.client_at(index)?).await? {
+        match self.live_session(&id, v.client_at(index)?, v.providers).await? {
             Some((data, p)) => {
                 let body = serde_json::json!({
                     "subject": data.subject,
@@ -529,8 +868,11 @@ impl Browser {
                     "name": data.name,
                     "client": data.client,
                     "origin": data.origin,
+                    "provider": data.via.provider(),
+                    "login": data.via.github.as_ref().map(|g| &g.login),
+                    "groups": p.groups,
                     "expires_at": data.expires_at,
-                    "permissions": p.permissions.to_json(),
+                    "permissions": v.grants.permissions(index, &p),
                 });
                 v.caller = Some(Caller { principal: p, credential: Credential::Session(data) });
                 Ok(responses::json(StatusCode::OK, &body, v.request_id))
@@ -543,6 +885,22 @@ impl Browser {
     }
 }
 
+/// The principal of a GitHub session: the numeric id as subject, the login as name, the
+/// teams as `org:team-slug` groups; no permissions of its own (grants give them).
+fn github_principal(data: &SessionData) -> Arc<Principal> {
+    let gh = data.via.github.clone().unwrap_or_default();
+    Arc::new(Principal {
+        subject: data.subject.clone(),
+        email: data.email.clone(),
+        name: Some(gh.login.clone()),
+        email_verified: data.email.is_some(),
+        groups: gh.teams.iter().map(|t| t.replacen('/', ":", 1).into()).collect(),
+        github: Some(Arc::new(gh)),
+        expires_at: data.expires_at,
+        ..Principal::default()
+    })
+}
+
 /// `text` percent-encoded for a query value.
 fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
@@ -552,6 +910,15 @@ fn encode(text: &str) -> String {
 fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
     let q = req.uri.query()?;
     url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// A string claim of a JWT whose signature was verified already (nothing else may call this).
+fn verified_claim(token: &str, name: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get(name)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 fn looks_like_jwt(token: &str) -> bool {

@@ -54,6 +54,9 @@ pub struct LoginState {
     /// The client's name (never an index: a reload may reorder clients).
     #[serde(rename = "c")]
     pub client: String,
+    /// The provider's name (empty: `[idp]`).
+    #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
     /// When the login started, seconds since the epoch.
     #[serde(rename = "t")]
     pub issued_at: u64,
@@ -61,7 +64,7 @@ pub struct LoginState {
 
 impl fmt::Debug for LoginState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginState").field("client", &self.client).field("origin", &self.origin).field("issued_at", &self.issued_at).finish_non_exhaustive()
+        f.debug_struct("LoginState").field("client", &self.client).field("provider", &self.provider).field("origin", &self.origin).field("issued_at", &self.issued_at).finish_non_exhaustive()
     }
 }
 
@@ -185,6 +188,7 @@ mod tests {
             redirect_uri: "http://a/_authgate/callback".into(),
             origin: "http://a".into(),
             client: "billing".into(),
+            provider: String::new(),
             issued_at: 1_000,
         }
     }
@@ -221,6 +225,20 @@ mod tests {
         let (typical, long) = (sealer.seal(&name, &typical).unwrap().len(), sealer.seal(&name, &long).unwrap().len());
         assert!(typical < 400, "{typical}");
         assert!(long < 1800, "{long}: a browser keeps at most 4 KiB per cookie");
+    }
+
+    #[test]
+    fn a_login_names_its_provider() {
+        let sealer = LoginSealer::new(&[7; KEY_LEN]).unwrap();
+        let github = LoginState { provider: "github".into(), nonce: String::new(), ..login("gh-state") };
+        let name = format!("authgate-login-{}", cookie_suffix(&github.state));
+        assert_eq!(sealer.open(&name, &sealer.seal(&name, &github).unwrap()), Some(github.clone()));
+        // The `[idp]`'s logins write no provider at all, and logins sealed before providers open as the `[idp]`'s.
+        let oidc = login("oidc-state");
+        assert!(!serde_json::to_string(&oidc).unwrap().contains("\"p\""));
+        let old: LoginState = serde_json::from_str(r#"{"s":"a","n":"b","v":"c","r":"http://a/","u":"http://a/cb","o":"http://a","c":"billing","t":1}"#).unwrap();
+        assert_eq!(old.provider, "");
+        assert!(format!("{github:?}").contains("github"));
     }
 
     #[test]

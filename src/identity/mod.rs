@@ -2,13 +2,16 @@
 
 pub mod apikey;
 pub mod assertion;
+pub mod backchannel;
 pub mod browser;
 pub mod credentials;
 pub mod discovery;
+pub mod github;
 pub mod jwks;
 pub mod jws;
 pub mod login;
 pub mod oidc;
+pub mod redis_store;
 pub mod session;
 pub mod signing;
 pub mod verify;
@@ -17,7 +20,7 @@ pub use credentials::{Caller, Credential};
 
 use http::HeaderValue;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the epoch (0 if the clock is before it): the one clock for token and session
@@ -46,8 +49,14 @@ pub struct Principal {
     pub subject: String,
     /// `email`, when present.
     pub email: Option<String>,
-    /// `name`, when present.
+    /// `name`, when present (for GitHub users: their login).
     pub name: Option<String>,
+    /// `email_verified` is true (GitHub: the primary email is verified).
+    pub email_verified: bool,
+    /// The `groups` claim (for GitHub users: their teams, `org:team-slug`).
+    pub groups: Box<[Box<str>]>,
+    /// For users signed in through a GitHub provider: what GitHub told about them.
+    pub github: Option<Arc<GitHubIdentity>>,
     /// The client the token was issued to (`azp`, else `client_id`).
     pub authorized_party: Option<String>,
     /// The token's `aud` values (an id_token names its client there).
@@ -67,6 +76,19 @@ impl Principal {
     pub fn header_values(&self) -> &(HeaderValue, Option<HeaderValue>) {
         self.header_values.0.get_or_init(|| (crate::headers::encode(&self.subject), self.email.as_deref().map(crate::headers::encode)))
     }
+}
+
+/// What a GitHub provider told about a signed-in user (kept with the session).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GitHubIdentity {
+    /// The provider's name.
+    pub provider: String,
+    /// The login, lowercase.
+    pub login: String,
+    /// Organisations, lowercase (only when the client's rules need them).
+    pub orgs: Vec<String>,
+    /// Teams as `org/team-slug`, lowercase (only when the client's rules need them).
+    pub teams: Vec<String>,
 }
 
 /// A principal's identity as header values: derived from its claims, so it takes no part in

@@ -112,6 +112,10 @@ impl Audience {
 struct Claims {
     sub: Option<String>,
     email: Option<String>,
+    #[serde(default)]
+    email_verified: serde_json::Value,
+    #[serde(default)]
+    groups: serde_json::Value,
     name: Option<String>,
     azp: Option<String>,
     client_id: Option<String>,
@@ -128,6 +132,15 @@ struct Claims {
     permissions: serde_json::Value,
     #[serde(default)]
     abac_required: serde_json::Value,
+}
+
+/// The `groups` claim: an array of strings (others ignored), or one string.
+fn groups(claim: &serde_json::Value) -> Box<[Box<str>]> {
+    match claim {
+        serde_json::Value::String(one) => Box::new([one.as_str().into()]),
+        serde_json::Value::Array(list) => list.iter().filter_map(|g| g.as_str().map(Into::into)).collect(),
+        _ => Box::default(),
+    }
 }
 
 struct UntilExp;
@@ -349,6 +362,9 @@ impl Verifier {
         Ok((Arc::new(Principal {
             subject,
             email: c.email,
+            email_verified: c.email_verified == serde_json::Value::Bool(true) || c.email_verified.as_str() == Some("true"),
+            groups: groups(&c.groups),
+            github: None,
             name: c.name,
             authorized_party: c.azp.or(c.client_id),
             audiences: audiences(c.aud),
@@ -378,6 +394,25 @@ impl Verifier {
             return Err(TokenError::AlgorithmRefused(format!("{:?} with this key", header.alg)));
         }
         Ok(key)
+    }
+
+    /// A back-channel logout token's signature (by the IdP's keys, an accepted asymmetric
+    /// algorithm), `iss`, `aud` = `client_id`, and `exp`/`nbf` when present. Returns its
+    /// header's `typ` and its claims; what makes it a logout token is checked by
+    /// [`crate::identity::backchannel`]. Never cached: each is used once.
+    pub async fn verify_logout_token(&self, token: &str, client_id: &str) -> Result<(Option<String>, serde_json::Map<String, serde_json::Value>), TokenError> {
+        let jws = Jws::parse(token)?;
+        let alg = jws.header.alg;
+        let Some(mut validation) = self.id_token_validation(alg, client_id, true).map(Cow::into_owned) else {
+            return Err(TokenError::AlgorithmRefused(format!("{alg:?}")));
+        };
+        validation.set_required_spec_claims(&["iss", "aud"]);
+        let key = self.key_for(&jws.header).await?;
+        let payload = jws.verify(&key)?;
+        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        jws::check(&Registered::of(&claims), &validation, now_secs())?;
+        self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
+        Ok((jws.header.typ, claims))
     }
 
     fn find_key(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<super::jwks::VerifyKey>> {

@@ -15,7 +15,8 @@ use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served};
 use crate::origin::Origin;
 use crate::authz::permissions::PermissionNames;
 use crate::config::model::{Access, Config, ProxySettings, RouteSpec};
-use crate::identity::browser::{Browser, BrowserError};
+use crate::authz::grants::GrantTable;
+use crate::identity::browser::{Browser, BrowserError, SignInProviders};
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter, AssertionError};
@@ -46,6 +47,10 @@ pub struct Gateway {
     client_values: Vec<http::HeaderValue>,
     headers: IdentityHeaders,
     proxy: ProxySettings,
+    /// Each client's `[[clients.grants]]`.
+    grants: GrantTable,
+    /// The sign-in providers (GitHub's clients; the `[idp]`'s code flow is in `Browser`).
+    providers: SignInProviders,
 }
 
 /// The parts of a gateway that outlive a config reload.
@@ -97,7 +102,7 @@ impl Gateway {
             api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(GatewayError::ApiKeyHeader)?,
             abac: AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()),
             asserter: Asserter::from_config(&config.identity_jwt).map_err(GatewayError::Assertion)?,
-            browser: Browser::from_config(config, verifier.clone())?,
+            browser: Browser::from_config(config, verifier.clone(), metrics.clone())?,
             verifier,
             metrics,
         };
@@ -124,6 +129,8 @@ impl Gateway {
             clients,
             headers: IdentityHeaders::from_config(&config.headers).also_strip([services.api_key_header.clone(), services.asserter.header().clone()]),
             proxy: config.proxy.clone(),
+            grants: GrantTable::from_config(&config.clients),
+            providers: SignInProviders::from_config(&config.providers).map_err(BrowserError::from)?,
             services,
         })
     }
@@ -274,18 +281,25 @@ impl Gateway {
             ctx.decision = "authenticated";
             return Ok(false);
         };
-        let names = ctx.client.and_then(|c| self.permission_names.get(routed.index)?.get(c)?.clone()).ok_or(Refusal::NoRoute)?;
-        let principal = &ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?.principal;
-        let decision = permissions::check(principal, &names.entity, routed.entity_id(), &names.action);
+        let client = ctx.client.ok_or(Refusal::NoRoute)?;
+        let names = self.permission_names.get(routed.index).and_then(|r| r.get(client)?.clone()).ok_or(Refusal::NoRoute)?;
+        let caller = ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?;
+        let mut decision = permissions::check(&caller.principal, &names.entity, routed.entity_id(), &names.action);
+        // The config's grants, asked only when the token's claims do not grant it; never for
+        // API keys, whose exchanged token carries the key's own permissions.
+        if decision == Decision::Denied && !matches!(caller.credential, Credential::ApiKey(_)) && self.grants.grants(client, &caller.principal, &names.entity, &names.action) {
+            decision = Decision::Granted;
+            ctx.decision = "grant";
+        } else {
+            ctx.decision = "static";
+        }
         ctx.required = Some(names.clone());
         match decision {
             Decision::Granted => {
-                ctx.decision = "static";
                 ctx.granted = Some(names);
                 Ok(false)
             }
             Decision::Denied => {
-                ctx.decision = "static";
                 Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: names.action.to_string(), reason: "the caller's token does not grant it".into() })
             }
             Decision::NeedsLiveCheck => Ok(true),
@@ -350,7 +364,8 @@ impl Gateway {
         let req = session.req_header();
         let html = responses::wants_html(header(req, &http::header::ACCEPT), header(req, &names::SEC_FETCH_MODE));
         let head_only = req.method == http::Method::HEAD;
-        let mut rendered = refusal.render_with(REALM, html, &ctx.request_id, self.proxy.debug_reason_header);
+        let brand = ctx.client.and_then(|i| self.clients.all().get(i)).map(|c| &c.branding);
+        let mut rendered = refusal.render_branded(REALM, html, &ctx.request_id, self.proxy.debug_reason_header, brand);
         self.decorate(&mut rendered.header, ctx);
         ctx.outcome = refusal.outcome();
         let entity = ctx.required.as_ref().map(|n| &*n.entity).unwrap_or("-");
@@ -398,7 +413,7 @@ impl Gateway {
 }
 
 /// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
+pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
     let declared = session.req_header().headers.get(&http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::BodyTooLarge(limit));
@@ -501,6 +516,15 @@ impl Gateway {
             let (subject, email) = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
             out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.and_then(|i| self.client_values.get(i)), permission });
+            // A browser session also says the user's name (a GitHub user's login) and groups;
+            // its access token goes upstream only where the route asks for it.
+            if let Some(Credential::Session(data)) = ctx.caller.as_ref().map(|c| &c.credential) {
+                out.inject_profile(&self.headers, p.name.as_deref(), &p.groups);
+                if self.route(ctx).is_some_and(|r| r.forward_session_token) {
+                    let bearer = http::HeaderValue::try_from(format!("Bearer {}", data.tokens.access_token.expose())).or_err(InternalError, "the session's token is not a header value")?;
+                    out.map.insert(http::header::AUTHORIZATION, bearer);
+                }
+            }
             if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
                 let jwt = self.services.asserter.assertion(&assertion::Claims {
                     subject: &p.subject,

@@ -95,6 +95,8 @@ pub struct Setup {
     pub apps: &'static str,
     /// Settings added to app-a's table (with [`Clients::SignIn`]), e.g. its `logout_url`.
     pub app_a_extra: String,
+    /// Keys and sub-tables added to billing's table (with [`Clients::BillingAndReports`]), e.g. its grants.
+    pub client_extra: String,
 }
 
 impl Default for Setup {
@@ -108,6 +110,7 @@ impl Default for Setup {
             session_extra: String::new(),
             apps: "a,b",
             app_a_extra: String::new(),
+            client_extra: String::new(),
         }
     }
 }
@@ -137,12 +140,14 @@ name = "billing"
 origins = ["http://127.0.0.1:{port}", "http://localhost:{port}"]
 client_id = "abc"
 client_secret = "${{TEST_CLIENT_SECRET:-dev}}"
+{client_extra}
 
 [[clients]]
 name = "reports"
 origins = ["https://reports.test"]
 client_id = "xyz"
-"#
+"#,
+                client_extra = setup.client_extra,
             ),
             Clients::SignIn => {
                 let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));

@@ -1,0 +1,497 @@
+//! End to end: sign-in through a client's own GitHub OAuth app (a stand-in GitHub over real
+//! sockets), beside an OIDC client on another origin of the same gateway; allow rules, grants,
+//! the chooser page of a two-provider client, re-validation, and GitHub's failures.
+
+mod common;
+
+use common::*;
+use devidp::echo::EchoServer;
+use devidp::github::{GitHubStandIn, StandInUser};
+use devidp::idp::DevIdp;
+use reqwest::header::{ACCEPT, COOKIE, LOCATION};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+struct World {
+    idp: DevIdp,
+    gh: GitHubStandIn,
+    _echo: EchoServer,
+    gw: Gateway,
+    /// The OIDC client `billing`.
+    billing: String,
+    /// The GitHub client `portfolio`.
+    portfolio: String,
+    /// `both`, signing in with either.
+    both: String,
+}
+
+impl World {
+    async fn start() -> World {
+        let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        idp.set_audience(AUDIENCE);
+        // As the IdP this gateway is first deployed with: opaque access tokens, no permissions in id_tokens.
+        idp.set_opaque_access_tokens(true);
+        let gh = GitHubStandIn::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        for u in [
+            StandInUser::new(583231, "octocat").named("The Octocat").in_team("acme", "billing"),
+            StandInUser::new(9919, "hubot").in_org("acme"),
+            StandInUser::new(1001, "solo"),
+            StandInUser::new(424242, "outsider").in_org("elsewhere"),
+            StandInUser { verified: false, ..StandInUser::new(777, "unverified").in_org("acme") },
+        ] {
+            gh.add_user(u);
+        }
+        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let gw = start_gateway(
+            |port, admin| {
+                idp.register_client("abc", Some("dev"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
+                idp.register_client("both-oidc", Some("both-secret"), &[&format!("http://both.test:{port}/_authgate/callback")]);
+                gh.register_app("gh-portfolio", "gh-secret", &format!("http://localhost:{port}/_authgate/callback"));
+                gh.register_app("gh-both", "gh-both-secret", &format!("http://both.test:{port}/_authgate/callback"));
+                config(port, admin, &idp, &gh, echo.addr())
+            },
+            true,
+        )
+        .await;
+        let port = gw.port;
+        World {
+            idp,
+            gh,
+            _echo: echo,
+            gw,
+            billing: format!("http://127.0.0.1:{port}"),
+            portfolio: format!("http://localhost:{port}"),
+            both: format!("http://both.test:{port}"),
+        }
+    }
+
+    /// A browser: keeps cookies, follows no redirects, finds `both.test` on loopback.
+    fn browser(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("both.test", format!("127.0.0.1:{}", self.gw.port).parse().unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+}
+
+fn config(port: u16, admin: u16, idp: &DevIdp, gh: &GitHubStandIn, upstream: std::net::SocketAddr) -> String {
+    format!(
+        r##"
+[proxy]
+listen = "127.0.0.1:{port}"
+threads = 2
+grace_period = "1s"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[idp]
+issuer = "{issuer}"
+audience = "{AUDIENCE}"
+jwks_min_refetch_interval = "1ms"
+display_name = "Example SSO"
+
+[session]
+allow_insecure_http = true
+
+[[providers]]
+name = "github"
+kind = "github"
+base_url = "{gh_base}"
+api_url = "{gh_api}"
+timeout = "3s"
+revalidate_interval = "1s"
+
+[[clients]]
+name = "billing"
+origins = ["http://127.0.0.1:{port}"]
+client_id = "abc"
+client_secret = "dev"
+namespace = "client_abc"
+
+[[clients.grants]]
+permissions = ["invoice:read"]
+emails = ["alice@example.com"]
+
+[[clients.grants]]
+permissions = ["report:read"]
+provider = "idp"
+subjects = ["user_bob"]
+
+[[clients]]
+name = "portfolio"
+origins = ["http://localhost:{port}"]
+namespace = "client_portfolio"
+allowed_orgs = ["acme"]
+allowed_users = ["solo"]
+display_name = "Portfolio Admin"
+accent_color = "#6f42c1"
+
+[[clients.providers]]
+name = "github"
+client_id = "gh-portfolio"
+client_secret = "gh-secret"
+
+[[clients.grants]]
+permissions = ["invoice:read"]
+teams = ["acme/billing"]
+
+[[clients]]
+name = "both"
+origins = ["http://both.test:{port}"]
+client_id = "both-oidc"
+client_secret = "both-secret"
+namespace = "client_both"
+
+[[clients.providers]]
+name = "github"
+client_id = "gh-both"
+client_secret = "gh-both-secret"
+
+[[clients.providers]]
+name = "idp"
+
+[[upstreams]]
+name = "app"
+addresses = ["{upstream}"]
+
+[[routes]]
+name = "public"
+path = "/public/*"
+upstream = "app"
+auth = "none"
+
+[[routes]]
+name = "app"
+path = "/app/*"
+upstream = "app"
+auth = "authenticated"
+
+# Only here does the user's GitHub token go upstream (a GitHub API proxy, say).
+[[routes]]
+name = "github-api"
+path = "/gh/*"
+upstream = "app"
+auth = "authenticated"
+forward_session_token = true
+
+[[routes]]
+name = "invoice-read"
+path = "/api/invoices/{{id}}"
+upstream = "app"
+permission = "invoice:read"
+
+[[routes]]
+name = "report-read"
+path = "/api/reports/{{id}}"
+upstream = "app"
+permission = "report:read"
+"##,
+        issuer = idp.issuer(),
+        gh_base = gh.base_url(),
+        gh_api = gh.api_url(),
+    )
+}
+
+/// Awaits every task.
+async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
+}
+
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect()
+}
+
+async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
+    b.get(url).header(ACCEPT, "text/html,application/xhtml+xml").send().await.unwrap()
+}
+
+async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
+    b.get(url).header(ACCEPT, "application/json").send().await.unwrap()
+}
+
+fn query(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+/// Signs in at `url` through GitHub as `login`; returns the gateway's answer to the callback.
+async fn github_login(w: &World, b: &reqwest::Client, url: &str, login: &str) -> reqwest::Response {
+    let r = navigate(b, url).await;
+    assert_eq!(r.status(), 302, "a navigation without a session goes to sign in");
+    let authorize = location(&r);
+    assert!(authorize.starts_with(&w.gh.authorize_url()), "{authorize}");
+    let r = b.get(format!("{authorize}&login={login}")).send().await.unwrap();
+    assert_eq!(r.status(), 302, "stand-in GitHub: {}", r.text().await.unwrap());
+    navigate(b, &location(&r)).await
+}
+
+/// Signs in at `url` through the IdP as `user`; returns where the gateway sends the browser.
+async fn oidc_login(b: &reqwest::Client, url: &str, user: &str) -> String {
+    let r = navigate(b, url).await;
+    assert_eq!(r.status(), 302);
+    let r = b.get(format!("{}&user={user}", location(&r))).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let r = b.get(location(&r)).send().await.unwrap();
+    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
+    location(&r)
+}
+
+#[tokio::test]
+async fn a_github_client_and_an_oidc_client_on_one_gateway() {
+    let w = World::start().await;
+
+    // The GitHub client: its own OAuth app, its own callback, state and PKCE, read:org for its rules.
+    let b = w.browser();
+    let r = navigate(&b, &format!("{}/app/page?x=1", w.portfolio)).await;
+    assert_eq!(r.status(), 302);
+    let q = query(&location(&r));
+    assert_eq!(q["client_id"], "gh-portfolio");
+    assert_eq!(q["redirect_uri"], format!("{}/_authgate/callback", w.portfolio));
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert!(q["state"].len() >= 22 && q["code_challenge"].len() >= 43, "{q:?}");
+    let scopes: Vec<&str> = q["scope"].split(' ').collect();
+    assert!(["read:user", "user:email", "read:org"].iter().all(|s| scopes.contains(s)), "{scopes:?}");
+
+    let r = github_login(&w, &b, &format!("{}/app/page?x=1", w.portfolio), "octocat").await;
+    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
+    assert_eq!(location(&r), format!("{}/app/page?x=1", w.portfolio));
+    let session = set_cookies(&r).into_iter().find(|c| c.starts_with("authgate=")).expect("a session cookie");
+    let session_value = session.split(';').next().unwrap().to_string();
+
+    let r = api(&b, &format!("{}/app/page", w.portfolio)).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    let h = &echoed["headers"];
+    assert_eq!(h["x-auth-subject"], "583231", "GitHub's numeric id is the subject");
+    assert_eq!(h["x-auth-email"], "octocat@users.example");
+    assert_eq!(h["x-auth-client"], "portfolio");
+    assert_eq!(h["x-auth-name"], "octocat", "the login as the name");
+    assert_eq!(h["x-auth-groups"], "acme:billing");
+    assert!(h.get("authorization").is_none(), "{h}");
+    assert!(!echoed.to_string().contains("gho_"), "GitHub's token reached the upstream: {echoed}");
+
+    // Only the route that asks for it gets the user's GitHub token.
+    let echoed: Value = api(&b, &format!("{}/gh/repos", w.portfolio)).await.json().await.unwrap();
+    assert!(echoed["headers"]["authorization"].as_str().is_some_and(|a| a.starts_with("Bearer gho_")), "{echoed}");
+
+    // A team grant gives invoice:read in the client's namespace; nothing gives report:read.
+    let r = api(&b, &format!("{}/api/invoices/7", w.portfolio)).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-auth-permission"], "client_portfolio:invoice:read");
+    assert_eq!(api(&b, &format!("{}/api/reports/1", w.portfolio)).await.status(), 403);
+
+    let info: Value = api(&b, &format!("{}/_authgate/session", w.portfolio)).await.json().await.unwrap();
+    assert_eq!(info["provider"], "github");
+    assert_eq!(info["login"], "octocat");
+    assert_eq!(info["client"], "portfolio");
+    assert_eq!(info["origin"], w.portfolio);
+    assert_eq!(info["permissions"]["client_portfolio:invoice"], json!(["read"]), "{info}");
+    assert!(!info.to_string().contains("gho_"), "{info}");
+
+    // The GitHub client's session is refused on the OIDC client's origin.
+    let r = reqwest::Client::new().get(format!("{}/app/", w.billing)).header(ACCEPT, "application/json").header(COOKIE, &session_value).send().await.unwrap();
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+
+    // The OIDC client on the same gateway: alice through a grant by verified email, bob by subject.
+    let alice = w.browser();
+    assert_eq!(oidc_login(&alice, &format!("{}/app/", w.billing), "alice").await, format!("{}/app/", w.billing));
+    let r = api(&alice, &format!("{}/api/invoices/7", w.billing)).await;
+    let status = r.status();
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(echoed["headers"]["x-auth-subject"], "user_alice");
+    assert_eq!(echoed["headers"]["x-auth-permission"], "client_abc:invoice:read");
+    assert_eq!(api(&alice, &format!("{}/api/reports/1", w.billing)).await.status(), 403);
+    let bob = w.browser();
+    oidc_login(&bob, &format!("{}/app/", w.billing), "bob").await;
+    assert_eq!(api(&bob, &format!("{}/api/invoices/7", w.billing)).await.status(), 403, "no grant names bob's email");
+    assert_eq!(api(&bob, &format!("{}/api/reports/1", w.billing)).await.status(), 200, "a grant names bob's subject");
+    let info: Value = api(&bob, &format!("{}/_authgate/session", w.billing)).await.json().await.unwrap();
+    assert_eq!(info["provider"], "idp");
+}
+
+#[tokio::test]
+async fn allow_rules_admit_orgs_teams_and_users_and_refuse_the_rest() {
+    let w = World::start().await;
+    for (login, allowed) in [("octocat", true), ("hubot", true), ("solo", true), ("outsider", false)] {
+        let b = w.browser();
+        let r = github_login(&w, &b, &format!("{}/app/", w.portfolio), login).await;
+        let has_session = set_cookies(&r).iter().any(|c| c.starts_with("authgate=") && !c.contains("Max-Age=0"));
+        if allowed {
+            assert_eq!(r.status(), 302, "{login}");
+            assert!(has_session, "{login}");
+            assert_eq!(api(&b, &format!("{}/app/", w.portfolio)).await.status(), 200, "{login}");
+        } else {
+            assert_eq!(r.status(), 403, "{login}");
+            assert!(!has_session, "{login} got a session");
+            let csp = r.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+            assert!(csp.contains("default-src 'none'"), "{csp}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains("Not allowed") && page.contains("outsider") && page.contains("Portfolio Admin"), "{page}");
+            assert!(page.contains("#6f42c1"), "the client's accent colour: {page}");
+            assert_eq!(api(&b, &format!("{}/app/", w.portfolio)).await.status(), 401, "{login}");
+        }
+    }
+    // hubot is in the org but not the team: signed in, yet without the team's grant.
+    let b = w.browser();
+    github_login(&w, &b, &format!("{}/app/", w.portfolio), "hubot").await;
+    assert_eq!(api(&b, &format!("{}/api/invoices/7", w.portfolio)).await.status(), 403);
+}
+
+#[tokio::test]
+async fn a_two_provider_client_shows_a_chooser() {
+    let w = World::start().await;
+    let b = w.browser();
+    let r = navigate(&b, &format!("{}/app/x", w.both)).await;
+    assert_eq!(r.status(), 302);
+    let chooser = location(&r);
+    assert!(chooser.starts_with(&format!("{}/_authgate/login?rd=", w.both)), "{chooser}");
+    let r = navigate(&b, &chooser).await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Sign in with GitHub") && page.contains("Sign in with Example SSO"), "{page}");
+    assert!(!page.contains("<script"), "{page}");
+    // The links name the provider; GitHub's first, as the client lists it.
+    let github_at = page.find("provider=github").expect("a GitHub link");
+    let idp_at = page.find("provider=idp").expect("an IdP link");
+    assert!(github_at < idp_at, "{page}");
+
+    let r = navigate(&b, &format!("{}/_authgate/login?provider=github&rd=%2Fapp%2Fx", w.both)).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(query(&location(&r))["client_id"], "gh-both");
+    let r = navigate(&b, &format!("{}/_authgate/login?provider=idp&rd=%2Fapp%2Fx", w.both)).await;
+    assert!(location(&r).starts_with(&w.idp.authorize_url()), "{}", location(&r));
+    assert_eq!(query(&location(&r))["client_id"], "both-oidc");
+    let r = navigate(&b, &format!("{}/_authgate/login?provider=gitlab", w.both)).await;
+    assert_eq!(r.status(), 400, "an unknown provider is a clear refusal");
+
+    // Through the chooser's GitHub link to the app.
+    let r = b.get(format!("{}/_authgate/login?provider=github&rd=%2Fapp%2Fx", w.both)).send().await.unwrap();
+    let r = b.get(format!("{}&login=octocat", location(&r))).send().await.unwrap();
+    let r = b.get(location(&r)).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    assert_eq!(location(&r), format!("{}/app/x", w.both));
+    let echoed: Value = api(&b, &format!("{}/app/x", w.both)).await.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-auth-client"], "both");
+    assert_eq!(echoed["headers"]["x-auth-name"], "octocat");
+}
+
+#[tokio::test]
+async fn sessions_are_revalidated_against_github() {
+    let w = World::start().await;
+    let url = format!("{}/api/invoices/7", w.portfolio);
+
+    // Removed from the org: the session ends at the next re-validation (1 s here).
+    let octocat = w.browser();
+    github_login(&w, &octocat, &format!("{}/app/", w.portfolio), "octocat").await;
+    assert_eq!(api(&octocat, &url).await.status(), 200);
+    let calls = w.gh.api_requests();
+    assert_eq!(api(&octocat, &url).await.status(), 200);
+    assert_eq!(w.gh.api_requests(), calls, "within the interval GitHub is not asked again");
+    // Due again: however many requests arrive at once, GitHub is asked once (/user, /user/emails,
+    // /user/orgs, /user/teams).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let calls = w.gh.api_requests();
+    let burst = (0..8).map(|_| {
+        let (b, url) = (octocat.clone(), url.clone());
+        tokio::spawn(async move { api(&b, &url).await.status() })
+    });
+    for r in futures_join(burst).await {
+        assert_eq!(r, 200);
+    }
+    assert_eq!(w.gh.api_requests() - calls, 4, "one re-validation for eight requests");
+    w.gh.remove_from_org("octocat", "acme");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = api(&octocat, &url).await;
+    assert_eq!(r.status(), 401, "a user removed from the allowed org loses access");
+    assert!(set_cookies(&r).iter().any(|c| c.starts_with("authgate=;")), "the session cookie is cleared");
+
+    // GitHub rate-limited or down at re-validation: refused (fail closed), the session kept.
+    let solo = w.browser();
+    github_login(&w, &solo, &format!("{}/app/", w.portfolio), "solo").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.gh.set_rate_limited(true);
+    let r = api(&solo, &format!("{}/app/", w.portfolio)).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("rate limit"));
+    w.gh.set_rate_limited(false);
+    w.gh.set_api_status(Some(502));
+    assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 503);
+    w.gh.set_api_status(None);
+    assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 200, "the session survived the outage");
+
+    // The user revoked the app: the session ends.
+    w.gh.revoke_tokens("solo");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 401);
+}
+
+#[tokio::test]
+async fn githubs_failures_are_clear_pages() {
+    let w = World::start().await;
+    let app = format!("{}/app/", w.portfolio);
+
+    // The user declined at GitHub.
+    w.gh.set_authorize_error(Some("access_denied"));
+    let b = w.browser();
+    let r = navigate(&b, &app).await;
+    let r = b.get(location(&r)).send().await.unwrap();
+    let r = b.get(location(&r)).header(ACCEPT, "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("access_denied") && page.contains("provider=github"), "a way to start again: {page}");
+    w.gh.set_authorize_error(None);
+
+    // The app's credentials revoked at GitHub (its secret rotated there, not here).
+    w.gh.register_app("gh-portfolio", "rotated-secret", &format!("{}/_authgate/callback", w.portfolio));
+    let r = github_login(&w, &w.browser(), &app, "octocat").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("incorrect_client_credentials"));
+    w.gh.register_app("gh-portfolio", "gh-secret", &format!("{}/_authgate/callback", w.portfolio));
+
+    // No verified email.
+    let r = github_login(&w, &w.browser(), &app, "unverified").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no verified primary email"));
+
+    // Rate limited while signing in: 503 with the reason, never a 500.
+    w.gh.set_rate_limited(true);
+    let r = github_login(&w, &w.browser(), &app, "octocat").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("rate limit is exhausted"));
+    w.gh.set_rate_limited(false);
+
+    // GitHub's API down.
+    w.gh.set_api_status(Some(500));
+    let r = github_login(&w, &w.browser(), &app, "octocat").await;
+    assert_eq!(r.status(), 503);
+    w.gh.set_api_status(None);
+
+    // Many organisations and teams: every page is read.
+    w.gh.set_page_size(Some(1));
+    w.gh.add_user(StandInUser::new(31337, "busy").in_org("a1").in_org("a2").in_team("acme", "ops").in_team("acme", "billing"));
+    let b = w.browser();
+    let r = github_login(&w, &b, &app, "busy").await;
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    let echoed: Value = api(&b, &format!("{}/api/invoices/7", w.portfolio)).await.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-auth-groups"], "acme:billing,acme:ops");
+
+    // The gateway's log never carries GitHub's tokens or the client secret.
+    let log = w.gw.log.lock().unwrap().clone();
+    assert!(!log.contains("gho_") && !log.contains("gh-secret"), "{log}");
+}

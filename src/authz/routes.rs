@@ -389,6 +389,7 @@ mod tests {
             signed_identity: false,
             clients: None,
             path_params: false,
+            enforce: true,
         }
     }
 

@@ -75,8 +75,37 @@ impl fmt::Display for Located {
 
 /// Loads and validates a config file, reading `${VARS}` from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    parse(&path.display().to_string(), &text, &|name| std::env::var(name).ok())
+    load_file(path).map(|loaded| loaded.config)
+}
+
+/// A config file as loaded: the validated config and the digest of the bytes it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated config.
+    pub config: Config,
+    /// [`file_hash`] of the file's bytes (before `${VARS}` are expanded).
+    pub hash: String,
+}
+
+/// Like [`load`], with the digest of the bytes read, so that the hash shown for the running
+/// config is the one of the file it was built from.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let hash = file_hash(&bytes);
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })?;
+    let config = parse(&path.display().to_string(), &text, &|name| std::env::var(name).ok())?;
+    Ok(Loaded { config, hash })
+}
+
+/// The SHA-256 of a config file's bytes, in lowercase hex: what `sha256sum` prints for it.
+pub fn file_hash(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// Parses and validates config text; `file` names it in messages, `env` resolves `${VARS}`.
@@ -133,6 +162,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             "identity_jwt" => s.identity_jwt = deserialize(value, &at, problems).unwrap_or_default(),
             "session" => s.session = deserialize(value, &at, problems).unwrap_or_default(),
             "default_client" => s.default_client = deserialize(value, &at, problems),
+            "log" => s.log = deserialize(value, &at, problems).unwrap_or_default(),
             "clients" => s.clients = many(value, &at, problems),
             "upstreams" => s.upstreams = many(value, &at, problems),
             "routes" => {
@@ -141,7 +171,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             }
             _ => problems.add(
                 &at,
-                "is not a known section: expected proxy, admin, idp, cache, headers, session, abac, api_keys, identity_jwt, default_client, [[clients]], [[upstreams]], [[routes]]",
+                "is not a known section: expected proxy, admin, idp, cache, headers, session, abac, api_keys, identity_jwt, log, default_client, [[clients]], [[upstreams]], [[routes]]",
             ),
         }
     }

@@ -120,7 +120,7 @@ impl Browser {
             settings: config.session.clone(),
             own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
             cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
-            oidc: Oidc::from_config(&config.idp)?,
+            oidc: Oidc::from_config(&config.idp)?.with_latency(verifier.metrics().idp_latency.clone()),
             login_sealer,
             refresh_locks: RefreshLocks::new(),
             verifier,

@@ -182,7 +182,10 @@ impl KeyStore {
 
     async fn get_json(&self, url: &Url, what: &'static str) -> Result<serde_json::Value, JwksError> {
         let fail = |reason: String| JwksError::Fetch { url: url.to_string(), reason };
-        let resp = self.http.get(url.clone()).send().await.map_err(|e| fail(error_chain(&e)))?;
+        let started = std::time::Instant::now();
+        let sent = self.http.get(url.clone()).send().await;
+        self.metrics.idp_latency.with_label_values(&[if what == "JWKS" { "jwks" } else { "discovery" }]).observe(started.elapsed().as_secs_f64());
+        let resp = sent.map_err(|e| fail(error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
         }

@@ -115,6 +115,8 @@ pub struct Oidc {
     issuer: String,
     http: reqwest::Client,
     provider: tokio::sync::Mutex<Discovered>,
+    /// Latency of the IdP's endpoints, by endpoint (see [`Oidc::with_latency`]).
+    latency: Option<prometheus::HistogramVec>,
 }
 
 /// The last good discovery (`.0`) and the last failure (`.1`).
@@ -131,7 +133,23 @@ impl Oidc {
             .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OidcError::Client(e.to_string()))?;
-        Ok(Oidc { discovery_url: idp.discovery_url.clone(), issuer: idp.issuer.clone(), http, provider: tokio::sync::Mutex::new((None, None)) })
+        Ok(Oidc { discovery_url: idp.discovery_url.clone(), issuer: idp.issuer.clone(), http, provider: tokio::sync::Mutex::new((None, None)), latency: None })
+    }
+
+    /// Observes each call's latency into `latency`, labelled `discovery` or `token`.
+    pub fn with_latency(mut self, latency: prometheus::HistogramVec) -> Oidc {
+        self.latency = Some(latency);
+        self
+    }
+
+    /// Runs `call`, observing its latency as `endpoint`'s.
+    async fn timed<T>(&self, endpoint: &str, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        if let Some(h) = &self.latency {
+            h.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
+        }
+        out
     }
 
     /// The expected issuer.
@@ -169,7 +187,7 @@ impl Oidc {
 
     async fn discover(&self) -> Result<Provider, OidcError> {
         let fail = |why: String| OidcError::Discovery(why);
-        let resp = self.http.get(self.discovery_url.clone()).send().await.map_err(|e| fail(e.to_string()))?;
+        let resp = self.timed("discovery", self.http.get(self.discovery_url.clone()).send()).await.map_err(|e| fail(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(fail(format!("{} answered {}", self.discovery_url, resp.status())));
         }
@@ -226,14 +244,9 @@ impl Oidc {
         redirect_uri: &str,
     ) -> Result<TokenSet, OidcError> {
         let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
-        let response = self
-            .token_client(provider, client)
-            .set_redirect_uri(redirect)
-            .exchange_code(AuthorizationCode::new(code.to_string()))
-            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
-            .request_async(&self.http)
-            .await
-            .map_err(token_error)?;
+        let token_client = self.token_client(provider, client).set_redirect_uri(redirect);
+        let request = token_client.exchange_code(AuthorizationCode::new(code.to_string())).set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()));
+        let response = self.timed("token", request.request_async(&self.http)).await.map_err(token_error)?;
         let set = token_set(response);
         if set.id_token.is_none() {
             return Err(OidcError::BadResponse("no id_token (is `openid` among the scopes?)"));
@@ -244,7 +257,8 @@ impl Oidc {
     /// Uses a refresh token with the client's credentials.
     pub async fn refresh(&self, provider: &Provider, client: &ClientSettings, refresh_token: &str) -> Result<TokenSet, OidcError> {
         let token = RefreshToken::new(refresh_token.to_string());
-        let response = self.token_client(provider, client).exchange_refresh_token(&token).request_async(&self.http).await.map_err(token_error)?;
+        let token_client = self.token_client(provider, client);
+        let response = self.timed("token", token_client.exchange_refresh_token(&token).request_async(&self.http)).await.map_err(token_error)?;
         Ok(token_set(response))
     }
 }

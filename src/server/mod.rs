@@ -1,5 +1,5 @@
 //! Builds and runs the Pingora server: the proxy service, the admin service, the background
-//! JWKS refresher and the config reloader ([`reload`]).
+//! JWKS refresher, the upstream health checks and the config reloader ([`reload`]).
 
 pub mod reload;
 
@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::identity::jwks::KeyStore;
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
-use reload::Reloader;
+use arc_swap::ArcSwap;
+use reload::{ConfigStatus, Reloader};
 use crate::proxy::live::LiveGateway;
 use crate::proxy::Gateway;
 use async_trait::async_trait;
@@ -54,9 +55,38 @@ impl BackgroundService for JwksRefresher {
     }
 }
 
-/// Builds a ready-to-run Pingora server for a validated config; with `path`, SIGHUP reloads
-/// the config from that file.
-pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, StartError> {
+/// Runs the running config's upstream health checks, each at its own interval; a reload's
+/// new upstreams are picked up at the next tick.
+struct UpstreamHealth {
+    gateway: Arc<ArcSwap<Gateway>>,
+}
+
+/// How often the health service looks for checks that are due (the shortest interval allowed).
+const HEALTH_TICK: Duration = Duration::from_millis(100);
+
+#[async_trait]
+impl BackgroundService for UpstreamHealth {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let epoch = std::time::Instant::now();
+        loop {
+            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            for upstream in self.gateway.load().upstreams() {
+                if upstream.check_due(now) {
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move { upstream.check_if_due(now).await });
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(HEALTH_TICK) => {}
+            }
+        }
+    }
+}
+
+/// Builds a ready-to-run Pingora server for a validated config; with `file` (the path it was
+/// loaded from and its [`crate::config::file_hash`]), SIGHUP and changes to the file reload it.
+pub fn build(config: &Config, file: Option<(&std::path::Path, &str)>) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
@@ -73,7 +103,12 @@ pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, 
     let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone()).map_err(StartError::Setup)?;
 
     let live = LiveGateway::new(gateway);
-    let reloader = path.map(|p| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle())));
+    let status = Arc::new(ArcSwap::from_pointee(ConfigStatus { hash: file.map(|(_, hash)| hash.to_string()), refused: None }));
+    if let Some((_, hash)) = file {
+        metrics.set_config_hash(hash);
+    }
+    let reloader = file.map(|(p, _)| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle(), status.clone(), metrics.clone())));
+    let health = background_service("upstream health checks", UpstreamHealth { gateway: live.handle() });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, live, "authgate proxy");
     let listen = config.proxy.listen.to_string();
     match &config.proxy.tls {
@@ -84,7 +119,7 @@ pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, 
         None => proxy.add_tcp(&listen),
     }
 
-    let mut admin = Service::new("authgate admin".to_string(), AdminApp::new(metrics, keys));
+    let mut admin = Service::new("authgate admin".to_string(), AdminApp::new(metrics, keys, status));
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
@@ -93,6 +128,7 @@ pub fn build(config: &Config, path: Option<&std::path::Path>) -> Result<Server, 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(refresher);
+    server.add_service(health);
     if let Some(r) = reloader {
         server.add_service(r);
     }

@@ -36,6 +36,7 @@ pub struct Upstream {
     state: Arc<PeerState>,
     next: AtomicUsize,
     checks: Option<Checks>,
+    latency: prometheus::Histogram,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -107,7 +108,8 @@ impl Upstream {
             metrics.upstream_healthy.with_label_values(&[u.name.as_str(), addr.as_str()]).set(1);
         }
         let checks = u.health_check.as_ref().map(|hc| Checks::new(u, hc, &resolved, state.clone(), metrics.clone()));
-        Ok(Upstream { name: u.name.clone(), settings: u.clone(), peers, state, next: AtomicUsize::new(0), checks })
+        let latency = metrics.upstream_latency.with_label_values(&[u.name.as_str()]);
+        Ok(Upstream { name: u.name.clone(), settings: u.clone(), peers, state, next: AtomicUsize::new(0), checks, latency })
     }
 
     /// The settings it was built from (a reload keeps an upstream whose settings are unchanged,
@@ -146,6 +148,11 @@ impl Upstream {
             Lease { state: self.state.clone(), index }
         });
         Some(Picked { peer, index, lease })
+    }
+
+    /// Records the time from sending a request to its response header.
+    pub fn observe_latency(&self, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
     }
 
     /// Whether the address at `index` is in rotation (not taken out by the health check).

@@ -7,7 +7,6 @@ use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use futures_util::{SinkExt, StreamExt};
-use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -85,25 +84,7 @@ async fn a_websocket_after_sign_in_carries_the_session_identity() {
     // Refused before sign-in (a WebSocket is no navigation: no redirect to the IdP).
     assert_eq!(open(&format!("{ws}/app/socket"), &[("origin", &origin)]).await.err(), Some(401));
 
-    // Sign in as a browser would: the gateway sends to the IdP, the IdP back to the callback.
-    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let r = browser.get(format!("{origin}/app/page")).header(ACCEPT, "text/html").send().await.unwrap();
-    assert_eq!(r.status(), 302);
-    let login_cookies: Vec<String> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string()).collect();
-    let authorize = r.headers()[LOCATION].to_str().unwrap().to_string();
-    let r = browser.get(format!("{authorize}&user=alice")).send().await.unwrap();
-    assert_eq!(r.status(), 302);
-    let callback = r.headers()[LOCATION].to_str().unwrap().to_string();
-    let r = browser.get(&callback).header("cookie", login_cookies.join("; ")).send().await.unwrap();
-    assert_eq!(r.status(), 302, "the callback did not sign in");
-    let session = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("authgate="))
-        .expect("no session cookie");
-
+    let session = sign_in(&origin, "/app/page", "alice").await;
     let socket = open(&format!("{ws}/app/socket"), &[("origin", &origin), ("cookie", &session)]).await.expect("refused with a session");
     let first = converse(socket).await;
     assert_eq!(first["headers"]["x-auth-subject"], "user_alice");

@@ -54,6 +54,8 @@ pub struct RequestCtx {
     pub peer_index: Option<usize>,
     /// Counts the request in flight on its address (least-connections upstreams).
     pub lease: Option<crate::upstream::Lease>,
+    /// When the request was handed to its upstream (the latest try).
+    pub upstream_started: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -83,6 +85,7 @@ impl RequestCtx {
             upstream_tries: 0,
             peer_index: None,
             lease: None,
+            upstream_started: None,
         }
     }
 }

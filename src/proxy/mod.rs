@@ -287,6 +287,8 @@ impl Gateway {
                     None if sign_in && navigation && (visit.https || self.services.browser.allows_insecure_http()) => {
                         let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
                         let location = self.services.browser.start_login(&mut visit, client, origin, return_to).await?;
+                        let name = self.clients.all().get(client).map_or("-", |c| c.name.as_str());
+                        self.services.metrics.logins_started.with_label_values(&[name]).inc();
                         return Err(Refusal::LoginRedirect(location));
                     }
                     None => return Err(Refusal::MissingCredentials),
@@ -536,6 +538,7 @@ impl Gateway {
         ctx.upstream_tries += 1;
         ctx.peer_index = Some(picked.index);
         ctx.lease = picked.lease;
+        ctx.upstream_started = Some(std::time::Instant::now());
         Ok(picked.peer)
     }
 
@@ -609,7 +612,10 @@ impl Gateway {
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.
-    fn response_filter(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    fn response_filter(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let (Some(started), Some(upstream)) = (ctx.upstream_started.take(), self.route(ctx).and_then(|r| self.upstreams.get(r.upstream))) {
+            upstream.observe_latency(started.elapsed());
+        }
         resp.insert_header(X_REQUEST_ID.clone(), &ctx.request_id)?;
         self.decorate(resp, ctx);
         Ok(())

@@ -5,13 +5,22 @@
 
 use crate::identity::jwks::KeyStore;
 use crate::metrics::Metrics;
-use crate::server::reload::ConfigStatus;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
+
+/// What `/readyz` says about the config: the running file's hash and why the latest reload,
+/// if it was refused, was.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConfigStatus {
+    /// SHA-256 of the running config file; `None` for a config built in (the demo).
+    pub hash: Option<String>,
+    /// Why the latest reload was refused; cleared by the next one applied.
+    pub refused: Option<String>,
+}
 
 /// The admin endpoints.
 pub struct AdminApp {

@@ -6,6 +6,7 @@
 //! state (listeners, the IdP, caches, sessions, API keys, ABAC, identity keys) need a restart
 //! and are reported as such.
 
+use crate::admin::ConfigStatus;
 use crate::config::{file_hash, parse, Config};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -45,16 +46,6 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     }
     out
-}
-
-/// What `/readyz` says about the config: the running file's hash and why the latest reload,
-/// if it was refused, was.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ConfigStatus {
-    /// SHA-256 of the running config file; `None` for a config built in (the demo).
-    pub hash: Option<String>,
-    /// Why the latest reload was refused; cleared by the next one applied.
-    pub refused: Option<String>,
 }
 
 /// Reloads the config file on SIGHUP and when it changes.

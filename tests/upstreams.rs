@@ -67,7 +67,7 @@ async fn a_health_check_takes_a_dead_address_out_of_rotation_and_brings_it_back(
     for _ in 0..20 {
         assert_eq!(served_by(&http, &gw, reqwest::Method::GET, "/pool/x").await, Ok(a_addr.to_string()), "a request went to the dead address");
     }
-    assert!(gw.log.lock().unwrap().contains("out of rotation"));
+    assert!(eventually(Duration::from_secs(5), || async { gw.log.lock().unwrap().contains("out of rotation") }).await);
 
     // Back on the same address: checked healthy twice, back in rotation.
     let b = EchoServer::start(b_addr).await.unwrap();
@@ -80,7 +80,7 @@ async fn a_health_check_takes_a_dead_address_out_of_rotation_and_brings_it_back(
         }
     }
     assert_eq!(from_b, 3, "round robin over both again");
-    assert!(gw.log.lock().unwrap().contains("back in rotation"));
+    assert!(eventually(Duration::from_secs(5), || async { gw.log.lock().unwrap().contains("back in rotation") }).await);
     assert_eq!(healthy(&http, &gw, "pool", a_addr).await, Some(1.0));
     drop(b);
 }

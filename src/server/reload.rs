@@ -159,7 +159,7 @@ impl BackgroundService for Reloader {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                got = async { match hangups.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                got = hangup(&mut hangups) => {
                     if got.is_none() {
                         hangups = None;
                         continue;
@@ -171,24 +171,39 @@ impl BackgroundService for Reloader {
                         changes = None;
                         continue;
                     }
-                    // Wait until the file has been quiet for DEBOUNCE.
-                    loop {
+                    // Wait until the file has been quiet for DEBOUNCE; a SIGHUP meanwhile is
+                    // the same reload, made at once.
+                    let forced = loop {
                         tokio::select! {
                             _ = shutdown.changed() => return,
                             more = next(&mut changes) => {
                                 if more.is_none() {
-                                    break;
+                                    break false;
                                 }
                             }
-                            _ = tokio::time::sleep(DEBOUNCE) => break,
+                            got = hangup(&mut hangups) => {
+                                if got.is_some() {
+                                    break true;
+                                }
+                                hangups = None;
+                            }
+                            _ = tokio::time::sleep(DEBOUNCE) => break false,
                         }
-                    }
-                    if self.changed() {
+                    };
+                    if forced || self.changed() {
                         let _ = self.reload();
                     }
                 }
             }
         }
+    }
+}
+
+/// The next SIGHUP; never, without a handler.
+async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangups.as_mut() {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,7 +8,9 @@
 //! still-encoded path; routes are matched on its fully decoded form, so `/caf%C3%A9` is governed
 //! by a route for `/café`. `%3B` is refused too (a separator to some frameworks, data to others).
 //! `;` path parameters are reported ([`NormalPath::has_params`]) and
-//! left to the route to accept or refuse.
+//! left to the route to accept or refuse. Non-ASCII characters that Unicode compatibility
+//! normalisation (NFKC) turns into ASCII — fullwidth `．` `／` `ａ`, ligatures — are refused: an
+//! upstream that normalises would read `/ａdmin` or `/．．/` as `/admin` or `/../`.
 
 use std::borrow::Cow;
 
@@ -36,6 +38,9 @@ pub enum PathError {
     /// Percent-escapes that do not decode to UTF-8 (overlong forms, stray continuation bytes).
     #[error("the path's percent-escapes do not decode to valid UTF-8")]
     InvalidUtf8,
+    /// A character that NFKC normalisation turns into ASCII (fullwidth `．`, `／`, letters).
+    #[error("the path contains a character that Unicode normalisation turns into ASCII (such as a fullwidth . or /): send the ASCII character")]
+    AsciiLookalike,
 }
 
 /// A request path after normalisation.
@@ -105,11 +110,21 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
     }
     partly.push_str(rest);
     let forward = remove_dot_segments(&partly);
-    let decoded = match decode(&forward)? {
+    let decoded: Cow<'_, str> = match decode(&forward)? {
         Cow::Borrowed(_) => Cow::Owned(forward.clone()),
         Cow::Owned(d) => Cow::Owned(d),
     };
+    if !decoded.is_ascii() && has_ascii_lookalike(&decoded) {
+        return Err(PathError::AsciiLookalike);
+    }
     Ok(NormalPath { forward: Cow::Owned(forward), decoded, has_params })
+}
+
+/// Whether some non-ASCII character of `decoded` becomes ASCII under NFKC (`／` → `/`,
+/// `ａ` → `a`, `ﬁ` → `fi`): the path an NFKC-normalising upstream serves is another one.
+fn has_ascii_lookalike(decoded: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    decoded.chars().filter(|c| !c.is_ascii()).any(|c| std::iter::once(c).nfkc().any(|n| n.is_ascii()))
 }
 
 /// `//` collapsed, `.` and `..` segments resolved (never above `/`), trailing slash kept.
@@ -185,6 +200,7 @@ fn scan(bytes: &[u8]) -> Result<(bool, bool), PathError> {
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
             b'%' => clean = false,
             b';' => semicolon = true,
+            0x80.. => clean = false, // raw UTF-8: checked for ASCII lookalikes
             b'/' if prev == b'/' => clean = false,
             b'.' if prev == b'/' => {
                 let rest = bytes.get(i..).unwrap_or_default();
@@ -231,6 +247,8 @@ mod tests {
             ("/caf%c3%a9/x", "/caf%C3%A9/x", "/caf\u{e9}/x"),
             ("/caf%C3%A9/../x", "/x", "/x"),
             ("/%e2%82%ac", "/%E2%82%AC", "/\u{20ac}"),
+            ("/%E6%97%A5%E6%9C%AC", "/%E6%97%A5%E6%9C%AC", "/\u{65e5}\u{672c}"),
+            ("/e%CC%81", "/e%CC%81", "/e\u{301}"),
             ("/a/.hidden", "/a/.hidden", "/a/.hidden"),
             ("/a/..b", "/a/..b", "/a/..b"),
             ("/.", "/", "/"),
@@ -268,6 +286,13 @@ mod tests {
             ("/%c3/x", PathError::InvalidUtf8),
             ("/%ff", PathError::InvalidUtf8),
             ("/%ed%a0%80", PathError::InvalidUtf8),
+            ("/public/%EF%BC%8E%EF%BC%8E/admin", PathError::AsciiLookalike),
+            ("/public/\u{ff0e}\u{ff0e}/admin", PathError::AsciiLookalike),
+            ("/public%EF%BC%8Fadmin", PathError::AsciiLookalike),
+            ("/%EF%BD%81dmin", PathError::AsciiLookalike),
+            ("/\u{ff41}dmin", PathError::AsciiLookalike),
+            ("/pro%EF%AC%81le", PathError::AsciiLookalike),
+            ("/a%E2%80%A4%E2%80%A4/b", PathError::AsciiLookalike),
         ];
         for (input, want) in bad {
             assert_eq!(forward(input), Err(want), "{input}");
@@ -295,7 +320,7 @@ mod tests {
 
     #[test]
     fn clean_paths_are_borrowed() {
-        for p in ["/api/invoices/42", "/a/.well-known/x", "/a;b", "/caf\u{e9}"] {
+        for p in ["/api/invoices/42", "/a/.well-known/x", "/a;b"] {
             let n = normalize(p).unwrap();
             assert!(matches!((&n.forward, &n.decoded), (Cow::Borrowed(_), Cow::Borrowed(_))), "{p}");
         }

@@ -364,6 +364,11 @@ impl Verifier {
             ErrorKind::Json(_) => TokenError::MissingClaim("exp"),
             _ => TokenError::Malformed,
         })?;
+        // RFC 7519 §7.2: the claims are a UTF-8 JSON object. serde skips the claims authgate
+        // does not read without checking them, so a signed token that passed is checked whole.
+        if !payload_is_utf8(token) {
+            return Err(TokenError::Malformed);
+        }
         let c = data.claims;
         let subject = c.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub"))?;
         let nonce = c.nonce;
@@ -432,6 +437,13 @@ fn audiences(aud: serde_json::Value) -> Box<[Box<str>]> {
     }
 }
 
+/// Whether a JWT's payload decodes to UTF-8 (the signature was checked already).
+fn payload_is_utf8(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = token.split('.').nth(1) else { return false };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).is_ok_and(|bytes| std::str::from_utf8(&bytes).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +500,10 @@ mod tests {
             let parts: Vec<&str> = t.split('.').collect();
             format!("{}.{}.{}", b64(json!({"alg": "EdDSA", "kid": key.kid()})), parts[1], parts[2])
         };
+        let mut not_utf8 = claims(json!({})).to_string().into_bytes();
+        not_utf8.pop();
+        not_utf8.extend_from_slice(b",\"note\":\"\xbe\xbe\"}");
+        assert!(v.verify(&key.sign_bytes(claims(json!({})).to_string().as_bytes())).await.is_ok(), "sign_bytes signs what verifies");
         let cases: Vec<(&str, String, TokenError)> = vec![
             ("garbage", "not.a.jwt".into(), TokenError::Malformed),
             ("alg none", format!("{}.{payload}.", b64(json!({"alg": "none"}))), TokenError::Malformed),
@@ -505,6 +521,8 @@ mod tests {
             ("no exp", key.sign(&claims(json!({"exp": null}))), TokenError::MissingClaim("exp")),
             ("no sub", key.sign(&claims(json!({"sub": null}))), TokenError::MissingClaim("sub")),
             ("empty sub", key.sign(&claims(json!({"sub": ""}))), TokenError::MissingClaim("sub")),
+            // Found by the jwt_verify fuzz target: invalid UTF-8 inside a claim authgate does not read.
+            ("payload not UTF-8", key.sign_bytes(&not_utf8), TokenError::Malformed),
         ];
         for (name, token, want) in cases {
             assert_eq!(v.verify(&token).await.unwrap_err(), want, "{name}");

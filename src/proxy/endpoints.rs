@@ -67,7 +67,15 @@ impl Gateway {
         let scheme = if ctx.https { "https://" } else { "http://" };
         let mut text = String::with_capacity(scheme.len() + host.len());
         text.push_str(scheme);
-        text.push_str(host);
+        // `example.com.` is the fully qualified `example.com`, as host routing reads it.
+        match host.rsplit_once(':') {
+            Some((name, port)) if name.len() > 1 && name.ends_with('.') => {
+                text.push_str(name.strip_suffix('.').unwrap_or(name));
+                text.push(':');
+                text.push_str(port);
+            }
+            _ => text.push_str(host.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(host)),
+        }
         text.make_ascii_lowercase();
         Origin::parse_owned(text).ok()
     }

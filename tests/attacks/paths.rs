@@ -178,7 +178,12 @@ async fn path_encodings_never_reach_the_protected_route() {
         ("/public/./x//y", 200, Some("/public/x/y")),
         ("/public/admin/../x", 200, Some("/public/x")),
         ("/public/x?/../../admin", 200, Some("/public/x")),
-        ("/public/%ef%bc%8e%ef%bc%8e/admin/x", 200, Some("/public/%EF%BC%8E%EF%BC%8E/admin/x")),
+        // Unicode lookalikes: an NFKC-normalising upstream reads fullwidth `．．` as `..`,
+        // `／` as `/` and `ａ` as `a`.
+        ("/public/%ef%bc%8e%ef%bc%8e/admin/x", 400, None),
+        ("/public%ef%bc%8f..%ef%bc%8fadmin/x", 400, None),
+        ("/%ef%bd%81dmin/x", 400, None),
+        ("/public/%e6%97%a5%e6%9c%ac", 200, Some("/public/%E6%97%A5%E6%9C%AC")),
     ];
     assert!(cases.len() >= 25);
     let mut failures = Vec::new();
@@ -289,6 +294,12 @@ async fn hosts_are_required_single_valid_and_the_absolute_form_wins() {
     let r = send(port, "GET /hosted/x HTTP/1.1\r\nHost: WWW.test.").await;
     assert_eq!(r.status, 200);
     assert_eq!(echo_host(&r).as_deref(), Some("www.test"));
+    // ...and the same client app: identified by its origin, asked for credentials (401), not
+    // refused as an unknown client (403).
+    for host in [format!("localhost:{port}"), format!("localhost.:{port}"), format!("LOCALHOST.:{port}")] {
+        let r = send(port, &format!("GET /hosted/x HTTP/1.1\r\nHost: {host}")).await;
+        assert_eq!(r.status, 401, "{host}");
+    }
     // Absolute-form: its authority is the host routed (RFC 9112 §3.2.2). One that differs from
     // Host is refused (400, by Pingora's ingress check), so the two can never disagree.
     let before = w.echo.requests();

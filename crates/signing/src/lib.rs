@@ -156,6 +156,20 @@ impl SigningKey {
         jsonwebtoken::encode(&Header::new(self.alg), claims, &self.encoding).unwrap_or_default()
     }
 
+    /// Signs the payload bytes exactly as given, under a header with `alg`, `kid` and
+    /// `typ: JWT` (for tests that need a payload no JSON serialiser writes, such as invalid
+    /// UTF-8); empty if signing fails.
+    pub fn sign_bytes(&self, payload: &[u8]) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        let Ok(header) = serde_json::to_string(&header) else { return String::new() };
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        match jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg) {
+            Ok(signature) => format!("{input}.{signature}"),
+            Err(_) => String::new(),
+        }
+    }
+
     fn try_sign(&self, claims: &serde_json::Value) -> jsonwebtoken::errors::Result<String> {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());

@@ -28,12 +28,13 @@ async fn open(url: &str, headers: &[(&str, &str)]) -> Result<tokio_tungstenite::
     }
 }
 
-/// The first message (the upgrade request as the upstream saw it), then one echoed message.
+/// The answer to a first message (the upgrade request as the upstream saw it), then two echoed messages.
 async fn converse(mut socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> Value {
     let next = |m: Option<Result<Message, WsError>>| match m {
         Some(Ok(Message::Text(t))) => t.to_string(),
         other => panic!("expected a text message, got {other:?}"),
     };
+    socket.send(Message::Text("describe".into())).await.unwrap();
     let first: Value = serde_json::from_str(&next(tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap())).unwrap();
     for word in ["hello", "again"] {
         socket.send(Message::Text(word.into())).await.unwrap();

@@ -370,7 +370,9 @@ pub async fn try_spawn_gateway_logging(config: &str, port: u16, admin: u16, wait
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = http.get(format!("{}{path}", gw.admin)).send().await {
-            if r.status() == 200 && http.get(format!("{}/public/", gw.url)).send().await.is_ok() {
+            // Every answer of the gateway carries x-request-id: a port lost to another test's
+            // server (an IdP or echo that got it from the OS meanwhile) does not pass for it.
+            if r.status() == 200 && http.get(format!("{}/public/", gw.url)).send().await.is_ok_and(|p| p.headers().contains_key("x-request-id")) {
                 return Ok(gw);
             }
         }

@@ -1,8 +1,8 @@
 //! An echo upstream for the demo and the tests: every request is answered with what
 //! arrived (method, path, query, headers, body, HTTP version, and the address of the echo
 //! server that answered), as JSON, or as an HTML page for browsers. A WebSocket upgrade is
-//! accepted: the first message is that JSON for the upgrade request, then every text or binary
-//! message is sent back. It speaks HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge).
+//! accepted: the client's first message is answered with that JSON for the upgrade request,
+//! every later text or binary message is sent back. It speaks HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -155,14 +155,16 @@ fn describe(shared: &Shared, method: &Method, uri: &Uri, version: Version, heade
     })
 }
 
-/// Sends the upgrade request's description, then every message back until the peer closes.
+/// Answers the client's first message with the upgrade request's description, then sends
+/// every message back until the peer closes.
 async fn echo_socket(mut socket: WebSocket, described: serde_json::Value) {
-    if socket.send(Message::Text(described.to_string().into())).await.is_err() {
-        return;
-    }
+    let mut described = Some(described);
     while let Some(Ok(message)) = socket.recv().await {
         let back = match message {
-            Message::Text(_) | Message::Binary(_) => message,
+            Message::Text(_) | Message::Binary(_) => match described.take() {
+                Some(d) => Message::Text(d.to_string().into()),
+                None => message,
+            },
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };

@@ -32,6 +32,11 @@ pub struct ClientRegistry {
     default_client: Option<usize>,
 }
 
+/// An origin no configured client app claims, as the request named it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the origin {0} is not a registered client application")]
+pub struct UnknownOrigin(pub String);
+
 /// A request's client and the origin it came from.
 #[derive(Debug, Clone)]
 pub enum Identified<'a> {
@@ -251,13 +256,15 @@ impl ClientRegistry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::origin::OriginPattern;
     use crate::secret::Secret;
 
-    fn registry() -> ClientRegistry {
-        let c = |name: &str, origins: &[&str]| ClientSettings {
+    /// A client app `name` (client id `id_{name}`, namespace `client_{name}`) on `origins`,
+    /// with the defaults for everything else: the other modules' tests use it too.
+    pub(crate) fn client(name: &str, origins: &[&str]) -> ClientSettings {
+        ClientSettings {
             name: name.into(),
             origins: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
             client_id: format!("id_{name}"),
@@ -271,8 +278,11 @@ mod tests {
             post_logout_redirect: "/".into(),
             logout_url: None,
             logout_post: false,
-        };
-        ClientRegistry::from_config(&[c("billing", &["https://billing.example.com"]), c("dev", &["http://localhost:8080"])])
+        }
+    }
+
+    fn registry() -> ClientRegistry {
+        ClientRegistry::from_config(&[client("billing", &["https://billing.example.com"]), client("dev", &["http://localhost:8080"])])
     }
 
     #[test]

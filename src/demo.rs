@@ -2,6 +2,7 @@
 //! gateway at the development IdP and echo upstream of the `devidp` crate, started on loopback.
 //! Production builds (`--no-default-features`) carry neither this module nor `devidp`.
 
+use crate::authz::routes::RouteTable;
 use crate::config::{self, Config};
 use std::net::SocketAddr;
 
@@ -24,7 +25,7 @@ pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 /// Starts the demo's IdP and echo upstream on a background thread, prints how to use it,
 /// and returns the gateway config to serve.
-pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Result<Config, DemoError> {
+pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Result<(Config, RouteTable), DemoError> {
     for addr in [listen, admin, idp_addr] {
         if !addr.ip().is_loopback() {
             return Err(DemoError::NotLoopback(addr));
@@ -37,12 +38,12 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Resul
         .replace("{PORT}", &listen.port().to_string())
         .replace("{IDP}", servers.issuer())
         .replace("{ECHO}", &servers.echo().to_string());
-    let config = config::parse("(built-in demo config)", &text, &|_| None).map_err(|e| DemoError::Config(e.to_string()))?;
+    let (config, routes) = config::parse_then("(built-in demo config)", &text, &|_| None, RouteTable::from_config).map_err(|e| DemoError::Config(e.to_string()))?;
     for client in &config.clients {
         let uris: Vec<String> = client.origins.iter().map(|o| format!("{o}{}", client.redirect_path)).collect();
         let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
         servers.register_client(&client.client_id, Some(client.client_secret.expose()), &uris);
     }
     print!("{}", servers.instructions(listen, admin));
-    Ok(config)
+    Ok((config, routes))
 }

@@ -73,13 +73,11 @@ fn main() -> ExitCode {
         init_log(config::model::LogFormat::Text);
     }
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => match authgate::server::load(&config) {
+            Ok((c, table)) => {
                 // Not errors: a method list that hides a less specific route is often meant.
-                if let Ok(table) = authgate::authz::routes::RouteTable::build(&c.routes) {
-                    for warning in table.shadow_warnings() {
-                        eprintln!("{}: warning: {warning}", config.display());
-                    }
+                for warning in table.shadow_warnings() {
+                    eprintln!("{}: warning: {warning}", config.display());
                 }
                 println!(
                     "{}: ok ({} clients, {} upstreams, {} routes)",
@@ -96,20 +94,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: path } => {
-            let loaded = match config::load_file(&path) {
-                Ok(l) => l,
+            let (config, routes, hash) = match authgate::server::load_hashed(&path) {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            init_log(loaded.config.log.format);
-            serve(&loaded.config, Some((&path, &loaded.hash)))
+            init_log(config.log.format);
+            serve(&config, routes, Some((&path, &hash)))
         }
         Command::Health { admin } => health(admin),
         #[cfg(feature = "demo")]
         Command::Demo { listen, admin, idp } => match authgate::demo::run(listen, admin, idp) {
-            Ok(config) => serve(&config, None),
+            Ok((config, routes)) => serve(&config, routes, None),
             Err(e) => {
                 eprintln!("authgate demo: {e}");
                 ExitCode::FAILURE
@@ -118,8 +116,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: &config::Config, file: Option<(&std::path::Path, &str)>) -> ExitCode {
-    match authgate::server::build(config, file) {
+fn serve(config: &config::Config, routes: authgate::authz::routes::RouteTable, file: Option<(&std::path::Path, &str)>) -> ExitCode {
+    match authgate::server::build(config, routes, file) {
         Ok(server) => {
             tracing::info!(proxy = %config.proxy.listen, admin = %config.admin.listen, "authgate listening");
             server.run_forever()

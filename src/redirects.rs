@@ -54,26 +54,10 @@ fn is_plain(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::{ClientSettings, TokenAuth};
-    use crate::secret::Secret;
+    use crate::clients::tests::client;
 
     fn registry() -> ClientRegistry {
-        let c = |name: &str, origins: &[&str]| ClientSettings {
-            name: name.into(),
-            origins: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
-            client_id: name.into(),
-            client_secret: Secret::default(),
-            namespace: name.into(),
-            origin_patterns: vec![],
-            redirect_path: "/_authgate/callback".into(),
-            scopes: vec!["openid".into()],
-            token_auth: TokenAuth::ClientSecretBasic,
-            allow_foreign_tokens: false,
-            post_logout_redirect: "/".into(),
-            logout_url: None,
-            logout_post: false,
-        };
-        ClientRegistry::from_config(&[c("a", &["https://app.example.com", "https://www.example.com"]), c("b", &["https://b.example.com"])])
+        ClientRegistry::from_config(&[client("a", &["https://app.example.com", "https://www.example.com"]), client("b", &["https://b.example.com"])])
     }
 
     #[test]

@@ -4,16 +4,81 @@
 
 use http::StatusCode;
 use pingora::http::ResponseHeader;
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a step refused: the error that said so, kept whole (with its `source()` chain) for logs
+/// and tests, and shown to people by its `Display`. Built from an error with [`Cause::of`], or
+/// from words (`"…".into()`) where no error type stands behind the refusal. Cheap to clone; two
+/// causes are equal when they say the same.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+/// A cause that is only words.
+#[derive(Debug)]
+struct Words(String);
+
+impl fmt::Display for Words {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Words {}
+
+impl Cause {
+    /// The refusal's cause is `error`.
+    pub fn of(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// The error behind the refusal, to follow its `source()` chain.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl From<String> for Cause {
+    fn from(words: String) -> Cause {
+        Cause(Arc::new(Words(words)))
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(words: &str) -> Cause {
+        Cause::from(words.to_string())
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 /// Why the gateway answers itself instead of proxying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The path could not be normalised safely.
-    BadPath(String),
+    BadPath(Cause),
     /// A request header the gateway refuses to forward or to guess about.
-    BadHeader(String),
+    BadHeader(Cause),
     /// `Host` missing on HTTP/1.1, sent twice, or not a valid host.
-    BadHost(String),
+    BadHost(Cause),
     /// No route for the path.
     NoRoute,
     /// The path is routed for other methods.
@@ -23,7 +88,7 @@ pub enum Refusal {
     /// No credentials on a protected route.
     MissingCredentials,
     /// Credentials present but unusable (malformed header, bad token).
-    InvalidToken(String),
+    InvalidToken(Cause),
     /// A valid identity without the route's permission.
     Forbidden {
         /// Entity type, e.g. `client_abc:invoice`.
@@ -34,7 +99,7 @@ pub enum Refusal {
         reason: String,
     },
     /// The identity provider is needed but unavailable.
-    IdpUnavailable(String),
+    IdpUnavailable(Cause),
     /// The upstream could not be reached or failed.
     UpstreamFailed(u16),
     /// A body larger than the route reads for attributes.
@@ -44,21 +109,21 @@ pub enum Refusal {
         /// 400 or 415.
         status: u16,
         /// What is wrong.
-        reason: String,
+        reason: Cause,
     },
     /// A browser navigation without a session: off to the IdP's login page (302).
     LoginRedirect(String),
     /// A session or token issued to another client app than the one calling.
-    WrongClient(String),
+    WrongClient(Cause),
     /// No client app the route serves can decide the request: an unbound credential on a
     /// route serving several clients, or a client the route does not serve.
-    ClientNotServed(String),
+    ClientNotServed(Cause),
     /// A value the permission check reads could be read more than one way (400).
-    AmbiguousRequest(String),
+    AmbiguousRequest(Cause),
     /// A login could not be completed; `retry` is where to start again.
     LoginFailed {
         /// What went wrong, for people.
-        reason: String,
+        reason: Cause,
         /// A link that starts a new login.
         retry: Option<String>,
     },
@@ -171,18 +236,18 @@ impl Refusal {
             Refusal::MethodNotAllowed(allowed) => format!("This path allows {}.", join_methods(allowed)),
             Refusal::UnknownClient(origin) => format!("The origin {origin} is not a registered client application."),
             Refusal::MissingCredentials => "This resource needs credentials: sign in, or send Authorization: Bearer <token>.".into(),
-            Refusal::InvalidToken(why) => format!("{}.", capitalise(why)),
+            Refusal::InvalidToken(why) => format!("{}.", capitalise(&why.to_string())),
             Refusal::Forbidden { entity, permission, reason } => {
                 format!("Permission {permission:?} on {entity:?} is required: {reason}.")
             }
-            Refusal::IdpUnavailable(why) => format!("{}; try again shortly.", capitalise(why)),
+            Refusal::IdpUnavailable(why) => format!("{}; try again shortly.", capitalise(&why.to_string())),
             Refusal::UpstreamFailed(_) => "The service behind the gateway could not answer.".into(),
             Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
-            Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(reason)),
+            Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(&reason.to_string())),
             Refusal::LoginRedirect(_) => "Redirecting to sign in.".into(),
-            Refusal::WrongClient(why) | Refusal::ClientNotServed(why) => format!("{}.", capitalise(why)),
-            Refusal::LoginFailed { reason, .. } => format!("{}.", capitalise(reason)),
-            Refusal::AmbiguousRequest(why) => format!("{}.", capitalise(why)),
+            Refusal::WrongClient(why) | Refusal::ClientNotServed(why) | Refusal::AmbiguousRequest(why) | Refusal::LoginFailed { reason: why, .. } => {
+                format!("{}.", capitalise(&why.to_string()))
+            }
         }
     }
 
@@ -203,7 +268,7 @@ impl Refusal {
             Refusal::InvalidToken(why) => {
                 let _ = header.insert_header(
                     "www-authenticate",
-                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"", why.replace('"', "'")),
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"", why.to_string().replace('"', "'")),
                 );
             }
             Refusal::Forbidden { .. } => {
@@ -281,6 +346,28 @@ pub fn redirect(location: &str, request_id: &str) -> Rendered {
     let _ = header.insert_header("cache-control", "no-store");
     let _ = header.insert_header("x-request-id", request_id);
     Rendered { header, body: bytes::Bytes::new() }
+}
+
+/// The answer to a CORS preflight: 204 with `allowed` (the CORS headers for a registered
+/// origin), or 403 when the origin is not one (`None`).
+pub fn preflight(allowed: Option<Vec<(&'static str, String)>>, request_id: &str) -> Rendered {
+    let mut header = head(if allowed.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, 8);
+    for (k, v) in allowed.into_iter().flatten() {
+        let _ = header.insert_header(k, v);
+    }
+    let _ = header.insert_header("content-length", "0");
+    let _ = header.insert_header("x-request-id", request_id);
+    Rendered { header, body: bytes::Bytes::new() }
+}
+
+/// The gateway's public keys for identity assertions (`jwks`, a JWKS document), cacheable by
+/// upstreams for five minutes.
+pub fn jwks(jwks: &str) -> Rendered {
+    let mut header = head(StatusCode::OK, 4);
+    let _ = header.insert_header("content-type", "application/json");
+    let _ = header.insert_header("content-length", jwks.len().to_string());
+    let _ = header.insert_header("cache-control", "public, max-age=300");
+    Rendered { header, body: bytes::Bytes::copy_from_slice(jwks.as_bytes()) }
 }
 
 /// A JSON answer of the gateway's own endpoints.

@@ -1,7 +1,37 @@
 //! A value that must never be printed: client secrets, API keys, tokens.
 
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use std::fmt;
 use subtle::ConstantTimeEq;
+
+/// Length of a login key (`session.login_key`) in bytes: an AES-256 key.
+pub const LOGIN_KEY_LEN: usize = 32;
+
+/// Why a login key cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginKeyError {
+    /// Not base64.
+    #[error("is not base64: write 32 random bytes in base64, e.g. from `openssl rand -base64 32`")]
+    NotBase64,
+    /// Base64 of the wrong length.
+    #[error("decodes to {0} bytes: it must be exactly 32 random bytes in base64 (`openssl rand -base64 32`)")]
+    WrongLength(usize),
+    /// The crypto library refused the key.
+    #[error("cannot be used as an AES-256-GCM key")]
+    Unusable,
+}
+
+/// Decodes a configured login key (standard or URL-safe base64, padding optional): checked by
+/// the config validator, used by sign-in's login sealer.
+pub fn decode_login_key(text: &str) -> Result<[u8; LOGIN_KEY_LEN], LoginKeyError> {
+    let text = text.trim();
+    let bytes = STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
+        .map_err(|_| LoginKeyError::NotBase64)?;
+    <[u8; LOGIN_KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| LoginKeyError::WrongLength(bytes.len()))
+}
 
 /// A secret string. `Debug` and `Display` print `***`; compare with [`Secret::ct_eq`].
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -44,6 +74,15 @@ impl fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_keys_decode_from_either_base64() {
+        let b64 = STANDARD.encode([9u8; 32]);
+        assert_eq!(decode_login_key(&b64), Ok([9u8; 32]));
+        assert_eq!(decode_login_key(&URL_SAFE_NO_PAD.encode([9u8; 32])), Ok([9u8; 32]));
+        assert_eq!(decode_login_key(&STANDARD.encode([9u8; 16])), Err(LoginKeyError::WrongLength(16)));
+        assert_eq!(decode_login_key("not base64!"), Err(LoginKeyError::NotBase64));
+    }
 
     #[test]
     fn never_printed() {

@@ -18,6 +18,29 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why an upstream's peers cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// An address did not resolve.
+    #[error("upstream {upstream:?}: cannot resolve {address}: {source}")]
+    Resolve {
+        /// The upstream's name.
+        upstream: String,
+        /// The address as configured.
+        address: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// An address resolved to nothing.
+    #[error("upstream {upstream:?}: {address} resolves to no address")]
+    NoAddress {
+        /// The upstream's name.
+        upstream: String,
+        /// The address as configured.
+        address: String,
+    },
+}
+
 /// Per-address state shared by the request path and the health check.
 #[derive(Debug)]
 struct PeerState {
@@ -73,17 +96,17 @@ pub struct Picked {
 
 impl Upstream {
     /// Builds the peers of a configured upstream, resolving host names once.
-    pub fn from_config(u: &UpstreamSettings, metrics: &Metrics) -> Result<Upstream, String> {
+    pub fn from_config(u: &UpstreamSettings, metrics: &Metrics) -> Result<Upstream, UpstreamError> {
         let resolved = u
             .addresses
             .iter()
             .map(|addr| {
                 addr.to_socket_addrs()
-                    .map_err(|e| format!("upstream {:?}: cannot resolve {addr}: {e}", u.name))?
+                    .map_err(|source| UpstreamError::Resolve { upstream: u.name.clone(), address: addr.to_string(), source })?
                     .next()
-                    .ok_or_else(|| format!("upstream {:?}: {addr} resolves to no address", u.name))
+                    .ok_or_else(|| UpstreamError::NoAddress { upstream: u.name.clone(), address: addr.to_string() })
             })
-            .collect::<Result<Vec<SocketAddr>, String>>()?;
+            .collect::<Result<Vec<SocketAddr>, UpstreamError>>()?;
         let peers = resolved
             .iter()
             .map(|addr| {

@@ -37,6 +37,21 @@ fn check_warns_when_a_method_list_hides_a_less_specific_route() {
 }
 
 #[test]
+fn check_reports_conflicting_routes_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conflict.toml");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/authgate.example.toml")).unwrap();
+    let config = example + "\n[[routes]]\nname = \"twin\"\npath = \"/api/me\"\nupstream = \"billing-api\"\nauth = \"none\"\n";
+    let line = config.lines().collect::<Vec<_>>().iter().rposition(|l| *l == "path = \"/api/me\"").unwrap() + 1;
+    std::fs::write(&path, &config).unwrap();
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&path).env("BILLING_CLIENT_SECRET", "x").env("REPORTS_CLIENT_SECRET", "y").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let routes = config.matches("[[routes]]").count() - 1;
+    assert!(err.contains(&format!("conflict.toml:{line}: routes[{routes}].path: route \"twin\" overlaps route")), "{err}");
+}
+
+#[test]
 fn check_reports_every_problem_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -22,8 +22,15 @@ struct Login {
 
 impl Login {
     async fn start(session_extra: &str) -> Login {
+        Login::start_with(session_extra, |_| {}).await
+    }
+
+    /// With `before` run on the IdP before the gateway starts (the gateway reads the IdP's
+    /// discovery document at start, with its keys, and keeps it).
+    async fn start_with(session_extra: &str, before: impl FnOnce(&DevIdp)) -> Login {
         let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         idp.set_audience(AUDIENCE);
+        before(&idp);
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let setup = Setup { clients: Clients::SignIn, session_extra: session_extra.into(), ..Setup::default() };
         let gw = start_gateway(
@@ -223,10 +230,9 @@ async fn logout_ends_the_session_and_the_idp_session() {
     assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 401);
     assert_eq!(api(&b, &format!("{}/app/", w.a)).await.status(), 401);
 
-    // Without end_session_endpoint (a fresh gateway, so no discovery document is cached with
-    // one), straight back; a foreign rd falls back to the signed-out page.
-    let w = Login::start("").await;
-    w.idp.set_end_session(false);
+    // Without end_session_endpoint (a fresh gateway, whose IdP never advertised one), straight
+    // back; a foreign rd falls back to the signed-out page.
+    let w = Login::start_with("", |idp| idp.set_end_session(false)).await;
     let b = browser();
     log_in(&b, &format!("{}/app/", w.a), "alice").await;
     let ends = w.idp.end_session_requests();

@@ -1,8 +1,10 @@
-//! The config loader and validator: arbitrary text must give a config or problems, never a
-//! panic. A config it accepts builds its route table (the loader promises that) and every
-//! problem it reports renders.
+//! The config loader and validator, with the route table built as `server::load` builds it
+//! (`config::parse_then` + `RouteTable::from_config`): arbitrary text must give a config and
+//! its route table or problems, never a panic. An accepted config's table is the one its routes
+//! build (the loader promises that) and every problem it reports renders.
 #![no_main]
 
+use authgate::authz::routes::RouteTable;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,9 +15,10 @@ fuzz_target!(|data: &[u8]| {
         "NESTED" => Some("${SECRET}".to_string()),
         _ => None,
     };
-    match authgate::config::parse("fuzz.toml", text, &env) {
-        Ok(c) => {
-            let t = authgate::authz::routes::RouteTable::build(&c.routes).unwrap_or_else(|_| panic!("an accepted config's routes do not build"));
+    match authgate::config::parse_then("fuzz.toml", text, &env, RouteTable::from_config) {
+        Ok((c, t)) => {
+            assert!(RouteTable::build(&c.routes).is_ok(), "an accepted config's routes do not build");
+            assert_eq!(t.routes().len(), c.routes.len());
             let _ = t.shadow_warnings();
             let _ = format!("{c:?}");
         }

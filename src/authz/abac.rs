@@ -78,9 +78,9 @@ enum Answer {
     Denied(String),
 }
 
-/// Why a call gave no answer.
-#[derive(Debug, Clone, thiserror::Error)]
-enum CallError {
+/// Why a call gave no decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
     /// The IdP could not be reached or said it is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -330,11 +330,10 @@ fn classify(status: http::StatusCode, bytes: &[u8]) -> Result<Answer, CallError>
 /// How the gateway reads an IdP's HTTP answer to a live check: `Ok(true)` allowed,
 /// `Ok(false)` denied, `Err` no decision (the IdP is unavailable, or answered without one).
 /// Public so the fuzz targets can reach the answer parser.
-pub fn read_check_answer(status: http::StatusCode, bytes: &[u8]) -> Result<bool, String> {
-    match classify(status, bytes) {
-        Ok(Answer::Allowed) => Ok(true),
-        Ok(Answer::Denied(_)) => Ok(false),
-        Err(e) => Err(e.to_string()),
+pub fn read_check_answer(status: http::StatusCode, bytes: &[u8]) -> Result<bool, CallError> {
+    match classify(status, bytes)? {
+        Answer::Allowed => Ok(true),
+        Answer::Denied(_) => Ok(false),
     }
 }
 

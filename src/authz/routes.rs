@@ -8,7 +8,9 @@
 //! upstream framework would serve: `;` parameters and letter case may not change it.
 
 use crate::authz::path::{self, NormalPath, PathError};
-use crate::config::model::{Access, RouteSpec};
+use crate::config::model::{Access, ClientSettings, Config, RouteSpec};
+use crate::config::span::KeyPath;
+use crate::config::Findings;
 use crate::identity::browser::{self, ProtectedPages};
 use crate::pattern::PathPattern;
 use http::Method;
@@ -245,6 +247,53 @@ impl RouteTable {
         }
     }
 
+    /// The route table of a validated config (built once, by whoever loads the config: see
+    /// [`crate::config::load_then`]), or what makes the config unusable, as the keys to blame:
+    /// routes that conflict (`routes[i].path`), and a client whose `post_logout_redirect` is a
+    /// page that needs a sign-in (after logout the browser would go straight back to the IdP).
+    pub fn from_config(config: &Config) -> Result<RouteTable, Findings> {
+        let table = RouteTable::build(&config.routes)
+            .map_err(|conflicts| conflicts.into_iter().map(|(i, message)| (KeyPath::root("routes").index(i).key("path"), message)).collect::<Findings>())?;
+        let findings: Findings = config
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, client)| {
+                let route = table.protected_logout_target(client)?;
+                Some((
+                    KeyPath::root("clients").index(i).key("post_logout_redirect"),
+                    format!("{:?} is served by route {route:?}, which needs a sign-in: after logout the browser would go straight back to the identity provider; name a public page or keep the default \"/_authgate/signed-out\"", client.post_logout_redirect),
+                ))
+            })
+            .collect();
+        if findings.is_empty() {
+            Ok(table)
+        } else {
+            Err(findings)
+        }
+    }
+
+    /// The name of the protected route (one needing a sign-in) that serves the client's
+    /// `post_logout_redirect`, on any host the table knows for the client's origins.
+    fn protected_logout_target(&self, client: &ClientSettings) -> Option<&str> {
+        let base = client.origins.first().map_or("http://localhost", |o| o.as_str());
+        let url = url::Url::parse(base).ok()?.join(&client.post_logout_redirect).ok()?;
+        // The gateway answers its own endpoints before any route is matched.
+        if url.path().starts_with(browser::PREFIX) {
+            return None;
+        }
+        let path = path::normalize(url.path()).ok()?;
+        let hosts = std::iter::once(None).chain(client.origins.iter().filter_map(|o| url::Url::parse(o.as_str()).ok()).map(|u| u.host_str().map(str::to_string)));
+        for host in hosts {
+            if let Ok(RouteMatch::Found { route, .. }) = self.resolve(host.as_deref(), &path, &Method::GET) {
+                if route.access != Access::Public {
+                    return Some(&route.name);
+                }
+            }
+        }
+        None
+    }
+
     /// All routes.
     pub fn routes(&self) -> &[RouteSpec] {
         &self.routes
@@ -372,6 +421,32 @@ fn pattern_matches(pattern: &PathPattern, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// What the route table finds in a valid config is reported like the validator's problems:
+    /// file, line, key, rule.
+    #[test]
+    fn config_findings_name_file_line_and_key() {
+        use crate::config::tests::{env, VALID};
+        use crate::config::{parse_then, ConfigError};
+        let problems = |text: &str| match parse_then("test.toml", text, &env, super::RouteTable::from_config) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid(list)) => list.iter().map(|l| l.to_string()).collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        assert_eq!(problems(VALID), Vec::<String>::new());
+        let overlapping = VALID.to_string() + "\n[[routes]]\npath = \"/invoices/{invoice}\"\nupstream = \"billing-api\"\nauth = \"none\"\n";
+        let p = problems(&overlapping);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        let line = overlapping.lines().position(|l| l == "path = \"/invoices/{invoice}\"").unwrap() + 1;
+        assert!(p[0].starts_with(&format!("test.toml:{line}: routes[1].path: route \"ANY /invoices/{{invoice}}\" overlaps route \"GET /invoices/{{id}}\"")), "{}", p[0]);
+        let secret = "client_secret = \"${BILLING_SECRET}\"";
+        let protected_logout = VALID.replacen(secret, &format!("{secret}\npost_logout_redirect = \"/invoices/1\""), 1);
+        let p = problems(&protected_logout);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].contains("clients[0].post_logout_redirect: \"/invoices/1\" is served by route \"GET /invoices/{id}\", which needs a sign-in"), "{}", p[0]);
+        // The validator alone leaves the route table's findings to whoever builds the table.
+        assert!(crate::config::parse("test.toml", &overlapping, &env).is_ok());
+    }
+
     use super::*;
     use crate::config::model::Access;
 

@@ -73,28 +73,32 @@ impl fmt::Display for Located {
     }
 }
 
+/// What the runtime finds wrong with a valid config when it builds on it (routes that conflict
+/// in its route table, say): the key to blame and the rule broken, reported like the
+/// validator's own problems.
+pub type Findings = Vec<(KeyPath, String)>;
+
 /// Loads and validates a config file, reading `${VARS}` from the process environment.
+/// Checks only what the config itself says; [`load_then`] also reports what the runtime finds.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    load_file(path).map(|loaded| loaded.config)
+    load_then(path, |_| Ok(())).map(|(config, ())| config)
 }
 
-/// A config file as loaded: the validated config and the digest of the bytes it came from.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The validated config.
-    pub config: Config,
-    /// [`file_hash`] of the file's bytes (before `${VARS}` are expanded).
-    pub hash: String,
+/// Loads a config file like [`load`], then `build` makes of the valid config what the runtime
+/// needs (the route table), or names the keys it cannot use: those are reported with file and
+/// line like every other problem. Config knows nothing of the runtime: the caller supplies `build`.
+pub fn load_then<T>(path: &Path, build: impl FnOnce(&Config) -> Result<T, Findings>) -> Result<(Config, T), ConfigError> {
+    load_file_then(path, build).map(|(config, built, _)| (config, built))
 }
 
-/// Like [`load`], with the digest of the bytes read, so that the hash shown for the running
-/// config is the one of the file it was built from.
-pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+/// Like [`load_then`], with the digest of the bytes read ([`file_hash`]), so that the hash
+/// shown for the running config is the one of the file it was built from.
+pub fn load_file_then<T>(path: &Path, build: impl FnOnce(&Config) -> Result<T, Findings>) -> Result<(Config, T, String), ConfigError> {
     let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let hash = file_hash(&bytes);
     let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })?;
-    let config = parse(&path.display().to_string(), &text, &|name| std::env::var(name).ok())?;
-    Ok(Loaded { config, hash })
+    let (config, built) = parse_then(&path.display().to_string(), &text, &|name| std::env::var(name).ok(), build)?;
+    Ok((config, built, hash))
 }
 
 /// The SHA-256 of a config file's bytes, in lowercase hex: what `sha256sum` prints for it.
@@ -110,6 +114,16 @@ pub fn file_hash(bytes: &[u8]) -> String {
 
 /// Parses and validates config text; `file` names it in messages, `env` resolves `${VARS}`.
 pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    parse_then(file, text, env, |_| Ok(())).map(|(config, ())| config)
+}
+
+/// [`parse`], then `build` on the valid config (see [`load_then`]).
+pub fn parse_then<T>(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    build: impl FnOnce(&Config) -> Result<T, Findings>,
+) -> Result<(Config, T), ConfigError> {
     let mut root = DeTable::parse(text).map_err(|mut e| {
         e.set_input(Some(text));
         ConfigError::Syntax { file: file.to_string(), message: e.to_string().trim_end().to_string() }
@@ -120,17 +134,20 @@ pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
     }
     let sections = sections(root.into_inner(), &mut problems);
     let config = validate::validate(sections, &mut problems);
-    let config = config.and_then(|c| match crate::authz::routes::RouteTable::build(&c.routes) {
-        Ok(_) => Some(c),
-        Err(conflicts) => {
-            for (index, message) in conflicts {
-                problems.add(&KeyPath::root("routes").index(index).key("path"), message);
+    let built = match config {
+        Some(c) if problems.0.is_empty() => match build(&c) {
+            Ok(built) => Some((c, built)),
+            Err(findings) => {
+                for (at, message) in findings {
+                    problems.add(&at, message);
+                }
+                None
             }
-            None
-        }
-    });
-    match config {
-        Some(c) if problems.0.is_empty() => Ok(c),
+        },
+        _ => None,
+    };
+    match built {
+        Some(built) => Ok(built),
         _ => {
             let index = LineIndex::new(text);
             let mut located: Vec<Located> = problems
@@ -298,4 +315,4 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

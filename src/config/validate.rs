@@ -121,18 +121,14 @@ pub struct Sections {
     pub log: LogFile,
 }
 
+/// The algorithms an RSA key can verify.
+pub const RSA_ALGORITHMS: [Algorithm; 6] = [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+
 /// Algorithms accepted when the config does not list them.
-pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = {
+    let [rs256, rs384, rs512, ps256, ps384, ps512] = RSA_ALGORITHMS;
+    [rs256, rs384, rs512, ps256, ps384, ps512, Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA]
+};
 
 /// Validates the sections into a model; `Err` holds every problem found.
 pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
@@ -146,23 +142,12 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     let idp = idp(s.idp, problems);
     let cache = cache(s.cache, problems);
     let headers = headers(s.headers, problems);
-    let client_lines: Vec<usize> = s.clients.iter().map(|(i, _)| *i).collect();
     let clients = clients(s.clients, problems);
     let upstreams = upstreams(s.upstreams, problems);
     // Where a route fails open: checked against `[idp]` and `[abac]` below.
     let fail_open: Vec<KeyPath> =
         s.routes.iter().filter(|(_, r)| r.on_error.as_deref() == Some("allow")).map(|(i, _)| KeyPath::root("routes").index(*i).key("on_error")).collect();
     let routes = routes(s.routes, &upstreams, &clients, problems);
-    if clients.len() == client_lines.len() {
-        for (c, i) in clients.iter().zip(client_lines) {
-            if let Some(route) = protected_logout_target(c, &routes) {
-                problems.add(
-                    &KeyPath::root("clients").index(i).key("post_logout_redirect"),
-                    format!("{:?} is served by route {route:?}, which needs a sign-in: after logout the browser would go straight back to the identity provider; name a public page or keep the default \"/_authgate/signed-out\"", c.post_logout_redirect),
-                );
-            }
-        }
-    }
     let abac = abac(s.abac, problems);
     fail_open_rules(&fail_open, idp.as_ref(), &abac, problems);
     let api_keys = api_keys(s.api_keys, idp.as_ref().map(|i| i.audiences.clone()).unwrap_or_default(), problems);
@@ -465,28 +450,6 @@ fn clients(list: Vec<(usize, ClientFile)>, problems: &mut Problems) -> Vec<Clien
     out
 }
 
-/// The name of the protected route (one needing a sign-in) that serves the client's
-/// `post_logout_redirect`, on any host the route table knows for the client's origins.
-fn protected_logout_target(client: &ClientSettings, routes: &[RouteSpec]) -> Option<String> {
-    let table = crate::authz::routes::RouteTable::build(routes).ok()?;
-    let base = client.origins.first().map_or("http://localhost", |o| o.as_str());
-    let url = Url::parse(base).ok()?.join(&client.post_logout_redirect).ok()?;
-    // The gateway answers its own endpoints before any route is matched.
-    if url.path().starts_with("/_authgate/") {
-        return None;
-    }
-    let path = crate::authz::path::normalize(url.path()).ok()?;
-    let hosts = std::iter::once(None).chain(client.origins.iter().filter_map(|o| Url::parse(o.as_str()).ok()).map(|u| u.host_str().map(str::to_string)));
-    for host in hosts {
-        if let Ok(crate::authz::routes::RouteMatch::Found { route, .. }) = table.resolve(host.as_deref(), &path, &http::Method::GET) {
-            if route.access != Access::Public {
-                return Some(route.name.clone());
-            }
-        }
-    }
-    None
-}
-
 fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
     let at = KeyPath::root("session");
     let cookie_name = f.cookie_name.unwrap_or_else(|| "authgate".to_string());
@@ -510,7 +473,7 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
     }
     let login_key = f.login_key.map(Secret::new);
     if let Some(key) = &login_key {
-        if let Err(e) = crate::identity::login::decode_key(key.expose()) {
+        if let Err(e) = crate::secret::decode_login_key(key.expose()) {
             problems.add(&at.key("login_key"), e.to_string());
         }
     }

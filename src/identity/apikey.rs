@@ -15,13 +15,13 @@
 //! token: an IdP outage costs cached keys nothing until their tokens expire.
 
 use super::verify::{Audience, TokenError, Verifier};
-use super::Principal;
+use super::{now_secs, Principal};
 use crate::config::model::ApiKeySettings;
 use crate::metrics::Metrics;
 use moka::future::Cache;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 use url::Url;
 
 /// Tokens are refreshed this long before they expire.
@@ -41,18 +41,10 @@ pub enum ApiKeyError {
     Unavailable(String),
 }
 
-/// A verified exchange.
-#[derive(Debug, Clone)]
-pub struct Exchanged {
-    /// The JWT the IdP issued for the key (used to call the IdP on the caller's behalf).
-    pub token: Arc<str>,
-    /// Its verified claims.
-    pub principal: Arc<Principal>,
-}
-
 #[derive(Clone)]
 struct Entry {
-    result: Result<Exchanged, ApiKeyError>,
+    /// The verified claims of the token the key was exchanged for.
+    result: Result<Arc<Principal>, ApiKeyError>,
     ttl: Duration,
     /// [`Verifier::removals`] before the exchanged token was verified.
     removals: u64,
@@ -96,18 +88,18 @@ impl ApiKeys {
         ApiKeys { url, http, verifier, cache: cache(), last_good: cache(), failure_ttl: s.failure_ttl, metrics }
     }
 
-    /// The verified identity behind an API key.
-    pub async fn authenticate(&self, key: &str) -> Result<Exchanged, ApiKeyError> {
+    /// The verified identity behind an API key (the claims of the token it was exchanged for).
+    pub async fn authenticate(&self, key: &str) -> Result<Arc<Principal>, ApiKeyError> {
         let digest = key_digest(key);
         // Unavailability is returned to every caller waiting on this exchange, and not cached.
         let entry = match self.cache.try_get_with(digest, self.exchange(key, digest)).await {
             Ok(entry) => entry,
             Err(unavailable) => return self.still_valid(&digest).await.ok_or_else(|| (*unavailable).clone()),
         };
-        if let Ok(e) = &entry.result {
+        if let Ok(principal) = &entry.result {
             // Never hand out a token past its expiry, whatever the cache's clock says, nor one
             // verified before a signing key left the JWKS (it may be the key that signed it).
-            if e.principal.expires_at <= now_secs() || entry.removals != self.verifier.removals() {
+            if principal.expires_at <= now_secs() || entry.removals != self.verifier.removals() {
                 self.cache.invalidate(&digest).await;
                 return Box::pin(self.authenticate(key)).await;
             }
@@ -117,10 +109,10 @@ impl ApiKeys {
 
     /// The key's last successful exchange, if its token is still valid and no signing key left
     /// the JWKS since it was verified.
-    async fn still_valid(&self, digest: &[u8; 32]) -> Option<Exchanged> {
+    async fn still_valid(&self, digest: &[u8; 32]) -> Option<Arc<Principal>> {
         let entry = self.last_good.get(digest).await?;
-        let exchanged = entry.result.ok()?;
-        (exchanged.principal.expires_at > now_secs() && entry.removals == self.verifier.removals()).then_some(exchanged)
+        let principal = entry.result.ok()?;
+        (principal.expires_at > now_secs() && entry.removals == self.verifier.removals()).then_some(principal)
     }
 
     async fn exchange(&self, key: &str, digest: [u8; 32]) -> Result<Entry, ApiKeyError> {
@@ -136,10 +128,10 @@ impl ApiKeys {
             }])
             .inc();
         match result {
-            Ok((exchanged, refresh_in)) => {
-                let valid_for = Duration::from_secs(exchanged.principal.expires_at.saturating_sub(now_secs()));
-                self.last_good.insert(digest, Entry { result: Ok(exchanged.clone()), ttl: valid_for, removals }).await;
-                Ok(Entry { result: Ok(exchanged), ttl: refresh_in, removals })
+            Ok((principal, refresh_in)) => {
+                let valid_for = Duration::from_secs(principal.expires_at.saturating_sub(now_secs()));
+                self.last_good.insert(digest, Entry { result: Ok(principal.clone()), ttl: valid_for, removals }).await;
+                Ok(Entry { result: Ok(principal), ttl: refresh_in, removals })
             }
             Err(e @ ApiKeyError::Unavailable(_)) => Err(e),
             Err(e) => {
@@ -150,7 +142,7 @@ impl ApiKeys {
         }
     }
 
-    async fn call(&self, key: &str) -> Result<(Exchanged, Duration), ApiKeyError> {
+    async fn call(&self, key: &str) -> Result<(Arc<Principal>, Duration), ApiKeyError> {
         let url = self.url.as_ref().ok_or_else(|| ApiKeyError::Unavailable("API keys are not accepted: no api_key_exchange_url is configured".into()))?;
         let started = std::time::Instant::now();
         let sent = self.http.post(url.clone()).json(&serde_json::json!({ "apiKey": key })).send().await;
@@ -169,7 +161,7 @@ impl ApiKeys {
         })?;
         let expires_at = answer.expires_at.unwrap_or(principal.expires_at).min(principal.expires_at);
         let refresh_in = Duration::from_secs(expires_at.saturating_sub(now)).saturating_sub(REFRESH_MARGIN);
-        Ok((Exchanged { token: answer.token.into(), principal }, refresh_in))
+        Ok((principal, refresh_in))
     }
 }
 
@@ -214,10 +206,6 @@ fn key_digest(key: &str) -> [u8; 32] {
         *o = *b;
     }
     out
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

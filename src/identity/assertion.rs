@@ -8,7 +8,7 @@ use crate::config::model::IdentityJwtSettings;
 use crate::identity::signing::{KeyError, SigningKey};
 use moka::sync::Cache;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The path the gateway's public keys are served at, on the proxy and admin listeners.
 pub const JWKS_PATH: &str = "/.well-known/authgate/jwks.json";
@@ -111,7 +111,7 @@ impl Asserter {
         let parts = [c.subject, c.email.unwrap_or("\u{0}"), c.client.unwrap_or("\u{0}"), c.permission.unwrap_or("\u{0}"), c.decision, c.audience];
         let key = self.keys.of(&parts.map(str::as_bytes));
         self.cache.get_with(key, || {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now = super::now_secs();
             let claims = serde_json::json!({
                 "iss": self.issuer,
                 "aud": c.audience,

@@ -7,17 +7,18 @@
 //! Sessions live behind the [`SessionStore`] trait; the identity provider is OpenID Connect
 //! ([`Oidc`]): another kind of provider (e.g. GitHub's OAuth) would sit beside it here.
 
-use crate::clients::{ClientApp, ClientRegistry};
+use crate::clients::{ClientApp, ClientRegistry, UnknownOrigin};
 use crate::config::model::{Config, SessionSettings};
 use crate::identity::credentials::{Caller, Credential};
 use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
 use crate::identity::oidc::{Oidc, OidcError};
-use crate::identity::session::{cookie_pairs, cookie_value, now_secs, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, Tokens};
+use crate::identity::now_secs;
+use crate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, Tokens};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::identity::Principal;
 use crate::origin::Origin;
 use crate::redirects;
-use crate::responses::{self, Refusal, Rendered};
+use crate::responses::{self, Cause, Refusal, Rendered};
 use crate::secret::Secret;
 use http::header::{COOKIE, ORIGIN};
 use http::StatusCode;
@@ -47,9 +48,6 @@ pub enum BrowserError {
     /// `session.login_key` is unusable.
     #[error("session.login_key {0}")]
     LoginKey(#[from] LoginKeyError),
-    /// The IdP's settings are unusable for the code flow.
-    #[error("idp: {0}")]
-    Idp(#[from] OidcError),
 }
 
 /// Browser sign-in, built once at start and kept across config reloads (sessions and logins in
@@ -82,7 +80,7 @@ pub struct Visit<'a> {
     /// The pages of the config in force that need a sign-in (a logout never returns to one).
     pub routes: &'a dyn ProtectedPages,
     /// The client the request's origin hints name, with that origin; `Err`: the unknown origin.
-    pub hinted: Result<(usize, Origin), String>,
+    pub hinted: Result<(usize, Origin), UnknownOrigin>,
     /// `Set-Cookie` values for the answer.
     pub set_cookies: &'a mut Vec<String>,
     /// The client the answer is for, once known.
@@ -101,7 +99,7 @@ impl<'a> Visit<'a> {
 
     /// The client the request comes from, or a refusal for an unknown origin.
     fn known_client(&mut self) -> Result<(usize, Origin), Refusal> {
-        let (index, origin) = self.hinted.clone().map_err(Refusal::UnknownClient)?;
+        let (index, origin) = self.hinted.clone().map_err(|UnknownOrigin(origin)| Refusal::UnknownClient(origin))?;
         self.client = Some(index);
         Ok((index, origin))
     }
@@ -120,7 +118,7 @@ impl Browser {
             settings: config.session.clone(),
             own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
             cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
-            oidc: Oidc::from_config(&config.idp)?.with_latency(verifier.metrics().idp_latency.clone()),
+            oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone()).with_latency(verifier.metrics().idp_latency.clone()),
             login_sealer,
             refresh_locks: RefreshLocks::new(),
             verifier,
@@ -210,7 +208,7 @@ impl Browser {
     async fn live_session(&self, id: &SessionId, client: &ClientApp) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
         let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
         if data.client != client.name {
-            return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name)));
+            return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name).into()));
         }
         let now = now_secs();
         if data.tokens.access_expires_at <= now + self.settings.refresh_before.as_secs() {
@@ -233,13 +231,13 @@ impl Browser {
         if looks_like_jwt(access) {
             match self.verifier.verify(access).await {
                 Ok(p) => return Ok(Some((data, p))),
-                Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(e.to_string())),
+                Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
                 Err(_) => {} // not a token for this API: the id_token tells who it is
             }
         }
         match self.verifier.session_identity(data.tokens.id_token.expose(), &client.client_id, data.tokens.access_expires_at).await {
             Ok(p) => Ok(Some((data, p))),
-            Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(Cause::of(e))),
             Err(e) => {
                 tracing::info!(client = %client.name, reason = %e, "session ended: its id_token no longer verifies");
                 self.sessions.remove(id).await;
@@ -264,7 +262,7 @@ impl Browser {
         let provider = match self.oidc.provider().await {
             Ok(p) => p,
             Err(_) if still_valid => return Ok(Some(current)),
-            Err(e) => return Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
         };
         match self.oidc.refresh(&provider, client, refresh_token.expose()).await {
             Ok(set) => {
@@ -292,7 +290,7 @@ impl Browser {
                 Ok(None)
             }
             Err(_) if still_valid => Ok(Some(current)),
-            Err(e) => Err(Refusal::IdpUnavailable(e.to_string())),
+            Err(e) => Err(Refusal::IdpUnavailable(Cause::of(e))),
         }
     }
 
@@ -309,11 +307,11 @@ impl Browser {
             });
         }
         let client = v.client_at(client_index)?;
-        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
         let spec = self.cookies(v.https);
         let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
         let redirect_uri = format!("{origin}{}", client.redirect_path);
-        let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: None })?;
+        let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: Cause::of(e), retry: None })?;
         let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
         let now = now_secs();
         let login = LoginState {
@@ -395,7 +393,7 @@ impl Browser {
         let restart = Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to)));
         if let Some(error) = query_param(req, "error") {
             let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
-            return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)), retry: restart });
+            return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)).into(), retry: restart });
         }
         if let Some(iss) = query_param(req, "iss") {
             if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
@@ -403,18 +401,18 @@ impl Browser {
             }
         }
         let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
-        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(e.to_string()))?;
+        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
         let tokens = self
             .oidc
             .exchange_code(&provider, client, &code, &login.pkce_verifier, &login.redirect_uri)
             .await
-            .map_err(|e| Refusal::LoginFailed { reason: e.to_string(), retry: restart.clone() })?;
+            .map_err(|e| Refusal::LoginFailed { reason: Cause::of(e), retry: restart.clone() })?;
         let id_token = tokens.id_token.unwrap_or_default();
         let principal = self
             .verifier
             .verify_id_token(&id_token, &client.client_id, &login.nonce)
             .await
-            .map_err(|e| Refusal::LoginFailed { reason: format!("the id_token was refused: {e}"), retry: restart.clone() })?;
+            .map_err(|e| Refusal::LoginFailed { reason: format!("the id_token was refused: {e}").into(), retry: restart.clone() })?;
         let now = now_secs();
         let data = SessionData {
             client: client.name.clone(),

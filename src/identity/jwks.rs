@@ -1,8 +1,11 @@
-//! The IdP's signing keys: fetched from the JWKS (found through discovery or configured),
+//! The IdP's signing keys: fetched from the JWKS (configured, or named by the shared
+//! [`Discovery`] document, which is refreshed before each key fetch once it is stale),
 //! cached by `kid`, refreshed in the background and on an unknown `kid` (rate limited,
 //! one fetch at a time), and kept when the IdP is unreachable.
 
+use super::discovery::{error_chain, Discovery, DiscoveryError};
 use crate::config::model::IdpSettings;
+use crate::config::validate::RSA_ALGORITHMS;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
@@ -35,15 +38,16 @@ pub enum JwksError {
         reason: String,
     },
     /// The document was not what was expected.
-    #[error("{url} did not return a usable {what}: {reason}")]
+    #[error("{url} did not return a usable JWKS: {reason}")]
     Invalid {
         /// What was fetched.
         url: String,
-        /// Discovery document or JWKS.
-        what: &'static str,
         /// What was wrong.
         reason: String,
     },
+    /// The discovery document that names the JWKS is unavailable.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// Result of one refresh.
@@ -62,9 +66,9 @@ pub struct KeyStore {
     /// Why the latest fetch failed (cleared by the next that succeeds), for `/readyz`.
     last_error: Mutex<Option<String>>,
     fetch_lock: tokio::sync::Mutex<()>,
-    discovery_url: Url,
-    jwks_url: Mutex<Option<Url>>,
-    issuer: String,
+    discovery: Arc<Discovery>,
+    /// The configured JWKS location; `None`: the discovery document names it.
+    jwks_url: Option<Url>,
     accepted: Vec<Algorithm>,
     min_refetch: Duration,
     http: reqwest::Client,
@@ -82,14 +86,18 @@ impl KeyStore {
             last_fetch: Mutex::new(None),
             last_error: Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(()),
-            discovery_url: idp.discovery_url.clone(),
-            jwks_url: Mutex::new(idp.jwks_url.clone()),
-            issuer: idp.issuer.clone(),
+            discovery: Arc::new(Discovery::from_config(idp).with_latency(metrics.idp_latency.clone())),
+            jwks_url: idp.jwks_url.clone(),
             accepted: idp.algorithms.clone(),
             min_refetch: idp.jwks_min_refetch_interval,
             http,
             metrics,
         }
+    }
+
+    /// The IdP's discovery document, shared with the code flow.
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
     }
 
     /// True once a key set has been fetched.
@@ -153,56 +161,23 @@ impl KeyStore {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Arc<VerifyKey>>, JwksError> {
-        let configured = self.jwks_url.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let jwks_url = match configured {
-            Some(u) => u,
-            None => {
-                let found = self.discover().await?;
-                *self.jwks_url.lock().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
-                found
-            }
+        let jwks_url = match &self.jwks_url {
+            Some(u) => u.clone(),
+            None => self.discovery.jwks_uri().await?,
         };
-        let doc: serde_json::Value = self.get_json(&jwks_url, "JWKS").await?;
-        let keys = parse_jwks(&doc, &self.accepted).map_err(|reason| JwksError::Invalid { url: jwks_url.to_string(), what: "JWKS", reason })?;
-        Ok(keys)
-    }
-
-    async fn discover(&self) -> Result<Url, JwksError> {
-        let url = &self.discovery_url;
-        let doc: serde_json::Value = self.get_json(url, "discovery document").await?;
-        let invalid = |reason: String| JwksError::Invalid { url: url.to_string(), what: "discovery document", reason };
-        if let Some(iss) = doc.get("issuer").and_then(|v| v.as_str()) {
-            if iss != self.issuer {
-                tracing::warn!(discovered = iss, configured = %self.issuer, "the discovery document names another issuer; tokens are checked against the configured one");
-            }
-        }
-        let jwks_uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or_else(|| invalid("it has no jwks_uri".into()))?;
-        Url::parse(jwks_uri).map_err(|e| invalid(format!("jwks_uri {jwks_uri:?} is not a URL: {e}")))
-    }
-
-    async fn get_json(&self, url: &Url, what: &'static str) -> Result<serde_json::Value, JwksError> {
-        let fail = |reason: String| JwksError::Fetch { url: url.to_string(), reason };
+        let fail = |reason: String| JwksError::Fetch { url: jwks_url.to_string(), reason };
         let started = std::time::Instant::now();
-        let sent = self.http.get(url.clone()).send().await;
-        self.metrics.idp_latency.with_label_values(&[if what == "JWKS" { "jwks" } else { "discovery" }]).observe(started.elapsed().as_secs_f64());
+        let sent = self.http.get(jwks_url.clone()).send().await;
+        self.metrics.idp_latency.with_label_values(&["jwks"]).observe(started.elapsed().as_secs_f64());
         let resp = sent.map_err(|e| fail(error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
         }
         let body = resp.bytes().await.map_err(|e| fail(error_chain(&e)))?;
-        serde_json::from_slice(&body).map_err(|e| JwksError::Invalid { url: url.to_string(), what, reason: format!("not JSON: {e}") })
+        let invalid = |reason: String| JwksError::Invalid { url: jwks_url.to_string(), reason };
+        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        parse_jwks(&doc, &self.accepted).map_err(invalid)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Reads a JWKS document; keys that are unusable or not for an accepted algorithm are skipped.
@@ -239,14 +214,7 @@ pub fn parse_jwks(doc: &serde_json::Value, accepted: &[Algorithm]) -> Result<Has
 /// Symmetric (`oct`) keys verify nothing.
 fn key_algorithms(jwk: &Jwk) -> Vec<Algorithm> {
     let by_type: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
+        AlgorithmParameters::RSA(_) => RSA_ALGORITHMS.to_vec(),
         AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
             EllipticCurve::P384 => vec![Algorithm::ES384],

@@ -12,43 +12,22 @@
 //! use its result ([`RefreshLocks`]).
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+pub use crate::secret::LoginKeyError;
+use crate::secret::decode_login_key;
+
 /// Length of a login key in bytes (AES-256).
-pub const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = crate::secret::LOGIN_KEY_LEN;
 /// Characters of the suffix that names a login's cookie.
 const SUFFIX_LEN: usize = 8;
 /// Longest sealed cookie value accepted (a browser keeps at most ~4 KiB per cookie anyway).
 const MAX_SEALED_LEN: usize = 4096;
-
-/// Why a login key cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoginKeyError {
-    /// Not base64.
-    #[error("is not base64: write 32 random bytes in base64, e.g. from `openssl rand -base64 32`")]
-    NotBase64,
-    /// Base64 of the wrong length.
-    #[error("decodes to {0} bytes: it must be exactly 32 random bytes in base64 (`openssl rand -base64 32`)")]
-    WrongLength(usize),
-    /// The crypto library refused the key.
-    #[error("cannot be used as an AES-256-GCM key")]
-    Unusable,
-}
-
-/// Decodes a configured login key (standard or URL-safe base64, padding optional).
-pub fn decode_key(text: &str) -> Result<[u8; KEY_LEN], LoginKeyError> {
-    let text = text.trim();
-    let bytes = STANDARD
-        .decode(text)
-        .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
-        .map_err(|_| LoginKeyError::NotBase64)?;
-    <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| LoginKeyError::WrongLength(bytes.len()))
-}
 
 /// What the callback needs to finish a login. Sealed into the login's cookie; `Debug` shows
 /// no secret part.
@@ -140,7 +119,7 @@ impl LoginSealer {
     /// the key was generated.
     pub fn from_config(key: Option<&crate::secret::Secret>) -> Result<(LoginSealer, bool), LoginKeyError> {
         match key {
-            Some(text) => Ok((LoginSealer::new(&decode_key(text.expose())?)?, false)),
+            Some(text) => Ok((LoginSealer::new(&decode_login_key(text.expose())?)?, false)),
             None => Ok((LoginSealer::random()?, true)),
         }
     }
@@ -268,10 +247,5 @@ mod tests {
         for bad in ["", "short", "toolong12", "with;sem", "a=bcdefg"] {
             assert!(!is_suffix(bad), "{bad}");
         }
-        let b64 = STANDARD.encode([9u8; 32]);
-        assert_eq!(decode_key(&b64), Ok([9u8; 32]));
-        assert_eq!(decode_key(&URL_SAFE_NO_PAD.encode([9u8; 32])), Ok([9u8; 32]));
-        assert_eq!(decode_key(&STANDARD.encode([9u8; 16])), Err(LoginKeyError::WrongLength(16)));
-        assert_eq!(decode_key("not base64!"), Err(LoginKeyError::NotBase64));
     }
 }

@@ -4,6 +4,7 @@ pub mod apikey;
 pub mod assertion;
 pub mod browser;
 pub mod credentials;
+pub mod discovery;
 pub mod jwks;
 pub mod login;
 pub mod oidc;
@@ -16,7 +17,13 @@ pub use credentials::{Caller, Credential};
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Seconds since the epoch (0 if the clock is before it): the one clock for token and session
+/// expiry.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
 
 /// The HTTP client for calls to the IdP: every call bounded by `timeout`, redirects followed
 /// only where the endpoint may legitimately move (discovery, JWKS).

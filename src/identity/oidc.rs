@@ -1,11 +1,13 @@
 //! The OIDC authorization-code flow with the IdP, through the `openidconnect` crate:
-//! discovery (`CoreProviderMetadata` from the configured `discovery_url`), the authorization
+//! the provider's metadata (from the shared [`Discovery`] document), the authorization
 //! URL (state, nonce, PKCE S256), the code exchange and the refresh with each client's own
 //! credentials. id_tokens are verified by [`super::verify::Verifier`], with the same key cache
 //! as bearer tokens (it accepts Auther's EdDSA keys and millisecond `iat`).
 
+pub use super::discovery::Provider;
+use super::discovery::{Discovery, DiscoveryError};
 use crate::config::model::{ClientSettings, IdpSettings, TokenAuth};
-use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields, Nonce,
     OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardTokenResponse,
@@ -13,7 +15,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use url::Url;
 
 /// Why a step of the flow with the IdP failed. Messages never contain tokens or secrets.
@@ -21,7 +23,7 @@ use url::Url;
 pub enum OidcError {
     /// Discovery could not be fetched or read.
     #[error("the identity provider's discovery document is unavailable: {0}")]
-    Discovery(String),
+    Discovery(#[source] DiscoveryError),
     /// The IdP answered the token request with an OAuth error.
     #[error("the identity provider refused the token request: {0}")]
     Refused(String),
@@ -31,18 +33,6 @@ pub enum OidcError {
     /// The token response lacks something the flow needs.
     #[error("the token response is unusable: {0}")]
     BadResponse(&'static str),
-    /// The HTTP client for the IdP could not be built.
-    #[error("the HTTP client for the identity provider cannot be built: {0}")]
-    Client(String),
-}
-
-/// What discovery told about the IdP.
-pub struct Provider {
-    metadata: CoreProviderMetadata,
-    token_url: Url,
-    /// Where to send browsers to end the IdP's session, when the IdP has one.
-    pub end_session_endpoint: Option<Url>,
-    fetched: Instant,
 }
 
 /// A started login: the URL to send the browser to and what the callback must check.
@@ -104,50 +94,35 @@ type TokenClient = oauth2::Client<
     EndpointSet,
 >;
 
-/// Discovery is fetched again after this long.
-const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// After a failed discovery, the next attempt waits this long (requests meanwhile get 503).
-const DISCOVERY_RETRY: Duration = Duration::from_secs(2);
-
 /// The gateway's OIDC relying party for every client.
 pub struct Oidc {
-    discovery_url: Url,
+    discovery: Arc<Discovery>,
     issuer: String,
     http: reqwest::Client,
-    provider: tokio::sync::Mutex<Discovered>,
-    /// Latency of the IdP's endpoints, by endpoint (see [`Oidc::with_latency`]).
+    /// Latency of the token endpoint (see [`Oidc::with_latency`]).
     latency: Option<prometheus::HistogramVec>,
 }
 
-/// The last good discovery (`.0`) and the last failure (`.1`).
-type Discovered = (Option<Arc<Provider>>, Option<(Instant, OidcError)>);
-
 impl Oidc {
-    /// A relying party for the configured IdP.
-    pub fn from_config(idp: &IdpSettings) -> Result<Oidc, OidcError> {
-        let http = reqwest::Client::builder()
-            .timeout(idp.timeout)
-            .connect_timeout(idp.timeout)
-            // The token endpoint must not redirect (credentials would follow).
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OidcError::Client(e.to_string()))?;
-        Ok(Oidc { discovery_url: idp.discovery_url.clone(), issuer: idp.issuer.clone(), http, provider: tokio::sync::Mutex::new((None, None)), latency: None })
+    /// A relying party for the configured IdP, reading its metadata from `discovery` (the
+    /// document the key cache uses).
+    pub fn from_config(idp: &IdpSettings, discovery: Arc<Discovery>) -> Oidc {
+        // The token endpoint must not redirect (credentials would follow).
+        Oidc { discovery, issuer: idp.issuer.clone(), http: super::idp_client(idp.timeout, false), latency: None }
     }
 
-    /// Observes each call's latency into `latency`, labelled `discovery` or `token`.
+    /// Observes each token-endpoint call's latency into `latency`, labelled `token`.
     pub fn with_latency(mut self, latency: prometheus::HistogramVec) -> Oidc {
         self.latency = Some(latency);
         self
     }
 
-    /// Runs `call`, observing its latency as `endpoint`'s.
-    async fn timed<T>(&self, endpoint: &str, call: impl std::future::Future<Output = T>) -> T {
-        let started = Instant::now();
+    /// Runs `call`, observing its latency as the token endpoint's.
+    async fn timed<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
         let out = call.await;
         if let Some(h) = &self.latency {
-            h.with_label_values(&[endpoint]).observe(started.elapsed().as_secs_f64());
+            h.with_label_values(&["token"]).observe(started.elapsed().as_secs_f64());
         }
         out
     }
@@ -157,49 +132,9 @@ impl Oidc {
         &self.issuer
     }
 
-    /// The provider's metadata, from cache or discovery (one fetch at a time).
+    /// The provider's metadata, from the cached discovery document (fetched when stale).
     pub async fn provider(&self) -> Result<Arc<Provider>, OidcError> {
-        let mut slot = self.provider.lock().await;
-        if let Some(p) = &slot.0 {
-            if p.fetched.elapsed() < DISCOVERY_TTL {
-                return Ok(p.clone());
-            }
-        }
-        if let Some((at, e)) = &slot.1 {
-            if at.elapsed() < DISCOVERY_RETRY {
-                return slot.0.clone().ok_or_else(|| e.clone());
-            }
-        }
-        match self.discover().await {
-            Ok(p) => {
-                let p = Arc::new(p);
-                *slot = (Some(p.clone()), None);
-                Ok(p)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "OIDC discovery failed");
-                slot.1 = Some((Instant::now(), e.clone()));
-                // A stale document is better than none.
-                slot.0.clone().ok_or(e)
-            }
-        }
-    }
-
-    async fn discover(&self) -> Result<Provider, OidcError> {
-        let fail = |why: String| OidcError::Discovery(why);
-        let resp = self.timed("discovery", self.http.get(self.discovery_url.clone()).send()).await.map_err(|e| fail(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(fail(format!("{} answered {}", self.discovery_url, resp.status())));
-        }
-        let body = resp.bytes().await.map_err(|e| fail(e.to_string()))?;
-        let metadata: CoreProviderMetadata = serde_json::from_slice(&body).map_err(|e| fail(format!("{} is not an OpenID configuration: {e}", self.discovery_url)))?;
-        let raw: serde_json::Value = serde_json::from_slice(&body).map_err(|e| fail(e.to_string()))?;
-        if metadata.issuer().as_str().trim_end_matches('/') != self.issuer.trim_end_matches('/') {
-            tracing::warn!(discovered = %metadata.issuer().as_str(), configured = %self.issuer, "the discovery document names another issuer; tokens are checked against the configured one");
-        }
-        let token_url = metadata.token_endpoint().map(|t| t.url().clone()).ok_or_else(|| fail("it has no token_endpoint".into()))?;
-        let end_session_endpoint = raw.get("end_session_endpoint").and_then(|v| v.as_str()).and_then(|s| Url::parse(s).ok());
-        Ok(Provider { metadata, token_url, end_session_endpoint, fetched: Instant::now() })
+        self.discovery.provider().await.map_err(OidcError::Discovery)
     }
 
     /// The authorization URL for `client`, coming back to `redirect_uri`, with fresh state,
@@ -246,7 +181,7 @@ impl Oidc {
         let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
         let token_client = self.token_client(provider, client).set_redirect_uri(redirect);
         let request = token_client.exchange_code(AuthorizationCode::new(code.to_string())).set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()));
-        let response = self.timed("token", request.request_async(&self.http)).await.map_err(token_error)?;
+        let response = self.timed(request.request_async(&self.http)).await.map_err(token_error)?;
         let set = token_set(response);
         if set.id_token.is_none() {
             return Err(OidcError::BadResponse("no id_token (is `openid` among the scopes?)"));
@@ -258,7 +193,7 @@ impl Oidc {
     pub async fn refresh(&self, provider: &Provider, client: &ClientSettings, refresh_token: &str) -> Result<TokenSet, OidcError> {
         let token = RefreshToken::new(refresh_token.to_string());
         let token_client = self.token_client(provider, client);
-        let response = self.timed("token", token_client.exchange_refresh_token(&token).request_async(&self.http)).await.map_err(token_error)?;
+        let response = self.timed(token_client.exchange_refresh_token(&token).request_async(&self.http)).await.map_err(token_error)?;
         Ok(token_set(response))
     }
 }

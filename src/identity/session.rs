@@ -3,6 +3,7 @@
 //! idle expiry. Ids are never stored or logged as such: the memory store is keyed by a keyed
 //! digest of each id ([`crate::digest`]).
 
+use super::now_secs;
 use crate::config::model::SessionSettings;
 use crate::digest::{Digest, KeyedDigest};
 use crate::secret::Secret;
@@ -11,12 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Seconds since the epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use std::time::{Duration, Instant};
 
 /// `n` random bytes from the operating system's CSPRNG, base64url without padding.
 pub fn random_token(n: usize) -> String {
@@ -211,16 +207,17 @@ impl CookieSpec {
         name.strip_prefix(self.login.as_str())?.strip_prefix('-')
     }
 
-    /// `Set-Cookie` for `name=value` living `max_age` (`None`: a browser-session cookie).
+    /// `Set-Cookie` for `name=value` living `max_age` (`None`: a browser-session cookie),
+    /// written by the `cookie` crate: `Path=/`, `HttpOnly`, `SameSite=Lax`, `Secure` over HTTPS.
     pub fn set(&self, name: &str, value: &str, max_age: Option<Duration>) -> String {
-        let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+        let mut c = cookie::Cookie::build((name, value)).path("/").http_only(true).same_site(cookie::SameSite::Lax);
         if self.secure {
-            c.push_str("; Secure");
+            c = c.secure(true);
         }
         if let Some(age) = max_age {
-            c.push_str(&format!("; Max-Age={}", age.as_secs()));
+            c = c.max_age(cookie::time::Duration::seconds(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)));
         }
-        c
+        c.build().to_string()
     }
 
     /// `Set-Cookie` that deletes `name`.
@@ -336,10 +333,11 @@ mod tests {
     fn cookies() {
         let https = CookieSpec::new("authgate", true);
         assert_eq!(https.session, "__Host-authgate");
-        assert_eq!(https.set(&https.session, "v", None), "__Host-authgate=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+        assert_eq!(https.set(&https.session, "v", None), "__Host-authgate=v; HttpOnly; SameSite=Lax; Secure; Path=/");
         let http = CookieSpec::new("authgate", false);
         assert_eq!(http.login, "authgate-login");
-        assert_eq!(http.clear("authgate"), "authgate=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+        assert_eq!(http.clear("authgate"), "authgate=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
+        assert_eq!(http.set("authgate-signed-out", "1", Some(Duration::from_secs(600))), "authgate-signed-out=1; HttpOnly; SameSite=Lax; Path=/; Max-Age=600");
         let headers: Vec<&[u8]> = vec![b"a=1; authgate=xyz", b"b=2"];
         assert_eq!(cookie_value(headers.clone(), "authgate"), Some("xyz"));
         assert_eq!(cookie_value(headers, "authgate-login"), None);

@@ -12,7 +12,7 @@
 //! never accepted for the other, and a key removed from the JWKS is forgotten everywhere at once.
 
 use super::jwks::KeyStore;
-use super::{Grants, Principal};
+use super::{now_secs, Grants, Principal};
 use crate::config::model::{CacheSettings, IdpSettings};
 use crate::digest::{Digest, KeyedDigest};
 use crate::metrics::Metrics;
@@ -23,7 +23,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Why a token was refused. Messages are safe to show: they never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,10 +131,6 @@ impl moka::Expiry<Digest, Arc<Principal>> for UntilExp {
     fn expire_after_create(&self, _key: &Digest, value: &Arc<Principal>, _now: std::time::Instant) -> Option<Duration> {
         Some(Duration::from_secs(value.expires_at.saturating_sub(now_secs())))
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Verifies tokens against the IdP's keys: the gateway's only verifier.

@@ -4,14 +4,13 @@
 
 use super::ctx::RequestCtx;
 use super::{header, host_header, Gateway};
-use crate::clients::{Identified, OriginHints};
+use crate::clients::{Identified, OriginHints, UnknownOrigin};
 use crate::cors;
 use crate::headers::names;
 use crate::identity::browser::Visit;
 use crate::origin::Origin;
-use crate::responses::{self, Refusal, Rendered};
+use crate::responses::{self, Cause, Refusal, Rendered};
 use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, REFERER};
-use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -20,6 +19,10 @@ use pingora::proxy::Session;
 /// quote the IdP, which must not mint label values).
 fn login_failure(refusal: &Refusal) -> &'static str {
     let Refusal::LoginFailed { reason, .. } = refusal else { return refusal.outcome() };
+    if reason.error().downcast_ref::<crate::identity::oidc::OidcError>().is_some() {
+        return "oidc_error";
+    }
+    let reason = reason.to_string();
     const KINDS: [(&str, &str); 6] = [
         ("the identity provider answered", "idp_error"),
         ("expired or was already used", "expired_or_replayed"),
@@ -112,7 +115,7 @@ impl Gateway {
     }
 
     /// The request as browser sign-in sees it; `hinted` is the client its origin hints name.
-    pub(super) fn visit<'a>(&'a self, req: &'a RequestHeader, ctx: &'a mut RequestCtx, hinted: Result<(usize, Origin), String>) -> Visit<'a> {
+    pub(super) fn visit<'a>(&'a self, req: &'a RequestHeader, ctx: &'a mut RequestCtx, hinted: Result<(usize, Origin), UnknownOrigin>) -> Visit<'a> {
         Visit {
             req,
             https: ctx.https,
@@ -138,7 +141,7 @@ impl Gateway {
         // Login and logout build URLs from the host: checked here as `decide` checks it for the
         // routed requests, once per request either way.
         if let Err(e) = crate::authz::host::request_host(req) {
-            return Some(self.refuse(session, ctx, Refusal::BadHost(e.to_string())).await);
+            return Some(self.refuse(session, ctx, Refusal::BadHost(Cause::of(e))).await);
         }
         let req = session.req_header();
         let answer = if preflight { Ok(self.preflight(req, ctx)) } else { self.sign_in(req, ctx).await };
@@ -163,7 +166,7 @@ impl Gateway {
     async fn sign_in(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Rendered, Refusal> {
         let hinted = match self.identify(req, ctx) {
             Identified::Known { index, origin, .. } => Ok((index, origin)),
-            Identified::Unknown(origin) => Err(origin),
+            Identified::Unknown(origin) => Err(UnknownOrigin(origin)),
         };
         let mut visit = self.visit(req, ctx, hinted);
         let answer = self.services.browser.answer(&mut visit).await;
@@ -189,15 +192,8 @@ impl Gateway {
 
     fn preflight(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Rendered {
         ctx.outcome = "preflight";
-        let mut header_ = responses::head(if ctx.cors_origin.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, 8);
-        if let Some(origin) = ctx.cors_origin.take() {
-            for (k, v) in cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)) {
-                let _ = header_.insert_header(k, v);
-            }
-        }
-        let _ = header_.insert_header("content-length", "0");
-        let _ = header_.insert_header("x-request-id", &ctx.request_id);
-        Rendered { header: header_, body: bytes::Bytes::new() }
+        let allowed = ctx.cors_origin.take().map(|origin| cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)));
+        responses::preflight(allowed, &ctx.request_id)
     }
 }
 
@@ -208,12 +204,14 @@ mod tests {
 
     #[test]
     fn sign_in_failures_get_a_label_from_a_fixed_set() {
-        let failed = |reason: &str| Refusal::LoginFailed { reason: reason.into(), retry: None };
+        let failed = |reason: &str| Refusal::LoginFailed { reason: reason.to_string().into(), retry: None };
         assert_eq!(login_failure(&failed("the identity provider answered access_denied (evil <label>)")), "idp_error");
         assert_eq!(login_failure(&failed("this sign-in expired or was already used, or it was started in another browser")), "expired_or_replayed");
         assert_eq!(login_failure(&failed("the id_token was refused: bad nonce")), "id_token_refused");
         assert_eq!(login_failure(&failed("the sign-in response has no code")), "bad_response");
         assert_eq!(login_failure(&failed("anything the IdP said")), "other");
-        assert_eq!(login_failure(&Refusal::IdpUnavailable("down".into())), "idp_unavailable");
+        assert_eq!(login_failure(&Refusal::IdpUnavailable("down".to_string().into())), "idp_unavailable");
+        let exchange = crate::identity::oidc::OidcError::BadResponse("no id_token");
+        assert_eq!(login_failure(&Refusal::LoginFailed { reason: crate::responses::Cause::of(exchange), retry: None }), "oidc_error");
     }
 }

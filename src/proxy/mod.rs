@@ -15,15 +15,15 @@ use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served};
 use crate::origin::Origin;
 use crate::authz::permissions::PermissionNames;
 use crate::config::model::{Access, Config, ProxySettings, RouteSpec};
-use crate::identity::browser::Browser;
+use crate::identity::browser::{Browser, BrowserError};
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
-use crate::identity::assertion::{self, Asserter};
+use crate::identity::assertion::{self, Asserter, AssertionError};
 use crate::identity::credentials::{self, Caller, Credential, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::metrics::Metrics;
-use crate::responses::{self, Refusal};
-use crate::upstream::Upstream;
+use crate::responses::{self, Cause, Refusal};
+use crate::upstream::{Upstream, UpstreamError};
 use bytes::{Bytes, BytesMut};
 use ctx::RequestCtx;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -61,40 +61,60 @@ struct Services {
     metrics: Metrics,
 }
 
+/// Why a gateway cannot be built from a config.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The verifier was built for other API-key audiences than the config names.
+    #[error("the verifier accepts API-key tokens for other audiences than api_keys.audience: build it with Verifier::with_api_key_audiences")]
+    ApiKeyAudiences,
+    /// `api_keys.header` is not a header name.
+    #[error("api_keys.header: {0}")]
+    ApiKeyHeader(#[source] http::header::InvalidHeaderName),
+    /// The identity assertion keys cannot be set up.
+    #[error("identity_jwt: {0}")]
+    Assertion(#[source] AssertionError),
+    /// Browser sign-in cannot be set up.
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+    /// An upstream's peers cannot be built.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
 /// The realm named in `WWW-Authenticate`.
 const REALM: &str = "authgate";
 
 impl Gateway {
     /// Builds the gateway from a validated config and the one verifier (built with
     /// [`Verifier::with_api_key_audiences`] for `api_keys.audience`).
-    pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, String> {
+    /// `routes` is `config`'s route table (see [`RouteTable::from_config`]).
+    pub fn from_config(config: &Config, routes: RouteTable, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, GatewayError> {
         // Exchanged API-key tokens go through the same verifier, for their own audience set.
         if verifier.api_key_audiences() != config.api_keys.audiences.as_slice() {
-            return Err("the verifier accepts API-key tokens for other audiences than api_keys.audience: build it with Verifier::with_api_key_audiences".into());
+            return Err(GatewayError::ApiKeyAudiences);
         }
         let services = Services {
             api_keys: ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()),
-            api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(|e| format!("api_keys.header: {e}"))?,
+            api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(GatewayError::ApiKeyHeader)?,
             abac: AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()),
-            asserter: Asserter::from_config(&config.identity_jwt).map_err(|e| format!("identity_jwt: {e}"))?,
-            browser: Browser::from_config(config, verifier.clone()).map_err(|e| e.to_string())?,
+            asserter: Asserter::from_config(&config.identity_jwt).map_err(GatewayError::Assertion)?,
+            browser: Browser::from_config(config, verifier.clone())?,
             verifier,
             metrics,
         };
-        Gateway::assemble(config, Arc::new(services), &[])
+        Gateway::assemble(config, routes, Arc::new(services), &[])
     }
 
     /// A gateway for a reloaded config: routes, clients, upstreams, headers and proxy flags
     /// from `config`; the IdP's keys, every cache, the sessions and logins in progress carried
     /// over from this one, so a reload signs nobody out.
-    pub fn reloaded(&self, config: &Config) -> Result<Gateway, String> {
-        Gateway::assemble(config, self.services.clone(), &self.upstreams)
+    pub fn reloaded(&self, config: &Config, routes: RouteTable) -> Result<Gateway, GatewayError> {
+        Gateway::assemble(config, routes, self.services.clone(), &self.upstreams)
     }
 
     /// What a config decides, around the long-lived `services`; an upstream of `previous` whose
     /// settings are unchanged is kept, with its addresses' health and connections in flight.
-    fn assemble(config: &Config, services: Arc<Services>, previous: &[Arc<Upstream>]) -> Result<Gateway, String> {
-        let routes = RouteTable::build(&config.routes).map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
+    fn assemble(config: &Config, routes: RouteTable, services: Arc<Services>, previous: &[Arc<Upstream>]) -> Result<Gateway, GatewayError> {
         let upstreams = config
             .upstreams
             .iter()
@@ -120,11 +140,6 @@ impl Gateway {
     /// The upstreams, for the health-check service.
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
-    }
-
-    /// The gateway's public keys for identity assertions, as a JWKS document.
-    pub fn assertion_jwks(&self) -> &str {
-        self.services.asserter.jwks()
     }
 }
 
@@ -219,17 +234,17 @@ impl Gateway {
     /// Host and path → route. Saves the route's index, and the path and host the upstream gets
     /// when they differ from the ones received.
     fn route_step<'g>(&'g self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Routed<'g>, Refusal> {
-        let host = request_host(req).map_err(|e| Refusal::BadHost(e.to_string()))?;
+        let host = request_host(req).map_err(|e| Refusal::BadHost(Cause::of(e)))?;
         if !req.raw_path_is_utf8() {
-            return Err(Refusal::BadPath(path::PathError::InvalidUtf8.to_string()));
+            return Err(Refusal::BadPath(Cause::of(path::PathError::InvalidUtf8)));
         }
         let raw_path = req.uri.path();
-        let path = path::normalize(raw_path).map_err(|e| Refusal::BadPath(e.to_string()))?;
+        let path = path::normalize(raw_path).map_err(|e| Refusal::BadPath(Cause::of(e)))?;
         let routed = match self.routes.resolve(host.as_ref().map(|h| &*h.name), &path, &req.method) {
             Ok(RouteMatch::Found { route, index, params }) => Routed { route, index, params },
             Ok(RouteMatch::MethodNotAllowed { allowed }) => return Err(Refusal::MethodNotAllowed(allowed)),
             Ok(RouteMatch::NotFound) => return Err(Refusal::NoRoute),
-            Err(e) => return Err(Refusal::BadPath(e.to_string())),
+            Err(e) => return Err(Refusal::BadPath(Cause::of(e))),
         };
         ctx.route = Some(routed.index);
         // An absolute-form target or a rewritten host: the upstream gets origin-form and the routed host.
@@ -262,18 +277,18 @@ impl Gateway {
             Ok(credential @ Credential::Bearer(_)) => {
                 ctx.credential = "bearer";
                 let principal = self.services.verifier.verify(credential.presented()).await.map_err(|e| match e {
-                    TokenError::KeysUnavailable => Refusal::IdpUnavailable(e.to_string()),
-                    e => Refusal::InvalidToken(e.to_string()),
+                    TokenError::KeysUnavailable => Refusal::IdpUnavailable(Cause::of(e)),
+                    e => Refusal::InvalidToken(Cause::of(e)),
                 })?;
                 Caller { principal, credential }
             }
             Ok(credential) => {
                 ctx.credential = "api_key";
-                let exchanged = self.services.api_keys.authenticate(credential.presented()).await.map_err(|e| match e {
-                    ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why),
-                    e => Refusal::InvalidToken(e.to_string()),
+                let principal = self.services.api_keys.authenticate(credential.presented()).await.map_err(|e| match e {
+                    ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why.into()),
+                    e => Refusal::InvalidToken(Cause::of(e)),
                 })?;
-                Caller { principal: exchanged.principal, credential }
+                Caller { principal, credential }
             }
             Err(CredentialError::Missing) => {
                 let navigation = self.navigation(req);
@@ -294,7 +309,7 @@ impl Gateway {
                     None => return Err(Refusal::MissingCredentials),
                 }
             }
-            Err(e) => return Err(Refusal::InvalidToken(e.to_string())),
+            Err(e) => return Err(Refusal::InvalidToken(Cause::of(e))),
         };
         ctx.caller = Some(caller);
         Ok(())
@@ -314,8 +329,8 @@ impl Gateway {
         let served = self.served.get(routed.index).ok_or(Refusal::NoRoute)?;
         let needs_namespace = matches!(routed.route.access, Access::Permission(_));
         ctx.client = self.clients.settle(client, binding, served, needs_namespace, &routed.route.name).map_err(|e| match e {
-            e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(e.to_string()),
-            e => Refusal::ClientNotServed(e.to_string()),
+            e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(Cause::of(e)),
+            e => Refusal::ClientNotServed(Cause::of(e)),
         })?;
         ctx.client_settled = true;
         Ok(())
@@ -360,9 +375,9 @@ impl Gateway {
         };
         let attributes = abac::collect(&route.attributes, &parts).map_err(|e| {
             if e.is_ambiguous() {
-                Refusal::AmbiguousRequest(e.to_string())
+                Refusal::AmbiguousRequest(Cause::of(e))
             } else {
-                Refusal::UnreadableBody { status: e.status(), reason: e.to_string() }
+                Refusal::UnreadableBody { status: e.status(), reason: Cause::of(e) }
             }
         })?;
         let (Some(caller), Some(names)) = (&ctx.caller, &ctx.required) else { return Err(Refusal::MissingCredentials) };
@@ -390,13 +405,13 @@ impl Gateway {
             }
             Outcome::Unavailable(why) => {
                 ctx.decision = "abac";
-                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}")))
+                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}").into()))
             }
             // An answer without a decision: refused whatever `on_error` says (the caller may have caused it).
             Outcome::Failed(why) => {
                 tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check got no decision; refused");
                 ctx.decision = "abac";
-                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}")))
+                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}").into()))
             }
         }
     }
@@ -434,13 +449,9 @@ impl Gateway {
     }
 
     async fn serve_jwks(&self, session: &mut Session) -> Result<bool> {
-        let body = Bytes::copy_from_slice(self.services.asserter.jwks().as_bytes());
-        let mut resp = ResponseHeader::build(200, Some(4))?;
-        resp.insert_header("content-type", "application/json")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("cache-control", "public, max-age=300")?;
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(body), true).await?;
+        let rendered = responses::jwks(self.services.asserter.jwks());
+        session.write_response_header(Box::new(rendered.header), false).await?;
+        session.write_response_body(Some(rendered.body), true).await?;
         Ok(true)
     }
 
@@ -474,7 +485,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Refusal
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return Err(Refusal::UnreadableBody { status: 400, reason: format!("the request body could not be read ({})", e.etype().as_str()) }),
+            Err(e) => return Err(Refusal::UnreadableBody { status: 400, reason: format!("the request body could not be read ({})", e.etype().as_str()).into() }),
         }
     }
     Ok(buf.freeze())
@@ -521,7 +532,7 @@ impl Gateway {
             return self.serve_jwks(session).await;
         }
         if let Some(why) = self.headers.refuses(session.req_header()) {
-            return self.refuse(session, ctx, Refusal::BadHeader(why)).await;
+            return self.refuse(session, ctx, Refusal::BadHeader(why.into())).await;
         }
         match self.decide(session, ctx).await {
             Ok(()) => Ok(false),

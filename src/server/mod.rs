@@ -4,7 +4,8 @@
 pub mod reload;
 
 use crate::admin::AdminApp;
-use crate::config::Config;
+use crate::authz::routes::RouteTable;
+use crate::config::{Config, ConfigError};
 use crate::identity::jwks::KeyStore;
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
@@ -12,7 +13,7 @@ use arc_swap::ArcSwap;
 use crate::admin::ConfigStatus;
 use reload::Reloader;
 use crate::proxy::live::LiveGateway;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, GatewayError};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -27,6 +28,9 @@ pub enum StartError {
     /// Something in the config cannot be set up (an upstream that does not resolve, TLS files).
     #[error("cannot start: {0}")]
     Setup(String),
+    /// The gateway cannot be built from the config.
+    #[error("cannot start: {0}")]
+    Gateway(#[from] GatewayError),
 }
 
 /// Keeps the IdP's keys fresh: fetches at start (retrying with backoff until it works),
@@ -85,9 +89,21 @@ impl BackgroundService for UpstreamHealth {
     }
 }
 
-/// Builds a ready-to-run Pingora server for a validated config; with `file` (the path it was
-/// loaded from and its [`crate::config::file_hash`]), SIGHUP and changes to the file reload it.
-pub fn build(config: &Config, file: Option<(&std::path::Path, &str)>) -> Result<Server, StartError> {
+/// Loads a config file with its route table, built once: conflicting routes (and a logout
+/// that lands on a protected page) are reported as config problems, with file and line.
+pub fn load(path: &std::path::Path) -> Result<(Config, RouteTable), ConfigError> {
+    crate::config::load_then(path, RouteTable::from_config)
+}
+
+/// Like [`load`], with the SHA-256 of the file's bytes ([`crate::config::file_hash`]).
+pub fn load_hashed(path: &std::path::Path) -> Result<(Config, RouteTable, String), ConfigError> {
+    crate::config::load_file_then(path, RouteTable::from_config)
+}
+
+/// Builds a ready-to-run Pingora server for a validated config and its route table (see
+/// [`load`]); with `file` (the path it was loaded from and its [`crate::config::file_hash`]),
+/// SIGHUP and changes to the file reload it.
+pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path, &str)>) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
@@ -101,7 +117,7 @@ pub fn build(config: &Config, file: Option<(&std::path::Path, &str)>) -> Result<
     let metrics = Metrics::new();
     let keys = Arc::new(KeyStore::from_config(&config.idp, metrics.clone()));
     let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()).with_api_key_audiences(&config.idp, &config.api_keys.audiences));
-    let gateway = Gateway::from_config(config, verifier.clone(), metrics.clone()).map_err(StartError::Setup)?;
+    let gateway = Gateway::from_config(config, routes, verifier.clone(), metrics.clone())?;
 
     let live = LiveGateway::new(gateway);
     let status = Arc::new(ArcSwap::from_pointee(ConfigStatus { hash: file.map(|(_, hash)| hash.to_string()), refused: None }));

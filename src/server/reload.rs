@@ -7,9 +7,9 @@
 //! and are reported as such.
 
 use crate::admin::ConfigStatus;
-use crate::config::{file_hash, parse, Config};
+use crate::config::{file_hash, Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, GatewayError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -23,6 +23,22 @@ use std::time::Duration;
 /// How long the file must stay quiet after a change before it is read: an editor's save
 /// (write a temporary file, rename it over the old one) is several events.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file cannot be read or is not a valid config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The config is valid but no gateway can be built from it.
+    #[error("{path}: {source}")]
+    Gateway {
+        /// The config file.
+        path: String,
+        /// Why.
+        source: GatewayError,
+    },
+}
 
 /// Sections whose changes a reload cannot apply, with what differs between `old` and `new`.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -68,9 +84,8 @@ impl Reloader {
 
     /// Reads, validates and applies the file once, counting the result and logging why a
     /// refused file was refused. `Err` says why the running config stays.
-    pub fn reload(&self) -> Result<(), String> {
-        let bytes = std::fs::read(&self.path).map_err(|e| format!("cannot read config file {}: {e}", self.path.display()));
-        let result = bytes.and_then(|bytes| self.apply(&bytes));
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = self.apply();
         match &result {
             Ok(hash) => {
                 self.metrics.config_reloads.with_label_values(&["applied"]).inc();
@@ -81,20 +96,18 @@ impl Reloader {
             Err(why) => {
                 self.metrics.config_reloads.with_label_values(&["refused"]).inc();
                 let running = self.status.load();
-                self.status.store(Arc::new(ConfigStatus { hash: running.hash.clone(), refused: Some(why.clone()) }));
+                self.status.store(Arc::new(ConfigStatus { hash: running.hash.clone(), refused: Some(why.to_string()) }));
                 tracing::error!("config reload refused, the running config stays:\n{why}");
             }
         }
         result.map(|_| ())
     }
 
-    /// Validates `bytes` and installs the gateway they describe; the file's hash.
-    fn apply(&self, bytes: &[u8]) -> Result<String, String> {
-        let hash = file_hash(bytes);
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("config file {} is not UTF-8: {e}", self.path.display()))?;
-        let config = parse(&self.path.display().to_string(), text, &|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+    /// Loads the file and installs the gateway it describes; the file's hash.
+    fn apply(&self) -> Result<String, ReloadError> {
+        let (config, routes, hash) = super::load_hashed(&self.path)?;
         let current = self.gateway.load_full();
-        let next = current.reloaded(&config).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let next = current.reloaded(&config, routes).map_err(|source| ReloadError::Gateway { path: self.path.display().to_string(), source })?;
         let kept = restart_needed(&self.started, &config);
         if !kept.is_empty() {
             tracing::warn!(sections = ?kept, "changed settings need a restart to take effect; the rest is applied now");

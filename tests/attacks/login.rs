@@ -11,83 +11,10 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Client app-a on `localhost`, app-b on `127.0.0.1` (same port): two origins, one gateway.
-const BOTH: &str = "a,b";
-
-fn clients_toml(port: u16, which: &str, logout_url: &str) -> String {
-    let a = format!(
-        r#"
-[[clients]]
-name = "app-a"
-origins = ["http://localhost:{port}"]
-client_id = "client-a"
-client_secret = "secret-a"
-namespace = "client_demo"
-{logout_url}
-"#
-    );
-    let b = format!(
-        r#"
-[[clients]]
-name = "app-b"
-origins = ["http://127.0.0.1:{port}"]
-client_id = "client-b"
-client_secret = "secret-b"
-namespace = "client_demo"
-"#
-    );
-    // "A": app-a also owns app-b's origin; "B": app-b moved to another origin.
-    let a_both = a.replace(&format!("origins = [\"http://localhost:{port}\"]"), &format!("origins = [\"http://localhost:{port}\", \"http://127.0.0.1:{port}\"]"));
-    let b_moved = b.replace(&format!("origins = [\"http://127.0.0.1:{port}\"]"), "origins = [\"https://b.example\"]");
-    which
-        .split(',')
-        .map(|c| match c {
-            "a" => a.as_str(),
-            "A" => a_both.as_str(),
-            "B" => b_moved.as_str(),
-            _ => b.as_str(),
-        })
-        .collect()
-}
-
-fn config(port: u16, admin: u16, idp: &DevIdp, upstream: std::net::SocketAddr, clients: &str, session_extra: &str) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:{port}"
-threads = 2
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[idp]
-issuer = "{issuer}"
-audience = "{AUDIENCE}"
-jwks_min_refetch_interval = "1ms"
-
-[session]
-allow_insecure_http = true
-{session_extra}
-{clients}
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-name = "public"
-path = "/public/*"
-upstream = "app"
-auth = "none"
-
-[[routes]]
-name = "app"
-path = "/app/*"
-upstream = "app"
-auth = "authenticated"
-"#,
-        issuer = idp.issuer(),
-    )
+/// The sign-in setup: app-a on `localhost`, app-b on `127.0.0.1` (same port) unless `apps`
+/// says otherwise (see [`Setup::apps`]); `app_a_extra` goes into app-a's table.
+fn setup(apps: &'static str, session_extra: &str, app_a_extra: &str) -> Setup {
+    Setup { clients: Clients::SignIn, apps, session_extra: session_extra.into(), app_a_extra: app_a_extra.into(), ..Setup::default() }
 }
 
 struct World {
@@ -111,7 +38,7 @@ impl World {
             |port, admin| {
                 idp.register_client("client-a", Some("secret-a"), &[&format!("http://localhost:{port}/_authgate/callback")]);
                 idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
-                config(port, admin, &idp, echo.addr(), &clients_toml(port, BOTH, logout_url), session_extra)
+                config(port, admin, &idp, echo.addr(), &setup("a,b", session_extra, logout_url))
             },
             true,
         )
@@ -121,10 +48,10 @@ impl World {
     }
 
     /// Rewrites the config with these clients, reloads, and waits until the reload is applied.
-    async fn reload_with(&self, which: &str) {
+    async fn reload_with(&self, which: &'static str) {
         // The same listeners: only the clients change.
         let admin: u16 = self.gw.admin.rsplit(':').next().unwrap().parse().unwrap();
-        let text = config(self.gw.port, admin, &self.idp, self.echo.addr(), &clients_toml(self.gw.port, which, ""), "");
+        let text = config(self.gw.port, admin, &self.idp, self.echo.addr(), &setup(which, "", ""));
         let before = self.gw.log.lock().unwrap().matches("config reloaded").count();
         std::fs::write(self.gw.config_path(), text).unwrap();
         self.gw.reload();

@@ -90,6 +90,11 @@ pub struct Setup {
     pub clients: Clients,
     /// Settings added to `[session]` (with [`Clients::SignIn`]).
     pub session_extra: String,
+    /// The sign-in apps declared (with [`Clients::SignIn`]), comma-separated: `a` app-a, `b`
+    /// app-b, `A` app-a owning app-b's origin too, `B` app-b moved to `https://b.example`.
+    pub apps: &'static str,
+    /// Settings added to app-a's table (with [`Clients::SignIn`]), e.g. its `logout_url`.
+    pub app_a_extra: String,
 }
 
 impl Default for Setup {
@@ -101,6 +106,8 @@ impl Default for Setup {
             wait_ready: true,
             clients: Clients::default(),
             session_extra: String::new(),
+            apps: "a,b",
+            app_a_extra: String::new(),
         }
     }
 }
@@ -115,13 +122,13 @@ pub enum Clients {
     /// `secret-a`) on `http://localhost:{port}` and `app-b` (client id `client-b`, secret
     /// `secret-b`, `client_secret_post`) on `http://127.0.0.1:{port}`; sessions over plain http,
     /// two proxy threads, a route `/app/*` for any signed-in caller; the permission routes
-    /// serve both apps.
+    /// serve both apps. [`Setup::apps`] and [`Setup::app_a_extra`] vary the apps.
     SignIn,
 }
 
 impl Clients {
     /// The `[[clients]]` (and `[session]`) tables.
-    fn tables(self, port: u16, session_extra: &str) -> String {
+    fn tables(self, port: u16, setup: &Setup) -> String {
         match self {
             Clients::BillingAndReports => format!(
                 r#"
@@ -137,28 +144,27 @@ origins = ["https://reports.test"]
 client_id = "xyz"
 "#
             ),
-            Clients::SignIn => format!(
-                r#"
-[session]
-allow_insecure_http = true
-{session_extra}
-
-[[clients]]
-name = "app-a"
-origins = ["http://localhost:{port}"]
-client_id = "client-a"
-client_secret = "secret-a"
-namespace = "client_demo"
-
-[[clients]]
-name = "app-b"
-origins = ["http://127.0.0.1:{port}"]
-client_id = "client-b"
-client_secret = "secret-b"
-token_auth = "client_secret_post"
-namespace = "client_demo"
-"#
-            ),
+            Clients::SignIn => {
+                let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
+                let app_a = |origins: &str| {
+                    format!("\n[[clients]]\nname = \"app-a\"\norigins = [{origins}]\nclient_id = \"client-a\"\nclient_secret = \"secret-a\"\nnamespace = \"client_demo\"\n{}\n", setup.app_a_extra)
+                };
+                let app_b = |origin: &str| {
+                    format!("\n[[clients]]\nname = \"app-b\"\norigins = [\"{origin}\"]\nclient_id = \"client-b\"\nclient_secret = \"secret-b\"\ntoken_auth = \"client_secret_post\"\nnamespace = \"client_demo\"\n")
+                };
+                let apps: String = setup
+                    .apps
+                    .split(',')
+                    .map(|app| match app {
+                        "a" => app_a(&format!("\"{a}\"")),
+                        "A" => app_a(&format!("\"{a}\", \"{b}\"")),
+                        "b" => app_b(&b),
+                        "B" => app_b("https://b.example"),
+                        other => panic!("no sign-in app {other:?}"),
+                    })
+                    .collect();
+                format!("\n[session]\nallow_insecure_http = true\n{}\n{apps}", setup.session_extra)
+            }
         }
     }
 }
@@ -246,7 +252,7 @@ auth = "none"
 {app_route}
 {extra}
 "#,
-        clients = setup.clients.tables(port, &setup.session_extra),
+        clients = setup.clients.tables(port, setup),
         issuer = idp.issuer(),
         idp_extra = setup.idp_extra,
         proxy_extra = setup.proxy_extra,

@@ -113,9 +113,10 @@ async fn a_websocket_after_sign_in_carries_the_session_identity() {
 
     let session = sign_in(&origin, "/app/page", "alice").await;
     let socket = open(&format!("{ws}/app/socket"), &[("origin", &origin), ("cookie", &session)]).await.expect("refused with a session");
-    // Known issue (reported, not understood yet): about once in fifteen parallel runs the
-    // gateway resets a session's WebSocket right after its 101; a second socket works. One
-    // retry keeps the test about authorisation and identity; two resets in a row fail it.
+    // Known issue (reported, cause not found): with two proxy threads (this config) about one
+    // WebSocket in fifteen to twenty is reset right after its 101, bearer or session alike;
+    // none in forty with one thread. One retry keeps the test about authorisation and
+    // identity; two resets in a row fail it.
     let first = match converse_or_reset(socket).await {
         Some(first) => first,
         None => {

@@ -188,6 +188,12 @@ impl Upstream {
         self.checks.as_ref().map(|c| c.interval)
     }
 
+    /// When (milliseconds since the health service's epoch) the next round is due; `None`
+    /// without a health check.
+    pub fn next_check(&self) -> Option<u64> {
+        self.checks.as_ref().map(|c| c.due.load(Ordering::Relaxed))
+    }
+
     /// Whether a round of the health check is due at `now` (milliseconds since the health
     /// service's epoch) and none is running.
     pub fn check_due(&self, now: u64) -> bool {

@@ -60,13 +60,15 @@ impl BackgroundService for JwksRefresher {
     }
 }
 
-/// Runs the running config's upstream health checks, each at its own interval; a reload's
-/// new upstreams are picked up at the next tick.
+/// Runs the running config's upstream health checks, each at its own interval. It sleeps
+/// until the next check is due, and without any health check until a reload (`reloaded`)
+/// may have brought one: a gateway without checks pays nothing for them.
 struct UpstreamHealth {
     gateway: Arc<ArcSwap<Gateway>>,
+    reloaded: Arc<tokio::sync::Notify>,
 }
 
-/// How often the health service looks for checks that are due (the shortest interval allowed).
+/// The shortest wait between looks at the checks (the shortest interval allowed).
 const HEALTH_TICK: Duration = Duration::from_millis(100);
 
 #[async_trait]
@@ -75,15 +77,21 @@ impl BackgroundService for UpstreamHealth {
         let epoch = std::time::Instant::now();
         loop {
             let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let mut next: Option<u64> = None;
             for upstream in self.gateway.load().upstreams() {
                 if upstream.check_due(now) {
                     let upstream = upstream.clone();
                     tokio::spawn(async move { upstream.check_if_due(now).await });
                 }
+                if let Some(due) = upstream.next_check() {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
             }
+            let wait = next.map(|due| Duration::from_millis(due.saturating_sub(now)).max(HEALTH_TICK));
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(HEALTH_TICK) => {}
+                _ = self.reloaded.notified() => {}
+                _ = async { match wait { Some(w) => tokio::time::sleep(w).await, None => std::future::pending().await } } => {}
             }
         }
     }
@@ -124,8 +132,9 @@ pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path
     if let Some((_, hash)) = file {
         metrics.set_config_hash(hash);
     }
-    let reloader = file.map(|(p, _)| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle(), status.clone(), metrics.clone())));
-    let health = background_service("upstream health checks", UpstreamHealth { gateway: live.handle() });
+    let reloaded = Arc::new(tokio::sync::Notify::new());
+    let reloader = file.map(|(p, _)| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle(), status.clone(), metrics.clone(), reloaded.clone())));
+    let health = background_service("upstream health checks", UpstreamHealth { gateway: live.handle(), reloaded });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, live, "authgate proxy");
     let listen = config.proxy.listen.to_string();
     match &config.proxy.tls {

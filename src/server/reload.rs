@@ -73,13 +73,15 @@ pub struct Reloader {
     gateway: Arc<ArcSwap<Gateway>>,
     status: Arc<ArcSwap<ConfigStatus>>,
     metrics: Metrics,
+    /// Told after each reload applied (the health service looks at the new upstreams).
+    reloaded: Arc<tokio::sync::Notify>,
 }
 
 impl Reloader {
     /// Reloads `path` into `gateway`; `running` is the config in force, `status` holds its
     /// file's hash (shown by the admin listener) and `metrics` counts reloads.
-    pub fn new(path: PathBuf, running: Config, gateway: Arc<ArcSwap<Gateway>>, status: Arc<ArcSwap<ConfigStatus>>, metrics: Metrics) -> Reloader {
-        Reloader { path, started: running, gateway, status, metrics }
+    pub fn new(path: PathBuf, running: Config, gateway: Arc<ArcSwap<Gateway>>, status: Arc<ArcSwap<ConfigStatus>>, metrics: Metrics, reloaded: Arc<tokio::sync::Notify>) -> Reloader {
+        Reloader { path, started: running, gateway, status, metrics, reloaded }
     }
 
     /// Reads, validates and applies the file once, counting the result and logging why a
@@ -91,6 +93,7 @@ impl Reloader {
                 self.metrics.config_reloads.with_label_values(&["applied"]).inc();
                 self.metrics.set_config_hash(hash);
                 self.status.store(Arc::new(ConfigStatus { hash: Some(hash.clone()), refused: None }));
+                self.reloaded.notify_one();
                 tracing::info!(file = %self.path.display(), hash = %hash, "config reloaded");
             }
             Err(why) => {

@@ -110,15 +110,16 @@ fn session_lookup(c: &mut Criterion) {
         created_at: 0,
         expires_at: exp,
         generation: 0,
+        sid: None,
     };
     let ids: Vec<SessionId> = (0..10_000).map(|_| SessionId::generate()).collect();
     rt.block_on(async {
         for (i, id) in ids.iter().enumerate() {
-            store.put(id, Arc::new(data(i))).await;
+            store.put(id, Arc::new(data(i))).await.unwrap();
         }
     });
     let id = SessionId::parse(ids[5_000].expose()).unwrap();
-    c.bench_function("session_lookup_10k", |b| b.iter(|| rt.block_on(store.get(black_box(&id))).unwrap()));
+    c.bench_function("session_lookup_10k", |b| b.iter(|| rt.block_on(store.get(black_box(&id))).unwrap().unwrap()));
 }
 
 fn abac_cache_hit(c: &mut Criterion) {

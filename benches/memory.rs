@@ -79,8 +79,9 @@ fn main() {
                     created_at: 0,
                     expires_at: exp,
                     generation: 0,
+                    sid: Some("s".repeat(22)),
                 };
-                store.put(&SessionId::generate(), std::sync::Arc::new(data)).await;
+                store.put(&SessionId::generate(), std::sync::Arc::new(data)).await.expect("the memory store is always available");
                 stored += 1;
             }
         });

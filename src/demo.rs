@@ -20,6 +20,9 @@ pub enum DemoError {
     Config(String),
 }
 
+/// What a client's name keeps unencoded in its back-channel logout URL.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
 /// The demo's config; `{PROXY}`, `{ADMIN}`, `{PORT}`, `{IDP}` and `{ECHO}` are filled in at start.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
@@ -43,6 +46,11 @@ pub fn run(listen: SocketAddr, admin: SocketAddr, idp_addr: SocketAddr) -> Resul
         let uris: Vec<String> = client.origins.iter().map(|o| format!("{o}{}", client.redirect_path)).collect();
         let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
         servers.register_client(&client.client_id, Some(client.client_secret.expose()), &uris);
+        // Signing out at the IdP signs the browser out here too (OIDC back-channel logout).
+        if let Some(origin) = client.origins.first() {
+            let name = percent_encoding::utf8_percent_encode(&client.name, PATH_SEGMENT);
+            servers.register_backchannel_logout(&client.client_id, &format!("{origin}{}{name}", crate::identity::browser::BACKCHANNEL_PATH));
+        }
     }
     print!("{}", servers.instructions(listen, admin));
     Ok((config, routes))

@@ -42,6 +42,20 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// 1 for the running config's file hash (see [`Metrics::set_config_hash`]).
     pub config_info: IntGaugeVec,
+    /// Browser sessions held, by store (`memory`: this process; `redis`: all instances, as of
+    /// this instance's last sign-in or logout).
+    pub sessions_active: IntGaugeVec,
+    /// Session refreshes by result: `refreshed`, `reused` (another request here did it),
+    /// `waited` (another instance did it), `refused`, `unavailable`, `superseded`.
+    pub session_refreshes: IntCounterVec,
+    /// Logouts by kind: `user`, `backchannel`.
+    pub logouts: IntCounterVec,
+    /// Back-channel logout tokens refused, by reason.
+    pub backchannel_refusals: IntCounterVec,
+    /// Latency of calls to the session store (Redis), by operation.
+    pub session_store_latency: HistogramVec,
+    /// Failed calls to the session store (Redis), by operation.
+    pub session_store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -118,6 +132,23 @@ impl Metrics {
             config_reloads.with_label_values(&[result]);
         }
         let config_info = IntGaugeVec::new(Opts::new("authgate_config_info", "1 for the SHA-256 of the running config file"), &["hash"]).expect("metric definition is valid");
+        let sessions_active = IntGaugeVec::new(Opts::new("authgate_sessions_active", "Browser sessions held, by store"), &["store"]).expect("metric definition is valid");
+        let session_refreshes = IntCounterVec::new(
+            Opts::new("authgate_session_refreshes_total", "Session token refreshes by result (waited: another instance refreshed it)"),
+            &["result"],
+        )
+        .expect("metric definition is valid");
+        let logouts = IntCounterVec::new(Opts::new("authgate_logouts_total", "Logouts by kind (user, backchannel)"), &["kind"]).expect("metric definition is valid");
+        let backchannel_refusals =
+            IntCounterVec::new(Opts::new("authgate_backchannel_logout_refusals_total", "Back-channel logout tokens refused, by reason"), &["reason"]).expect("metric definition is valid");
+        let session_store_latency = HistogramVec::new(
+            HistogramOpts::new("authgate_session_store_duration_seconds", "Latency of calls to the session store (Redis), by operation")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            &["operation"],
+        )
+        .expect("metric definition is valid");
+        let session_store_errors =
+            IntCounterVec::new(Opts::new("authgate_session_store_errors_total", "Failed calls to the session store (Redis), by operation"), &["operation"]).expect("metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -137,6 +168,12 @@ impl Metrics {
             Box::new(upstream_healthy.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
+            Box::new(sessions_active.clone()),
+            Box::new(session_refreshes.clone()),
+            Box::new(logouts.clone()),
+            Box::new(backchannel_refusals.clone()),
+            Box::new(session_store_latency.clone()),
+            Box::new(session_store_errors.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -160,6 +197,12 @@ impl Metrics {
             upstream_healthy,
             config_reloads,
             config_info,
+            sessions_active,
+            session_refreshes,
+            logouts,
+            backchannel_refusals,
+            session_store_latency,
+            session_store_errors,
         }
     }
 

@@ -100,6 +100,8 @@ pub enum Refusal {
     },
     /// The identity provider is needed but unavailable.
     IdpUnavailable(Cause),
+    /// The session store (Redis) is needed but unavailable.
+    StoreUnavailable,
     /// The upstream could not be reached or failed.
     UpstreamFailed(u16),
     /// A body larger than the route reads for attributes.
@@ -148,7 +150,7 @@ impl Refusal {
             Refusal::LoginRedirect(_) => StatusCode::FOUND,
             Refusal::LoginFailed { .. } | Refusal::AmbiguousRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Refusal::IdpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
             Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UnreadableBody { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -165,6 +167,7 @@ impl Refusal {
             | Refusal::InvalidToken(_)
             | Refusal::Forbidden { .. }
             | Refusal::IdpUnavailable(_)
+            | Refusal::StoreUnavailable
             | Refusal::LoginRedirect(_)
             | Refusal::WrongClient(_)
             | Refusal::ClientNotServed(_) => true,
@@ -194,6 +197,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::IdpUnavailable(_) => "idp_unavailable",
+            Refusal::StoreUnavailable => "session_store_unavailable",
             Refusal::UpstreamFailed(_) => "upstream_error",
             Refusal::BodyTooLarge(_) => "body_too_large",
             Refusal::UnreadableBody { .. } => "bad_body",
@@ -217,6 +221,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "Invalid credentials",
             Refusal::Forbidden { .. } => "Permission denied",
             Refusal::IdpUnavailable(_) => "Identity provider unavailable",
+            Refusal::StoreUnavailable => "Sessions unavailable",
             Refusal::UpstreamFailed(_) => "Upstream unavailable",
             Refusal::BodyTooLarge(_) => "Request body too large",
             Refusal::UnreadableBody { .. } => "Unreadable request body",
@@ -241,6 +246,7 @@ impl Refusal {
                 format!("Permission {permission:?} on {entity:?} is required: {reason}.")
             }
             Refusal::IdpUnavailable(why) => format!("{}; try again shortly.", capitalise(&why.to_string())),
+            Refusal::StoreUnavailable => "The session store cannot be reached; try again shortly.".into(),
             Refusal::UpstreamFailed(_) => "The service behind the gateway could not answer.".into(),
             Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
             Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(&reason.to_string())),
@@ -277,7 +283,7 @@ impl Refusal {
             Refusal::MethodNotAllowed(allowed) => {
                 let _ = header.insert_header("allow", join_methods(allowed));
             }
-            Refusal::IdpUnavailable(_) => {
+            Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => {
                 let _ = header.insert_header("retry-after", "5");
             }
             Refusal::LoginRedirect(location) => {

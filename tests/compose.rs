@@ -84,6 +84,9 @@ fn the_compose_file_wires_two_gateways_redis_the_idp_and_an_echo_behind_one_entr
     let config = authgate::config::parse("config/compose/authgate.toml", &text, &|name| env.get(name).cloned()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.proxy.listen.port(), 8080);
     assert!(config.session.login_key.is_some(), "two instances need one login key");
+    let authgate::config::model::SessionStoreSettings::Redis(redis) = &config.session.store else { panic!("sessions are not shared through Redis") };
+    let redis_host = url::Url::parse(redis.url.expose()).unwrap().host_str().unwrap().to_string();
+    assert!(names.contains(&redis_host.as_str()), "the session store {redis_host} is not a service");
 
     // ...and meets the other services: the entry point is its trusted proxy, the IdP is the
     // issuer under the name the network gives it, the echo upstream listens where it sends.

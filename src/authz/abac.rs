@@ -722,7 +722,7 @@ mod tests {
         use crate::identity::session::{SessionData, Tokens};
         use crate::secret::Secret;
         let tokens = Tokens { access_token: Secret::new(access.to_string()), id_token: Secret::new(String::new()), refresh_token: None, access_expires_at: 0 };
-        Credential::Session(Arc::new(SessionData { client: "c".into(), origin: "https://c.example".into(), subject: "u".into(), email: None, name: None, tokens, created_at: 0, expires_at: 0, generation: 0 }))
+        Credential::Session(Arc::new(SessionData { client: "c".into(), origin: "https://c.example".into(), subject: "u".into(), email: None, name: None, tokens, created_at: 0, expires_at: 0, generation: 0, sid: None }))
     }
 
     fn settings() -> AbacSettings {

@@ -173,6 +173,30 @@ pub struct SessionFile {
     /// Key sealing the login cookies: 32 random bytes in base64, usually `${AUTHGATE_LOGIN_KEY}`
     /// (default: generated at start; several instances need the same key).
     pub login_key: Option<String>,
+    /// Where sessions live: `"memory"` (default, this process) or `"redis"` (shared by instances).
+    pub store: Option<String>,
+    /// `[session.redis]`: the Redis (or Valkey) the sessions live in with `store = "redis"`.
+    pub redis: Option<RedisFile>,
+}
+
+/// `[session.redis]`: the shared session store.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS), usually `${REDIS_URL}`.
+    pub url: Option<String>,
+    /// Prefix of every key the gateway writes (default `authgate:`), so gateways can share a Redis.
+    pub prefix: Option<String>,
+    /// 32 random bytes in base64, usually `${AUTHGATE_SESSION_KEY}`: encrypts the sessions and
+    /// keys their names; every instance sharing the sessions needs the same key.
+    pub key: Option<String>,
+    /// Time to connect, e.g. `"1s"`.
+    pub connect_timeout: Option<String>,
+    /// Time for one command's answer, e.g. `"500ms"`.
+    pub timeout: Option<String>,
+    /// PEM file of the CA certificates a `rediss://` server's certificate is checked against
+    /// (instead of the system's roots), for a Redis with a private CA.
+    pub ca_file: Option<String>,
 }
 
 /// `[[upstreams]]`: one upstream service.

@@ -129,6 +129,35 @@ pub struct SessionSettings {
     pub max_pending_logins: usize,
     /// Key sealing the login cookies (base64 of 32 bytes, validated); `None`: generated at start.
     pub login_key: Option<Secret>,
+    /// Where sessions live.
+    pub store: SessionStoreSettings,
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Default)]
+pub enum SessionStoreSettings {
+    /// In this process (the default).
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance configured alike.
+    Redis(RedisSettings),
+}
+
+/// The Redis session store.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL (may carry a password: a secret).
+    pub url: Secret,
+    /// Prefix of every key written.
+    pub prefix: String,
+    /// Encryption and key-naming key (base64 of 32 bytes, validated).
+    pub key: Secret,
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// Time for one command's answer.
+    pub timeout: Duration,
+    /// CA certificates (PEM) for `rediss://` instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How a client authenticates at the IdP's token endpoint.

@@ -273,3 +273,34 @@ fn the_log_format_is_text_or_json() {
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(p[0].contains("log.format: \"xml\" is not \"text\" or \"json\""), "{}", p[0]);
 }
+
+#[test]
+fn the_redis_session_store_is_validated() {
+    let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+    let with = |session: &str| VALID.replacen("[proxy]", &format!("[session]\n{session}\n[proxy]"), 1);
+    let cases = [
+        ("store = \"disk\"", "session.store: \"disk\" is not a session store"),
+        ("store = \"redis\"", "session.redis.url: is required"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"", "session.redis.key: is required"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"http://127.0.0.1:6379\"\nkey = \"KEY\"", "session.redis.url: is not a Redis URL"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"rediss://cache.internal:6380/#insecure\"\nkey = \"KEY\"", "session.redis.url: has a #fragment"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"c2hvcnQ=\"", "session.redis.key: decodes to 5 bytes"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\nprefix = \"with space\"", "session.redis.prefix: \"with space\" must be"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\ntimeout = \"soon\"", "session.redis.timeout: \"soon\" is not a duration"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\npool = 4", "unknown field `pool`"),
+        ("[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"", "session.redis: is set but session.store is \"memory\""),
+        ("store = \"redis\"\n[session.redis]\nurl = \"redis://127.0.0.1:6379\"\nkey = \"KEY\"\nca_file = \"/etc/hostname\"", "session.redis.ca_file: is only for TLS"),
+        ("store = \"redis\"\n[session.redis]\nurl = \"rediss://cache.internal:6380\"\nkey = \"KEY\"\nca_file = \"/nonexistent/ca.pem\"", "session.redis.ca_file: /nonexistent/ca.pem cannot be read"),
+    ];
+    for (session, want) in cases {
+        let p = problems(&with(&session.replace("KEY", key)));
+        assert!(p.iter().any(|m| m.contains(want) && m.starts_with("test.toml:")), "want {want:?}, got {p:#?}");
+    }
+    let password = "hunter2-redis";
+    let ok = with(&format!("store = \"redis\"\n[session.redis]\nurl = \"rediss://default:{password}@cache.internal:6380/2\"\nkey = \"{key}\"\nprefix = \"gw1:\""));
+    let c = parse("test.toml", &ok, &env).unwrap();
+    let crate::config::model::SessionStoreSettings::Redis(r) = &c.session.store else { panic!("a redis store") };
+    assert_eq!((r.prefix.as_str(), r.timeout, r.connect_timeout), ("gw1:", std::time::Duration::from_millis(500), std::time::Duration::from_secs(1)));
+    assert!(!format!("{c:?}").contains(password) && !format!("{c:?}").contains(key), "the URL's password and the key never show");
+    assert!(matches!(parse("test.toml", VALID, &env).unwrap().session.store, crate::config::model::SessionStoreSettings::Memory), "memory by default");
+}

@@ -477,7 +477,9 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
             problems.add(&at.key("login_key"), e.to_string());
         }
     }
+    let store = session_store(f.store.as_deref(), f.redis, &at, problems);
     SessionSettings {
+        store,
         cookie_name,
         lifetime,
         idle_timeout,
@@ -487,6 +489,61 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
         login_timeout,
         max_pending_logins: f.max_pending_logins.unwrap_or(4),
         login_key,
+    }
+}
+
+/// `session.store` and `[session.redis]`.
+fn session_store(store: Option<&str>, redis: Option<RedisFile>, at: &KeyPath, problems: &mut Problems) -> SessionStoreSettings {
+    match (store.unwrap_or("memory"), redis) {
+        ("memory", None) => SessionStoreSettings::Memory,
+        ("memory", Some(_)) => {
+            problems.add(&at.key("redis"), "is set but session.store is \"memory\": set store = \"redis\" to use it, or remove [session.redis]");
+            SessionStoreSettings::Memory
+        }
+        ("redis", redis) => {
+            let at = at.key("redis");
+            let f = redis.unwrap_or_default();
+            let url = problems.require(f.url, &at.key("url"), "the Redis URL, e.g. \"${REDIS_URL}\" (redis://host:6379 or rediss:// for TLS)").unwrap_or_default();
+            if !url.is_empty() {
+                match redis::parse_redis_url(&url) {
+                    Some(u) if u.fragment().is_some() => {
+                        problems.add(&at.key("url"), "has a #fragment: `#insecure` would turn off TLS certificate checks, which the gateway does not allow; remove it");
+                    }
+                    Some(u) if u.scheme() == "redis" || u.scheme() == "rediss" => {
+                        // The client's error may quote the URL, password included: not repeated.
+                        if redis::Client::open(url.as_str()).is_err() {
+                            problems.add(&at.key("url"), "is not a usable Redis URL: write redis://[user:password@]host:port[/db] or rediss://… for TLS");
+                        }
+                    }
+                    _ => problems.add(&at.key("url"), "is not a Redis URL: write redis://[user:password@]host:port[/db] or rediss://… for TLS"),
+                }
+            }
+            let prefix = f.prefix.unwrap_or_else(|| "authgate:".into());
+            if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+                problems.add(&at.key("prefix"), format!("{prefix:?} must be 1 to 64 printable characters without spaces, e.g. \"authgate:\""));
+            }
+            let key = problems.require(f.key, &at.key("key"), "32 random bytes in base64 (`openssl rand -base64 32`), the same at every instance, e.g. \"${AUTHGATE_SESSION_KEY}\"").unwrap_or_default();
+            if !key.is_empty() {
+                if let Err(e) = crate::secret::decode_login_key(&key) {
+                    problems.add(&at.key("key"), e.to_string());
+                }
+            }
+            let connect_timeout = problems.duration(f.connect_timeout.as_deref(), &at.key("connect_timeout"), Duration::from_secs(1));
+            let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_millis(500));
+            let ca_file = f.ca_file.map(PathBuf::from);
+            if let Some(path) = &ca_file {
+                if !url.starts_with("rediss://") {
+                    problems.add(&at.key("ca_file"), "is only for TLS: the url must start with rediss://");
+                } else if let Err(e) = std::fs::read(path) {
+                    problems.add(&at.key("ca_file"), format!("{} cannot be read: {e}", path.display()));
+                }
+            }
+            SessionStoreSettings::Redis(RedisSettings { url: Secret::new(url), prefix, key: Secret::new(key), connect_timeout, timeout, ca_file })
+        }
+        (other, _) => {
+            problems.add(&at.key("store"), format!("{other:?} is not a session store: write \"memory\" (this process, the default) or \"redis\" (shared by instances)"));
+            SessionStoreSettings::Memory
+        }
     }
 }
 

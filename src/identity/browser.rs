@@ -12,10 +12,14 @@ use crate::config::model::{Config, SessionSettings};
 use crate::identity::credentials::{Caller, Credential};
 use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
 use crate::identity::oidc::{Oidc, OidcError};
+use crate::config::model::SessionStoreSettings;
+use crate::identity::backchannel::{self, LogoutTokenError};
 use crate::identity::now_secs;
-use crate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, MemoryStore, SessionData, SessionId, SessionStore, Tokens};
+use crate::identity::redis_store::{RedisStore, RedisStoreError};
+use crate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, Ended, MemoryStore, RefreshLease, SessionData, SessionId, SessionStore, Tokens};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::identity::Principal;
+use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::redirects;
 use crate::responses::{self, Cause, Refusal, Rendered};
@@ -30,6 +34,8 @@ pub const LOGIN_PATH: &str = "/_authgate/login";
 const LOGOUT_PATH: &str = "/_authgate/logout";
 const SESSION_PATH: &str = "/_authgate/session";
 const SIGNED_OUT_PATH: &str = "/_authgate/signed-out";
+/// Where an IdP posts back-channel logout tokens: `{BACKCHANNEL_PATH}{client name}`.
+pub const BACKCHANNEL_PATH: &str = "/_authgate/backchannel-logout/";
 /// Every path under it is the gateway's own.
 pub const PREFIX: &str = "/_authgate/";
 /// Longest return URL a login cookie carries; longer ones return to the origin's root.
@@ -48,6 +54,9 @@ pub enum BrowserError {
     /// `session.login_key` is unusable.
     #[error("session.login_key {0}")]
     LoginKey(#[from] LoginKeyError),
+    /// The Redis session store is unusable.
+    #[error("{0}")]
+    Store(#[from] RedisStoreError),
 }
 
 /// Browser sign-in, built once at start and kept across config reloads (sessions and logins in
@@ -63,7 +72,12 @@ pub struct Browser {
     /// Seals logins in flight into their cookies.
     login_sealer: LoginSealer,
     refresh_locks: RefreshLocks,
+    /// How long one instance may hold a session's refresh before another takes over.
+    refresh_lease: std::time::Duration,
+    /// Clock skew tolerated in logout tokens' `iat`.
+    leeway: u64,
     verifier: Arc<Verifier>,
+    metrics: Metrics,
 }
 
 /// One request as browser sign-in sees it: its head, what the gateway found out about it, and
@@ -107,21 +121,29 @@ impl<'a> Visit<'a> {
 
 impl Browser {
     /// Browser sign-in for `config`'s IdP and session settings, verifying id_tokens with `verifier`.
-    pub fn from_config(config: &Config, verifier: Arc<Verifier>) -> Result<Browser, BrowserError> {
+    pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Browser, BrowserError> {
         let (login_sealer, generated) = LoginSealer::from_config(config.session.login_key.as_ref())?;
         if generated {
             tracing::warn!("session.login_key is not set: a login key was generated for this process; several gateway instances (or a restart mid-login) need the same session.login_key to finish each other's logins");
         }
         let base = &config.session.cookie_name;
+        let sessions: Arc<dyn SessionStore> = match &config.session.store {
+            SessionStoreSettings::Memory => Arc::new(MemoryStore::from_config(&config.session).with_gauge(metrics.sessions_active.with_label_values(&["memory"]))),
+            SessionStoreSettings::Redis(redis) => Arc::new(RedisStore::from_config(redis, config.session.idle_timeout, &metrics)?),
+        };
         Ok(Browser {
-            sessions: Arc::new(MemoryStore::from_config(&config.session)),
+            sessions,
             settings: config.session.clone(),
             own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
             cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
             oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone()).with_latency(verifier.metrics().idp_latency.clone()),
             login_sealer,
             refresh_locks: RefreshLocks::new(),
+            // The IdP call (discovery, then the token endpoint) always ends before the lease does.
+            refresh_lease: config.idp.timeout * 3 + std::time::Duration::from_secs(2),
+            leeway: config.idp.leeway.as_secs(),
             verifier,
+            metrics,
         })
     }
 
@@ -206,7 +228,7 @@ impl Browser {
     }
 
     async fn live_session(&self, id: &SessionId, client: &ClientApp) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
-        let Some(mut data) = self.sessions.get(id).await else { return Ok(None) };
+        let Some(mut data) = self.sessions.get(id).await? else { return Ok(None) };
         if data.client != client.name {
             return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name).into()));
         }
@@ -218,7 +240,7 @@ impl Browser {
                     None => return Ok(None),
                 },
                 None if data.tokens.access_expires_at <= now => {
-                    self.sessions.remove(id).await;
+                    self.sessions.remove(id).await?;
                     return Ok(None);
                 }
                 None => {}
@@ -240,21 +262,51 @@ impl Browser {
             Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(Cause::of(e))),
             Err(e) => {
                 tracing::info!(client = %client.name, reason = %e, "session ended: its id_token no longer verifies");
-                self.sessions.remove(id).await;
+                self.sessions.remove(id).await?;
                 Ok(None)
             }
         }
     }
 
-    /// Refreshes a session's tokens once, however many requests ask at the same time:
-    /// the first does it, the others wait and use its result. A refused refresh ends the session.
-    /// The new tokens are written only over the generation read here, so a logout during the
-    /// call to the IdP stays a logout.
+    /// Refreshes a session's tokens once, however many requests ask at the same time, at
+    /// however many instances: in this process the first does it and the others wait for it;
+    /// across instances the one holding the store's lease does it, the others poll until the
+    /// session's generation moves and use its result. The new tokens are written only over the
+    /// generation read here (the fencing check), so a logout during the call to the IdP stays a
+    /// logout and a slow refresher cannot overwrite a newer refresh. A refused refresh ends the
+    /// session (unless another refresh won meanwhile).
     async fn refresh(&self, id: &SessionId, seen: Arc<SessionData>, client: &ClientApp) -> Result<Option<Arc<SessionData>>, Refusal> {
         let lock = self.refresh_locks.get(id.digest());
         let _only_one = lock.lock().await;
-        let Some(current) = self.sessions.get(id).await else { return Ok(None) };
+        let deadline = std::time::Instant::now() + self.refresh_lease;
+        let mut waited = false;
+        let lease = loop {
+            let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
+            if current.generation != seen.generation {
+                self.count_refresh(if waited { "waited" } else { "reused" });
+                return Ok(Some(current));
+            }
+            match self.sessions.lease_refresh(id, self.refresh_lease).await? {
+                RefreshLease::Held(lease) => break lease,
+                RefreshLease::Busy if std::time::Instant::now() < deadline => {
+                    waited = true;
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                RefreshLease::Busy if current.tokens.access_expires_at > now_secs() => return Ok(Some(current)),
+                RefreshLease::Busy => return Err(Refusal::IdpUnavailable("another gateway instance is still refreshing this session".into())),
+            }
+        };
+        let result = self.refresh_holding_lease(id, &seen, client).await;
+        self.sessions.release_refresh(id, &lease).await;
+        result
+    }
+
+    /// The refresh itself, by the holder of the session's refresh lease.
+    async fn refresh_holding_lease(&self, id: &SessionId, seen: &SessionData, client: &ClientApp) -> Result<Option<Arc<SessionData>>, Refusal> {
+        // Read again under the lease: another instance may have finished just before.
+        let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
         if current.generation != seen.generation {
+            self.count_refresh("waited");
             return Ok(Some(current));
         }
         let Some(refresh_token) = current.tokens.refresh_token.clone() else { return Ok(Some(current)) };
@@ -262,7 +314,10 @@ impl Browser {
         let provider = match self.oidc.provider().await {
             Ok(p) => p,
             Err(_) if still_valid => return Ok(Some(current)),
-            Err(e) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) => {
+                self.count_refresh("unavailable");
+                return Err(Refusal::IdpUnavailable(Cause::of(e)));
+            }
         };
         match self.oidc.refresh(&provider, client, refresh_token.expose()).await {
             Ok(set) => {
@@ -275,23 +330,36 @@ impl Browser {
                 };
                 fresh.generation = current.generation.wrapping_add(1);
                 let fresh = Arc::new(fresh);
-                if !self.sessions.replace(id, current.generation, fresh.clone()).await {
+                if !self.sessions.replace(id, current.generation, fresh.clone()).await? {
                     // Ended (a logout) or changed while the IdP answered: what is stored now wins.
                     tracing::info!(client = %client.name, subject = %current.subject, "refreshed tokens dropped: the session ended or changed meanwhile");
-                    return Ok(self.sessions.get(id).await);
+                    self.count_refresh("superseded");
+                    return Ok(self.sessions.get(id).await?);
                 }
                 tracing::info!(client = %client.name, subject = %fresh.subject, "session tokens refreshed");
+                self.count_refresh("refreshed");
                 Ok(Some(fresh))
             }
             Err(e @ (OidcError::Refused(_) | OidcError::BadResponse(_))) => {
                 let why = e.to_string();
                 tracing::info!(client = %client.name, subject = %current.subject, reason = %why, "refresh refused: session ended");
-                self.sessions.remove(id).await;
-                Ok(None)
+                self.count_refresh("refused");
+                if self.sessions.remove_if(id, current.generation).await? {
+                    return Ok(None);
+                }
+                // Another instance refreshed it meanwhile: its tokens stand.
+                Ok(self.sessions.get(id).await?)
             }
             Err(_) if still_valid => Ok(Some(current)),
-            Err(e) => Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) => {
+                self.count_refresh("unavailable");
+                Err(Refusal::IdpUnavailable(Cause::of(e)))
+            }
         }
+    }
+
+    fn count_refresh(&self, result: &str) {
+        self.metrics.session_refreshes.with_label_values(&[result]).inc();
     }
 
     /// Starts a login for `client_index` from `origin`: seals what the callback needs into a
@@ -413,6 +481,8 @@ impl Browser {
             .verify_id_token(&id_token, &client.client_id, &login.nonce)
             .await
             .map_err(|e| Refusal::LoginFailed { reason: format!("the id_token was refused: {e}").into(), retry: restart.clone() })?;
+        // The IdP's session at this client, for back-channel logout (the id_token is verified).
+        let sid = verified_claim(&id_token, "sid");
         let now = now_secs();
         let data = SessionData {
             client: client.name.clone(),
@@ -429,13 +499,14 @@ impl Browser {
             created_at: now,
             expires_at: now + self.settings.lifetime.as_secs(),
             generation: 0,
+            sid,
         };
         // A new id for every login; the browser's previous session ends.
         if let Some(old) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
-            self.sessions.remove(&old).await;
+            self.sessions.remove(&old).await?;
         }
         let id = SessionId::generate();
-        self.sessions.put(&id, Arc::new(data)).await;
+        self.sessions.put(&id, Arc::new(data)).await?;
         tracing::info!(request_id = %v.request_id, client = %client.name, subject = %principal.subject, "signed in");
         v.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
         if self.cookie(req, &spec.signed_out).is_some() {
@@ -469,14 +540,15 @@ impl Browser {
         let spec = self.cookies(v.https);
         let mut id_token = None;
         if let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
-            if let Some(data) = self.sessions.get(&id).await {
+            if let Some(data) = self.sessions.get(&id).await? {
                 // The IdP's logout names the client the id_token was issued to.
                 if data.client == client.name {
                     id_token = Some(data.tokens.id_token.clone());
                 }
                 tracing::info!(request_id = %v.request_id, client = %data.client, subject = %data.subject, "signed out");
+                self.metrics.logouts.with_label_values(&["user"]).inc();
             }
-            self.sessions.remove(&id).await;
+            self.sessions.remove(&id).await?;
         }
         v.set_cookies.push(spec.clear(&spec.session));
         v.set_cookies.push(spec.set(&spec.signed_out, "1", Some(self.settings.lifetime)));
@@ -513,6 +585,57 @@ impl Browser {
         };
         let idp = client.logout_url.as_ref().map(|u| (u.as_str(), client.logout_post));
         Ok(responses::signed_out(&client.name, &sign_in, idp, v.request_id))
+    }
+
+    /// `POST /_authgate/backchannel-logout/{client}` with `logout_token` (OpenID Connect
+    /// Back-Channel Logout 1.0): verifies the token for that client (see
+    /// [`crate::identity::backchannel`]), refuses a `jti` seen before at any instance, and ends
+    /// the client's sessions with the token's `sid` — or, without one, every session of its
+    /// `sub`. 200 (`Cache-Control: no-store`) when done, 400 with an error body when refused,
+    /// 503 when the session store is unreachable. `client` is the path's last segment.
+    pub async fn backchannel_logout(&self, client: &str, clients: &ClientRegistry, body: &[u8], request_id: &str) -> Result<Rendered, Refusal> {
+        let refused = |e: LogoutTokenError| {
+            self.metrics.backchannel_refusals.with_label_values(&[e.label()]).inc();
+            tracing::info!(request_id = %request_id, reason = %e, "back-channel logout refused");
+            let body = serde_json::json!({"error": "invalid_request", "error_description": e.to_string()});
+            Ok(responses::json(StatusCode::BAD_REQUEST, &body, request_id))
+        };
+        let name = percent_encoding::percent_decode_str(client).decode_utf8_lossy();
+        let Some(client) = clients.all().iter().find(|c| c.name == name) else {
+            let body = serde_json::json!({"error": "invalid_request", "error_description": "no client application of this gateway has this back-channel logout URL"});
+            return Ok(responses::json(StatusCode::BAD_REQUEST, &body, request_id));
+        };
+        let token = match backchannel::token_from_form(body) {
+            Ok(t) => t,
+            Err(e) => return refused(e),
+        };
+        let (typ, claims) = match self.verifier.verify_logout_token(&token, &client.client_id).await {
+            Ok(verified) => verified,
+            Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) => return refused(LogoutTokenError::Token(e)),
+        };
+        let logout = match backchannel::check(typ.as_deref(), &claims, now_secs(), self.leeway) {
+            Ok(l) => l,
+            Err(e) => return refused(e),
+        };
+        // Remembered past the oldest `iat` still accepted: a replay after that is stale anyway.
+        let remember = std::time::Duration::from_secs(backchannel::MAX_AGE_SECS + 2 * self.leeway + 60);
+        let replay_key = format!("backchannel\n{}\n{}", client.client_id, logout.jti);
+        if !self.sessions.first_sight(&replay_key, remember).await? {
+            return refused(LogoutTokenError::Replayed);
+        }
+        let ended = match (&logout.sid, &logout.subject) {
+            (Some(sid), _) => self.sessions.end_matching(&client.name, Ended::Sid(sid)).await?,
+            (None, Some(sub)) => self.sessions.end_matching(&client.name, Ended::Subject(sub)).await?,
+            (None, None) => 0,
+        };
+        self.metrics.logouts.with_label_values(&["backchannel"]).inc();
+        tracing::info!(request_id = %request_id, client = %client.name, subject = logout.subject.as_deref().unwrap_or("-"), by_sid = logout.sid.is_some(), sessions = ended, "back-channel logout: sessions ended");
+        let mut header = responses::head(StatusCode::OK, 4);
+        let _ = header.insert_header("cache-control", "no-store");
+        let _ = header.insert_header("content-length", "0");
+        let _ = header.insert_header("x-request-id", request_id);
+        Ok(Rendered { header, body: bytes::Bytes::new() })
     }
 
     /// `GET /_authgate/session`: who is signed in, for an SPA's user menu; 401 otherwise.
@@ -552,6 +675,15 @@ fn encode(text: &str) -> String {
 fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
     let q = req.uri.query()?;
     url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// A string claim of a JWT whose signature was verified already (nothing else may call this).
+fn verified_claim(token: &str, name: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get(name)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 fn looks_like_jwt(token: &str) -> bool {

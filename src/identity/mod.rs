@@ -2,12 +2,14 @@
 
 pub mod apikey;
 pub mod assertion;
+pub mod backchannel;
 pub mod browser;
 pub mod credentials;
 pub mod discovery;
 pub mod jwks;
 pub mod login;
 pub mod oidc;
+pub mod redis_store;
 pub mod session;
 pub mod signing;
 pub mod verify;

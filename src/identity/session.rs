@@ -8,6 +8,7 @@ use crate::config::model::SessionSettings;
 use crate::digest::{Digest, KeyedDigest};
 use crate::secret::Secret;
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::fmt;
@@ -55,8 +56,9 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// The tokens a session holds. Secrets: never printed.
-#[derive(Debug, Clone)]
+/// The tokens a session holds. Secrets: never printed (a store that writes them elsewhere
+/// encrypts them first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tokens {
     /// The access token (a JWT or opaque).
     pub access_token: Secret,
@@ -68,8 +70,9 @@ pub struct Tokens {
     pub access_expires_at: u64,
 }
 
-/// One signed-in browser.
-#[derive(Debug, Clone)]
+/// One signed-in browser. Stores that serialise it read what they do not know with its
+/// default, and ignore what they do not know: fields may be added.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionData {
     /// The client app's name; the session is only valid from this client's origins.
     pub client: String,
@@ -89,21 +92,71 @@ pub struct SessionData {
     pub expires_at: u64,
     /// Bumped on every refresh, so that waiters can tell a refresh happened.
     pub generation: u64,
+    /// The id_token's `sid` (the IdP's session at this client), for back-channel logout.
+    #[serde(default)]
+    pub sid: Option<String>,
 }
 
-/// Where sessions live. Implementations must be safe to share between worker threads.
+/// The session store cannot be reached or answered badly: requests that need a session are
+/// answered 503 (and the store logs the outage once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session store is unavailable")]
+pub struct StoreUnavailable;
+
+impl From<StoreUnavailable> for crate::responses::Refusal {
+    fn from(_: StoreUnavailable) -> Self {
+        crate::responses::Refusal::StoreUnavailable
+    }
+}
+
+/// Which sessions a back-channel logout ends, all of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended<'a> {
+    /// The sessions whose id_token carried this `sid`.
+    Sid(&'a str),
+    /// Every session of this `sub`.
+    Subject(&'a str),
+}
+
+/// A session's refresh, as far as other instances are concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshLease {
+    /// This caller refreshes; the token releases the lease (only the holder's release counts).
+    Held(String),
+    /// Another instance is refreshing this session now.
+    Busy,
+}
+
+/// Where sessions live. Implementations must be safe to share between worker threads. Every
+/// call may fail with [`StoreUnavailable`]; none blocks longer than the store's timeouts.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
+    /// `memory` or `redis`, for metrics and logs.
+    fn kind(&self) -> &'static str;
     /// The live session with this id.
-    async fn get(&self, id: &SessionId) -> Option<Arc<SessionData>>;
+    async fn get(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreUnavailable>;
     /// Stores (or replaces) a session.
-    async fn put(&self, id: &SessionId, session: Arc<SessionData>);
+    async fn put(&self, id: &SessionId, session: Arc<SessionData>) -> Result<(), StoreUnavailable>;
     /// Compare-and-swap: stores `session` only when the session is still there with generation
     /// `expected` (the one the caller read). `false`: it was ended or changed meanwhile, and
-    /// nothing was written — so a refresh racing a logout cannot bring the session back.
-    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> bool;
+    /// nothing was written — so a refresh racing a logout cannot bring the session back, and a
+    /// slow refresher cannot overwrite a newer refresh (the generation is the fencing token).
+    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> Result<bool, StoreUnavailable>;
     /// Ends a session.
-    async fn remove(&self, id: &SessionId);
+    async fn remove(&self, id: &SessionId) -> Result<(), StoreUnavailable>;
+    /// Ends a session only while it still has generation `expected` (a refused refresh must
+    /// not end a session another instance refreshed meanwhile).
+    async fn remove_if(&self, id: &SessionId, expected: u64) -> Result<bool, StoreUnavailable>;
+    /// Ends the sessions of `client` that `which` names; returns how many.
+    async fn end_matching(&self, client: &str, which: Ended<'_>) -> Result<usize, StoreUnavailable>;
+    /// Records that `key` (e.g. a logout token's issuer and `jti`) was seen, for `ttl`.
+    /// `false`: it was seen before (by any instance sharing the store).
+    async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreUnavailable>;
+    /// Takes the session's refresh lease for `ttl`, unless another instance holds it. The
+    /// in-process single flight comes first: this only coordinates instances.
+    async fn lease_refresh(&self, id: &SessionId, ttl: Duration) -> Result<RefreshLease, StoreUnavailable>;
+    /// Gives a lease back (a lease that expired meanwhile, or is another's, stays as it is).
+    async fn release_refresh(&self, id: &SessionId, lease: &str);
 }
 
 struct SessionExpiry {
@@ -128,12 +181,23 @@ impl moka::Expiry<Digest, Arc<SessionData>> for SessionExpiry {
     }
 }
 
+struct SeenExpiry;
+
+impl moka::Expiry<Digest, Duration> for SeenExpiry {
+    fn expire_after_create(&self, _k: &Digest, ttl: &Duration, _now: Instant) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
 /// The embedded store: in memory, at most `max_sessions`, each ending at its `expires_at` or
 /// after `idle_timeout` without use, whichever comes first.
 pub struct MemoryStore {
     sessions: moka::sync::Cache<Digest, Arc<SessionData>>,
+    /// Keys seen by [`SessionStore::first_sight`] (logout tokens' `jti`), each for its ttl.
+    seen: moka::sync::Cache<Digest, Duration>,
     /// Sessions are kept under a keyed digest of their id, never the id itself.
     keys: KeyedDigest,
+    active: Option<prometheus::IntGauge>,
 }
 
 impl MemoryStore {
@@ -141,26 +205,51 @@ impl MemoryStore {
     pub fn from_config(s: &SessionSettings) -> MemoryStore {
         MemoryStore {
             sessions: moka::sync::Cache::builder().max_capacity(s.max_sessions).expire_after(SessionExpiry { idle: s.idle_timeout }).build(),
+            seen: moka::sync::Cache::builder().max_capacity(100_000).expire_after(SeenExpiry).build(),
             keys: KeyedDigest::random(),
+            active: None,
         }
+    }
+
+    /// Reports the sessions held in `gauge` (updated when sessions start and end).
+    pub fn with_gauge(mut self, gauge: prometheus::IntGauge) -> MemoryStore {
+        self.active = Some(gauge);
+        self
     }
 
     fn key(&self, id: &SessionId) -> Digest {
         self.keys.of(&[id.expose().as_bytes()])
     }
+
+    fn count(&self) {
+        if let Some(g) = &self.active {
+            self.sessions.run_pending_tasks();
+            g.set(i64::try_from(self.sessions.entry_count()).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn remove_key(&self, key: Digest) {
+        let _ = self.sessions.entry(key).and_compute_with(|_| moka::ops::compute::Op::Remove);
+    }
 }
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn get(&self, id: &SessionId) -> Option<Arc<SessionData>> {
-        self.sessions.get(&self.key(id)).filter(|session| session.expires_at > now_secs())
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 
-    async fn put(&self, id: &SessionId, session: Arc<SessionData>) {
+    async fn get(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreUnavailable> {
+        Ok(self.sessions.get(&self.key(id)).filter(|session| session.expires_at > now_secs()))
+    }
+
+    async fn put(&self, id: &SessionId, session: Arc<SessionData>) -> Result<(), StoreUnavailable> {
         self.sessions.insert(self.key(id), session);
+        self.count();
+        Ok(())
     }
 
-    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> bool {
+    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> Result<bool, StoreUnavailable> {
         use moka::ops::compute::{CompResult, Op};
         let now = now_secs();
         // `and_compute_with` runs under the key's lock, serialised with `remove` below.
@@ -168,12 +257,57 @@ impl SessionStore for MemoryStore {
             Some(entry) if entry.value().generation == expected && entry.value().expires_at > now => Op::Put(session),
             _ => Op::Nop,
         });
-        matches!(result, CompResult::ReplacedWith(_))
+        Ok(matches!(result, CompResult::ReplacedWith(_)))
     }
 
-    async fn remove(&self, id: &SessionId) {
-        let _ = self.sessions.entry(self.key(id)).and_compute_with(|_| moka::ops::compute::Op::Remove);
+    async fn remove(&self, id: &SessionId) -> Result<(), StoreUnavailable> {
+        self.remove_key(self.key(id));
+        self.count();
+        Ok(())
     }
+
+    async fn remove_if(&self, id: &SessionId, expected: u64) -> Result<bool, StoreUnavailable> {
+        use moka::ops::compute::{CompResult, Op};
+        let result = self.sessions.entry(self.key(id)).and_compute_with(|current| match current {
+            Some(entry) if entry.value().generation == expected => Op::Remove,
+            _ => Op::Nop,
+        });
+        self.count();
+        Ok(matches!(result, CompResult::Removed(_)))
+    }
+
+    async fn end_matching(&self, client: &str, which: Ended<'_>) -> Result<usize, StoreUnavailable> {
+        // A scan: back-channel logouts are rare, and the store is bounded.
+        let matching: Vec<Digest> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.client == client
+                    && match which {
+                        Ended::Sid(sid) => s.sid.as_deref() == Some(sid),
+                        Ended::Subject(sub) => s.subject == sub,
+                    }
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &matching {
+            self.remove_key(*key);
+        }
+        self.count();
+        Ok(matching.len())
+    }
+
+    async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
+        let digest = self.keys.of(&[b"seen", key.as_bytes()]);
+        Ok(self.seen.entry(digest).or_insert(ttl).is_fresh())
+    }
+
+    async fn lease_refresh(&self, _id: &SessionId, _ttl: Duration) -> Result<RefreshLease, StoreUnavailable> {
+        // One process: the in-process single flight is the whole coordination.
+        Ok(RefreshLease::Held(String::new()))
+    }
+
+    async fn release_refresh(&self, _id: &SessionId, _lease: &str) {}
 }
 
 /// How the gateway's cookies are written for one request: over HTTPS with the `__Host-` prefix
@@ -256,10 +390,10 @@ pub fn strip_cookies(header: &str, names: &[&str]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn data(expires_in: u64) -> SessionData {
+    pub(crate) fn data(expires_in: u64) -> SessionData {
         SessionData {
             client: "a".into(),
             origin: "http://a".into(),
@@ -270,10 +404,11 @@ mod tests {
             created_at: now_secs(),
             expires_at: now_secs() + expires_in,
             generation: 0,
+            sid: None,
         }
     }
 
-    fn settings(max: u64, idle: Duration) -> SessionSettings {
+    pub(crate) fn settings(max: u64, idle: Duration) -> SessionSettings {
         SessionSettings {
             cookie_name: "authgate".into(),
             lifetime: Duration::from_secs(60),
@@ -284,6 +419,7 @@ mod tests {
             login_timeout: Duration::from_secs(600),
             max_pending_logins: 4,
             login_key: None,
+            store: Default::default(),
         }
     }
 
@@ -300,33 +436,67 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn memory_store_expires_and_removes() {
-        let store = MemoryStore::from_config(&settings(100, Duration::from_secs(60)));
+    /// What every store must do; the Redis store's tests run it too.
+    pub(crate) async fn store_contract(store: &dyn SessionStore) {
         let (live, dead) = (SessionId::generate(), SessionId::generate());
-        store.put(&live, Arc::new(data(60))).await;
-        store.put(&dead, Arc::new(data(0))).await;
-        assert!(store.get(&live).await.is_some());
-        assert!(store.get(&dead).await.is_none(), "an expired session is gone");
-        store.remove(&live).await;
-        assert!(store.get(&live).await.is_none());
+        store.put(&live, Arc::new(data(60))).await.unwrap();
+        store.put(&dead, Arc::new(data(0))).await.unwrap();
+        assert_eq!(store.get(&live).await.unwrap().unwrap().subject, "s");
+        assert!(store.get(&dead).await.unwrap().is_none(), "an expired session is gone");
+        store.remove(&live).await.unwrap();
+        assert!(store.get(&live).await.unwrap().is_none());
 
         // Compare-and-swap: only over the generation the writer read, never over an ended session.
         let id = SessionId::generate();
-        store.put(&id, Arc::new(data(60))).await;
+        store.put(&id, Arc::new(data(60))).await.unwrap();
         let mut next = data(60);
         next.generation = 1;
-        assert!(store.replace(&id, 0, Arc::new(next.clone())).await, "generation 0 is there");
-        assert!(!store.replace(&id, 0, Arc::new(next.clone())).await, "generation 0 is gone");
-        assert_eq!(store.get(&id).await.unwrap().generation, 1);
-        store.remove(&id).await;
-        assert!(!store.replace(&id, 1, Arc::new(next)).await, "a removed session stays removed");
-        assert!(store.get(&id).await.is_none());
+        assert!(store.replace(&id, 0, Arc::new(next.clone())).await.unwrap(), "generation 0 is there");
+        assert!(!store.replace(&id, 0, Arc::new(next.clone())).await.unwrap(), "generation 0 is gone");
+        assert_eq!(store.get(&id).await.unwrap().unwrap().generation, 1);
+        assert!(!store.remove_if(&id, 0).await.unwrap(), "an old generation ends nothing");
+        assert!(store.get(&id).await.unwrap().is_some());
+        assert!(store.remove_if(&id, 1).await.unwrap());
+        assert!(!store.replace(&id, 1, Arc::new(next)).await.unwrap(), "a removed session stays removed");
+        assert!(store.get(&id).await.unwrap().is_none());
+
+        // Back-channel: by sid within one client, or every session of a subject of one client.
+        let session = |client: &str, subject: &str, sid: Option<&str>| Arc::new(SessionData { client: client.into(), subject: subject.into(), sid: sid.map(Into::into), ..data(60) });
+        let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate()).collect();
+        store.put(&ids[0], session("a", "alice", Some("sid-1"))).await.unwrap();
+        store.put(&ids[1], session("a", "alice", Some("sid-2"))).await.unwrap();
+        store.put(&ids[2], session("b", "alice", Some("sid-1"))).await.unwrap();
+        store.put(&ids[3], session("a", "bob", None)).await.unwrap();
+        store.put(&ids[4], session("b", "bob", None)).await.unwrap();
+        assert_eq!(store.end_matching("a", Ended::Sid("sid-1")).await.unwrap(), 1);
+        assert!(store.get(&ids[0]).await.unwrap().is_none());
+        assert!(store.get(&ids[1]).await.unwrap().is_some(), "another sid stays");
+        assert!(store.get(&ids[2]).await.unwrap().is_some(), "the same sid at another client stays");
+        assert_eq!(store.end_matching("a", Ended::Sid("sid-1")).await.unwrap(), 0, "nothing left to end");
+        assert_eq!(store.end_matching("a", Ended::Subject("bob")).await.unwrap(), 1);
+        assert!(store.get(&ids[3]).await.unwrap().is_none());
+        assert!(store.get(&ids[4]).await.unwrap().is_some(), "bob at another client stays");
+        store.remove(&ids[1]).await.unwrap();
+        assert_eq!(store.end_matching("a", Ended::Subject("alice")).await.unwrap(), 0, "a removed session is not counted");
+
+        // Replay: a key is fresh once.
+        let jti = random_token(8);
+        assert!(store.first_sight(&jti, Duration::from_secs(60)).await.unwrap());
+        assert!(!store.first_sight(&jti, Duration::from_secs(60)).await.unwrap());
+        assert!(store.first_sight(&format!("{jti}x"), Duration::from_secs(60)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn memory_store_expires_and_removes() {
+        let store = MemoryStore::from_config(&settings(100, Duration::from_secs(60)));
+        store_contract(&store).await;
+        let live = SessionId::generate();
+        assert!(matches!(store.lease_refresh(&live, Duration::from_secs(1)).await.unwrap(), RefreshLease::Held(_)));
 
         let idle = MemoryStore::from_config(&settings(100, Duration::from_millis(50)));
-        idle.put(&live, Arc::new(data(60))).await;
+        idle.put(&live, Arc::new(data(60))).await.unwrap();
         std::thread::sleep(Duration::from_millis(120));
-        assert!(idle.get(&live).await.is_none(), "an idle session is gone");
+        assert!(idle.get(&live).await.unwrap().is_none(), "an idle session is gone");
     }
 
     #[test]

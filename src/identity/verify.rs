@@ -332,34 +332,8 @@ impl Verifier {
             return Err(TokenError::AlgorithmRefused(format!("{:?}", header.alg)));
         };
         let validation = validation.as_ref();
-        let key = match self.find_key(header.kid.as_deref(), header.alg) {
-            Some(k) => k,
-            None => {
-                if self.keys.may_refetch() {
-                    self.refresh_keys().await;
-                }
-                if !self.keys.is_loaded() {
-                    return Err(TokenError::KeysUnavailable);
-                }
-                self.find_key(header.kid.as_deref(), header.alg).ok_or(TokenError::UnknownKey)?
-            }
-        };
-        if !key.algorithms.contains(&header.alg) {
-            return Err(TokenError::AlgorithmRefused(format!("{:?} with this key", header.alg)));
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => TokenError::BadSignature,
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-            ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-            ErrorKind::InvalidAudience => TokenError::WrongAudience,
-            ErrorKind::MissingRequiredClaim(c) if c == "exp" => TokenError::MissingClaim("exp"),
-            ErrorKind::MissingRequiredClaim(c) if c == "iss" => TokenError::WrongIssuer,
-            ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
-            ErrorKind::InvalidAlgorithm => TokenError::AlgorithmRefused(format!("{:?}", header.alg)),
-            ErrorKind::Json(_) => TokenError::MissingClaim("exp"),
-            _ => TokenError::Malformed,
-        })?;
+        let key = self.key_for(&header).await?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(|e| decode_error(&e, header.alg))?;
         // RFC 7519 §7.2: the claims are a UTF-8 JSON object. serde skips the claims authgate
         // does not read without checking them, so a signed token that passed is checked whole.
         if !payload_is_utf8(token) {
@@ -379,6 +353,46 @@ impl Verifier {
             expires_at: c.exp.max(0.0) as u64,
             header_values: Default::default(),
         }), nonce))
+    }
+
+    /// The IdP key that signed a token with this header (fetching the keys again, within the
+    /// refetch limit, for a `kid` not seen yet).
+    async fn key_for(&self, header: &jsonwebtoken::Header) -> Result<Arc<super::jwks::VerifyKey>, TokenError> {
+        let key = match self.find_key(header.kid.as_deref(), header.alg) {
+            Some(k) => k,
+            None => {
+                if self.keys.may_refetch() {
+                    self.refresh_keys().await;
+                }
+                if !self.keys.is_loaded() {
+                    return Err(TokenError::KeysUnavailable);
+                }
+                self.find_key(header.kid.as_deref(), header.alg).ok_or(TokenError::UnknownKey)?
+            }
+        };
+        if !key.algorithms.contains(&header.alg) {
+            return Err(TokenError::AlgorithmRefused(format!("{:?} with this key", header.alg)));
+        }
+        Ok(key)
+    }
+
+    /// A back-channel logout token's signature (by the IdP's keys, an accepted asymmetric
+    /// algorithm), `iss`, `aud` = `client_id`, and `exp`/`nbf` when present. Returns its
+    /// header's `typ` and its claims; what makes it a logout token is checked by
+    /// [`crate::identity::backchannel`]. Never cached: each is used once.
+    pub async fn verify_logout_token(&self, token: &str, client_id: &str) -> Result<(Option<String>, serde_json::Map<String, serde_json::Value>), TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let Some(mut validation) = self.id_token_validation(header.alg, client_id, true).map(Cow::into_owned) else {
+            return Err(TokenError::AlgorithmRefused(format!("{:?}", header.alg)));
+        };
+        validation.set_required_spec_claims(&["iss", "aud"]);
+        let key = self.key_for(&header).await?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &validation).map_err(|e| decode_error(&e, header.alg))?;
+        if !payload_is_utf8(token) {
+            return Err(TokenError::Malformed);
+        }
+        self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
+        Ok((header.typ, data.claims))
     }
 
     fn find_key(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<super::jwks::VerifyKey>> {
@@ -405,6 +419,23 @@ impl Verifier {
                 false
             }
         }
+    }
+}
+
+/// A decoding failure as the reason a token is refused.
+fn decode_error(e: &jsonwebtoken::errors::Error, alg: Algorithm) -> TokenError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => TokenError::MissingClaim("exp"),
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => TokenError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => TokenError::WrongAudience,
+        ErrorKind::InvalidAlgorithm => TokenError::AlgorithmRefused(format!("{alg:?}")),
+        ErrorKind::Json(_) => TokenError::MissingClaim("exp"),
+        _ => TokenError::Malformed,
     }
 }
 

@@ -7,7 +7,8 @@ use super::{header, host_header, Gateway};
 use crate::clients::{Identified, OriginHints, UnknownOrigin};
 use crate::cors;
 use crate::headers::names;
-use crate::identity::browser::Visit;
+use crate::identity::backchannel;
+use crate::identity::browser::{Visit, BACKCHANNEL_PATH};
 use crate::origin::Origin;
 use crate::responses::{self, Cause, Refusal, Rendered};
 use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, REFERER};
@@ -144,7 +145,14 @@ impl Gateway {
             return Some(self.refuse(session, ctx, Refusal::BadHost(Cause::of(e))).await);
         }
         let req = session.req_header();
-        let answer = if preflight { Ok(self.preflight(req, ctx)) } else { self.sign_in(req, ctx).await };
+        let answer = if preflight {
+            Ok(self.preflight(req, ctx))
+        } else if let Some(client) = req.uri.path().strip_prefix(BACKCHANNEL_PATH) {
+            let client = client.to_owned();
+            self.backchannel_logout(session, ctx, &client).await
+        } else {
+            self.sign_in(req, ctx).await
+        };
         Some(match answer {
             Ok(mut rendered) => {
                 self.decorate(&mut rendered.header, ctx);
@@ -188,6 +196,22 @@ impl Gateway {
             ("login_start" | "login_callback", Err(refusal)) => metrics.logins_failed.with_label_values(&[client, login_failure(refusal)]).inc(),
             _ => {}
         }
+    }
+
+    /// `POST /_authgate/backchannel-logout/{client}`: the IdP's server posts a logout token (no
+    /// browser, no cookies, no origin): the form body is read (at most
+    /// [`backchannel::MAX_BODY`]) and handed to [`crate::identity::browser::Browser::backchannel_logout`].
+    async fn backchannel_logout(&self, session: &mut Session, ctx: &mut RequestCtx, client: &str) -> Result<Rendered, Refusal> {
+        ctx.outcome = "backchannel_logout";
+        if session.req_header().method != http::Method::POST {
+            return Err(Refusal::MethodNotAllowed(vec![http::Method::POST]));
+        }
+        let form = header(session.req_header(), &http::header::CONTENT_TYPE)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+        // Anything but a form carries no logout token: answered 400 like a form without one.
+        let body = if form { super::read_body(session, backchannel::MAX_BODY).await? } else { bytes::Bytes::new() };
+        self.services.browser.backchannel_logout(client, &self.clients, &body, &ctx.request_id).await
     }
 
     fn preflight(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Rendered {

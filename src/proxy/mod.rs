@@ -98,7 +98,7 @@ impl Gateway {
             api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(GatewayError::ApiKeyHeader)?,
             abac: AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()),
             asserter: Asserter::from_config(&config.identity_jwt).map_err(GatewayError::Assertion)?,
-            browser: Browser::from_config(config, verifier.clone())?,
+            browser: Browser::from_config(config, verifier.clone(), metrics.clone())?,
             verifier,
             metrics,
         };
@@ -469,7 +469,7 @@ impl Gateway {
 }
 
 /// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
+pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
     let declared = session.req_header().headers.get(&http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::BodyTooLarge(limit));

@@ -94,6 +94,11 @@ impl DemoServers {
         self.idp.register_client(client_id, secret, redirect_uris);
     }
 
+    /// Lets the IdP tell the gateway about sign-outs: logout tokens for `client_id` go to `uri`.
+    pub fn register_backchannel_logout(&self, client_id: &str, uri: &str) {
+        self.idp.register_backchannel_logout(client_id, uri);
+    }
+
     /// What to print for a newcomer: the addresses, the demo users and `curl` commands, with
     /// fresh tokens, for a gateway on `listen` (proxy) and `admin`.
     pub fn instructions(&self, listen: SocketAddr, admin: SocketAddr) -> String {
@@ -120,7 +125,8 @@ fn instructions(idp: &DevIdp, listen: SocketAddr, admin: SocketAddr) -> String {
          Sign in from a browser: two client apps, each with its own session:\n\
            http://127.0.0.1:{port}/app/   (client demo-a)\n\
            http://localhost:{port}/app/   (client demo-b)\n\
-         Sign out at /_authgate/logout; /_authgate/session shows the signed-in user as JSON.\n\n\
+         Sign out at /_authgate/logout: the IdP then signs the browser out of the other app too (OIDC back-channel logout);\n\
+         /_authgate/session shows the signed-in user as JSON.\n\n\
          Try these (the comment says what each one answers):\n\n\
          curl -i {base}/public/hello   # 200: a public route, no token needed\n\
          curl -i {base}/api/invoices/42   # 401: no credentials\n\

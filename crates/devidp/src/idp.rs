@@ -38,6 +38,8 @@ pub const CHECK_PERMISSION_PATH: &str = "/api/auth/check-permission";
 /// Auther's API-key exchange.
 pub const API_KEY_EXCHANGE_PATH: &str = "/api/auth/api-key/exchange";
 const END_SESSION_PATH: &str = "/end_session";
+/// The `events` member that makes a JWT a back-channel logout token.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 /// A client registered at the development IdP for the code flow.
 #[derive(Debug, Clone)]
@@ -110,6 +112,12 @@ struct Flow {
     clients: std::collections::HashMap<String, RegisteredClient>,
     codes: std::collections::HashMap<String, CodeGrant>,
     refresh_tokens: std::collections::HashMap<String, (String, String)>,
+    /// Back-channel logout URI by client id.
+    backchannel: std::collections::HashMap<String, String>,
+    /// The `sid` of every code-flow login: (sid, client id, subject).
+    sids: Vec<(String, String, String)>,
+    /// What each back-channel logout POST got back: (client id, HTTP status or 0 when it failed).
+    deliveries: Vec<(String, u16)>,
     #[cfg(any(test, feature = "testing"))]
     trick: Option<IdTokenTrick>,
     authorize_error: Option<String>,
@@ -462,6 +470,30 @@ impl DevIdp {
         );
     }
 
+    /// Registers the client's back-channel logout URI: when a user signs out at the IdP
+    /// (`end_session` with an `id_token_hint`), every client that user signed in to and that
+    /// registered one gets a logout token POSTed (before the browser is sent back).
+    pub fn register_backchannel_logout(&self, client_id: &str, uri: &str) {
+        self.shared.flow().backchannel.insert(client_id.to_owned(), uri.to_owned());
+    }
+
+    /// The back-channel logout POSTs made so far: (client id, HTTP status, 0 when it failed).
+    pub fn backchannel_deliveries(&self) -> Vec<(String, u16)> {
+        self.shared.flow().deliveries.clone()
+    }
+
+    /// The `sid`s of the code-flow logins of `subject` at `client_id`, oldest first.
+    pub fn sids(&self, client_id: &str, subject: &str) -> Vec<String> {
+        self.shared.flow().sids.iter().filter(|(_, c, s)| c == client_id && s == subject).map(|(sid, _, _)| sid.clone()).collect()
+    }
+
+    /// A back-channel logout token for `client_id`, `typ: logout+jwt`, signed by the active
+    /// key: `iss`, `aud`, `iat`, `exp` (2 minutes), a fresh `jti` and the events claim, then
+    /// `claims` over them (a `null` removes one).
+    pub fn logout_token(&self, client_id: &str, claims: Value) -> String {
+        self.shared.logout_token(client_id, claims)
+    }
+
     /// Lifetime (`expires_in` and `exp`) of tokens from the code flow and refreshes, in seconds.
     pub fn set_token_ttl(&self, secs: u64) {
         self.shared.token_ttl.store(secs, Ordering::SeqCst);
@@ -775,11 +807,17 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
     back(&[("code", &code), ("state", &state), ("iss", &iss)])
 }
 
-/// `GET /end_session`: ends the (stateless) IdP session and returns to `post_logout_redirect_uri`.
+/// `GET /end_session`: ends the IdP session of the `id_token_hint`'s subject (every client it
+/// signed in to with a back-channel logout URI gets a logout token first) and returns to
+/// `post_logout_redirect_uri`.
 async fn end_session(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     shared.end_session_requests.fetch_add(1, Ordering::SeqCst);
     let query = query.unwrap_or_default();
-    let target = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "post_logout_redirect_uri").map(|(_, v)| v.into_owned());
+    let param = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    if let Some(subject) = param("id_token_hint").as_deref().and_then(|hint| shared.own_token_subject(hint)) {
+        shared.backchannel_logout(&subject).await;
+    }
+    let target = param("post_logout_redirect_uri");
     match target {
         Some(t) => (StatusCode::FOUND, [(header::LOCATION, t)]).into_response(),
         None => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], "<!doctype html><p>Signed out.</p>\n").into_response(),
@@ -800,6 +838,66 @@ fn client_credentials(headers: &axum::http::HeaderMap, form: &std::collections::
 }
 
 impl Shared {
+    /// The `sub` of a token this IdP signed (the hint names whom to sign out; anything else is ignored).
+    fn own_token_subject(&self, token: &str) -> Option<String> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let key = self.keys_read().keys.iter().find(|(k, _)| Some(k.kid()) == header.kid.as_deref()).map(|(k, _)| k.clone())?;
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(&serde_json::from_value(key.public_jwk().clone()).ok()?).ok()?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.validate_aud = false;
+        validation.validate_exp = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        let data = jsonwebtoken::decode::<Value>(token, &decoding, &validation).ok()?;
+        data.claims.get("sub")?.as_str().map(str::to_owned)
+    }
+
+    fn logout_token(&self, client_id: &str, extra: Value) -> String {
+        let now = now_secs();
+        let mut claims = json!({
+            "iss": self.issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": random_string(),
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        });
+        if let (Value::Object(map), Value::Object(extra)) = (&mut claims, extra) {
+            for (k, v) in extra {
+                if v.is_null() {
+                    map.remove(&k);
+                } else {
+                    map.insert(k, v);
+                }
+            }
+        }
+        let key = self.keys_read().active.clone();
+        key.sign_with_typ(&claims, "logout+jwt")
+    }
+
+    /// Ends the IdP session of `subject`: a logout token to every client with a back-channel
+    /// logout URI the subject signed in to, one per `sid`, each POST bounded to 3 seconds.
+    async fn backchannel_logout(&self, subject: &str) {
+        let targets: Vec<(String, String, String)> = {
+            let mut flow = self.flow();
+            let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut flow.sids).into_iter().partition(|(_, _, s)| s == subject);
+            flow.sids = kept;
+            ended.into_iter().filter_map(|(sid, client, _)| flow.backchannel.get(&client).map(|uri| (client, uri.clone(), sid))).collect()
+        };
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).redirect(reqwest::redirect::Policy::none()).build();
+        let Ok(http) = http else { return };
+        for (client, uri, sid) in targets {
+            let token = self.logout_token(&client, json!({"sub": subject, "sid": sid}));
+            let status = match http.post(&uri).form(&[("logout_token", token)]).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(error) => {
+                    tracing::warn!(%error, client = %client, "back-channel logout POST failed");
+                    0
+                }
+            };
+            self.flow().deliveries.push((client, status));
+        }
+    }
+
     fn access_token(&self, user: &str, client_id: &str) -> String {
         if self.opaque_access_tokens.load(Ordering::SeqCst) {
             return random_string()[..32].to_owned();
@@ -811,7 +909,7 @@ impl Shared {
         self.mint(claims)
     }
 
-    fn id_token(&self, user: &str, client_id: &str, nonce: Option<&str>) -> String {
+    fn id_token(&self, user: &str, client_id: &str, nonce: Option<&str>, sid: Option<&str>) -> String {
         let demo = DEMO_USERS.iter().find(|u| u.id == user);
         let now = now_secs();
         let mut claims = json!({
@@ -826,6 +924,9 @@ impl Shared {
         });
         if let Some(n) = nonce {
             claims["nonce"] = json!(n);
+        }
+        if let Some(sid) = sid {
+            claims["sid"] = json!(sid);
         }
         #[cfg(any(test, feature = "testing"))]
         let trick = self.flow().trick.take();
@@ -911,10 +1012,16 @@ async fn token(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
             }
             let refresh = random_string();
-            shared.flow().refresh_tokens.insert(refresh.clone(), (client_id.clone(), grant.user.clone()));
+            let sid = random_string();
+            let subject = DEMO_USERS.iter().find(|u| u.id == grant.user).map_or(grant.user.as_str(), |u| u.subject).to_owned();
+            {
+                let mut flow = shared.flow();
+                flow.refresh_tokens.insert(refresh.clone(), (client_id.clone(), grant.user.clone()));
+                flow.sids.push((sid.clone(), client_id.clone(), subject));
+            }
             let body = json!({
                 "access_token": shared.access_token(&grant.user, &client_id),
-                "id_token": shared.id_token(&grant.user, &client_id, grant.nonce.as_deref()),
+                "id_token": shared.id_token(&grant.user, &client_id, grant.nonce.as_deref(), Some(&sid)),
                 "refresh_token": refresh,
                 "token_type": "Bearer",
                 "expires_in": ttl,

@@ -8,3 +8,5 @@ pub mod demo;
 pub mod echo;
 pub mod idp;
 pub mod keys;
+#[cfg(any(test, feature = "testing"))]
+pub mod redis;

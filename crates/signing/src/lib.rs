@@ -156,6 +156,15 @@ impl SigningKey {
         jsonwebtoken::encode(&Header::new(self.alg), claims, &self.encoding).unwrap_or_default()
     }
 
+    /// Signs `claims` like [`SigningKey::sign`] with `typ` in the header instead of `JWT` (e.g.
+    /// `logout+jwt` for a back-channel logout token); empty if signing fails.
+    pub fn sign_with_typ(&self, claims: &serde_json::Value, typ: &str) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap_or_default()
+    }
+
     /// Signs the payload bytes exactly as given, under a header with `alg`, `kid` and
     /// `typ: JWT` (for tests that need a payload no JSON serialiser writes, such as invalid
     /// UTF-8); empty if signing fails.

@@ -53,13 +53,25 @@ enum Command {
     },
 }
 
+/// Starts the log on standard error, in the config's format, filtered by `AUTHGATE_LOG`.
+fn init_log(format: config::model::LogFormat) {
+    let filter = authgate::logging::filter(std::env::var("AUTHGATE_LOG").ok().as_deref());
+    match format {
+        config::model::LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        config::model::LogFormat::Json => tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_span_list(false).with_env_filter(filter).with_writer(std::io::stderr).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(authgate::logging::filter(std::env::var("AUTHGATE_LOG").ok().as_deref()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
-        .init();
     let cli = Cli::parse();
+    // `run` starts the log once the config has said which format; the others write text.
+    if !matches!(cli.command, Command::Run { .. }) {
+        init_log(config::model::LogFormat::Text);
+    }
     match cli.command {
         Command::Check { config } => match authgate::server::load(&config) {
             Ok((c, table)) => {
@@ -82,14 +94,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: path } => {
-            let (config, routes) = match authgate::server::load(&path) {
+            let (config, routes, hash) = match authgate::server::load_hashed(&path) {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            serve(&config, routes, Some(&path))
+            init_log(config.log.format);
+            serve(&config, routes, Some((&path, &hash)))
         }
         Command::Health { admin } => health(admin),
         #[cfg(feature = "demo")]
@@ -103,8 +116,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: &config::Config, routes: authgate::authz::routes::RouteTable, path: Option<&std::path::Path>) -> ExitCode {
-    match authgate::server::build(config, routes, path) {
+fn serve(config: &config::Config, routes: authgate::authz::routes::RouteTable, file: Option<(&std::path::Path, &str)>) -> ExitCode {
+    match authgate::server::build(config, routes, file) {
         Ok(server) => {
             tracing::info!(proxy = %config.proxy.listen, admin = %config.admin.listen, "authgate listening");
             server.run_forever()

@@ -24,6 +24,24 @@ pub struct Metrics {
     pub abac_breaker: IntGauge,
     /// API-key exchanges by result.
     pub api_key_exchanges: IntCounterVec,
+    /// Decisions of shadow rules (`enforce = false`) by route and what they would do (`allow`, `refuse`).
+    pub shadow_decisions: IntCounterVec,
+    /// Browser sign-ins started (sent to the IdP), by client.
+    pub logins_started: IntCounterVec,
+    /// Browser sign-ins completed (a session made), by client.
+    pub logins_completed: IntCounterVec,
+    /// Browser sign-ins that failed, by client and reason (a fixed set of labels).
+    pub logins_failed: IntCounterVec,
+    /// Latency of calls to the IdP by endpoint (`discovery`, `jwks`, `token`, `check_permission`, `api_key_exchange`).
+    pub idp_latency: HistogramVec,
+    /// Time from sending a request upstream to its response header, by upstream.
+    pub upstream_latency: HistogramVec,
+    /// 1 while an upstream address is in rotation, 0 while its health check keeps it out.
+    pub upstream_healthy: IntGaugeVec,
+    /// Config reloads by result (`applied`, `refused`).
+    pub config_reloads: IntCounterVec,
+    /// 1 for the running config's file hash (see [`Metrics::set_config_hash`]).
+    pub config_info: IntGaugeVec,
     /// Browser sessions held, by store (`memory`: this process; `redis`: all instances, as of
     /// this instance's last sign-in or logout).
     pub sessions_active: IntGaugeVec,
@@ -77,6 +95,43 @@ impl Metrics {
         let abac_breaker = IntGauge::new("authgate_abac_breaker_state", "ABAC circuit breaker: 0 closed, 1 open, 2 half-open").expect("metric definition is valid");
         let api_key_exchanges = IntCounterVec::new(Opts::new("authgate_api_key_exchanges_total", "API-key exchanges at the IdP by result"), &["result"])
             .expect("metric definition is valid");
+        let shadow_decisions = IntCounterVec::new(
+            Opts::new("authgate_shadow_decisions_total", "Decisions of shadow rules (enforce = false) by route and what they would do: allow, refuse"),
+            &["route", "would"],
+        )
+        .expect("metric definition is valid");
+        let logins_started =
+            IntCounterVec::new(Opts::new("authgate_logins_started_total", "Browser sign-ins sent to the IdP, by client"), &["client"]).expect("metric definition is valid");
+        let logins_completed =
+            IntCounterVec::new(Opts::new("authgate_logins_completed_total", "Browser sign-ins completed (a session made), by client"), &["client"]).expect("metric definition is valid");
+        let logins_failed = IntCounterVec::new(Opts::new("authgate_logins_failed_total", "Browser sign-ins that failed, by client and reason"), &["client", "reason"])
+            .expect("metric definition is valid");
+        let idp_latency = HistogramVec::new(
+            HistogramOpts::new("authgate_idp_request_duration_seconds", "Latency of calls to the IdP by endpoint")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["endpoint"],
+        )
+        .expect("metric definition is valid");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new("authgate_upstream_duration_seconds", "Time from sending a request upstream to its response header, by upstream")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["upstream"],
+        )
+        .expect("metric definition is valid");
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new("authgate_upstream_healthy", "1 while an upstream address is in rotation, 0 while its health check keeps it out"),
+            &["upstream", "address"],
+        )
+        .expect("metric definition is valid");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("authgate_config_reloads_total", "Config reloads (SIGHUP or file change) by result: applied, refused"),
+            &["result"],
+        )
+        .expect("metric definition is valid");
+        for result in ["applied", "refused"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        let config_info = IntGaugeVec::new(Opts::new("authgate_config_info", "1 for the SHA-256 of the running config file"), &["hash"]).expect("metric definition is valid");
         let sessions_active = IntGaugeVec::new(Opts::new("authgate_sessions_active", "Browser sessions held, by store"), &["store"]).expect("metric definition is valid");
         let session_refreshes = IntCounterVec::new(
             Opts::new("authgate_session_refreshes_total", "Session token refreshes by result (waited: another instance refreshed it)"),
@@ -104,6 +159,15 @@ impl Metrics {
             Box::new(abac_latency.clone()),
             Box::new(abac_breaker.clone()),
             Box::new(api_key_exchanges.clone()),
+            Box::new(shadow_decisions.clone()),
+            Box::new(logins_started.clone()),
+            Box::new(logins_completed.clone()),
+            Box::new(logins_failed.clone()),
+            Box::new(idp_latency.clone()),
+            Box::new(upstream_latency.clone()),
+            Box::new(upstream_healthy.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_info.clone()),
             Box::new(sessions_active.clone()),
             Box::new(session_refreshes.clone()),
             Box::new(logouts.clone()),
@@ -124,6 +188,15 @@ impl Metrics {
             abac_latency,
             abac_breaker,
             api_key_exchanges,
+            shadow_decisions,
+            logins_started,
+            logins_completed,
+            logins_failed,
+            idp_latency,
+            upstream_latency,
+            upstream_healthy,
+            config_reloads,
+            config_info,
             sessions_active,
             session_refreshes,
             logouts,
@@ -131,6 +204,12 @@ impl Metrics {
             session_store_latency,
             session_store_errors,
         }
+    }
+
+    /// Shows `hash` as the running config's, alone.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
     }
 
     /// The metrics in Prometheus text format.

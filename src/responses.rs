@@ -160,6 +160,33 @@ impl Refusal {
         }
     }
 
+    /// Whether this refusal is an access decision (who the caller is, which client, which
+    /// permission), which a shadow rule records instead of enforcing; the others are about the
+    /// request itself (its path, headers, body) and are refused on every route.
+    pub fn is_access_decision(&self) -> bool {
+        match self {
+            Refusal::UnknownClient(_)
+            | Refusal::MissingCredentials
+            | Refusal::InvalidToken(_)
+            | Refusal::Forbidden { .. }
+            | Refusal::IdpUnavailable(_)
+            | Refusal::StoreUnavailable
+            | Refusal::LoginRedirect(_)
+            | Refusal::WrongClient(_)
+            | Refusal::ClientNotServed(_) => true,
+            Refusal::BadPath(_)
+            | Refusal::BadHeader(_)
+            | Refusal::BadHost(_)
+            | Refusal::NoRoute
+            | Refusal::MethodNotAllowed(_)
+            | Refusal::UpstreamFailed(_)
+            | Refusal::BodyTooLarge(_)
+            | Refusal::UnreadableBody { .. }
+            | Refusal::AmbiguousRequest(_)
+            | Refusal::LoginFailed { .. } => false,
+        }
+    }
+
     /// A short label for metrics and logs.
     pub fn outcome(&self) -> &'static str {
         match self {

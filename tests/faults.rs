@@ -178,9 +178,13 @@ auth = "none"
         (b, r.headers()[LOCATION].to_str().unwrap().to_string())
     }
 
+    /// `/readyz`'s status and first line (the lines after it are about the config).
     async fn readyz(&self) -> (u16, String) {
         let r = self.http.get(format!("{}/readyz", self.gw.admin)).send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(body.contains("\nconfig sha256:"), "/readyz does not name the config's hash: {body}");
+        (status, body.lines().next().map(|l| format!("{l}\n")).unwrap_or_default())
     }
 }
 

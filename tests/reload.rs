@@ -44,5 +44,103 @@ async fn sighup_applies_a_good_file_and_keeps_the_running_config_on_a_bad_one() 
     let moved = eventually(Duration::from_secs(10), || async { w.get("/moved/x", None).await.status() == 200 }).await;
     assert!(moved);
     assert_eq!(w.get("/reloaded/x", None).await.status(), 404);
-    assert!(w.gw.log.lock().unwrap().contains("need a restart"));
+    // (The log is read from the gateway's stderr by another thread: it may lag the request.)
+    let named = eventually(Duration::from_secs(5), || async { w.gw.log.lock().unwrap().contains("need a restart") }).await;
+    assert!(named, "{}", w.gw.log.lock().unwrap());
+}
+
+/// Saves `text` to `path` as editors do: written to a temporary file beside it, renamed over it.
+fn save_like_an_editor(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("toml.swp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The value of the sample `line` starts (metric name and labels) in `/metrics`, if present.
+async fn sample(w: &World, series: &str) -> Option<f64> {
+    let metrics = w.http.get(format!("{}/metrics", w.gw.admin)).send().await.unwrap().text().await.unwrap();
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn readyz(w: &World) -> String {
+    w.http.get(format!("{}/readyz", w.gw.admin)).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_edited_under_load_reloads_without_a_failed_request_and_a_broken_edit_is_refused_each_time() {
+    let w = World::start().await;
+    let token = w.token(json!({"client_abc:invoice": ["read"]}));
+    let path = w.gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let started = authgate::config::file_hash(original.as_bytes());
+    assert_eq!(sample(&w, &format!("authgate_config_info{{hash=\"{started}\"}}")).await, Some(1.0));
+    assert!(readyz(&w).await.contains(&format!("config sha256:{started}\n")));
+
+    // Bounded load on loopback: 4 callers × 50 requests, 40 ms apart (about 200 requests in
+    // a few seconds), each over its kept-alive connection.
+    let load = (0..4)
+        .map(|i| {
+            let (http, url, token) = (w.http.clone(), w.gw.url.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for n in 0..50 {
+                    let req = if (i + n) % 2 == 0 { http.get(format!("{url}/public/x")) } else { http.get(format!("{url}/api/invoices/1")).bearer_auth(&token) };
+                    match req.send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        Ok(r) => failed.push(format!("{} {}", r.status(), r.text().await.unwrap_or_default())),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+                failed
+            })
+        })
+        .collect::<Vec<_>>();
+
+    // An edit saved while the load runs: no SIGHUP, the file change reloads it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let edited = format!("{original}{NEW_ROUTE}");
+    save_like_an_editor(&path, &edited);
+    let applied = eventually(Duration::from_secs(10), || async { w.get("/reloaded/x", None).await.status() == 200 }).await;
+    assert!(applied, "the edited file was never applied; log:\n{}", w.gw.log.lock().unwrap());
+    let hash = authgate::config::file_hash(edited.as_bytes());
+    assert_eq!(sample(&w, "authgate_config_reloads_total{result=\"applied\"}").await, Some(1.0));
+    assert_eq!(sample(&w, &format!("authgate_config_info{{hash=\"{hash}\"}}")).await, Some(1.0));
+    assert_eq!(sample(&w, &format!("authgate_config_info{{hash=\"{started}\"}}")).await, None, "the old hash is still shown");
+    assert!(readyz(&w).await.contains(&format!("config sha256:{hash}\n")));
+
+    // A broken edit, still under load: refused and logged with why, the running config stays.
+    let broken = edited.replace("upstream = \"app\"\nauth = \"none\"\n", "upstream = \"nope\"\nauth = \"none\"\n");
+    save_like_an_editor(&path, &broken);
+    let refused = eventually(Duration::from_secs(10), || async { sample(&w, "authgate_config_reloads_total{result=\"refused\"}").await == Some(1.0) }).await;
+    assert!(refused, "the broken edit was not refused; log:\n{}", w.gw.log.lock().unwrap());
+    let said = eventually(Duration::from_secs(5), || async {
+        let log = w.gw.log.lock().unwrap();
+        log.contains("config reload refused") && log.contains("\"nope\" is not a configured upstream")
+    })
+    .await;
+    assert!(said, "the refusal was not logged with why:\n{}", w.gw.log.lock().unwrap());
+    let ready = readyz(&w).await;
+    assert!(ready.starts_with("ready\n") && ready.contains(&format!("config sha256:{hash}\n")) && ready.contains("refused") && ready.contains("\"nope\" is not a configured upstream"), "{ready}");
+    assert_eq!(w.get("/reloaded/x", None).await.status(), 200);
+
+    // Broken again, differently: said again.
+    save_like_an_editor(&path, &broken.replace("auth = \"none\"", "auth = \"never\""));
+    let again = eventually(Duration::from_secs(10), || async { sample(&w, "authgate_config_reloads_total{result=\"refused\"}").await == Some(2.0) }).await;
+    assert!(again, "the second broken edit was not refused; log:\n{}", w.gw.log.lock().unwrap());
+    let said = eventually(Duration::from_secs(5), || async { w.gw.log.lock().unwrap().contains("\"never\" is not a mode") }).await;
+    assert!(said, "the second refusal was not logged with why:\n{}", w.gw.log.lock().unwrap());
+
+    let mut failed = Vec::new();
+    for task in load {
+        failed.extend(task.await.unwrap());
+    }
+    assert!(failed.is_empty(), "{} of 200 requests failed during the reloads: {failed:?}", failed.len());
+
+    // Put right: applied, and /readyz no longer speaks of a refusal.
+    save_like_an_editor(&path, &edited);
+    let fixed = eventually(Duration::from_secs(10), || async { sample(&w, "authgate_config_reloads_total{result=\"applied\"}").await == Some(2.0) }).await;
+    assert!(fixed, "log:\n{}", w.gw.log.lock().unwrap());
+    let ready = readyz(&w).await;
+    assert!(!ready.contains("refused") && ready.contains(&format!("config sha256:{hash}\n")), "{ready}");
 }

@@ -258,7 +258,9 @@ impl AbacClient {
         match result {
             Ok(answer) => {
                 if !cached {
-                    self.metrics.abac_latency.observe(started.elapsed().as_secs_f64());
+                    let took = started.elapsed().as_secs_f64();
+                    self.metrics.abac_latency.observe(took);
+                    self.metrics.idp_latency.with_label_values(&["check_permission"]).observe(took);
                 }
                 self.metrics.abac_checks.with_label_values(&[answer.label(), if cached { "shared" } else { "idp" }]).inc();
                 answer.into_outcome(cached)

@@ -285,8 +285,17 @@ pub struct RedisFile {
 pub struct UpstreamFile {
     /// Name routes refer to.
     pub name: Option<String>,
-    /// `host:port` addresses, load balanced round robin.
+    /// `host:port` addresses, load balanced as `selection` says.
     pub addresses: Option<Vec<String>>,
+    /// `"round_robin"` (default) or `"least_connections"`.
+    pub selection: Option<String>,
+    /// How many other addresses an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) tries
+    /// when it cannot connect (default 1; 0 turns retries off).
+    pub retries: Option<u32>,
+    /// Speak HTTP/2 to the upstream: negotiated by ALPN over TLS, prior knowledge (h2c) without.
+    pub http2: Option<bool>,
+    /// `[upstreams.health_check]`: active HTTP checks taking dead addresses out of rotation.
+    pub health_check: Option<HealthCheckFile>,
     /// Connect with TLS.
     pub tls: Option<bool>,
     /// SNI and certificate name for TLS (default: the first address's host).
@@ -295,6 +304,32 @@ pub struct UpstreamFile {
     pub connect_timeout: Option<String>,
     /// Read timeout, e.g. `"30s"`.
     pub read_timeout: Option<String>,
+}
+
+/// `[log]`: how the gateway writes its log.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `"text"` (default: one human-readable line per event) or `"json"` (one JSON object per line).
+    pub format: Option<String>,
+}
+
+/// `[upstreams.health_check]`: an active HTTP health check of every address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    /// Path requested with GET, e.g. `"/healthz"`; a 200 answer is healthy.
+    pub path: Option<String>,
+    /// Time between checks (default `"5s"`).
+    pub interval: Option<String>,
+    /// Connect and read timeout of one check (default `"1s"`).
+    pub timeout: Option<String>,
+    /// Consecutive failed checks that take an address out (default 3).
+    pub unhealthy_threshold: Option<usize>,
+    /// Consecutive passed checks that bring it back (default 2).
+    pub healthy_threshold: Option<usize>,
+    /// `Host` header of the check (default: the upstream's `sni`, or the address's host).
+    pub host: Option<String>,
 }
 
 /// `[[routes]]`: one route.
@@ -334,6 +369,9 @@ pub struct RouteFile {
     /// Send a browser session's access token (the IdP's, or GitHub's for a GitHub sign-in)
     /// upstream as `Authorization: Bearer` (default false: it never leaves the gateway).
     pub forward_session_token: Option<bool>,
+    /// `false`: a shadow rule. The decision is made, logged and counted, and the request is
+    /// proxied as if allowed (default true).
+    pub enforce: Option<bool>,
 }
 
 /// `[abac]`: the live permission check.

@@ -88,8 +88,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// needs (the route table), or names the keys it cannot use: those are reported with file and
 /// line like every other problem. Config knows nothing of the runtime: the caller supplies `build`.
 pub fn load_then<T>(path: &Path, build: impl FnOnce(&Config) -> Result<T, Findings>) -> Result<(Config, T), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    parse_then(&path.display().to_string(), &text, &|name| std::env::var(name).ok(), build)
+    load_file_then(path, build).map(|(config, built, _)| (config, built))
+}
+
+/// Like [`load_then`], with the digest of the bytes read ([`file_hash`]), so that the hash
+/// shown for the running config is the one of the file it was built from.
+pub fn load_file_then<T>(path: &Path, build: impl FnOnce(&Config) -> Result<T, Findings>) -> Result<(Config, T, String), ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let hash = file_hash(&bytes);
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })?;
+    let (config, built) = parse_then(&path.display().to_string(), &text, &|name| std::env::var(name).ok(), build)?;
+    Ok((config, built, hash))
+}
+
+/// The SHA-256 of a config file's bytes, in lowercase hex: what `sha256sum` prints for it.
+pub fn file_hash(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// Parses and validates config text; `file` names it in messages, `env` resolves `${VARS}`.
@@ -159,6 +179,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             "identity_jwt" => s.identity_jwt = deserialize(value, &at, problems).unwrap_or_default(),
             "session" => s.session = deserialize(value, &at, problems).unwrap_or_default(),
             "default_client" => s.default_client = deserialize(value, &at, problems),
+            "log" => s.log = deserialize(value, &at, problems).unwrap_or_default(),
             "clients" => s.clients = many(value, &at, problems),
             "providers" => s.providers = many(value, &at, problems),
             "upstreams" => s.upstreams = many(value, &at, problems),
@@ -168,7 +189,7 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
             }
             _ => problems.add(
                 &at,
-                "is not a known section: expected proxy, admin, idp, cache, headers, session, abac, api_keys, identity_jwt, default_client, [[providers]], [[clients]], [[upstreams]], [[routes]]",
+                "is not a known section: expected proxy, admin, idp, cache, headers, session, abac, api_keys, identity_jwt, log, default_client, [[providers]], [[clients]], [[upstreams]], [[routes]]",
             ),
         }
     }

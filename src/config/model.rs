@@ -44,6 +44,25 @@ pub struct Config {
     pub session: SessionSettings,
     /// Index of the client that requests from unknown origins are mapped to, when configured.
     pub default_client: Option<usize>,
+    /// The log's format.
+    pub log: LogSettings,
+}
+
+/// How the gateway writes its log (to standard error).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// The log's line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the event's fields).
+    Json,
 }
 
 /// Live ABAC checks.
@@ -415,7 +434,7 @@ impl ClientSettings {
 }
 
 /// One upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     /// Name.
     pub name: String,
@@ -429,6 +448,40 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Read timeout.
     pub read_timeout: Duration,
+    /// How an address is chosen for a request.
+    pub selection: Selection,
+    /// Other addresses an idempotent request tries when it cannot connect.
+    pub retries: u32,
+    /// HTTP/2 to the upstream (ALPN over TLS, h2c without).
+    pub http2: bool,
+    /// The active health check, if any.
+    pub health_check: Option<HealthCheckSettings>,
+}
+
+/// How an upstream's address is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Each healthy address in turn.
+    RoundRobin,
+    /// The healthy address with the fewest requests in flight.
+    LeastConnections,
+}
+
+/// An upstream's active HTTP health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    /// Path requested with GET.
+    pub path: String,
+    /// `Host` header sent.
+    pub host: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Connect and read timeout of one check.
+    pub timeout: Duration,
+    /// Consecutive failures that take an address out.
+    pub unhealthy_threshold: usize,
+    /// Consecutive passes that bring it back.
+    pub healthy_threshold: usize,
 }
 
 /// One route.
@@ -460,6 +513,8 @@ pub struct RouteSpec {
     pub path_params: bool,
     /// Send a browser session's access token upstream as `Authorization: Bearer`.
     pub forward_session_token: bool,
+    /// `false`: a shadow rule, whose refusals are logged and counted but not enforced.
+    pub enforce: bool,
 }
 
 /// Where an ABAC attribute comes from.

@@ -351,6 +351,34 @@ fn provider_mistakes_are_reported_with_lines() {
 }
 
 #[test]
+fn the_file_hash_is_sha256_in_hex_as_sha256sum_prints_it() {
+    assert_eq!(super::file_hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(super::file_hash(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+#[test]
+fn enforce_false_makes_a_shadow_rule_on_routes_that_decide_and_nowhere_else() {
+    let c = parse("test.toml", VALID, &env).unwrap();
+    assert!(c.routes[0].enforce, "routes enforce by default");
+    let shadow = VALID.replace("entity_id = \"id\"", "entity_id = \"id\"\nenforce = false");
+    assert!(!parse("test.toml", &shadow, &env).unwrap().routes[0].enforce);
+    let public = VALID.replace("permission = \"invoice:read\"\nentity_id = \"id\"", "auth = \"none\"\nenforce = false");
+    let p = problems(&public);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].starts_with("test.toml:24: routes[0].enforce: only applies to routes that decide something"), "{}", p[0]);
+}
+
+#[test]
+fn the_log_format_is_text_or_json() {
+    use super::model::LogFormat;
+    assert_eq!(parse("test.toml", VALID, &env).unwrap().log.format, LogFormat::Text);
+    assert_eq!(parse("test.toml", &format!("{VALID}\n[log]\nformat = \"json\"\n"), &env).unwrap().log.format, LogFormat::Json);
+    let p = problems(&format!("{VALID}\n[log]\nformat = \"xml\"\n"));
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].contains("log.format: \"xml\" is not \"text\" or \"json\""), "{}", p[0]);
+}
+
+#[test]
 fn the_redis_session_store_is_validated() {
     let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
     let with = |session: &str| VALID.replacen("[proxy]", &format!("[session]\n{session}\n[proxy]"), 1);

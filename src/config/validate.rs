@@ -119,6 +119,8 @@ pub struct Sections {
     pub session: SessionFile,
     /// `default_client = "name"`.
     pub default_client: Option<String>,
+    /// `[log]`.
+    pub log: LogFile,
 }
 
 /// The algorithms an RSA key can verify.
@@ -172,10 +174,20 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
             None
         }
     });
+    let log = LogSettings {
+        format: match s.log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                problems.add(&KeyPath::root("log").key("format"), format!("{other:?} is not \"text\" or \"json\""));
+                LogFormat::Text
+            }
+        },
+    };
     if !problems.0.is_empty() {
         return None;
     }
-    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, providers, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt, session, default_client })
+    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, providers, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt, session, default_client, log })
 }
 
 fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
@@ -822,11 +834,68 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
         });
         let connect_timeout = problems.duration(f.connect_timeout.as_deref(), &at.key("connect_timeout"), Duration::from_secs(2));
         let read_timeout = problems.duration(f.read_timeout.as_deref(), &at.key("read_timeout"), Duration::from_secs(30));
+        let selection = match f.selection.as_deref() {
+            None | Some("round_robin") => Selection::RoundRobin,
+            Some("least_connections") => Selection::LeastConnections,
+            Some(other) => {
+                problems.add(&at.key("selection"), format!("{other:?} is not \"round_robin\" or \"least_connections\""));
+                Selection::RoundRobin
+            }
+        };
+        let retries = f.retries.unwrap_or(1);
+        if retries > MAX_RETRIES {
+            problems.add(&at.key("retries"), format!("{retries} is more than {MAX_RETRIES}: each retry waits for a connect timeout"));
+        }
+        let health_check = f.health_check.and_then(|h| health_check(h, &sni, &at.key("health_check"), problems));
         if let Some(name) = name {
-            out.push(UpstreamSettings { name, addresses, tls: f.tls.unwrap_or(false), sni, connect_timeout, read_timeout });
+            out.push(UpstreamSettings {
+                name,
+                addresses,
+                tls: f.tls.unwrap_or(false),
+                sni,
+                connect_timeout,
+                read_timeout,
+                selection,
+                retries: retries.min(MAX_RETRIES),
+                http2: f.http2.unwrap_or(false),
+                health_check,
+            });
         }
     }
     out
+}
+
+/// Most retries an upstream may ask for.
+const MAX_RETRIES: u32 = 5;
+
+/// An upstream's `[health_check]`; `sni` is the default `Host`.
+fn health_check(h: HealthCheckFile, sni: &str, at: &KeyPath, problems: &mut Problems) -> Option<HealthCheckSettings> {
+    let path = problems.require(h.path, &at.key("path"), "the path checked with GET, e.g. \"/healthz\"");
+    if let Some(p) = &path {
+        if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            problems.add(&at.key("path"), format!("{p:?} must start with / and hold no spaces or control characters"));
+        }
+    }
+    let interval = problems.duration(h.interval.as_deref(), &at.key("interval"), Duration::from_secs(5));
+    let timeout = problems.duration(h.timeout.as_deref(), &at.key("timeout"), Duration::from_secs(1));
+    if interval < Duration::from_millis(100) {
+        problems.add(&at.key("interval"), "must be at least 100ms: every address is checked that often");
+    }
+    let mut threshold = |value: Option<usize>, key: &str, default: usize| match value {
+        None => default,
+        Some(n) if (1..=100).contains(&n) => n,
+        Some(n) => {
+            problems.add(&at.key(key), format!("{n} must be between 1 and 100 consecutive checks"));
+            default
+        }
+    };
+    let unhealthy_threshold = threshold(h.unhealthy_threshold, "unhealthy_threshold", 3);
+    let healthy_threshold = threshold(h.healthy_threshold, "healthy_threshold", 2);
+    let host = h.host.unwrap_or_else(|| sni.to_string());
+    if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'/') {
+        problems.add(&at.key("host"), format!("{host:?} is not a host name"));
+    }
+    Some(HealthCheckSettings { path: path?, host, interval, timeout, unhealthy_threshold, healthy_threshold })
 }
 
 fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients: &[ClientSettings], problems: &mut Problems) -> Vec<RouteSpec> {
@@ -900,6 +969,9 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             if f.forward_session_token == Some(true) {
                 problems.add(&at.key("forward_session_token"), "needs an identity: public routes have none");
             }
+            if f.enforce == Some(false) {
+                problems.add(&at.key("enforce"), "only applies to routes that decide something (auth = \"authenticated\" or a `permission`): a public route refuses nobody");
+            }
         }
         let host = f.host.map(|h| h.to_ascii_lowercase());
         if let Some(h) = &host {
@@ -930,6 +1002,7 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             clients: served,
             path_params: f.path_params.unwrap_or(false),
             forward_session_token: f.forward_session_token.unwrap_or(false),
+            enforce: f.enforce.unwrap_or(true),
         });
     }
     out

@@ -144,13 +144,10 @@ impl ApiKeys {
 
     async fn call(&self, key: &str) -> Result<(Arc<Principal>, Duration), ApiKeyError> {
         let url = self.url.as_ref().ok_or_else(|| ApiKeyError::Unavailable("API keys are not accepted: no api_key_exchange_url is configured".into()))?;
-        let resp = self
-            .http
-            .post(url.clone())
-            .json(&serde_json::json!({ "apiKey": key }))
-            .send()
-            .await
-            .map_err(|e| ApiKeyError::Unavailable(if e.is_timeout() { "the IdP did not answer the API-key exchange in time".into() } else { "the IdP could not be reached for the API-key exchange".into() }))?;
+        let started = std::time::Instant::now();
+        let sent = self.http.post(url.clone()).json(&serde_json::json!({ "apiKey": key })).send().await;
+        self.metrics.idp_latency.with_label_values(&["api_key_exchange"]).observe(started.elapsed().as_secs_f64());
+        let resp = sent.map_err(|e| ApiKeyError::Unavailable(if e.is_timeout() { "the IdP did not answer the API-key exchange in time".into() } else { "the IdP could not be reached for the API-key exchange".into() }))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(refusal(status));

@@ -182,7 +182,7 @@ impl Browser {
             settings: config.session.clone(),
             own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
             cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
-            oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone()),
+            oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone()).with_latency(verifier.metrics().idp_latency.clone()),
             login_sealer,
             refresh_locks: RefreshLocks::new(),
             // The IdP call (discovery, then the token endpoint) always ends before the lease does.

@@ -102,6 +102,8 @@ pub struct Discovery {
     issuer: String,
     http: reqwest::Client,
     slot: tokio::sync::Mutex<Slot>,
+    /// Latency of the fetches (see [`Discovery::with_latency`]).
+    latency: Option<prometheus::HistogramVec>,
 }
 
 impl Discovery {
@@ -112,7 +114,14 @@ impl Discovery {
             issuer: idp.issuer.clone(),
             http: super::idp_client(idp.timeout, true),
             slot: tokio::sync::Mutex::new((None, None)),
+            latency: None,
         }
+    }
+
+    /// Observes each fetch's latency into `latency`, labelled `discovery`.
+    pub fn with_latency(mut self, latency: prometheus::HistogramVec) -> Discovery {
+        self.latency = Some(latency);
+        self
     }
 
     /// The JWKS location the document names.
@@ -161,7 +170,12 @@ impl Discovery {
 
     async fn fetch(&self) -> Result<Document, DiscoveryError> {
         let fail = |reason: String| DiscoveryError::Fetch { url: self.url.to_string(), reason };
-        let resp = self.http.get(self.url.clone()).send().await.map_err(|e| fail(error_chain(&e)))?;
+        let started = Instant::now();
+        let sent = self.http.get(self.url.clone()).send().await;
+        if let Some(h) = &self.latency {
+            h.with_label_values(&["discovery"]).observe(started.elapsed().as_secs_f64());
+        }
+        let resp = sent.map_err(|e| fail(error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
         }

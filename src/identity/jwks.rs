@@ -156,7 +156,7 @@ impl KeyStore {
             last_fetch: Mutex::new(None),
             last_error: Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(()),
-            discovery: Arc::new(Discovery::from_config(idp)),
+            discovery: Arc::new(Discovery::from_config(idp).with_latency(metrics.idp_latency.clone())),
             jwks_url: idp.jwks_url.clone(),
             accepted: idp.algorithms.clone(),
             min_refetch: idp.jwks_min_refetch_interval,
@@ -236,7 +236,10 @@ impl KeyStore {
             None => self.discovery.jwks_uri().await?,
         };
         let fail = |reason: String| JwksError::Fetch { url: jwks_url.to_string(), reason };
-        let resp = self.http.get(jwks_url.clone()).send().await.map_err(|e| fail(error_chain(&e)))?;
+        let started = std::time::Instant::now();
+        let sent = self.http.get(jwks_url.clone()).send().await;
+        self.metrics.idp_latency.with_label_values(&["jwks"]).observe(started.elapsed().as_secs_f64());
+        let resp = sent.map_err(|e| fail(error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
         }

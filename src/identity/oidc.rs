@@ -99,6 +99,8 @@ pub struct Oidc {
     discovery: Arc<Discovery>,
     issuer: String,
     http: reqwest::Client,
+    /// Latency of the token endpoint (see [`Oidc::with_latency`]).
+    latency: Option<prometheus::HistogramVec>,
 }
 
 impl Oidc {
@@ -106,7 +108,23 @@ impl Oidc {
     /// document the key cache uses).
     pub fn from_config(idp: &IdpSettings, discovery: Arc<Discovery>) -> Oidc {
         // The token endpoint must not redirect (credentials would follow).
-        Oidc { discovery, issuer: idp.issuer.clone(), http: super::idp_client(idp.timeout, false) }
+        Oidc { discovery, issuer: idp.issuer.clone(), http: super::idp_client(idp.timeout, false), latency: None }
+    }
+
+    /// Observes each token-endpoint call's latency into `latency`, labelled `token`.
+    pub fn with_latency(mut self, latency: prometheus::HistogramVec) -> Oidc {
+        self.latency = Some(latency);
+        self
+    }
+
+    /// Runs `call`, observing its latency as the token endpoint's.
+    async fn timed<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = call.await;
+        if let Some(h) = &self.latency {
+            h.with_label_values(&["token"]).observe(started.elapsed().as_secs_f64());
+        }
+        out
     }
 
     /// The expected issuer.
@@ -161,14 +179,9 @@ impl Oidc {
         redirect_uri: &str,
     ) -> Result<TokenSet, OidcError> {
         let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
-        let response = self
-            .token_client(provider, client)
-            .set_redirect_uri(redirect)
-            .exchange_code(AuthorizationCode::new(code.to_string()))
-            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
-            .request_async(&self.http)
-            .await
-            .map_err(token_error)?;
+        let token_client = self.token_client(provider, client).set_redirect_uri(redirect);
+        let request = token_client.exchange_code(AuthorizationCode::new(code.to_string())).set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()));
+        let response = self.timed(request.request_async(&self.http)).await.map_err(token_error)?;
         let set = token_set(response);
         if set.id_token.is_none() {
             return Err(OidcError::BadResponse("no id_token (is `openid` among the scopes?)"));
@@ -179,7 +192,8 @@ impl Oidc {
     /// Uses a refresh token with the client's credentials.
     pub async fn refresh(&self, provider: &Provider, client: &ClientSettings, refresh_token: &str) -> Result<TokenSet, OidcError> {
         let token = RefreshToken::new(refresh_token.to_string());
-        let response = self.token_client(provider, client).exchange_refresh_token(&token).request_async(&self.http).await.map_err(token_error)?;
+        let token_client = self.token_client(provider, client);
+        let response = self.timed(token_client.exchange_refresh_token(&token).request_async(&self.http)).await.map_err(token_error)?;
         Ok(token_set(response))
     }
 }

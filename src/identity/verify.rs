@@ -204,6 +204,11 @@ impl Verifier {
         &self.api_key_audiences
     }
 
+    /// The metrics it counts into (shared with the rest of the gateway).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The key store.
     pub fn keys(&self) -> &Arc<KeyStore> {
         &self.keys

@@ -44,6 +44,18 @@ pub struct RequestCtx {
     pub set_cookies: Vec<String>,
     /// The registered origin to answer with CORS headers.
     pub cors_origin: Option<String>,
+    /// The client app was settled against the caller's credential (the binding step passed).
+    pub client_settled: bool,
+    /// A shadow rule let through a caller whose credential was not verified.
+    pub shadow_unverified: bool,
+    /// Upstream addresses tried so far (retries after connect failures).
+    pub upstream_tries: u32,
+    /// Index of the upstream address last picked.
+    pub peer_index: Option<usize>,
+    /// Counts the request in flight on its address (least-connections upstreams).
+    pub lease: Option<crate::upstream::Lease>,
+    /// When the request was handed to its upstream (the latest try).
+    pub upstream_started: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -68,6 +80,12 @@ impl RequestCtx {
             trusted_proxy: false,
             set_cookies: Vec::new(),
             cors_origin: None,
+            client_settled: false,
+            shadow_unverified: false,
+            upstream_tries: 0,
+            peer_index: None,
+            lease: None,
+            upstream_started: None,
         }
     }
 }

@@ -16,6 +16,25 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+/// Why a sign-in failed, as a metric label: one of a fixed set (the refusal's own text may
+/// quote the IdP, which must not mint label values).
+fn login_failure(refusal: &Refusal) -> &'static str {
+    let Refusal::LoginFailed { reason, .. } = refusal else { return refusal.outcome() };
+    if reason.error().downcast_ref::<crate::identity::oidc::OidcError>().is_some() {
+        return "oidc_error";
+    }
+    let reason = reason.to_string();
+    const KINDS: [(&str, &str); 6] = [
+        ("the identity provider answered", "idp_error"),
+        ("expired or was already used", "expired_or_replayed"),
+        ("the id_token was refused", "id_token_refused"),
+        ("no longer configured", "client_removed"),
+        ("another issuer", "wrong_issuer"),
+        ("the sign-in response has no", "bad_response"),
+    ];
+    KINDS.iter().find(|(text, _)| reason.contains(text)).map_or("other", |(_, kind)| kind)
+}
+
 /// The first comma-separated value of a header, trimmed.
 fn first_value<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a str> {
     header(req, name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.split(',').next()).map(str::trim)
@@ -165,7 +184,20 @@ impl Gateway {
         ctx.client = client.or(ctx.client);
         ctx.caller = caller;
         ctx.outcome = outcome;
+        self.count_sign_in(ctx, &answer);
         answer
+    }
+
+    /// Sign-in metrics: a login started, completed, or failed (with a reason from a fixed set).
+    fn count_sign_in(&self, ctx: &RequestCtx, answer: &Result<Rendered, Refusal>) {
+        let metrics = &self.services.metrics;
+        let client = self.client_name(ctx);
+        match (ctx.outcome, answer) {
+            ("login_start", Ok(_)) => metrics.logins_started.with_label_values(&[client]).inc(),
+            ("login_callback", Ok(_)) => metrics.logins_completed.with_label_values(&[client]).inc(),
+            ("login_start" | "login_callback", Err(refusal)) => metrics.logins_failed.with_label_values(&[client, login_failure(refusal)]).inc(),
+            _ => {}
+        }
     }
 
     /// `POST /_authgate/backchannel-logout/{client}`: the IdP's server posts a logout token (no
@@ -188,5 +220,24 @@ impl Gateway {
         ctx.outcome = "preflight";
         let allowed = ctx.cors_origin.take().map(|origin| cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)));
         responses::preflight(allowed, &ctx.request_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_failure;
+    use crate::responses::Refusal;
+
+    #[test]
+    fn sign_in_failures_get_a_label_from_a_fixed_set() {
+        let failed = |reason: &str| Refusal::LoginFailed { reason: reason.to_string().into(), retry: None };
+        assert_eq!(login_failure(&failed("the identity provider answered access_denied (evil <label>)")), "idp_error");
+        assert_eq!(login_failure(&failed("this sign-in expired or was already used, or it was started in another browser")), "expired_or_replayed");
+        assert_eq!(login_failure(&failed("the id_token was refused: bad nonce")), "id_token_refused");
+        assert_eq!(login_failure(&failed("the sign-in response has no code")), "bad_response");
+        assert_eq!(login_failure(&failed("anything the IdP said")), "other");
+        assert_eq!(login_failure(&Refusal::IdpUnavailable("down".to_string().into())), "idp_unavailable");
+        let exchange = crate::identity::oidc::OidcError::BadResponse("no id_token");
+        assert_eq!(login_failure(&Refusal::LoginFailed { reason: crate::responses::Cause::of(exchange), retry: None }), "oidc_error");
     }
 }

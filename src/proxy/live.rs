@@ -65,6 +65,11 @@ impl ProxyHttp for LiveGateway {
         self.of(ctx).upstream_peer(ctx)
     }
 
+    /// Idempotent requests that could not connect try another address.
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, e: Box<Error>) -> Box<Error> {
+        self.of(ctx).fail_to_connect(session, ctx, e)
+    }
+
     /// Headers as the pinned gateway's config says.
     async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
         self.of(ctx).upstream_request_filter(session, upstream, ctx)

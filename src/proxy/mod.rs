@@ -41,7 +41,8 @@ pub struct Gateway {
     permission_names: Vec<Vec<Option<Arc<PermissionNames>>>>,
     /// The client apps each route serves, by route index.
     served: Vec<Served>,
-    upstreams: Vec<Upstream>,
+    /// Kept across a reload while their settings do not change (health, connections in flight).
+    upstreams: Vec<Arc<Upstream>>,
     clients: ClientRegistry,
     /// Each client's name as a header value, by client index.
     client_values: Vec<http::HeaderValue>,
@@ -106,19 +107,27 @@ impl Gateway {
             verifier,
             metrics,
         };
-        Gateway::assemble(config, routes, Arc::new(services))
+        Gateway::assemble(config, routes, Arc::new(services), &[])
     }
 
     /// A gateway for a reloaded config: routes, clients, upstreams, headers and proxy flags
     /// from `config`; the IdP's keys, every cache, the sessions and logins in progress carried
     /// over from this one, so a reload signs nobody out.
     pub fn reloaded(&self, config: &Config, routes: RouteTable) -> Result<Gateway, GatewayError> {
-        Gateway::assemble(config, routes, self.services.clone())
+        Gateway::assemble(config, routes, self.services.clone(), &self.upstreams)
     }
 
-    /// What a config decides, around the long-lived `services`.
-    fn assemble(config: &Config, routes: RouteTable, services: Arc<Services>) -> Result<Gateway, GatewayError> {
-        let upstreams = config.upstreams.iter().map(Upstream::from_config).collect::<Result<Vec<_>, _>>()?;
+    /// What a config decides, around the long-lived `services`; an upstream of `previous` whose
+    /// settings are unchanged is kept, with its addresses' health and connections in flight.
+    fn assemble(config: &Config, routes: RouteTable, services: Arc<Services>, previous: &[Arc<Upstream>]) -> Result<Gateway, GatewayError> {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| match previous.iter().find(|p| p.settings() == u) {
+                Some(kept) => Ok(kept.clone()),
+                None => Upstream::from_config(u, &services.metrics).map(Arc::new),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
         Ok(Gateway {
             routes,
@@ -135,6 +144,10 @@ impl Gateway {
         })
     }
 
+    /// The upstreams, for the health-check service.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
 }
 
 /// Where a request goes: its route (with its index) and the values the path gave its parameters.
@@ -163,14 +176,66 @@ impl Gateway {
             ctx.outcome = "public";
             return Ok(());
         }
+        if routed.route.enforce {
+            self.access_steps(session, ctx, &routed).await
+        } else {
+            let decided = self.access_steps(session, ctx, &routed).await;
+            self.shadow(session.req_header(), ctx, routed.route, decided)
+        }
+    }
+
+    /// Client → caller → binding → permission → live check, for a routed request.
+    async fn access_steps(&self, session: &mut Session, ctx: &mut RequestCtx, routed: &Routed<'_>) -> Result<(), Refusal> {
         let (client, origin) = self.client_step(session.req_header(), ctx)?;
-        self.caller_step(session.req_header(), ctx, client, &origin).await?;
-        self.binding_step(&routed, ctx, client)?;
-        if !self.permission_step(&routed, ctx)? {
+        self.caller_step(session.req_header(), ctx, client, &origin, routed.route.enforce).await?;
+        self.binding_step(routed, ctx, client)?;
+        if !self.permission_step(routed, ctx)? {
             return Ok(());
         }
         let body = if routed.route.needs_body() { Some(read_body(session, routed.route.body_limit).await?) } else { None };
-        self.live_check(session.req_header(), body.as_deref(), &routed, ctx).await
+        self.live_check(session.req_header(), body.as_deref(), routed, ctx).await
+    }
+
+    /// A shadow rule (`enforce = false`): the decision is counted and logged, and the request
+    /// goes upstream as if allowed, with only what the gateway vouches for: a caller whose
+    /// credential was not verified gets no identity headers (and no `Authorization`, even with
+    /// `forward_token`); a verified caller whose client app did not settle gets no client
+    /// header; no caller gets a permission header for a permission it was not granted.
+    /// Refusals about the request's shape (an unreadable or oversized body, an ambiguous
+    /// value) are not decisions: they stay refusals.
+    fn shadow(&self, req: &RequestHeader, ctx: &mut RequestCtx, route: &RouteSpec, decided: Result<(), Refusal>) -> Result<(), Refusal> {
+        let refusal = match decided {
+            Ok(()) => {
+                self.services.metrics.shadow_decisions.with_label_values(&[route.name.as_str(), "allow"]).inc();
+                tracing::debug!(request_id = %ctx.request_id, route = %route.name, "shadow rule would allow");
+                return Ok(());
+            }
+            Err(refusal) if !refusal.is_access_decision() => return Err(refusal),
+            Err(refusal) => refusal,
+        };
+        self.services.metrics.shadow_decisions.with_label_values(&[route.name.as_str(), "refuse"]).inc();
+        let entity = ctx.required.as_ref().map(|n| &*n.entity).unwrap_or("-");
+        let permission = ctx.required.as_ref().map(|n| &*n.action).unwrap_or("-");
+        tracing::info!(
+            request_id = %ctx.request_id,
+            trace_id = crate::trace::of(req),
+            route = %route.name,
+            client = self.client_name(ctx),
+            credential = ctx.credential,
+            subject = ctx.caller.as_ref().map(|c| c.principal.subject.as_str()).unwrap_or("-"),
+            entity,
+            permission,
+            would = refusal.outcome(),
+            reason = %refusal.detail(),
+            "shadow rule would refuse; proxied as if allowed (enforce = false)"
+        );
+        ctx.granted = None;
+        ctx.decision = "shadow";
+        if !ctx.client_settled {
+            ctx.client = None;
+        }
+        ctx.shadow_unverified = ctx.caller.is_none();
+        Ok(())
     }
 
     /// Host and path → route. Saves the route's index, and the path and host the upstream gets
@@ -212,7 +277,9 @@ impl Gateway {
 
     /// Credential → verified [`Caller`]: a bearer token, an API key (exchanged at the IdP), else
     /// the session cookie. A browser without any is sent to sign in.
-    async fn caller_step(&self, req: &RequestHeader, ctx: &mut RequestCtx, client: usize, origin: &Origin) -> Result<(), Refusal> {
+    /// `sign_in`: a browser without a session may be sent to sign in (not on a shadow rule,
+    /// which lets it through instead).
+    async fn caller_step(&self, req: &RequestHeader, ctx: &mut RequestCtx, client: usize, origin: &Origin, sign_in: bool) -> Result<(), Refusal> {
         let caller = match credentials::from_request(req.headers.get(&http::header::AUTHORIZATION), req.headers.get(&self.services.api_key_header)) {
             Ok(credential @ Credential::Bearer(_)) => {
                 ctx.credential = "bearer";
@@ -239,9 +306,11 @@ impl Gateway {
                         caller
                     }
                     // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
-                    None if navigation && (visit.https || self.services.browser.allows_insecure_http()) => {
+                    None if sign_in && navigation && (visit.https || self.services.browser.allows_insecure_http()) => {
                         let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
                         let location = self.services.browser.start_login(&mut visit, client, origin, return_to).await?;
+                        let name = self.clients.all().get(client).map_or("-", |c| c.name.as_str());
+                        self.services.metrics.logins_started.with_label_values(&[name]).inc();
                         return Err(Refusal::LoginRedirect(location));
                     }
                     None => return Err(Refusal::MissingCredentials),
@@ -270,6 +339,7 @@ impl Gateway {
             e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(Cause::of(e)),
             e => Refusal::ClientNotServed(Cause::of(e)),
         })?;
+        ctx.client_settled = true;
         Ok(())
     }
 
@@ -372,6 +442,7 @@ impl Gateway {
         let permission = ctx.required.as_ref().map(|n| &*n.action).unwrap_or("-");
         tracing::info!(
             request_id = %ctx.request_id,
+            trace_id = crate::trace::of(req),
             status = rendered.header.status.as_u16(),
             outcome = ctx.outcome,
             route = self.route_name(ctx),
@@ -484,10 +555,31 @@ impl Gateway {
         }
     }
 
-    /// The route chosen in `request_filter` names the upstream.
-    fn upstream_peer(&self, ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
+    /// The route chosen in `request_filter` names the upstream; a retry avoids the address
+    /// that could not be connected to.
+    fn upstream_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let route = self.route(ctx).ok_or_else(|| Error::explain(InternalError, "no route chosen"))?;
-        self.upstreams.get(route.upstream).and_then(Upstream::pick).ok_or_else(|| Error::explain(InternalError, "the route's upstream has no address"))
+        let avoid = if ctx.upstream_tries > 0 { ctx.peer_index } else { None };
+        let picked = self.upstreams.get(route.upstream).and_then(|u| u.pick(avoid)).ok_or_else(|| Error::explain(InternalError, "the route's upstream has no address"))?;
+        ctx.upstream_tries += 1;
+        ctx.peer_index = Some(picked.index);
+        ctx.lease = picked.lease;
+        ctx.upstream_started = Some(std::time::Instant::now());
+        Ok(picked.peer)
+    }
+
+    /// A request that could not connect is retried on another address when its method is
+    /// idempotent and the upstream's `retries` allow (nothing was sent, but a non-idempotent
+    /// request is not second-guessed).
+    fn fail_to_connect(&self, session: &Session, ctx: &RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        let Some(upstream) = self.route(ctx).and_then(|r| self.upstreams.get(r.upstream)) else { return e };
+        let method = &session.req_header().method;
+        let idempotent = matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::PUT | http::Method::DELETE);
+        if idempotent && ctx.upstream_tries <= upstream.retries() {
+            tracing::info!(request_id = %ctx.request_id, upstream = %upstream.name, error = %e, "cannot connect to an upstream address; retrying on another");
+            e.set_retry(true);
+        }
+        e
     }
 
     /// The upstream sees the normalised path, no client-sent identity headers or credentials,
@@ -504,6 +596,9 @@ impl Gateway {
             None => None,
         };
         let mut out = self.headers.upstream(upstream, ctx.trusted_proxy);
+        if ctx.shadow_unverified {
+            out.map.remove(http::header::AUTHORIZATION);
+        }
         if let Some(host) = ctx.upstream_host.take() {
             out.map.insert(http::header::HOST, http::HeaderValue::try_from(host).or_err(InternalError, "routed host is not a header value")?);
         }
@@ -552,7 +647,10 @@ impl Gateway {
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.
-    fn response_filter(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    fn response_filter(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let (Some(started), Some(upstream)) = (ctx.upstream_started.take(), self.route(ctx).and_then(|r| self.upstreams.get(r.upstream))) {
+            upstream.observe_latency(started.elapsed());
+        }
         resp.insert_header(X_REQUEST_ID.clone(), &ctx.request_id)?;
         self.decorate(resp, ctx);
         Ok(())
@@ -573,7 +671,7 @@ impl Gateway {
             },
         };
         if code >= 500 {
-            tracing::warn!(request_id = %ctx.request_id, route = self.route_name(ctx), error = %e, "upstream failed");
+            tracing::warn!(request_id = %ctx.request_id, trace_id = crate::trace::of(session.req_header()), route = self.route_name(ctx), error = %e, "upstream failed");
             let _ = self.refuse(session, ctx, Refusal::UpstreamFailed(code)).await;
         } else if code > 0 {
             let _ = session.respond_error(code).await;

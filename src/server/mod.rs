@@ -1,5 +1,5 @@
 //! Builds and runs the Pingora server: the proxy service, the admin service, the background
-//! JWKS refresher and the config reloader ([`reload`]).
+//! JWKS refresher, the upstream health checks and the config reloader ([`reload`]).
 
 pub mod reload;
 
@@ -9,6 +9,8 @@ use crate::config::{Config, ConfigError};
 use crate::identity::jwks::KeyStore;
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use crate::admin::ConfigStatus;
 use reload::Reloader;
 use crate::proxy::live::LiveGateway;
 use crate::proxy::{Gateway, GatewayError};
@@ -58,15 +60,58 @@ impl BackgroundService for JwksRefresher {
     }
 }
 
+/// Runs the running config's upstream health checks, each at its own interval. It sleeps
+/// until the next check is due, and without any health check until a reload (`reloaded`)
+/// may have brought one: a gateway without checks pays nothing for them.
+struct UpstreamHealth {
+    gateway: Arc<ArcSwap<Gateway>>,
+    reloaded: Arc<tokio::sync::Notify>,
+}
+
+/// The shortest wait between looks at the checks (the shortest interval allowed).
+const HEALTH_TICK: Duration = Duration::from_millis(100);
+
+#[async_trait]
+impl BackgroundService for UpstreamHealth {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let epoch = std::time::Instant::now();
+        loop {
+            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let mut next: Option<u64> = None;
+            for upstream in self.gateway.load().upstreams() {
+                if upstream.check_due(now) {
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move { upstream.check_if_due(now).await });
+                }
+                if let Some(due) = upstream.next_check() {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
+            }
+            let wait = next.map(|due| Duration::from_millis(due.saturating_sub(now)).max(HEALTH_TICK));
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = self.reloaded.notified() => {}
+                _ = async { match wait { Some(w) => tokio::time::sleep(w).await, None => std::future::pending().await } } => {}
+            }
+        }
+    }
+}
+
 /// Loads a config file with its route table, built once: conflicting routes (and a logout
 /// that lands on a protected page) are reported as config problems, with file and line.
 pub fn load(path: &std::path::Path) -> Result<(Config, RouteTable), ConfigError> {
     crate::config::load_then(path, RouteTable::from_config)
 }
 
+/// Like [`load`], with the SHA-256 of the file's bytes ([`crate::config::file_hash`]).
+pub fn load_hashed(path: &std::path::Path) -> Result<(Config, RouteTable, String), ConfigError> {
+    crate::config::load_file_then(path, RouteTable::from_config)
+}
+
 /// Builds a ready-to-run Pingora server for a validated config and its route table (see
-/// [`load`]); with `path`, SIGHUP reloads the config from that file.
-pub fn build(config: &Config, routes: RouteTable, path: Option<&std::path::Path>) -> Result<Server, StartError> {
+/// [`load`]); with `file` (the path it was loaded from and its [`crate::config::file_hash`]),
+/// SIGHUP and changes to the file reload it.
+pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path, &str)>) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
@@ -83,7 +128,13 @@ pub fn build(config: &Config, routes: RouteTable, path: Option<&std::path::Path>
     let gateway = Gateway::from_config(config, routes, verifier.clone(), metrics.clone())?;
 
     let live = LiveGateway::new(gateway);
-    let reloader = path.map(|p| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle())));
+    let status = Arc::new(ArcSwap::from_pointee(ConfigStatus { hash: file.map(|(_, hash)| hash.to_string()), refused: None }));
+    if let Some((_, hash)) = file {
+        metrics.set_config_hash(hash);
+    }
+    let reloaded = Arc::new(tokio::sync::Notify::new());
+    let reloader = file.map(|(p, _)| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle(), status.clone(), metrics.clone(), reloaded.clone())));
+    let health = background_service("upstream health checks", UpstreamHealth { gateway: live.handle(), reloaded });
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, live, "authgate proxy");
     let listen = config.proxy.listen.to_string();
     match &config.proxy.tls {
@@ -94,7 +145,7 @@ pub fn build(config: &Config, routes: RouteTable, path: Option<&std::path::Path>
         None => proxy.add_tcp(&listen),
     }
 
-    let mut admin = Service::new("authgate admin".to_string(), AdminApp::new(metrics, keys));
+    let mut admin = Service::new("authgate admin".to_string(), AdminApp::new(metrics, keys, status));
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
@@ -103,6 +154,7 @@ pub fn build(config: &Config, routes: RouteTable, path: Option<&std::path::Path>
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(refresher);
+    server.add_service(health);
     if let Some(r) = reloader {
         server.add_service(r);
     }

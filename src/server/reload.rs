@@ -1,17 +1,28 @@
-//! Config reload without restart: on SIGHUP the file is read and validated again; a bad file
-//! is reported with every problem and the running config stays. Routes, clients, upstreams,
+//! Config reload without restart: on SIGHUP, or when the file changes (watched through its
+//! directory, so that an editor's write-then-rename counts; changes within [`DEBOUNCE`] are
+//! one reload), the file is read and validated again; a bad file is reported with every
+//! problem, each time, and the running config stays. Routes, clients, upstreams,
 //! headers and the proxy's trust settings take effect at once; sections that shape long-lived
 //! state (listeners, the IdP, caches, sessions, API keys, ABAC, identity keys) need a restart
 //! and are reported as such.
 
-use crate::config::{Config, ConfigError};
+use crate::admin::ConfigStatus;
+use crate::config::{file_hash, Config, ConfigError};
+use crate::metrics::Metrics;
 use crate::proxy::{Gateway, GatewayError};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use notify::{EventKind, RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the file must stay quiet after a change before it is read: an editor's save
+/// (write a temporary file, rename it over the old one) is several events.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Why a reload was refused (the running config stays).
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +55,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("api_keys", !same(&old.api_keys, &new.api_keys)),
         ("abac", !same(&old.abac, &new.abac)),
         ("identity_jwt", !same(&old.identity_jwt, &new.identity_jwt)),
+        ("log", old.log != new.log),
     ] {
         if changed {
             out.push(name);
@@ -52,24 +64,51 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
-/// Reloads the config file on SIGHUP.
+/// Reloads the config file on SIGHUP and when it changes.
 pub struct Reloader {
     path: PathBuf,
     /// The config the process started with: sections that need a restart stay as in it, so
     /// every later reload is compared with it and keeps naming a change still unapplied.
     started: Config,
     gateway: Arc<ArcSwap<Gateway>>,
+    status: Arc<ArcSwap<ConfigStatus>>,
+    metrics: Metrics,
+    /// Told after each reload applied (the health service looks at the new upstreams).
+    reloaded: Arc<tokio::sync::Notify>,
 }
 
 impl Reloader {
-    /// Watches for SIGHUP and reloads `path` into `gateway`; `running` is the config in force.
-    pub fn new(path: PathBuf, running: Config, gateway: Arc<ArcSwap<Gateway>>) -> Reloader {
-        Reloader { path, started: running, gateway }
+    /// Reloads `path` into `gateway`; `running` is the config in force, `status` holds its
+    /// file's hash (shown by the admin listener) and `metrics` counts reloads.
+    pub fn new(path: PathBuf, running: Config, gateway: Arc<ArcSwap<Gateway>>, status: Arc<ArcSwap<ConfigStatus>>, metrics: Metrics, reloaded: Arc<tokio::sync::Notify>) -> Reloader {
+        Reloader { path, started: running, gateway, status, metrics, reloaded }
     }
 
-    /// Reads, validates and applies the file once. `Err` says why the running config stays.
+    /// Reads, validates and applies the file once, counting the result and logging why a
+    /// refused file was refused. `Err` says why the running config stays.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let (config, routes) = super::load(&self.path)?;
+        let result = self.apply();
+        match &result {
+            Ok(hash) => {
+                self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+                self.metrics.set_config_hash(hash);
+                self.status.store(Arc::new(ConfigStatus { hash: Some(hash.clone()), refused: None }));
+                self.reloaded.notify_one();
+                tracing::info!(file = %self.path.display(), hash = %hash, "config reloaded");
+            }
+            Err(why) => {
+                self.metrics.config_reloads.with_label_values(&["refused"]).inc();
+                let running = self.status.load();
+                self.status.store(Arc::new(ConfigStatus { hash: running.hash.clone(), refused: Some(why.to_string()) }));
+                tracing::error!("config reload refused, the running config stays:\n{why}");
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// Loads the file and installs the gateway it describes; the file's hash.
+    fn apply(&self) -> Result<String, ReloadError> {
+        let (config, routes, hash) = super::load_hashed(&self.path)?;
         let current = self.gateway.load_full();
         let next = current.reloaded(&config, routes).map_err(|source| ReloadError::Gateway { path: self.path.display().to_string(), source })?;
         let kept = restart_needed(&self.started, &config);
@@ -77,33 +116,117 @@ impl Reloader {
             tracing::warn!(sections = ?kept, "changed settings need a restart to take effect; the rest is applied now");
         }
         self.gateway.store(Arc::new(next));
-        tracing::info!(file = %self.path.display(), "config reloaded");
-        Ok(())
+        Ok(hash)
     }
+
+    /// Whether the file's bytes differ from the running config's (an event that changed
+    /// nothing, such as `touch`, reloads nothing). A file that cannot be read has changed.
+    fn changed(&self) -> bool {
+        let running = self.status.load();
+        match (std::fs::read(&self.path), &running.hash) {
+            (Ok(bytes), Some(hash)) => file_hash(&bytes) != *hash || running.refused.is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// Watches the config file's directory (a file replaced by rename keeps no watch of its own)
+/// and sends `()` for each event that may have changed the file: its name created, written,
+/// renamed or removed, or anything at all when the path is a symbolic link (a Kubernetes
+/// ConfigMap swaps the link's target directory).
+fn watch(path: &Path, tx: tokio::sync::mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name: Option<OsString> = path.file_name().map(|n| n.to_os_string());
+    let linked = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        // Reads (ours included) are access events: never a change.
+        let may_change = matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any);
+        if may_change && (linked || event.paths.iter().any(|p| p.file_name() == name.as_deref())) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
 }
 
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
+            Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: config reload is off");
-                return;
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on SIGHUP is off");
+                None
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // The watcher is kept alive for as long as the loop runs: dropping it stops the watch.
+        let (_watcher, mut changes) = match watch(&self.path, tx) {
+            Ok(w) => (Some(w), Some(rx)),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot watch the config file: reload on file change is off (SIGHUP still reloads)");
+                (None, None)
             }
         };
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                got = hangups.recv() => {
+                got = hangup(&mut hangups) => {
                     if got.is_none() {
-                        return;
+                        hangups = None;
+                        continue;
                     }
-                    if let Err(e) = self.reload() {
-                        tracing::error!("config reload refused, the running config stays:\n{e}");
+                    let _ = self.reload();
+                }
+                got = next(&mut changes) => {
+                    if got.is_none() {
+                        changes = None;
+                        continue;
+                    }
+                    // Wait until the file has been quiet for DEBOUNCE; a SIGHUP meanwhile is
+                    // the same reload, made at once.
+                    let forced = loop {
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            more = next(&mut changes) => {
+                                if more.is_none() {
+                                    break false;
+                                }
+                            }
+                            got = hangup(&mut hangups) => {
+                                if got.is_some() {
+                                    break true;
+                                }
+                                hangups = None;
+                            }
+                            _ = tokio::time::sleep(DEBOUNCE) => break false,
+                        }
+                    };
+                    if forced || self.changed() {
+                        let _ = self.reload();
                     }
                 }
             }
         }
+    }
+}
+
+/// The next SIGHUP; never, without a handler.
+async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangups.as_mut() {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next file event; never, once the watch is gone.
+async fn next(changes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match changes.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -381,7 +381,9 @@ pub async fn try_spawn_gateway_logging(config: &str, port: u16, admin: u16, wait
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = http.get(format!("{}{path}", gw.admin)).send().await {
-            if r.status() == 200 && http.get(format!("{}/public/", gw.url)).send().await.is_ok() {
+            // Every answer of the gateway carries x-request-id: a port lost to another test's
+            // server (an IdP or echo that got it from the OS meanwhile) does not pass for it.
+            if r.status() == 200 && http.get(format!("{}/public/", gw.url)).send().await.is_ok_and(|p| p.headers().contains_key("x-request-id")) {
                 return Ok(gw);
             }
         }
@@ -421,4 +423,23 @@ pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
     let up = eventually(Duration::from_secs(20), || async { http.get(format!("{}/readyz", gw.admin)).send().await.is_ok_and(|r| r.status() == 200) }).await;
     assert!(up, "gateway did not become ready");
     gw
+}
+
+/// Signs in at `origin` (whose client the IdP knows) as the dev IdP's `user`, as a browser
+/// would: a navigation to `path` is sent to the IdP, the IdP sends back to the callback.
+/// Returns the session cookie, `name=value`.
+pub async fn sign_in(origin: &str, path: &str, user: &str) -> String {
+    use reqwest::header::{ACCEPT, LOCATION};
+    let browser = client();
+    let cookies = |r: &reqwest::Response| -> Vec<String> { r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string()).collect() };
+    let r = browser.get(format!("{origin}{path}")).header(ACCEPT, "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 302, "a navigation without a session goes to sign in");
+    let login = cookies(&r);
+    let authorize = r.headers()[LOCATION].to_str().unwrap().to_string();
+    let r = browser.get(format!("{authorize}&user={user}")).send().await.unwrap();
+    assert_eq!(r.status(), 302, "the IdP did not send back");
+    let callback = r.headers()[LOCATION].to_str().unwrap().to_string();
+    let r = browser.get(&callback).header("cookie", login.join("; ")).send().await.unwrap();
+    assert_eq!(r.status(), 302, "the callback did not sign in");
+    cookies(&r).into_iter().find(|c| c.starts_with("authgate=")).expect("no session cookie")
 }

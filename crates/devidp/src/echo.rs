@@ -1,5 +1,8 @@
 //! An echo upstream for the demo and the tests: every request is answered with what
-//! arrived (method, path, query, headers, body), as JSON, or as an HTML page for browsers.
+//! arrived (method, path, query, headers, body, HTTP version, and the address of the echo
+//! server that answered), as JSON, or as an HTML page for browsers. A WebSocket upgrade is
+//! accepted: the client's first message is answered with that JSON for the upgrade request,
+//! every later text or binary message is sent back. It speaks HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,8 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, Uri};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri, Version};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::json;
@@ -28,8 +32,18 @@ const IDENTITY_HEADERS: [(&str, &str); 4] = [
 #[derive(Clone, Debug)]
 pub struct EchoServer {
     addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     stop: Arc<Stop>,
+}
+
+/// What the handler shares with the handle.
+#[derive(Debug)]
+struct Shared {
+    addr: SocketAddr,
+    requests: AtomicUsize,
+    /// How long each answer waits (a test's slow upstream).
+    #[cfg(feature = "testing")]
+    delay: Mutex<Option<std::time::Duration>>,
 }
 
 /// Tells the server to stop; dropping it (with the last handle) stops it too.
@@ -41,8 +55,13 @@ impl EchoServer {
     pub async fn start(listen: SocketAddr) -> std::io::Result<EchoServer> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let requests = Arc::new(AtomicUsize::new(0));
-        let app = Router::new().fallback(echo).with_state(requests.clone());
+        let shared = Arc::new(Shared {
+            addr,
+            requests: AtomicUsize::new(0),
+            #[cfg(feature = "testing")]
+            delay: Mutex::new(None),
+        });
+        let app = Router::new().fallback(echo).with_state(shared.clone());
         let (sender, receiver) = oneshot::channel::<()>();
         tokio::spawn(async move {
             // Resolves on `shutdown` (Ok) and when the last handle drops the sender (Err).
@@ -59,7 +78,7 @@ impl EchoServer {
         tracing::info!(%addr, "echo upstream listening");
         Ok(EchoServer {
             addr,
-            requests,
+            shared,
             stop: Arc::new(Stop(Mutex::new(Some(sender)))),
         })
     }
@@ -71,7 +90,13 @@ impl EchoServer {
 
     /// Requests answered so far.
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Makes every answer wait `delay` first (`None`: answer at once).
+    #[cfg(feature = "testing")]
+    pub fn set_delay(&self, delay: Option<std::time::Duration>) {
+        *self.shared.delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
     }
 
     /// Stops accepting connections and ends the server once in-flight requests finish.
@@ -89,16 +114,70 @@ impl EchoServer {
     }
 }
 
-async fn echo(
-    State(requests): State<Arc<AtomicUsize>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    requests.fetch_add(1, Ordering::SeqCst);
+/// The largest body echoed.
+const MAX_BODY: usize = 1 << 20;
+
+async fn echo(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    #[cfg(feature = "testing")]
+    {
+        let delay = *shared.delay.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let (mut parts, body) = request.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if upgrade {
+        let described = describe(&shared, &parts.method, &parts.uri, parts.version, &parts.headers, "");
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => ws.on_upgrade(move |socket| echo_socket(socket, described)),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
+    };
+    answer(&shared, &parts.method, &parts.uri, parts.version, &parts.headers, &body)
+}
+
+/// The request as JSON: what the JSON answer and a WebSocket's first message carry.
+fn describe(shared: &Shared, method: &Method, uri: &Uri, version: Version, headers: &HeaderMap, body: &str) -> serde_json::Value {
+    json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query(),
+        "headers": joined(headers),
+        "body": body,
+        "version": format!("{version:?}"),
+        "server": shared.addr.to_string(),
+    })
+}
+
+/// Answers the client's first message with the upgrade request's description, then sends
+/// every message back until the peer closes.
+async fn echo_socket(mut socket: WebSocket, described: serde_json::Value) {
+    let mut described = Some(described);
+    while let Some(Ok(message)) = socket.recv().await {
+        let back = match message {
+            Message::Text(_) | Message::Binary(_) => match described.take() {
+                Some(d) => Message::Text(d.to_string().into()),
+                None => message,
+            },
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if socket.send(back).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Header values by name, repeated ones joined with `, `.
+fn joined(headers: &HeaderMap) -> BTreeMap<String, String> {
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in &headers {
+    for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes());
         joined
             .entry(name.as_str().to_owned())
@@ -108,22 +187,19 @@ async fn echo(
             })
             .or_insert_with(|| value.into_owned());
     }
-    let body = String::from_utf8_lossy(&body);
+    joined
+}
+
+fn answer(shared: &Shared, method: &Method, uri: &Uri, version: Version, headers: &HeaderMap, body: &Bytes) -> Response {
+    let body = String::from_utf8_lossy(body);
     let wants_html = headers
         .get_all(header::ACCEPT)
         .iter()
         .any(|accept| String::from_utf8_lossy(accept.as_bytes()).contains("text/html"));
     if wants_html {
-        return Html(page(&method, &uri, &joined, &body)).into_response();
+        return Html(page(method, uri, &joined(headers), &body)).into_response();
     }
-    Json(json!({
-        "method": method.as_str(),
-        "path": uri.path(),
-        "query": uri.query(),
-        "headers": joined,
-        "body": body,
-    }))
-    .into_response()
+    Json(describe(shared, method, uri, version, headers, &body)).into_response()
 }
 
 /// A small page for browsers: who the gateway says you are, then the whole request.
@@ -234,6 +310,8 @@ mod tests {
         assert_eq!(echoed["headers"]["x-multi"], "one, two");
         assert_eq!(echoed["headers"]["x-auth-subject"], "user_alice");
         assert_eq!(echoed["body"], "hello \u{e9}");
+        assert_eq!(echoed["version"], "HTTP/1.1");
+        assert_eq!(echoed["server"], server.addr().to_string());
 
         let response = client()
             .get(format!("{base}/"))

@@ -282,6 +282,17 @@ impl DevIdp {
         if !listen.ip().is_loopback() {
             return Err(DevIdpError::NotLoopback(listen));
         }
+        Self::serve(listen, alg, None).await
+    }
+
+    /// Starts the IdP on any address, naming itself `issuer` (the URL both the browser and
+    /// the gateway reach it at): for the `devidp` container of the compose walk-through, on a
+    /// private container network. Its users sign in without a password: never expose it.
+    pub async fn start_exposed(listen: SocketAddr, issuer: String) -> Result<DevIdp, DevIdpError> {
+        Self::serve(listen, Algorithm::RS256, Some(issuer)).await
+    }
+
+    async fn serve(listen: SocketAddr, alg: Algorithm, issuer: Option<String>) -> Result<DevIdp, DevIdpError> {
         let first = Arc::new(SigningKey::generate(alg)?);
         let bind_failed = |source| DevIdpError::Bind {
             addr: listen,
@@ -291,7 +302,7 @@ impl DevIdp {
         let addr = listener.local_addr().map_err(bind_failed)?;
         let shared = Arc::new(Shared {
             addr,
-            issuer: format!("http://{addr}"),
+            issuer: issuer.unwrap_or_else(|| format!("http://{addr}")),
             keys: RwLock::new(KeyRing {
                 active: first.clone(),
                 keys: vec![(first, true)],

@@ -173,7 +173,8 @@ impl Refusal {
             | Refusal::StoreUnavailable
             | Refusal::LoginRedirect(_)
             | Refusal::WrongClient(_)
-            | Refusal::ClientNotServed(_) => true,
+            | Refusal::ClientNotServed(_)
+            | Refusal::NotAllowed(_) => true,
             Refusal::BadPath(_)
             | Refusal::BadHeader(_)
             | Refusal::BadHost(_)

@@ -308,6 +308,26 @@ async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answeri
 }
 
 #[tokio::test]
+async fn a_502_says_connection_close_and_the_gateway_closes() {
+    let f = Faulty::start().await;
+    for path in ["/broken/x", "/reset/x"] {
+        // Two requests pipelined on one connection: the first one's 502 must say that the
+        // connection ends, and it must end there (the second request gets no answer).
+        let mut s = TcpStream::connect(("127.0.0.1", f.gw.port)).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /public/ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
+        assert!(read.is_ok(), "{path}: the gateway kept the connection open after its 502");
+        let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 502 "), "{path}: {text}");
+        let head = &text[..text.find("\r\n\r\n").expect("a complete head")];
+        assert!(head.lines().any(|l| l == "connection: close"), "{path}: no `connection: close`: {head}");
+        assert_eq!(text.matches("http/1.1 ").count(), 1, "{path}: more than one answer: {text}");
+    }
+}
+
+#[tokio::test]
 async fn api_key_exchange_failing_keeps_cached_keys_working_until_their_tokens_expire() {
     let f = Faulty::start().await;
     // Tokens living 63 s are re-exchanged 60 s before they expire, so after 3 s.

@@ -465,6 +465,7 @@ mod tests {
             clients: None,
             path_params: false,
             forward_session_token: false,
+            websocket_close_at_expiry: false,
             enforce: true,
         }
     }

@@ -369,6 +369,9 @@ pub struct RouteFile {
     /// Send a browser session's access token (the IdP's, or GitHub's for a GitHub sign-in)
     /// upstream as `Authorization: Bearer` (default false: it never leaves the gateway).
     pub forward_session_token: Option<bool>,
+    /// Close an upgraded connection (a WebSocket) when the credential that authorised it
+    /// expires (default false: an open socket outlives it).
+    pub websocket_close_at_expiry: Option<bool>,
     /// `false`: a shadow rule. The decision is made, logged and counted, and the request is
     /// proxied as if allowed (default true).
     pub enforce: Option<bool>,

@@ -513,6 +513,8 @@ pub struct RouteSpec {
     pub path_params: bool,
     /// Send a browser session's access token upstream as `Authorization: Bearer`.
     pub forward_session_token: bool,
+    /// Close an upgraded connection when the credential that authorised it expires.
+    pub websocket_close_at_expiry: bool,
     /// `false`: a shadow rule, whose refusals are logged and counted but not enforced.
     pub enforce: bool,
 }

@@ -969,6 +969,9 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             if f.forward_session_token == Some(true) {
                 problems.add(&at.key("forward_session_token"), "needs an identity: public routes have none");
             }
+            if f.websocket_close_at_expiry == Some(true) {
+                problems.add(&at.key("websocket_close_at_expiry"), "needs a credential that expires: public routes take none");
+            }
             if f.enforce == Some(false) {
                 problems.add(&at.key("enforce"), "only applies to routes that decide something (auth = \"authenticated\" or a `permission`): a public route refuses nobody");
             }
@@ -1002,6 +1005,7 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             clients: served,
             path_params: f.path_params.unwrap_or(false),
             forward_session_token: f.forward_session_token.unwrap_or(false),
+            websocket_close_at_expiry: f.websocket_close_at_expiry.unwrap_or(false),
             enforce: f.enforce.unwrap_or(true),
         });
     }

@@ -56,6 +56,8 @@ pub struct RequestCtx {
     pub lease: Option<crate::upstream::Lease>,
     /// When the request was handed to its upstream (the latest try).
     pub upstream_started: Option<Instant>,
+    /// An upgraded connection on a `websocket_close_at_expiry` route: when it must end.
+    pub socket_deadline: Option<super::expiry::Deadline>,
 }
 
 impl RequestCtx {
@@ -86,6 +88,7 @@ impl RequestCtx {
             peer_index: None,
             lease: None,
             upstream_started: None,
+            socket_deadline: None,
         }
     }
 }

@@ -3,14 +3,16 @@
 //! so a reload never mixes two configs within one request.
 
 use super::ctx::RequestCtx;
-use super::Gateway;
+use super::{expiry, Gateway};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The running gateway; [`LiveGateway::swap`] installs a reloaded one.
 pub struct LiveGateway {
@@ -75,9 +77,24 @@ impl ProxyHttp for LiveGateway {
         self.of(ctx).upstream_request_filter(session, upstream, ctx)
     }
 
-    /// Request id, cookies and CORS on the way back.
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        self.of(ctx).response_filter(resp, ctx)
+    /// Request id, cookies and CORS on the way back; a WebSocket's `101` on a route that
+    /// closes sockets at expiry arms the credential's deadline.
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let gateway = self.of(ctx);
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && gateway.route(ctx).is_some_and(|r| r.websocket_close_at_expiry) {
+            expiry::arm(session, ctx);
+        }
+        gateway.response_filter(resp, ctx)
+    }
+
+    /// Client-to-upstream chunks: an armed upgraded connection ends once its credential expired.
+    async fn request_body_filter(&self, session: &mut Session, _body: &mut Option<Bytes>, _end_of_stream: bool, ctx: &mut RequestCtx) -> Result<()> {
+        expiry::check(session, ctx)
+    }
+
+    /// Upstream-to-client chunks: likewise.
+    fn response_body_filter(&self, session: &mut Session, _body: &mut Option<Bytes>, _end_of_stream: bool, ctx: &mut RequestCtx) -> Result<Option<Duration>> {
+        expiry::check(session, ctx).map(|()| None)
     }
 
     /// Upstream failures answered like every other refusal.

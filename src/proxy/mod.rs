@@ -4,6 +4,7 @@
 
 pub mod ctx;
 mod endpoints;
+mod expiry;
 pub mod live;
 
 use crate::authz::abac::{self, AbacClient, CheckRequest, Outcome};
@@ -656,8 +657,17 @@ impl Gateway {
         Ok(())
     }
 
-    /// Upstream failures get the same kind of answer as every other refusal.
+    /// Upstream failures get the same kind of answer as every other refusal. The connection
+    /// is not reused after a failure, so the answer says `Connection: close`; once a response
+    /// has begun (a WebSocket's 101 included), nothing more is written.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        session.set_keepalive(None);
+        let began = session.response_written().is_some();
+        if ctx.socket_deadline.is_some_and(|d| d.passed()) {
+            tracing::info!(request_id = %ctx.request_id, route = self.route_name(ctx), "upgraded connection closed: the credential that authorised it expired");
+            ctx.outcome = "socket_expired";
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
         let code = match e.etype() {
             HTTPStatus(code) => *code,
             ConnectTimedout | ReadTimedout | WriteTimedout => 504,
@@ -672,8 +682,10 @@ impl Gateway {
         };
         if code >= 500 {
             tracing::warn!(request_id = %ctx.request_id, trace_id = crate::trace::of(session.req_header()), route = self.route_name(ctx), error = %e, "upstream failed");
-            let _ = self.refuse(session, ctx, Refusal::UpstreamFailed(code)).await;
-        } else if code > 0 {
+            if !began {
+                let _ = self.refuse(session, ctx, Refusal::UpstreamFailed(code)).await;
+            }
+        } else if code > 0 && !began {
             let _ = session.respond_error(code).await;
         }
         ctx.outcome = if code >= 500 { "upstream_error" } else { "client_error" };

@@ -97,6 +97,8 @@ pub struct Setup {
     pub app_a_extra: String,
     /// Keys and sub-tables added to billing's table (with [`Clients::BillingAndReports`]), e.g. its grants.
     pub client_extra: String,
+    /// Proxy worker threads (default: one with [`Clients::BillingAndReports`], two with [`Clients::SignIn`]).
+    pub threads: Option<usize>,
 }
 
 impl Default for Setup {
@@ -111,6 +113,7 @@ impl Default for Setup {
             apps: "a,b",
             app_a_extra: String::new(),
             client_extra: String::new(),
+            threads: None,
         }
     }
 }
@@ -187,6 +190,7 @@ pub fn config(port: u16, admin: u16, idp: &DevIdp, upstream: SocketAddr, setup: 
         Clients::BillingAndReports => (1, "2s", "clients = [\"billing\"]", ""),
         Clients::SignIn => (2, "3s", "", "\n[[routes]]\nname = \"app\"\npath = \"/app/*\"\nupstream = \"app\"\nauth = \"authenticated\"\n"),
     };
+    let threads = setup.threads.unwrap_or(threads);
     format!(
         r#"
 [proxy]

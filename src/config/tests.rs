@@ -104,7 +104,7 @@ fn rules_table() {
         ("entity_id = \"id\"", "entity_id = \"nope\"", "routes[0].entity_id: \"nope\" is not a capture of the path"),
         ("permission = \"invoice:read\"", "auth = \"none\"\npermission = \"invoice:read\"", "routes[0].permission: conflicts with auth = \"none\""),
         ("permission = \"invoice:read\"", "auth = \"maybe\"", "routes[0].auth: \"maybe\" is not a mode"),
-        ("permission = \"invoice:read\"", "auth = \"none\"\nwebsocket_close_at_expiry = true", "routes[0].websocket_close_at_expiry: needs a credential that expires"),
+        ("permission = \"invoice:read\"\nentity_id = \"id\"", "auth = \"none\"\nwebsocket_close_at_expiry = true", "routes[0].websocket_close_at_expiry: needs a credential that expires"),
         ("entity_id = \"id\"", "entity_id = \"id\"\nwebsocket_close_at_expiry = \"yes\"", "websocket_close_at_expiry: invalid type"),
         ("[proxy]", "[proxy]\nthreads = \"two\"", "proxy.threads: invalid type"),
         ("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { amount = \"cookie:x\" }", "routes[0].attributes.amount: \"cookie:x\" is not a source"),

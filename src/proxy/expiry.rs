@@ -38,17 +38,18 @@ pub fn credential_expiry(caller: &Caller) -> u64 {
     }
 }
 
-/// The instant `expires_at` (seconds since the epoch) falls on; now when it has passed.
-fn instant_of(expires_at: u64) -> Instant {
-    let left = (UNIX_EPOCH + Duration::from_secs(expires_at)).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-    Instant::now() + left
+/// The instant `expires_at` (seconds since the epoch) falls on; now when it has passed, `None`
+/// when it is too far ahead for the clock to represent (it never comes).
+fn instant_of(expires_at: u64) -> Option<Instant> {
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(expires_at))?;
+    Instant::now().checked_add(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// On a `101` for a route that closes sockets at expiry: arms the deadline of the caller's
 /// credential (nothing when the request carried none, as on a shadow route).
 pub fn arm(session: &mut Session, ctx: &mut RequestCtx) {
-    let Some(expires_at) = ctx.caller.as_ref().map(credential_expiry) else { return };
-    let deadline = Deadline { at: instant_of(expires_at), read_timeout: session.get_read_timeout() };
+    let Some(at) = ctx.caller.as_ref().map(credential_expiry).and_then(instant_of) else { return };
+    let deadline = Deadline { at, read_timeout: session.get_read_timeout() };
     ctx.socket_deadline = Some(deadline);
     session.set_read_timeout(Some(next_read_timeout(&deadline, Instant::now())));
 }
@@ -90,9 +91,11 @@ mod tests {
     #[test]
     fn an_expiry_in_the_past_is_now_and_one_ahead_is_that_far_ahead() {
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        assert!(instant_of(now_secs.saturating_sub(60)) <= Instant::now());
-        let ahead = instant_of(now_secs + 100).saturating_duration_since(Instant::now());
+        assert!(instant_of(now_secs.saturating_sub(60)).unwrap() <= Instant::now());
+        let ahead = instant_of(now_secs + 100).unwrap().saturating_duration_since(Instant::now());
         assert!(ahead > Duration::from_secs(98) && ahead <= Duration::from_secs(100), "{ahead:?}");
-        assert!(Deadline { at: instant_of(0), read_timeout: None }.passed());
+        assert!(Deadline { at: instant_of(0).unwrap(), read_timeout: None }.passed());
+        // An `exp` no clock can represent never comes (and panics nothing).
+        assert_eq!(instant_of(u64::MAX), None);
     }
 }

@@ -6,11 +6,11 @@ use super::ctx::RequestCtx;
 use super::{expiry, Gateway};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -259,3 +259,38 @@ auth = "authenticated"
     assert!(now() >= exp, "the busy socket ended before its token expired");
     assert!(answered >= 3, "the busy socket ended early: {answered} answers");
 }
+
+#[tokio::test]
+async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_the_route_says_so() {
+    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    idp.set_audience(AUDIENCE);
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let route = "\n[[routes]]\nname = \"live\"\npath = \"/live/*\"\nupstream = \"app\"\nauth = \"authenticated\"\nwebsocket_close_at_expiry = true\n";
+    let setup = Setup { clients: Clients::SignIn, session_extra: "lifetime = \"4s\"".into(), extra: route.into(), ..Setup::default() };
+    let gw = start_gateway(
+        |port, admin| {
+            idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
+            config(port, admin, &idp, echo.addr(), &setup)
+        },
+        true,
+    )
+    .await;
+    let origin = format!("http://127.0.0.1:{}", gw.port);
+    let ws = origin.replace("http://", "ws://");
+
+    let before = now();
+    let session = sign_in(&origin, "/app/page", "alice").await;
+    let mut socket = open(&format!("{ws}/live/socket"), &[("origin", &origin), ("cookie", &session)]).await.expect("refused with a session");
+    let opened = now();
+    socket.send(Message::Text("describe".into())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap() {
+        Some(Ok(Message::Text(t))) => assert!(t.contains("user_alice"), "{t}"),
+        other => panic!("expected the upgrade's description, got {other:?}"),
+    }
+    // The session lives four seconds from its sign-in (between `before` and `opened`).
+    let ended = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("the socket outlived its session");
+    let at = now();
+    assert!(at >= before + 4, "closed at {at}, before the session could have ended (signed in after {before})");
+    assert!(at <= opened + 4 + 2, "closed at {at}, long after the session ended (signed in by {opened})");
+    assert!(!matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))), "a message instead of the end: {ended:?}");
+}

@@ -15,6 +15,7 @@ use reload::Reloader;
 use crate::proxy::live::LiveGateway;
 use crate::proxy::{Gateway, GatewayError};
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -108,6 +109,22 @@ pub fn load_hashed(path: &std::path::Path) -> Result<(Config, RouteTable, String
     crate::config::load_file_then(path, RouteTable::from_config)
 }
 
+/// The listener's TLS settings: the certificate chain and key (each checked to hold what it
+/// should, so that a wrong file is an error here rather than a panic when the listener starts)
+/// and ALPN: `h2` then `http/1.1` when `http2` is on (browsers then speak HTTP/2), else none
+/// (HTTP/1.1). TLS 1.2 and 1.3; resumption by rustls' in-memory session cache (see
+/// PERFORMANCE.md, "TLS").
+fn tls_settings(tls: &crate::config::model::TlsFiles) -> pingora::Result<TlsSettings> {
+    let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
+    let mut settings = TlsSettings::intermediate(&cert, &key)?;
+    settings.set_certificate_chain_file(&cert)?;
+    settings.set_private_key_file(&key)?;
+    if tls.http2 {
+        settings.enable_h2();
+    }
+    Ok(settings)
+}
+
 /// Builds a ready-to-run Pingora server for a validated config and its route table (see
 /// [`load`]); with `file` (the path it was loaded from and its [`crate::config::file_hash`]),
 /// SIGHUP and changes to the file reload it.
@@ -139,8 +156,7 @@ pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path
     let listen = config.proxy.listen.to_string();
     match &config.proxy.tls {
         Some(tls) => {
-            let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
-            proxy.add_tls(&listen, &cert, &key).map_err(|e| StartError::Setup(format!("TLS listener {listen}: {e}")))?;
+            proxy.add_tls_with_settings(&listen, None, tls_settings(tls).map_err(|e| StartError::Setup(format!("TLS listener {listen}: {e}")))?);
         }
         None => proxy.add_tcp(&listen),
     }

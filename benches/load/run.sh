@@ -500,7 +500,7 @@ fi
 # A new connection per request (handshake.py, one at a time, pinned beside wrk): full handshakes,
 # then resumed ones; then HTTP/2 over TLS with h2load (keep-alive, $CONNECTIONS connections).
 # Interleaved like the rounds above; CPU µs/request from /proc as above.
-declare -A H_FULL H_FULL_RPS H_RES H_RES_RPS H_RES_SHARE H2_CPU H2_RPS
+declare -A H_FULL H_FULL_RPS H_RES H_RES_RPS H_RES_SHARE H2_CPU H2_RPS H_FULL12 H_RES12 H_RES12_SHARE
 run_handshakes() { # target shape round
   local t=$1 shape=$2 pid=${TLS_PID[$1]} before after out line
   before=$(cpu_ticks "$pid")
@@ -510,14 +510,18 @@ run_handshakes() { # target shape round
   line=$(grep '^RESULT' <<<"$out") || die "no result from handshake.py for $t: $out"
   eval "local ${line#RESULT }"
   [ "$non2xx" = 0 ] && [ "$sockerr" = 0 ] || log "warning: $t ($shape) had $non2xx non-2xx responses and $sockerr socket errors"
-  [ "$shape" = resume ] || [ "$resumed" = 0 ] || die "$t: $resumed of the full handshakes were resumed"
+  [[ $shape == resume* ]] || [ "$resumed" = 0 ] || die "$t: $resumed of the full handshakes were resumed"
   local rps cpu share
   rps=$(awk -v n="$requests" -v d="$duration_us" 'BEGIN{printf "%.0f", n / (d / 1e6)}')
   cpu=$(awk -v a="$before" -v b="$after" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
   share=$(awk -v r="$resumed" -v n="$requests" 'BEGIN{printf "%.1f", n ? 100 * r / n : 0}')
-  if [ "$shape" = full ]; then H_FULL[$t]+="$cpu "; H_FULL_RPS[$t]+="$rps "
-  else H_RES[$t]+="$cpu "; H_RES_RPS[$t]+="$rps "; H_RES_SHARE[$t]+="$share "; fi
-  printf '  round %s %-16s %-6s %6s req/s  resumed %5s%%  CPU %7s µs/req\n' "$3" "$t" "$shape" "$rps" "$share" "$cpu" >&2
+  case $shape in
+    full) H_FULL[$t]+="$cpu "; H_FULL_RPS[$t]+="$rps " ;;
+    resume) H_RES[$t]+="$cpu "; H_RES_RPS[$t]+="$rps "; H_RES_SHARE[$t]+="$share " ;;
+    full12) H_FULL12[$t]+="$cpu " ;;
+    resume12) H_RES12[$t]+="$cpu "; H_RES12_SHARE[$t]+="$share " ;;
+  esac
+  printf '  round %s %-16s %-8s %6s req/s  resumed %5s%%  CPU %7s µs/req\n' "$3" "$t" "$shape" "$rps" "$share" "$cpu" >&2
 }
 run_h2() { # target round
   local t=$1 pid=${TLS_PID[$1]} before after out args=() done ok secs
@@ -535,14 +539,16 @@ run_h2() { # target round
   rps=$(awk -v n="$done" -v s="$secs" 'BEGIN{printf "%.0f", n / s}')
   cpu=$(awk -v a="$before" -v b="$after" -v hz="$CLK_TCK" -v n="$done" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
   H2_CPU[$t]+="$cpu "; H2_RPS[$t]+="$rps "
-  printf '  round %s %-16s h2     %6s req/s                  CPU %7s µs/req\n' "$2" "$t" "$rps" "$cpu" >&2
+  printf '  round %s %-16s h2       %6s req/s                  CPU %7s µs/req\n' "$2" "$t" "$rps" "$cpu" >&2
 }
 if [ "$TLS_PASS" = 1 ]; then
-  log "TLS pass: $ROUNDS rounds × ${#TLS_TARGETS[@]} targets × (full handshakes, resumed, HTTP/2) × ${DURATION}s"
+  log "TLS pass: $ROUNDS rounds × ${#TLS_TARGETS[@]} targets × (full, resumed; TLS 1.2 full, resumed; HTTP/2) × ${DURATION}s"
   for round in $(seq "$ROUNDS"); do
     for t in "${TLS_TARGETS[@]}"; do
       run_handshakes "$t" full "$round"; sleep 1
       run_handshakes "$t" resume "$round"; sleep 1
+      run_handshakes "$t" full12 "$round"; sleep 1
+      run_handshakes "$t" resume12 "$round"; sleep 1
       run_h2 "$t" "$round"; sleep 1
     done
   done
@@ -594,8 +600,18 @@ DIRECT_P99=$(median "${R_P99[origin-direct]}")
         "$(awk -v a="$res" -v b="$full" 'BEGIN{printf "%.2f", b ? a / b : 0}')" "$(median "${H2_RPS[$t]}")" "$(median "${H2_CPU[$t]}")" "${TLS_NOTE[$t]}"
     done
     echo
-    echo "Per-round CPU µs/req, full / resumed / h2:"
-    for t in "${TLS_TARGETS[@]}"; do printf '  %-16s %s/ %s/ %s\n' "$t" "${H_FULL[$t]}" "${H_RES[$t]}" "${H2_CPU[$t]}"; done
+    echo "TLS 1.2 (abbreviated resumption: no key exchange), medians:"
+    echo
+    printf '| %-16s | %10s | %10s | %8s | %8s |\n' target "full CPU µs/req" "resumed CPU µs/req" "resumed %" "resumed ÷ full"
+    printf '|%s|%s|%s|%s|%s|\n' ------------------ ----------: ----------: ---------: ---------:
+    for t in "${TLS_TARGETS[@]}"; do
+      full=$(median "${H_FULL12[$t]}"); res=$(median "${H_RES12[$t]}")
+      printf '| %-16s | %10s | %10s | %8s | %8s |\n' "$t" "$full" "$res" "$(median "${H_RES12_SHARE[$t]}")" \
+        "$(awk -v a="$res" -v b="$full" 'BEGIN{printf "%.2f", b ? a / b : 0}')"
+    done
+    echo
+    echo "Per-round CPU µs/req, full / resumed / TLS 1.2 full / TLS 1.2 resumed / h2:"
+    for t in "${TLS_TARGETS[@]}"; do printf '  %-16s %s/ %s/ %s/ %s/ %s\n' "$t" "${H_FULL[$t]}" "${H_RES[$t]}" "${H_FULL12[$t]}" "${H_RES12[$t]}" "${H2_CPU[$t]}"; done
   fi
   if [ -n "${AG_ADMIN[cold]:-}" ]; then
     v=$(( $(verifications cold verified) - cold_before_verified )); c=$(( $(verifications cold cached) - cold_before_cached ))

@@ -5,8 +5,9 @@
 # prints req/s, p50/p99 and CPU µs/request with ratios to nginx. See PERFORMANCE.md.
 #
 #   benches/load/run.sh [--duration S] [--rounds N] [--connections C] [--modes "none bearer cold"]
-#                       [--cold-tokens N] [--paced MS] [--no-build] [--keep]
+#                       [--cold-tokens N] [--paced MS] [--handshake-clients N] [--no-build] [--keep]
 #
+# --handshake-clients N: handshake.py processes at once in the tls mode's handshake shapes (default 4).
 # --paced MS adds a latency pass at a fixed, unsaturated load (each connection waits MS ms
 # after every response): its p50/p99 over direct-to-origin are added latency, not queueing.
 #
@@ -27,6 +28,7 @@ CONNECTIONS=50
 MODES="bare none bearer cold session abac apikey"
 COLD_TOKENS=3000     # distinct tokens the cold mode cycles through
 PACED=0              # ms each connection waits between requests in the latency pass (0: no pass)
+HANDSHAKE_CLIENTS=4   # handshake.py processes at once in the TLS pass (each one connection at a time)
 BUILD=1
 KEEP=0
 BASE_PORT=${BASE_PORT:-18480}
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
     --modes) MODES=$2; shift 2 ;;
     --cold-tokens) COLD_TOKENS=$2; shift 2 ;;
     --paced) PACED=$2; shift 2 ;;
+    --handshake-clients) HANDSHAKE_CLIENTS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -497,18 +500,29 @@ if [ "$PACED" != 0 ]; then
 fi
 
 # ---------------------------------------------------------------- TLS pass
-# A new connection per request (handshake.py, one at a time, pinned beside wrk): full handshakes,
+# A new connection per request ($HANDSHAKE_CLIENTS handshake.py clients, each one connection at a time,
+# pinned beside wrk): full handshakes,
 # then resumed ones; then HTTP/2 over TLS with h2load (keep-alive, $CONNECTIONS connections).
 # Interleaved like the rounds above; CPU µs/request from /proc as above.
 declare -A H_FULL H_FULL_RPS H_RES H_RES_RPS H_RES_SHARE H2_CPU H2_RPS H_FULL12 H_RES12 H_RES12_SHARE
 run_handshakes() { # target shape round
-  local t=$1 shape=$2 pid=${TLS_PID[$1]} before after out line
+  local t=$1 shape=$2 pid=${TLS_PID[$1]} before after out line i pids=() requests=0 resumed=0 non2xx=0 sockerr=0 duration_us=0
   before=$(cpu_ticks "$pid")
-  out=$(timeout $((DURATION + 30)) ${LOAD_CPU:+taskset -c $LOAD_CPU} python3 "$HERE/handshake.py" "${TLS_URL[$t]}" "$DURATION" "$shape" \
-        ${TLS_HDR[$t]:+"${TLS_HDR[$t]}"}) || die "handshake.py failed for $t ($shape): $out"
+  for i in $(seq "$HANDSHAKE_CLIENTS"); do
+    timeout $((DURATION + 30)) ${LOAD_CPU:+taskset -c $LOAD_CPU} python3 "$HERE/handshake.py" "${TLS_URL[$t]}" "$DURATION" "$shape" \
+      ${TLS_HDR[$t]:+"${TLS_HDR[$t]}"} >"$WORK/handshake-$i.out" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || die "handshake.py failed for $t ($shape): $(cat "$WORK/handshake-$((i + 1)).out")"; done
   after=$(cpu_ticks "$pid")
-  line=$(grep '^RESULT' <<<"$out") || die "no result from handshake.py for $t: $out"
-  eval "local ${line#RESULT }"
+  for i in $(seq "$HANDSHAKE_CLIENTS"); do
+    out=$(cat "$WORK/handshake-$i.out")
+    line=$(grep '^RESULT' <<<"$out") || die "no result from handshake.py for $t: $out"
+    # Sums over the clients; the run lasted as long as the slowest.
+    eval "$(awk '{for (i = 2; i <= NF; i++) {split($i, kv, "="); printf "local c_%s=%s; ", kv[1], kv[2]}}' <<<"$line")"
+    requests=$((requests + c_requests)); resumed=$((resumed + c_resumed)); non2xx=$((non2xx + c_non2xx)); sockerr=$((sockerr + c_sockerr))
+    if [ "$c_duration_us" -gt "$duration_us" ]; then duration_us=$c_duration_us; fi
+  done
   [ "$non2xx" = 0 ] && [ "$sockerr" = 0 ] || log "warning: $t ($shape) had $non2xx non-2xx responses and $sockerr socket errors"
   [[ $shape == resume* ]] || [ "$resumed" = 0 ] || die "$t: $resumed of the full handshakes were resumed"
   local rps cpu share
@@ -589,7 +603,7 @@ DIRECT_P99=$(median "${R_P99[origin-direct]}")
   fi
   if [ "$TLS_PASS" = 1 ]; then
     echo
-    echo "TLS (ECDSA P-256, rustls for Pingora and authgate, OpenSSL $(openssl version | awk '{print $2}') for nginx and HAProxy), medians; handshake shapes: a new connection per request, one at a time (handshake.py):"
+    echo "TLS (ECDSA P-256, rustls for Pingora and authgate, OpenSSL $(openssl version | awk '{print $2}') for nginx and HAProxy), medians; handshake shapes: a new connection per request, $HANDSHAKE_CLIENTS handshake.py clients at once:"
     echo
     printf '| %-16s | %10s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %9s | %s |\n' target "keep-alive CPU µs/req" "full req/s" "full CPU µs/req" "resumed req/s" "resumed CPU µs/req" "resumed %" "resumed ÷ full" "h2 req/s" "h2 CPU µs/req" note
     printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ ----------: ----------: ----------: ----------: ----------: ---------: ---------: ---------: ----------: ---

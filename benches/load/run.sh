@@ -33,7 +33,7 @@ BUILD=1
 KEEP=0
 BASE_PORT=${BASE_PORT:-18480}
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/!p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -196,7 +196,11 @@ authgate_instance() {
   NEXT_PORT=$((NEXT_PORT + 2))
   fill "$HERE/authgate.toml" "$WORK/authgate-$name.toml" LISTEN=127.0.0.1:$port ADMIN=127.0.0.1:$admin PORT=$port \
     JWKS=http://127.0.0.1:$ORIGIN_PORT/jwks.json ORIGIN=127.0.0.1:$ORIGIN_PORT IDP=$IDP_URL THREADS=$threads CACHE_TOKENS=$cache
-  if [ "$tls" = tls ]; then sed -i "/^\[proxy\]/a tls = { cert = \"$TLS_CERT\", key = \"$TLS_KEY\" }" "$WORK/authgate-$name.toml"; fi
+  if [ "$tls" = tls ]; then   # HTTPS, and the bench client's origin is https
+    sed -i -e "/^\[proxy\]/a tls = { cert = \"$TLS_CERT\", key = \"$TLS_KEY\" }" \
+      -e "s#^origins = \[\"http://127.0.0.1:$port\"\]#origins = [\"https://127.0.0.1:$port\"]#" "$WORK/authgate-$name.toml"
+    grep -q "^origins = \[\"https://" "$WORK/authgate-$name.toml" || die "authgate.toml: the bench client's origins line changed; update run.sh"
+  fi
   start "$cpus" "authgate-$name" "$AUTHGATE" run --config "$WORK/authgate-$name.toml"; AG_PID[$name]=$LAST_PID
   AG_PORT[$name]=$port; AG_ADMIN[$name]=$admin
   wait_port "$port" "authgate-$name"

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub api_key_exchanges: IntCounterVec,
     /// Decisions of shadow rules (`enforce = false`) by route and what they would do (`allow`, `refuse`).
     pub shadow_decisions: IntCounterVec,
+    /// What shadow grants (`enforce = false`) would change, by client, grant and `would`
+    /// (`allow`: a refused request; `refuse`: an allowed one).
+    pub shadow_grants: IntCounterVec,
     /// Browser sign-ins started (sent to the IdP), by client.
     pub logins_started: IntCounterVec,
     /// Browser sign-ins completed (a session made), by client.
@@ -100,6 +103,11 @@ impl Metrics {
             &["route", "would"],
         )
         .expect("metric definition is valid");
+        let shadow_grants = IntCounterVec::new(
+            Opts::new("authgate_shadow_grants_total", "What shadow grants (enforce = false) would change, by client and grant: allow (a refused request), refuse (an allowed one)"),
+            &["client", "grant", "would"],
+        )
+        .expect("metric definition is valid");
         let logins_started =
             IntCounterVec::new(Opts::new("authgate_logins_started_total", "Browser sign-ins sent to the IdP, by client"), &["client"]).expect("metric definition is valid");
         let logins_completed =
@@ -160,6 +168,7 @@ impl Metrics {
             Box::new(abac_breaker.clone()),
             Box::new(api_key_exchanges.clone()),
             Box::new(shadow_decisions.clone()),
+            Box::new(shadow_grants.clone()),
             Box::new(logins_started.clone()),
             Box::new(logins_completed.clone()),
             Box::new(logins_failed.clone()),
@@ -189,6 +198,7 @@ impl Metrics {
             abac_breaker,
             api_key_exchanges,
             shadow_decisions,
+            shadow_grants,
             logins_started,
             logins_completed,
             logins_failed,

@@ -238,6 +238,26 @@ impl Gateway {
         Ok(())
     }
 
+    /// Counts and logs what the client's shadow grants (`enforce = false`) would change for the
+    /// caller's permission, which its token does not grant; they change nothing.
+    fn shadow_grants(&self, ctx: &RequestCtx, client: usize, names: &PermissionNames) {
+        let Some(caller) = ctx.caller.as_ref() else { return };
+        let client_name = self.clients.all().get(client).map_or("-", |c| c.name.as_str());
+        for (grant, effect) in self.grants.shadow_effects(client, &caller.principal, &names.entity, &names.action) {
+            self.services.metrics.shadow_grants.with_label_values(&[client_name, grant, effect.as_label()]).inc();
+            tracing::info!(
+                request_id = %ctx.request_id,
+                client = client_name,
+                grant,
+                subject = %caller.principal.subject,
+                entity = %names.entity,
+                permission = %names.action,
+                would = effect.as_label(),
+                "shadow grant would change the decision; not applied (enforce = false)"
+            );
+        }
+    }
+
     /// Host and path → route. Saves the route's index, and the path and host the upstream gets
     /// when they differ from the ones received.
     fn route_step<'g>(&'g self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Routed<'g>, Refusal> {
@@ -357,7 +377,14 @@ impl Gateway {
         let mut decision = permissions::check(&caller.principal, &names.entity, routed.entity_id(), &names.action);
         // The config's grants, asked only when the token's claims do not grant it; never for
         // API keys, whose exchanged token carries the key's own permissions.
-        if decision == Decision::Denied && !matches!(caller.credential, Credential::ApiKey(_)) && self.grants.grants(client, &caller.principal, &names.entity, &names.action) {
+        let mut by_grant = false;
+        if decision == Decision::Denied && !matches!(caller.credential, Credential::ApiKey(_)) {
+            if self.grants.has_shadow(client) {
+                self.shadow_grants(ctx, client, &names);
+            }
+            by_grant = self.grants.grants(client, &caller.principal, &names.entity, &names.action);
+        }
+        if by_grant {
             decision = Decision::Granted;
             ctx.decision = "grant";
         } else {

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub logouts: IntCounterVec,
     /// Back-channel logout tokens refused, by reason.
     pub backchannel_refusals: IntCounterVec,
+    /// Re-validations of GitHub sessions against the API, by provider and result
+    /// (`confirmed`, `ended`, `unavailable`).
+    pub github_revalidations: IntCounterVec,
     /// Latency of calls to the session store (Redis), by operation.
     pub session_store_latency: HistogramVec,
     /// Failed calls to the session store (Redis), by operation.
@@ -149,6 +152,11 @@ impl Metrics {
         let logouts = IntCounterVec::new(Opts::new("authgate_logouts_total", "Logouts by kind (user, backchannel)"), &["kind"]).expect("metric definition is valid");
         let backchannel_refusals =
             IntCounterVec::new(Opts::new("authgate_backchannel_logout_refusals_total", "Back-channel logout tokens refused, by reason"), &["reason"]).expect("metric definition is valid");
+        let github_revalidations = IntCounterVec::new(
+            Opts::new("authgate_github_revalidations_total", "Re-validations of GitHub sessions against the API, by provider and result: confirmed, ended, unavailable"),
+            &["provider", "result"],
+        )
+        .expect("metric definition is valid");
         let session_store_latency = HistogramVec::new(
             HistogramOpts::new("authgate_session_store_duration_seconds", "Latency of calls to the session store (Redis), by operation")
                 .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
@@ -181,6 +189,7 @@ impl Metrics {
             Box::new(session_refreshes.clone()),
             Box::new(logouts.clone()),
             Box::new(backchannel_refusals.clone()),
+            Box::new(github_revalidations.clone()),
             Box::new(session_store_latency.clone()),
             Box::new(session_store_errors.clone()),
         ] {
@@ -211,6 +220,7 @@ impl Metrics {
             session_refreshes,
             logouts,
             backchannel_refusals,
+            github_revalidations,
             session_store_latency,
             session_store_errors,
         }

@@ -350,7 +350,9 @@ impl Browser {
         if current.generation != seen.generation {
             return Ok(Some(current));
         }
+        let count = |result: &str| self.metrics.github_revalidations.with_label_values(&[gh.name(), result]).inc();
         let ended = |why: String| {
+            count("ended");
             tracing::info!(client = %client.name, subject = %current.subject, provider = gh.name(), reason = %why, "session ended at re-validation");
         };
         match gh.user(&current.tokens.access_token, client.needs_orgs()).await {
@@ -365,6 +367,7 @@ impl Browser {
                 Ok(None)
             }
             Ok(user) => {
+                count("confirmed");
                 let mut fresh = (*current).clone();
                 fresh.email = Some(user.email);
                 fresh.name = user.name;
@@ -377,7 +380,10 @@ impl Browser {
                 }
                 Ok(Some(fresh))
             }
-            Err(e) if e.is_unavailable() => Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) if e.is_unavailable() => {
+                count("unavailable");
+                Err(Refusal::IdpUnavailable(Cause::of(e)))
+            }
             Err(e) => {
                 ended(e.to_string());
                 self.sessions.remove(id).await?;

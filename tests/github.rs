@@ -512,6 +512,18 @@ async fn sessions_are_revalidated_against_github() {
     w.gh.revoke_tokens("solo");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 401);
+
+    // Counted: confirmed (the burst's one call, solo after the outage), ended (octocat, solo),
+    // unavailable (the rate limit and the 502); and shown on the example dashboard.
+    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin)).await.unwrap().text().await.unwrap();
+    let count = |result: &str| -> f64 {
+        let series = format!("authgate_github_revalidations_total{{provider=\"github\",result=\"{result}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
+    };
+    assert!(count("confirmed") >= 2.0, "{metrics}");
+    assert_eq!(count("ended"), 2.0, "{metrics}");
+    assert_eq!(count("unavailable"), 2.0, "{metrics}");
+    assert_dashboard_metrics_exported(&w.gw, &DASHBOARD_GITHUB_ONLY).await;
 }
 
 #[tokio::test]

@@ -377,14 +377,10 @@ impl Gateway {
         let mut decision = permissions::check(&caller.principal, &names.entity, routed.entity_id(), &names.action);
         // The config's grants, asked only when the token's claims do not grant it; never for
         // API keys, whose exchanged token carries the key's own permissions.
-        let mut by_grant = false;
-        if decision == Decision::Denied && !matches!(caller.credential, Credential::ApiKey(_)) {
-            if self.grants.has_shadow(client) {
-                self.shadow_grants(ctx, client, &names);
-            }
-            by_grant = self.grants.grants(client, &caller.principal, &names.entity, &names.action);
+        if decision == Decision::Denied && self.grants.has_shadow(client) && !matches!(caller.credential, Credential::ApiKey(_)) {
+            self.shadow_grants(ctx, client, &names);
         }
-        if by_grant {
+        if decision == Decision::Denied && !matches!(caller.credential, Credential::ApiKey(_)) && self.grants.grants(client, &caller.principal, &names.entity, &names.action) {
             decision = Decision::Granted;
             ctx.decision = "grant";
         } else {

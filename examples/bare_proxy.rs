@@ -7,8 +7,11 @@
 //! `benches/load/run.sh --modes bare` run it beside authgate, so that the difference is
 //! authgate's own cost.
 //!
+//! With CERT and KEY (PEM files) it serves HTTPS as authgate's listener does with
+//! `[proxy.tls]`: rustls, ALPN `h2` then `http/1.1`, Pingora's default session cache.
+//!
 //!     cargo build --release --example bare_proxy
-//!     target/release/examples/bare_proxy LISTEN UPSTREAM [THREADS]
+//!     target/release/examples/bare_proxy LISTEN UPSTREAM [THREADS [CERT KEY]]
 
 use async_trait::async_trait;
 use pingora::modules::http::HttpModules;
@@ -39,7 +42,7 @@ impl ProxyHttp for Bare {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: bare_proxy LISTEN UPSTREAM [THREADS]");
+        eprintln!("usage: bare_proxy LISTEN UPSTREAM [THREADS [CERT KEY]]");
         std::process::exit(2);
     };
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
@@ -55,7 +58,16 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { peer });
-    proxy.add_tcp(listen);
+    match (args.get(4), args.get(5)) {
+        (Some(cert), Some(key)) => {
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate(cert, key).expect("TLS settings");
+            tls.set_certificate_chain_file(cert).expect("CERT holds a PEM certificate");
+            tls.set_private_key_file(key).expect("KEY holds a PEM private key");
+            tls.enable_h2();
+            proxy.add_tls_with_settings(listen, None, tls);
+        }
+        _ => proxy.add_tcp(listen),
+    }
     server.add_service(proxy);
     server.run_forever();
 }

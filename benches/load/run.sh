@@ -5,13 +5,17 @@
 # prints req/s, p50/p99 and CPU µs/request with ratios to nginx. See PERFORMANCE.md.
 #
 #   benches/load/run.sh [--duration S] [--rounds N] [--connections C] [--modes "none bearer cold"]
-#                       [--cold-tokens N] [--paced MS] [--no-build] [--keep]
+#                       [--cold-tokens N] [--paced MS] [--handshake-clients N] [--no-build] [--keep]
 #
+# --handshake-clients N: handshake.py processes at once in the tls mode's handshake shapes (default 4).
 # --paced MS adds a latency pass at a fixed, unsaturated load (each connection waits MS ms
 # after every response): its p50/p99 over direct-to-origin are added latency, not queueing.
 #
-# Modes: bare none bearer cold bearer2t session abac apikey (session, abac and apikey also start
-# idp.py; bare is tuned bare Pingora, examples/bare_proxy, the floor under authgate's proxy path).
+# Modes: bare none bearer cold bearer2t session abac apikey tls (session, abac and apikey also start
+# idp.py; bare is tuned bare Pingora, examples/bare_proxy, the floor under authgate's proxy path;
+# tls adds nginx, HAProxy, bare Pingora and authgate terminating TLS with one ECDSA P-256
+# certificate: keep-alive rows in the table, then a TLS pass: a new connection per request with
+# full handshakes, the same with session resumption, and HTTP/2 (h2load); see PERFORMANCE.md).
 # Everything it starts it stops on exit, Ctrl-C included. Loopback only.
 set -euo pipefail
 
@@ -24,11 +28,12 @@ CONNECTIONS=50
 MODES="bare none bearer cold session abac apikey"
 COLD_TOKENS=3000     # distinct tokens the cold mode cycles through
 PACED=0              # ms each connection waits between requests in the latency pass (0: no pass)
+HANDSHAKE_CLIENTS=4   # handshake.py processes at once in the TLS pass (each one connection at a time)
 BUILD=1
 KEEP=0
 BASE_PORT=${BASE_PORT:-18480}
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/!p}' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --modes) MODES=$2; shift 2 ;;
     --cold-tokens) COLD_TOKENS=$2; shift 2 ;;
     --paced) PACED=$2; shift 2 ;;
+    --handshake-clients) HANDSHAKE_CLIENTS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -102,7 +108,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # ---------------------------------------------------------------- tools and build
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
-for tool in nginx:nginx haproxy:haproxy wrk:wrk curl:curl openssl:openssl python3:python3 taskset:util-linux cmake:cmake; do
+for tool in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl python3:python3 taskset:util-linux cmake:cmake; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -139,6 +145,18 @@ cp "$TOKEN_CACHE"/tokens/* "$WORK/tokens/"
 head -n "$COLD_TOKENS" "$TOKEN_CACHE/tokens/cold.txt" >"$WORK/tokens/cold.txt"
 openssl rsa -in "$TOKEN_CACHE/key.pem" -pubout -out "$WORK/tokens/pub.pem" 2>/dev/null
 TOKENS=$WORK/tokens
+# The TLS certificate every TLS listener serves (ECDSA P-256, self-signed for 127.0.0.1 and
+# localhost), kept with the tokens; HAProxy wants certificate and key in one file.
+TLS_DIR=$TOKEN_CACHE/tls
+if [ ! -s "$TLS_DIR/cert.pem" ]; then
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+fi
+mkdir -p "$WORK/tls"
+cp "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" "$WORK/tls/"
+cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/haproxy.pem"
+TLS_CERT=$WORK/tls/cert.pem; TLS_KEY=$WORK/tls/key.pem
 export AUTHGATE_LOG=warn   # refusals during the checks are expected; keep the logs quiet
 
 # ---------------------------------------------------------------- servers
@@ -146,6 +164,8 @@ ORIGIN_PORT=$BASE_PORT
 NGINX_PORT=$((BASE_PORT + 1))
 HAPROXY_PORT=$((BASE_PORT + 2))
 IDP_PORT=$((BASE_PORT + 3)); IDP_URL=http://127.0.0.1:$IDP_PORT
+NGINX_TLS_PORT=$((BASE_PORT + 4))
+HAPROXY_TLS_PORT=$((BASE_PORT + 5))
 NEXT_PORT=$((BASE_PORT + 10))   # authgate instances take two ports each from here
 
 fill() { # template output key=value...
@@ -158,21 +178,29 @@ fill() { # template output key=value...
 log "starting origin, nginx, HAProxy (work dir $WORK)"
 fill "$HERE/nginx-origin.conf" "$WORK/origin.conf" WORK="$WORK" ORIGIN_PORT=$ORIGIN_PORT
 start "$LOAD_CPU" origin nginx -c "$WORK/origin.conf" -p "$WORK"; ORIGIN_PID=$LAST_PID
-fill "$HERE/nginx-proxy.conf" "$WORK/nginx.conf" WORK="$WORK" NGINX_PORT=$NGINX_PORT ORIGIN_PORT=$ORIGIN_PORT
+fill "$HERE/nginx-proxy.conf" "$WORK/nginx.conf" WORK="$WORK" NGINX_PORT=$NGINX_PORT ORIGIN_PORT=$ORIGIN_PORT \
+  NGINX_TLS_PORT=$NGINX_TLS_PORT TLS_CERT="$TLS_CERT" TLS_KEY="$TLS_KEY"
 start "$PROXY_CPU" nginx nginx -c "$WORK/nginx.conf" -p "$WORK"; NGINX_PID=$LAST_PID
-fill "$HERE/haproxy.cfg" "$WORK/haproxy.cfg" WORK="$WORK" HAPROXY_PORT=$HAPROXY_PORT ORIGIN_PORT=$ORIGIN_PORT
+fill "$HERE/haproxy.cfg" "$WORK/haproxy.cfg" WORK="$WORK" HAPROXY_PORT=$HAPROXY_PORT ORIGIN_PORT=$ORIGIN_PORT \
+  HAPROXY_TLS_PORT=$HAPROXY_TLS_PORT TLS_PEM="$WORK/tls/haproxy.pem"
 start "$PROXY_CPU" haproxy haproxy -db -f "$WORK/haproxy.cfg"; HAPROXY_PID=$LAST_PID
 wait_port $ORIGIN_PORT origin; wait_port $NGINX_PORT nginx; wait_port $HAPROXY_PORT haproxy
 
-# authgate instances, started on first use: NAME THREADS CACHE_TOKENS CPUS
+# authgate instances, started on first use: NAME THREADS CACHE_TOKENS CPUS [tls]
+# (tls: the listener serves HTTPS with the harness's certificate, `[proxy.tls]`, HTTP/2 by ALPN)
 declare -A AG_PORT AG_ADMIN AG_PID
 authgate_instance() {
-  local name=$1 threads=$2 cache=$3 cpus=$4
+  local name=$1 threads=$2 cache=$3 cpus=$4 tls=${5:-}
   [ -n "${AG_PID[$name]:-}" ] && return 0
   local port=$NEXT_PORT admin=$((NEXT_PORT + 1))
   NEXT_PORT=$((NEXT_PORT + 2))
   fill "$HERE/authgate.toml" "$WORK/authgate-$name.toml" LISTEN=127.0.0.1:$port ADMIN=127.0.0.1:$admin PORT=$port \
     JWKS=http://127.0.0.1:$ORIGIN_PORT/jwks.json ORIGIN=127.0.0.1:$ORIGIN_PORT IDP=$IDP_URL THREADS=$threads CACHE_TOKENS=$cache
+  if [ "$tls" = tls ]; then   # HTTPS, and the bench client's origin is https
+    sed -i -e "/^\[proxy\]/a tls = { cert = \"$TLS_CERT\", key = \"$TLS_KEY\" }" \
+      -e "s#^origins = \[\"http://127.0.0.1:$port\"\]#origins = [\"https://127.0.0.1:$port\"]#" "$WORK/authgate-$name.toml"
+    grep -q "^origins = \[\"https://" "$WORK/authgate-$name.toml" || die "authgate.toml: the bench client's origins line changed; update run.sh"
+  fi
   start "$cpus" "authgate-$name" "$AUTHGATE" run --config "$WORK/authgate-$name.toml"; AG_PID[$name]=$LAST_PID
   AG_PORT[$name]=$port; AG_ADMIN[$name]=$admin
   wait_port "$port" "authgate-$name"
@@ -292,6 +320,34 @@ mode_apikey() {
   CHECKS+=(check_apikey)
   target authgate-apikey "${AG_PID[main]}" "http://127.0.0.1:${AG_PORT[main]}/api/invoices/42" header "$TOKENS/apikey.hdr" "API key, exchanged token cached"
 }
+mode_tls() {
+  # The same servers terminating TLS. Keep-alive rows go through the rounds below like the plain
+  # ones (wrk over https: one handshake per connection); the TLS pass after them measures
+  # handshakes and HTTP/2.
+  [ -x "$BARE" ] || die "$BARE missing (run without --no-build)"
+  authgate_instance tls 1 100000 "$PROXY_CPU" tls
+  BARE_TLS_PORT=$NEXT_PORT; NEXT_PORT=$((NEXT_PORT + 2))
+  start "$PROXY_CPU" bare-tls "$BARE" "127.0.0.1:$BARE_TLS_PORT" "127.0.0.1:$ORIGIN_PORT" 1 "$TLS_CERT" "$TLS_KEY"
+  BARE_TLS_PID=$LAST_PID
+  wait_port "$BARE_TLS_PORT" bare-tls
+  CHECKS+=(check_tls)
+  TLS_PASS=1
+  printf 'Authorization: Bearer %s\n' "$(head -n1 "$TOKENS/valid.jwt")" >"$TOKENS/bearer.hdr"
+  # NAME PID URL HEADER_FILE: the TLS pass's targets (keep-alive rows are NAME-tls-ka).
+  tls_target nginx "$NGINX_PID" "https://127.0.0.1:$NGINX_TLS_PORT/public/hello" "" "plain reverse proxy"
+  tls_target haproxy-jwt "$HAPROXY_PID" "https://127.0.0.1:$HAPROXY_TLS_PORT/api/invoices/42" "$TOKENS/bearer.hdr" "jwt_verify on every request"
+  tls_target pingora-bare "$BARE_TLS_PID" "https://127.0.0.1:$BARE_TLS_PORT/public/hello" "" "tuned bare Pingora, no auth"
+  tls_target authgate-none "${AG_PID[tls]}" "https://127.0.0.1:${AG_PORT[tls]}/public/hello" "" "auth = \"none\" route"
+  tls_target authgate-bearer "${AG_PID[tls]}" "https://127.0.0.1:${AG_PORT[tls]}/api/invoices/42" "$TOKENS/bearer.hdr" "bearer + permission, token cached"
+}
+TLS_PASS=0
+TLS_TARGETS=()
+declare -A TLS_PID TLS_URL TLS_HDR TLS_NOTE
+tls_target() { # NAME PID URL HEADER_FILE NOTE
+  TLS_TARGETS+=("$1"); TLS_PID[$1]=$2; TLS_URL[$1]=$3; TLS_HDR[$1]=$4; TLS_NOTE[$1]=$5
+  if [ -n "$4" ]; then target "$1-tls-ka" "$2" "$3" header "$4" "$5, TLS keep-alive"
+  else target "$1-tls-ka" "$2" "$3" plain "" "$5, TLS keep-alive"; fi
+}
 for m in $MODES; do
   declare -F "mode_$m" >/dev/null || die "unknown mode $m (have: $(declare -F | awk '/mode_/{sub("mode_","",$3); printf "%s ", $3}'))"
   "mode_$m"
@@ -307,7 +363,7 @@ expect_h() { # NAME WANT URL [HEADER...]: the status of a GET sending each "Name
   local name=$1 want=$2 url=$3 h args=()
   shift 3
   for h in "$@"; do args+=(-H "$h"); done
-  verdict "$name" "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${args[@]}" "$url")" "$want"
+  verdict "$name" "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 ${TLS_CERT:+--cacert "$TLS_CERT"} "${args[@]}" "$url")" "$want"
 }
 expect() { # NAME WANT URL [TOKEN_FILE]: with the file's first token as a bearer token
   if [ -n "${4:-}" ]; then expect_h "$1" "$2" "$3" "Authorization: Bearer $(head -n1 "$4")"; else expect_h "$1" "$2" "$3"; fi
@@ -357,6 +413,23 @@ check_apikey() {
   # Three requests with the key, one exchange at the IdP.
   verdict "authgate-main api key exchanges: ok, refused" "$(key_exchanges main ok), $(key_exchanges main refused)" "1, 1"
 }
+check_tls() {
+  local t url args code
+  for t in "${TLS_TARGETS[@]}"; do
+    url=${TLS_URL[$t]}; args=()
+    [ -n "${TLS_HDR[$t]}" ] && args=(-H "$(head -n1 "${TLS_HDR[$t]}")")
+    code=$(curl -s -o /dev/null -w '%{http_code} %{http_version}' --max-time 5 --cacert "$TLS_CERT" --http1.1 "${args[@]}" "$url")
+    verdict "$t over TLS, HTTP/1.1" "$code" "200 1.1"
+    code=$(curl -s -o /dev/null -w '%{http_code} %{http_version}' --max-time 5 --cacert "$TLS_CERT" --http2 "${args[@]}" "$url")
+    verdict "$t over TLS, HTTP/2 by ALPN" "$code" "200 2"
+  done
+  check_auth "authgate-tls (https)" "https://127.0.0.1:${AG_PORT[tls]}"
+  # Each server resumes a session it issued: two connections, the second offers the first's ticket.
+  for t in "${TLS_TARGETS[@]}"; do
+    verdict "$t resumes (handshake.py resume, 2 s)" \
+      "$(python3 "$HERE/handshake.py" "${TLS_URL[$t]}" 2 resume ${TLS_HDR[$t]:+"${TLS_HDR[$t]}"} | awk '{for(i=2;i<=NF;i++){split($i,kv,"="); v[kv[1]]=kv[2]} print (v["requests"] > 1 && v["resumed"] == v["requests"] - 1 && v["non2xx"] == 0) ? "yes" : $0}')" yes
+  done
+}
 check_auth() { # LABEL BASE_URL
   expect "$1 public" 200 "$2/public/hello"
   expect "$1 valid token" 200 "$2/api/invoices/42" "$TOKENS/valid.jwt"
@@ -370,7 +443,7 @@ log "correctness"
 expect "origin" 200 "http://127.0.0.1:$ORIGIN_PORT/public/hello"
 expect "nginx" 200 "http://127.0.0.1:$NGINX_PORT/public/hello"
 check_auth haproxy "http://127.0.0.1:$HAPROXY_PORT"
-for inst in "${!AG_PORT[@]}"; do check_auth "authgate-$inst" "http://127.0.0.1:${AG_PORT[$inst]}"; done
+for inst in "${!AG_PORT[@]}"; do [ "$inst" = tls ] && continue; check_auth "authgate-$inst" "http://127.0.0.1:${AG_PORT[$inst]}"; done
 [ -n "${AG_PORT[cold]:-}" ] && expect "authgate-cold a cold token" 200 "http://127.0.0.1:${AG_PORT[cold]}/api/invoices/42" "$TOKENS/cold.txt"
 for c in "${CHECKS[@]}"; do "$c"; done
 [ "$FAILED" = 0 ] || die "correctness checks failed: no load run"
@@ -430,6 +503,75 @@ if [ "$PACED" != 0 ]; then
   done
 fi
 
+# ---------------------------------------------------------------- TLS pass
+# A new connection per request ($HANDSHAKE_CLIENTS handshake.py clients, each one connection at a time,
+# pinned beside wrk): full handshakes,
+# then resumed ones; then HTTP/2 over TLS with h2load (keep-alive, $CONNECTIONS connections).
+# Interleaved like the rounds above; CPU µs/request from /proc as above.
+declare -A H_FULL H_FULL_RPS H_RES H_RES_RPS H_RES_SHARE H2_CPU H2_RPS H_FULL12 H_RES12 H_RES12_SHARE
+run_handshakes() { # target shape round
+  local t=$1 shape=$2 pid=${TLS_PID[$1]} before after out line i pids=() requests=0 resumed=0 non2xx=0 sockerr=0 duration_us=0
+  before=$(cpu_ticks "$pid")
+  for i in $(seq "$HANDSHAKE_CLIENTS"); do
+    timeout $((DURATION + 30)) ${LOAD_CPU:+taskset -c $LOAD_CPU} python3 "$HERE/handshake.py" "${TLS_URL[$t]}" "$DURATION" "$shape" \
+      ${TLS_HDR[$t]:+"${TLS_HDR[$t]}"} >"$WORK/handshake-$i.out" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || die "handshake.py failed for $t ($shape): $(cat "$WORK/handshake-$((i + 1)).out")"; done
+  after=$(cpu_ticks "$pid")
+  for i in $(seq "$HANDSHAKE_CLIENTS"); do
+    out=$(cat "$WORK/handshake-$i.out")
+    line=$(grep '^RESULT' <<<"$out") || die "no result from handshake.py for $t: $out"
+    # Sums over the clients; the run lasted as long as the slowest.
+    eval "$(awk '{for (i = 2; i <= NF; i++) {split($i, kv, "="); printf "local c_%s=%s; ", kv[1], kv[2]}}' <<<"$line")"
+    requests=$((requests + c_requests)); resumed=$((resumed + c_resumed)); non2xx=$((non2xx + c_non2xx)); sockerr=$((sockerr + c_sockerr))
+    if [ "$c_duration_us" -gt "$duration_us" ]; then duration_us=$c_duration_us; fi
+  done
+  [ "$non2xx" = 0 ] && [ "$sockerr" = 0 ] || log "warning: $t ($shape) had $non2xx non-2xx responses and $sockerr socket errors"
+  [[ $shape == resume* ]] || [ "$resumed" = 0 ] || die "$t: $resumed of the full handshakes were resumed"
+  local rps cpu share
+  rps=$(awk -v n="$requests" -v d="$duration_us" 'BEGIN{printf "%.0f", n / (d / 1e6)}')
+  cpu=$(awk -v a="$before" -v b="$after" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
+  share=$(awk -v r="$resumed" -v n="$requests" 'BEGIN{printf "%.1f", n ? 100 * r / n : 0}')
+  case $shape in
+    full) H_FULL[$t]+="$cpu "; H_FULL_RPS[$t]+="$rps " ;;
+    resume) H_RES[$t]+="$cpu "; H_RES_RPS[$t]+="$rps "; H_RES_SHARE[$t]+="$share " ;;
+    full12) H_FULL12[$t]+="$cpu " ;;
+    resume12) H_RES12[$t]+="$cpu "; H_RES12_SHARE[$t]+="$share " ;;
+  esac
+  printf '  round %s %-16s %-8s %6s req/s  resumed %5s%%  CPU %7s µs/req\n' "$3" "$t" "$shape" "$rps" "$share" "$cpu" >&2
+}
+run_h2() { # target round
+  local t=$1 pid=${TLS_PID[$1]} before after out args=() done ok secs
+  [ -n "${TLS_HDR[$t]}" ] && args=(-H "$(head -n1 "${TLS_HDR[$t]}")")
+  before=$(cpu_ticks "$pid")
+  out=$(timeout $((DURATION + 30)) ${LOAD_CPU:+taskset -c $LOAD_CPU} h2load -t1 -c"$CONNECTIONS" -m1 -D "$DURATION" "${args[@]}" "${TLS_URL[$t]}" 2>&1) \
+    || die "h2load failed for $t: $out"
+  after=$(cpu_ticks "$pid")
+  grep -q 'Application protocol: h2' <<<"$out" || die "h2load did not speak h2 to $t: $out"
+  done=$(awk '/^requests:/ {print $8}' <<<"$out"); ok=$(awk '/^status codes:/ {print $3}' <<<"$out")
+  secs=$(awk '/^finished in/ {sub("s,", "", $3); print $3}' <<<"$out")
+  [ -n "$done" ] && [ "$done" -gt 0 ] || die "no result from h2load for $t: $out"
+  [ "$ok" = "$done" ] || log "warning: $t (h2) had $((done - ok)) of $done responses not 2xx"
+  local rps cpu
+  rps=$(awk -v n="$done" -v s="$secs" 'BEGIN{printf "%.0f", n / s}')
+  cpu=$(awk -v a="$before" -v b="$after" -v hz="$CLK_TCK" -v n="$done" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}')
+  H2_CPU[$t]+="$cpu "; H2_RPS[$t]+="$rps "
+  printf '  round %s %-16s h2       %6s req/s                  CPU %7s µs/req\n' "$2" "$t" "$rps" "$cpu" >&2
+}
+if [ "$TLS_PASS" = 1 ]; then
+  log "TLS pass: $ROUNDS rounds × ${#TLS_TARGETS[@]} targets × (full, resumed; TLS 1.2 full, resumed; HTTP/2) × ${DURATION}s"
+  for round in $(seq "$ROUNDS"); do
+    for t in "${TLS_TARGETS[@]}"; do
+      run_handshakes "$t" full "$round"; sleep 1
+      run_handshakes "$t" resume "$round"; sleep 1
+      run_handshakes "$t" full12 "$round"; sleep 1
+      run_handshakes "$t" resume12 "$round"; sleep 1
+      run_h2 "$t" "$round"; sleep 1
+    done
+  done
+fi
+
 # ---------------------------------------------------------------- table
 NGINX_CPU=$(median "${R_CPU[nginx]}")
 DIRECT_P99=$(median "${R_P99[origin-direct]}")
@@ -462,6 +604,32 @@ DIRECT_P99=$(median "${R_P99[origin-direct]}")
         "$(awk -v a="$p50" -v b="$PD50" 'BEGIN{printf "%+.0f µs", a - b}')" "$(awk -v a="$p99" -v b="$PD99" 'BEGIN{printf "%+.0f µs", a - b}')"
     done
     echo
+  fi
+  if [ "$TLS_PASS" = 1 ]; then
+    echo
+    echo "TLS (ECDSA P-256, rustls for Pingora and authgate, OpenSSL $(openssl version | awk '{print $2}') for nginx and HAProxy), medians; handshake shapes: a new connection per request, $HANDSHAKE_CLIENTS handshake.py clients at once:"
+    echo
+    printf '| %-16s | %10s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %9s | %s |\n' target "keep-alive CPU µs/req" "full req/s" "full CPU µs/req" "resumed req/s" "resumed CPU µs/req" "resumed %" "resumed ÷ full" "h2 req/s" "h2 CPU µs/req" note
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------------------ ----------: ----------: ----------: ----------: ----------: ---------: ---------: ---------: ----------: ---
+    for t in "${TLS_TARGETS[@]}"; do
+      full=$(median "${H_FULL[$t]}"); res=$(median "${H_RES[$t]}")
+      printf '| %-16s | %10s | %10s | %10s | %10s | %10s | %8s | %8s | %8s | %9s | %s |\n' "$t" "$(median "${R_CPU[$t-tls-ka]}")" \
+        "$(median "${H_FULL_RPS[$t]}")" "$full" "$(median "${H_RES_RPS[$t]}")" "$res" "$(median "${H_RES_SHARE[$t]}")" \
+        "$(awk -v a="$res" -v b="$full" 'BEGIN{printf "%.2f", b ? a / b : 0}')" "$(median "${H2_RPS[$t]}")" "$(median "${H2_CPU[$t]}")" "${TLS_NOTE[$t]}"
+    done
+    echo
+    echo "TLS 1.2 (abbreviated resumption: no key exchange), medians:"
+    echo
+    printf '| %-16s | %10s | %10s | %8s | %8s |\n' target "full CPU µs/req" "resumed CPU µs/req" "resumed %" "resumed ÷ full"
+    printf '|%s|%s|%s|%s|%s|\n' ------------------ ----------: ----------: ---------: ---------:
+    for t in "${TLS_TARGETS[@]}"; do
+      full=$(median "${H_FULL12[$t]}"); res=$(median "${H_RES12[$t]}")
+      printf '| %-16s | %10s | %10s | %8s | %8s |\n' "$t" "$full" "$res" "$(median "${H_RES12_SHARE[$t]}")" \
+        "$(awk -v a="$res" -v b="$full" 'BEGIN{printf "%.2f", b ? a / b : 0}')"
+    done
+    echo
+    echo "Per-round CPU µs/req, full / resumed / TLS 1.2 full / TLS 1.2 resumed / h2:"
+    for t in "${TLS_TARGETS[@]}"; do printf '  %-16s %s/ %s/ %s/ %s/ %s\n' "$t" "${H_FULL[$t]}" "${H_RES[$t]}" "${H_FULL12[$t]}" "${H_RES12[$t]}" "${H2_CPU[$t]}"; done
   fi
   if [ -n "${AG_ADMIN[cold]:-}" ]; then
     v=$(( $(verifications cold verified) - cold_before_verified )); c=$(( $(verifications cold cached) - cold_before_cached ))

@@ -14,6 +14,10 @@ pub enum HostError {
     /// Two or more `Host` headers.
     #[error("the request has more than one Host header")]
     Duplicate,
+    /// HTTP/2 with a `Host` header naming another authority than `:authority` (RFC 9113
+    /// §8.3.1): routing reads one, the request's origin the other.
+    #[error("the request's Host header differs from its :authority")]
+    Conflict,
     /// Not a host name, IPv4 or bracketed IPv6 address with an optional port.
     #[error("the request's host is not a valid host name with an optional port")]
     Invalid,
@@ -46,7 +50,13 @@ pub fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostE
     if host_header.is_none() && req.version == http::Version::HTTP_11 {
         return Err(HostError::Missing);
     }
-    let Some(raw) = absolute.or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())).or(host_header) else {
+    let authority = absolute.or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+    if let (Some(a), Some(h), http::Version::HTTP_2) = (authority, host_header, req.version) {
+        if !a.eq_ignore_ascii_case(h) {
+            return Err(HostError::Conflict);
+        }
+    }
+    let Some(raw) = authority.or(host_header) else {
         return if req.version <= http::Version::HTTP_10 { Ok(None) } else { Err(HostError::Missing) };
     };
     let (name, port) = split_host(raw).ok_or(HostError::Invalid)?;
@@ -116,7 +126,8 @@ mod tests {
         type Want = Result<Option<(&'static str, Option<&'static str>)>, HostError>;
         let v11 = http::Version::HTTP_11;
         let v10 = http::Version::HTTP_10;
-        let cases: [(http::Version, &str, &[&str], Want); 19] = [
+        let v2 = http::Version::HTTP_2;
+        let cases: [(http::Version, &str, &[&str], Want); 24] = [
             (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
             (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
             (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
@@ -136,6 +147,12 @@ mod tests {
             (v11, "/x", &["a example"], Err(HostError::Invalid)),
             (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
             (v11, "/x", &["."], Err(HostError::Invalid)),
+            // HTTP/2: `:authority` (the target's authority here), `Host` optional and the same.
+            (v2, "https://a.example/x", &[], Ok(Some(("a.example", Some("a.example"))))),
+            (v2, "https://a.example:8443/x", &["A.example:8443"], Ok(Some(("a.example", Some("a.example:8443"))))),
+            (v2, "https://a.example/x", &["a.example"], Ok(Some(("a.example", None)))),
+            (v2, "https://a.example/x", &["b.example"], Err(HostError::Conflict)),
+            (v2, "/x", &[], Err(HostError::Missing)),
         ];
         for (version, target, hosts, want) in cases {
             let mut req = RequestHeader::build("GET", target.as_bytes(), None).unwrap();

@@ -32,6 +32,8 @@ pub struct TlsFile {
     pub cert: String,
     /// PEM private key.
     pub key: String,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`); default true.
+    pub http2: Option<bool>,
 }
 
 /// `[admin]`: metrics and health.

@@ -309,6 +309,8 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Private key (PEM).
     pub key: PathBuf,
+    /// Offer HTTP/2 by ALPN (`h2` preferred, `http/1.1` allowed); off: HTTP/1.1 only.
+    pub http2: bool,
 }
 
 /// The admin listener.

@@ -193,7 +193,7 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
 fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
     let at = KeyPath::root("proxy");
     let listen = problems.socket_addr(f.listen.as_deref().unwrap_or("0.0.0.0:8080"), &at.key("listen"))?;
-    let tls = f.tls.map(|t| TlsFiles { cert: t.cert.into(), key: t.key.into() });
+    let tls = f.tls.map(|t| TlsFiles { cert: t.cert.into(), key: t.key.into(), http2: t.http2.unwrap_or(true) });
     if let Some(t) = &tls {
         for (name, file) in [("cert", &t.cert), ("key", &t.key)] {
             if !file.is_file() {

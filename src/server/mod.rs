@@ -15,6 +15,7 @@ use reload::Reloader;
 use crate::proxy::live::LiveGateway;
 use crate::proxy::{Gateway, GatewayError};
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -108,6 +109,36 @@ pub fn load_hashed(path: &std::path::Path) -> Result<(Config, RouteTable, String
     crate::config::load_file_then(path, RouteTable::from_config)
 }
 
+/// The listener's TLS settings: the certificate chain and key (each checked to hold what it
+/// should, so that a wrong file is an error here rather than a panic when the listener starts)
+/// and ALPN: `h2` then `http/1.1` when `http2` is on (browsers then speak HTTP/2), else none
+/// (HTTP/1.1). TLS 1.2 and 1.3; resumption by rustls' in-memory session cache (see
+/// PERFORMANCE.md, "TLS").
+fn tls_settings(tls: &crate::config::model::TlsFiles) -> Result<TlsSettings, String> {
+    let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
+    check_key_pair(&cert, &key)?;
+    let mut settings = TlsSettings::intermediate(&cert, &key).map_err(|e| e.to_string())?;
+    settings.set_certificate_chain_file(&cert).map_err(|e| e.to_string())?;
+    settings.set_private_key_file(&key).map_err(|e| e.to_string())?;
+    if tls.http2 {
+        settings.enable_h2();
+    }
+    Ok(settings)
+}
+
+/// Checks that the key file holds a usable private key for the chain's first certificate:
+/// Pingora would otherwise panic when the listener starts.
+fn check_key_pair(cert: &str, key: &str) -> Result<(), String> {
+    use pingora::tls::{sign::CertifiedKey, CryptoProvider};
+    pingora::tls::install_default_crypto_provider();
+    let Some((certs, key)) = pingora::tls::load_certs_and_key_files(cert, key).map_err(|e| e.to_string())? else {
+        return Err(format!("{cert} holds no PEM certificate or {key} no PEM private key"));
+    };
+    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider installed")?;
+    let signer = provider.key_provider.load_private_key(key).map_err(|e| format!("the private key cannot sign: {e}"))?;
+    CertifiedKey::new(certs, signer).keys_match().map_err(|e| format!("the private key does not match the certificate: {e}"))
+}
+
 /// Builds a ready-to-run Pingora server for a validated config and its route table (see
 /// [`load`]); with `file` (the path it was loaded from and its [`crate::config::file_hash`]),
 /// SIGHUP and changes to the file reload it.
@@ -139,8 +170,7 @@ pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path
     let listen = config.proxy.listen.to_string();
     match &config.proxy.tls {
         Some(tls) => {
-            let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
-            proxy.add_tls(&listen, &cert, &key).map_err(|e| StartError::Setup(format!("TLS listener {listen}: {e}")))?;
+            proxy.add_tls_with_settings(&listen, None, tls_settings(tls).map_err(|e| StartError::Setup(format!("TLS listener {listen}: {e}")))?);
         }
         None => proxy.add_tcp(&listen),
     }
@@ -159,4 +189,31 @@ pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path
         server.add_service(r);
     }
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::TlsFiles;
+
+    fn write_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn tls_settings_refuse_a_key_of_another_certificate_and_files_without_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_a, key_a) = write_pair(dir.path(), "a");
+        let (_, key_b) = write_pair(dir.path(), "b");
+        assert!(tls_settings(&TlsFiles { cert: cert_a.clone(), key: key_a.clone(), http2: true }).is_ok());
+        let err = tls_settings(&TlsFiles { cert: cert_a.clone(), key: key_b, http2: true }).err().unwrap();
+        assert!(err.contains("does not match"), "{err}");
+        let err = tls_settings(&TlsFiles { cert: key_a.clone(), key: key_a, http2: false }).err().unwrap();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics, in a registry of its own served by the admin listener.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::OnceLock;
 
 /// All metrics of one gateway.
 #[derive(Clone)]
@@ -62,6 +63,62 @@ pub struct Metrics {
     pub session_store_latency: HistogramVec,
     /// Failed calls to the session store (Redis), by operation.
     pub session_store_errors: IntCounterVec,
+}
+
+/// The outcomes nearly every request ends in, whose metric handles [`RequestCounters`] keeps.
+const HOT_OUTCOMES: [&str; 2] = ["proxied", "public"];
+
+/// Most configs have a few routes and clients; past this many (route, client) pairs the
+/// handles are looked up by label values every time instead of kept.
+const MAX_KEPT_PAIRS: usize = 1 << 16;
+
+/// `authgate_requests_total` and `authgate_request_duration_seconds` handles for the hot
+/// outcomes (`proxied`, `public`), resolved on a pair's first request and kept for the
+/// gateway's life (a reload builds new ones): no label hashing and no registry lock per request.
+/// Series still appear in `/metrics` only once used; other outcomes are looked up by label.
+pub struct RequestCounters {
+    metrics: Metrics,
+    /// Clients + 1 (the last slot: no client).
+    stride: usize,
+    /// By (route × stride + client) × 2 + hot outcome.
+    counters: Box<[OnceLock<IntCounter>]>,
+    latency: [OnceLock<Histogram>; 2],
+}
+
+impl RequestCounters {
+    /// Handles for `routes` routes and `clients` clients, resolved lazily.
+    pub fn new(metrics: &Metrics, routes: usize, clients: usize) -> RequestCounters {
+        let stride = clients.saturating_add(1);
+        let pairs = routes.saturating_mul(stride);
+        let kept = if pairs <= MAX_KEPT_PAIRS { pairs * HOT_OUTCOMES.len() } else { 0 };
+        RequestCounters { metrics: metrics.clone(), stride, counters: (0..kept).map(|_| OnceLock::new()).collect(), latency: [OnceLock::new(), OnceLock::new()] }
+    }
+
+    /// Counts one request: `route` and `client` are indices (for the kept handles) with the
+    /// names their labels carry.
+    pub fn observe(&self, route: Option<(usize, &str)>, client: Option<(usize, &str)>, outcome: &str, seconds: f64) {
+        let route_name = route.map_or("-", |(_, n)| n);
+        let client_name = client.map_or("-", |(_, n)| n);
+        let Some(hot) = HOT_OUTCOMES.iter().position(|o| *o == outcome) else {
+            self.metrics.requests.with_label_values(&[route_name, client_name, outcome]).inc();
+            self.metrics.latency.with_label_values(&[outcome]).observe(seconds);
+            return;
+        };
+        let no_client = self.stride - 1;
+        let slot = match (route, client) {
+            (Some((r, _)), Some((c, _))) if c < no_client => self.counters.get((r * self.stride + c) * HOT_OUTCOMES.len() + hot),
+            (Some((r, _)), None) => self.counters.get((r * self.stride + no_client) * HOT_OUTCOMES.len() + hot),
+            _ => None,
+        };
+        match slot {
+            Some(slot) => slot.get_or_init(|| self.metrics.requests.with_label_values(&[route_name, client_name, outcome])).inc(),
+            None => self.metrics.requests.with_label_values(&[route_name, client_name, outcome]).inc(),
+        }
+        match self.latency.get(hot) {
+            Some(h) => h.get_or_init(|| self.metrics.latency.with_label_values(&[outcome])).observe(seconds),
+            None => self.metrics.latency.with_label_values(&[outcome]).observe(seconds),
+        }
+    }
 }
 
 impl Metrics {
@@ -243,5 +300,32 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_handles_count_under_the_same_labels_as_a_lookup() {
+        let m = Metrics::new();
+        let c = RequestCounters::new(&m, 2, 1);
+        c.observe(Some((1, "orders")), Some((0, "web")), "proxied", 0.001);
+        c.observe(Some((1, "orders")), Some((0, "web")), "proxied", 0.001);
+        c.observe(Some((0, "public")), None, "public", 0.001);
+        c.observe(Some((1, "orders")), Some((0, "web")), "forbidden", 0.001);
+        c.observe(None, None, "no_route", 0.001);
+        // An index the table does not know still counts, by its labels.
+        c.observe(Some((7, "late")), Some((5, "other")), "proxied", 0.001);
+        assert_eq!(m.requests.with_label_values(&["orders", "web", "proxied"]).get(), 2);
+        assert_eq!(m.requests.with_label_values(&["public", "-", "public"]).get(), 1);
+        assert_eq!(m.requests.with_label_values(&["orders", "web", "forbidden"]).get(), 1);
+        assert_eq!(m.requests.with_label_values(&["-", "-", "no_route"]).get(), 1);
+        assert_eq!(m.requests.with_label_values(&["late", "other", "proxied"]).get(), 1);
+        assert_eq!(m.latency.with_label_values(&["proxied"]).get_sample_count(), 3);
+        assert_eq!(m.latency.with_label_values(&["public"]).get_sample_count(), 1);
+        // A pair never seen has no series.
+        assert!(!m.render().contains("route=\"public\",client=\"web\""));
     }
 }

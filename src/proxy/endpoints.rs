@@ -77,12 +77,11 @@ impl Gateway {
 
     /// The request's client: `Origin`, `x-client-origin`, `Referer`, then its own origin.
     pub(super) fn identify(&self, req: &RequestHeader, ctx: &RequestCtx) -> Identified<'_> {
-        let own = self.own_origin(req, ctx);
         self.clients.identify_hints(OriginHints {
             origin: header(req, &ORIGIN),
             client_origin: header(req, &names::X_CLIENT_ORIGIN),
             referer: header(req, &REFERER),
-            own: own.as_ref(),
+            own: self.own_origin(req, ctx),
         })
     }
 

@@ -22,7 +22,7 @@ use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter, AssertionError};
 use crate::identity::credentials::{self, Caller, Credential, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestCounters};
 use crate::responses::{self, Cause, Refusal};
 use crate::upstream::{Upstream, UpstreamError};
 use bytes::{Bytes, BytesMut};
@@ -52,6 +52,8 @@ pub struct Gateway {
     grants: GrantTable,
     /// The sign-in providers (GitHub's clients; the `[idp]`'s code flow is in `Browser`).
     providers: SignInProviders,
+    /// Request metric handles kept per route and client.
+    counters: RequestCounters,
 }
 
 /// The parts of a gateway that outlive a config reload.
@@ -129,6 +131,7 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
+        let counters = RequestCounters::new(&services.metrics, routes.routes().len(), clients.all().len());
         Ok(Gateway {
             routes,
             permission_names: PermissionNames::table(&config.routes, &config.clients),
@@ -140,6 +143,7 @@ impl Gateway {
             proxy: config.proxy.clone(),
             grants: GrantTable::from_config(&config.clients),
             providers: SignInProviders::from_config(&config.providers).map_err(BrowserError::from)?,
+            counters,
             services,
         })
     }
@@ -538,20 +542,8 @@ fn host_header(req: &RequestHeader) -> Option<&[u8]> {
     header(req, &http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
 }
 
-/// A random request id: 16 lowercase hex digits.
-fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n: u64 = rand::random();
-    (0..16).rev().filter_map(|i| HEX.get(((n >> (i * 4)) & 15) as usize)).map(|&d| char::from(d)).collect()
-}
-
 /// `x-request-id` as Pingora takes a header name without copying it (for the response).
 static X_REQUEST_ID: Bytes = Bytes::from_static(b"x-request-id");
-
-/// The request id as a header value (16 hex digits: always valid).
-fn request_id_value(id: &str) -> Result<http::HeaderValue> {
-    http::HeaderValue::from_str(id).or_err(InternalError, "request id is not a header value")
-}
 
 /// The phases Pingora runs, called by [`live::LiveGateway`] on the gateway the request pinned.
 /// Plain methods rather than a second `ProxyHttp` impl: no boxed future per phase.
@@ -559,7 +551,7 @@ impl Gateway {
     /// Every decision is made here, before any byte goes upstream: a refusal is written
     /// directly and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.request_id = new_request_id();
+        ctx.request_id = ctx::RequestId::random();
         self.observe(session, ctx);
         if let Some(handled) = self.gateway_endpoint(session, ctx).await {
             return handled;
@@ -655,7 +647,7 @@ impl Gateway {
                 out.map.insert(self.services.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
             }
         }
-        out.map.insert(names::X_REQUEST_ID.clone(), request_id_value(&ctx.request_id)?);
+        out.map.insert(names::X_REQUEST_ID.clone(), ctx.request_id.header_value().clone());
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
             let mut forwarded = String::with_capacity(48);
             for prev in out.forwarded_for.iter().filter_map(|v| v.to_str().ok()) {
@@ -674,7 +666,7 @@ impl Gateway {
         if let (Some(started), Some(upstream)) = (ctx.upstream_started.take(), self.route(ctx).and_then(|r| self.upstreams.get(r.upstream))) {
             upstream.observe_latency(started.elapsed());
         }
-        resp.insert_header(X_REQUEST_ID.clone(), &ctx.request_id)?;
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.header_value().clone())?;
         self.decorate(resp, ctx);
         Ok(())
     }
@@ -705,8 +697,9 @@ impl Gateway {
 
     /// Counts every request once, by route, client and outcome.
     fn logging(&self, ctx: &RequestCtx) {
-        self.services.metrics.requests.with_label_values(&[self.route_name(ctx), self.client_name(ctx), ctx.outcome]).inc();
-        self.services.metrics.latency.with_label_values(&[ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
+        let route = ctx.route.and_then(|i| Some((i, self.routes.routes().get(i)?.name.as_str())));
+        let client = ctx.client.and_then(|i| Some((i, self.clients.all().get(i)?.name.as_str())));
+        self.counters.observe(route, client, ctx.outcome, ctx.started.elapsed().as_secs_f64());
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use url::Url;
 
 /// What a request says about where it comes from, in the order it is believed.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct OriginHints<'a> {
     /// The `Origin` header.
     pub origin: Option<&'a [u8]>,
@@ -18,7 +18,7 @@ pub struct OriginHints<'a> {
     /// The `Referer` header.
     pub referer: Option<&'a [u8]>,
     /// The request's own origin: scheme + host (forwarded ones from trusted proxies).
-    pub own: Option<&'a Origin>,
+    pub own: Option<Origin>,
 }
 
 /// A configured client app, as the proxy uses it.
@@ -99,6 +99,7 @@ impl ClientRegistry {
     /// is refused; a `Referer` naming no client (a link from another site) defers to the request's
     /// own origin. Unknown origins map to the default client only when one is configured.
     pub fn identify_hints(&self, hints: OriginHints<'_>) -> Identified<'_> {
+        let mut own = hints.own;
         let explicit = hints.origin.or(hints.client_origin);
         let candidate: Result<Origin, String> = if let Some(raw) = explicit {
             let text = String::from_utf8_lossy(raw);
@@ -110,10 +111,9 @@ impl ClientRegistry {
                 .and_then(|r| Url::parse(r).ok())
                 .and_then(|u| Origin::parse(&u.origin().ascii_serialization()).ok())
                 .filter(|o| self.owner(o).is_some());
-            match (from_referer, hints.own) {
-                (Some(o), _) => Ok(o),
-                (None, Some(own)) => Ok(own.clone()),
-                (None, None) => Err("(no Origin, Referer or Host header)".to_string()),
+            match from_referer {
+                Some(o) => Ok(o),
+                None => own.take().ok_or_else(|| "(no Origin, Referer or Host header)".to_string()),
             }
         };
         match candidate {
@@ -121,7 +121,7 @@ impl ClientRegistry {
                 Some((i, client)) => Identified::Known { index: i, client, origin },
                 None => Identified::Unknown(origin.to_string()),
             },
-            Err(text) => match (self.default_client.and_then(|i| Some((i, self.clients.get(i)?))), hints.own.cloned()) {
+            Err(text) => match (self.default_client.and_then(|i| Some((i, self.clients.get(i)?))), own) {
                 (Some((i, client)), Some(origin)) => Identified::Known { index: i, client, origin },
                 _ => Identified::Unknown(text),
             },
@@ -305,7 +305,7 @@ pub(crate) mod tests {
             origin: origin.map(str::as_bytes),
             client_origin: client_origin.map(str::as_bytes),
             referer: referer.map(str::as_bytes),
-            own: own.map(|o| owns.iter().find(|x| x.as_str() == o).expect("a prepared origin")),
+            own: own.map(|o| owns.iter().find(|x| x.as_str() == o).expect("a prepared origin").clone()),
         };
         let cases = [
             (h(Some("https://billing.example.com"), Some("http://localhost:8080"), None, None), "billing https://billing.example.com"),
@@ -319,7 +319,7 @@ pub(crate) mod tests {
             (h(None, None, None, None), "unknown (no Origin, Referer or Host header)"),
         ];
         for (hints, want) in cases {
-            assert_eq!(name(r.identify_hints(hints)), want, "{hints:?}");
+            assert_eq!(name(r.identify_hints(hints.clone())), want, "{hints:?}");
         }
         let with_default = ClientRegistry::from_config(&clients).with_default(Some(1));
         assert_eq!(name(with_default.identify_hints(h(Some("https://evil.example.com"), None, None, None))), "dev https://evil.example.com");

@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics, in a registry of its own served by the admin listener.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::OnceLock;
 
 /// All metrics of one gateway.
 #[derive(Clone)]
@@ -26,6 +27,9 @@ pub struct Metrics {
     pub api_key_exchanges: IntCounterVec,
     /// Decisions of shadow rules (`enforce = false`) by route and what they would do (`allow`, `refuse`).
     pub shadow_decisions: IntCounterVec,
+    /// What shadow grants (`enforce = false`) would change, by client, grant and `would`
+    /// (`allow`: a refused request; `refuse`: an allowed one).
+    pub shadow_grants: IntCounterVec,
     /// Browser sign-ins started (sent to the IdP), by client.
     pub logins_started: IntCounterVec,
     /// Browser sign-ins completed (a session made), by client.
@@ -52,10 +56,69 @@ pub struct Metrics {
     pub logouts: IntCounterVec,
     /// Back-channel logout tokens refused, by reason.
     pub backchannel_refusals: IntCounterVec,
+    /// Re-validations of GitHub sessions against the API, by provider and result
+    /// (`confirmed`, `ended`, `unavailable`).
+    pub github_revalidations: IntCounterVec,
     /// Latency of calls to the session store (Redis), by operation.
     pub session_store_latency: HistogramVec,
     /// Failed calls to the session store (Redis), by operation.
     pub session_store_errors: IntCounterVec,
+}
+
+/// The outcomes nearly every request ends in, whose metric handles [`RequestCounters`] keeps.
+const HOT_OUTCOMES: [&str; 2] = ["proxied", "public"];
+
+/// Most configs have a few routes and clients; past this many (route, client) pairs the
+/// handles are looked up by label values every time instead of kept.
+const MAX_KEPT_PAIRS: usize = 1 << 16;
+
+/// `authgate_requests_total` and `authgate_request_duration_seconds` handles for the hot
+/// outcomes (`proxied`, `public`), resolved on a pair's first request and kept for the
+/// gateway's life (a reload builds new ones): no label hashing and no registry lock per request.
+/// Series still appear in `/metrics` only once used; other outcomes are looked up by label.
+pub struct RequestCounters {
+    metrics: Metrics,
+    /// Clients + 1 (the last slot: no client).
+    stride: usize,
+    /// By (route × stride + client) × 2 + hot outcome.
+    counters: Box<[OnceLock<IntCounter>]>,
+    latency: [OnceLock<Histogram>; 2],
+}
+
+impl RequestCounters {
+    /// Handles for `routes` routes and `clients` clients, resolved lazily.
+    pub fn new(metrics: &Metrics, routes: usize, clients: usize) -> RequestCounters {
+        let stride = clients.saturating_add(1);
+        let pairs = routes.saturating_mul(stride);
+        let kept = if pairs <= MAX_KEPT_PAIRS { pairs * HOT_OUTCOMES.len() } else { 0 };
+        RequestCounters { metrics: metrics.clone(), stride, counters: (0..kept).map(|_| OnceLock::new()).collect(), latency: [OnceLock::new(), OnceLock::new()] }
+    }
+
+    /// Counts one request: `route` and `client` are indices (for the kept handles) with the
+    /// names their labels carry.
+    pub fn observe(&self, route: Option<(usize, &str)>, client: Option<(usize, &str)>, outcome: &str, seconds: f64) {
+        let route_name = route.map_or("-", |(_, n)| n);
+        let client_name = client.map_or("-", |(_, n)| n);
+        let Some(hot) = HOT_OUTCOMES.iter().position(|o| *o == outcome) else {
+            self.metrics.requests.with_label_values(&[route_name, client_name, outcome]).inc();
+            self.metrics.latency.with_label_values(&[outcome]).observe(seconds);
+            return;
+        };
+        let no_client = self.stride - 1;
+        let slot = match (route, client) {
+            (Some((r, _)), Some((c, _))) if c < no_client => self.counters.get((r * self.stride + c) * HOT_OUTCOMES.len() + hot),
+            (Some((r, _)), None) => self.counters.get((r * self.stride + no_client) * HOT_OUTCOMES.len() + hot),
+            _ => None,
+        };
+        match slot {
+            Some(slot) => slot.get_or_init(|| self.metrics.requests.with_label_values(&[route_name, client_name, outcome])).inc(),
+            None => self.metrics.requests.with_label_values(&[route_name, client_name, outcome]).inc(),
+        }
+        match self.latency.get(hot) {
+            Some(h) => h.get_or_init(|| self.metrics.latency.with_label_values(&[outcome])).observe(seconds),
+            None => self.metrics.latency.with_label_values(&[outcome]).observe(seconds),
+        }
+    }
 }
 
 impl Metrics {
@@ -100,6 +163,11 @@ impl Metrics {
             &["route", "would"],
         )
         .expect("metric definition is valid");
+        let shadow_grants = IntCounterVec::new(
+            Opts::new("authgate_shadow_grants_total", "What shadow grants (enforce = false) would change, by client and grant: allow (a refused request), refuse (an allowed one)"),
+            &["client", "grant", "would"],
+        )
+        .expect("metric definition is valid");
         let logins_started =
             IntCounterVec::new(Opts::new("authgate_logins_started_total", "Browser sign-ins sent to the IdP, by client"), &["client"]).expect("metric definition is valid");
         let logins_completed =
@@ -141,6 +209,11 @@ impl Metrics {
         let logouts = IntCounterVec::new(Opts::new("authgate_logouts_total", "Logouts by kind (user, backchannel)"), &["kind"]).expect("metric definition is valid");
         let backchannel_refusals =
             IntCounterVec::new(Opts::new("authgate_backchannel_logout_refusals_total", "Back-channel logout tokens refused, by reason"), &["reason"]).expect("metric definition is valid");
+        let github_revalidations = IntCounterVec::new(
+            Opts::new("authgate_github_revalidations_total", "Re-validations of GitHub sessions against the API, by provider and result: confirmed, ended, unavailable"),
+            &["provider", "result"],
+        )
+        .expect("metric definition is valid");
         let session_store_latency = HistogramVec::new(
             HistogramOpts::new("authgate_session_store_duration_seconds", "Latency of calls to the session store (Redis), by operation")
                 .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
@@ -160,6 +233,7 @@ impl Metrics {
             Box::new(abac_breaker.clone()),
             Box::new(api_key_exchanges.clone()),
             Box::new(shadow_decisions.clone()),
+            Box::new(shadow_grants.clone()),
             Box::new(logins_started.clone()),
             Box::new(logins_completed.clone()),
             Box::new(logins_failed.clone()),
@@ -172,6 +246,7 @@ impl Metrics {
             Box::new(session_refreshes.clone()),
             Box::new(logouts.clone()),
             Box::new(backchannel_refusals.clone()),
+            Box::new(github_revalidations.clone()),
             Box::new(session_store_latency.clone()),
             Box::new(session_store_errors.clone()),
         ] {
@@ -189,6 +264,7 @@ impl Metrics {
             abac_breaker,
             api_key_exchanges,
             shadow_decisions,
+            shadow_grants,
             logins_started,
             logins_completed,
             logins_failed,
@@ -201,6 +277,7 @@ impl Metrics {
             session_refreshes,
             logouts,
             backchannel_refusals,
+            github_revalidations,
             session_store_latency,
             session_store_errors,
         }
@@ -223,5 +300,32 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_handles_count_under_the_same_labels_as_a_lookup() {
+        let m = Metrics::new();
+        let c = RequestCounters::new(&m, 2, 1);
+        c.observe(Some((1, "orders")), Some((0, "web")), "proxied", 0.001);
+        c.observe(Some((1, "orders")), Some((0, "web")), "proxied", 0.001);
+        c.observe(Some((0, "public")), None, "public", 0.001);
+        c.observe(Some((1, "orders")), Some((0, "web")), "forbidden", 0.001);
+        c.observe(None, None, "no_route", 0.001);
+        // An index the table does not know still counts, by its labels.
+        c.observe(Some((7, "late")), Some((5, "other")), "proxied", 0.001);
+        assert_eq!(m.requests.with_label_values(&["orders", "web", "proxied"]).get(), 2);
+        assert_eq!(m.requests.with_label_values(&["public", "-", "public"]).get(), 1);
+        assert_eq!(m.requests.with_label_values(&["orders", "web", "forbidden"]).get(), 1);
+        assert_eq!(m.requests.with_label_values(&["-", "-", "no_route"]).get(), 1);
+        assert_eq!(m.requests.with_label_values(&["late", "other", "proxied"]).get(), 1);
+        assert_eq!(m.latency.with_label_values(&["proxied"]).get_sample_count(), 3);
+        assert_eq!(m.latency.with_label_values(&["public"]).get_sample_count(), 1);
+        // A pair never seen has no series.
+        assert!(!m.render().contains("route=\"public\",client=\"web\""));
     }
 }

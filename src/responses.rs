@@ -127,11 +127,80 @@ pub enum Refusal {
     NotAllowed(Cause),
     /// A login could not be completed; `retry` is where to start again.
     LoginFailed {
+        /// What went wrong, as a metric label.
+        kind: LoginFailure,
         /// What went wrong, for people.
         reason: Cause,
         /// A link that starts a new login.
         retry: Option<String>,
     },
+}
+
+/// Why a sign-in failed, from a fixed set: the `reason` label of
+/// `authgate_logins_failed_total` (the refusal's text may quote the IdP, which must not mint
+/// label values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// Browser sign-in over plain HTTP without `session.allow_insecure_http`.
+    NeedsHttps,
+    /// The sign-in asks for a provider the client does not sign in with.
+    UnknownProvider,
+    /// The sign-in could not be started (its state could not be sealed).
+    NotStarted,
+    /// The callback lacks `state` or `code`.
+    BadResponse,
+    /// The login state is unknown, expired, already used, or from another browser.
+    ExpiredOrReplayed,
+    /// The client the sign-in was for is no longer configured for its origin.
+    ClientRemoved,
+    /// The client no longer signs in with the provider the sign-in went to.
+    ProviderRemoved,
+    /// The provider sent the browser back with an OAuth `error`.
+    IdpError,
+    /// The callback's `iss` names another issuer.
+    WrongIssuer,
+    /// The OIDC authorization request or code exchange failed.
+    OidcError,
+    /// The id_token failed verification.
+    IdTokenRefused,
+    /// GitHub refused the code exchange or the user (not an outage).
+    GitHubRefused,
+}
+
+impl LoginFailure {
+    /// Every reason, for documentation and tests.
+    pub const ALL: [LoginFailure; 12] = [
+        LoginFailure::NeedsHttps,
+        LoginFailure::UnknownProvider,
+        LoginFailure::NotStarted,
+        LoginFailure::BadResponse,
+        LoginFailure::ExpiredOrReplayed,
+        LoginFailure::ClientRemoved,
+        LoginFailure::ProviderRemoved,
+        LoginFailure::IdpError,
+        LoginFailure::WrongIssuer,
+        LoginFailure::OidcError,
+        LoginFailure::IdTokenRefused,
+        LoginFailure::GitHubRefused,
+    ];
+
+    /// The metric label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            LoginFailure::NeedsHttps => "needs_https",
+            LoginFailure::UnknownProvider => "unknown_provider",
+            LoginFailure::NotStarted => "not_started",
+            LoginFailure::BadResponse => "bad_response",
+            LoginFailure::ExpiredOrReplayed => "expired_or_replayed",
+            LoginFailure::ClientRemoved => "client_removed",
+            LoginFailure::ProviderRemoved => "provider_removed",
+            LoginFailure::IdpError => "idp_error",
+            LoginFailure::WrongIssuer => "wrong_issuer",
+            LoginFailure::OidcError => "oidc_error",
+            LoginFailure::IdTokenRefused => "id_token_refused",
+            LoginFailure::GitHubRefused => "github_refused",
+        }
+    }
 }
 
 /// A response ready to write.
@@ -581,9 +650,18 @@ mod tests {
         let r = Refusal::LoginRedirect("https://idp/authorize?x".into()).render("authgate", true, "r");
         assert_eq!(r.header.status, 302);
         assert_eq!(header(&r, "location").unwrap(), "https://idp/authorize?x");
-        let r = Refusal::LoginFailed { reason: "the identity provider answered access_denied".into(), retry: Some("/_authgate/login?rd=%2F".into()) }.render("authgate", true, "r");
+        let r = Refusal::LoginFailed { kind: LoginFailure::IdpError, reason: "the identity provider answered access_denied".into(), retry: Some("/_authgate/login?rd=%2F".into()) }.render("authgate", true, "r");
         let body = std::str::from_utf8(&r.body).unwrap();
         assert!(body.contains("access_denied") && body.contains("href=\"/_authgate/login?rd=%2F\""), "{body}");
+    }
+
+    #[test]
+    fn every_sign_in_failure_has_its_own_label() {
+        let labels: std::collections::HashSet<&str> = LoginFailure::ALL.iter().map(|k| k.as_label()).collect();
+        assert_eq!(labels.len(), LoginFailure::ALL.len(), "two reasons share a label");
+        assert!(labels.iter().all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')), "{labels:?}");
+        // No reason reads as a refusal's outcome, which labels the other sign-in failures.
+        assert!(!labels.contains("idp_unavailable") && !labels.contains("not_allowed"));
     }
 
     #[test]

@@ -103,4 +103,14 @@ fn the_compose_file_wires_two_gateways_redis_the_idp_and_an_echo_behind_one_entr
     let upstream = &config.upstreams[0].addresses[0];
     assert_eq!(upstream.split(':').next_back(), echo["ECHO_LISTEN"].split(':').next_back(), "{upstream} vs {}", echo["ECHO_LISTEN"]);
     assert!(names.contains(&upstream.split(':').next().unwrap()), "{upstream} is not a service");
+
+    // What the README's walk-through says it shows: each instance's admin listener published
+    // (9101, 9102), JSON logs, a health-checked upstream and a shadow rule.
+    for (gateway, port) in [("authgate-1", 9101), ("authgate-2", 9102)] {
+        let mapping = format!("{port}:{}", config.admin.listen.port());
+        assert!(strings(&service(gateway)["ports"]).contains(&mapping), "{gateway} does not publish its admin listener as {mapping}");
+    }
+    assert_eq!(config.log.format, authgate::config::model::LogFormat::Json);
+    assert!(config.upstreams[0].health_check.is_some(), "the upstream is not health-checked");
+    assert!(config.routes.iter().any(|r| !r.enforce), "no shadow rule");
 }

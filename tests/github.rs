@@ -1,6 +1,6 @@
 //! End to end: sign-in through a client's own GitHub OAuth app (a stand-in GitHub over real
 //! sockets), beside an OIDC client on another origin of the same gateway; allow rules, grants,
-//! the chooser page of a two-provider client, re-validation, and GitHub's failures.
+//! shadow grants, the chooser page of a two-provider client, re-validation, and GitHub's failures.
 
 mod common;
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 struct World {
     idp: DevIdp,
     gh: GitHubStandIn,
-    _echo: EchoServer,
+    echo: EchoServer,
     gw: Gateway,
     /// The OIDC client `billing`.
     billing: String,
@@ -58,7 +58,7 @@ impl World {
         World {
             idp,
             gh,
-            _echo: echo,
+            echo,
             gw,
             billing: format!("http://127.0.0.1:{port}"),
             portfolio: format!("http://localhost:{port}"),
@@ -137,8 +137,24 @@ client_id = "gh-portfolio"
 client_secret = "gh-secret"
 
 [[clients.grants]]
+name = "billing-team"
 permissions = ["invoice:read"]
 teams = ["acme/billing"]
+
+# Shadow grants: weighed and counted, giving nothing. One would add report:read for the org;
+# one would narrow invoice:read from the team to one user.
+[[clients.grants]]
+name = "acme-reports"
+enforce = false
+permissions = ["report:read"]
+orgs = ["acme"]
+
+[[clients.grants]]
+name = "invoice-by-login"
+enforce = false
+replaces = "billing-team"
+permissions = ["invoice:read"]
+users = ["hubot"]
 
 [[clients]]
 name = "both"
@@ -323,6 +339,63 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
     assert_eq!(info["provider"], "idp");
 }
 
+/// `authgate_shadow_grants_total` for one grant of `portfolio`.
+async fn shadow_grant_count(w: &World, grant: &str, would: &str) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin)).await.unwrap().text().await.unwrap();
+    let series = format!("authgate_shadow_grants_total{{client=\"portfolio\",grant=\"{grant}\",would=\"{would}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn shadow_grants_are_counted_and_change_nothing() {
+    let w = World::start().await;
+    let invoice = format!("{}/api/invoices/7", w.portfolio);
+    let report = format!("{}/api/reports/1", w.portfolio);
+
+    // octocat has invoice:read through the enforced team grant; the narrowed shadow grant would
+    // take it away: the request goes upstream with the permission, and is counted as "refuse".
+    let octocat = w.browser();
+    github_login(&w, &octocat, &format!("{}/app/", w.portfolio), "octocat").await;
+    let r = api(&octocat, &invoice).await;
+    assert_eq!(r.status(), 200);
+    let echoed: Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-auth-permission"], "client_portfolio:invoice:read", "{echoed}");
+    assert_eq!(echoed["headers"]["x-auth-subject"], "583231");
+    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "refuse").await, 1.0);
+    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "allow").await, 0.0);
+
+    // Nothing enforced gives report:read; the org's shadow grant would: refused (nothing reaches
+    // the upstream), counted as "allow".
+    let before = w.echo.requests();
+    assert_eq!(api(&octocat, &report).await.status(), 403);
+    assert_eq!(w.echo.requests(), before, "a shadow grant let a request through");
+    assert_eq!(shadow_grant_count(&w, "acme-reports", "allow").await, 1.0);
+
+    // hubot (acme, not in the team) is named by the narrowed grant only: refused, counted as "allow".
+    let hubot = w.browser();
+    github_login(&w, &hubot, &format!("{}/app/", w.portfolio), "hubot").await;
+    let before = w.echo.requests();
+    assert_eq!(api(&hubot, &invoice).await.status(), 403);
+    assert_eq!(api(&hubot, &report).await.status(), 403);
+    assert_eq!(w.echo.requests(), before, "a shadow grant let a request through");
+    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "allow").await, 1.0);
+    assert_eq!(shadow_grant_count(&w, "acme-reports", "allow").await, 2.0);
+    // Its session lists only what enforced grants give.
+    let info: Value = api(&hubot, &format!("{}/_authgate/session", w.portfolio)).await.json().await.unwrap();
+    assert_eq!(info["login"], "hubot");
+    assert!(info["permissions"].get("client_portfolio:invoice").is_none() && info["permissions"].get("client_portfolio:report").is_none(), "{info}");
+
+    // A request the shadow grants would not change is not counted.
+    let solo = w.browser();
+    github_login(&w, &solo, &format!("{}/app/", w.portfolio), "solo").await;
+    assert_eq!(api(&solo, &invoice).await.status(), 403);
+    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "allow").await, 1.0);
+    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "refuse").await, 1.0);
+    assert_eq!(shadow_grant_count(&w, "acme-reports", "allow").await, 2.0);
+    let log = w.gw.log.lock().unwrap().clone();
+    assert!(log.contains("shadow grant would change the decision") && log.contains("invoice-by-login"), "{log}");
+}
+
 #[tokio::test]
 async fn allow_rules_admit_orgs_teams_and_users_and_refuse_the_rest() {
     let w = World::start().await;
@@ -439,6 +512,18 @@ async fn sessions_are_revalidated_against_github() {
     w.gh.revoke_tokens("solo");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 401);
+
+    // Counted: confirmed (the burst's one call, solo after the outage), ended (octocat, solo),
+    // unavailable (the rate limit and the 502); and shown on the example dashboard.
+    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin)).await.unwrap().text().await.unwrap();
+    let count = |result: &str| -> f64 {
+        let series = format!("authgate_github_revalidations_total{{provider=\"github\",result=\"{result}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
+    };
+    assert!(count("confirmed") >= 2.0, "{metrics}");
+    assert_eq!(count("ended"), 2.0, "{metrics}");
+    assert_eq!(count("unavailable"), 2.0, "{metrics}");
+    assert_dashboard_metrics_exported(&w.gw, &DASHBOARD_GITHUB_ONLY).await;
 }
 
 #[tokio::test]

@@ -205,6 +205,8 @@ async fn redis_down_means_503_for_sessions_only_and_it_recovers_by_itself() {
     assert_eq!(subject(&b, &format!("{a2}/app/z")).await, Ok("user_alice".into()));
     assert!(w.one.log.lock().unwrap().contains("session store (redis) is reachable again"));
     assert!(metric(&w.one, "authgate_session_store_errors_total{operation=\"get\"}").await.unwrap_or(0.0) >= 1.0);
+    // What the example dashboard shows of the session store exists after this run.
+    assert_dashboard_metrics_exported(&w.one, &DASHBOARD_REDIS_ONLY).await;
 }
 
 #[tokio::test]

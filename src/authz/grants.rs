@@ -2,6 +2,11 @@
 //! `groups` claim value, a GitHub login, organisation or team mapped to permissions in the
 //! client's namespace. They are asked only when the token's own claims do not grant a route's
 //! permission, so a token that grants it costs nothing more.
+//!
+//! A shadow grant (`enforce = false`) gives nothing. Where grants are asked, each shadow grant
+//! is weighed as if it were enforced (in place of the grant it `replaces`, if any), and what it
+//! would change is reported: [`ShadowEffect::Allow`] for a permission the enforced grants do
+//! not give, [`ShadowEffect::Refuse`] for one only the replaced grant gives.
 
 use crate::config::model::{ClientSettings, GrantSpec, IDP_PROVIDER};
 use crate::identity::browser::ConfigGrants;
@@ -14,10 +19,38 @@ struct Rule {
     permissions: Vec<(String, String)>,
 }
 
+impl Rule {
+    /// True when the rule gives `principal` the permission `action` on `entity`.
+    fn gives(&self, principal: &Principal, entity: &str, action: &str) -> bool {
+        self.permissions.iter().any(|(e, a)| e == entity && a == action) && matches(&self.spec, principal)
+    }
+}
+
+/// What a shadow grant would change for one request, were it enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowEffect {
+    /// It would give a permission the enforced grants do not: the request, refused now, would be allowed.
+    Allow,
+    /// The grant it replaces gives the permission and it would not: the request, allowed now, would be refused.
+    Refuse,
+}
+
+impl ShadowEffect {
+    /// The `would` label of `authgate_shadow_grants_total`.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            ShadowEffect::Allow => "allow",
+            ShadowEffect::Refuse => "refuse",
+        }
+    }
+}
+
 /// Every client's grants, by client index.
 #[derive(Default)]
 pub struct GrantTable {
     by_client: Vec<Vec<Rule>>,
+    /// By client index: true when the client has a shadow grant.
+    shadow: Vec<bool>,
 }
 
 impl GrantTable {
@@ -32,25 +65,51 @@ impl GrantTable {
                     .collect()
             })
             .collect();
-        GrantTable { by_client }
+        let shadow = clients.iter().map(|c| c.grants.iter().any(|g| g.shadow)).collect();
+        GrantTable { by_client, shadow }
     }
 
-    /// True when a grant of client `client` gives `principal` the permission `action` on `entity`.
+    /// True when an enforced grant of client `client` gives `principal` the permission `action` on `entity`.
     pub fn grants(&self, client: usize, principal: &Principal, entity: &str, action: &str) -> bool {
-        self.by_client
-            .get(client)
-            .is_some_and(|rules| rules.iter().any(|r| r.permissions.iter().any(|(e, a)| e == entity && a == action) && matches(&r.spec, principal)))
+        self.by_client.get(client).is_some_and(|rules| rules.iter().any(|r| !r.spec.shadow && r.gives(principal, entity, action)))
     }
 
-    /// Every permission client `client`'s grants give `principal`, as `entity → [actions]`.
+    /// True when client `client` has a shadow grant (`enforce = false`).
+    pub fn has_shadow(&self, client: usize) -> bool {
+        self.shadow.get(client).copied().unwrap_or(false)
+    }
+
+    /// Each shadow grant of client `client` that, enforced in place of the grant it replaces,
+    /// would change whether the grants give `principal` the permission `action` on `entity`:
+    /// its name and what it would do. Each shadow grant is weighed on its own.
+    pub fn shadow_effects(&self, client: usize, principal: &Principal, entity: &str, action: &str) -> Vec<(&str, ShadowEffect)> {
+        let Some(rules) = self.by_client.get(client) else { return Vec::new() };
+        let enforced: Vec<usize> = rules.iter().enumerate().filter(|(_, r)| !r.spec.shadow && r.gives(principal, entity, action)).map(|(i, _)| i).collect();
+        let now = !enforced.is_empty();
+        rules
+            .iter()
+            .filter(|r| r.spec.shadow)
+            .filter_map(|r| {
+                let would = r.gives(principal, entity, action) || enforced.iter().any(|&i| r.spec.replaces != Some(i));
+                let effect = match (now, would) {
+                    (false, true) => ShadowEffect::Allow,
+                    (true, false) => ShadowEffect::Refuse,
+                    _ => return None,
+                };
+                Some((r.spec.name.as_deref().unwrap_or("-"), effect))
+            })
+            .collect()
+    }
+
+    /// Every permission client `client`'s enforced grants give `principal`, as `entity → [actions]`.
     pub fn granted(&self, client: usize, principal: &Principal) -> Vec<(&str, &str)> {
         let Some(rules) = self.by_client.get(client) else { return Vec::new() };
-        rules.iter().filter(|r| matches(&r.spec, principal)).flat_map(|r| r.permissions.iter().map(|(e, a)| (e.as_str(), a.as_str()))).collect()
+        rules.iter().filter(|r| !r.spec.shadow && matches(&r.spec, principal)).flat_map(|r| r.permissions.iter().map(|(e, a)| (e.as_str(), a.as_str()))).collect()
     }
 
-    /// True when client `client` has any grant.
+    /// True when client `client` has any enforced grant.
     pub fn any(&self, client: usize) -> bool {
-        self.by_client.get(client).is_some_and(|r| !r.is_empty())
+        self.by_client.get(client).is_some_and(|r| r.iter().any(|r| !r.spec.shadow))
     }
 }
 
@@ -161,7 +220,7 @@ mod tests {
     #[test]
     fn table_in_the_clients_namespace() {
         let spec = grant(|g| g.orgs = vec!["acme".into()]);
-        let table = GrantTable { by_client: vec![vec![Rule { permissions: vec![("client_abc:invoice".into(), "read".into())], spec }]] };
+        let table = GrantTable { by_client: vec![vec![Rule { permissions: vec![("client_abc:invoice".into(), "read".into())], spec }]], shadow: vec![false] };
         let member = github("mona", &["acme"], &[]);
         assert!(table.grants(0, &member, "client_abc:invoice", "read"));
         assert!(!table.grants(0, &member, "client_abc:invoice", "write"));
@@ -169,5 +228,42 @@ mod tests {
         assert!(!table.grants(1, &member, "client_abc:invoice", "read"), "another client");
         assert!(!table.grants(0, &github("mona", &["other"], &[]), "client_abc:invoice", "read"));
         assert_eq!(table.permissions(0, &member), serde_json::json!({"client_abc:invoice": ["read"]}));
+    }
+
+    #[test]
+    fn shadow_grants_give_nothing_and_say_what_they_would_change() {
+        let rule = |name: &str, shadow: bool, replaces: Option<usize>, f: fn(&mut GrantSpec)| {
+            let mut spec = grant(f);
+            spec.name = Some(name.into());
+            spec.shadow = shadow;
+            spec.replaces = replaces;
+            Rule { permissions: vec![("client_abc:invoice".into(), "read".into())], spec }
+        };
+        // The org grant is enforced; "team-only" would narrow it to a team; "solo" would add a user.
+        let table = GrantTable {
+            by_client: vec![vec![
+                rule("org", false, None, |g| g.orgs = vec!["acme".into()]),
+                rule("team-only", true, Some(0), |g| g.teams = vec!["acme/billing".into()]),
+                rule("solo", true, None, |g| g.users = vec!["solo".into()]),
+            ]],
+            shadow: vec![true],
+        };
+        let effects = |p: &Principal| table.shadow_effects(0, p, "client_abc:invoice", "read");
+        let team_member = github("octocat", &["acme"], &["acme/billing"]);
+        let org_member = github("hubot", &["acme"], &[]);
+        let solo = github("solo", &[], &[]);
+        assert!(table.has_shadow(0) && !table.has_shadow(1));
+
+        assert!(table.grants(0, &team_member, "client_abc:invoice", "read"));
+        assert_eq!(effects(&team_member), [], "the narrowed grant still names the team");
+        assert!(table.grants(0, &org_member, "client_abc:invoice", "read"));
+        assert_eq!(effects(&org_member), [("team-only", ShadowEffect::Refuse)], "an org member outside the team would lose it");
+        assert!(!table.grants(0, &solo, "client_abc:invoice", "read"), "a shadow grant gives nothing");
+        assert_eq!(effects(&solo), [("solo", ShadowEffect::Allow)]);
+        assert_eq!(table.shadow_effects(0, &solo, "client_abc:invoice", "write"), [], "another permission");
+        assert_eq!(table.permissions(0, &solo), serde_json::json!({}), "session info shows enforced grants only");
+        assert_eq!(table.permissions(0, &org_member), serde_json::json!({"client_abc:invoice": ["read"]}));
+        assert_eq!(ShadowEffect::Allow.as_label(), "allow");
+        assert_eq!(ShadowEffect::Refuse.as_label(), "refuse");
     }
 }

@@ -212,6 +212,12 @@ pub struct ClientProviderFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantFile {
+    /// The grant's name in logs and metrics; required for a shadow grant or one replaced by one.
+    pub name: Option<String>,
+    /// `false`: a shadow grant, evaluated, logged and counted but giving nothing (default `true`).
+    pub enforce: Option<bool>,
+    /// The `name` of an enforced grant of this client that this shadow grant would replace.
+    pub replaces: Option<String>,
     /// What is granted: `resource:action`, as routes' `permission`.
     pub permissions: Option<Vec<String>>,
     /// Only users signed in through this provider (a `[[providers]]` name or `idp`).

@@ -234,6 +234,12 @@ impl AllowRules {
 /// Permissions given by config to the users a grant's selectors name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrantSpec {
+    /// The grant's name (`name`), for logs and metrics.
+    pub name: Option<String>,
+    /// A shadow grant (`enforce = false`): evaluated and counted, never applied.
+    pub shadow: bool,
+    /// The index, among the client's grants, of the enforced grant this shadow grant would replace.
+    pub replaces: Option<usize>,
     /// `(resource, action)` pairs, in the client's namespace.
     pub permissions: Vec<(String, String)>,
     /// Only users of this provider.

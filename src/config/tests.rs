@@ -410,3 +410,35 @@ fn the_redis_session_store_is_validated() {
     assert!(!format!("{c:?}").contains(password) && !format!("{c:?}").contains(key), "the URL's password and the key never show");
     assert!(matches!(parse("test.toml", VALID, &env).unwrap().session.store, crate::config::model::SessionStoreSettings::Memory), "memory by default");
 }
+
+#[test]
+fn shadow_grants_are_named_and_replace_only_an_enforced_grant_of_their_client() {
+    let shadow = "\n[[clients.grants]]\nname = \"admins-only\"\nenforce = false\nreplaces = \"writers\"\npermissions = [\"invoice:write\"]\nteams = [\"acme/admins\"]\n";
+    let text = format!("{VALID}{PROVIDERS}").replace("permissions = [\"invoice:read\", \"invoice:write\"]", "name = \"writers\"\npermissions = [\"invoice:read\", \"invoice:write\"]") + shadow;
+    let c = parse("test.toml", &text, &env).unwrap();
+    let grants = &c.clients[1].grants;
+    assert!(!grants[0].shadow && grants[0].name.as_deref() == Some("writers"), "grants enforce by default");
+    assert!(grants[2].shadow);
+    assert_eq!(grants[2].replaces, Some(0));
+    assert_eq!(grants[1].name, None, "an enforced grant needs no name");
+
+    let bad = [
+        (text.replace("name = \"admins-only\"\n", ""), "clients[1].grants[2].enforce: a shadow grant (enforce = false) needs a name"),
+        (text.replace("replaces = \"writers\"", "replaces = \"nobody\""), "clients[1].grants[2].replaces: \"nobody\" is not the name of a grant of this client"),
+        (text.replace("enforce = false\n", ""), "clients[1].grants[2].replaces: only a shadow grant (enforce = false) replaces another"),
+        (text.replace("name = \"writers\"", "name = \"writers\"\nenforce = false"), "clients[1].grants[2].replaces: \"writers\" is a shadow grant"),
+        (text.replace("name = \"admins-only\"", "name = \"writers\""), "clients[1].grants[2].name: \"writers\" names another grant of this client too"),
+        (text.replace("name = \"admins-only\"", "name = \"admins only\""), "clients[1].grants[2].name: \"admins only\" is not a grant name"),
+        (
+            text.replace("name = \"writers\"\n", "").replace(
+                "client_secret = \"${BILLING_SECRET}\"\n\n[[upstreams]]",
+                "client_secret = \"${BILLING_SECRET}\"\n\n[[clients.grants]]\nname = \"writers\"\npermissions = [\"invoice:read\"]\nemails = [\"a@example.com\"]\n\n[[upstreams]]",
+            ),
+            "clients[1].grants[2].replaces: \"writers\" is not the name of a grant of this client",
+        ),
+    ];
+    for (text, want) in bad {
+        let p = problems(&text);
+        assert!(p.iter().any(|l| l.starts_with("test.toml:") && l.contains(want)), "missing {want:?} in {p:#?}");
+    }
+}

@@ -448,6 +448,7 @@ fn client_sign_in(
 /// `[[clients.grants]]`.
 fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], at: &KeyPath, problems: &mut Problems) -> Vec<GrantSpec> {
     let mut out = Vec::new();
+    let mut replaces = Vec::new();
     for (j, f) in list.unwrap_or_default().into_iter().enumerate() {
         let at = at.key("grants").index(j);
         let mut permissions = Vec::new();
@@ -483,7 +484,24 @@ fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], a
             }
             out
         };
+        let name = f.name.filter(|n| {
+            let ok = !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                problems.add(&at.key("name"), format!("{n:?} is not a grant name: 1 to 64 letters, digits, -, _ and . (it is a metric label)"));
+            }
+            ok
+        });
+        let shadow = f.enforce == Some(false);
+        if shadow && name.is_none() {
+            problems.add(&at.key("enforce"), "a shadow grant (enforce = false) needs a name: it labels the grant's metric and logs");
+        }
+        if f.replaces.is_some() && !shadow {
+            problems.add(&at.key("replaces"), "only a shadow grant (enforce = false) replaces another: an enforced grant only adds");
+        }
         let grant = GrantSpec {
+            name,
+            shadow,
+            replaces: None,
             permissions,
             subjects: plain(f.subjects, "subjects", problems),
             emails: lowercase_names(f.emails, &at.key("emails"), problems, |v| (!v.contains('@') || v.contains(char::is_whitespace)).then_some("is not an email address")),
@@ -500,7 +518,27 @@ fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], a
         if selectors == 0 {
             problems.add(&at, "names nobody: give subjects, emails, email_domains, groups, users, orgs or teams");
         }
+        if let Some(n) = &grant.name {
+            if out.iter().any(|g: &GrantSpec| g.name.as_ref() == Some(n)) {
+                problems.add(&at.key("name"), format!("{n:?} names another grant of this client too: grant names are unique within a client"));
+            }
+        }
         out.push(grant);
+        replaces.push(f.replaces);
+    }
+    // A shadow grant replaces an enforced grant of the same client, named after all are read.
+    for (j, wanted) in replaces.into_iter().enumerate() {
+        let Some(wanted) = wanted else { continue };
+        let at = at.key("grants").index(j).key("replaces");
+        match out.iter().position(|g| g.name.as_ref() == Some(&wanted)) {
+            Some(k) if out.get(k).is_some_and(|g| g.shadow) => problems.add(&at, format!("{wanted:?} is a shadow grant: name an enforced grant of this client")),
+            Some(k) => {
+                if let Some(g) = out.get_mut(j) {
+                    g.replaces = Some(k);
+                }
+            }
+            None => problems.add(&at, format!("{wanted:?} is not the name of a grant of this client")),
+        }
     }
     out
 }

@@ -24,7 +24,7 @@ use crate::identity::Principal;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::redirects;
-use crate::responses::{self, Cause, Refusal, Rendered};
+use crate::responses::{self, Cause, LoginFailure, Refusal, Rendered};
 use crate::secret::Secret;
 use http::header::{COOKIE, ORIGIN};
 use http::StatusCode;
@@ -350,7 +350,9 @@ impl Browser {
         if current.generation != seen.generation {
             return Ok(Some(current));
         }
+        let count = |result: &str| self.metrics.github_revalidations.with_label_values(&[gh.name(), result]).inc();
         let ended = |why: String| {
+            count("ended");
             tracing::info!(client = %client.name, subject = %current.subject, provider = gh.name(), reason = %why, "session ended at re-validation");
         };
         match gh.user(&current.tokens.access_token, client.needs_orgs()).await {
@@ -365,6 +367,7 @@ impl Browser {
                 Ok(None)
             }
             Ok(user) => {
+                count("confirmed");
                 let mut fresh = (*current).clone();
                 fresh.email = Some(user.email);
                 fresh.name = user.name;
@@ -377,7 +380,10 @@ impl Browser {
                 }
                 Ok(Some(fresh))
             }
-            Err(e) if e.is_unavailable() => Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e) if e.is_unavailable() => {
+                count("unavailable");
+                Err(Refusal::IdpUnavailable(Cause::of(e)))
+            }
             Err(e) => {
                 ended(e.to_string());
                 self.sessions.remove(id).await?;
@@ -498,6 +504,7 @@ impl Browser {
         let req = v.req;
         if !v.https && !self.settings.allow_insecure_http {
             return Err(Refusal::LoginFailed {
+                kind: LoginFailure::NeedsHttps,
                 reason: "browser sign-in needs HTTPS: serve the gateway over HTTPS (or set session.allow_insecure_http for local development)".into(),
                 retry: None,
             });
@@ -512,16 +519,16 @@ impl Browser {
             Some((p, None)) if p.name == IDP_PROVIDER => {
                 let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
                 let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
-                let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { reason: Cause::of(e), retry: None })?;
+                let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { kind: LoginFailure::OidcError, reason: Cause::of(e), retry: None })?;
                 (auth.url, auth.state, auth.nonce, auth.pkce_verifier, String::new())
             }
-            _ => return Err(Refusal::LoginFailed { reason: format!("the sign-in provider {:?} is not configured", sign_in.name).into(), retry: None }),
+            _ => return Err(Refusal::LoginFailed { kind: LoginFailure::UnknownProvider, reason: format!("the sign-in provider {:?} is not configured", sign_in.name).into(), retry: None }),
         };
         let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
         let now = now_secs();
         let login = LoginState { state, nonce, pkce_verifier, return_to, redirect_uri, origin: origin.to_string(), client: client.name.clone(), provider, issued_at: now };
         let name = spec.login_cookie(&cookie_suffix(&login.state));
-        let sealed = self.login_sealer.seal(&name, &login).ok_or_else(|| Refusal::LoginFailed { reason: "the sign-in could not be started; try again".into(), retry: None })?;
+        let sealed = self.login_sealer.seal(&name, &login).ok_or_else(|| Refusal::LoginFailed { kind: LoginFailure::NotStarted, reason: "the sign-in could not be started; try again".into(), retry: None })?;
         // The browser's other logins in flight: unreadable or expired ones are cleared, and the
         // oldest beyond the cap, so that this one fits.
         let timeout = self.settings.login_timeout.as_secs();
@@ -557,6 +564,7 @@ impl Browser {
             .unwrap_or_else(|| format!("{origin}/"));
         let chosen = match query_param(req, "provider") {
             Some(name) => Some(client.sign_in.iter().find(|s| s.name == name).ok_or_else(|| Refusal::LoginFailed {
+                kind: LoginFailure::UnknownProvider,
                 reason: format!("{} does not sign in with {:?}", client.branding.display_name, tame(&name)).into(),
                 retry: Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to))),
             })?),
@@ -592,16 +600,16 @@ impl Browser {
     /// removed since the login started, or no longer owning the login's origin, fails closed.
     async fn callback(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
         let req = v.req;
-        let fail = |reason: &str, retry: Option<String>| Refusal::LoginFailed { reason: reason.into(), retry };
+        let fail = |kind: LoginFailure, reason: &str, retry: Option<String>| Refusal::LoginFailed { kind, reason: reason.into(), retry };
         let start_over = || Some(LOGIN_PATH.to_string());
-        let state = query_param(req, "state").ok_or_else(|| fail("the sign-in response has no state", start_over()))?;
+        let state = query_param(req, "state").ok_or_else(|| fail(LoginFailure::BadResponse, "the sign-in response has no state", start_over()))?;
         let spec = self.cookies(v.https);
         let name = spec.login_cookie(&cookie_suffix(&state));
         let sealed = self.cookie(req, &name);
         if sealed.is_some() {
             v.set_cookies.push(spec.clear(&name));
         }
-        let gone = || fail("this sign-in expired or was already used, or it was started in another browser (or its cookie was blocked)", start_over());
+        let gone = || fail(LoginFailure::ExpiredOrReplayed, "this sign-in expired or was already used, or it was started in another browser (or its cookie was blocked)", start_over());
         let login = sealed.and_then(|v| self.login_sealer.open(&name, v)).filter(|l| l.has_state(&state)).ok_or_else(gone)?;
         if !login.fresh(now_secs(), self.settings.login_timeout.as_secs()) {
             return Err(gone());
@@ -610,7 +618,7 @@ impl Browser {
         let found = v.clients.all().iter().position(|c| c.name == login.client).zip(origin);
         let Some((index, origin)) = found.filter(|(i, o)| v.clients.belongs(*i, o)) else {
             tracing::info!(request_id = %v.request_id, client = %login.client, "sign-in refused: its client is no longer configured for its origin");
-            return Err(fail("the application this sign-in was for is no longer configured here", start_over()));
+            return Err(fail(LoginFailure::ClientRemoved, "the application this sign-in was for is no longer configured here", start_over()));
         };
         let client = v.client_at(index)?;
         v.client = Some(index);
@@ -621,13 +629,13 @@ impl Browser {
         });
         if let Some(error) = query_param(req, "error") {
             let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
-            return Err(Refusal::LoginFailed { reason: format!("the identity provider answered {}{detail}", tame(&error)).into(), retry: restart });
+            return Err(Refusal::LoginFailed { kind: LoginFailure::IdpError, reason: format!("the identity provider answered {}{detail}", tame(&error)).into(), retry: restart });
         }
         let provider = if login.provider.is_empty() { IDP_PROVIDER } else { login.provider.as_str() };
         let Some(sign_in) = client.sign_in.iter().find(|s| s.name == provider) else {
-            return Err(fail(&format!("{} no longer signs in with {provider}", client.branding.display_name), start_over()));
+            return Err(fail(LoginFailure::ProviderRemoved, &format!("{} no longer signs in with {provider}", client.branding.display_name), start_over()));
         };
-        let code = query_param(req, "code").ok_or_else(|| fail("the sign-in response has no code", restart.clone()))?;
+        let code = query_param(req, "code").ok_or_else(|| fail(LoginFailure::BadResponse, "the sign-in response has no code", restart.clone()))?;
         let data = match v.providers.github(provider) {
             Some(gh) => self.github_sign_in(gh, client, sign_in, &login, &code, &origin, restart).await?,
             None => self.oidc_sign_in(req, client, &login, &code, &origin, restart).await?,
@@ -649,16 +657,16 @@ impl Browser {
 
     /// The end of an OIDC login: the `iss` of the response, the code exchanged, the id_token verified.
     async fn oidc_sign_in(&self, req: &RequestHeader, client: &ClientApp, login: &LoginState, code: &str, origin: &Origin, restart: Option<String>) -> Result<SessionData, Refusal> {
-        let fail = |reason: Cause| Refusal::LoginFailed { reason, retry: restart.clone() };
+        let fail = |kind: LoginFailure, reason: Cause| Refusal::LoginFailed { kind, reason, retry: restart.clone() };
         if let Some(iss) = query_param(req, "iss") {
             if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
-                return Err(fail("the sign-in response comes from another issuer".into()));
+                return Err(fail(LoginFailure::WrongIssuer, "the sign-in response comes from another issuer".into()));
             }
         }
         let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
-        let tokens = self.oidc.exchange_code(&provider, client, code, &login.pkce_verifier, &login.redirect_uri).await.map_err(|e| fail(Cause::of(e)))?;
+        let tokens = self.oidc.exchange_code(&provider, client, code, &login.pkce_verifier, &login.redirect_uri).await.map_err(|e| fail(LoginFailure::OidcError, Cause::of(e)))?;
         let id_token = tokens.id_token.unwrap_or_default();
-        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &login.nonce).await.map_err(|e| fail(format!("the id_token was refused: {e}").into()))?;
+        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &login.nonce).await.map_err(|e| fail(LoginFailure::IdTokenRefused, format!("the id_token was refused: {e}").into()))?;
         // The IdP's session at this client, for back-channel logout (the id_token is verified).
         let sid = verified_claim(&id_token, "sid");
         let now = now_secs();
@@ -699,7 +707,7 @@ impl Browser {
             if e.is_unavailable() {
                 Refusal::IdpUnavailable(Cause::of(e))
             } else {
-                Refusal::LoginFailed { reason: Cause::of(e), retry: restart.clone() }
+                Refusal::LoginFailed { kind: LoginFailure::GitHubRefused, reason: Cause::of(e), retry: restart.clone() }
             }
         };
         let needs_orgs = client.needs_orgs();

@@ -2,8 +2,56 @@
 
 use crate::authz::permissions::PermissionNames;
 use crate::identity::credentials::Caller;
+use http::HeaderValue;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// A request's id: 16 random lowercase hex digits, made once as a header value and reused for
+/// the upstream's and the response's `x-request-id` and for the logs.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// A fresh random id.
+    pub fn random() -> RequestId {
+        let n: u64 = rand::random();
+        let mut digits = [0u8; 16];
+        for (i, d) in digits.iter_mut().enumerate() {
+            let nibble = ((n >> (60 - 4 * i)) & 15) as u8;
+            *d = if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 };
+        }
+        // Hex digits are always a valid header value.
+        RequestId(HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("-")))
+    }
+
+    /// No id yet (before `request_filter` runs).
+    pub fn none() -> RequestId {
+        RequestId(HeaderValue::from_static("-"))
+    }
+
+    /// The id as a header value (cloning it shares the bytes).
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("-")
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Per-request state, filled in as the request moves through the gateway.
 pub struct RequestCtx {
@@ -12,7 +60,7 @@ pub struct RequestCtx {
     /// When the request arrived.
     pub started: Instant,
     /// The id sent back in `x-request-id` and written to logs.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Index of the matched route.
     pub route: Option<usize>,
     /// Index of the calling client app.
@@ -66,7 +114,7 @@ impl RequestCtx {
         RequestCtx {
             gateway: None,
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::none(),
             route: None,
             client: None,
             normalized_path: None,
@@ -96,5 +144,20 @@ impl RequestCtx {
 impl Default for RequestCtx {
     fn default() -> Self {
         RequestCtx::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_ids_are_16_lowercase_hex_digits_and_differ() {
+        let a = RequestId::random();
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{a}");
+        assert_eq!(a.header_value().as_bytes(), a.as_bytes());
+        assert_ne!(a.as_str(), RequestId::random().as_str());
+        assert_eq!(a.to_string(), a.as_str());
     }
 }

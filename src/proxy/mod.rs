@@ -23,7 +23,7 @@ use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter, AssertionError};
 use crate::identity::credentials::{self, Caller, Credential, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestCounters};
 use crate::responses::{self, Cause, Refusal};
 use crate::upstream::{Upstream, UpstreamError};
 use bytes::{Bytes, BytesMut};
@@ -53,6 +53,8 @@ pub struct Gateway {
     grants: GrantTable,
     /// The sign-in providers (GitHub's clients; the `[idp]`'s code flow is in `Browser`).
     providers: SignInProviders,
+    /// Request metric handles kept per route and client.
+    counters: RequestCounters,
 }
 
 /// The parts of a gateway that outlive a config reload.
@@ -130,6 +132,7 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
+        let counters = RequestCounters::new(&services.metrics, routes.routes().len(), clients.all().len());
         Ok(Gateway {
             routes,
             permission_names: PermissionNames::table(&config.routes, &config.clients),
@@ -141,6 +144,7 @@ impl Gateway {
             proxy: config.proxy.clone(),
             grants: GrantTable::from_config(&config.clients),
             providers: SignInProviders::from_config(&config.providers).map_err(BrowserError::from)?,
+            counters,
             services,
         })
     }
@@ -237,6 +241,26 @@ impl Gateway {
         }
         ctx.shadow_unverified = ctx.caller.is_none();
         Ok(())
+    }
+
+    /// Counts and logs what the client's shadow grants (`enforce = false`) would change for the
+    /// caller's permission, which its token does not grant; they change nothing.
+    fn shadow_grants(&self, ctx: &RequestCtx, client: usize, names: &PermissionNames) {
+        let Some(caller) = ctx.caller.as_ref() else { return };
+        let client_name = self.clients.all().get(client).map_or("-", |c| c.name.as_str());
+        for (grant, effect) in self.grants.shadow_effects(client, &caller.principal, &names.entity, &names.action) {
+            self.services.metrics.shadow_grants.with_label_values(&[client_name, grant, effect.as_label()]).inc();
+            tracing::info!(
+                request_id = %ctx.request_id,
+                client = client_name,
+                grant,
+                subject = %caller.principal.subject,
+                entity = %names.entity,
+                permission = %names.action,
+                would = effect.as_label(),
+                "shadow grant would change the decision; not applied (enforce = false)"
+            );
+        }
     }
 
     /// Host and path → route. Saves the route's index, and the path and host the upstream gets
@@ -358,6 +382,9 @@ impl Gateway {
         let mut decision = permissions::check(&caller.principal, &names.entity, routed.entity_id(), &names.action);
         // The config's grants, asked only when the token's claims do not grant it; never for
         // API keys, whose exchanged token carries the key's own permissions.
+        if decision == Decision::Denied && self.grants.has_shadow(client) && !matches!(caller.credential, Credential::ApiKey(_)) {
+            self.shadow_grants(ctx, client, &names);
+        }
         if decision == Decision::Denied && !matches!(caller.credential, Credential::ApiKey(_)) && self.grants.grants(client, &caller.principal, &names.entity, &names.action) {
             decision = Decision::Granted;
             ctx.decision = "grant";
@@ -516,20 +543,8 @@ fn host_header(req: &RequestHeader) -> Option<&[u8]> {
     header(req, &http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
 }
 
-/// A random request id: 16 lowercase hex digits.
-fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n: u64 = rand::random();
-    (0..16).rev().filter_map(|i| HEX.get(((n >> (i * 4)) & 15) as usize)).map(|&d| char::from(d)).collect()
-}
-
 /// `x-request-id` as Pingora takes a header name without copying it (for the response).
 static X_REQUEST_ID: Bytes = Bytes::from_static(b"x-request-id");
-
-/// The request id as a header value (16 hex digits: always valid).
-fn request_id_value(id: &str) -> Result<http::HeaderValue> {
-    http::HeaderValue::from_str(id).or_err(InternalError, "request id is not a header value")
-}
 
 /// The phases Pingora runs, called by [`live::LiveGateway`] on the gateway the request pinned.
 /// Plain methods rather than a second `ProxyHttp` impl: no boxed future per phase.
@@ -537,7 +552,7 @@ impl Gateway {
     /// Every decision is made here, before any byte goes upstream: a refusal is written
     /// directly and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.request_id = new_request_id();
+        ctx.request_id = ctx::RequestId::random();
         self.observe(session, ctx);
         if let Some(handled) = self.gateway_endpoint(session, ctx).await {
             return handled;
@@ -633,7 +648,7 @@ impl Gateway {
                 out.map.insert(self.services.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
             }
         }
-        out.map.insert(names::X_REQUEST_ID.clone(), request_id_value(&ctx.request_id)?);
+        out.map.insert(names::X_REQUEST_ID.clone(), ctx.request_id.header_value().clone());
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
             let mut forwarded = String::with_capacity(48);
             for prev in out.forwarded_for.iter().filter_map(|v| v.to_str().ok()) {
@@ -652,7 +667,7 @@ impl Gateway {
         if let (Some(started), Some(upstream)) = (ctx.upstream_started.take(), self.route(ctx).and_then(|r| self.upstreams.get(r.upstream))) {
             upstream.observe_latency(started.elapsed());
         }
-        resp.insert_header(X_REQUEST_ID.clone(), &ctx.request_id)?;
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.header_value().clone())?;
         self.decorate(resp, ctx);
         Ok(())
     }
@@ -694,8 +709,9 @@ impl Gateway {
 
     /// Counts every request once, by route, client and outcome.
     fn logging(&self, ctx: &RequestCtx) {
-        self.services.metrics.requests.with_label_values(&[self.route_name(ctx), self.client_name(ctx), ctx.outcome]).inc();
-        self.services.metrics.latency.with_label_values(&[ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
+        let route = ctx.route.and_then(|i| Some((i, self.routes.routes().get(i)?.name.as_str())));
+        let client = ctx.client.and_then(|i| Some((i, self.clients.all().get(i)?.name.as_str())));
+        self.counters.observe(route, client, ctx.outcome, ctx.started.elapsed().as_secs_f64());
     }
 }
 

@@ -5,6 +5,7 @@
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -446,4 +447,54 @@ pub async fn sign_in(origin: &str, path: &str, user: &str) -> String {
     let r = browser.get(&callback).header("cookie", login.join("; ")).send().await.unwrap();
     assert_eq!(r.status(), 302, "the callback did not sign in");
     cookies(&r).into_iter().find(|c| c.starts_with("authgate=")).expect("no session cookie")
+}
+
+/// Metrics the example dashboard queries that only a gateway with a Redis session store
+/// exports: checked against a run with Redis (tests/redis.rs).
+pub const DASHBOARD_REDIS_ONLY: [&str; 2] = ["authgate_session_store_duration_seconds_bucket", "authgate_session_store_errors_total"];
+
+/// Metrics the example dashboard queries that only GitHub sign-ins export: checked against a run
+/// with GitHub sessions (tests/github.rs).
+pub const DASHBOARD_GITHUB_ONLY: [&str; 1] = ["authgate_github_revalidations_total"];
+
+/// Every metric name a query of the example dashboard (`config/grafana-dashboard.json`) reads
+/// (histograms by their `_bucket`/`_count` series).
+pub fn dashboard_metrics() -> BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+    let mut names = BTreeSet::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_else(|| panic!("a target without expr in {}", panel["title"]));
+            let mut rest = expr;
+            while let Some(at) = rest.find("authgate_") {
+                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    assert!(panels.len() >= 10 && names.len() >= 15, "the dashboard reads too little: {names:?}");
+    names
+}
+
+/// The metric names with a sample in `gw`'s `/metrics`.
+pub async fn exported_metrics(gw: &Gateway) -> BTreeSet<String> {
+    let text = client().get(format!("{}/metrics", gw.admin)).send().await.unwrap().text().await.unwrap();
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).filter(|n| !n.is_empty()).map(str::to_string).collect()
+}
+
+/// Asserts that the dashboard queries each of `names` and that `gw` exports a sample of each
+/// (within a few seconds: some are counted after the response).
+pub async fn assert_dashboard_metrics_exported(gw: &Gateway, names: &[&str]) {
+    let dashboard = dashboard_metrics();
+    for name in names {
+        assert!(dashboard.contains(*name), "the dashboard no longer queries {name}: drop it from the list");
+    }
+    let present = |exported: &BTreeSet<String>| names.iter().all(|n| exported.contains(*n));
+    eventually(Duration::from_secs(5), || async { present(&exported_metrics(gw).await) }).await;
+    let exported = exported_metrics(gw).await;
+    let missing: Vec<&&str> = names.iter().filter(|n| !exported.contains(**n)).collect();
+    assert!(missing.is_empty(), "the dashboard queries metrics /metrics does not have: {missing:?}");
 }

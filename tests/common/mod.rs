@@ -16,9 +16,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The audience every test config accepts.
 pub const AUDIENCE: &str = "https://api.test";
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port (bound and released; good enough for tests), never one this process
+/// was handed before: the kernel may give a port just released to the next bind, so two
+/// calls in a row (a proxy's and its admin's port) could otherwise name the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("no loopback port that this test process was not handed already, in 1000 binds")
 }
 
 /// Seconds since the epoch.

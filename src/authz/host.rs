@@ -33,6 +33,14 @@ pub struct RoutedHost<'a> {
     pub forward: Option<String>,
 }
 
+/// The unchecked `host[:port]` the request is routed on, picked as [`request_host`] picks it:
+/// for code that runs after `request_host` accepted the request and must read the same host
+/// (the request's own origin), never `Host` when an absolute-form target overrides it.
+pub fn routed_authority(req: &RequestHeader) -> Option<&[u8]> {
+    let target = pingora::http::authority::raw_target_authority(req.raw_path());
+    target.authority().or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())).or_else(|| req.headers.get(&http::header::HOST).map(|v| v.as_bytes()))
+}
+
 /// The request's host: an absolute-form target's authority (it overrides `Host`, RFC 9112
 /// §3.2.2), else HTTP/2's `:authority`, else `Host`. HTTP/1.1 needs exactly one `Host`;
 /// HTTP/1.0 may have none (`Ok(None)`).
@@ -163,6 +171,11 @@ mod tests {
             let got = request_host(&req).map(|h| h.map(|h| (h.name.into_owned(), h.forward)));
             let want = want.map(|h| h.map(|(n, f)| (n.to_string(), f.map(str::to_string))));
             assert_eq!(got, want, "{version:?} {target} {hosts:?}");
+            // What the request's own origin is built from names the host routing read.
+            if let Ok(Some((name, _))) = &got {
+                let own = routed_authority(&req).and_then(split_host).map(|(n, _)| n.trim_end_matches('.').to_ascii_lowercase());
+                assert_eq!(own.as_deref(), Some(name.as_str()), "{version:?} {target} {hosts:?}: own origin from another host");
+            }
         }
     }
 }

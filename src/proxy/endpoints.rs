@@ -3,7 +3,7 @@
 //! through [`crate::identity::browser::Browser`], CORS preflights), answered in `request_filter` before route matching.
 
 use super::ctx::RequestCtx;
-use super::{header, host_header, Gateway};
+use super::{header, Gateway};
 use crate::clients::{Identified, OriginHints, UnknownOrigin};
 use crate::cors;
 use crate::headers::names;
@@ -54,11 +54,12 @@ impl Gateway {
         }
     }
 
-    /// The request's own origin, `scheme://host[:port]` (the host from `X-Forwarded-Host`
-    /// when a trusted proxy sends one). Built only when needed: most requests never ask.
+    /// The request's own origin, `scheme://host[:port]`: the host routing read (an
+    /// absolute-form target's authority over `Host`), or `X-Forwarded-Host` when a trusted
+    /// proxy sends one. Built only when needed: most requests never ask.
     fn own_origin(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<Origin> {
         let forwarded = if ctx.trusted_proxy { first_value(req, &names::X_FORWARDED_HOST) } else { None };
-        let host = forwarded.or_else(|| host_header(req).and_then(|h| std::str::from_utf8(h).ok()))?;
+        let host = forwarded.or_else(|| crate::authz::host::routed_authority(req).and_then(|h| std::str::from_utf8(h).ok()))?;
         let scheme = if ctx.https { "https://" } else { "http://" };
         let mut text = String::with_capacity(scheme.len() + host.len());
         text.push_str(scheme);

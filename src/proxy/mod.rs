@@ -538,11 +538,6 @@ fn header<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a [u8
     req.headers.get(name).map(|v| v.as_bytes())
 }
 
-/// The `Host` header, or the authority of an absolute-form / HTTP/2 request.
-fn host_header(req: &RequestHeader) -> Option<&[u8]> {
-    header(req, &http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
-}
-
 /// `x-request-id` as Pingora takes a header name without copying it (for the response).
 static X_REQUEST_ID: Bytes = Bytes::from_static(b"x-request-id");
 

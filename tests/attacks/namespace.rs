@@ -324,3 +324,60 @@ async fn a_token_exchanged_for_an_api_key_is_not_a_bearer_token() {
     let (status, body, reached) = send(&w, reqwest::Method::GET, "/api/invoices/42", &[("authorization", bearer(&token).as_str())]).await;
     assert_eq!((status, reached), (401, false), "{body}");
 }
+
+/// An absolute-form request (`GET http://a/x`) is routed on its target's authority, which
+/// overrides `Host` (RFC 9112 §3.2.2). A `Host` naming another registered app must not pick
+/// the client, and so the namespace, a host-only route is checked in. Pingora refuses a `Host`
+/// that differs from the target's authority byte for byte; the gateway builds the request's own
+/// origin from the host routing read all the same (`authz::host::routed_authority`).
+#[tokio::test]
+async fn an_absolute_form_target_and_a_host_header_cannot_split_route_and_client() {
+    let extra = format!(
+        r#"{ROUTES}
+[[routes]]
+name = "billing-host-only"
+host = "127.0.0.1"
+path = "/api/host-only/{{id}}"
+methods = ["GET"]
+upstream = "app"
+permission = "invoice:read"
+
+[[clients]]
+name = "intruder"
+origins = ["http://intruder.test"]
+client_id = "int"
+"#
+    );
+    let w = World::start_with(Setup { extra, ..Setup::default() }).await;
+    // A token the intruder app was issued, granting reads in its own namespace only.
+    let intruder = w.idp.mint(json!({"sub": "u_i", "aud": AUDIENCE, "azp": "int", "permissions": {"client_int:invoice": ["read"]}}));
+    let billing = w.idp.mint(json!({"sub": "u_b", "aud": AUDIENCE, "azp": "abc", "permissions": {"client_abc:invoice": ["read"]}}));
+    let port = w.gw.port;
+    let (gw, echo) = (&w.gw, &w.echo);
+    let send = |target: String, host: &str, token: &str| {
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nAuthorization: Bearer {token}");
+        async move {
+            let before = echo.requests();
+            let (status, body) = crate::headers::raw(gw, &head).await;
+            (status, body, echo.requests() > before)
+        }
+    };
+    let host_of_billing = format!("127.0.0.1:{port}");
+    let absolute = format!("http://127.0.0.1:{port}/api/host-only/7");
+    // Control: with its own Host the intruder app never reaches the host-only route.
+    let (status, body, reached) = send("/api/host-only/7".into(), "intruder.test", &intruder).await;
+    assert_eq!((status, reached), (404, false), "{body}");
+    // The split: routed on 127.0.0.1 (billing's origin), `Host` naming the intruder app.
+    let (status, body, reached) = send(absolute.clone(), "intruder.test", &intruder).await;
+    assert_eq!((status, reached), (400, false), "a Host differing from the target's authority was not refused: {body}");
+    // Absolute form, agreeing Host: decided in billing's namespace, so the intruder's token is
+    // refused and billing's is served.
+    let (status, body, reached) = send(absolute.clone(), &host_of_billing, &intruder).await;
+    assert_eq!((status, reached), (403, false), "{body}");
+    assert!(body["detail"].as_str().unwrap_or_default().contains("issued to another client application"), "{body}");
+    let (status, body, reached) = send(absolute, &host_of_billing, &billing).await;
+    assert_eq!((status, reached), (200, true), "{body}");
+    assert_eq!(body["headers"]["x-auth-client"], "billing", "{body}");
+    assert_eq!(body["headers"]["x-auth-permission"], "client_abc:invoice:read", "{body}");
+    assert_eq!(body["headers"]["host"], host_of_billing, "{body}");
+}

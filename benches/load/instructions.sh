@@ -10,12 +10,24 @@
 #   session  a session cookie (real sign-in)   abac     bearer + a cached live ABAC decision
 #   apikey   x-api-key, exchanged token cached cold     a never-seen token every request
 #
+# TLS modes (not guarded, measured only): the same proxy serving HTTPS with an ECDSA P-256
+# self-signed certificate for 127.0.0.1 (authgate `[proxy] tls`, bare_proxy CERT KEY), driven by
+# h2load over one keep-alive connection (`-c1 -m1`), so that HTTP/2's cost separates from TLS's:
+#   h2-bearer  h2-none  h2-bare  h2-bare-bearer     HTTP/2 (ALPN h2)
+#   tls-bearer tls-none tls-bare tls-bare-bearer    HTTP/1.1 on the same TLS listener (h2load --h1)
+# bare-bearer is bare Pingora sent the bearer mode's request (its path and ~700-byte token): the
+# floor for bearer over HTTP/2, whose header decoding (HPACK) grows with the token. It also runs
+# over plain HTTP/1.1 (`bare-bearer`).
+# The TLS handshake is left out of the count: a second measured run of one request on a new
+# connection is subtracted, per request = (T(REQUESTS) - T(1)) / (REQUESTS - 1). Needs h2load
+# (nghttp2-client). AUTHGATE_BIN and BARE_BIN name the binaries to measure (implies --no-build).
+#
 # The CI regression guard: every measured mode that has a line `MODE COUNT` in the committed
 # baseline file (benches/load/instructions.baseline) is compared with it; exit 1 when one is over
 # it by more than the tolerance. CI measures "bearer session abac apikey".
 #
 #   benches/load/instructions.sh [--no-build] [--update] [--requests N] [--tolerance PCT]
-#                                [--modes "bearer none bare session abac apikey cold"]
+#                                [--modes "bearer none bare session abac apikey cold h2-bearer ..."]
 #
 #   --no-build   use target/release/authgate (and examples/bare_proxy) as they are
 #   --update     write the measured counts of the guarded modes (bearer session abac apikey)
@@ -44,7 +56,7 @@ while [ $# -gt 0 ]; do
     --requests) REQUESTS=$2; shift 2 ;;
     --tolerance) TOLERANCE=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -58,14 +70,22 @@ for tool in valgrind callgrind_control python3 openssl curl; do
   command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install valgrind python3 openssl curl)"
 done
 
+TLS_MODES=0
 for m in $MODES; do
-  case "$m" in bearer|none|bare|session|abac|apikey|cold) ;; *) fail "unknown mode $m (bearer none bare session abac apikey cold)" ;; esac
+  case "$m" in
+    bearer|none|bare|bare-bearer|session|abac|apikey|cold) ;;
+    h2-bearer|h2-none|h2-bare|h2-bare-bearer|tls-bearer|tls-none|tls-bare|tls-bare-bearer) TLS_MODES=1 ;;
+    *) fail "unknown mode $m (bearer none bare bare-bearer session abac apikey cold; h2- or tls- before bearer none bare bare-bearer)" ;;
+  esac
 done
+if [ "$TLS_MODES" = 1 ]; then
+  command -v h2load >/dev/null || fail "h2load is missing (apt-get install nghttp2-client)"
+fi
 AUTHGATE=${AUTHGATE_BIN:-$ROOT/target/release/authgate}
-BARE=$ROOT/target/release/examples/bare_proxy
+BARE=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
 if [ "$BUILD" = 1 ] && [ -z "${AUTHGATE_BIN:-}" ]; then
   (cd "$ROOT" && cargo build --release --locked --quiet) || fail "cargo build --release failed"
-  if [[ " $MODES " == *" bare "* ]]; then
+  if [[ " $MODES " == *bare* ]] && [ -z "${BARE_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release --locked --quiet --example bare_proxy) || fail "cargo build --example bare_proxy failed"
   fi
 fi
@@ -93,6 +113,11 @@ COLD_TOKENS=$((REQUESTS + WARMUP))
 openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
 python3 "$HERE/mint.py" "$WORK/key.pem" "$WORK/tokens" "$([[ " $MODES " == *" cold "* ]] && echo "$COLD_TOKENS" || echo 0)" 2>/dev/null
 TOKENS=$WORK/tokens
+if [ "$TLS_MODES" = 1 ]; then   # the certificate run.sh's TLS listeners serve: ECDSA P-256, self-signed
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/tls-key.pem" -out "$WORK/tls-cert.pem" 2>/dev/null \
+    || fail "openssl could not make the TLS certificate"
+fi
 API_KEY=ak_live_instr_$(openssl rand -hex 16)
 
 ORIGIN_PORT=$PORT_BASE; IDP_PORT=$((PORT_BASE + 3)); IDP_PID=
@@ -106,27 +131,51 @@ idp() { # started on first use: session, abac and apikey talk to it (once each, 
   fail "idp.py did not start: $(cat "$WORK/idp.out")"
 }
 
+# h2client PROTO URL N HEADER_FILE: N requests by h2load over one keep-alive TLS connection,
+# HTTP/2 (PROTO h2) or HTTP/1.1 (h1); fails unless ALPN chose PROTO and every one answered 2xx.
+h2client() {
+  local proto=$1 url=$2 n=$3 hdr=$4 out args=(-n "$3" -c 1 -m 1) alpn=h2
+  [ "$proto" = h1 ] && { args+=(--h1); alpn=http/1.1; }
+  [ -s "$hdr" ] && args+=(-H "$(head -n1 "$hdr")")
+  out=$(timeout 600 h2load "${args[@]}" "$url" 2>&1) || { echo "$out" >&2; return 1; }
+  if ! grep -q "^Application protocol: $alpn\$" <<<"$out" \
+     || ! grep -q "^requests: $n total, $n started, $n done, $n succeeded, 0 failed" <<<"$out" \
+     || ! grep -q "^status codes: $n 2xx" <<<"$out"; then
+    echo "$out" >&2; return 1
+  fi
+}
+
 # measure MODE: starts the proxy under callgrind, warms up, counts REQUESTS requests; sets PER.
 measure() {
   local mode=$1 port=$((PORT_BASE + 10 + 3 * ${#RESULTS[@]})) path=/api/invoices/42 hdr="$WORK/$1.hdr" cmd pid
-  local admin=$((port + 1)) cache=100000
-  : >"$hdr"
+  local admin=$((port + 1)) cache=100000 proto=plain scheme=http base=$1
   case "$mode" in
-    bearer) printf 'Authorization: Bearer %s\n' "$(cat "$TOKENS/valid.jwt")" >"$hdr" ;;
+    h2-*) proto=h2; scheme=https; base=${mode#h2-} ;;
+    tls-*) proto=h1; scheme=https; base=${mode#tls-} ;;
+  esac
+  : >"$hdr"
+  case "$base" in
+    bearer|bare-bearer) printf 'Authorization: Bearer %s\n' "$(cat "$TOKENS/valid.jwt")" >"$hdr" ;;
     none|bare) path=/public/hello ;;
     abac) idp; path=/api/invoices/42/refund; printf 'Authorization: Bearer %s\n' "$(cat "$TOKENS/abac.jwt")" >"$hdr" ;;
     apikey) idp; printf 'x-api-key: %s\n' "$API_KEY" >"$hdr" ;;
     session) idp ;;
     cold) cache=1; sed 's/^/Authorization: Bearer /' "$TOKENS/cold.txt" >"$hdr" ;;
   esac
-  if [ "$mode" = bare ]; then
+  if [ "$base" = bare ] || [ "$base" = bare-bearer ]; then
     [ -x "$BARE" ] || fail "$BARE missing (cargo build --release --example bare_proxy)"
     cmd=("$BARE" "127.0.0.1:$port" "127.0.0.1:$ORIGIN_PORT" 1)
+    [ "$proto" = plain ] || cmd+=("$WORK/tls-cert.pem" "$WORK/tls-key.pem")
   else
     sed -e "s#{LISTEN}#127.0.0.1:$port#; s#{ADMIN}#127.0.0.1:$admin#; s#{PORT}#$port#" \
         -e "s#{JWKS}#http://127.0.0.1:$ORIGIN_PORT/jwks.json#; s#{ORIGIN}#127.0.0.1:$ORIGIN_PORT#" \
         -e "s#{IDP}#http://127.0.0.1:$IDP_PORT#g" \
         -e "s#{THREADS}#1#; s#{CACHE_TOKENS}#$cache#" "$HERE/authgate.toml" >"$WORK/$mode.toml"
+    if [ "$proto" != plain ]; then   # HTTPS, and the bench client's origin is https (as run.sh does)
+      sed -i -e "/^\[proxy\]/a tls = { cert = \"$WORK/tls-cert.pem\", key = \"$WORK/tls-key.pem\" }" \
+        -e "s#^origins = \[\"http://127.0.0.1:$port\"\]#origins = [\"https://127.0.0.1:$port\"]#" "$WORK/$mode.toml"
+      grep -q '^origins = \["https://' "$WORK/$mode.toml" || fail "authgate.toml: the bench client's origins line changed; update instructions.sh"
+    fi
     cmd=("$AUTHGATE" run --config "$WORK/$mode.toml")
   fi
   AUTHGATE_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.$mode.%p" \
@@ -134,9 +183,9 @@ measure() {
   pid=$!
   STARTED+=("$pid")
   local ready=0 probe=http://127.0.0.1:$admin/readyz
-  [ "$mode" = bare ] && probe=http://127.0.0.1:$port/public/hello
+  [ "$base" = bare ] || [ "$base" = bare-bearer ] && probe=$scheme://127.0.0.1:$port/public/hello
   for _ in $(seq 600); do   # up to 60 s: start-up under valgrind is slow
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$probe")" = 200 ]; then ready=1; break; fi
+    if [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$probe")" = 200 ]; then ready=1; break; fi
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -149,6 +198,7 @@ measure() {
     printf 'Cookie: authgate=%s\n' "$id" >"$hdr"
   fi
   local client=(timeout 600 python3 "$HERE/client.py" "$port" "$path")
+  [ "$proto" = plain ] || client=(h2client "$proto" "https://127.0.0.1:$port$path")
   "${client[@]}" "$WARMUP" "$hdr" || fail "$mode: warm-up requests failed"
   if [ "$mode" = cold ]; then   # the measured requests use tokens the warm-up did not
     tail -n +"$((WARMUP + 1))" "$hdr" >"$hdr.measured"; hdr=$hdr.measured
@@ -163,8 +213,23 @@ measure() {
   [ -n "$dump" ] || fail "no callgrind dump found for $mode in $WORK"
   total=$(awk '/^totals:/ {print $2; exit}' "$dump")
   [ -n "$total" ] || fail "no instruction total in $dump"
+  if [ "$proto" = plain ]; then
+    PER=$((total / REQUESTS))
+  else   # the handshake, one request and the close on a new connection, subtracted
+    [ "$REQUESTS" -gt 1 ] || fail "--requests must be over 1 for the TLS modes"
+    callgrind_control --zero "$pid" >/dev/null 2>&1 || fail "callgrind_control --zero failed"
+    callgrind_control --instr=on "$pid" >/dev/null 2>&1 || fail "callgrind_control --instr=on failed"
+    "${client[@]}" 1 "$hdr" || fail "$mode: the one-request connection failed"
+    callgrind_control --instr=off "$pid" >/dev/null 2>&1 || fail "callgrind_control --instr=off failed"
+    callgrind_control --dump=connection "$pid" >/dev/null 2>&1 || fail "callgrind_control --dump failed"
+    local one
+    one=$(grep -l '^desc: Trigger: .*connection' "$WORK"/callgrind."$mode".* 2>/dev/null | head -n1) || true
+    [ -n "$one" ] || fail "no callgrind dump of the one-request connection for $mode in $WORK"
+    one=$(awk '/^totals:/ {print $2; exit}' "$one")
+    [ -n "$one" ] || fail "no instruction total in the one-request dump of $mode"
+    PER=$(( (total - one) / (REQUESTS - 1) ))
+  fi
   kill -TERM "$pid" 2>/dev/null || true
-  PER=$((total / REQUESTS))
   DUMPS[$mode]=$dump
 }
 
@@ -181,9 +246,11 @@ if [ ${#RESULTS[@]} -gt 1 ]; then
   ref_mode=bearer; [ -n "${RESULT[bearer]:-}" ] || ref_mode=${RESULTS[0]}
   pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%+.1f%%", (a / b - 1) * 100}'; }
   echo
-  printf '| mode | instructions/request | vs %s | over bare Pingora |\n|---|--:|--:|--:|\n' "$ref_mode"
+  printf '| mode | instructions/request | vs %s | over bare Pingora (same protocol) |\n|---|--:|--:|--:|\n' "$ref_mode"
   for m in "${RESULTS[@]}"; do
-    over=-; [ -n "${RESULT[bare]:-}" ] && over="$(( RESULT[$m] - RESULT[bare] )) ($(pct "${RESULT[$m]}" "${RESULT[bare]}"))"
+    # The floor: bare Pingora over the same protocol (h2-*, tls-* or plain HTTP/1.1).
+    case "$m" in h2-*) floor=h2-bare ;; tls-*) floor=tls-bare ;; *) floor=bare ;; esac
+    over=-; [ -n "${RESULT[$floor]:-}" ] && over="$(( RESULT[$m] - RESULT[$floor] )) ($(pct "${RESULT[$m]}" "${RESULT[$floor]}"))"
     printf '| %s | %s | %s | %s |\n' "$m" "${RESULT[$m]}" "$(pct "${RESULT[$m]}" "${RESULT[$ref_mode]}")" "$over"
   done
   echo

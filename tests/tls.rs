@@ -102,7 +102,10 @@ async fn http2_over_tls_end_to_end() {
     // `Host` from `:authority`.
     let r = h2.get(format!("{origin}/public/x?q=1")).header("x-auth-subject", "root").header("X-Forwarded-User", "root").header("x_auth_email", "root@example.com").send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_2));
+    // The request id (sent as a never-indexed HPACK literal) is the one the upstream got.
+    let request_id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string).expect("no x-request-id over HTTP/2");
     let echoed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-request-id"], request_id.as_str());
     assert_eq!(echoed["path"], "/public/x");
     assert_eq!(echoed["version"], "HTTP/1.1");
     assert_eq!(echoed["headers"]["host"], format!("localhost:{port}"));

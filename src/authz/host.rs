@@ -29,7 +29,7 @@ pub struct RoutedHost<'a> {
     /// Lowercase, without port or trailing dot: what host-specific routes are matched on.
     pub name: Cow<'a, str>,
     /// `Host` for the upstream, when it must differ from the one received (absolute-form
-    /// target, uppercase letters, trailing dot).
+    /// target, uppercase letters, trailing dot; for HTTP/2 without `Host`, from `:authority`).
     pub forward: Option<String>,
 }
 
@@ -74,7 +74,14 @@ pub fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostE
         return Err(HostError::Invalid);
     }
     let name = if canonical { Cow::Borrowed(trimmed) } else { Cow::Owned(trimmed.to_ascii_lowercase()) };
-    let forward = (!canonical || host_header != Some(raw)).then(|| match port {
+    // HTTP/2 without `Host`: Pingora writes `Host` from `:authority` for an HTTP/1.1 upstream
+    // (and an HTTP/2 upstream gets `:authority`) before the filters run, so a canonical
+    // authority needs no copy of its own.
+    let received = match host_header {
+        Some(h) => h == raw,
+        None => req.version == http::Version::HTTP_2,
+    };
+    let forward = (!canonical || !received).then(|| match port {
         Some(p) => format!("{name}:{p}"),
         None => name.to_string(),
     });
@@ -135,7 +142,7 @@ mod tests {
         let v11 = http::Version::HTTP_11;
         let v10 = http::Version::HTTP_10;
         let v2 = http::Version::HTTP_2;
-        let cases: [(http::Version, &str, &[&str], Want); 24] = [
+        let cases: [(http::Version, &str, &[&str], Want); 25] = [
             (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
             (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
             (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
@@ -156,7 +163,8 @@ mod tests {
             (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
             (v11, "/x", &["."], Err(HostError::Invalid)),
             // HTTP/2: `:authority` (the target's authority here), `Host` optional and the same.
-            (v2, "https://a.example/x", &[], Ok(Some(("a.example", Some("a.example"))))),
+            (v2, "https://a.example/x", &[], Ok(Some(("a.example", None)))),
+            (v2, "https://A.example./x", &[], Ok(Some(("a.example", Some("a.example"))))),
             (v2, "https://a.example:8443/x", &["A.example:8443"], Ok(Some(("a.example", Some("a.example:8443"))))),
             (v2, "https://a.example/x", &["a.example"], Ok(Some(("a.example", None)))),
             (v2, "https://a.example/x", &["b.example"], Err(HostError::Conflict)),

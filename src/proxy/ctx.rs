@@ -21,7 +21,13 @@ impl RequestId {
             *d = if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 };
         }
         // Hex digits are always a valid header value.
-        RequestId(HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("-")))
+        let mut value = HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        // A value no other response repeats: HTTP/2 sends it as a never-indexed literal (HPACK,
+        // RFC 7541 §6.2.3) rather than adding it to the connection's compression table, where it
+        // would evict useful entries and make every later response search a longer chain of
+        // `x-request-id` entries. Only HPACK (and `Debug`, which hides the value) read the flag.
+        value.set_sensitive(true);
+        RequestId(value)
     }
 
     /// No id yet (before `request_filter` runs).
@@ -157,6 +163,8 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{a}");
         assert_eq!(a.header_value().as_bytes(), a.as_bytes());
+        // Never indexed by HTTP/2's header compression (see `random`).
+        assert!(a.header_value().is_sensitive());
         assert_ne!(a.as_str(), RequestId::random().as_str());
         assert_eq!(a.to_string(), a.as_str());
     }

@@ -20,7 +20,7 @@
 # over plain HTTP/1.1 (`bare-bearer`).
 # The TLS handshake is left out of the count: a second measured run of one request on a new
 # connection is subtracted, per request = (T(REQUESTS) - T(1)) / (REQUESTS - 1). Needs h2load
-# (nghttp2-client). AUTHGATE_BIN and BARE_BIN name the binaries to measure (implies --no-build).
+# (nghttp2-client). AUTHGATE_BIN and BARE_BIN name the binaries to measure (each skips its build).
 #
 # The CI regression guard: every measured mode that has a line `MODE COUNT` in the committed
 # baseline file (benches/load/instructions.baseline) is compared with it; exit 1 when one is over
@@ -56,7 +56,7 @@ while [ $# -gt 0 ]; do
     --requests) REQUESTS=$2; shift 2 ;;
     --tolerance) TOLERANCE=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

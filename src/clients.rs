@@ -89,6 +89,11 @@ impl ClientRegistry {
         self.clients.iter().position(|c| c.origin_patterns.iter().any(|p| p.matches(&origin)))
     }
 
+    /// True when `text` is exactly one of the registered origins (which are canonical).
+    pub fn registers(&self, text: &str) -> bool {
+        self.by_origin.contains_key(text)
+    }
+
     /// True when `origin` is one of client `index`'s origins (exact or pattern).
     pub fn belongs(&self, index: usize, origin: &Origin) -> bool {
         self.owner(origin) == Some(index)

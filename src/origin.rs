@@ -70,6 +70,15 @@ impl Origin {
         Origin::parse(&text)
     }
 
+    /// `text` when it is an origin the registry holds (registered origins are canonical, so
+    /// it needs no check: the common case of a request's own origin), else [`Origin::parse_owned`].
+    pub fn parse_known(text: String, known: impl FnOnce(&str) -> bool) -> Result<Origin, String> {
+        if known(&text) {
+            return Ok(Origin(text));
+        }
+        Origin::parse_owned(text)
+    }
+
     /// Parses an origin as written in config or sent by a browser.
     pub fn parse(text: &str) -> Result<Origin, String> {
         if is_canonical(text) {
@@ -174,6 +183,15 @@ mod tests {
             let got = Origin::parse(input).map(|o| o.0).map_err(|_| ());
             assert_eq!(got, want.map(str::to_string), "{input}");
         }
+    }
+
+    #[test]
+    fn a_registered_origin_is_taken_as_is_and_anything_else_is_parsed() {
+        let registered = Origin::parse("http://127.0.0.1:8080").unwrap();
+        let known = |t: &str| t == registered.as_str();
+        assert_eq!(Origin::parse_known("http://127.0.0.1:8080".into(), known), Ok(registered.clone()));
+        assert_eq!(Origin::parse_known("http://Other.test:80".into(), known).map(|o| o.0), Ok("http://other.test".into()));
+        assert!(Origin::parse_known("http://a b".into(), known).is_err());
     }
 
     #[test]

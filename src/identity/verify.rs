@@ -241,14 +241,20 @@ impl Verifier {
 
     /// Verifies a bearer token ([`Audience::Api`]); a token seen before costs a hash and a
     /// cache lookup.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
+    pub async fn verify(&self, token: impl AsRef<[u8]>) -> Result<Arc<Principal>, TokenError> {
         self.verify_for(token, Audience::Api).await
     }
 
     /// Verifies a token for one audience set; the caches are keyed by the set too, so a token
     /// verified for one is verified again (and refused when its `aud` is wrong) for the other.
-    pub async fn verify_for(&self, token: &str, audience: Audience) -> Result<Arc<Principal>, TokenError> {
-        let digest = self.token_keys.of(&[audience.domain(), token.as_bytes()]);
+    /// The token's bytes are read as the caller sent them: a token never seen is checked for
+    /// the RFC 6750 `b64token` characters (so it is ASCII) before anything else reads it.
+    pub async fn verify_for(&self, token: impl AsRef<[u8]>, audience: Audience) -> Result<Arc<Principal>, TokenError> {
+        self.verify_bytes(token.as_ref(), audience).await
+    }
+
+    async fn verify_bytes(&self, token: &[u8], audience: Audience) -> Result<Arc<Principal>, TokenError> {
+        let digest = self.token_keys.of(&[audience.domain(), token]);
         if let Some(p) = self.hit(&digest) {
             return Ok(p);
         }
@@ -258,7 +264,11 @@ impl Verifier {
             return Err(e);
         }
         let removals = self.removals();
-        let result = if super::credentials::is_b64token(token) { self.verify_uncached_for(token, audience).await } else { Err(TokenError::Malformed) };
+        let text = std::str::from_utf8(token).ok().filter(|t| super::credentials::is_b64token(t));
+        let result = match text {
+            Some(text) => self.verify_uncached_for(text, audience).await,
+            None => Err(TokenError::Malformed),
+        };
         match &result {
             Ok(p) => {
                 self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
@@ -555,6 +565,15 @@ mod tests {
         for (name, token, want) in cases {
             assert_eq!(v.verify(&token).await.unwrap_err(), want, "{name}");
         }
+        // Bytes as a caller sends them (the verifier is the first to check a bearer token's
+        // characters): a valid token with a space, a non-UTF-8 byte or a quote in it.
+        let good = key.sign(&claims(json!({})));
+        for (name, bytes) in [("space", format!("{good} x").into_bytes()), ("not UTF-8", [good.as_bytes(), b"\xff"].concat()), ("quote", format!("\"{good}\"").into_bytes())] {
+            for round in ["first", "again"] {
+                assert_eq!(v.verify(&bytes).await.unwrap_err(), TokenError::Malformed, "{name}, {round}");
+            }
+        }
+        assert!(v.verify(good.as_bytes()).await.is_ok());
         // Within the leeway and with a millisecond iat: accepted.
         assert!(v.verify(&key.sign(&claims(json!({"exp": now_secs() - 2, "iat": now_secs() * 1000})))).await.is_ok());
     }

@@ -73,7 +73,7 @@ impl Gateway {
             _ => text.push_str(host.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(host)),
         }
         text.make_ascii_lowercase();
-        Origin::parse_owned(text).ok()
+        Origin::parse_known(text, |t| self.clients.registers(t)).ok()
     }
 
     /// The request's client: `Origin`, `x-client-origin`, `Referer`, then its own origin.

@@ -306,13 +306,13 @@ impl Gateway {
     /// which lets it through instead).
     async fn caller_step(&self, req: &RequestHeader, ctx: &mut RequestCtx, client: usize, origin: &Origin, sign_in: bool) -> Result<(), Refusal> {
         let caller = match credentials::from_request(req.headers.get(&http::header::AUTHORIZATION), req.headers.get(&self.services.api_key_header)) {
-            Ok(credential @ Credential::Bearer(_)) => {
+            Ok(Credential::Bearer(token)) => {
                 ctx.credential = "bearer";
-                let principal = self.services.verifier.verify(credential.presented()).await.map_err(|e| match e {
+                let principal = self.services.verifier.verify(token.as_bytes()).await.map_err(|e| match e {
                     TokenError::KeysUnavailable => Refusal::IdpUnavailable(Cause::of(e)),
                     e => Refusal::InvalidToken(Cause::of(e)),
                 })?;
-                Caller { principal, credential }
+                Caller { principal, credential: Credential::Bearer(token) }
             }
             Ok(credential) => {
                 ctx.credential = "api_key";

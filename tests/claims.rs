@@ -60,9 +60,7 @@ async fn a_replayed_bad_token_costs_no_signature_check() {
 
 #[tokio::test]
 async fn unknown_kids_refetch_keys_at_most_every_ten_seconds_by_default() {
-    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    idp.set_audience(AUDIENCE);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let gw = start_gateway(
         |port, admin| {
             let text = config(port, admin, &idp, echo.addr(), &Setup::default());
@@ -133,9 +131,7 @@ async fn a_request_finishes_on_the_config_it_started_with_across_a_reload() {
 #[tokio::test]
 async fn reloads_sign_nobody_out_and_keep_naming_an_unapplied_change() {
     let extra = "\n[session]\nallow_insecure_http = true\n".to_string();
-    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    idp.set_audience(AUDIENCE);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let grant = "[[clients.grants]]\npermissions = [\"invoice:read\"]\nemails = [\"alice@example.com\"]\n".to_string();
     let setup = Setup { extra, client_extra: grant, ..Setup::default() };
     let gw = start_gateway(
@@ -179,9 +175,7 @@ async fn reloads_sign_nobody_out_and_keep_naming_an_unapplied_change() {
 
 #[tokio::test]
 async fn cookies_are_host_prefixed_and_secure_over_https() {
-    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    idp.set_audience(AUDIENCE);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));

@@ -82,9 +82,7 @@ struct Faulty {
 
 impl Faulty {
     async fn start() -> Faulty {
-        let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        idp.set_audience(AUDIENCE);
-        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (idp, echo) = idp_and_echo().await;
         let (reset, cut, silent, slow) =
             (upstream(Upstream::Reset).await, upstream(Upstream::Cut).await, upstream(Upstream::Silent).await, upstream(Upstream::Slow(Duration::from_millis(700))).await);
         let extra = format!(

@@ -31,9 +31,7 @@ impl Pair {
     /// outside CI.
     async fn start(what: &str) -> Option<Pair> {
         let redis = RedisServer::start_or_skip(what)?;
-        let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        idp.set_audience(AUDIENCE);
-        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (idp, echo) = idp_and_echo().await;
         let ports = [(free_port(), free_port()), (free_port(), free_port())];
         let origins = |host: &str| ports.iter().map(|(p, _)| format!("\"http://{host}:{p}\"")).collect::<Vec<_>>().join(", ");
         let mut uris_a: Vec<String> = Vec::new();

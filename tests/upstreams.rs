@@ -14,9 +14,7 @@ use std::time::Duration;
 
 /// A world whose config appends `extra` (upstreams and routes), with echo servers of its own.
 async fn world(extra: String) -> (DevIdp, EchoServer, Gateway) {
-    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    idp.set_audience(AUDIENCE);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let setup = Setup { extra, ..Setup::default() };
     let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &setup), true).await;
     (idp, echo, gw)

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -70,9 +69,7 @@ async fn a_websocket_with_a_bearer_token_is_echoed_with_the_identity_and_refused
 
 #[tokio::test]
 async fn a_websocket_after_sign_in_carries_the_session_identity() {
-    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    idp.set_audience(AUDIENCE);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let setup = Setup { clients: Clients::SignIn, ..Setup::default() };
     let gw = start_gateway(
         |port, admin| {
@@ -262,9 +259,7 @@ auth = "authenticated"
 
 #[tokio::test]
 async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_the_route_says_so() {
-    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    idp.set_audience(AUDIENCE);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let route = "\n[[routes]]\nname = \"live\"\npath = \"/live/*\"\nupstream = \"app\"\nauth = \"authenticated\"\nwebsocket_close_at_expiry = true\n";
     let setup = Setup { clients: Clients::SignIn, session_extra: "lifetime = \"4s\"".into(), extra: route.into(), ..Setup::default() };
     let gw = start_gateway(

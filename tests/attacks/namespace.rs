@@ -8,7 +8,6 @@
 //! `https://reports.test`.
 
 use crate::common::*;
-use devidp::idp::DevIdp;
 use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::{json, Value};
@@ -56,9 +55,7 @@ async fn world() -> World {
 /// The same world, also accepting tokens whose `aud` is a client's id (id_tokens sent as bearer
 /// tokens, as Auther's SPA guide does).
 async fn world_accepting_id_tokens() -> World {
-    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    idp.set_audience(AUDIENCE);
-    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (idp, echo) = idp_and_echo().await;
     let setup = Setup { extra: ROUTES.into(), ..Setup::default() };
     let gw = start_gateway(
         |port, admin| {

@@ -300,9 +300,7 @@ impl World {
 
     /// Starts everything with options.
     pub async fn start_with(setup: Setup) -> World {
-        let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        idp.set_audience(AUDIENCE);
-        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (idp, echo) = idp_and_echo().await;
         let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &setup), setup.wait_ready).await;
         World { idp, echo, gw, http: client() }
     }
@@ -320,6 +318,14 @@ impl World {
         }
         req.send().await.unwrap()
     }
+}
+
+/// The dev IdP (issuing tokens for [`AUDIENCE`]) and the echo upstream, on ephemeral ports.
+pub async fn idp_and_echo() -> (DevIdp, EchoServer) {
+    let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    idp.set_audience(AUDIENCE);
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (idp, echo)
 }
 
 /// A client that follows no redirects and has short timeouts.

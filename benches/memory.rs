@@ -2,9 +2,14 @@
 //! tokens verified, browser sessions stored and API keys exchanged, with the default bounds
 //! (`[cache] tokens`, `[session] max_sessions`, `[api_keys] cache_size`). Prints one line per step.
 //!
+//! Each line gives the resident set size and the live heap: the bytes the program holds
+//! allocated (counted by this bench's allocator around mimalloc), so growth of RSS with a flat
+//! live heap is the allocator's, not a structure that keeps growing.
+//!
 //! Run: `cargo bench --bench memory` (a few minutes: 1M Ed25519 tokens are minted and verified,
 //! 1M API keys exchanged at a loopback IdP).
-//! `AUTHGATE_MEM_MAX=100000` stops earlier.
+//! `AUTHGATE_MEM_MAX=100000` stops earlier; `AUTHGATE_MEM_STEPS=10000,100000,1000000,2000000,5000000`
+//! measures other steps (each a count of distinct tokens, sessions and keys; ascending).
 
 use authgate::config;
 use devidp::keys::SigningKey;
@@ -16,10 +21,50 @@ use authgate::metrics::Metrics;
 use authgate::secret::Secret;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// mimalloc (the gateway's allocator), counting the bytes held allocated.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to mimalloc unchanged; only the counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -27,9 +72,30 @@ fn rss_mib() -> f64 {
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
+fn live_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
+
+/// RSS and live heap now, with their growth since `since` (RSS, live heap).
+fn report(since: (f64, f64)) -> String {
+    let (rss, live) = (rss_mib(), live_mib());
+    format!("RSS {rss:.1} MiB (+{:.1}), live heap {live:.1} MiB (+{:.1})", rss - since.0, live - since.1)
+}
+
+/// The steps to measure: `AUTHGATE_MEM_STEPS` (comma-separated, ascending), else 10k, 100k and
+/// 1M; none above `AUTHGATE_MEM_MAX`.
+fn steps() -> Vec<usize> {
+    let max: usize = std::env::var("AUTHGATE_MEM_MAX").map(|v| v.parse().expect("AUTHGATE_MEM_MAX is a count")).unwrap_or(usize::MAX);
+    let steps: Vec<usize> = match std::env::var("AUTHGATE_MEM_STEPS") {
+        Ok(v) => v.split(',').map(|s| s.trim().parse().expect("AUTHGATE_MEM_STEPS is a comma-separated list of counts")).collect(),
+        Err(_) => vec![10_000, 100_000, 1_000_000],
+    };
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "AUTHGATE_MEM_STEPS must be ascending");
+    steps.into_iter().filter(|n| *n <= max).collect()
+}
+
 fn main() {
-    let max: usize = std::env::var("AUTHGATE_MEM_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let steps: Vec<usize> = [10_000, 100_000, 1_000_000].into_iter().filter(|n| *n <= max).collect();
+    let steps = steps();
     let text = "[idp]\nissuer = \"https://idp.bench\"\naudience = \"api\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n";
     let c = config::parse("bench.toml", text, &|_| None).expect("bench config is valid");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
@@ -41,8 +107,8 @@ fn main() {
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 3600;
 
     println!("bound: [cache] tokens = {}, [session] max_sessions = {}, [api_keys] cache_size = {}", c.cache.tokens, c.session.max_sessions, c.api_keys.cache_size);
-    let base = rss_mib();
-    println!("start: RSS {base:.1} MiB");
+    let base = (rss_mib(), live_mib());
+    println!("start: RSS {:.1} MiB, live heap {:.1} MiB", base.0, base.1);
     let mut seen = 0;
     for &n in &steps {
         rt.block_on(async {
@@ -55,11 +121,11 @@ fn main() {
                 seen += 1;
             }
         });
-        println!("tokens: {n:>9} distinct verified → RSS {:.1} MiB (+{:.1})", rss_mib(), rss_mib() - base);
+        println!("tokens: {n:>9} distinct verified → {}", report(base));
     }
 
     let store = MemoryStore::from_config(&c.session);
-    let before = rss_mib();
+    let before = (rss_mib(), live_mib());
     let mut stored = 0;
     for &n in &steps {
         rt.block_on(async {
@@ -86,7 +152,7 @@ fn main() {
                 stored += 1;
             }
         });
-        println!("sessions: {n:>7} stored → RSS {:.1} MiB (+{:.1})", rss_mib(), rss_mib() - before);
+        println!("sessions: {n:>7} stored → {}", report(before));
     }
 
     // API keys: a loopback IdP answers every exchange with a token of its own (distinct `sub`),
@@ -107,7 +173,7 @@ fn main() {
     );
     rt.spawn(async move { axum::serve(listener, app).await.expect("the loopback IdP serves") });
     let api_keys = Arc::new(ApiKeys::from_config(Some(url.parse().expect("a URL")), std::time::Duration::from_secs(10), &c.api_keys, verifier, metrics));
-    let before = rss_mib();
+    let before = (rss_mib(), live_mib());
     let mut exchanged = 0usize;
     for &n in &steps {
         rt.block_on(async {
@@ -124,6 +190,6 @@ fn main() {
                 exchanged += batch;
             }
         });
-        println!("api keys: {n:>7} exchanged → RSS {:.1} MiB (+{:.1})", rss_mib(), rss_mib() - before);
+        println!("api keys: {n:>7} exchanged → {}", report(before));
     }
 }

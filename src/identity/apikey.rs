@@ -72,8 +72,8 @@ pub struct ApiKeys {
     http: reqwest::Client,
     verifier: Arc<Verifier>,
     cache: Cache<[u8; 32], Entry>,
-    /// The last successful exchange per key, kept until its token expires: used only while the
-    /// IdP cannot answer a new exchange.
+    /// The last successful exchange per key, kept until its token expires or `cache` drops that
+    /// exchange for room: used only while the IdP cannot answer a new exchange.
     last_good: Cache<[u8; 32], Entry>,
     failure_ttl: Duration,
     metrics: Metrics,
@@ -84,8 +84,8 @@ impl ApiKeys {
     /// tokens for [`Audience::ApiKey`].
     pub fn from_config(url: Option<Url>, timeout: Duration, s: &ApiKeySettings, verifier: Arc<Verifier>, metrics: Metrics) -> ApiKeys {
         let http = crate::identity::idp_client(timeout, false);
-        let cache = || Cache::builder().max_capacity(s.cache_size).expire_after(EntryTtl).build();
-        ApiKeys { url, http, verifier, cache: cache(), last_good: cache(), failure_ttl: s.failure_ttl, metrics }
+        let (cache, last_good) = caches(s.cache_size);
+        ApiKeys { url, http, verifier, cache, last_good, failure_ttl: s.failure_ttl, metrics }
     }
 
     /// The verified identity behind an API key (the claims of the token it was exchanged for).
@@ -163,6 +163,40 @@ impl ApiKeys {
         let refresh_in = Duration::from_secs(expires_at.saturating_sub(now)).saturating_sub(REFRESH_MARGIN);
         Ok((principal, refresh_in))
     }
+}
+
+/// The exchange cache and the last-good cache, each bounded by `size`. A key the exchange cache
+/// drops for room (evicted, or not admitted) leaves the last-good cache too: both caches admit
+/// and evict on their own (TinyLFU), and with more distinct keys than `size` they would drift
+/// apart — the last-good cache keeping the first keys it saw and refusing newer ones — so that
+/// twice `size` principals stayed in memory and the keys in use had no fallback.
+fn caches(size: u64) -> (Cache<[u8; 32], Entry>, Cache<[u8; 32], Entry>) {
+    let last_good: Cache<[u8; 32], Entry> = Cache::builder().max_capacity(size).expire_after(EntryTtl).build();
+    let fallback = last_good.clone();
+    let cache = Cache::builder()
+        .max_capacity(size)
+        .expire_after(EntryTtl)
+        .async_eviction_listener(move |digest: Arc<[u8; 32]>, evicted: Entry, cause| {
+            let fallback = fallback.clone();
+            Box::pin(async move {
+                let Ok(evicted) = evicted.result else { return };
+                if cause != moka::notification::RemovalCause::Size {
+                    return;
+                }
+                // Only the same exchange: a newer one for the key keeps its fallback.
+                fallback
+                    .entry_by_ref(&*digest)
+                    .and_compute_with(|kept| async move {
+                        match kept.map(|e| e.into_value().result) {
+                            Some(Ok(kept)) if Arc::ptr_eq(&kept, &evicted) => moka::ops::compute::Op::Remove,
+                            _ => moka::ops::compute::Op::Nop,
+                        }
+                    })
+                    .await;
+            })
+        })
+        .build();
+    (cache, last_good)
 }
 
 /// A successful exchange answer as read, before its token is verified.
@@ -243,6 +277,36 @@ mod tests {
         assert_eq!(read(r#"{"token":"t","expiresIn":18446744073709551615}"#), Ok(Some(u64::MAX)));
         assert!(matches!(read(r#"{"expiresIn":60}"#), Err(ApiKeyError::Unavailable(_))));
         assert!(matches!(read("not json"), Err(ApiKeyError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn the_fallback_follows_the_exchange_cache_past_its_bound() {
+        let size = 200;
+        let (cache, last_good) = caches(size);
+        for i in 0..20 * size {
+            let digest = key_digest(&format!("ak_live_{i}"));
+            // As `ApiKeys::exchange` does: the fallback is stored inside the coalesced exchange.
+            let fallback = &last_good;
+            let exchanged = cache
+                .try_get_with(digest, async move {
+                    let principal = Arc::new(Principal { subject: format!("machine_{i}"), ..Principal::default() });
+                    fallback.insert(digest, Entry { result: Ok(principal.clone()), ttl: Duration::from_secs(3600), removals: 0 }).await;
+                    Ok::<_, ApiKeyError>(Entry { result: Ok(principal), ttl: Duration::from_secs(3540), removals: 0 })
+                })
+                .await;
+            assert!(exchanged.is_ok());
+        }
+        cache.run_pending_tasks().await;
+        last_good.run_pending_tasks().await;
+        let served: std::collections::HashSet<[u8; 32]> = cache.iter().map(|(digest, _)| *digest).collect();
+        let (with_fallback, stale) = last_good.iter().fold((0, 0), |(kept, stale), (digest, _)| if served.contains(&*digest) { (kept + 1, stale) } else { (kept, stale + 1) });
+        // Without the eviction listener the fallback cache keeps the first 200 keys, none of them
+        // still served: 400 principals in memory, and no fallback for a key in use. With it, no
+        // fallback outlives its key's exchange; some newest keys miss one (the fallback cache
+        // was full when they were exchanged, and admits on its own).
+        assert!(served.len() as u64 <= size && served.len() as u64 >= size * 9 / 10, "{} keys served", served.len());
+        assert!(with_fallback >= served.len() / 2, "{with_fallback} of {} served keys have a fallback", served.len());
+        assert!(stale <= size / 10, "{stale} fallbacks for keys no longer served");
     }
 
     #[test]

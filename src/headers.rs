@@ -260,56 +260,122 @@ impl IdentityHeaders {
         }
     }
 
-    /// The headers of `req` the upstream may see, in one pass: no client-sent identity headers,
-    /// overrides or credentials (unless configured to forward the token), no headers named in
+    /// What becomes of a header named `name` from the caller on its way upstream.
+    fn fate(&self, name: &HeaderName, trusted: bool, folded: &mut Vec<u8>) -> Fate {
+        if *name == http::header::COOKIE {
+            return Fate::Cookie;
+        }
+        if *name == names::X_FORWARDED_FOR {
+            return if trusted { Fate::ForwardedFor } else { Fate::Drop };
+        }
+        let bytes = name.as_str().as_bytes();
+        let kind = if bytes.contains(&b'_') {
+            if self.underscores != Underscores::Allow {
+                return Fate::Drop;
+            }
+            folded.clear();
+            folded.extend(bytes.iter().map(|&b| if b == b'_' { b'-' } else { b }));
+            // `x_forwarded_for` from anyone is dropped: the gateway writes that header.
+            if folded.as_slice() == b"x-forwarded-for" {
+                return Fate::Drop;
+            }
+            self.kind(folded)
+        } else {
+            self.kind(bytes)
+        };
+        if kind == Kind::Keep || (kind == Kind::Forwarding && trusted) {
+            Fate::Keep
+        } else {
+            Fate::Drop
+        }
+    }
+
+    /// The headers of `req` the upstream may see: no client-sent identity headers, overrides or
+    /// credentials (unless configured to forward the token), no headers named in
     /// [`Self::also_strip`], forwarding headers only from a `trusted` proxy, header names with
     /// `_` as configured. `Cookie` and (from a trusted proxy) `X-Forwarded-For` are set aside
-    /// for the caller to rewrite.
-    pub fn upstream(&self, req: &RequestHeader, trusted: bool) -> UpstreamHeaders {
-        let mut out = UpstreamHeaders { map: HeaderMap::with_capacity(req.headers.len() + 8), cookies: Vec::new(), forwarded_for: Vec::new() };
+    /// for the caller to rewrite. The request is taken out of `req` ([`UpstreamHeaders::install`]
+    /// puts it back) and its header map reused: a few headers are moved into a map sized for the
+    /// gateway's own, more are edited in place (see [`MOVE_AT_MOST`]).
+    pub fn upstream(&self, req: &mut RequestHeader, trusted: bool) -> UpstreamHeaders {
+        let send_end_stream = req.send_end_stream();
+        // The target as sent, when the URI does not carry it byte for byte (absolute-form, raw
+        // bytes): rare, and copied only then.
+        let raw_target = (req.raw_path() != uri_target(&req.uri)).then(|| req.raw_path().to_vec());
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
+        let map = std::mem::take(&mut parts.headers);
+        let mut out = UpstreamHeaders { map: HeaderMap::new(), cookies: Vec::new(), forwarded_for: Vec::new(), parts, raw_target, send_end_stream };
         let mut folded = Vec::new();
-        for (name, value) in req.headers.iter() {
-            if *name == http::header::COOKIE {
-                out.cookies.push(value.clone());
-                continue;
+        if map.len() <= MOVE_AT_MOST {
+            out.map = HeaderMap::with_capacity(map.len() + 8);
+            // Consuming the map names each header once, before the first of its values.
+            let (mut fate, mut kept) = (Fate::Drop, None);
+            for (name, value) in map {
+                if let Some(name) = name {
+                    fate = self.fate(&name, trusted, &mut folded);
+                    kept = (fate == Fate::Keep).then_some(name);
+                }
+                match (fate, &kept) {
+                    (Fate::Keep, Some(name)) => {
+                        out.map.append(name.clone(), value);
+                    }
+                    (Fate::Cookie, _) => out.cookies.push(value),
+                    (Fate::ForwardedFor, _) => out.forwarded_for.push(value),
+                    _ => {}
+                }
             }
-            if *name == names::X_FORWARDED_FOR {
-                if trusted {
-                    out.forwarded_for.push(value.clone());
+            return out;
+        }
+        let mut map = map;
+        // A map cannot lose names while they are read: the names to remove are listed first.
+        let gone: Vec<HeaderName> = map.keys().filter(|name| self.fate(name, trusted, &mut folded) != Fate::Keep).cloned().collect();
+        for name in gone {
+            if let http::header::Entry::Occupied(entry) = map.entry(name) {
+                let (name, values) = entry.remove_entry_mult();
+                if name == http::header::COOKIE {
+                    out.cookies.extend(values);
+                } else if name == names::X_FORWARDED_FOR && trusted {
+                    out.forwarded_for.extend(values);
                 }
-                continue;
-            }
-            let bytes = name.as_str().as_bytes();
-            let kind = if bytes.contains(&b'_') {
-                if self.underscores != Underscores::Allow {
-                    continue;
-                }
-                folded.clear();
-                folded.extend(bytes.iter().map(|&b| if b == b'_' { b'-' } else { b }));
-                // `x_forwarded_for` from anyone is dropped: the gateway writes that header.
-                if folded == b"x-forwarded-for" {
-                    continue;
-                }
-                self.kind(&folded)
-            } else {
-                self.kind(bytes)
-            };
-            if kind == Kind::Keep || (kind == Kind::Forwarding && trusted) {
-                out.map.append(name.clone(), value.clone());
             }
         }
+        // Room for the gateway's headers (identity, request id, forwarding) without regrowing.
+        let _ = map.try_reserve(8);
+        out.map = map;
         out
     }
 }
 
-/// The upstream request's headers being rebuilt: filled from the caller's request by
+/// Up to this many header values, [`IdentityHeaders::upstream`] moves the kept ones into a new
+/// map with room for the gateway's headers; above it, it removes the others from the request's
+/// own map. Measured with callgrind (PERFORMANCE.md, "Round three"): moving costs ~250
+/// instructions a kept header, editing ~1.5k once (the removals and the map's growth), so
+/// editing wins from about six headers on (a browser sends a dozen or more).
+pub const MOVE_AT_MOST: usize = 6;
+
+/// What becomes of one of the caller's headers upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Forwarded as it is.
+    Keep,
+    /// Not forwarded.
+    Drop,
+    /// Set aside for the gateway to filter and put back.
+    Cookie,
+    /// Set aside for the gateway to extend (from a trusted proxy).
+    ForwardedFor,
+}
+
+/// The upstream request's headers being rebuilt: taken from the caller's request by
 /// [`IdentityHeaders::upstream`], then given the gateway's headers, then installed with
 /// [`UpstreamHeaders::install`].
 ///
-/// Rebuilding one map at the right size costs a fraction of editing Pingora's request header
-/// in place (each edit there re-parses the name and updates a second, case-preserving map,
-/// growing both). Header names reach the upstream lowercase (standard ones title-cased), as
-/// they do through Envoy or HAProxy: HTTP header names are case-insensitive.
+/// Editing the value map on its own and rebuilding Pingora's request header around it costs a
+/// fraction of editing that header through its API (each edit there re-parses the name and
+/// updates a second, case-preserving map, growing both). Header names reach the upstream
+/// lowercase (standard ones title-cased), as they do through Envoy or HAProxy: HTTP header
+/// names are case-insensitive.
 #[derive(Debug)]
 pub struct UpstreamHeaders {
     /// The headers so far.
@@ -318,6 +384,18 @@ pub struct UpstreamHeaders {
     pub cookies: Vec<HeaderValue>,
     /// The caller's `X-Forwarded-For` values.
     pub forwarded_for: Vec<HeaderValue>,
+    /// The request's method, target, version and extensions (its headers are `map`).
+    parts: http::request::Parts,
+    /// The target as sent, when its URI does not reproduce it.
+    raw_target: Option<Vec<u8>>,
+    /// HTTP/2's end-of-stream flag on the request's headers.
+    send_end_stream: Option<bool>,
+}
+
+/// The target a request header rebuilt from `uri` has (what Pingora's `RequestHeader::raw_path`
+/// returns when no raw target is kept).
+fn uri_target(uri: &http::Uri) -> &[u8] {
+    uri.path_and_query().map(|p| p.as_str().as_bytes()).or_else(|| uri.authority().map(|a| a.as_str().as_bytes())).unwrap_or_default()
 }
 
 impl UpstreamHeaders {
@@ -344,22 +422,23 @@ impl UpstreamHeaders {
         }
     }
 
-    /// Replaces `req`'s header with these headers, keeping its method, version, extensions and
-    /// request target; `uri` replaces the target (a normalised path).
+    /// Puts the request back into `req` with these headers: the method, version, extensions and
+    /// request target it was taken with; `uri` replaces the target (a normalised path).
     pub fn install(self, req: &mut RequestHeader, uri: Option<http::Uri>) -> pingora::Result<()> {
-        let (mut parts, ()) = http::Request::new(()).into_parts();
-        parts.method = req.method.clone();
-        parts.version = req.version;
-        parts.extensions = std::mem::take(req.extensions_mut());
+        let mut parts = self.parts;
         parts.headers = self.map;
         let keep_target = uri.is_none();
-        parts.uri = uri.unwrap_or_else(|| req.uri.clone());
+        if let Some(uri) = uri {
+            parts.uri = uri;
+        }
         let mut rebuilt = RequestHeader::from(parts);
         // A target the URI does not carry byte for byte (absolute-form, raw bytes) is kept as sent.
-        if keep_target && rebuilt.raw_path() != req.raw_path() {
-            rebuilt.set_raw_path(req.raw_path())?;
+        if let (true, Some(raw)) = (keep_target, &self.raw_target) {
+            if rebuilt.raw_path() != raw.as_slice() {
+                rebuilt.set_raw_path(raw)?;
+            }
         }
-        if let Some(end) = req.send_end_stream() {
+        if let Some(end) = self.send_end_stream {
             rebuilt.set_send_end_stream(end);
         }
         *req = rebuilt;
@@ -385,7 +464,7 @@ mod tests {
 
     /// The names the upstream would receive from `req`.
     fn forwarded(h: &IdentityHeaders, req: &RequestHeader, trusted: bool) -> Vec<String> {
-        let up = h.upstream(req, trusted);
+        let up = h.upstream(&mut req.clone(), trusted);
         let mut names: Vec<String> = up.map.keys().map(|n| n.to_string()).collect();
         names.extend(up.forwarded_for.iter().map(|_| "x-forwarded-for".to_string()));
         names
@@ -400,13 +479,23 @@ mod tests {
             "x-forwarded-user", "X-Forwarded-Email", "x_forwarded_groups", "x-auth-request-user", "X-Remote-User", "remote-user", "Remote_User",
             "x-original-url", "X-Rewrite-URL", "x-http-method-override", "X_HTTP_METHOD_OVERRIDE", "x-method-override", "authorization", "x-tenant", "X_Tenant",
         ];
+        // Two headers (moved into a new map) and a browser's dozen (edited in place).
+        let dozen: Vec<(String, &str)> = (0..12).map(|i| (format!("x-pad-{i}"), "p")).collect();
         for name in impostors {
-            let req = request(&[(name, "admin"), ("x-kept", "1")]);
-            for h in [&strict, &allow] {
-                let got = forwarded(h, &req, false);
-                assert_eq!(got, vec!["x-kept"], "{name} reached the upstream");
-                let got = forwarded(h, &req, true);
-                assert_eq!(got, vec!["x-kept"], "{name} reached the upstream from a trusted proxy");
+            for padding in [&dozen[..0], &dozen[..]] {
+                let mut sent = vec![(name, "admin"), ("x-kept", "1")];
+                sent.extend(padding.iter().map(|(n, v)| (n.as_str(), *v)));
+                let req = request(&sent);
+                let want: Vec<String> = std::iter::once("x-kept".to_string()).chain(padding.iter().map(|(n, _)| n.clone())).collect();
+                for h in [&strict, &allow] {
+                    for trusted in [false, true] {
+                        // Editing in place may reorder names (not values of one name).
+                        let (mut got, mut want) = (forwarded(h, &req, trusted), want.clone());
+                        got.sort();
+                        want.sort();
+                        assert_eq!(got, want, "{name} reached the upstream ({} headers, trusted: {trusted})", sent.len());
+                    }
+                }
             }
         }
         // Underscored names that pose as nothing pass only under `allow`.
@@ -462,7 +551,7 @@ mod tests {
             ("cookie", "a=b"),
             ("x-forwarded-for", "10.0.0.1"),
         ]);
-        let mut up = h.upstream(&req, false);
+        let mut up = h.upstream(&mut req, false);
         assert_eq!(up.cookies, vec![HeaderValue::from_static("a=b")]);
         assert!(up.forwarded_for.is_empty(), "x-forwarded-for is the gateway's to write");
         let (subject, email, client) = (encode("user_1"), encode("a\r\nx-auth-evil: 1@é.com"), encode("billing"));
@@ -488,22 +577,47 @@ mod tests {
         let h = IdentityHeaders::from_config(&settings(false));
         let mut req = RequestHeader::build("POST", b"/a/./b?q=%20", None).unwrap();
         req.append_header("Content-Length", "3").unwrap();
-        h.upstream(&req, false).install(&mut req, None).unwrap();
+        h.upstream(&mut req, false).install(&mut req, None).unwrap();
         assert_eq!(req.raw_path(), b"/a/./b?q=%20");
         assert_eq!(req.method, http::Method::POST);
         assert_eq!(values(&req, "content-length"), vec!["3"]);
         let mut wire = Vec::new();
         req.header_to_h1_wire(&mut wire);
         assert_eq!(wire, b"Content-Length: 3\r\n");
-        h.upstream(&req, false).install(&mut req, Some("/a/b?q=%20".parse().unwrap())).unwrap();
+        h.upstream(&mut req, false).install(&mut req, Some("/a/b?q=%20".parse().unwrap())).unwrap();
         assert_eq!(req.raw_path(), b"/a/b?q=%20");
+        // An absolute-form target: the URI does not carry it, so it is kept as sent.
+        let mut req = RequestHeader::build("GET", b"http://a.example/x?y=1", None).unwrap();
+        req.set_send_end_stream(false);
+        h.upstream(&mut req, false).install(&mut req, None).unwrap();
+        assert_eq!(req.raw_path(), b"http://a.example/x?y=1");
+    }
+
+    #[test]
+    fn every_value_of_a_set_aside_or_removed_header_goes_in_order() {
+        let h = IdentityHeaders::from_config(&settings(false));
+        let sent = [("cookie", "a=1"), ("x-auth-subject", "forged"), ("Cookie", "b=2"), ("x-forwarded-for", "10.0.0.1"), ("x-keep", "1"), ("x-forwarded-for", "10.0.0.2"), ("X-Auth-Subject", "again"), ("x-keep", "2")];
+        // Eight values (edited in place) and, without the two identity headers, six (moved).
+        let few: Vec<(&str, &str)> = sent.iter().copied().filter(|(n, _)| !n.eq_ignore_ascii_case("x-auth-subject")).collect();
+        assert!(sent.len() > MOVE_AT_MOST && few.len() <= MOVE_AT_MOST);
+        for (headers, trusted) in [(&sent[..], false), (&sent[..], true), (&few[..], false), (&few[..], true)] {
+            let mut req = request(headers);
+            let up = h.upstream(&mut req, trusted);
+            assert_eq!(up.cookies, vec![HeaderValue::from_static("a=1"), HeaderValue::from_static("b=2")]);
+            let want: Vec<HeaderValue> = if trusted { vec![HeaderValue::from_static("10.0.0.1"), HeaderValue::from_static("10.0.0.2")] } else { vec![] };
+            assert_eq!(up.forwarded_for, want, "trusted: {trusted}");
+            up.install(&mut req, None).unwrap();
+            let names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+            assert_eq!(names, vec!["x-keep"], "{} values, trusted: {trusted}", headers.len());
+            assert_eq!(values(&req, "x-keep"), vec!["1", "2"]);
+        }
     }
 
     #[test]
     fn forwards_token_when_configured() {
         let h = IdentityHeaders::from_config(&settings(true));
         let mut req = request(&[("authorization", "Bearer abc")]);
-        h.upstream(&req, false).install(&mut req, None).unwrap();
+        h.upstream(&mut req, false).install(&mut req, None).unwrap();
         assert_eq!(values(&req, "authorization"), vec!["Bearer abc"]);
     }
 

@@ -71,14 +71,7 @@ async fn a_websocket_with_a_bearer_token_is_echoed_with_the_identity_and_refused
 async fn a_websocket_after_sign_in_carries_the_session_identity() {
     let (idp, echo) = idp_and_echo().await;
     let setup = Setup { clients: Clients::SignIn, ..Setup::default() };
-    let gw = start_gateway(
-        |port, admin| {
-            idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
-            config(port, admin, &idp, echo.addr(), &setup)
-        },
-        true,
-    )
-    .await;
+    let gw = sign_in_gateway(&idp, &echo, &setup).await;
     let origin = format!("http://127.0.0.1:{}", gw.port);
     let ws = origin.replace("http://", "ws://");
 
@@ -262,14 +255,7 @@ async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_th
     let (idp, echo) = idp_and_echo().await;
     let route = "\n[[routes]]\nname = \"live\"\npath = \"/live/*\"\nupstream = \"app\"\nauth = \"authenticated\"\nwebsocket_close_at_expiry = true\n";
     let setup = Setup { clients: Clients::SignIn, session_extra: "lifetime = \"4s\"".into(), extra: route.into(), ..Setup::default() };
-    let gw = start_gateway(
-        |port, admin| {
-            idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
-            config(port, admin, &idp, echo.addr(), &setup)
-        },
-        true,
-    )
-    .await;
+    let gw = sign_in_gateway(&idp, &echo, &setup).await;
     let origin = format!("http://127.0.0.1:{}", gw.port);
     let ws = origin.replace("http://", "ws://");
 
@@ -288,4 +274,17 @@ async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_th
     assert!(at >= before + 4, "closed at {at}, before the session could have ended (signed in after {before})");
     assert!(at <= opened + 4 + 2, "closed at {at}, long after the session ended (signed in by {opened})");
     assert!(!matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))), "a message instead of the end: {ended:?}");
+}
+
+/// A gateway for `setup` (a [`Clients::SignIn`] one) whose client `client-b` is registered at
+/// the IdP with the gateway's callback on `127.0.0.1`, ready.
+async fn sign_in_gateway(idp: &devidp::idp::DevIdp, echo: &devidp::echo::EchoServer, setup: &Setup) -> Gateway {
+    start_gateway(
+        |port, admin| {
+            idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
+            config(port, admin, idp, echo.addr(), setup)
+        },
+        true,
+    )
+    .await
 }

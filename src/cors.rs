@@ -11,8 +11,9 @@ pub const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 pub const MAX_AGE: &str = "600";
 
 /// True for a CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
-pub fn is_preflight(method: &Method, origin: Option<&[u8]>, request_method: Option<&[u8]>) -> bool {
-    method == Method::OPTIONS && origin.is_some() && request_method.is_some()
+/// The headers are looked up only for `OPTIONS` (every request asks).
+pub fn is_preflight(req: &http::request::Parts) -> bool {
+    req.method == Method::OPTIONS && req.headers.contains_key(http::header::ORIGIN) && req.headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// Headers of every response to an allowed origin (and `Vary`: see [`vary_origin`]).
@@ -54,9 +55,18 @@ mod tests {
 
     #[test]
     fn preflight_detection_and_headers() {
-        assert!(is_preflight(&Method::OPTIONS, Some(b"https://a"), Some(b"PUT")));
-        assert!(!is_preflight(&Method::OPTIONS, Some(b"https://a"), None));
-        assert!(!is_preflight(&Method::GET, Some(b"https://a"), Some(b"PUT")));
+        let req = |method: Method, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().method(method).uri("/x");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let both = [("origin", "https://a"), ("access-control-request-method", "PUT")];
+        assert!(is_preflight(&req(Method::OPTIONS, &both)));
+        assert!(!is_preflight(&req(Method::OPTIONS, &both[..1])));
+        assert!(!is_preflight(&req(Method::OPTIONS, &both[1..])));
+        assert!(!is_preflight(&req(Method::GET, &both)));
         let h = preflight_headers("https://a", Some(b"Content-Type, X-Foo, bad header\r\n"));
         let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
         assert_eq!(get("access-control-allow-origin"), Some("https://a"));

@@ -11,7 +11,7 @@ use crate::identity::backchannel;
 use crate::identity::browser::{Visit, BACKCHANNEL_PATH};
 use crate::origin::Origin;
 use crate::responses::{self, Cause, Refusal, Rendered};
-use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, REFERER};
+use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ORIGIN, REFERER};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -128,7 +128,7 @@ impl Gateway {
     /// preflights; `None` for everything else.
     pub(super) async fn gateway_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Result<bool>> {
         let req = session.req_header();
-        let preflight = cors::is_preflight(&req.method, header(req, &ORIGIN), header(req, &ACCESS_CONTROL_REQUEST_METHOD));
+        let preflight = cors::is_preflight(req);
         if !preflight && !self.services.browser.owns(req.uri.path(), &self.clients) {
             return None;
         }

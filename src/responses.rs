@@ -400,7 +400,7 @@ impl Refusal {
         };
         let _ = header.insert_header("content-length", body.len().to_string());
         let _ = header.insert_header("cache-control", "no-store");
-        let _ = header.insert_header("x-request-id", request_id);
+        stamp_request_id(&mut header, request_id);
         if debug_reason {
             let reason: String = self.detail().chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
             let _ = header.insert_header("x-authgate-reason", reason);
@@ -419,13 +419,22 @@ pub fn head(status: StatusCode, size_hint: usize) -> ResponseHeader {
     })
 }
 
+/// Adds `x-request-id`, marked sensitive as the proxied responses' is: HTTP/2 sends it as a
+/// never-indexed literal, since a value used once has no place in the connection's HPACK table.
+pub fn stamp_request_id(header: &mut ResponseHeader, request_id: &str) {
+    if let Ok(mut value) = http::HeaderValue::from_str(request_id) {
+        value.set_sensitive(true);
+        let _ = header.insert_header("x-request-id", value);
+    }
+}
+
 /// A redirect (302) to `location`.
 pub fn redirect(location: &str, request_id: &str) -> Rendered {
     let mut header = head(StatusCode::FOUND, 4);
     let _ = header.insert_header("location", location);
     let _ = header.insert_header("content-length", "0");
     let _ = header.insert_header("cache-control", "no-store");
-    let _ = header.insert_header("x-request-id", request_id);
+    stamp_request_id(&mut header, request_id);
     Rendered { header, body: bytes::Bytes::new() }
 }
 
@@ -437,7 +446,7 @@ pub fn preflight(allowed: Option<Vec<(&'static str, String)>>, request_id: &str)
         let _ = header.insert_header(k, v);
     }
     let _ = header.insert_header("content-length", "0");
-    let _ = header.insert_header("x-request-id", request_id);
+    stamp_request_id(&mut header, request_id);
     Rendered { header, body: bytes::Bytes::new() }
 }
 
@@ -458,7 +467,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &str) -> 
     let _ = header.insert_header("content-type", "application/json");
     let _ = header.insert_header("content-length", body.len().to_string());
     let _ = header.insert_header("cache-control", "no-store");
-    let _ = header.insert_header("x-request-id", request_id);
+    stamp_request_id(&mut header, request_id);
     Rendered { header, body: bytes::Bytes::from(body) }
 }
 
@@ -503,7 +512,7 @@ pub fn page(status: StatusCode, title: &str, body_html: &str, request_id: &str, 
     // Nothing on these pages may be framed (a framed sign-out button is a clickjacking target).
     let _ = header.insert_header("x-frame-options", "DENY");
     let _ = header.insert_header("content-security-policy", csp(brand));
-    let _ = header.insert_header("x-request-id", request_id);
+    stamp_request_id(&mut header, request_id);
     Rendered { header, body: bytes::Bytes::from(body) }
 }
 
@@ -628,6 +637,25 @@ mod tests {
 
         let not_allowed = Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::PUT]).render("authgate", false, "r");
         assert_eq!(header(&not_allowed, "allow").unwrap(), "GET, PUT");
+    }
+
+    #[test]
+    fn every_answer_carries_the_request_id_never_indexed() {
+        let answers = [
+            Refusal::MissingCredentials.render("authgate", false, "rid-7"),
+            Refusal::MissingCredentials.render("authgate", true, "rid-7"),
+            redirect("https://idp/authorize", "rid-7"),
+            preflight(None, "rid-7"),
+            json(StatusCode::OK, &serde_json::json!({}), "rid-7"),
+            page(StatusCode::OK, "t", "<p>b</p>", "rid-7", None),
+        ];
+        for a in &answers {
+            let v = a.header.headers.get("x-request-id").unwrap();
+            assert_eq!(v, "rid-7", "{}", a.header.status);
+            assert!(v.is_sensitive(), "{}", a.header.status);
+        }
+        // An id that is not a header value (never made by the gateway) is left out, not a panic.
+        assert!(json(StatusCode::OK, &serde_json::json!({}), "a\nb").header.headers.get("x-request-id").is_none());
     }
 
     #[test]

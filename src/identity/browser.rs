@@ -858,7 +858,7 @@ impl Browser {
         let mut header = responses::head(StatusCode::OK, 4);
         let _ = header.insert_header("cache-control", "no-store");
         let _ = header.insert_header("content-length", "0");
-        let _ = header.insert_header("x-request-id", request_id);
+        responses::stamp_request_id(&mut header, request_id);
         Ok(Rendered { header, body: bytes::Bytes::new() })
     }
 

@@ -328,15 +328,22 @@ impl IdentityHeaders {
             return out;
         }
         let mut map = map;
-        // A map cannot lose names while they are read: the names to remove are listed first.
-        let gone: Vec<HeaderName> = map.keys().filter(|name| self.fate(name, trusted, &mut folded) != Fate::Keep).cloned().collect();
-        for name in gone {
+        // A map cannot lose names while they are read: the names to remove are listed first,
+        // each with its fate, which says where its values go.
+        let mut gone: Vec<(HeaderName, Fate)> = Vec::new();
+        for name in map.keys() {
+            match self.fate(name, trusted, &mut folded) {
+                Fate::Keep => {}
+                fate => gone.push((name.clone(), fate)),
+            }
+        }
+        for (name, fate) in gone {
             if let http::header::Entry::Occupied(entry) = map.entry(name) {
-                let (name, values) = entry.remove_entry_mult();
-                if name == http::header::COOKIE {
-                    out.cookies.extend(values);
-                } else if name == names::X_FORWARDED_FOR && trusted {
-                    out.forwarded_for.extend(values);
+                let (_, values) = entry.remove_entry_mult();
+                match fate {
+                    Fate::Cookie => out.cookies.extend(values),
+                    Fate::ForwardedFor => out.forwarded_for.extend(values),
+                    Fate::Keep | Fate::Drop => {}
                 }
             }
         }

@@ -278,7 +278,7 @@ async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_th
 
 /// A gateway for `setup` (a [`Clients::SignIn`] one) whose client `client-b` is registered at
 /// the IdP with the gateway's callback on `127.0.0.1`, ready.
-async fn sign_in_gateway(idp: &devidp::idp::DevIdp, echo: &devidp::echo::EchoServer, setup: &Setup) -> Gateway {
+async fn sign_in_gateway(idp: &DevIdp, echo: &devidp::echo::EchoServer, setup: &Setup) -> Gateway {
     start_gateway(
         |port, admin| {
             idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);

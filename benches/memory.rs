@@ -12,13 +12,13 @@
 //! measures other steps (each a count of distinct tokens, sessions and keys; ascending).
 
 use authgate::config;
-use devidp::keys::SigningKey;
 use authgate::identity::apikey::ApiKeys;
 use authgate::identity::jwks::{parse_jwks, KeyStore};
 use authgate::identity::session::{MemoryStore, SessionData, SessionId, SessionStore, Tokens};
 use authgate::identity::verify::Verifier;
 use authgate::metrics::Metrics;
 use authgate::secret::Secret;
+use devidp::keys::SigningKey;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout};
@@ -68,7 +68,11 @@ static GLOBAL: Counting = Counting;
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
@@ -79,18 +83,34 @@ fn live_mib() -> f64 {
 /// RSS and live heap now, with their growth since `since` (RSS, live heap).
 fn report(since: (f64, f64)) -> String {
     let (rss, live) = (rss_mib(), live_mib());
-    format!("RSS {rss:.1} MiB (+{:.1}), live heap {live:.1} MiB (+{:.1})", rss - since.0, live - since.1)
+    format!(
+        "RSS {rss:.1} MiB (+{:.1}), live heap {live:.1} MiB (+{:.1})",
+        rss - since.0,
+        live - since.1
+    )
 }
 
 /// The steps to measure: `AUTHGATE_MEM_STEPS` (comma-separated, ascending), else 10k, 100k and
 /// 1M; none above `AUTHGATE_MEM_MAX`.
 fn steps() -> Vec<usize> {
-    let max: usize = std::env::var("AUTHGATE_MEM_MAX").map(|v| v.parse().expect("AUTHGATE_MEM_MAX is a count")).unwrap_or(usize::MAX);
+    let max: usize = std::env::var("AUTHGATE_MEM_MAX")
+        .map(|v| v.parse().expect("AUTHGATE_MEM_MAX is a count"))
+        .unwrap_or(usize::MAX);
     let steps: Vec<usize> = match std::env::var("AUTHGATE_MEM_STEPS") {
-        Ok(v) => v.split(',').map(|s| s.trim().parse().expect("AUTHGATE_MEM_STEPS is a comma-separated list of counts")).collect(),
+        Ok(v) => v
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("AUTHGATE_MEM_STEPS is a comma-separated list of counts")
+            })
+            .collect(),
         Err(_) => vec![10_000, 100_000, 1_000_000],
     };
-    assert!(steps.windows(2).all(|w| w[0] < w[1]), "AUTHGATE_MEM_STEPS must be ascending");
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "AUTHGATE_MEM_STEPS must be ascending"
+    );
     steps.into_iter().filter(|n| *n <= max).collect()
 }
 
@@ -98,15 +118,33 @@ fn main() {
     let steps = steps();
     let text = "[idp]\nissuer = \"https://idp.bench\"\naudience = \"api\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n";
     let c = config::parse("bench.toml", text, &|_| None).expect("bench config is valid");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
     let key = SigningKey::generate(Algorithm::EdDSA).expect("a key");
     let metrics = Metrics::new();
     let keys = Arc::new(KeyStore::from_config(&c.idp, metrics.clone()));
-    keys.install(parse_jwks(&json!({"keys": [key.public_jwk()]}), &c.idp.algorithms).expect("the key parses"));
-    let verifier = Arc::new(Verifier::from_config(&c.idp, &c.cache, keys, metrics.clone()));
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() + 3600;
+    keys.install(
+        parse_jwks(&json!({"keys": [key.public_jwk()]}), &c.idp.algorithms)
+            .expect("the key parses"),
+    );
+    let verifier = Arc::new(Verifier::from_config(
+        &c.idp,
+        &c.cache,
+        keys,
+        metrics.clone(),
+    ));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 3600;
 
-    println!("bound: [cache] tokens = {}, [session] max_sessions = {}, [api_keys] cache_size = {}", c.cache.tokens, c.session.max_sessions, c.api_keys.cache_size);
+    println!(
+        "bound: [cache] tokens = {}, [session] max_sessions = {}, [api_keys] cache_size = {}",
+        c.cache.tokens, c.session.max_sessions, c.api_keys.cache_size
+    );
     let base = (rss_mib(), live_mib());
     println!("start: RSS {:.1} MiB, live heap {:.1} MiB", base.0, base.1);
     let mut seen = 0;
@@ -148,7 +186,10 @@ fn main() {
                     sid: Some("s".repeat(22)),
                     via: Default::default(),
                 };
-                store.put(&SessionId::generate(), std::sync::Arc::new(data)).await.expect("the memory store is always available");
+                store
+                    .put(&SessionId::generate(), std::sync::Arc::new(data))
+                    .await
+                    .expect("the memory store is always available");
                 stored += 1;
             }
         });
@@ -157,8 +198,13 @@ fn main() {
 
     // API keys: a loopback IdP answers every exchange with a token of its own (distinct `sub`),
     // so each key holds its own token and verified principal, as in production.
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a loopback port");
-    let url = format!("http://{}/api/auth/api-key/exchange", listener.local_addr().expect("an address"));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("a loopback port");
+    let url = format!(
+        "http://{}/api/auth/api-key/exchange",
+        listener.local_addr().expect("an address")
+    );
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let idp_key = Arc::new(key);
     let app = axum::Router::new().route(
@@ -171,8 +217,18 @@ fn main() {
             }
         }),
     );
-    rt.spawn(async move { axum::serve(listener, app).await.expect("the loopback IdP serves") });
-    let api_keys = Arc::new(ApiKeys::from_config(Some(url.parse().expect("a URL")), std::time::Duration::from_secs(10), &c.api_keys, verifier, metrics));
+    rt.spawn(async move {
+        axum::serve(listener, app)
+            .await
+            .expect("the loopback IdP serves")
+    });
+    let api_keys = Arc::new(ApiKeys::from_config(
+        Some(url.parse().expect("a URL")),
+        std::time::Duration::from_secs(10),
+        &c.api_keys,
+        verifier,
+        metrics,
+    ));
     let before = (rss_mib(), live_mib());
     let mut exchanged = 0usize;
     for &n in &steps {
@@ -182,7 +238,12 @@ fn main() {
                 let mut set = tokio::task::JoinSet::new();
                 for i in exchanged..exchanged + batch {
                     let api_keys = api_keys.clone();
-                    set.spawn(async move { api_keys.authenticate(&format!("ak_live_{i:024}")).await.expect("the key is accepted") });
+                    set.spawn(async move {
+                        api_keys
+                            .authenticate(&format!("ak_live_{i:024}"))
+                            .await
+                            .expect("the key is accepted")
+                    });
                 }
                 while let Some(done) = set.join_next().await {
                     done.expect("the exchange task ran");

@@ -54,15 +54,24 @@ fn main() {
     peer.options.read_timeout = Some(Duration::from_secs(30));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
 
-    let conf = ServerConf { threads, grace_period_seconds: Some(1), graceful_shutdown_timeout_seconds: Some(1), work_stealing: false, ..ServerConf::default() };
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        work_stealing: false,
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { peer });
     match (args.get(4), args.get(5)) {
         (Some(cert), Some(key)) => {
-            let mut tls = pingora::listeners::tls::TlsSettings::intermediate(cert, key).expect("TLS settings");
-            tls.set_certificate_chain_file(cert).expect("CERT holds a PEM certificate");
-            tls.set_private_key_file(key).expect("KEY holds a PEM private key");
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate(cert, key)
+                .expect("TLS settings");
+            tls.set_certificate_chain_file(cert)
+                .expect("CERT holds a PEM certificate");
+            tls.set_private_key_file(key)
+                .expect("KEY holds a PEM private key");
             tls.enable_h2();
             proxy.add_tls_with_settings(listen, None, tls);
         }

@@ -31,20 +31,36 @@ pub struct AdminApp {
 
 impl AdminApp {
     /// Serves the given metrics, readiness of the given key store and the config's status.
-    pub fn new(metrics: Metrics, keys: Arc<KeyStore>, config: Arc<ArcSwap<ConfigStatus>>) -> AdminApp {
-        AdminApp { metrics, keys, config }
+    pub fn new(
+        metrics: Metrics,
+        keys: Arc<KeyStore>,
+        config: Arc<ArcSwap<ConfigStatus>>,
+    ) -> AdminApp {
+        AdminApp {
+            metrics,
+            keys,
+            config,
+        }
     }
 
     fn answer(&self, path: &str) -> (StatusCode, &'static str, String) {
         match path {
-            "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render()),
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            ),
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
             "/readyz" => {
                 let (status, mut body) = self.readiness();
                 body.push_str(&config_lines(&self.config.load()));
                 (status, "text/plain", body)
             }
-            _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /readyz\n".into()),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: try /metrics, /healthz or /readyz\n".into(),
+            ),
         }
     }
 
@@ -52,9 +68,18 @@ impl AdminApp {
     fn readiness(&self) -> (StatusCode, String) {
         match (self.keys.is_loaded(), self.keys.last_error()) {
             (true, None) => (StatusCode::OK, "ready\n".into()),
-            (true, Some(why)) => (StatusCode::OK, format!("ready on cached keys; the latest key fetch from the IdP failed: {why}\n")),
-            (false, None) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the IdP's signing keys have not been loaded yet\n".into()),
-            (false, Some(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the IdP's signing keys have not been loaded yet: {why}\n")),
+            (true, Some(why)) => (
+                StatusCode::OK,
+                format!("ready on cached keys; the latest key fetch from the IdP failed: {why}\n"),
+            ),
+            (false, None) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the IdP's signing keys have not been loaded yet\n".into(),
+            ),
+            (false, Some(why)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: the IdP's signing keys have not been loaded yet: {why}\n"),
+            ),
         }
     }
 }
@@ -67,9 +92,15 @@ impl ServeHttp for AdminApp {
         let mut response = Response::new(body.into_bytes());
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
         headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-        headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
         response
     }
 }
@@ -98,13 +129,22 @@ mod tests {
 
     #[test]
     fn readyz_names_the_config_hash_and_why_a_reload_was_refused() {
-        let running = ConfigStatus { hash: Some("ab12".into()), refused: None };
+        let running = ConfigStatus {
+            hash: Some("ab12".into()),
+            refused: None,
+        };
         assert_eq!(config_lines(&running), "config sha256:ab12\n");
-        let refused = ConfigStatus { hash: Some("ab12".into()), refused: Some("2 problems:\n  a.toml:3: x\n  a.toml:4: y".into()) };
+        let refused = ConfigStatus {
+            hash: Some("ab12".into()),
+            refused: Some("2 problems:\n  a.toml:3: x\n  a.toml:4: y".into()),
+        };
         assert_eq!(
             config_lines(&refused),
             "config sha256:ab12\nthe latest config reload was refused, the running config stays:\n  2 problems:\n    a.toml:3: x\n    a.toml:4: y\n"
         );
-        assert_eq!(config_lines(&ConfigStatus::default()), "config built in (no file)\n");
+        assert_eq!(
+            config_lines(&ConfigStatus::default()),
+            "config built in (no file)\n"
+        );
     }
 }

@@ -62,7 +62,11 @@ impl ClientRegistry {
                 by_origin.insert(o.as_str().to_string(), i);
             }
         }
-        ClientRegistry { clients: clients.to_vec(), by_origin, default_client: None }
+        ClientRegistry {
+            clients: clients.to_vec(),
+            by_origin,
+            default_client: None,
+        }
     }
 
     /// Maps origins no client claims to this client (the operator's `default_client`).
@@ -86,7 +90,9 @@ impl ClientRegistry {
             return None;
         }
         let origin = Origin::parse(origin).ok()?;
-        self.clients.iter().position(|c| c.origin_patterns.iter().any(|p| p.matches(&origin)))
+        self.clients
+            .iter()
+            .position(|c| c.origin_patterns.iter().any(|p| p.matches(&origin)))
     }
 
     /// True when `text` is exactly one of the registered origins (which are canonical).
@@ -118,16 +124,34 @@ impl ClientRegistry {
                 .filter(|o| self.owner(o).is_some());
             match from_referer {
                 Some(o) => Ok(o),
-                None => own.take().ok_or_else(|| "(no Origin, Referer or Host header)".to_string()),
+                None => own
+                    .take()
+                    .ok_or_else(|| "(no Origin, Referer or Host header)".to_string()),
             }
         };
         match candidate {
-            Ok(origin) => match self.owner(&origin).or(self.default_client).and_then(|i| Some((i, self.clients.get(i)?))) {
-                Some((i, client)) => Identified::Known { index: i, client, origin },
+            Ok(origin) => match self
+                .owner(&origin)
+                .or(self.default_client)
+                .and_then(|i| Some((i, self.clients.get(i)?)))
+            {
+                Some((i, client)) => Identified::Known {
+                    index: i,
+                    client,
+                    origin,
+                },
                 None => Identified::Unknown(origin.to_string()),
             },
-            Err(text) => match (self.default_client.and_then(|i| Some((i, self.clients.get(i)?))), own) {
-                (Some((i, client)), Some(origin)) => Identified::Known { index: i, client, origin },
+            Err(text) => match (
+                self.default_client
+                    .and_then(|i| Some((i, self.clients.get(i)?))),
+                own,
+            ) {
+                (Some((i, client)), Some(origin)) => Identified::Known {
+                    index: i,
+                    client,
+                    origin,
+                },
                 _ => Identified::Unknown(text),
             },
         }
@@ -169,7 +193,10 @@ impl Served {
             None if client_count == 1 => Some(0),
             None => None,
         };
-        Served { list: clients.map(Into::into), only }
+        Served {
+            list: clients.map(Into::into),
+            only,
+        }
     }
 
     /// True when the route serves client `index`.
@@ -217,7 +244,11 @@ pub type Settled = Option<usize>;
 impl ClientRegistry {
     /// A token's client: its `azp`, else its `client_id` claim (both in `authorized_party`),
     /// else an `aud` value that is a configured client's `client_id`.
-    pub fn token_binding<'a>(&self, authorized_party: Option<&'a str>, audiences: &'a [Box<str>]) -> Binding<'a> {
+    pub fn token_binding<'a>(
+        &self,
+        authorized_party: Option<&'a str>,
+        audiences: &'a [Box<str>],
+    ) -> Binding<'a> {
         if let Some(azp) = authorized_party.filter(|a| !a.is_empty()) {
             return Binding::Client(azp);
         }
@@ -239,22 +270,53 @@ impl ClientRegistry {
     /// An unbound credential never lets a header choose: the route's only client, or, on a
     /// route serving several, a refusal when a namespace is `needed` and no client otherwise.
     /// The client settled on must be one the route serves.
-    pub fn settle(&self, detected: usize, binding: Binding<'_>, served: &Served, needed: bool, route: &str) -> Result<Settled, ClientError> {
-        let client = self.clients.get(detected).ok_or_else(|| ClientError::NotServed { route: route.to_string(), client: "(unknown)".into() })?;
+    pub fn settle(
+        &self,
+        detected: usize,
+        binding: Binding<'_>,
+        served: &Served,
+        needed: bool,
+        route: &str,
+    ) -> Result<Settled, ClientError> {
+        let client = self
+            .clients
+            .get(detected)
+            .ok_or_else(|| ClientError::NotServed {
+                route: route.to_string(),
+                client: "(unknown)".into(),
+            })?;
         let settled = match binding {
             Binding::Client(id) if id == client.client_id => Some(detected),
-            Binding::Client(_) | Binding::Ambiguous if client.allow_foreign_tokens => Some(detected),
-            Binding::Client(_) | Binding::Ambiguous => return Err(ClientError::IssuedToAnother { credential: "token", client: client.name.clone() }),
+            Binding::Client(_) | Binding::Ambiguous if client.allow_foreign_tokens => {
+                Some(detected)
+            }
+            Binding::Client(_) | Binding::Ambiguous => {
+                return Err(ClientError::IssuedToAnother {
+                    credential: "token",
+                    client: client.name.clone(),
+                })
+            }
             Binding::Unbound => match served.only() {
                 Some(only) => Some(only),
-                None if needed => return Err(ClientError::Unbound { route: route.to_string() }),
+                None if needed => {
+                    return Err(ClientError::Unbound {
+                        route: route.to_string(),
+                    })
+                }
                 None => None,
             },
         };
         match settled {
             Some(i) if !served.serves(i) => {
-                let name = self.clients.get(i).map(|c| c.name.clone()).unwrap_or_default();
-                Err(ClientError::NotServed { route: route.to_string(), client: name })
+                let name = self
+                    .clients
+                    .get(i)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                Err(ClientError::NotServed {
+                    route: route.to_string(),
+                    client: name,
+                })
             }
             other => Ok(other),
         }
@@ -292,56 +354,162 @@ pub(crate) mod tests {
     }
 
     fn registry() -> ClientRegistry {
-        ClientRegistry::from_config(&[client("billing", &["https://billing.example.com"]), client("dev", &["http://localhost:8080"])])
+        ClientRegistry::from_config(&[
+            client("billing", &["https://billing.example.com"]),
+            client("dev", &["http://localhost:8080"]),
+        ])
     }
 
     #[test]
     fn identify_by_hints() {
         let mut clients = registry().clients;
-        clients[0].origin_patterns = vec![OriginPattern::parse("https://*.preview.example.com").unwrap()];
+        clients[0].origin_patterns =
+            vec![OriginPattern::parse("https://*.preview.example.com").unwrap()];
         let r = ClientRegistry::from_config(&clients);
         let name = |c: Identified| match c {
             Identified::Known { client, origin, .. } => format!("{} {origin}", client.name),
             Identified::Unknown(o) => format!("unknown {o}"),
         };
-        let owns: Vec<Origin> = ["http://localhost:8080", "https://pr-1.preview.example.com"].iter().map(|o| Origin::parse(o).unwrap()).collect();
+        let owns: Vec<Origin> = ["http://localhost:8080", "https://pr-1.preview.example.com"]
+            .iter()
+            .map(|o| Origin::parse(o).unwrap())
+            .collect();
         let owns = &owns;
-        let h = move |origin: Option<&'static str>, client_origin: Option<&'static str>, referer: Option<&'static str>, own: Option<&'static str>| OriginHints {
+        let h = move |origin: Option<&'static str>,
+                      client_origin: Option<&'static str>,
+                      referer: Option<&'static str>,
+                      own: Option<&'static str>| OriginHints {
             origin: origin.map(str::as_bytes),
             client_origin: client_origin.map(str::as_bytes),
             referer: referer.map(str::as_bytes),
-            own: own.map(|o| owns.iter().find(|x| x.as_str() == o).expect("a prepared origin").clone()),
+            own: own.map(|o| {
+                owns.iter()
+                    .find(|x| x.as_str() == o)
+                    .expect("a prepared origin")
+                    .clone()
+            }),
         };
         let cases = [
-            (h(Some("https://billing.example.com"), Some("http://localhost:8080"), None, None), "billing https://billing.example.com"),
-            (h(None, Some("http://localhost:8080"), Some("https://billing.example.com/x"), None), "dev http://localhost:8080"),
-            (h(None, None, Some("https://billing.example.com/a?b"), Some("http://localhost:8080")), "billing https://billing.example.com"),
+            (
+                h(
+                    Some("https://billing.example.com"),
+                    Some("http://localhost:8080"),
+                    None,
+                    None,
+                ),
+                "billing https://billing.example.com",
+            ),
+            (
+                h(
+                    None,
+                    Some("http://localhost:8080"),
+                    Some("https://billing.example.com/x"),
+                    None,
+                ),
+                "dev http://localhost:8080",
+            ),
+            (
+                h(
+                    None,
+                    None,
+                    Some("https://billing.example.com/a?b"),
+                    Some("http://localhost:8080"),
+                ),
+                "billing https://billing.example.com",
+            ),
             // A link from another site: the request's own origin decides.
-            (h(None, None, Some("https://google.com/"), Some("http://localhost:8080")), "dev http://localhost:8080"),
-            (h(Some("https://evil.example.com"), None, None, Some("http://localhost:8080")), "unknown https://evil.example.com"),
-            (h(Some("null"), None, None, Some("http://localhost:8080")), "unknown null"),
-            (h(None, None, None, Some("https://pr-1.preview.example.com")), "billing https://pr-1.preview.example.com"),
-            (h(None, None, None, None), "unknown (no Origin, Referer or Host header)"),
+            (
+                h(
+                    None,
+                    None,
+                    Some("https://google.com/"),
+                    Some("http://localhost:8080"),
+                ),
+                "dev http://localhost:8080",
+            ),
+            (
+                h(
+                    Some("https://evil.example.com"),
+                    None,
+                    None,
+                    Some("http://localhost:8080"),
+                ),
+                "unknown https://evil.example.com",
+            ),
+            (
+                h(Some("null"), None, None, Some("http://localhost:8080")),
+                "unknown null",
+            ),
+            (
+                h(None, None, None, Some("https://pr-1.preview.example.com")),
+                "billing https://pr-1.preview.example.com",
+            ),
+            (
+                h(None, None, None, None),
+                "unknown (no Origin, Referer or Host header)",
+            ),
         ];
         for (hints, want) in cases {
             assert_eq!(name(r.identify_hints(hints.clone())), want, "{hints:?}");
         }
         let with_default = ClientRegistry::from_config(&clients).with_default(Some(1));
-        assert_eq!(name(with_default.identify_hints(h(Some("https://evil.example.com"), None, None, None))), "dev https://evil.example.com");
+        assert_eq!(
+            name(with_default.identify_hints(h(
+                Some("https://evil.example.com"),
+                None,
+                None,
+                None
+            ))),
+            "dev https://evil.example.com"
+        );
     }
 
     #[test]
     fn a_tokens_client_is_azp_then_client_id_then_a_clients_aud() {
         let r = registry();
-        let aud = |list: &[&str]| list.iter().map(|a| Box::<str>::from(*a)).collect::<Vec<_>>();
+        let aud = |list: &[&str]| {
+            list.iter()
+                .map(|a| Box::<str>::from(*a))
+                .collect::<Vec<_>>()
+        };
         let cases = [
-            ("azp (or client_id) wins over aud", Some("id_dev"), aud(&["id_billing"]), Binding::Client("id_dev")),
-            ("an unconfigured azp still binds", Some("someone_else"), aud(&["api"]), Binding::Client("someone_else")),
-            ("an id_token: aud is the client", None, aud(&["id_billing"]), Binding::Client("id_billing")),
-            ("the API audience next to a client's aud", None, aud(&["api", "id_dev"]), Binding::Client("id_dev")),
-            ("the API audience only: unbound", None, aud(&["api"]), Binding::Unbound),
+            (
+                "azp (or client_id) wins over aud",
+                Some("id_dev"),
+                aud(&["id_billing"]),
+                Binding::Client("id_dev"),
+            ),
+            (
+                "an unconfigured azp still binds",
+                Some("someone_else"),
+                aud(&["api"]),
+                Binding::Client("someone_else"),
+            ),
+            (
+                "an id_token: aud is the client",
+                None,
+                aud(&["id_billing"]),
+                Binding::Client("id_billing"),
+            ),
+            (
+                "the API audience next to a client's aud",
+                None,
+                aud(&["api", "id_dev"]),
+                Binding::Client("id_dev"),
+            ),
+            (
+                "the API audience only: unbound",
+                None,
+                aud(&["api"]),
+                Binding::Unbound,
+            ),
             ("no aud: unbound", None, aud(&[]), Binding::Unbound),
-            ("two clients in aud: ambiguous", None, aud(&["id_billing", "id_dev"]), Binding::Ambiguous),
+            (
+                "two clients in aud: ambiguous",
+                None,
+                aud(&["id_billing", "id_dev"]),
+                Binding::Ambiguous,
+            ),
         ];
         for (name, azp, audiences, want) in cases {
             assert_eq!(r.token_binding(azp, &audiences), want, "{name}");
@@ -351,7 +519,12 @@ pub(crate) mod tests {
     #[test]
     fn the_credential_not_the_header_settles_the_client() {
         let mut clients = registry().clients;
-        clients.push(ClientSettings { name: "partner".into(), client_id: "id_partner".into(), allow_foreign_tokens: true, ..clients[0].clone() });
+        clients.push(ClientSettings {
+            name: "partner".into(),
+            client_id: "id_partner".into(),
+            allow_foreign_tokens: true,
+            ..clients[0].clone()
+        });
         let r = ClientRegistry::from_config(&clients);
         let (billing, dev, partner) = (0, 1, 2);
         let every = Served::new(None, 3);
@@ -366,28 +539,128 @@ pub(crate) mod tests {
         };
         let cases = [
             // (why, detected, binding, route serves, needs a namespace, settled)
-            ("bound, from its own origin", billing, Binding::Client("id_billing"), &every, true, "billing"),
-            ("bound, from another client's origin", dev, Binding::Client("id_billing"), &every, true, "issued to another"),
-            ("bound to an unknown client", billing, Binding::Client("id_elsewhere"), &every, true, "issued to another"),
-            ("ambiguous aud", billing, Binding::Ambiguous, &every, true, "issued to another"),
-            ("foreign token where the client allows it", partner, Binding::Client("id_dev"), &every, true, "partner"),
-            ("bound, but the route serves another client", dev, Binding::Client("id_dev"), &only_billing, true, "not served"),
-            ("foreign-token client the route does not serve", partner, Binding::Client("id_billing"), &only_billing, true, "not served"),
-            ("unbound: the route's one client, whatever the header says", dev, Binding::Unbound, &only_billing, true, "billing"),
-            ("unbound on a route serving every client", billing, Binding::Unbound, &every, true, "unbound on several"),
-            ("unbound on a route serving two", partner, Binding::Unbound, &billing_and_partner, true, "unbound on several"),
-            ("unbound, authenticated route serving several: no client", dev, Binding::Unbound, &every, false, "none"),
-            ("unbound, authenticated route serving one", dev, Binding::Unbound, &only_billing, false, "billing"),
+            (
+                "bound, from its own origin",
+                billing,
+                Binding::Client("id_billing"),
+                &every,
+                true,
+                "billing",
+            ),
+            (
+                "bound, from another client's origin",
+                dev,
+                Binding::Client("id_billing"),
+                &every,
+                true,
+                "issued to another",
+            ),
+            (
+                "bound to an unknown client",
+                billing,
+                Binding::Client("id_elsewhere"),
+                &every,
+                true,
+                "issued to another",
+            ),
+            (
+                "ambiguous aud",
+                billing,
+                Binding::Ambiguous,
+                &every,
+                true,
+                "issued to another",
+            ),
+            (
+                "foreign token where the client allows it",
+                partner,
+                Binding::Client("id_dev"),
+                &every,
+                true,
+                "partner",
+            ),
+            (
+                "bound, but the route serves another client",
+                dev,
+                Binding::Client("id_dev"),
+                &only_billing,
+                true,
+                "not served",
+            ),
+            (
+                "foreign-token client the route does not serve",
+                partner,
+                Binding::Client("id_billing"),
+                &only_billing,
+                true,
+                "not served",
+            ),
+            (
+                "unbound: the route's one client, whatever the header says",
+                dev,
+                Binding::Unbound,
+                &only_billing,
+                true,
+                "billing",
+            ),
+            (
+                "unbound on a route serving every client",
+                billing,
+                Binding::Unbound,
+                &every,
+                true,
+                "unbound on several",
+            ),
+            (
+                "unbound on a route serving two",
+                partner,
+                Binding::Unbound,
+                &billing_and_partner,
+                true,
+                "unbound on several",
+            ),
+            (
+                "unbound, authenticated route serving several: no client",
+                dev,
+                Binding::Unbound,
+                &every,
+                false,
+                "none",
+            ),
+            (
+                "unbound, authenticated route serving one",
+                dev,
+                Binding::Unbound,
+                &only_billing,
+                false,
+                "billing",
+            ),
         ];
         for (why, detected, binding, served, needed, want) in cases {
-            assert_eq!(short(r.settle(detected, binding, served, needed, "r")), want, "{why}");
+            assert_eq!(
+                short(r.settle(detected, binding, served, needed, "r")),
+                want,
+                "{why}"
+            );
         }
         // A single-client config: every route serves it, so an unbound credential has its namespace.
         let single = ClientRegistry::from_config(&clients[..1]);
-        assert_eq!(single.settle(0, Binding::Unbound, &Served::new(None, 1), true, "r"), Ok(Some(0)));
-        let refused = r.settle(billing, Binding::Unbound, &every, true, "invoices").unwrap_err().to_string();
+        assert_eq!(
+            single.settle(0, Binding::Unbound, &Served::new(None, 1), true, "r"),
+            Ok(Some(0))
+        );
+        let refused = r
+            .settle(billing, Binding::Unbound, &every, true, "invoices")
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("set `clients` on the route"), "{refused}");
-        let refused = r.settle(dev, Binding::Client("id_billing"), &every, true, "invoices").unwrap_err().to_string();
-        assert_eq!(refused, "the token was issued to another client application than dev");
+        let refused = r
+            .settle(dev, Binding::Client("id_billing"), &every, true, "invoices")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            refused,
+            "the token was issued to another client application than dev"
+        );
     }
 }

@@ -14,7 +14,10 @@ pub struct KeyedDigest(SipHasher13);
 
 impl KeyedDigest {
     /// A hasher with a fresh random key (made at start-up).
-    #[allow(clippy::expect_used, reason = "start-up only: no random generator, no keyed caches")]
+    #[allow(
+        clippy::expect_used,
+        reason = "start-up only: no random generator, no keyed caches"
+    )]
     pub fn random() -> KeyedDigest {
         let mut key = [0u8; 16];
         aws_lc_rs::rand::fill(&mut key).expect("the system random generator works");

@@ -118,7 +118,15 @@ pub mod names {
 
 /// A header name as upstream frameworks may read it: lowercase, `_` as `-`.
 pub fn fold(name: &str) -> String {
-    name.bytes().map(|b| if b == b'_' { '-' } else { char::from(b.to_ascii_lowercase()) }).collect()
+    name.bytes()
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                char::from(b.to_ascii_lowercase())
+            }
+        })
+        .collect()
 }
 
 /// A header value for text from a token or the config: as it is when it is visible ASCII
@@ -130,7 +138,8 @@ pub fn encode(text: &str) -> HeaderValue {
         }
     }
     // Percent-encoding leaves only visible ASCII, which is always a valid value.
-    HeaderValue::from_str(&utf8_percent_encode(text, UNSAFE).to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_str(&utf8_percent_encode(text, UNSAFE).to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// The verified identity to inject, as header values built once per token, client and route.
@@ -170,7 +179,9 @@ impl NameSet {
     }
 
     fn contains(&self, folded: &[u8]) -> bool {
-        self.by_len.get(folded.len().min(Self::BUCKETS - 1)).is_some_and(|bucket| bucket.iter().any(|n| **n == *folded))
+        self.by_len
+            .get(folded.len().min(Self::BUCKETS - 1))
+            .is_some_and(|bucket| bucket.iter().any(|n| **n == *folded))
     }
 }
 
@@ -206,9 +217,16 @@ impl IdentityHeaders {
     /// Builds the header names from the configured prefix, and the strip lists.
     pub fn from_config(h: &HeaderSettings) -> IdentityHeaders {
         // The prefix is validated as letters, digits and dashes, so these names always parse.
-        let name = |suffix: &str| HeaderName::from_bytes(format!("{}{suffix}", h.prefix).as_bytes()).unwrap_or_else(|_| HeaderName::from_static("x-auth-invalid"));
+        let name = |suffix: &str| {
+            HeaderName::from_bytes(format!("{}{suffix}", h.prefix).as_bytes())
+                .unwrap_or_else(|_| HeaderName::from_static("x-auth-invalid"))
+        };
         let mut strip = NameSet::default();
-        for n in OVERRIDES.iter().chain(if h.strip_defaults { OTHER_PROXIES_IDENTITY } else { &[] }) {
+        for n in OVERRIDES.iter().chain(if h.strip_defaults {
+            OTHER_PROXIES_IDENTITY
+        } else {
+            &[]
+        }) {
             strip.insert(n);
         }
         for n in &h.strip {
@@ -246,12 +264,23 @@ impl IdentityHeaders {
         if self.underscores != Underscores::Reject {
             return None;
         }
-        req.headers.keys().find(|n| n.as_str().contains('_')).map(|n| format!("header names with underscores are refused ({:?})", n.as_str()))
+        req.headers
+            .keys()
+            .find(|n| n.as_str().contains('_'))
+            .map(|n| {
+                format!(
+                    "header names with underscores are refused ({:?})",
+                    n.as_str()
+                )
+            })
     }
 
     /// What `name` (lowercase, `_` folded) is, for the upstream.
     fn kind(&self, folded: &[u8]) -> Kind {
-        if folded.starts_with(self.prefix.as_bytes()) || self.strip.contains(folded) || (folded == b"authorization" && !self.forward_token) {
+        if folded.starts_with(self.prefix.as_bytes())
+            || self.strip.contains(folded)
+            || (folded == b"authorization" && !self.forward_token)
+        {
             Kind::Strip
         } else if self.forwarding.contains(folded) {
             Kind::Forwarding
@@ -266,7 +295,11 @@ impl IdentityHeaders {
             return Fate::Cookie;
         }
         if *name == names::X_FORWARDED_FOR {
-            return if trusted { Fate::ForwardedFor } else { Fate::Drop };
+            return if trusted {
+                Fate::ForwardedFor
+            } else {
+                Fate::Drop
+            };
         }
         let bytes = name.as_str().as_bytes();
         let kind = if bytes.contains(&b'_') {
@@ -305,7 +338,14 @@ impl IdentityHeaders {
         let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
         let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
         let map = std::mem::take(&mut parts.headers);
-        let mut out = UpstreamHeaders { map: HeaderMap::new(), cookies: Vec::new(), forwarded_for: Vec::new(), parts, raw_target, send_end_stream };
+        let mut out = UpstreamHeaders {
+            map: HeaderMap::new(),
+            cookies: Vec::new(),
+            forwarded_for: Vec::new(),
+            parts,
+            raw_target,
+            send_end_stream,
+        };
         let mut folded = Vec::new();
         if map.len() <= MOVE_AT_MOST {
             out.map = HeaderMap::with_capacity(map.len() + 8);
@@ -402,13 +442,21 @@ pub struct UpstreamHeaders {
 /// The target a request header rebuilt from `uri` has (what Pingora's `RequestHeader::raw_path`
 /// returns when no raw target is kept).
 fn uri_target(uri: &http::Uri) -> &[u8] {
-    uri.path_and_query().map(|p| p.as_str().as_bytes()).or_else(|| uri.authority().map(|a| a.as_str().as_bytes())).unwrap_or_default()
+    uri.path_and_query()
+        .map(|p| p.as_str().as_bytes())
+        .or_else(|| uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default()
 }
 
 impl UpstreamHeaders {
     /// Adds the verified identity.
     pub fn inject(&mut self, names: &IdentityHeaders, id: &Identity<'_>) {
-        for (name, value) in [(&names.subject, id.subject), (&names.email, id.email), (&names.client, id.client), (&names.permission, id.permission)] {
+        for (name, value) in [
+            (&names.subject, id.subject),
+            (&names.email, id.email),
+            (&names.client, id.client),
+            (&names.permission, id.permission),
+        ] {
             if let Some(v) = value {
                 self.map.insert(name.clone(), v.clone());
             }
@@ -418,13 +466,23 @@ impl UpstreamHeaders {
     /// Injects a browser session's profile: `{prefix}name` (a GitHub user's login) and
     /// `{prefix}groups` (comma-separated, percent-encoded as other values; a GitHub user's
     /// teams as `org:team-slug`).
-    pub fn inject_profile(&mut self, names: &IdentityHeaders, name: Option<&str>, groups: &[Box<str>]) {
+    pub fn inject_profile(
+        &mut self,
+        names: &IdentityHeaders,
+        name: Option<&str>,
+        groups: &[Box<str>],
+    ) {
         if let Some(n) = name {
             self.map.insert(names.name.clone(), encode(n));
         }
         if !groups.is_empty() {
             // A group with a comma could not be told apart from two: left out.
-            let joined = groups.iter().filter(|g| !g.contains(',')).map(|g| &**g).collect::<Vec<_>>().join(",");
+            let joined = groups
+                .iter()
+                .filter(|g| !g.contains(','))
+                .map(|g| &**g)
+                .collect::<Vec<_>>()
+                .join(",");
             self.map.insert(names.groups.clone(), encode(&joined));
         }
     }
@@ -466,25 +524,60 @@ mod tests {
     }
 
     fn settings(forward_token: bool) -> HeaderSettings {
-        HeaderSettings { prefix: "x-auth-".into(), forward_token, underscores: Underscores::Drop, strip: vec![], strip_defaults: true }
+        HeaderSettings {
+            prefix: "x-auth-".into(),
+            forward_token,
+            underscores: Underscores::Drop,
+            strip: vec![],
+            strip_defaults: true,
+        }
     }
 
     /// The names the upstream would receive from `req`.
     fn forwarded(h: &IdentityHeaders, req: &RequestHeader, trusted: bool) -> Vec<String> {
         let up = h.upstream(&mut req.clone(), trusted);
         let mut names: Vec<String> = up.map.keys().map(|n| n.to_string()).collect();
-        names.extend(up.forwarded_for.iter().map(|_| "x-forwarded-for".to_string()));
+        names.extend(
+            up.forwarded_for
+                .iter()
+                .map(|_| "x-forwarded-for".to_string()),
+        );
         names
     }
 
     #[test]
     fn every_impostor_is_stripped_under_every_spelling() {
-        let strict = IdentityHeaders::from_config(&HeaderSettings { strip: vec!["x-tenant".into()], ..settings(false) });
-        let allow = IdentityHeaders::from_config(&HeaderSettings { underscores: Underscores::Allow, strip: vec!["x-tenant".into()], ..settings(false) });
+        let strict = IdentityHeaders::from_config(&HeaderSettings {
+            strip: vec!["x-tenant".into()],
+            ..settings(false)
+        });
+        let allow = IdentityHeaders::from_config(&HeaderSettings {
+            underscores: Underscores::Allow,
+            strip: vec!["x-tenant".into()],
+            ..settings(false)
+        });
         let impostors = [
-            "x-auth-subject", "X-Auth-Subject", "x_auth_subject", "X_AUTH_SUBJECT", "x-auth_permission", "x_auth_jwt",
-            "x-forwarded-user", "X-Forwarded-Email", "x_forwarded_groups", "x-auth-request-user", "X-Remote-User", "remote-user", "Remote_User",
-            "x-original-url", "X-Rewrite-URL", "x-http-method-override", "X_HTTP_METHOD_OVERRIDE", "x-method-override", "authorization", "x-tenant", "X_Tenant",
+            "x-auth-subject",
+            "X-Auth-Subject",
+            "x_auth_subject",
+            "X_AUTH_SUBJECT",
+            "x-auth_permission",
+            "x_auth_jwt",
+            "x-forwarded-user",
+            "X-Forwarded-Email",
+            "x_forwarded_groups",
+            "x-auth-request-user",
+            "X-Remote-User",
+            "remote-user",
+            "Remote_User",
+            "x-original-url",
+            "X-Rewrite-URL",
+            "x-http-method-override",
+            "X_HTTP_METHOD_OVERRIDE",
+            "x-method-override",
+            "authorization",
+            "x-tenant",
+            "X_Tenant",
         ];
         // Two headers (moved into a new map) and a browser's dozen (edited in place).
         let dozen: Vec<(String, &str)> = (0..12).map(|i| (format!("x-pad-{i}"), "p")).collect();
@@ -493,14 +586,21 @@ mod tests {
                 let mut sent = vec![(name, "admin"), ("x-kept", "1")];
                 sent.extend(padding.iter().map(|(n, v)| (n.as_str(), *v)));
                 let req = request(&sent);
-                let want: Vec<String> = std::iter::once("x-kept".to_string()).chain(padding.iter().map(|(n, _)| n.clone())).collect();
+                let want: Vec<String> = std::iter::once("x-kept".to_string())
+                    .chain(padding.iter().map(|(n, _)| n.clone()))
+                    .collect();
                 for h in [&strict, &allow] {
                     for trusted in [false, true] {
                         // Editing in place may reorder names (not values of one name).
                         let (mut got, mut want) = (forwarded(h, &req, trusted), want.clone());
                         got.sort();
                         want.sort();
-                        assert_eq!(got, want, "{name} reached the upstream ({} headers, trusted: {trusted})", sent.len());
+                        assert_eq!(
+                            got,
+                            want,
+                            "{name} reached the upstream ({} headers, trusted: {trusted})",
+                            sent.len()
+                        );
                     }
                 }
             }
@@ -514,38 +614,70 @@ mod tests {
     #[test]
     fn forwarding_headers_only_from_trusted_proxies() {
         let h = IdentityHeaders::from_config(&settings(false));
-        let sent = ["forwarded", "x-forwarded-host", "X-Forwarded-Port", "x-forwarded-proto", "x-real-ip", "True-Client-IP", "x-forwarded-for", "x-forwarded-prefix"];
+        let sent = [
+            "forwarded",
+            "x-forwarded-host",
+            "X-Forwarded-Port",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "True-Client-IP",
+            "x-forwarded-for",
+            "x-forwarded-prefix",
+        ];
         let req = request(&sent.iter().map(|n| (*n, "evil")).collect::<Vec<_>>());
-        assert!(forwarded(&h, &req, false).is_empty(), "{:?}", forwarded(&h, &req, false));
+        assert!(
+            forwarded(&h, &req, false).is_empty(),
+            "{:?}",
+            forwarded(&h, &req, false)
+        );
         assert_eq!(forwarded(&h, &req, true).len(), sent.len());
         // `x_forwarded_for` is never taken, even under `allow`: the gateway writes that header.
-        let allow = IdentityHeaders::from_config(&HeaderSettings { underscores: Underscores::Allow, ..settings(false) });
+        let allow = IdentityHeaders::from_config(&HeaderSettings {
+            underscores: Underscores::Allow,
+            ..settings(false)
+        });
         assert!(forwarded(&allow, &request(&[("x_forwarded_for", "1.2.3.4")]), true).is_empty());
     }
 
     #[test]
     fn reject_refuses_underscores_and_only_then() {
-        let reject = IdentityHeaders::from_config(&HeaderSettings { underscores: Underscores::Reject, ..settings(false) });
+        let reject = IdentityHeaders::from_config(&HeaderSettings {
+            underscores: Underscores::Reject,
+            ..settings(false)
+        });
         assert!(reject.refuses(&request(&[("x_anything", "1")])).is_some());
         assert!(reject.refuses(&request(&[("x-anything", "1")])).is_none());
-        assert!(IdentityHeaders::from_config(&settings(false)).refuses(&request(&[("x_anything", "1")])).is_none());
+        assert!(IdentityHeaders::from_config(&settings(false))
+            .refuses(&request(&[("x_anything", "1")]))
+            .is_none());
     }
 
     #[test]
     fn other_proxies_identity_can_be_allowed() {
-        let h = IdentityHeaders::from_config(&HeaderSettings { strip_defaults: false, ..settings(false) });
-        assert_eq!(forwarded(&h, &request(&[("x-forwarded-user", "a")]), false), vec!["x-forwarded-user"]);
+        let h = IdentityHeaders::from_config(&HeaderSettings {
+            strip_defaults: false,
+            ..settings(false)
+        });
+        assert_eq!(
+            forwarded(&h, &request(&[("x-forwarded-user", "a")]), false),
+            vec!["x-forwarded-user"]
+        );
         // Overrides are removed whatever the config says.
         assert!(forwarded(&h, &request(&[("x-original-url", "/admin")]), false).is_empty());
     }
 
     fn values(req: &RequestHeader, n: &str) -> Vec<String> {
-        req.headers.get_all(n).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+        req.headers
+            .get_all(n)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
     fn strips_spoofed_then_injects() {
-        let h = IdentityHeaders::from_config(&settings(false)).also_strip([HeaderName::from_static("x-api-key")]);
+        let h = IdentityHeaders::from_config(&settings(false))
+            .also_strip([HeaderName::from_static("x-api-key")]);
         let mut req = request(&[
             ("Host", "api.example.com"),
             ("X-Auth-Subject", "admin"),
@@ -560,16 +692,34 @@ mod tests {
         ]);
         let mut up = h.upstream(&mut req, false);
         assert_eq!(up.cookies, vec![HeaderValue::from_static("a=b")]);
-        assert!(up.forwarded_for.is_empty(), "x-forwarded-for is the gateway's to write");
-        let (subject, email, client) = (encode("user_1"), encode("a\r\nx-auth-evil: 1@é.com"), encode("billing"));
-        up.inject(&h, &Identity { subject: Some(&subject), email: Some(&email), client: Some(&client), permission: None });
+        assert!(
+            up.forwarded_for.is_empty(),
+            "x-forwarded-for is the gateway's to write"
+        );
+        let (subject, email, client) = (
+            encode("user_1"),
+            encode("a\r\nx-auth-evil: 1@é.com"),
+            encode("billing"),
+        );
+        up.inject(
+            &h,
+            &Identity {
+                subject: Some(&subject),
+                email: Some(&email),
+                client: Some(&client),
+                permission: None,
+            },
+        );
         up.install(&mut req, None).unwrap();
         assert_eq!(values(&req, "x-auth-subject"), vec!["user_1"]);
         assert!(values(&req, "x-auth-roles").is_empty());
         assert!(values(&req, "authorization").is_empty());
         assert_eq!(values(&req, "x-other"), vec!["kept", "kept too"]);
         assert_eq!(values(&req, "host"), vec!["api.example.com"]);
-        assert_eq!(values(&req, "x-auth-email"), vec!["a%0D%0Ax-auth-evil: 1@%C3%A9.com"]);
+        assert_eq!(
+            values(&req, "x-auth-email"),
+            vec!["a%0D%0Ax-auth-evil: 1@%C3%A9.com"]
+        );
         assert!(values(&req, "x-auth-evil").is_empty());
         assert!(values(&req, "x-auth-permission").is_empty());
         assert!(values(&req, "x-api-key").is_empty());
@@ -591,7 +741,9 @@ mod tests {
         let mut wire = Vec::new();
         req.header_to_h1_wire(&mut wire);
         assert_eq!(wire, b"Content-Length: 3\r\n");
-        h.upstream(&mut req, false).install(&mut req, Some("/a/b?q=%20".parse().unwrap())).unwrap();
+        h.upstream(&mut req, false)
+            .install(&mut req, Some("/a/b?q=%20".parse().unwrap()))
+            .unwrap();
         assert_eq!(req.raw_path(), b"/a/b?q=%20");
         // An absolute-form target: the URI does not carry it, so it is kept as sent.
         let mut req = RequestHeader::build("GET", b"http://a.example/x?y=1", None).unwrap();
@@ -603,19 +755,55 @@ mod tests {
     #[test]
     fn every_value_of_a_set_aside_or_removed_header_goes_in_order() {
         let h = IdentityHeaders::from_config(&settings(false));
-        let sent = [("cookie", "a=1"), ("x-auth-subject", "forged"), ("Cookie", "b=2"), ("x-forwarded-for", "10.0.0.1"), ("x-keep", "1"), ("x-forwarded-for", "10.0.0.2"), ("X-Auth-Subject", "again"), ("x-keep", "2")];
+        let sent = [
+            ("cookie", "a=1"),
+            ("x-auth-subject", "forged"),
+            ("Cookie", "b=2"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-keep", "1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("X-Auth-Subject", "again"),
+            ("x-keep", "2"),
+        ];
         // Eight values (edited in place) and, without the two identity headers, six (moved).
-        let few: Vec<(&str, &str)> = sent.iter().copied().filter(|(n, _)| !n.eq_ignore_ascii_case("x-auth-subject")).collect();
+        let few: Vec<(&str, &str)> = sent
+            .iter()
+            .copied()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("x-auth-subject"))
+            .collect();
         assert!(sent.len() > MOVE_AT_MOST && few.len() <= MOVE_AT_MOST);
-        for (headers, trusted) in [(&sent[..], false), (&sent[..], true), (&few[..], false), (&few[..], true)] {
+        for (headers, trusted) in [
+            (&sent[..], false),
+            (&sent[..], true),
+            (&few[..], false),
+            (&few[..], true),
+        ] {
             let mut req = request(headers);
             let up = h.upstream(&mut req, trusted);
-            assert_eq!(up.cookies, vec![HeaderValue::from_static("a=1"), HeaderValue::from_static("b=2")]);
-            let want: Vec<HeaderValue> = if trusted { vec![HeaderValue::from_static("10.0.0.1"), HeaderValue::from_static("10.0.0.2")] } else { vec![] };
+            assert_eq!(
+                up.cookies,
+                vec![
+                    HeaderValue::from_static("a=1"),
+                    HeaderValue::from_static("b=2")
+                ]
+            );
+            let want: Vec<HeaderValue> = if trusted {
+                vec![
+                    HeaderValue::from_static("10.0.0.1"),
+                    HeaderValue::from_static("10.0.0.2"),
+                ]
+            } else {
+                vec![]
+            };
             assert_eq!(up.forwarded_for, want, "trusted: {trusted}");
             up.install(&mut req, None).unwrap();
             let names: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
-            assert_eq!(names, vec!["x-keep"], "{} values, trusted: {trusted}", headers.len());
+            assert_eq!(
+                names,
+                vec!["x-keep"],
+                "{} values, trusted: {trusted}",
+                headers.len()
+            );
             assert_eq!(values(&req, "x-keep"), vec!["1", "2"]);
         }
     }

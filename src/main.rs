@@ -60,9 +60,19 @@ fn init_log(format: config::model::LogFormat) {
         config::model::LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
             .init(),
-        config::model::LogFormat::Json => tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_span_list(false).with_env_filter(filter).with_writer(std::io::stderr).init(),
+        config::model::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
     }
 }
 
@@ -116,7 +126,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: &config::Config, routes: authgate::authz::routes::RouteTable, file: Option<(&std::path::Path, &str)>) -> ExitCode {
+fn serve(
+    config: &config::Config,
+    routes: authgate::authz::routes::RouteTable,
+    file: Option<(&std::path::Path, &str)>,
+) -> ExitCode {
     match authgate::server::build(config, routes, file) {
         Ok(server) => {
             tracing::info!(proxy = %config.proxy.listen, admin = %config.admin.listen, "authgate listening");
@@ -136,7 +150,10 @@ fn health(admin: SocketAddr) -> ExitCode {
     let probe = || -> std::io::Result<bool> {
         let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes())?;
+        s.write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )?;
         let mut buf = [0u8; 16];
         let n = s.read(&mut buf)?;
         Ok(buf[..n].starts_with(b"HTTP/1.1 200"))

@@ -1,6 +1,9 @@
 //! The gateway's Prometheus metrics, in a registry of its own served by the admin listener.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use std::sync::OnceLock;
 
 /// All metrics of one gateway.
@@ -90,74 +93,152 @@ impl RequestCounters {
     pub fn new(metrics: &Metrics, routes: usize, clients: usize) -> RequestCounters {
         let stride = clients.saturating_add(1);
         let pairs = routes.saturating_mul(stride);
-        let kept = if pairs <= MAX_KEPT_PAIRS { pairs * HOT_OUTCOMES.len() } else { 0 };
-        RequestCounters { metrics: metrics.clone(), stride, counters: (0..kept).map(|_| OnceLock::new()).collect(), latency: [OnceLock::new(), OnceLock::new()] }
+        let kept = if pairs <= MAX_KEPT_PAIRS {
+            pairs * HOT_OUTCOMES.len()
+        } else {
+            0
+        };
+        RequestCounters {
+            metrics: metrics.clone(),
+            stride,
+            counters: (0..kept).map(|_| OnceLock::new()).collect(),
+            latency: [OnceLock::new(), OnceLock::new()],
+        }
     }
 
     /// Counts one request: `route` and `client` are indices (for the kept handles) with the
     /// names their labels carry.
-    pub fn observe(&self, route: Option<(usize, &str)>, client: Option<(usize, &str)>, outcome: &str, seconds: f64) {
+    pub fn observe(
+        &self,
+        route: Option<(usize, &str)>,
+        client: Option<(usize, &str)>,
+        outcome: &str,
+        seconds: f64,
+    ) {
         let route_name = route.map_or("-", |(_, n)| n);
         let client_name = client.map_or("-", |(_, n)| n);
         let Some(hot) = HOT_OUTCOMES.iter().position(|o| *o == outcome) else {
-            self.metrics.requests.with_label_values(&[route_name, client_name, outcome]).inc();
-            self.metrics.latency.with_label_values(&[outcome]).observe(seconds);
+            self.metrics
+                .requests
+                .with_label_values(&[route_name, client_name, outcome])
+                .inc();
+            self.metrics
+                .latency
+                .with_label_values(&[outcome])
+                .observe(seconds);
             return;
         };
         let no_client = self.stride - 1;
         let slot = match (route, client) {
-            (Some((r, _)), Some((c, _))) if c < no_client => self.counters.get((r * self.stride + c) * HOT_OUTCOMES.len() + hot),
-            (Some((r, _)), None) => self.counters.get((r * self.stride + no_client) * HOT_OUTCOMES.len() + hot),
+            (Some((r, _)), Some((c, _))) if c < no_client => self
+                .counters
+                .get((r * self.stride + c) * HOT_OUTCOMES.len() + hot),
+            (Some((r, _)), None) => self
+                .counters
+                .get((r * self.stride + no_client) * HOT_OUTCOMES.len() + hot),
             _ => None,
         };
         match slot {
-            Some(slot) => slot.get_or_init(|| self.metrics.requests.with_label_values(&[route_name, client_name, outcome])).inc(),
-            None => self.metrics.requests.with_label_values(&[route_name, client_name, outcome]).inc(),
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[route_name, client_name, outcome])
+                })
+                .inc(),
+            None => self
+                .metrics
+                .requests
+                .with_label_values(&[route_name, client_name, outcome])
+                .inc(),
         }
         match self.latency.get(hot) {
-            Some(h) => h.get_or_init(|| self.metrics.latency.with_label_values(&[outcome])).observe(seconds),
-            None => self.metrics.latency.with_label_values(&[outcome]).observe(seconds),
+            Some(h) => h
+                .get_or_init(|| self.metrics.latency.with_label_values(&[outcome]))
+                .observe(seconds),
+            None => self
+                .metrics
+                .latency
+                .with_label_values(&[outcome])
+                .observe(seconds),
         }
     }
 }
 
 impl Metrics {
     /// Creates and registers the metrics (at start-up: a definition that fails is a bug).
-    #[allow(clippy::expect_used, reason = "start-up only; the definitions are constants")]
+    #[allow(
+        clippy::expect_used,
+        reason = "start-up only; the definitions are constants"
+    )]
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("authgate_requests_total", "Requests by route, client and outcome"),
+            Opts::new(
+                "authgate_requests_total",
+                "Requests by route, client and outcome",
+            ),
             &["route", "client", "outcome"],
         )
         .expect("metric definition is valid");
         let latency = HistogramVec::new(
-            HistogramOpts::new("authgate_request_duration_seconds", "Time from request to last response byte, by outcome")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "authgate_request_duration_seconds",
+                "Time from request to last response byte, by outcome",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
             &["outcome"],
         )
         .expect("metric definition is valid");
         let jwt_verifications = IntCounterVec::new(
-            Opts::new("authgate_jwt_verifications_total", "JWT verifications by result"),
+            Opts::new(
+                "authgate_jwt_verifications_total",
+                "JWT verifications by result",
+            ),
             &["result"],
         )
         .expect("metric definition is valid");
-        let jwks_fetches =
-            IntCounterVec::new(Opts::new("authgate_jwks_fetches_total", "JWKS fetches by result"), &["result"]).expect("metric definition is valid");
-        let jwks_keys = IntGauge::new("authgate_jwks_keys", "Signing keys currently cached").expect("metric definition is valid");
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new("authgate_jwks_fetches_total", "JWKS fetches by result"),
+            &["result"],
+        )
+        .expect("metric definition is valid");
+        let jwks_keys = IntGauge::new("authgate_jwks_keys", "Signing keys currently cached")
+            .expect("metric definition is valid");
         let abac_checks = IntCounterVec::new(
-            Opts::new("authgate_abac_checks_total", "Live ABAC checks by result and source (idp, cache, shared)"),
+            Opts::new(
+                "authgate_abac_checks_total",
+                "Live ABAC checks by result and source (idp, cache, shared)",
+            ),
             &["result", "source"],
         )
         .expect("metric definition is valid");
         let abac_latency = Histogram::with_opts(
-            HistogramOpts::new("authgate_abac_check_duration_seconds", "Latency of live ABAC calls to the IdP")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "authgate_abac_check_duration_seconds",
+                "Latency of live ABAC calls to the IdP",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )
         .expect("metric definition is valid");
-        let abac_breaker = IntGauge::new("authgate_abac_breaker_state", "ABAC circuit breaker: 0 closed, 1 open, 2 half-open").expect("metric definition is valid");
-        let api_key_exchanges = IntCounterVec::new(Opts::new("authgate_api_key_exchanges_total", "API-key exchanges at the IdP by result"), &["result"])
-            .expect("metric definition is valid");
+        let abac_breaker = IntGauge::new(
+            "authgate_abac_breaker_state",
+            "ABAC circuit breaker: 0 closed, 1 open, 2 half-open",
+        )
+        .expect("metric definition is valid");
+        let api_key_exchanges = IntCounterVec::new(
+            Opts::new(
+                "authgate_api_key_exchanges_total",
+                "API-key exchanges at the IdP by result",
+            ),
+            &["result"],
+        )
+        .expect("metric definition is valid");
         let shadow_decisions = IntCounterVec::new(
             Opts::new("authgate_shadow_decisions_total", "Decisions of shadow rules (enforce = false) by route and what they would do: allow, refuse"),
             &["route", "would"],
@@ -168,60 +249,137 @@ impl Metrics {
             &["client", "grant", "would"],
         )
         .expect("metric definition is valid");
-        let logins_started =
-            IntCounterVec::new(Opts::new("authgate_logins_started_total", "Browser sign-ins sent to the IdP, by client"), &["client"]).expect("metric definition is valid");
-        let logins_completed =
-            IntCounterVec::new(Opts::new("authgate_logins_completed_total", "Browser sign-ins completed (a session made), by client"), &["client"]).expect("metric definition is valid");
-        let logins_failed = IntCounterVec::new(Opts::new("authgate_logins_failed_total", "Browser sign-ins that failed, by client and reason"), &["client", "reason"])
-            .expect("metric definition is valid");
+        let logins_started = IntCounterVec::new(
+            Opts::new(
+                "authgate_logins_started_total",
+                "Browser sign-ins sent to the IdP, by client",
+            ),
+            &["client"],
+        )
+        .expect("metric definition is valid");
+        let logins_completed = IntCounterVec::new(
+            Opts::new(
+                "authgate_logins_completed_total",
+                "Browser sign-ins completed (a session made), by client",
+            ),
+            &["client"],
+        )
+        .expect("metric definition is valid");
+        let logins_failed = IntCounterVec::new(
+            Opts::new(
+                "authgate_logins_failed_total",
+                "Browser sign-ins that failed, by client and reason",
+            ),
+            &["client", "reason"],
+        )
+        .expect("metric definition is valid");
         let idp_latency = HistogramVec::new(
-            HistogramOpts::new("authgate_idp_request_duration_seconds", "Latency of calls to the IdP by endpoint")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "authgate_idp_request_duration_seconds",
+                "Latency of calls to the IdP by endpoint",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["endpoint"],
         )
         .expect("metric definition is valid");
         let upstream_latency = HistogramVec::new(
-            HistogramOpts::new("authgate_upstream_duration_seconds", "Time from sending a request upstream to its response header, by upstream")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "authgate_upstream_duration_seconds",
+                "Time from sending a request upstream to its response header, by upstream",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
             &["upstream"],
         )
         .expect("metric definition is valid");
         let upstream_healthy = IntGaugeVec::new(
-            Opts::new("authgate_upstream_healthy", "1 while an upstream address is in rotation, 0 while its health check keeps it out"),
+            Opts::new(
+                "authgate_upstream_healthy",
+                "1 while an upstream address is in rotation, 0 while its health check keeps it out",
+            ),
             &["upstream", "address"],
         )
         .expect("metric definition is valid");
         let config_reloads = IntCounterVec::new(
-            Opts::new("authgate_config_reloads_total", "Config reloads (SIGHUP or file change) by result: applied, refused"),
+            Opts::new(
+                "authgate_config_reloads_total",
+                "Config reloads (SIGHUP or file change) by result: applied, refused",
+            ),
             &["result"],
         )
         .expect("metric definition is valid");
         for result in ["applied", "refused"] {
             config_reloads.with_label_values(&[result]);
         }
-        let config_info = IntGaugeVec::new(Opts::new("authgate_config_info", "1 for the SHA-256 of the running config file"), &["hash"]).expect("metric definition is valid");
-        let sessions_active = IntGaugeVec::new(Opts::new("authgate_sessions_active", "Browser sessions held, by store"), &["store"]).expect("metric definition is valid");
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "authgate_config_info",
+                "1 for the SHA-256 of the running config file",
+            ),
+            &["hash"],
+        )
+        .expect("metric definition is valid");
+        let sessions_active = IntGaugeVec::new(
+            Opts::new(
+                "authgate_sessions_active",
+                "Browser sessions held, by store",
+            ),
+            &["store"],
+        )
+        .expect("metric definition is valid");
         let session_refreshes = IntCounterVec::new(
-            Opts::new("authgate_session_refreshes_total", "Session token refreshes by result (waited: another instance refreshed it)"),
+            Opts::new(
+                "authgate_session_refreshes_total",
+                "Session token refreshes by result (waited: another instance refreshed it)",
+            ),
             &["result"],
         )
         .expect("metric definition is valid");
-        let logouts = IntCounterVec::new(Opts::new("authgate_logouts_total", "Logouts by kind (user, backchannel)"), &["kind"]).expect("metric definition is valid");
-        let backchannel_refusals =
-            IntCounterVec::new(Opts::new("authgate_backchannel_logout_refusals_total", "Back-channel logout tokens refused, by reason"), &["reason"]).expect("metric definition is valid");
+        let logouts = IntCounterVec::new(
+            Opts::new(
+                "authgate_logouts_total",
+                "Logouts by kind (user, backchannel)",
+            ),
+            &["kind"],
+        )
+        .expect("metric definition is valid");
+        let backchannel_refusals = IntCounterVec::new(
+            Opts::new(
+                "authgate_backchannel_logout_refusals_total",
+                "Back-channel logout tokens refused, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric definition is valid");
         let github_revalidations = IntCounterVec::new(
             Opts::new("authgate_github_revalidations_total", "Re-validations of GitHub sessions against the API, by provider and result: confirmed, ended, unavailable"),
             &["provider", "result"],
         )
         .expect("metric definition is valid");
         let session_store_latency = HistogramVec::new(
-            HistogramOpts::new("authgate_session_store_duration_seconds", "Latency of calls to the session store (Redis), by operation")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            HistogramOpts::new(
+                "authgate_session_store_duration_seconds",
+                "Latency of calls to the session store (Redis), by operation",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
             &["operation"],
         )
         .expect("metric definition is valid");
-        let session_store_errors =
-            IntCounterVec::new(Opts::new("authgate_session_store_errors_total", "Failed calls to the session store (Redis), by operation"), &["operation"]).expect("metric definition is valid");
+        let session_store_errors = IntCounterVec::new(
+            Opts::new(
+                "authgate_session_store_errors_total",
+                "Failed calls to the session store (Redis), by operation",
+            ),
+            &["operation"],
+        )
+        .expect("metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -318,13 +476,42 @@ mod tests {
         c.observe(None, None, "no_route", 0.001);
         // An index the table does not know still counts, by its labels.
         c.observe(Some((7, "late")), Some((5, "other")), "proxied", 0.001);
-        assert_eq!(m.requests.with_label_values(&["orders", "web", "proxied"]).get(), 2);
-        assert_eq!(m.requests.with_label_values(&["public", "-", "public"]).get(), 1);
-        assert_eq!(m.requests.with_label_values(&["orders", "web", "forbidden"]).get(), 1);
-        assert_eq!(m.requests.with_label_values(&["-", "-", "no_route"]).get(), 1);
-        assert_eq!(m.requests.with_label_values(&["late", "other", "proxied"]).get(), 1);
-        assert_eq!(m.latency.with_label_values(&["proxied"]).get_sample_count(), 3);
-        assert_eq!(m.latency.with_label_values(&["public"]).get_sample_count(), 1);
+        assert_eq!(
+            m.requests
+                .with_label_values(&["orders", "web", "proxied"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            m.requests
+                .with_label_values(&["public", "-", "public"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.requests
+                .with_label_values(&["orders", "web", "forbidden"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.requests.with_label_values(&["-", "-", "no_route"]).get(),
+            1
+        );
+        assert_eq!(
+            m.requests
+                .with_label_values(&["late", "other", "proxied"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.latency.with_label_values(&["proxied"]).get_sample_count(),
+            3
+        );
+        assert_eq!(
+            m.latency.with_label_values(&["public"]).get_sample_count(),
+            1
+        );
         // A pair never seen has no series.
         assert!(!m.render().contains("route=\"public\",client=\"web\""));
     }

@@ -33,7 +33,10 @@ pub struct PatternError {
 impl PathPattern {
     /// Parses a pattern from config.
     pub fn parse(text: &str) -> Result<PathPattern, PatternError> {
-        let err = |rule: &str| PatternError { pattern: text.to_string(), rule: rule.to_string() };
+        let err = |rule: &str| PatternError {
+            pattern: text.to_string(),
+            rule: rule.to_string(),
+        };
         if !text.starts_with('/') {
             return Err(err("must start with /"));
         }
@@ -41,7 +44,11 @@ impl PathPattern {
         let body = text.trim_start_matches('/');
         let body = body.strip_suffix('/').unwrap_or(body);
         let mut segments = Vec::new();
-        let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
+        let parts: Vec<&str> = if body.is_empty() {
+            Vec::new()
+        } else {
+            body.split('/').collect()
+        };
         for (i, seg) in parts.iter().enumerate() {
             if *seg == "*" {
                 if i + 1 != parts.len() || trailing_slash {
@@ -49,16 +56,22 @@ impl PathPattern {
                 }
                 segments.push(PatternSegment::Tail);
             } else if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
                     return Err(err("has a capture whose name is not letters, digits or _"));
                 }
-                if segments.iter().any(|s| matches!(s, PatternSegment::Param(n) if n == name)) {
+                if segments
+                    .iter()
+                    .any(|s| matches!(s, PatternSegment::Param(n) if n == name))
+                {
                     return Err(err("captures the same name twice"));
                 }
                 segments.push(PatternSegment::Param(name.to_string()));
             } else {
                 if seg.is_empty() || *seg == "." || *seg == ".." {
-                    return Err(err("has an empty, . or .. segment: write the normalised path"));
+                    return Err(err(
+                        "has an empty, . or .. segment: write the normalised path",
+                    ));
                 }
                 if seg.contains(['{', '}', '*', '%', '\\', '?', '#']) {
                     return Err(err("has {, }, *, %, \\, ? or # inside a segment: captures and * take a whole segment"));
@@ -66,7 +79,11 @@ impl PathPattern {
                 segments.push(PatternSegment::Literal(seg.to_string()));
             }
         }
-        Ok(PathPattern { text: text.to_string(), segments, trailing_slash })
+        Ok(PathPattern {
+            text: text.to_string(),
+            segments,
+            trailing_slash,
+        })
     }
 
     /// The pattern as written.
@@ -129,7 +146,11 @@ impl PathPattern {
         }
         if tail {
             let with_slash = format!("{base}/");
-            vec![format!("{base}/{{*tail}}"), with_slash, if base.is_empty() { "/".into() } else { base }]
+            vec![
+                format!("{base}/{{*tail}}"),
+                with_slash,
+                if base.is_empty() { "/".into() } else { base },
+            ]
         } else if base.is_empty() {
             vec!["/".into()]
         } else if self.trailing_slash {

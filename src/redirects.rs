@@ -10,14 +10,22 @@ use url::Url;
 
 /// The absolute URL to redirect to, when `raw` is a safe return URL for client `client` seen
 /// from `origin`; `None` otherwise.
-pub fn validate(raw: &str, origin: &Origin, registry: &ClientRegistry, client: usize) -> Option<String> {
+pub fn validate(
+    raw: &str,
+    origin: &Origin,
+    registry: &ClientRegistry,
+    client: usize,
+) -> Option<String> {
     if raw.is_empty() || raw.len() > 4096 || !is_plain(raw) {
         return None;
     }
     // Decode a few times: a browser or a later hop may decode what we let through.
     let mut decoded = raw.to_string();
     for _ in 0..3 {
-        let next = percent_decode_str(&decoded).decode_utf8().ok()?.into_owned();
+        let next = percent_decode_str(&decoded)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
         if !is_plain(&next) {
             return None;
         }
@@ -48,7 +56,8 @@ pub fn validate(raw: &str, origin: &Origin, registry: &ClientRegistry, client: u
 
 /// No backslashes, control characters or whitespace.
 fn is_plain(s: &str) -> bool {
-    !s.chars().any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+    !s.chars()
+        .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
 }
 
 #[cfg(test)]
@@ -57,7 +66,10 @@ mod tests {
     use crate::clients::tests::client;
 
     fn registry() -> ClientRegistry {
-        ClientRegistry::from_config(&[client("a", &["https://app.example.com", "https://www.example.com"]), client("b", &["https://b.example.com"])])
+        ClientRegistry::from_config(&[
+            client("a", &["https://app.example.com", "https://www.example.com"]),
+            client("b", &["https://b.example.com"]),
+        ])
     }
 
     #[test]
@@ -66,9 +78,15 @@ mod tests {
         let origin = Origin::parse("https://app.example.com").unwrap();
         let cases: &[(&str, Option<&str>)] = &[
             ("/", Some("https://app.example.com/")),
-            ("/invoices/42?x=1#top", Some("https://app.example.com/invoices/42?x=1#top")),
+            (
+                "/invoices/42?x=1#top",
+                Some("https://app.example.com/invoices/42?x=1#top"),
+            ),
             ("/a/../b", Some("https://app.example.com/b")),
-            ("https://www.example.com/home", Some("https://www.example.com/home")),
+            (
+                "https://www.example.com/home",
+                Some("https://www.example.com/home"),
+            ),
             ("HTTPS://WWW.example.com/", Some("https://www.example.com/")),
             ("https://b.example.com/", None),
             ("//evil.com", None),

@@ -215,17 +215,29 @@ impl Refusal {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadPath(_) | Refusal::BadHeader(_) | Refusal::BadHost(_) => StatusCode::BAD_REQUEST,
+            Refusal::BadPath(_) | Refusal::BadHeader(_) | Refusal::BadHost(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Refusal::UnknownClient(_) | Refusal::Forbidden { .. } | Refusal::WrongClient(_) | Refusal::ClientNotServed(_) | Refusal::NotAllowed(_) => StatusCode::FORBIDDEN,
+            Refusal::UnknownClient(_)
+            | Refusal::Forbidden { .. }
+            | Refusal::WrongClient(_)
+            | Refusal::ClientNotServed(_)
+            | Refusal::NotAllowed(_) => StatusCode::FORBIDDEN,
             Refusal::LoginRedirect(_) => StatusCode::FOUND,
             Refusal::LoginFailed { .. } | Refusal::AmbiguousRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::MissingCredentials | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::UpstreamFailed(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY),
+            Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::UpstreamFailed(code) => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             Refusal::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Refusal::UnreadableBody { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            Refusal::UnreadableBody { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -339,17 +351,31 @@ impl Refusal {
 
     /// Like [`Refusal::render`]; `debug_reason` adds the reason in `x-authgate-reason`
     /// (an operator's choice: it tells callers why they were refused).
-    pub fn render_with(&self, realm: &str, html: bool, request_id: &str, debug_reason: bool) -> Rendered {
+    pub fn render_with(
+        &self,
+        realm: &str,
+        html: bool,
+        request_id: &str,
+        debug_reason: bool,
+    ) -> Rendered {
         self.render_branded(realm, html, request_id, debug_reason, None)
     }
 
     /// Like [`Refusal::render_with`]; a browser's page carries the client's `brand` when known.
-    pub fn render_branded(&self, realm: &str, html: bool, request_id: &str, debug_reason: bool, brand: Option<&Branding>) -> Rendered {
+    pub fn render_branded(
+        &self,
+        realm: &str,
+        html: bool,
+        request_id: &str,
+        debug_reason: bool,
+        brand: Option<&Branding>,
+    ) -> Rendered {
         let status = self.status();
         let mut header = head(status, 6);
         match self {
             Refusal::MissingCredentials => {
-                let _ = header.insert_header("www-authenticate", format!("Bearer realm=\"{realm}\""));
+                let _ =
+                    header.insert_header("www-authenticate", format!("Bearer realm=\"{realm}\""));
             }
             Refusal::InvalidToken(why) => {
                 let _ = header.insert_header(
@@ -358,7 +384,10 @@ impl Refusal {
                 );
             }
             Refusal::Forbidden { .. } => {
-                let _ = header.insert_header("www-authenticate", format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""));
+                let _ = header.insert_header(
+                    "www-authenticate",
+                    format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\""),
+                );
             }
             Refusal::MethodNotAllowed(allowed) => {
                 let _ = header.insert_header("allow", join_methods(allowed));
@@ -372,7 +401,9 @@ impl Refusal {
             _ => {}
         }
         let retry = match self {
-            Refusal::LoginFailed { retry: Some(link), .. } => format!("<p><a href=\"{}\">Sign in again</a></p>", escape_html(link)),
+            Refusal::LoginFailed {
+                retry: Some(link), ..
+            } => format!("<p><a href=\"{}\">Sign in again</a></p>", escape_html(link)),
             _ => String::new(),
         };
         let body = if html {
@@ -380,7 +411,13 @@ impl Refusal {
             let _ = header.insert_header("content-security-policy", csp(brand));
             let _ = header.insert_header("x-frame-options", "DENY");
             let content = format!("<p>{}</p>{retry}", escape_html(&self.detail()));
-            document(&format!("{} {}", status.as_u16(), self.title()), self.title(), &content, &format!("{} · request {}", status.as_u16(), escape_html(request_id)), brand)
+            document(
+                &format!("{} {}", status.as_u16(), self.title()),
+                self.title(),
+                &content,
+                &format!("{} · request {}", status.as_u16(), escape_html(request_id)),
+                brand,
+            )
         } else {
             let _ = header.insert_header("content-type", "application/problem+json");
             let mut problem = serde_json::Map::new();
@@ -389,11 +426,17 @@ impl Refusal {
             problem.insert("status".into(), status.as_u16().into());
             problem.insert("detail".into(), self.detail().into());
             problem.insert("request_id".into(), request_id.into());
-            if let Refusal::Forbidden { entity, permission, .. } = self {
+            if let Refusal::Forbidden {
+                entity, permission, ..
+            } = self
+            {
                 problem.insert("entity".into(), entity.clone().into());
                 problem.insert("permission".into(), permission.clone().into());
             }
-            if let Refusal::LoginFailed { retry: Some(link), .. } = self {
+            if let Refusal::LoginFailed {
+                retry: Some(link), ..
+            } = self
+            {
                 problem.insert("retry".into(), link.clone().into());
             }
             serde_json::Value::Object(problem).to_string() + "\n"
@@ -402,10 +445,23 @@ impl Refusal {
         let _ = header.insert_header("cache-control", "no-store");
         stamp_request_id(&mut header, request_id);
         if debug_reason {
-            let reason: String = self.detail().chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+            let reason: String = self
+                .detail()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_graphic() || c == ' ' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
             let _ = header.insert_header("x-authgate-reason", reason);
         }
-        Rendered { header, body: bytes::Bytes::from(body) }
+        Rendered {
+            header,
+            body: bytes::Bytes::from(body),
+        }
     }
 }
 
@@ -435,19 +491,32 @@ pub fn redirect(location: &str, request_id: &str) -> Rendered {
     let _ = header.insert_header("content-length", "0");
     let _ = header.insert_header("cache-control", "no-store");
     stamp_request_id(&mut header, request_id);
-    Rendered { header, body: bytes::Bytes::new() }
+    Rendered {
+        header,
+        body: bytes::Bytes::new(),
+    }
 }
 
 /// The answer to a CORS preflight: 204 with `allowed` (the CORS headers for a registered
 /// origin), or 403 when the origin is not one (`None`).
 pub fn preflight(allowed: Option<Vec<(&'static str, String)>>, request_id: &str) -> Rendered {
-    let mut header = head(if allowed.is_some() { StatusCode::NO_CONTENT } else { StatusCode::FORBIDDEN }, 8);
+    let mut header = head(
+        if allowed.is_some() {
+            StatusCode::NO_CONTENT
+        } else {
+            StatusCode::FORBIDDEN
+        },
+        8,
+    );
     for (k, v) in allowed.into_iter().flatten() {
         let _ = header.insert_header(k, v);
     }
     let _ = header.insert_header("content-length", "0");
     stamp_request_id(&mut header, request_id);
-    Rendered { header, body: bytes::Bytes::new() }
+    Rendered {
+        header,
+        body: bytes::Bytes::new(),
+    }
 }
 
 /// The gateway's public keys for identity assertions (`jwks`, a JWKS document), cacheable by
@@ -457,7 +526,10 @@ pub fn jwks(jwks: &str) -> Rendered {
     let _ = header.insert_header("content-type", "application/json");
     let _ = header.insert_header("content-length", jwks.len().to_string());
     let _ = header.insert_header("cache-control", "public, max-age=300");
-    Rendered { header, body: bytes::Bytes::copy_from_slice(jwks.as_bytes()) }
+    Rendered {
+        header,
+        body: bytes::Bytes::copy_from_slice(jwks.as_bytes()),
+    }
 }
 
 /// A JSON answer of the gateway's own endpoints.
@@ -468,27 +540,47 @@ pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &str) -> 
     let _ = header.insert_header("content-length", body.len().to_string());
     let _ = header.insert_header("cache-control", "no-store");
     stamp_request_id(&mut header, request_id);
-    Rendered { header, body: bytes::Bytes::from(body) }
+    Rendered {
+        header,
+        body: bytes::Bytes::from(body),
+    }
 }
 
 /// The `Content-Security-Policy` of the gateway's pages: nothing loads but inline style and
 /// the client's logo (from its own origin); nothing may frame them.
 fn csp(brand: Option<&Branding>) -> String {
-    let img = brand.and_then(|b| b.logo_url.as_ref()).map(|u| format!("; img-src {}", u.origin().ascii_serialization())).unwrap_or_default();
+    let img = brand
+        .and_then(|b| b.logo_url.as_ref())
+        .map(|u| format!("; img-src {}", u.origin().ascii_serialization()))
+        .unwrap_or_default();
     format!("default-src 'none'; style-src 'unsafe-inline'{img}; form-action *; frame-ancestors 'none'; base-uri 'none'")
 }
 
 /// A whole page: head (title, style in the client's accent colour), the client's name and
 /// logo, `heading`, `content_html` (built by the caller from escaped parts) and `footer_html`.
-fn document(title: &str, heading: &str, content_html: &str, footer_html: &str, brand: Option<&Branding>) -> String {
-    let accent = brand.and_then(|b| b.accent_color.as_deref()).unwrap_or("#2b6cb0");
+fn document(
+    title: &str,
+    heading: &str,
+    content_html: &str,
+    footer_html: &str,
+    brand: Option<&Branding>,
+) -> String {
+    let accent = brand
+        .and_then(|b| b.accent_color.as_deref())
+        .unwrap_or("#2b6cb0");
     let mut banner = String::new();
     if let Some(b) = brand {
         banner.push_str("<header>");
         if let Some(logo) = &b.logo_url {
-            banner.push_str(&format!("<img src=\"{}\" alt=\"\" height=\"32\">", escape_html(logo.as_str())));
+            banner.push_str(&format!(
+                "<img src=\"{}\" alt=\"\" height=\"32\">",
+                escape_html(logo.as_str())
+            ));
         }
-        banner.push_str(&format!("<span>{}</span></header>", escape_html(&b.display_name)));
+        banner.push_str(&format!(
+            "<span>{}</span></header>",
+            escape_html(&b.display_name)
+        ));
     }
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title>\
@@ -503,8 +595,20 @@ fn document(title: &str, heading: &str, content_html: &str, footer_html: &str, b
 
 /// A small HTML page of the gateway's own (signed-out page, logout confirmation, sign-in
 /// chooser): `title`, then `body_html`, which the caller has built from escaped parts.
-pub fn page(status: StatusCode, title: &str, body_html: &str, request_id: &str, brand: Option<&Branding>) -> Rendered {
-    let body = document(title, title, body_html, &format!("request {}", escape_html(request_id)), brand);
+pub fn page(
+    status: StatusCode,
+    title: &str,
+    body_html: &str,
+    request_id: &str,
+    brand: Option<&Branding>,
+) -> Rendered {
+    let body = document(
+        title,
+        title,
+        body_html,
+        &format!("request {}", escape_html(request_id)),
+        brand,
+    );
     let mut header = head(status, 6);
     let _ = header.insert_header("content-type", "text/html; charset=utf-8");
     let _ = header.insert_header("content-length", body.len().to_string());
@@ -513,14 +617,24 @@ pub fn page(status: StatusCode, title: &str, body_html: &str, request_id: &str, 
     let _ = header.insert_header("x-frame-options", "DENY");
     let _ = header.insert_header("content-security-policy", csp(brand));
     stamp_request_id(&mut header, request_id);
-    Rendered { header, body: bytes::Bytes::from(body) }
+    Rendered {
+        header,
+        body: bytes::Bytes::from(body),
+    }
 }
 
 /// The sign-in chooser of a client with several providers: one link per `(name, href)`.
 pub fn chooser(brand: &Branding, options: &[(String, String)], request_id: &str) -> Rendered {
-    let mut html = format!("<p>Choose how to sign in to {}.</p><nav class=\"providers\">", escape_html(&brand.display_name));
+    let mut html = format!(
+        "<p>Choose how to sign in to {}.</p><nav class=\"providers\">",
+        escape_html(&brand.display_name)
+    );
     for (name, href) in options {
-        html.push_str(&format!("<a href=\"{}\">Sign in with {}</a>", escape_html(href), escape_html(name)));
+        html.push_str(&format!(
+            "<a href=\"{}\">Sign in with {}</a>",
+            escape_html(href),
+            escape_html(name)
+        ));
     }
     html.push_str("</nav>");
     page(StatusCode::OK, "Sign in", &html, request_id, Some(brand))
@@ -528,18 +642,32 @@ pub fn chooser(brand: &Branding, options: &[(String, String)], request_id: &str)
 
 /// The signed-out page of client `client`: a "sign in again" link to `sign_in` and, when the
 /// IdP's own sign-out page is configured, a way there (a form POST when `idp_post`).
-pub fn signed_out(brand: &Branding, sign_in: &str, idp_logout: Option<(&str, bool)>, request_id: &str) -> Rendered {
-    let mut html = format!("<p>You are signed out of {}.</p>", escape_html(&brand.display_name));
+pub fn signed_out(
+    brand: &Branding,
+    sign_in: &str,
+    idp_logout: Option<(&str, bool)>,
+    request_id: &str,
+) -> Rendered {
+    let mut html = format!(
+        "<p>You are signed out of {}.</p>",
+        escape_html(&brand.display_name)
+    );
     if let Some((url, post)) = idp_logout {
         html.push_str("<p>You may still be signed in at the identity provider. ");
         if post {
             html.push_str(&format!("<form method=\"post\" action=\"{}\" style=\"display:inline\"><button type=\"submit\">Sign out there too</button></form>", escape_html(url)));
         } else {
-            html.push_str(&format!("<a href=\"{}\">Sign out there too</a>", escape_html(url)));
+            html.push_str(&format!(
+                "<a href=\"{}\">Sign out there too</a>",
+                escape_html(url)
+            ));
         }
         html.push_str("</p>");
     }
-    html.push_str(&format!("<p><a href=\"{}\">Sign in again</a></p>", escape_html(sign_in)));
+    html.push_str(&format!(
+        "<p><a href=\"{}\">Sign in again</a></p>",
+        escape_html(sign_in)
+    ));
     page(StatusCode::OK, "Signed out", &html, request_id, Some(brand))
 }
 
@@ -552,12 +680,23 @@ pub fn confirm_logout(brand: &Branding, action: &str, request_id: &str) -> Rende
         client = escape_html(&brand.display_name),
         action = escape_html(action),
     );
-    page(StatusCode::FORBIDDEN, "Sign out?", &html, request_id, Some(brand))
+    page(
+        StatusCode::FORBIDDEN,
+        "Sign out?",
+        &html,
+        request_id,
+        Some(brand),
+    )
 }
 
 /// True for a browser navigation that may be sent to the login page: `GET`/`HEAD`, not an
 /// XHR/fetch (`Sec-Fetch-Mode` other than `navigate`, `X-Requested-With`), and asking for HTML.
-pub fn is_navigation(method: &http::Method, accept: Option<&[u8]>, sec_fetch_mode: Option<&[u8]>, requested_with: Option<&[u8]>) -> bool {
+pub fn is_navigation(
+    method: &http::Method,
+    accept: Option<&[u8]>,
+    sec_fetch_mode: Option<&[u8]>,
+    requested_with: Option<&[u8]>,
+) -> bool {
     if method != http::Method::GET && method != http::Method::HEAD || requested_with.is_some() {
         return false;
     }
@@ -608,34 +747,52 @@ mod tests {
     use super::*;
 
     fn header(r: &Rendered, name: &str) -> Option<String> {
-        r.header.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+        r.header
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
     }
 
     #[test]
     fn statuses_and_headers() {
         let missing = Refusal::MissingCredentials.render("authgate", false, "rid1");
         assert_eq!(missing.header.status, 401);
-        assert_eq!(header(&missing, "www-authenticate").unwrap(), "Bearer realm=\"authgate\"");
-        assert_eq!(header(&missing, "content-type").unwrap(), "application/problem+json");
+        assert_eq!(
+            header(&missing, "www-authenticate").unwrap(),
+            "Bearer realm=\"authgate\""
+        );
+        assert_eq!(
+            header(&missing, "content-type").unwrap(),
+            "application/problem+json"
+        );
         let body: serde_json::Value = serde_json::from_slice(&missing.body).unwrap();
         assert_eq!(body["status"], 401);
         assert_eq!(body["request_id"], "rid1");
 
-        let invalid = Refusal::InvalidToken("the token has expired".into()).render("authgate", false, "r");
-        assert!(header(&invalid, "www-authenticate").unwrap().contains("error=\"invalid_token\""));
+        let invalid =
+            Refusal::InvalidToken("the token has expired".into()).render("authgate", false, "r");
+        assert!(header(&invalid, "www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\""));
 
-        let forbidden = Refusal::Forbidden { entity: "client_abc:invoice".into(), permission: "write".into(), reason: "not granted".into() }
-            .render("authgate", false, "r");
+        let forbidden = Refusal::Forbidden {
+            entity: "client_abc:invoice".into(),
+            permission: "write".into(),
+            reason: "not granted".into(),
+        }
+        .render("authgate", false, "r");
         assert_eq!(forbidden.header.status, 403);
         let body: serde_json::Value = serde_json::from_slice(&forbidden.body).unwrap();
         assert_eq!(body["entity"], "client_abc:invoice");
         assert_eq!(body["permission"], "write");
 
-        let unavailable = Refusal::IdpUnavailable("keys not loaded".into()).render("authgate", false, "r");
+        let unavailable =
+            Refusal::IdpUnavailable("keys not loaded".into()).render("authgate", false, "r");
         assert_eq!(unavailable.header.status, 503);
         assert_eq!(header(&unavailable, "retry-after").unwrap(), "5");
 
-        let not_allowed = Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::PUT]).render("authgate", false, "r");
+        let not_allowed = Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::PUT])
+            .render("authgate", false, "r");
         assert_eq!(header(&not_allowed, "allow").unwrap(), "GET, PUT");
     }
 
@@ -655,47 +812,102 @@ mod tests {
             assert!(v.is_sensitive(), "{}", a.header.status);
         }
         // An id that is not a header value (never made by the gateway) is left out, not a panic.
-        assert!(json(StatusCode::OK, &serde_json::json!({}), "a\nb").header.headers.get("x-request-id").is_none());
+        assert!(json(StatusCode::OK, &serde_json::json!({}), "a\nb")
+            .header
+            .headers
+            .get("x-request-id")
+            .is_none());
     }
 
     #[test]
     fn navigations_get_redirects_apis_get_401() {
         use http::Method;
-        type Case<'a> = (&'a Method, Option<&'a [u8]>, Option<&'a [u8]>, Option<&'a [u8]>, bool);
+        type Case<'a> = (
+            &'a Method,
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            bool,
+        );
         let cases: &[Case] = &[
-            (&Method::GET, Some(b"text/html,application/xhtml+xml"), None, None, true),
+            (
+                &Method::GET,
+                Some(b"text/html,application/xhtml+xml"),
+                None,
+                None,
+                true,
+            ),
             (&Method::GET, None, Some(b"navigate"), None, true),
             (&Method::HEAD, Some(b"text/html"), None, None, true),
             (&Method::GET, Some(b"application/json"), None, None, false),
             (&Method::GET, Some(b"text/html"), Some(b"cors"), None, false),
-            (&Method::GET, Some(b"text/html"), None, Some(b"XMLHttpRequest"), false),
-            (&Method::POST, Some(b"text/html"), Some(b"navigate"), None, false),
+            (
+                &Method::GET,
+                Some(b"text/html"),
+                None,
+                Some(b"XMLHttpRequest"),
+                false,
+            ),
+            (
+                &Method::POST,
+                Some(b"text/html"),
+                Some(b"navigate"),
+                None,
+                false,
+            ),
             (&Method::GET, Some(b"*/*"), None, None, false),
         ];
         for (m, accept, mode, xrw, want) in cases {
-            assert_eq!(is_navigation(m, *accept, *mode, *xrw), *want, "{m} {accept:?} {mode:?} {xrw:?}");
+            assert_eq!(
+                is_navigation(m, *accept, *mode, *xrw),
+                *want,
+                "{m} {accept:?} {mode:?} {xrw:?}"
+            );
         }
-        let r = Refusal::LoginRedirect("https://idp/authorize?x".into()).render("authgate", true, "r");
+        let r =
+            Refusal::LoginRedirect("https://idp/authorize?x".into()).render("authgate", true, "r");
         assert_eq!(r.header.status, 302);
         assert_eq!(header(&r, "location").unwrap(), "https://idp/authorize?x");
-        let r = Refusal::LoginFailed { kind: LoginFailure::IdpError, reason: "the identity provider answered access_denied".into(), retry: Some("/_authgate/login?rd=%2F".into()) }.render("authgate", true, "r");
+        let r = Refusal::LoginFailed {
+            kind: LoginFailure::IdpError,
+            reason: "the identity provider answered access_denied".into(),
+            retry: Some("/_authgate/login?rd=%2F".into()),
+        }
+        .render("authgate", true, "r");
         let body = std::str::from_utf8(&r.body).unwrap();
-        assert!(body.contains("access_denied") && body.contains("href=\"/_authgate/login?rd=%2F\""), "{body}");
+        assert!(
+            body.contains("access_denied") && body.contains("href=\"/_authgate/login?rd=%2F\""),
+            "{body}"
+        );
     }
 
     #[test]
     fn every_sign_in_failure_has_its_own_label() {
-        let labels: std::collections::HashSet<&str> = LoginFailure::ALL.iter().map(|k| k.as_label()).collect();
-        assert_eq!(labels.len(), LoginFailure::ALL.len(), "two reasons share a label");
-        assert!(labels.iter().all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')), "{labels:?}");
+        let labels: std::collections::HashSet<&str> =
+            LoginFailure::ALL.iter().map(|k| k.as_label()).collect();
+        assert_eq!(
+            labels.len(),
+            LoginFailure::ALL.len(),
+            "two reasons share a label"
+        );
+        assert!(
+            labels
+                .iter()
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+            "{labels:?}"
+        );
         // No reason reads as a refusal's outcome, which labels the other sign-in failures.
         assert!(!labels.contains("idp_unavailable") && !labels.contains("not_allowed"));
     }
 
     #[test]
     fn browsers_get_escaped_html() {
-        let r = Refusal::UnknownClient("https://<script>.example".into()).render("authgate", true, "r");
-        assert_eq!(header(&r, "content-type").unwrap(), "text/html; charset=utf-8");
+        let r =
+            Refusal::UnknownClient("https://<script>.example".into()).render("authgate", true, "r");
+        assert_eq!(
+            header(&r, "content-type").unwrap(),
+            "text/html; charset=utf-8"
+        );
         let body = std::str::from_utf8(&r.body).unwrap();
         assert!(body.contains("&lt;script&gt;") && !body.contains("<script>"));
         assert!(wants_html(Some(b"text/html,application/xhtml+xml"), None));
@@ -706,23 +918,61 @@ mod tests {
 
     #[test]
     fn pages_carry_the_clients_branding_and_a_strict_policy() {
-        let brand = Branding { display_name: "Acme <Admin>".into(), logo_url: Some(url::Url::parse("https://cdn.acme.example/logo.svg").unwrap()), accent_color: Some("#6f42c1".into()) };
-        let r = chooser(&brand, &[("GitHub".into(), "/_authgate/login?provider=github&rd=%2F".into())], "rid");
+        let brand = Branding {
+            display_name: "Acme <Admin>".into(),
+            logo_url: Some(url::Url::parse("https://cdn.acme.example/logo.svg").unwrap()),
+            accent_color: Some("#6f42c1".into()),
+        };
+        let r = chooser(
+            &brand,
+            &[(
+                "GitHub".into(),
+                "/_authgate/login?provider=github&rd=%2F".into(),
+            )],
+            "rid",
+        );
         let body = std::str::from_utf8(&r.body).unwrap();
-        assert!(body.contains("Acme &lt;Admin&gt;") && !body.contains("<Admin>"), "{body}");
-        assert!(body.contains("#6f42c1") && body.contains("src=\"https://cdn.acme.example/logo.svg\""), "{body}");
-        assert!(body.contains("href=\"/_authgate/login?provider=github&amp;rd=%2F\">Sign in with GitHub"), "{body}");
+        assert!(
+            body.contains("Acme &lt;Admin&gt;") && !body.contains("<Admin>"),
+            "{body}"
+        );
+        assert!(
+            body.contains("#6f42c1") && body.contains("src=\"https://cdn.acme.example/logo.svg\""),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "href=\"/_authgate/login?provider=github&amp;rd=%2F\">Sign in with GitHub"
+            ),
+            "{body}"
+        );
         assert!(!body.contains("<script"), "{body}");
         let csp = header(&r, "content-security-policy").unwrap();
         assert_eq!(csp, "default-src 'none'; style-src 'unsafe-inline'; img-src https://cdn.acme.example; form-action *; frame-ancestors 'none'; base-uri 'none'");
         // A refusal for a browser of that client: branded; without a client: plain.
-        let r = Refusal::NotAllowed("octocat is not allowed".into()).render_branded("authgate", true, "rid", false, Some(&brand));
+        let r = Refusal::NotAllowed("octocat is not allowed".into()).render_branded(
+            "authgate",
+            true,
+            "rid",
+            false,
+            Some(&brand),
+        );
         assert_eq!(r.header.status, 403);
         let body = std::str::from_utf8(&r.body).unwrap();
-        assert!(body.contains("Not allowed") && body.contains("Octocat is not allowed.") && body.contains("Acme &lt;Admin&gt;"), "{body}");
+        assert!(
+            body.contains("Not allowed")
+                && body.contains("Octocat is not allowed.")
+                && body.contains("Acme &lt;Admin&gt;"),
+            "{body}"
+        );
         let plain = Refusal::NoRoute.render("authgate", true, "rid");
         let body = std::str::from_utf8(&plain.body).unwrap();
-        assert!(!body.contains("<header>") && body.contains("#2b6cb0"), "{body}");
-        assert!(!header(&plain, "content-security-policy").unwrap().contains("img-src"));
+        assert!(
+            !body.contains("<header>") && body.contains("#2b6cb0"),
+            "{body}"
+        );
+        assert!(!header(&plain, "content-security-policy")
+            .unwrap()
+            .contains("img-src"));
     }
 }

@@ -30,7 +30,8 @@ pub fn decode_login_key(text: &str) -> Result<[u8; LOGIN_KEY_LEN], LoginKeyError
         .decode(text)
         .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
         .map_err(|_| LoginKeyError::NotBase64)?;
-    <[u8; LOGIN_KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| LoginKeyError::WrongLength(bytes.len()))
+    <[u8; LOGIN_KEY_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| LoginKeyError::WrongLength(bytes.len()))
 }
 
 /// A secret string. `Debug` and `Display` print `***`; compare with [`Secret::ct_eq`].
@@ -93,9 +94,18 @@ mod tests {
     fn login_keys_decode_from_either_base64() {
         let b64 = STANDARD.encode([9u8; 32]);
         assert_eq!(decode_login_key(&b64), Ok([9u8; 32]));
-        assert_eq!(decode_login_key(&URL_SAFE_NO_PAD.encode([9u8; 32])), Ok([9u8; 32]));
-        assert_eq!(decode_login_key(&STANDARD.encode([9u8; 16])), Err(LoginKeyError::WrongLength(16)));
-        assert_eq!(decode_login_key("not base64!"), Err(LoginKeyError::NotBase64));
+        assert_eq!(
+            decode_login_key(&URL_SAFE_NO_PAD.encode([9u8; 32])),
+            Ok([9u8; 32])
+        );
+        assert_eq!(
+            decode_login_key(&STANDARD.encode([9u8; 16])),
+            Err(LoginKeyError::WrongLength(16))
+        );
+        assert_eq!(
+            decode_login_key("not base64!"),
+            Err(LoginKeyError::NotBase64)
+        );
     }
 
     #[test]

@@ -13,17 +13,32 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub fn trace_id(value: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let mut parts = text.split('-');
-    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let zero = |s: &str| s.bytes().all(|b| b == b'0');
     // Version 00 has exactly four fields; later versions may append more.
-    let valid = hex(version, 2) && version != "ff" && (version != "00" || parts.next().is_none()) && hex(trace, 32) && !zero(trace) && hex(parent, 16) && !zero(parent) && hex(flags, 2);
+    let valid = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace, 32)
+        && !zero(trace)
+        && hex(parent, 16)
+        && !zero(parent)
+        && hex(flags, 2);
     valid.then_some(trace)
 }
 
 /// The trace id of the request's `traceparent`, or `-`, for a log line.
 pub fn of(req: &pingora::http::RequestHeader) -> &str {
-    req.headers.get(&TRACEPARENT).and_then(|v| trace_id(v.as_bytes())).unwrap_or("-")
+    req.headers
+        .get(&TRACEPARENT)
+        .and_then(|v| trace_id(v.as_bytes()))
+        .unwrap_or("-")
 }
 
 #[cfg(test)]
@@ -33,8 +48,14 @@ mod tests {
     #[test]
     fn only_a_well_formed_traceparent_names_a_trace() {
         let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-        assert_eq!(trace_id(format!("00-{trace}-00f067aa0ba902b7-01").as_bytes()), Some(trace));
-        assert_eq!(trace_id(format!("01-{trace}-00f067aa0ba902b7-01-extra").as_bytes()), Some(trace));
+        assert_eq!(
+            trace_id(format!("00-{trace}-00f067aa0ba902b7-01").as_bytes()),
+            Some(trace)
+        );
+        assert_eq!(
+            trace_id(format!("01-{trace}-00f067aa0ba902b7-01-extra").as_bytes()),
+            Some(trace)
+        );
         for bad in [
             format!("00-{trace}-00f067aa0ba902b7-01-extra"),
             format!("ff-{trace}-00f067aa0ba902b7-01"),

@@ -20,7 +20,9 @@ impl TrustedProxies {
         if text.contains('/') {
             return text.parse::<IpNet>().map_err(|_| format!("{text:?} is not an IP address or CIDR range with a prefix length in range, e.g. \"10.0.0.0/8\""));
         }
-        text.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{text:?} is not an IP address or CIDR range, e.g. \"10.0.0.0/8\""))
+        text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            format!("{text:?} is not an IP address or CIDR range, e.g. \"10.0.0.0/8\"")
+        })
     }
 
     /// True when `peer` is in a trusted range (an IPv4-mapped IPv6 peer counts as its IPv4 address).
@@ -49,7 +51,15 @@ mod tests {
             TrustedProxies::parse_range("127.0.0.1").unwrap(),
             TrustedProxies::parse_range("fd00::/8").unwrap(),
         ]);
-        for (ip, want) in [("10.2.3.4", true), ("11.0.0.1", false), ("127.0.0.1", true), ("127.0.0.2", false), ("fd12::1", true), ("::ffff:10.0.0.1", true), ("fe80::1", false)] {
+        for (ip, want) in [
+            ("10.2.3.4", true),
+            ("11.0.0.1", false),
+            ("127.0.0.1", true),
+            ("127.0.0.2", false),
+            ("fd12::1", true),
+            ("::ffff:10.0.0.1", true),
+            ("fe80::1", false),
+        ] {
             assert_eq!(t.contains(ip.parse().unwrap()), want, "{ip}");
         }
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x"] {

@@ -64,7 +64,11 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).field("peers", &self.peers.len()).field("state", &self.state).finish()
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("peers", &self.peers.len())
+            .field("state", &self.state)
+            .finish()
     }
 }
 
@@ -102,9 +106,16 @@ impl Upstream {
             .iter()
             .map(|addr| {
                 addr.to_socket_addrs()
-                    .map_err(|source| UpstreamError::Resolve { upstream: u.name.clone(), address: addr.to_string(), source })?
+                    .map_err(|source| UpstreamError::Resolve {
+                        upstream: u.name.clone(),
+                        address: addr.to_string(),
+                        source,
+                    })?
                     .next()
-                    .ok_or_else(|| UpstreamError::NoAddress { upstream: u.name.clone(), address: addr.to_string() })
+                    .ok_or_else(|| UpstreamError::NoAddress {
+                        upstream: u.name.clone(),
+                        address: addr.to_string(),
+                    })
             })
             .collect::<Result<Vec<SocketAddr>, UpstreamError>>()?;
         let peers = resolved
@@ -128,11 +139,27 @@ impl Upstream {
             active: resolved.iter().map(|_| AtomicUsize::new(0)).collect(),
         });
         for addr in &u.addresses {
-            metrics.upstream_healthy.with_label_values(&[u.name.as_str(), addr.as_str()]).set(1);
+            metrics
+                .upstream_healthy
+                .with_label_values(&[u.name.as_str(), addr.as_str()])
+                .set(1);
         }
-        let checks = u.health_check.as_ref().map(|hc| Checks::new(u, hc, &resolved, state.clone(), metrics.clone()));
-        let latency = metrics.upstream_latency.with_label_values(&[u.name.as_str()]);
-        Ok(Upstream { name: u.name.clone(), settings: u.clone(), peers, state, next: AtomicUsize::new(0), checks, latency })
+        let checks = u
+            .health_check
+            .as_ref()
+            .map(|hc| Checks::new(u, hc, &resolved, state.clone(), metrics.clone()));
+        let latency = metrics
+            .upstream_latency
+            .with_label_values(&[u.name.as_str()]);
+        Ok(Upstream {
+            name: u.name.clone(),
+            settings: u.clone(),
+            peers,
+            state,
+            next: AtomicUsize::new(0),
+            checks,
+            latency,
+        })
     }
 
     /// The settings it was built from (a reload keeps an upstream whose settings are unchanged,
@@ -155,12 +182,28 @@ impl Upstream {
         if n == 0 {
             return None;
         }
-        let start = if n == 1 { 0 } else { self.next.fetch_add(1, Ordering::Relaxed) % n };
-        let candidates = (0..n).map(|k| (start + k) % n).filter(|&i| Some(i) != avoid || n == 1);
-        let healthy = |i: &usize| self.state.healthy.get(*i).is_some_and(|h| h.load(Ordering::Relaxed));
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        let candidates = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| Some(i) != avoid || n == 1);
+        let healthy = |i: &usize| {
+            self.state
+                .healthy
+                .get(*i)
+                .is_some_and(|h| h.load(Ordering::Relaxed))
+        };
         let index = match self.settings.selection {
             Selection::RoundRobin => candidates.clone().find(healthy),
-            Selection::LeastConnections => candidates.clone().filter(healthy).min_by_key(|&i| self.state.active.get(i).map_or(usize::MAX, |a| a.load(Ordering::Relaxed))),
+            Selection::LeastConnections => candidates.clone().filter(healthy).min_by_key(|&i| {
+                self.state
+                    .active
+                    .get(i)
+                    .map_or(usize::MAX, |a| a.load(Ordering::Relaxed))
+            }),
         };
         let index = index.or_else(|| candidates.clone().next())?;
         let peer = Box::new(self.peers.get(index)?.clone());
@@ -168,7 +211,10 @@ impl Upstream {
             if let Some(a) = self.state.active.get(index) {
                 a.fetch_add(1, Ordering::Relaxed);
             }
-            Lease { state: self.state.clone(), index }
+            Lease {
+                state: self.state.clone(),
+                index,
+            }
         });
         Some(Picked { peer, index, lease })
     }
@@ -180,7 +226,10 @@ impl Upstream {
 
     /// Whether the address at `index` is in rotation (not taken out by the health check).
     pub fn is_healthy(&self, index: usize) -> bool {
-        self.state.healthy.get(index).is_some_and(|h| h.load(Ordering::Relaxed))
+        self.state
+            .healthy
+            .get(index)
+            .is_some_and(|h| h.load(Ordering::Relaxed))
     }
 
     /// The health check's interval, when the upstream has one.
@@ -197,18 +246,24 @@ impl Upstream {
     /// Whether a round of the health check is due at `now` (milliseconds since the health
     /// service's epoch) and none is running.
     pub fn check_due(&self, now: u64) -> bool {
-        self.checks.as_ref().is_some_and(|c| now >= c.due.load(Ordering::Relaxed) && !c.running.load(Ordering::Relaxed))
+        self.checks.as_ref().is_some_and(|c| {
+            now >= c.due.load(Ordering::Relaxed) && !c.running.load(Ordering::Relaxed)
+        })
     }
 
     /// Runs one round of the health check if it is due at `now` (milliseconds since the health
     /// service's epoch) and not already running; whether one ran.
     pub async fn check_if_due(&self, at: u64) -> bool {
-        let Some(checks) = &self.checks else { return false };
+        let Some(checks) = &self.checks else {
+            return false;
+        };
         if at < checks.due.load(Ordering::Relaxed) || checks.running.swap(true, Ordering::AcqRel) {
             return false;
         }
         let interval = u64::try_from(checks.interval.as_millis()).unwrap_or(u64::MAX);
-        checks.due.store(at.saturating_add(interval), Ordering::Relaxed);
+        checks
+            .due
+            .store(at.saturating_add(interval), Ordering::Relaxed);
         // Static membership: the first round publishes the addresses, later ones change nothing.
         if let Err(e) = checks.backends.update(|_| {}).await {
             tracing::warn!(upstream = %self.name, error = %e, "health check: the addresses could not be listed");
@@ -230,8 +285,17 @@ struct Checks {
 }
 
 impl Checks {
-    fn new(u: &UpstreamSettings, hc: &HealthCheckSettings, resolved: &[SocketAddr], state: Arc<PeerState>, metrics: Metrics) -> Checks {
-        let set: BTreeSet<Backend> = resolved.iter().filter_map(|a| Backend::new(&a.to_string()).ok()).collect();
+    fn new(
+        u: &UpstreamSettings,
+        hc: &HealthCheckSettings,
+        resolved: &[SocketAddr],
+        state: Arc<PeerState>,
+        metrics: Metrics,
+    ) -> Checks {
+        let set: BTreeSet<Backend> = resolved
+            .iter()
+            .filter_map(|a| Backend::new(&a.to_string()).ok())
+            .collect();
         let mut backends = Backends::new(Static::new(set));
         let mut check = HttpHealthCheck::new(&hc.host, u.tls);
         check.peer_template.sni = u.sni.clone();
@@ -241,19 +305,32 @@ impl Checks {
         check.consecutive_failure = hc.unhealthy_threshold;
         check.consecutive_success = hc.healthy_threshold;
         if let Ok(mut req) = RequestHeader::build("GET", hc.path.as_bytes(), None) {
-            if req.insert_header(http::header::HOST, &hc.host).is_ok() && req.insert_header(http::header::USER_AGENT, "authgate-health-check").is_ok() {
+            if req.insert_header(http::header::HOST, &hc.host).is_ok()
+                && req
+                    .insert_header(http::header::USER_AGENT, "authgate-health-check")
+                    .is_ok()
+            {
                 check.req = req;
             }
         }
         check.health_changed_callback = Some(Box::new(Observer {
             upstream: u.name.clone(),
             path: hc.path.clone(),
-            addresses: resolved.iter().copied().zip(u.addresses.iter().cloned()).collect(),
+            addresses: resolved
+                .iter()
+                .copied()
+                .zip(u.addresses.iter().cloned())
+                .collect(),
             state,
             metrics,
         }));
         backends.set_health_check(Box::new(check));
-        Checks { backends, interval: hc.interval, due: AtomicU64::new(0), running: AtomicBool::new(false) }
+        Checks {
+            backends,
+            interval: hc.interval,
+            due: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+        }
     }
 }
 
@@ -270,7 +347,9 @@ struct Observer {
 #[async_trait]
 impl HealthObserve for Observer {
     async fn observe(&self, target: &Backend, healthy: bool) {
-        let Some(inet) = target.addr.as_inet() else { return };
+        let Some(inet) = target.addr.as_inet() else {
+            return;
+        };
         for (i, (addr, configured)) in self.addresses.iter().enumerate() {
             if addr != inet {
                 continue;
@@ -278,7 +357,10 @@ impl HealthObserve for Observer {
             if let Some(flag) = self.state.healthy.get(i) {
                 flag.store(healthy, Ordering::Relaxed);
             }
-            self.metrics.upstream_healthy.with_label_values(&[self.upstream.as_str(), configured.as_str()]).set(i64::from(healthy));
+            self.metrics
+                .upstream_healthy
+                .with_label_values(&[self.upstream.as_str(), configured.as_str()])
+                .set(i64::from(healthy));
             if healthy {
                 tracing::info!(upstream = %self.upstream, address = %configured, "upstream address passed its health checks: back in rotation");
             } else {
@@ -313,7 +395,14 @@ mod tests {
 
     #[test]
     fn round_robin_skips_addresses_out_of_rotation_and_tries_all_when_all_are_out() {
-        let u = Upstream::from_config(&settings(Selection::RoundRobin, &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]), &Metrics::new()).unwrap();
+        let u = Upstream::from_config(
+            &settings(
+                Selection::RoundRobin,
+                &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
+            ),
+            &Metrics::new(),
+        )
+        .unwrap();
         assert_eq!(picks(&u, 6), vec![0, 1, 2, 0, 1, 2]);
         u.state.healthy[1].store(false, Ordering::Relaxed);
         assert!(picks(&u, 6).iter().all(|&i| i != 1));
@@ -327,17 +416,33 @@ mod tests {
 
     #[test]
     fn a_retry_avoids_the_address_that_failed() {
-        let u = Upstream::from_config(&settings(Selection::RoundRobin, &["127.0.0.1:1", "127.0.0.1:2"]), &Metrics::new()).unwrap();
+        let u = Upstream::from_config(
+            &settings(Selection::RoundRobin, &["127.0.0.1:1", "127.0.0.1:2"]),
+            &Metrics::new(),
+        )
+        .unwrap();
         for _ in 0..4 {
             assert_eq!(u.pick(Some(0)).unwrap().index, 1);
         }
-        let single = Upstream::from_config(&settings(Selection::RoundRobin, &["127.0.0.1:1"]), &Metrics::new()).unwrap();
-        assert_eq!(single.pick(Some(0)).unwrap().index, 0, "a single address is retried");
+        let single = Upstream::from_config(
+            &settings(Selection::RoundRobin, &["127.0.0.1:1"]),
+            &Metrics::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            single.pick(Some(0)).unwrap().index,
+            0,
+            "a single address is retried"
+        );
     }
 
     #[test]
     fn least_connections_prefers_the_idle_address_and_leases_release_on_drop() {
-        let u = Upstream::from_config(&settings(Selection::LeastConnections, &["127.0.0.1:1", "127.0.0.1:2"]), &Metrics::new()).unwrap();
+        let u = Upstream::from_config(
+            &settings(Selection::LeastConnections, &["127.0.0.1:1", "127.0.0.1:2"]),
+            &Metrics::new(),
+        )
+        .unwrap();
         let first = u.pick(None).unwrap();
         let busy = first.index;
         for _ in 0..5 {
@@ -352,6 +457,10 @@ mod tests {
             assert_eq!(u.pick(None).unwrap().index, busy);
         }
         drop(second);
-        assert!(u.state.active.iter().all(|a| a.load(Ordering::Relaxed) == 0));
+        assert!(u
+            .state
+            .active
+            .iter()
+            .all(|a| a.load(Ordering::Relaxed) == 0));
     }
 }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use devidp::idp::{demo_policy, AbacMode};
 use common::*;
+use devidp::idp::{demo_policy, AbacMode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,10 @@ clients = ["billing"]
 "#;
 
 fn setup(abac: &str) -> Setup {
-    Setup { extra: format!("{PAYMENTS}\n[abac]\n{abac}\n"), ..Setup::default() }
+    Setup {
+        extra: format!("{PAYMENTS}\n[abac]\n{abac}\n"),
+        ..Setup::default()
+    }
 }
 
 fn refunder(w: &World) -> String {
@@ -70,17 +73,29 @@ async fn the_idp_decides_with_attributes_from_path_query_header_and_body() {
     let r = refund(&w, &token, body).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
-    assert_eq!(echoed["body"], body, "the body reached the upstream unchanged");
-    assert_eq!(echoed["headers"]["x-auth-permission"], "client_abc:payment:refund");
+    assert_eq!(
+        echoed["body"], body,
+        "the body reached the upstream unchanged"
+    );
+    assert_eq!(
+        echoed["headers"]["x-auth-permission"],
+        "client_abc:payment:refund"
+    );
 
     let checks = w.idp.abac_checks();
     assert_eq!(checks.len(), 1);
     let (request, credential) = &checks[0];
-    assert_eq!(credential.as_deref(), Some(format!("Bearer {token}").as_str()));
+    assert_eq!(
+        credential.as_deref(),
+        Some(format!("Bearer {token}").as_str())
+    );
     assert_eq!(request["entityType"], "client_abc:payment");
     assert_eq!(request["entityId"], "p_7");
     assert_eq!(request["permission"], "refund");
-    assert_eq!(request["resource"]["attributes"], json!({"amount": 80, "currency": "EUR", "region": "eu", "mode": "fast", "payment": "p_7"}));
+    assert_eq!(
+        request["resource"]["attributes"],
+        json!({"amount": 80, "currency": "EUR", "region": "eu", "mode": "fast", "payment": "p_7"})
+    );
 
     // Over the demo policy's limit: denied, 403 naming the permission.
     let r = refund(&w, &token, r#"{"amount": 500}"#).await;
@@ -96,7 +111,15 @@ async fn bodies_are_checked_before_the_idp_is_asked() {
     let token = refunder(&w);
     let big = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(2000));
     assert_eq!(refund(&w, &token, &big).await.status(), 413);
-    let r = w.http.post(format!("{}/api/payments/p_7/refund", w.gw.url)).bearer_auth(&token).header("content-type", "text/plain").body("amount=1").send().await.unwrap();
+    let r = w
+        .http
+        .post(format!("{}/api/payments/p_7/refund", w.gw.url))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("amount=1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     assert_eq!(refund(&w, &token, "{not json").await.status(), 400);
     assert_eq!(w.idp.abac_requests(), 0);
@@ -109,35 +132,74 @@ async fn decisions_are_cached_and_identical_checks_share_one_call() {
     for _ in 0..3 {
         assert_eq!(refund(&w, &token, r#"{"amount": 10}"#).await.status(), 200);
     }
-    assert_eq!(w.idp.abac_requests(), 1, "allowed decisions are reused within allow_ttl");
+    assert_eq!(
+        w.idp.abac_requests(),
+        1,
+        "allowed decisions are reused within allow_ttl"
+    );
     for _ in 0..2 {
         assert_eq!(refund(&w, &token, r#"{"amount": 900}"#).await.status(), 403);
     }
-    assert_eq!(w.idp.abac_requests(), 2, "other attributes, another decision; denials are reused too");
+    assert_eq!(
+        w.idp.abac_requests(),
+        2,
+        "other attributes, another decision; denials are reused too"
+    );
 
     // 50 identical concurrent checks while the IdP is slow: one call.
-    w.idp.set_abac_mode(AbacMode::Delay(Duration::from_millis(500)));
+    w.idp
+        .set_abac_mode(AbacMode::Delay(Duration::from_millis(500)));
     let before = w.idp.abac_requests();
     let w = Arc::new(w);
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (w, token) = (w.clone(), token.clone());
-        tasks.push(tokio::spawn(async move { refund(&w, &token, r#"{"amount": 42}"#).await.status().as_u16() }));
+        tasks.push(tokio::spawn(async move {
+            refund(&w, &token, r#"{"amount": 42}"#)
+                .await
+                .status()
+                .as_u16()
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert_eq!(w.idp.abac_requests() - before, 1, "concurrent identical checks share one IdP call");
-    let metrics = w.http.get(format!("{}/metrics", w.gw.admin)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("authgate_abac_checks_total{result=\"allowed\",source=\"cache\"}"), "{metrics}");
-    assert!(metrics.contains("authgate_abac_check_duration_seconds_count"), "{metrics}");
+    assert_eq!(
+        w.idp.abac_requests() - before,
+        1,
+        "concurrent identical checks share one IdP call"
+    );
+    let metrics = w
+        .http
+        .get(format!("{}/metrics", w.gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgate_abac_checks_total{result=\"allowed\",source=\"cache\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authgate_abac_check_duration_seconds_count"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn an_unusable_idp_answer_fails_closed_with_503() {
-    let w = World::start_with(setup("allow_ttl = \"0s\"\ndeny_ttl = \"0s\"\nbreaker_failures = 100")).await;
+    let w = World::start_with(setup(
+        "allow_ttl = \"0s\"\ndeny_ttl = \"0s\"\nbreaker_failures = 100",
+    ))
+    .await;
     let token = refunder(&w);
-    for (mode, name) in [(AbacMode::Status(500), "500"), (AbacMode::Malformed, "malformed"), (AbacMode::Delay(Duration::from_secs(4)), "timeout")] {
+    for (mode, name) in [
+        (AbacMode::Status(500), "500"),
+        (AbacMode::Malformed, "malformed"),
+        (AbacMode::Delay(Duration::from_secs(4)), "timeout"),
+    ] {
         w.idp.set_abac_mode(mode);
         let r = refund(&w, &token, r#"{"amount": 1}"#).await;
         assert_eq!(r.status(), 503, "{name}");
@@ -150,7 +212,10 @@ async fn an_unusable_idp_answer_fails_closed_with_503() {
 
 #[tokio::test]
 async fn the_breaker_stops_calls_to_a_failing_idp_and_recovers() {
-    let w = World::start_with(setup("allow_ttl = \"0s\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"")).await;
+    let w = World::start_with(setup(
+        "allow_ttl = \"0s\"\nbreaker_failures = 3\nbreaker_cooldown = \"1s\"",
+    ))
+    .await;
     let token = refunder(&w);
     // Only unavailability counts (a 500 could be the caller's doing): 503 here.
     w.idp.set_abac_mode(AbacMode::Status(503));
@@ -163,26 +228,58 @@ async fn the_breaker_stops_calls_to_a_failing_idp_and_recovers() {
         assert_eq!(r.status(), 503);
     }
     assert_eq!(w.idp.abac_requests(), 3, "an open breaker makes no calls");
-    let metrics = w.http.get(format!("{}/metrics", w.gw.admin)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("authgate_abac_breaker_state 1"), "{metrics}");
+    let metrics = w
+        .http
+        .get(format!("{}/metrics", w.gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgate_abac_breaker_state 1"),
+        "{metrics}"
+    );
     w.idp.set_abac_mode(AbacMode::Policy(Arc::new(demo_policy)));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(refund(&w, &token, r#"{"amount": 1}"#).await.status(), 200, "one trial call after the cooldown closes the breaker");
+    assert_eq!(
+        refund(&w, &token, r#"{"amount": 1}"#).await.status(),
+        200,
+        "one trial call after the cooldown closes the breaker"
+    );
     assert_eq!(refund(&w, &token, r#"{"amount": 1}"#).await.status(), 200);
     assert_eq!(w.idp.abac_requests(), 5);
 }
 
 #[tokio::test]
 async fn on_error_allow_lets_requests_through_when_the_idp_is_down() {
-    let extra = PAYMENTS.replace("signed_identity = true\n\n[routes.attributes]", "signed_identity = true\non_error = \"allow\"\n\n[routes.attributes]");
-    let w = World::start_with(Setup { extra, ..Setup::default() }).await;
+    let extra = PAYMENTS.replace(
+        "signed_identity = true\n\n[routes.attributes]",
+        "signed_identity = true\non_error = \"allow\"\n\n[routes.attributes]",
+    );
+    let w = World::start_with(Setup {
+        extra,
+        ..Setup::default()
+    })
+    .await;
     w.idp.set_abac_mode(AbacMode::Status(502));
     let before = w.idp.abac_requests();
-    assert_eq!(refund(&w, &refunder(&w), r#"{"amount": 1}"#).await.status(), 200);
-    assert_eq!(w.idp.abac_requests(), before + 1, "the live check was not attempted");
+    assert_eq!(
+        refund(&w, &refunder(&w), r#"{"amount": 1}"#).await.status(),
+        200
+    );
+    assert_eq!(
+        w.idp.abac_requests(),
+        before + 1,
+        "the live check was not attempted"
+    );
     // Only unavailability lets it through: a 500 from the same IdP is still 503.
     w.idp.set_abac_mode(AbacMode::Status(500));
-    assert_eq!(refund(&w, &refunder(&w), r#"{"amount": 2}"#).await.status(), 503);
+    assert_eq!(
+        refund(&w, &refunder(&w), r#"{"amount": 2}"#).await.status(),
+        503
+    );
 }
 
 #[tokio::test]
@@ -190,40 +287,84 @@ async fn api_keys_are_exchanged_once_and_never_forwarded() {
     let w = World::start_with(setup("")).await;
     w.idp.add_api_key("ak_live_good", json!({"sub": "machine_1", "apiKeyId": "key_1", "permissions": {"client_abc:invoice": ["read"]}}), 900);
     for _ in 0..3 {
-        let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("x-api-key", "ak_live_good").send().await.unwrap();
+        let r = w
+            .http
+            .get(format!("{}/api/invoices/42", w.gw.url))
+            .header("x-api-key", "ak_live_good")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let echoed: Value = r.json().await.unwrap();
         assert_eq!(echoed["headers"]["x-auth-subject"], "machine_1");
-        assert!(echoed["headers"].get("x-api-key").is_none(), "the key reached the upstream");
+        assert!(
+            echoed["headers"].get("x-api-key").is_none(),
+            "the key reached the upstream"
+        );
     }
     assert_eq!(w.idp.exchange_requests(), 1);
 
     // A bad key: 401, and the refusal is remembered.
     for _ in 0..3 {
-        let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("x-api-key", "ak_live_bad").send().await.unwrap();
+        let r = w
+            .http
+            .get(format!("{}/api/invoices/42", w.gw.url))
+            .header("x-api-key", "ak_live_bad")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
-    assert_eq!(w.idp.exchange_requests(), 2, "a refused key is not exchanged again within failure_ttl");
-    assert!(!w.gw.log.lock().unwrap().contains("ak_live_"), "keys never reach the logs");
+    assert_eq!(
+        w.idp.exchange_requests(),
+        2,
+        "a refused key is not exchanged again within failure_ttl"
+    );
+    assert!(
+        !w.gw.log.lock().unwrap().contains("ak_live_"),
+        "keys never reach the logs"
+    );
 
     // Machines get live checks too, authenticated with their key.
     w.idp.add_api_key("ak_live_refunds", json!({"sub": "machine_2", "permissions": {"client_abc:payment": ["refund"]}, "abac_required": {"client_abc:payment": ["refund"]}}), 900);
-    let r = w.http.post(format!("{}/api/payments/p_1/refund", w.gw.url)).header("x-api-key", "ak_live_refunds").header("content-type", "application/json").body(r#"{"amount": 5}"#).send().await.unwrap();
+    let r = w
+        .http
+        .post(format!("{}/api/payments/p_1/refund", w.gw.url))
+        .header("x-api-key", "ak_live_refunds")
+        .header("content-type", "application/json")
+        .body(r#"{"amount": 5}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(w.idp.abac_checks().last().unwrap().1.as_deref(), Some("x-api-key ak_live_refunds"));
+    assert_eq!(
+        w.idp.abac_checks().last().unwrap().1.as_deref(),
+        Some("x-api-key ak_live_refunds")
+    );
 }
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_share_one_exchange_and_tokens_refresh_before_expiry() {
     let w = Arc::new(World::start_with(setup("")).await);
     // The token lives 62 s: it is refreshed 60 s before, so after ~2 s.
-    w.idp.add_api_key("ak_live_short", json!({"sub": "machine_3", "permissions": {"client_abc:invoice": ["read"]}}), 62);
+    w.idp.add_api_key(
+        "ak_live_short",
+        json!({"sub": "machine_3", "permissions": {"client_abc:invoice": ["read"]}}),
+        62,
+    );
     w.idp.set_exchange_delay(Duration::from_millis(300));
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let w = w.clone();
         tasks.push(tokio::spawn(async move {
-            w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("x-api-key", "ak_live_short").send().await.unwrap().status().as_u16()
+            w.http
+                .get(format!("{}/api/invoices/42", w.gw.url))
+                .header("x-api-key", "ak_live_short")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     for t in tasks {
@@ -232,28 +373,62 @@ async fn concurrent_requests_with_one_key_share_one_exchange_and_tokens_refresh_
     assert_eq!(w.idp.exchange_requests(), 1);
     w.idp.set_exchange_delay(Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("x-api-key", "ak_live_short").send().await.unwrap();
+    let r = w
+        .http
+        .get(format!("{}/api/invoices/42", w.gw.url))
+        .header("x-api-key", "ak_live_short")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(w.idp.exchange_requests(), 2, "the token was exchanged again 60 s before it expired");
+    assert_eq!(
+        w.idp.exchange_requests(),
+        2,
+        "the token was exchanged again 60 s before it expired"
+    );
 }
 
 #[tokio::test]
 async fn upstreams_get_a_signed_identity_they_can_verify() {
     let w = World::start_with(setup("")).await;
     let token = refunder(&w);
-    let r = w.http.get(format!("{}/api/payments/p_1", w.gw.url)).bearer_auth(&token).header("x-auth-jwt", "forged").send().await.unwrap();
+    let r = w
+        .http
+        .get(format!("{}/api/payments/p_1", w.gw.url))
+        .bearer_auth(&token)
+        .header("x-auth-jwt", "forged")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
-    let assertion = echoed["headers"]["x-auth-jwt"].as_str().unwrap().to_string();
+    let assertion = echoed["headers"]["x-auth-jwt"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(assertion, "forged");
 
-    let jwks: jsonwebtoken::jwk::JwkSet = w.http.get(format!("{}/.well-known/authgate/jwks.json", w.gw.url)).send().await.unwrap().json().await.unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = w
+        .http
+        .get(format!("{}/.well-known/authgate/jwks.json", w.gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let header = jsonwebtoken::decode_header(&assertion).unwrap();
     let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
     let mut v = jsonwebtoken::Validation::new(header.alg);
     v.set_audience(&["app"]);
     v.set_issuer(&["authgate"]);
-    let claims = jsonwebtoken::decode::<Value>(&assertion, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v).unwrap().claims;
+    let claims = jsonwebtoken::decode::<Value>(
+        &assertion,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap()
+    .claims;
     assert_eq!(claims["sub"], "user_r");
     assert_eq!(claims["client"], "billing");
     assert_eq!(claims["permission"], "client_abc:payment:read");
@@ -262,12 +437,25 @@ async fn upstreams_get_a_signed_identity_they_can_verify() {
     let r = refund(&w, &token, r#"{"amount": 3}"#).await;
     let echoed: Value = r.json().await.unwrap();
     let assertion = echoed["headers"]["x-auth-jwt"].as_str().unwrap();
-    let claims = jsonwebtoken::decode::<Value>(assertion, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v).unwrap().claims;
+    let claims = jsonwebtoken::decode::<Value>(
+        assertion,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap()
+    .claims;
     assert_eq!(claims["decision"], "abac");
 
     // Routes without signed identity never pass a client's forged assertion on.
     let token = w.token(json!({"client_abc:invoice": ["read"]}));
-    let r = w.http.get(format!("{}/api/invoices/1", w.gw.url)).bearer_auth(&token).header("x-auth-jwt", "forged").send().await.unwrap();
+    let r = w
+        .http
+        .get(format!("{}/api/invoices/1", w.gw.url))
+        .bearer_auth(&token)
+        .header("x-auth-jwt", "forged")
+        .send()
+        .await
+        .unwrap();
     let echoed: Value = r.json().await.unwrap();
     assert!(echoed["headers"].get("x-auth-jwt").is_none());
 }
@@ -278,13 +466,28 @@ async fn every_refusal_is_logged_with_its_decision_path() {
     let token = w.token(json!({"client_abc:report": ["read"]}));
     let r = w.get("/api/invoices/42", Some(&token)).await;
     assert_eq!(r.status(), 403);
-    assert!(r.headers().get("x-authgate-reason").is_none(), "reasons are not sent unless the operator asks");
+    assert!(
+        r.headers().get("x-authgate-reason").is_none(),
+        "reasons are not sent unless the operator asks"
+    );
     let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    let found = eventually(Duration::from_secs(5), || async { w.gw.log.lock().unwrap().contains(&rid) }).await;
+    let found = eventually(Duration::from_secs(5), || async {
+        w.gw.log.lock().unwrap().contains(&rid)
+    })
+    .await;
     assert!(found);
     let log = w.gw.log.lock().unwrap().clone();
     let line = log.lines().find(|l| l.contains(&rid)).unwrap();
-    for field in ["status=403", "route=\"invoice-read\"", "client=\"billing\"", "credential=\"bearer\"", "subject=\"user_1\"", "entity=\"client_abc:invoice\"", "permission=\"read\"", "decision=\"static\""] {
+    for field in [
+        "status=403",
+        "route=\"invoice-read\"",
+        "client=\"billing\"",
+        "credential=\"bearer\"",
+        "subject=\"user_1\"",
+        "entity=\"client_abc:invoice\"",
+        "permission=\"read\"",
+        "decision=\"static\"",
+    ] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
     assert!(!log.contains(&token));
@@ -292,8 +495,15 @@ async fn every_refusal_is_logged_with_its_decision_path() {
 
 #[tokio::test]
 async fn operators_can_ask_for_the_reason_in_a_header() {
-    let w = World::start_with(Setup { proxy_extra: "debug_reason_header = true".into(), ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        proxy_extra: "debug_reason_header = true".into(),
+        ..Setup::default()
+    })
+    .await;
     let r = w.get("/api/invoices/42", Some("garbage")).await;
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["x-authgate-reason"], "The token is not a well-formed JWT.");
+    assert_eq!(
+        r.headers()["x-authgate-reason"],
+        "The token is not a well-formed JWT."
+    );
 }

@@ -18,7 +18,9 @@ fn missing() -> Option<String> {
         return Some("node is not installed".into());
     }
     if !Path::new(&chromium).exists() {
-        return Some(format!("{chromium} is not installed (apt-get install chromium)"));
+        return Some(format!(
+            "{chromium} is not installed (apt-get install chromium)"
+        ));
     }
     if !dir.join("node_modules/playwright-core").exists() {
         return Some("playwright-core is not installed (cd tests/browser && npm ci)".into());
@@ -29,16 +31,30 @@ fn missing() -> Option<String> {
 #[tokio::test]
 async fn browser_signs_in_through_the_demo() {
     if let Some(why) = missing() {
-        assert!(std::env::var_os("CI").is_none(), "the browser test cannot run in CI: {why}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the browser test cannot run in CI: {why}"
+        );
         // Straight to stderr: `eprintln!` is captured for passing tests, and a skip must show
         // in `cargo test`'s output.
         use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "\n!!!!!!!! SKIPPED browser_signs_in_through_the_demo: {why} !!!!!!!!\n");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!! SKIPPED browser_signs_in_through_the_demo: {why} !!!!!!!!\n"
+        );
         return;
     }
     let (port, admin, idp) = (free_port(), free_port(), free_port());
     let mut demo = Command::new(binary())
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--admin", &format!("127.0.0.1:{admin}"), "--idp", &format!("127.0.0.1:{idp}")])
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--idp",
+            &format!("127.0.0.1:{idp}"),
+        ])
         .env("AUTHGATE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -49,7 +65,12 @@ async fn browser_signs_in_through_the_demo() {
     let http = client();
     let up = eventually(Duration::from_secs(20), || {
         let http = http.clone();
-        async move { http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) }
+        async move {
+            http.get(format!("http://127.0.0.1:{admin}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
     })
     .await;
     assert!(up, "the demo did not become ready");
@@ -57,18 +78,36 @@ async fn browser_signs_in_through_the_demo() {
     for (url, client, provider) in [
         (format!("http://localhost:{port}/app/"), "demo-b", "idp"),
         (format!("http://127.0.0.1:{port}/app/"), "demo-a", "idp"),
-        (format!("http://github.localhost:{port}/app/"), "demo-c", "github"),
+        (
+            format!("http://github.localhost:{port}/app/"),
+            "demo-c",
+            "github",
+        ),
     ] {
         let out = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || Command::new("node").arg("login.mjs").arg(&url).arg(client).arg(provider).current_dir(dir).output().unwrap()
+            move || {
+                Command::new("node")
+                    .arg("login.mjs")
+                    .arg(&url)
+                    .arg(client)
+                    .arg(provider)
+                    .current_dir(dir)
+                    .output()
+                    .unwrap()
+            }
         })
         .await
         .unwrap();
         if !out.status.success() {
             let _ = demo.kill();
         }
-        assert!(out.status.success(), "the browser login failed for {client}:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "the browser login failed for {client}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let _ = demo.kill();
     let _ = demo.wait();

@@ -5,10 +5,10 @@
 
 mod common;
 
+use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::{DevIdp, IdTokenTrick, RawAnswer};
 use devidp::keys::SigningKey;
-use common::*;
 use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::json;
@@ -23,7 +23,13 @@ struct Rp {
     origin: String,
 }
 
-fn rp_config(port: u16, admin: u16, idp: &DevIdp, upstream: std::net::SocketAddr, idp_extra: &str) -> String {
+fn rp_config(
+    port: u16,
+    admin: u16,
+    idp: &DevIdp,
+    upstream: std::net::SocketAddr,
+    idp_extra: &str,
+) -> String {
     format!(
         r#"
 [proxy]
@@ -65,20 +71,33 @@ auth = "authenticated"
 impl Rp {
     /// The IdP signs with a fresh `alg` key; the gateway refetches keys at most every `refetch`.
     async fn start(alg: Algorithm, refetch: &str) -> Rp {
-        let idp = DevIdp::start_with("127.0.0.1:0".parse().unwrap(), alg).await.unwrap();
+        let idp = DevIdp::start_with("127.0.0.1:0".parse().unwrap(), alg)
+            .await
+            .unwrap();
         idp.set_audience(AUDIENCE);
-        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let extra = format!("jwks_min_refetch_interval = \"{refetch}\"");
         let gw = start_gateway(
             |port, admin| {
-                idp.register_client("rp", Some("rp-secret"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
+                idp.register_client(
+                    "rp",
+                    Some("rp-secret"),
+                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
+                );
                 rp_config(port, admin, &idp, echo.addr(), &extra)
             },
             true,
         )
         .await;
         let origin = format!("http://127.0.0.1:{}", gw.port);
-        Rp { idp, _echo: echo, _gw: gw, origin }
+        Rp {
+            idp,
+            _echo: echo,
+            _gw: gw,
+            origin,
+        }
     }
 
     async fn rs256() -> Rp {
@@ -90,10 +109,21 @@ impl Rp {
     async fn at_callback(&self) -> (reqwest::Client, String) {
         let b = browser();
         let r = navigate(&b, &format!("{}/app/page", self.origin)).await;
-        assert_eq!(r.status(), 302, "a navigation without a session goes to the IdP");
+        assert_eq!(
+            r.status(),
+            302,
+            "a navigation without a session goes to the IdP"
+        );
         let authorize = location(&r);
-        assert!(authorize.starts_with(&self.idp.authorize_url()), "{authorize}");
-        let r = b.get(format!("{authorize}&user=alice")).send().await.unwrap();
+        assert!(
+            authorize.starts_with(&self.idp.authorize_url()),
+            "{authorize}"
+        );
+        let r = b
+            .get(format!("{authorize}&user=alice"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 302, "the IdP sends the browser back");
         (b, location(&r))
     }
@@ -103,10 +133,21 @@ impl Rp {
     async fn refused(&self, b: &reqwest::Client, callback: &str, words: &str) {
         let r = navigate(b, callback).await;
         assert_eq!(r.status(), 400, "the callback is refused");
-        assert!(no_session_cookie(&r), "a session cookie was set on a refusal");
+        assert!(
+            no_session_cookie(&r),
+            "a session cookie was set on a refusal"
+        );
         let page = r.text().await.unwrap();
-        assert!(page.contains("Sign-in failed") || page.contains("Sign in failed") || page.contains("sign-in"), "{page}");
-        assert!(page.contains(words), "expected {words:?} in the page: {page}");
+        assert!(
+            page.contains("Sign-in failed")
+                || page.contains("Sign in failed")
+                || page.contains("sign-in"),
+            "{page}"
+        );
+        assert!(
+            page.contains(words),
+            "expected {words:?} in the page: {page}"
+        );
         assert!(page.contains("/_authgate/login"), "no retry link: {page}");
         self.no_session(b).await;
     }
@@ -117,13 +158,27 @@ impl Rp {
         let status = r.status();
         assert_eq!(status, 302, "callback: {}", r.text().await.unwrap());
         assert_eq!(location(&r), format!("{}/app/page", self.origin));
-        let info: serde_json::Value = api(b, &format!("{}/_authgate/session", self.origin)).await.json().await.unwrap();
+        let info: serde_json::Value = api(b, &format!("{}/_authgate/session", self.origin))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(info["subject"], "user_alice");
     }
 
     async fn no_session(&self, b: &reqwest::Client) {
-        assert_eq!(api(b, &format!("{}/_authgate/session", self.origin)).await.status(), 401, "a session exists");
-        assert_eq!(api(b, &format!("{}/app/page", self.origin)).await.status(), 401, "a session exists");
+        assert_eq!(
+            api(b, &format!("{}/_authgate/session", self.origin))
+                .await
+                .status(),
+            401,
+            "a session exists"
+        );
+        assert_eq!(
+            api(b, &format!("{}/app/page", self.origin)).await.status(),
+            401,
+            "a session exists"
+        );
     }
 
     /// One whole case: a login whose id_token the IdP spoils with `trick` is refused with `words`.
@@ -135,39 +190,67 @@ impl Rp {
 }
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
+    r.headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn no_session_cookie(r: &reqwest::Response) -> bool {
-    !r.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap_or("").starts_with("authgate="))
+    !r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap_or("").starts_with("authgate="))
 }
 
 async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "text/html,application/xhtml+xml").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "application/json").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn rp_id_token_sig_none() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::AlgNone, "id_token was refused").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::AlgNone, "id_token was refused")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_id_token_bad_sig_rs256() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::BadSignature, "signature is invalid").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::BadSignature, "signature is invalid")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_id_token_bad_sig_es256() {
     let rp = Rp::start(Algorithm::ES256, "1ms").await;
-    rp.id_token_refused(IdTokenTrick::BadSignature, "signature is invalid").await;
+    rp.id_token_refused(IdTokenTrick::BadSignature, "signature is invalid")
+        .await;
     // The same IdP's unspoiled ES256 id_token is accepted: the refusal is the signature's.
     let (b, callback) = rp.at_callback().await;
     rp.accepted(&b, &callback).await;
@@ -176,7 +259,8 @@ async fn rp_id_token_bad_sig_es256() {
 #[tokio::test]
 async fn rp_id_token_bad_sig_eddsa() {
     let rp = Rp::start(Algorithm::EdDSA, "1ms").await;
-    rp.id_token_refused(IdTokenTrick::BadSignature, "signature is invalid").await;
+    rp.id_token_refused(IdTokenTrick::BadSignature, "signature is invalid")
+        .await;
     let (b, callback) = rp.at_callback().await;
     rp.accepted(&b, &callback).await;
 }
@@ -197,44 +281,71 @@ async fn rp_id_token_kid_absent_multiple_jwks() {
     rp.idp.rotate(Algorithm::RS256).unwrap();
     // A bearer token naming the new kid makes the gateway fetch the JWKS: it now holds both.
     let token = rp.idp.mint(json!({"sub": "s", "aud": AUDIENCE}));
-    let r = client().get(format!("{}/app/x", rp.origin)).bearer_auth(token).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/app/x", rp.origin))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the new key is known");
-    rp.id_token_refused(IdTokenTrick::NoKid, "unknown key").await;
+    rp.id_token_refused(IdTokenTrick::NoKid, "unknown key")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_id_token_iss_mismatch() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::WrongIssuer, "another issuer").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::WrongIssuer, "another issuer")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_id_token_aud_mismatch() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::WrongAudience, "another audience").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::WrongAudience, "another audience")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_id_token_aud_array_without_client() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::AudArrayWithoutClient, "another audience").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::AudArrayWithoutClient, "another audience")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_nonce_invalid() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::WrongNonce, "nonce does not match").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::WrongNonce, "nonce does not match")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_nonce_missing() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::NoNonce, "nonce does not match").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::NoNonce, "nonce does not match")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_id_token_expired() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::Expired, "has expired").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::Expired, "has expired")
+        .await;
 }
 
 #[tokio::test]
 async fn rp_id_token_not_yet_valid() {
-    Rp::rs256().await.id_token_refused(IdTokenTrick::NotYetValid, "not valid yet").await;
+    Rp::rs256()
+        .await
+        .id_token_refused(IdTokenTrick::NotYetValid, "not valid yet")
+        .await;
 }
 
 #[tokio::test]
@@ -250,42 +361,80 @@ async fn rp_key_rotation_op_sign_key() {
     let before = rp.idp.jwks_requests();
     let (b, callback) = rp.at_callback().await;
     rp.accepted(&b, &callback).await;
-    assert_eq!(rp.idp.jwks_requests(), before + 1, "one JWKS fetch picks up key {new_kid}");
+    assert_eq!(
+        rp.idp.jwks_requests(),
+        before + 1,
+        "one JWKS fetch picks up key {new_kid}"
+    );
 
     // Refetches are rate limited: tokens naming unknown kids right after cause no fetch.
     let stranger = SigningKey::generate(Algorithm::RS256).unwrap();
     let plain = client();
     for i in 0..5 {
         let token = stranger.sign(&json!({"iss": rp.idp.issuer(), "sub": format!("s{i}"), "aud": AUDIENCE, "exp": now() + 300}));
-        let r = plain.get(format!("{}/app/x", rp.origin)).bearer_auth(token).send().await.unwrap();
+        let r = plain
+            .get(format!("{}/app/x", rp.origin))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
     }
-    assert_eq!(rp.idp.jwks_requests(), before + 1, "unknown kids within the interval fetched the JWKS");
+    assert_eq!(
+        rp.idp.jwks_requests(),
+        before + 1,
+        "unknown kids within the interval fetched the JWKS"
+    );
 
     // A session made with the old key still works, and one from the new key too.
-    assert_eq!(api(&b, &format!("{}/app/page", rp.origin)).await.status(), 200);
+    assert_eq!(
+        api(&b, &format!("{}/app/page", rp.origin)).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn rp_token_endpoint_garbage() {
     let rp = Rp::rs256().await;
     let answers = [
-        (200, "text/html", "<html><body>Welcome to nginx!</body></html>"),
-        (200, "application/json", r#"{"access_token": "abc", "id_tok"#),
+        (
+            200,
+            "text/html",
+            "<html><body>Welcome to nginx!</body></html>",
+        ),
+        (
+            200,
+            "application/json",
+            r#"{"access_token": "abc", "id_tok"#,
+        ),
         (500, "application/json", r#"{"error": "server_error"}"#),
         (500, "text/html", "<html>Internal Server Error</html>"),
-        (200, "application/json", r#"{"access_token": "abc", "token_type": "Bearer"}"#),
+        (
+            200,
+            "application/json",
+            r#"{"access_token": "abc", "token_type": "Bearer"}"#,
+        ),
     ];
     for (status, content_type, body) in answers {
         let (b, callback) = rp.at_callback().await;
-        rp.idp.set_token_answer(Some(RawAnswer { status, content_type: content_type.into(), body: body.into() }));
+        rp.idp.set_token_answer(Some(RawAnswer {
+            status,
+            content_type: content_type.into(),
+            body: body.into(),
+        }));
         let r = navigate(&b, &callback).await;
         rp.idp.set_token_answer(None);
         assert_eq!(r.status(), 400, "{status} {body}");
         assert!(no_session_cookie(&r), "{status} {body}");
         let page = r.text().await.unwrap();
-        assert!(page.contains("/_authgate/login"), "no retry link for {status} {body}: {page}");
-        assert!(!page.contains("nginx") && !page.contains("Internal Server Error"), "the IdP's body is shown: {page}");
+        assert!(
+            page.contains("/_authgate/login"),
+            "no retry link for {status} {body}: {page}"
+        );
+        assert!(
+            !page.contains("nginx") && !page.contains("Internal Server Error"),
+            "the IdP's body is shown: {page}"
+        );
         rp.no_session(&b).await;
     }
     // And the gateway is fine afterwards.
@@ -298,9 +447,20 @@ async fn rp_state_mismatch() {
     let rp = Rp::rs256().await;
     let (b, callback) = rp.at_callback().await;
     let mut url = url::Url::parse(&callback).unwrap();
-    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().map(|(k, v)| if k == "state" { (k, "forged-state-0123456789abcdef".into()) } else { (k, v) }).collect();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "state" {
+                (k, "forged-state-0123456789abcdef".into())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
     url.query_pairs_mut().clear().extend_pairs(pairs);
-    rp.refused(&b, url.as_str(), "expired or was already used").await;
+    rp.refused(&b, url.as_str(), "expired or was already used")
+        .await;
     // No state at all.
     let stripped = callback.split("&state=").next().unwrap().to_string();
     rp.refused(&b, &stripped, "no state").await;
@@ -314,12 +474,17 @@ async fn rp_state_reuse() {
     rp.accepted(&b, &callback).await;
     // Replayed by another browser: refused, no session, the code never reaches the IdP again.
     let other = browser();
-    rp.refused(&other, &callback, "expired or was already used").await;
+    rp.refused(&other, &callback, "expired or was already used")
+        .await;
     // Replayed by the same browser: refused too.
     let r = navigate(&b, &callback).await;
     assert_eq!(r.status(), 400);
     assert!(no_session_cookie(&r));
-    assert_eq!(rp.idp.token_requests(), code_requests + 1, "a replayed state exchanged its code again");
+    assert_eq!(
+        rp.idp.token_requests(),
+        code_requests + 1,
+        "a replayed state exchanged its code again"
+    );
 }
 
 #[tokio::test]
@@ -330,7 +495,11 @@ async fn rp_iss_param_mismatch() {
     let (b, callback) = rp.at_callback().await;
     let before = rp.idp.token_requests();
     rp.refused(&b, &callback, "another issuer").await;
-    assert_eq!(rp.idp.token_requests(), before, "the code was sent to the token endpoint");
+    assert_eq!(
+        rp.idp.token_requests(),
+        before,
+        "the code was sent to the token endpoint"
+    );
 }
 
 // `rp_userinfo_sub_mismatch` does not apply: the gateway never calls a userinfo endpoint; the

@@ -5,10 +5,10 @@
 
 mod common;
 
+use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::{DevIdp, Fault};
 use devidp::keys::SigningKey;
-use common::*;
 use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::json;
@@ -83,8 +83,12 @@ struct Faulty {
 impl Faulty {
     async fn start() -> Faulty {
         let (idp, echo) = idp_and_echo().await;
-        let (reset, cut, silent, slow) =
-            (upstream(Upstream::Reset).await, upstream(Upstream::Cut).await, upstream(Upstream::Silent).await, upstream(Upstream::Slow(Duration::from_millis(700))).await);
+        let (reset, cut, silent, slow) = (
+            upstream(Upstream::Reset).await,
+            upstream(Upstream::Cut).await,
+            upstream(Upstream::Silent).await,
+            upstream(Upstream::Slow(Duration::from_millis(700))).await,
+        );
         let extra = format!(
             r#"
 [session]
@@ -135,10 +139,17 @@ upstream = "slow"
 auth = "none"
 "#
         );
-        let setup = Setup { extra, ..Setup::default() };
+        let setup = Setup {
+            extra,
+            ..Setup::default()
+        };
         let gw = start_gateway(
             |port, admin| {
-                idp.register_client("abc", Some("dev"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
+                idp.register_client(
+                    "abc",
+                    Some("dev"),
+                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
+                );
                 let text = config(port, admin, &idp, echo.addr(), &setup);
                 assert!(text.contains("\ntimeout = \"2s\"\n"));
                 text.replace("\ntimeout = \"2s\"\n", "\ntimeout = \"500ms\"\n")
@@ -146,7 +157,12 @@ auth = "none"
             true,
         )
         .await;
-        Faulty { idp, _echo: echo, gw, http: client() }
+        Faulty {
+            idp,
+            _echo: echo,
+            gw,
+            http: client(),
+        }
     }
 
     fn token(&self, claims: serde_json::Value) -> String {
@@ -167,22 +183,50 @@ auth = "none"
 
     /// A browser that started a login and was sent back by the IdP: the callback URL.
     async fn at_callback(&self) -> (reqwest::Client, String) {
-        let b = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap();
-        let r = b.get(format!("{}/api/me", self.gw.url)).header(ACCEPT, "text/html").send().await.unwrap();
+        let b = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let r = b
+            .get(format!("{}/api/me", self.gw.url))
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 302);
         let authorize = r.headers()[LOCATION].to_str().unwrap().to_string();
-        let r = b.get(format!("{authorize}&user=alice")).send().await.unwrap();
+        let r = b
+            .get(format!("{authorize}&user=alice"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 302);
         (b, r.headers()[LOCATION].to_str().unwrap().to_string())
     }
 
     /// `/readyz`'s status and first line (the lines after it are about the config).
     async fn readyz(&self) -> (u16, String) {
-        let r = self.http.get(format!("{}/readyz", self.gw.admin)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}/readyz", self.gw.admin))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let body = r.text().await.unwrap();
-        assert!(body.contains("\nconfig sha256:"), "/readyz does not name the config's hash: {body}");
-        (status, body.lines().next().map(|l| format!("{l}\n")).unwrap_or_default())
+        assert!(
+            body.contains("\nconfig sha256:"),
+            "/readyz does not name the config's hash: {body}"
+        );
+        (
+            status,
+            body.lines()
+                .next()
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default(),
+        )
     }
 }
 
@@ -205,33 +249,80 @@ async fn idp_fault(break_idp: impl FnOnce(&DevIdp), what: &str) {
     for t in [&before, &fresh] {
         assert_eq!(f.get("/api/me", Some(t)).await.status(), 200, "{what}");
     }
-    assert_eq!(idp_calls(), calls, "{what}: a cached-key request asked the IdP");
+    assert_eq!(
+        idp_calls(),
+        calls,
+        "{what}: a cached-key request asked the IdP"
+    );
 
     // A login fails with a clear page and a retry link, within the IdP timeout.
     let started = Instant::now();
-    let r = browser.get(&callback).header(ACCEPT, "text/html").send().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(3), "{what}: the callback took {:?}", started.elapsed());
-    assert!(r.status() == 400 || r.status() == 503, "{what}: {}", r.status());
-    assert!(!r.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().starts_with("authgate=")), "{what}: a session");
+    let r = browser
+        .get(&callback)
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{what}: the callback took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.status() == 400 || r.status() == 503,
+        "{what}: {}",
+        r.status()
+    );
+    assert!(
+        !r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("authgate=")),
+        "{what}: a session"
+    );
     let page = r.text().await.unwrap();
-    assert!(page.contains("/_authgate/login"), "{what}: no retry link: {page}");
-    assert!(page.contains("Sign-in failed") || page.contains("unavailable"), "{what}: {page}");
+    assert!(
+        page.contains("/_authgate/login"),
+        "{what}: no retry link: {page}"
+    );
+    assert!(
+        page.contains("Sign-in failed") || page.contains("unavailable"),
+        "{what}: {page}"
+    );
 
     // Live checks fail closed.
     let live = f.token(json!({"permissions": {"client_abc:invoice": ["refund"]}, "abac_required": {"client_abc:invoice": ["refund"]}}));
     let started = Instant::now();
-    let r = f.http.post(format!("{}/api/invoices/7/refund", f.gw.url)).bearer_auth(&live).send().await.unwrap();
-    assert_eq!(r.status(), 503, "{what}: the live check did not fail closed");
+    let r = f
+        .http
+        .post(format!("{}/api/invoices/7/refund", f.gw.url))
+        .bearer_auth(&live)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "{what}: the live check did not fail closed"
+    );
     assert!(started.elapsed() < Duration::from_secs(3), "{what}");
 
     // A token with an unknown key makes the gateway try the IdP: it is refused, and /readyz
     // says the gateway is serving on cached keys and why the IdP failed.
     let stranger = SigningKey::generate(Algorithm::RS256).unwrap();
-    let unknown = stranger.sign(&json!({"iss": f.idp.issuer(), "sub": "s", "aud": AUDIENCE, "exp": now() + 300}));
-    assert_eq!(f.get("/api/me", Some(&unknown)).await.status(), 401, "{what}");
+    let unknown = stranger
+        .sign(&json!({"iss": f.idp.issuer(), "sub": "s", "aud": AUDIENCE, "exp": now() + 300}));
+    assert_eq!(
+        f.get("/api/me", Some(&unknown)).await.status(),
+        401,
+        "{what}"
+    );
     let (status, body) = f.readyz().await;
     assert_eq!(status, 200, "{what}: {body}");
-    assert!(body.contains("cached keys") && body.contains("failed"), "{what}: {body}");
+    assert!(
+        body.contains("cached keys") && body.contains("failed"),
+        "{what}: {body}"
+    );
     assert_eq!(f.get("/api/me", Some(&fresh)).await.status(), 200, "{what}");
 }
 
@@ -242,7 +333,11 @@ async fn idp_down_bearers_keep_working_logins_fail_with_a_page_live_checks_fail_
 
 #[tokio::test]
 async fn idp_slower_than_its_timeout() {
-    idp_fault(|idp| idp.set_fault(Some(Fault::Delay(Duration::from_secs(5)))), "slow").await;
+    idp_fault(
+        |idp| idp.set_fault(Some(Fault::Delay(Duration::from_secs(5)))),
+        "slow",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -254,12 +349,25 @@ async fn idp_answering_garbage() {
 async fn readyz_says_why_the_keys_never_loaded() {
     let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_available(false);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let setup = Setup { wait_ready: false, ..Setup::default() };
-    let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &setup), false).await;
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let setup = Setup {
+        wait_ready: false,
+        ..Setup::default()
+    };
+    let gw = start_gateway(
+        |port, admin| config(port, admin, &idp, echo.addr(), &setup),
+        false,
+    )
+    .await;
     let http = client();
     let said = eventually(Duration::from_secs(5), || async {
-        let r = http.get(format!("{}/readyz", gw.admin)).send().await.unwrap();
+        let r = http
+            .get(format!("{}/readyz", gw.admin))
+            .send()
+            .await
+            .unwrap();
         r.status() == 503 && r.text().await.unwrap().contains("503")
     })
     .await;
@@ -271,7 +379,11 @@ async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answeri
     let f = Faulty::start().await;
     // The bounds tell "answered after the configured timeout" (1 s read timeout) from "hung":
     // wide enough for a loaded CI machine, far below the 60 s the silent upstream would hold.
-    let cases = [("/broken/x", 502, Duration::from_secs(5)), ("/reset/x", 502, Duration::from_secs(5)), ("/silent/x", 504, Duration::from_secs(8))];
+    let cases = [
+        ("/broken/x", 502, Duration::from_secs(5)),
+        ("/reset/x", 502, Duration::from_secs(5)),
+        ("/silent/x", 504, Duration::from_secs(8)),
+    ];
     let mut tasks = Vec::new();
     for (path, want, within) in cases {
         let (http, url) = (f.http.clone(), format!("{}{path}", f.gw.url));
@@ -286,7 +398,11 @@ async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answeri
     for _ in 0..5 {
         let started = Instant::now();
         assert_eq!(f.get("/public/ok", None).await.status(), 200);
-        assert!(started.elapsed() < Duration::from_millis(900), "another route waited: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "another route waited: {:?}",
+            started.elapsed()
+        );
     }
     for t in tasks {
         let (path, want, status, within, took) = t.await.unwrap();
@@ -301,7 +417,10 @@ async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answeri
         Ok(r) => r.status() == 502 || r.bytes().await.is_err(),
     };
     assert!(cut, "a cut response was completed");
-    assert!(started.elapsed() < Duration::from_secs(5), "the cut response hung");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the cut response hung"
+    );
     assert_eq!(f.get("/public/ok", None).await.status(), 200);
 }
 
@@ -316,12 +435,22 @@ async fn a_502_says_connection_close_and_the_gateway_closes() {
         s.write_all(request.as_bytes()).await.unwrap();
         let mut all = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
-        assert!(read.is_ok(), "{path}: the gateway kept the connection open after its 502");
+        assert!(
+            read.is_ok(),
+            "{path}: the gateway kept the connection open after its 502"
+        );
         let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
         assert!(text.starts_with("http/1.1 502 "), "{path}: {text}");
         let head = &text[..text.find("\r\n\r\n").expect("a complete head")];
-        assert!(head.lines().any(|l| l == "connection: close"), "{path}: no `connection: close`: {head}");
-        assert_eq!(text.matches("http/1.1 ").count(), 1, "{path}: more than one answer: {text}");
+        assert!(
+            head.lines().any(|l| l == "connection: close"),
+            "{path}: no `connection: close`: {head}"
+        );
+        assert_eq!(
+            text.matches("http/1.1 ").count(),
+            1,
+            "{path}: more than one answer: {text}"
+        );
     }
 }
 
@@ -329,30 +458,69 @@ async fn a_502_says_connection_close_and_the_gateway_closes() {
 async fn api_key_exchange_failing_keeps_cached_keys_working_until_their_tokens_expire() {
     let f = Faulty::start().await;
     // Tokens living 63 s are re-exchanged 60 s before they expire, so after 3 s.
-    f.idp.add_api_key("k-cached", json!({"sub": "machine", "permissions": {"client_abc:invoice": ["read"]}}), 63);
-    f.idp.add_api_key("k-short", json!({"sub": "short", "permissions": {"client_abc:invoice": ["read"]}}), 3);
-    f.idp.add_api_key("k-new", json!({"sub": "new", "permissions": {"client_abc:invoice": ["read"]}}), 600);
+    f.idp.add_api_key(
+        "k-cached",
+        json!({"sub": "machine", "permissions": {"client_abc:invoice": ["read"]}}),
+        63,
+    );
+    f.idp.add_api_key(
+        "k-short",
+        json!({"sub": "short", "permissions": {"client_abc:invoice": ["read"]}}),
+        3,
+    );
+    f.idp.add_api_key(
+        "k-new",
+        json!({"sub": "new", "permissions": {"client_abc:invoice": ["read"]}}),
+        600,
+    );
     let call = |key: &'static str| {
         let (http, url) = (f.http.clone(), format!("{}/api/invoices/1", f.gw.url));
-        async move { http.get(url).header("x-api-key", key).send().await.unwrap().status().as_u16() }
+        async move {
+            http.get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(call("k-cached").await, 200);
     assert_eq!(call("k-short").await, 200);
     let exchanges = f.idp.exchange_requests();
 
     f.idp.set_exchange_status(Some(503));
-    assert_eq!(call("k-new").await, 503, "a key never exchanged cannot be served");
+    assert_eq!(
+        call("k-new").await,
+        503,
+        "a key never exchanged cannot be served"
+    );
     assert_eq!(call("k-cached").await, 200);
     tokio::time::sleep(Duration::from_millis(3500)).await;
     // Past the refresh point: the re-exchange fails, the still-valid token keeps serving.
-    assert_eq!(call("k-cached").await, 200, "a cached key stopped working before its token expired");
-    assert!(f.idp.exchange_requests() > exchanges + 1, "the gateway did not try to re-exchange");
+    assert_eq!(
+        call("k-cached").await,
+        200,
+        "a cached key stopped working before its token expired"
+    );
+    assert!(
+        f.idp.exchange_requests() > exchanges + 1,
+        "the gateway did not try to re-exchange"
+    );
     // Past its token's expiry: no longer.
-    assert_eq!(call("k-short").await, 503, "a key whose token expired was still served");
+    assert_eq!(
+        call("k-short").await,
+        503,
+        "a key whose token expired was still served"
+    );
 
     // A definite refusal (the key was revoked) is not covered by the old token.
     f.idp.set_exchange_status(Some(401));
-    assert_eq!(call("k-cached").await, 401, "a revoked key kept working on its old token");
+    assert_eq!(
+        call("k-cached").await,
+        401,
+        "a revoked key kept working on its old token"
+    );
 }
 
 #[tokio::test]
@@ -361,7 +529,9 @@ async fn sigterm_lets_in_flight_requests_finish_and_accepts_nothing_new() {
     let mut inflight = Vec::new();
     for i in 0..6 {
         let (http, url) = (client(), format!("{}/slow/{i}", f.gw.url));
-        inflight.push(tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) }));
+        inflight.push(tokio::spawn(async move {
+            http.get(url).send().await.map(|r| r.status().as_u16())
+        }));
     }
     tokio::time::sleep(Duration::from_millis(250)).await;
     let stopped = Instant::now();
@@ -369,19 +539,35 @@ async fn sigterm_lets_in_flight_requests_finish_and_accepts_nothing_new() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Nothing new is accepted.
     let late = client().get(format!("{}/public/x", f.gw.url)).send().await;
-    assert!(late.is_err(), "a new request was accepted after SIGTERM: {:?}", late.map(|r| r.status()));
+    assert!(
+        late.is_err(),
+        "a new request was accepted after SIGTERM: {:?}",
+        late.map(|r| r.status())
+    );
     for t in inflight {
-        assert_eq!(t.await.unwrap().expect("an in-flight request was cut by SIGTERM"), 200);
+        assert_eq!(
+            t.await
+                .unwrap()
+                .expect("an in-flight request was cut by SIGTERM"),
+            200
+        );
     }
     // grace_period is 1 s in the shared config: the process is gone soon after.
-    assert!(f.gw.exited_within(Duration::from_secs(5)).await, "still running after SIGTERM");
+    assert!(
+        f.gw.exited_within(Duration::from_secs(5)).await,
+        "still running after SIGTERM"
+    );
     assert!(stopped.elapsed() < Duration::from_secs(6));
 }
 
 #[test]
 fn the_test_gateway_retries_only_a_lost_port() {
-    assert!(lost_port("WARN pingora_core::listeners::l4: 127.0.0.1:34241 is in use, will try again"));
+    assert!(lost_port(
+        "WARN pingora_core::listeners::l4: 127.0.0.1:34241 is in use, will try again"
+    ));
     assert!(lost_port("Error: Address already in use (os error 98)"));
     assert!(!lost_port("thread 'main' panicked at src/server.rs:10:5"));
-    assert!(!lost_port("config error: \"nope\" is not a configured upstream"));
+    assert!(!lost_port(
+        "config error: \"nope\" is not a configured upstream"
+    ));
 }

@@ -32,23 +32,48 @@ impl World {
         idp.set_audience(AUDIENCE);
         // As the IdP this gateway is first deployed with: opaque access tokens, no permissions in id_tokens.
         idp.set_opaque_access_tokens(true);
-        let gh = GitHubStandIn::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let gh = GitHubStandIn::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         for u in [
-            StandInUser::new(583231, "octocat").named("The Octocat").in_team("acme", "billing"),
+            StandInUser::new(583231, "octocat")
+                .named("The Octocat")
+                .in_team("acme", "billing"),
             StandInUser::new(9919, "hubot").in_org("acme"),
             StandInUser::new(1001, "solo"),
             StandInUser::new(424242, "outsider").in_org("elsewhere"),
-            StandInUser { verified: false, ..StandInUser::new(777, "unverified").in_org("acme") },
+            StandInUser {
+                verified: false,
+                ..StandInUser::new(777, "unverified").in_org("acme")
+            },
         ] {
             gh.add_user(u);
         }
-        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let gw = start_gateway(
             |port, admin| {
-                idp.register_client("abc", Some("dev"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
-                idp.register_client("both-oidc", Some("both-secret"), &[&format!("http://both.test:{port}/_authgate/callback")]);
-                gh.register_app("gh-portfolio", "gh-secret", &format!("http://localhost:{port}/_authgate/callback"));
-                gh.register_app("gh-both", "gh-both-secret", &format!("http://both.test:{port}/_authgate/callback"));
+                idp.register_client(
+                    "abc",
+                    Some("dev"),
+                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
+                );
+                idp.register_client(
+                    "both-oidc",
+                    Some("both-secret"),
+                    &[&format!("http://both.test:{port}/_authgate/callback")],
+                );
+                gh.register_app(
+                    "gh-portfolio",
+                    "gh-secret",
+                    &format!("http://localhost:{port}/_authgate/callback"),
+                );
+                gh.register_app(
+                    "gh-both",
+                    "gh-both-secret",
+                    &format!("http://both.test:{port}/_authgate/callback"),
+                );
                 config(port, admin, &idp, &gh, echo.addr())
             },
             true,
@@ -71,14 +96,23 @@ impl World {
         reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
-            .resolve("both.test", format!("127.0.0.1:{}", self.gw.port).parse().unwrap())
+            .resolve(
+                "both.test",
+                format!("127.0.0.1:{}", self.gw.port).parse().unwrap(),
+            )
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap()
     }
 }
 
-fn config(port: u16, admin: u16, idp: &DevIdp, gh: &GitHubStandIn, upstream: std::net::SocketAddr) -> String {
+fn config(
+    port: u16,
+    admin: u16,
+    idp: &DevIdp,
+    gh: &GitHubStandIn,
+    upstream: std::net::SocketAddr,
+) -> String {
     format!(
         r##"
 [proxy]
@@ -214,7 +248,9 @@ permission = "report:read"
 }
 
 /// Awaits every task.
-async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+async fn futures_join<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
     let mut out = Vec::new();
     for t in tasks.collect::<Vec<_>>() {
         out.push(t.await.unwrap());
@@ -223,33 +259,67 @@ async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
+    r.headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
 }
 
 async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "text/html,application/xhtml+xml").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "application/json").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
 }
 
 fn query(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 /// Signs in at `url` through GitHub as `login`; returns the gateway's answer to the callback.
 async fn github_login(w: &World, b: &reqwest::Client, url: &str, login: &str) -> reqwest::Response {
     let r = navigate(b, url).await;
-    assert_eq!(r.status(), 302, "a navigation without a session goes to sign in");
+    assert_eq!(
+        r.status(),
+        302,
+        "a navigation without a session goes to sign in"
+    );
     let authorize = location(&r);
     assert!(authorize.starts_with(&w.gh.authorize_url()), "{authorize}");
-    let r = b.get(format!("{authorize}&login={login}")).send().await.unwrap();
-    assert_eq!(r.status(), 302, "stand-in GitHub: {}", r.text().await.unwrap());
+    let r = b
+        .get(format!("{authorize}&login={login}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "stand-in GitHub: {}",
+        r.text().await.unwrap()
+    );
     navigate(b, &location(&r)).await
 }
 
@@ -257,7 +327,11 @@ async fn github_login(w: &World, b: &reqwest::Client, url: &str, login: &str) ->
 async fn oidc_login(b: &reqwest::Client, url: &str, user: &str) -> String {
     let r = navigate(b, url).await;
     assert_eq!(r.status(), 302);
-    let r = b.get(format!("{}&user={user}", location(&r))).send().await.unwrap();
+    let r = b
+        .get(format!("{}&user={user}", location(&r)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let r = b.get(location(&r)).send().await.unwrap();
     assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
@@ -274,76 +348,164 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
     assert_eq!(r.status(), 302);
     let q = query(&location(&r));
     assert_eq!(q["client_id"], "gh-portfolio");
-    assert_eq!(q["redirect_uri"], format!("{}/_authgate/callback", w.portfolio));
+    assert_eq!(
+        q["redirect_uri"],
+        format!("{}/_authgate/callback", w.portfolio)
+    );
     assert_eq!(q["code_challenge_method"], "S256");
-    assert!(q["state"].len() >= 22 && q["code_challenge"].len() >= 43, "{q:?}");
+    assert!(
+        q["state"].len() >= 22 && q["code_challenge"].len() >= 43,
+        "{q:?}"
+    );
     let scopes: Vec<&str> = q["scope"].split(' ').collect();
-    assert!(["read:user", "user:email", "read:org"].iter().all(|s| scopes.contains(s)), "{scopes:?}");
+    assert!(
+        ["read:user", "user:email", "read:org"]
+            .iter()
+            .all(|s| scopes.contains(s)),
+        "{scopes:?}"
+    );
 
     let r = github_login(&w, &b, &format!("{}/app/page?x=1", w.portfolio), "octocat").await;
     assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
     assert_eq!(location(&r), format!("{}/app/page?x=1", w.portfolio));
-    let session = set_cookies(&r).into_iter().find(|c| c.starts_with("authgate=")).expect("a session cookie");
+    let session = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("authgate="))
+        .expect("a session cookie");
     let session_value = session.split(';').next().unwrap().to_string();
 
     let r = api(&b, &format!("{}/app/page", w.portfolio)).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
     let h = &echoed["headers"];
-    assert_eq!(h["x-auth-subject"], "583231", "GitHub's numeric id is the subject");
+    assert_eq!(
+        h["x-auth-subject"], "583231",
+        "GitHub's numeric id is the subject"
+    );
     assert_eq!(h["x-auth-email"], "octocat@users.example");
     assert_eq!(h["x-auth-client"], "portfolio");
     assert_eq!(h["x-auth-name"], "octocat", "the login as the name");
     assert_eq!(h["x-auth-groups"], "acme:billing");
     assert!(h.get("authorization").is_none(), "{h}");
-    assert!(!echoed.to_string().contains("gho_"), "GitHub's token reached the upstream: {echoed}");
+    assert!(
+        !echoed.to_string().contains("gho_"),
+        "GitHub's token reached the upstream: {echoed}"
+    );
 
     // Only the route that asks for it gets the user's GitHub token.
-    let echoed: Value = api(&b, &format!("{}/gh/repos", w.portfolio)).await.json().await.unwrap();
-    assert!(echoed["headers"]["authorization"].as_str().is_some_and(|a| a.starts_with("Bearer gho_")), "{echoed}");
+    let echoed: Value = api(&b, &format!("{}/gh/repos", w.portfolio))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        echoed["headers"]["authorization"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("Bearer gho_")),
+        "{echoed}"
+    );
 
     // A team grant gives invoice:read in the client's namespace; nothing gives report:read.
     let r = api(&b, &format!("{}/api/invoices/7", w.portfolio)).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
-    assert_eq!(echoed["headers"]["x-auth-permission"], "client_portfolio:invoice:read");
-    assert_eq!(api(&b, &format!("{}/api/reports/1", w.portfolio)).await.status(), 403);
+    assert_eq!(
+        echoed["headers"]["x-auth-permission"],
+        "client_portfolio:invoice:read"
+    );
+    assert_eq!(
+        api(&b, &format!("{}/api/reports/1", w.portfolio))
+            .await
+            .status(),
+        403
+    );
 
-    let info: Value = api(&b, &format!("{}/_authgate/session", w.portfolio)).await.json().await.unwrap();
+    let info: Value = api(&b, &format!("{}/_authgate/session", w.portfolio))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["provider"], "github");
     assert_eq!(info["login"], "octocat");
     assert_eq!(info["client"], "portfolio");
     assert_eq!(info["origin"], w.portfolio);
-    assert_eq!(info["permissions"]["client_portfolio:invoice"], json!(["read"]), "{info}");
+    assert_eq!(
+        info["permissions"]["client_portfolio:invoice"],
+        json!(["read"]),
+        "{info}"
+    );
     assert!(!info.to_string().contains("gho_"), "{info}");
 
     // The GitHub client's session is refused on the OIDC client's origin.
-    let r = reqwest::Client::new().get(format!("{}/app/", w.billing)).header(ACCEPT, "application/json").header(COOKIE, &session_value).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/app/", w.billing))
+        .header(ACCEPT, "application/json")
+        .header(COOKIE, &session_value)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
 
     // The OIDC client on the same gateway: alice through a grant by verified email, bob by subject.
     let alice = w.browser();
-    assert_eq!(oidc_login(&alice, &format!("{}/app/", w.billing), "alice").await, format!("{}/app/", w.billing));
+    assert_eq!(
+        oidc_login(&alice, &format!("{}/app/", w.billing), "alice").await,
+        format!("{}/app/", w.billing)
+    );
     let r = api(&alice, &format!("{}/api/invoices/7", w.billing)).await;
     let status = r.status();
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{echoed}");
     assert_eq!(echoed["headers"]["x-auth-subject"], "user_alice");
-    assert_eq!(echoed["headers"]["x-auth-permission"], "client_abc:invoice:read");
-    assert_eq!(api(&alice, &format!("{}/api/reports/1", w.billing)).await.status(), 403);
+    assert_eq!(
+        echoed["headers"]["x-auth-permission"],
+        "client_abc:invoice:read"
+    );
+    assert_eq!(
+        api(&alice, &format!("{}/api/reports/1", w.billing))
+            .await
+            .status(),
+        403
+    );
     let bob = w.browser();
     oidc_login(&bob, &format!("{}/app/", w.billing), "bob").await;
-    assert_eq!(api(&bob, &format!("{}/api/invoices/7", w.billing)).await.status(), 403, "no grant names bob's email");
-    assert_eq!(api(&bob, &format!("{}/api/reports/1", w.billing)).await.status(), 200, "a grant names bob's subject");
-    let info: Value = api(&bob, &format!("{}/_authgate/session", w.billing)).await.json().await.unwrap();
+    assert_eq!(
+        api(&bob, &format!("{}/api/invoices/7", w.billing))
+            .await
+            .status(),
+        403,
+        "no grant names bob's email"
+    );
+    assert_eq!(
+        api(&bob, &format!("{}/api/reports/1", w.billing))
+            .await
+            .status(),
+        200,
+        "a grant names bob's subject"
+    );
+    let info: Value = api(&bob, &format!("{}/_authgate/session", w.billing))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["provider"], "idp");
 }
 
 /// `authgate_shadow_grants_total` for one grant of `portfolio`.
 async fn shadow_grant_count(w: &World, grant: &str, would: &str) -> f64 {
-    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin)).await.unwrap().text().await.unwrap();
-    let series = format!("authgate_shadow_grants_total{{client=\"portfolio\",grant=\"{grant}\",would=\"{would}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
+    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!(
+        "authgate_shadow_grants_total{{client=\"portfolio\",grant=\"{grant}\",would=\"{would}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -359,16 +521,29 @@ async fn shadow_grants_are_counted_and_change_nothing() {
     let r = api(&octocat, &invoice).await;
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
-    assert_eq!(echoed["headers"]["x-auth-permission"], "client_portfolio:invoice:read", "{echoed}");
+    assert_eq!(
+        echoed["headers"]["x-auth-permission"], "client_portfolio:invoice:read",
+        "{echoed}"
+    );
     assert_eq!(echoed["headers"]["x-auth-subject"], "583231");
-    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "refuse").await, 1.0);
-    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "allow").await, 0.0);
+    assert_eq!(
+        shadow_grant_count(&w, "invoice-by-login", "refuse").await,
+        1.0
+    );
+    assert_eq!(
+        shadow_grant_count(&w, "invoice-by-login", "allow").await,
+        0.0
+    );
 
     // Nothing enforced gives report:read; the org's shadow grant would: refused (nothing reaches
     // the upstream), counted as "allow".
     let before = w.echo.requests();
     assert_eq!(api(&octocat, &report).await.status(), 403);
-    assert_eq!(w.echo.requests(), before, "a shadow grant let a request through");
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a shadow grant let a request through"
+    );
     assert_eq!(shadow_grant_count(&w, "acme-reports", "allow").await, 1.0);
 
     // hubot (acme, not in the team) is named by the narrowed grant only: refused, counted as "allow".
@@ -377,51 +552,111 @@ async fn shadow_grants_are_counted_and_change_nothing() {
     let before = w.echo.requests();
     assert_eq!(api(&hubot, &invoice).await.status(), 403);
     assert_eq!(api(&hubot, &report).await.status(), 403);
-    assert_eq!(w.echo.requests(), before, "a shadow grant let a request through");
-    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "allow").await, 1.0);
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a shadow grant let a request through"
+    );
+    assert_eq!(
+        shadow_grant_count(&w, "invoice-by-login", "allow").await,
+        1.0
+    );
     assert_eq!(shadow_grant_count(&w, "acme-reports", "allow").await, 2.0);
     // Its session lists only what enforced grants give.
-    let info: Value = api(&hubot, &format!("{}/_authgate/session", w.portfolio)).await.json().await.unwrap();
+    let info: Value = api(&hubot, &format!("{}/_authgate/session", w.portfolio))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["login"], "hubot");
-    assert!(info["permissions"].get("client_portfolio:invoice").is_none() && info["permissions"].get("client_portfolio:report").is_none(), "{info}");
+    assert!(
+        info["permissions"]
+            .get("client_portfolio:invoice")
+            .is_none()
+            && info["permissions"].get("client_portfolio:report").is_none(),
+        "{info}"
+    );
 
     // A request the shadow grants would not change is not counted.
     let solo = w.browser();
     github_login(&w, &solo, &format!("{}/app/", w.portfolio), "solo").await;
     assert_eq!(api(&solo, &invoice).await.status(), 403);
-    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "allow").await, 1.0);
-    assert_eq!(shadow_grant_count(&w, "invoice-by-login", "refuse").await, 1.0);
+    assert_eq!(
+        shadow_grant_count(&w, "invoice-by-login", "allow").await,
+        1.0
+    );
+    assert_eq!(
+        shadow_grant_count(&w, "invoice-by-login", "refuse").await,
+        1.0
+    );
     assert_eq!(shadow_grant_count(&w, "acme-reports", "allow").await, 2.0);
     let log = w.gw.log.lock().unwrap().clone();
-    assert!(log.contains("shadow grant would change the decision") && log.contains("invoice-by-login"), "{log}");
+    assert!(
+        log.contains("shadow grant would change the decision") && log.contains("invoice-by-login"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
 async fn allow_rules_admit_orgs_teams_and_users_and_refuse_the_rest() {
     let w = World::start().await;
-    for (login, allowed) in [("octocat", true), ("hubot", true), ("solo", true), ("outsider", false)] {
+    for (login, allowed) in [
+        ("octocat", true),
+        ("hubot", true),
+        ("solo", true),
+        ("outsider", false),
+    ] {
         let b = w.browser();
         let r = github_login(&w, &b, &format!("{}/app/", w.portfolio), login).await;
-        let has_session = set_cookies(&r).iter().any(|c| c.starts_with("authgate=") && !c.contains("Max-Age=0"));
+        let has_session = set_cookies(&r)
+            .iter()
+            .any(|c| c.starts_with("authgate=") && !c.contains("Max-Age=0"));
         if allowed {
             assert_eq!(r.status(), 302, "{login}");
             assert!(has_session, "{login}");
-            assert_eq!(api(&b, &format!("{}/app/", w.portfolio)).await.status(), 200, "{login}");
+            assert_eq!(
+                api(&b, &format!("{}/app/", w.portfolio)).await.status(),
+                200,
+                "{login}"
+            );
         } else {
             assert_eq!(r.status(), 403, "{login}");
             assert!(!has_session, "{login} got a session");
-            let csp = r.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+            let csp = r
+                .headers()
+                .get("content-security-policy")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
             assert!(csp.contains("default-src 'none'"), "{csp}");
             let page = r.text().await.unwrap();
-            assert!(page.contains("Not allowed") && page.contains("outsider") && page.contains("Portfolio Admin"), "{page}");
-            assert!(page.contains("#6f42c1"), "the client's accent colour: {page}");
-            assert_eq!(api(&b, &format!("{}/app/", w.portfolio)).await.status(), 401, "{login}");
+            assert!(
+                page.contains("Not allowed")
+                    && page.contains("outsider")
+                    && page.contains("Portfolio Admin"),
+                "{page}"
+            );
+            assert!(
+                page.contains("#6f42c1"),
+                "the client's accent colour: {page}"
+            );
+            assert_eq!(
+                api(&b, &format!("{}/app/", w.portfolio)).await.status(),
+                401,
+                "{login}"
+            );
         }
     }
     // hubot is in the org but not the team: signed in, yet without the team's grant.
     let b = w.browser();
     github_login(&w, &b, &format!("{}/app/", w.portfolio), "hubot").await;
-    assert_eq!(api(&b, &format!("{}/api/invoices/7", w.portfolio)).await.status(), 403);
+    assert_eq!(
+        api(&b, &format!("{}/api/invoices/7", w.portfolio))
+            .await
+            .status(),
+        403
+    );
 }
 
 #[tokio::test]
@@ -431,35 +666,77 @@ async fn a_two_provider_client_shows_a_chooser() {
     let r = navigate(&b, &format!("{}/app/x", w.both)).await;
     assert_eq!(r.status(), 302);
     let chooser = location(&r);
-    assert!(chooser.starts_with(&format!("{}/_authgate/login?rd=", w.both)), "{chooser}");
+    assert!(
+        chooser.starts_with(&format!("{}/_authgate/login?rd=", w.both)),
+        "{chooser}"
+    );
     let r = navigate(&b, &chooser).await;
     assert_eq!(r.status(), 200);
-    let csp = r.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     let page = r.text().await.unwrap();
-    assert!(page.contains("Sign in with GitHub") && page.contains("Sign in with Example SSO"), "{page}");
+    assert!(
+        page.contains("Sign in with GitHub") && page.contains("Sign in with Example SSO"),
+        "{page}"
+    );
     assert!(!page.contains("<script"), "{page}");
     // The links name the provider; GitHub's first, as the client lists it.
     let github_at = page.find("provider=github").expect("a GitHub link");
     let idp_at = page.find("provider=idp").expect("an IdP link");
     assert!(github_at < idp_at, "{page}");
 
-    let r = navigate(&b, &format!("{}/_authgate/login?provider=github&rd=%2Fapp%2Fx", w.both)).await;
+    let r = navigate(
+        &b,
+        &format!("{}/_authgate/login?provider=github&rd=%2Fapp%2Fx", w.both),
+    )
+    .await;
     assert_eq!(r.status(), 302);
     assert_eq!(query(&location(&r))["client_id"], "gh-both");
-    let r = navigate(&b, &format!("{}/_authgate/login?provider=idp&rd=%2Fapp%2Fx", w.both)).await;
-    assert!(location(&r).starts_with(&w.idp.authorize_url()), "{}", location(&r));
+    let r = navigate(
+        &b,
+        &format!("{}/_authgate/login?provider=idp&rd=%2Fapp%2Fx", w.both),
+    )
+    .await;
+    assert!(
+        location(&r).starts_with(&w.idp.authorize_url()),
+        "{}",
+        location(&r)
+    );
     assert_eq!(query(&location(&r))["client_id"], "both-oidc");
     let r = navigate(&b, &format!("{}/_authgate/login?provider=gitlab", w.both)).await;
     assert_eq!(r.status(), 400, "an unknown provider is a clear refusal");
 
     // Through the chooser's GitHub link to the app.
-    let r = b.get(format!("{}/_authgate/login?provider=github&rd=%2Fapp%2Fx", w.both)).send().await.unwrap();
-    let r = b.get(format!("{}&login=octocat", location(&r))).send().await.unwrap();
+    let r = b
+        .get(format!(
+            "{}/_authgate/login?provider=github&rd=%2Fapp%2Fx",
+            w.both
+        ))
+        .send()
+        .await
+        .unwrap();
+    let r = b
+        .get(format!("{}&login=octocat", location(&r)))
+        .send()
+        .await
+        .unwrap();
     let r = b.get(location(&r)).send().await.unwrap();
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     assert_eq!(location(&r), format!("{}/app/x", w.both));
-    let echoed: Value = api(&b, &format!("{}/app/x", w.both)).await.json().await.unwrap();
+    let echoed: Value = api(&b, &format!("{}/app/x", w.both))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echoed["headers"]["x-auth-client"], "both");
     assert_eq!(echoed["headers"]["x-auth-name"], "octocat");
 }
@@ -475,7 +752,11 @@ async fn sessions_are_revalidated_against_github() {
     assert_eq!(api(&octocat, &url).await.status(), 200);
     let calls = w.gh.api_requests();
     assert_eq!(api(&octocat, &url).await.status(), 200);
-    assert_eq!(w.gh.api_requests(), calls, "within the interval GitHub is not asked again");
+    assert_eq!(
+        w.gh.api_requests(),
+        calls,
+        "within the interval GitHub is not asked again"
+    );
     // Due again: however many requests arrive at once, GitHub is asked once (/user, /user/emails,
     // /user/orgs, /user/teams).
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -487,12 +768,23 @@ async fn sessions_are_revalidated_against_github() {
     for r in futures_join(burst).await {
         assert_eq!(r, 200);
     }
-    assert_eq!(w.gh.api_requests() - calls, 4, "one re-validation for eight requests");
+    assert_eq!(
+        w.gh.api_requests() - calls,
+        4,
+        "one re-validation for eight requests"
+    );
     w.gh.remove_from_org("octocat", "acme");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = api(&octocat, &url).await;
-    assert_eq!(r.status(), 401, "a user removed from the allowed org loses access");
-    assert!(set_cookies(&r).iter().any(|c| c.starts_with("authgate=;")), "the session cookie is cleared");
+    assert_eq!(
+        r.status(),
+        401,
+        "a user removed from the allowed org loses access"
+    );
+    assert!(
+        set_cookies(&r).iter().any(|c| c.starts_with("authgate=;")),
+        "the session cookie is cleared"
+    );
 
     // GitHub rate-limited or down at re-validation: refused (fail closed), the session kept.
     let solo = w.browser();
@@ -504,21 +796,41 @@ async fn sessions_are_revalidated_against_github() {
     assert!(r.text().await.unwrap().contains("rate limit"));
     w.gh.set_rate_limited(false);
     w.gh.set_api_status(Some(502));
-    assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 503);
+    assert_eq!(
+        api(&solo, &format!("{}/app/", w.portfolio)).await.status(),
+        503
+    );
     w.gh.set_api_status(None);
-    assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 200, "the session survived the outage");
+    assert_eq!(
+        api(&solo, &format!("{}/app/", w.portfolio)).await.status(),
+        200,
+        "the session survived the outage"
+    );
 
     // The user revoked the app: the session ends.
     w.gh.revoke_tokens("solo");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(api(&solo, &format!("{}/app/", w.portfolio)).await.status(), 401);
+    assert_eq!(
+        api(&solo, &format!("{}/app/", w.portfolio)).await.status(),
+        401
+    );
 
     // Counted: confirmed (the burst's one call, solo after the outage), ended (octocat, solo),
     // unavailable (the rate limit and the 502); and shown on the example dashboard.
-    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let count = |result: &str| -> f64 {
-        let series = format!("authgate_github_revalidations_total{{provider=\"github\",result=\"{result}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
+        let series = format!(
+            "authgate_github_revalidations_total{{provider=\"github\",result=\"{result}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+            .unwrap_or(0.0)
     };
     assert!(count("confirmed") >= 2.0, "{metrics}");
     assert_eq!(count("ended"), 2.0, "{metrics}");
@@ -536,23 +848,47 @@ async fn githubs_failures_are_clear_pages() {
     let b = w.browser();
     let r = navigate(&b, &app).await;
     let r = b.get(location(&r)).send().await.unwrap();
-    let r = b.get(location(&r)).header(ACCEPT, "text/html").send().await.unwrap();
+    let r = b
+        .get(location(&r))
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let page = r.text().await.unwrap();
-    assert!(page.contains("access_denied") && page.contains("provider=github"), "a way to start again: {page}");
+    assert!(
+        page.contains("access_denied") && page.contains("provider=github"),
+        "a way to start again: {page}"
+    );
     w.gh.set_authorize_error(None);
 
     // The app's credentials revoked at GitHub (its secret rotated there, not here).
-    w.gh.register_app("gh-portfolio", "rotated-secret", &format!("{}/_authgate/callback", w.portfolio));
+    w.gh.register_app(
+        "gh-portfolio",
+        "rotated-secret",
+        &format!("{}/_authgate/callback", w.portfolio),
+    );
     let r = github_login(&w, &w.browser(), &app, "octocat").await;
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("incorrect_client_credentials"));
-    w.gh.register_app("gh-portfolio", "gh-secret", &format!("{}/_authgate/callback", w.portfolio));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("incorrect_client_credentials"));
+    w.gh.register_app(
+        "gh-portfolio",
+        "gh-secret",
+        &format!("{}/_authgate/callback", w.portfolio),
+    );
 
     // No verified email.
     let r = github_login(&w, &w.browser(), &app, "unverified").await;
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("no verified primary email"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("no verified primary email"));
 
     // Rate limited while signing in: 503 with the reason, never a 500.
     w.gh.set_rate_limited(true);
@@ -569,11 +905,21 @@ async fn githubs_failures_are_clear_pages() {
 
     // Many organisations and teams: every page is read.
     w.gh.set_page_size(Some(1));
-    w.gh.add_user(StandInUser::new(31337, "busy").in_org("a1").in_org("a2").in_team("acme", "ops").in_team("acme", "billing"));
+    w.gh.add_user(
+        StandInUser::new(31337, "busy")
+            .in_org("a1")
+            .in_org("a2")
+            .in_team("acme", "ops")
+            .in_team("acme", "billing"),
+    );
     let b = w.browser();
     let r = github_login(&w, &b, &app, "busy").await;
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
-    let echoed: Value = api(&b, &format!("{}/api/invoices/7", w.portfolio)).await.json().await.unwrap();
+    let echoed: Value = api(&b, &format!("{}/api/invoices/7", w.portfolio))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echoed["headers"]["x-auth-groups"], "acme:billing,acme:ops");
 
     // The gateway's log never carries GitHub's tokens or the client secret.

@@ -3,9 +3,9 @@
 
 mod common;
 
+use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::{DevIdp, IdTokenTrick};
-use common::*;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -31,27 +31,58 @@ impl Login {
         let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         idp.set_audience(AUDIENCE);
         before(&idp);
-        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let setup = Setup { clients: Clients::SignIn, session_extra: session_extra.into(), ..Setup::default() };
+        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let setup = Setup {
+            clients: Clients::SignIn,
+            session_extra: session_extra.into(),
+            ..Setup::default()
+        };
         let gw = start_gateway(
             |port, admin| {
-                let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
-                idp.register_client("client-a", Some("secret-a"), &[&format!("{a}/_authgate/callback")]);
-                idp.register_client("client-b", Some("secret-b"), &[&format!("{b}/_authgate/callback")]);
+                let (a, b) = (
+                    format!("http://localhost:{port}"),
+                    format!("http://127.0.0.1:{port}"),
+                );
+                idp.register_client(
+                    "client-a",
+                    Some("secret-a"),
+                    &[&format!("{a}/_authgate/callback")],
+                );
+                idp.register_client(
+                    "client-b",
+                    Some("secret-b"),
+                    &[&format!("{b}/_authgate/callback")],
+                );
                 config(port, admin, &idp, echo.addr(), &setup)
             },
             true,
         )
         .await;
         let port = gw.port;
-        let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
-        Login { idp, _echo: echo, _gw: gw, a, b }
+        let (a, b) = (
+            format!("http://localhost:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        );
+        Login {
+            idp,
+            _echo: echo,
+            _gw: gw,
+            a,
+            b,
+        }
     }
 }
 
 /// A browser: keeps cookies, follows no redirects.
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// The `Set-Cookie` the response sets for the session cookie (`authgate=...`).
@@ -65,27 +96,48 @@ fn session_cookie(r: &reqwest::Response) -> String {
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
+    r.headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "text/html,application/xhtml+xml").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "application/json").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Starts a login at `url` and returns the IdP's authorization URL.
 async fn start_login(b: &reqwest::Client, url: &str) -> String {
     let r = navigate(b, url).await;
-    assert_eq!(r.status(), 302, "a navigation without a session goes to login");
+    assert_eq!(
+        r.status(),
+        302,
+        "a navigation without a session goes to login"
+    );
     location(&r)
 }
 
 /// Chooses `user` on the IdP's page; returns the callback URL the IdP sends the browser to.
 async fn choose(b: &reqwest::Client, authorize: &str, user: &str) -> String {
-    let r = b.get(format!("{authorize}&user={user}")).send().await.unwrap();
+    let r = b
+        .get(format!("{authorize}&user={user}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     location(&r)
 }
@@ -106,16 +158,31 @@ async fn two_clients_log_in_and_reach_the_upstream_with_their_identity() {
 
     let authorize = start_login(&ba, &format!("{}/app/page?x=1", w.a)).await;
     assert!(authorize.starts_with(&w.idp.authorize_url()), "{authorize}");
-    let q: std::collections::HashMap<String, String> = url::Url::parse(&authorize).unwrap().query_pairs().into_owned().collect();
+    let q: std::collections::HashMap<String, String> = url::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
     assert_eq!(q["client_id"], "client-a");
     assert_eq!(q["redirect_uri"], format!("{}/_authgate/callback", w.a));
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["code_challenge_method"], "S256");
-    assert!(q["scope"].split(' ').any(|s| s == "openid"), "{}", q["scope"]);
+    assert!(
+        q["scope"].split(' ').any(|s| s == "openid"),
+        "{}",
+        q["scope"]
+    );
     assert!(q["state"].len() >= 22 && q["nonce"].len() >= 22);
 
     // The IdP's page lists the demo users.
-    let page = ba.get(&authorize).send().await.unwrap().text().await.unwrap();
+    let page = ba
+        .get(&authorize)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("user-alice"), "{page}");
 
     let callback = choose(&ba, &authorize, "alice").await;
@@ -123,38 +190,92 @@ async fn two_clients_log_in_and_reach_the_upstream_with_their_identity() {
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), format!("{}/app/page?x=1", w.a));
     let cookie = session_cookie(&r);
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
 
-    let echoed: Value = api(&ba, &format!("{}/app/page?x=1", w.a)).await.json().await.unwrap();
+    let echoed: Value = api(&ba, &format!("{}/app/page?x=1", w.a))
+        .await
+        .json()
+        .await
+        .unwrap();
     let h = &echoed["headers"];
     assert_eq!(h["x-auth-subject"], "user_alice");
     assert_eq!(h["x-auth-email"], "alice@example.com");
     assert_eq!(h["x-auth-client"], "app-a");
-    assert!(!h.get("cookie").map(|c| c.to_string()).unwrap_or_default().contains("authgate"), "the gateway's cookie reached the upstream: {h}");
+    assert!(
+        !h.get("cookie")
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+            .contains("authgate"),
+        "the gateway's cookie reached the upstream: {h}"
+    );
     let r = api(&ba, &format!("{}/api/invoices/7", w.a)).await;
-    assert_eq!(r.status(), 200, "alice may read invoices through her session");
+    assert_eq!(
+        r.status(),
+        200,
+        "alice may read invoices through her session"
+    );
 
     // Client b, another browser, another user.
     log_in(&bb, &format!("{}/app/", w.b), "bob").await;
-    let echoed: Value = api(&bb, &format!("{}/app/", w.b)).await.json().await.unwrap();
+    let echoed: Value = api(&bb, &format!("{}/app/", w.b))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echoed["headers"]["x-auth-subject"], "user_bob");
     assert_eq!(echoed["headers"]["x-auth-client"], "app-b");
-    assert_eq!(api(&bb, &format!("{}/api/invoices/7", w.b)).await.status(), 403, "bob may not read invoices");
+    assert_eq!(
+        api(&bb, &format!("{}/api/invoices/7", w.b)).await.status(),
+        403,
+        "bob may not read invoices"
+    );
 
     // Session info for an SPA.
-    let info: Value = api(&ba, &format!("{}/_authgate/session", w.a)).await.json().await.unwrap();
+    let info: Value = api(&ba, &format!("{}/_authgate/session", w.a))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["subject"], "user_alice");
     assert_eq!(info["client"], "app-a");
     assert_eq!(info["email"], "alice@example.com");
-    assert_eq!(info["permissions"]["client_demo:invoice"], json!(["read", "write"]));
+    assert_eq!(
+        info["permissions"]["client_demo:invoice"],
+        json!(["read", "write"])
+    );
     assert!(info["expires_at"].as_u64().unwrap() > now());
 
     // APIs without a session get 401, never a redirect.
     let anon = browser();
     assert_eq!(api(&anon, &format!("{}/app/x", w.a)).await.status(), 401);
-    assert_eq!(anon.post(format!("{}/app/x", w.a)).header(ACCEPT, "text/html").send().await.unwrap().status(), 401);
-    assert_eq!(anon.get(format!("{}/app/x", w.a)).header(ACCEPT, "text/html").header("sec-fetch-mode", "cors").send().await.unwrap().status(), 401);
-    assert_eq!(api(&anon, &format!("{}/_authgate/session", w.a)).await.status(), 401);
+    assert_eq!(
+        anon.post(format!("{}/app/x", w.a))
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        anon.get(format!("{}/app/x", w.a))
+            .header(ACCEPT, "text/html")
+            .header("sec-fetch-mode", "cors")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        api(&anon, &format!("{}/_authgate/session", w.a))
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -173,7 +294,11 @@ async fn refresh_runs_once_for_twenty_concurrent_requests_and_a_failed_refresh_l
     for r in futures_join(requests).await {
         assert_eq!(r, 200);
     }
-    assert_eq!(w.idp.refresh_requests(), 1, "one refresh for all concurrent requests");
+    assert_eq!(
+        w.idp.refresh_requests(),
+        1,
+        "one refresh for all concurrent requests"
+    );
     assert_eq!(api(&b, &format!("{}/app/again", w.a)).await.status(), 200);
     assert_eq!(w.idp.refresh_requests(), 1);
 
@@ -187,12 +312,25 @@ async fn refresh_runs_once_for_twenty_concurrent_requests_and_a_failed_refresh_l
     let r = navigate(&b2, &format!("{}/app/", w.a)).await;
     assert_eq!(r.status(), 302);
     assert!(location(&r).starts_with(&w.idp.authorize_url()));
-    assert_eq!(w.idp.refresh_requests(), refreshes + 1, "the refresh was tried and refused");
+    assert_eq!(
+        w.idp.refresh_requests(),
+        refreshes + 1,
+        "the refresh was tried and refused"
+    );
     // The session is gone, not merely failing: with refreshes working again it stays gone.
     w.idp.set_refresh_fails(false);
     assert_eq!(api(&b2, &format!("{}/app/", w.a)).await.status(), 401);
-    assert_eq!(api(&b2, &format!("{}/_authgate/session", w.a)).await.status(), 401);
-    assert_eq!(w.idp.refresh_requests(), refreshes + 1, "an ended session asked for another refresh");
+    assert_eq!(
+        api(&b2, &format!("{}/_authgate/session", w.a))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        w.idp.refresh_requests(),
+        refreshes + 1,
+        "an ended session asked for another refresh"
+    );
 }
 
 async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
@@ -209,7 +347,11 @@ async fn opaque_access_tokens_use_the_id_token_identity() {
     w.idp.set_opaque_access_tokens(true);
     let b = browser();
     log_in(&b, &format!("{}/app/", w.b), "carol").await;
-    let echoed: Value = api(&b, &format!("{}/app/", w.b)).await.json().await.unwrap();
+    let echoed: Value = api(&b, &format!("{}/app/", w.b))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echoed["headers"]["x-auth-subject"], "user_carol");
     assert_eq!(echoed["headers"]["x-auth-client"], "app-b");
 }
@@ -220,14 +362,28 @@ async fn logout_ends_the_session_and_the_idp_session() {
     let b = browser();
     log_in(&b, &format!("{}/app/", w.a), "alice").await;
     // A logout from the client's own page (the browser marks it same-origin).
-    let r = b.get(format!("{}/_authgate/logout?rd=/bye", w.a)).header("sec-fetch-site", "same-origin").send().await.unwrap();
+    let r = b
+        .get(format!("{}/_authgate/logout?rd=/bye", w.a))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let to = url::Url::parse(&location(&r)).unwrap();
-    assert!(to.as_str().starts_with(&format!("{}/end_session", w.idp.issuer())), "{to}");
+    assert!(
+        to.as_str()
+            .starts_with(&format!("{}/end_session", w.idp.issuer())),
+        "{to}"
+    );
     let q: std::collections::HashMap<String, String> = to.query_pairs().into_owned().collect();
     assert_eq!(q["post_logout_redirect_uri"], format!("{}/bye", w.a));
     assert!(q["id_token_hint"].split('.').count() == 3);
-    assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 401);
+    assert_eq!(
+        api(&b, &format!("{}/_authgate/session", w.a))
+            .await
+            .status(),
+        401
+    );
     assert_eq!(api(&b, &format!("{}/app/", w.a)).await.status(), 401);
 
     // Without end_session_endpoint (a fresh gateway, whose IdP never advertised one), straight
@@ -236,11 +392,19 @@ async fn logout_ends_the_session_and_the_idp_session() {
     let b = browser();
     log_in(&b, &format!("{}/app/", w.a), "alice").await;
     let ends = w.idp.end_session_requests();
-    let r = b.post(format!("{}/_authgate/logout?rd=//evil.com", w.a)).send().await.unwrap();
+    let r = b
+        .post(format!("{}/_authgate/logout?rd=//evil.com", w.a))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), format!("{}/_authgate/signed-out", w.a));
     assert_eq!(w.idp.end_session_requests(), ends);
-    assert_eq!(api(&b, &format!("{}/app/", w.a)).await.status(), 401, "still signed in after logout");
+    assert_eq!(
+        api(&b, &format!("{}/app/", w.a)).await.status(),
+        401,
+        "still signed in after logout"
+    );
 }
 
 #[tokio::test]
@@ -251,23 +415,43 @@ async fn callback_refusals_show_a_page_not_a_500() {
 
     // Missing and unknown state.
     assert_eq!(navigate(&b, &format!("{cb}?code=x")).await.status(), 400);
-    assert_eq!(navigate(&b, &format!("{cb}?code=x&state=forged")).await.status(), 400);
+    assert_eq!(
+        navigate(&b, &format!("{cb}?code=x&state=forged"))
+            .await
+            .status(),
+        400
+    );
 
     // A state works once.
-    let callback = choose(&b, &start_login(&b, &format!("{}/app/", w.a)).await, "alice").await;
+    let callback = choose(
+        &b,
+        &start_login(&b, &format!("{}/app/", w.a)).await,
+        "alice",
+    )
+    .await;
     assert_eq!(b.get(&callback).send().await.unwrap().status(), 302);
     let replay = navigate(&b, &callback).await;
     assert_eq!(replay.status(), 400);
 
     // A state from another browser is refused.
     let b = browser();
-    let callback = choose(&b, &start_login(&b, &format!("{}/app/", w.a)).await, "alice").await;
+    let callback = choose(
+        &b,
+        &start_login(&b, &format!("{}/app/", w.a)).await,
+        "alice",
+    )
+    .await;
     assert_eq!(navigate(&browser(), &callback).await.status(), 400);
 
     // Wrong `iss` on the callback.
     let b = browser();
     w.idp.set_callback_iss(Some("https://evil.example"));
-    let callback = choose(&b, &start_login(&b, &format!("{}/app/", w.a)).await, "alice").await;
+    let callback = choose(
+        &b,
+        &start_login(&b, &format!("{}/app/", w.a)).await,
+        "alice",
+    )
+    .await;
     let r = navigate(&b, &callback).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("another issuer"));
@@ -282,24 +466,40 @@ async fn callback_refusals_show_a_page_not_a_500() {
         (IdTokenTrick::WrongAudience, "another audience"),
     ] {
         let fresh = browser();
-        let callback = choose(&fresh, &start_login(&fresh, &format!("{}/app/", w.a)).await, "alice").await;
+        let callback = choose(
+            &fresh,
+            &start_login(&fresh, &format!("{}/app/", w.a)).await,
+            "alice",
+        )
+        .await;
         w.idp.spoil_next_id_token(trick);
         let r = navigate(&fresh, &callback).await;
         assert_eq!(r.status(), 400, "{trick:?}");
         let page = r.text().await.unwrap();
         assert!(page.contains(words), "{trick:?}: {page}");
-        assert_eq!(api(&fresh, &format!("{}/app/", w.a)).await.status(), 401, "{trick:?} made a session");
+        assert_eq!(
+            api(&fresh, &format!("{}/app/", w.a)).await.status(),
+            401,
+            "{trick:?} made a session"
+        );
     }
 
     // The IdP says no: a clear page with a retry link.
     let b = browser();
     w.idp.set_authorize_error(Some("access_denied"));
     let authorize = start_login(&b, &format!("{}/app/deep", w.a)).await;
-    let r = b.get(format!("{authorize}&user=alice")).send().await.unwrap();
+    let r = b
+        .get(format!("{authorize}&user=alice"))
+        .send()
+        .await
+        .unwrap();
     let r = navigate(&b, &location(&r)).await;
     assert_eq!(r.status(), 400);
     let page = r.text().await.unwrap();
-    assert!(page.contains("access_denied") && page.contains("/_authgate/login?rd="), "{page}");
+    assert!(
+        page.contains("access_denied") && page.contains("/_authgate/login?rd="),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -325,56 +525,130 @@ async fn sessions_and_tokens_are_bound_to_their_client() {
     let plain = client();
     // Sign in, and keep the session cookie the way an attacker would replay it.
     let jar = browser();
-    let cb = choose(&jar, &start_login(&jar, &format!("{}/app/", w.a)).await, "alice").await;
+    let cb = choose(
+        &jar,
+        &start_login(&jar, &format!("{}/app/", w.a)).await,
+        "alice",
+    )
+    .await;
     let r = jar.get(&cb).send().await.unwrap();
     let set = session_cookie(&r);
     let session = set.split(';').next().unwrap().to_string();
 
     // Same cookie on client b's origin: refused.
-    let r = plain.get(format!("{}/app/", w.b)).header("cookie", &session).header(ACCEPT, "application/json").send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/", w.b))
+        .header("cookie", &session)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     // Same cookie on a's host but claiming b's origin: refused.
-    let r = plain.get(format!("{}/app/", w.a)).header("cookie", &session).header("origin", &w.b).send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/", w.a))
+        .header("cookie", &session)
+        .header("origin", &w.b)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     // On its own origin it works.
-    let r = plain.get(format!("{}/app/", w.a)).header("cookie", &session).header(ACCEPT, "application/json").send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/", w.a))
+        .header("cookie", &session)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // A tampered cookie is no session.
     let mut tampered = session.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
-    let r = plain.get(format!("{}/app/", w.a)).header("cookie", &tampered).header(ACCEPT, "application/json").send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/", w.a))
+        .header("cookie", &tampered)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = plain.get(format!("{}/app/", w.a)).header("cookie", &tampered).header(ACCEPT, "text/html").send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/", w.a))
+        .header("cookie", &tampered)
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
 
     // Bearer tokens naming their client (azp) are bound the same way.
-    let token = w.idp.mint(json!({"sub": "svc", "aud": AUDIENCE, "azp": "client-a"}));
-    let r = plain.get(format!("{}/app/", w.a)).bearer_auth(&token).send().await.unwrap();
+    let token = w
+        .idp
+        .mint(json!({"sub": "svc", "aud": AUDIENCE, "azp": "client-a"}));
+    let r = plain
+        .get(format!("{}/app/", w.a))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = plain.get(format!("{}/app/", w.b)).bearer_auth(&token).send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/", w.b))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 
     // Unknown origins are refused.
-    let r = plain.get(format!("{}/app/", w.a)).bearer_auth(&token).header("origin", "https://evil.example").send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/", w.a))
+        .bearer_auth(&token)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
 #[tokio::test]
 async fn return_urls_never_leave_the_client() {
     let w = Login::start("").await;
-    for rd in ["//evil.com", "https:evil.com", "/\\evil.com", "%2F%2Fevil.com", "/%2F%2Fevil.com", "https://evil.com/", &format!("{}/x", w.b)] {
+    for rd in [
+        "//evil.com",
+        "https:evil.com",
+        "/\\evil.com",
+        "%2F%2Fevil.com",
+        "/%2F%2Fevil.com",
+        "https://evil.com/",
+        &format!("{}/x", w.b),
+    ] {
         let b = browser();
-        let r = b.get(format!("{}/_authgate/login", w.a)).query(&[("rd", rd)]).send().await.unwrap();
+        let r = b
+            .get(format!("{}/_authgate/login", w.a))
+            .query(&[("rd", rd)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 302, "{rd}");
         let callback = choose(&b, &location(&r), "alice").await;
         let r = b.get(&callback).send().await.unwrap();
         assert_eq!(location(&r), format!("{}/", w.a), "{rd}");
     }
     let b = browser();
-    let r = b.get(format!("{}/_authgate/login", w.a)).query(&[("rd", "/app/inbox?x=1")]).send().await.unwrap();
+    let r = b
+        .get(format!("{}/_authgate/login", w.a))
+        .query(&[("rd", "/app/inbox?x=1")])
+        .send()
+        .await
+        .unwrap();
     let callback = choose(&b, &location(&r), "alice").await;
-    assert_eq!(location(&b.get(&callback).send().await.unwrap()), format!("{}/app/inbox?x=1", w.a));
+    assert_eq!(
+        location(&b.get(&callback).send().await.unwrap()),
+        format!("{}/app/inbox?x=1", w.a)
+    );
 }
 
 #[tokio::test]
@@ -400,7 +674,10 @@ async fn cors_only_for_registered_origins() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["access-control-allow-origin"].to_str().unwrap(), w.b);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"].to_str().unwrap(),
+        w.b
+    );
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
     let r = plain
         .request(reqwest::Method::OPTIONS, format!("{}/app/x", w.a))
@@ -412,9 +689,22 @@ async fn cors_only_for_registered_origins() {
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("access-control-allow-origin").is_none());
     // Responses, refusals included, carry CORS headers for registered origins only.
-    let r = plain.get(format!("{}/app/x", w.a)).header("origin", &w.a).send().await.unwrap();
+    let r = plain
+        .get(format!("{}/app/x", w.a))
+        .header("origin", &w.a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["access-control-allow-origin"].to_str().unwrap(), w.a);
-    let r = plain.get(format!("{}/public/x", w.a)).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"].to_str().unwrap(),
+        w.a
+    );
+    let r = plain
+        .get(format!("{}/public/x", w.a))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }

@@ -33,66 +33,144 @@ impl Pair {
         let redis = RedisServer::start_or_skip(what)?;
         let (idp, echo) = idp_and_echo().await;
         let ports = [(free_port(), free_port()), (free_port(), free_port())];
-        let origins = |host: &str| ports.iter().map(|(p, _)| format!("\"http://{host}:{p}\"")).collect::<Vec<_>>().join(", ");
+        let origins = |host: &str| {
+            ports
+                .iter()
+                .map(|(p, _)| format!("\"http://{host}:{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut uris_a: Vec<String> = Vec::new();
         let mut uris_b: Vec<String> = Vec::new();
         for (p, _) in ports {
             uris_a.push(format!("http://localhost:{p}/_authgate/callback"));
             uris_b.push(format!("http://127.0.0.1:{p}/_authgate/callback"));
         }
-        idp.register_client("client-a", Some("secret-a"), &uris_a.iter().map(String::as_str).collect::<Vec<_>>());
-        idp.register_client("client-b", Some("secret-b"), &uris_b.iter().map(String::as_str).collect::<Vec<_>>());
+        idp.register_client(
+            "client-a",
+            Some("secret-a"),
+            &uris_a.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        idp.register_client(
+            "client-b",
+            Some("secret-b"),
+            &uris_b.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         // The IdP tells instance one; instance two learns through Redis.
-        idp.register_backchannel_logout("client-a", &format!("http://localhost:{}/_authgate/backchannel-logout/app-a", ports[0].0));
-        idp.register_backchannel_logout("client-b", &format!("http://127.0.0.1:{}/_authgate/backchannel-logout/app-b", ports[0].0));
+        idp.register_backchannel_logout(
+            "client-a",
+            &format!(
+                "http://localhost:{}/_authgate/backchannel-logout/app-a",
+                ports[0].0
+            ),
+        );
+        idp.register_backchannel_logout(
+            "client-b",
+            &format!(
+                "http://127.0.0.1:{}/_authgate/backchannel-logout/app-b",
+                ports[0].0
+            ),
+        );
         let session = format!("store = \"redis\"\n[session.redis]\nurl = \"{}\"\nprefix = \"it:\"\nkey = \"{KEY}\"\ntimeout = \"300ms\"\nconnect_timeout = \"300ms\"\n", redis.url());
-        let setup = Setup { clients: Clients::SignIn, session_extra: session, ..Setup::default() };
+        let setup = Setup {
+            clients: Clients::SignIn,
+            session_extra: session,
+            ..Setup::default()
+        };
         let mut gateways = Vec::new();
         for (port, admin) in ports {
             let text = config(port, admin, &idp, echo.addr(), &setup)
-                .replace(&format!("origins = [\"http://localhost:{port}\"]"), &format!("origins = [{}]", origins("localhost")))
-                .replace(&format!("origins = [\"http://127.0.0.1:{port}\"]"), &format!("origins = [{}]", origins("127.0.0.1")));
+                .replace(
+                    &format!("origins = [\"http://localhost:{port}\"]"),
+                    &format!("origins = [{}]", origins("localhost")),
+                )
+                .replace(
+                    &format!("origins = [\"http://127.0.0.1:{port}\"]"),
+                    &format!("origins = [{}]", origins("127.0.0.1")),
+                );
             gateways.push(spawn_gateway(&text, port, admin, true).await);
         }
         let two = gateways.pop().unwrap();
         let one = gateways.pop().unwrap();
-        Some(Pair { idp, _echo: echo, redis, one, two })
+        Some(Pair {
+            idp,
+            _echo: echo,
+            redis,
+            one,
+            two,
+        })
     }
 
     /// App a's origin at instance one and two.
     fn a(&self) -> (String, String) {
-        (format!("http://localhost:{}", self.one.port), format!("http://localhost:{}", self.two.port))
+        (
+            format!("http://localhost:{}", self.one.port),
+            format!("http://localhost:{}", self.two.port),
+        )
     }
 
     /// App b's origin at instance one and two.
     fn b(&self) -> (String, String) {
-        (format!("http://127.0.0.1:{}", self.one.port), format!("http://127.0.0.1:{}", self.two.port))
+        (
+            format!("http://127.0.0.1:{}", self.one.port),
+            format!("http://127.0.0.1:{}", self.two.port),
+        )
     }
 
     /// POSTs a logout token to app-a's back-channel endpoint at instance `at`.
     async fn backchannel(&self, at: &Gateway, token: &str) -> reqwest::Response {
-        client().post(format!("http://localhost:{}/_authgate/backchannel-logout/app-a", at.port)).form(&[("logout_token", token)]).send().await.unwrap()
+        client()
+            .post(format!(
+                "http://localhost:{}/_authgate/backchannel-logout/app-a",
+                at.port
+            ))
+            .form(&[("logout_token", token)])
+            .send()
+            .await
+            .unwrap()
     }
 }
 
 /// A browser: keeps cookies, follows no redirects.
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
+    r.headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "application/json").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The whole login at `url` as `user`.
 async fn log_in(b: &reqwest::Client, url: &str, user: &str) {
     let r = b.get(url).header(ACCEPT, "text/html").send().await.unwrap();
-    assert_eq!(r.status(), 302, "a navigation without a session goes to login");
-    let r = b.get(format!("{}&user={user}", location(&r))).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "a navigation without a session goes to login"
+    );
+    let r = b
+        .get(format!("{}&user={user}", location(&r)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let r = b.get(location(&r)).send().await.unwrap();
     assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
@@ -104,29 +182,59 @@ async fn subject(b: &reqwest::Client, url: &str) -> Result<String, u16> {
         return Err(r.status().as_u16());
     }
     let echoed: Value = r.json().await.unwrap();
-    Ok(echoed["headers"]["x-auth-subject"].as_str().unwrap_or_default().to_string())
+    Ok(echoed["headers"]["x-auth-subject"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
 }
 
 async fn metric(gw: &Gateway, line_start: &str) -> Option<f64> {
-    let text = client().get(format!("{}/metrics", gw.admin)).send().await.unwrap().text().await.unwrap();
-    text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    let text = client()
+        .get(format!("{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test]
 async fn a_session_started_at_one_instance_is_used_refreshed_and_ended_at_the_other() {
-    let Some(w) = Pair::start("tests/redis.rs").await else { return };
+    let Some(w) = Pair::start("tests/redis.rs").await else {
+        return;
+    };
     let ((a1, a2), _) = (w.a(), w.b());
     let b = browser();
     log_in(&b, &format!("{a1}/app/"), "alice").await;
-    assert_eq!(subject(&b, &format!("{a1}/app/x")).await, Ok("user_alice".into()));
-    assert_eq!(subject(&b, &format!("{a2}/app/x")).await, Ok("user_alice".into()), "instance two knows the session");
+    assert_eq!(
+        subject(&b, &format!("{a1}/app/x")).await,
+        Ok("user_alice".into())
+    );
+    assert_eq!(
+        subject(&b, &format!("{a2}/app/x")).await,
+        Ok("user_alice".into()),
+        "instance two knows the session"
+    );
 
     // Nothing readable in Redis: keys are digests, values ciphertext.
-    let cookie = b.get(format!("{a1}/_authgate/session")).header(ACCEPT, "application/json").send().await.unwrap();
+    let cookie = b
+        .get(format!("{a1}/_authgate/session"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cookie.status(), 200);
     let dump = w.redis.dump("it:*");
     assert!(dump.contains("it:s:"), "{dump}");
-    assert!(!dump.contains("user_alice") && !dump.contains("eyJ"), "a token or the subject in clear in Redis:\n{dump}");
+    assert!(
+        !dump.contains("user_alice") && !dump.contains("eyJ"),
+        "a token or the subject in clear in Redis:\n{dump}"
+    );
 
     // Twenty concurrent requests at both instances, tokens due for refresh: one refresh at the IdP.
     w.idp.set_token_ttl(20);
@@ -137,39 +245,91 @@ async fn a_session_started_at_one_instance_is_used_refreshed_and_ended_at_the_ot
     let before = w.idp.refresh_requests();
     let requests: Vec<_> = (0..20)
         .map(|i| {
-            let (b, url) = (b2.clone(), format!("{}/app/{i}", if i % 2 == 0 { &a1 } else { &a2 }));
+            let (b, url) = (
+                b2.clone(),
+                format!("{}/app/{i}", if i % 2 == 0 { &a1 } else { &a2 }),
+            );
             tokio::spawn(async move { api(&b, &url).await.status().as_u16() })
         })
         .collect();
     for r in requests {
         assert_eq!(r.await.unwrap(), 200);
     }
-    assert_eq!(w.idp.refresh_requests() - before, 1, "one refresh for twenty requests at two instances");
-    assert_eq!(subject(&b2, &format!("{a1}/app/again")).await, Ok("user_alice".into()));
-    assert_eq!(w.idp.refresh_requests() - before, 1, "the refreshed tokens are shared");
-    let waited = metric(&w.one, "authgate_session_refreshes_total{result=\"waited\"}").await.unwrap_or(0.0) + metric(&w.two, "authgate_session_refreshes_total{result=\"waited\"}").await.unwrap_or(0.0);
+    assert_eq!(
+        w.idp.refresh_requests() - before,
+        1,
+        "one refresh for twenty requests at two instances"
+    );
+    assert_eq!(
+        subject(&b2, &format!("{a1}/app/again")).await,
+        Ok("user_alice".into())
+    );
+    assert_eq!(
+        w.idp.refresh_requests() - before,
+        1,
+        "the refreshed tokens are shared"
+    );
+    let waited = metric(
+        &w.one,
+        "authgate_session_refreshes_total{result=\"waited\"}",
+    )
+    .await
+    .unwrap_or(0.0)
+        + metric(
+            &w.two,
+            "authgate_session_refreshes_total{result=\"waited\"}",
+        )
+        .await
+        .unwrap_or(0.0);
     assert!(waited >= 1.0, "the other instance waited for the refresh");
     w.idp.set_refresh_delay(Duration::ZERO);
 
     // Logout at instance two: refused at both.
-    let r = b.get(format!("{a2}/_authgate/logout")).header("sec-fetch-site", "same-origin").send().await.unwrap();
+    let r = b
+        .get(format!("{a2}/_authgate/logout"))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(subject(&b, &format!("{a1}/app/x")).await, Err(401), "logged out at one instance, out at all");
+    assert_eq!(
+        subject(&b, &format!("{a1}/app/x")).await,
+        Err(401),
+        "logged out at one instance, out at all"
+    );
     assert_eq!(subject(&b, &format!("{a2}/app/x")).await, Err(401));
-    assert_eq!(metric(&w.two, "authgate_logouts_total{kind=\"user\"}").await, Some(1.0));
-    assert!(metric(&w.one, "authgate_sessions_active{store=\"redis\"}").await.is_some());
+    assert_eq!(
+        metric(&w.two, "authgate_logouts_total{kind=\"user\"}").await,
+        Some(1.0)
+    );
+    assert!(metric(&w.one, "authgate_sessions_active{store=\"redis\"}")
+        .await
+        .is_some());
 }
 
 #[tokio::test]
 async fn redis_down_means_503_for_sessions_only_and_it_recovers_by_itself() {
-    let Some(mut w) = Pair::start("tests/redis.rs").await else { return };
+    let Some(mut w) = Pair::start("tests/redis.rs").await else {
+        return;
+    };
     let (a1, a2) = w.a();
     let b = browser();
     log_in(&b, &format!("{a1}/app/"), "alice").await;
-    let bearer = w.idp.mint(json!({"sub": "user_1", "aud": AUDIENCE, "azp": "client-a"}));
+    let bearer = w
+        .idp
+        .mint(json!({"sub": "user_1", "aud": AUDIENCE, "azp": "client-a"}));
     let with_bearer = |url: String| {
         let bearer = bearer.clone();
-        async move { client().get(url).bearer_auth(bearer).send().await.unwrap().status().as_u16() }
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(with_bearer(format!("{a1}/api/me")).await, 200);
 
@@ -179,18 +339,49 @@ async fn redis_down_means_503_for_sessions_only_and_it_recovers_by_itself() {
         let started = std::time::Instant::now();
         let r = api(&b, &url).await;
         assert_eq!(r.status(), 503, "{url}");
-        assert_eq!(r.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("5"));
-        assert!(started.elapsed() < Duration::from_secs(3), "a bounded wait: {:?}", started.elapsed());
-        let r = b.get(&url).header(ACCEPT, "text/html").send().await.unwrap();
-        assert_eq!(r.status(), 503, "a navigation is not sent to sign in again while sessions are unknown");
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+            Some("5")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a bounded wait: {:?}",
+            started.elapsed()
+        );
+        let r = b
+            .get(&url)
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            503,
+            "a navigation is not sent to sign in again while sessions are unknown"
+        );
     }
     for _ in 0..5 {
         assert_eq!(api(&b, &format!("{a1}/app/y")).await.status(), 503);
     }
-    assert_eq!(with_bearer(format!("{a1}/api/me")).await, 200, "bearer traffic is unaffected");
+    assert_eq!(
+        with_bearer(format!("{a1}/api/me")).await,
+        200,
+        "bearer traffic is unaffected"
+    );
     assert_eq!(with_bearer(format!("{a2}/api/me")).await, 200);
-    let outage_lines = w.one.log.lock().unwrap().matches("session store (redis) is unreachable").count();
-    assert_eq!(outage_lines, 1, "one log line per outage:\n{}", w.one.log.lock().unwrap());
+    let outage_lines = w
+        .one
+        .log
+        .lock()
+        .unwrap()
+        .matches("session store (redis) is unreachable")
+        .count();
+    assert_eq!(
+        outage_lines,
+        1,
+        "one log line per outage:\n{}",
+        w.one.log.lock().unwrap()
+    );
 
     w.redis.restart();
     let b_ = b.clone();
@@ -199,17 +390,38 @@ async fn redis_down_means_503_for_sessions_only_and_it_recovers_by_itself() {
         async move { api(&b, &url).await.status() == 200 }
     })
     .await;
-    assert!(back, "sessions are served again without restarting the gateway");
-    assert_eq!(subject(&b, &format!("{a2}/app/z")).await, Ok("user_alice".into()));
-    assert!(w.one.log.lock().unwrap().contains("session store (redis) is reachable again"));
-    assert!(metric(&w.one, "authgate_session_store_errors_total{operation=\"get\"}").await.unwrap_or(0.0) >= 1.0);
+    assert!(
+        back,
+        "sessions are served again without restarting the gateway"
+    );
+    assert_eq!(
+        subject(&b, &format!("{a2}/app/z")).await,
+        Ok("user_alice".into())
+    );
+    assert!(w
+        .one
+        .log
+        .lock()
+        .unwrap()
+        .contains("session store (redis) is reachable again"));
+    assert!(
+        metric(
+            &w.one,
+            "authgate_session_store_errors_total{operation=\"get\"}"
+        )
+        .await
+        .unwrap_or(0.0)
+            >= 1.0
+    );
     // What the example dashboard shows of the session store exists after this run.
     assert_dashboard_metrics_exported(&w.one, &DASHBOARD_REDIS_ONLY).await;
 }
 
 #[tokio::test]
 async fn backchannel_logout_at_one_instance_ends_the_session_at_both() {
-    let Some(w) = Pair::start("tests/redis.rs").await else { return };
+    let Some(w) = Pair::start("tests/redis.rs").await else {
+        return;
+    };
     let ((a1, a2), (b1, b2)) = (w.a(), w.b());
     let (alice, alice_again, bob) = (browser(), browser(), browser());
     log_in(&alice, &format!("{a1}/app/"), "alice").await;
@@ -221,54 +433,147 @@ async fn backchannel_logout_at_one_instance_ends_the_session_at_both() {
     // Every bad token: 400 with an error, no session touched.
     let forger = devidp::keys::SigningKey::generate(jsonwebtoken::Algorithm::RS256).unwrap();
     let good_claims = json!({"iss": w.idp.issuer(), "aud": "client-a", "iat": now(), "exp": now() + 120, "jti": "forged", "sub": "user_alice", "events": {devidp::idp::BACKCHANNEL_LOGOUT_EVENT: {}}});
-    let replayed = w.idp.logout_token("client-a", json!({"sub": "user_bob", "sid": "unknown-sid"}));
-    assert_eq!(w.backchannel(&w.one, &replayed).await.status(), 200, "a token for an unknown sid ends nothing");
+    let replayed = w
+        .idp
+        .logout_token("client-a", json!({"sub": "user_bob", "sid": "unknown-sid"}));
+    assert_eq!(
+        w.backchannel(&w.one, &replayed).await.status(),
+        200,
+        "a token for an unknown sid ends nothing"
+    );
     let cases = [
         ("forged", forger.sign_with_typ(&good_claims, "logout+jwt")),
         ("replayed at the other instance", replayed.clone()),
-        ("wrong audience", w.idp.logout_token("client-b", json!({"sub": "user_alice"}))),
-        ("nonce", w.idp.logout_token("client-a", json!({"sub": "user_alice", "nonce": "n"}))),
-        ("no events", w.idp.logout_token("client-a", json!({"sub": "user_alice", "events": null}))),
-        ("expired", w.idp.logout_token("client-a", json!({"sub": "user_alice", "exp": now() - 600, "iat": now() - 700}))),
-        ("stale iat", w.idp.logout_token("client-a", json!({"sub": "user_alice", "iat": now() - 600}))),
+        (
+            "wrong audience",
+            w.idp.logout_token("client-b", json!({"sub": "user_alice"})),
+        ),
+        (
+            "nonce",
+            w.idp
+                .logout_token("client-a", json!({"sub": "user_alice", "nonce": "n"})),
+        ),
+        (
+            "no events",
+            w.idp
+                .logout_token("client-a", json!({"sub": "user_alice", "events": null})),
+        ),
+        (
+            "expired",
+            w.idp.logout_token(
+                "client-a",
+                json!({"sub": "user_alice", "exp": now() - 600, "iat": now() - 700}),
+            ),
+        ),
+        (
+            "stale iat",
+            w.idp
+                .logout_token("client-a", json!({"sub": "user_alice", "iat": now() - 600})),
+        ),
         ("no sub nor sid", w.idp.logout_token("client-a", json!({}))),
-        ("an id_token", w.idp.mint(json!({"sub": "user_alice", "aud": "client-a"}))),
+        (
+            "an id_token",
+            w.idp.mint(json!({"sub": "user_alice", "aud": "client-a"})),
+        ),
     ];
     for (case, token) in &cases {
         let r = w.backchannel(&w.two, token).await;
         assert_eq!(r.status(), 400, "{case}");
-        assert_eq!(r.headers().get("cache-control").unwrap(), "no-store", "{case}");
+        assert_eq!(
+            r.headers().get("cache-control").unwrap(),
+            "no-store",
+            "{case}"
+        );
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "invalid_request", "{case}");
-        assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{case}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{case}"
+        );
     }
     for (b, url) in [(&alice, &a1), (&alice_again, &a2), (&bob, &a1)] {
-        assert!(subject(b, &format!("{url}/app/still")).await.is_ok(), "a refused token touched no session");
+        assert!(
+            subject(b, &format!("{url}/app/still")).await.is_ok(),
+            "a refused token touched no session"
+        );
     }
-    let bad = client().get(format!("http://localhost:{}/_authgate/backchannel-logout/app-a", w.one.port)).send().await.unwrap();
+    let bad = client()
+        .get(format!(
+            "http://localhost:{}/_authgate/backchannel-logout/app-a",
+            w.one.port
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 405);
-    let json_body = client().post(format!("http://localhost:{}/_authgate/backchannel-logout/app-a", w.one.port)).json(&json!({"logout_token": w.idp.logout_token("client-a", json!({"sub": "user_alice"}))})).send().await.unwrap();
+    let json_body = client()
+        .post(format!(
+            "http://localhost:{}/_authgate/backchannel-logout/app-a",
+            w.one.port
+        ))
+        .json(
+            &json!({"logout_token": w.idp.logout_token("client-a", json!({"sub": "user_alice"}))}),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_body.status(), 400, "a logout token comes in a form");
-    let unknown = client().post(format!("http://localhost:{}/_authgate/backchannel-logout/nobody", w.one.port)).form(&[("logout_token", "x")]).send().await.unwrap();
+    let unknown = client()
+        .post(format!(
+            "http://localhost:{}/_authgate/backchannel-logout/nobody",
+            w.one.port
+        ))
+        .form(&[("logout_token", "x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 400);
 
     // By sid, at instance one: that session ends at both instances; alice's other login stays.
-    let by_sid = w.idp.logout_token("client-a", json!({"sub": "user_alice", "sid": sids[0]}));
+    let by_sid = w
+        .idp
+        .logout_token("client-a", json!({"sub": "user_alice", "sid": sids[0]}));
     let r = w.backchannel(&w.one, &by_sid).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers().get("cache-control").unwrap(), "no-store");
-    assert_eq!(subject(&alice, &format!("{a2}/app/x")).await, Err(401), "ended at the other instance too");
+    assert_eq!(
+        subject(&alice, &format!("{a2}/app/x")).await,
+        Err(401),
+        "ended at the other instance too"
+    );
     assert_eq!(subject(&alice, &format!("{a1}/app/x")).await, Err(401));
-    assert!(subject(&alice_again, &format!("{a1}/app/x")).await.is_ok(), "another sid stays");
-    assert_eq!(w.backchannel(&w.two, &by_sid).await.status(), 400, "the same token again, at the other instance: a replay");
+    assert!(
+        subject(&alice_again, &format!("{a1}/app/x")).await.is_ok(),
+        "another sid stays"
+    );
+    assert_eq!(
+        w.backchannel(&w.two, &by_sid).await.status(),
+        400,
+        "the same token again, at the other instance: a replay"
+    );
 
     // By sub alone: every session of alice at app-a; bob stays.
     let by_sub = w.idp.logout_token("client-a", json!({"sub": "user_alice"}));
     assert_eq!(w.backchannel(&w.two, &by_sub).await.status(), 200);
-    assert_eq!(subject(&alice_again, &format!("{a1}/app/x")).await, Err(401));
+    assert_eq!(
+        subject(&alice_again, &format!("{a1}/app/x")).await,
+        Err(401)
+    );
     assert!(subject(&bob, &format!("{a1}/app/x")).await.is_ok());
-    assert_eq!(metric(&w.one, "authgate_logouts_total{kind=\"backchannel\"}").await, Some(2.0));
-    assert_eq!(metric(&w.two, "authgate_backchannel_logout_refusals_total{reason=\"replayed\"}").await, Some(2.0));
+    assert_eq!(
+        metric(&w.one, "authgate_logouts_total{kind=\"backchannel\"}").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &w.two,
+            "authgate_backchannel_logout_refusals_total{reason=\"replayed\"}"
+        )
+        .await,
+        Some(2.0)
+    );
 
     // The IdP's own logout: signing out at app-b (instance two) sends the browser to the IdP,
     // which posts logout tokens to every client the user signed in to — app-a's session of the
@@ -276,15 +581,34 @@ async fn backchannel_logout_at_one_instance_ends_the_session_at_both() {
     let carol = browser();
     log_in(&carol, &format!("{b2}/app/"), "carol").await;
     log_in(&carol, &format!("{a2}/app/"), "carol").await;
-    let r = carol.get(format!("{b1}/_authgate/logout")).header("sec-fetch-site", "same-origin").send().await.unwrap();
+    let r = carol
+        .get(format!("{b1}/_authgate/logout"))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let at_idp = location(&r);
-    assert!(at_idp.contains("/end_session") && at_idp.contains("id_token_hint"), "{at_idp}");
-    assert_eq!(subject(&carol, &format!("{a2}/app/x")).await.map(|_| ()), Ok(()), "app-a is still signed in before the IdP logout");
+    assert!(
+        at_idp.contains("/end_session") && at_idp.contains("id_token_hint"),
+        "{at_idp}"
+    );
+    assert_eq!(
+        subject(&carol, &format!("{a2}/app/x")).await.map(|_| ()),
+        Ok(()),
+        "app-a is still signed in before the IdP logout"
+    );
     let r = carol.get(&at_idp).send().await.unwrap();
     assert_eq!(r.status(), 302, "the IdP returns the browser");
     let delivered = w.idp.backchannel_deliveries();
-    assert!(delivered.contains(&("client-a".to_string(), 200)), "{delivered:?}");
-    assert_eq!(subject(&carol, &format!("{a1}/app/x")).await, Err(401), "the IdP's back-channel logout ended app-a's session");
+    assert!(
+        delivered.contains(&("client-a".to_string(), 200)),
+        "{delivered:?}"
+    );
+    assert_eq!(
+        subject(&carol, &format!("{a1}/app/x")).await,
+        Err(401),
+        "the IdP's back-channel logout ended app-a's session"
+    );
     assert_eq!(subject(&carol, &format!("{a2}/app/x")).await, Err(401));
 }

@@ -23,9 +23,22 @@ forward_token = true
 "#;
 
 async fn shadow_count(w: &World, would: &str) -> f64 {
-    let metrics = w.http.get(format!("{}/metrics", w.gw.admin)).send().await.unwrap().text().await.unwrap();
-    let series = format!("authgate_shadow_decisions_total{{route=\"invoice-delete-shadow\",would=\"{would}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&series)?.parse().ok()).unwrap_or(0.0)
+    let metrics = w
+        .http
+        .get(format!("{}/metrics", w.gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!(
+        "authgate_shadow_decisions_total{{route=\"invoice-delete-shadow\",would=\"{would}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn echoed(r: reqwest::Response) -> Value {
@@ -34,23 +47,59 @@ async fn echoed(r: reqwest::Response) -> Value {
 }
 
 #[tokio::test]
-async fn a_shadow_rule_that_would_refuse_proxies_counts_and_logs_and_vouches_only_for_what_it_verified() {
-    let w = World::start_with(Setup { extra: SHADOW.into(), ..Setup::default() }).await;
+async fn a_shadow_rule_that_would_refuse_proxies_counts_and_logs_and_vouches_only_for_what_it_verified(
+) {
+    let w = World::start_with(Setup {
+        extra: SHADOW.into(),
+        ..Setup::default()
+    })
+    .await;
     let url = format!("{}/shadow/invoices/7", w.gw.url);
 
     // A verified caller without the permission: proxied with its identity, no permission header.
     let reader = w.token(json!({"client_abc:invoice": ["read"]}));
-    let h = echoed(w.http.get(&url).bearer_auth(&reader).header("x-auth-permission", "client_abc:invoice:delete").send().await.unwrap()).await;
+    let h = echoed(
+        w.http
+            .get(&url)
+            .bearer_auth(&reader)
+            .header("x-auth-permission", "client_abc:invoice:delete")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(h["x-auth-subject"], "user_1");
     assert_eq!(h["x-auth-client"], "billing");
-    assert!(h.get("x-auth-permission").is_none(), "a permission not granted reached the upstream: {h}");
-    assert_eq!(h["authorization"], format!("Bearer {reader}").as_str(), "forward_token forwards a verified token");
+    assert!(
+        h.get("x-auth-permission").is_none(),
+        "a permission not granted reached the upstream: {h}"
+    );
+    assert_eq!(
+        h["authorization"],
+        format!("Bearer {reader}").as_str(),
+        "forward_token forwards a verified token"
+    );
     assert_eq!(shadow_count(&w, "refuse").await, 1.0);
-    let logged = eventually(Duration::from_secs(5), || async { w.gw.log.lock().unwrap().contains("shadow rule would refuse") }).await;
+    let logged = eventually(Duration::from_secs(5), || async {
+        w.gw.log
+            .lock()
+            .unwrap()
+            .contains("shadow rule would refuse")
+    })
+    .await;
     assert!(logged, "{}", w.gw.log.lock().unwrap());
     let log = w.gw.log.lock().unwrap().clone();
-    let line = log.lines().find(|l| l.contains("shadow rule would refuse")).unwrap();
-    assert!(line.contains("invoice-delete-shadow") && line.contains("forbidden") && line.contains("user_1") && line.contains("delete"), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("shadow rule would refuse"))
+        .unwrap();
+    assert!(
+        line.contains("invoice-delete-shadow")
+            && line.contains("forbidden")
+            && line.contains("user_1")
+            && line.contains("delete"),
+        "{line}"
+    );
 
     // A caller the rule would allow: proxied with the permission, counted as allowed.
     let deleter = w.token(json!({"client_abc:invoice": ["delete"]}));
@@ -60,15 +109,47 @@ async fn a_shadow_rule_that_would_refuse_proxies_counts_and_logs_and_vouches_onl
 
     // No credential, or one that does not verify: proxied with no identity at all, the
     // unverified token not forwarded, a spoofed identity header stripped.
-    let h = echoed(w.http.get(&url).header("x-auth-subject", "admin").send().await.unwrap()).await;
-    assert!(h.as_object().unwrap().keys().all(|k| !k.starts_with("x-auth-")), "identity headers for an anonymous caller: {h}");
-    let h = echoed(w.http.get(&url).bearer_auth("not.a.token").send().await.unwrap()).await;
-    assert!(h.as_object().unwrap().keys().all(|k| !k.starts_with("x-auth-")), "identity headers for an unverified caller: {h}");
-    assert!(h.get("authorization").is_none(), "an unverified token was forwarded: {h}");
+    let h = echoed(
+        w.http
+            .get(&url)
+            .header("x-auth-subject", "admin")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        h.as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("x-auth-")),
+        "identity headers for an anonymous caller: {h}"
+    );
+    let h = echoed(
+        w.http
+            .get(&url)
+            .bearer_auth("not.a.token")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        h.as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("x-auth-")),
+        "identity headers for an unverified caller: {h}"
+    );
+    assert!(
+        h.get("authorization").is_none(),
+        "an unverified token was forwarded: {h}"
+    );
     assert_eq!(shadow_count(&w, "refuse").await, 3.0);
     let logged = eventually(Duration::from_secs(5), || async {
         let log = w.gw.log.lock().unwrap();
-        (log.contains("would=\"unauthenticated\"") || log.contains("would=unauthenticated")) && log.contains("invalid_token")
+        (log.contains("would=\"unauthenticated\"") || log.contains("would=unauthenticated"))
+            && log.contains("invalid_token")
     })
     .await;
     assert!(logged, "{}", w.gw.log.lock().unwrap());

@@ -7,9 +7,13 @@ use serde_json::json;
 
 #[tokio::test]
 async fn serves_https_and_builds_the_origin_with_https() {
-    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -32,17 +36,33 @@ async fn serves_https_and_builds_the_origin_with_https() {
         .unwrap();
     // A token bound to `secure` (azp) passes only when the request's origin names that client.
     let token = idp.mint(json!({"sub": "u", "aud": AUDIENCE, "azp": "sec"}));
-    let r = https.get(format!("https://localhost:{port}/api/me")).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(r.status(), 200, "the Host origin is https://localhost:{port}, the client `secure`");
+    let r = https
+        .get(format!("https://localhost:{port}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the Host origin is https://localhost:{port}, the client `secure`"
+    );
     let echoed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-auth-client"], "secure");
     assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
     // Plain http on the TLS port is not served.
-    match client().get(format!("http://127.0.0.1:{port}/public/x")).send().await {
+    match client()
+        .get(format!("http://127.0.0.1:{port}/public/x"))
+        .send()
+        .await
+    {
         Ok(r) => panic!("plain http on the TLS port was answered {}", r.status()),
         // The listener is there (the https request above went through): the connection is
         // made, and the TLS handshake refuses what follows.
-        Err(e) => assert!(!e.is_connect() && !e.is_timeout(), "not a TLS refusal: {e:?}"),
+        Err(e) => assert!(
+            !e.is_connect() && !e.is_timeout(),
+            "not a TLS refusal: {e:?}"
+        ),
     }
     drop(gw);
 }
@@ -51,7 +71,10 @@ async fn serves_https_and_builds_the_origin_with_https() {
 /// PEM, certificate path, key path).
 fn p256_certificate(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
@@ -71,7 +94,11 @@ fn https_client(cert: &str, port: u16, http1: bool) -> reqwest::Client {
 
 /// `name=value` of each `Set-Cookie`.
 fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string()).collect()
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect()
 }
 
 /// The TLS listener offers `h2` by ALPN (the default): a browser's requests arrive as HTTP/2,
@@ -82,90 +109,185 @@ fn set_cookies(r: &reqwest::Response) -> Vec<String> {
 async fn http2_over_tls_end_to_end() {
     use reqwest::header::{ACCEPT, LOCATION};
     use reqwest::Version;
-    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, cert_path, key_path) = p256_certificate(dir.path());
     let (port, admin) = (free_port(), free_port());
     let origin = format!("https://localhost:{port}");
-    idp.register_client("sec", Some("sec-secret"), &[&format!("{origin}/_authgate/callback")]);
+    idp.register_client(
+        "sec",
+        Some("sec-secret"),
+        &[&format!("{origin}/_authgate/callback")],
+    );
     let setup = Setup {
         proxy_extra: format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert_path.display(), key_path.display()),
         extra: format!("[[clients]]\nname = \"secure\"\norigins = [\"{origin}\"]\nclient_id = \"sec\"\nclient_secret = \"sec-secret\"\n"),
         ..Setup::default()
     };
-    let gw = spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
+    let gw =
+        spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
     let h2 = https_client(&cert, port, false);
 
     // A public route: identity headers a client sends are stripped; the upstream (HTTP/1.1) gets
     // `Host` from `:authority`.
-    let r = h2.get(format!("{origin}/public/x?q=1")).header("x-auth-subject", "root").header("X-Forwarded-User", "root").header("x_auth_email", "root@example.com").send().await.unwrap();
+    let r = h2
+        .get(format!("{origin}/public/x?q=1"))
+        .header("x-auth-subject", "root")
+        .header("X-Forwarded-User", "root")
+        .header("x_auth_email", "root@example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_2));
     // The request id (sent as a never-indexed HPACK literal) is the one the upstream got.
-    let request_id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string).expect("no x-request-id over HTTP/2");
+    let request_id = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("no x-request-id over HTTP/2");
     let echoed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-request-id"], request_id.as_str());
     assert_eq!(echoed["path"], "/public/x");
     assert_eq!(echoed["version"], "HTTP/1.1");
     assert_eq!(echoed["headers"]["host"], format!("localhost:{port}"));
     assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
-    for forged in ["x-auth-subject", "x-forwarded-user", "x-auth-email", "x_auth_email"] {
-        assert!(echoed["headers"].get(forged).is_none(), "{forged} reached the upstream: {echoed}");
+    for forged in [
+        "x-auth-subject",
+        "x-forwarded-user",
+        "x-auth-email",
+        "x_auth_email",
+    ] {
+        assert!(
+            echoed["headers"].get(forged).is_none(),
+            "{forged} reached the upstream: {echoed}"
+        );
     }
 
     // A bearer route: the client is identified from `:authority` (a token bound to `sec` passes
     // only when the request's origin is `secure`'s), the verified identity replaces forged headers.
     let token = idp.mint(json!({"sub": "u", "aud": AUDIENCE, "azp": "sec"}));
-    let r = h2.get(format!("{origin}/api/me")).bearer_auth(&token).header("x-auth-subject", "root").send().await.unwrap();
+    let r = h2
+        .get(format!("{origin}/api/me"))
+        .bearer_auth(&token)
+        .header("x-auth-subject", "root")
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_2));
     let echoed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-auth-subject"], "u");
     assert_eq!(echoed["headers"]["x-auth-client"], "secure");
-    assert!(echoed["headers"].get("authorization").is_none(), "the token went upstream: {echoed}");
+    assert!(
+        echoed["headers"].get("authorization").is_none(),
+        "the token went upstream: {echoed}"
+    );
 
     // Refusals: no token, a forged token (with forged identity headers): 401, nothing upstream.
     let before = echo.requests();
-    let r = h2.get(format!("{origin}/api/me")).header(ACCEPT, "application/json").send().await.unwrap();
+    let r = h2
+        .get(format!("{origin}/api/me"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (401, Version::HTTP_2));
     assert!(r.headers().contains_key("www-authenticate"));
-    let r = h2.get(format!("{origin}/api/me")).bearer_auth("e30.e30.sig").header("x-auth-subject", "u").send().await.unwrap();
+    let r = h2
+        .get(format!("{origin}/api/me"))
+        .bearer_auth("e30.e30.sig")
+        .header("x-auth-subject", "u")
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (401, Version::HTTP_2));
     // A `Host` that contradicts `:authority` is refused before routing.
-    let r = h2.get(format!("{origin}/public/x")).header("host", "reports.test").send().await.unwrap();
+    let r = h2
+        .get(format!("{origin}/public/x"))
+        .header("host", "reports.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (400, Version::HTTP_2));
-    assert_eq!(echo.requests(), before, "a refused request reached the upstream");
+    assert_eq!(
+        echo.requests(),
+        before,
+        "a refused request reached the upstream"
+    );
 
     // Sign-in over HTTP/2: the navigation goes to the IdP, the callback sets the session cookie.
-    let r = h2.get(format!("{origin}/api/me")).header(ACCEPT, "text/html").send().await.unwrap();
+    let r = h2
+        .get(format!("{origin}/api/me"))
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (302, Version::HTTP_2));
     let login = set_cookies(&r);
-    assert!(login.iter().any(|c| c.starts_with("__Host-authgate-login-")), "{login:?}");
+    assert!(
+        login
+            .iter()
+            .any(|c| c.starts_with("__Host-authgate-login-")),
+        "{login:?}"
+    );
     let authorize = r.headers()[LOCATION].to_str().unwrap().to_string();
-    let r = client().get(format!("{authorize}&user=alice")).send().await.unwrap();
+    let r = client()
+        .get(format!("{authorize}&user=alice"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302, "the IdP did not send back");
     let callback = r.headers()[LOCATION].to_str().unwrap().to_string();
-    assert!(callback.starts_with(&format!("{origin}/_authgate/callback")), "{callback}");
+    assert!(
+        callback.starts_with(&format!("{origin}/_authgate/callback")),
+        "{callback}"
+    );
     let mut req = h2.get(&callback);
     for c in &login {
         req = req.header("cookie", c);
     }
     let r = req.send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (302, Version::HTTP_2));
-    let session = set_cookies(&r).into_iter().find(|c| c.starts_with("__Host-authgate=")).expect("no session cookie");
+    let session = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-authgate="))
+        .expect("no session cookie");
     // The session cookie in a `cookie` field of its own, between two others (HTTP/2 lets a
     // browser split cookies so): the session is found, only the others go upstream.
-    let r = h2.get(format!("{origin}/api/me")).header(ACCEPT, "application/json").header("cookie", "theme=dark").header("cookie", &session).header("cookie", "lang=en").header("x-auth-subject", "root").send().await.unwrap();
+    let r = h2
+        .get(format!("{origin}/api/me"))
+        .header(ACCEPT, "application/json")
+        .header("cookie", "theme=dark")
+        .header("cookie", &session)
+        .header("cookie", "lang=en")
+        .header("x-auth-subject", "root")
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_2));
     let echoed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-auth-subject"], "user_alice");
     assert_eq!(echoed["headers"]["x-auth-client"], "secure");
     let cookie = echoed["headers"]["cookie"].as_str().unwrap_or_default();
-    assert!(cookie.contains("theme=dark") && cookie.contains("lang=en") && !cookie.contains("authgate"), "cookies upstream: {cookie:?}");
+    assert!(
+        cookie.contains("theme=dark") && cookie.contains("lang=en") && !cookie.contains("authgate"),
+        "cookies upstream: {cookie:?}"
+    );
 
     // HTTP/1.1 over the same TLS listener.
     let h1 = https_client(&cert, port, true);
-    let r = h1.get(format!("{origin}/api/me")).bearer_auth(&token).send().await.unwrap();
+    let r = h1
+        .get(format!("{origin}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_11));
     let echoed: serde_json::Value = r.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-auth-client"], "secure");
@@ -176,18 +298,34 @@ async fn http2_over_tls_end_to_end() {
 /// speaks HTTP/1.1.
 #[tokio::test]
 async fn http2_can_be_turned_off() {
-    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, cert_path, key_path) = p256_certificate(dir.path());
     let (port, admin) = (free_port(), free_port());
     let setup = Setup {
-        proxy_extra: format!("tls = {{ cert = \"{}\", key = \"{}\", http2 = false }}", cert_path.display(), key_path.display()),
+        proxy_extra: format!(
+            "tls = {{ cert = \"{}\", key = \"{}\", http2 = false }}",
+            cert_path.display(),
+            key_path.display()
+        ),
         ..Setup::default()
     };
-    let gw = spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
-    let r = https_client(&cert, port, false).get(format!("https://localhost:{port}/public/x")).send().await.unwrap();
-    assert_eq!((r.status().as_u16(), r.version()), (200, reqwest::Version::HTTP_11));
+    let gw =
+        spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
+    let r = https_client(&cert, port, false)
+        .get(format!("https://localhost:{port}/public/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
     drop(gw);
 }

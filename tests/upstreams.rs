@@ -15,14 +15,30 @@ use std::time::Duration;
 /// A world whose config appends `extra` (upstreams and routes), with echo servers of its own.
 async fn world(extra: String) -> (DevIdp, EchoServer, Gateway) {
     let (idp, echo) = idp_and_echo().await;
-    let setup = Setup { extra, ..Setup::default() };
-    let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &setup), true).await;
+    let setup = Setup {
+        extra,
+        ..Setup::default()
+    };
+    let gw = start_gateway(
+        |port, admin| config(port, admin, &idp, echo.addr(), &setup),
+        true,
+    )
+    .await;
     (idp, echo, gw)
 }
 
 /// Which echo server answered `GET {gw}{path}`; `Err(status)` when not 200.
-async fn served_by(http: &reqwest::Client, gw: &Gateway, method: reqwest::Method, path: &str) -> Result<String, u16> {
-    let r = http.request(method, format!("{}{path}", gw.url)).send().await.unwrap_or_else(|e| panic!("{e}; log:\n{}", gw.log.lock().unwrap()));
+async fn served_by(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<String, u16> {
+    let r = http
+        .request(method, format!("{}{path}", gw.url))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", gw.log.lock().unwrap()));
     if r.status() != 200 {
         return Err(r.status().as_u16());
     }
@@ -30,21 +46,47 @@ async fn served_by(http: &reqwest::Client, gw: &Gateway, method: reqwest::Method
     Ok(body["server"].as_str().unwrap().to_string())
 }
 
-async fn healthy(http: &reqwest::Client, gw: &Gateway, upstream: &str, address: SocketAddr) -> Option<f64> {
-    let metrics = http.get(format!("{}/metrics", gw.admin)).send().await.unwrap().text().await.unwrap();
-    let (a, u) = (format!("address=\"{address}\""), format!("upstream=\"{upstream}\""));
-    metrics.lines().filter(|l| l.starts_with("authgate_upstream_healthy{") && l.contains(&a) && l.contains(&u)).find_map(|l| l.rsplit(' ').next()?.parse().ok())
+async fn healthy(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    upstream: &str,
+    address: SocketAddr,
+) -> Option<f64> {
+    let metrics = http
+        .get(format!("{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (a, u) = (
+        format!("address=\"{address}\""),
+        format!("upstream=\"{upstream}\""),
+    );
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("authgate_upstream_healthy{") && l.contains(&a) && l.contains(&u))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn pool(name: &str, addresses: &[SocketAddr], settings: &str) -> String {
-    let list = addresses.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let list = addresses
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("\n[[upstreams]]\nname = \"{name}\"\naddresses = [{list}]\nconnect_timeout = \"500ms\"\n{settings}\n\n[[routes]]\nname = \"{name}\"\npath = \"/{name}/*\"\nupstream = \"{name}\"\nauth = \"none\"\n")
 }
 
 #[tokio::test]
 async fn a_health_check_takes_a_dead_address_out_of_rotation_and_brings_it_back() {
-    let a = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let b = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let a = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let b = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let (a_addr, b_addr) = (a.addr(), b.addr());
     // No retries: a request sent to the dead address would fail, so every success after the
     // check took it out shows it out of rotation.
@@ -54,41 +96,88 @@ async fn a_health_check_takes_a_dead_address_out_of_rotation_and_brings_it_back(
 
     let mut seen = HashMap::new();
     for _ in 0..6 {
-        *seen.entry(served_by(&http, &gw, reqwest::Method::GET, "/pool/x").await.unwrap()).or_insert(0) += 1;
+        *seen
+            .entry(
+                served_by(&http, &gw, reqwest::Method::GET, "/pool/x")
+                    .await
+                    .unwrap(),
+            )
+            .or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "both addresses serve: {seen:?}");
     assert_eq!(healthy(&http, &gw, "pool", b_addr).await, Some(1.0));
 
     b.shutdown();
-    let out = eventually(Duration::from_secs(10), || async { healthy(&http, &gw, "pool", b_addr).await == Some(0.0) }).await;
-    assert!(out, "the dead address was never taken out; log:\n{}", gw.log.lock().unwrap());
+    let out = eventually(Duration::from_secs(10), || async {
+        healthy(&http, &gw, "pool", b_addr).await == Some(0.0)
+    })
+    .await;
+    assert!(
+        out,
+        "the dead address was never taken out; log:\n{}",
+        gw.log.lock().unwrap()
+    );
     for _ in 0..20 {
-        assert_eq!(served_by(&http, &gw, reqwest::Method::GET, "/pool/x").await, Ok(a_addr.to_string()), "a request went to the dead address");
+        assert_eq!(
+            served_by(&http, &gw, reqwest::Method::GET, "/pool/x").await,
+            Ok(a_addr.to_string()),
+            "a request went to the dead address"
+        );
     }
-    assert!(eventually(Duration::from_secs(5), || async { gw.log.lock().unwrap().contains("out of rotation") }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.log.lock().unwrap().contains("out of rotation")
+        })
+        .await
+    );
 
     // Back on the same address: checked healthy twice, back in rotation.
     let b = EchoServer::start(b_addr).await.unwrap();
-    let back = eventually(Duration::from_secs(10), || async { healthy(&http, &gw, "pool", b_addr).await == Some(1.0) }).await;
-    assert!(back, "the address never came back; log:\n{}", gw.log.lock().unwrap());
+    let back = eventually(Duration::from_secs(10), || async {
+        healthy(&http, &gw, "pool", b_addr).await == Some(1.0)
+    })
+    .await;
+    assert!(
+        back,
+        "the address never came back; log:\n{}",
+        gw.log.lock().unwrap()
+    );
     let mut from_b = 0;
     for _ in 0..6 {
-        if served_by(&http, &gw, reqwest::Method::GET, "/pool/x").await.unwrap() == b_addr.to_string() {
+        if served_by(&http, &gw, reqwest::Method::GET, "/pool/x")
+            .await
+            .unwrap()
+            == b_addr.to_string()
+        {
             from_b += 1;
         }
     }
     assert_eq!(from_b, 3, "round robin over both again");
-    assert!(eventually(Duration::from_secs(5), || async { gw.log.lock().unwrap().contains("back in rotation") }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            gw.log.lock().unwrap().contains("back in rotation")
+        })
+        .await
+    );
     assert_eq!(healthy(&http, &gw, "pool", a_addr).await, Some(1.0));
     drop(b);
 }
 
 #[tokio::test]
 async fn least_connections_prefers_the_idle_address() {
-    let slow = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let fast = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let slow = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let fast = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     slow.set_delay(Some(Duration::from_secs(3)));
-    let (_idp, _echo, gw) = world(pool("lc", &[slow.addr(), fast.addr()], "selection = \"least_connections\"")).await;
+    let (_idp, _echo, gw) = world(pool(
+        "lc",
+        &[slow.addr(), fast.addr()],
+        "selection = \"least_connections\"",
+    ))
+    .await;
     let gw = std::sync::Arc::new(gw);
     let http = client();
 
@@ -97,18 +186,29 @@ async fn least_connections_prefers_the_idle_address() {
     let held: Vec<_> = (0..2)
         .map(|_| {
             let (http, gw) = (http.clone(), gw.clone());
-            tokio::spawn(async move { served_by(&http, &gw, reqwest::Method::GET, "/lc/held").await })
+            tokio::spawn(
+                async move { served_by(&http, &gw, reqwest::Method::GET, "/lc/held").await },
+            )
         })
         .collect();
-    let waited = eventually(Duration::from_secs(5), || async { slow.requests() == 1 && fast.requests() == 1 }).await;
+    let waited = eventually(Duration::from_secs(5), || async {
+        slow.requests() == 1 && fast.requests() == 1
+    })
+    .await;
     assert!(waited, "slow {} fast {}", slow.requests(), fast.requests());
 
     // While the slow address holds one request, every new one goes to the idle address (round
     // robin would send every other one to the slow address).
     for _ in 0..10 {
         let started = std::time::Instant::now();
-        assert_eq!(served_by(&http, &gw, reqwest::Method::GET, "/lc/x").await, Ok(fast.addr().to_string()));
-        assert!(started.elapsed() < Duration::from_secs(2), "a request waited on the busy address");
+        assert_eq!(
+            served_by(&http, &gw, reqwest::Method::GET, "/lc/x").await,
+            Ok(fast.addr().to_string())
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a request waited on the busy address"
+        );
     }
     assert_eq!(slow.requests(), 1);
     let mut answers: Vec<String> = Vec::new();
@@ -123,16 +223,25 @@ async fn least_connections_prefers_the_idle_address() {
 
 #[tokio::test]
 async fn idempotent_requests_retry_another_address_when_one_refuses_connections() {
-    let up = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let up = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (_idp, _echo, gw) = world(pool("retry", &[dead, up.addr()], "retries = 1")).await;
     let http = client();
     for _ in 0..6 {
-        assert_eq!(served_by(&http, &gw, reqwest::Method::GET, "/retry/x").await, Ok(up.addr().to_string()));
+        assert_eq!(
+            served_by(&http, &gw, reqwest::Method::GET, "/retry/x").await,
+            Ok(up.addr().to_string())
+        );
     }
     // A POST is not idempotent: it is not retried, so one in two fails. (A failed proxy
     // attempt closes the connection: a fresh one for each.)
-    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(10)).build().unwrap();
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let mut failed = 0;
     for _ in 0..4 {
         match served_by(&fresh, &gw, reqwest::Method::POST, "/retry/x").await {
@@ -143,19 +252,38 @@ async fn idempotent_requests_retry_another_address_when_one_refuses_connections(
             }
         }
     }
-    assert_eq!(failed, 2, "round robin over a dead and a live address, without retries for POST");
+    assert_eq!(
+        failed, 2,
+        "round robin over a dead and a live address, without retries for POST"
+    );
 }
 
 #[tokio::test]
 async fn http2_to_the_upstream_where_configured() {
-    let h2 = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let h2 = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let extra = pool("h2", &[h2.addr()], "http2 = true");
     let (_idp, echo, gw) = world(extra).await;
     let http = client();
-    let r: Value = http.get(format!("{}/h2/x", gw.url)).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .get(format!("{}/h2/x", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["version"], "HTTP/2.0", "{r}");
     assert_eq!(r["path"], "/h2/x");
-    let r: Value = http.get(format!("{}/public/x", gw.url)).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .get(format!("{}/public/x", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["version"], "HTTP/1.1", "other upstreams keep HTTP/1.1");
     assert_eq!(r["server"], echo.addr().to_string());
 }

@@ -15,12 +15,27 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// Opens a WebSocket at `url` with these extra request headers; the upgrade's HTTP status on refusal.
-async fn open(url: &str, headers: &[(&str, &str)]) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16> {
+async fn open(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
     let mut req = url.into_client_request().unwrap();
     for (name, value) in headers {
-        req.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
     }
-    match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req)).await.expect("the upgrade hung") {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("the upgrade hung")
+    {
         Ok((socket, response)) => {
             assert_eq!(response.status(), 101);
             Ok(socket)
@@ -31,16 +46,32 @@ async fn open(url: &str, headers: &[(&str, &str)]) -> Result<tokio_tungstenite::
 }
 
 /// The answer to a first message (the upgrade request as the upstream saw it), then two echoed messages.
-async fn converse(mut socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> Value {
+async fn converse(
+    mut socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
     let next = |m: Option<Result<Message, WsError>>| match m {
         Some(Ok(Message::Text(t))) => t.to_string(),
         other => panic!("expected a text message, got {other:?}"),
     };
     socket.send(Message::Text("describe".into())).await.unwrap();
-    let first: Value = serde_json::from_str(&next(tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap())).unwrap();
+    let first: Value = serde_json::from_str(&next(
+        tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap(),
+    ))
+    .unwrap();
     for word in ["hello", "again"] {
         socket.send(Message::Text(word.into())).await.unwrap();
-        assert_eq!(next(tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap()), word);
+        assert_eq!(
+            next(
+                tokio::time::timeout(Duration::from_secs(5), socket.next())
+                    .await
+                    .unwrap()
+            ),
+            word
+        );
     }
     socket.close(None).await.unwrap();
     first
@@ -53,53 +84,125 @@ async fn a_websocket_with_a_bearer_token_is_echoed_with_the_identity_and_refused
     let ws = w.gw.url.replace("http://", "ws://");
     let before = w.echo.requests();
 
-    let first = converse(open(&format!("{ws}/api/me"), &[("authorization", &format!("Bearer {token}"))]).await.expect("refused with a token")).await;
+    let first = converse(
+        open(
+            &format!("{ws}/api/me"),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await
+        .expect("refused with a token"),
+    )
+    .await;
     assert_eq!(first["path"], "/api/me");
     assert_eq!(first["headers"]["x-auth-subject"], "user_1");
-    assert!(first["headers"].get("x-auth-client").is_none(), "a token bound to no client, on a route serving several: {first}");
-    assert!(first["headers"].get("authorization").is_none(), "the token reached the upstream: {first}");
+    assert!(
+        first["headers"].get("x-auth-client").is_none(),
+        "a token bound to no client, on a route serving several: {first}"
+    );
+    assert!(
+        first["headers"].get("authorization").is_none(),
+        "the token reached the upstream: {first}"
+    );
 
     // The upgrade is decided like any request: no credential, a bad one, a missing permission.
     assert_eq!(open(&format!("{ws}/api/me"), &[]).await.err(), Some(401));
-    assert_eq!(open(&format!("{ws}/api/me"), &[("authorization", "Bearer not.a.token")]).await.err(), Some(401));
+    assert_eq!(
+        open(
+            &format!("{ws}/api/me"),
+            &[("authorization", "Bearer not.a.token")]
+        )
+        .await
+        .err(),
+        Some(401)
+    );
     let other = w.token(json!({"client_abc:invoice": ["write"]}));
-    assert_eq!(open(&format!("{ws}/api/invoices/1"), &[("authorization", &format!("Bearer {other}"))]).await.err(), Some(403));
-    assert_eq!(w.echo.requests(), before + 1, "a refused upgrade reached the upstream");
+    assert_eq!(
+        open(
+            &format!("{ws}/api/invoices/1"),
+            &[("authorization", &format!("Bearer {other}"))]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+    assert_eq!(
+        w.echo.requests(),
+        before + 1,
+        "a refused upgrade reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn a_websocket_after_sign_in_carries_the_session_identity() {
     let (idp, echo) = idp_and_echo().await;
-    let setup = Setup { clients: Clients::SignIn, ..Setup::default() };
+    let setup = Setup {
+        clients: Clients::SignIn,
+        ..Setup::default()
+    };
     let gw = sign_in_gateway(&idp, &echo, &setup).await;
     let origin = format!("http://127.0.0.1:{}", gw.port);
     let ws = origin.replace("http://", "ws://");
 
     // Refused before sign-in (a WebSocket is no navigation: no redirect to the IdP).
-    assert_eq!(open(&format!("{ws}/app/socket"), &[("origin", &origin)]).await.err(), Some(401));
+    assert_eq!(
+        open(&format!("{ws}/app/socket"), &[("origin", &origin)])
+            .await
+            .err(),
+        Some(401)
+    );
 
     let session = sign_in(&origin, "/app/page", "alice").await;
-    let first = converse(open(&format!("{ws}/app/socket"), &[("origin", &origin), ("cookie", &session)]).await.expect("refused with a session")).await;
+    let first = converse(
+        open(
+            &format!("{ws}/app/socket"),
+            &[("origin", &origin), ("cookie", &session)],
+        )
+        .await
+        .expect("refused with a session"),
+    )
+    .await;
     assert_eq!(first["headers"]["x-auth-subject"], "user_alice");
     assert_eq!(first["headers"]["x-auth-client"], "app-b");
-    assert!(!first["headers"]["cookie"].as_str().unwrap_or("").contains("authgate="), "the session cookie reached the upstream: {first}");
+    assert!(
+        !first["headers"]["cookie"]
+            .as_str()
+            .unwrap_or("")
+            .contains("authgate="),
+        "the session cookie reached the upstream: {first}"
+    );
 }
 
 #[tokio::test]
 async fn forty_websockets_across_two_threads_all_converse() {
     // Sequential and concurrent sockets through a gateway with two proxy threads: each one
     // must carry its conversation (a socket reset right after its 101 fails the test).
-    let w = World::start_with(Setup { threads: Some(2), ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        threads: Some(2),
+        ..Setup::default()
+    })
+    .await;
     let token = w.token(json!({}));
     let url = format!("{}/api/me", w.gw.url.replace("http://", "ws://"));
     let bearer = format!("Bearer {token}");
     for _ in 0..20 {
-        let first = converse(open(&url, &[("authorization", &bearer)]).await.expect("refused with a token")).await;
+        let first = converse(
+            open(&url, &[("authorization", &bearer)])
+                .await
+                .expect("refused with a token"),
+        )
+        .await;
         assert_eq!(first["headers"]["x-auth-subject"], "user_1");
     }
     let sockets = (0..20).map(|_| {
         let (url, bearer) = (url.clone(), bearer.clone());
-        tokio::spawn(async move { converse(open(&url, &[("authorization", &bearer)]).await.expect("refused with a token")).await })
+        tokio::spawn(async move {
+            converse(
+                open(&url, &[("authorization", &bearer)])
+                    .await
+                    .expect("refused with a token"),
+            )
+            .await
+        })
     });
     for socket in sockets {
         assert_eq!(socket.await.unwrap()["headers"]["x-auth-subject"], "user_1");
@@ -119,7 +222,9 @@ async fn eager_upgrader() -> SocketAddr {
                 if stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await.is_err() {
                     return;
                 }
-                let Some((_, rest)) = read_head(&mut stream).await else { return };
+                let Some((_, rest)) = read_head(&mut stream).await else {
+                    return;
+                };
                 if !rest.is_empty() && stream.write_all(&rest).await.is_err() {
                     return;
                 }
@@ -156,8 +261,15 @@ async fn an_upgrade_answered_at_once_is_tunnelled_every_time() {
     let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
     let upstream = eager_upgrader().await;
-    let setup = Setup { threads: Some(2), ..Setup::default() };
-    let gw = start_gateway(|port, admin| config(port, admin, &idp, upstream, &setup), true).await;
+    let setup = Setup {
+        threads: Some(2),
+        ..Setup::default()
+    };
+    let gw = start_gateway(
+        |port, admin| config(port, admin, &idp, upstream, &setup),
+        true,
+    )
+    .await;
     let token = idp.mint(json!({"sub": "user_1", "aud": AUDIENCE, "permissions": {}}));
     let request = format!(
         "GET /api/me HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -169,13 +281,23 @@ async fn an_upgrade_answered_at_once_is_tunnelled_every_time() {
     for i in 0..40 {
         let mut client = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
         client.write_all(request.as_bytes()).await.unwrap();
-        let (head, rest) = tokio::time::timeout(Duration::from_secs(5), read_head(&mut client)).await.expect("no 101").expect("closed before the 101");
-        assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+        let (head, rest) = tokio::time::timeout(Duration::from_secs(5), read_head(&mut client))
+            .await
+            .expect("no 101")
+            .expect("closed before the 101");
+        assert!(
+            head.starts_with(b"HTTP/1.1 101 "),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
         assert!(rest.is_empty(), "bytes behind the 101: {rest:?}");
         let message = format!("through the tunnel {i}");
         client.write_all(message.as_bytes()).await.unwrap();
         let mut back = vec![0u8; message.len()];
-        match tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut back)).await.expect("no echo through the tunnel") {
+        match tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut back))
+            .await
+            .expect("no echo through the tunnel")
+        {
             Ok(_) => assert_eq!(back, message.as_bytes()),
             Err(_) => broken += 1,
         }
@@ -199,9 +321,15 @@ path = "/ws/open"
 upstream = "app"
 auth = "authenticated"
 "#;
-    let w = World::start_with(Setup { extra: routes.into(), ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        extra: routes.into(),
+        ..Setup::default()
+    })
+    .await;
     let exp = now() + 3;
-    let token = w.idp.mint(json!({"sub": "user_1", "aud": AUDIENCE, "permissions": {}, "exp": exp}));
+    let token = w
+        .idp
+        .mint(json!({"sub": "user_1", "aud": AUDIENCE, "permissions": {}, "exp": exp}));
     let bearer = format!("Bearer {token}");
     let ws = w.gw.url.replace("http://", "ws://");
     let text = |m: Option<Result<Message, WsError>>| match m {
@@ -209,71 +337,144 @@ auth = "authenticated"
         other => panic!("expected a text message, got {other:?}"),
     };
 
-    let mut closing = open(&format!("{ws}/ws/until-expiry"), &[("authorization", &bearer)]).await.expect("refused with a token");
-    let mut lasting = open(&format!("{ws}/ws/open"), &[("authorization", &bearer)]).await.expect("refused with a token");
+    let mut closing = open(
+        &format!("{ws}/ws/until-expiry"),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .expect("refused with a token");
+    let mut lasting = open(&format!("{ws}/ws/open"), &[("authorization", &bearer)])
+        .await
+        .expect("refused with a token");
     for socket in [&mut closing, &mut lasting] {
         socket.send(Message::Text("describe".into())).await.unwrap();
-        let first: Value = serde_json::from_str(&text(tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap())).unwrap();
+        let first: Value = serde_json::from_str(&text(
+            tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .unwrap(),
+        ))
+        .unwrap();
         assert_eq!(first["headers"]["x-auth-subject"], "user_1");
     }
 
     // The quiet socket on the closing route ends at the token's expiry: not before, and soon after.
-    let ended = tokio::time::timeout(Duration::from_secs(8), closing.next()).await.expect("the socket outlived its token");
+    let ended = tokio::time::timeout(Duration::from_secs(8), closing.next())
+        .await
+        .expect("the socket outlived its token");
     let at = now();
     assert!(at >= exp, "closed at {at}, before the token's expiry {exp}");
-    assert!(at <= exp + 2, "closed at {at}, long after the token's expiry {exp}");
-    assert!(!matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))), "a message instead of the end: {ended:?}");
+    assert!(
+        at <= exp + 2,
+        "closed at {at}, long after the token's expiry {exp}"
+    );
+    assert!(
+        !matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "a message instead of the end: {ended:?}"
+    );
 
     // The other one is still open past the expiry and still echoes.
-    lasting.send(Message::Text("still here".into())).await.unwrap();
-    assert_eq!(text(tokio::time::timeout(Duration::from_secs(5), lasting.next()).await.unwrap()), "still here");
+    lasting
+        .send(Message::Text("still here".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(
+            tokio::time::timeout(Duration::from_secs(5), lasting.next())
+                .await
+                .unwrap()
+        ),
+        "still here"
+    );
     lasting.close(None).await.unwrap();
 
     // A busy socket ends too: the first message relayed past the expiry ends it.
     let exp = now() + 2;
-    let token = w.idp.mint(json!({"sub": "user_1", "aud": AUDIENCE, "permissions": {}, "exp": exp}));
-    let mut busy = open(&format!("{ws}/ws/until-expiry"), &[("authorization", &format!("Bearer {token}"))]).await.expect("refused with a token");
+    let token = w
+        .idp
+        .mint(json!({"sub": "user_1", "aud": AUDIENCE, "permissions": {}, "exp": exp}));
+    let mut busy = open(
+        &format!("{ws}/ws/until-expiry"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .expect("refused with a token");
     let mut answered = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
     loop {
-        assert!(std::time::Instant::now() < deadline, "the busy socket outlived its token");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the busy socket outlived its token"
+        );
         if busy.send(Message::Text("tick".into())).await.is_err() {
             break;
         }
-        match tokio::time::timeout(Duration::from_secs(5), busy.next()).await.expect("no answer and no end") {
+        match tokio::time::timeout(Duration::from_secs(5), busy.next())
+            .await
+            .expect("no answer and no end")
+        {
             Some(Ok(Message::Text(_))) => answered += 1,
             _ => break,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(now() >= exp, "the busy socket ended before its token expired");
-    assert!(answered >= 3, "the busy socket ended early: {answered} answers");
+    assert!(
+        now() >= exp,
+        "the busy socket ended before its token expired"
+    );
+    assert!(
+        answered >= 3,
+        "the busy socket ended early: {answered} answers"
+    );
 }
 
 #[tokio::test]
 async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_the_route_says_so() {
     let (idp, echo) = idp_and_echo().await;
     let route = "\n[[routes]]\nname = \"live\"\npath = \"/live/*\"\nupstream = \"app\"\nauth = \"authenticated\"\nwebsocket_close_at_expiry = true\n";
-    let setup = Setup { clients: Clients::SignIn, session_extra: "lifetime = \"4s\"".into(), extra: route.into(), ..Setup::default() };
+    let setup = Setup {
+        clients: Clients::SignIn,
+        session_extra: "lifetime = \"4s\"".into(),
+        extra: route.into(),
+        ..Setup::default()
+    };
     let gw = sign_in_gateway(&idp, &echo, &setup).await;
     let origin = format!("http://127.0.0.1:{}", gw.port);
     let ws = origin.replace("http://", "ws://");
 
     let before = now();
     let session = sign_in(&origin, "/app/page", "alice").await;
-    let mut socket = open(&format!("{ws}/live/socket"), &[("origin", &origin), ("cookie", &session)]).await.expect("refused with a session");
+    let mut socket = open(
+        &format!("{ws}/live/socket"),
+        &[("origin", &origin), ("cookie", &session)],
+    )
+    .await
+    .expect("refused with a session");
     let opened = now();
     socket.send(Message::Text("describe".into())).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+    {
         Some(Ok(Message::Text(t))) => assert!(t.contains("user_alice"), "{t}"),
         other => panic!("expected the upgrade's description, got {other:?}"),
     }
     // The session lives four seconds from its sign-in (between `before` and `opened`).
-    let ended = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("the socket outlived its session");
+    let ended = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("the socket outlived its session");
     let at = now();
-    assert!(at >= before + 4, "closed at {at}, before the session could have ended (signed in after {before})");
-    assert!(at <= opened + 4 + 2, "closed at {at}, long after the session ended (signed in by {opened})");
-    assert!(!matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))), "a message instead of the end: {ended:?}");
+    assert!(
+        at >= before + 4,
+        "closed at {at}, before the session could have ended (signed in after {before})"
+    );
+    assert!(
+        at <= opened + 4 + 2,
+        "closed at {at}, long after the session ended (signed in by {opened})"
+    );
+    assert!(
+        !matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "a message instead of the end: {ended:?}"
+    );
 }
 
 /// A gateway for `setup` (a [`Clients::SignIn`] one) whose client `client-b` is registered at
@@ -281,7 +482,11 @@ async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_th
 async fn sign_in_gateway(idp: &DevIdp, echo: &devidp::echo::EchoServer, setup: &Setup) -> Gateway {
     start_gateway(
         |port, admin| {
-            idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
+            idp.register_client(
+                "client-b",
+                Some("secret-b"),
+                &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
+            );
             config(port, admin, idp, echo.addr(), setup)
         },
         true,

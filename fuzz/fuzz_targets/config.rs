@@ -8,7 +8,9 @@ use authgate::authz::routes::RouteTable;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let env = |name: &str| match name {
         "SECRET" => Some("s3cret".to_string()),
         "EMPTY" => Some(String::new()),
@@ -17,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match authgate::config::parse_then("fuzz.toml", text, &env, RouteTable::from_config) {
         Ok((c, t)) => {
-            assert!(RouteTable::build(&c.routes).is_ok(), "an accepted config's routes do not build");
+            assert!(
+                RouteTable::build(&c.routes).is_ok(),
+                "an accepted config's routes do not build"
+            );
             assert_eq!(t.routes().len(), c.routes.len());
             let _ = t.shadow_warnings();
             let _ = format!("{c:?}");

@@ -6,7 +6,9 @@
 #![no_main]
 
 use authgate::identity::login::{self, LoginSealer};
-use authgate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, SessionId};
+use authgate::identity::session::{
+    cookie_pairs, cookie_value, strip_cookies, CookieSpec, SessionId,
+};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -18,16 +20,29 @@ fn sealer() -> &'static LoginSealer {
 }
 
 fn own(name: &str) -> bool {
-    OWN.iter().any(|n| name == *n || name.strip_prefix(n).is_some_and(|rest| rest.starts_with('-')))
+    OWN.iter().any(|n| {
+        name == *n
+            || name
+                .strip_prefix(n)
+                .is_some_and(|rest| rest.starts_with('-'))
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
     let headers: Vec<&[u8]> = data.split(|&b| b == 0).collect();
     let spec = CookieSpec::new("authgate", false);
     let pairs: Vec<(&str, &str)> = cookie_pairs(headers.iter().copied()).collect();
-    for name in OWN.iter().copied().chain(pairs.iter().map(|(k, _)| *k).take(4)) {
+    for name in OWN
+        .iter()
+        .copied()
+        .chain(pairs.iter().map(|(k, _)| *k).take(4))
+    {
         let first = pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-        assert_eq!(cookie_value(headers.iter().copied(), name), first, "cookie_value and cookie_pairs disagree on {name:?}");
+        assert_eq!(
+            cookie_value(headers.iter().copied(), name),
+            first,
+            "cookie_value and cookie_pairs disagree on {name:?}"
+        );
     }
     for (name, value) in &pairs {
         if let Some(id) = SessionId::parse(value) {
@@ -35,18 +50,31 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(value.len(), 43);
         }
         if let Some(suffix) = spec.login_suffix(name) {
-            assert_eq!(spec.login_cookie(suffix), *name, "a login cookie's name is its suffix's");
+            assert_eq!(
+                spec.login_cookie(suffix),
+                *name,
+                "a login cookie's name is its suffix's"
+            );
             let _ = login::is_suffix(suffix);
-            assert!(sealer().open(name, value).is_none(), "a login cookie opened without being sealed by the gateway");
+            assert!(
+                sealer().open(name, value).is_none(),
+                "a login cookie opened without being sealed by the gateway"
+            );
         }
     }
     for header in headers.iter().filter_map(|h| std::str::from_utf8(h).ok()) {
-        let Some(kept) = strip_cookies(header, &OWN) else { continue };
+        let Some(kept) = strip_cookies(header, &OWN) else {
+            continue;
+        };
         for pair in kept.split(';').map(str::trim) {
             let name = pair.split_once('=').map_or(pair, |(k, _)| k);
             assert!(!own(name), "strip_cookies kept {name:?} from {header:?}");
         }
-        assert_eq!(strip_cookies(&kept, &OWN).as_deref(), Some(kept.as_str()), "strip_cookies is not idempotent on {header:?}");
+        assert_eq!(
+            strip_cookies(&kept, &OWN).as_deref(),
+            Some(kept.as_str()),
+            "strip_cookies is not idempotent on {header:?}"
+        );
         let _ = login::cookie_suffix(header);
     }
 });

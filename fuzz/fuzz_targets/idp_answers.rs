@@ -13,7 +13,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let [hi, lo, body @ ..] = data else { return };
     let code = 100 + u16::from_be_bytes([*hi, *lo]) % 500;
-    let Ok(status) = http::StatusCode::from_u16(code) else { return };
+    let Ok(status) = http::StatusCode::from_u16(code) else {
+        return;
+    };
     let answer = read_check_answer(status, body);
     if answer == Ok(true) {
         assert!(status.is_success(), "a {status} answer allowed the request");

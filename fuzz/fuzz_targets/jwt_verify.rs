@@ -6,8 +6,8 @@
 #![no_main]
 
 use authgate::identity::jwks::parse_jwks;
-use authgate::identity::verify::{Audience, Verifier};
 use authgate::identity::jwks::KeyStore;
+use authgate::identity::verify::{Audience, Verifier};
 use authgate::metrics::Metrics;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,14 +46,20 @@ fn fixture() -> &'static Fixture {
 }
 
 fn signed(key: &Ed25519KeyPair, header: &[u8], payload: &[u8]) -> String {
-    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
     let sig = key.sign(input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
 }
 
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let (token, payload) = match mode % 3 {
         0 => match std::str::from_utf8(rest) {
             Ok(t) => (t.to_string(), None),
@@ -65,16 +71,34 @@ fuzz_target!(|data: &[u8]| {
             let payload = payload.get(1..).unwrap_or_default();
             (signed(&f.key, header, payload), Some(payload))
         }
-        _ => (signed(&f.key, br#"{"alg":"EdDSA","kid":"fuzz","typ":"JWT"}"#, rest), Some(rest)),
+        _ => (
+            signed(&f.key, br#"{"alg":"EdDSA","kid":"fuzz","typ":"JWT"}"#, rest),
+            Some(rest),
+        ),
     };
-    let audience = if mode & 0x80 == 0 { Audience::Api } else { Audience::ApiKey };
+    let audience = if mode & 0x80 == 0 {
+        Audience::Api
+    } else {
+        Audience::ApiKey
+    };
     let result = f.rt.block_on(f.verifier.verify_for(&token, audience));
-    let nonce = f.rt.block_on(f.verifier.verify_id_token(&token, "client", "n"));
-    for (accepted, want_aud) in [(result, if mode & 0x80 == 0 { "api" } else { "keys" }), (nonce, "client")] {
+    let nonce =
+        f.rt.block_on(f.verifier.verify_id_token(&token, "client", "n"));
+    for (accepted, want_aud) in [
+        (result, if mode & 0x80 == 0 { "api" } else { "keys" }),
+        (nonce, "client"),
+    ] {
         let Ok(p) = accepted else { continue };
         // Accepted: the key signed it, so the payload is ours to read back.
-        let claims: serde_json::Value = serde_json::from_slice(payload.expect("raw tokens never verify: no one else holds the key")).expect("an accepted payload is JSON");
-        assert_eq!(claims.get("iss").and_then(|v| v.as_str()), Some(ISS), "accepted a token with another issuer: {claims}");
+        let claims: serde_json::Value = serde_json::from_slice(
+            payload.expect("raw tokens never verify: no one else holds the key"),
+        )
+        .expect("an accepted payload is JSON");
+        assert_eq!(
+            claims.get("iss").and_then(|v| v.as_str()),
+            Some(ISS),
+            "accepted a token with another issuer: {claims}"
+        );
         let aud_ok = match claims.get("aud") {
             Some(serde_json::Value::String(s)) => s == want_aud,
             Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(want_aud)),
@@ -82,6 +106,10 @@ fuzz_target!(|data: &[u8]| {
         };
         assert!(aud_ok, "accepted a token for another audience: {claims}");
         assert!(!p.subject.is_empty(), "accepted a token without a subject");
-        assert_eq!(claims.get("sub").and_then(|v| v.as_str()), Some(p.subject.as_str()), "the subject differs from the payload's");
+        assert_eq!(
+            claims.get("sub").and_then(|v| v.as_str()),
+            Some(p.subject.as_str()),
+            "the subject differs from the payload's"
+        );
     }
 });

@@ -72,7 +72,8 @@ auth = "none"
 fn table() -> &'static (Config, RouteTable) {
     static T: OnceLock<(Config, RouteTable)> = OnceLock::new();
     T.get_or_init(|| {
-        let c = authgate::config::parse("routes.toml", ROUTES, &|_| None).expect("the fixture routes are valid");
+        let c = authgate::config::parse("routes.toml", ROUTES, &|_| None)
+            .expect("the fixture routes are valid");
         let t = RouteTable::build(&c.routes).expect("the fixture routes do not overlap");
         (c, t)
     })
@@ -88,23 +89,59 @@ fn outcome(m: &RouteMatch<'_>) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&m, rest)) = data.split_first() else { return };
-    let Ok(raw) = std::str::from_utf8(rest) else { return };
-    let method = [Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::OPTIONS, Method::HEAD].into_iter().nth(usize::from(m % 6)).unwrap_or(Method::GET);
+    let Some((&m, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(raw) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let method = [
+        Method::GET,
+        Method::POST,
+        Method::DELETE,
+        Method::PUT,
+        Method::OPTIONS,
+        Method::HEAD,
+    ]
+    .into_iter()
+    .nth(usize::from(m % 6))
+    .unwrap_or(Method::GET);
     let host = (m & 0x80 != 0).then_some("api.example.com");
     let (_, t) = table();
     let _ = t.find(host, raw, &method);
     let Ok(n) = normalize(raw) else { return };
     for p in [&n.forward, &n.decoded] {
-        assert!(p.starts_with('/'), "{raw:?} normalised to {p:?}, not under /");
-        assert!(!p.split('/').any(|s| s == ".."), "{raw:?} normalised to {p:?}, which climbs out of /");
+        assert!(
+            p.starts_with('/'),
+            "{raw:?} normalised to {p:?}, not under /"
+        );
+        assert!(
+            !p.split('/').any(|s| s == ".."),
+            "{raw:?} normalised to {p:?}, which climbs out of /"
+        );
     }
-    assert!(!n.forward.split('/').any(|s| s == "."), "{raw:?} kept a dot segment: {:?}", n.forward);
-    let again = normalize(&n.forward).unwrap_or_else(|e| panic!("{raw:?} normalised to {:?}, which is refused: {e:?}", n.forward));
-    assert_eq!((&again.forward, &again.decoded), (&n.forward, &n.decoded), "normalising {raw:?} twice changed it");
+    assert!(
+        !n.forward.split('/').any(|s| s == "."),
+        "{raw:?} kept a dot segment: {:?}",
+        n.forward
+    );
+    let again = normalize(&n.forward).unwrap_or_else(|e| {
+        panic!(
+            "{raw:?} normalised to {:?}, which is refused: {e:?}",
+            n.forward
+        )
+    });
+    assert_eq!(
+        (&again.forward, &again.decoded),
+        (&n.forward, &n.decoded),
+        "normalising {raw:?} twice changed it"
+    );
     // `has_params` is about the raw path: a `;` in a segment that `..` removed still counts
     // (the route then refuses it), so the second pass may only drop it, never add it.
-    assert!(n.has_params || !again.has_params, "{raw:?} gained a path parameter when normalised again");
+    assert!(
+        n.has_params || !again.has_params,
+        "{raw:?} gained a path parameter when normalised again"
+    );
     if n.has_params {
         let _ = strip_params(&n.forward);
     }
@@ -114,8 +151,15 @@ fuzz_target!(|data: &[u8]| {
     // form); a raw path that is let through must reach what its normal form reaches.
     if let Ok(a) = &first {
         match &second {
-            Ok(b) => assert_eq!(outcome(a), outcome(b), "{raw:?} and its normal form reach different routes"),
-            Err(e) => panic!("{raw:?} reaches {} but its normal form is refused: {e:?}", outcome(a)),
+            Ok(b) => assert_eq!(
+                outcome(a),
+                outcome(b),
+                "{raw:?} and its normal form reach different routes"
+            ),
+            Err(e) => panic!(
+                "{raw:?} reaches {} but its normal form is refused: {e:?}",
+                outcome(a)
+            ),
         }
     }
 });

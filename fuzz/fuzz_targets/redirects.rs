@@ -33,27 +33,55 @@ upstream = "u"
 auth = "none"
 "#;
 
-const ORIGINS: [&str; 4] = ["https://app.example.com", "https://b.example.com", "http://localhost:8080", "https://other.example.net"];
+const ORIGINS: [&str; 4] = [
+    "https://app.example.com",
+    "https://b.example.com",
+    "http://localhost:8080",
+    "https://other.example.net",
+];
 
 fn registry() -> &'static ClientRegistry {
     static R: OnceLock<ClientRegistry> = OnceLock::new();
-    R.get_or_init(|| ClientRegistry::from_config(&authgate::config::parse("clients.toml", CLIENTS, &|_| None).expect("the fixture clients are valid").clients))
+    R.get_or_init(|| {
+        ClientRegistry::from_config(
+            &authgate::config::parse("clients.toml", CLIENTS, &|_| None)
+                .expect("the fixture clients are valid")
+                .clients,
+        )
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
-    let Ok(raw) = std::str::from_utf8(rest) else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(raw) = std::str::from_utf8(rest) else {
+        return;
+    };
     let origin = Origin::parse(ORIGINS[usize::from(sel % 4)]).expect("fixture origins parse");
     let client = usize::from((sel >> 2) & 1);
     let r = registry();
-    let Some(url) = authgate::redirects::validate(raw, &origin, r, client) else { return };
-    let parsed = Url::parse(&url).unwrap_or_else(|e| panic!("{raw:?} was accepted as {url:?}, which does not parse: {e}"));
-    assert!(parsed.username().is_empty() && parsed.password().is_none(), "{raw:?} was accepted with user-info: {url:?}");
-    assert!(matches!(parsed.scheme(), "http" | "https"), "{raw:?} was accepted as {url:?}");
-    let target = Origin::parse(&parsed.origin().ascii_serialization()).unwrap_or_else(|e| panic!("{raw:?} was accepted as {url:?} without an origin: {e}"));
+    let Some(url) = authgate::redirects::validate(raw, &origin, r, client) else {
+        return;
+    };
+    let parsed = Url::parse(&url)
+        .unwrap_or_else(|e| panic!("{raw:?} was accepted as {url:?}, which does not parse: {e}"));
+    assert!(
+        parsed.username().is_empty() && parsed.password().is_none(),
+        "{raw:?} was accepted with user-info: {url:?}"
+    );
+    assert!(
+        matches!(parsed.scheme(), "http" | "https"),
+        "{raw:?} was accepted as {url:?}"
+    );
+    let target = Origin::parse(&parsed.origin().ascii_serialization())
+        .unwrap_or_else(|e| panic!("{raw:?} was accepted as {url:?} without an origin: {e}"));
     assert!(
         target == origin || r.belongs(client, &target),
         "{raw:?} seen from {origin:?} for client {client} was accepted as {url:?}, which leaves the client's origins"
     );
-    assert!(!url.contains('\\') && !url.chars().any(char::is_control), "{raw:?} was accepted as {url:?}");
+    assert!(
+        !url.contains('\\') && !url.chars().any(char::is_control),
+        "{raw:?} was accepted as {url:?}"
+    );
 });

@@ -106,7 +106,12 @@ struct AnswerTtl {
 }
 
 impl moka::Expiry<Digest, Answer> for AnswerTtl {
-    fn expire_after_create(&self, _key: &Digest, value: &Answer, _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &Digest,
+        value: &Answer,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(match value {
             Answer::Allowed => self.allow,
             Answer::Denied(_) => self.deny,
@@ -139,11 +144,20 @@ pub enum BreakerState {
 impl Breaker {
     /// A closed breaker.
     pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
-        Breaker { threshold, cooldown, failures: AtomicU32::new(0), opened_at: AtomicU64::new(0), trial: AtomicU32::new(0), epoch: Instant::now() }
+        Breaker {
+            threshold,
+            cooldown,
+            failures: AtomicU32::new(0),
+            opened_at: AtomicU64::new(0),
+            trial: AtomicU32::new(0),
+            epoch: Instant::now(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1).saturating_add(1)
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// The current state.
@@ -164,7 +178,10 @@ impl Breaker {
         match self.state() {
             BreakerState::Closed => true,
             BreakerState::Open => false,
-            BreakerState::HalfOpen => self.trial.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok(),
+            BreakerState::HalfOpen => self
+                .trial
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
         }
     }
 
@@ -177,7 +194,10 @@ impl Breaker {
 
     /// Records a call that found the IdP unavailable.
     pub fn failure(&self) {
-        let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
         let was_trial = self.trial.swap(0, Ordering::AcqRel) == 1;
         if n >= self.threshold || was_trial {
             self.opened_at.store(self.now_ms(), Ordering::Release);
@@ -201,15 +221,29 @@ pub const NOT_CONFIGURED: &str = "the permission needs the identity provider's l
 
 impl AbacClient {
     /// Builds the client; without `url`, every check is denied.
-    pub fn from_config(url: Option<Url>, timeout: Duration, s: &AbacSettings, metrics: Metrics) -> AbacClient {
+    pub fn from_config(
+        url: Option<Url>,
+        timeout: Duration,
+        s: &AbacSettings,
+        metrics: Metrics,
+    ) -> AbacClient {
         let http = crate::identity::idp_client(timeout, false);
         AbacClient {
             url,
             http,
-            decisions: Cache::builder().max_capacity(s.cache_size).expire_after(AnswerTtl { allow: s.allow_ttl, deny: s.deny_ttl }).build(),
+            decisions: Cache::builder()
+                .max_capacity(s.cache_size)
+                .expire_after(AnswerTtl {
+                    allow: s.allow_ttl,
+                    deny: s.deny_ttl,
+                })
+                .build(),
             breaker: Arc::new(Breaker::new(s.breaker_failures, s.breaker_cooldown)),
             keys: KeyedDigest::random(),
-            cache_hits: [metrics.abac_checks.with_label_values(&["allowed", "cache"]), metrics.abac_checks.with_label_values(&["denied", "cache"])],
+            cache_hits: [
+                metrics.abac_checks.with_label_values(&["allowed", "cache"]),
+                metrics.abac_checks.with_label_values(&["denied", "cache"]),
+            ],
             metrics,
         }
     }
@@ -224,8 +258,14 @@ impl AbacClient {
     pub async fn check(&self, auth: &Credential, req: &CheckRequest<'_>) -> Outcome {
         let Some(url) = self.url.as_ref() else {
             // Nothing can decide: no. Never "unavailable", so `on_error = "allow"` cannot apply.
-            self.metrics.abac_checks.with_label_values(&["denied", "unconfigured"]).inc();
-            return Outcome::Denied { cached: false, reason: NOT_CONFIGURED.into() };
+            self.metrics
+                .abac_checks
+                .with_label_values(&["denied", "unconfigured"])
+                .inc();
+            return Outcome::Denied {
+                cached: false,
+                reason: NOT_CONFIGURED.into(),
+            };
         };
         // A session of another provider (GitHub) holds that provider's token: it never goes to the IdP.
         if let Credential::Session(s) = auth {
@@ -235,7 +275,10 @@ impl AbacClient {
         }
         let key = self.cache_key(auth, req);
         if let Some(answer) = self.decisions.get(&key).await {
-            if let Some(hits) = self.cache_hits.get(usize::from(matches!(answer, Answer::Denied(_)))) {
+            if let Some(hits) = self
+                .cache_hits
+                .get(usize::from(matches!(answer, Answer::Denied(_))))
+            {
                 hits.inc();
             }
             return answer.into_outcome(true);
@@ -260,27 +303,46 @@ impl AbacClient {
                 if !cached {
                     let took = started.elapsed().as_secs_f64();
                     self.metrics.abac_latency.observe(took);
-                    self.metrics.idp_latency.with_label_values(&["check_permission"]).observe(took);
+                    self.metrics
+                        .idp_latency
+                        .with_label_values(&["check_permission"])
+                        .observe(took);
                 }
-                self.metrics.abac_checks.with_label_values(&[answer.label(), if cached { "shared" } else { "idp" }]).inc();
+                self.metrics
+                    .abac_checks
+                    .with_label_values(&[answer.label(), if cached { "shared" } else { "idp" }])
+                    .inc();
                 answer.into_outcome(cached)
             }
             Err(why) => match &*why {
                 CallError::Unavailable(w) => {
-                    self.metrics.abac_checks.with_label_values(&["unavailable", "idp"]).inc();
+                    self.metrics
+                        .abac_checks
+                        .with_label_values(&["unavailable", "idp"])
+                        .inc();
                     Outcome::Unavailable(w.clone())
                 }
                 CallError::Failed(w) => {
-                    self.metrics.abac_checks.with_label_values(&["failed", "idp"]).inc();
+                    self.metrics
+                        .abac_checks
+                        .with_label_values(&["failed", "idp"])
+                        .inc();
                     Outcome::Failed(w.clone())
                 }
             },
         }
     }
 
-    async fn call(&self, url: &Url, auth: &Credential, req: &CheckRequest<'_>) -> Result<Answer, CallError> {
+    async fn call(
+        &self,
+        url: &Url,
+        auth: &Credential,
+        req: &CheckRequest<'_>,
+    ) -> Result<Answer, CallError> {
         if !self.breaker.allow() {
-            return Err(CallError::Unavailable("the live permission check is paused after repeated failures (circuit open)".into()));
+            return Err(CallError::Unavailable(
+                "the live permission check is paused after repeated failures (circuit open)".into(),
+            ));
         }
         let id = req.entity_id.unwrap_or("");
         let body = serde_json::json!({
@@ -297,11 +359,19 @@ impl AbacClient {
         let result = async {
             // Transport failures (refused, reset, timed out, cut short) are unavailability.
             let resp = call.send().await.map_err(|e| {
-                CallError::Unavailable(if e.is_timeout() { "the IdP did not answer in time".to_string() } else { "the IdP could not be reached".to_string() })
+                CallError::Unavailable(if e.is_timeout() {
+                    "the IdP did not answer in time".to_string()
+                } else {
+                    "the IdP could not be reached".to_string()
+                })
             })?;
             let status = resp.status();
             let bytes = resp.bytes().await.map_err(|e| {
-                CallError::Unavailable(if e.is_timeout() { "the IdP did not answer in time".to_string() } else { "the IdP's answer was cut short".to_string() })
+                CallError::Unavailable(if e.is_timeout() {
+                    "the IdP did not answer in time".to_string()
+                } else {
+                    "the IdP's answer was cut short".to_string()
+                })
             })?;
             classify(status, &bytes)
         }
@@ -318,16 +388,29 @@ impl AbacClient {
 fn classify(status: http::StatusCode, bytes: &[u8]) -> Result<Answer, CallError> {
     use http::StatusCode as S;
     if status.is_success() {
-        let parsed: CheckResponse = serde_json::from_slice(bytes).map_err(|_| CallError::Failed("the IdP's answer was unreadable".into()))?;
-        return Ok(if parsed.allowed { Answer::Allowed } else { Answer::Denied("the identity provider denied it".into()) });
+        let parsed: CheckResponse = serde_json::from_slice(bytes)
+            .map_err(|_| CallError::Failed("the IdP's answer was unreadable".into()))?;
+        return Ok(if parsed.allowed {
+            Answer::Allowed
+        } else {
+            Answer::Denied("the identity provider denied it".into())
+        });
     }
     match status {
-        S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => Err(CallError::Unavailable(format!("the IdP answered {status}"))),
+        S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => {
+            Err(CallError::Unavailable(format!("the IdP answered {status}")))
+        }
         S::TOO_MANY_REQUESTS => Err(CallError::Failed(format!("the IdP answered {status}"))),
         s if s.is_client_error() => {
             // 4xx: the IdP answered, and the answer is no (a 401 too: the caller's credential).
-            let detail = serde_json::from_slice::<ErrorResponse>(bytes).ok().and_then(|e| e.message.or(e.error)).unwrap_or_default();
-            Ok(Answer::Denied(format!("the identity provider refused the check ({status}{}{detail})", if detail.is_empty() { "" } else { ": " })))
+            let detail = serde_json::from_slice::<ErrorResponse>(bytes)
+                .ok()
+                .and_then(|e| e.message.or(e.error))
+                .unwrap_or_default();
+            Ok(Answer::Denied(format!(
+                "the identity provider refused the check ({status}{}{detail})",
+                if detail.is_empty() { "" } else { ": " }
+            )))
         }
         _ => Err(CallError::Failed(format!("the IdP answered {status}"))),
     }
@@ -414,7 +497,12 @@ impl AttributeError {
 
     /// Whether the request was ambiguous (rather than unreadable).
     pub fn is_ambiguous(&self) -> bool {
-        matches!(self, AttributeError::AmbiguousQuery(_) | AttributeError::AmbiguousHeader(_) | AttributeError::AmbiguousBody(_))
+        matches!(
+            self,
+            AttributeError::AmbiguousQuery(_)
+                | AttributeError::AmbiguousHeader(_)
+                | AttributeError::AmbiguousBody(_)
+        )
     }
 }
 
@@ -434,26 +522,44 @@ pub struct RequestParts<'a> {
 
 /// Collects a route's attributes from the request; absent values are left out. A source an
 /// upstream could read differently (repeated, listed, or spelled another way) is an error.
-pub fn collect(sources: &[(String, AttributeSource)], parts: &RequestParts<'_>) -> Result<Map<String, Value>, AttributeError> {
+pub fn collect(
+    sources: &[(String, AttributeSource)],
+    parts: &RequestParts<'_>,
+) -> Result<Map<String, Value>, AttributeError> {
     let mut out = Map::new();
     let mut body: Option<Node> = None;
     for (name, source) in sources {
         let value = match source {
-            AttributeSource::Path(p) => parts.params.iter().find(|(n, _)| n == p).map(|(_, v)| Value::String(v.clone())),
-            AttributeSource::Query(q) => parts.query.map(|qs| query_value(qs, q)).transpose()?.flatten().map(Value::String),
+            AttributeSource::Path(p) => parts
+                .params
+                .iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, v)| Value::String(v.clone())),
+            AttributeSource::Query(q) => parts
+                .query
+                .map(|qs| query_value(qs, q))
+                .transpose()?
+                .flatten()
+                .map(Value::String),
             AttributeSource::Header(h) => header_value(parts.headers, h)?.map(Value::String),
             AttributeSource::Body(path) => {
                 let root = match &mut body {
                     Some(root) => root,
                     slot @ None => {
                         let is_json = parts.content_type.is_some_and(|ct| {
-                            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                            let mime = ct
+                                .split(';')
+                                .next()
+                                .unwrap_or("")
+                                .trim()
+                                .to_ascii_lowercase();
                             mime == "application/json" || mime.ends_with("+json")
                         });
                         if !is_json {
                             return Err(AttributeError::NotJson);
                         }
-                        let parsed: Node = serde_json::from_slice(parts.body.unwrap_or(b"")).map_err(|_| AttributeError::BadJson)?;
+                        let parsed: Node = serde_json::from_slice(parts.body.unwrap_or(b""))
+                            .map_err(|_| AttributeError::BadJson)?;
                         slot.insert(parsed)
                     }
                 };
@@ -470,7 +576,10 @@ pub fn collect(sources: &[(String, AttributeSource)], parts: &RequestParts<'_>) 
 /// Case-folds as the most lenient binders do (Go's `encoding/json`, ASP.NET): Unicode
 /// simple-ish folding, so `ſ` matches `s` and `K` (Kelvin) matches `k`.
 fn fold(s: &str) -> String {
-    s.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn fold_eq(a: &str, b: &str) -> bool {
@@ -502,7 +611,9 @@ fn query_value(query: &str, name: &str) -> Result<Option<String>, AttributeError
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let semicolons = pair.contains(';');
         for piece in pair.split(';') {
-            let Some((key, value)) = url::form_urlencoded::parse(piece.as_bytes()).next() else { continue };
+            let Some((key, value)) = url::form_urlencoded::parse(piece.as_bytes()).next() else {
+                continue;
+            };
             if query_name_key(&key, arrays) != want {
                 continue;
             }
@@ -523,12 +634,19 @@ fn header_value(headers: &http::HeaderMap, name: &str) -> Result<Option<String>,
     for (key, value) in headers {
         let key = key.as_str();
         if key == name {
-            let text = value.to_str().map_err(|_| AttributeError::UnreadableHeader(name.to_string()))?;
+            let text = value
+                .to_str()
+                .map_err(|_| AttributeError::UnreadableHeader(name.to_string()))?;
             if found.is_some() || text.contains(',') {
                 return Err(AttributeError::AmbiguousHeader(name.to_string()));
             }
             found = Some(text.trim().to_string());
-        } else if key.len() == name.len() && key.bytes().zip(name.bytes()).all(|(k, n)| k == n || (k == b'_' && n == b'-') || (k == b'-' && n == b'_')) {
+        } else if key.len() == name.len()
+            && key
+                .bytes()
+                .zip(name.bytes())
+                .all(|(k, n)| k == n || (k == b'_' && n == b'-') || (k == b'-' && n == b'_'))
+        {
             return Err(AttributeError::AmbiguousHeader(name.to_string()));
         }
     }
@@ -540,7 +658,9 @@ fn header_value(headers: &http::HeaderMap, name: &str) -> Result<Option<String>,
 fn body_value(root: &Node, path: &[String]) -> Result<Option<Value>, AttributeError> {
     let mut cur = root;
     for seg in path {
-        let Node::Object(entries) = cur else { return Ok(None) };
+        let Node::Object(entries) = cur else {
+            return Ok(None);
+        };
         let mut next = None;
         for (key, value) in entries {
             if fold_eq(key, seg) {
@@ -572,10 +692,13 @@ impl Node {
     fn to_value(&self) -> Result<Value, AttributeError> {
         Ok(match self {
             Node::Scalar(v) => v.clone(),
-            Node::Array(items) => Value::Array(items.iter().map(Node::to_value).collect::<Result<_, _>>()?),
+            Node::Array(items) => {
+                Value::Array(items.iter().map(Node::to_value).collect::<Result<_, _>>()?)
+            }
             Node::Object(entries) => {
                 let mut map = Map::new();
-                let mut seen: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(entries.len());
+                let mut seen: std::collections::HashSet<String> =
+                    std::collections::HashSet::with_capacity(entries.len());
                 for (key, value) in entries {
                     if !seen.insert(fold(key)) {
                         return Err(AttributeError::AmbiguousBody(key.clone()));
@@ -616,7 +739,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Node, E> {
-        serde_json::Number::from_f64(v).map(|n| Node::Scalar(Value::Number(n))).ok_or_else(|| E::custom("a number out of range"))
+        serde_json::Number::from_f64(v)
+            .map(|n| Node::Scalar(Value::Number(n)))
+            .ok_or_else(|| E::custom("a number out of range"))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Node, E> {
@@ -710,7 +835,10 @@ mod tests {
             (302, "", Want::Failed),
         ];
         for (status, body, want) in cases {
-            let got = match classify(http::StatusCode::from_u16(*status).unwrap(), body.as_bytes()) {
+            let got = match classify(
+                http::StatusCode::from_u16(*status).unwrap(),
+                body.as_bytes(),
+            ) {
                 Ok(Answer::Allowed) => Want::Allowed,
                 Ok(Answer::Denied(_)) => Want::Denied,
                 Err(CallError::Unavailable(_)) => Want::Unavailable,
@@ -727,20 +855,53 @@ mod tests {
     fn session(access: &str) -> Credential {
         use crate::identity::session::{SessionData, Tokens};
         use crate::secret::Secret;
-        let tokens = Tokens { access_token: Secret::new(access.to_string()), id_token: Secret::new(String::new()), refresh_token: None, access_expires_at: 0 };
-        Credential::Session(Arc::new(SessionData { client: "c".into(), origin: "https://c.example".into(), subject: "u".into(), email: None, name: None, tokens, created_at: 0, expires_at: 0, generation: 0, sid: None, via: Default::default() }))
+        let tokens = Tokens {
+            access_token: Secret::new(access.to_string()),
+            id_token: Secret::new(String::new()),
+            refresh_token: None,
+            access_expires_at: 0,
+        };
+        Credential::Session(Arc::new(SessionData {
+            client: "c".into(),
+            origin: "https://c.example".into(),
+            subject: "u".into(),
+            email: None,
+            name: None,
+            tokens,
+            created_at: 0,
+            expires_at: 0,
+            generation: 0,
+            sid: None,
+            via: Default::default(),
+        }))
     }
 
     fn settings() -> AbacSettings {
-        AbacSettings { allow_ttl: Duration::from_secs(30), deny_ttl: Duration::from_secs(10), cache_size: 10, breaker_failures: 5, breaker_cooldown: Duration::from_secs(10) }
+        AbacSettings {
+            allow_ttl: Duration::from_secs(30),
+            deny_ttl: Duration::from_secs(10),
+            cache_size: 10,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(10),
+        }
     }
 
     #[tokio::test]
     async fn without_a_url_every_check_is_denied_not_unavailable() {
-        let client = AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
-        let req = CheckRequest { subject: "u", entity_type: "t", entity_id: None, permission: "p", attributes: Map::new() };
+        let client =
+            AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
+        let req = CheckRequest {
+            subject: "u",
+            entity_type: "t",
+            entity_id: None,
+            permission: "p",
+            attributes: Map::new(),
+        };
         match client.check(&bearer("t"), &req).await {
-            Outcome::Denied { cached: false, reason } => assert_eq!(reason, NOT_CONFIGURED),
+            Outcome::Denied {
+                cached: false,
+                reason,
+            } => assert_eq!(reason, NOT_CONFIGURED),
             other => panic!("{other:?}"),
         }
     }
@@ -748,13 +909,31 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_idp_is_unavailable_and_opens_the_breaker() {
         // A port nothing listens on: connection refused.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let url = Url::parse(&format!("http://127.0.0.1:{port}/check")).unwrap();
-        let s = AbacSettings { breaker_failures: 2, allow_ttl: Duration::ZERO, deny_ttl: Duration::ZERO, ..settings() };
+        let s = AbacSettings {
+            breaker_failures: 2,
+            allow_ttl: Duration::ZERO,
+            deny_ttl: Duration::ZERO,
+            ..settings()
+        };
         let client = AbacClient::from_config(Some(url), Duration::from_secs(1), &s, Metrics::new());
-        let req = CheckRequest { subject: "u", entity_type: "t", entity_id: None, permission: "p", attributes: Map::new() };
+        let req = CheckRequest {
+            subject: "u",
+            entity_type: "t",
+            entity_id: None,
+            permission: "p",
+            attributes: Map::new(),
+        };
         for _ in 0..3 {
-            assert!(matches!(client.check(&bearer("t"), &req).await, Outcome::Unavailable(_)));
+            assert!(matches!(
+                client.check(&bearer("t"), &req).await,
+                Outcome::Unavailable(_)
+            ));
         }
         assert_eq!(client.breaker().state(), BreakerState::Open);
     }
@@ -762,7 +941,10 @@ mod tests {
     fn headers(list: &[(&str, &[u8])]) -> http::HeaderMap {
         let mut map = http::HeaderMap::new();
         for (name, value) in list {
-            map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), http::HeaderValue::from_bytes(value).unwrap());
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
         }
         map
     }
@@ -772,9 +954,18 @@ mod tests {
         let sources = vec![
             ("invoice".to_string(), AttributeSource::Path("id".into())),
             ("mode".to_string(), AttributeSource::Query("mode".into())),
-            ("region".to_string(), AttributeSource::Header("x-region".into())),
-            ("amount".to_string(), AttributeSource::Body(vec!["amount".into()])),
-            ("currency".to_string(), AttributeSource::Body(vec!["payment".into(), "currency".into()])),
+            (
+                "region".to_string(),
+                AttributeSource::Header("x-region".into()),
+            ),
+            (
+                "amount".to_string(),
+                AttributeSource::Body(vec!["amount".into()]),
+            ),
+            (
+                "currency".to_string(),
+                AttributeSource::Body(vec!["payment".into(), "currency".into()]),
+            ),
             ("absent".to_string(), AttributeSource::Query("nope".into())),
         ];
         let params = [("id", "inv_1".to_string())];
@@ -787,10 +978,20 @@ mod tests {
             content_type: Some("application/json; charset=utf-8"),
         };
         let got = collect(&sources, &parts).unwrap();
-        assert_eq!(Value::Object(got), serde_json::json!({"invoice": "inv_1", "mode": "fast", "region": "eu", "amount": 80, "currency": "EUR"}));
-        let not_json = RequestParts { content_type: Some("text/plain"), ..parts };
+        assert_eq!(
+            Value::Object(got),
+            serde_json::json!({"invoice": "inv_1", "mode": "fast", "region": "eu", "amount": 80, "currency": "EUR"})
+        );
+        let not_json = RequestParts {
+            content_type: Some("text/plain"),
+            ..parts
+        };
         assert_eq!(collect(&sources, &not_json), Err(AttributeError::NotJson));
-        let bad = RequestParts { content_type: Some("application/json"), body: Some(b"{"), ..not_json };
+        let bad = RequestParts {
+            content_type: Some("application/json"),
+            body: Some(b"{"),
+            ..not_json
+        };
         assert_eq!(collect(&sources, &bad), Err(AttributeError::BadJson));
     }
 
@@ -813,13 +1014,25 @@ mod tests {
         ];
         for (query, want) in cases {
             let got = query_value(query, "amount").map_err(|_| ());
-            assert_eq!(got.as_ref().map(|o| o.as_deref()), want.as_ref().map(|o| *o), "{query}");
+            assert_eq!(
+                got.as_ref().map(|o| o.as_deref()),
+                want.as_ref().map(|o| *o),
+                "{query}"
+            );
         }
         // PHP reads `a.b` and `a b` as `a_b`.
         assert!(query_value("a.b=5000&a_b=80", "a_b").is_err());
-        assert_eq!(query_value("a.b=5000", "a.b").unwrap().as_deref(), Some("5000"));
+        assert_eq!(
+            query_value("a.b=5000", "a.b").unwrap().as_deref(),
+            Some("5000")
+        );
         // A declared name with brackets is matched whole: other keys of the same array are not it.
-        assert_eq!(query_value("filter[amount]=5&filter[x]=1", "filter[amount]").unwrap().as_deref(), Some("5"));
+        assert_eq!(
+            query_value("filter[amount]=5&filter[x]=1", "filter[amount]")
+                .unwrap()
+                .as_deref(),
+            Some("5")
+        );
         assert!(query_value("filter[amount]=5&FILTER[amount]=1", "filter[amount]").is_err());
     }
 
@@ -840,7 +1053,11 @@ mod tests {
         ];
         for (list, want) in cases {
             let got = header_value(&headers(list), "x-amount").map_err(|_| ());
-            assert_eq!(got.as_ref().map(|o| o.as_deref()), want.as_ref().map(|o| *o), "{list:?}");
+            assert_eq!(
+                got.as_ref().map(|o| o.as_deref()),
+                want.as_ref().map(|o| *o),
+                "{list:?}"
+            );
         }
     }
 
@@ -852,16 +1069,40 @@ mod tests {
         type BodyCase<'a> = (&'a str, &'a [String], Result<Option<Value>, ()>);
         let cases: &[BodyCase] = &[
             (r#"{"amount": 80}"#, &amount, Ok(Some(80.into()))),
-            (r#"{"amount": 80, "note": 1, "note": 2, "Note": 3}"#, &amount, Ok(Some(80.into()))),
+            (
+                r#"{"amount": 80, "note": 1, "note": 2, "Note": 3}"#,
+                &amount,
+                Ok(Some(80.into())),
+            ),
             (r#"{"amount": 80, "amount": 5000}"#, &amount, Err(())),
             (r#"{"amount": 80, "AMOUNT": 5000}"#, &amount, Err(())),
             (r#"{"AMOUNT": 5000}"#, &amount, Err(())),
-            (r#"{"payment": {"currency": "EUR", "currency": "USD"}}"#, &currency, Err(())),
-            (r#"{"payment": {"currency": "EUR", "Currency": "USD"}}"#, &currency, Err(())),
-            (r#"{"payment": {"currency": "EUR"}, "Payment": {"currency": "USD"}}"#, &currency, Err(())),
-            (r#"{"payment": {"currency": "EUR"}}"#, &currency, Ok(Some("EUR".into()))),
+            (
+                r#"{"payment": {"currency": "EUR", "currency": "USD"}}"#,
+                &currency,
+                Err(()),
+            ),
+            (
+                r#"{"payment": {"currency": "EUR", "Currency": "USD"}}"#,
+                &currency,
+                Err(()),
+            ),
+            (
+                r#"{"payment": {"currency": "EUR"}, "Payment": {"currency": "USD"}}"#,
+                &currency,
+                Err(()),
+            ),
+            (
+                r#"{"payment": {"currency": "EUR"}}"#,
+                &currency,
+                Ok(Some("EUR".into())),
+            ),
             (r#"{"payment": {"a": 1, "A": 2}}"#, &payment, Err(())),
-            (r#"{"payment": [{"a": 1}, {"a": 1, "a": 2}]}"#, &payment, Err(())),
+            (
+                r#"{"payment": [{"a": 1}, {"a": 1, "a": 2}]}"#,
+                &payment,
+                Err(()),
+            ),
             (r#"{"payment": "x"}"#, &currency, Ok(None)),
             (r#"{"other": 1}"#, &amount, Ok(None)),
             (r#"[1, 2]"#, &amount, Ok(None)),
@@ -872,7 +1113,10 @@ mod tests {
             assert_eq!(&got, want, "{body} at {path:?}");
         }
         // Unicode folding as Go's encoding/json does: the long s is an `s`, the Kelvin sign a `k`.
-        let ambiguous_unicode = [(r#"{"statu\u017f": 1, "status": 2}"#, "status"), (r#"{"\u212aey": 1}"#, "key")];
+        let ambiguous_unicode = [
+            (r#"{"statu\u017f": 1, "status": 2}"#, "status"),
+            (r#"{"\u212aey": 1}"#, "key"),
+        ];
         for (body, key) in ambiguous_unicode {
             let root: Node = serde_json::from_str(body).unwrap();
             assert!(body_value(&root, &[key.to_string()]).is_err(), "{body}");
@@ -881,35 +1125,96 @@ mod tests {
 
     #[test]
     fn deep_or_odd_bodies_are_refused_not_overflowed() {
-        let sources = vec![("amount".to_string(), AttributeSource::Body(vec!["amount".into()]))];
+        let sources = vec![(
+            "amount".to_string(),
+            AttributeSource::Body(vec!["amount".into()]),
+        )];
         let h = http::HeaderMap::new();
-        let deep = format!("{{\"amount\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
-        for body in [deep.as_str(), r#"{"amount": 1e999}"#, r#"{"amount": "\ud800"}"#, "", "\u{feff}{}"] {
-            let parts = RequestParts { params: &[], query: None, headers: &h, body: Some(body.as_bytes()), content_type: Some("application/json") };
-            assert_eq!(collect(&sources, &parts), Err(AttributeError::BadJson), "{:.40}", body);
+        let deep = format!(
+            "{{\"amount\": {}1{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        for body in [
+            deep.as_str(),
+            r#"{"amount": 1e999}"#,
+            r#"{"amount": "\ud800"}"#,
+            "",
+            "\u{feff}{}",
+        ] {
+            let parts = RequestParts {
+                params: &[],
+                query: None,
+                headers: &h,
+                body: Some(body.as_bytes()),
+                content_type: Some("application/json"),
+            };
+            assert_eq!(
+                collect(&sources, &parts),
+                Err(AttributeError::BadJson),
+                "{:.40}",
+                body
+            );
         }
     }
 
     #[test]
     fn cache_keys_differ_by_every_part() {
-        let base = CheckRequest { subject: "u", entity_type: "t", entity_id: Some("1"), permission: "p", attributes: Map::new() };
+        let base = CheckRequest {
+            subject: "u",
+            entity_type: "t",
+            entity_id: Some("1"),
+            permission: "p",
+            attributes: Map::new(),
+        };
         let mut attrs = Map::new();
         attrs.insert("amount".into(), 80.into());
         let variants = [
-            CheckRequest { subject: "v", ..base.clone() },
-            CheckRequest { entity_type: "t2", ..base.clone() },
-            CheckRequest { entity_id: None, ..base.clone() },
-            CheckRequest { permission: "q", ..base.clone() },
-            CheckRequest { attributes: attrs, ..base.clone() },
+            CheckRequest {
+                subject: "v",
+                ..base.clone()
+            },
+            CheckRequest {
+                entity_type: "t2",
+                ..base.clone()
+            },
+            CheckRequest {
+                entity_id: None,
+                ..base.clone()
+            },
+            CheckRequest {
+                permission: "q",
+                ..base.clone()
+            },
+            CheckRequest {
+                attributes: attrs,
+                ..base.clone()
+            },
         ];
-        let client = AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
+        let client =
+            AbacClient::from_config(None, Duration::from_secs(1), &settings(), Metrics::new());
         let tok = bearer("tok");
-        assert_eq!(client.cache_key(&tok, &base), client.cache_key(&tok, &base.clone()));
+        assert_eq!(
+            client.cache_key(&tok, &base),
+            client.cache_key(&tok, &base.clone())
+        );
         for v in &variants {
-            assert_ne!(client.cache_key(&tok, &base), client.cache_key(&tok, v), "{v:?}");
+            assert_ne!(
+                client.cache_key(&tok, &base),
+                client.cache_key(&tok, v),
+                "{v:?}"
+            );
         }
-        for other in [Credential::ApiKey(Token::new("tok").unwrap()), session("tok"), bearer("tok2")] {
-            assert_ne!(client.cache_key(&tok, &base), client.cache_key(&other, &base), "{other:?}");
+        for other in [
+            Credential::ApiKey(Token::new("tok").unwrap()),
+            session("tok"),
+            bearer("tok2"),
+        ] {
+            assert_ne!(
+                client.cache_key(&tok, &base),
+                client.cache_key(&other, &base),
+                "{other:?}"
+            );
         }
     }
 }

@@ -22,7 +22,10 @@ struct Rule {
 impl Rule {
     /// True when the rule gives `principal` the permission `action` on `entity`.
     fn gives(&self, principal: &Principal, entity: &str, action: &str) -> bool {
-        self.permissions.iter().any(|(e, a)| e == entity && a == action) && matches(&self.spec, principal)
+        self.permissions
+            .iter()
+            .any(|(e, a)| e == entity && a == action)
+            && matches(&self.spec, principal)
     }
 }
 
@@ -61,17 +64,31 @@ impl GrantTable {
             .map(|c| {
                 c.grants
                     .iter()
-                    .map(|g| Rule { permissions: g.permissions.iter().map(|(r, a)| (format!("{}:{r}", c.namespace), a.clone())).collect(), spec: g.clone() })
+                    .map(|g| Rule {
+                        permissions: g
+                            .permissions
+                            .iter()
+                            .map(|(r, a)| (format!("{}:{r}", c.namespace), a.clone()))
+                            .collect(),
+                        spec: g.clone(),
+                    })
                     .collect()
             })
             .collect();
-        let shadow = clients.iter().map(|c| c.grants.iter().any(|g| g.shadow)).collect();
+        let shadow = clients
+            .iter()
+            .map(|c| c.grants.iter().any(|g| g.shadow))
+            .collect();
         GrantTable { by_client, shadow }
     }
 
     /// True when an enforced grant of client `client` gives `principal` the permission `action` on `entity`.
     pub fn grants(&self, client: usize, principal: &Principal, entity: &str, action: &str) -> bool {
-        self.by_client.get(client).is_some_and(|rules| rules.iter().any(|r| !r.spec.shadow && r.gives(principal, entity, action)))
+        self.by_client.get(client).is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| !r.spec.shadow && r.gives(principal, entity, action))
+        })
     }
 
     /// True when client `client` has a shadow grant (`enforce = false`).
@@ -82,15 +99,29 @@ impl GrantTable {
     /// Each shadow grant of client `client` that, enforced in place of the grant it replaces,
     /// would change whether the grants give `principal` the permission `action` on `entity`:
     /// its name and what it would do. Each shadow grant is weighed on its own.
-    pub fn shadow_effects(&self, client: usize, principal: &Principal, entity: &str, action: &str) -> Vec<(&str, ShadowEffect)> {
-        let Some(rules) = self.by_client.get(client) else { return Vec::new() };
-        let enforced: Vec<usize> = rules.iter().enumerate().filter(|(_, r)| !r.spec.shadow && r.gives(principal, entity, action)).map(|(i, _)| i).collect();
+    pub fn shadow_effects(
+        &self,
+        client: usize,
+        principal: &Principal,
+        entity: &str,
+        action: &str,
+    ) -> Vec<(&str, ShadowEffect)> {
+        let Some(rules) = self.by_client.get(client) else {
+            return Vec::new();
+        };
+        let enforced: Vec<usize> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.spec.shadow && r.gives(principal, entity, action))
+            .map(|(i, _)| i)
+            .collect();
         let now = !enforced.is_empty();
         rules
             .iter()
             .filter(|r| r.spec.shadow)
             .filter_map(|r| {
-                let would = r.gives(principal, entity, action) || enforced.iter().any(|&i| r.spec.replaces != Some(i));
+                let would = r.gives(principal, entity, action)
+                    || enforced.iter().any(|&i| r.spec.replaces != Some(i));
                 let effect = match (now, would) {
                     (false, true) => ShadowEffect::Allow,
                     (true, false) => ShadowEffect::Refuse,
@@ -103,13 +134,21 @@ impl GrantTable {
 
     /// Every permission client `client`'s enforced grants give `principal`, as `entity → [actions]`.
     pub fn granted(&self, client: usize, principal: &Principal) -> Vec<(&str, &str)> {
-        let Some(rules) = self.by_client.get(client) else { return Vec::new() };
-        rules.iter().filter(|r| !r.spec.shadow && matches(&r.spec, principal)).flat_map(|r| r.permissions.iter().map(|(e, a)| (e.as_str(), a.as_str()))).collect()
+        let Some(rules) = self.by_client.get(client) else {
+            return Vec::new();
+        };
+        rules
+            .iter()
+            .filter(|r| !r.spec.shadow && matches(&r.spec, principal))
+            .flat_map(|r| r.permissions.iter().map(|(e, a)| (e.as_str(), a.as_str())))
+            .collect()
     }
 
     /// True when client `client` has any enforced grant.
     pub fn any(&self, client: usize) -> bool {
-        self.by_client.get(client).is_some_and(|r| r.iter().any(|r| !r.spec.shadow))
+        self.by_client
+            .get(client)
+            .is_some_and(|r| r.iter().any(|r| !r.spec.shadow))
     }
 }
 
@@ -118,7 +157,9 @@ impl ConfigGrants for GrantTable {
         let mut all = principal.permissions.to_json();
         if let serde_json::Value::Object(map) = &mut all {
             for (entity, action) in self.granted(client, principal) {
-                let actions = map.entry(entity.to_string()).or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                let actions = map
+                    .entry(entity.to_string())
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
                 if let serde_json::Value::Array(list) = actions {
                     if !list.iter().any(|a| a.as_str() == Some(action)) {
                         list.push(action.into());
@@ -132,7 +173,10 @@ impl ConfigGrants for GrantTable {
 
 /// True when one of the grant's selectors names the principal (and its provider, when the grant names one).
 fn matches(g: &GrantSpec, p: &Principal) -> bool {
-    let provider = p.github.as_ref().map_or(IDP_PROVIDER, |gh| gh.provider.as_str());
+    let provider = p
+        .github
+        .as_ref()
+        .map_or(IDP_PROVIDER, |gh| gh.provider.as_str());
     if g.provider.as_deref().is_some_and(|want| want != provider) {
         return false;
     }
@@ -142,14 +186,23 @@ fn matches(g: &GrantSpec, p: &Principal) -> bool {
     if p.email_verified {
         if let Some(email) = p.email.as_deref().map(str::to_ascii_lowercase) {
             let domain = email.rsplit_once('@').map(|(_, d)| d);
-            if g.emails.contains(&email) || domain.is_some_and(|d| g.email_domains.iter().any(|x| x == d)) {
+            if g.emails.contains(&email)
+                || domain.is_some_and(|d| g.email_domains.iter().any(|x| x == d))
+            {
                 return true;
             }
         }
     }
     match &p.github {
-        Some(gh) => g.users.contains(&gh.login) || gh.orgs.iter().any(|o| g.orgs.contains(o)) || gh.teams.iter().any(|t| g.teams.contains(t)),
-        None => p.groups.iter().any(|grp| g.groups.iter().any(|x| **x == **grp)),
+        Some(gh) => {
+            g.users.contains(&gh.login)
+                || gh.orgs.iter().any(|o| g.orgs.contains(o))
+                || gh.teams.iter().any(|t| g.teams.contains(t))
+        }
+        None => p
+            .groups
+            .iter()
+            .any(|grp| g.groups.iter().any(|x| **x == **grp)),
     }
 }
 
@@ -160,7 +213,10 @@ mod tests {
     use std::sync::Arc;
 
     fn grant(f: impl FnOnce(&mut GrantSpec)) -> GrantSpec {
-        let mut g = GrantSpec { permissions: vec![("invoice".into(), "read".into())], ..GrantSpec::default() };
+        let mut g = GrantSpec {
+            permissions: vec![("invoice".into(), "read".into())],
+            ..GrantSpec::default()
+        };
         f(&mut g);
         g
     }
@@ -196,21 +252,108 @@ mod tests {
         let unverified = oidc("user_eve", "alice@example.com", false, &[]);
         let octocat = github("octocat", &["acme"], &["acme/billing"]);
         let cases: Vec<(&str, GrantSpec, &Principal, bool)> = vec![
-            ("subject of the provider", grant(|g| { g.provider = Some("idp".into()); g.subjects = vec!["user_alice".into()] }), &alice, true),
-            ("subject of another provider", grant(|g| { g.provider = Some("github".into()); g.subjects = vec!["user_alice".into()] }), &alice, false),
-            ("GitHub id as subject", grant(|g| { g.provider = Some("github".into()); g.subjects = vec!["583231".into()] }), &octocat, true),
-            ("verified email, any case", grant(|g| g.emails = vec!["alice@example.com".into()]), &alice, true),
-            ("unverified email", grant(|g| g.emails = vec!["alice@example.com".into()]), &unverified, false),
-            ("email domain", grant(|g| g.email_domains = vec!["example.com".into()]), &alice, true),
-            ("a sub-domain is another domain", grant(|g| g.email_domains = vec!["ample.com".into()]), &alice, false),
-            ("groups claim", grant(|g| g.groups = vec!["billing-admins".into()]), &alice, true),
-            ("groups do not name GitHub teams", grant(|g| g.groups = vec!["acme/billing".into()]), &octocat, false),
-            ("GitHub login", grant(|g| g.users = vec!["octocat".into()]), &octocat, true),
-            ("GitHub org", grant(|g| g.orgs = vec!["acme".into()]), &octocat, true),
-            ("GitHub team", grant(|g| g.teams = vec!["acme/billing".into()]), &octocat, true),
-            ("another team", grant(|g| g.teams = vec!["acme/ops".into()]), &octocat, false),
-            ("logins are GitHub's only", grant(|g| g.users = vec!["user_alice".into()]), &alice, false),
-            ("provider filter on GitHub users", grant(|g| { g.provider = Some("idp".into()); g.orgs = vec!["acme".into()] }), &octocat, false),
+            (
+                "subject of the provider",
+                grant(|g| {
+                    g.provider = Some("idp".into());
+                    g.subjects = vec!["user_alice".into()]
+                }),
+                &alice,
+                true,
+            ),
+            (
+                "subject of another provider",
+                grant(|g| {
+                    g.provider = Some("github".into());
+                    g.subjects = vec!["user_alice".into()]
+                }),
+                &alice,
+                false,
+            ),
+            (
+                "GitHub id as subject",
+                grant(|g| {
+                    g.provider = Some("github".into());
+                    g.subjects = vec!["583231".into()]
+                }),
+                &octocat,
+                true,
+            ),
+            (
+                "verified email, any case",
+                grant(|g| g.emails = vec!["alice@example.com".into()]),
+                &alice,
+                true,
+            ),
+            (
+                "unverified email",
+                grant(|g| g.emails = vec!["alice@example.com".into()]),
+                &unverified,
+                false,
+            ),
+            (
+                "email domain",
+                grant(|g| g.email_domains = vec!["example.com".into()]),
+                &alice,
+                true,
+            ),
+            (
+                "a sub-domain is another domain",
+                grant(|g| g.email_domains = vec!["ample.com".into()]),
+                &alice,
+                false,
+            ),
+            (
+                "groups claim",
+                grant(|g| g.groups = vec!["billing-admins".into()]),
+                &alice,
+                true,
+            ),
+            (
+                "groups do not name GitHub teams",
+                grant(|g| g.groups = vec!["acme/billing".into()]),
+                &octocat,
+                false,
+            ),
+            (
+                "GitHub login",
+                grant(|g| g.users = vec!["octocat".into()]),
+                &octocat,
+                true,
+            ),
+            (
+                "GitHub org",
+                grant(|g| g.orgs = vec!["acme".into()]),
+                &octocat,
+                true,
+            ),
+            (
+                "GitHub team",
+                grant(|g| g.teams = vec!["acme/billing".into()]),
+                &octocat,
+                true,
+            ),
+            (
+                "another team",
+                grant(|g| g.teams = vec!["acme/ops".into()]),
+                &octocat,
+                false,
+            ),
+            (
+                "logins are GitHub's only",
+                grant(|g| g.users = vec!["user_alice".into()]),
+                &alice,
+                false,
+            ),
+            (
+                "provider filter on GitHub users",
+                grant(|g| {
+                    g.provider = Some("idp".into());
+                    g.orgs = vec!["acme".into()]
+                }),
+                &octocat,
+                false,
+            ),
         ];
         for (case, g, p, want) in cases {
             assert_eq!(matches(&g, p), want, "{case}");
@@ -220,14 +363,31 @@ mod tests {
     #[test]
     fn table_in_the_clients_namespace() {
         let spec = grant(|g| g.orgs = vec!["acme".into()]);
-        let table = GrantTable { by_client: vec![vec![Rule { permissions: vec![("client_abc:invoice".into(), "read".into())], spec }]], shadow: vec![false] };
+        let table = GrantTable {
+            by_client: vec![vec![Rule {
+                permissions: vec![("client_abc:invoice".into(), "read".into())],
+                spec,
+            }]],
+            shadow: vec![false],
+        };
         let member = github("mona", &["acme"], &[]);
         assert!(table.grants(0, &member, "client_abc:invoice", "read"));
         assert!(!table.grants(0, &member, "client_abc:invoice", "write"));
         assert!(!table.grants(0, &member, "client_xyz:invoice", "read"));
-        assert!(!table.grants(1, &member, "client_abc:invoice", "read"), "another client");
-        assert!(!table.grants(0, &github("mona", &["other"], &[]), "client_abc:invoice", "read"));
-        assert_eq!(table.permissions(0, &member), serde_json::json!({"client_abc:invoice": ["read"]}));
+        assert!(
+            !table.grants(1, &member, "client_abc:invoice", "read"),
+            "another client"
+        );
+        assert!(!table.grants(
+            0,
+            &github("mona", &["other"], &[]),
+            "client_abc:invoice",
+            "read"
+        ));
+        assert_eq!(
+            table.permissions(0, &member),
+            serde_json::json!({"client_abc:invoice": ["read"]})
+        );
     }
 
     #[test]
@@ -237,13 +397,18 @@ mod tests {
             spec.name = Some(name.into());
             spec.shadow = shadow;
             spec.replaces = replaces;
-            Rule { permissions: vec![("client_abc:invoice".into(), "read".into())], spec }
+            Rule {
+                permissions: vec![("client_abc:invoice".into(), "read".into())],
+                spec,
+            }
         };
         // The org grant is enforced; "team-only" would narrow it to a team; "solo" would add a user.
         let table = GrantTable {
             by_client: vec![vec![
                 rule("org", false, None, |g| g.orgs = vec!["acme".into()]),
-                rule("team-only", true, Some(0), |g| g.teams = vec!["acme/billing".into()]),
+                rule("team-only", true, Some(0), |g| {
+                    g.teams = vec!["acme/billing".into()]
+                }),
                 rule("solo", true, None, |g| g.users = vec!["solo".into()]),
             ]],
             shadow: vec![true],
@@ -255,14 +420,36 @@ mod tests {
         assert!(table.has_shadow(0) && !table.has_shadow(1));
 
         assert!(table.grants(0, &team_member, "client_abc:invoice", "read"));
-        assert_eq!(effects(&team_member), [], "the narrowed grant still names the team");
+        assert_eq!(
+            effects(&team_member),
+            [],
+            "the narrowed grant still names the team"
+        );
         assert!(table.grants(0, &org_member, "client_abc:invoice", "read"));
-        assert_eq!(effects(&org_member), [("team-only", ShadowEffect::Refuse)], "an org member outside the team would lose it");
-        assert!(!table.grants(0, &solo, "client_abc:invoice", "read"), "a shadow grant gives nothing");
+        assert_eq!(
+            effects(&org_member),
+            [("team-only", ShadowEffect::Refuse)],
+            "an org member outside the team would lose it"
+        );
+        assert!(
+            !table.grants(0, &solo, "client_abc:invoice", "read"),
+            "a shadow grant gives nothing"
+        );
         assert_eq!(effects(&solo), [("solo", ShadowEffect::Allow)]);
-        assert_eq!(table.shadow_effects(0, &solo, "client_abc:invoice", "write"), [], "another permission");
-        assert_eq!(table.permissions(0, &solo), serde_json::json!({}), "session info shows enforced grants only");
-        assert_eq!(table.permissions(0, &org_member), serde_json::json!({"client_abc:invoice": ["read"]}));
+        assert_eq!(
+            table.shadow_effects(0, &solo, "client_abc:invoice", "write"),
+            [],
+            "another permission"
+        );
+        assert_eq!(
+            table.permissions(0, &solo),
+            serde_json::json!({}),
+            "session info shows enforced grants only"
+        );
+        assert_eq!(
+            table.permissions(0, &org_member),
+            serde_json::json!({"client_abc:invoice": ["read"]})
+        );
         assert_eq!(ShadowEffect::Allow.as_label(), "allow");
         assert_eq!(ShadowEffect::Refuse.as_label(), "refuse");
     }

@@ -38,7 +38,10 @@ pub struct RoutedHost<'a> {
 /// (the request's own origin), never `Host` when an absolute-form target overrides it.
 pub fn routed_authority(req: &RequestHeader) -> Option<&[u8]> {
     let target = pingora::http::authority::raw_target_authority(req.raw_path());
-    target.authority().or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes())).or_else(|| req.headers.get(&http::header::HOST).map(|v| v.as_bytes()))
+    target
+        .authority()
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+        .or_else(|| req.headers.get(&http::header::HOST).map(|v| v.as_bytes()))
 }
 
 /// The request's host: an absolute-form target's authority (it overrides `Host`, RFC 9112
@@ -51,7 +54,10 @@ pub fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostE
         return Err(HostError::Duplicate);
     }
     let target = pingora::http::authority::raw_target_authority(req.raw_path());
-    if matches!(target, pingora::http::authority::RawTargetAuthority::AmbiguousAuthority) {
+    if matches!(
+        target,
+        pingora::http::authority::RawTargetAuthority::AmbiguousAuthority
+    ) {
         return Err(HostError::Invalid);
     }
     let absolute = target.authority();
@@ -65,7 +71,11 @@ pub fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostE
         }
     }
     let Some(raw) = authority.or(host_header) else {
-        return if req.version <= http::Version::HTTP_10 { Ok(None) } else { Err(HostError::Missing) };
+        return if req.version <= http::Version::HTTP_10 {
+            Ok(None)
+        } else {
+            Err(HostError::Missing)
+        };
     };
     let (name, port) = split_host(raw).ok_or(HostError::Invalid)?;
     let canonical = name.bytes().all(|b| !b.is_ascii_uppercase()) && !name.ends_with('.');
@@ -73,7 +83,11 @@ pub fn request_host(req: &RequestHeader) -> Result<Option<RoutedHost<'_>>, HostE
     if trimmed.is_empty() {
         return Err(HostError::Invalid);
     }
-    let name = if canonical { Cow::Borrowed(trimmed) } else { Cow::Owned(trimmed.to_ascii_lowercase()) };
+    let name = if canonical {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    };
     // HTTP/2 without `Host`: Pingora writes `Host` from `:authority` for an HTTP/1.1 upstream
     // (and an HTTP/2 upstream gets `:authority`) before the filters run, so a canonical
     // authority needs no copy of its own.
@@ -96,7 +110,11 @@ fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
         let end = raw.find(']')?;
         let (name, rest) = raw.split_at(end + 1);
         let inner = name.get(1..name.len() - 1)?;
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return None;
         }
         match rest {
@@ -112,7 +130,10 @@ fn split_host(raw: &[u8]) -> Option<(&str, Option<&str>)> {
         // One pass (this runs on every request): allowed bytes only, no empty label.
         let mut previous = b'.';
         for b in labels.bytes() {
-            let allowed = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && previous != b'.');
+            let allowed = b.is_ascii_alphanumeric()
+                || b == b'-'
+                || b == b'_'
+                || (b == b'.' && previous != b'.');
             if !allowed {
                 return None;
             }
@@ -144,18 +165,53 @@ mod tests {
         let v2 = http::Version::HTTP_2;
         let cases: [(http::Version, &str, &[&str], Want); 25] = [
             (v11, "/x", &["example.com"], Ok(Some(("example.com", None)))),
-            (v11, "/x", &["example.com:8080"], Ok(Some(("example.com", None)))),
-            (v11, "/x", &["Example.COM"], Ok(Some(("example.com", Some("example.com"))))),
-            (v11, "/x", &["example.com."], Ok(Some(("example.com", Some("example.com"))))),
-            (v11, "/x", &["example.com.:81"], Ok(Some(("example.com", Some("example.com:81"))))),
+            (
+                v11,
+                "/x",
+                &["example.com:8080"],
+                Ok(Some(("example.com", None))),
+            ),
+            (
+                v11,
+                "/x",
+                &["Example.COM"],
+                Ok(Some(("example.com", Some("example.com")))),
+            ),
+            (
+                v11,
+                "/x",
+                &["example.com."],
+                Ok(Some(("example.com", Some("example.com")))),
+            ),
+            (
+                v11,
+                "/x",
+                &["example.com.:81"],
+                Ok(Some(("example.com", Some("example.com:81")))),
+            ),
             (v11, "/x", &["127.0.0.1:80"], Ok(Some(("127.0.0.1", None)))),
             (v11, "/x", &["[::1]:80"], Ok(Some(("[::1]", None)))),
-            (v11, "http://b.example/x", &["a.example"], Ok(Some(("b.example", Some("b.example"))))),
-            (v11, "http://b.example:81/x", &["b.example:81"], Ok(Some(("b.example", None)))),
+            (
+                v11,
+                "http://b.example/x",
+                &["a.example"],
+                Ok(Some(("b.example", Some("b.example")))),
+            ),
+            (
+                v11,
+                "http://b.example:81/x",
+                &["b.example:81"],
+                Ok(Some(("b.example", None))),
+            ),
             (v11, "/x", &[], Err(HostError::Missing)),
             (v11, "http://b.example/x", &[], Err(HostError::Missing)),
             (v10, "/x", &[], Ok(None)),
-            (v11, "/x", &["a.example", "b.example"], Err(HostError::Duplicate)),
+            (
+                v11,
+                "/x",
+                &["a.example", "b.example"],
+                Err(HostError::Duplicate),
+            ),
             (v11, "/x", &[""], Err(HostError::Invalid)),
             (v11, "/x", &["a..example"], Err(HostError::Invalid)),
             (v11, "/x", &["a.example:x"], Err(HostError::Invalid)),
@@ -163,11 +219,36 @@ mod tests {
             (v11, "/x", &["user@a.example"], Err(HostError::Invalid)),
             (v11, "/x", &["."], Err(HostError::Invalid)),
             // HTTP/2: `:authority` (the target's authority here), `Host` optional and the same.
-            (v2, "https://a.example/x", &[], Ok(Some(("a.example", None)))),
-            (v2, "https://A.example./x", &[], Ok(Some(("a.example", Some("a.example"))))),
-            (v2, "https://a.example:8443/x", &["A.example:8443"], Ok(Some(("a.example", Some("a.example:8443"))))),
-            (v2, "https://a.example/x", &["a.example"], Ok(Some(("a.example", None)))),
-            (v2, "https://a.example/x", &["b.example"], Err(HostError::Conflict)),
+            (
+                v2,
+                "https://a.example/x",
+                &[],
+                Ok(Some(("a.example", None))),
+            ),
+            (
+                v2,
+                "https://A.example./x",
+                &[],
+                Ok(Some(("a.example", Some("a.example")))),
+            ),
+            (
+                v2,
+                "https://a.example:8443/x",
+                &["A.example:8443"],
+                Ok(Some(("a.example", Some("a.example:8443")))),
+            ),
+            (
+                v2,
+                "https://a.example/x",
+                &["a.example"],
+                Ok(Some(("a.example", None))),
+            ),
+            (
+                v2,
+                "https://a.example/x",
+                &["b.example"],
+                Err(HostError::Conflict),
+            ),
             (v2, "/x", &[], Err(HostError::Missing)),
         ];
         for (version, target, hosts, want) in cases {
@@ -181,8 +262,14 @@ mod tests {
             assert_eq!(got, want, "{version:?} {target} {hosts:?}");
             // What the request's own origin is built from names the host routing read.
             if let Ok(Some((name, _))) = &got {
-                let own = routed_authority(&req).and_then(split_host).map(|(n, _)| n.trim_end_matches('.').to_ascii_lowercase());
-                assert_eq!(own.as_deref(), Some(name.as_str()), "{version:?} {target} {hosts:?}: own origin from another host");
+                let own = routed_authority(&req)
+                    .and_then(split_host)
+                    .map(|(n, _)| n.trim_end_matches('.').to_ascii_lowercase());
+                assert_eq!(
+                    own.as_deref(),
+                    Some(name.as_str()),
+                    "{version:?} {target} {hosts:?}: own origin from another host"
+                );
             }
         }
     }

@@ -70,7 +70,11 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The uppercase hex digit of a nibble (`n` < 16).
 fn hex_upper(n: u8) -> char {
-    char::from(if n < 10 { b'0' + n } else { b'A' + (n & 15) - 10 })
+    char::from(if n < 10 {
+        b'0' + n
+    } else {
+        b'A' + (n & 15) - 10
+    })
 }
 
 /// Returns the normalised form of a request path (without its query).
@@ -81,7 +85,11 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
     }
     let (clean, semicolon) = scan(bytes)?;
     if clean {
-        return Ok(NormalPath { forward: Cow::Borrowed(raw), decoded: Cow::Borrowed(raw), has_params: semicolon });
+        return Ok(NormalPath {
+            forward: Cow::Borrowed(raw),
+            decoded: Cow::Borrowed(raw),
+            has_params: semicolon,
+        });
     }
     // Pass 1: percent-decoding of unreserved characters, refusals.
     let mut partly = String::with_capacity(raw.len());
@@ -90,7 +98,10 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
     while let Some(pos) = rest.find('%') {
         partly.push_str(rest.get(..pos).unwrap_or_default());
         let esc = rest.as_bytes().get(pos + 1..pos + 3).unwrap_or_default();
-        let (Some(h), Some(l)) = (esc.first().and_then(|b| hex(*b)), esc.get(1).and_then(|b| hex(*b))) else {
+        let (Some(h), Some(l)) = (
+            esc.first().and_then(|b| hex(*b)),
+            esc.get(1).and_then(|b| hex(*b)),
+        ) else {
             return Err(PathError::BadEscape);
         };
         let v = h * 16 + l;
@@ -117,14 +128,21 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, PathError> {
     if !decoded.is_ascii() && has_ascii_lookalike(&decoded) {
         return Err(PathError::AsciiLookalike);
     }
-    Ok(NormalPath { forward: Cow::Owned(forward), decoded, has_params })
+    Ok(NormalPath {
+        forward: Cow::Owned(forward),
+        decoded,
+        has_params,
+    })
 }
 
 /// Whether some non-ASCII character of `decoded` becomes ASCII under NFKC (`／` → `/`,
 /// `ａ` → `a`, `ﬁ` → `fi`): the path an NFKC-normalising upstream serves is another one.
 fn has_ascii_lookalike(decoded: &str) -> bool {
     use unicode_normalization::UnicodeNormalization;
-    decoded.chars().filter(|c| !c.is_ascii()).any(|c| std::iter::once(c).nfkc().any(|n| n.is_ascii()))
+    decoded
+        .chars()
+        .filter(|c| !c.is_ascii())
+        .any(|c| std::iter::once(c).nfkc().any(|n| n.is_ascii()))
 }
 
 /// `//` collapsed, `.` and `..` segments resolved (never above `/`), trailing slash kept.
@@ -161,8 +179,14 @@ fn decode(forward: &str) -> Result<Cow<'_, str>, PathError> {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
-            let h = bytes.get(i + 1).and_then(|b| hex(*b)).ok_or(PathError::BadEscape)?;
-            let l = bytes.get(i + 2).and_then(|b| hex(*b)).ok_or(PathError::BadEscape)?;
+            let h = bytes
+                .get(i + 1)
+                .and_then(|b| hex(*b))
+                .ok_or(PathError::BadEscape)?;
+            let l = bytes
+                .get(i + 2)
+                .and_then(|b| hex(*b))
+                .ok_or(PathError::BadEscape)?;
             out.push(h * 16 + l);
             i += 3;
         } else {
@@ -170,7 +194,9 @@ fn decode(forward: &str) -> Result<Cow<'_, str>, PathError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map(Cow::Owned).map_err(|_| PathError::InvalidUtf8)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| PathError::InvalidUtf8)
 }
 
 /// The path as Tomcat, Jetty and Spring read it: every `;...` up to the next `/` dropped from
@@ -185,7 +211,11 @@ pub fn strip_params(forward: &str) -> Result<NormalPath<'static>, PathError> {
         stripped.push_str(seg.get(..end).unwrap_or(seg));
     }
     let n = normalize(&stripped)?;
-    Ok(NormalPath { forward: Cow::Owned(n.forward.into_owned()), decoded: Cow::Owned(n.decoded.into_owned()), has_params: false })
+    Ok(NormalPath {
+        forward: Cow::Owned(n.forward.into_owned()),
+        decoded: Cow::Owned(n.decoded.into_owned()),
+        has_params: false,
+    })
 }
 
 /// Whether the path needs no change, and whether it has a raw `;`; refuses raw backslashes and
@@ -204,7 +234,11 @@ fn scan(bytes: &[u8]) -> Result<(bool, bool), PathError> {
             b'/' if prev == b'/' => clean = false,
             b'.' if prev == b'/' => {
                 let rest = bytes.get(i..).unwrap_or_default();
-                if rest == b"." || rest == b".." || rest.starts_with(b"./") || rest.starts_with(b"../") {
+                if rest == b"."
+                    || rest == b".."
+                    || rest.starts_with(b"./")
+                    || rest.starts_with(b"../")
+                {
                     clean = false;
                 }
             }
@@ -247,12 +281,20 @@ mod tests {
             ("/caf%c3%a9/x", "/caf%C3%A9/x", "/caf\u{e9}/x"),
             ("/caf%C3%A9/../x", "/x", "/x"),
             ("/%e2%82%ac", "/%E2%82%AC", "/\u{20ac}"),
-            ("/%E6%97%A5%E6%9C%AC", "/%E6%97%A5%E6%9C%AC", "/\u{65e5}\u{672c}"),
+            (
+                "/%E6%97%A5%E6%9C%AC",
+                "/%E6%97%A5%E6%9C%AC",
+                "/\u{65e5}\u{672c}",
+            ),
             ("/e%CC%81", "/e%CC%81", "/e\u{301}"),
             ("/a/.hidden", "/a/.hidden", "/a/.hidden"),
             ("/a/..b", "/a/..b", "/a/..b"),
             ("/.", "/", "/"),
-            ("/public/..;/admin", "/public/..;/admin", "/public/..;/admin"),
+            (
+                "/public/..;/admin",
+                "/public/..;/admin",
+                "/public/..;/admin",
+            ),
             ("/a;x=1/b", "/a;x=1/b", "/a;x=1/b"),
         ];
         for (input, fwd, dec) in ok {
@@ -286,7 +328,10 @@ mod tests {
             ("/%c3/x", PathError::InvalidUtf8),
             ("/%ff", PathError::InvalidUtf8),
             ("/%ed%a0%80", PathError::InvalidUtf8),
-            ("/public/%EF%BC%8E%EF%BC%8E/admin", PathError::AsciiLookalike),
+            (
+                "/public/%EF%BC%8E%EF%BC%8E/admin",
+                PathError::AsciiLookalike,
+            ),
             ("/public/\u{ff0e}\u{ff0e}/admin", PathError::AsciiLookalike),
             ("/public%EF%BC%8Fadmin", PathError::AsciiLookalike),
             ("/%EF%BD%81dmin", PathError::AsciiLookalike),
@@ -322,7 +367,13 @@ mod tests {
     fn clean_paths_are_borrowed() {
         for p in ["/api/invoices/42", "/a/.well-known/x", "/a;b"] {
             let n = normalize(p).unwrap();
-            assert!(matches!((&n.forward, &n.decoded), (Cow::Borrowed(_), Cow::Borrowed(_))), "{p}");
+            assert!(
+                matches!(
+                    (&n.forward, &n.decoded),
+                    (Cow::Borrowed(_), Cow::Borrowed(_))
+                ),
+                "{p}"
+            );
         }
     }
 }

@@ -19,7 +19,12 @@ pub enum Decision {
 }
 
 /// Checks `action` on `entity_type` (and the one entity `entity_id`, when known).
-pub fn check(principal: &Principal, entity_type: &str, entity_id: Option<&str>, action: &str) -> Decision {
+pub fn check(
+    principal: &Principal,
+    entity_type: &str,
+    entity_id: Option<&str>,
+    action: &str,
+) -> Decision {
     if principal.abac_required.lists(entity_type, action) {
         return Decision::NeedsLiveCheck;
     }
@@ -52,7 +57,10 @@ pub struct PermissionNames {
 
 impl PermissionNames {
     /// The permission names of every (route, client) pair; `None` where the route needs none.
-    pub fn table(routes: &[RouteSpec], clients: &[ClientSettings]) -> Vec<Vec<Option<Arc<PermissionNames>>>> {
+    pub fn table(
+        routes: &[RouteSpec],
+        clients: &[ClientSettings],
+    ) -> Vec<Vec<Option<Arc<PermissionNames>>>> {
         routes
             .iter()
             .map(|r| {
@@ -62,7 +70,12 @@ impl PermissionNames {
                         Access::Permission(p) => {
                             let entity = format!("{}:{}", c.namespace, p.resource);
                             let granted = format!("{entity}:{}", p.action);
-                            Some(Arc::new(PermissionNames { header: crate::headers::encode(&granted), granted: granted.into(), entity: entity.into(), action: p.action.as_str().into() }))
+                            Some(Arc::new(PermissionNames {
+                                header: crate::headers::encode(&granted),
+                                granted: granted.into(),
+                                entity: entity.into(),
+                                action: p.action.as_str().into(),
+                            }))
                         }
                         _ => None,
                     })
@@ -94,8 +107,18 @@ mod tests {
         );
         let cases = [
             ("client_abc:invoice", None, "read", Decision::Granted),
-            ("client_abc:invoice", Some("inv_1"), "write", Decision::Granted),
-            ("client_abc:invoice", None, "refund", Decision::NeedsLiveCheck),
+            (
+                "client_abc:invoice",
+                Some("inv_1"),
+                "write",
+                Decision::Granted,
+            ),
+            (
+                "client_abc:invoice",
+                None,
+                "refund",
+                Decision::NeedsLiveCheck,
+            ),
             ("client_abc:invoice", None, "delete", Decision::Denied),
             ("client_abc:report", Some("r1"), "read", Decision::Granted),
             ("client_abc:report", Some("r2"), "read", Decision::Denied),
@@ -104,13 +127,20 @@ mod tests {
             ("client_abc:invoic", None, "read", Decision::Denied),
         ];
         for (entity, id, action, want) in cases {
-            assert_eq!(check(&p, entity, id, action), want, "{entity} {id:?} {action}");
+            assert_eq!(
+                check(&p, entity, id, action),
+                want,
+                "{entity} {id:?} {action}"
+            );
         }
     }
 
     #[test]
     fn token_without_claims_grants_nothing() {
         let p = principal(serde_json::Value::Null, serde_json::Value::Null);
-        assert_eq!(check(&p, "client_abc:invoice", None, "read"), Decision::Denied);
+        assert_eq!(
+            check(&p, "client_abc:invoice", None, "read"),
+            Decision::Denied
+        );
     }
 }

@@ -48,7 +48,9 @@ pub enum RouteError {
     #[error("the path's ; parameters change which route or entity it reaches: remove them")]
     ParamsChangeRoute,
     /// Ignoring letter case, as a case-insensitive upstream does, reaches another route.
-    #[error("the path reaches another route when letter case is ignored: use the path's canonical case")]
+    #[error(
+        "the path reaches another route when letter case is ignored: use the path's canonical case"
+    )]
     CaseChangesRoute,
     /// The path without its parameters is not a valid path.
     #[error(transparent)]
@@ -56,7 +58,15 @@ pub enum RouteError {
 }
 
 /// Methods in the order `Allow` lists them.
-const METHODS: [Method; 7] = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 /// One route's claim on a router key.
 #[derive(Debug)]
@@ -85,7 +95,9 @@ struct HostTable {
 
 impl fmt::Debug for HostTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostTable").field("keys", &self.keys.len()).finish()
+        f.debug_struct("HostTable")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -98,8 +110,12 @@ enum Lookup<'t, 'p> {
 
 impl HostTable {
     fn lookup<'t, 'p>(&'t self, path: &'p str, method: &Method) -> Lookup<'t, 'p> {
-        let Ok(m) = self.router.at(path) else { return Lookup::Miss };
-        let Some(claims) = self.entries.get(*m.value) else { return Lookup::Miss };
+        let Ok(m) = self.router.at(path) else {
+            return Lookup::Miss;
+        };
+        let Some(claims) = self.entries.get(*m.value) else {
+            return Lookup::Miss;
+        };
         if let Some(c) = claims.iter().find(|c| c.allows(method)) {
             return Lookup::Route(c.route, m.params);
         }
@@ -115,7 +131,15 @@ impl HostTable {
 
 /// The methods a key's claims allow, in `Allow` order (HEAD wherever GET is).
 fn allowed(claims: &[Claim]) -> Vec<Method> {
-    METHODS.iter().filter(|m| claims.iter().any(|c| c.allows(m) || (**m == Method::HEAD && c.allows(&Method::GET)))).cloned().collect()
+    METHODS
+        .iter()
+        .filter(|m| {
+            claims
+                .iter()
+                .any(|c| c.allows(m) || (**m == Method::HEAD && c.allows(&Method::GET)))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Every host's table.
@@ -138,7 +162,12 @@ impl Tables {
                     None => &mut t.any_host,
                 };
                 let keys = r.path.router_keys(fold);
-                let chosen = if pass == 0 { keys.get(..1) } else { keys.get(1..) }.unwrap_or_default();
+                let chosen = if pass == 0 {
+                    keys.get(..1)
+                } else {
+                    keys.get(1..)
+                }
+                .unwrap_or_default();
                 for key in chosen {
                     let entry = match table.keys.get(key) {
                         Some(&e) => e,
@@ -146,7 +175,10 @@ impl Tables {
                             let e = table.entries.len();
                             if let Err(err) = table.router.insert(key.clone(), e) {
                                 if pass == 0 {
-                                    conflicts.push((i, format!("{:?} cannot be routed: {err}", r.path.as_str())));
+                                    conflicts.push((
+                                        i,
+                                        format!("{:?} cannot be routed: {err}", r.path.as_str()),
+                                    ));
                                 }
                                 continue;
                             }
@@ -155,9 +187,13 @@ impl Tables {
                             e
                         }
                     };
-                    let Some(claims) = table.entries.get_mut(entry) else { continue };
+                    let Some(claims) = table.entries.get_mut(entry) else {
+                        continue;
+                    };
                     if pass == 0 {
-                        let overlapping = claims.iter().find(|c| c.main && methods_overlap(c.methods.as_deref(), r.methods.as_deref()));
+                        let overlapping = claims.iter().find(|c| {
+                            c.main && methods_overlap(c.methods.as_deref(), r.methods.as_deref())
+                        });
                         if let Some(other) = overlapping.and_then(|c| routes.get(c.route)) {
                             let message = if fold && other.path.as_str() != r.path.as_str() {
                                 format!(
@@ -176,7 +212,11 @@ impl Tables {
                             continue;
                         }
                     }
-                    claims.push(Claim { route: i, methods: r.methods.clone(), main: pass == 0 });
+                    claims.push(Claim {
+                        route: i,
+                        methods: r.methods.clone(),
+                        main: pass == 0,
+                    });
                 }
             }
         }
@@ -184,7 +224,12 @@ impl Tables {
     }
 
     /// The most specific path decides: host-specific table first, any-host table next.
-    fn lookup<'t, 'p>(&'t self, host: Option<&str>, path: &'p str, method: &Method) -> Lookup<'t, 'p> {
+    fn lookup<'t, 'p>(
+        &'t self,
+        host: Option<&str>,
+        path: &'p str,
+        method: &Method,
+    ) -> Lookup<'t, 'p> {
         if let Some(table) = host.and_then(|h| self.by_host.get(h)) {
             match table.lookup(path, method) {
                 Lookup::Miss => {}
@@ -215,12 +260,16 @@ pub struct RouteTable {
 
 impl ProtectedPages for RouteTable {
     fn protected(&self, url: &str) -> bool {
-        let Ok(url) = url::Url::parse(url) else { return true };
+        let Ok(url) = url::Url::parse(url) else {
+            return true;
+        };
         // The gateway answers its own endpoints (the signed-out page) before any route.
         if url.path().starts_with(browser::PREFIX) {
             return false;
         }
-        let Ok(path) = path::normalize(url.path()) else { return true };
+        let Ok(path) = path::normalize(url.path()) else {
+            return true;
+        };
         match self.resolve(url.host_str(), &path, &Method::GET) {
             Ok(RouteMatch::Found { route, .. }) => route.access != Access::Public,
             Ok(_) => false,
@@ -241,7 +290,12 @@ impl RouteTable {
             }
         }
         if conflicts.is_empty() {
-            Ok(RouteTable { routes: routes.to_vec(), exact, folded, uppercase_patterns: routes.iter().any(|r| r.path.has_uppercase()) })
+            Ok(RouteTable {
+                routes: routes.to_vec(),
+                exact,
+                folded,
+                uppercase_patterns: routes.iter().any(|r| r.path.has_uppercase()),
+            })
         } else {
             Err(conflicts)
         }
@@ -252,8 +306,12 @@ impl RouteTable {
     /// routes that conflict (`routes[i].path`), and a client whose `post_logout_redirect` is a
     /// page that needs a sign-in (after logout the browser would go straight back to the IdP).
     pub fn from_config(config: &Config) -> Result<RouteTable, Findings> {
-        let table = RouteTable::build(&config.routes)
-            .map_err(|conflicts| conflicts.into_iter().map(|(i, message)| (KeyPath::root("routes").index(i).key("path"), message)).collect::<Findings>())?;
+        let table = RouteTable::build(&config.routes).map_err(|conflicts| {
+            conflicts
+                .into_iter()
+                .map(|(i, message)| (KeyPath::root("routes").index(i).key("path"), message))
+                .collect::<Findings>()
+        })?;
         let findings: Findings = config
             .clients
             .iter()
@@ -276,16 +334,30 @@ impl RouteTable {
     /// The name of the protected route (one needing a sign-in) that serves the client's
     /// `post_logout_redirect`, on any host the table knows for the client's origins.
     fn protected_logout_target(&self, client: &ClientSettings) -> Option<&str> {
-        let base = client.origins.first().map_or("http://localhost", |o| o.as_str());
-        let url = url::Url::parse(base).ok()?.join(&client.post_logout_redirect).ok()?;
+        let base = client
+            .origins
+            .first()
+            .map_or("http://localhost", |o| o.as_str());
+        let url = url::Url::parse(base)
+            .ok()?
+            .join(&client.post_logout_redirect)
+            .ok()?;
         // The gateway answers its own endpoints before any route is matched.
         if url.path().starts_with(browser::PREFIX) {
             return None;
         }
         let path = path::normalize(url.path()).ok()?;
-        let hosts = std::iter::once(None).chain(client.origins.iter().filter_map(|o| url::Url::parse(o.as_str()).ok()).map(|u| u.host_str().map(str::to_string)));
+        let hosts = std::iter::once(None).chain(
+            client
+                .origins
+                .iter()
+                .filter_map(|o| url::Url::parse(o.as_str()).ok())
+                .map(|u| u.host_str().map(str::to_string)),
+        );
         for host in hosts {
-            if let Ok(RouteMatch::Found { route, .. }) = self.resolve(host.as_deref(), &path, &Method::GET) {
+            if let Ok(RouteMatch::Found { route, .. }) =
+                self.resolve(host.as_deref(), &path, &Method::GET)
+            {
                 if route.access != Access::Public {
                     return Some(&route.name);
                 }
@@ -305,8 +377,17 @@ impl RouteTable {
         match self.exact.lookup(host, path, method) {
             Lookup::Route(index, m) => match self.routes.get(index) {
                 Some(route) => {
-                    let params = route.path.params().zip(m.iter()).map(|(n, (_, v))| (n, v.to_string())).collect();
-                    RouteMatch::Found { route, index, params }
+                    let params = route
+                        .path
+                        .params()
+                        .zip(m.iter())
+                        .map(|(n, (_, v))| (n, v.to_string()))
+                        .collect();
+                    RouteMatch::Found {
+                        route,
+                        index,
+                        params,
+                    }
                 }
                 None => RouteMatch::NotFound,
             },
@@ -319,39 +400,79 @@ impl RouteTable {
     /// an upstream framework might make reaches that same route: with its `;` parameters
     /// dropped (only on routes with `path_params`; otherwise `;` is refused), and with letter
     /// case ignored.
-    pub fn resolve(&self, host: Option<&str>, path: &NormalPath<'_>, method: &Method) -> Result<RouteMatch<'_>, RouteError> {
+    pub fn resolve(
+        &self,
+        host: Option<&str>,
+        path: &NormalPath<'_>,
+        method: &Method,
+    ) -> Result<RouteMatch<'_>, RouteError> {
         let found = self.find(host, &path.decoded, method);
-        let RouteMatch::Found { route, index, params } = found else {
-            return if path.has_params { Err(RouteError::ParamsRefused) } else { Ok(found) };
+        let RouteMatch::Found {
+            route,
+            index,
+            params,
+        } = found
+        else {
+            return if path.has_params {
+                Err(RouteError::ParamsRefused)
+            } else {
+                Ok(found)
+            };
         };
         self.same_ignoring_case(host, &path.decoded, method, index)?;
         if !path.has_params {
-            return Ok(RouteMatch::Found { route, index, params });
+            return Ok(RouteMatch::Found {
+                route,
+                index,
+                params,
+            });
         }
         if !route.path_params {
             return Err(RouteError::ParamsRefused);
         }
         let stripped = path::strip_params(&path.forward)?;
-        let RouteMatch::Found { index: again, params: stripped_params, .. } = self.find(host, &stripped.decoded, method) else {
+        let RouteMatch::Found {
+            index: again,
+            params: stripped_params,
+            ..
+        } = self.find(host, &stripped.decoded, method)
+        else {
             return Err(RouteError::ParamsChangeRoute);
         };
         let same_captures = params.len() == stripped_params.len()
-            && params.iter().zip(&stripped_params).all(|((_, v), (_, s))| v.split(';').next() == Some(s.as_str()));
+            && params
+                .iter()
+                .zip(&stripped_params)
+                .all(|((_, v), (_, s))| v.split(';').next() == Some(s.as_str()));
         if again != index || !same_captures {
             return Err(RouteError::ParamsChangeRoute);
         }
         self.same_ignoring_case(host, &stripped.decoded, method, index)?;
-        Ok(RouteMatch::Found { route, index, params: stripped_params })
+        Ok(RouteMatch::Found {
+            route,
+            index,
+            params: stripped_params,
+        })
     }
 
     /// `Err` when the path, ASCII-lowercased, reaches another route under case-folded patterns.
     /// No allocation for a lowercase path when no pattern has uppercase letters.
-    fn same_ignoring_case(&self, host: Option<&str>, decoded: &str, method: &Method, index: usize) -> Result<(), RouteError> {
+    fn same_ignoring_case(
+        &self,
+        host: Option<&str>,
+        decoded: &str,
+        method: &Method,
+        index: usize,
+    ) -> Result<(), RouteError> {
         let upper = decoded.bytes().any(|b| b.is_ascii_uppercase());
         if !upper && !self.uppercase_patterns {
             return Ok(());
         }
-        let lower = if upper { std::borrow::Cow::Owned(decoded.to_ascii_lowercase()) } else { std::borrow::Cow::Borrowed(decoded) };
+        let lower = if upper {
+            std::borrow::Cow::Owned(decoded.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(decoded)
+        };
         match self.folded.lookup(host, &lower, method) {
             Lookup::Route(i, _) if i == index => Ok(()),
             _ => Err(RouteError::CaseChangesRoute),
@@ -373,10 +494,17 @@ impl RouteTable {
                 None => Some(&self.exact.any_host),
             };
             let Some(table) = table else { continue };
-            let Ok(m) = table.router.at(&sample) else { continue };
-            let Some(claims) = table.entries.get(*m.value) else { continue };
+            let Ok(m) = table.router.at(&sample) else {
+                continue;
+            };
+            let Some(claims) = table.entries.get(*m.value) else {
+                continue;
+            };
             let key = (r.host.as_deref(), *m.value);
-            if seen.contains(&key) || !claims.iter().any(|c| c.route == i && c.main) || claims.iter().any(|c| c.methods.is_none()) {
+            if seen.contains(&key)
+                || !claims.iter().any(|c| c.route == i && c.main)
+                || claims.iter().any(|c| c.methods.is_none())
+            {
                 continue;
             }
             seen.push(key);
@@ -384,19 +512,39 @@ impl RouteTable {
             let shadowed = self.routes.iter().enumerate().find(|(j, s)| {
                 !claims.iter().any(|c| c.route == *j)
                     && (s.host.is_none() || s.host == r.host)
-                    && s.methods.as_ref().is_none_or(|ms| ms.iter().any(|m| !here.contains(m)))
+                    && s.methods
+                        .as_ref()
+                        .is_none_or(|ms| ms.iter().any(|m| !here.contains(m)))
                     && pattern_matches(&s.path, &sample)
             });
             if let Some((_, s)) = shadowed {
-                let owners: Vec<String> = claims.iter().filter(|c| c.main).filter_map(|c| self.routes.get(c.route)).map(|o| format!("{:?}", o.name)).collect();
+                let owners: Vec<String> = claims
+                    .iter()
+                    .filter(|c| c.main)
+                    .filter_map(|c| self.routes.get(c.route))
+                    .map(|o| format!("{:?}", o.name))
+                    .collect();
                 let mut listed: Vec<&Method> = Vec::new();
-                for m in claims.iter().filter(|c| c.main).filter_map(|c| c.methods.as_ref()).flatten() {
+                for m in claims
+                    .iter()
+                    .filter(|c| c.main)
+                    .filter_map(|c| c.methods.as_ref())
+                    .flatten()
+                {
                     if !listed.contains(&m) {
                         listed.push(m);
                     }
                 }
-                let list: Vec<&str> = METHODS.iter().filter(|m| listed.contains(m)).map(Method::as_str).collect();
-                let who = if owners.len() == 1 { format!("route {} allows", owners.join("")) } else { format!("routes {} allow", owners.join(", ")) };
+                let list: Vec<&str> = METHODS
+                    .iter()
+                    .filter(|m| listed.contains(m))
+                    .map(Method::as_str)
+                    .collect();
+                let who = if owners.len() == 1 {
+                    format!("route {} allows", owners.join(""))
+                } else {
+                    format!("routes {} allow", owners.join(", "))
+                };
                 out.push(format!(
                     "{who} only {} on {}; other methods there answer 405 (they no longer fall through to route {:?} {})",
                     list.join(", "),
@@ -427,7 +575,12 @@ mod tests {
     fn config_findings_name_file_line_and_key() {
         use crate::config::tests::{env, VALID};
         use crate::config::{parse_then, ConfigError};
-        let problems = |text: &str| match parse_then("test.toml", text, &env, super::RouteTable::from_config) {
+        let problems = |text: &str| match parse_then(
+            "test.toml",
+            text,
+            &env,
+            super::RouteTable::from_config,
+        ) {
             Ok(_) => vec![],
             Err(ConfigError::Invalid(list)) => list.iter().map(|l| l.to_string()).collect(),
             Err(e) => vec![e.to_string()],
@@ -436,10 +589,18 @@ mod tests {
         let overlapping = VALID.to_string() + "\n[[routes]]\npath = \"/invoices/{invoice}\"\nupstream = \"billing-api\"\nauth = \"none\"\n";
         let p = problems(&overlapping);
         assert_eq!(p.len(), 1, "{p:#?}");
-        let line = overlapping.lines().position(|l| l == "path = \"/invoices/{invoice}\"").unwrap() + 1;
+        let line = overlapping
+            .lines()
+            .position(|l| l == "path = \"/invoices/{invoice}\"")
+            .unwrap()
+            + 1;
         assert!(p[0].starts_with(&format!("test.toml:{line}: routes[1].path: route \"ANY /invoices/{{invoice}}\" overlaps route \"GET /invoices/{{id}}\"")), "{}", p[0]);
         let secret = "client_secret = \"${BILLING_SECRET}\"";
-        let protected_logout = VALID.replacen(secret, &format!("{secret}\npost_logout_redirect = \"/invoices/1\""), 1);
+        let protected_logout = VALID.replacen(
+            secret,
+            &format!("{secret}\npost_logout_redirect = \"/invoices/1\""),
+            1,
+        );
         let p = problems(&protected_logout);
         assert_eq!(p.len(), 1, "{p:#?}");
         assert!(p[0].contains("clients[0].post_logout_redirect: \"/invoices/1\" is served by route \"GET /invoices/{id}\", which needs a sign-in"), "{}", p[0]);
@@ -455,7 +616,11 @@ mod tests {
             name: name.into(),
             host: host.map(str::to_string),
             path: PathPattern::parse(path).unwrap(),
-            methods: methods.map(|ms| ms.iter().map(|m| Method::from_bytes(m.as_bytes()).unwrap()).collect()),
+            methods: methods.map(|ms| {
+                ms.iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                    .collect()
+            }),
             upstream: 0,
             access: Access::Public,
             attributes: vec![],
@@ -474,7 +639,11 @@ mod tests {
         match t.find(host, path, &Method::from_bytes(method.as_bytes()).unwrap()) {
             RouteMatch::Found { route, params, .. } => {
                 let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                if p.is_empty() { route.name.clone() } else { format!("{} {}", route.name, p.join(",")) }
+                if p.is_empty() {
+                    route.name.clone()
+                } else {
+                    format!("{} {}", route.name, p.join(","))
+                }
             }
             RouteMatch::MethodNotAllowed { allowed } => format!("405 {allowed:?}"),
             RouteMatch::NotFound => "404".into(),
@@ -487,7 +656,12 @@ mod tests {
             route("catchall", None, "/*", None),
             route("api", None, "/api/*", None),
             route("invoice", None, "/api/invoices/{id}", Some(&["GET"])),
-            route("invoice-write", None, "/api/invoices/{invoice}", Some(&["PUT", "DELETE"])),
+            route(
+                "invoice-write",
+                None,
+                "/api/invoices/{invoice}",
+                Some(&["PUT", "DELETE"]),
+            ),
             route("invoice-new", None, "/api/invoices/new", None),
             route("admin-host", Some("admin.example.com"), "/api/*", None),
             route("root", None, "/", None),
@@ -499,8 +673,18 @@ mod tests {
             (None, "/api/invoices/42", "HEAD", "invoice id=42"),
             (None, "/api/invoices/42", "PUT", "invoice-write invoice=42"),
             // The most specific path decides alone: other methods answer 405, never `api`.
-            (None, "/api/invoices/42", "POST", "405 [GET, HEAD, PUT, DELETE]"),
-            (None, "/api/invoices/42", "PROPFIND", "405 [GET, HEAD, PUT, DELETE]"),
+            (
+                None,
+                "/api/invoices/42",
+                "POST",
+                "405 [GET, HEAD, PUT, DELETE]",
+            ),
+            (
+                None,
+                "/api/invoices/42",
+                "PROPFIND",
+                "405 [GET, HEAD, PUT, DELETE]",
+            ),
             (None, "/api/invoices/new", "PROPFIND", "invoice-new"),
             (None, "/api/invoices/new", "GET", "invoice-new"),
             (None, "/api/invoices/42/", "GET", "invoice id=42"),
@@ -510,18 +694,36 @@ mod tests {
             (None, "/api/", "GET", "api"),
             (None, "/", "GET", "root"),
             (None, "/elsewhere", "GET", "catchall"),
-            (Some("admin.example.com"), "/api/invoices/42", "GET", "admin-host"),
+            (
+                Some("admin.example.com"),
+                "/api/invoices/42",
+                "GET",
+                "admin-host",
+            ),
             (Some("admin.example.com"), "/elsewhere", "GET", "catchall"),
-            (Some("other.example.com"), "/api/invoices/42", "GET", "invoice id=42"),
+            (
+                Some("other.example.com"),
+                "/api/invoices/42",
+                "GET",
+                "invoice id=42",
+            ),
         ];
         for (host, path, method, want) in cases {
-            assert_eq!(found(&t, host, path, method), want, "{host:?} {method} {path}");
+            assert_eq!(
+                found(&t, host, path, method),
+                want,
+                "{host:?} {method} {path}"
+            );
         }
     }
 
     #[test]
     fn method_not_allowed_and_not_found() {
-        let t = RouteTable::build(&[route("get", None, "/a/{id}", Some(&["GET"])), route("post", None, "/b", Some(&["POST"]))]).unwrap();
+        let t = RouteTable::build(&[
+            route("get", None, "/a/{id}", Some(&["GET"])),
+            route("post", None, "/b", Some(&["POST"])),
+        ])
+        .unwrap();
         assert_eq!(found(&t, None, "/a/1", "DELETE"), "405 [GET, HEAD]");
         assert_eq!(found(&t, None, "/b", "GET"), "405 [POST]");
         assert_eq!(found(&t, None, "/c", "GET"), "404");
@@ -531,25 +733,63 @@ mod tests {
 
     #[test]
     fn overlapping_routes_are_refused() {
-        let err = RouteTable::build(&[route("one", None, "/a/{x}", Some(&["GET"])), route("two", None, "/a/{y}", None)]).unwrap_err();
+        let err = RouteTable::build(&[
+            route("one", None, "/a/{x}", Some(&["GET"])),
+            route("two", None, "/a/{y}", None),
+        ])
+        .unwrap_err();
         assert_eq!(err.len(), 1);
-        assert!(err[0].1.contains("\"two\" overlaps route \"one\""), "{}", err[0].1);
+        assert!(
+            err[0].1.contains("\"two\" overlaps route \"one\""),
+            "{}",
+            err[0].1
+        );
         // Same path on different hosts, or different methods, is fine.
-        RouteTable::build(&[route("one", None, "/a", Some(&["GET"])), route("two", None, "/a", Some(&["POST"])), route("three", Some("h"), "/a", None)]).unwrap();
+        RouteTable::build(&[
+            route("one", None, "/a", Some(&["GET"])),
+            route("two", None, "/a", Some(&["POST"])),
+            route("three", Some("h"), "/a", None),
+        ])
+        .unwrap();
     }
 
     #[test]
     fn pattern_rules() {
-        for bad in ["a", "/a/*/b", "/a/{}", "/a/{x}/{x}", "/a//b", "/a/../b", "/a/x{y}", "/a/%2e"] {
+        for bad in [
+            "a",
+            "/a/*/b",
+            "/a/{}",
+            "/a/{x}/{x}",
+            "/a//b",
+            "/a/../b",
+            "/a/x{y}",
+            "/a/%2e",
+        ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
-        for good in ["/", "/*", "/a/", "/a/{id}/b", "/static/*", "/.well-known/jwks.json"] {
+        for good in [
+            "/",
+            "/*",
+            "/a/",
+            "/a/{id}/b",
+            "/static/*",
+            "/.well-known/jwks.json",
+        ] {
             assert!(PathPattern::parse(good).is_ok(), "{good}");
         }
     }
 
-    fn spec(name: &str, host: Option<&str>, path: &str, methods: Option<&[&str]>, path_params: bool) -> RouteSpec {
-        RouteSpec { path_params, ..route(name, host, path, methods) }
+    fn spec(
+        name: &str,
+        host: Option<&str>,
+        path: &str,
+        methods: Option<&[&str]>,
+        path_params: bool,
+    ) -> RouteSpec {
+        RouteSpec {
+            path_params,
+            ..route(name, host, path, methods)
+        }
     }
 
     #[test]
@@ -590,7 +830,11 @@ mod tests {
             (None, "/v/", "GET", "main"),
         ];
         for (host, path, method, want) in cases {
-            assert_eq!(found(&t, host, path, method), want, "{host:?} {method} {path}");
+            assert_eq!(
+                found(&t, host, path, method),
+                want,
+                "{host:?} {method} {path}"
+            );
         }
     }
 
@@ -602,7 +846,11 @@ mod tests {
         match t.resolve(None, &n, &Method::from_bytes(method.as_bytes()).unwrap()) {
             Ok(RouteMatch::Found { route, params, .. }) => {
                 let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                if p.is_empty() { route.name.clone() } else { format!("{} {}", route.name, p.join(",")) }
+                if p.is_empty() {
+                    route.name.clone()
+                } else {
+                    format!("{} {}", route.name, p.join(","))
+                }
             }
             Ok(RouteMatch::MethodNotAllowed { allowed }) => format!("405 {allowed:?}"),
             Ok(RouteMatch::NotFound) => "404".into(),
@@ -664,13 +912,24 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(resolved(&t, path, "GET"), want, "{path}");
         }
-        assert_eq!(resolved(&t, "/invoices/1", "PUT"), "405 [GET, HEAD, DELETE]");
+        assert_eq!(
+            resolved(&t, "/invoices/1", "PUT"),
+            "405 [GET, HEAD, DELETE]"
+        );
     }
 
     #[test]
     fn routes_differing_only_in_case_are_refused() {
-        let err = RouteTable::build(&[route("one", None, "/Admin/*", None), route("two", None, "/admin/*", None)]).unwrap_err();
-        assert!(err[0].1.contains("when letter case is ignored"), "{}", err[0].1);
+        let err = RouteTable::build(&[
+            route("one", None, "/Admin/*", None),
+            route("two", None, "/admin/*", None),
+        ])
+        .unwrap_err();
+        assert!(
+            err[0].1.contains("when letter case is ignored"),
+            "{}",
+            err[0].1
+        );
     }
 
     #[test]
@@ -739,12 +998,19 @@ mod tests {
                 j += 1;
             }
         }
-        if fixed == out { text } else { String::from_utf8_lossy(&fixed).into_owned() }
+        if fixed == out {
+            text
+        } else {
+            String::from_utf8_lossy(&fixed).into_owned()
+        }
     }
 
     /// Tomcat's `;` stripping: each segment up to its first `;`.
     fn tomcat_strip(p: &str) -> String {
-        p.split('/').map(|s| s.split(';').next().unwrap_or_default()).collect::<Vec<_>>().join("/")
+        p.split('/')
+            .map(|s| s.split(';').next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     fn reaches_admin(p: &str) -> bool {
@@ -753,8 +1019,40 @@ mod tests {
     }
 
     const PIECES: &[&str] = &[
-        "..", ".", "..;", ";x=1", "%2e", "%2E%2e", "%2e%2e", ".%2e", "%252e", "%252e%252e", "%25", "%c0%ae", "%c0%ae%c0%ae", "%e0%80%ae", "ADMIN", "Admin", "%61dmin", "%41DMIN",
-        "admin", "admin;x", "public", "Public", "public;x", "x", "%20", "caf%C3%A9", "", "%3b", "..%3b", "%2f", "%5c", "%2e%2e;", ";", "%ef%bc%8e",
+        "..",
+        ".",
+        "..;",
+        ";x=1",
+        "%2e",
+        "%2E%2e",
+        "%2e%2e",
+        ".%2e",
+        "%252e",
+        "%252e%252e",
+        "%25",
+        "%c0%ae",
+        "%c0%ae%c0%ae",
+        "%e0%80%ae",
+        "ADMIN",
+        "Admin",
+        "%61dmin",
+        "%41DMIN",
+        "admin",
+        "admin;x",
+        "public",
+        "Public",
+        "public;x",
+        "x",
+        "%20",
+        "caf%C3%A9",
+        "",
+        "%3b",
+        "..%3b",
+        "%2f",
+        "%5c",
+        "%2e%2e;",
+        ";",
+        "%ef%bc%8e",
     ];
 
     proptest::proptest! {

@@ -55,7 +55,11 @@ pub struct Located {
 
 impl Located {
     fn list(all: &[Located]) -> String {
-        let mut out = format!("{} problem{} in the config:", all.len(), if all.len() == 1 { "" } else { "s" });
+        let mut out = format!(
+            "{} problem{} in the config:",
+            all.len(),
+            if all.len() == 1 { "" } else { "s" }
+        );
         for p in all {
             out.push_str("\n  ");
             out.push_str(&p.to_string());
@@ -67,8 +71,16 @@ impl Located {
 impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.problem.path, self.problem.message),
-            None => write!(f, "{}: {}: {}", self.file, self.problem.path, self.problem.message),
+            Some(line) => write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file, line, self.problem.path, self.problem.message
+            ),
+            None => write!(
+                f,
+                "{}: {}: {}",
+                self.file, self.problem.path, self.problem.message
+            ),
         }
     }
 }
@@ -87,17 +99,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Loads a config file like [`load`], then `build` makes of the valid config what the runtime
 /// needs (the route table), or names the keys it cannot use: those are reported with file and
 /// line like every other problem. Config knows nothing of the runtime: the caller supplies `build`.
-pub fn load_then<T>(path: &Path, build: impl FnOnce(&Config) -> Result<T, Findings>) -> Result<(Config, T), ConfigError> {
+pub fn load_then<T>(
+    path: &Path,
+    build: impl FnOnce(&Config) -> Result<T, Findings>,
+) -> Result<(Config, T), ConfigError> {
     load_file_then(path, build).map(|(config, built, _)| (config, built))
 }
 
 /// Like [`load_then`], with the digest of the bytes read ([`file_hash`]), so that the hash
 /// shown for the running config is the one of the file it was built from.
-pub fn load_file_then<T>(path: &Path, build: impl FnOnce(&Config) -> Result<T, Findings>) -> Result<(Config, T, String), ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+pub fn load_file_then<T>(
+    path: &Path,
+    build: impl FnOnce(&Config) -> Result<T, Findings>,
+) -> Result<(Config, T, String), ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let hash = file_hash(&bytes);
-    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read { path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })?;
-    let (config, built) = parse_then(&path.display().to_string(), &text, &|name| std::env::var(name).ok(), build)?;
+    let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    let (config, built) = parse_then(
+        &path.display().to_string(),
+        &text,
+        &|name| std::env::var(name).ok(),
+        build,
+    )?;
     Ok((config, built, hash))
 }
 
@@ -113,7 +142,11 @@ pub fn file_hash(bytes: &[u8]) -> String {
 }
 
 /// Parses and validates config text; `file` names it in messages, `env` resolves `${VARS}`.
-pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     parse_then(file, text, env, |_| Ok(())).map(|(config, ())| config)
 }
 
@@ -126,11 +159,19 @@ pub fn parse_then<T>(
 ) -> Result<(Config, T), ConfigError> {
     let mut root = DeTable::parse(text).map_err(|mut e| {
         e.set_input(Some(text));
-        ConfigError::Syntax { file: file.to_string(), message: e.to_string().trim_end().to_string() }
+        ConfigError::Syntax {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        }
     })?;
     let mut problems = Problems::default();
     for (key, value) in root.get_mut().iter_mut() {
-        expand_env(value.get_mut(), &KeyPath::root(key.get_ref()), env, &mut problems);
+        expand_env(
+            value.get_mut(),
+            &KeyPath::root(key.get_ref()),
+            env,
+            &mut problems,
+        );
     }
     let sections = sections(root.into_inner(), &mut problems);
     let config = validate::validate(sections, &mut problems);
@@ -153,7 +194,11 @@ pub fn parse_then<T>(
             let mut located: Vec<Located> = problems
                 .0
                 .into_iter()
-                .map(|problem| Located { file: file.to_string(), line: index.line_of(&problem.path), problem })
+                .map(|problem| Located {
+                    file: file.to_string(),
+                    line: index.line_of(&problem.path),
+                    problem,
+                })
                 .collect();
             located.sort_by_key(|l| l.line.unwrap_or(usize::MAX));
             Err(ConfigError::Invalid(located))
@@ -194,12 +239,19 @@ fn sections(root: DeTable<'_>, problems: &mut Problems) -> Sections {
         }
     }
     if !routes_seen {
-        problems.add(&KeyPath::root("routes"), "no [[routes]]: every request would get 404; add at least one route");
+        problems.add(
+            &KeyPath::root("routes"),
+            "no [[routes]]: every request would get 404; add at least one route",
+        );
     }
     s
 }
 
-fn many<T: serde::de::DeserializeOwned>(value: Spanned<DeValue<'_>>, at: &KeyPath, problems: &mut Problems) -> Vec<(usize, T)> {
+fn many<T: serde::de::DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Vec<(usize, T)> {
     match value.into_inner() {
         DeValue::Array(items) => items
             .into_iter()
@@ -214,7 +266,11 @@ fn many<T: serde::de::DeserializeOwned>(value: Spanned<DeValue<'_>>, at: &KeyPat
 }
 
 /// Deserializes one table; serde's complaint becomes a problem at the key it is about.
-fn deserialize<T: serde::de::DeserializeOwned>(value: Spanned<DeValue<'_>>, at: &KeyPath, problems: &mut Problems) -> Option<T> {
+fn deserialize<T: serde::de::DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Option<T> {
     let located = value.clone();
     match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(t) => Some(t),
@@ -241,7 +297,10 @@ fn key_at(value: &DeValue<'_>, offset: usize, at: KeyPath) -> KeyPath {
         DeValue::Table(t) => {
             for (k, v) in t.iter() {
                 let (ks, vs) = (k.span(), v.span());
-                if ks.contains(&offset) || vs.contains(&offset) || (vs.start..=vs.end).contains(&offset) && vs.is_empty() {
+                if ks.contains(&offset)
+                    || vs.contains(&offset)
+                    || (vs.start..=vs.end).contains(&offset) && vs.is_empty()
+                {
                     return key_at(v.get_ref(), offset, at.key(k.get_ref()));
                 }
             }
@@ -260,7 +319,12 @@ fn key_at(value: &DeValue<'_>, offset: usize, at: KeyPath) -> KeyPath {
 }
 
 /// Replaces `${VAR}` in every string below `value`.
-fn expand_env(value: &mut DeValue<'_>, at: &KeyPath, env: &dyn Fn(&str) -> Option<String>, problems: &mut Problems) {
+fn expand_env(
+    value: &mut DeValue<'_>,
+    at: &KeyPath,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) {
     match value {
         DeValue::String(s) => match expand(s, env) {
             Ok(expanded) => *s = expanded.into(),
@@ -291,19 +355,27 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}').ok_or_else(|| "has an unclosed ${: write ${VAR_NAME}".to_string())?;
+            let end = tail
+                .find('}')
+                .ok_or_else(|| "has an unclosed ${: write ${VAR_NAME}".to_string())?;
             let inner = &tail[..end];
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("${{{inner}}} is not a variable reference: names are letters, digits and _"));
+                return Err(format!(
+                    "${{{inner}}} is not a variable reference: names are letters, digits and _"
+                ));
             }
             match (env(name), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {name} is not set (referenced as ${{{name}}})")),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (referenced as ${{{name}}})"
+                    ))
+                }
             }
             rest = &tail[end + 1..];
         } else {

@@ -3,10 +3,10 @@
 //! Built from [`super::file`] by [`super::validate`]; a `Config` that exists is a config that
 //! passed every rule.
 
-use crate::pattern::PathPattern;
 use crate::origin::{Origin, OriginPattern};
-use crate::trusted_proxies::TrustedProxies;
+use crate::pattern::PathPattern;
 use crate::secret::Secret;
+use crate::trusted_proxies::TrustedProxies;
 use jsonwebtoken::Algorithm;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -437,7 +437,9 @@ impl ClientSettings {
     /// True when signing in through GitHub needs the user's organisations and teams
     /// (`read:org`): the allow rules or a grant name some.
     pub fn needs_orgs(&self) -> bool {
-        !self.allowed.orgs.is_empty() || !self.allowed.teams.is_empty() || self.grants.iter().any(GrantSpec::needs_orgs)
+        !self.allowed.orgs.is_empty()
+            || !self.allowed.teams.is_empty()
+            || self.grants.iter().any(GrantSpec::needs_orgs)
     }
 }
 
@@ -543,7 +545,9 @@ pub enum AttributeSource {
 impl RouteSpec {
     /// True when some attribute comes from the body.
     pub fn needs_body(&self) -> bool {
-        self.attributes.iter().any(|(_, s)| matches!(s, AttributeSource::Body(_)))
+        self.attributes
+            .iter()
+            .any(|(_, s)| matches!(s, AttributeSource::Body(_)))
     }
 }
 

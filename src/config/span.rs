@@ -59,7 +59,10 @@ pub struct LineIndex<'a> {
 impl<'a> LineIndex<'a> {
     /// Indexes `text`; a text that does not parse indexes nothing.
     pub fn new(text: &'a str) -> Self {
-        LineIndex { text, table: DeTable::parse(text).ok() }
+        LineIndex {
+            text,
+            table: DeTable::parse(text).ok(),
+        }
     }
 
     /// The 1-based line of the deepest part of `path` found in the file.
@@ -78,9 +81,7 @@ impl<'a> LineIndex<'a> {
                     .iter()
                     .find(|(key, _)| key.get_ref() == k)
                     .map(|(key, v)| (key.span(), v)),
-                (Seg::Index(i), Some(DeValue::Array(a))) => {
-                    a.get(*i).map(|v| (v.span(), v))
-                }
+                (Seg::Index(i), Some(DeValue::Array(a))) => a.get(*i).map(|v| (v.span(), v)),
                 _ => None,
             };
             match next {
@@ -97,7 +98,11 @@ impl<'a> LineIndex<'a> {
     /// The 1-based line of a byte offset.
     pub fn line_at(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 }
 
@@ -110,10 +115,21 @@ mod tests {
         let text = "[idp]\nissuer = \"x\"\n\n[[routes]]\npath = \"/a\"\n\n[[routes]]\npath = \"/b\"\nupstream = \"u\"\n";
         let idx = LineIndex::new(text);
         assert_eq!(idx.line_of(&KeyPath::root("idp").key("issuer")), Some(2));
-        assert_eq!(idx.line_of(&KeyPath::root("routes").index(1).key("upstream")), Some(9));
-        assert_eq!(idx.line_of(&KeyPath::root("routes").index(0).key("path")), Some(5));
+        assert_eq!(
+            idx.line_of(&KeyPath::root("routes").index(1).key("upstream")),
+            Some(9)
+        );
+        assert_eq!(
+            idx.line_of(&KeyPath::root("routes").index(0).key("path")),
+            Some(5)
+        );
         // A missing key points at the deepest part that exists.
-        assert!(idx.line_of(&KeyPath::root("routes").index(0).key("upstream")).is_some());
-        assert_eq!(KeyPath::root("routes").index(1).key("upstream").to_string(), "routes[1].upstream");
+        assert!(idx
+            .line_of(&KeyPath::root("routes").index(0).key("upstream"))
+            .is_some());
+        assert_eq!(
+            KeyPath::root("routes").index(1).key("upstream").to_string(),
+            "routes[1].upstream"
+        );
     }
 }

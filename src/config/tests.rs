@@ -47,7 +47,10 @@ fn valid_config_loads_with_defaults() {
     let c = parse("test.toml", VALID, &env).unwrap();
     assert_eq!(c.clients[0].namespace, "client_abc");
     assert!(c.clients[0].client_secret.ct_eq("s3cret"));
-    assert_eq!(c.idp.discovery_url.as_str(), "https://auth.example.com/.well-known/openid-configuration");
+    assert_eq!(
+        c.idp.discovery_url.as_str(),
+        "https://auth.example.com/.well-known/openid-configuration"
+    );
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
     assert_eq!(c.routes[0].name, "GET /invoices/{id}");
     assert_eq!(c.headers.prefix, "x-auth-");
@@ -63,17 +66,39 @@ fn three_mistakes_are_all_reported_with_lines() {
         .replace("audience = \"https://api.example.com\"", "audience = []");
     let p = problems(&text);
     assert_eq!(p.len(), 3, "{p:#?}");
-    assert!(p[0].starts_with("test.toml:7: idp.audience: is required"), "{}", p[0]);
-    assert!(p[1].starts_with("test.toml:22: routes[0].upstream: \"billing\" is not a configured upstream"), "{}", p[1]);
-    assert!(p[2].starts_with("test.toml:23: routes[0].permission: \"invoice\" is not resource:action"), "{}", p[2]);
+    assert!(
+        p[0].starts_with("test.toml:7: idp.audience: is required"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].starts_with(
+            "test.toml:22: routes[0].upstream: \"billing\" is not a configured upstream"
+        ),
+        "{}",
+        p[1]
+    );
+    assert!(
+        p[2].starts_with("test.toml:23: routes[0].permission: \"invoice\" is not resource:action"),
+        "{}",
+        p[2]
+    );
 }
 
 #[test]
 fn unknown_keys_and_sections_are_errors() {
     let text = VALID.replace("methods = [\"GET\"]", "methdos = [\"GET\"]") + "\n[extra]\nx = 1\n";
     let p = problems(&text);
-    assert!(p.iter().any(|m| m.starts_with("test.toml:21: routes[0].methdos: unknown field `methdos`")), "{p:#?}");
-    assert!(p.iter().any(|m| m.contains("extra: is not a known section")), "{p:#?}");
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("test.toml:21: routes[0].methdos: unknown field `methdos`")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("extra: is not a known section")),
+        "{p:#?}"
+    );
 }
 
 #[test]
@@ -123,7 +148,10 @@ fn rules_table() {
         let text = VALID.replacen(from, to, 1);
         assert_ne!(text, VALID, "case {want} did not change the config");
         let p = problems(&text);
-        assert!(p.iter().any(|m| m.contains(want)), "want {want:?}, got {p:#?}");
+        assert!(
+            p.iter().any(|m| m.contains(want)),
+            "want {want:?}, got {p:#?}"
+        );
     }
 }
 
@@ -131,8 +159,15 @@ fn rules_table() {
 fn routes_name_the_clients_they_serve() {
     let c = parse("test.toml", VALID, &env).unwrap();
     assert_eq!(c.routes[0].clients, None, "default: every client");
-    let text = VALID.replacen("entity_id = \"id\"", "entity_id = \"id\"\nclients = [\"billing\"]", 1);
-    assert_eq!(parse("test.toml", &text, &env).unwrap().routes[0].clients, Some(vec![0]));
+    let text = VALID.replacen(
+        "entity_id = \"id\"",
+        "entity_id = \"id\"\nclients = [\"billing\"]",
+        1,
+    );
+    assert_eq!(
+        parse("test.toml", &text, &env).unwrap().routes[0].clients,
+        Some(vec![0])
+    );
 }
 
 #[test]
@@ -151,7 +186,10 @@ fn login_and_logout_settings() {
         let text = VALID.replacen(from, to, 1);
         assert_ne!(text, VALID, "case {want} did not change the config");
         let p = problems(&text);
-        assert!(p.iter().any(|m| m.contains(want)), "want {want:?}, got {p:#?}");
+        assert!(
+            p.iter().any(|m| m.contains(want)),
+            "want {want:?}, got {p:#?}"
+        );
     }
     let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let ok = VALID.replacen("[proxy]", &format!("[session]\nlogin_key = \"{key}\"\n[proxy]"), 1).replacen(
@@ -161,22 +199,41 @@ fn login_and_logout_settings() {
     );
     let c = parse("test.toml", &ok, &env).unwrap();
     assert!(c.session.login_key.as_ref().is_some_and(|k| k.ct_eq(key)));
-    assert!(!format!("{c:?}").contains(key), "the login key never shows in Debug output");
-    assert_eq!(c.clients[0].logout_url.as_ref().map(|u| u.as_str()), Some("https://auth.example.com/api/auth/sign-out"));
+    assert!(
+        !format!("{c:?}").contains(key),
+        "the login key never shows in Debug output"
+    );
+    assert_eq!(
+        c.clients[0].logout_url.as_ref().map(|u| u.as_str()),
+        Some("https://auth.example.com/api/auth/sign-out")
+    );
     assert!(c.clients[0].logout_post);
     let defaults = parse("test.toml", VALID, &env).unwrap();
-    assert_eq!(defaults.clients[0].post_logout_redirect, "/_authgate/signed-out");
+    assert_eq!(
+        defaults.clients[0].post_logout_redirect,
+        "/_authgate/signed-out"
+    );
     assert_eq!(defaults.session.max_pending_logins, 4);
     assert!(defaults.session.login_key.is_none());
 }
 
 #[test]
 fn attributes_need_the_check_permission_url() {
-    let text = VALID.replace("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { invoice = \"path:id\", amount = \"body:amount\" }");
+    let text = VALID.replace(
+        "entity_id = \"id\"",
+        "entity_id = \"id\"\nattributes = { invoice = \"path:id\", amount = \"body:amount\" }",
+    );
     let p = problems(&text);
     assert_eq!(p.len(), 1, "{p:#?}");
-    assert!(p[0].contains("idp.check_permission_url: is required"), "{}", p[0]);
-    let ok = text.replace("[idp]", "[idp]\ncheck_permission_url = \"https://auth.example.com/api/auth/check-permission\"");
+    assert!(
+        p[0].contains("idp.check_permission_url: is required"),
+        "{}",
+        p[0]
+    );
+    let ok = text.replace(
+        "[idp]",
+        "[idp]\ncheck_permission_url = \"https://auth.example.com/api/auth/check-permission\"",
+    );
     let c = parse("test.toml", &ok, &env).unwrap();
     assert!(c.routes[0].needs_body());
     assert_eq!(c.routes[0].body_limit, 65536);
@@ -207,32 +264,88 @@ fn every_example_config_loads() {
                 .replace("{GITHUB_API}", "http://127.0.0.1:9093/api/v3")
                 .replace("{GITHUB}", "http://127.0.0.1:9093")
                 .replace("{LANDING}", "127.0.0.1:9094");
-            let result = parse(&path.display().to_string(), &text, &|_| Some("from-env".into()));
-            assert!(result.is_ok(), "{}: {}", path.display(), result.unwrap_err());
+            let result = parse(&path.display().to_string(), &text, &|_| {
+                Some("from-env".into())
+            });
+            assert!(
+                result.is_ok(),
+                "{}: {}",
+                path.display(),
+                result.unwrap_err()
+            );
             seen += 1;
         }
     }
-    assert!(seen >= 2, "expected the example and demo configs in {}", dir.display());
+    assert!(
+        seen >= 2,
+        "expected the example and demo configs in {}",
+        dir.display()
+    );
 }
 
 #[test]
 fn fail_open_combinations_are_refused_with_file_line_and_key() {
-    let url = "[idp]\ncheck_permission_url = \"https://auth.example.com/api/auth/check-permission\"";
-    let allow = ("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"allow\"");
+    let url =
+        "[idp]\ncheck_permission_url = \"https://auth.example.com/api/auth/check-permission\"";
+    let allow = (
+        "entity_id = \"id\"",
+        "entity_id = \"id\"\non_error = \"allow\"",
+    );
     // (changes to VALID, the problem expected; None: loads)
     type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
     let cases: &[Case] = &[
-        (&[allow], Some("test.toml:25: routes[0].on_error: \"allow\" needs idp.check_permission_url")),
-        (&[allow, ("[idp]", url)], None),
-        (&[("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"deny\"")], None),
-        (&[allow, ("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]")], Some("abac.breaker_cooldown: 300s is too long while a route says on_error = \"allow\"")),
-        (&[allow, ("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"60s\"\n[proxy]")], None),
-        (&[allow, ("[idp]", &format!("{url}\ntimeout = \"100ms\""))], Some("idp.timeout: 100ms is too short while a route says on_error = \"allow\"")),
-        (&[allow, ("[idp]", &format!("{url}\ntimeout = \"250ms\""))], None),
-        (&[("[idp]", &format!("{url}\ntimeout = \"100ms\""))], None),
-        (&[("[idp]", url), ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]")], None),
         (
-            &[("permission = \"invoice:read\"\nentity_id = \"id\"", "auth = \"authenticated\"\non_error = \"allow\""), ("[idp]", url)],
+            &[allow],
+            Some("test.toml:25: routes[0].on_error: \"allow\" needs idp.check_permission_url"),
+        ),
+        (&[allow, ("[idp]", url)], None),
+        (
+            &[(
+                "entity_id = \"id\"",
+                "entity_id = \"id\"\non_error = \"deny\"",
+            )],
+            None,
+        ),
+        (
+            &[
+                allow,
+                ("[idp]", url),
+                ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]"),
+            ],
+            Some("abac.breaker_cooldown: 300s is too long while a route says on_error = \"allow\""),
+        ),
+        (
+            &[
+                allow,
+                ("[idp]", url),
+                ("[proxy]", "[abac]\nbreaker_cooldown = \"60s\"\n[proxy]"),
+            ],
+            None,
+        ),
+        (
+            &[allow, ("[idp]", &format!("{url}\ntimeout = \"100ms\""))],
+            Some("idp.timeout: 100ms is too short while a route says on_error = \"allow\""),
+        ),
+        (
+            &[allow, ("[idp]", &format!("{url}\ntimeout = \"250ms\""))],
+            None,
+        ),
+        (&[("[idp]", &format!("{url}\ntimeout = \"100ms\""))], None),
+        (
+            &[
+                ("[idp]", url),
+                ("[proxy]", "[abac]\nbreaker_cooldown = \"5m\"\n[proxy]"),
+            ],
+            None,
+        ),
+        (
+            &[
+                (
+                    "permission = \"invoice:read\"\nentity_id = \"id\"",
+                    "auth = \"authenticated\"\non_error = \"allow\"",
+                ),
+                ("[idp]", url),
+            ],
             Some("routes[0].on_error: only applies to routes with a `permission`"),
         ),
     ];
@@ -246,7 +359,10 @@ fn fail_open_combinations_are_refused_with_file_line_and_key() {
         let p = problems(&text);
         match want {
             None => assert!(p.is_empty(), "{changes:?}: {p:#?}"),
-            Some(want) => assert!(p.iter().any(|m| m.contains(want)), "{changes:?}: want {want:?}, got {p:#?}"),
+            Some(want) => assert!(
+                p.iter().any(|m| m.contains(want)),
+                "{changes:?}: want {want:?}, got {p:#?}"
+            ),
         }
     }
 }
@@ -293,23 +409,50 @@ fn providers_clients_grants_and_branding() {
     let c = parse("test.toml", &format!("{VALID}{PROVIDERS}"), &env).unwrap();
     let names: Vec<&str> = c.providers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["idp", "github", "ghes"]);
-    let model::ProviderKind::GitHub(gh) = &c.providers[1].kind else { panic!("github is a GitHub provider") };
-    assert_eq!((gh.base_url.as_str(), gh.api_url.as_str()), ("https://github.com/", "https://api.github.com/"));
+    let model::ProviderKind::GitHub(gh) = &c.providers[1].kind else {
+        panic!("github is a GitHub provider")
+    };
+    assert_eq!(
+        (gh.base_url.as_str(), gh.api_url.as_str()),
+        ("https://github.com/", "https://api.github.com/")
+    );
     assert_eq!(gh.revalidate_interval, std::time::Duration::from_secs(300));
-    let model::ProviderKind::GitHub(ghes) = &c.providers[2].kind else { panic!("ghes is a GitHub provider") };
+    let model::ProviderKind::GitHub(ghes) = &c.providers[2].kind else {
+        panic!("ghes is a GitHub provider")
+    };
     assert_eq!(ghes.api_url.as_str(), "https://ghe.example.com/api/v3");
     // A client without providers signs in through [idp] with its own credentials.
     let billing = &c.clients[0];
     assert_eq!(billing.sign_in.len(), 1);
-    assert_eq!((billing.sign_in[0].name.as_str(), billing.sign_in[0].client_id.as_str()), ("idp", "abc"));
+    assert_eq!(
+        (
+            billing.sign_in[0].name.as_str(),
+            billing.sign_in[0].client_id.as_str()
+        ),
+        ("idp", "abc")
+    );
     assert_eq!(billing.branding.display_name, "billing");
     let p = &c.clients[1];
     assert_eq!(p.client_id, "", "a GitHub-only client has no IdP client id");
-    assert_eq!(p.sign_in[0].scopes, ["read:user", "user:email", "read:org"], "read:org because the rules name orgs and teams");
+    assert_eq!(
+        p.sign_in[0].scopes,
+        ["read:user", "user:email", "read:org"],
+        "read:org because the rules name orgs and teams"
+    );
     assert!(p.sign_in[0].client_secret.ct_eq("s3cret"));
-    assert_eq!(p.allowed.orgs, ["acme"], "GitHub names compare in lowercase");
+    assert_eq!(
+        p.allowed.orgs,
+        ["acme"],
+        "GitHub names compare in lowercase"
+    );
     assert_eq!(p.allowed.teams, ["acme/admins"]);
-    assert_eq!(p.grants[0].permissions, [("invoice".to_string(), "read".to_string()), ("invoice".to_string(), "write".to_string())]);
+    assert_eq!(
+        p.grants[0].permissions,
+        [
+            ("invoice".to_string(), "read".to_string()),
+            ("invoice".to_string(), "write".to_string())
+        ]
+    );
     assert_eq!(p.branding.accent_color.as_deref(), Some("#6f42c1"));
     assert!(!format!("{c:?}").contains("s3cret"));
 }
@@ -317,13 +460,25 @@ fn providers_clients_grants_and_branding() {
 #[test]
 fn provider_mistakes_are_reported_with_lines() {
     let text = format!("{VALID}{PROVIDERS}")
-        .replace("kind = \"github\"\n\n[[providers]]", "kind = \"gitlab\"\n\n[[providers]]")
+        .replace(
+            "kind = \"github\"\n\n[[providers]]",
+            "kind = \"gitlab\"\n\n[[providers]]",
+        )
         .replace("name = \"ghes\"", "name = \"idp\"")
         .replace("accent_color = \"#6f42c1\"", "accent_color = \"purple\"")
-        .replace("logo_url = \"https://portfolio.example.com/logo.svg\"", "logo_url = \"http://cdn.example.com/logo.svg\"")
-        .replace("allowed_teams = [\"acme/Admins\"]", "allowed_teams = [\"admins\"]")
+        .replace(
+            "logo_url = \"https://portfolio.example.com/logo.svg\"",
+            "logo_url = \"http://cdn.example.com/logo.svg\"",
+        )
+        .replace(
+            "allowed_teams = [\"acme/Admins\"]",
+            "allowed_teams = [\"admins\"]",
+        )
         .replace("provider = \"idp\"\nsubjects", "subjects")
-        .replace("permissions = [\"report:read\"]", "permissions = [\"report\"]");
+        .replace(
+            "permissions = [\"report:read\"]",
+            "permissions = [\"report\"]",
+        );
     let p = problems(&text);
     let expect = [
         "providers[0].kind: \"gitlab\" is not a provider kind",
@@ -342,20 +497,56 @@ fn provider_mistakes_are_reported_with_lines() {
 
     // Scopes without read:org where the rules need it; allow rules without a GitHub provider;
     // a client with neither client_id nor providers.
-    let text = format!("{VALID}{PROVIDERS}").replace("client_secret = \"${BILLING_SECRET}\"\n\n[[clients.grants]]", "client_secret = \"x\"\nscopes = [\"read:user\"]\n\n[[clients.grants]]");
-    assert!(problems(&text).iter().any(|l| l.contains("scopes: must include \"read:org\"")), "{:#?}", problems(&text));
-    let text = VALID.replace("client_secret = \"${BILLING_SECRET}\"", "client_secret = \"x\"\nallowed_users = [\"octocat\"]");
-    assert!(problems(&text).iter().any(|l| l.contains("clients[0].allowed_users: restricts GitHub sign-ins")), "{:#?}", problems(&text));
+    let text = format!("{VALID}{PROVIDERS}").replace(
+        "client_secret = \"${BILLING_SECRET}\"\n\n[[clients.grants]]",
+        "client_secret = \"x\"\nscopes = [\"read:user\"]\n\n[[clients.grants]]",
+    );
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|l| l.contains("scopes: must include \"read:org\"")),
+        "{:#?}",
+        problems(&text)
+    );
+    let text = VALID.replace(
+        "client_secret = \"${BILLING_SECRET}\"",
+        "client_secret = \"x\"\nallowed_users = [\"octocat\"]",
+    );
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|l| l.contains("clients[0].allowed_users: restricts GitHub sign-ins")),
+        "{:#?}",
+        problems(&text)
+    );
     let text = VALID.replace("client_id = \"abc\"\n", "");
-    assert!(problems(&text).iter().any(|l| l.contains("clients[0].client_id: is required")), "{:#?}", problems(&text));
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|l| l.contains("clients[0].client_id: is required")),
+        "{:#?}",
+        problems(&text)
+    );
     let text = format!("{VALID}{PROVIDERS}").replace("teams = [\"acme/admins\"]\n", "");
-    assert!(problems(&text).iter().any(|l| l.contains("clients[1].grants[0]: names nobody")), "{:#?}", problems(&text));
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|l| l.contains("clients[1].grants[0]: names nobody")),
+        "{:#?}",
+        problems(&text)
+    );
 }
 
 #[test]
 fn the_file_hash_is_sha256_in_hex_as_sha256sum_prints_it() {
-    assert_eq!(super::file_hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    assert_eq!(super::file_hash(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(
+        super::file_hash(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        super::file_hash(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
 }
 
 #[test]
@@ -364,26 +555,53 @@ fn enforce_false_makes_a_shadow_rule_on_routes_that_decide_and_nowhere_else() {
     assert!(c.routes[0].enforce, "routes enforce by default");
     let shadow = VALID.replace("entity_id = \"id\"", "entity_id = \"id\"\nenforce = false");
     assert!(!parse("test.toml", &shadow, &env).unwrap().routes[0].enforce);
-    let public = VALID.replace("permission = \"invoice:read\"\nentity_id = \"id\"", "auth = \"none\"\nenforce = false");
+    let public = VALID.replace(
+        "permission = \"invoice:read\"\nentity_id = \"id\"",
+        "auth = \"none\"\nenforce = false",
+    );
     let p = problems(&public);
     assert_eq!(p.len(), 1, "{p:#?}");
-    assert!(p[0].starts_with("test.toml:24: routes[0].enforce: only applies to routes that decide something"), "{}", p[0]);
+    assert!(
+        p[0].starts_with(
+            "test.toml:24: routes[0].enforce: only applies to routes that decide something"
+        ),
+        "{}",
+        p[0]
+    );
 }
 
 #[test]
 fn the_log_format_is_text_or_json() {
     use super::model::LogFormat;
-    assert_eq!(parse("test.toml", VALID, &env).unwrap().log.format, LogFormat::Text);
-    assert_eq!(parse("test.toml", &format!("{VALID}\n[log]\nformat = \"json\"\n"), &env).unwrap().log.format, LogFormat::Json);
+    assert_eq!(
+        parse("test.toml", VALID, &env).unwrap().log.format,
+        LogFormat::Text
+    );
+    assert_eq!(
+        parse(
+            "test.toml",
+            &format!("{VALID}\n[log]\nformat = \"json\"\n"),
+            &env
+        )
+        .unwrap()
+        .log
+        .format,
+        LogFormat::Json
+    );
     let p = problems(&format!("{VALID}\n[log]\nformat = \"xml\"\n"));
     assert_eq!(p.len(), 1, "{p:#?}");
-    assert!(p[0].contains("log.format: \"xml\" is not \"text\" or \"json\""), "{}", p[0]);
+    assert!(
+        p[0].contains("log.format: \"xml\" is not \"text\" or \"json\""),
+        "{}",
+        p[0]
+    );
 }
 
 #[test]
 fn the_redis_session_store_is_validated() {
     let key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
-    let with = |session: &str| VALID.replacen("[proxy]", &format!("[session]\n{session}\n[proxy]"), 1);
+    let with =
+        |session: &str| VALID.replacen("[proxy]", &format!("[session]\n{session}\n[proxy]"), 1);
     let cases = [
         ("store = \"disk\"", "session.store: \"disk\" is not a session store"),
         ("store = \"redis\"", "session.redis.url: is required"),
@@ -400,24 +618,52 @@ fn the_redis_session_store_is_validated() {
     ];
     for (session, want) in cases {
         let p = problems(&with(&session.replace("KEY", key)));
-        assert!(p.iter().any(|m| m.contains(want) && m.starts_with("test.toml:")), "want {want:?}, got {p:#?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains(want) && m.starts_with("test.toml:")),
+            "want {want:?}, got {p:#?}"
+        );
     }
     let password = "hunter2-redis";
     let ok = with(&format!("store = \"redis\"\n[session.redis]\nurl = \"rediss://default:{password}@cache.internal:6380/2\"\nkey = \"{key}\"\nprefix = \"gw1:\""));
     let c = parse("test.toml", &ok, &env).unwrap();
-    let crate::config::model::SessionStoreSettings::Redis(r) = &c.session.store else { panic!("a redis store") };
-    assert_eq!((r.prefix.as_str(), r.timeout, r.connect_timeout), ("gw1:", std::time::Duration::from_millis(500), std::time::Duration::from_secs(1)));
-    assert!(!format!("{c:?}").contains(password) && !format!("{c:?}").contains(key), "the URL's password and the key never show");
-    assert!(matches!(parse("test.toml", VALID, &env).unwrap().session.store, crate::config::model::SessionStoreSettings::Memory), "memory by default");
+    let crate::config::model::SessionStoreSettings::Redis(r) = &c.session.store else {
+        panic!("a redis store")
+    };
+    assert_eq!(
+        (r.prefix.as_str(), r.timeout, r.connect_timeout),
+        (
+            "gw1:",
+            std::time::Duration::from_millis(500),
+            std::time::Duration::from_secs(1)
+        )
+    );
+    assert!(
+        !format!("{c:?}").contains(password) && !format!("{c:?}").contains(key),
+        "the URL's password and the key never show"
+    );
+    assert!(
+        matches!(
+            parse("test.toml", VALID, &env).unwrap().session.store,
+            crate::config::model::SessionStoreSettings::Memory
+        ),
+        "memory by default"
+    );
 }
 
 #[test]
 fn shadow_grants_are_named_and_replace_only_an_enforced_grant_of_their_client() {
     let shadow = "\n[[clients.grants]]\nname = \"admins-only\"\nenforce = false\nreplaces = \"writers\"\npermissions = [\"invoice:write\"]\nteams = [\"acme/admins\"]\n";
-    let text = format!("{VALID}{PROVIDERS}").replace("permissions = [\"invoice:read\", \"invoice:write\"]", "name = \"writers\"\npermissions = [\"invoice:read\", \"invoice:write\"]") + shadow;
+    let text = format!("{VALID}{PROVIDERS}").replace(
+        "permissions = [\"invoice:read\", \"invoice:write\"]",
+        "name = \"writers\"\npermissions = [\"invoice:read\", \"invoice:write\"]",
+    ) + shadow;
     let c = parse("test.toml", &text, &env).unwrap();
     let grants = &c.clients[1].grants;
-    assert!(!grants[0].shadow && grants[0].name.as_deref() == Some("writers"), "grants enforce by default");
+    assert!(
+        !grants[0].shadow && grants[0].name.as_deref() == Some("writers"),
+        "grants enforce by default"
+    );
     assert!(grants[2].shadow);
     assert_eq!(grants[2].replaces, Some(0));
     assert_eq!(grants[1].name, None, "an enforced grant needs no name");
@@ -439,6 +685,10 @@ fn shadow_grants_are_named_and_replace_only_an_enforced_grant_of_their_client() 
     ];
     for (text, want) in bad {
         let p = problems(&text);
-        assert!(p.iter().any(|l| l.starts_with("test.toml:") && l.contains(want)), "missing {want:?} in {p:#?}");
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("test.toml:") && l.contains(want)),
+            "missing {want:?} in {p:#?}"
+        );
     }
 }

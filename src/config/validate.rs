@@ -6,10 +6,10 @@
 use super::file::*;
 use super::model::*;
 use super::span::KeyPath;
-use crate::pattern::PathPattern;
 use crate::origin::{Origin, OriginPattern};
-use crate::trusted_proxies::TrustedProxies;
+use crate::pattern::PathPattern;
 use crate::secret::Secret;
+use crate::trusted_proxies::TrustedProxies;
 use jsonwebtoken::Algorithm;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -34,7 +34,10 @@ pub struct Problems(pub Vec<Problem>);
 impl Problems {
     /// Records a problem at `path`.
     pub fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
-        self.0.push(Problem { path: path.clone(), message: message.into() });
+        self.0.push(Problem {
+            path: path.clone(),
+            message: message.into(),
+        });
     }
 
     /// A required value, or a problem when absent.
@@ -66,7 +69,10 @@ impl Problems {
         match SocketAddr::from_str(value) {
             Ok(a) => Some(a),
             Err(_) => {
-                self.add(path, format!("{value:?} is not an ip:port address: write e.g. \"0.0.0.0:8080\""));
+                self.add(
+                    path,
+                    format!("{value:?} is not an ip:port address: write e.g. \"0.0.0.0:8080\""),
+                );
                 None
             }
         }
@@ -124,12 +130,29 @@ pub struct Sections {
 }
 
 /// The algorithms an RSA key can verify.
-pub const RSA_ALGORITHMS: [Algorithm; 6] = [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+pub const RSA_ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
 
 /// Algorithms accepted when the config does not list them.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = {
     let [rs256, rs384, rs512, ps256, ps384, ps512] = RSA_ALGORITHMS;
-    [rs256, rs384, rs512, ps256, ps384, ps512, Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA]
+    [
+        rs256,
+        rs384,
+        rs512,
+        ps256,
+        ps384,
+        ps512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ]
 };
 
 /// Validates the sections into a model; `Err` holds every problem found.
@@ -138,7 +161,13 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     let admin = admin(s.admin, problems);
     if let (Some(p), Some(a)) = (&proxy, &admin) {
         if p.listen == a.listen {
-            problems.add(&KeyPath::root("admin").key("listen"), format!("{} is also the proxy's address: give the admin listener its own port", a.listen));
+            problems.add(
+                &KeyPath::root("admin").key("listen"),
+                format!(
+                    "{} is also the proxy's address: give the admin listener its own port",
+                    a.listen
+                ),
+            );
         }
     }
     let idp = idp(s.idp, problems);
@@ -148,38 +177,62 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     let clients = clients(s.clients, &providers, problems);
     let upstreams = upstreams(s.upstreams, problems);
     // Where a route fails open: checked against `[idp]` and `[abac]` below.
-    let fail_open: Vec<KeyPath> =
-        s.routes.iter().filter(|(_, r)| r.on_error.as_deref() == Some("allow")).map(|(i, _)| KeyPath::root("routes").index(*i).key("on_error")).collect();
+    let fail_open: Vec<KeyPath> = s
+        .routes
+        .iter()
+        .filter(|(_, r)| r.on_error.as_deref() == Some("allow"))
+        .map(|(i, _)| KeyPath::root("routes").index(*i).key("on_error"))
+        .collect();
     let routes = routes(s.routes, &upstreams, &clients, problems);
     let abac = abac(s.abac, problems);
     fail_open_rules(&fail_open, idp.as_ref(), &abac, problems);
-    let api_keys = api_keys(s.api_keys, idp.as_ref().map(|i| i.audiences.clone()).unwrap_or_default(), problems);
+    let api_keys = api_keys(
+        s.api_keys,
+        idp.as_ref()
+            .map(|i| i.audiences.clone())
+            .unwrap_or_default(),
+        problems,
+    );
     let identity_jwt = identity_jwt(s.identity_jwt, &headers, problems);
     if let Some(i) = &idp {
         if i.check_permission_url.is_none() {
             for r in &routes {
                 if !r.attributes.is_empty() {
-                    problems.add(&KeyPath::root("idp").key("check_permission_url"), format!("is required: route {:?} declares ABAC attributes for the live check", r.name));
+                    problems.add(
+                        &KeyPath::root("idp").key("check_permission_url"),
+                        format!(
+                            "is required: route {:?} declares ABAC attributes for the live check",
+                            r.name
+                        ),
+                    );
                     break;
                 }
             }
         }
     }
     let session = session(s.session, problems);
-    let default_client = s.default_client.and_then(|name| match clients.iter().position(|c| c.name == name) {
-        Some(i) => Some(i),
-        None => {
-            let known: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
-            problems.add(&KeyPath::root("default_client"), format!("{name:?} is not a configured client: name one of {known:?}"));
-            None
-        }
-    });
+    let default_client =
+        s.default_client
+            .and_then(|name| match clients.iter().position(|c| c.name == name) {
+                Some(i) => Some(i),
+                None => {
+                    let known: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+                    problems.add(
+                        &KeyPath::root("default_client"),
+                        format!("{name:?} is not a configured client: name one of {known:?}"),
+                    );
+                    None
+                }
+            });
     let log = LogSettings {
         format: match s.log.format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                problems.add(&KeyPath::root("log").key("format"), format!("{other:?} is not \"text\" or \"json\""));
+                problems.add(
+                    &KeyPath::root("log").key("format"),
+                    format!("{other:?} is not \"text\" or \"json\""),
+                );
                 LogFormat::Text
             }
         },
@@ -187,25 +240,59 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
     if !problems.0.is_empty() {
         return None;
     }
-    Some(Config { proxy: proxy?, admin: admin?, idp: idp?, providers, cache, headers, clients, upstreams, routes, abac, api_keys, identity_jwt, session, default_client, log })
+    Some(Config {
+        proxy: proxy?,
+        admin: admin?,
+        idp: idp?,
+        providers,
+        cache,
+        headers,
+        clients,
+        upstreams,
+        routes,
+        abac,
+        api_keys,
+        identity_jwt,
+        session,
+        default_client,
+        log,
+    })
 }
 
 fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
     let at = KeyPath::root("proxy");
-    let listen = problems.socket_addr(f.listen.as_deref().unwrap_or("0.0.0.0:8080"), &at.key("listen"))?;
-    let tls = f.tls.map(|t| TlsFiles { cert: t.cert.into(), key: t.key.into(), http2: t.http2.unwrap_or(true) });
+    let listen = problems.socket_addr(
+        f.listen.as_deref().unwrap_or("0.0.0.0:8080"),
+        &at.key("listen"),
+    )?;
+    let tls = f.tls.map(|t| TlsFiles {
+        cert: t.cert.into(),
+        key: t.key.into(),
+        http2: t.http2.unwrap_or(true),
+    });
     if let Some(t) = &tls {
         for (name, file) in [("cert", &t.cert), ("key", &t.key)] {
             if !file.is_file() {
-                problems.add(&at.key("tls").key(name), format!("{} is not a readable file", file.display()));
+                problems.add(
+                    &at.key("tls").key(name),
+                    format!("{} is not a readable file", file.display()),
+                );
             }
         }
     }
-    let threads = f.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = f.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if threads == 0 {
         problems.add(&at.key("threads"), "must be at least 1");
     }
-    let grace_period = problems.duration(f.grace_period.as_deref(), &at.key("grace_period"), Duration::from_secs(5));
+    let grace_period = problems.duration(
+        f.grace_period.as_deref(),
+        &at.key("grace_period"),
+        Duration::from_secs(5),
+    );
     let mut trusted = Vec::new();
     for (i, text) in f.trusted_proxies.unwrap_or_default().iter().enumerate() {
         match TrustedProxies::parse_range(text) {
@@ -225,18 +312,29 @@ fn proxy(f: ProxyFile, problems: &mut Problems) -> Option<ProxySettings> {
 }
 
 fn admin(f: AdminFile, problems: &mut Problems) -> Option<AdminSettings> {
-    let listen = problems.socket_addr(f.listen.as_deref().unwrap_or("127.0.0.1:9090"), &KeyPath::root("admin").key("listen"))?;
+    let listen = problems.socket_addr(
+        f.listen.as_deref().unwrap_or("127.0.0.1:9090"),
+        &KeyPath::root("admin").key("listen"),
+    )?;
     Some(AdminSettings { listen })
 }
 
 fn idp(f: IdpFile, problems: &mut Problems) -> Option<IdpSettings> {
     let at = KeyPath::root("idp");
-    let issuer_text = problems.require(f.issuer, &at.key("issuer"), "the issuer exactly as tokens carry it in `iss`");
+    let issuer_text = problems.require(
+        f.issuer,
+        &at.key("issuer"),
+        "the issuer exactly as tokens carry it in `iss`",
+    );
     let issuer_url = problems.url(issuer_text.clone(), &at.key("issuer"));
     let discovery_url = match f.discovery_url {
         Some(d) => problems.url(Some(d), &at.key("discovery_url")),
         None => issuer_url.as_ref().and_then(|u| {
-            Url::parse(&format!("{}/.well-known/openid-configuration", u.as_str().trim_end_matches('/'))).ok()
+            Url::parse(&format!(
+                "{}/.well-known/openid-configuration",
+                u.as_str().trim_end_matches('/')
+            ))
+            .ok()
         }),
     };
     let jwks_url = problems.url(f.jwks_url, &at.key("jwks_url"));
@@ -244,15 +342,29 @@ fn idp(f: IdpFile, problems: &mut Problems) -> Option<IdpSettings> {
     if audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()) {
         problems.add(&at.key("audience"), "is required and may not be empty: tokens are only accepted when their `aud` names this gateway's API");
     }
-    let check_permission_url = problems.url(f.check_permission_url, &at.key("check_permission_url"));
-    let api_key_exchange_url = problems.url(f.api_key_exchange_url, &at.key("api_key_exchange_url"));
-    let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_secs(3));
+    let check_permission_url =
+        problems.url(f.check_permission_url, &at.key("check_permission_url"));
+    let api_key_exchange_url =
+        problems.url(f.api_key_exchange_url, &at.key("api_key_exchange_url"));
+    let timeout = problems.duration(
+        f.timeout.as_deref(),
+        &at.key("timeout"),
+        Duration::from_secs(3),
+    );
     let leeway = match f.leeway.as_deref() {
         Some("0") | Some("0s") => Duration::ZERO,
         other => problems.duration(other, &at.key("leeway"), Duration::from_secs(30)),
     };
-    let jwks_refresh_interval = problems.duration(f.jwks_refresh_interval.as_deref(), &at.key("jwks_refresh_interval"), Duration::from_secs(300));
-    let jwks_min_refetch_interval = problems.duration(f.jwks_min_refetch_interval.as_deref(), &at.key("jwks_min_refetch_interval"), Duration::from_secs(10));
+    let jwks_refresh_interval = problems.duration(
+        f.jwks_refresh_interval.as_deref(),
+        &at.key("jwks_refresh_interval"),
+        Duration::from_secs(300),
+    );
+    let jwks_min_refetch_interval = problems.duration(
+        f.jwks_min_refetch_interval.as_deref(),
+        &at.key("jwks_min_refetch_interval"),
+        Duration::from_secs(10),
+    );
     let algorithms = match f.algorithms {
         None => DEFAULT_ALGORITHMS.to_vec(),
         Some(list) => {
@@ -282,12 +394,23 @@ fn idp(f: IdpFile, problems: &mut Problems) -> Option<IdpSettings> {
         jwks_refresh_interval,
         jwks_min_refetch_interval,
         algorithms,
-        display_name: f.display_name.or_else(|| issuer_url.as_ref().and_then(|u| u.host_str().map(str::to_string))).unwrap_or_else(|| "single sign-on".into()),
+        display_name: f
+            .display_name
+            .or_else(|| {
+                issuer_url
+                    .as_ref()
+                    .and_then(|u| u.host_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| "single sign-on".into()),
     })
 }
 
 /// `[idp]` as the provider named `idp`, then `[[providers]]`.
-fn providers(idp: Option<&IdpSettings>, list: Vec<(usize, ProviderFile)>, problems: &mut Problems) -> Vec<ProviderSettings> {
+fn providers(
+    idp: Option<&IdpSettings>,
+    list: Vec<(usize, ProviderFile)>,
+    problems: &mut Problems,
+) -> Vec<ProviderSettings> {
     let mut out = vec![ProviderSettings {
         name: IDP_PROVIDER.into(),
         display_name: idp.map_or_else(|| IDP_PROVIDER.to_string(), |i| i.display_name.clone()),
@@ -295,13 +418,28 @@ fn providers(idp: Option<&IdpSettings>, list: Vec<(usize, ProviderFile)>, proble
     }];
     for (i, f) in list {
         let at = KeyPath::root("providers").index(i);
-        let name = problems.require(f.name, &at.key("name"), "the name clients use in [[clients.providers]]");
+        let name = problems.require(
+            f.name,
+            &at.key("name"),
+            "the name clients use in [[clients.providers]]",
+        );
         if let Some(n) = &name {
             if out.iter().any(|p| &p.name == n) {
-                let why = if n == IDP_PROVIDER { "is the [idp] section's name" } else { "names two providers: names must be unique" };
+                let why = if n == IDP_PROVIDER {
+                    "is the [idp] section's name"
+                } else {
+                    "names two providers: names must be unique"
+                };
                 problems.add(&at.key("name"), format!("{n:?} {why}"));
-            } else if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                problems.add(&at.key("name"), format!("{n:?} must be letters, digits, - or _ (it appears in URLs)"));
+            } else if n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                problems.add(
+                    &at.key("name"),
+                    format!("{n:?} must be letters, digits, - or _ (it appears in URLs)"),
+                );
             }
         }
         let kind = match f.kind.as_deref() {
@@ -315,22 +453,48 @@ fn providers(idp: Option<&IdpSettings>, list: Vec<(usize, ProviderFile)>, proble
                 false
             }
         };
-        let base_url = problems.url(Some(f.base_url.unwrap_or_else(|| "https://github.com".into())), &at.key("base_url"));
-        let api_url = problems.url(Some(f.api_url.unwrap_or_else(|| "https://api.github.com".into())), &at.key("api_url"));
+        let base_url = problems.url(
+            Some(f.base_url.unwrap_or_else(|| "https://github.com".into())),
+            &at.key("base_url"),
+        );
+        let api_url = problems.url(
+            Some(f.api_url.unwrap_or_else(|| "https://api.github.com".into())),
+            &at.key("api_url"),
+        );
         for (key, url) in [("base_url", &base_url), ("api_url", &api_url)] {
             if let Some(u) = url {
-                if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
-                    problems.add(&at.key(key), format!("{u} must be a plain URL: no query, fragment or credentials"));
+                if u.query().is_some()
+                    || u.fragment().is_some()
+                    || !u.username().is_empty()
+                    || u.password().is_some()
+                {
+                    problems.add(
+                        &at.key(key),
+                        format!("{u} must be a plain URL: no query, fragment or credentials"),
+                    );
                 }
             }
         }
-        let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_secs(5));
-        let revalidate_interval = problems.duration(f.revalidate_interval.as_deref(), &at.key("revalidate_interval"), Duration::from_secs(300));
+        let timeout = problems.duration(
+            f.timeout.as_deref(),
+            &at.key("timeout"),
+            Duration::from_secs(5),
+        );
+        let revalidate_interval = problems.duration(
+            f.revalidate_interval.as_deref(),
+            &at.key("revalidate_interval"),
+            Duration::from_secs(300),
+        );
         if let (Some(name), true, Some(base_url), Some(api_url)) = (name, kind, base_url, api_url) {
             out.push(ProviderSettings {
                 display_name: f.display_name.unwrap_or_else(|| "GitHub".into()),
                 name,
-                kind: ProviderKind::GitHub(Box::new(GitHubSettings { base_url, api_url, timeout, revalidate_interval })),
+                kind: ProviderKind::GitHub(Box::new(GitHubSettings {
+                    base_url,
+                    api_url,
+                    timeout,
+                    revalidate_interval,
+                })),
             });
         }
     }
@@ -338,7 +502,12 @@ fn providers(idp: Option<&IdpSettings>, list: Vec<(usize, ProviderFile)>, proble
 }
 
 /// A list of names written in lowercase, each checked by `valid` (which says what is wrong).
-fn lowercase_names(list: Option<Vec<String>>, at: &KeyPath, problems: &mut Problems, valid: impl Fn(&str) -> Option<&'static str>) -> Vec<String> {
+fn lowercase_names(
+    list: Option<Vec<String>>,
+    at: &KeyPath,
+    problems: &mut Problems,
+    valid: impl Fn(&str) -> Option<&'static str>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for (j, v) in list.unwrap_or_default().into_iter().enumerate() {
         let v = v.trim().to_ascii_lowercase();
@@ -352,7 +521,12 @@ fn lowercase_names(list: Option<Vec<String>>, at: &KeyPath, problems: &mut Probl
 
 /// GitHub logins and organisations: letters, digits and single hyphens.
 fn github_name(v: &str) -> Option<&'static str> {
-    (v.is_empty() || v.len() > 100 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')).then_some("is not a GitHub name: letters, digits, -, _ and . only")
+    (v.is_empty()
+        || v.len() > 100
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
+    .then_some("is not a GitHub name: letters, digits, -, _ and . only")
 }
 
 /// GitHub teams: `org/team-slug`.
@@ -365,7 +539,8 @@ fn github_team(v: &str) -> Option<&'static str> {
 
 /// A `#rgb` or `#rrggbb` colour.
 fn colour(v: &str) -> bool {
-    v.strip_prefix('#').is_some_and(|hex| matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    v.strip_prefix('#')
+        .is_some_and(|hex| matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `[[clients.providers]]`, or `[idp]` alone with the client's own credentials.
@@ -378,7 +553,15 @@ fn client_sign_in(
     problems: &mut Problems,
 ) -> Vec<ClientSignIn> {
     let (own_id, own_secret, own_scopes) = own;
-    let idp = || own_id.map(|id| ClientSignIn { provider: 0, name: IDP_PROVIDER.into(), client_id: id.clone(), client_secret: own_secret.clone(), scopes: own_scopes.to_vec() });
+    let idp = || {
+        own_id.map(|id| ClientSignIn {
+            provider: 0,
+            name: IDP_PROVIDER.into(),
+            client_id: id.clone(),
+            client_secret: own_secret.clone(),
+            scopes: own_scopes.to_vec(),
+        })
+    };
     let Some(list) = list else {
         if own_id.is_none() {
             problems.add(&at.key("client_id"), "is required: the OAuth client id this app has at the IdP (or list the providers it signs in with in [[clients.providers]])");
@@ -386,12 +569,19 @@ fn client_sign_in(
         return idp().into_iter().collect();
     };
     if list.is_empty() {
-        problems.add(&at.key("providers"), "may not be empty: list the providers this app signs in with");
+        problems.add(
+            &at.key("providers"),
+            "may not be empty: list the providers this app signs in with",
+        );
     }
     let mut out: Vec<ClientSignIn> = Vec::new();
     for (j, f) in list.into_iter().enumerate() {
         let at = at.key("providers").index(j);
-        let Some(name) = problems.require(f.name, &at.key("name"), "a [[providers]] name, or \"idp\"") else { continue };
+        let Some(name) =
+            problems.require(f.name, &at.key("name"), "a [[providers]] name, or \"idp\"")
+        else {
+            continue;
+        };
         if out.iter().any(|s| s.name == name) {
             problems.add(&at.key("name"), format!("{name:?} is listed twice"));
             continue;
@@ -402,27 +592,49 @@ fn client_sign_in(
             continue;
         };
         if index == 0 {
-            for (key, given) in [("client_id", f.client_id.is_some()), ("client_secret", f.client_secret.is_some()), ("scopes", f.scopes.is_some())] {
+            for (key, given) in [
+                ("client_id", f.client_id.is_some()),
+                ("client_secret", f.client_secret.is_some()),
+                ("scopes", f.scopes.is_some()),
+            ] {
                 if given {
                     problems.add(&at.key(key), format!("is the client's own {key} for [idp]: write it in the client's table, not here"));
                 }
             }
             match idp() {
                 Some(s) => out.push(s),
-                None => problems.add(&at.key("name"), "\"idp\" needs the client's own client_id (its OAuth client at the IdP)"),
+                None => problems.add(
+                    &at.key("name"),
+                    "\"idp\" needs the client's own client_id (its OAuth client at the IdP)",
+                ),
             }
             continue;
         }
-        let client_id = problems.require(f.client_id, &at.key("client_id"), "this app's OAuth client id at the provider (its own OAuth app)");
-        let client_secret = problems.require(f.client_secret, &at.key("client_secret"), "this app's OAuth client secret at the provider, usually \"${ENV_VAR}\"");
+        let client_id = problems.require(
+            f.client_id,
+            &at.key("client_id"),
+            "this app's OAuth client id at the provider (its own OAuth app)",
+        );
+        let client_secret = problems.require(
+            f.client_secret,
+            &at.key("client_secret"),
+            "this app's OAuth client secret at the provider, usually \"${ENV_VAR}\"",
+        );
         if client_secret.as_ref().is_some_and(|s| s.is_empty()) {
             problems.add(&at.key("client_secret"), "may not be empty");
         }
         let scopes = match f.scopes {
             Some(list) => {
                 for (k, sc) in list.iter().enumerate() {
-                    if sc.is_empty() || !sc.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-                        problems.add(&at.key("scopes").index(k), format!("{sc:?} is not a scope token"));
+                    if sc.is_empty()
+                        || !sc
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                    {
+                        problems.add(
+                            &at.key("scopes").index(k),
+                            format!("{sc:?} is not a scope token"),
+                        );
                     }
                 }
                 if needs_orgs && !list.iter().any(|s| s == "read:org" || s == "admin:org") {
@@ -439,27 +651,53 @@ fn client_sign_in(
             }
         };
         if let (Some(client_id), Some(secret)) = (client_id, client_secret) {
-            out.push(ClientSignIn { provider: index, name, client_id, client_secret: Secret::new(secret), scopes });
+            out.push(ClientSignIn {
+                provider: index,
+                name,
+                client_id,
+                client_secret: Secret::new(secret),
+                scopes,
+            });
         }
     }
     out
 }
 
 /// `[[clients.grants]]`.
-fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], at: &KeyPath, problems: &mut Problems) -> Vec<GrantSpec> {
+fn client_grants(
+    list: Option<Vec<GrantFile>>,
+    providers: &[ProviderSettings],
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Vec<GrantSpec> {
     let mut out = Vec::new();
     let mut replaces = Vec::new();
     for (j, f) in list.unwrap_or_default().into_iter().enumerate() {
         let at = at.key("grants").index(j);
         let mut permissions = Vec::new();
         match f.permissions {
-            None => problems.add(&at.key("permissions"), "is required: what the grant gives, e.g. [\"invoice:read\"]"),
-            Some(list) if list.is_empty() => problems.add(&at.key("permissions"), "may not be empty"),
+            None => problems.add(
+                &at.key("permissions"),
+                "is required: what the grant gives, e.g. [\"invoice:read\"]",
+            ),
+            Some(list) if list.is_empty() => {
+                problems.add(&at.key("permissions"), "may not be empty")
+            }
             Some(list) => {
                 for (k, p) in list.iter().enumerate() {
                     match p.split_once(':') {
-                        Some((r, a)) if !r.is_empty() && !a.is_empty() && !a.contains(':') && !p.contains(char::is_whitespace) => permissions.push((r.to_string(), a.to_string())),
-                        _ => problems.add(&at.key("permissions").index(k), format!("{p:?} must be \"resource:action\", as a route's permission")),
+                        Some((r, a))
+                            if !r.is_empty()
+                                && !a.is_empty()
+                                && !a.contains(':')
+                                && !p.contains(char::is_whitespace) =>
+                        {
+                            permissions.push((r.to_string(), a.to_string()))
+                        }
+                        _ => problems.add(
+                            &at.key("permissions").index(k),
+                            format!("{p:?} must be \"resource:action\", as a route's permission"),
+                        ),
                     }
                 }
             }
@@ -467,23 +705,30 @@ fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], a
         if let Some(p) = &f.provider {
             if !providers.iter().any(|q| &q.name == p) {
                 let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-                problems.add(&at.key("provider"), format!("{p:?} is not a provider: name one of {known:?}"));
+                problems.add(
+                    &at.key("provider"),
+                    format!("{p:?} is not a provider: name one of {known:?}"),
+                );
             }
         }
         if f.subjects.as_ref().is_some_and(|s| !s.is_empty()) && f.provider.is_none() {
-            problems.add(&at.key("subjects"), "needs provider: a subject is only unique within one provider");
+            problems.add(
+                &at.key("subjects"),
+                "needs provider: a subject is only unique within one provider",
+            );
         }
-        let plain = |list: Option<Vec<String>>, key: &str, problems: &mut Problems| -> Vec<String> {
-            let mut out = Vec::new();
-            for (k, v) in list.unwrap_or_default().into_iter().enumerate() {
-                if v.trim().is_empty() {
-                    problems.add(&at.key(key).index(k), "may not be empty");
-                } else {
-                    out.push(v);
+        let plain =
+            |list: Option<Vec<String>>, key: &str, problems: &mut Problems| -> Vec<String> {
+                let mut out = Vec::new();
+                for (k, v) in list.unwrap_or_default().into_iter().enumerate() {
+                    if v.trim().is_empty() {
+                        problems.add(&at.key(key).index(k), "may not be empty");
+                    } else {
+                        out.push(v);
+                    }
                 }
-            }
-            out
-        };
+                out
+            };
         let name = f.name.filter(|n| {
             let ok = !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
             if !ok {
@@ -504,19 +749,37 @@ fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], a
             replaces: None,
             permissions,
             subjects: plain(f.subjects, "subjects", problems),
-            emails: lowercase_names(f.emails, &at.key("emails"), problems, |v| (!v.contains('@') || v.contains(char::is_whitespace)).then_some("is not an email address")),
-            email_domains: lowercase_names(f.email_domains, &at.key("email_domains"), problems, |v| {
-                (v.is_empty() || v.contains(['@', '/', ' ']) || v.starts_with('.')).then_some("is not a domain: write e.g. \"example.com\"")
+            emails: lowercase_names(f.emails, &at.key("emails"), problems, |v| {
+                (!v.contains('@') || v.contains(char::is_whitespace))
+                    .then_some("is not an email address")
             }),
+            email_domains: lowercase_names(
+                f.email_domains,
+                &at.key("email_domains"),
+                problems,
+                |v| {
+                    (v.is_empty() || v.contains(['@', '/', ' ']) || v.starts_with('.'))
+                        .then_some("is not a domain: write e.g. \"example.com\"")
+                },
+            ),
             groups: plain(f.groups, "groups", problems),
             users: lowercase_names(f.users, &at.key("users"), problems, github_name),
             orgs: lowercase_names(f.orgs, &at.key("orgs"), problems, github_name),
             teams: lowercase_names(f.teams, &at.key("teams"), problems, github_team),
             provider: f.provider,
         };
-        let selectors = grant.subjects.len() + grant.emails.len() + grant.email_domains.len() + grant.groups.len() + grant.users.len() + grant.orgs.len() + grant.teams.len();
+        let selectors = grant.subjects.len()
+            + grant.emails.len()
+            + grant.email_domains.len()
+            + grant.groups.len()
+            + grant.users.len()
+            + grant.orgs.len()
+            + grant.teams.len();
         if selectors == 0 {
-            problems.add(&at, "names nobody: give subjects, emails, email_domains, groups, users, orgs or teams");
+            problems.add(
+                &at,
+                "names nobody: give subjects, emails, email_domains, groups, users, orgs or teams",
+            );
         }
         if let Some(n) = &grant.name {
             if out.iter().any(|g: &GrantSpec| g.name.as_ref() == Some(n)) {
@@ -531,13 +794,19 @@ fn client_grants(list: Option<Vec<GrantFile>>, providers: &[ProviderSettings], a
         let Some(wanted) = wanted else { continue };
         let at = at.key("grants").index(j).key("replaces");
         match out.iter().position(|g| g.name.as_ref() == Some(&wanted)) {
-            Some(k) if out.get(k).is_some_and(|g| g.shadow) => problems.add(&at, format!("{wanted:?} is a shadow grant: name an enforced grant of this client")),
+            Some(k) if out.get(k).is_some_and(|g| g.shadow) => problems.add(
+                &at,
+                format!("{wanted:?} is a shadow grant: name an enforced grant of this client"),
+            ),
             Some(k) => {
                 if let Some(g) = out.get_mut(j) {
                     g.replaces = Some(k);
                 }
             }
-            None => problems.add(&at, format!("{wanted:?} is not the name of a grant of this client")),
+            None => problems.add(
+                &at,
+                format!("{wanted:?} is not the name of a grant of this client"),
+            ),
         }
     }
     out
@@ -553,14 +822,28 @@ fn cache(f: CacheFile, problems: &mut Problems) -> CacheSettings {
     CacheSettings {
         tokens: f.tokens.unwrap_or(100_000),
         rejected_tokens: f.rejected_tokens.unwrap_or(10_000),
-        rejected_ttl: problems.duration(f.rejected_ttl.as_deref(), &at.key("rejected_ttl"), Duration::from_secs(30)),
+        rejected_ttl: problems.duration(
+            f.rejected_ttl.as_deref(),
+            &at.key("rejected_ttl"),
+            Duration::from_secs(30),
+        ),
     }
 }
 
 fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
-    let prefix = f.prefix.unwrap_or_else(|| "x-auth-".to_string()).to_ascii_lowercase();
-    if prefix.len() < 3 || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        problems.add(&KeyPath::root("headers").key("prefix"), format!("{prefix:?} must be at least 3 letters, digits or dashes, e.g. \"x-auth-\""));
+    let prefix = f
+        .prefix
+        .unwrap_or_else(|| "x-auth-".to_string())
+        .to_ascii_lowercase();
+    if prefix.len() < 3
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        problems.add(
+            &KeyPath::root("headers").key("prefix"),
+            format!("{prefix:?} must be at least 3 letters, digits or dashes, e.g. \"x-auth-\""),
+        );
     }
     let at = KeyPath::root("headers");
     let underscores = match f.with_underscores.as_deref() {
@@ -568,7 +851,10 @@ fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
         Some("reject") => Underscores::Reject,
         Some("allow") => Underscores::Allow,
         Some(other) => {
-            problems.add(&at.key("with_underscores"), format!("{other:?} is not an action: write \"drop\", \"reject\" or \"allow\""));
+            problems.add(
+                &at.key("with_underscores"),
+                format!("{other:?} is not an action: write \"drop\", \"reject\" or \"allow\""),
+            );
             Underscores::Drop
         }
     };
@@ -576,34 +862,63 @@ fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
     for (i, name) in f.strip.unwrap_or_default().into_iter().enumerate() {
         let folded = crate::headers::fold(&name);
         if http::HeaderName::from_bytes(folded.as_bytes()).is_err() {
-            problems.add(&at.key("strip").index(i), format!("{name:?} is not a header name"));
-        } else if matches!(folded.as_str(), "host" | "content-length" | "transfer-encoding" | "content-type") {
-            problems.add(&at.key("strip").index(i), format!("{name:?} is needed to proxy the request: it can't be stripped"));
+            problems.add(
+                &at.key("strip").index(i),
+                format!("{name:?} is not a header name"),
+            );
+        } else if matches!(
+            folded.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "content-type"
+        ) {
+            problems.add(
+                &at.key("strip").index(i),
+                format!("{name:?} is needed to proxy the request: it can't be stripped"),
+            );
         } else {
             strip.push(folded);
         }
     }
-    HeaderSettings { prefix, forward_token: f.forward_token.unwrap_or(false), underscores, strip, strip_defaults: f.strip_defaults.unwrap_or(true) }
+    HeaderSettings {
+        prefix,
+        forward_token: f.forward_token.unwrap_or(false),
+        underscores,
+        strip,
+        strip_defaults: f.strip_defaults.unwrap_or(true),
+    }
 }
 
-fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], problems: &mut Problems) -> Vec<ClientSettings> {
+fn clients(
+    list: Vec<(usize, ClientFile)>,
+    providers: &[ProviderSettings],
+    problems: &mut Problems,
+) -> Vec<ClientSettings> {
     let mut out = Vec::new();
     let mut names = HashMap::new();
     let mut origins: HashMap<Origin, String> = HashMap::new();
     let mut patterns: HashMap<String, String> = HashMap::new();
     for (i, f) in list {
         let at = KeyPath::root("clients").index(i);
-        let name = problems.require(f.name, &at.key("name"), "a name for headers, metrics and logs");
+        let name = problems.require(
+            f.name,
+            &at.key("name"),
+            "a name for headers, metrics and logs",
+        );
         if let Some(n) = &name {
             if names.insert(n.clone(), i).is_some() {
-                problems.add(&at.key("name"), format!("{n:?} names two clients: names must be unique"));
+                problems.add(
+                    &at.key("name"),
+                    format!("{n:?} names two clients: names must be unique"),
+                );
             }
         }
         let client_id = f.client_id;
         let mut parsed = Vec::new();
         let mut parsed_patterns = Vec::new();
         match f.origins {
-            None => problems.add(&at.key("origins"), "is required: the origins (scheme://host[:port]) this app is served from"),
+            None => problems.add(
+                &at.key("origins"),
+                "is required: the origins (scheme://host[:port]) this app is served from",
+            ),
             Some(list) if list.is_empty() => problems.add(&at.key("origins"), "may not be empty"),
             Some(list) => {
                 for (j, o) in list.iter().enumerate() {
@@ -611,7 +926,8 @@ fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], probl
                         match OriginPattern::parse(o) {
                             Ok(p) => {
                                 let owner = name.clone().unwrap_or_default();
-                                if let Some(other) = patterns.insert(p.as_str().to_string(), owner) {
+                                if let Some(other) = patterns.insert(p.as_str().to_string(), owner)
+                                {
                                     problems.add(&at.key("origins").index(j), format!("{o:?} is also an origin pattern of client {other:?}: an origin identifies exactly one client"));
                                 }
                                 parsed_patterns.push(p);
@@ -633,26 +949,51 @@ fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], probl
                 }
             }
         }
-        let namespace = f.namespace.or_else(|| client_id.as_ref().map(|id| format!("client_{id}")));
+        let namespace = f
+            .namespace
+            .or_else(|| client_id.as_ref().map(|id| format!("client_{id}")));
         if namespace.is_none() && client_id.is_none() {
             problems.add(&at.key("namespace"), "is required for a client without client_id: the permission namespace of its routes, e.g. \"client_portfolio\"");
         }
         if let Some(ns) = &namespace {
             if ns.is_empty() || ns.contains(char::is_whitespace) {
-                problems.add(&at.key("namespace"), format!("{ns:?} must be non-empty without spaces"));
+                problems.add(
+                    &at.key("namespace"),
+                    format!("{ns:?} must be non-empty without spaces"),
+                );
             }
         }
-        let redirect_path = f.redirect_path.unwrap_or_else(|| "/_authgate/callback".to_string());
-        if !redirect_path.starts_with('/') || redirect_path.starts_with("//") || redirect_path.contains(['?', '#', '\\', ' ']) || redirect_path == "/" {
+        let redirect_path = f
+            .redirect_path
+            .unwrap_or_else(|| "/_authgate/callback".to_string());
+        if !redirect_path.starts_with('/')
+            || redirect_path.starts_with("//")
+            || redirect_path.contains(['?', '#', '\\', ' '])
+            || redirect_path == "/"
+        {
             problems.add(&at.key("redirect_path"), format!("{redirect_path:?} must be an absolute path such as \"/_authgate/callback\", without query"));
         }
-        let scopes = f.scopes.unwrap_or_else(|| ["openid", "email", "profile", "offline_access"].map(String::from).to_vec());
+        let scopes = f.scopes.unwrap_or_else(|| {
+            ["openid", "email", "profile", "offline_access"]
+                .map(String::from)
+                .to_vec()
+        });
         if client_id.is_some() && !scopes.iter().any(|s| s == "openid") {
-            problems.add(&at.key("scopes"), "must include \"openid\": the login needs an id_token");
+            problems.add(
+                &at.key("scopes"),
+                "must include \"openid\": the login needs an id_token",
+            );
         }
         for (j, sc) in scopes.iter().enumerate() {
-            if sc.is_empty() || !sc.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-                problems.add(&at.key("scopes").index(j), format!("{sc:?} is not a scope token"));
+            if sc.is_empty()
+                || !sc
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
+                problems.add(
+                    &at.key("scopes").index(j),
+                    format!("{sc:?} is not a scope token"),
+                );
             }
         }
         let secret = Secret::new(f.client_secret.unwrap_or_default());
@@ -668,17 +1009,35 @@ fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], probl
         if token_auth != TokenAuth::None && secret.is_empty() && f.token_auth.is_some() {
             problems.add(&at.key("client_secret"), "is required with token_auth = client_secret_basic or client_secret_post: set it, or token_auth = \"none\" for a public client");
         }
-        let post_logout_redirect = f.post_logout_redirect.unwrap_or_else(|| "/_authgate/signed-out".to_string());
-        if !post_logout_redirect.starts_with('/') || post_logout_redirect.starts_with("//") || post_logout_redirect.contains('\\') {
-            let own_origin = Url::parse(&post_logout_redirect).ok().and_then(|u| Origin::parse(&u.origin().ascii_serialization()).ok()).is_some_and(|o| parsed.contains(&o));
+        let post_logout_redirect = f
+            .post_logout_redirect
+            .unwrap_or_else(|| "/_authgate/signed-out".to_string());
+        if !post_logout_redirect.starts_with('/')
+            || post_logout_redirect.starts_with("//")
+            || post_logout_redirect.contains('\\')
+        {
+            let own_origin = Url::parse(&post_logout_redirect)
+                .ok()
+                .and_then(|u| Origin::parse(&u.origin().ascii_serialization()).ok())
+                .is_some_and(|o| parsed.contains(&o));
             if !own_origin {
                 problems.add(&at.key("post_logout_redirect"), format!("{post_logout_redirect:?} must be a path (\"/\") or a URL on one of this client's origins"));
             }
         }
         let logout_url = f.logout_url.as_deref().and_then(|u| match Url::parse(u) {
-            Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() && url.username().is_empty() && url.password().is_none() => Some(url),
+            Ok(url)
+                if matches!(url.scheme(), "https" | "http")
+                    && url.host().is_some()
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Some(url)
+            }
             _ => {
-                problems.add(&at.key("logout_url"), format!("{u:?} must be an absolute http(s) URL: the IdP's own sign-out page"));
+                problems.add(
+                    &at.key("logout_url"),
+                    format!("{u:?} must be an absolute http(s) URL: the IdP's own sign-out page"),
+                );
                 None
             }
         });
@@ -686,36 +1045,97 @@ fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], probl
             None | Some("get") => false,
             Some("post") => true,
             Some(other) => {
-                problems.add(&at.key("logout_method"), format!("{other:?} is not a method: write \"get\" (a link) or \"post\" (a form)"));
+                problems.add(
+                    &at.key("logout_method"),
+                    format!(
+                        "{other:?} is not a method: write \"get\" (a link) or \"post\" (a form)"
+                    ),
+                );
                 false
             }
         };
         if f.logout_method.is_some() && f.logout_url.is_none() {
-            problems.add(&at.key("logout_method"), "needs logout_url: it says how to send the browser there");
+            problems.add(
+                &at.key("logout_method"),
+                "needs logout_url: it says how to send the browser there",
+            );
         }
         let allowed = AllowRules {
-            orgs: lowercase_names(f.allowed_orgs, &at.key("allowed_orgs"), problems, github_name),
-            teams: lowercase_names(f.allowed_teams, &at.key("allowed_teams"), problems, github_team),
-            users: lowercase_names(f.allowed_users, &at.key("allowed_users"), problems, github_name),
+            orgs: lowercase_names(
+                f.allowed_orgs,
+                &at.key("allowed_orgs"),
+                problems,
+                github_name,
+            ),
+            teams: lowercase_names(
+                f.allowed_teams,
+                &at.key("allowed_teams"),
+                problems,
+                github_team,
+            ),
+            users: lowercase_names(
+                f.allowed_users,
+                &at.key("allowed_users"),
+                problems,
+                github_name,
+            ),
         };
         let grants = client_grants(f.grants, providers, &at, problems);
-        let needs_orgs = !allowed.orgs.is_empty() || !allowed.teams.is_empty() || grants.iter().any(GrantSpec::needs_orgs);
-        let sign_in = client_sign_in(f.providers, (client_id.as_ref(), &secret, &scopes), providers, needs_orgs, &at, problems);
-        let github = sign_in.iter().any(|s| providers.get(s.provider).is_some_and(|p| matches!(p.kind, ProviderKind::GitHub(_))));
+        let needs_orgs = !allowed.orgs.is_empty()
+            || !allowed.teams.is_empty()
+            || grants.iter().any(GrantSpec::needs_orgs);
+        let sign_in = client_sign_in(
+            f.providers,
+            (client_id.as_ref(), &secret, &scopes),
+            providers,
+            needs_orgs,
+            &at,
+            problems,
+        );
+        let github = sign_in.iter().any(|s| {
+            providers
+                .get(s.provider)
+                .is_some_and(|p| matches!(p.kind, ProviderKind::GitHub(_)))
+        });
         if !allowed.is_empty() && !github {
-            let key = if !allowed.orgs.is_empty() { "allowed_orgs" } else if !allowed.teams.is_empty() { "allowed_teams" } else { "allowed_users" };
+            let key = if !allowed.orgs.is_empty() {
+                "allowed_orgs"
+            } else if !allowed.teams.is_empty() {
+                "allowed_teams"
+            } else {
+                "allowed_users"
+            };
             problems.add(&at.key(key), "restricts GitHub sign-ins, but this client signs in with no GitHub provider: add one to [[clients.providers]]");
         }
         if let Some(c) = &f.accent_color {
             if !colour(c) {
-                problems.add(&at.key("accent_color"), format!("{c:?} is not a colour: write \"#rgb\" or \"#rrggbb\""));
+                problems.add(
+                    &at.key("accent_color"),
+                    format!("{c:?} is not a colour: write \"#rgb\" or \"#rrggbb\""),
+                );
             }
         }
         let logo_url = f.logo_url.as_deref().and_then(|u| match Url::parse(u) {
-            Ok(url) if url.scheme() == "https" && url.host().is_some() && url.username().is_empty() => Some(url),
-            Ok(url) if url.scheme() == "http" && url.host_str().is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())) => Some(url),
+            Ok(url)
+                if url.scheme() == "https" && url.host().is_some() && url.username().is_empty() =>
+            {
+                Some(url)
+            }
+            Ok(url)
+                if url.scheme() == "http"
+                    && url.host_str().is_some_and(|h| {
+                        h == "localhost"
+                            || h.parse::<std::net::IpAddr>()
+                                .is_ok_and(|ip| ip.is_loopback())
+                    }) =>
+            {
+                Some(url)
+            }
             _ => {
-                problems.add(&at.key("logo_url"), format!("{u:?} must be an https URL (http only on loopback)"));
+                problems.add(
+                    &at.key("logo_url"),
+                    format!("{u:?} must be an https URL (http only on loopback)"),
+                );
                 None
             }
         });
@@ -726,7 +1146,11 @@ fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], probl
         }
         if let (Some(name), Some(namespace)) = (name, namespace) {
             out.push(ClientSettings {
-                branding: Branding { display_name: f.display_name.unwrap_or_else(|| name.clone()), logo_url, accent_color: f.accent_color },
+                branding: Branding {
+                    display_name: f.display_name.unwrap_or_else(|| name.clone()),
+                    logo_url,
+                    accent_color: f.accent_color,
+                },
                 sign_in,
                 allowed,
                 grants,
@@ -752,16 +1176,33 @@ fn clients(list: Vec<(usize, ClientFile)>, providers: &[ProviderSettings], probl
 fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
     let at = KeyPath::root("session");
     let cookie_name = f.cookie_name.unwrap_or_else(|| "authgate".to_string());
-    if cookie_name.is_empty() || cookie_name.starts_with("__") || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if cookie_name.is_empty()
+        || cookie_name.starts_with("__")
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         problems.add(&at.key("cookie_name"), format!("{cookie_name:?} must be letters, digits, - or _ (the __Host- prefix is added over HTTPS)"));
     }
-    let lifetime = problems.duration(f.lifetime.as_deref(), &at.key("lifetime"), Duration::from_secs(12 * 3600));
-    let idle_timeout = problems.duration(f.idle_timeout.as_deref(), &at.key("idle_timeout"), Duration::from_secs(3600));
+    let lifetime = problems.duration(
+        f.lifetime.as_deref(),
+        &at.key("lifetime"),
+        Duration::from_secs(12 * 3600),
+    );
+    let idle_timeout = problems.duration(
+        f.idle_timeout.as_deref(),
+        &at.key("idle_timeout"),
+        Duration::from_secs(3600),
+    );
     let refresh_before = match f.refresh_before.as_deref() {
         Some("0") | Some("0s") => Duration::ZERO,
         other => problems.duration(other, &at.key("refresh_before"), Duration::from_secs(30)),
     };
-    let login_timeout = problems.duration(f.login_timeout.as_deref(), &at.key("login_timeout"), Duration::from_secs(600));
+    let login_timeout = problems.duration(
+        f.login_timeout.as_deref(),
+        &at.key("login_timeout"),
+        Duration::from_secs(600),
+    );
     if f.max_sessions == Some(0) {
         problems.add(&at.key("max_sessions"), "must be at least 1");
     }
@@ -792,7 +1233,12 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
 }
 
 /// `session.store` and `[session.redis]`.
-fn session_store(store: Option<&str>, redis: Option<RedisFile>, at: &KeyPath, problems: &mut Problems) -> SessionStoreSettings {
+fn session_store(
+    store: Option<&str>,
+    redis: Option<RedisFile>,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> SessionStoreSettings {
     match (store.unwrap_or("memory"), redis) {
         ("memory", None) => SessionStoreSettings::Memory,
         ("memory", Some(_)) => {
@@ -802,7 +1248,13 @@ fn session_store(store: Option<&str>, redis: Option<RedisFile>, at: &KeyPath, pr
         ("redis", redis) => {
             let at = at.key("redis");
             let f = redis.unwrap_or_default();
-            let url = problems.require(f.url, &at.key("url"), "the Redis URL, e.g. \"${REDIS_URL}\" (redis://host:6379 or rediss:// for TLS)").unwrap_or_default();
+            let url = problems
+                .require(
+                    f.url,
+                    &at.key("url"),
+                    "the Redis URL, e.g. \"${REDIS_URL}\" (redis://host:6379 or rediss:// for TLS)",
+                )
+                .unwrap_or_default();
             if !url.is_empty() {
                 match redis::parse_redis_url(&url) {
                     Some(u) if u.fragment().is_some() => {
@@ -818,7 +1270,10 @@ fn session_store(store: Option<&str>, redis: Option<RedisFile>, at: &KeyPath, pr
                 }
             }
             let prefix = f.prefix.unwrap_or_else(|| "authgate:".into());
-            if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            if prefix.is_empty()
+                || prefix.len() > 64
+                || !prefix.bytes().all(|b| b.is_ascii_graphic())
+            {
                 problems.add(&at.key("prefix"), format!("{prefix:?} must be 1 to 64 printable characters without spaces, e.g. \"authgate:\""));
             }
             let key = problems.require(f.key, &at.key("key"), "32 random bytes in base64 (`openssl rand -base64 32`), the same at every instance, e.g. \"${AUTHGATE_SESSION_KEY}\"").unwrap_or_default();
@@ -827,17 +1282,38 @@ fn session_store(store: Option<&str>, redis: Option<RedisFile>, at: &KeyPath, pr
                     problems.add(&at.key("key"), e.to_string());
                 }
             }
-            let connect_timeout = problems.duration(f.connect_timeout.as_deref(), &at.key("connect_timeout"), Duration::from_secs(1));
-            let timeout = problems.duration(f.timeout.as_deref(), &at.key("timeout"), Duration::from_millis(500));
+            let connect_timeout = problems.duration(
+                f.connect_timeout.as_deref(),
+                &at.key("connect_timeout"),
+                Duration::from_secs(1),
+            );
+            let timeout = problems.duration(
+                f.timeout.as_deref(),
+                &at.key("timeout"),
+                Duration::from_millis(500),
+            );
             let ca_file = f.ca_file.map(PathBuf::from);
             if let Some(path) = &ca_file {
                 if !url.starts_with("rediss://") {
-                    problems.add(&at.key("ca_file"), "is only for TLS: the url must start with rediss://");
+                    problems.add(
+                        &at.key("ca_file"),
+                        "is only for TLS: the url must start with rediss://",
+                    );
                 } else if let Err(e) = std::fs::read(path) {
-                    problems.add(&at.key("ca_file"), format!("{} cannot be read: {e}", path.display()));
+                    problems.add(
+                        &at.key("ca_file"),
+                        format!("{} cannot be read: {e}", path.display()),
+                    );
                 }
             }
-            SessionStoreSettings::Redis(RedisSettings { url: Secret::new(url), prefix, key: Secret::new(key), connect_timeout, timeout, ca_file })
+            SessionStoreSettings::Redis(RedisSettings {
+                url: Secret::new(url),
+                prefix,
+                key: Secret::new(key),
+                connect_timeout,
+                timeout,
+                ca_file,
+            })
         }
         (other, _) => {
             problems.add(&at.key("store"), format!("{other:?} is not a session store: write \"memory\" (this process, the default) or \"redis\" (shared by instances)"));
@@ -854,7 +1330,10 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
         let name = problems.require(f.name, &at.key("name"), "a name routes refer to");
         if let Some(n) = &name {
             if !names.insert(n.clone()) {
-                problems.add(&at.key("name"), format!("{n:?} names two upstreams: names must be unique"));
+                problems.add(
+                    &at.key("name"),
+                    format!("{n:?} names two upstreams: names must be unique"),
+                );
             }
         }
         let addresses = f.addresses.unwrap_or_default();
@@ -862,29 +1341,56 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
             problems.add(&at.key("addresses"), "is required: at least one host:port");
         }
         for (j, a) in addresses.iter().enumerate() {
-            let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !ok {
-                problems.add(&at.key("addresses").index(j), format!("{a:?} is not host:port, e.g. \"10.0.0.5:3000\""));
+                problems.add(
+                    &at.key("addresses").index(j),
+                    format!("{a:?} is not host:port, e.g. \"10.0.0.5:3000\""),
+                );
             }
         }
         let sni = f.sni.unwrap_or_else(|| {
-            addresses.first().and_then(|a| a.rsplit_once(':')).map(|(h, _)| h.trim_matches(['[', ']']).to_string()).unwrap_or_default()
+            addresses
+                .first()
+                .and_then(|a| a.rsplit_once(':'))
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default()
         });
-        let connect_timeout = problems.duration(f.connect_timeout.as_deref(), &at.key("connect_timeout"), Duration::from_secs(2));
-        let read_timeout = problems.duration(f.read_timeout.as_deref(), &at.key("read_timeout"), Duration::from_secs(30));
+        let connect_timeout = problems.duration(
+            f.connect_timeout.as_deref(),
+            &at.key("connect_timeout"),
+            Duration::from_secs(2),
+        );
+        let read_timeout = problems.duration(
+            f.read_timeout.as_deref(),
+            &at.key("read_timeout"),
+            Duration::from_secs(30),
+        );
         let selection = match f.selection.as_deref() {
             None | Some("round_robin") => Selection::RoundRobin,
             Some("least_connections") => Selection::LeastConnections,
             Some(other) => {
-                problems.add(&at.key("selection"), format!("{other:?} is not \"round_robin\" or \"least_connections\""));
+                problems.add(
+                    &at.key("selection"),
+                    format!("{other:?} is not \"round_robin\" or \"least_connections\""),
+                );
                 Selection::RoundRobin
             }
         };
         let retries = f.retries.unwrap_or(1);
         if retries > MAX_RETRIES {
-            problems.add(&at.key("retries"), format!("{retries} is more than {MAX_RETRIES}: each retry waits for a connect timeout"));
+            problems.add(
+                &at.key("retries"),
+                format!(
+                    "{retries} is more than {MAX_RETRIES}: each retry waits for a connect timeout"
+                ),
+            );
         }
-        let health_check = f.health_check.and_then(|h| health_check(h, &sni, &at.key("health_check"), problems));
+        let health_check = f
+            .health_check
+            .and_then(|h| health_check(h, &sni, &at.key("health_check"), problems));
         if let Some(name) = name {
             out.push(UpstreamSettings {
                 name,
@@ -907,23 +1413,49 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
 const MAX_RETRIES: u32 = 5;
 
 /// An upstream's `[health_check]`; `sni` is the default `Host`.
-fn health_check(h: HealthCheckFile, sni: &str, at: &KeyPath, problems: &mut Problems) -> Option<HealthCheckSettings> {
-    let path = problems.require(h.path, &at.key("path"), "the path checked with GET, e.g. \"/healthz\"");
+fn health_check(
+    h: HealthCheckFile,
+    sni: &str,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Option<HealthCheckSettings> {
+    let path = problems.require(
+        h.path,
+        &at.key("path"),
+        "the path checked with GET, e.g. \"/healthz\"",
+    );
     if let Some(p) = &path {
         if !p.starts_with('/') || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            problems.add(&at.key("path"), format!("{p:?} must start with / and hold no spaces or control characters"));
+            problems.add(
+                &at.key("path"),
+                format!("{p:?} must start with / and hold no spaces or control characters"),
+            );
         }
     }
-    let interval = problems.duration(h.interval.as_deref(), &at.key("interval"), Duration::from_secs(5));
-    let timeout = problems.duration(h.timeout.as_deref(), &at.key("timeout"), Duration::from_secs(1));
+    let interval = problems.duration(
+        h.interval.as_deref(),
+        &at.key("interval"),
+        Duration::from_secs(5),
+    );
+    let timeout = problems.duration(
+        h.timeout.as_deref(),
+        &at.key("timeout"),
+        Duration::from_secs(1),
+    );
     if interval < Duration::from_millis(100) {
-        problems.add(&at.key("interval"), "must be at least 100ms: every address is checked that often");
+        problems.add(
+            &at.key("interval"),
+            "must be at least 100ms: every address is checked that often",
+        );
     }
     let mut threshold = |value: Option<usize>, key: &str, default: usize| match value {
         None => default,
         Some(n) if (1..=100).contains(&n) => n,
         Some(n) => {
-            problems.add(&at.key(key), format!("{n} must be between 1 and 100 consecutive checks"));
+            problems.add(
+                &at.key(key),
+                format!("{n} must be between 1 and 100 consecutive checks"),
+            );
             default
         }
     };
@@ -933,15 +1465,31 @@ fn health_check(h: HealthCheckFile, sni: &str, at: &KeyPath, problems: &mut Prob
     if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'/') {
         problems.add(&at.key("host"), format!("{host:?} is not a host name"));
     }
-    Some(HealthCheckSettings { path: path?, host, interval, timeout, unhealthy_threshold, healthy_threshold })
+    Some(HealthCheckSettings {
+        path: path?,
+        host,
+        interval,
+        timeout,
+        unhealthy_threshold,
+        healthy_threshold,
+    })
 }
 
-fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients: &[ClientSettings], problems: &mut Problems) -> Vec<RouteSpec> {
+fn routes(
+    list: Vec<(usize, RouteFile)>,
+    upstreams: &[UpstreamSettings],
+    clients: &[ClientSettings],
+    problems: &mut Problems,
+) -> Vec<RouteSpec> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for (i, f) in list {
         let at = KeyPath::root("routes").index(i);
-        let path = match problems.require(f.path, &at.key("path"), "the path pattern, e.g. \"/invoices/{id}\" or \"/static/*\"") {
+        let path = match problems.require(
+            f.path,
+            &at.key("path"),
+            "the path pattern, e.g. \"/invoices/{id}\" or \"/static/*\"",
+        ) {
             Some(p) => match PathPattern::parse(&p) {
                 Ok(pattern) => Some(pattern),
                 Err(e) => {
@@ -956,27 +1504,50 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             for (j, m) in list.iter().enumerate() {
                 let upper = m.to_ascii_uppercase();
                 match http::Method::from_bytes(upper.as_bytes()) {
-                    Ok(method) if ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&method.as_str()) => ms.push(method),
-                    _ => problems.add(&at.key("methods").index(j), format!("{m:?} is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")),
+                    Ok(method)
+                        if ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                            .contains(&method.as_str()) =>
+                    {
+                        ms.push(method)
+                    }
+                    _ => problems.add(
+                        &at.key("methods").index(j),
+                        format!("{m:?} is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                    ),
                 }
             }
             if list.is_empty() {
-                problems.add(&at.key("methods"), "may not be empty: leave it out to allow any method");
+                problems.add(
+                    &at.key("methods"),
+                    "may not be empty: leave it out to allow any method",
+                );
             }
             ms
         });
-        let upstream = match problems.require(f.upstream, &at.key("upstream"), "the name of the upstream that serves this route") {
+        let upstream = match problems.require(
+            f.upstream,
+            &at.key("upstream"),
+            "the name of the upstream that serves this route",
+        ) {
             Some(name) => match upstreams.iter().position(|u| u.name == name) {
                 Some(idx) => Some(idx),
                 None => {
                     let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                    problems.add(&at.key("upstream"), format!("{name:?} is not a configured upstream: name one of {known:?}"));
+                    problems.add(
+                        &at.key("upstream"),
+                        format!("{name:?} is not a configured upstream: name one of {known:?}"),
+                    );
                     None
                 }
             },
             None => None,
         };
-        let attributes = attributes(f.attributes.unwrap_or_default(), path.as_ref(), &at, problems);
+        let attributes = attributes(
+            f.attributes.unwrap_or_default(),
+            path.as_ref(),
+            &at,
+            problems,
+        );
         let body_limit = match f.body_limit {
             None => MAX_BODY,
             Some(n) if n == 0 || n > MAX_BODY as u64 => {
@@ -989,26 +1560,55 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
             None | Some("deny") => false,
             Some("allow") => true,
             Some(other) => {
-                problems.add(&at.key("on_error"), format!("{other:?} is not \"deny\" or \"allow\""));
+                problems.add(
+                    &at.key("on_error"),
+                    format!("{other:?} is not \"deny\" or \"allow\""),
+                );
                 false
             }
         };
-        let access = access(f.auth, f.permission, f.entity_id, path.as_ref(), &at, problems);
-        if allow_on_error && access.as_ref().is_some_and(|a| !matches!(a, Access::Permission(_))) {
-            problems.add(&at.key("on_error"), "only applies to routes with a `permission` (the live check): remove it");
+        let access = access(
+            f.auth,
+            f.permission,
+            f.entity_id,
+            path.as_ref(),
+            &at,
+            problems,
+        );
+        if allow_on_error
+            && access
+                .as_ref()
+                .is_some_and(|a| !matches!(a, Access::Permission(_)))
+        {
+            problems.add(
+                &at.key("on_error"),
+                "only applies to routes with a `permission` (the live check): remove it",
+            );
         }
         if let Some(Access::Public) = &access {
             if !attributes.is_empty() {
-                problems.add(&at.key("attributes"), "only apply to routes with a `permission`");
+                problems.add(
+                    &at.key("attributes"),
+                    "only apply to routes with a `permission`",
+                );
             }
             if f.signed_identity == Some(true) {
-                problems.add(&at.key("signed_identity"), "needs an identity: public routes have none");
+                problems.add(
+                    &at.key("signed_identity"),
+                    "needs an identity: public routes have none",
+                );
             }
             if f.forward_session_token == Some(true) {
-                problems.add(&at.key("forward_session_token"), "needs an identity: public routes have none");
+                problems.add(
+                    &at.key("forward_session_token"),
+                    "needs an identity: public routes have none",
+                );
             }
             if f.websocket_close_at_expiry == Some(true) {
-                problems.add(&at.key("websocket_close_at_expiry"), "needs a credential that expires: public routes take none");
+                problems.add(
+                    &at.key("websocket_close_at_expiry"),
+                    "needs a credential that expires: public routes take none",
+                );
             }
             if f.enforce == Some(false) {
                 problems.add(&at.key("enforce"), "only applies to routes that decide something (auth = \"authenticated\" or a `permission`): a public route refuses nobody");
@@ -1017,17 +1617,32 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
         let host = f.host.map(|h| h.to_ascii_lowercase());
         if let Some(h) = &host {
             if h.is_empty() || h.contains(['/', ':', ' ']) {
-                problems.add(&at.key("host"), format!("{h:?} must be a bare host name without scheme, port or path"));
+                problems.add(
+                    &at.key("host"),
+                    format!("{h:?} must be a bare host name without scheme, port or path"),
+                );
             }
         }
         let served = route_clients(f.clients, clients, access.as_ref(), &at, problems);
-        let (Some(path), Some(upstream), Some(access)) = (path, upstream, access) else { continue };
+        let (Some(path), Some(upstream), Some(access)) = (path, upstream, access) else {
+            continue;
+        };
         let name = f.name.unwrap_or_else(|| {
-            let ms = methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_else(|| "ANY".into());
-            format!("{}{ms} {}", host.as_ref().map(|h| format!("{h} ")).unwrap_or_default(), path.as_str())
+            let ms = methods
+                .as_ref()
+                .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_else(|| "ANY".into());
+            format!(
+                "{}{ms} {}",
+                host.as_ref().map(|h| format!("{h} ")).unwrap_or_default(),
+                path.as_str()
+            )
         });
         if !names.insert(name.clone()) {
-            problems.add(&at.key("name"), format!("{name:?} names two routes: route names must be unique"));
+            problems.add(
+                &at.key("name"),
+                format!("{name:?} names two routes: route names must be unique"),
+            );
         }
         out.push(RouteSpec {
             name,
@@ -1051,23 +1666,37 @@ fn routes(list: Vec<(usize, RouteFile)>, upstreams: &[UpstreamSettings], clients
 }
 
 /// A route's `clients`: names of configured clients, each once, on a route that needs an identity.
-fn route_clients(names: Option<Vec<String>>, clients: &[ClientSettings], access: Option<&Access>, at: &KeyPath, problems: &mut Problems) -> Option<Vec<usize>> {
+fn route_clients(
+    names: Option<Vec<String>>,
+    clients: &[ClientSettings],
+    access: Option<&Access>,
+    at: &KeyPath,
+    problems: &mut Problems,
+) -> Option<Vec<usize>> {
     let names = names?;
     let at = at.key("clients");
     if names.is_empty() {
         problems.add(&at, "may not be empty: name the client apps this route serves, or leave it out to serve every client");
     }
     if let Some(Access::Public) = access {
-        problems.add(&at, "only apply to routes that need an identity: a public route has no client to check");
+        problems.add(
+            &at,
+            "only apply to routes that need an identity: a public route has no client to check",
+        );
     }
     let mut out = Vec::with_capacity(names.len());
     for (j, name) in names.iter().enumerate() {
         match clients.iter().position(|c| &c.name == name) {
-            Some(i) if out.contains(&i) => problems.add(&at.index(j), format!("{name:?} is listed twice")),
+            Some(i) if out.contains(&i) => {
+                problems.add(&at.index(j), format!("{name:?} is listed twice"))
+            }
             Some(i) => out.push(i),
             None => {
                 let known: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
-                problems.add(&at.index(j), format!("{name:?} is not a configured client: name one of {known:?}"));
+                problems.add(
+                    &at.index(j),
+                    format!("{name:?} is not a configured client: name one of {known:?}"),
+                );
             }
         }
     }
@@ -1084,7 +1713,10 @@ fn access(
 ) -> Option<Access> {
     if let (Some(id), Some(p)) = (&entity_id, path) {
         if !p.params().any(|name| name == id) {
-            problems.add(&at.key("entity_id"), format!("{id:?} is not a capture of the path: name one of its {{param}}s"));
+            problems.add(
+                &at.key("entity_id"),
+                format!("{id:?} is not a capture of the path: name one of its {{param}}s"),
+            );
         }
     }
     match (auth.as_deref(), permission) {
@@ -1108,12 +1740,22 @@ fn access(
         }
         (None, Some(p)) => match p.split_once(':') {
             Some((resource, action))
-                if !resource.is_empty() && !action.is_empty() && !p.contains(char::is_whitespace) && !action.contains(':') =>
+                if !resource.is_empty()
+                    && !action.is_empty()
+                    && !p.contains(char::is_whitespace)
+                    && !action.contains(':') =>
             {
-                Some(Access::Permission(RequiredPermission { resource: resource.into(), action: action.into(), entity_id }))
+                Some(Access::Permission(RequiredPermission {
+                    resource: resource.into(),
+                    action: action.into(),
+                    entity_id,
+                }))
             }
             _ => {
-                problems.add(&at.key("permission"), format!("{p:?} is not resource:action, e.g. \"invoice:read\""));
+                problems.add(
+                    &at.key("permission"),
+                    format!("{p:?} is not resource:action, e.g. \"invoice:read\""),
+                );
                 None
             }
         },
@@ -1135,14 +1777,25 @@ fn attributes(
         let parsed = match source.split_once(':') {
             Some(("path", capture)) => {
                 if path.is_some_and(|p| !p.params().any(|n| n == capture)) {
-                    problems.add(&here, format!("{capture:?} is not a capture of the path: name one of its {{param}}s"));
+                    problems.add(
+                        &here,
+                        format!(
+                            "{capture:?} is not a capture of the path: name one of its {{param}}s"
+                        ),
+                    );
                 }
                 Some(AttributeSource::Path(capture.to_string()))
             }
             Some(("query", q)) if !q.is_empty() => Some(AttributeSource::Query(q.to_string())),
-            Some(("header", h)) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => Some(AttributeSource::Header(h.to_ascii_lowercase())),
-            Some(("body", field)) if !field.is_empty() && field.split('.').all(|s| !s.is_empty()) => {
-                Some(AttributeSource::Body(field.split('.').map(str::to_string).collect()))
+            Some(("header", h)) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                Some(AttributeSource::Header(h.to_ascii_lowercase()))
+            }
+            Some(("body", field))
+                if !field.is_empty() && field.split('.').all(|s| !s.is_empty()) =>
+            {
+                Some(AttributeSource::Body(
+                    field.split('.').map(str::to_string).collect(),
+                ))
             }
             _ => None,
         };
@@ -1164,7 +1817,12 @@ pub const MIN_FAIL_OPEN_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// `on_error = "allow"` lets requests through only when the IdP is unreachable: it needs a
 /// live check to be unreachable, a short breaker cooldown, and a timeout the IdP can meet.
-fn fail_open_rules(fail_open: &[KeyPath], idp: Option<&IdpSettings>, abac: &AbacSettings, problems: &mut Problems) {
+fn fail_open_rules(
+    fail_open: &[KeyPath],
+    idp: Option<&IdpSettings>,
+    abac: &AbacSettings,
+    problems: &mut Problems,
+) {
     if fail_open.is_empty() {
         return;
     }
@@ -1214,56 +1872,104 @@ fn abac(f: AbacFile, problems: &mut Problems) -> AbacSettings {
         deny_ttl,
         cache_size: f.cache_size.unwrap_or(100_000).max(1),
         breaker_failures: f.breaker_failures.unwrap_or(5).max(1),
-        breaker_cooldown: problems.duration(f.breaker_cooldown.as_deref(), &at.key("breaker_cooldown"), Duration::from_secs(10)),
+        breaker_cooldown: problems.duration(
+            f.breaker_cooldown.as_deref(),
+            &at.key("breaker_cooldown"),
+            Duration::from_secs(10),
+        ),
     }
 }
 
 fn api_keys(f: ApiKeysFile, idp_audiences: Vec<String>, problems: &mut Problems) -> ApiKeySettings {
     let at = KeyPath::root("api_keys");
-    let header = f.header.unwrap_or_else(|| "x-api-key".into()).to_ascii_lowercase();
-    if http::HeaderName::from_bytes(header.as_bytes()).is_err() || header == "authorization" || header == "cookie" {
-        problems.add(&at.key("header"), format!("{header:?} is not a usable header name"));
+    let header = f
+        .header
+        .unwrap_or_else(|| "x-api-key".into())
+        .to_ascii_lowercase();
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        || header == "authorization"
+        || header == "cookie"
+    {
+        problems.add(
+            &at.key("header"),
+            format!("{header:?} is not a usable header name"),
+        );
     }
-    let audiences = f.audience.map(StringOrList::into_vec).unwrap_or(idp_audiences);
+    let audiences = f
+        .audience
+        .map(StringOrList::into_vec)
+        .unwrap_or(idp_audiences);
     ApiKeySettings {
         header,
         audiences,
-        failure_ttl: problems.duration(f.failure_ttl.as_deref(), &at.key("failure_ttl"), Duration::from_secs(30)),
+        failure_ttl: problems.duration(
+            f.failure_ttl.as_deref(),
+            &at.key("failure_ttl"),
+            Duration::from_secs(30),
+        ),
         cache_size: f.cache_size.unwrap_or(100_000).max(1),
     }
 }
 
-fn identity_jwt(f: IdentityJwtFile, headers: &HeaderSettings, problems: &mut Problems) -> IdentityJwtSettings {
+fn identity_jwt(
+    f: IdentityJwtFile,
+    headers: &HeaderSettings,
+    problems: &mut Problems,
+) -> IdentityJwtSettings {
     let at = KeyPath::root("identity_jwt");
     let algorithm = match f.algorithm.as_deref() {
         None | Some("ES256") => Algorithm::ES256,
         Some("EdDSA") => Algorithm::EdDSA,
         Some(other) => {
-            problems.add(&at.key("algorithm"), format!("{other:?} is not \"ES256\" or \"EdDSA\""));
+            problems.add(
+                &at.key("algorithm"),
+                format!("{other:?} is not \"ES256\" or \"EdDSA\""),
+            );
             Algorithm::ES256
         }
     };
     let key_file = f.key_file.map(PathBuf::from);
     if let Some(k) = &key_file {
         if !k.is_file() {
-            problems.add(&at.key("key_file"), format!("{} is not a readable file", k.display()));
+            problems.add(
+                &at.key("key_file"),
+                format!("{} is not a readable file", k.display()),
+            );
         }
     }
-    let previous_key_files: Vec<PathBuf> = f.previous_key_files.unwrap_or_default().into_iter().map(PathBuf::from).collect();
+    let previous_key_files: Vec<PathBuf> = f
+        .previous_key_files
+        .unwrap_or_default()
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
     for (i, k) in previous_key_files.iter().enumerate() {
         if !k.is_file() {
-            problems.add(&at.key("previous_key_files").index(i), format!("{} is not a readable file", k.display()));
+            problems.add(
+                &at.key("previous_key_files").index(i),
+                format!("{} is not a readable file", k.display()),
+            );
         }
     }
-    let header = f.header.unwrap_or_else(|| format!("{}jwt", headers.prefix)).to_ascii_lowercase();
+    let header = f
+        .header
+        .unwrap_or_else(|| format!("{}jwt", headers.prefix))
+        .to_ascii_lowercase();
     if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-        problems.add(&at.key("header"), format!("{header:?} is not a valid header name"));
+        problems.add(
+            &at.key("header"),
+            format!("{header:?} is not a valid header name"),
+        );
     }
     IdentityJwtSettings {
         algorithm,
         key_file,
         previous_key_files,
-        lifetime: problems.duration(f.lifetime.as_deref(), &at.key("lifetime"), Duration::from_secs(60)),
+        lifetime: problems.duration(
+            f.lifetime.as_deref(),
+            &at.key("lifetime"),
+            Duration::from_secs(60),
+        ),
         issuer: f.issuer.unwrap_or_else(|| "authgate".into()),
         header,
     }

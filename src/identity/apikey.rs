@@ -53,7 +53,12 @@ struct Entry {
 struct EntryTtl;
 
 impl moka::Expiry<[u8; 32], Entry> for EntryTtl {
-    fn expire_after_create(&self, _key: &[u8; 32], value: &Entry, _now: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Entry,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -82,19 +87,42 @@ pub struct ApiKeys {
 impl ApiKeys {
     /// Builds the exchanger; `verifier` (the gateway's one verifier) checks the exchanged
     /// tokens for [`Audience::ApiKey`].
-    pub fn from_config(url: Option<Url>, timeout: Duration, s: &ApiKeySettings, verifier: Arc<Verifier>, metrics: Metrics) -> ApiKeys {
+    pub fn from_config(
+        url: Option<Url>,
+        timeout: Duration,
+        s: &ApiKeySettings,
+        verifier: Arc<Verifier>,
+        metrics: Metrics,
+    ) -> ApiKeys {
         let http = crate::identity::idp_client(timeout, false);
         let (cache, last_good) = caches(s.cache_size);
-        ApiKeys { url, http, verifier, cache, last_good, failure_ttl: s.failure_ttl, metrics }
+        ApiKeys {
+            url,
+            http,
+            verifier,
+            cache,
+            last_good,
+            failure_ttl: s.failure_ttl,
+            metrics,
+        }
     }
 
     /// The verified identity behind an API key (the claims of the token it was exchanged for).
     pub async fn authenticate(&self, key: &str) -> Result<Arc<Principal>, ApiKeyError> {
         let digest = key_digest(key);
         // Unavailability is returned to every caller waiting on this exchange, and not cached.
-        let entry = match self.cache.try_get_with(digest, self.exchange(key, digest)).await {
+        let entry = match self
+            .cache
+            .try_get_with(digest, self.exchange(key, digest))
+            .await
+        {
             Ok(entry) => entry,
-            Err(unavailable) => return self.still_valid(&digest).await.ok_or_else(|| (*unavailable).clone()),
+            Err(unavailable) => {
+                return self
+                    .still_valid(&digest)
+                    .await
+                    .ok_or_else(|| (*unavailable).clone())
+            }
         };
         if let Ok(principal) = &entry.result {
             // Never hand out a token past its expiry, whatever the cache's clock says, nor one
@@ -112,7 +140,8 @@ impl ApiKeys {
     async fn still_valid(&self, digest: &[u8; 32]) -> Option<Arc<Principal>> {
         let entry = self.last_good.get(digest).await?;
         let principal = entry.result.ok()?;
-        (principal.expires_at > now_secs() && entry.removals == self.verifier.removals()).then_some(principal)
+        (principal.expires_at > now_secs() && entry.removals == self.verifier.removals())
+            .then_some(principal)
     }
 
     async fn exchange(&self, key: &str, digest: [u8; 32]) -> Result<Entry, ApiKeyError> {
@@ -129,38 +158,84 @@ impl ApiKeys {
             .inc();
         match result {
             Ok((principal, refresh_in)) => {
-                let valid_for = Duration::from_secs(principal.expires_at.saturating_sub(now_secs()));
-                self.last_good.insert(digest, Entry { result: Ok(principal.clone()), ttl: valid_for, removals }).await;
-                Ok(Entry { result: Ok(principal), ttl: refresh_in, removals })
+                let valid_for =
+                    Duration::from_secs(principal.expires_at.saturating_sub(now_secs()));
+                self.last_good
+                    .insert(
+                        digest,
+                        Entry {
+                            result: Ok(principal.clone()),
+                            ttl: valid_for,
+                            removals,
+                        },
+                    )
+                    .await;
+                Ok(Entry {
+                    result: Ok(principal),
+                    ttl: refresh_in,
+                    removals,
+                })
             }
             Err(e @ ApiKeyError::Unavailable(_)) => Err(e),
             Err(e) => {
                 // A definite refusal: the key was revoked, its old token must not stand in.
                 self.last_good.invalidate(&digest).await;
-                Ok(Entry { result: Err(e), ttl: self.failure_ttl, removals })
+                Ok(Entry {
+                    result: Err(e),
+                    ttl: self.failure_ttl,
+                    removals,
+                })
             }
         }
     }
 
     async fn call(&self, key: &str) -> Result<(Arc<Principal>, Duration), ApiKeyError> {
-        let url = self.url.as_ref().ok_or_else(|| ApiKeyError::Unavailable("API keys are not accepted: no api_key_exchange_url is configured".into()))?;
+        let url = self.url.as_ref().ok_or_else(|| {
+            ApiKeyError::Unavailable(
+                "API keys are not accepted: no api_key_exchange_url is configured".into(),
+            )
+        })?;
         let started = std::time::Instant::now();
-        let sent = self.http.post(url.clone()).json(&serde_json::json!({ "apiKey": key })).send().await;
-        self.metrics.idp_latency.with_label_values(&["api_key_exchange"]).observe(started.elapsed().as_secs_f64());
-        let resp = sent.map_err(|e| ApiKeyError::Unavailable(if e.is_timeout() { "the IdP did not answer the API-key exchange in time".into() } else { "the IdP could not be reached for the API-key exchange".into() }))?;
+        let sent = self
+            .http
+            .post(url.clone())
+            .json(&serde_json::json!({ "apiKey": key }))
+            .send()
+            .await;
+        self.metrics
+            .idp_latency
+            .with_label_values(&["api_key_exchange"])
+            .observe(started.elapsed().as_secs_f64());
+        let resp = sent.map_err(|e| {
+            ApiKeyError::Unavailable(if e.is_timeout() {
+                "the IdP did not answer the API-key exchange in time".into()
+            } else {
+                "the IdP could not be reached for the API-key exchange".into()
+            })
+        })?;
         let status = resp.status();
         if !status.is_success() {
             return Err(refusal(status));
         }
-        let bytes = resp.bytes().await.map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
+        let bytes = resp.bytes().await.map_err(|_| {
+            ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into())
+        })?;
         let now = now_secs();
         let answer = read_exchange_answer(&bytes, now)?;
-        let principal = self.verifier.verify_for(&answer.token, Audience::ApiKey).await.map_err(|e| match e {
-            TokenError::KeysUnavailable => ApiKeyError::Unavailable(e.to_string()),
-            e => ApiKeyError::BadToken(e),
-        })?;
-        let expires_at = answer.expires_at.unwrap_or(principal.expires_at).min(principal.expires_at);
-        let refresh_in = Duration::from_secs(expires_at.saturating_sub(now)).saturating_sub(REFRESH_MARGIN);
+        let principal = self
+            .verifier
+            .verify_for(&answer.token, Audience::ApiKey)
+            .await
+            .map_err(|e| match e {
+                TokenError::KeysUnavailable => ApiKeyError::Unavailable(e.to_string()),
+                e => ApiKeyError::BadToken(e),
+            })?;
+        let expires_at = answer
+            .expires_at
+            .unwrap_or(principal.expires_at)
+            .min(principal.expires_at);
+        let refresh_in =
+            Duration::from_secs(expires_at.saturating_sub(now)).saturating_sub(REFRESH_MARGIN);
         Ok((principal, refresh_in))
     }
 }
@@ -171,7 +246,10 @@ impl ApiKeys {
 /// apart — the last-good cache keeping the first keys it saw and refusing newer ones — so that
 /// twice `size` principals stayed in memory and the keys in use had no fallback.
 fn caches(size: u64) -> (Cache<[u8; 32], Entry>, Cache<[u8; 32], Entry>) {
-    let last_good: Cache<[u8; 32], Entry> = Cache::builder().max_capacity(size).expire_after(EntryTtl).build();
+    let last_good: Cache<[u8; 32], Entry> = Cache::builder()
+        .max_capacity(size)
+        .expire_after(EntryTtl)
+        .build();
     let fallback = last_good.clone();
     let cache = Cache::builder()
         .max_capacity(size)
@@ -188,7 +266,9 @@ fn caches(size: u64) -> (Cache<[u8; 32], Entry>, Cache<[u8; 32], Entry>) {
                     .entry_by_ref(&*digest)
                     .and_compute_with(|kept| async move {
                         match kept.map(|e| e.into_value().result) {
-                            Some(Ok(kept)) if Arc::ptr_eq(&kept, &evicted) => moka::ops::compute::Op::Remove,
+                            Some(Ok(kept)) if Arc::ptr_eq(&kept, &evicted) => {
+                                moka::ops::compute::Op::Remove
+                            }
                             _ => moka::ops::compute::Op::Nop,
                         }
                     })
@@ -212,7 +292,9 @@ pub struct ExchangeAnswer {
 /// Reads the body of a 2xx API-key exchange answer received at `now` (Unix seconds); an
 /// unreadable body is [`ApiKeyError::Unavailable`]. Public so the fuzz targets can reach it.
 pub fn read_exchange_answer(bytes: &[u8], now: u64) -> Result<ExchangeAnswer, ApiKeyError> {
-    let body: ExchangeResponse = serde_json::from_slice(bytes).map_err(|_| ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into()))?;
+    let body: ExchangeResponse = serde_json::from_slice(bytes).map_err(|_| {
+        ApiKeyError::Unavailable("the IdP's API-key exchange answer was unreadable".into())
+    })?;
     let expires_at = body
         .expires_at
         .as_deref()
@@ -220,7 +302,10 @@ pub fn read_exchange_answer(bytes: &[u8], now: u64) -> Result<ExchangeAnswer, Ap
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
         .or(body.expires_in.map(|s| now.saturating_add(s)));
-    Ok(ExchangeAnswer { token: body.token, expires_at })
+    Ok(ExchangeAnswer {
+        token: body.token,
+        expires_at,
+    })
 }
 
 /// What a non-2xx exchange answer means: 400, 401 and 403 refuse the key; anything else
@@ -236,7 +321,10 @@ fn refusal(status: http::StatusCode) -> ApiKeyError {
 /// The cache key of an API key: its SHA-256, so the key itself is never kept.
 fn key_digest(key: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
-    for (o, b) in out.iter_mut().zip(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes()).as_ref()) {
+    for (o, b) in out
+        .iter_mut()
+        .zip(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes()).as_ref())
+    {
         *o = *b;
     }
     out
@@ -271,11 +359,20 @@ mod tests {
     fn exchange_answers_are_read_without_overflow() {
         let read = |body: &str| read_exchange_answer(body.as_bytes(), 1_000).map(|a| a.expires_at);
         assert_eq!(read(r#"{"token":"t","expiresIn":60}"#), Ok(Some(1_060)));
-        assert_eq!(read(r#"{"token":"t","expiresAt":"1970-01-01T00:01:40Z","expiresIn":60}"#), Ok(Some(100)));
+        assert_eq!(
+            read(r#"{"token":"t","expiresAt":"1970-01-01T00:01:40Z","expiresIn":60}"#),
+            Ok(Some(100))
+        );
         assert_eq!(read(r#"{"token":"t","expiresAt":"soon"}"#), Ok(None));
         // A huge `expires_in` saturates instead of overflowing (a panic in debug builds).
-        assert_eq!(read(r#"{"token":"t","expiresIn":18446744073709551615}"#), Ok(Some(u64::MAX)));
-        assert!(matches!(read(r#"{"expiresIn":60}"#), Err(ApiKeyError::Unavailable(_))));
+        assert_eq!(
+            read(r#"{"token":"t","expiresIn":18446744073709551615}"#),
+            Ok(Some(u64::MAX))
+        );
+        assert!(matches!(
+            read(r#"{"expiresIn":60}"#),
+            Err(ApiKeyError::Unavailable(_))
+        ));
         assert!(matches!(read("not json"), Err(ApiKeyError::Unavailable(_))));
     }
 
@@ -289,24 +386,58 @@ mod tests {
             let fallback = &last_good;
             let exchanged = cache
                 .try_get_with(digest, async move {
-                    let principal = Arc::new(Principal { subject: format!("machine_{i}"), ..Principal::default() });
-                    fallback.insert(digest, Entry { result: Ok(principal.clone()), ttl: Duration::from_secs(3600), removals: 0 }).await;
-                    Ok::<_, ApiKeyError>(Entry { result: Ok(principal), ttl: Duration::from_secs(3540), removals: 0 })
+                    let principal = Arc::new(Principal {
+                        subject: format!("machine_{i}"),
+                        ..Principal::default()
+                    });
+                    fallback
+                        .insert(
+                            digest,
+                            Entry {
+                                result: Ok(principal.clone()),
+                                ttl: Duration::from_secs(3600),
+                                removals: 0,
+                            },
+                        )
+                        .await;
+                    Ok::<_, ApiKeyError>(Entry {
+                        result: Ok(principal),
+                        ttl: Duration::from_secs(3540),
+                        removals: 0,
+                    })
                 })
                 .await;
             assert!(exchanged.is_ok());
         }
         cache.run_pending_tasks().await;
         last_good.run_pending_tasks().await;
-        let served: std::collections::HashSet<[u8; 32]> = cache.iter().map(|(digest, _)| *digest).collect();
-        let (with_fallback, stale) = last_good.iter().fold((0, 0), |(kept, stale), (digest, _)| if served.contains(&*digest) { (kept + 1, stale) } else { (kept, stale + 1) });
+        let served: std::collections::HashSet<[u8; 32]> =
+            cache.iter().map(|(digest, _)| *digest).collect();
+        let (with_fallback, stale) = last_good.iter().fold((0, 0), |(kept, stale), (digest, _)| {
+            if served.contains(&*digest) {
+                (kept + 1, stale)
+            } else {
+                (kept, stale + 1)
+            }
+        });
         // Without the eviction listener the fallback cache keeps the first 200 keys, none of them
         // still served: 400 principals in memory, and no fallback for a key in use. With it, no
         // fallback outlives its key's exchange; some newest keys miss one (the fallback cache
         // was full when they were exchanged, and admits on its own).
-        assert!(served.len() as u64 <= size && served.len() as u64 >= size * 9 / 10, "{} keys served", served.len());
-        assert!(with_fallback >= served.len() / 2, "{with_fallback} of {} served keys have a fallback", served.len());
-        assert!(stale <= size / 10, "{stale} fallbacks for keys no longer served");
+        assert!(
+            served.len() as u64 <= size && served.len() as u64 >= size * 9 / 10,
+            "{} keys served",
+            served.len()
+        );
+        assert!(
+            with_fallback >= served.len() / 2,
+            "{with_fallback} of {} served keys have a fallback",
+            served.len()
+        );
+        assert!(
+            stale <= size / 10,
+            "{stale} fallbacks for keys no longer served"
+        );
     }
 
     #[test]

@@ -70,14 +70,23 @@ impl Asserter {
     /// Loads (or generates) the signing key and the retired keys still published.
     pub fn from_config(s: &IdentityJwtSettings) -> Result<Asserter, AssertionError> {
         let load = |path: &std::path::Path| -> Result<SigningKey, AssertionError> {
-            let text = std::fs::read_to_string(path).map_err(|source| AssertionError::Read { path: path.display().to_string(), source })?;
-            SigningKey::from_pkcs8_pem(s.algorithm, &text).map_err(|source| AssertionError::Key { path: path.display().to_string(), source })
+            let text = std::fs::read_to_string(path).map_err(|source| AssertionError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            SigningKey::from_pkcs8_pem(s.algorithm, &text).map_err(|source| AssertionError::Key {
+                path: path.display().to_string(),
+                source,
+            })
         };
         let key = match &s.key_file {
             Some(p) => load(p)?,
             None => {
                 tracing::info!("no identity_jwt.key_file: signing identity assertions with a key generated at start");
-                SigningKey::generate(s.algorithm).map_err(|source| AssertionError::Key { path: "(generated)".into(), source })?
+                SigningKey::generate(s.algorithm).map_err(|source| AssertionError::Key {
+                    path: "(generated)".into(),
+                    source,
+                })?
             }
         };
         let mut published = vec![key.public_jwk().clone()];
@@ -89,8 +98,12 @@ impl Asserter {
             jwks: serde_json::json!({ "keys": published }).to_string(),
             issuer: s.issuer.clone(),
             lifetime: s.lifetime,
-            header: http::HeaderName::from_bytes(s.header.as_bytes()).map_err(|_| AssertionError::Header(s.header.clone()))?,
-            cache: Cache::builder().max_capacity(100_000).time_to_live(s.lifetime / 2).build(),
+            header: http::HeaderName::from_bytes(s.header.as_bytes())
+                .map_err(|_| AssertionError::Header(s.header.clone()))?,
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(s.lifetime / 2)
+                .build(),
             keys: crate::digest::KeyedDigest::random(),
         })
     }
@@ -108,7 +121,14 @@ impl Asserter {
     /// A signed assertion for these claims, reused while younger than half its lifetime.
     pub fn assertion(&self, c: &Claims<'_>) -> Arc<str> {
         // An absent part and an empty one differ: absent parts are a lone NUL, which no claim is.
-        let parts = [c.subject, c.email.unwrap_or("\u{0}"), c.client.unwrap_or("\u{0}"), c.permission.unwrap_or("\u{0}"), c.decision, c.audience];
+        let parts = [
+            c.subject,
+            c.email.unwrap_or("\u{0}"),
+            c.client.unwrap_or("\u{0}"),
+            c.permission.unwrap_or("\u{0}"),
+            c.decision,
+            c.audience,
+        ];
         let key = self.keys.of(&parts.map(str::as_bytes));
         self.cache.get_with(key, || {
             let now = super::now_secs();
@@ -145,7 +165,14 @@ mod tests {
                 header: "x-auth-jwt".into(),
             };
             let a = Asserter::from_config(&s).unwrap();
-            let c = Claims { subject: "u1", email: Some("a@b"), client: Some("billing"), permission: Some("client_abc:invoice:read"), decision: "static", audience: "billing-api" };
+            let c = Claims {
+                subject: "u1",
+                email: Some("a@b"),
+                client: Some("billing"),
+                permission: Some("client_abc:invoice:read"),
+                decision: "static",
+                audience: "billing-api",
+            };
             let t = a.assertion(&c);
             assert_eq!(t, a.assertion(&c), "reused while fresh");
             let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(a.jwks()).unwrap();
@@ -158,7 +185,10 @@ mod tests {
             assert_eq!(data.claims["decision"], "static");
             assert_eq!(data.claims["permission"], "client_abc:invoice:read");
             // Another upstream gets its own audience.
-            let other = a.assertion(&Claims { audience: "reports-api", ..c });
+            let other = a.assertion(&Claims {
+                audience: "reports-api",
+                ..c
+            });
             assert!(jsonwebtoken::decode::<serde_json::Value>(&*other, &key, &v).is_err());
         }
     }
@@ -167,8 +197,15 @@ mod tests {
     fn key_files_load_with_stable_kids() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
-        let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap().to_pkcs8().unwrap();
-        std::fs::write(&path, pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()))).unwrap();
+        let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate()
+            .unwrap()
+            .to_pkcs8()
+            .unwrap();
+        std::fs::write(
+            &path,
+            pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())),
+        )
+        .unwrap();
         let s = IdentityJwtSettings {
             algorithm: Algorithm::EdDSA,
             key_file: Some(path.clone()),
@@ -180,8 +217,13 @@ mod tests {
         let a = Asserter::from_config(&s).unwrap();
         let b = Asserter::from_config(&s).unwrap();
         assert_eq!(a.jwks(), b.jwks(), "the kid is derived from the key");
-        let wrong_alg = IdentityJwtSettings { algorithm: Algorithm::ES256, ..s };
-        let err = Asserter::from_config(&wrong_alg).err().expect("an EdDSA key is not an ES256 key");
+        let wrong_alg = IdentityJwtSettings {
+            algorithm: Algorithm::ES256,
+            ..s
+        };
+        let err = Asserter::from_config(&wrong_alg)
+            .err()
+            .expect("an EdDSA key is not an ES256 key");
         assert!(err.to_string().contains("not a valid ES256"), "{err}");
     }
 }

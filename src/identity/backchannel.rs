@@ -81,7 +81,9 @@ pub struct LogoutToken {
 
 /// The logout token in a form body (exactly one `logout_token`).
 pub fn token_from_form(body: &[u8]) -> Result<String, LogoutTokenError> {
-    let mut tokens = url::form_urlencoded::parse(body).filter(|(k, _)| k == "logout_token").map(|(_, v)| v.into_owned());
+    let mut tokens = url::form_urlencoded::parse(body)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned());
     match (tokens.next(), tokens.next()) {
         (Some(t), None) if !t.is_empty() => Ok(t),
         _ => Err(LogoutTokenError::NoToken),
@@ -91,26 +93,45 @@ pub fn token_from_form(body: &[u8]) -> Result<String, LogoutTokenError> {
 /// The logout-token rules over a token whose signature, `iss`, `aud` and `exp` were verified:
 /// `typ`, `events`, no `nonce`, `sub`/`sid`, `iat` within [`MAX_AGE_SECS`] (and `leeway`) of
 /// `now`, `jti`. An `iat` in milliseconds (as Auther writes it) is read as such.
-pub fn check(typ: Option<&str>, claims: &Map<String, Value>, now: u64, leeway: u64) -> Result<LogoutToken, LogoutTokenError> {
+pub fn check(
+    typ: Option<&str>,
+    claims: &Map<String, Value>,
+    now: u64,
+    leeway: u64,
+) -> Result<LogoutToken, LogoutTokenError> {
     if let Some(typ) = typ {
         let typ = typ.to_ascii_lowercase();
         if typ != "logout+jwt" && typ != "application/logout+jwt" {
             return Err(LogoutTokenError::Typ);
         }
     }
-    let has_event = claims.get("events").and_then(Value::as_object).and_then(|e| e.get(EVENT)).is_some_and(Value::is_object);
+    let has_event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .and_then(|e| e.get(EVENT))
+        .is_some_and(Value::is_object);
     if !has_event {
         return Err(LogoutTokenError::NoEvent);
     }
     if claims.contains_key("nonce") {
         return Err(LogoutTokenError::Nonce);
     }
-    let text = |name: &str| claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     let (subject, sid) = (text("sub"), text("sid"));
     if subject.is_none() && sid.is_none() {
         return Err(LogoutTokenError::NoSubject);
     }
-    let iat = claims.get("iat").and_then(Value::as_f64).filter(|v| v.is_finite() && *v > 0.0).ok_or(LogoutTokenError::Stale)?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_f64)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or(LogoutTokenError::Stale)?;
     let iat = if iat > 1e11 { iat / 1000.0 } else { iat } as u64;
     if iat > now.saturating_add(leeway) || iat.saturating_add(MAX_AGE_SECS + leeway) < now {
         return Err(LogoutTokenError::Stale);
@@ -140,26 +161,110 @@ mod tests {
     fn the_rules_of_a_logout_token() {
         let now = 1_700_000_010;
         let ok = check(Some("logout+jwt"), &claims(json!({})), now, 5).unwrap();
-        assert_eq!(ok, LogoutToken { subject: Some("u1".into()), sid: Some("s1".into()), jti: "j1".into() });
-        assert!(check(None, &claims(json!({})), now, 5).is_ok(), "typ is optional");
+        assert_eq!(
+            ok,
+            LogoutToken {
+                subject: Some("u1".into()),
+                sid: Some("s1".into()),
+                jti: "j1".into()
+            }
+        );
+        assert!(
+            check(None, &claims(json!({})), now, 5).is_ok(),
+            "typ is optional"
+        );
         assert!(check(Some("application/logout+jwt"), &claims(json!({})), now, 5).is_ok());
-        assert!(check(None, &claims(json!({"sub": null})), now, 5).is_ok(), "sid alone");
-        assert!(check(None, &claims(json!({"sid": null})), now, 5).is_ok(), "sub alone");
-        assert!(check(None, &claims(json!({"iat": 1_700_000_000_000u64})), now, 5).is_ok(), "iat in milliseconds");
+        assert!(
+            check(None, &claims(json!({"sub": null})), now, 5).is_ok(),
+            "sid alone"
+        );
+        assert!(
+            check(None, &claims(json!({"sid": null})), now, 5).is_ok(),
+            "sub alone"
+        );
+        assert!(
+            check(None, &claims(json!({"iat": 1_700_000_000_000u64})), now, 5).is_ok(),
+            "iat in milliseconds"
+        );
         for (case, typ, extra, want) in [
-            ("an id_token's typ", Some("JWT"), json!({}), LogoutTokenError::Typ),
-            ("no events", None, json!({"events": null}), LogoutTokenError::NoEvent),
-            ("another event", None, json!({"events": {"http://example.com/other": {}}}), LogoutTokenError::NoEvent),
-            ("the event not an object", None, json!({"events": {EVENT: "yes"}}), LogoutTokenError::NoEvent),
-            ("events not an object", None, json!({"events": [EVENT]}), LogoutTokenError::NoEvent),
-            ("a nonce", None, json!({"nonce": "n"}), LogoutTokenError::Nonce),
-            ("neither sub nor sid", None, json!({"sub": null, "sid": null}), LogoutTokenError::NoSubject),
-            ("empty sub and sid", None, json!({"sub": "", "sid": ""}), LogoutTokenError::NoSubject),
-            ("no iat", None, json!({"iat": null}), LogoutTokenError::Stale),
-            ("an old iat", None, json!({"iat": now - MAX_AGE_SECS - 6}), LogoutTokenError::Stale),
-            ("a future iat", None, json!({"iat": now + 6}), LogoutTokenError::Stale),
-            ("a string iat", None, json!({"iat": "1700000000"}), LogoutTokenError::Stale),
-            ("no jti", None, json!({"jti": null}), LogoutTokenError::NoJti),
+            (
+                "an id_token's typ",
+                Some("JWT"),
+                json!({}),
+                LogoutTokenError::Typ,
+            ),
+            (
+                "no events",
+                None,
+                json!({"events": null}),
+                LogoutTokenError::NoEvent,
+            ),
+            (
+                "another event",
+                None,
+                json!({"events": {"http://example.com/other": {}}}),
+                LogoutTokenError::NoEvent,
+            ),
+            (
+                "the event not an object",
+                None,
+                json!({"events": {EVENT: "yes"}}),
+                LogoutTokenError::NoEvent,
+            ),
+            (
+                "events not an object",
+                None,
+                json!({"events": [EVENT]}),
+                LogoutTokenError::NoEvent,
+            ),
+            (
+                "a nonce",
+                None,
+                json!({"nonce": "n"}),
+                LogoutTokenError::Nonce,
+            ),
+            (
+                "neither sub nor sid",
+                None,
+                json!({"sub": null, "sid": null}),
+                LogoutTokenError::NoSubject,
+            ),
+            (
+                "empty sub and sid",
+                None,
+                json!({"sub": "", "sid": ""}),
+                LogoutTokenError::NoSubject,
+            ),
+            (
+                "no iat",
+                None,
+                json!({"iat": null}),
+                LogoutTokenError::Stale,
+            ),
+            (
+                "an old iat",
+                None,
+                json!({"iat": now - MAX_AGE_SECS - 6}),
+                LogoutTokenError::Stale,
+            ),
+            (
+                "a future iat",
+                None,
+                json!({"iat": now + 6}),
+                LogoutTokenError::Stale,
+            ),
+            (
+                "a string iat",
+                None,
+                json!({"iat": "1700000000"}),
+                LogoutTokenError::Stale,
+            ),
+            (
+                "no jti",
+                None,
+                json!({"jti": null}),
+                LogoutTokenError::NoJti,
+            ),
         ] {
             assert_eq!(check(typ, &claims(extra), now, 5), Err(want), "{case}");
         }
@@ -167,10 +272,23 @@ mod tests {
 
     #[test]
     fn the_form_carries_exactly_one_token() {
-        assert_eq!(token_from_form(b"logout_token=abc.def.ghi").unwrap(), "abc.def.ghi");
+        assert_eq!(
+            token_from_form(b"logout_token=abc.def.ghi").unwrap(),
+            "abc.def.ghi"
+        );
         assert_eq!(token_from_form(b"x=1&logout_token=a%2Eb").unwrap(), "a.b");
-        for bad in [&b""[..], b"logout_token=", b"token=abc", b"logout_token=a&logout_token=b"] {
-            assert_eq!(token_from_form(bad), Err(LogoutTokenError::NoToken), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b""[..],
+            b"logout_token=",
+            b"token=abc",
+            b"logout_token=a&logout_token=b",
+        ] {
+            assert_eq!(
+                token_from_form(bad),
+                Err(LogoutTokenError::NoToken),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -9,16 +9,23 @@
 //! apps ([`GitHub`]); with several, a chooser page lists them.
 
 use crate::clients::{ClientApp, ClientRegistry, UnknownOrigin};
-use crate::config::model::{ClientSignIn, Config, ProviderKind, ProviderSettings, SessionSettings, IDP_PROVIDER};
+use crate::config::model::SessionStoreSettings;
+use crate::config::model::{
+    ClientSignIn, Config, ProviderKind, ProviderSettings, SessionSettings, IDP_PROVIDER,
+};
+use crate::identity::backchannel::{self, LogoutTokenError};
 use crate::identity::credentials::{Caller, Credential};
 use crate::identity::github::{GitHub, GitHubError, GitHubUser};
-use crate::identity::login::{cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks};
-use crate::config::model::SessionStoreSettings;
-use crate::identity::backchannel::{self, LogoutTokenError};
+use crate::identity::login::{
+    cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks,
+};
 use crate::identity::now_secs;
 use crate::identity::oidc::{Oidc, OidcError};
 use crate::identity::redis_store::{RedisStore, RedisStoreError};
-use crate::identity::session::{cookie_pairs, cookie_value, strip_cookies, CookieSpec, Ended, MemoryStore, RefreshLease, SessionData, SessionId, SessionStore, SignedInVia, Tokens};
+use crate::identity::session::{
+    cookie_pairs, cookie_value, strip_cookies, CookieSpec, Ended, MemoryStore, RefreshLease,
+    SessionData, SessionId, SessionStore, SignedInVia, Tokens,
+};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::identity::Principal;
 use crate::metrics::Metrics;
@@ -69,7 +76,9 @@ impl SignInProviders {
         let list = providers
             .iter()
             .map(|p| match &p.kind {
-                ProviderKind::GitHub(g) => GitHub::from_config(&p.name, g).map(|gh| (p.clone(), Some(gh))),
+                ProviderKind::GitHub(g) => {
+                    GitHub::from_config(&p.name, g).map(|gh| (p.clone(), Some(gh)))
+                }
                 ProviderKind::Oidc => Ok((p.clone(), None)),
             })
             .collect::<Result<_, _>>()?;
@@ -83,7 +92,10 @@ impl SignInProviders {
 
     /// The GitHub provider named `name`.
     fn github(&self, name: &str) -> Option<&GitHub> {
-        self.list.iter().find(|(p, _)| p.name == name).and_then(|(_, g)| g.as_ref())
+        self.list
+            .iter()
+            .find(|(p, _)| p.name == name)
+            .and_then(|(_, g)| g.as_ref())
     }
 }
 
@@ -154,12 +166,18 @@ pub struct Visit<'a> {
 impl<'a> Visit<'a> {
     /// Client `index` of the registry in force.
     fn client_at(&self, index: usize) -> Result<&'a ClientApp, Refusal> {
-        self.clients.all().get(index).ok_or_else(|| Refusal::UnknownClient("(a client that is no longer configured)".into()))
+        self.clients
+            .all()
+            .get(index)
+            .ok_or_else(|| Refusal::UnknownClient("(a client that is no longer configured)".into()))
     }
 
     /// The client the request comes from, or a refusal for an unknown origin.
     fn known_client(&mut self) -> Result<(usize, Origin), Refusal> {
-        let (index, origin) = self.hinted.clone().map_err(|UnknownOrigin(origin)| Refusal::UnknownClient(origin))?;
+        let (index, origin) = self
+            .hinted
+            .clone()
+            .map_err(|UnknownOrigin(origin)| Refusal::UnknownClient(origin))?;
         self.client = Some(index);
         Ok((index, origin))
     }
@@ -167,22 +185,40 @@ impl<'a> Visit<'a> {
 
 impl Browser {
     /// Browser sign-in for `config`'s IdP and session settings, verifying id_tokens with `verifier`.
-    pub fn from_config(config: &Config, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Browser, BrowserError> {
-        let (login_sealer, generated) = LoginSealer::from_config(config.session.login_key.as_ref())?;
+    pub fn from_config(
+        config: &Config,
+        verifier: Arc<Verifier>,
+        metrics: Metrics,
+    ) -> Result<Browser, BrowserError> {
+        let (login_sealer, generated) =
+            LoginSealer::from_config(config.session.login_key.as_ref())?;
         if generated {
             tracing::warn!("session.login_key is not set: a login key was generated for this process; several gateway instances (or a restart mid-login) need the same session.login_key to finish each other's logins");
         }
         let base = &config.session.cookie_name;
         let sessions: Arc<dyn SessionStore> = match &config.session.store {
-            SessionStoreSettings::Memory => Arc::new(MemoryStore::from_config(&config.session).with_gauge(metrics.sessions_active.with_label_values(&["memory"]))),
-            SessionStoreSettings::Redis(redis) => Arc::new(RedisStore::from_config(redis, config.session.idle_timeout, &metrics)?),
+            SessionStoreSettings::Memory => Arc::new(
+                MemoryStore::from_config(&config.session)
+                    .with_gauge(metrics.sessions_active.with_label_values(&["memory"])),
+            ),
+            SessionStoreSettings::Redis(redis) => Arc::new(RedisStore::from_config(
+                redis,
+                config.session.idle_timeout,
+                &metrics,
+            )?),
         };
         Ok(Browser {
             sessions,
             settings: config.session.clone(),
-            own_cookies: [base.to_string(), format!("{base}-login"), format!("__Host-{base}"), format!("__Host-{base}-login")],
+            own_cookies: [
+                base.to_string(),
+                format!("{base}-login"),
+                format!("__Host-{base}"),
+                format!("__Host-{base}-login"),
+            ],
             cookie_specs: [CookieSpec::new(base, false), CookieSpec::new(base, true)],
-            oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone()).with_latency(verifier.metrics().idp_latency.clone()),
+            oidc: Oidc::from_config(&config.idp, verifier.keys().discovery().clone())
+                .with_latency(verifier.metrics().idp_latency.clone()),
             login_sealer,
             refresh_locks: RefreshLocks::new(),
             // The IdP call (discovery, then the token endpoint) always ends before the lease does.
@@ -241,7 +277,10 @@ impl Browser {
     }
 
     fn cookie<'a>(&self, req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-        cookie_value(req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes()), name)
+        cookie_value(
+            req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes()),
+            name,
+        )
     }
 
     /// The caller's cookies without the gateway's own, as one `Cookie` value (`None`: none left).
@@ -250,22 +289,35 @@ impl Browser {
     pub fn kept_cookies(&self, values: &[http::HeaderValue]) -> Option<http::HeaderValue> {
         let values: Vec<&str> = values.iter().filter_map(|v| v.to_str().ok()).collect();
         let names = self.own_cookies.each_ref().map(String::as_str);
-        strip_cookies(&values.join("; "), &names).and_then(|kept| http::HeaderValue::try_from(kept).ok())
+        strip_cookies(&values.join("; "), &names)
+            .and_then(|kept| http::HeaderValue::try_from(kept).ok())
     }
 
     /// The caller behind the request's session cookie, its tokens refreshed when due.
     /// `Ok(None)`: no usable session (a stale cookie is cleared). The caller's credential is the
     /// session, whose access token live checks present to the IdP.
-    pub async fn session_caller(&self, v: &mut Visit<'_>, client_index: usize) -> Result<Option<Caller>, Refusal> {
+    pub async fn session_caller(
+        &self,
+        v: &mut Visit<'_>,
+        client_index: usize,
+    ) -> Result<Option<Caller>, Refusal> {
         let req = v.req;
         let spec = self.cookies(v.https);
-        let Some(raw) = self.cookie(req, &spec.session) else { return Ok(None) };
+        let Some(raw) = self.cookie(req, &spec.session) else {
+            return Ok(None);
+        };
         let Some(id) = SessionId::parse(raw) else {
             v.set_cookies.push(spec.clear(&spec.session));
             return Ok(None);
         };
-        match self.live_session(&id, v.client_at(client_index)?, v.providers).await? {
-            Some((data, principal)) => Ok(Some(Caller { principal, credential: Credential::Session(data) })),
+        match self
+            .live_session(&id, v.client_at(client_index)?, v.providers)
+            .await?
+        {
+            Some((data, principal)) => Ok(Some(Caller {
+                principal,
+                credential: Credential::Session(data),
+            })),
             None => {
                 v.set_cookies.push(spec.clear(&spec.session));
                 Ok(None)
@@ -273,10 +325,23 @@ impl Browser {
         }
     }
 
-    async fn live_session(&self, id: &SessionId, client: &ClientApp, providers: &SignInProviders) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
-        let Some(mut data) = self.sessions.get(id).await? else { return Ok(None) };
+    async fn live_session(
+        &self,
+        id: &SessionId,
+        client: &ClientApp,
+        providers: &SignInProviders,
+    ) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
+        let Some(mut data) = self.sessions.get(id).await? else {
+            return Ok(None);
+        };
         if data.client != client.name {
-            return Err(Refusal::WrongClient(format!("this session belongs to another client application than {}", client.name).into()));
+            return Err(Refusal::WrongClient(
+                format!(
+                    "this session belongs to another client application than {}",
+                    client.name
+                )
+                .into(),
+            ));
         }
         // The client must still sign in with the session's provider (a reload may have removed it).
         if !client.sign_in.iter().any(|s| s.name == data.via.provider()) {
@@ -308,11 +373,21 @@ impl Browser {
         if looks_like_jwt(access) {
             match self.verifier.verify(access).await {
                 Ok(p) => return Ok(Some((data, p))),
-                Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
+                Err(e @ TokenError::KeysUnavailable) => {
+                    return Err(Refusal::IdpUnavailable(Cause::of(e)))
+                }
                 Err(_) => {} // not a token for this API: the id_token tells who it is
             }
         }
-        match self.verifier.session_identity(data.tokens.id_token.expose(), &client.client_id, data.tokens.access_expires_at).await {
+        match self
+            .verifier
+            .session_identity(
+                data.tokens.id_token.expose(),
+                &client.client_id,
+                data.tokens.access_expires_at,
+            )
+            .await
+        {
             Ok(p) => Ok(Some((data, p))),
             Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(Cause::of(e))),
             Err(e) => {
@@ -325,12 +400,23 @@ impl Browser {
 
     /// A GitHub session: confirmed again against the API once `revalidate_interval` has passed
     /// (one call however many requests ask), its principal built from what the API told.
-    async fn github_session(&self, id: &SessionId, mut data: Arc<SessionData>, client: &ClientApp, providers: &SignInProviders) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
+    async fn github_session(
+        &self,
+        id: &SessionId,
+        mut data: Arc<SessionData>,
+        client: &ClientApp,
+        providers: &SignInProviders,
+    ) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
         let Some(gh) = providers.github(data.via.provider()) else {
             self.sessions.remove(id).await?;
             return Ok(None);
         };
-        if now_secs() >= data.via.validated_at.saturating_add(gh.revalidate_interval.as_secs()) {
+        if now_secs()
+            >= data
+                .via
+                .validated_at
+                .saturating_add(gh.revalidate_interval.as_secs())
+        {
             match self.revalidate(id, data, client, gh).await? {
                 Some(fresh) => data = fresh,
                 None => return Ok(None),
@@ -343,26 +429,45 @@ impl Browser {
     /// Asks GitHub again who the session's token belongs to and whether the client's rules
     /// still admit them. A revoked token, a changed user or a user the rules no longer admit
     /// ends the session; GitHub unavailable refuses the request (fail closed) and keeps it.
-    async fn revalidate(&self, id: &SessionId, seen: Arc<SessionData>, client: &ClientApp, gh: &GitHub) -> Result<Option<Arc<SessionData>>, Refusal> {
+    async fn revalidate(
+        &self,
+        id: &SessionId,
+        seen: Arc<SessionData>,
+        client: &ClientApp,
+        gh: &GitHub,
+    ) -> Result<Option<Arc<SessionData>>, Refusal> {
         let lock = self.refresh_locks.get(id.digest());
         let _only_one = lock.lock().await;
-        let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
+        let Some(current) = self.sessions.get(id).await? else {
+            return Ok(None);
+        };
         if current.generation != seen.generation {
             return Ok(Some(current));
         }
-        let count = |result: &str| self.metrics.github_revalidations.with_label_values(&[gh.name(), result]).inc();
+        let count = |result: &str| {
+            self.metrics
+                .github_revalidations
+                .with_label_values(&[gh.name(), result])
+                .inc()
+        };
         let ended = |why: String| {
             count("ended");
             tracing::info!(client = %client.name, subject = %current.subject, provider = gh.name(), reason = %why, "session ended at re-validation");
         };
-        match gh.user(&current.tokens.access_token, client.needs_orgs()).await {
+        match gh
+            .user(&current.tokens.access_token, client.needs_orgs())
+            .await
+        {
             Ok(user) if user.id.to_string() != current.subject => {
                 ended("the token now belongs to another user".into());
                 self.sessions.remove(id).await?;
                 Ok(None)
             }
             Ok(user) if !user.admitted_by(&client.allowed) => {
-                ended(format!("{} is no longer allowed to sign in", user.identity.login));
+                ended(format!(
+                    "{} is no longer allowed to sign in",
+                    user.identity.login
+                ));
                 self.sessions.remove(id).await?;
                 Ok(None)
             }
@@ -375,7 +480,11 @@ impl Browser {
                 fresh.via.validated_at = now_secs();
                 fresh.generation = current.generation.wrapping_add(1);
                 let fresh = Arc::new(fresh);
-                if !self.sessions.replace(id, current.generation, fresh.clone()).await? {
+                if !self
+                    .sessions
+                    .replace(id, current.generation, fresh.clone())
+                    .await?
+                {
                     return Ok(self.sessions.get(id).await?);
                 }
                 Ok(Some(fresh))
@@ -399,13 +508,20 @@ impl Browser {
     /// generation read here (the fencing check), so a logout during the call to the IdP stays a
     /// logout and a slow refresher cannot overwrite a newer refresh. A refused refresh ends the
     /// session (unless another refresh won meanwhile).
-    async fn refresh(&self, id: &SessionId, seen: Arc<SessionData>, client: &ClientApp) -> Result<Option<Arc<SessionData>>, Refusal> {
+    async fn refresh(
+        &self,
+        id: &SessionId,
+        seen: Arc<SessionData>,
+        client: &ClientApp,
+    ) -> Result<Option<Arc<SessionData>>, Refusal> {
         let lock = self.refresh_locks.get(id.digest());
         let _only_one = lock.lock().await;
         let deadline = std::time::Instant::now() + self.refresh_lease;
         let mut waited = false;
         let lease = loop {
-            let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
+            let Some(current) = self.sessions.get(id).await? else {
+                return Ok(None);
+            };
             if current.generation != seen.generation {
                 self.count_refresh(if waited { "waited" } else { "reused" });
                 return Ok(Some(current));
@@ -416,8 +532,14 @@ impl Browser {
                     waited = true;
                     tokio::time::sleep(std::time::Duration::from_millis(25)).await;
                 }
-                RefreshLease::Busy if current.tokens.access_expires_at > now_secs() => return Ok(Some(current)),
-                RefreshLease::Busy => return Err(Refusal::IdpUnavailable("another gateway instance is still refreshing this session".into())),
+                RefreshLease::Busy if current.tokens.access_expires_at > now_secs() => {
+                    return Ok(Some(current))
+                }
+                RefreshLease::Busy => {
+                    return Err(Refusal::IdpUnavailable(
+                        "another gateway instance is still refreshing this session".into(),
+                    ))
+                }
             }
         };
         let result = self.refresh_holding_lease(id, &seen, client).await;
@@ -426,14 +548,23 @@ impl Browser {
     }
 
     /// The refresh itself, by the holder of the session's refresh lease.
-    async fn refresh_holding_lease(&self, id: &SessionId, seen: &SessionData, client: &ClientApp) -> Result<Option<Arc<SessionData>>, Refusal> {
+    async fn refresh_holding_lease(
+        &self,
+        id: &SessionId,
+        seen: &SessionData,
+        client: &ClientApp,
+    ) -> Result<Option<Arc<SessionData>>, Refusal> {
         // Read again under the lease: another instance may have finished just before.
-        let Some(current) = self.sessions.get(id).await? else { return Ok(None) };
+        let Some(current) = self.sessions.get(id).await? else {
+            return Ok(None);
+        };
         if current.generation != seen.generation {
             self.count_refresh("waited");
             return Ok(Some(current));
         }
-        let Some(refresh_token) = current.tokens.refresh_token.clone() else { return Ok(Some(current)) };
+        let Some(refresh_token) = current.tokens.refresh_token.clone() else {
+            return Ok(Some(current));
+        };
         let still_valid = current.tokens.access_expires_at > now_secs();
         let provider = match self.oidc.provider().await {
             Ok(p) => p,
@@ -443,18 +574,29 @@ impl Browser {
                 return Err(Refusal::IdpUnavailable(Cause::of(e)));
             }
         };
-        match self.oidc.refresh(&provider, client, refresh_token.expose()).await {
+        match self
+            .oidc
+            .refresh(&provider, client, refresh_token.expose())
+            .await
+        {
             Ok(set) => {
                 let mut fresh = (*current).clone();
                 fresh.tokens = Tokens {
                     access_expires_at: now_secs() + set.expires_in.map_or(300, |d| d.as_secs()),
                     access_token: Secret::new(set.access_token),
-                    id_token: set.id_token.map(Secret::new).unwrap_or(current.tokens.id_token.clone()),
+                    id_token: set
+                        .id_token
+                        .map(Secret::new)
+                        .unwrap_or(current.tokens.id_token.clone()),
                     refresh_token: set.refresh_token.map(Secret::new).or(Some(refresh_token)),
                 };
                 fresh.generation = current.generation.wrapping_add(1);
                 let fresh = Arc::new(fresh);
-                if !self.sessions.replace(id, current.generation, fresh.clone()).await? {
+                if !self
+                    .sessions
+                    .replace(id, current.generation, fresh.clone())
+                    .await?
+                {
                     // Ended (a logout) or changed while the IdP answered: what is stored now wins.
                     tracing::info!(client = %client.name, subject = %current.subject, "refreshed tokens dropped: the session ended or changed meanwhile");
                     self.count_refresh("superseded");
@@ -483,14 +625,23 @@ impl Browser {
     }
 
     fn count_refresh(&self, result: &str) {
-        self.metrics.session_refreshes.with_label_values(&[result]).inc();
+        self.metrics
+            .session_refreshes
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// Starts a login for `client_index` from `origin`: seals what the callback needs into a
     /// login cookie of its own and returns the IdP's URL. At most `max_pending_logins` login
     /// cookies are kept per browser: beyond that the oldest are cleared. After a logout (the
     /// signed-out marker) the IdP is asked to authenticate again (`prompt=login`, `max_age=0`).
-    pub async fn start_login(&self, v: &mut Visit<'_>, client_index: usize, origin: &Origin, return_to: String) -> Result<String, Refusal> {
+    pub async fn start_login(
+        &self,
+        v: &mut Visit<'_>,
+        client_index: usize,
+        origin: &Origin,
+        return_to: String,
+    ) -> Result<String, Refusal> {
         let client = v.client_at(client_index)?;
         match client.sign_in.as_slice() {
             [one] => self.start_with(v, client, one, origin, return_to).await,
@@ -500,7 +651,14 @@ impl Browser {
     }
 
     /// Starts a login for `client` through `sign_in`'s provider (see [`Browser::start_login`]).
-    async fn start_with(&self, v: &mut Visit<'_>, client: &ClientApp, sign_in: &ClientSignIn, origin: &Origin, return_to: String) -> Result<String, Refusal> {
+    async fn start_with(
+        &self,
+        v: &mut Visit<'_>,
+        client: &ClientApp,
+        sign_in: &ClientSignIn,
+        origin: &Origin,
+        return_to: String,
+    ) -> Result<String, Refusal> {
         let req = v.req;
         if !v.https && !self.settings.allow_insecure_http {
             return Err(Refusal::LoginFailed {
@@ -514,30 +672,87 @@ impl Browser {
         let (url, state, nonce, pkce_verifier, provider) = match v.providers.at(sign_in.provider) {
             Some((_, Some(gh))) => {
                 let auth = gh.authorize(sign_in, &redirect_uri);
-                (auth.url, auth.state, String::new(), auth.pkce_verifier, gh.name().to_string())
+                (
+                    auth.url,
+                    auth.state,
+                    String::new(),
+                    auth.pkce_verifier,
+                    gh.name().to_string(),
+                )
             }
             Some((p, None)) if p.name == IDP_PROVIDER => {
-                let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
+                let provider = self
+                    .oidc
+                    .provider()
+                    .await
+                    .map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
                 let reauthenticate = self.cookie(req, &spec.signed_out).is_some();
-                let auth = self.oidc.authorize(&provider, client, &redirect_uri, reauthenticate).map_err(|e| Refusal::LoginFailed { kind: LoginFailure::OidcError, reason: Cause::of(e), retry: None })?;
-                (auth.url, auth.state, auth.nonce, auth.pkce_verifier, String::new())
+                let auth = self
+                    .oidc
+                    .authorize(&provider, client, &redirect_uri, reauthenticate)
+                    .map_err(|e| Refusal::LoginFailed {
+                        kind: LoginFailure::OidcError,
+                        reason: Cause::of(e),
+                        retry: None,
+                    })?;
+                (
+                    auth.url,
+                    auth.state,
+                    auth.nonce,
+                    auth.pkce_verifier,
+                    String::new(),
+                )
             }
-            _ => return Err(Refusal::LoginFailed { kind: LoginFailure::UnknownProvider, reason: format!("the sign-in provider {:?} is not configured", sign_in.name).into(), retry: None }),
+            _ => {
+                return Err(Refusal::LoginFailed {
+                    kind: LoginFailure::UnknownProvider,
+                    reason: format!("the sign-in provider {:?} is not configured", sign_in.name)
+                        .into(),
+                    retry: None,
+                })
+            }
         };
-        let return_to = if return_to.len() <= MAX_RETURN_LEN { return_to } else { format!("{origin}/") };
+        let return_to = if return_to.len() <= MAX_RETURN_LEN {
+            return_to
+        } else {
+            format!("{origin}/")
+        };
         let now = now_secs();
-        let login = LoginState { state, nonce, pkce_verifier, return_to, redirect_uri, origin: origin.to_string(), client: client.name.clone(), provider, issued_at: now };
+        let login = LoginState {
+            state,
+            nonce,
+            pkce_verifier,
+            return_to,
+            redirect_uri,
+            origin: origin.to_string(),
+            client: client.name.clone(),
+            provider,
+            issued_at: now,
+        };
         let name = spec.login_cookie(&cookie_suffix(&login.state));
-        let sealed = self.login_sealer.seal(&name, &login).ok_or_else(|| Refusal::LoginFailed { kind: LoginFailure::NotStarted, reason: "the sign-in could not be started; try again".into(), retry: None })?;
+        let sealed = self
+            .login_sealer
+            .seal(&name, &login)
+            .ok_or_else(|| Refusal::LoginFailed {
+                kind: LoginFailure::NotStarted,
+                reason: "the sign-in could not be started; try again".into(),
+                retry: None,
+            })?;
         // The browser's other logins in flight: unreadable or expired ones are cleared, and the
         // oldest beyond the cap, so that this one fits.
         let timeout = self.settings.login_timeout.as_secs();
         let mut live: Vec<(u64, &str)> = Vec::new();
-        for (cookie, value) in cookie_pairs(req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes())) {
+        for (cookie, value) in
+            cookie_pairs(req.headers.get_all(&COOKIE).iter().map(|v| v.as_bytes()))
+        {
             if !spec.login_suffix(cookie).is_some_and(is_suffix) || cookie == name {
                 continue;
             }
-            match self.login_sealer.open(cookie, value).filter(|l| l.fresh(now, timeout)) {
+            match self
+                .login_sealer
+                .open(cookie, value)
+                .filter(|l| l.fresh(now, timeout))
+            {
                 Some(l) => live.push((l.issued_at, cookie)),
                 None => v.set_cookies.push(spec.clear(cookie)),
             }
@@ -548,7 +763,8 @@ impl Browser {
         for (_, cookie) in live.iter().take(drop) {
             v.set_cookies.push(spec.clear(cookie));
         }
-        v.set_cookies.push(spec.set(&name, &sealed, Some(self.settings.login_timeout)));
+        v.set_cookies
+            .push(spec.set(&name, &sealed, Some(self.settings.login_timeout)));
         Ok(url.to_string())
     }
 
@@ -563,11 +779,20 @@ impl Browser {
             .and_then(|rd| redirects::validate(&rd, &origin, v.clients, index))
             .unwrap_or_else(|| format!("{origin}/"));
         let chosen = match query_param(req, "provider") {
-            Some(name) => Some(client.sign_in.iter().find(|s| s.name == name).ok_or_else(|| Refusal::LoginFailed {
-                kind: LoginFailure::UnknownProvider,
-                reason: format!("{} does not sign in with {:?}", client.branding.display_name, tame(&name)).into(),
-                retry: Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to))),
-            })?),
+            Some(name) => Some(client.sign_in.iter().find(|s| s.name == name).ok_or_else(
+                || {
+                    Refusal::LoginFailed {
+                        kind: LoginFailure::UnknownProvider,
+                        reason: format!(
+                            "{} does not sign in with {:?}",
+                            client.branding.display_name,
+                            tame(&name)
+                        )
+                        .into(),
+                        retry: Some(format!("{LOGIN_PATH}?rd={}", encode(&return_to))),
+                    }
+                },
+            )?),
             None => match client.sign_in.as_slice() {
                 [one] => Some(one),
                 _ => None,
@@ -575,7 +800,9 @@ impl Browser {
         };
         match chosen {
             Some(sign_in) => {
-                let location = self.start_with(v, client, sign_in, &origin, return_to).await?;
+                let location = self
+                    .start_with(v, client, sign_in, &origin, return_to)
+                    .await?;
                 Ok(responses::redirect(&location, v.request_id))
             }
             None => {
@@ -585,7 +812,14 @@ impl Browser {
                     .iter()
                     .filter_map(|s| {
                         let (p, _) = v.providers.at(s.provider)?;
-                        Some((p.display_name.clone(), format!("{LOGIN_PATH}?provider={}&rd={}", encode(&s.name), encode(&return_to))))
+                        Some((
+                            p.display_name.clone(),
+                            format!(
+                                "{LOGIN_PATH}?provider={}&rd={}",
+                                encode(&s.name),
+                                encode(&return_to)
+                            ),
+                        ))
                     })
                     .collect();
                 Ok(responses::chooser(&client.branding, &options, v.request_id))
@@ -600,45 +834,103 @@ impl Browser {
     /// removed since the login started, or no longer owning the login's origin, fails closed.
     async fn callback(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
         let req = v.req;
-        let fail = |kind: LoginFailure, reason: &str, retry: Option<String>| Refusal::LoginFailed { kind, reason: reason.into(), retry };
+        let fail = |kind: LoginFailure, reason: &str, retry: Option<String>| Refusal::LoginFailed {
+            kind,
+            reason: reason.into(),
+            retry,
+        };
         let start_over = || Some(LOGIN_PATH.to_string());
-        let state = query_param(req, "state").ok_or_else(|| fail(LoginFailure::BadResponse, "the sign-in response has no state", start_over()))?;
+        let state = query_param(req, "state").ok_or_else(|| {
+            fail(
+                LoginFailure::BadResponse,
+                "the sign-in response has no state",
+                start_over(),
+            )
+        })?;
         let spec = self.cookies(v.https);
         let name = spec.login_cookie(&cookie_suffix(&state));
         let sealed = self.cookie(req, &name);
         if sealed.is_some() {
             v.set_cookies.push(spec.clear(&name));
         }
-        let gone = || fail(LoginFailure::ExpiredOrReplayed, "this sign-in expired or was already used, or it was started in another browser (or its cookie was blocked)", start_over());
-        let login = sealed.and_then(|v| self.login_sealer.open(&name, v)).filter(|l| l.has_state(&state)).ok_or_else(gone)?;
+        let gone = || {
+            fail(LoginFailure::ExpiredOrReplayed, "this sign-in expired or was already used, or it was started in another browser (or its cookie was blocked)", start_over())
+        };
+        let login = sealed
+            .and_then(|v| self.login_sealer.open(&name, v))
+            .filter(|l| l.has_state(&state))
+            .ok_or_else(gone)?;
         if !login.fresh(now_secs(), self.settings.login_timeout.as_secs()) {
             return Err(gone());
         }
         let origin = Origin::parse(&login.origin).ok();
-        let found = v.clients.all().iter().position(|c| c.name == login.client).zip(origin);
+        let found = v
+            .clients
+            .all()
+            .iter()
+            .position(|c| c.name == login.client)
+            .zip(origin);
         let Some((index, origin)) = found.filter(|(i, o)| v.clients.belongs(*i, o)) else {
             tracing::info!(request_id = %v.request_id, client = %login.client, "sign-in refused: its client is no longer configured for its origin");
-            return Err(fail(LoginFailure::ClientRemoved, "the application this sign-in was for is no longer configured here", start_over()));
+            return Err(fail(
+                LoginFailure::ClientRemoved,
+                "the application this sign-in was for is no longer configured here",
+                start_over(),
+            ));
         };
         let client = v.client_at(index)?;
         v.client = Some(index);
-        let return_to = redirects::validate(&login.return_to, &origin, v.clients, index).unwrap_or_else(|| format!("{origin}/"));
+        let return_to = redirects::validate(&login.return_to, &origin, v.clients, index)
+            .unwrap_or_else(|| format!("{origin}/"));
         let restart = Some(match login.provider.as_str() {
             "" => format!("{LOGIN_PATH}?rd={}", encode(&return_to)),
-            provider => format!("{LOGIN_PATH}?provider={}&rd={}", encode(provider), encode(&return_to)),
+            provider => format!(
+                "{LOGIN_PATH}?provider={}&rd={}",
+                encode(provider),
+                encode(&return_to)
+            ),
         });
         if let Some(error) = query_param(req, "error") {
-            let detail = query_param(req, "error_description").map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
-            return Err(Refusal::LoginFailed { kind: LoginFailure::IdpError, reason: format!("the identity provider answered {}{detail}", tame(&error)).into(), retry: restart });
+            let detail = query_param(req, "error_description")
+                .map(|d| format!(" ({})", tame(&d)))
+                .unwrap_or_default();
+            return Err(Refusal::LoginFailed {
+                kind: LoginFailure::IdpError,
+                reason: format!("the identity provider answered {}{detail}", tame(&error)).into(),
+                retry: restart,
+            });
         }
-        let provider = if login.provider.is_empty() { IDP_PROVIDER } else { login.provider.as_str() };
-        let Some(sign_in) = client.sign_in.iter().find(|s| s.name == provider) else {
-            return Err(fail(LoginFailure::ProviderRemoved, &format!("{} no longer signs in with {provider}", client.branding.display_name), start_over()));
+        let provider = if login.provider.is_empty() {
+            IDP_PROVIDER
+        } else {
+            login.provider.as_str()
         };
-        let code = query_param(req, "code").ok_or_else(|| fail(LoginFailure::BadResponse, "the sign-in response has no code", restart.clone()))?;
+        let Some(sign_in) = client.sign_in.iter().find(|s| s.name == provider) else {
+            return Err(fail(
+                LoginFailure::ProviderRemoved,
+                &format!(
+                    "{} no longer signs in with {provider}",
+                    client.branding.display_name
+                ),
+                start_over(),
+            ));
+        };
+        let code = query_param(req, "code").ok_or_else(|| {
+            fail(
+                LoginFailure::BadResponse,
+                "the sign-in response has no code",
+                restart.clone(),
+            )
+        })?;
         let data = match v.providers.github(provider) {
-            Some(gh) => self.github_sign_in(gh, client, sign_in, &login, &code, &origin, restart).await?,
-            None => self.oidc_sign_in(req, client, &login, &code, &origin, restart).await?,
+            Some(gh) => {
+                self.github_sign_in(gh, client, sign_in, &login, &code, &origin, restart)
+                    .await?
+            }
+            None => {
+                self.oidc_sign_in(req, client, &login, &code, &origin, restart)
+                    .await?
+            }
         };
         let subject = data.subject.clone();
         // A new id for every login; the browser's previous session ends.
@@ -648,7 +940,8 @@ impl Browser {
         let id = SessionId::generate();
         self.sessions.put(&id, Arc::new(data)).await?;
         tracing::info!(request_id = %v.request_id, client = %client.name, subject = %subject, provider, "signed in");
-        v.set_cookies.push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
+        v.set_cookies
+            .push(spec.set(&spec.session, id.expose(), Some(self.settings.lifetime)));
         if self.cookie(req, &spec.signed_out).is_some() {
             v.set_cookies.push(spec.clear(&spec.signed_out));
         }
@@ -656,17 +949,55 @@ impl Browser {
     }
 
     /// The end of an OIDC login: the `iss` of the response, the code exchanged, the id_token verified.
-    async fn oidc_sign_in(&self, req: &RequestHeader, client: &ClientApp, login: &LoginState, code: &str, origin: &Origin, restart: Option<String>) -> Result<SessionData, Refusal> {
-        let fail = |kind: LoginFailure, reason: Cause| Refusal::LoginFailed { kind, reason, retry: restart.clone() };
+    async fn oidc_sign_in(
+        &self,
+        req: &RequestHeader,
+        client: &ClientApp,
+        login: &LoginState,
+        code: &str,
+        origin: &Origin,
+        restart: Option<String>,
+    ) -> Result<SessionData, Refusal> {
+        let fail = |kind: LoginFailure, reason: Cause| Refusal::LoginFailed {
+            kind,
+            reason,
+            retry: restart.clone(),
+        };
         if let Some(iss) = query_param(req, "iss") {
             if iss.trim_end_matches('/') != self.oidc.issuer().trim_end_matches('/') {
-                return Err(fail(LoginFailure::WrongIssuer, "the sign-in response comes from another issuer".into()));
+                return Err(fail(
+                    LoginFailure::WrongIssuer,
+                    "the sign-in response comes from another issuer".into(),
+                ));
             }
         }
-        let provider = self.oidc.provider().await.map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
-        let tokens = self.oidc.exchange_code(&provider, client, code, &login.pkce_verifier, &login.redirect_uri).await.map_err(|e| fail(LoginFailure::OidcError, Cause::of(e)))?;
+        let provider = self
+            .oidc
+            .provider()
+            .await
+            .map_err(|e| Refusal::IdpUnavailable(Cause::of(e)))?;
+        let tokens = self
+            .oidc
+            .exchange_code(
+                &provider,
+                client,
+                code,
+                &login.pkce_verifier,
+                &login.redirect_uri,
+            )
+            .await
+            .map_err(|e| fail(LoginFailure::OidcError, Cause::of(e)))?;
         let id_token = tokens.id_token.unwrap_or_default();
-        let principal = self.verifier.verify_id_token(&id_token, &client.client_id, &login.nonce).await.map_err(|e| fail(LoginFailure::IdTokenRefused, format!("the id_token was refused: {e}").into()))?;
+        let principal = self
+            .verifier
+            .verify_id_token(&id_token, &client.client_id, &login.nonce)
+            .await
+            .map_err(|e| {
+                fail(
+                    LoginFailure::IdTokenRefused,
+                    format!("the id_token was refused: {e}").into(),
+                )
+            })?;
         // The IdP's session at this client, for back-channel logout (the id_token is verified).
         let sid = verified_claim(&id_token, "sid");
         let now = now_secs();
@@ -707,11 +1038,24 @@ impl Browser {
             if e.is_unavailable() {
                 Refusal::IdpUnavailable(Cause::of(e))
             } else {
-                Refusal::LoginFailed { kind: LoginFailure::GitHubRefused, reason: Cause::of(e), retry: restart.clone() }
+                Refusal::LoginFailed {
+                    kind: LoginFailure::GitHubRefused,
+                    reason: Cause::of(e),
+                    retry: restart.clone(),
+                }
             }
         };
         let needs_orgs = client.needs_orgs();
-        let token = gh.exchange_code(sign_in, code, &login.pkce_verifier, &login.redirect_uri, needs_orgs).await.map_err(refused)?;
+        let token = gh
+            .exchange_code(
+                sign_in,
+                code,
+                &login.pkce_verifier,
+                &login.redirect_uri,
+                needs_orgs,
+            )
+            .await
+            .map_err(refused)?;
         let user: GitHubUser = gh.user(&token, needs_orgs).await.map_err(refused)?;
         if !user.admitted_by(&client.allowed) {
             tracing::info!(client = %client.name, login = %user.identity.login, provider = gh.name(), "sign-in refused: not allowed by the client's rules");
@@ -730,12 +1074,21 @@ impl Browser {
             email: Some(user.email),
             name: user.name,
             // GitHub's token does not expire with the session's clock: the re-validation decides.
-            tokens: Tokens { access_token: token, id_token: Secret::default(), refresh_token: None, access_expires_at: expires_at },
+            tokens: Tokens {
+                access_token: token,
+                id_token: Secret::default(),
+                refresh_token: None,
+                access_expires_at: expires_at,
+            },
             created_at: now,
             expires_at,
             generation: 0,
             sid: None,
-            via: SignedInVia { provider: gh.name().to_string(), github: Some(user.identity), validated_at: now },
+            via: SignedInVia {
+                provider: gh.name().to_string(),
+                github: Some(user.identity),
+                validated_at: now,
+            },
         })
     }
 
@@ -748,18 +1101,26 @@ impl Browser {
     async fn logout(&self, v: &mut Visit<'_>) -> Result<Rendered, Refusal> {
         let req = v.req;
         if req.method != http::Method::GET && req.method != http::Method::POST {
-            return Err(Refusal::MethodNotAllowed(vec![http::Method::GET, http::Method::POST]));
+            return Err(Refusal::MethodNotAllowed(vec![
+                http::Method::GET,
+                http::Method::POST,
+            ]));
         }
         let (index, origin) = v.known_client()?;
         let client = v.client_at(index)?;
-        let rd = query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, v.clients, index));
+        let rd = query_param(req, "rd")
+            .and_then(|rd| redirects::validate(&rd, &origin, v.clients, index));
         if !same_origin_logout(req, v.clients, index) {
             v.outcome = "logout_refused";
             let action = match &rd {
                 Some(rd) => format!("{LOGOUT_PATH}?rd={}", encode(rd)),
                 None => LOGOUT_PATH.to_string(),
             };
-            return Ok(responses::confirm_logout(&client.branding, &action, v.request_id));
+            return Ok(responses::confirm_logout(
+                &client.branding,
+                &action,
+                v.request_id,
+            ));
         }
         let spec = self.cookies(v.https);
         let mut id_token = None;
@@ -775,9 +1136,12 @@ impl Browser {
             self.sessions.remove(&id).await?;
         }
         v.set_cookies.push(spec.clear(&spec.session));
-        v.set_cookies.push(spec.set(&spec.signed_out, "1", Some(self.settings.lifetime)));
+        v.set_cookies
+            .push(spec.set(&spec.signed_out, "1", Some(self.settings.lifetime)));
         let target = rd
-            .or_else(|| redirects::validate(&client.post_logout_redirect, &origin, v.clients, index))
+            .or_else(|| {
+                redirects::validate(&client.post_logout_redirect, &origin, v.clients, index)
+            })
             .filter(|t| !v.routes.protected(t))
             .unwrap_or_else(|| format!("{origin}{SIGNED_OUT_PATH}"));
         let end_session = match (&id_token, self.oidc.provider().await) {
@@ -803,12 +1167,22 @@ impl Browser {
         let req = v.req;
         let (index, origin) = v.known_client()?;
         let client = v.client_at(index)?;
-        let sign_in = match query_param(req, "rd").and_then(|rd| redirects::validate(&rd, &origin, v.clients, index)) {
+        let sign_in = match query_param(req, "rd")
+            .and_then(|rd| redirects::validate(&rd, &origin, v.clients, index))
+        {
             Some(rd) => format!("{LOGIN_PATH}?rd={}", encode(&rd)),
             None => LOGIN_PATH.to_string(),
         };
-        let idp = client.logout_url.as_ref().map(|u| (u.as_str(), client.logout_post));
-        Ok(responses::signed_out(&client.branding, &sign_in, idp, v.request_id))
+        let idp = client
+            .logout_url
+            .as_ref()
+            .map(|u| (u.as_str(), client.logout_post));
+        Ok(responses::signed_out(
+            &client.branding,
+            &sign_in,
+            idp,
+            v.request_id,
+        ))
     }
 
     /// `POST /_authgate/backchannel-logout/{client}` with `logout_token` (OpenID Connect
@@ -817,11 +1191,21 @@ impl Browser {
     /// the client's sessions with the token's `sid` — or, without one, every session of its
     /// `sub`. 200 (`Cache-Control: no-store`) when done, 400 with an error body when refused,
     /// 503 when the session store is unreachable. `client` is the path's last segment.
-    pub async fn backchannel_logout(&self, client: &str, clients: &ClientRegistry, body: &[u8], request_id: &str) -> Result<Rendered, Refusal> {
+    pub async fn backchannel_logout(
+        &self,
+        client: &str,
+        clients: &ClientRegistry,
+        body: &[u8],
+        request_id: &str,
+    ) -> Result<Rendered, Refusal> {
         let refused = |e: LogoutTokenError| {
-            self.metrics.backchannel_refusals.with_label_values(&[e.label()]).inc();
+            self.metrics
+                .backchannel_refusals
+                .with_label_values(&[e.label()])
+                .inc();
             tracing::info!(request_id = %request_id, reason = %e, "back-channel logout refused");
-            let body = serde_json::json!({"error": "invalid_request", "error_description": e.to_string()});
+            let body =
+                serde_json::json!({"error": "invalid_request", "error_description": e.to_string()});
             Ok(responses::json(StatusCode::BAD_REQUEST, &body, request_id))
         };
         let name = percent_encoding::percent_decode_str(client).decode_utf8_lossy();
@@ -833,9 +1217,15 @@ impl Browser {
             Ok(t) => t,
             Err(e) => return refused(e),
         };
-        let (typ, claims) = match self.verifier.verify_logout_token(&token, &client.client_id).await {
+        let (typ, claims) = match self
+            .verifier
+            .verify_logout_token(&token, &client.client_id)
+            .await
+        {
             Ok(verified) => verified,
-            Err(e @ TokenError::KeysUnavailable) => return Err(Refusal::IdpUnavailable(Cause::of(e))),
+            Err(e @ TokenError::KeysUnavailable) => {
+                return Err(Refusal::IdpUnavailable(Cause::of(e)))
+            }
             Err(e) => return refused(LogoutTokenError::Token(e)),
         };
         let logout = match backchannel::check(typ.as_deref(), &claims, now_secs(), self.leeway) {
@@ -843,23 +1233,38 @@ impl Browser {
             Err(e) => return refused(e),
         };
         // Remembered past the oldest `iat` still accepted: a replay after that is stale anyway.
-        let remember = std::time::Duration::from_secs(backchannel::MAX_AGE_SECS + 2 * self.leeway + 60);
+        let remember =
+            std::time::Duration::from_secs(backchannel::MAX_AGE_SECS + 2 * self.leeway + 60);
         let replay_key = format!("backchannel\n{}\n{}", client.client_id, logout.jti);
         if !self.sessions.first_sight(&replay_key, remember).await? {
             return refused(LogoutTokenError::Replayed);
         }
         let ended = match (&logout.sid, &logout.subject) {
-            (Some(sid), _) => self.sessions.end_matching(&client.name, Ended::Sid(sid)).await?,
-            (None, Some(sub)) => self.sessions.end_matching(&client.name, Ended::Subject(sub)).await?,
+            (Some(sid), _) => {
+                self.sessions
+                    .end_matching(&client.name, Ended::Sid(sid))
+                    .await?
+            }
+            (None, Some(sub)) => {
+                self.sessions
+                    .end_matching(&client.name, Ended::Subject(sub))
+                    .await?
+            }
             (None, None) => 0,
         };
-        self.metrics.logouts.with_label_values(&["backchannel"]).inc();
+        self.metrics
+            .logouts
+            .with_label_values(&["backchannel"])
+            .inc();
         tracing::info!(request_id = %request_id, client = %client.name, subject = logout.subject.as_deref().unwrap_or("-"), by_sid = logout.sid.is_some(), sessions = ended, "back-channel logout: sessions ended");
         let mut header = responses::head(StatusCode::OK, 4);
         let _ = header.insert_header("cache-control", "no-store");
         let _ = header.insert_header("content-length", "0");
         responses::stamp_request_id(&mut header, request_id);
-        Ok(Rendered { header, body: bytes::Bytes::new() })
+        Ok(Rendered {
+            header,
+            body: bytes::Bytes::new(),
+        })
     }
 
     /// `GET /_authgate/session`: who is signed in, for an SPA's user menu; 401 otherwise.
@@ -867,8 +1272,13 @@ impl Browser {
         let req = v.req;
         let (index, _) = v.known_client()?;
         let spec = self.cookies(v.https);
-        let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) else { return Err(Refusal::MissingCredentials) };
-        match self.live_session(&id, v.client_at(index)?, v.providers).await? {
+        let Some(id) = self.cookie(req, &spec.session).and_then(SessionId::parse) else {
+            return Err(Refusal::MissingCredentials);
+        };
+        match self
+            .live_session(&id, v.client_at(index)?, v.providers)
+            .await?
+        {
             Some((data, p)) => {
                 let body = serde_json::json!({
                     "subject": data.subject,
@@ -882,7 +1292,10 @@ impl Browser {
                     "expires_at": data.expires_at,
                     "permissions": v.grants.permissions(index, &p),
                 });
-                v.caller = Some(Caller { principal: p, credential: Credential::Session(data) });
+                v.caller = Some(Caller {
+                    principal: p,
+                    credential: Credential::Session(data),
+                });
                 Ok(responses::json(StatusCode::OK, &body, v.request_id))
             }
             None => {
@@ -902,7 +1315,11 @@ fn github_principal(data: &SessionData) -> Arc<Principal> {
         email: data.email.clone(),
         name: Some(gh.login.clone()),
         email_verified: data.email.is_some(),
-        groups: gh.teams.iter().map(|t| t.replacen('/', ":", 1).into()).collect(),
+        groups: gh
+            .teams
+            .iter()
+            .map(|t| t.replacen('/', ":", 1).into())
+            .collect(),
         github: Some(Arc::new(gh)),
         expires_at: data.expires_at,
         ..Principal::default()
@@ -917,16 +1334,24 @@ fn encode(text: &str) -> String {
 /// The query parameter `name`, decoded.
 fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
     let q = req.uri.query()?;
-    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// A string claim of a JWT whose signature was verified already (nothing else may call this).
 fn verified_claim(token: &str, name: &str) -> Option<String> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get(name)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+    claims
+        .get(name)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 fn looks_like_jwt(token: &str) -> bool {
@@ -958,8 +1383,17 @@ fn header<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a [u8
 /// `none` (typed, bookmarked), an `Origin` of client `index`, or — from a client that sends
 /// neither (not a browser) — a POST. A cross-site or same-site navigation is not.
 fn same_origin_logout(req: &RequestHeader, clients: &ClientRegistry, index: usize) -> bool {
-    let origin_ok = header(req, &ORIGIN).map(|raw| std::str::from_utf8(raw).ok().and_then(|o| Origin::parse(o).ok()).is_some_and(|o| clients.belongs(index, &o)));
-    logout_allowed(req.headers.get("sec-fetch-site").map(|v| v.as_bytes()), origin_ok, req.method == http::Method::POST)
+    let origin_ok = header(req, &ORIGIN).map(|raw| {
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|o| Origin::parse(o).ok())
+            .is_some_and(|o| clients.belongs(index, &o))
+    });
+    logout_allowed(
+        req.headers.get("sec-fetch-site").map(|v| v.as_bytes()),
+        origin_ok,
+        req.method == http::Method::POST,
+    )
 }
 
 #[cfg(test)]
@@ -975,15 +1409,45 @@ mod tests {
         for (case, site, origin_ok, post, allowed) in [
             ("same-origin GET", same, None, false, true),
             ("typed GET", typed, None, false, true),
-            ("same-origin POST with own Origin", same, Some(true), true, true),
-            ("same-origin claim with a foreign Origin", same, Some(false), true, false),
+            (
+                "same-origin POST with own Origin",
+                same,
+                Some(true),
+                true,
+                true,
+            ),
+            (
+                "same-origin claim with a foreign Origin",
+                same,
+                Some(false),
+                true,
+                false,
+            ),
             ("cross-site GET", cross, None, false, false),
             ("cross-site POST without Origin", cross, None, true, false),
-            ("cross-site POST from the client's SPA origin", cross, Some(true), true, true),
+            (
+                "cross-site POST from the client's SPA origin",
+                cross,
+                Some(true),
+                true,
+                true,
+            ),
             ("same-site GET", sibling, None, false, false),
             ("old browser GET", None, None, false, false),
-            ("old browser GET with own Origin", None, Some(true), false, true),
-            ("old browser POST with foreign Origin", None, Some(false), true, false),
+            (
+                "old browser GET with own Origin",
+                None,
+                Some(true),
+                false,
+                true,
+            ),
+            (
+                "old browser POST with foreign Origin",
+                None,
+                Some(false),
+                true,
+                false,
+            ),
             ("non-browser POST", None, None, true, true),
         ] {
             assert_eq!(logout_allowed(site, origin_ok, post), allowed, "{case}");

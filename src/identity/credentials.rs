@@ -22,12 +22,19 @@ pub struct Token {
 impl Token {
     /// A token from text (tests, and credentials that do not come from a header).
     pub fn new(text: &str) -> Option<Token> {
-        HeaderValue::from_str(text).ok().map(|value| Token { end: text.len(), value, start: 0 })
+        HeaderValue::from_str(text).ok().map(|value| Token {
+            end: text.len(),
+            value,
+            start: 0,
+        })
     }
 
     /// The token's bytes, as sent.
     pub fn as_bytes(&self) -> &[u8] {
-        self.value.as_bytes().get(self.start..self.end).unwrap_or_default()
+        self.value
+            .as_bytes()
+            .get(self.start..self.end)
+            .unwrap_or_default()
     }
 
     /// The token's text (empty when it is not UTF-8, which no verified token is).
@@ -98,7 +105,10 @@ pub enum CredentialError {
 }
 
 /// The caller's credentials: a bearer token when `Authorization` is present, else an API key.
-pub fn from_request(authorization: Option<&HeaderValue>, api_key: Option<&HeaderValue>) -> Result<Credential, CredentialError> {
+pub fn from_request(
+    authorization: Option<&HeaderValue>,
+    api_key: Option<&HeaderValue>,
+) -> Result<Credential, CredentialError> {
     match (authorization, api_key) {
         (Some(_), _) => from_authorization(authorization),
         (None, Some(raw)) => {
@@ -109,20 +119,28 @@ pub fn from_request(authorization: Option<&HeaderValue>, api_key: Option<&Header
                 return Err(CredentialError::MalformedApiKey);
             }
             let start = text.len() - text.trim_start().len();
-            Ok(Credential::ApiKey(Token { value: raw.clone(), start, end: start + key.len() }))
+            Ok(Credential::ApiKey(Token {
+                value: raw.clone(),
+                start,
+                end: start + key.len(),
+            }))
         }
         (None, None) => Err(CredentialError::Missing),
     }
 }
 
 /// The RFC 6750 `b64token` alphabet, as a table: tokens are checked byte by byte on every request.
-#[allow(clippy::indexing_slicing, reason = "a constant evaluated at compile time: b < 256")]
+#[allow(
+    clippy::indexing_slicing,
+    reason = "a constant evaluated at compile time: b < 256"
+)]
 static B64TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
         b += 1;
     }
     t
@@ -131,9 +149,14 @@ static B64TOKEN: [bool; 256] = {
 /// Extracts the bearer token from an `Authorization` header value: the scheme and the spaces
 /// around the token are checked here, the token's own characters by the verifier (see [`Token`]).
 pub fn from_authorization(header: Option<&HeaderValue>) -> Result<Credential, CredentialError> {
-    let Some(value) = header else { return Err(CredentialError::Missing) };
+    let Some(value) = header else {
+        return Err(CredentialError::Missing);
+    };
     let raw = value.as_bytes();
-    let space = raw.iter().position(|&b| b == b' ').ok_or(CredentialError::Malformed)?;
+    let space = raw
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(CredentialError::Malformed)?;
     let (scheme, _) = raw.split_at(space);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(CredentialError::Malformed);
@@ -149,12 +172,18 @@ pub fn from_authorization(header: Option<&HeaderValue>) -> Result<Credential, Cr
     if start >= end {
         return Err(CredentialError::Malformed);
     }
-    Ok(Credential::Bearer(Token { value: value.clone(), start, end }))
+    Ok(Credential::Bearer(Token {
+        value: value.clone(),
+        start,
+        end,
+    }))
 }
 
 /// True when `token` has only RFC 6750 `b64token` characters (anything else cannot be a JWT).
 pub fn is_b64token(token: &str) -> bool {
-    token.bytes().all(|b| B64TOKEN.get(usize::from(b)).copied().unwrap_or(false))
+    token
+        .bytes()
+        .all(|b| B64TOKEN.get(usize::from(b)).copied().unwrap_or(false))
 }
 
 #[cfg(test)]
@@ -165,23 +194,52 @@ mod tests {
         HeaderValue::from_bytes(b).unwrap()
     }
 
-    fn text(c: Result<Credential, CredentialError>) -> Result<(&'static str, String), CredentialError> {
+    fn text(
+        c: Result<Credential, CredentialError>,
+    ) -> Result<(&'static str, String), CredentialError> {
         c.map(|c| (c.kind(), c.presented().to_string()))
     }
 
     #[test]
     fn bearer_extraction() {
         let bearer = |t: &str| Ok(("bearer", t.to_string()));
-        assert_eq!(text(from_authorization(Some(&hv(b"Bearer abc.def.ghi")))), bearer("abc.def.ghi"));
-        assert_eq!(text(from_authorization(Some(&hv(b"bearer  abc")))), bearer("abc"));
-        assert_eq!(text(from_authorization(None)), Err(CredentialError::Missing));
-        assert_eq!(text(from_authorization(Some(&hv(b"BEARER abc  ")))), bearer("abc"));
-        for bad in [&b"Basic dXNlcjpwdw=="[..], b"Bearer", b"Bearer ", b"Bearer   ", b"\xffBearer abc", b" Bearer abc"] {
-            assert_eq!(text(from_authorization(Some(&hv(bad)))), Err(CredentialError::Malformed), "{bad:?}");
+        assert_eq!(
+            text(from_authorization(Some(&hv(b"Bearer abc.def.ghi")))),
+            bearer("abc.def.ghi")
+        );
+        assert_eq!(
+            text(from_authorization(Some(&hv(b"bearer  abc")))),
+            bearer("abc")
+        );
+        assert_eq!(
+            text(from_authorization(None)),
+            Err(CredentialError::Missing)
+        );
+        assert_eq!(
+            text(from_authorization(Some(&hv(b"BEARER abc  ")))),
+            bearer("abc")
+        );
+        for bad in [
+            &b"Basic dXNlcjpwdw=="[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer   ",
+            b"\xffBearer abc",
+            b" Bearer abc",
+        ] {
+            assert_eq!(
+                text(from_authorization(Some(&hv(bad)))),
+                Err(CredentialError::Malformed),
+                "{bad:?}"
+            );
         }
         // The token's own characters are the verifier's to refuse (`Verifier` tests): found as
         // sent, spaces inside and bytes that are not UTF-8 included.
-        for (header, token) in [(&b"Bearer a b"[..], &b"a b"[..]), (b"Bearer \xff", b"\xff"), (b"Bearer  a\x80b ", b"a\x80b")] {
+        for (header, token) in [
+            (&b"Bearer a b"[..], &b"a b"[..]),
+            (b"Bearer \xff", b"\xff"),
+            (b"Bearer  a\x80b ", b"a\x80b"),
+        ] {
             match from_authorization(Some(&hv(header))) {
                 Ok(Credential::Bearer(t)) => assert_eq!(t.as_bytes(), token, "{header:?}"),
                 other => panic!("{header:?}: {other:?}"),
@@ -199,12 +257,33 @@ mod tests {
 
     #[test]
     fn api_keys_when_no_bearer() {
-        assert_eq!(text(from_request(None, Some(&hv(b"ak_live_1")))), Ok(("api_key", "ak_live_1".into())));
-        assert_eq!(text(from_request(None, Some(&hv(b" ak_live_2 ")))), Ok(("api_key", "ak_live_2".into())));
-        assert_eq!(text(from_request(Some(&hv(b"Bearer t")), Some(&hv(b"ak_live_1")))), Ok(("bearer", "t".into())));
-        assert_eq!(text(from_request(None, Some(&hv(b"")))), Err(CredentialError::MalformedApiKey));
-        assert_eq!(text(from_request(None, Some(&hv(b"a b")))), Err(CredentialError::MalformedApiKey));
-        assert_eq!(text(from_request(None, None)), Err(CredentialError::Missing));
+        assert_eq!(
+            text(from_request(None, Some(&hv(b"ak_live_1")))),
+            Ok(("api_key", "ak_live_1".into()))
+        );
+        assert_eq!(
+            text(from_request(None, Some(&hv(b" ak_live_2 ")))),
+            Ok(("api_key", "ak_live_2".into()))
+        );
+        assert_eq!(
+            text(from_request(
+                Some(&hv(b"Bearer t")),
+                Some(&hv(b"ak_live_1"))
+            )),
+            Ok(("bearer", "t".into()))
+        );
+        assert_eq!(
+            text(from_request(None, Some(&hv(b"")))),
+            Err(CredentialError::MalformedApiKey)
+        );
+        assert_eq!(
+            text(from_request(None, Some(&hv(b"a b")))),
+            Err(CredentialError::MalformedApiKey)
+        );
+        assert_eq!(
+            text(from_request(None, None)),
+            Err(CredentialError::Missing)
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl Document {
     /// Reads a discovery document's body. `Err` only when it is not a JSON object: missing
     /// parts are reported to the caller that needs them.
     fn parse(body: &[u8], issuer: &str) -> Result<Document, String> {
-        let raw: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
         if !raw.is_object() {
             return Err("not a JSON object".into());
         }
@@ -82,14 +83,28 @@ impl Document {
             None => Err("it has no jwks_uri".to_string()),
             Some(u) => Url::parse(u).map_err(|e| format!("jwks_uri {u:?} is not a URL: {e}")),
         };
-        let end_session_endpoint = raw.get("end_session_endpoint").and_then(|v| v.as_str()).and_then(|s| Url::parse(s).ok());
+        let end_session_endpoint = raw
+            .get("end_session_endpoint")
+            .and_then(|v| v.as_str())
+            .and_then(|s| Url::parse(s).ok());
         let provider = serde_json::from_value::<CoreProviderMetadata>(raw)
             .map_err(|e| format!("it is not an OpenID configuration: {e}"))
             .and_then(|metadata| {
-                let token_url = metadata.token_endpoint().map(|t| t.url().clone()).ok_or_else(|| "it has no token_endpoint".to_string())?;
-                Ok(Arc::new(Provider { metadata, token_url, end_session_endpoint }))
+                let token_url = metadata
+                    .token_endpoint()
+                    .map(|t| t.url().clone())
+                    .ok_or_else(|| "it has no token_endpoint".to_string())?;
+                Ok(Arc::new(Provider {
+                    metadata,
+                    token_url,
+                    end_session_endpoint,
+                }))
             });
-        Ok(Document { jwks_uri, provider, fetched: Instant::now() })
+        Ok(Document {
+            jwks_uri,
+            provider,
+            fetched: Instant::now(),
+        })
     }
 }
 
@@ -137,7 +152,10 @@ impl Discovery {
     }
 
     fn invalid(&self, reason: String) -> DiscoveryError {
-        DiscoveryError::Invalid { url: self.url.to_string(), reason }
+        DiscoveryError::Invalid {
+            url: self.url.to_string(),
+            reason,
+        }
     }
 
     /// The cached document while younger than [`DISCOVERY_TTL`], else a fresh one; when the
@@ -169,11 +187,15 @@ impl Discovery {
     }
 
     async fn fetch(&self) -> Result<Document, DiscoveryError> {
-        let fail = |reason: String| DiscoveryError::Fetch { url: self.url.to_string(), reason };
+        let fail = |reason: String| DiscoveryError::Fetch {
+            url: self.url.to_string(),
+            reason,
+        };
         let started = Instant::now();
         let sent = self.http.get(self.url.clone()).send().await;
         if let Some(h) = &self.latency {
-            h.with_label_values(&["discovery"]).observe(started.elapsed().as_secs_f64());
+            h.with_label_values(&["discovery"])
+                .observe(started.elapsed().as_secs_f64());
         }
         let resp = sent.map_err(|e| fail(error_chain(&e)))?;
         if !resp.status().is_success() {
@@ -220,29 +242,58 @@ mod tests {
 
     #[test]
     fn one_read_serves_keys_and_the_code_flow() {
-        let doc = Document::parse(&openid(serde_json::json!({"end_session_endpoint": "https://auth.example.com/end"})), ISSUER).unwrap();
-        assert_eq!(doc.jwks_uri.as_ref().unwrap().as_str(), "https://auth.example.com/api/auth/jwks");
+        let doc = Document::parse(
+            &openid(serde_json::json!({"end_session_endpoint": "https://auth.example.com/end"})),
+            ISSUER,
+        )
+        .unwrap();
+        assert_eq!(
+            doc.jwks_uri.as_ref().unwrap().as_str(),
+            "https://auth.example.com/api/auth/jwks"
+        );
         let p = doc.provider.as_ref().unwrap();
-        assert_eq!(p.token_url.as_str(), "https://auth.example.com/api/auth/oauth2/token");
-        assert_eq!(p.end_session_endpoint.as_ref().map(Url::as_str), Some("https://auth.example.com/end"));
+        assert_eq!(
+            p.token_url.as_str(),
+            "https://auth.example.com/api/auth/oauth2/token"
+        );
+        assert_eq!(
+            p.end_session_endpoint.as_ref().map(Url::as_str),
+            Some("https://auth.example.com/end")
+        );
     }
 
     #[test]
     fn a_bearer_only_document_still_serves_the_keys() {
-        let body = serde_json::to_vec(&serde_json::json!({"issuer": ISSUER, "jwks_uri": "https://auth.example.com/jwks"})).unwrap();
+        let body = serde_json::to_vec(
+            &serde_json::json!({"issuer": ISSUER, "jwks_uri": "https://auth.example.com/jwks"}),
+        )
+        .unwrap();
         let doc = Document::parse(&body, ISSUER).unwrap();
         assert!(doc.jwks_uri.is_ok());
-        assert!(doc.provider.unwrap_err().contains("not an OpenID configuration"));
+        assert!(doc
+            .provider
+            .unwrap_err()
+            .contains("not an OpenID configuration"));
     }
 
     #[test]
     fn missing_parts_are_reported_to_who_needs_them() {
-        let doc = Document::parse(&openid(serde_json::json!({"jwks_uri": "not a url", "token_endpoint": null})), ISSUER).unwrap();
+        let doc = Document::parse(
+            &openid(serde_json::json!({"jwks_uri": "not a url", "token_endpoint": null})),
+            ISSUER,
+        )
+        .unwrap();
         assert!(doc.jwks_uri.unwrap_err().contains("is not a URL"));
         assert!(doc.provider.is_err());
         // Another issuer is only a warning.
-        assert!(Document::parse(&openid(serde_json::json!({"issuer": "https://auth.example.com/api/auth"})), ISSUER).is_ok());
-        assert!(Document::parse(b"<html>", ISSUER).unwrap_err().contains("not JSON"));
+        assert!(Document::parse(
+            &openid(serde_json::json!({"issuer": "https://auth.example.com/api/auth"})),
+            ISSUER
+        )
+        .is_ok());
+        assert!(Document::parse(b"<html>", ISSUER)
+            .unwrap_err()
+            .contains("not JSON"));
         assert!(Document::parse(b"[1]", ISSUER).is_err());
     }
 }

@@ -50,7 +50,10 @@ pub enum GitHubError {
 impl GitHubError {
     /// True when GitHub could not answer (rather than answered no): the caller may retry.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, GitHubError::Unavailable(_) | GitHubError::RateLimited(_) | GitHubError::BadResponse(_))
+        matches!(
+            self,
+            GitHubError::Unavailable(_) | GitHubError::RateLimited(_) | GitHubError::BadResponse(_)
+        )
     }
 }
 
@@ -107,7 +110,10 @@ pub struct GitHub {
 
 impl std::fmt::Debug for GitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitHub").field("name", &self.name).field("api_url", &self.api_url.as_str()).finish_non_exhaustive()
+        f.debug_struct("GitHub")
+            .field("name", &self.name)
+            .field("api_url", &self.api_url.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,7 +167,11 @@ struct TeamAnswer {
 /// `base` with `path` appended to its path (keeping a GHES prefix such as `/api/v3`).
 fn join(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
-    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path.trim_start_matches('/'));
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
     url.set_path(&joined);
     url
 }
@@ -206,12 +216,23 @@ impl GitHub {
             .append_pair("code_challenge", challenge.as_str())
             .append_pair("code_challenge_method", "S256")
             .append_pair("allow_signup", "false");
-        Authorization { url, state, pkce_verifier: verifier.secret().clone() }
+        Authorization {
+            url,
+            state,
+            pkce_verifier: verifier.secret().clone(),
+        }
     }
 
     /// Exchanges the code for the user's access token with the client's credentials; with
     /// `needs_orgs`, a token without `read:org` is refused (the rules could not be checked).
-    pub async fn exchange_code(&self, sign_in: &ClientSignIn, code: &str, pkce_verifier: &str, redirect_uri: &str, needs_orgs: bool) -> Result<Secret, GitHubError> {
+    pub async fn exchange_code(
+        &self,
+        sign_in: &ClientSignIn,
+        code: &str,
+        pkce_verifier: &str,
+        redirect_uri: &str,
+        needs_orgs: bool,
+    ) -> Result<Secret, GitHubError> {
         let form = [
             ("client_id", sign_in.client_id.as_str()),
             ("client_secret", sign_in.client_secret.expose()),
@@ -229,18 +250,36 @@ impl GitHub {
             .map_err(|e| GitHubError::Unavailable(without_url(e)))?;
         let status = resp.status();
         if status.is_server_error() {
-            return Err(GitHubError::Unavailable(format!("the token endpoint answered {status}")));
+            return Err(GitHubError::Unavailable(format!(
+                "the token endpoint answered {status}"
+            )));
         }
-        let body = resp.bytes().await.map_err(|e| GitHubError::Unavailable(without_url(e)))?;
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| GitHubError::BadResponse(format!("the token endpoint answered {status} without JSON")))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| GitHubError::Unavailable(without_url(e)))?;
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
+            GitHubError::BadResponse(format!("the token endpoint answered {status} without JSON"))
+        })?;
         if let Some(error) = answer.error {
-            let detail = answer.error_description.map(|d| format!(" ({})", tame(&d))).unwrap_or_default();
+            let detail = answer
+                .error_description
+                .map(|d| format!(" ({})", tame(&d)))
+                .unwrap_or_default();
             return Err(GitHubError::Refused(format!("{}{detail}", tame(&error))));
         }
-        let token = answer.access_token.filter(|t| !t.is_empty()).ok_or_else(|| GitHubError::BadResponse("no access_token in the token response".into()))?;
+        let token = answer
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                GitHubError::BadResponse("no access_token in the token response".into())
+            })?;
         if needs_orgs {
             if let Some(scope) = answer.scope {
-                if !scope.split([',', ' ']).any(|s| matches!(s, "read:org" | "write:org" | "admin:org")) {
+                if !scope
+                    .split([',', ' '])
+                    .any(|s| matches!(s, "read:org" | "write:org" | "admin:org"))
+                {
                     return Err(GitHubError::Refused("the read:org scope was not granted, and this application's rules need the user's organisations".into()));
                 }
             }
@@ -253,15 +292,32 @@ impl GitHub {
     pub async fn user(&self, token: &Secret, with_orgs: bool) -> Result<GitHubUser, GitHubError> {
         let user: UserAnswer = self.get_one(token, "/user").await?;
         let emails: Vec<EmailAnswer> = self.get_all(token, "/user/emails").await?;
-        let email = emails.into_iter().find(|e| e.primary && e.verified).map(|e| e.email).ok_or(GitHubError::NoVerifiedEmail)?;
+        let email = emails
+            .into_iter()
+            .find(|e| e.primary && e.verified)
+            .map(|e| e.email)
+            .ok_or(GitHubError::NoVerifiedEmail)?;
         let (mut orgs, mut teams) = (Vec::new(), Vec::new());
         if with_orgs {
             let o: Vec<OrgAnswer> = self.get_all(token, "/user/orgs").await?;
-            orgs = o.into_iter().filter_map(OrgAnswer::name).map(|o| o.to_ascii_lowercase()).collect();
+            orgs = o
+                .into_iter()
+                .filter_map(OrgAnswer::name)
+                .map(|o| o.to_ascii_lowercase())
+                .collect();
             let t: Vec<TeamAnswer> = self.get_all(token, "/user/teams").await?;
             teams = t
                 .into_iter()
-                .filter_map(|t| Some(format!("{}/{}", t.organization.name()?, t.slug.or(t.name).filter(|s| !s.is_empty())?).to_ascii_lowercase()))
+                .filter_map(|t| {
+                    Some(
+                        format!(
+                            "{}/{}",
+                            t.organization.name()?,
+                            t.slug.or(t.name).filter(|s| !s.is_empty())?
+                        )
+                        .to_ascii_lowercase(),
+                    )
+                })
                 .collect();
             orgs.sort_unstable();
             orgs.dedup();
@@ -275,23 +331,37 @@ impl GitHub {
             id: user.id,
             name: user.name.filter(|n| !n.trim().is_empty()),
             email,
-            identity: GitHubIdentity { provider: self.name.clone(), login: user.login.to_ascii_lowercase(), orgs, teams },
+            identity: GitHubIdentity {
+                provider: self.name.clone(),
+                login: user.login.to_ascii_lowercase(),
+                orgs,
+                teams,
+            },
         })
     }
 
-    async fn get_one<T: serde::de::DeserializeOwned>(&self, token: &Secret, path: &str) -> Result<T, GitHubError> {
+    async fn get_one<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Secret,
+        path: &str,
+    ) -> Result<T, GitHubError> {
         let (body, _) = self.get(token, join(&self.api_url, path)).await?;
         serde_json::from_slice(&body).map_err(|e| GitHubError::BadResponse(format!("{path}: {e}")))
     }
 
     /// Every page of a list, following `Link: rel="next"` on the API's own origin only.
-    async fn get_all<T: serde::de::DeserializeOwned>(&self, token: &Secret, path: &str) -> Result<Vec<T>, GitHubError> {
+    async fn get_all<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Secret,
+        path: &str,
+    ) -> Result<Vec<T>, GitHubError> {
         let mut url = join(&self.api_url, path);
         url.query_pairs_mut().append_pair("per_page", "100");
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
             let (body, next) = self.get(token, url).await?;
-            let page: Vec<T> = serde_json::from_slice(&body).map_err(|e| GitHubError::BadResponse(format!("{path}: {e}")))?;
+            let page: Vec<T> = serde_json::from_slice(&body)
+                .map_err(|e| GitHubError::BadResponse(format!("{path}: {e}")))?;
             out.extend(page);
             match next.filter(|n| n.origin() == self.api_url.origin()) {
                 Some(n) => url = n,
@@ -302,7 +372,11 @@ impl GitHub {
     }
 
     /// One API call: the body and the next page's URL.
-    async fn get(&self, token: &Secret, url: Url) -> Result<(bytes::Bytes, Option<Url>), GitHubError> {
+    async fn get(
+        &self,
+        token: &Secret,
+        url: Url,
+    ) -> Result<(bytes::Bytes, Option<Url>), GitHubError> {
         let resp = self
             .http
             .get(url)
@@ -314,24 +388,44 @@ impl GitHub {
             .map_err(|e| GitHubError::Unavailable(without_url(e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(GitHubError::Revoked);
         }
         let exhausted = text("x-ratelimit-remaining") == Some("0");
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || (status == reqwest::StatusCode::FORBIDDEN && (exhausted || text("retry-after").is_some())) {
-            return Err(GitHubError::RateLimited(text("x-ratelimit-reset").and_then(|r| r.parse().ok())));
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || (status == reqwest::StatusCode::FORBIDDEN
+                && (exhausted || text("retry-after").is_some()))
+        {
+            return Err(GitHubError::RateLimited(
+                text("x-ratelimit-reset").and_then(|r| r.parse().ok()),
+            ));
         }
-        let body = resp.bytes().await.map_err(|e| GitHubError::Unavailable(without_url(e)))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| GitHubError::Unavailable(without_url(e)))?;
         if status == reqwest::StatusCode::FORBIDDEN {
-            let message = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("message")?.as_str().map(tame)).unwrap_or_else(|| "403".into());
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(tame))
+                .unwrap_or_else(|| "403".into());
             return Err(GitHubError::Forbidden(message));
         }
         if status.is_server_error() {
-            return Err(GitHubError::Unavailable(format!("the API answered {status}")));
+            return Err(GitHubError::Unavailable(format!(
+                "the API answered {status}"
+            )));
         }
         if !status.is_success() {
-            return Err(GitHubError::BadResponse(format!("the API answered {status}")));
+            return Err(GitHubError::BadResponse(format!(
+                "the API answered {status}"
+            )));
         }
         let next = text("link").and_then(next_link);
         Ok((body, next))
@@ -342,7 +436,9 @@ impl GitHub {
 fn next_link(link: &str) -> Option<Url> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
-        let is_next = params.split(';').any(|p| p.trim().eq_ignore_ascii_case("rel=\"next\""));
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("rel=\"next\""));
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
         is_next.then(|| Url::parse(target).ok()).flatten()
     })
@@ -384,28 +480,63 @@ mod tests {
 
     #[test]
     fn allow_rules() {
-        let rules = AllowRules { orgs: vec!["acme".into()], teams: vec!["other/admins".into()], users: vec!["octocat".into()] };
+        let rules = AllowRules {
+            orgs: vec!["acme".into()],
+            teams: vec!["other/admins".into()],
+            users: vec!["octocat".into()],
+        };
         for (case, u, want) in [
             ("listed user", user("octocat", &[], &[]), true),
-            ("member of an allowed org", user("mona", &["acme"], &[]), true),
-            ("member of an allowed team", user("mona", &["other"], &["other/admins"]), true),
-            ("member of another team of the team's org", user("mona", &["other"], &["other/devs"]), false),
+            (
+                "member of an allowed org",
+                user("mona", &["acme"], &[]),
+                true,
+            ),
+            (
+                "member of an allowed team",
+                user("mona", &["other"], &["other/admins"]),
+                true,
+            ),
+            (
+                "member of another team of the team's org",
+                user("mona", &["other"], &["other/devs"]),
+                false,
+            ),
             ("nobody listed", user("mona", &["elsewhere"], &[]), false),
         ] {
             assert_eq!(u.admitted_by(&rules), want, "{case}");
         }
-        assert!(user("anyone", &[], &[]).admitted_by(&AllowRules::default()), "no rules: any GitHub user");
+        assert!(
+            user("anyone", &[], &[]).admitted_by(&AllowRules::default()),
+            "no rules: any GitHub user"
+        );
     }
 
     #[test]
     fn links_and_urls() {
         let link = "<https://api.github.com/user/teams?per_page=100&page=2>; rel=\"next\", <https://api.github.com/user/teams?per_page=100&page=5>; rel=\"last\"";
-        assert_eq!(next_link(link).unwrap().as_str(), "https://api.github.com/user/teams?per_page=100&page=2");
-        assert_eq!(next_link("<https://api.github.com/x?page=1>; rel=\"prev\""), None);
+        assert_eq!(
+            next_link(link).unwrap().as_str(),
+            "https://api.github.com/user/teams?per_page=100&page=2"
+        );
+        assert_eq!(
+            next_link("<https://api.github.com/x?page=1>; rel=\"prev\""),
+            None
+        );
         assert_eq!(next_link("garbage"), None);
         let ghes = Url::parse("https://ghe.example.com/api/v3").unwrap();
-        assert_eq!(join(&ghes, "/user").as_str(), "https://ghe.example.com/api/v3/user");
-        assert_eq!(join(&Url::parse("https://github.com/").unwrap(), "/login/oauth/authorize").as_str(), "https://github.com/login/oauth/authorize");
+        assert_eq!(
+            join(&ghes, "/user").as_str(),
+            "https://ghe.example.com/api/v3/user"
+        );
+        assert_eq!(
+            join(
+                &Url::parse("https://github.com/").unwrap(),
+                "/login/oauth/authorize"
+            )
+            .as_str(),
+            "https://github.com/login/oauth/authorize"
+        );
         assert_eq!(clock(86_400 + 3_723), "01:02:03 UTC");
         let limited = GitHubError::RateLimited(Some(3_723)).to_string();
         assert!(limited.contains("until 01:02:03 UTC"), "{limited}");

@@ -8,10 +8,10 @@ use crate::config::model::IdpSettings;
 use crate::config::validate::RSA_ALGORITHMS;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::Algorithm;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,22 +32,42 @@ pub struct VerifyKey {
 
 impl VerifyKey {
     /// Parses `jwk` for each of `algorithms` (which must suit its key type).
-    pub fn from_jwk(kid: String, jwk: &Jwk, algorithms: Vec<Algorithm>) -> Result<VerifyKey, String> {
-        let parsed = algorithms.iter().map(|&alg| parse_key(jwk, alg)).collect::<Result<Vec<_>, _>>()?;
-        Ok(VerifyKey { kid, algorithms, parsed })
+    pub fn from_jwk(
+        kid: String,
+        jwk: &Jwk,
+        algorithms: Vec<Algorithm>,
+    ) -> Result<VerifyKey, String> {
+        let parsed = algorithms
+            .iter()
+            .map(|&alg| parse_key(jwk, alg))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(VerifyKey {
+            kid,
+            algorithms,
+            parsed,
+        })
     }
 
     /// Whether `signature` over `message` verifies with this key for `alg`. An algorithm the
     /// key is not for is refused as such.
-    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<bool, crate::identity::verify::TokenError> {
+    pub fn verify(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, crate::identity::verify::TokenError> {
         let i = self.algorithms.iter().position(|a| *a == alg);
-        let key = i.and_then(|i| self.parsed.get(i)).ok_or_else(|| crate::identity::verify::TokenError::AlgorithmRefused(format!("{alg:?} with this key")))?;
+        let key = i.and_then(|i| self.parsed.get(i)).ok_or_else(|| {
+            crate::identity::verify::TokenError::AlgorithmRefused(format!("{alg:?} with this key"))
+        })?;
         Ok(key.verify_sig(message, signature).is_ok())
     }
 }
 
 fn b64(field: &str, value: &str) -> Result<Vec<u8>, String> {
-    URL_SAFE_NO_PAD.decode(value).map_err(|e| format!("{field} is not base64url: {e}"))
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|e| format!("{field} is not base64url: {e}"))
 }
 
 /// An RSA component without the leading zero bytes some IdPs write (RFC 7518 §6.3.1 says
@@ -74,9 +94,15 @@ fn parse_key(jwk: &Jwk, alg: Algorithm) -> Result<ParsedPublicKey, String> {
     let rejected = |e: aws_lc_rs::error::KeyRejected| format!("not a usable {alg:?} key: {e}");
     match (&jwk.algorithm, alg) {
         (AlgorithmParameters::RSA(rsa), _) => {
-            let params = rsa_parameters(alg).ok_or_else(|| format!("an RSA key cannot verify {alg:?}"))?;
+            let params =
+                rsa_parameters(alg).ok_or_else(|| format!("an RSA key cannot verify {alg:?}"))?;
             let (n, e) = (b64("n", &rsa.n)?, b64("e", &rsa.e)?);
-            RsaPublicKeyComponents { n: unsigned(&n), e: unsigned(&e) }.to_parsed_public_key(params).map_err(rejected)
+            RsaPublicKeyComponents {
+                n: unsigned(&n),
+                e: unsigned(&e),
+            }
+            .to_parsed_public_key(params)
+            .map_err(rejected)
         }
         (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256 | Algorithm::ES384) => {
             let verification = match (alg, &ec.curve) {
@@ -89,7 +115,9 @@ fn parse_key(jwk: &Jwk, alg: Algorithm) -> Result<ParsedPublicKey, String> {
             point.extend(b64("y", &ec.y)?);
             ParsedPublicKey::new(verification, point).map_err(rejected)
         }
-        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) if okp.curve == EllipticCurve::Ed25519 => {
+        (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA)
+            if okp.curve == EllipticCurve::Ed25519 =>
+        {
             ParsedPublicKey::new(&sig::ED25519, b64("x", &okp.x)?).map_err(rejected)
         }
         _ => Err(format!("this key cannot verify {alg:?}")),
@@ -156,7 +184,9 @@ impl KeyStore {
             last_fetch: Mutex::new(None),
             last_error: Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(()),
-            discovery: Arc::new(Discovery::from_config(idp).with_latency(metrics.idp_latency.clone())),
+            discovery: Arc::new(
+                Discovery::from_config(idp).with_latency(metrics.idp_latency.clone()),
+            ),
             jwks_url: idp.jwks_url.clone(),
             accepted: idp.algorithms.clone(),
             min_refetch: idp.jwks_min_refetch_interval,
@@ -177,7 +207,10 @@ impl KeyStore {
 
     /// Why the latest key fetch failed, while the IdP keeps failing (`None` after a success).
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The key with this id, from the cache only.
@@ -214,12 +247,18 @@ impl KeyStore {
         let seen = self.generation.load(Ordering::Acquire);
         let _only_one = self.fetch_lock.lock().await;
         if self.generation.load(Ordering::Acquire) != seen {
-            return Ok(Refreshed { removed_keys: false });
+            return Ok(Refreshed {
+                removed_keys: false,
+            });
         }
         *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let result = self.fetch().await;
-        self.metrics.jwks_fetches.with_label_values(&[if result.is_ok() { "ok" } else { "error" }]).inc();
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().map(ToString::to_string);
+        self.metrics
+            .jwks_fetches
+            .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+            .inc();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+            result.as_ref().err().map(ToString::to_string);
         let fresh = result?;
         let old = self.keys.load();
         let removed_keys = old.keys().any(|kid| !fresh.contains_key(kid));
@@ -235,28 +274,52 @@ impl KeyStore {
             Some(u) => u.clone(),
             None => self.discovery.jwks_uri().await?,
         };
-        let fail = |reason: String| JwksError::Fetch { url: jwks_url.to_string(), reason };
+        let fail = |reason: String| JwksError::Fetch {
+            url: jwks_url.to_string(),
+            reason,
+        };
         let started = std::time::Instant::now();
         let sent = self.http.get(jwks_url.clone()).send().await;
-        self.metrics.idp_latency.with_label_values(&["jwks"]).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .idp_latency
+            .with_label_values(&["jwks"])
+            .observe(started.elapsed().as_secs_f64());
         let resp = sent.map_err(|e| fail(error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
         }
         let body = resp.bytes().await.map_err(|e| fail(error_chain(&e)))?;
-        let invalid = |reason: String| JwksError::Invalid { url: jwks_url.to_string(), reason };
-        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let invalid = |reason: String| JwksError::Invalid {
+            url: jwks_url.to_string(),
+            reason,
+        };
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| invalid(format!("not JSON: {e}")))?;
         parse_jwks(&doc, &self.accepted).map_err(invalid)
     }
 }
 
 /// Reads a JWKS document; keys that are unusable or not for an accepted algorithm are skipped.
-pub fn parse_jwks(doc: &serde_json::Value, accepted: &[Algorithm]) -> Result<HashMap<String, Arc<VerifyKey>>, String> {
-    let list = doc.get("keys").and_then(|k| k.as_array()).ok_or("it has no \"keys\" array")?;
+pub fn parse_jwks(
+    doc: &serde_json::Value,
+    accepted: &[Algorithm],
+) -> Result<HashMap<String, Arc<VerifyKey>>, String> {
+    let list = doc
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or("it has no \"keys\" array")?;
     let mut out = HashMap::new();
     for raw in list {
-        let kid = raw.get("kid").and_then(|k| k.as_str()).unwrap_or("").to_string();
-        if raw.get("use").and_then(|u| u.as_str()).is_some_and(|u| u != "sig") {
+        let kid = raw
+            .get("kid")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        if raw
+            .get("use")
+            .and_then(|u| u.as_str())
+            .is_some_and(|u| u != "sig")
+        {
             continue;
         }
         let jwk: Jwk = match serde_json::from_value(raw.clone()) {
@@ -266,7 +329,10 @@ pub fn parse_jwks(doc: &serde_json::Value, accepted: &[Algorithm]) -> Result<Has
                 continue;
             }
         };
-        let algorithms: Vec<Algorithm> = key_algorithms(&jwk).into_iter().filter(|a| accepted.contains(a)).collect();
+        let algorithms: Vec<Algorithm> = key_algorithms(&jwk)
+            .into_iter()
+            .filter(|a| accepted.contains(a))
+            .collect();
         if algorithms.is_empty() {
             continue;
         }
@@ -346,11 +412,23 @@ mod tests {
     fn parsed_keys_verify_each_algorithm_and_refuse_signatures_that_do_not_verify() {
         use aws_lc_rs::rand::SystemRandom;
         use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
-        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING};
+        use aws_lc_rs::signature::{
+            EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+            ECDSA_P384_SHA384_FIXED_SIGNING,
+        };
         let rng = SystemRandom::new();
         let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
         let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
-        let (n, e) = (rsa.public_key().modulus().big_endian_without_leading_zero().to_vec(), rsa.public_key().exponent().big_endian_without_leading_zero().to_vec());
+        let (n, e) = (
+            rsa.public_key()
+                .modulus()
+                .big_endian_without_leading_zero()
+                .to_vec(),
+            rsa.public_key()
+                .exponent()
+                .big_endian_without_leading_zero()
+                .to_vec(),
+        );
         let p256 = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
         let p384 = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
         let ed = Ed25519KeyPair::generate().unwrap();
@@ -389,27 +467,62 @@ mod tests {
             ("rsa", Algorithm::PS384, rsa_sign(&s::RSA_PSS_SHA384)),
             ("rsa", Algorithm::PS512, rsa_sign(&s::RSA_PSS_SHA512)),
             ("rsa0", Algorithm::RS256, rsa_sign(&s::RSA_PKCS1_SHA256)),
-            ("p256", Algorithm::ES256, p256.sign(&rng, message).unwrap().as_ref().to_vec()),
-            ("p384", Algorithm::ES384, p384.sign(&rng, message).unwrap().as_ref().to_vec()),
+            (
+                "p256",
+                Algorithm::ES256,
+                p256.sign(&rng, message).unwrap().as_ref().to_vec(),
+            ),
+            (
+                "p384",
+                Algorithm::ES384,
+                p384.sign(&rng, message).unwrap().as_ref().to_vec(),
+            ),
             ("ed", Algorithm::EdDSA, ed.sign(message).as_ref().to_vec()),
         ];
         for (kid, alg, signature) in cases {
             let key = &keys[kid];
-            assert_eq!(key.verify(alg, message, &signature), Ok(true), "{kid} {alg:?}");
+            assert_eq!(
+                key.verify(alg, message, &signature),
+                Ok(true),
+                "{kid} {alg:?}"
+            );
             let mut tampered = signature.clone();
             tampered[signature.len() / 2] ^= 1;
-            assert_eq!(key.verify(alg, message, &tampered), Ok(false), "{kid} {alg:?}: a changed signature");
-            assert_eq!(key.verify(alg, b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1MiJ9", &signature), Ok(false), "{kid} {alg:?}: another message");
-            assert_eq!(key.verify(alg, message, &[]), Ok(false), "{kid} {alg:?}: no signature");
+            assert_eq!(
+                key.verify(alg, message, &tampered),
+                Ok(false),
+                "{kid} {alg:?}: a changed signature"
+            );
+            assert_eq!(
+                key.verify(alg, b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1MiJ9", &signature),
+                Ok(false),
+                "{kid} {alg:?}: another message"
+            );
+            assert_eq!(
+                key.verify(alg, message, &[]),
+                Ok(false),
+                "{kid} {alg:?}: no signature"
+            );
         }
         // A signature for one algorithm does not verify as another of the same key.
-        assert_eq!(keys["rsa"].verify(Algorithm::PS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256)), Ok(false));
+        assert_eq!(
+            keys["rsa"].verify(Algorithm::PS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256)),
+            Ok(false)
+        );
         // An algorithm the key is not for is refused before any verification.
-        assert!(matches!(keys["p256"].verify(Algorithm::ES384, message, &[0; 96]), Err(crate::identity::verify::TokenError::AlgorithmRefused(_))));
-        assert!(matches!(keys["ed"].verify(Algorithm::RS256, message, &[0; 256]), Err(crate::identity::verify::TokenError::AlgorithmRefused(_))));
+        assert!(matches!(
+            keys["p256"].verify(Algorithm::ES384, message, &[0; 96]),
+            Err(crate::identity::verify::TokenError::AlgorithmRefused(_))
+        ));
+        assert!(matches!(
+            keys["ed"].verify(Algorithm::RS256, message, &[0; 256]),
+            Err(crate::identity::verify::TokenError::AlgorithmRefused(_))
+        ));
         // Keys limited to configured algorithms carry only those.
         let only = parse_jwks(&doc, &[Algorithm::PS256]).unwrap();
         assert_eq!(only["rsa"].algorithms, vec![Algorithm::PS256]);
-        assert!(only["rsa"].verify(Algorithm::RS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256)).is_err());
+        assert!(only["rsa"]
+            .verify(Algorithm::RS256, message, &rsa_sign(&s::RSA_PKCS1_SHA256))
+            .is_err());
     }
 }

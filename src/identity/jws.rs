@@ -53,23 +53,34 @@ impl<'t> Jws<'t> {
         if payload.contains('.') {
             return Err(TokenError::Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| TokenError::Malformed)?;
         let header: Header = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
         if header.crit.is_some() {
             return Err(TokenError::Malformed);
         }
-        Ok(Jws { header, signing_input, payload, signature })
+        Ok(Jws {
+            header,
+            signing_input,
+            payload,
+            signature,
+        })
     }
 
     /// Checks the signature with `key` for the header's algorithm and returns the decoded
     /// payload, which is UTF-8.
     pub fn verify(&self, key: &VerifyKey) -> Result<Vec<u8>, TokenError> {
         let alg = self.header.alg;
-        let signature = URL_SAFE_NO_PAD.decode(self.signature).map_err(|_| TokenError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(self.signature)
+            .map_err(|_| TokenError::Malformed)?;
         if !key.verify(alg, self.signing_input.as_bytes(), &signature)? {
             return Err(TokenError::BadSignature);
         }
-        let payload = URL_SAFE_NO_PAD.decode(self.payload).map_err(|_| TokenError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(self.payload)
+            .map_err(|_| TokenError::Malformed)?;
         // RFC 7519 §7.2: the claims are a UTF-8 JSON object (serde skips unread strings
         // without checking them, so the whole payload is checked here).
         if std::str::from_utf8(&payload).is_err() {
@@ -92,7 +103,9 @@ fn date(v: Option<&Value>) -> Date {
         None | Some(Value::Null) => Date::Absent,
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
             (Some(u), _) => Date::At(u),
-            (None, Some(f)) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Date::At(f.round() as u64),
+            (None, Some(f)) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
+                Date::At(f.round() as u64)
+            }
             _ => Date::Invalid,
         },
         Some(_) => Date::Invalid,
@@ -126,7 +139,13 @@ pub struct Registered<'c> {
 impl<'c> Registered<'c> {
     /// The registered claims of a claims object.
     pub fn of(map: &'c serde_json::Map<String, Value>) -> Registered<'c> {
-        Registered { exp: map.get("exp"), nbf: map.get("nbf"), iss: map.get("iss"), aud: map.get("aud"), sub: map.get("sub").and_then(Value::as_str) }
+        Registered {
+            exp: map.get("exp"),
+            nbf: map.get("nbf"),
+            iss: map.get("iss"),
+            aud: map.get("aud"),
+            sub: map.get("sub").and_then(Value::as_str),
+        }
     }
 }
 
@@ -140,11 +159,19 @@ pub fn check(c: &Registered<'_>, v: &Validation, now: u64) -> Result<(), TokenEr
     let iss = names(c.iss);
     let aud = names(c.aud);
     for (name, present, missing) in [
-        ("exp", matches!(exp, Date::At(_)), TokenError::MissingClaim("exp")),
+        (
+            "exp",
+            matches!(exp, Date::At(_)),
+            TokenError::MissingClaim("exp"),
+        ),
         ("sub", sub.is_some(), TokenError::MissingClaim("sub")),
         ("iss", iss.is_some(), TokenError::WrongIssuer),
         ("aud", aud.is_some(), TokenError::WrongAudience),
-        ("nbf", matches!(nbf, Date::At(_)), TokenError::MissingClaim("nbf")),
+        (
+            "nbf",
+            matches!(nbf, Date::At(_)),
+            TokenError::MissingClaim("nbf"),
+        ),
     ] {
         if !present && v.required_spec_claims.contains(name) {
             return Err(missing);
@@ -182,7 +209,9 @@ pub fn check(c: &Registered<'_>, v: &Validation, now: u64) -> Result<(), TokenEr
     if v.validate_aud {
         match (&aud, &v.aud) {
             (Some(_), None) => return Err(TokenError::WrongAudience),
-            (Some(aud), Some(want)) if !aud.iter().any(|a| want.contains(*a)) => return Err(TokenError::WrongAudience),
+            (Some(aud), Some(want)) if !aud.iter().any(|a| want.contains(*a)) => {
+                return Err(TokenError::WrongAudience)
+            }
             _ => {}
         }
     }
@@ -221,35 +250,109 @@ mod tests {
         let cases: Vec<(&str, Value, Result<(), TokenError>)> = vec![
             ("valid", ok(json!({})), Ok(())),
             ("aud in an array", ok(json!({"aud": ["x", "api"]})), Ok(())),
-            ("iss in an array", ok(json!({"iss": ["https://idp.test"]})), Ok(())),
+            (
+                "iss in an array",
+                ok(json!({"iss": ["https://idp.test"]})),
+                Ok(()),
+            ),
             ("fractional exp", ok(json!({"exp": 1_000_000.4})), Ok(())),
-            ("expired within the leeway", ok(json!({"exp": 999_996})), Ok(())),
-            ("expired beyond it", ok(json!({"exp": 999_994})), Err(TokenError::Expired)),
-            ("negative exp", ok(json!({"exp": -1})), Err(TokenError::MissingClaim("exp"))),
-            ("exp as a string", ok(json!({"exp": "1000100"})), Err(TokenError::MissingClaim("exp"))),
-            ("exp too large", ok(json!({"exp": 1e30})), Err(TokenError::MissingClaim("exp"))),
-            ("nbf within the leeway", ok(json!({"nbf": 1_000_004})), Ok(())),
-            ("nbf beyond it", ok(json!({"nbf": 1_000_006})), Err(TokenError::NotYetValid)),
-            ("nbf as a string", ok(json!({"nbf": "soon"})), Err(TokenError::Malformed)),
-            ("iss elsewhere", ok(json!({"iss": "https://evil.test"})), Err(TokenError::WrongIssuer)),
-            ("iss a number", ok(json!({"iss": 7})), Err(TokenError::WrongIssuer)),
-            ("iss empty array", ok(json!({"iss": []})), Err(TokenError::WrongIssuer)),
-            ("aud elsewhere", ok(json!({"aud": ["x", "y"]})), Err(TokenError::WrongAudience)),
-            ("aud with a number", ok(json!({"aud": ["api", 1]})), Err(TokenError::WrongAudience)),
-            ("aud empty array", ok(json!({"aud": []})), Err(TokenError::WrongAudience)),
-            ("aud null", ok(json!({"aud": null})), Err(TokenError::WrongAudience)),
+            (
+                "expired within the leeway",
+                ok(json!({"exp": 999_996})),
+                Ok(()),
+            ),
+            (
+                "expired beyond it",
+                ok(json!({"exp": 999_994})),
+                Err(TokenError::Expired),
+            ),
+            (
+                "negative exp",
+                ok(json!({"exp": -1})),
+                Err(TokenError::MissingClaim("exp")),
+            ),
+            (
+                "exp as a string",
+                ok(json!({"exp": "1000100"})),
+                Err(TokenError::MissingClaim("exp")),
+            ),
+            (
+                "exp too large",
+                ok(json!({"exp": 1e30})),
+                Err(TokenError::MissingClaim("exp")),
+            ),
+            (
+                "nbf within the leeway",
+                ok(json!({"nbf": 1_000_004})),
+                Ok(()),
+            ),
+            (
+                "nbf beyond it",
+                ok(json!({"nbf": 1_000_006})),
+                Err(TokenError::NotYetValid),
+            ),
+            (
+                "nbf as a string",
+                ok(json!({"nbf": "soon"})),
+                Err(TokenError::Malformed),
+            ),
+            (
+                "iss elsewhere",
+                ok(json!({"iss": "https://evil.test"})),
+                Err(TokenError::WrongIssuer),
+            ),
+            (
+                "iss a number",
+                ok(json!({"iss": 7})),
+                Err(TokenError::WrongIssuer),
+            ),
+            (
+                "iss empty array",
+                ok(json!({"iss": []})),
+                Err(TokenError::WrongIssuer),
+            ),
+            (
+                "aud elsewhere",
+                ok(json!({"aud": ["x", "y"]})),
+                Err(TokenError::WrongAudience),
+            ),
+            (
+                "aud with a number",
+                ok(json!({"aud": ["api", 1]})),
+                Err(TokenError::WrongAudience),
+            ),
+            (
+                "aud empty array",
+                ok(json!({"aud": []})),
+                Err(TokenError::WrongAudience),
+            ),
+            (
+                "aud null",
+                ok(json!({"aud": null})),
+                Err(TokenError::WrongAudience),
+            ),
         ];
         for (name, claims, want) in cases {
             assert_eq!(checked(claims), want, "{name}");
         }
-        assert_eq!(checked(json!({"iss": "https://idp.test", "aud": "api"})), Err(TokenError::MissingClaim("exp")));
+        assert_eq!(
+            checked(json!({"iss": "https://idp.test", "aud": "api"})),
+            Err(TokenError::MissingClaim("exp"))
+        );
         // Not validated, still required.
         let mut v = validation();
         v.validate_exp = false;
-        let map = json!({"iss": "https://idp.test", "aud": "api", "exp": 1}).as_object().unwrap().clone();
+        let map = json!({"iss": "https://idp.test", "aud": "api", "exp": 1})
+            .as_object()
+            .unwrap()
+            .clone();
         assert_eq!(check(&Registered::of(&map), &v, 1_000_000), Ok(()));
         v.aud = None;
-        assert_eq!(check(&Registered::of(&map), &v, 1_000_000), Err(TokenError::WrongAudience), "an aud nobody accepts");
+        assert_eq!(
+            check(&Registered::of(&map), &v, 1_000_000),
+            Err(TokenError::WrongAudience),
+            "an aud nobody accepts"
+        );
     }
 
     #[test]
@@ -258,7 +361,14 @@ mod tests {
         let h = b64(r#"{"alg":"ES256","kid":"k","typ":"JWT"}"#);
         let token = format!("{h}.{}.c2ln", b64("{}"));
         let jws = Jws::parse(&token).unwrap();
-        assert_eq!((jws.header.alg, jws.header.kid.as_deref(), jws.header.typ.as_deref()), (Algorithm::ES256, Some("k"), Some("JWT")));
+        assert_eq!(
+            (
+                jws.header.alg,
+                jws.header.kid.as_deref(),
+                jws.header.typ.as_deref()
+            ),
+            (Algorithm::ES256, Some("k"), Some("JWT"))
+        );
         for bad in [
             format!("{h}.{}", b64("{}")),
             format!("{h}.{}.c2ln.x", b64("{}")),
@@ -269,7 +379,10 @@ mod tests {
             format!("{h}=.e30.c2ln"),
             "...".to_string(),
         ] {
-            assert!(matches!(Jws::parse(&bad), Err(TokenError::Malformed)), "{bad}");
+            assert!(
+                matches!(Jws::parse(&bad), Err(TokenError::Malformed)),
+                "{bad}"
+            );
         }
     }
 }

@@ -19,8 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-pub use crate::secret::LoginKeyError;
 use crate::secret::decode_login_key;
+pub use crate::secret::LoginKeyError;
 
 /// Length of a login key in bytes (AES-256).
 pub const KEY_LEN: usize = crate::secret::LOGIN_KEY_LEN;
@@ -64,7 +64,12 @@ pub struct LoginState {
 
 impl fmt::Debug for LoginState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginState").field("client", &self.client).field("provider", &self.provider).field("origin", &self.origin).field("issued_at", &self.issued_at).finish_non_exhaustive()
+        f.debug_struct("LoginState")
+            .field("client", &self.client)
+            .field("provider", &self.provider)
+            .field("origin", &self.origin)
+            .field("issued_at", &self.issued_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,12 +90,19 @@ impl LoginState {
 /// its SHA-256 in base64url (a name, not a secret: the state is in the URL anyway).
 pub fn cookie_suffix(state: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, state.as_bytes());
-    URL_SAFE_NO_PAD.encode(digest.as_ref()).chars().take(SUFFIX_LEN).collect()
+    URL_SAFE_NO_PAD
+        .encode(digest.as_ref())
+        .chars()
+        .take(SUFFIX_LEN)
+        .collect()
 }
 
 /// True when `suffix` could be one of ours (the right length and alphabet).
 pub fn is_suffix(suffix: &str) -> bool {
-    suffix.len() == SUFFIX_LEN && suffix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    suffix.len() == SUFFIX_LEN
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Seals and opens login cookies with the gateway's login key.
@@ -108,7 +120,9 @@ impl LoginSealer {
     /// A sealer with this key.
     pub fn new(key: &[u8; KEY_LEN]) -> Result<LoginSealer, LoginKeyError> {
         let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| LoginKeyError::Unusable)?;
-        Ok(LoginSealer { key: LessSafeKey::new(unbound) })
+        Ok(LoginSealer {
+            key: LessSafeKey::new(unbound),
+        })
     }
 
     /// A sealer with a fresh random key (logins then finish only at this process).
@@ -120,7 +134,9 @@ impl LoginSealer {
 
     /// The configured key (base64), or a random one when none is configured; `.1` is true when
     /// the key was generated.
-    pub fn from_config(key: Option<&crate::secret::Secret>) -> Result<(LoginSealer, bool), LoginKeyError> {
+    pub fn from_config(
+        key: Option<&crate::secret::Secret>,
+    ) -> Result<(LoginSealer, bool), LoginKeyError> {
         match key {
             Some(text) => Ok((LoginSealer::new(&decode_login_key(text.expose())?)?, false)),
             None => Ok((LoginSealer::random()?, true)),
@@ -133,7 +149,13 @@ impl LoginSealer {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
         let mut in_out = serde_json::to_vec(login).ok()?;
-        self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(name.as_bytes()), &mut in_out).ok()?;
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(name.as_bytes()),
+                &mut in_out,
+            )
+            .ok()?;
         let mut out = Vec::with_capacity(NONCE_LEN + in_out.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&in_out);
@@ -149,7 +171,10 @@ impl LoginSealer {
         let raw = URL_SAFE_NO_PAD.decode(value).ok()?;
         let nonce = Nonce::try_assume_unique_for_key(raw.get(..NONCE_LEN)?).ok()?;
         let mut in_out = raw.get(NONCE_LEN..)?.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(name.as_bytes()), &mut in_out).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(name.as_bytes()), &mut in_out)
+            .ok()?;
         serde_json::from_slice(plain).ok()
     }
 }
@@ -160,12 +185,18 @@ pub struct RefreshLocks(moka::sync::Cache<[u8; 32], Arc<tokio::sync::Mutex<()>>>
 impl RefreshLocks {
     /// An empty set.
     pub fn new() -> RefreshLocks {
-        RefreshLocks(moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(std::time::Duration::from_secs(120)).build())
+        RefreshLocks(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(120))
+                .build(),
+        )
     }
 
     /// The lock of the session with this digest.
     pub fn get(&self, session: [u8; 32]) -> Arc<tokio::sync::Mutex<()>> {
-        self.0.get_with(session, || Arc::new(tokio::sync::Mutex::new(())))
+        self.0
+            .get_with(session, || Arc::new(tokio::sync::Mutex::new(())))
     }
 }
 
@@ -200,8 +231,15 @@ mod tests {
         let l = login("state-1");
         let name = format!("authgate-login-{}", cookie_suffix(&l.state));
         let sealed = sealer.seal(&name, &l).unwrap();
-        assert!(!sealed.contains("verifier") && !sealed.contains("nonce"), "sealed, not signed");
-        assert_ne!(sealer.seal(&name, &l).unwrap(), sealed, "a fresh nonce every time");
+        assert!(
+            !sealed.contains("verifier") && !sealed.contains("nonce"),
+            "sealed, not signed"
+        );
+        assert_ne!(
+            sealer.seal(&name, &l).unwrap(),
+            sealed,
+            "a fresh nonce every time"
+        );
         assert_eq!(sealer.open(&name, &sealed), Some(l.clone()));
         let mut flipped = sealed.clone().into_bytes();
         flipped[20] = if flipped[20] == b'A' { b'B' } else { b'A' };
@@ -217,22 +255,47 @@ mod tests {
             assert_eq!(sealer.open(n, v), None, "{case}");
         }
         assert_eq!(other_key.open(&name, &sealed), None, "another key");
-        assert_eq!(sealer.open(&name, &"A".repeat(MAX_SEALED_LEN + 4)), None, "oversized");
+        assert_eq!(
+            sealer.open(&name, &"A".repeat(MAX_SEALED_LEN + 4)),
+            None,
+            "oversized"
+        );
 
         // Sizes: a typical login, and one with the longest return URL the gateway seals (1 KiB).
-        let typical = LoginState { state: "s".repeat(22), nonce: "n".repeat(22), pkce_verifier: "v".repeat(43), ..login("x") };
-        let long = LoginState { return_to: format!("https://billing.example.com/{}", "x".repeat(1000)), ..typical.clone() };
-        let (typical, long) = (sealer.seal(&name, &typical).unwrap().len(), sealer.seal(&name, &long).unwrap().len());
+        let typical = LoginState {
+            state: "s".repeat(22),
+            nonce: "n".repeat(22),
+            pkce_verifier: "v".repeat(43),
+            ..login("x")
+        };
+        let long = LoginState {
+            return_to: format!("https://billing.example.com/{}", "x".repeat(1000)),
+            ..typical.clone()
+        };
+        let (typical, long) = (
+            sealer.seal(&name, &typical).unwrap().len(),
+            sealer.seal(&name, &long).unwrap().len(),
+        );
         assert!(typical < 400, "{typical}");
-        assert!(long < 1800, "{long}: a browser keeps at most 4 KiB per cookie");
+        assert!(
+            long < 1800,
+            "{long}: a browser keeps at most 4 KiB per cookie"
+        );
     }
 
     #[test]
     fn a_login_names_its_provider() {
         let sealer = LoginSealer::new(&[7; KEY_LEN]).unwrap();
-        let github = LoginState { provider: "github".into(), nonce: String::new(), ..login("gh-state") };
+        let github = LoginState {
+            provider: "github".into(),
+            nonce: String::new(),
+            ..login("gh-state")
+        };
         let name = format!("authgate-login-{}", cookie_suffix(&github.state));
-        assert_eq!(sealer.open(&name, &sealer.seal(&name, &github).unwrap()), Some(github.clone()));
+        assert_eq!(
+            sealer.open(&name, &sealer.seal(&name, &github).unwrap()),
+            Some(github.clone())
+        );
         // The `[idp]`'s logins write no provider at all, and logins sealed before providers open as the `[idp]`'s.
         let oidc = login("oidc-state");
         assert!(!serde_json::to_string(&oidc).unwrap().contains("\"p\""));
@@ -248,12 +311,24 @@ mod tests {
         for bad in ["", "ab", "abcd", "ABC"] {
             assert!(!l.has_state(bad), "{bad}");
         }
-        for (now, timeout, fresh) in [(1_000, 600, true), (1_600, 600, true), (1_601, 600, false), (940, 600, true), (900, 600, false)] {
+        for (now, timeout, fresh) in [
+            (1_000, 600, true),
+            (1_600, 600, true),
+            (1_601, 600, false),
+            (940, 600, true),
+            (900, 600, false),
+        ] {
             assert_eq!(l.fresh(now, timeout), fresh, "now {now}");
         }
         let debug = format!("{l:?}");
-        assert!(!debug.contains("secret") && !debug.contains("abc"), "{debug}");
-        assert_eq!(format!("{:?}", LoginSealer::random().unwrap()), "LoginSealer(***)");
+        assert!(
+            !debug.contains("secret") && !debug.contains("abc"),
+            "{debug}"
+        );
+        assert_eq!(
+            format!("{:?}", LoginSealer::random().unwrap()),
+            "LoginSealer(***)"
+        );
     }
 
     #[test]

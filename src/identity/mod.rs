@@ -26,17 +26,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Seconds since the epoch (0 if the clock is before it): the one clock for token and session
 /// expiry.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The HTTP client for calls to the IdP: every call bounded by `timeout`, redirects followed
 /// only where the endpoint may legitimately move (discovery, JWKS).
-#[allow(clippy::expect_used, reason = "start-up only: a TLS backend that cannot load is a broken build")]
+#[allow(
+    clippy::expect_used,
+    reason = "start-up only: a TLS backend that cannot load is a broken build"
+)]
 pub fn idp_client(timeout: Duration, follow_redirects: bool) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(if follow_redirects { reqwest::redirect::Policy::limited(3) } else { reqwest::redirect::Policy::none() })
+        .redirect(if follow_redirects {
+            reqwest::redirect::Policy::limited(3)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
         .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client's settings are valid")
@@ -74,7 +84,12 @@ pub struct Principal {
 impl Principal {
     /// `sub` and `email` as header values for the upstream (percent-encoded where needed).
     pub fn header_values(&self) -> &(HeaderValue, Option<HeaderValue>) {
-        self.header_values.0.get_or_init(|| (crate::headers::encode(&self.subject), self.email.as_deref().map(crate::headers::encode)))
+        self.header_values.0.get_or_init(|| {
+            (
+                crate::headers::encode(&self.subject),
+                self.email.as_deref().map(crate::headers::encode),
+            )
+        })
     }
 }
 
@@ -112,11 +127,17 @@ pub struct Grants(HashMap<Box<str>, Box<[Box<str>]>>);
 impl Grants {
     /// Reads a claim; anything that is not an object of string arrays grants nothing.
     pub fn from_claim(value: &serde_json::Value) -> Grants {
-        let Some(obj) = value.as_object() else { return Grants::default() };
+        let Some(obj) = value.as_object() else {
+            return Grants::default();
+        };
         Grants(
             obj.iter()
                 .filter_map(|(k, v)| {
-                    let actions: Box<[Box<str>]> = v.as_array()?.iter().filter_map(|a| a.as_str().map(Into::into)).collect();
+                    let actions: Box<[Box<str>]> = v
+                        .as_array()?
+                        .iter()
+                        .filter_map(|a| a.as_str().map(Into::into))
+                        .collect();
                     Some((k.as_str().into(), actions))
                 })
                 .collect(),
@@ -125,7 +146,9 @@ impl Grants {
 
     /// True when `entity` lists `action`.
     pub fn lists(&self, entity: &str, action: &str) -> bool {
-        self.0.get(entity).is_some_and(|actions| actions.iter().any(|a| &**a == action))
+        self.0
+            .get(entity)
+            .is_some_and(|actions| actions.iter().any(|a| &**a == action))
     }
 
     /// True when nothing is granted.
@@ -135,6 +158,11 @@ impl Grants {
 
     /// The grants as JSON, for session info and logs.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.0.iter().map(|(k, v)| (k.to_string(), v.iter().map(|a| a.to_string()).collect())).collect())
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|a| a.to_string()).collect()))
+                .collect(),
+        )
     }
 }

@@ -9,9 +9,9 @@ use super::discovery::{Discovery, DiscoveryError};
 use crate::config::model::{ClientSettings, IdpSettings, TokenAuth};
 use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardTokenResponse,
-    TokenUrl,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    ExtraTokenFields, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, RequestTokenError, Scope, StandardTokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -108,7 +108,12 @@ impl Oidc {
     /// document the key cache uses).
     pub fn from_config(idp: &IdpSettings, discovery: Arc<Discovery>) -> Oidc {
         // The token endpoint must not redirect (credentials would follow).
-        Oidc { discovery, issuer: idp.issuer.clone(), http: super::idp_client(idp.timeout, false), latency: None }
+        Oidc {
+            discovery,
+            issuer: idp.issuer.clone(),
+            http: super::idp_client(idp.timeout, false),
+            latency: None,
+        }
     }
 
     /// Observes each token-endpoint call's latency into `latency`, labelled `token`.
@@ -122,7 +127,8 @@ impl Oidc {
         let started = std::time::Instant::now();
         let out = call.await;
         if let Some(h) = &self.latency {
-            h.with_label_values(&["token"]).observe(started.elapsed().as_secs_f64());
+            h.with_label_values(&["token"])
+                .observe(started.elapsed().as_secs_f64());
         }
         out
     }
@@ -134,35 +140,66 @@ impl Oidc {
 
     /// The provider's metadata, from the cached discovery document (fetched when stale).
     pub async fn provider(&self) -> Result<Arc<Provider>, OidcError> {
-        self.discovery.provider().await.map_err(OidcError::Discovery)
+        self.discovery
+            .provider()
+            .await
+            .map_err(OidcError::Discovery)
     }
 
     /// The authorization URL for `client`, coming back to `redirect_uri`, with fresh state,
     /// nonce and PKCE S256. `reauthenticate` (after a logout) asks the IdP to authenticate the
     /// user again rather than reuse its own session: `prompt=login` and `max_age=0`.
-    pub fn authorize(&self, provider: &Provider, client: &ClientSettings, redirect_uri: &str, reauthenticate: bool) -> Result<Authorization, OidcError> {
-        let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
-        let oidc = CoreClient::from_provider_metadata(provider.metadata.clone(), ClientId::new(client.client_id.clone()), None).set_redirect_uri(redirect);
+    pub fn authorize(
+        &self,
+        provider: &Provider,
+        client: &ClientSettings,
+        redirect_uri: &str,
+        reauthenticate: bool,
+    ) -> Result<Authorization, OidcError> {
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
+        let oidc = CoreClient::from_provider_metadata(
+            provider.metadata.clone(),
+            ClientId::new(client.client_id.clone()),
+            None,
+        )
+        .set_redirect_uri(redirect);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut request = oidc.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        let mut request = oidc.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
         for scope in client.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         if reauthenticate {
-            request = request.add_prompt(CoreAuthPrompt::Login).set_max_age(Duration::ZERO);
+            request = request
+                .add_prompt(CoreAuthPrompt::Login)
+                .set_max_age(Duration::ZERO);
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
-        Ok(Authorization { url, state: state.secret().clone(), nonce: nonce.secret().clone(), pkce_verifier: verifier.secret().clone() })
+        Ok(Authorization {
+            url,
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        })
     }
 
     fn token_client(&self, provider: &Provider, client: &ClientSettings) -> TokenClient {
-        let mut c = oauth2::Client::new(ClientId::new(client.client_id.clone())).set_token_uri(TokenUrl::from_url(provider.token_url.clone()));
+        let mut c = oauth2::Client::new(ClientId::new(client.client_id.clone()))
+            .set_token_uri(TokenUrl::from_url(provider.token_url.clone()));
         match client.token_auth {
             TokenAuth::ClientSecretBasic => {
-                c = c.set_client_secret(ClientSecret::new(client.client_secret.expose().to_string())).set_auth_type(AuthType::BasicAuth)
+                c = c
+                    .set_client_secret(ClientSecret::new(client.client_secret.expose().to_string()))
+                    .set_auth_type(AuthType::BasicAuth)
             }
             TokenAuth::ClientSecretPost => {
-                c = c.set_client_secret(ClientSecret::new(client.client_secret.expose().to_string())).set_auth_type(AuthType::RequestBody)
+                c = c
+                    .set_client_secret(ClientSecret::new(client.client_secret.expose().to_string()))
+                    .set_auth_type(AuthType::RequestBody)
             }
             TokenAuth::None => c = c.set_auth_type(AuthType::RequestBody),
         }
@@ -178,22 +215,44 @@ impl Oidc {
         pkce_verifier: &str,
         redirect_uri: &str,
     ) -> Result<TokenSet, OidcError> {
-        let redirect = RedirectUrl::new(redirect_uri.to_string()).map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
-        let token_client = self.token_client(provider, client).set_redirect_uri(redirect);
-        let request = token_client.exchange_code(AuthorizationCode::new(code.to_string())).set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()));
-        let response = self.timed(request.request_async(&self.http)).await.map_err(token_error)?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|_| OidcError::BadResponse("the redirect URI is not a URL"))?;
+        let token_client = self
+            .token_client(provider, client)
+            .set_redirect_uri(redirect);
+        let request = token_client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()));
+        let response = self
+            .timed(request.request_async(&self.http))
+            .await
+            .map_err(token_error)?;
         let set = token_set(response);
         if set.id_token.is_none() {
-            return Err(OidcError::BadResponse("no id_token (is `openid` among the scopes?)"));
+            return Err(OidcError::BadResponse(
+                "no id_token (is `openid` among the scopes?)",
+            ));
         }
         Ok(set)
     }
 
     /// Uses a refresh token with the client's credentials.
-    pub async fn refresh(&self, provider: &Provider, client: &ClientSettings, refresh_token: &str) -> Result<TokenSet, OidcError> {
+    pub async fn refresh(
+        &self,
+        provider: &Provider,
+        client: &ClientSettings,
+        refresh_token: &str,
+    ) -> Result<TokenSet, OidcError> {
         let token = RefreshToken::new(refresh_token.to_string());
         let token_client = self.token_client(provider, client);
-        let response = self.timed(token_client.exchange_refresh_token(&token).request_async(&self.http)).await.map_err(token_error)?;
+        let response = self
+            .timed(
+                token_client
+                    .exchange_refresh_token(&token)
+                    .request_async(&self.http),
+            )
+            .await
+            .map_err(token_error)?;
         Ok(token_set(response))
     }
 }
@@ -207,11 +266,15 @@ fn token_set(r: TokenResponse) -> TokenSet {
     }
 }
 
-fn token_error<E: std::error::Error + 'static>(e: RequestTokenError<E, oauth2::basic::BasicErrorResponse>) -> OidcError {
+fn token_error<E: std::error::Error + 'static>(
+    e: RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
+) -> OidcError {
     match e {
         RequestTokenError::ServerResponse(r) => OidcError::Refused(r.error().to_string()),
         RequestTokenError::Request(e) => OidcError::Unavailable(e.to_string()),
-        RequestTokenError::Parse(e, _) => OidcError::Unavailable(format!("unreadable response: {}", e.path())),
+        RequestTokenError::Parse(e, _) => {
+            OidcError::Unavailable(format!("unreadable response: {}", e.path()))
+        }
         RequestTokenError::Other(e) => OidcError::Unavailable(e),
     }
 }
@@ -222,9 +285,17 @@ mod tests {
 
     #[test]
     fn token_sets_never_print_their_tokens() {
-        let set = TokenSet { access_token: "at-secret".into(), id_token: Some("id-secret".into()), refresh_token: None, expires_in: Some(Duration::from_secs(60)) };
+        let set = TokenSet {
+            access_token: "at-secret".into(),
+            id_token: Some("id-secret".into()),
+            refresh_token: None,
+            expires_in: Some(Duration::from_secs(60)),
+        };
         let printed = format!("{set:?}");
         assert!(!printed.contains("secret"), "{printed}");
-        assert!(printed.contains("refresh_token: None") && printed.contains("60s"), "{printed}");
+        assert!(
+            printed.contains("refresh_token: None") && printed.contains("60s"),
+            "{printed}"
+        );
     }
 }

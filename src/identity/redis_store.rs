@@ -16,10 +16,12 @@
 //!   its end, and the connection manager reconnects by itself.
 
 use crate::config::model::RedisSettings;
-use crate::secret::{decode_login_key as decode_key, LOGIN_KEY_LEN as KEY_LEN};
 use crate::identity::now_secs;
-use crate::identity::session::{random_token, Ended, RefreshLease, SessionData, SessionId, SessionStore, StoreUnavailable};
+use crate::identity::session::{
+    random_token, Ended, RefreshLease, SessionData, SessionId, SessionStore, StoreUnavailable,
+};
 use crate::metrics::Metrics;
+use crate::secret::{decode_login_key as decode_key, LOGIN_KEY_LEN as KEY_LEN};
 use async_trait::async_trait;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::hmac;
@@ -158,15 +160,24 @@ pub struct RedisStore {
 impl RedisStore {
     /// The store for `settings`; sessions idle for `idle` end. Connects on first use (a Redis
     /// that is down at start-up is no reason not to serve bearer traffic).
-    pub fn from_config(settings: &RedisSettings, idle: Duration, metrics: &Metrics) -> Result<RedisStore, RedisStoreError> {
+    pub fn from_config(
+        settings: &RedisSettings,
+        idle: Duration,
+        metrics: &Metrics,
+    ) -> Result<RedisStore, RedisStoreError> {
         let key = decode_key(settings.key.expose())?;
         let client = match &settings.ca_file {
             None => redis::Client::open(settings.url.expose()).map_err(|_| RedisStoreError::Url)?,
             Some(path) => {
                 let shown = path.display().to_string();
-                let pem = std::fs::read(path).map_err(|e| RedisStoreError::CaFile(shown.clone(), e.to_string()))?;
-                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-                redis::Client::build_with_tls(settings.url.expose(), certificates).map_err(|e| RedisStoreError::CaFile(shown, e.to_string()))?
+                let pem = std::fs::read(path)
+                    .map_err(|e| RedisStoreError::CaFile(shown.clone(), e.to_string()))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(settings.url.expose(), certificates)
+                    .map_err(|e| RedisStoreError::CaFile(shown, e.to_string()))?
             }
         };
         // Bounded reconnects: a request waits for at most one quick retry, then fails over to 503;
@@ -183,7 +194,10 @@ impl RedisStore {
             connection: tokio::sync::OnceCell::new(),
             prefix: settings.prefix.clone(),
             seal: sealing_key(&key, b"authgate session encryption")?,
-            names: hmac::Key::new(hmac::HMAC_SHA256, &derive(&key, b"authgate session key names")),
+            names: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                &derive(&key, b"authgate session key names"),
+            ),
             idle,
             bound: settings.connect_timeout * 2 + settings.timeout + Duration::from_millis(250),
             down: AtomicBool::new(false),
@@ -243,7 +257,13 @@ impl RedisStore {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
         let mut in_out = serde_json::to_vec(session).map_err(|_| StoreUnavailable)?;
-        self.seal.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(name.as_bytes()), &mut in_out).map_err(|_| StoreUnavailable)?;
+        self.seal
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(name.as_bytes()),
+                &mut in_out,
+            )
+            .map_err(|_| StoreUnavailable)?;
         let mut out = Vec::with_capacity(NONCE_LEN + in_out.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&in_out);
@@ -254,13 +274,17 @@ impl RedisStore {
     fn open(&self, name: &str, sealed: &[u8]) -> Option<SessionData> {
         let nonce = Nonce::try_assume_unique_for_key(sealed.get(..NONCE_LEN)?).ok()?;
         let mut in_out = sealed.get(NONCE_LEN..)?.to_vec();
-        let plain = self.seal.open_in_place(nonce, Aad::from(name.as_bytes()), &mut in_out).ok()?;
+        let plain = self
+            .seal
+            .open_in_place(nonce, Aad::from(name.as_bytes()), &mut in_out)
+            .ok()?;
         serde_json::from_slice(plain).ok()
     }
 
     /// Milliseconds a session lives from now: to its absolute expiry, at most the idle timeout.
     fn ttl_ms(&self, session: &SessionData) -> u64 {
-        let left = Duration::from_secs(session.expires_at.saturating_sub(now_secs())).min(self.idle);
+        let left =
+            Duration::from_secs(session.expires_at.saturating_sub(now_secs())).min(self.idle);
         u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
@@ -275,14 +299,25 @@ impl RedisStore {
         let attempt = async {
             let conn = self
                 .connection
-                .get_or_try_init(|| async { ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager_config.clone()) })
+                .get_or_try_init(|| async {
+                    ConnectionManager::new_lazy_with_config(
+                        self.client.clone(),
+                        self.manager_config.clone(),
+                    )
+                })
                 .await?
                 .clone();
             match f(conn.clone()).await {
                 // A connection that broke (Redis restarted, a failover): the error started a
                 // reconnect; one more try on it, so the first request after Redis is back is
                 // served. (Every write here is idempotent or a compare-and-swap.)
-                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => f(conn).await,
+                Err(e)
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal() =>
+                {
+                    f(conn).await
+                }
                 other => other,
             }
         };
@@ -291,11 +326,16 @@ impl RedisStore {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.bound)),
         };
-        self.metrics.latency.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .latency
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(value) => {
                 if self.down.swap(false, Ordering::AcqRel) {
-                    tracing::warn!("session store (redis) is reachable again: sessions are served again");
+                    tracing::warn!(
+                        "session store (redis) is reachable again: sessions are served again"
+                    );
                 }
                 Ok(value)
             }
@@ -323,7 +363,8 @@ fn derive(key: &[u8; KEY_LEN], label: &[u8]) -> [u8; 32] {
 }
 
 fn sealing_key(key: &[u8; KEY_LEN], label: &[u8]) -> Result<LessSafeKey, RedisStoreError> {
-    let unbound = UnboundKey::new(&AES_256_GCM, &derive(key, label)).map_err(|_| crate::secret::LoginKeyError::Unusable)?;
+    let unbound = UnboundKey::new(&AES_256_GCM, &derive(key, label))
+        .map_err(|_| crate::secret::LoginKeyError::Unusable)?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -339,8 +380,15 @@ impl SessionStore for RedisStore {
         let mut invocation = self.scripts.get.key(&key);
         invocation.arg(idle).arg(now_secs());
         let script = &invocation;
-        let sealed: Option<Vec<u8>> = self.call("get", |mut c| async move { script.invoke_async(&mut c).await }).await?;
-        let Some(sealed) = sealed else { return Ok(None) };
+        let sealed: Option<Vec<u8>> = self
+            .call(
+                "get",
+                |mut c| async move { script.invoke_async(&mut c).await },
+            )
+            .await?;
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
         match self.open(&key, &sealed) {
             Some(session) if session.expires_at > now_secs() => Ok(Some(Arc::new(session))),
             Some(_) => Ok(None),
@@ -355,14 +403,29 @@ impl SessionStore for RedisStore {
     async fn put(&self, id: &SessionId, session: Arc<SessionData>) -> Result<(), StoreUnavailable> {
         let key = self.session_key(id);
         let sealed = self.seal(&key, &session)?;
-        let sid_index = session.sid.as_deref().map(|sid| self.sid_index(&session.client, sid)).unwrap_or_default();
+        let sid_index = session
+            .sid
+            .as_deref()
+            .map(|sid| self.sid_index(&session.client, sid))
+            .unwrap_or_default();
         // The IdP's back-channel logouts name its subjects: another provider's (a GitHub id)
         // goes into an index of its own, which no logout token reaches.
         let sub_index = match session.via.provider() {
             crate::config::model::IDP_PROVIDER => self.sub_index(&session.client, &session.subject),
-            provider => self.name("sub-other", &[provider.as_bytes(), session.client.as_bytes(), session.subject.as_bytes()]),
+            provider => self.name(
+                "sub-other",
+                &[
+                    provider.as_bytes(),
+                    session.client.as_bytes(),
+                    session.subject.as_bytes(),
+                ],
+            ),
         };
-        let index_ttl = session.expires_at.saturating_sub(now_secs()).saturating_mul(1000).max(1);
+        let index_ttl = session
+            .expires_at
+            .saturating_sub(now_secs())
+            .saturating_mul(1000)
+            .max(1);
         let active = self.active_set();
         let mut invocation = self.scripts.put.key(&key);
         invocation
@@ -376,18 +439,36 @@ impl SessionStore for RedisStore {
             .arg(index_ttl)
             .arg(now_secs());
         let script = &invocation;
-        let count: i64 = self.call("put", |mut c| async move { script.invoke_async(&mut c).await }).await?;
+        let count: i64 = self
+            .call(
+                "put",
+                |mut c| async move { script.invoke_async(&mut c).await },
+            )
+            .await?;
         self.set_active(count);
         Ok(())
     }
 
-    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> Result<bool, StoreUnavailable> {
+    async fn replace(
+        &self,
+        id: &SessionId,
+        expected: u64,
+        session: Arc<SessionData>,
+    ) -> Result<bool, StoreUnavailable> {
         let key = self.session_key(id);
         let sealed = self.seal(&key, &session)?;
         let mut invocation = self.scripts.replace.key(&key);
-        invocation.arg(expected).arg(sealed).arg(session.generation).arg(self.ttl_ms(&session));
+        invocation
+            .arg(expected)
+            .arg(sealed)
+            .arg(session.generation)
+            .arg(self.ttl_ms(&session));
         let script = &invocation;
-        let written: i64 = self.call("replace", |mut c| async move { script.invoke_async(&mut c).await }).await?;
+        let written: i64 = self
+            .call("replace", |mut c| async move {
+                script.invoke_async(&mut c).await
+            })
+            .await?;
         Ok(written == 1)
     }
 
@@ -396,7 +477,11 @@ impl SessionStore for RedisStore {
         let mut invocation = self.scripts.remove.key(&key);
         invocation.key(&active).arg("").arg(now_secs());
         let script = &invocation;
-        let (_, count): (i64, i64) = self.call("remove", |mut c| async move { script.invoke_async(&mut c).await }).await?;
+        let (_, count): (i64, i64) = self
+            .call("remove", |mut c| async move {
+                script.invoke_async(&mut c).await
+            })
+            .await?;
         self.set_active(count);
         Ok(())
     }
@@ -406,12 +491,20 @@ impl SessionStore for RedisStore {
         let mut invocation = self.scripts.remove.key(&key);
         invocation.key(&active).arg(expected).arg(now_secs());
         let script = &invocation;
-        let (removed, count): (i64, i64) = self.call("remove", |mut c| async move { script.invoke_async(&mut c).await }).await?;
+        let (removed, count): (i64, i64) = self
+            .call("remove", |mut c| async move {
+                script.invoke_async(&mut c).await
+            })
+            .await?;
         self.set_active(count);
         Ok(removed == 1)
     }
 
-    async fn end_matching(&self, client: &str, which: Ended<'_>) -> Result<usize, StoreUnavailable> {
+    async fn end_matching(
+        &self,
+        client: &str,
+        which: Ended<'_>,
+    ) -> Result<usize, StoreUnavailable> {
         let index = match which {
             Ended::Sid(sid) => self.sid_index(client, sid),
             Ended::Subject(sub) => self.sub_index(client, sub),
@@ -420,7 +513,11 @@ impl SessionStore for RedisStore {
         let mut invocation = self.scripts.end_matching.key(&index);
         invocation.key(&active).arg(now_secs());
         let script = &invocation;
-        let (ended, count): (i64, i64) = self.call("end_matching", |mut c| async move { script.invoke_async(&mut c).await }).await?;
+        let (ended, count): (i64, i64) = self
+            .call("end_matching", |mut c| async move {
+                script.invoke_async(&mut c).await
+            })
+            .await?;
         self.set_active(count);
         Ok(usize::try_from(ended).unwrap_or(0))
     }
@@ -428,17 +525,42 @@ impl SessionStore for RedisStore {
     async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreUnavailable> {
         let name = self.name("seen", &[key.as_bytes()]);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let cmd = &redis::cmd("SET").arg(&name).arg(1).arg("NX").arg("PX").arg(ms).clone();
-        let set: Option<String> = self.call("first_sight", |mut c| async move { cmd.query_async(&mut c).await }).await?;
+        let cmd = &redis::cmd("SET")
+            .arg(&name)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .clone();
+        let set: Option<String> = self
+            .call("first_sight", |mut c| async move {
+                cmd.query_async(&mut c).await
+            })
+            .await?;
         Ok(set.is_some())
     }
 
-    async fn lease_refresh(&self, id: &SessionId, ttl: Duration) -> Result<RefreshLease, StoreUnavailable> {
+    async fn lease_refresh(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> Result<RefreshLease, StoreUnavailable> {
         let name = self.name("lease", &[id.expose().as_bytes()]);
         let token = random_token(16);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let cmd = &redis::cmd("SET").arg(&name).arg(&token).arg("NX").arg("PX").arg(ms).clone();
-        let set: Option<String> = self.call("lease", |mut c| async move { cmd.query_async(&mut c).await }).await?;
+        let cmd = &redis::cmd("SET")
+            .arg(&name)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms)
+            .clone();
+        let set: Option<String> = self
+            .call(
+                "lease",
+                |mut c| async move { cmd.query_async(&mut c).await },
+            )
+            .await?;
         Ok(match set {
             Some(_) => RefreshLease::Held(token),
             None => RefreshLease::Busy,
@@ -451,7 +573,11 @@ impl SessionStore for RedisStore {
         invocation.arg(lease);
         let script = &invocation;
         // A lease not released expires by itself: nothing to do about a failure here.
-        let _ = self.call("release", |mut c| async move { script.invoke_async::<i64>(&mut c).await }).await;
+        let _ = self
+            .call("release", |mut c| async move {
+                script.invoke_async::<i64>(&mut c).await
+            })
+            .await;
     }
 }
 
@@ -474,33 +600,70 @@ mod tests {
 
     #[tokio::test]
     async fn rediss_with_a_private_ca() {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert_path, cert.cert.pem()).unwrap();
         std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-        let Some(redis) = devidp::redis::RedisServer::start_tls_or_skip("redis_store TLS test", &cert_path, &key_path) else { return };
+        let Some(redis) = devidp::redis::RedisServer::start_tls_or_skip(
+            "redis_store TLS test",
+            &cert_path,
+            &key_path,
+        ) else {
+            return;
+        };
         let metrics = Metrics::new();
         let mut tls = settings(&redis.url().replace("redis://", "rediss://"), "tls:");
         tls.ca_file = Some(cert_path.clone());
         let store = RedisStore::from_config(&tls, Duration::from_secs(60), &metrics).unwrap();
         let id = SessionId::generate();
         store.put(&id, Arc::new(data(60))).await.unwrap();
-        assert_eq!(store.get(&id).await.unwrap().unwrap().subject, "s", "over TLS, the certificate checked against ca_file");
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().subject,
+            "s",
+            "over TLS, the certificate checked against ca_file"
+        );
 
         // Without the CA, the system's roots refuse the certificate: unavailable, never unchecked.
-        let untrusted = RedisStore::from_config(&settings(&redis.url().replace("redis://", "rediss://"), "tls:"), Duration::from_secs(60), &metrics).unwrap();
-        assert_eq!(untrusted.put(&id, Arc::new(data(60))).await, Err(StoreUnavailable));
+        let untrusted = RedisStore::from_config(
+            &settings(&redis.url().replace("redis://", "rediss://"), "tls:"),
+            Duration::from_secs(60),
+            &metrics,
+        )
+        .unwrap();
+        assert_eq!(
+            untrusted.put(&id, Arc::new(data(60))).await,
+            Err(StoreUnavailable)
+        );
         // Plain redis:// to the TLS port does not work either.
-        let plain = RedisStore::from_config(&settings(&redis.url(), "tls:"), Duration::from_secs(60), &metrics).unwrap();
-        assert_eq!(plain.put(&id, Arc::new(data(60))).await, Err(StoreUnavailable));
+        let plain = RedisStore::from_config(
+            &settings(&redis.url(), "tls:"),
+            Duration::from_secs(60),
+            &metrics,
+        )
+        .unwrap();
+        assert_eq!(
+            plain.put(&id, Arc::new(data(60))).await,
+            Err(StoreUnavailable)
+        );
     }
 
     #[tokio::test]
     async fn fulfils_the_store_contract_and_keeps_no_secret_in_clear() {
-        let Some(redis) = devidp::redis::RedisServer::start_or_skip("redis_store unit test") else { return };
+        let Some(redis) = devidp::redis::RedisServer::start_or_skip("redis_store unit test") else {
+            return;
+        };
         let metrics = Metrics::new();
-        let store = RedisStore::from_config(&settings(&redis.url(), "t1:"), Duration::from_secs(60), &metrics).unwrap();
+        let store = RedisStore::from_config(
+            &settings(&redis.url(), "t1:"),
+            Duration::from_secs(60),
+            &metrics,
+        )
+        .unwrap();
         store_contract(&store).await;
 
         // A session's key is a digest, its value ciphertext: neither the id nor a token shows.
@@ -510,47 +673,129 @@ mod tests {
         store.put(&id, Arc::new(session)).await.unwrap();
         let dump = redis.dump("t1:*");
         assert!(dump.contains("t1:s:"), "{dump}");
-        assert!(!dump.contains(id.expose()) && !dump.contains("access-token-in-clear"), "{dump}");
+        assert!(
+            !dump.contains(id.expose()) && !dump.contains("access-token-in-clear"),
+            "{dump}"
+        );
 
         // The same key and prefix elsewhere read it; another key does not, another prefix does not see it.
-        let twin = RedisStore::from_config(&settings(&redis.url(), "t1:"), Duration::from_secs(60), &metrics).unwrap();
-        assert_eq!(twin.get(&id).await.unwrap().unwrap().tokens.access_token.expose(), "access-token-in-clear");
+        let twin = RedisStore::from_config(
+            &settings(&redis.url(), "t1:"),
+            Duration::from_secs(60),
+            &metrics,
+        )
+        .unwrap();
+        assert_eq!(
+            twin.get(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .tokens
+                .access_token
+                .expose(),
+            "access-token-in-clear"
+        );
         let mut other_key = settings(&redis.url(), "t1:");
-        other_key.key = Secret::new("HwEC AwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".replace(' ', ""));
-        assert!(RedisStore::from_config(&other_key, Duration::from_secs(60), &metrics).unwrap().get(&id).await.unwrap().is_none());
-        assert!(RedisStore::from_config(&settings(&redis.url(), "t2:"), Duration::from_secs(60), &metrics).unwrap().get(&id).await.unwrap().is_none());
+        other_key.key =
+            Secret::new("HwEC AwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".replace(' ', ""));
+        assert!(
+            RedisStore::from_config(&other_key, Duration::from_secs(60), &metrics)
+                .unwrap()
+                .get(&id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(RedisStore::from_config(
+            &settings(&redis.url(), "t2:"),
+            Duration::from_secs(60),
+            &metrics
+        )
+        .unwrap()
+        .get(&id)
+        .await
+        .unwrap()
+        .is_none());
 
         // The lease: one holder at a time, released only by it.
-        let lease = store.lease_refresh(&id, Duration::from_secs(5)).await.unwrap();
-        let RefreshLease::Held(token) = lease else { panic!("the first lease is held") };
-        assert_eq!(twin.lease_refresh(&id, Duration::from_secs(5)).await.unwrap(), RefreshLease::Busy);
+        let lease = store
+            .lease_refresh(&id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let RefreshLease::Held(token) = lease else {
+            panic!("the first lease is held")
+        };
+        assert_eq!(
+            twin.lease_refresh(&id, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            RefreshLease::Busy
+        );
         twin.release_refresh(&id, "not-the-token").await;
-        assert_eq!(twin.lease_refresh(&id, Duration::from_secs(5)).await.unwrap(), RefreshLease::Busy, "only the holder releases");
+        assert_eq!(
+            twin.lease_refresh(&id, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            RefreshLease::Busy,
+            "only the holder releases"
+        );
         store.release_refresh(&id, &token).await;
-        assert!(matches!(twin.lease_refresh(&id, Duration::from_secs(5)).await.unwrap(), RefreshLease::Held(_)));
+        assert!(matches!(
+            twin.lease_refresh(&id, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            RefreshLease::Held(_)
+        ));
 
         // Idle timeout: the key's TTL.
-        let idle = RedisStore::from_config(&settings(&redis.url(), "t3:"), Duration::from_millis(300), &metrics).unwrap();
+        let idle = RedisStore::from_config(
+            &settings(&redis.url(), "t3:"),
+            Duration::from_millis(300),
+            &metrics,
+        )
+        .unwrap();
         idle.put(&id, Arc::new(data(60))).await.unwrap();
         assert!(idle.get(&id).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(idle.get(&id).await.unwrap().is_none(), "an idle session is gone");
-        assert!(metrics.render().contains("authgate_session_store_duration_seconds_bucket{operation=\"get\""));
+        assert!(
+            idle.get(&id).await.unwrap().is_none(),
+            "an idle session is gone"
+        );
+        assert!(metrics
+            .render()
+            .contains("authgate_session_store_duration_seconds_bucket{operation=\"get\""));
     }
 
     #[tokio::test]
     async fn an_unreachable_redis_is_unavailable_then_recovers() {
-        let Some(mut redis) = devidp::redis::RedisServer::start_or_skip("redis_store unit test") else { return };
+        let Some(mut redis) = devidp::redis::RedisServer::start_or_skip("redis_store unit test")
+        else {
+            return;
+        };
         let metrics = Metrics::new();
-        let store = RedisStore::from_config(&settings(&redis.url(), "t4:"), Duration::from_secs(60), &metrics).unwrap();
+        let store = RedisStore::from_config(
+            &settings(&redis.url(), "t4:"),
+            Duration::from_secs(60),
+            &metrics,
+        )
+        .unwrap();
         let id = SessionId::generate();
         store.put(&id, Arc::new(data(60))).await.unwrap();
         redis.stop();
         let started = Instant::now();
         assert!(matches!(store.get(&id).await, Err(StoreUnavailable)));
-        assert!(started.elapsed() < Duration::from_secs(2), "bounded: {:?}", started.elapsed());
-        assert_eq!(store.put(&id, Arc::new(data(60))).await, Err(StoreUnavailable));
-        assert!(metrics.render().contains("authgate_session_store_errors_total{operation=\"get\"} 1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            store.put(&id, Arc::new(data(60))).await,
+            Err(StoreUnavailable)
+        );
+        assert!(metrics
+            .render()
+            .contains("authgate_session_store_errors_total{operation=\"get\"} 1"));
         redis.restart();
         let mut back = false;
         for _ in 0..50 {

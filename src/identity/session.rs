@@ -9,9 +9,9 @@ use crate::digest::{Digest, KeyedDigest};
 use crate::identity::GitHubIdentity;
 use crate::secret::Secret;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,11 @@ impl SessionId {
 
     /// Reads an id from a cookie value; anything that cannot be one of ours is `None`.
     pub fn parse(value: &str) -> Option<SessionId> {
-        (value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')).then(|| SessionId(value.to_string()))
+        (value.len() == 43
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| SessionId(value.to_string()))
     }
 
     /// The cookie value.
@@ -169,20 +173,30 @@ pub trait SessionStore: Send + Sync {
     /// `expected` (the one the caller read). `false`: it was ended or changed meanwhile, and
     /// nothing was written — so a refresh racing a logout cannot bring the session back, and a
     /// slow refresher cannot overwrite a newer refresh (the generation is the fencing token).
-    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> Result<bool, StoreUnavailable>;
+    async fn replace(
+        &self,
+        id: &SessionId,
+        expected: u64,
+        session: Arc<SessionData>,
+    ) -> Result<bool, StoreUnavailable>;
     /// Ends a session.
     async fn remove(&self, id: &SessionId) -> Result<(), StoreUnavailable>;
     /// Ends a session only while it still has generation `expected` (a refused refresh must
     /// not end a session another instance refreshed meanwhile).
     async fn remove_if(&self, id: &SessionId, expected: u64) -> Result<bool, StoreUnavailable>;
     /// Ends the sessions of `client` that `which` names; returns how many.
-    async fn end_matching(&self, client: &str, which: Ended<'_>) -> Result<usize, StoreUnavailable>;
+    async fn end_matching(&self, client: &str, which: Ended<'_>)
+        -> Result<usize, StoreUnavailable>;
     /// Records that `key` (e.g. a logout token's issuer and `jti`) was seen, for `ttl`.
     /// `false`: it was seen before (by any instance sharing the store).
     async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreUnavailable>;
     /// Takes the session's refresh lease for `ttl`, unless another instance holds it. The
     /// in-process single flight comes first: this only coordinates instances.
-    async fn lease_refresh(&self, id: &SessionId, ttl: Duration) -> Result<RefreshLease, StoreUnavailable>;
+    async fn lease_refresh(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> Result<RefreshLease, StoreUnavailable>;
     /// Gives a lease back (a lease that expired meanwhile, or is another's, stays as it is).
     async fn release_refresh(&self, id: &SessionId, lease: &str);
 }
@@ -198,13 +212,31 @@ impl SessionExpiry {
 }
 
 impl moka::Expiry<Digest, Arc<SessionData>> for SessionExpiry {
-    fn expire_after_create(&self, _k: &Digest, v: &Arc<SessionData>, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &Digest,
+        v: &Arc<SessionData>,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(self.left(v))
     }
-    fn expire_after_update(&self, _k: &Digest, v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _k: &Digest,
+        v: &Arc<SessionData>,
+        _now: Instant,
+        _d: Option<Duration>,
+    ) -> Option<Duration> {
         Some(self.left(v))
     }
-    fn expire_after_read(&self, _k: &Digest, v: &Arc<SessionData>, _now: Instant, _d: Option<Duration>, _u: Instant) -> Option<Duration> {
+    fn expire_after_read(
+        &self,
+        _k: &Digest,
+        v: &Arc<SessionData>,
+        _now: Instant,
+        _d: Option<Duration>,
+        _u: Instant,
+    ) -> Option<Duration> {
         Some(self.left(v))
     }
 }
@@ -232,8 +264,16 @@ impl MemoryStore {
     /// A store with the configured bounds.
     pub fn from_config(s: &SessionSettings) -> MemoryStore {
         MemoryStore {
-            sessions: moka::sync::Cache::builder().max_capacity(s.max_sessions).expire_after(SessionExpiry { idle: s.idle_timeout }).build(),
-            seen: moka::sync::Cache::builder().max_capacity(100_000).expire_after(SeenExpiry).build(),
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(s.max_sessions)
+                .expire_after(SessionExpiry {
+                    idle: s.idle_timeout,
+                })
+                .build(),
+            seen: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(SeenExpiry)
+                .build(),
             keys: KeyedDigest::random(),
             active: None,
         }
@@ -257,7 +297,10 @@ impl MemoryStore {
     }
 
     fn remove_key(&self, key: Digest) {
-        let _ = self.sessions.entry(key).and_compute_with(|_| moka::ops::compute::Op::Remove);
+        let _ = self
+            .sessions
+            .entry(key)
+            .and_compute_with(|_| moka::ops::compute::Op::Remove);
     }
 }
 
@@ -268,7 +311,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Arc<SessionData>>, StoreUnavailable> {
-        Ok(self.sessions.get(&self.key(id)).filter(|session| session.expires_at > now_secs()))
+        Ok(self
+            .sessions
+            .get(&self.key(id))
+            .filter(|session| session.expires_at > now_secs()))
     }
 
     async fn put(&self, id: &SessionId, session: Arc<SessionData>) -> Result<(), StoreUnavailable> {
@@ -277,14 +323,26 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn replace(&self, id: &SessionId, expected: u64, session: Arc<SessionData>) -> Result<bool, StoreUnavailable> {
+    async fn replace(
+        &self,
+        id: &SessionId,
+        expected: u64,
+        session: Arc<SessionData>,
+    ) -> Result<bool, StoreUnavailable> {
         use moka::ops::compute::{CompResult, Op};
         let now = now_secs();
         // `and_compute_with` runs under the key's lock, serialised with `remove` below.
-        let result = self.sessions.entry(self.key(id)).and_compute_with(|current| match current {
-            Some(entry) if entry.value().generation == expected && entry.value().expires_at > now => Op::Put(session),
-            _ => Op::Nop,
-        });
+        let result = self
+            .sessions
+            .entry(self.key(id))
+            .and_compute_with(|current| match current {
+                Some(entry)
+                    if entry.value().generation == expected && entry.value().expires_at > now =>
+                {
+                    Op::Put(session)
+                }
+                _ => Op::Nop,
+            });
         Ok(matches!(result, CompResult::ReplacedWith(_)))
     }
 
@@ -296,15 +354,22 @@ impl SessionStore for MemoryStore {
 
     async fn remove_if(&self, id: &SessionId, expected: u64) -> Result<bool, StoreUnavailable> {
         use moka::ops::compute::{CompResult, Op};
-        let result = self.sessions.entry(self.key(id)).and_compute_with(|current| match current {
-            Some(entry) if entry.value().generation == expected => Op::Remove,
-            _ => Op::Nop,
-        });
+        let result = self
+            .sessions
+            .entry(self.key(id))
+            .and_compute_with(|current| match current {
+                Some(entry) if entry.value().generation == expected => Op::Remove,
+                _ => Op::Nop,
+            });
         self.count();
         Ok(matches!(result, CompResult::Removed(_)))
     }
 
-    async fn end_matching(&self, client: &str, which: Ended<'_>) -> Result<usize, StoreUnavailable> {
+    async fn end_matching(
+        &self,
+        client: &str,
+        which: Ended<'_>,
+    ) -> Result<usize, StoreUnavailable> {
         // A scan: back-channel logouts are rare, and the store is bounded.
         let matching: Vec<Digest> = self
             .sessions
@@ -332,7 +397,11 @@ impl SessionStore for MemoryStore {
         Ok(self.seen.entry(digest).or_insert(ttl).is_fresh())
     }
 
-    async fn lease_refresh(&self, _id: &SessionId, _ttl: Duration) -> Result<RefreshLease, StoreUnavailable> {
+    async fn lease_refresh(
+        &self,
+        _id: &SessionId,
+        _ttl: Duration,
+    ) -> Result<RefreshLease, StoreUnavailable> {
         // One process: the in-process single flight is the whole coordination.
         Ok(RefreshLease::Held(String::new()))
     }
@@ -358,7 +427,12 @@ impl CookieSpec {
     /// The cookie names and flags for a request that arrived over `https` (or not).
     pub fn new(base: &str, https: bool) -> CookieSpec {
         let prefix = if https { "__Host-" } else { "" };
-        CookieSpec { session: format!("{prefix}{base}"), login: format!("{prefix}{base}-login"), signed_out: format!("{prefix}{base}-signed-out"), secure: https }
+        CookieSpec {
+            session: format!("{prefix}{base}"),
+            login: format!("{prefix}{base}-login"),
+            signed_out: format!("{prefix}{base}-signed-out"),
+            secure: https,
+        }
     }
 
     /// The name of the cookie carrying the login with this cookie suffix.
@@ -374,12 +448,17 @@ impl CookieSpec {
     /// `Set-Cookie` for `name=value` living `max_age` (`None`: a browser-session cookie),
     /// written by the `cookie` crate: `Path=/`, `HttpOnly`, `SameSite=Lax`, `Secure` over HTTPS.
     pub fn set(&self, name: &str, value: &str, max_age: Option<Duration>) -> String {
-        let mut c = cookie::Cookie::build((name, value)).path("/").http_only(true).same_site(cookie::SameSite::Lax);
+        let mut c = cookie::Cookie::build((name, value))
+            .path("/")
+            .http_only(true)
+            .same_site(cookie::SameSite::Lax);
         if self.secure {
             c = c.secure(true);
         }
         if let Some(age) = max_age {
-            c = c.max_age(cookie::time::Duration::seconds(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)));
+            c = c.max_age(cookie::time::Duration::seconds(
+                i64::try_from(age.as_secs()).unwrap_or(i64::MAX),
+            ));
         }
         c.build().to_string()
     }
@@ -391,25 +470,45 @@ impl CookieSpec {
 }
 
 /// The value of cookie `name` from the request's `Cookie` headers.
-pub fn cookie_value<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
-    headers.into_iter().filter_map(|h| std::str::from_utf8(h).ok()).flat_map(|h| h.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then_some(v.trim().trim_matches('"'))
-    })
+pub fn cookie_value<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &str,
+) -> Option<&'a str> {
+    headers
+        .into_iter()
+        .filter_map(|h| std::str::from_utf8(h).ok())
+        .flat_map(|h| h.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.trim().trim_matches('"'))
+        })
 }
 
 /// Every `name=value` pair of the request's `Cookie` headers, trimmed.
-pub fn cookie_pairs<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<Item = (&'a str, &'a str)> {
-    headers.into_iter().filter_map(|h| std::str::from_utf8(h).ok()).flat_map(|h| h.split(';')).filter_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        Some((k, v.trim().trim_matches('"')))
-    })
+pub fn cookie_pairs<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    headers
+        .into_iter()
+        .filter_map(|h| std::str::from_utf8(h).ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            Some((k, v.trim().trim_matches('"')))
+        })
 }
 
 /// The `Cookie` header without the named cookies and the cookies named `{name}-…` (the
 /// gateway's own family); `None` when nothing is left.
 pub fn strip_cookies(header: &str, names: &[&str]) -> Option<String> {
-    let own = |name: &str| names.iter().any(|n| name == *n || name.strip_prefix(n).is_some_and(|rest| rest.starts_with('-')));
+    let own = |name: &str| {
+        names.iter().any(|n| {
+            name == *n
+                || name
+                    .strip_prefix(n)
+                    .is_some_and(|rest| rest.starts_with('-'))
+        })
+    };
     let kept: Vec<&str> = header
         .split(';')
         .map(str::trim)
@@ -430,7 +529,12 @@ pub(crate) mod tests {
             subject: "s".into(),
             email: None,
             name: None,
-            tokens: Tokens { access_token: Secret::new("at"), id_token: Secret::new("it"), refresh_token: None, access_expires_at: 0 },
+            tokens: Tokens {
+                access_token: Secret::new("at"),
+                id_token: Secret::new("it"),
+                refresh_token: None,
+                access_expires_at: 0,
+            },
             created_at: now_secs(),
             expires_at: now_secs() + expires_in,
             generation: 0,
@@ -462,7 +566,12 @@ pub(crate) mod tests {
         assert_eq!(a.expose().len(), 43, "256 bits in base64url");
         assert_eq!(SessionId::parse(a.expose()), Some(a.clone()));
         assert_eq!(format!("{a:?}"), "SessionId(***)");
-        for bad in ["", "short", &format!("{}=", &a.expose()[..42]), &format!("{}!", &a.expose()[..42])] {
+        for bad in [
+            "",
+            "short",
+            &format!("{}=", &a.expose()[..42]),
+            &format!("{}!", &a.expose()[..42]),
+        ] {
             assert!(SessionId::parse(bad).is_none(), "{bad}");
         }
     }
@@ -473,7 +582,10 @@ pub(crate) mod tests {
         store.put(&live, Arc::new(data(60))).await.unwrap();
         store.put(&dead, Arc::new(data(0))).await.unwrap();
         assert_eq!(store.get(&live).await.unwrap().unwrap().subject, "s");
-        assert!(store.get(&dead).await.unwrap().is_none(), "an expired session is gone");
+        assert!(
+            store.get(&dead).await.unwrap().is_none(),
+            "an expired session is gone"
+        );
         store.remove(&live).await.unwrap();
         assert!(store.get(&live).await.unwrap().is_none());
 
@@ -482,45 +594,134 @@ pub(crate) mod tests {
         store.put(&id, Arc::new(data(60))).await.unwrap();
         let mut next = data(60);
         next.generation = 1;
-        assert!(store.replace(&id, 0, Arc::new(next.clone())).await.unwrap(), "generation 0 is there");
-        assert!(!store.replace(&id, 0, Arc::new(next.clone())).await.unwrap(), "generation 0 is gone");
+        assert!(
+            store.replace(&id, 0, Arc::new(next.clone())).await.unwrap(),
+            "generation 0 is there"
+        );
+        assert!(
+            !store.replace(&id, 0, Arc::new(next.clone())).await.unwrap(),
+            "generation 0 is gone"
+        );
         assert_eq!(store.get(&id).await.unwrap().unwrap().generation, 1);
-        assert!(!store.remove_if(&id, 0).await.unwrap(), "an old generation ends nothing");
+        assert!(
+            !store.remove_if(&id, 0).await.unwrap(),
+            "an old generation ends nothing"
+        );
         assert!(store.get(&id).await.unwrap().is_some());
         assert!(store.remove_if(&id, 1).await.unwrap());
-        assert!(!store.replace(&id, 1, Arc::new(next)).await.unwrap(), "a removed session stays removed");
+        assert!(
+            !store.replace(&id, 1, Arc::new(next)).await.unwrap(),
+            "a removed session stays removed"
+        );
         assert!(store.get(&id).await.unwrap().is_none());
 
         // Back-channel: by sid within one client, or every session of a subject of one client.
-        let session = |client: &str, subject: &str, sid: Option<&str>| Arc::new(SessionData { client: client.into(), subject: subject.into(), sid: sid.map(Into::into), ..data(60) });
+        let session = |client: &str, subject: &str, sid: Option<&str>| {
+            Arc::new(SessionData {
+                client: client.into(),
+                subject: subject.into(),
+                sid: sid.map(Into::into),
+                ..data(60)
+            })
+        };
         let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate()).collect();
-        store.put(&ids[0], session("a", "alice", Some("sid-1"))).await.unwrap();
-        store.put(&ids[1], session("a", "alice", Some("sid-2"))).await.unwrap();
-        store.put(&ids[2], session("b", "alice", Some("sid-1"))).await.unwrap();
+        store
+            .put(&ids[0], session("a", "alice", Some("sid-1")))
+            .await
+            .unwrap();
+        store
+            .put(&ids[1], session("a", "alice", Some("sid-2")))
+            .await
+            .unwrap();
+        store
+            .put(&ids[2], session("b", "alice", Some("sid-1")))
+            .await
+            .unwrap();
         store.put(&ids[3], session("a", "bob", None)).await.unwrap();
         store.put(&ids[4], session("b", "bob", None)).await.unwrap();
-        assert_eq!(store.end_matching("a", Ended::Sid("sid-1")).await.unwrap(), 1);
+        assert_eq!(
+            store.end_matching("a", Ended::Sid("sid-1")).await.unwrap(),
+            1
+        );
         assert!(store.get(&ids[0]).await.unwrap().is_none());
-        assert!(store.get(&ids[1]).await.unwrap().is_some(), "another sid stays");
-        assert!(store.get(&ids[2]).await.unwrap().is_some(), "the same sid at another client stays");
-        assert_eq!(store.end_matching("a", Ended::Sid("sid-1")).await.unwrap(), 0, "nothing left to end");
-        assert_eq!(store.end_matching("a", Ended::Subject("bob")).await.unwrap(), 1);
+        assert!(
+            store.get(&ids[1]).await.unwrap().is_some(),
+            "another sid stays"
+        );
+        assert!(
+            store.get(&ids[2]).await.unwrap().is_some(),
+            "the same sid at another client stays"
+        );
+        assert_eq!(
+            store.end_matching("a", Ended::Sid("sid-1")).await.unwrap(),
+            0,
+            "nothing left to end"
+        );
+        assert_eq!(
+            store
+                .end_matching("a", Ended::Subject("bob"))
+                .await
+                .unwrap(),
+            1
+        );
         assert!(store.get(&ids[3]).await.unwrap().is_none());
-        assert!(store.get(&ids[4]).await.unwrap().is_some(), "bob at another client stays");
+        assert!(
+            store.get(&ids[4]).await.unwrap().is_some(),
+            "bob at another client stays"
+        );
         store.remove(&ids[1]).await.unwrap();
-        assert_eq!(store.end_matching("a", Ended::Subject("alice")).await.unwrap(), 0, "a removed session is not counted");
+        assert_eq!(
+            store
+                .end_matching("a", Ended::Subject("alice"))
+                .await
+                .unwrap(),
+            0,
+            "a removed session is not counted"
+        );
         // A GitHub session whose numeric id equals a subject the IdP logs out is not the IdP's user.
         let github = SessionId::generate();
-        let via = SignedInVia { provider: "github".into(), github: Some(GitHubIdentity { provider: "github".into(), login: "octocat".into(), ..GitHubIdentity::default() }), validated_at: 0 };
-        store.put(&github, Arc::new(SessionData { via, ..(*session("a", "583231", None)).clone() })).await.unwrap();
-        assert_eq!(store.end_matching("a", Ended::Subject("583231")).await.unwrap(), 0);
+        let via = SignedInVia {
+            provider: "github".into(),
+            github: Some(GitHubIdentity {
+                provider: "github".into(),
+                login: "octocat".into(),
+                ..GitHubIdentity::default()
+            }),
+            validated_at: 0,
+        };
+        store
+            .put(
+                &github,
+                Arc::new(SessionData {
+                    via,
+                    ..(*session("a", "583231", None)).clone()
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .end_matching("a", Ended::Subject("583231"))
+                .await
+                .unwrap(),
+            0
+        );
         assert!(store.get(&github).await.unwrap().is_some());
 
         // Replay: a key is fresh once.
         let jti = random_token(8);
-        assert!(store.first_sight(&jti, Duration::from_secs(60)).await.unwrap());
-        assert!(!store.first_sight(&jti, Duration::from_secs(60)).await.unwrap());
-        assert!(store.first_sight(&format!("{jti}x"), Duration::from_secs(60)).await.unwrap());
+        assert!(store
+            .first_sight(&jti, Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(!store
+            .first_sight(&jti, Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(store
+            .first_sight(&format!("{jti}x"), Duration::from_secs(60))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
@@ -528,23 +729,41 @@ pub(crate) mod tests {
         let store = MemoryStore::from_config(&settings(100, Duration::from_secs(60)));
         store_contract(&store).await;
         let live = SessionId::generate();
-        assert!(matches!(store.lease_refresh(&live, Duration::from_secs(1)).await.unwrap(), RefreshLease::Held(_)));
+        assert!(matches!(
+            store
+                .lease_refresh(&live, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            RefreshLease::Held(_)
+        ));
 
         let idle = MemoryStore::from_config(&settings(100, Duration::from_millis(50)));
         idle.put(&live, Arc::new(data(60))).await.unwrap();
         std::thread::sleep(Duration::from_millis(120));
-        assert!(idle.get(&live).await.unwrap().is_none(), "an idle session is gone");
+        assert!(
+            idle.get(&live).await.unwrap().is_none(),
+            "an idle session is gone"
+        );
     }
 
     #[test]
     fn cookies() {
         let https = CookieSpec::new("authgate", true);
         assert_eq!(https.session, "__Host-authgate");
-        assert_eq!(https.set(&https.session, "v", None), "__Host-authgate=v; HttpOnly; SameSite=Lax; Secure; Path=/");
+        assert_eq!(
+            https.set(&https.session, "v", None),
+            "__Host-authgate=v; HttpOnly; SameSite=Lax; Secure; Path=/"
+        );
         let http = CookieSpec::new("authgate", false);
         assert_eq!(http.login, "authgate-login");
-        assert_eq!(http.clear("authgate"), "authgate=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
-        assert_eq!(http.set("authgate-signed-out", "1", Some(Duration::from_secs(600))), "authgate-signed-out=1; HttpOnly; SameSite=Lax; Path=/; Max-Age=600");
+        assert_eq!(
+            http.clear("authgate"),
+            "authgate=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
+        );
+        assert_eq!(
+            http.set("authgate-signed-out", "1", Some(Duration::from_secs(600))),
+            "authgate-signed-out=1; HttpOnly; SameSite=Lax; Path=/; Max-Age=600"
+        );
         let headers: Vec<&[u8]> = vec![b"a=1; authgate=xyz", b"b=2"];
         assert_eq!(cookie_value(headers.clone(), "authgate"), Some("xyz"));
         assert_eq!(cookie_value(headers, "authgate-login"), None);
@@ -553,17 +772,33 @@ pub(crate) mod tests {
             ("authgate=x", None),
             ("authgate-login=y;authgate=x;c", Some("c")),
             ("xauthgate=1", Some("xauthgate=1")),
-            ("authgate-login-AbCd1234=s; authgate-signed-out=1; authgatex=2", Some("authgatex=2")),
+            (
+                "authgate-login-AbCd1234=s; authgate-signed-out=1; authgatex=2",
+                Some("authgatex=2"),
+            ),
         ] {
-            assert_eq!(strip_cookies(header, &["authgate", "authgate-login"]).as_deref(), want, "{header}");
+            assert_eq!(
+                strip_cookies(header, &["authgate", "authgate-login"]).as_deref(),
+                want,
+                "{header}"
+            );
         }
         assert_eq!(http.login_cookie("AbCd1234"), "authgate-login-AbCd1234");
-        assert_eq!(http.login_suffix("authgate-login-AbCd1234"), Some("AbCd1234"));
-        for other in ["authgate", "authgate-login", "authgate-loginX-1", "authgate-signed-out"] {
+        assert_eq!(
+            http.login_suffix("authgate-login-AbCd1234"),
+            Some("AbCd1234")
+        );
+        for other in [
+            "authgate",
+            "authgate-login",
+            "authgate-loginX-1",
+            "authgate-signed-out",
+        ] {
             assert_eq!(http.login_suffix(other), None, "{other}");
         }
         assert_eq!(https.signed_out, "__Host-authgate-signed-out");
-        let pairs: Vec<(&str, &str)> = cookie_pairs(vec![b"a=1; b=\"2\"".as_slice(), b" c = 3 ;junk".as_slice()]).collect();
+        let pairs: Vec<(&str, &str)> =
+            cookie_pairs(vec![b"a=1; b=\"2\"".as_slice(), b" c = 3 ;junk".as_slice()]).collect();
         assert_eq!(pairs, vec![("a", "1"), ("b", "2"), ("c ", "3")]);
     }
 }

@@ -138,7 +138,10 @@ struct Claims {
 fn groups(claim: &serde_json::Value) -> Box<[Box<str>]> {
     match claim {
         serde_json::Value::String(one) => Box::new([one.as_str().into()]),
-        serde_json::Value::Array(list) => list.iter().filter_map(|g| g.as_str().map(Into::into)).collect(),
+        serde_json::Value::Array(list) => list
+            .iter()
+            .filter_map(|g| g.as_str().map(Into::into))
+            .collect(),
         _ => Box::default(),
     }
 }
@@ -146,8 +149,15 @@ fn groups(claim: &serde_json::Value) -> Box<[Box<str>]> {
 struct UntilExp;
 
 impl moka::Expiry<Digest, Arc<Principal>> for UntilExp {
-    fn expire_after_create(&self, _key: &Digest, value: &Arc<Principal>, _now: std::time::Instant) -> Option<Duration> {
-        Some(Duration::from_secs(value.expires_at.saturating_sub(now_secs())))
+    fn expire_after_create(
+        &self,
+        _key: &Digest,
+        value: &Arc<Principal>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            value.expires_at.saturating_sub(now_secs()),
+        ))
     }
 }
 
@@ -173,7 +183,12 @@ pub struct Verifier {
 impl Verifier {
     /// Creates a verifier for the configured IdP, sharing `keys`. API-key tokens are checked
     /// against `idp.audience` too until [`Verifier::with_api_key_audiences`] says otherwise.
-    pub fn from_config(idp: &IdpSettings, cache: &CacheSettings, keys: Arc<KeyStore>, metrics: Metrics) -> Verifier {
+    pub fn from_config(
+        idp: &IdpSettings,
+        cache: &CacheSettings,
+        keys: Arc<KeyStore>,
+        metrics: Metrics,
+    ) -> Verifier {
         let api = validations(idp, &idp.audiences);
         Verifier {
             keys,
@@ -184,8 +199,14 @@ impl Verifier {
             removals: AtomicU64::new(0),
             token_keys: KeyedDigest::random(),
             cached_hits: metrics.jwt_verifications.with_label_values(&["cached"]),
-            verified: Cache::builder().max_capacity(cache.tokens).expire_after(UntilExp).build(),
-            rejected: Cache::builder().max_capacity(cache.rejected_tokens).time_to_live(cache.rejected_ttl).build(),
+            verified: Cache::builder()
+                .max_capacity(cache.tokens)
+                .expire_after(UntilExp)
+                .build(),
+            rejected: Cache::builder()
+                .max_capacity(cache.rejected_tokens)
+                .time_to_live(cache.rejected_ttl)
+                .build(),
             metrics,
         }
     }
@@ -249,39 +270,61 @@ impl Verifier {
     /// verified for one is verified again (and refused when its `aud` is wrong) for the other.
     /// The token's bytes are read as the caller sent them: a token never seen is checked for
     /// the RFC 6750 `b64token` characters (so it is ASCII) before anything else reads it.
-    pub async fn verify_for(&self, token: impl AsRef<[u8]>, audience: Audience) -> Result<Arc<Principal>, TokenError> {
+    pub async fn verify_for(
+        &self,
+        token: impl AsRef<[u8]>,
+        audience: Audience,
+    ) -> Result<Arc<Principal>, TokenError> {
         self.verify_bytes(token.as_ref(), audience).await
     }
 
-    async fn verify_bytes(&self, token: &[u8], audience: Audience) -> Result<Arc<Principal>, TokenError> {
+    async fn verify_bytes(
+        &self,
+        token: &[u8],
+        audience: Audience,
+    ) -> Result<Arc<Principal>, TokenError> {
         let digest = self.token_keys.of(&[audience.domain(), token]);
         if let Some(p) = self.hit(&digest) {
             return Ok(p);
         }
         if let Some(e) = self.rejected.get(&digest) {
             // Counted apart from fresh refusals: a replayed bad token costs no signature check.
-            self.metrics.jwt_verifications.with_label_values(&["rejected_cached"]).inc();
+            self.metrics
+                .jwt_verifications
+                .with_label_values(&["rejected_cached"])
+                .inc();
             return Err(e);
         }
         let removals = self.removals();
-        let text = std::str::from_utf8(token).ok().filter(|t| super::credentials::is_b64token(t));
+        let text = std::str::from_utf8(token)
+            .ok()
+            .filter(|t| super::credentials::is_b64token(t));
         let result = match text {
             Some(text) => self.verify_uncached_for(text, audience).await,
             None => Err(TokenError::Malformed),
         };
         match &result {
             Ok(p) => {
-                self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
+                self.metrics
+                    .jwt_verifications
+                    .with_label_values(&["verified"])
+                    .inc();
                 // A key removed while this token was checked may have signed it: not cached.
                 if self.removals() == removals {
                     self.verified.insert(digest, p.clone());
                 }
             }
             Err(e) => {
-                self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
+                self.metrics
+                    .jwt_verifications
+                    .with_label_values(&[e.label()])
+                    .inc();
                 // Remember only refusals that cannot turn into acceptance: a key set still
                 // loading, a key not yet published or an `nbf` not yet reached can.
-                if !matches!(e, TokenError::KeysUnavailable | TokenError::UnknownKey | TokenError::NotYetValid) {
+                if !matches!(
+                    e,
+                    TokenError::KeysUnavailable | TokenError::UnknownKey | TokenError::NotYetValid
+                ) {
                     self.rejected.insert(digest, e.clone());
                 }
             }
@@ -295,17 +338,40 @@ impl Verifier {
         self.verify_uncached_for(token, Audience::Api).await
     }
 
-    async fn verify_uncached_for(&self, token: &str, audience: Audience) -> Result<Arc<Principal>, TokenError> {
-        let validations = self.validations.get(audience.index()).ok_or(TokenError::WrongAudience)?;
-        let (principal, _) = self.decode(token, |alg| validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| Cow::Borrowed(v))).await?;
+    async fn verify_uncached_for(
+        &self,
+        token: &str,
+        audience: Audience,
+    ) -> Result<Arc<Principal>, TokenError> {
+        let validations = self
+            .validations
+            .get(audience.index())
+            .ok_or(TokenError::WrongAudience)?;
+        let (principal, _) = self
+            .decode(token, |alg| {
+                validations
+                    .iter()
+                    .find(|(a, _)| *a == alg)
+                    .map(|(_, v)| Cow::Borrowed(v))
+            })
+            .await?;
         Ok(principal)
     }
 
     /// Verifies an id_token from the login: signature by the IdP's keys, `iss`, `aud` = the
     /// client id, `exp`, `nbf` and the login's `nonce`. Never cached: each is seen once.
-    pub async fn verify_id_token(&self, token: &str, client_id: &str, nonce: &str) -> Result<Arc<Principal>, TokenError> {
-        let (principal, got) = self.decode(token, |alg| self.id_token_validation(alg, client_id, true)).await?;
-        let matches = got.as_deref().is_some_and(|n| subtle::ConstantTimeEq::ct_eq(n.as_bytes(), nonce.as_bytes()).into());
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Arc<Principal>, TokenError> {
+        let (principal, got) = self
+            .decode(token, |alg| self.id_token_validation(alg, client_id, true))
+            .await?;
+        let matches = got
+            .as_deref()
+            .is_some_and(|n| subtle::ConstantTimeEq::ct_eq(n.as_bytes(), nonce.as_bytes()).into());
         if !matches {
             return Err(TokenError::WrongNonce);
         }
@@ -316,31 +382,56 @@ impl Verifier {
     /// login): signature, `iss` and `aud` = the client id again, through the verified-token
     /// cache, valid until `valid_until` (the session's access token's expiry) rather than the
     /// id_token's own `exp`, as a refresh may not bring a new id_token.
-    pub async fn session_identity(&self, id_token: &str, client_id: &str, valid_until: u64) -> Result<Arc<Principal>, TokenError> {
+    pub async fn session_identity(
+        &self,
+        id_token: &str,
+        client_id: &str,
+        valid_until: u64,
+    ) -> Result<Arc<Principal>, TokenError> {
         // Domain-separated key: an id_token must never hit the cache as a bearer token.
-        let digest = self.token_keys.of(&[b"id_token", client_id.as_bytes(), id_token.as_bytes()]);
+        let digest = self
+            .token_keys
+            .of(&[b"id_token", client_id.as_bytes(), id_token.as_bytes()]);
         if let Some(p) = self.hit(&digest) {
             return Ok(p);
         }
         let removals = self.removals();
-        let result = self.decode(id_token, |alg| self.id_token_validation(alg, client_id, false)).await;
+        let result = self
+            .decode(id_token, |alg| {
+                self.id_token_validation(alg, client_id, false)
+            })
+            .await;
         match result {
             Ok((p, _)) => {
-                self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
-                let p = Arc::new(Principal { expires_at: valid_until, ..(*p).clone() });
+                self.metrics
+                    .jwt_verifications
+                    .with_label_values(&["verified"])
+                    .inc();
+                let p = Arc::new(Principal {
+                    expires_at: valid_until,
+                    ..(*p).clone()
+                });
                 if self.removals() == removals {
                     self.verified.insert(digest, p.clone());
                 }
                 Ok(p)
             }
             Err(e) => {
-                self.metrics.jwt_verifications.with_label_values(&[e.label()]).inc();
+                self.metrics
+                    .jwt_verifications
+                    .with_label_values(&[e.label()])
+                    .inc();
                 Err(e)
             }
         }
     }
 
-    fn id_token_validation(&self, alg: Algorithm, client_id: &str, check_exp: bool) -> Option<Cow<'static, Validation>> {
+    fn id_token_validation(
+        &self,
+        alg: Algorithm,
+        client_id: &str,
+        check_exp: bool,
+    ) -> Option<Cow<'static, Validation>> {
         if !self.validations.iter().flatten().any(|(a, _)| *a == alg) {
             return None;
         }
@@ -354,7 +445,11 @@ impl Verifier {
         Some(Cow::Owned(v))
     }
 
-    async fn decode<'v>(&'v self, token: &str, validation_for: impl Fn(Algorithm) -> Option<Cow<'v, Validation>>) -> Result<(Arc<Principal>, Option<String>), TokenError> {
+    async fn decode<'v>(
+        &'v self,
+        token: &str,
+        validation_for: impl Fn(Algorithm) -> Option<Cow<'v, Validation>>,
+    ) -> Result<(Arc<Principal>, Option<String>), TokenError> {
         let jws = Jws::parse(token)?;
         let alg = jws.header.alg;
         let Some(validation) = validation_for(alg) else {
@@ -367,32 +462,51 @@ impl Verifier {
         let payload = jws.verify(&key)?;
         // One parse for everything: authgate's claims and the registered ones checked below.
         let c: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-        let registered = Registered { exp: c.exp.as_ref(), nbf: c.nbf.as_ref(), iss: c.iss.as_ref(), aud: c.aud.as_ref(), sub: c.sub.as_deref() };
+        let registered = Registered {
+            exp: c.exp.as_ref(),
+            nbf: c.nbf.as_ref(),
+            iss: c.iss.as_ref(),
+            aud: c.aud.as_ref(),
+            sub: c.sub.as_deref(),
+        };
         jws::check(&registered, &validation, now_secs())?;
-        let subject = c.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub"))?;
+        let subject = c
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::MissingClaim("sub"))?;
         let expires_at = match c.exp {
-            Some(serde_json::Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)).unwrap_or(0),
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+                .unwrap_or(0),
             _ => 0,
         };
-        Ok((Arc::new(Principal {
-            subject,
-            email: c.email,
-            email_verified: c.email_verified == serde_json::Value::Bool(true) || c.email_verified.as_str() == Some("true"),
-            groups: groups(&c.groups),
-            github: None,
-            name: c.name,
-            authorized_party: c.azp.or(c.client_id),
-            audiences: audiences(c.aud),
-            permissions: Grants::from_claim(&c.permissions),
-            abac_required: Grants::from_claim(&c.abac_required),
-            expires_at,
-            header_values: Default::default(),
-        }), c.nonce))
+        Ok((
+            Arc::new(Principal {
+                subject,
+                email: c.email,
+                email_verified: c.email_verified == serde_json::Value::Bool(true)
+                    || c.email_verified.as_str() == Some("true"),
+                groups: groups(&c.groups),
+                github: None,
+                name: c.name,
+                authorized_party: c.azp.or(c.client_id),
+                audiences: audiences(c.aud),
+                permissions: Grants::from_claim(&c.permissions),
+                abac_required: Grants::from_claim(&c.abac_required),
+                expires_at,
+                header_values: Default::default(),
+            }),
+            c.nonce,
+        ))
     }
 
     /// The IdP key that signed a token with this header (fetching the keys again, within the
     /// refetch limit, for a `kid` not seen yet), if it may verify the header's algorithm.
-    async fn key_for(&self, header: &jws::Header) -> Result<Arc<super::jwks::VerifyKey>, TokenError> {
+    async fn key_for(
+        &self,
+        header: &jws::Header,
+    ) -> Result<Arc<super::jwks::VerifyKey>, TokenError> {
         let key = match self.find_key(header.kid.as_deref(), header.alg) {
             Some(k) => k,
             None => {
@@ -402,11 +516,15 @@ impl Verifier {
                 if !self.keys.is_loaded() {
                     return Err(TokenError::KeysUnavailable);
                 }
-                self.find_key(header.kid.as_deref(), header.alg).ok_or(TokenError::UnknownKey)?
+                self.find_key(header.kid.as_deref(), header.alg)
+                    .ok_or(TokenError::UnknownKey)?
             }
         };
         if !key.algorithms.contains(&header.alg) {
-            return Err(TokenError::AlgorithmRefused(format!("{:?} with this key", header.alg)));
+            return Err(TokenError::AlgorithmRefused(format!(
+                "{:?} with this key",
+                header.alg
+            )));
         }
         Ok(key)
     }
@@ -415,18 +533,29 @@ impl Verifier {
     /// algorithm), `iss`, `aud` = `client_id`, and `exp`/`nbf` when present. Returns its
     /// header's `typ` and its claims; what makes it a logout token is checked by
     /// [`crate::identity::backchannel`]. Never cached: each is used once.
-    pub async fn verify_logout_token(&self, token: &str, client_id: &str) -> Result<(Option<String>, serde_json::Map<String, serde_json::Value>), TokenError> {
+    pub async fn verify_logout_token(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<(Option<String>, serde_json::Map<String, serde_json::Value>), TokenError> {
         let jws = Jws::parse(token)?;
         let alg = jws.header.alg;
-        let Some(mut validation) = self.id_token_validation(alg, client_id, true).map(Cow::into_owned) else {
+        let Some(mut validation) = self
+            .id_token_validation(alg, client_id, true)
+            .map(Cow::into_owned)
+        else {
             return Err(TokenError::AlgorithmRefused(format!("{alg:?}")));
         };
         validation.set_required_spec_claims(&["iss", "aud"]);
         let key = self.key_for(&jws.header).await?;
         let payload = jws.verify(&key)?;
-        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         jws::check(&Registered::of(&claims), &validation, now_secs())?;
-        self.metrics.jwt_verifications.with_label_values(&["verified"]).inc();
+        self.metrics
+            .jwt_verifications
+            .with_label_values(&["verified"])
+            .inc();
         Ok((jws.header.typ, claims))
     }
 
@@ -445,7 +574,9 @@ impl Verifier {
                 if r.removed_keys {
                     self.removals.fetch_add(1, Ordering::AcqRel);
                     self.verified.invalidate_all();
-                    tracing::info!("a signing key left the IdP's JWKS: every cached token is verified again");
+                    tracing::info!(
+                        "a signing key left the IdP's JWKS: every cached token is verified again"
+                    );
                 }
                 true
             }
@@ -477,7 +608,10 @@ fn validations(idp: &IdpSettings, audiences: &[String]) -> Vec<(Algorithm, Valid
 fn audiences(aud: Option<serde_json::Value>) -> Box<[Box<str>]> {
     match aud {
         Some(serde_json::Value::String(s)) => Box::new([s.into_boxed_str()]),
-        Some(serde_json::Value::Array(list)) => list.into_iter().filter_map(|v| v.as_str().map(Into::into)).collect(),
+        Some(serde_json::Value::Array(list)) => list
+            .into_iter()
+            .filter_map(|v| v.as_str().map(Into::into))
+            .collect(),
         _ => Box::default(),
     }
 }
@@ -485,10 +619,10 @@ fn audiences(aud: Option<serde_json::Value>) -> Box<[Box<str>]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use devidp::keys::SigningKey;
     use crate::identity::jwks::parse_jwks;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
+    use devidp::keys::SigningKey;
     use serde_json::json;
 
     const ISS: &str = "https://idp.test";
@@ -500,7 +634,8 @@ mod tests {
         let store = Arc::new(KeyStore::from_config(&c.idp, metrics.clone()));
         let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk().clone()).collect::<Vec<_>>()});
         store.install(parse_jwks(&jwks, &c.idp.algorithms).unwrap());
-        Verifier::from_config(&c.idp, &c.cache, store, metrics).with_api_key_audiences(&c.idp, &c.api_keys.audiences)
+        Verifier::from_config(&c.idp, &c.cache, store, metrics)
+            .with_api_key_audiences(&c.idp, &c.api_keys.audiences)
     }
 
     fn claims(extra: serde_json::Value) -> serde_json::Value {
@@ -517,11 +652,29 @@ mod tests {
 
     #[tokio::test]
     async fn accepts_every_asymmetric_algorithm() {
-        for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA] {
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::EdDSA,
+        ] {
             let key = SigningKey::generate(alg).unwrap();
             let v = verifier(&[&key]);
-            let p = v.verify(&key.sign(&claims(json!({"email": "e@x", "azp": "abc", "aud": ["other", "api"]})))).await.unwrap();
-            assert_eq!((p.subject.as_str(), p.email.as_deref(), p.authorized_party.as_deref()), ("u1", Some("e@x"), Some("abc")), "{alg:?}");
+            let p = v
+                .verify(&key.sign(&claims(
+                    json!({"email": "e@x", "azp": "abc", "aud": ["other", "api"]}),
+                )))
+                .await
+                .unwrap();
+            assert_eq!(
+                (
+                    p.subject.as_str(),
+                    p.email.as_deref(),
+                    p.authorized_party.as_deref()
+                ),
+                ("u1", Some("e@x"), Some("abc")),
+                "{alg:?}"
+            );
             assert!(p.permissions.lists("client_a:x", "read"));
         }
     }
@@ -536,31 +689,107 @@ mod tests {
         let swapped_kid = {
             let t = other.sign(&claims(json!({})));
             let parts: Vec<&str> = t.split('.').collect();
-            format!("{}.{}.{}", b64(json!({"alg": "EdDSA", "kid": key.kid()})), parts[1], parts[2])
+            format!(
+                "{}.{}.{}",
+                b64(json!({"alg": "EdDSA", "kid": key.kid()})),
+                parts[1],
+                parts[2]
+            )
         };
         let mut not_utf8 = claims(json!({})).to_string().into_bytes();
         not_utf8.pop();
         not_utf8.extend_from_slice(b",\"note\":\"\xbe\xbe\"}");
-        assert!(v.verify(&key.sign_bytes(claims(json!({})).to_string().as_bytes())).await.is_ok(), "sign_bytes signs what verifies");
+        assert!(
+            v.verify(&key.sign_bytes(claims(json!({})).to_string().as_bytes()))
+                .await
+                .is_ok(),
+            "sign_bytes signs what verifies"
+        );
         let cases: Vec<(&str, String, TokenError)> = vec![
             ("garbage", "not.a.jwt".into(), TokenError::Malformed),
-            ("alg none", format!("{}.{payload}.", b64(json!({"alg": "none"}))), TokenError::Malformed),
-            ("HS256", format!("{}.{payload}.c2ln", b64(json!({"alg": "HS256", "kid": key.kid()}))), TokenError::AlgorithmRefused("HS256".into())),
-            ("RS256 header on an Ed25519 key", format!("{}.{payload}.c2ln", b64(json!({"alg": "RS256", "kid": key.kid()}))), TokenError::AlgorithmRefused("RS256 with this key".into())),
-            ("unknown kid", other.sign(&claims(json!({}))), TokenError::UnknownKey),
+            (
+                "alg none",
+                format!("{}.{payload}.", b64(json!({"alg": "none"}))),
+                TokenError::Malformed,
+            ),
+            (
+                "HS256",
+                format!(
+                    "{}.{payload}.c2ln",
+                    b64(json!({"alg": "HS256", "kid": key.kid()}))
+                ),
+                TokenError::AlgorithmRefused("HS256".into()),
+            ),
+            (
+                "RS256 header on an Ed25519 key",
+                format!(
+                    "{}.{payload}.c2ln",
+                    b64(json!({"alg": "RS256", "kid": key.kid()}))
+                ),
+                TokenError::AlgorithmRefused("RS256 with this key".into()),
+            ),
+            (
+                "unknown kid",
+                other.sign(&claims(json!({}))),
+                TokenError::UnknownKey,
+            ),
             ("bad signature", swapped_kid, TokenError::BadSignature),
-            ("expired", key.sign(&claims(json!({"exp": now_secs() - 60}))), TokenError::Expired),
-            ("expired within leeway is fine, beyond is not", key.sign(&claims(json!({"exp": now_secs() - 10}))), TokenError::Expired),
-            ("not yet valid", key.sign(&claims(json!({"nbf": now_secs() + 60}))), TokenError::NotYetValid),
-            ("wrong issuer", key.sign(&claims(json!({"iss": "https://evil.test"}))), TokenError::WrongIssuer),
-            ("no issuer", key.sign(&claims(json!({"iss": null}))), TokenError::WrongIssuer),
-            ("wrong audience", key.sign(&claims(json!({"aud": "other"}))), TokenError::WrongAudience),
-            ("no audience", key.sign(&claims(json!({"aud": null}))), TokenError::WrongAudience),
-            ("no exp", key.sign(&claims(json!({"exp": null}))), TokenError::MissingClaim("exp")),
-            ("no sub", key.sign(&claims(json!({"sub": null}))), TokenError::MissingClaim("sub")),
-            ("empty sub", key.sign(&claims(json!({"sub": ""}))), TokenError::MissingClaim("sub")),
+            (
+                "expired",
+                key.sign(&claims(json!({"exp": now_secs() - 60}))),
+                TokenError::Expired,
+            ),
+            (
+                "expired within leeway is fine, beyond is not",
+                key.sign(&claims(json!({"exp": now_secs() - 10}))),
+                TokenError::Expired,
+            ),
+            (
+                "not yet valid",
+                key.sign(&claims(json!({"nbf": now_secs() + 60}))),
+                TokenError::NotYetValid,
+            ),
+            (
+                "wrong issuer",
+                key.sign(&claims(json!({"iss": "https://evil.test"}))),
+                TokenError::WrongIssuer,
+            ),
+            (
+                "no issuer",
+                key.sign(&claims(json!({"iss": null}))),
+                TokenError::WrongIssuer,
+            ),
+            (
+                "wrong audience",
+                key.sign(&claims(json!({"aud": "other"}))),
+                TokenError::WrongAudience,
+            ),
+            (
+                "no audience",
+                key.sign(&claims(json!({"aud": null}))),
+                TokenError::WrongAudience,
+            ),
+            (
+                "no exp",
+                key.sign(&claims(json!({"exp": null}))),
+                TokenError::MissingClaim("exp"),
+            ),
+            (
+                "no sub",
+                key.sign(&claims(json!({"sub": null}))),
+                TokenError::MissingClaim("sub"),
+            ),
+            (
+                "empty sub",
+                key.sign(&claims(json!({"sub": ""}))),
+                TokenError::MissingClaim("sub"),
+            ),
             // Found by the jwt_verify fuzz target: invalid UTF-8 inside a claim authgate does not read.
-            ("payload not UTF-8", key.sign_bytes(&not_utf8), TokenError::Malformed),
+            (
+                "payload not UTF-8",
+                key.sign_bytes(&not_utf8),
+                TokenError::Malformed,
+            ),
         ];
         for (name, token, want) in cases {
             assert_eq!(v.verify(&token).await.unwrap_err(), want, "{name}");
@@ -568,14 +797,27 @@ mod tests {
         // Bytes as a caller sends them (the verifier is the first to check a bearer token's
         // characters): a valid token with a space, a non-UTF-8 byte or a quote in it.
         let good = key.sign(&claims(json!({})));
-        for (name, bytes) in [("space", format!("{good} x").into_bytes()), ("not UTF-8", [good.as_bytes(), b"\xff"].concat()), ("quote", format!("\"{good}\"").into_bytes())] {
+        for (name, bytes) in [
+            ("space", format!("{good} x").into_bytes()),
+            ("not UTF-8", [good.as_bytes(), b"\xff"].concat()),
+            ("quote", format!("\"{good}\"").into_bytes()),
+        ] {
             for round in ["first", "again"] {
-                assert_eq!(v.verify(&bytes).await.unwrap_err(), TokenError::Malformed, "{name}, {round}");
+                assert_eq!(
+                    v.verify(&bytes).await.unwrap_err(),
+                    TokenError::Malformed,
+                    "{name}, {round}"
+                );
             }
         }
         assert!(v.verify(good.as_bytes()).await.is_ok());
         // Within the leeway and with a millisecond iat: accepted.
-        assert!(v.verify(&key.sign(&claims(json!({"exp": now_secs() - 2, "iat": now_secs() * 1000})))).await.is_ok());
+        assert!(v
+            .verify(&key.sign(&claims(
+                json!({"exp": now_secs() - 2, "iat": now_secs() * 1000})
+            )))
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
@@ -585,7 +827,10 @@ mod tests {
         let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
         let store = Arc::new(KeyStore::from_config(&c.idp, Metrics::new()));
         let v = Verifier::from_config(&c.idp, &c.cache, store, Metrics::new());
-        assert_eq!(v.verify(&key.sign(&claims(json!({})))).await.unwrap_err(), TokenError::KeysUnavailable);
+        assert_eq!(
+            v.verify(&key.sign(&claims(json!({})))).await.unwrap_err(),
+            TokenError::KeysUnavailable
+        );
     }
 
     #[tokio::test]
@@ -593,10 +838,16 @@ mod tests {
         let key = SigningKey::generate(Algorithm::ES256).unwrap();
         let v = verifier(&[&key]);
         let t = key.sign(&claims(json!({})));
-        assert!(v.cached(&t).is_none(), "nothing is cached before a verification");
+        assert!(
+            v.cached(&t).is_none(),
+            "nothing is cached before a verification"
+        );
         let first = v.verify(&t).await.unwrap();
         let second = v.verify(&t).await.unwrap();
-        assert!(Arc::ptr_eq(&first, &second), "the second verification came from the cache");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second verification came from the cache"
+        );
         assert!(Arc::ptr_eq(&first, &v.cached(&t).unwrap()));
         assert!(v.cached(&format!("{t}x")).is_none());
         // Removing every key drops the cache on the next refresh; `install` alone does not.
@@ -610,7 +861,10 @@ mod tests {
         assert!(v.verify(&short).await.is_ok());
         assert!(v.cached(&short).is_some());
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        assert!(v.cached(&short).is_none(), "an expired token was still served from the cache");
+        assert!(
+            v.cached(&short).is_none(),
+            "an expired token was still served from the cache"
+        );
     }
 
     #[tokio::test]
@@ -621,31 +875,55 @@ mod tests {
         let exchanged = key.sign(&claims(json!({"aud": "keys"})));
         let both = key.sign(&claims(json!({"aud": ["api", "keys"]})));
         let cases = [
-            ("a bearer token", &bearer, Ok(()), Err(TokenError::WrongAudience)),
-            ("an API-key token", &exchanged, Err(TokenError::WrongAudience), Ok(())),
+            (
+                "a bearer token",
+                &bearer,
+                Ok(()),
+                Err(TokenError::WrongAudience),
+            ),
+            (
+                "an API-key token",
+                &exchanged,
+                Err(TokenError::WrongAudience),
+                Ok(()),
+            ),
             ("a token for both", &both, Ok(()), Ok(())),
         ];
         for (name, token, as_api, as_key) in cases {
             // Twice each way, in both orders: the second answer comes from a cache.
             for _ in 0..2 {
-                assert_eq!(v.verify_for(token, Audience::Api).await.map(|_| ()), as_api, "{name} as a bearer token");
-                assert_eq!(v.verify_for(token, Audience::ApiKey).await.map(|_| ()), as_key, "{name} as an API-key token");
+                assert_eq!(
+                    v.verify_for(token, Audience::Api).await.map(|_| ()),
+                    as_api,
+                    "{name} as a bearer token"
+                );
+                assert_eq!(
+                    v.verify_for(token, Audience::ApiKey).await.map(|_| ()),
+                    as_key,
+                    "{name} as an API-key token"
+                );
             }
         }
-        assert!(v.cached(&exchanged).is_none(), "an API-key token is not in the bearer cache");
+        assert!(
+            v.cached(&exchanged).is_none(),
+            "an API-key token is not in the bearer cache"
+        );
         assert!(v.cached(&bearer).is_some());
     }
 
     #[tokio::test]
     async fn a_removed_key_clears_every_audience_sets_cache_at_once() {
-        let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let text = format!(
             "[idp]\nissuer = \"{}\"\naudience = \"api\"\njwks_min_refetch_interval = \"1ms\"\n[api_keys]\naudience = \"keys\"\n[[upstreams]]\nname = \"u\"\naddresses = [\"127.0.0.1:1\"]\n[[routes]]\npath = \"/\"\nupstream = \"u\"\nauth = \"none\"\n",
             idp.issuer()
         );
         let c = crate::config::parse("t.toml", &text, &|_| None).unwrap();
         let store = Arc::new(KeyStore::from_config(&c.idp, Metrics::new()));
-        let v = Verifier::from_config(&c.idp, &c.cache, store, Metrics::new()).with_api_key_audiences(&c.idp, &c.api_keys.audiences);
+        let v = Verifier::from_config(&c.idp, &c.cache, store, Metrics::new())
+            .with_api_key_audiences(&c.idp, &c.api_keys.audiences);
         let kept = idp.active_kid();
         let removed = idp.rotate(Algorithm::ES256).unwrap();
         assert!(v.refresh_keys().await);
@@ -660,7 +938,10 @@ mod tests {
         let still_good = sign(&kept, json!({}));
         assert!(v.verify_for(&bearer, Audience::Api).await.is_ok());
         assert!(v.verify_for(&exchanged, Audience::ApiKey).await.is_ok());
-        assert!(v.session_identity(&id_token, "client_x", now_secs() + 600).await.is_ok());
+        assert!(v
+            .session_identity(&id_token, "client_x", now_secs() + 600)
+            .await
+            .is_ok());
         assert!(v.verify(&still_good).await.is_ok());
         assert!(v.cached(&bearer).is_some());
         assert_eq!(v.removals(), 0);
@@ -669,10 +950,26 @@ mod tests {
         assert!(v.refresh_keys().await);
         assert_eq!(v.removals(), 1);
         assert!(v.cached(&bearer).is_none());
-        assert_eq!(v.verify_for(&bearer, Audience::Api).await.unwrap_err(), TokenError::UnknownKey);
-        assert_eq!(v.verify_for(&exchanged, Audience::ApiKey).await.unwrap_err(), TokenError::UnknownKey);
-        assert_eq!(v.session_identity(&id_token, "client_x", now_secs() + 600).await.unwrap_err(), TokenError::UnknownKey);
-        assert!(v.verify(&still_good).await.is_ok(), "tokens of the kept key verify again");
+        assert_eq!(
+            v.verify_for(&bearer, Audience::Api).await.unwrap_err(),
+            TokenError::UnknownKey
+        );
+        assert_eq!(
+            v.verify_for(&exchanged, Audience::ApiKey)
+                .await
+                .unwrap_err(),
+            TokenError::UnknownKey
+        );
+        assert_eq!(
+            v.session_identity(&id_token, "client_x", now_secs() + 600)
+                .await
+                .unwrap_err(),
+            TokenError::UnknownKey
+        );
+        assert!(
+            v.verify(&still_good).await.is_ok(),
+            "tokens of the kept key verify again"
+        );
         idp.shutdown();
     }
 }

@@ -18,10 +18,15 @@ impl RequestId {
         let mut digits = [0u8; 16];
         for (i, d) in digits.iter_mut().enumerate() {
             let nibble = ((n >> (60 - 4 * i)) & 15) as u8;
-            *d = if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 };
+            *d = if nibble < 10 {
+                b'0' + nibble
+            } else {
+                b'a' + nibble - 10
+            };
         }
         // Hex digits are always a valid header value.
-        let mut value = HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        let mut value =
+            HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("-"));
         // A value no other response repeats: HTTP/2 sends it as a never-indexed literal (HPACK,
         // RFC 7541 §6.2.3) rather than adding it to the connection's compression table, where it
         // would evict useful entries and make every later response search a longer chain of
@@ -161,7 +166,11 @@ mod tests {
     fn request_ids_are_16_lowercase_hex_digits_and_differ() {
         let a = RequestId::random();
         assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{a}");
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{a}"
+        );
         assert_eq!(a.header_value().as_bytes(), a.as_bytes());
         // Never indexed by HTTP/2's header compression (see `random`).
         assert!(a.header_value().is_sensitive());

@@ -28,7 +28,10 @@ fn login_failure(refusal: &Refusal) -> &'static str {
 
 /// The first comma-separated value of a header, trimmed.
 fn first_value<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a str> {
-    header(req, name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.split(',').next()).map(str::trim)
+    header(req, name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
 }
 
 impl Gateway {
@@ -36,9 +39,15 @@ impl Gateway {
     pub(super) fn observe(&self, session: &Session, ctx: &mut RequestCtx) {
         let req = session.req_header();
         ctx.trusted_proxy = !self.proxy.trusted_proxies.is_empty()
-            && session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| self.proxy.trusted_proxies.contains(a.ip()));
+            && session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| self.proxy.trusted_proxies.contains(a.ip()));
         ctx.https = if ctx.trusted_proxy {
-            match first_value(req, &names::X_FORWARDED_PROTO).map(str::to_ascii_lowercase).as_deref() {
+            match first_value(req, &names::X_FORWARDED_PROTO)
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
                 Some("https") => true,
                 Some("http") => false,
                 _ => self.proxy.https,
@@ -47,7 +56,10 @@ impl Gateway {
             self.proxy.https
         };
         // CORS: only the registered origins of some client.
-        if let Some(o) = header(req, &ORIGIN).and_then(|o| std::str::from_utf8(o).ok()).and_then(|o| Origin::parse(o).ok()) {
+        if let Some(o) = header(req, &ORIGIN)
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .and_then(|o| Origin::parse(o).ok())
+        {
             if self.clients.owner(&o).is_some() {
                 ctx.cors_origin = Some(o.to_string());
             }
@@ -58,8 +70,14 @@ impl Gateway {
     /// absolute-form target's authority over `Host`), or `X-Forwarded-Host` when a trusted
     /// proxy sends one. Built only when needed: most requests never ask.
     fn own_origin(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<Origin> {
-        let forwarded = if ctx.trusted_proxy { first_value(req, &names::X_FORWARDED_HOST) } else { None };
-        let host = forwarded.or_else(|| crate::authz::host::routed_authority(req).and_then(|h| std::str::from_utf8(h).ok()))?;
+        let forwarded = if ctx.trusted_proxy {
+            first_value(req, &names::X_FORWARDED_HOST)
+        } else {
+            None
+        };
+        let host = forwarded.or_else(|| {
+            crate::authz::host::routed_authority(req).and_then(|h| std::str::from_utf8(h).ok())
+        })?;
         let scheme = if ctx.https { "https://" } else { "http://" };
         let mut text = String::with_capacity(scheme.len() + host.len());
         text.push_str(scheme);
@@ -70,7 +88,11 @@ impl Gateway {
                 text.push(':');
                 text.push_str(port);
             }
-            _ => text.push_str(host.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(host)),
+            _ => text.push_str(
+                host.strip_suffix('.')
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or(host),
+            ),
         }
         text.make_ascii_lowercase();
         Origin::parse_known(text, |t| self.clients.registers(t)).ok()
@@ -87,7 +109,12 @@ impl Gateway {
     }
 
     pub(super) fn navigation(&self, req: &RequestHeader) -> bool {
-        responses::is_navigation(&req.method, header(req, &ACCEPT), header(req, &names::SEC_FETCH_MODE), header(req, &names::X_REQUESTED_WITH))
+        responses::is_navigation(
+            &req.method,
+            header(req, &ACCEPT),
+            header(req, &names::SEC_FETCH_MODE),
+            header(req, &names::X_REQUESTED_WITH),
+        )
     }
 
     /// Adds the response's `Set-Cookie`s and, for registered origins, CORS headers.
@@ -99,7 +126,12 @@ impl Gateway {
             for (k, v) in cors::response_headers(origin) {
                 let _ = resp.insert_header(k, v);
             }
-            let existing: Vec<&[u8]> = resp.headers.get_all(http::header::VARY).iter().map(|v| v.as_bytes()).collect();
+            let existing: Vec<&[u8]> = resp
+                .headers
+                .get_all(http::header::VARY)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
             if let Some(vary) = cors::vary_origin(&existing) {
                 let _ = resp.insert_header(http::header::VARY, vary);
             }
@@ -107,7 +139,12 @@ impl Gateway {
     }
 
     /// The request as browser sign-in sees it; `hinted` is the client its origin hints name.
-    pub(super) fn visit<'a>(&'a self, req: &'a RequestHeader, ctx: &'a mut RequestCtx, hinted: Result<(usize, Origin), UnknownOrigin>) -> Visit<'a> {
+    pub(super) fn visit<'a>(
+        &'a self,
+        req: &'a RequestHeader,
+        ctx: &'a mut RequestCtx,
+        hinted: Result<(usize, Origin), UnknownOrigin>,
+    ) -> Visit<'a> {
         Visit {
             req,
             https: ctx.https,
@@ -126,7 +163,11 @@ impl Gateway {
 
     /// Answers `/_authgate/*`, the clients' callback paths (through [`crate::identity::browser::Browser`]) and CORS
     /// preflights; `None` for everything else.
-    pub(super) async fn gateway_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Result<bool>> {
+    pub(super) async fn gateway_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<Result<bool>> {
         let req = session.req_header();
         let preflight = cors::is_preflight(req);
         if !preflight && !self.services.browser.owns(req.uri.path(), &self.clients) {
@@ -135,7 +176,10 @@ impl Gateway {
         // Login and logout build URLs from the host: checked here as `decide` checks it for the
         // routed requests, once per request either way.
         if let Err(e) = crate::authz::host::request_host(req) {
-            return Some(self.refuse(session, ctx, Refusal::BadHost(Cause::of(e))).await);
+            return Some(
+                self.refuse(session, ctx, Refusal::BadHost(Cause::of(e)))
+                    .await,
+            );
         }
         let req = session.req_header();
         let answer = if preflight {
@@ -151,9 +195,13 @@ impl Gateway {
                 self.decorate(&mut rendered.header, ctx);
                 let head_only = session.req_header().method == http::Method::HEAD;
                 async {
-                    session.write_response_header(Box::new(rendered.header), head_only).await?;
+                    session
+                        .write_response_header(Box::new(rendered.header), head_only)
+                        .await?;
                     if !head_only {
-                        session.write_response_body(Some(rendered.body), true).await?;
+                        session
+                            .write_response_body(Some(rendered.body), true)
+                            .await?;
                     }
                     Ok(true)
                 }
@@ -164,7 +212,11 @@ impl Gateway {
     }
 
     /// A sign-in endpoint, answered by [`crate::identity::browser::Browser`]; what it learnt (client, caller, outcome) goes into `ctx`.
-    async fn sign_in(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Rendered, Refusal> {
+    async fn sign_in(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<Rendered, Refusal> {
         let hinted = match self.identify(req, ctx) {
             Identified::Known { index, origin, .. } => Ok((index, origin)),
             Identified::Unknown(origin) => Err(UnknownOrigin(origin)),
@@ -185,8 +237,13 @@ impl Gateway {
         let client = self.client_name(ctx);
         match (ctx.outcome, answer) {
             ("login_start", Ok(_)) => metrics.logins_started.with_label_values(&[client]).inc(),
-            ("login_callback", Ok(_)) => metrics.logins_completed.with_label_values(&[client]).inc(),
-            ("login_start" | "login_callback", Err(refusal)) => metrics.logins_failed.with_label_values(&[client, login_failure(refusal)]).inc(),
+            ("login_callback", Ok(_)) => {
+                metrics.logins_completed.with_label_values(&[client]).inc()
+            }
+            ("login_start" | "login_callback", Err(refusal)) => metrics
+                .logins_failed
+                .with_label_values(&[client, login_failure(refusal)])
+                .inc(),
             _ => {}
         }
     }
@@ -194,22 +251,41 @@ impl Gateway {
     /// `POST /_authgate/backchannel-logout/{client}`: the IdP's server posts a logout token (no
     /// browser, no cookies, no origin): the form body is read (at most
     /// [`backchannel::MAX_BODY`]) and handed to [`crate::identity::browser::Browser::backchannel_logout`].
-    async fn backchannel_logout(&self, session: &mut Session, ctx: &mut RequestCtx, client: &str) -> Result<Rendered, Refusal> {
+    async fn backchannel_logout(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        client: &str,
+    ) -> Result<Rendered, Refusal> {
         ctx.outcome = "backchannel_logout";
         if session.req_header().method != http::Method::POST {
             return Err(Refusal::MethodNotAllowed(vec![http::Method::POST]));
         }
         let form = header(session.req_header(), &http::header::CONTENT_TYPE)
             .and_then(|v| std::str::from_utf8(v).ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+            .is_some_and(|v| {
+                v.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
         // Anything but a form carries no logout token: answered 400 like a form without one.
-        let body = if form { super::read_body(session, backchannel::MAX_BODY).await? } else { bytes::Bytes::new() };
-        self.services.browser.backchannel_logout(client, &self.clients, &body, &ctx.request_id).await
+        let body = if form {
+            super::read_body(session, backchannel::MAX_BODY).await?
+        } else {
+            bytes::Bytes::new()
+        };
+        self.services
+            .browser
+            .backchannel_logout(client, &self.clients, &body, &ctx.request_id)
+            .await
     }
 
     fn preflight(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Rendered {
         ctx.outcome = "preflight";
-        let allowed = ctx.cors_origin.take().map(|origin| cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS)));
+        let allowed = ctx.cors_origin.take().map(|origin| {
+            cors::preflight_headers(&origin, header(req, &ACCESS_CONTROL_REQUEST_HEADERS))
+        });
         responses::preflight(allowed, &ctx.request_id)
     }
 }
@@ -223,10 +299,22 @@ mod tests {
     fn sign_in_failures_are_labelled_by_their_kind_never_their_text() {
         for kind in LoginFailure::ALL {
             // Words that once chose a label by their text choose nothing now.
-            let r = Refusal::LoginFailed { kind, reason: "the identity provider answered access_denied; the id_token was refused".to_string().into(), retry: None };
+            let r = Refusal::LoginFailed {
+                kind,
+                reason: "the identity provider answered access_denied; the id_token was refused"
+                    .to_string()
+                    .into(),
+                retry: None,
+            };
             assert_eq!(login_failure(&r), kind.as_label());
         }
-        assert_eq!(login_failure(&Refusal::IdpUnavailable("down".to_string().into())), "idp_unavailable");
-        assert_eq!(login_failure(&Refusal::NotAllowed("not a member".to_string().into())), "not_allowed");
+        assert_eq!(
+            login_failure(&Refusal::IdpUnavailable("down".to_string().into())),
+            "idp_unavailable"
+        );
+        assert_eq!(
+            login_failure(&Refusal::NotAllowed("not a member".to_string().into())),
+            "not_allowed"
+        );
     }
 }

@@ -42,14 +42,27 @@ pub fn credential_expiry(caller: &Caller) -> u64 {
 /// when it is too far ahead for the clock to represent (it never comes).
 fn instant_of(expires_at: u64) -> Option<Instant> {
     let at = UNIX_EPOCH.checked_add(Duration::from_secs(expires_at))?;
-    Instant::now().checked_add(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Instant::now().checked_add(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// On a `101` for a route that closes sockets at expiry: arms the deadline of the caller's
 /// credential (nothing when the request carried none, as on a shadow route).
 pub fn arm(session: &mut Session, ctx: &mut RequestCtx) {
-    let Some(at) = ctx.caller.as_ref().map(credential_expiry).and_then(instant_of) else { return };
-    let deadline = Deadline { at, read_timeout: session.get_read_timeout() };
+    let Some(at) = ctx
+        .caller
+        .as_ref()
+        .map(credential_expiry)
+        .and_then(instant_of)
+    else {
+        return;
+    };
+    let deadline = Deadline {
+        at,
+        read_timeout: session.get_read_timeout(),
+    };
     ctx.socket_deadline = Some(deadline);
     session.set_read_timeout(Some(next_read_timeout(&deadline, Instant::now())));
 }
@@ -63,10 +76,15 @@ fn next_read_timeout(deadline: &Deadline, now: Instant) -> Duration {
 /// For every chunk relayed over an armed connection: an error once the credential has expired
 /// (Pingora then ends the connection), else the read timeout set to the time left.
 pub fn check(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
-    let Some(deadline) = &ctx.socket_deadline else { return Ok(()) };
+    let Some(deadline) = &ctx.socket_deadline else {
+        return Ok(());
+    };
     let now = Instant::now();
     if now >= deadline.at {
-        return Error::e_explain(ErrorType::Custom("credential expired"), "the credential that authorised this upgraded connection expired");
+        return Error::e_explain(
+            ErrorType::Custom("credential expired"),
+            "the credential that authorised this upgraded connection expired",
+        );
     }
     session.set_read_timeout(Some(next_read_timeout(deadline, now)));
     Ok(())
@@ -79,22 +97,46 @@ mod tests {
     #[test]
     fn the_read_timeout_is_the_time_left_or_the_usual_one_when_sooner() {
         let now = Instant::now();
-        let soon = Deadline { at: now + Duration::from_secs(5), read_timeout: Some(Duration::from_secs(60)) };
+        let soon = Deadline {
+            at: now + Duration::from_secs(5),
+            read_timeout: Some(Duration::from_secs(60)),
+        };
         assert_eq!(next_read_timeout(&soon, now), Duration::from_secs(5));
-        let late = Deadline { at: now + Duration::from_secs(600), read_timeout: Some(Duration::from_secs(60)) };
+        let late = Deadline {
+            at: now + Duration::from_secs(600),
+            read_timeout: Some(Duration::from_secs(60)),
+        };
         assert_eq!(next_read_timeout(&late, now), Duration::from_secs(60));
-        let unbounded = Deadline { at: now + Duration::from_secs(600), read_timeout: None };
+        let unbounded = Deadline {
+            at: now + Duration::from_secs(600),
+            read_timeout: None,
+        };
         assert_eq!(next_read_timeout(&unbounded, now), Duration::from_secs(600));
-        assert_eq!(next_read_timeout(&soon, now + Duration::from_secs(9)), Duration::ZERO);
+        assert_eq!(
+            next_read_timeout(&soon, now + Duration::from_secs(9)),
+            Duration::ZERO
+        );
     }
 
     #[test]
     fn an_expiry_in_the_past_is_now_and_one_ahead_is_that_far_ahead() {
-        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(instant_of(now_secs.saturating_sub(60)).unwrap() <= Instant::now());
-        let ahead = instant_of(now_secs + 100).unwrap().saturating_duration_since(Instant::now());
-        assert!(ahead > Duration::from_secs(98) && ahead <= Duration::from_secs(100), "{ahead:?}");
-        assert!(Deadline { at: instant_of(0).unwrap(), read_timeout: None }.passed());
+        let ahead = instant_of(now_secs + 100)
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert!(
+            ahead > Duration::from_secs(98) && ahead <= Duration::from_secs(100),
+            "{ahead:?}"
+        );
+        assert!(Deadline {
+            at: instant_of(0).unwrap(),
+            read_timeout: None
+        }
+        .passed());
         // An `exp` no clock can represent never comes (and panics nothing).
         assert_eq!(instant_of(u64::MAX), None);
     }

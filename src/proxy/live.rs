@@ -22,7 +22,9 @@ pub struct LiveGateway {
 impl LiveGateway {
     /// Serves `gateway` until it is swapped.
     pub fn new(gateway: Gateway) -> LiveGateway {
-        LiveGateway { current: Arc::new(ArcSwap::from_pointee(gateway)) }
+        LiveGateway {
+            current: Arc::new(ArcSwap::from_pointee(gateway)),
+        }
     }
 
     /// A handle that can read and replace the running gateway (for the reloader).
@@ -32,7 +34,9 @@ impl LiveGateway {
 
     /// The gateway of this request (the one it started with).
     fn of(&self, ctx: &RequestCtx) -> Arc<Gateway> {
-        ctx.gateway.clone().unwrap_or_else(|| self.current.load_full())
+        ctx.gateway
+            .clone()
+            .unwrap_or_else(|| self.current.load_full())
     }
 }
 
@@ -48,7 +52,12 @@ impl ProxyHttp for LiveGateway {
     /// (a login callback's query carries the authorization code and state) and the request id.
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         let req = session.req_header();
-        format!("{} {}, request {}", req.method, req.uri.path(), ctx.request_id)
+        format!(
+            "{} {}, request {}",
+            req.method,
+            req.uri.path(),
+            ctx.request_id
+        )
     }
 
     /// No downstream modules: the gateway compresses nothing, and Pingora's default (a
@@ -63,42 +72,83 @@ impl ProxyHttp for LiveGateway {
     }
 
     /// The pinned gateway's route names the upstream.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         self.of(ctx).upstream_peer(ctx)
     }
 
     /// Idempotent requests that could not connect try another address.
-    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
         self.of(ctx).fail_to_connect(session, ctx, e)
     }
 
     /// Headers as the pinned gateway's config says.
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         self.of(ctx).upstream_request_filter(session, upstream, ctx)
     }
 
     /// Request id, cookies and CORS on the way back; a WebSocket's `101` on a route that
     /// closes sockets at expiry arms the credential's deadline.
-    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let gateway = self.of(ctx);
-        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && gateway.route(ctx).is_some_and(|r| r.websocket_close_at_expiry) {
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && gateway
+                .route(ctx)
+                .is_some_and(|r| r.websocket_close_at_expiry)
+        {
             expiry::arm(session, ctx);
         }
         gateway.response_filter(resp, ctx)
     }
 
     /// Client-to-upstream chunks: an armed upgraded connection ends once its credential expired.
-    async fn request_body_filter(&self, session: &mut Session, _body: &mut Option<Bytes>, _end_of_stream: bool, ctx: &mut RequestCtx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         expiry::check(session, ctx)
     }
 
     /// Upstream-to-client chunks: likewise.
-    fn response_body_filter(&self, session: &mut Session, _body: &mut Option<Bytes>, _end_of_stream: bool, ctx: &mut RequestCtx) -> Result<Option<Duration>> {
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
         expiry::check(session, ctx).map(|()| None)
     }
 
     /// Upstream failures answered like every other refusal.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         self.of(ctx).fail_to_proxy(session, e, ctx).await
     }
 

@@ -8,22 +8,22 @@ mod expiry;
 pub mod live;
 
 use crate::authz::abac::{self, AbacClient, CheckRequest, Outcome};
+use crate::authz::grants::GrantTable;
 use crate::authz::host::request_host;
 use crate::authz::path;
+use crate::authz::permissions::PermissionNames;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
 use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served};
-use crate::origin::Origin;
-use crate::authz::permissions::PermissionNames;
 use crate::config::model::{Access, Config, ProxySettings, RouteSpec};
-use crate::authz::grants::GrantTable;
-use crate::identity::browser::{Browser, BrowserError, SignInProviders};
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter, AssertionError};
+use crate::identity::browser::{Browser, BrowserError, SignInProviders};
 use crate::identity::credentials::{self, Caller, Credential, CredentialError};
 use crate::identity::verify::{TokenError, Verifier};
 use crate::metrics::{Metrics, RequestCounters};
+use crate::origin::Origin;
 use crate::responses::{self, Cause, Refusal};
 use crate::upstream::{Upstream, UpstreamError};
 use bytes::{Bytes, BytesMut};
@@ -96,16 +96,34 @@ impl Gateway {
     /// Builds the gateway from a validated config and the one verifier (built with
     /// [`Verifier::with_api_key_audiences`] for `api_keys.audience`).
     /// `routes` is `config`'s route table (see [`RouteTable::from_config`]).
-    pub fn from_config(config: &Config, routes: RouteTable, verifier: Arc<Verifier>, metrics: Metrics) -> Result<Gateway, GatewayError> {
+    pub fn from_config(
+        config: &Config,
+        routes: RouteTable,
+        verifier: Arc<Verifier>,
+        metrics: Metrics,
+    ) -> Result<Gateway, GatewayError> {
         // Exchanged API-key tokens go through the same verifier, for their own audience set.
         if verifier.api_key_audiences() != config.api_keys.audiences.as_slice() {
             return Err(GatewayError::ApiKeyAudiences);
         }
         let services = Services {
-            api_keys: ApiKeys::from_config(config.idp.api_key_exchange_url.clone(), config.idp.timeout, &config.api_keys, verifier.clone(), metrics.clone()),
-            api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes()).map_err(GatewayError::ApiKeyHeader)?,
-            abac: AbacClient::from_config(config.idp.check_permission_url.clone(), config.idp.timeout, &config.abac, metrics.clone()),
-            asserter: Asserter::from_config(&config.identity_jwt).map_err(GatewayError::Assertion)?,
+            api_keys: ApiKeys::from_config(
+                config.idp.api_key_exchange_url.clone(),
+                config.idp.timeout,
+                &config.api_keys,
+                verifier.clone(),
+                metrics.clone(),
+            ),
+            api_key_header: http::HeaderName::from_bytes(config.api_keys.header.as_bytes())
+                .map_err(GatewayError::ApiKeyHeader)?,
+            abac: AbacClient::from_config(
+                config.idp.check_permission_url.clone(),
+                config.idp.timeout,
+                &config.abac,
+                metrics.clone(),
+            ),
+            asserter: Asserter::from_config(&config.identity_jwt)
+                .map_err(GatewayError::Assertion)?,
             browser: Browser::from_config(config, verifier.clone(), metrics.clone())?,
             verifier,
             metrics,
@@ -122,7 +140,12 @@ impl Gateway {
 
     /// What a config decides, around the long-lived `services`; an upstream of `previous` whose
     /// settings are unchanged is kept, with its addresses' health and connections in flight.
-    fn assemble(config: &Config, routes: RouteTable, services: Arc<Services>, previous: &[Arc<Upstream>]) -> Result<Gateway, GatewayError> {
+    fn assemble(
+        config: &Config,
+        routes: RouteTable,
+        services: Arc<Services>,
+        previous: &[Arc<Upstream>],
+    ) -> Result<Gateway, GatewayError> {
         let upstreams = config
             .upstreams
             .iter()
@@ -131,19 +154,36 @@ impl Gateway {
                 None => Upstream::from_config(u, &services.metrics).map(Arc::new),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let clients = ClientRegistry::from_config(&config.clients).with_default(config.default_client);
-        let counters = RequestCounters::new(&services.metrics, routes.routes().len(), clients.all().len());
+        let clients =
+            ClientRegistry::from_config(&config.clients).with_default(config.default_client);
+        let counters = RequestCounters::new(
+            &services.metrics,
+            routes.routes().len(),
+            clients.all().len(),
+        );
         Ok(Gateway {
             routes,
             permission_names: PermissionNames::table(&config.routes, &config.clients),
-            served: config.routes.iter().map(|r| Served::new(r.clients.as_deref(), config.clients.len())).collect(),
+            served: config
+                .routes
+                .iter()
+                .map(|r| Served::new(r.clients.as_deref(), config.clients.len()))
+                .collect(),
             upstreams,
-            client_values: clients.all().iter().map(|c| crate::headers::encode(&c.name)).collect(),
+            client_values: clients
+                .all()
+                .iter()
+                .map(|c| crate::headers::encode(&c.name))
+                .collect(),
             clients,
-            headers: IdentityHeaders::from_config(&config.headers).also_strip([services.api_key_header.clone(), services.asserter.header().clone()]),
+            headers: IdentityHeaders::from_config(&config.headers).also_strip([
+                services.api_key_header.clone(),
+                services.asserter.header().clone(),
+            ]),
             proxy: config.proxy.clone(),
             grants: GrantTable::from_config(&config.clients),
-            providers: SignInProviders::from_config(&config.providers).map_err(BrowserError::from)?,
+            providers: SignInProviders::from_config(&config.providers)
+                .map_err(BrowserError::from)?,
             counters,
             services,
         })
@@ -165,9 +205,14 @@ struct Routed<'g> {
 impl Routed<'_> {
     /// The entity id the route's permission names, from the path.
     fn entity_id(&self) -> Option<&str> {
-        let Access::Permission(required) = &self.route.access else { return None };
+        let Access::Permission(required) = &self.route.access else {
+            return None;
+        };
         let name = required.entity_id.as_deref()?;
-        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -190,15 +235,32 @@ impl Gateway {
     }
 
     /// Client → caller → binding → permission → live check, for a routed request.
-    async fn access_steps(&self, session: &mut Session, ctx: &mut RequestCtx, routed: &Routed<'_>) -> Result<(), Refusal> {
+    async fn access_steps(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        routed: &Routed<'_>,
+    ) -> Result<(), Refusal> {
         let (client, origin) = self.client_step(session.req_header(), ctx)?;
-        self.caller_step(session.req_header(), ctx, client, &origin, routed.route.enforce).await?;
+        self.caller_step(
+            session.req_header(),
+            ctx,
+            client,
+            &origin,
+            routed.route.enforce,
+        )
+        .await?;
         self.binding_step(routed, ctx, client)?;
         if !self.permission_step(routed, ctx)? {
             return Ok(());
         }
-        let body = if routed.route.needs_body() { Some(read_body(session, routed.route.body_limit).await?) } else { None };
-        self.live_check(session.req_header(), body.as_deref(), routed, ctx).await
+        let body = if routed.route.needs_body() {
+            Some(read_body(session, routed.route.body_limit).await?)
+        } else {
+            None
+        };
+        self.live_check(session.req_header(), body.as_deref(), routed, ctx)
+            .await
     }
 
     /// A shadow rule (`enforce = false`): the decision is counted and logged, and the request
@@ -208,17 +270,31 @@ impl Gateway {
     /// header; no caller gets a permission header for a permission it was not granted.
     /// Refusals about the request's shape (an unreadable or oversized body, an ambiguous
     /// value) are not decisions: they stay refusals.
-    fn shadow(&self, req: &RequestHeader, ctx: &mut RequestCtx, route: &RouteSpec, decided: Result<(), Refusal>) -> Result<(), Refusal> {
+    fn shadow(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        route: &RouteSpec,
+        decided: Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
         let refusal = match decided {
             Ok(()) => {
-                self.services.metrics.shadow_decisions.with_label_values(&[route.name.as_str(), "allow"]).inc();
+                self.services
+                    .metrics
+                    .shadow_decisions
+                    .with_label_values(&[route.name.as_str(), "allow"])
+                    .inc();
                 tracing::debug!(request_id = %ctx.request_id, route = %route.name, "shadow rule would allow");
                 return Ok(());
             }
             Err(refusal) if !refusal.is_access_decision() => return Err(refusal),
             Err(refusal) => refusal,
         };
-        self.services.metrics.shadow_decisions.with_label_values(&[route.name.as_str(), "refuse"]).inc();
+        self.services
+            .metrics
+            .shadow_decisions
+            .with_label_values(&[route.name.as_str(), "refuse"])
+            .inc();
         let entity = ctx.required.as_ref().map(|n| &*n.entity).unwrap_or("-");
         let permission = ctx.required.as_ref().map(|n| &*n.action).unwrap_or("-");
         tracing::info!(
@@ -246,10 +322,23 @@ impl Gateway {
     /// Counts and logs what the client's shadow grants (`enforce = false`) would change for the
     /// caller's permission, which its token does not grant; they change nothing.
     fn shadow_grants(&self, ctx: &RequestCtx, client: usize, names: &PermissionNames) {
-        let Some(caller) = ctx.caller.as_ref() else { return };
-        let client_name = self.clients.all().get(client).map_or("-", |c| c.name.as_str());
-        for (grant, effect) in self.grants.shadow_effects(client, &caller.principal, &names.entity, &names.action) {
-            self.services.metrics.shadow_grants.with_label_values(&[client_name, grant, effect.as_label()]).inc();
+        let Some(caller) = ctx.caller.as_ref() else {
+            return;
+        };
+        let client_name = self
+            .clients
+            .all()
+            .get(client)
+            .map_or("-", |c| c.name.as_str());
+        for (grant, effect) in
+            self.grants
+                .shadow_effects(client, &caller.principal, &names.entity, &names.action)
+        {
+            self.services
+                .metrics
+                .shadow_grants
+                .with_label_values(&[client_name, grant, effect.as_label()])
+                .inc();
             tracing::info!(
                 request_id = %ctx.request_id,
                 client = client_name,
@@ -265,16 +354,33 @@ impl Gateway {
 
     /// Host and path → route. Saves the route's index, and the path and host the upstream gets
     /// when they differ from the ones received.
-    fn route_step<'g>(&'g self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Routed<'g>, Refusal> {
+    fn route_step<'g>(
+        &'g self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<Routed<'g>, Refusal> {
         let host = request_host(req).map_err(|e| Refusal::BadHost(Cause::of(e)))?;
         if !req.raw_path_is_utf8() {
             return Err(Refusal::BadPath(Cause::of(path::PathError::InvalidUtf8)));
         }
         let raw_path = req.uri.path();
         let path = path::normalize(raw_path).map_err(|e| Refusal::BadPath(Cause::of(e)))?;
-        let routed = match self.routes.resolve(host.as_ref().map(|h| &*h.name), &path, &req.method) {
-            Ok(RouteMatch::Found { route, index, params }) => Routed { route, index, params },
-            Ok(RouteMatch::MethodNotAllowed { allowed }) => return Err(Refusal::MethodNotAllowed(allowed)),
+        let routed = match self
+            .routes
+            .resolve(host.as_ref().map(|h| &*h.name), &path, &req.method)
+        {
+            Ok(RouteMatch::Found {
+                route,
+                index,
+                params,
+            }) => Routed {
+                route,
+                index,
+                params,
+            },
+            Ok(RouteMatch::MethodNotAllowed { allowed }) => {
+                return Err(Refusal::MethodNotAllowed(allowed))
+            }
             Ok(RouteMatch::NotFound) => return Err(Refusal::NoRoute),
             Err(e) => return Err(Refusal::BadPath(Cause::of(e))),
         };
@@ -290,7 +396,11 @@ impl Gateway {
 
     /// The client the request's origin hints name; it decides nothing on its own (see
     /// [`Gateway::binding_step`]). Returns its index with the origin it was found by.
-    fn client_step(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(usize, Origin), Refusal> {
+    fn client_step(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<(usize, Origin), Refusal> {
         match self.identify(req, ctx) {
             Identified::Known { index, origin, .. } => {
                 ctx.client = Some(index);
@@ -304,38 +414,87 @@ impl Gateway {
     /// the session cookie. A browser without any is sent to sign in.
     /// `sign_in`: a browser without a session may be sent to sign in (not on a shadow rule,
     /// which lets it through instead).
-    async fn caller_step(&self, req: &RequestHeader, ctx: &mut RequestCtx, client: usize, origin: &Origin, sign_in: bool) -> Result<(), Refusal> {
-        let caller = match credentials::from_request(req.headers.get(&http::header::AUTHORIZATION), req.headers.get(&self.services.api_key_header)) {
+    async fn caller_step(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        client: usize,
+        origin: &Origin,
+        sign_in: bool,
+    ) -> Result<(), Refusal> {
+        let caller = match credentials::from_request(
+            req.headers.get(&http::header::AUTHORIZATION),
+            req.headers.get(&self.services.api_key_header),
+        ) {
             Ok(Credential::Bearer(token)) => {
                 ctx.credential = "bearer";
-                let principal = self.services.verifier.verify(token.as_bytes()).await.map_err(|e| match e {
-                    TokenError::KeysUnavailable => Refusal::IdpUnavailable(Cause::of(e)),
-                    e => Refusal::InvalidToken(Cause::of(e)),
-                })?;
-                Caller { principal, credential: Credential::Bearer(token) }
+                let principal = self
+                    .services
+                    .verifier
+                    .verify(token.as_bytes())
+                    .await
+                    .map_err(|e| match e {
+                        TokenError::KeysUnavailable => Refusal::IdpUnavailable(Cause::of(e)),
+                        e => Refusal::InvalidToken(Cause::of(e)),
+                    })?;
+                Caller {
+                    principal,
+                    credential: Credential::Bearer(token),
+                }
             }
             Ok(credential) => {
                 ctx.credential = "api_key";
-                let principal = self.services.api_keys.authenticate(credential.presented()).await.map_err(|e| match e {
-                    ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why.into()),
-                    e => Refusal::InvalidToken(Cause::of(e)),
-                })?;
-                Caller { principal, credential }
+                let principal = self
+                    .services
+                    .api_keys
+                    .authenticate(credential.presented())
+                    .await
+                    .map_err(|e| match e {
+                        ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why.into()),
+                        e => Refusal::InvalidToken(Cause::of(e)),
+                    })?;
+                Caller {
+                    principal,
+                    credential,
+                }
             }
             Err(CredentialError::Missing) => {
                 let navigation = self.navigation(req);
                 let mut visit = self.visit(req, ctx, Ok((client, origin.clone())));
-                match self.services.browser.session_caller(&mut visit, client).await? {
+                match self
+                    .services
+                    .browser
+                    .session_caller(&mut visit, client)
+                    .await?
+                {
                     Some(caller) => {
                         ctx.credential = "session";
                         caller
                     }
                     // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
-                    None if sign_in && navigation && (visit.https || self.services.browser.allows_insecure_http()) => {
-                        let return_to = format!("{origin}{}", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-                        let location = self.services.browser.start_login(&mut visit, client, origin, return_to).await?;
-                        let name = self.clients.all().get(client).map_or("-", |c| c.name.as_str());
-                        self.services.metrics.logins_started.with_label_values(&[name]).inc();
+                    None if sign_in
+                        && navigation
+                        && (visit.https || self.services.browser.allows_insecure_http()) =>
+                    {
+                        let return_to = format!(
+                            "{origin}{}",
+                            req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                        );
+                        let location = self
+                            .services
+                            .browser
+                            .start_login(&mut visit, client, origin, return_to)
+                            .await?;
+                        let name = self
+                            .clients
+                            .all()
+                            .get(client)
+                            .map_or("-", |c| c.name.as_str());
+                        self.services
+                            .metrics
+                            .logins_started
+                            .with_label_values(&[name])
+                            .inc();
                         return Err(Refusal::LoginRedirect(location));
                     }
                     None => return Err(Refusal::MissingCredentials),
@@ -349,21 +508,32 @@ impl Gateway {
 
     /// Whose permissions apply: the credential's client, never one a header names for it.
     /// Saves the client the route is served for.
-    fn binding_step(&self, routed: &Routed<'_>, ctx: &mut RequestCtx, client: usize) -> Result<(), Refusal> {
+    fn binding_step(
+        &self,
+        routed: &Routed<'_>,
+        ctx: &mut RequestCtx,
+        client: usize,
+    ) -> Result<(), Refusal> {
         let caller = ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?;
         let detected = self.clients.all().get(client).ok_or(Refusal::NoRoute)?;
         let binding = match &caller.credential {
-            Credential::Bearer(_) => self.clients.token_binding(caller.principal.authorized_party.as_deref(), &caller.principal.audiences),
+            Credential::Bearer(_) => self.clients.token_binding(
+                caller.principal.authorized_party.as_deref(),
+                &caller.principal.audiences,
+            ),
             Credential::ApiKey(_) => Binding::Unbound,
             // The session store checked that the session is the detected client's.
             Credential::Session(_) => Binding::Client(&detected.client_id),
         };
         let served = self.served.get(routed.index).ok_or(Refusal::NoRoute)?;
         let needs_namespace = matches!(routed.route.access, Access::Permission(_));
-        ctx.client = self.clients.settle(client, binding, served, needs_namespace, &routed.route.name).map_err(|e| match e {
-            e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(Cause::of(e)),
-            e => Refusal::ClientNotServed(Cause::of(e)),
-        })?;
+        ctx.client = self
+            .clients
+            .settle(client, binding, served, needs_namespace, &routed.route.name)
+            .map_err(|e| match e {
+                e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(Cause::of(e)),
+                e => Refusal::ClientNotServed(Cause::of(e)),
+            })?;
         ctx.client_settled = true;
         Ok(())
     }
@@ -377,15 +547,32 @@ impl Gateway {
             return Ok(false);
         };
         let client = ctx.client.ok_or(Refusal::NoRoute)?;
-        let names = self.permission_names.get(routed.index).and_then(|r| r.get(client)?.clone()).ok_or(Refusal::NoRoute)?;
+        let names = self
+            .permission_names
+            .get(routed.index)
+            .and_then(|r| r.get(client)?.clone())
+            .ok_or(Refusal::NoRoute)?;
         let caller = ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?;
-        let mut decision = permissions::check(&caller.principal, &names.entity, routed.entity_id(), &names.action);
+        let mut decision = permissions::check(
+            &caller.principal,
+            &names.entity,
+            routed.entity_id(),
+            &names.action,
+        );
         // The config's grants, asked only when the token's claims do not grant it; never for
         // API keys, whose exchanged token carries the key's own permissions.
-        if decision == Decision::Denied && self.grants.has_shadow(client) && !matches!(caller.credential, Credential::ApiKey(_)) {
+        if decision == Decision::Denied
+            && self.grants.has_shadow(client)
+            && !matches!(caller.credential, Credential::ApiKey(_))
+        {
             self.shadow_grants(ctx, client, &names);
         }
-        if decision == Decision::Denied && !matches!(caller.credential, Credential::ApiKey(_)) && self.grants.grants(client, &caller.principal, &names.entity, &names.action) {
+        if decision == Decision::Denied
+            && !matches!(caller.credential, Credential::ApiKey(_))
+            && self
+                .grants
+                .grants(client, &caller.principal, &names.entity, &names.action)
+        {
             decision = Decision::Granted;
             ctx.decision = "grant";
         } else {
@@ -397,34 +584,56 @@ impl Gateway {
                 ctx.granted = Some(names);
                 Ok(false)
             }
-            Decision::Denied => {
-                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: names.action.to_string(), reason: "the caller's token does not grant it".into() })
-            }
+            Decision::Denied => Err(Refusal::Forbidden {
+                entity: names.entity.to_string(),
+                permission: names.action.to_string(),
+                reason: "the caller's token does not grant it".into(),
+            }),
             Decision::NeedsLiveCheck => Ok(true),
         }
     }
 
     /// The IdP decides, asked as the caller: attributes are read from the request (its JSON
     /// body too, when the route asks: read by [`Gateway::decide`] and replayed upstream unchanged).
-    async fn live_check(&self, req: &RequestHeader, body: Option<&[u8]>, routed: &Routed<'_>, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    async fn live_check(
+        &self,
+        req: &RequestHeader,
+        body: Option<&[u8]>,
+        routed: &Routed<'_>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
         let route = routed.route;
         let parts = abac::RequestParts {
             params: &routed.params,
             query: req.uri.query(),
             headers: &req.headers,
             body,
-            content_type: req.headers.get(&http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            content_type: req
+                .headers
+                .get(&http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
         };
         let attributes = abac::collect(&route.attributes, &parts).map_err(|e| {
             if e.is_ambiguous() {
                 Refusal::AmbiguousRequest(Cause::of(e))
             } else {
-                Refusal::UnreadableBody { status: e.status(), reason: Cause::of(e) }
+                Refusal::UnreadableBody {
+                    status: e.status(),
+                    reason: Cause::of(e),
+                }
             }
         })?;
-        let (Some(caller), Some(names)) = (&ctx.caller, &ctx.required) else { return Err(Refusal::MissingCredentials) };
+        let (Some(caller), Some(names)) = (&ctx.caller, &ctx.required) else {
+            return Err(Refusal::MissingCredentials);
+        };
         let names = names.clone();
-        let request = CheckRequest { subject: &caller.principal.subject, entity_type: &names.entity, entity_id: routed.entity_id(), permission: &names.action, attributes };
+        let request = CheckRequest {
+            subject: &caller.principal.subject,
+            entity_type: &names.entity,
+            entity_id: routed.entity_id(),
+            permission: &names.action,
+            attributes,
+        };
         let outcome = self.services.abac.check(&caller.credential, &request).await;
         match outcome {
             Outcome::Allowed { cached } => {
@@ -436,7 +645,11 @@ impl Gateway {
             Outcome::Denied { cached, reason } => {
                 ctx.abac_cached = Some(cached);
                 ctx.decision = "abac";
-                Err(Refusal::Forbidden { entity: names.entity.to_string(), permission: names.action.to_string(), reason })
+                Err(Refusal::Forbidden {
+                    entity: names.entity.to_string(),
+                    permission: names.action.to_string(),
+                    reason,
+                })
             }
             // Only unavailability of the IdP may be allowed, and only where the operator said so.
             Outcome::Unavailable(why) if route.allow_on_error => {
@@ -447,23 +660,44 @@ impl Gateway {
             }
             Outcome::Unavailable(why) => {
                 ctx.decision = "abac";
-                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}").into()))
+                Err(Refusal::IdpUnavailable(
+                    format!("the live permission check failed: {why}").into(),
+                ))
             }
             // An answer without a decision: refused whatever `on_error` says (the caller may have caused it).
             Outcome::Failed(why) => {
                 tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check got no decision; refused");
                 ctx.decision = "abac";
-                Err(Refusal::IdpUnavailable(format!("the live permission check failed: {why}").into()))
+                Err(Refusal::IdpUnavailable(
+                    format!("the live permission check failed: {why}").into(),
+                ))
             }
         }
     }
 
-    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -> Result<bool> {
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+    ) -> Result<bool> {
         let req = session.req_header();
-        let html = responses::wants_html(header(req, &http::header::ACCEPT), header(req, &names::SEC_FETCH_MODE));
+        let html = responses::wants_html(
+            header(req, &http::header::ACCEPT),
+            header(req, &names::SEC_FETCH_MODE),
+        );
         let head_only = req.method == http::Method::HEAD;
-        let brand = ctx.client.and_then(|i| self.clients.all().get(i)).map(|c| &c.branding);
-        let mut rendered = refusal.render_branded(REALM, html, &ctx.request_id, self.proxy.debug_reason_header, brand);
+        let brand = ctx
+            .client
+            .and_then(|i| self.clients.all().get(i))
+            .map(|c| &c.branding);
+        let mut rendered = refusal.render_branded(
+            REALM,
+            html,
+            &ctx.request_id,
+            self.proxy.debug_reason_header,
+            brand,
+        );
         self.decorate(&mut rendered.header, ctx);
         ctx.outcome = refusal.outcome();
         let entity = ctx.required.as_ref().map(|n| &*n.entity).unwrap_or("-");
@@ -484,17 +718,25 @@ impl Gateway {
             reason = %refusal.detail(),
             "refused"
         );
-        session.write_response_header(Box::new(rendered.header), head_only).await?;
+        session
+            .write_response_header(Box::new(rendered.header), head_only)
+            .await?;
         if !head_only {
-            session.write_response_body(Some(rendered.body), true).await?;
+            session
+                .write_response_body(Some(rendered.body), true)
+                .await?;
         }
         Ok(true)
     }
 
     async fn serve_jwks(&self, session: &mut Session) -> Result<bool> {
         let rendered = responses::jwks(self.services.asserter.jwks());
-        session.write_response_header(Box::new(rendered.header), false).await?;
-        session.write_response_body(Some(rendered.body), true).await?;
+        session
+            .write_response_header(Box::new(rendered.header), false)
+            .await?;
+        session
+            .write_response_body(Some(rendered.body), true)
+            .await?;
         Ok(true)
     }
 
@@ -507,13 +749,20 @@ impl Gateway {
     }
 
     fn client_name(&self, ctx: &RequestCtx) -> &str {
-        ctx.client.and_then(|i| self.clients.all().get(i)).map_or("-", |c| c.name.as_str())
+        ctx.client
+            .and_then(|i| self.clients.all().get(i))
+            .map_or("-", |c| c.name.as_str())
     }
 }
 
 /// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.
 pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Refusal> {
-    let declared = session.req_header().headers.get(&http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = session
+        .req_header()
+        .headers
+        .get(&http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::BodyTooLarge(limit));
     }
@@ -528,7 +777,16 @@ pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Byt
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return Err(Refusal::UnreadableBody { status: 400, reason: format!("the request body could not be read ({})", e.etype().as_str()).into() }),
+            Err(e) => {
+                return Err(Refusal::UnreadableBody {
+                    status: 400,
+                    reason: format!(
+                        "the request body could not be read ({})",
+                        e.etype().as_str()
+                    )
+                    .into(),
+                })
+            }
         }
     }
     Ok(buf.freeze())
@@ -558,7 +816,9 @@ impl Gateway {
             return self.serve_jwks(session).await;
         }
         if let Some(why) = self.headers.refuses(session.req_header()) {
-            return self.refuse(session, ctx, Refusal::BadHeader(why.into())).await;
+            return self
+                .refuse(session, ctx, Refusal::BadHeader(why.into()))
+                .await;
         }
         match self.decide(session, ctx).await {
             Ok(()) => Ok(false),
@@ -569,9 +829,19 @@ impl Gateway {
     /// The route chosen in `request_filter` names the upstream; a retry avoids the address
     /// that could not be connected to.
     fn upstream_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let route = self.route(ctx).ok_or_else(|| Error::explain(InternalError, "no route chosen"))?;
-        let avoid = if ctx.upstream_tries > 0 { ctx.peer_index } else { None };
-        let picked = self.upstreams.get(route.upstream).and_then(|u| u.pick(avoid)).ok_or_else(|| Error::explain(InternalError, "the route's upstream has no address"))?;
+        let route = self
+            .route(ctx)
+            .ok_or_else(|| Error::explain(InternalError, "no route chosen"))?;
+        let avoid = if ctx.upstream_tries > 0 {
+            ctx.peer_index
+        } else {
+            None
+        };
+        let picked = self
+            .upstreams
+            .get(route.upstream)
+            .and_then(|u| u.pick(avoid))
+            .ok_or_else(|| Error::explain(InternalError, "the route's upstream has no address"))?;
         ctx.upstream_tries += 1;
         ctx.peer_index = Some(picked.index);
         ctx.lease = picked.lease;
@@ -582,10 +852,24 @@ impl Gateway {
     /// A request that could not connect is retried on another address when its method is
     /// idempotent and the upstream's `retries` allow (nothing was sent, but a non-idempotent
     /// request is not second-guessed).
-    fn fail_to_connect(&self, session: &Session, ctx: &RequestCtx, mut e: Box<Error>) -> Box<Error> {
-        let Some(upstream) = self.route(ctx).and_then(|r| self.upstreams.get(r.upstream)) else { return e };
+    fn fail_to_connect(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(upstream) = self.route(ctx).and_then(|r| self.upstreams.get(r.upstream)) else {
+            return e;
+        };
         let method = &session.req_header().method;
-        let idempotent = matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::PUT | http::Method::DELETE);
+        let idempotent = matches!(
+            *method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
         if idempotent && ctx.upstream_tries <= upstream.retries() {
             tracing::info!(request_id = %ctx.request_id, upstream = %upstream.name, error = %e, "cannot connect to an upstream address; retrying on another");
             e.set_retry(true);
@@ -595,14 +879,22 @@ impl Gateway {
 
     /// The upstream sees the normalised path, no client-sent identity headers or credentials,
     /// and the verified identity (signed, when the route asks).
-    fn upstream_request_filter(&self, session: &Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    fn upstream_request_filter(
+        &self,
+        session: &Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let uri = match ctx.normalized_path.take() {
             Some(p) => {
                 let uri = match upstream.uri.query() {
                     Some(q) => format!("{p}?{q}"),
                     None => p,
                 };
-                Some(uri.parse::<http::Uri>().or_err(InternalError, "normalised path is not a valid URI")?)
+                Some(
+                    uri.parse::<http::Uri>()
+                        .or_err(InternalError, "normalised path is not a valid URI")?,
+                )
             }
             None => None,
         };
@@ -611,7 +903,11 @@ impl Gateway {
             out.map.remove(http::header::AUTHORIZATION);
         }
         if let Some(host) = ctx.upstream_host.take() {
-            out.map.insert(http::header::HOST, http::HeaderValue::try_from(host).or_err(InternalError, "routed host is not a header value")?);
+            out.map.insert(
+                http::header::HOST,
+                http::HeaderValue::try_from(host)
+                    .or_err(InternalError, "routed host is not a header value")?,
+            );
         }
         if !out.cookies.is_empty() {
             if let Some(kept) = self.services.browser.kept_cookies(&out.cookies) {
@@ -621,13 +917,25 @@ impl Gateway {
         if let Some(p) = ctx.caller.as_ref().map(|c| &c.principal) {
             let (subject, email) = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
-            out.inject(&self.headers, &Identity { subject: Some(subject), email: email.as_ref(), client: ctx.client.and_then(|i| self.client_values.get(i)), permission });
+            out.inject(
+                &self.headers,
+                &Identity {
+                    subject: Some(subject),
+                    email: email.as_ref(),
+                    client: ctx.client.and_then(|i| self.client_values.get(i)),
+                    permission,
+                },
+            );
             // A browser session also says the user's name (a GitHub user's login) and groups;
             // its access token goes upstream only where the route asks for it.
             if let Some(Credential::Session(data)) = ctx.caller.as_ref().map(|c| &c.credential) {
                 out.inject_profile(&self.headers, p.name.as_deref(), &p.groups);
                 if self.route(ctx).is_some_and(|r| r.forward_session_token) {
-                    let bearer = http::HeaderValue::try_from(format!("Bearer {}", data.tokens.access_token.expose())).or_err(InternalError, "the session's token is not a header value")?;
+                    let bearer = http::HeaderValue::try_from(format!(
+                        "Bearer {}",
+                        data.tokens.access_token.expose()
+                    ))
+                    .or_err(InternalError, "the session's token is not a header value")?;
                     out.map.insert(http::header::AUTHORIZATION, bearer);
                 }
             }
@@ -635,31 +943,58 @@ impl Gateway {
                 let jwt = self.services.asserter.assertion(&assertion::Claims {
                     subject: &p.subject,
                     email: p.email.as_deref(),
-                    client: ctx.client.and_then(|i| self.clients.all().get(i)).map(|c| c.name.as_str()),
+                    client: ctx
+                        .client
+                        .and_then(|i| self.clients.all().get(i))
+                        .map(|c| c.name.as_str()),
                     permission: ctx.granted.as_ref().map(|g| &*g.granted),
                     decision: ctx.decision,
-                    audience: self.upstreams.get(route.upstream).map_or("-", |u| u.name.as_str()),
+                    audience: self
+                        .upstreams
+                        .get(route.upstream)
+                        .map_or("-", |u| u.name.as_str()),
                 });
-                out.map.insert(self.services.asserter.header().clone(), http::HeaderValue::try_from(&*jwt).or_err(InternalError, "identity assertion is not a header value")?);
+                out.map.insert(
+                    self.services.asserter.header().clone(),
+                    http::HeaderValue::try_from(&*jwt)
+                        .or_err(InternalError, "identity assertion is not a header value")?,
+                );
             }
         }
-        out.map.insert(names::X_REQUEST_ID.clone(), ctx.request_id.header_value().clone());
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+        out.map.insert(
+            names::X_REQUEST_ID.clone(),
+            ctx.request_id.header_value().clone(),
+        );
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
             let mut forwarded = String::with_capacity(48);
             for prev in out.forwarded_for.iter().filter_map(|v| v.to_str().ok()) {
                 forwarded.push_str(prev);
                 forwarded.push_str(", ");
             }
             push_ip(&mut forwarded, ip);
-            out.map.insert(names::X_FORWARDED_FOR.clone(), http::HeaderValue::try_from(forwarded).or_err(InternalError, "x-forwarded-for is not a header value")?);
+            out.map.insert(
+                names::X_FORWARDED_FOR.clone(),
+                http::HeaderValue::try_from(forwarded)
+                    .or_err(InternalError, "x-forwarded-for is not a header value")?,
+            );
         }
-        out.map.insert(names::X_FORWARDED_PROTO.clone(), http::HeaderValue::from_static(if ctx.https { "https" } else { "http" }));
+        out.map.insert(
+            names::X_FORWARDED_PROTO.clone(),
+            http::HeaderValue::from_static(if ctx.https { "https" } else { "http" }),
+        );
         out.install(upstream, uri)
     }
 
     /// Responses carry the request id, so a user's report can be found in the logs.
     fn response_filter(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        if let (Some(started), Some(upstream)) = (ctx.upstream_started.take(), self.route(ctx).and_then(|r| self.upstreams.get(r.upstream))) {
+        if let (Some(started), Some(upstream)) = (
+            ctx.upstream_started.take(),
+            self.route(ctx).and_then(|r| self.upstreams.get(r.upstream)),
+        ) {
             upstream.observe_latency(started.elapsed());
         }
         resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.header_value().clone())?;
@@ -670,13 +1005,21 @@ impl Gateway {
     /// Upstream failures get the same kind of answer as every other refusal. The connection
     /// is not reused after a failure, so the answer says `Connection: close`; once a response
     /// has begun (a WebSocket's 101 included), nothing more is written.
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         session.set_keepalive(None);
         let began = session.response_written().is_some();
         if ctx.socket_deadline.is_some_and(|d| d.passed()) {
             tracing::info!(request_id = %ctx.request_id, route = self.route_name(ctx), "upgraded connection closed: the credential that authorised it expired");
             ctx.outcome = "socket_expired";
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
         let code = match e.etype() {
             HTTPStatus(code) => *code,
@@ -693,20 +1036,38 @@ impl Gateway {
         if code >= 500 {
             tracing::warn!(request_id = %ctx.request_id, trace_id = crate::trace::of(session.req_header()), route = self.route_name(ctx), error = %e, "upstream failed");
             if !began {
-                let _ = self.refuse(session, ctx, Refusal::UpstreamFailed(code)).await;
+                let _ = self
+                    .refuse(session, ctx, Refusal::UpstreamFailed(code))
+                    .await;
             }
         } else if code > 0 && !began {
             let _ = session.respond_error(code).await;
         }
-        ctx.outcome = if code >= 500 { "upstream_error" } else { "client_error" };
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        ctx.outcome = if code >= 500 {
+            "upstream_error"
+        } else {
+            "client_error"
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     /// Counts every request once, by route, client and outcome.
     fn logging(&self, ctx: &RequestCtx) {
-        let route = ctx.route.and_then(|i| Some((i, self.routes.routes().get(i)?.name.as_str())));
-        let client = ctx.client.and_then(|i| Some((i, self.clients.all().get(i)?.name.as_str())));
-        self.counters.observe(route, client, ctx.outcome, ctx.started.elapsed().as_secs_f64());
+        let route = ctx
+            .route
+            .and_then(|i| Some((i, self.routes.routes().get(i)?.name.as_str())));
+        let client = ctx
+            .client
+            .and_then(|i| Some((i, self.clients.all().get(i)?.name.as_str())));
+        self.counters.observe(
+            route,
+            client,
+            ctx.outcome,
+            ctx.started.elapsed().as_secs_f64(),
+        );
     }
 }
 
@@ -741,7 +1102,15 @@ mod tests {
 
     #[test]
     fn addresses_print_as_display_does() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "192.168.1.9", "::1", "2001:db8::8a2e:370:7334", "::ffff:10.0.0.1"] {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.1.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             let mut out = String::new();
             push_ip(&mut out, ip);

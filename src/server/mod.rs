@@ -4,22 +4,22 @@
 pub mod reload;
 
 use crate::admin::AdminApp;
+use crate::admin::ConfigStatus;
 use crate::authz::routes::RouteTable;
 use crate::config::{Config, ConfigError};
 use crate::identity::jwks::KeyStore;
 use crate::identity::verify::Verifier;
 use crate::metrics::Metrics;
-use arc_swap::ArcSwap;
-use crate::admin::ConfigStatus;
-use reload::Reloader;
 use crate::proxy::live::LiveGateway;
 use crate::proxy::{Gateway, GatewayError};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use reload::Reloader;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +51,11 @@ impl BackgroundService for JwksRefresher {
                 self.interval
             } else {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
-                if self.verifier.keys().is_loaded() { backoff.max(Duration::from_secs(5)).min(self.interval) } else { backoff }
+                if self.verifier.keys().is_loaded() {
+                    backoff.max(Duration::from_secs(5)).min(self.interval)
+                } else {
+                    backoff
+                }
             };
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -88,7 +92,8 @@ impl BackgroundService for UpstreamHealth {
                     next = Some(next.map_or(due, |n| n.min(due)));
                 }
             }
-            let wait = next.map(|due| Duration::from_millis(due.saturating_sub(now)).max(HEALTH_TICK));
+            let wait =
+                next.map(|due| Duration::from_millis(due.saturating_sub(now)).max(HEALTH_TICK));
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = self.reloaded.notified() => {}
@@ -115,11 +120,18 @@ pub fn load_hashed(path: &std::path::Path) -> Result<(Config, RouteTable, String
 /// (HTTP/1.1). TLS 1.2 and 1.3; resumption by rustls' in-memory session cache (see
 /// PERFORMANCE.md, "TLS").
 fn tls_settings(tls: &crate::config::model::TlsFiles) -> Result<TlsSettings, String> {
-    let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
     check_key_pair(&cert, &key)?;
     let mut settings = TlsSettings::intermediate(&cert, &key).map_err(|e| e.to_string())?;
-    settings.set_certificate_chain_file(&cert).map_err(|e| e.to_string())?;
-    settings.set_private_key_file(&key).map_err(|e| e.to_string())?;
+    settings
+        .set_certificate_chain_file(&cert)
+        .map_err(|e| e.to_string())?;
+    settings
+        .set_private_key_file(&key)
+        .map_err(|e| e.to_string())?;
     if tls.http2 {
         settings.enable_h2();
     }
@@ -131,18 +143,31 @@ fn tls_settings(tls: &crate::config::model::TlsFiles) -> Result<TlsSettings, Str
 fn check_key_pair(cert: &str, key: &str) -> Result<(), String> {
     use pingora::tls::{sign::CertifiedKey, CryptoProvider};
     pingora::tls::install_default_crypto_provider();
-    let Some((certs, key)) = pingora::tls::load_certs_and_key_files(cert, key).map_err(|e| e.to_string())? else {
-        return Err(format!("{cert} holds no PEM certificate or {key} no PEM private key"));
+    let Some((certs, key)) =
+        pingora::tls::load_certs_and_key_files(cert, key).map_err(|e| e.to_string())?
+    else {
+        return Err(format!(
+            "{cert} holds no PEM certificate or {key} no PEM private key"
+        ));
     };
     let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider installed")?;
-    let signer = provider.key_provider.load_private_key(key).map_err(|e| format!("the private key cannot sign: {e}"))?;
-    CertifiedKey::new(certs, signer).keys_match().map_err(|e| format!("the private key does not match the certificate: {e}"))
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("the private key cannot sign: {e}"))?;
+    CertifiedKey::new(certs, signer)
+        .keys_match()
+        .map_err(|e| format!("the private key does not match the certificate: {e}"))
 }
 
 /// Builds a ready-to-run Pingora server for a validated config and its route table (see
 /// [`load`]); with `file` (the path it was loaded from and its [`crate::config::file_hash`]),
 /// SIGHUP and changes to the file reload it.
-pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path, &str)>) -> Result<Server, StartError> {
+pub fn build(
+    config: &Config,
+    routes: RouteTable,
+    file: Option<(&std::path::Path, &str)>,
+) -> Result<Server, StartError> {
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
@@ -155,31 +180,70 @@ pub fn build(config: &Config, routes: RouteTable, file: Option<(&std::path::Path
 
     let metrics = Metrics::new();
     let keys = Arc::new(KeyStore::from_config(&config.idp, metrics.clone()));
-    let verifier = Arc::new(Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone()).with_api_key_audiences(&config.idp, &config.api_keys.audiences));
+    let verifier = Arc::new(
+        Verifier::from_config(&config.idp, &config.cache, keys.clone(), metrics.clone())
+            .with_api_key_audiences(&config.idp, &config.api_keys.audiences),
+    );
     let gateway = Gateway::from_config(config, routes, verifier.clone(), metrics.clone())?;
 
     let live = LiveGateway::new(gateway);
-    let status = Arc::new(ArcSwap::from_pointee(ConfigStatus { hash: file.map(|(_, hash)| hash.to_string()), refused: None }));
+    let status = Arc::new(ArcSwap::from_pointee(ConfigStatus {
+        hash: file.map(|(_, hash)| hash.to_string()),
+        refused: None,
+    }));
     if let Some((_, hash)) = file {
         metrics.set_config_hash(hash);
     }
     let reloaded = Arc::new(tokio::sync::Notify::new());
-    let reloader = file.map(|(p, _)| background_service("config reloader", Reloader::new(p.to_path_buf(), config.clone(), live.handle(), status.clone(), metrics.clone(), reloaded.clone())));
-    let health = background_service("upstream health checks", UpstreamHealth { gateway: live.handle(), reloaded });
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, live, "authgate proxy");
+    let reloader = file.map(|(p, _)| {
+        background_service(
+            "config reloader",
+            Reloader::new(
+                p.to_path_buf(),
+                config.clone(),
+                live.handle(),
+                status.clone(),
+                metrics.clone(),
+                reloaded.clone(),
+            ),
+        )
+    });
+    let health = background_service(
+        "upstream health checks",
+        UpstreamHealth {
+            gateway: live.handle(),
+            reloaded,
+        },
+    );
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, live, "authgate proxy");
     let listen = config.proxy.listen.to_string();
     match &config.proxy.tls {
         Some(tls) => {
-            proxy.add_tls_with_settings(&listen, None, tls_settings(tls).map_err(|e| StartError::Setup(format!("TLS listener {listen}: {e}")))?);
+            proxy.add_tls_with_settings(
+                &listen,
+                None,
+                tls_settings(tls)
+                    .map_err(|e| StartError::Setup(format!("TLS listener {listen}: {e}")))?,
+            );
         }
         None => proxy.add_tcp(&listen),
     }
 
-    let mut admin = Service::new("authgate admin".to_string(), AdminApp::new(metrics, keys, status));
+    let mut admin = Service::new(
+        "authgate admin".to_string(),
+        AdminApp::new(metrics, keys, status),
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
-    let refresher = background_service("jwks refresher", JwksRefresher { verifier, interval: config.idp.jwks_refresh_interval });
+    let refresher = background_service(
+        "jwks refresher",
+        JwksRefresher {
+            verifier,
+            interval: config.idp.jwks_refresh_interval,
+        },
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
@@ -198,8 +262,14 @@ mod tests {
 
     fn write_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
-        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
@@ -210,10 +280,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cert_a, key_a) = write_pair(dir.path(), "a");
         let (_, key_b) = write_pair(dir.path(), "b");
-        assert!(tls_settings(&TlsFiles { cert: cert_a.clone(), key: key_a.clone(), http2: true }).is_ok());
-        let err = tls_settings(&TlsFiles { cert: cert_a.clone(), key: key_b, http2: true }).err().unwrap();
+        assert!(tls_settings(&TlsFiles {
+            cert: cert_a.clone(),
+            key: key_a.clone(),
+            http2: true
+        })
+        .is_ok());
+        let err = tls_settings(&TlsFiles {
+            cert: cert_a.clone(),
+            key: key_b,
+            http2: true,
+        })
+        .err()
+        .unwrap();
         assert!(err.contains("does not match"), "{err}");
-        let err = tls_settings(&TlsFiles { cert: key_a.clone(), key: key_a, http2: false }).err().unwrap();
+        let err = tls_settings(&TlsFiles {
+            cert: key_a.clone(),
+            key: key_a,
+            http2: false,
+        })
+        .err()
+        .unwrap();
         assert!(err.contains("no PEM certificate"), "{err}");
     }
 }

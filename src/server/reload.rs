@@ -42,9 +42,13 @@ pub enum ReloadError {
 
 /// Sections whose changes a reload cannot apply, with what differs between `old` and `new`.
 pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let same =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
     let mut out = Vec::new();
-    if old.proxy.listen != new.proxy.listen || old.proxy.threads != new.proxy.threads || !same(&old.proxy.tls, &new.proxy.tls) {
+    if old.proxy.listen != new.proxy.listen
+        || old.proxy.threads != new.proxy.threads
+        || !same(&old.proxy.tls, &new.proxy.tls)
+    {
         out.push("proxy.listen/threads/tls");
     }
     for (name, changed) in [
@@ -80,8 +84,22 @@ pub struct Reloader {
 impl Reloader {
     /// Reloads `path` into `gateway`; `running` is the config in force, `status` holds its
     /// file's hash (shown by the admin listener) and `metrics` counts reloads.
-    pub fn new(path: PathBuf, running: Config, gateway: Arc<ArcSwap<Gateway>>, status: Arc<ArcSwap<ConfigStatus>>, metrics: Metrics, reloaded: Arc<tokio::sync::Notify>) -> Reloader {
-        Reloader { path, started: running, gateway, status, metrics, reloaded }
+    pub fn new(
+        path: PathBuf,
+        running: Config,
+        gateway: Arc<ArcSwap<Gateway>>,
+        status: Arc<ArcSwap<ConfigStatus>>,
+        metrics: Metrics,
+        reloaded: Arc<tokio::sync::Notify>,
+    ) -> Reloader {
+        Reloader {
+            path,
+            started: running,
+            gateway,
+            status,
+            metrics,
+            reloaded,
+        }
     }
 
     /// Reads, validates and applies the file once, counting the result and logging why a
@@ -90,16 +108,28 @@ impl Reloader {
         let result = self.apply();
         match &result {
             Ok(hash) => {
-                self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["applied"])
+                    .inc();
                 self.metrics.set_config_hash(hash);
-                self.status.store(Arc::new(ConfigStatus { hash: Some(hash.clone()), refused: None }));
+                self.status.store(Arc::new(ConfigStatus {
+                    hash: Some(hash.clone()),
+                    refused: None,
+                }));
                 self.reloaded.notify_one();
                 tracing::info!(file = %self.path.display(), hash = %hash, "config reloaded");
             }
             Err(why) => {
-                self.metrics.config_reloads.with_label_values(&["refused"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["refused"])
+                    .inc();
                 let running = self.status.load();
-                self.status.store(Arc::new(ConfigStatus { hash: running.hash.clone(), refused: Some(why.to_string()) }));
+                self.status.store(Arc::new(ConfigStatus {
+                    hash: running.hash.clone(),
+                    refused: Some(why.to_string()),
+                }));
                 tracing::error!("config reload refused, the running config stays:\n{why}");
             }
         }
@@ -110,7 +140,12 @@ impl Reloader {
     fn apply(&self) -> Result<String, ReloadError> {
         let (config, routes, hash) = super::load_hashed(&self.path)?;
         let current = self.gateway.load_full();
-        let next = current.reloaded(&config, routes).map_err(|source| ReloadError::Gateway { path: self.path.display().to_string(), source })?;
+        let next = current
+            .reloaded(&config, routes)
+            .map_err(|source| ReloadError::Gateway {
+                path: self.path.display().to_string(),
+                source,
+            })?;
         let kept = restart_needed(&self.started, &config);
         if !kept.is_empty() {
             tracing::warn!(sections = ?kept, "changed settings need a restart to take effect; the rest is applied now");
@@ -134,17 +169,25 @@ impl Reloader {
 /// and sends `()` for each event that may have changed the file: its name created, written,
 /// renamed or removed, or anything at all when the path is a symbolic link (a Kubernetes
 /// ConfigMap swaps the link's target directory).
-fn watch(path: &Path, tx: tokio::sync::mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+fn watch(
+    path: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let name: Option<OsString> = path.file_name().map(|n| n.to_os_string());
-    let linked = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+    let linked = path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         // Reads (ours included) are access events: never a change.
-        let may_change = matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any);
+        let may_change = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+        );
         if may_change && (linked || event.paths.iter().any(|p| p.file_name() == name.as_deref())) {
             let _ = tx.send(());
         }
@@ -156,13 +199,14 @@ fn watch(path: &Path, tx: tokio::sync::mpsc::UnboundedSender<()>) -> notify::Res
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on SIGHUP is off");
-                None
-            }
-        };
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP: reload on SIGHUP is off");
+                    None
+                }
+            };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         // The watcher is kept alive for as long as the loop runs: dropping it stops the watch.
         let (_watcher, mut changes) = match watch(&self.path, tx) {

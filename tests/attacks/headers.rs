@@ -12,14 +12,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Sends `head` (request line and headers, without the blank line) to the gateway and returns
 /// the status and the body parsed as JSON (the echo upstream's view), `Null` when not JSON.
 pub async fn raw(gw: &common::Gateway, head: &str) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
-    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("the gateway answered in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("the gateway answered in time")
+        .unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
@@ -71,29 +85,54 @@ const IMPOSTORS: &[&str] = &[
 ];
 
 /// Forwarding headers an untrusted caller may not set.
-const FORWARDING: &[&str] = &["X-Forwarded-Host", "Forwarded", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Port", "True-Client-IP", "X_Forwarded_Host", "X-Client-IP"];
+const FORWARDING: &[&str] = &[
+    "X-Forwarded-Host",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Port",
+    "True-Client-IP",
+    "X_Forwarded_Host",
+    "X-Client-IP",
+];
 
 fn headers_of(echoed: &Value) -> &serde_json::Map<String, Value> {
-    echoed["headers"].as_object().unwrap_or_else(|| panic!("the upstream was not reached: {echoed}"))
+    echoed["headers"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the upstream was not reached: {echoed}"))
 }
 
 /// Every name the upstream received, with `_` read as `-` (what a CGI-style upstream sees).
 fn folded_names(echoed: &Value) -> Vec<String> {
-    headers_of(echoed).keys().map(|k| k.replace('_', "-")).collect()
+    headers_of(echoed)
+        .keys()
+        .map(|k| k.replace('_', "-"))
+        .collect()
 }
 
 fn assert_no_impostor(echoed: &Value, context: &str) {
     let names = folded_names(echoed);
     for forged in IMPOSTORS.iter().chain(FORWARDING) {
         let folded = forged.to_ascii_lowercase().replace('_', "-");
-        if folded == "x-auth-subject" || folded == "x-auth-client" || folded == "x-auth-email" || folded == "x-forwarded-proto" {
+        if folded == "x-auth-subject"
+            || folded == "x-auth-client"
+            || folded == "x-auth-email"
+            || folded == "x-forwarded-proto"
+        {
             // The gateway sets these itself on authenticated routes: their values are checked apart.
             continue;
         }
-        assert!(!names.contains(&folded), "{context}: {forged} reached the upstream: {:?}", headers_of(echoed));
+        assert!(
+            !names.contains(&folded),
+            "{context}: {forged} reached the upstream: {:?}",
+            headers_of(echoed)
+        );
     }
     for (name, value) in headers_of(echoed) {
-        assert!(!value.as_str().unwrap_or("").contains("forged"), "{context}: a forged value reached the upstream in {name}: {value}");
+        assert!(
+            !value.as_str().unwrap_or("").contains("forged"),
+            "{context}: a forged value reached the upstream in {name}: {value}"
+        );
     }
 }
 
@@ -122,10 +161,19 @@ async fn forged_identity_headers_never_reach_the_upstream_on_public_routes() {
     assert_eq!(status, 200);
     assert_no_impostor(&echoed, "public route");
     let h = headers_of(&echoed);
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "x-forwarded-for is replaced, not appended to");
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "x-forwarded-for is replaced, not appended to"
+    );
     assert_eq!(h["x-forwarded-proto"], "http");
-    assert!(h.get("x-auth-subject").is_none() && h.get("x-auth-client").is_none(), "no identity on a public route: {h:?}");
-    assert_eq!(echoed["path"], "/public/page", "an override header changed the path the upstream saw");
+    assert!(
+        h.get("x-auth-subject").is_none() && h.get("x-auth-client").is_none(),
+        "no identity on a public route: {h:?}"
+    );
+    assert_eq!(
+        echoed["path"], "/public/page",
+        "an override header changed the path the upstream saw"
+    );
     assert_eq!(echoed["method"], "GET");
 }
 
@@ -133,66 +181,120 @@ async fn forged_identity_headers_never_reach_the_upstream_on_public_routes() {
 async fn forged_identity_headers_never_reach_the_upstream_on_authenticated_routes() {
     let w = World::start().await;
     let host = w.gw.url.trim_start_matches("http://").to_string();
-    let token = w.idp.mint(json!({"sub": "user_1", "email": "one@example.com", "aud": AUDIENCE, "permissions": {}}));
-    let (status, echoed) = raw(&w.gw, &forged_head("GET /api/me", &host, &[format!("Authorization: Bearer {token}")])).await;
+    let token = w.idp.mint(
+        json!({"sub": "user_1", "email": "one@example.com", "aud": AUDIENCE, "permissions": {}}),
+    );
+    let (status, echoed) = raw(
+        &w.gw,
+        &forged_head(
+            "GET /api/me",
+            &host,
+            &[format!("Authorization: Bearer {token}")],
+        ),
+    )
+    .await;
     assert_eq!(status, 200, "{echoed}");
     assert_no_impostor(&echoed, "authenticated route");
     let h = headers_of(&echoed);
-    assert_eq!(h["x-auth-subject"], "user_1", "exactly one subject, the verified one: {h:?}");
+    assert_eq!(
+        h["x-auth-subject"], "user_1",
+        "exactly one subject, the verified one: {h:?}"
+    );
     assert_eq!(h["x-auth-email"], "one@example.com");
     assert!(h.get("authorization").is_none(), "the token was forwarded");
 }
 
 #[tokio::test]
 async fn forwarding_headers_are_kept_from_trusted_proxies_only() {
-    let w = World::start_with(Setup { proxy_extra: "trusted_proxies = [\"127.0.0.1\"]".into(), ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        proxy_extra: "trusted_proxies = [\"127.0.0.1\"]".into(),
+        ..Setup::default()
+    })
+    .await;
     let host = w.gw.url.trim_start_matches("http://").to_string();
     let head = format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-For: 203.0.113.9\r\nX-Real-IP: 203.0.113.9\r\nForwarded: for=203.0.113.9\r\nX-Original-URL: /admin\r\nX-Forwarded-User: boss");
     let (status, echoed) = raw(&w.gw, &head).await;
     assert_eq!(status, 200);
     let h = headers_of(&echoed);
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "a trusted proxy's chain is appended to");
+    assert_eq!(
+        h["x-forwarded-for"], "203.0.113.9, 127.0.0.1",
+        "a trusted proxy's chain is appended to"
+    );
     assert_eq!(h["x-real-ip"], "203.0.113.9");
     assert_eq!(h["forwarded"], "for=203.0.113.9");
     // Overrides and identity headers go even from a trusted proxy.
-    assert!(h.get("x-original-url").is_none() && h.get("x-forwarded-user").is_none(), "{h:?}");
+    assert!(
+        h.get("x-original-url").is_none() && h.get("x-forwarded-user").is_none(),
+        "{h:?}"
+    );
 }
 
 #[tokio::test]
 async fn underscores_can_be_refused_outright() {
-    let w = World::start_with(Setup { extra: "\n[headers]\nwith_underscores = \"reject\"\n".into(), ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        extra: "\n[headers]\nwith_underscores = \"reject\"\n".into(),
+        ..Setup::default()
+    })
+    .await;
     let host = w.gw.url.trim_start_matches("http://").to_string();
     let before = w.echo.requests();
-    let (status, _) = raw(&w.gw, &format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nx_auth_subject: admin")).await;
+    let (status, _) = raw(
+        &w.gw,
+        &format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nx_auth_subject: admin"),
+    )
+    .await;
     assert_eq!(status, 400);
-    assert_eq!(w.echo.requests(), before, "a refused request reached the upstream");
-    let (status, _) = raw(&w.gw, &format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nx-trace: 1")).await;
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a refused request reached the upstream"
+    );
+    let (status, _) = raw(
+        &w.gw,
+        &format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nx-trace: 1"),
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test]
 async fn underscored_names_that_pose_as_nothing_pass_when_allowed() {
-    let w = World::start_with(Setup { extra: "\n[headers]\nwith_underscores = \"allow\"\nstrip = [\"x-tenant\"]\n".into(), ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        extra: "\n[headers]\nwith_underscores = \"allow\"\nstrip = [\"x-tenant\"]\n".into(),
+        ..Setup::default()
+    })
+    .await;
     let host = w.gw.url.trim_start_matches("http://").to_string();
     let (status, echoed) = raw(&w.gw, &format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nx_trace_tag: 7\r\nx_auth_subject: forged\r\nX_Tenant: forged")).await;
     assert_eq!(status, 200);
     let h = headers_of(&echoed);
     assert_eq!(h["x_trace_tag"], "7");
     assert_no_impostor(&echoed, "with_underscores = allow");
-    assert!(h.get("x_tenant").is_none(), "the configured strip list is matched with _ folded: {h:?}");
+    assert!(
+        h.get("x_tenant").is_none(),
+        "the configured strip list is matched with _ folded: {h:?}"
+    );
 }
 
 #[tokio::test]
 async fn no_secret_reaches_the_log_even_at_trace_level() {
-    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let setup = Setup { extra: "\n[headers]\nforward_token = true\n".into(), ..Setup::default() };
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let setup = Setup {
+        extra: "\n[headers]\nforward_token = true\n".into(),
+        ..Setup::default()
+    };
     let mut gw = None;
     for _ in 0..3 {
         let (port, admin) = (common::free_port(), common::free_port());
         let config = common::config(port, admin, &idp, echo.addr(), &setup);
-        if let Ok(g) = common::try_spawn_gateway_logging(&config, port, admin, true, "trace").await {
+        if let Ok(g) = common::try_spawn_gateway_logging(&config, port, admin, true, "trace").await
+        {
             gw = Some(g);
             break;
         }
@@ -204,9 +306,16 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = gw.log.lock().unwrap().clone();
-    assert!(log.len() > 1000, "the gateway logged at trace level: {} bytes", log.len());
+    assert!(
+        log.len() > 1000,
+        "the gateway logged at trace level: {} bytes",
+        log.len()
+    );
     let signature = token.rsplit('.').next().unwrap();
     for secret in [signature, "sessionsecretvalue123", "ak_secret_never_logged"] {
-        assert!(!log.contains(secret), "a secret reached the log at trace level: {secret}");
+        assert!(
+            !log.contains(secret),
+            "a secret reached the log at trace level: {secret}"
+        );
     }
 }

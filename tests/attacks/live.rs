@@ -51,7 +51,11 @@ breaker_cooldown = "30s"
 "#;
 
 async fn world() -> World {
-    World::start_with(Setup { extra: TRANSFERS.to_string(), ..Setup::default() }).await
+    World::start_with(Setup {
+        extra: TRANSFERS.to_string(),
+        ..Setup::default()
+    })
+    .await
 }
 
 /// A caller whose `transfer:create` is left to the live check.
@@ -81,7 +85,11 @@ async fn transfer(w: &World, route: &str, token: &str, body: &str) -> reqwest::R
 /// The status, and whether the upstream answered (the echo upstream's JSON has `method`).
 async fn outcome(r: reqwest::Response) -> (u16, bool, Option<String>) {
     let status = r.status().as_u16();
-    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body: Value = r.json().await.unwrap_or(Value::Null);
     (status, body.get("method").is_some(), retry)
 }
@@ -93,35 +101,118 @@ async fn on_error_allow_lets_only_idp_unavailability_through() {
     // (what the IdP does, status, the upstream answered)
     type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, u16, bool);
     let cases: Vec<Case> = vec![
-        ("down (503 to everything)", Box::new(|| w.idp.set_available(false)), 200, true),
-        ("502", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(502))), 200, true),
-        ("504", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(504))), 200, true),
-        ("timeout", Box::new(|| w.idp.set_abac_mode(AbacMode::Delay(Duration::from_secs(3)))), 200, true),
-        ("400", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(400))), 403, false),
-        ("401", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(401))), 403, false),
-        ("403", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(403))), 403, false),
-        ("429", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(429))), 503, false),
-        ("500 internal_error", Box::new(|| w.idp.set_abac_mode(AbacMode::Status(500))), 503, false),
-        ("unreadable answer", Box::new(|| w.idp.set_abac_mode(AbacMode::Malformed)), 503, false),
-        ("no", Box::new(|| w.idp.set_abac_mode(AbacMode::Policy(Arc::new(|_| false)))), 403, false),
+        (
+            "down (503 to everything)",
+            Box::new(|| w.idp.set_available(false)),
+            200,
+            true,
+        ),
+        (
+            "502",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Status(502))),
+            200,
+            true,
+        ),
+        (
+            "504",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Status(504))),
+            200,
+            true,
+        ),
+        (
+            "timeout",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Delay(Duration::from_secs(3)))),
+            200,
+            true,
+        ),
+        (
+            "400",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Status(400))),
+            403,
+            false,
+        ),
+        (
+            "401",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Status(401))),
+            403,
+            false,
+        ),
+        (
+            "403",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Status(403))),
+            403,
+            false,
+        ),
+        (
+            "429",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Status(429))),
+            503,
+            false,
+        ),
+        (
+            "500 internal_error",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Status(500))),
+            503,
+            false,
+        ),
+        (
+            "unreadable answer",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Malformed)),
+            503,
+            false,
+        ),
+        (
+            "no",
+            Box::new(|| w.idp.set_abac_mode(AbacMode::Policy(Arc::new(|_| false)))),
+            403,
+            false,
+        ),
     ];
     for (name, make, want_status, want_upstream) in cases {
         w.idp.set_available(true);
         make();
         let (checks, upstream) = (w.idp.abac_requests(), w.echo.requests());
-        let (status, answered, _) = outcome(transfer(&w, "open-transfers", &token, BODY).await).await;
-        assert_eq!((status, answered), (want_status, want_upstream), "IdP {name}");
-        assert_eq!(w.idp.abac_requests(), checks + 1, "IdP {name}: the check was attempted");
-        assert_eq!(w.echo.requests() - upstream, usize::from(want_upstream), "IdP {name}: upstream hit only when allowed");
+        let (status, answered, _) =
+            outcome(transfer(&w, "open-transfers", &token, BODY).await).await;
+        assert_eq!(
+            (status, answered),
+            (want_status, want_upstream),
+            "IdP {name}"
+        );
+        assert_eq!(
+            w.idp.abac_requests(),
+            checks + 1,
+            "IdP {name}: the check was attempted"
+        );
+        assert_eq!(
+            w.echo.requests() - upstream,
+            usize::from(want_upstream),
+            "IdP {name}: upstream hit only when allowed"
+        );
         // The same IdP trouble on the fail-closed route: never allowed.
         let (status, answered, _) = outcome(transfer(&w, "transfers", &token, BODY).await).await;
-        assert!(!answered && (status == 503 || status == 403), "IdP {name} on the fail-closed route: {status}");
+        assert!(
+            !answered && (status == 503 || status == 403),
+            "IdP {name} on the fail-closed route: {status}"
+        );
         // Keep the breaker closed between cases (three unavailable answers would open it).
         w.idp.set_available(true);
         w.idp.set_abac_mode(AbacMode::Policy(Arc::new(demo_policy)));
-        assert_eq!(outcome(transfer(&w, "transfers", &token, BODY).await).await.0, 200, "after IdP {name}");
+        assert_eq!(
+            outcome(transfer(&w, "transfers", &token, BODY).await)
+                .await
+                .0,
+            200,
+            "after IdP {name}"
+        );
     }
-    assert!(w.gw.log.lock().unwrap().contains("allowed by the route's on_error"), "fail-open decisions are logged");
+    assert!(
+        w.gw.log
+            .lock()
+            .unwrap()
+            .contains("allowed by the route's on_error"),
+        "fail-open decisions are logged"
+    );
 }
 
 #[tokio::test]
@@ -129,10 +220,17 @@ async fn caller_caused_answers_do_not_open_the_breaker() {
     let w = world().await;
     let token = transferrer(&w);
     // Far more than breaker_failures (3) answers a caller can provoke with its own input.
-    for mode in [AbacMode::Status(400), AbacMode::Status(401), AbacMode::Status(500), AbacMode::Status(429), AbacMode::Malformed] {
+    for mode in [
+        AbacMode::Status(400),
+        AbacMode::Status(401),
+        AbacMode::Status(500),
+        AbacMode::Status(429),
+        AbacMode::Malformed,
+    ] {
         w.idp.set_abac_mode(mode.clone());
         for _ in 0..4 {
-            let (status, answered, _) = outcome(transfer(&w, "open-transfers", &token, BODY).await).await;
+            let (status, answered, _) =
+                outcome(transfer(&w, "open-transfers", &token, BODY).await).await;
             assert!(!answered && status >= 400, "{mode:?}: {status}");
         }
     }
@@ -143,52 +241,112 @@ async fn caller_caused_answers_do_not_open_the_breaker() {
         "sub": "user_other", "aud": AUDIENCE,
         "permissions": {"client_abc:transfer": ["create"]}, "abac_required": {"client_abc:transfer": ["create"]},
     }));
-    assert_eq!(outcome(transfer(&w, "open-transfers", &other, BODY).await).await.0, 200);
-    assert_eq!(w.idp.abac_requests(), before + 1, "the check was made, not skipped by an open breaker");
-    let metrics = w.http.get(format!("{}/metrics", w.gw.admin)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("authgate_abac_breaker_state 0"), "{metrics}");
+    assert_eq!(
+        outcome(transfer(&w, "open-transfers", &other, BODY).await)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        w.idp.abac_requests(),
+        before + 1,
+        "the check was made, not skipped by an open breaker"
+    );
+    let metrics = w
+        .http
+        .get(format!("{}/metrics", w.gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgate_abac_breaker_state 0"),
+        "{metrics}"
+    );
 
     // Real unavailability still opens it: then no calls, and only the fail-open route passes.
     w.idp.set_abac_mode(AbacMode::Status(503));
     for _ in 0..3 {
-        assert_eq!(outcome(transfer(&w, "open-transfers", &token, BODY).await).await.0, 200);
+        assert_eq!(
+            outcome(transfer(&w, "open-transfers", &token, BODY).await)
+                .await
+                .0,
+            200
+        );
     }
     let before = w.idp.abac_requests();
-    assert_eq!(outcome(transfer(&w, "open-transfers", &token, BODY).await).await.0, 200);
+    assert_eq!(
+        outcome(transfer(&w, "open-transfers", &token, BODY).await)
+            .await
+            .0,
+        200
+    );
     let (status, _, retry) = outcome(transfer(&w, "transfers", &token, BODY).await).await;
     assert_eq!((status, retry.as_deref()), (503, Some("5")));
-    assert_eq!(w.idp.abac_requests(), before, "an open breaker makes no calls");
+    assert_eq!(
+        w.idp.abac_requests(),
+        before,
+        "an open breaker makes no calls"
+    );
 }
 
 #[tokio::test]
 async fn without_a_check_url_a_live_permission_is_forbidden() {
-    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let idp = devidp::idp::DevIdp::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let gw = start_gateway(
         |port, admin| {
             let text = config(port, admin, &idp, echo.addr(), &Setup::default());
-            let url_line = format!("check_permission_url = \"{}/api/auth/check-permission\"\n", idp.issuer());
+            let url_line = format!(
+                "check_permission_url = \"{}/api/auth/check-permission\"\n",
+                idp.issuer()
+            );
             assert!(text.contains(&url_line));
             // The stock refund route declares attributes, which need the URL: it reads none here.
-            text.replace(&url_line, "").replace("attributes = { invoice = \"path:id\" }\n", "")
+            text.replace(&url_line, "")
+                .replace("attributes = { invoice = \"path:id\" }\n", "")
         },
         true,
     )
     .await;
-    let w = World { idp, echo, gw, http: client() };
+    let w = World {
+        idp,
+        echo,
+        gw,
+        http: client(),
+    };
     let upstream = w.echo.requests(); // the readiness probe's
     let token = w.idp.mint(json!({
         "sub": "user_1", "aud": AUDIENCE,
         "permissions": {"client_abc:invoice": ["read", "refund"]}, "abac_required": {"client_abc:invoice": ["refund"]},
     }));
-    let r = w.http.post(format!("{}/api/invoices/inv_1/refund", w.gw.url)).bearer_auth(&token).send().await.unwrap();
+    let r = w
+        .http
+        .post(format!("{}/api/invoices/inv_1/refund", w.gw.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     let (status, answered, _) = outcome(r).await;
-    assert_eq!((status, answered), (403, false), "refused, not allowed and not 503");
+    assert_eq!(
+        (status, answered),
+        (403, false),
+        "refused, not allowed and not 503"
+    );
     assert_eq!(w.echo.requests(), upstream);
     assert_eq!(w.idp.abac_requests(), 0);
     // The token's static grants still work.
-    assert_eq!(w.get("/api/invoices/inv_1", Some(&token)).await.status(), 200);
+    assert_eq!(
+        w.get("/api/invoices/inv_1", Some(&token)).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -223,55 +381,117 @@ async fn ambiguous_attribute_sources_are_refused_before_the_idp_and_the_upstream
         ),
     ];
     for (name, req) in requests {
-        let r = req.bearer_auth(&token).header("content-type", "application/json").send().await.unwrap();
+        let r = req
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let problem: Value = r.json().await.unwrap_or(Value::Null);
         assert_eq!(status, 400, "{name}: {problem}");
         assert_eq!(problem["title"], "Ambiguous request", "{name}");
     }
-    assert_eq!(w.idp.abac_requests(), 0, "no ambiguous request reached the IdP");
-    assert_eq!(w.echo.requests(), upstream, "no ambiguous request reached the upstream");
+    assert_eq!(
+        w.idp.abac_requests(),
+        0,
+        "no ambiguous request reached the IdP"
+    );
+    assert_eq!(
+        w.echo.requests(),
+        upstream,
+        "no ambiguous request reached the upstream"
+    );
 
     // Undeclared fields are the upstream's business; the declared ones, read once, pass.
     let body = r#"{"amount": 80, "payment": {"currency": "EUR"}, "note": 1, "note": 2, "NOTE": 3}"#;
     let r = transfer(&w, "transfers", &token, body).await;
     assert_eq!(r.status(), 200);
     let (request, _) = w.idp.abac_checks().pop().unwrap();
-    assert_eq!(request["resource"]["attributes"], json!({"amount": 80, "currency": "EUR", "region": "eu", "mode": "fast"}));
+    assert_eq!(
+        request["resource"]["attributes"],
+        json!({"amount": 80, "currency": "EUR", "region": "eu", "mode": "fast"})
+    );
 }
 
 #[tokio::test]
 async fn an_exchange_outage_is_503_and_the_key_works_once_it_recovers() {
     let w = world().await;
-    w.idp.add_api_key("ak_outage", json!({"sub": "machine_o", "permissions": {"client_abc:invoice": ["read"]}}), 900);
+    w.idp.add_api_key(
+        "ak_outage",
+        json!({"sub": "machine_o", "permissions": {"client_abc:invoice": ["read"]}}),
+        900,
+    );
     for code in [429, 500, 502, 503, 504] {
         w.idp.set_exchange_status(Some(code));
         let before = w.idp.exchange_requests();
-        let r = w.http.get(format!("{}/api/invoices/1", w.gw.url)).header("x-api-key", "ak_outage").send().await.unwrap();
+        let r = w
+            .http
+            .get(format!("{}/api/invoices/1", w.gw.url))
+            .header("x-api-key", "ak_outage")
+            .send()
+            .await
+            .unwrap();
         let (status, answered, retry) = outcome(r).await;
-        assert_eq!((status, answered, retry.as_deref()), (503, false, Some("5")), "exchange {code}");
-        assert_eq!(w.idp.exchange_requests(), before + 1, "exchange {code}: asked, not answered from memory");
+        assert_eq!(
+            (status, answered, retry.as_deref()),
+            (503, false, Some("5")),
+            "exchange {code}"
+        );
+        assert_eq!(
+            w.idp.exchange_requests(),
+            before + 1,
+            "exchange {code}: asked, not answered from memory"
+        );
     }
     // A timeout too (the gateway's IdP timeout is 2 s).
     w.idp.set_exchange_status(None);
     w.idp.set_exchange_delay(Duration::from_secs(3));
-    let r = w.http.get(format!("{}/api/invoices/1", w.gw.url)).header("x-api-key", "ak_outage").send().await.unwrap();
+    let r = w
+        .http
+        .get(format!("{}/api/invoices/1", w.gw.url))
+        .header("x-api-key", "ak_outage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503, "exchange timeout");
     w.idp.set_exchange_delay(Duration::ZERO);
     // Recovered: the very next request works, the outage was not remembered as a refusal.
-    let r = w.http.get(format!("{}/api/invoices/1", w.gw.url)).header("x-api-key", "ak_outage").send().await.unwrap();
+    let r = w
+        .http
+        .get(format!("{}/api/invoices/1", w.gw.url))
+        .header("x-api-key", "ak_outage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // A definite refusal is remembered for failure_ttl (30 s): registering the key later does not help yet.
     for code in [400, 401, 403] {
         let key = format!("ak_refused_{code}");
         w.idp.set_exchange_status(Some(code));
-        let r = w.http.get(format!("{}/api/invoices/1", w.gw.url)).header("x-api-key", &key).send().await.unwrap();
+        let r = w
+            .http
+            .get(format!("{}/api/invoices/1", w.gw.url))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "exchange {code}");
         w.idp.set_exchange_status(None);
-        w.idp.add_api_key(&key, json!({"sub": "machine_r", "permissions": {"client_abc:invoice": ["read"]}}), 900);
+        w.idp.add_api_key(
+            &key,
+            json!({"sub": "machine_r", "permissions": {"client_abc:invoice": ["read"]}}),
+            900,
+        );
         let before = w.idp.exchange_requests();
-        let r = w.http.get(format!("{}/api/invoices/1", w.gw.url)).header("x-api-key", &key).send().await.unwrap();
+        let r = w
+            .http
+            .get(format!("{}/api/invoices/1", w.gw.url))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "exchange {code}: remembered");
         assert_eq!(w.idp.exchange_requests(), before);
     }
@@ -279,8 +499,15 @@ async fn an_exchange_outage_is_503_and_the_key_works_once_it_recovers() {
 
 #[tokio::test]
 async fn a_decision_is_not_shared_between_a_bearer_and_an_api_key_caller_of_one_subject() {
-    let extra = TRANSFERS.replace("allow_ttl = \"0s\"\ndeny_ttl = \"0s\"", "allow_ttl = \"60s\"\ndeny_ttl = \"60s\"");
-    let w = World::start_with(Setup { extra, ..Setup::default() }).await;
+    let extra = TRANSFERS.replace(
+        "allow_ttl = \"0s\"\ndeny_ttl = \"0s\"",
+        "allow_ttl = \"60s\"\ndeny_ttl = \"60s\"",
+    );
+    let w = World::start_with(Setup {
+        extra,
+        ..Setup::default()
+    })
+    .await;
     let claims = json!({"sub": "user_same", "permissions": {"client_abc:transfer": ["create"]}, "abac_required": {"client_abc:transfer": ["create"]}});
     let mut bearer_claims = claims.clone();
     bearer_claims["aud"] = json!(AUDIENCE);
@@ -290,7 +517,11 @@ async fn a_decision_is_not_shared_between_a_bearer_and_an_api_key_caller_of_one_
     // The bearer caller is allowed; the decision is cached for 60 s.
     assert_eq!(transfer(&w, "transfers", &token, BODY).await.status(), 200);
     assert_eq!(transfer(&w, "transfers", &token, BODY).await.status(), 200);
-    assert_eq!(w.idp.abac_requests(), 1, "the bearer caller's decision is reused");
+    assert_eq!(
+        w.idp.abac_requests(),
+        1,
+        "the bearer caller's decision is reused"
+    );
 
     // The IdP now refuses the key's caller: the same subject and attributes must be asked again.
     w.idp.set_abac_mode(AbacMode::Status(403));
@@ -305,9 +536,16 @@ async fn a_decision_is_not_shared_between_a_bearer_and_an_api_key_caller_of_one_
         .await
         .unwrap();
     let (status, answered, _) = outcome(r).await;
-    assert_eq!((status, answered), (403, false), "the API-key caller got the bearer caller's cached allow");
+    assert_eq!(
+        (status, answered),
+        (403, false),
+        "the API-key caller got the bearer caller's cached allow"
+    );
     assert_eq!(w.idp.abac_requests(), 2);
-    assert_eq!(w.idp.abac_checks().last().unwrap().1.as_deref(), Some("x-api-key ak_same"));
+    assert_eq!(
+        w.idp.abac_checks().last().unwrap().1.as_deref(),
+        Some("x-api-key ak_same")
+    );
     // And the bearer caller's own cached decision is untouched.
     assert_eq!(transfer(&w, "transfers", &token, BODY).await.status(), 200);
     assert_eq!(w.idp.abac_requests(), 2);

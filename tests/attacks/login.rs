@@ -14,7 +14,13 @@ use std::time::{Duration, Instant};
 /// The sign-in setup: app-a on `localhost`, app-b on `127.0.0.1` (same port) unless `apps`
 /// says otherwise (see [`Setup::apps`]); `app_a_extra` goes into app-a's table.
 fn setup(apps: &'static str, session_extra: &str, app_a_extra: &str) -> Setup {
-    Setup { clients: Clients::SignIn, apps, session_extra: session_extra.into(), app_a_extra: app_a_extra.into(), ..Setup::default() }
+    Setup {
+        clients: Clients::SignIn,
+        apps,
+        session_extra: session_extra.into(),
+        app_a_extra: app_a_extra.into(),
+        ..Setup::default()
+    }
 }
 
 struct World {
@@ -33,26 +39,60 @@ impl World {
         let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         idp.set_audience(AUDIENCE);
         before(&idp);
-        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let gw = start_gateway(
             |port, admin| {
-                idp.register_client("client-a", Some("secret-a"), &[&format!("http://localhost:{port}/_authgate/callback")]);
-                idp.register_client("client-b", Some("secret-b"), &[&format!("http://127.0.0.1:{port}/_authgate/callback")]);
-                config(port, admin, &idp, echo.addr(), &setup("a,b", session_extra, logout_url))
+                idp.register_client(
+                    "client-a",
+                    Some("secret-a"),
+                    &[&format!("http://localhost:{port}/_authgate/callback")],
+                );
+                idp.register_client(
+                    "client-b",
+                    Some("secret-b"),
+                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
+                );
+                config(
+                    port,
+                    admin,
+                    &idp,
+                    echo.addr(),
+                    &setup("a,b", session_extra, logout_url),
+                )
             },
             true,
         )
         .await;
         let port = gw.port;
-        World { idp, echo, gw, a: format!("http://localhost:{port}"), b: format!("http://127.0.0.1:{port}") }
+        World {
+            idp,
+            echo,
+            gw,
+            a: format!("http://localhost:{port}"),
+            b: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     /// Rewrites the config with these clients, reloads, and waits until the reload is applied.
     async fn reload_with(&self, which: &'static str) {
         // The same listeners: only the clients change.
         let admin: u16 = self.gw.admin.rsplit(':').next().unwrap().parse().unwrap();
-        let text = config(self.gw.port, admin, &self.idp, self.echo.addr(), &setup(which, "", ""));
-        let before = self.gw.log.lock().unwrap().matches("config reloaded").count();
+        let text = config(
+            self.gw.port,
+            admin,
+            &self.idp,
+            self.echo.addr(),
+            &setup(which, "", ""),
+        );
+        let before = self
+            .gw
+            .log
+            .lock()
+            .unwrap()
+            .matches("config reloaded")
+            .count();
         std::fs::write(self.gw.config_path(), text).unwrap();
         self.gw.reload();
         let log = self.gw.log.clone();
@@ -61,47 +101,91 @@ impl World {
             async move { log.lock().unwrap().matches("config reloaded").count() > before }
         })
         .await;
-        assert!(applied, "the reload was not applied; log:\n{}", self.gw.log.lock().unwrap());
+        assert!(
+            applied,
+            "the reload was not applied; log:\n{}",
+            self.gw.log.lock().unwrap()
+        );
     }
 
     /// The gateway still serves.
     async fn alive(&self) {
-        let r = client().get(format!("{}/public/ping", self.a)).send().await.unwrap();
-        assert_eq!(r.status(), 200, "the gateway no longer serves; log:\n{}", self.gw.log.lock().unwrap());
+        let r = client()
+            .get(format!("{}/public/ping", self.a))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "the gateway no longer serves; log:\n{}",
+            self.gw.log.lock().unwrap()
+        );
     }
 }
 
 /// A browser: keeps cookies, follows no redirects.
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 fn location(r: &reqwest::Response) -> String {
-    r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string()
+    r.headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn query(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "text/html").header("sec-fetch-mode", "navigate").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "text/html")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url).header(ACCEPT, "application/json").send().await.unwrap()
+    b.get(url)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Starts a login with a navigation to a protected `url`; the IdP's authorization URL.
 async fn start_login(b: &reqwest::Client, url: &str) -> String {
     let r = navigate(b, url).await;
-    assert_eq!(r.status(), 302, "a navigation without a session goes to login");
+    assert_eq!(
+        r.status(),
+        302,
+        "a navigation without a session goes to login"
+    );
     location(&r)
 }
 
 /// Chooses `user` on the IdP's page; the callback URL the IdP sends the browser to.
 async fn choose(b: &reqwest::Client, authorize: &str, user: &str) -> String {
-    let r = b.get(format!("{authorize}&user={user}")).send().await.unwrap();
+    let r = b
+        .get(format!("{authorize}&user={user}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     location(&r)
 }
@@ -120,26 +204,45 @@ async fn assert_sign_in_failed(r: reqwest::Response, case: &str) {
 }
 
 #[tokio::test]
-async fn a_reload_that_removes_or_reorders_clients_under_a_login_in_flight_fails_closed_and_the_gateway_lives() {
+async fn a_reload_that_removes_or_reorders_clients_under_a_login_in_flight_fails_closed_and_the_gateway_lives(
+) {
     let w = World::start("", "", |_| {}).await;
 
     // Logins in flight for app-b (the second client): one answered with an error, one with a code.
     let errored = browser();
     let state = query(&start_login(&errored, &format!("{}/app/x", w.b)).await)["state"].clone();
     let coded = browser();
-    let callback = choose(&coded, &start_login(&coded, &format!("{}/app/y", w.b)).await, "alice").await;
+    let callback = choose(
+        &coded,
+        &start_login(&coded, &format!("{}/app/y", w.b)).await,
+        "alice",
+    )
+    .await;
     // And one for app-a, which stays configured but moves in the list.
     let moved = browser();
-    let moved_callback = choose(&moved, &start_login(&moved, &format!("{}/app/z", w.a)).await, "alice").await;
+    let moved_callback = choose(
+        &moved,
+        &start_login(&moved, &format!("{}/app/z", w.a)).await,
+        "alice",
+    )
+    .await;
 
     // app-b removed: its logins in flight name a client that is gone.
     w.reload_with("a").await;
-    let r = navigate(&errored, &format!("{}/_authgate/callback?state={state}&error=x", w.b)).await;
+    let r = navigate(
+        &errored,
+        &format!("{}/_authgate/callback?state={state}&error=x", w.b),
+    )
+    .await;
     assert_sign_in_failed(r, "error=x after the client was removed").await;
     w.alive().await;
     let r = navigate(&coded, &callback).await;
     assert_sign_in_failed(r, "a code after the client was removed").await;
-    assert_eq!(w.idp.token_requests(), 0, "no code of a removed client was exchanged");
+    assert_eq!(
+        w.idp.token_requests(),
+        0,
+        "no code of a removed client was exchanged"
+    );
     w.alive().await;
 
     // Reordered (app-b back, first): app-a's login finishes as app-a, by name.
@@ -147,18 +250,39 @@ async fn a_reload_that_removes_or_reorders_clients_under_a_login_in_flight_fails
     let r = moved.get(&moved_callback).send().await.unwrap();
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     assert_eq!(location(&r), format!("{}/app/z", w.a));
-    let echoed: Value = api(&moved, &format!("{}/app/z", w.a)).await.json().await.unwrap();
+    let echoed: Value = api(&moved, &format!("{}/app/z", w.a))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echoed["headers"]["x-auth-client"], "app-a");
     w.alive().await;
 
     // app-b still configured, but its origin now belongs to app-a: its login in flight fails closed.
     let stranded = browser();
-    let stranded_callback = choose(&stranded, &start_login(&stranded, &format!("{}/app/w", w.b)).await, "alice").await;
+    let stranded_callback = choose(
+        &stranded,
+        &start_login(&stranded, &format!("{}/app/w", w.b)).await,
+        "alice",
+    )
+    .await;
     w.reload_with("A,B").await;
-    assert_sign_in_failed(navigate(&stranded, &stranded_callback).await, "the login's origin moved to another client").await;
-    assert_eq!(api(&stranded, &format!("{}/app/w", w.b)).await.status(), 401, "no session was made");
+    assert_sign_in_failed(
+        navigate(&stranded, &stranded_callback).await,
+        "the login's origin moved to another client",
+    )
+    .await;
+    assert_eq!(
+        api(&stranded, &format!("{}/app/w", w.b)).await.status(),
+        401,
+        "no session was made"
+    );
     w.alive().await;
-    assert!(!w.gw.log.lock().unwrap().contains("panicked"), "{}", w.gw.log.lock().unwrap());
+    assert!(
+        !w.gw.log.lock().unwrap().contains("panicked"),
+        "{}",
+        w.gw.log.lock().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -177,22 +301,39 @@ async fn a_flood_of_cookieless_logins_leaves_another_browsers_login_working() {
                 let r = flood.get(&url).send().await.unwrap();
                 assert_eq!(r.status(), 302);
                 // The login lives in its own cookie: nothing for the gateway to remember.
-                let set: Vec<&str> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+                let set: Vec<&str> = r
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
                 assert_eq!(set.len(), 1, "{set:?}");
-                assert!(set[0].starts_with("authgate-login-") && set[0].contains("HttpOnly") && set[0].contains("Max-Age=600"), "{set:?}");
+                assert!(
+                    set[0].starts_with("authgate-login-")
+                        && set[0].contains("HttpOnly")
+                        && set[0].contains("Max-Age=600"),
+                    "{set:?}"
+                );
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(started.elapsed() < Duration::from_secs(60), "2400 logins took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "2400 logins took {:?}",
+        started.elapsed()
+    );
 
     let callback = choose(&victim, &authorize, "alice").await;
     let r = victim.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
     assert_eq!(location(&r), format!("{}/app/victim", w.a));
-    assert_eq!(api(&victim, &format!("{}/app/victim", w.a)).await.status(), 200);
+    assert_eq!(
+        api(&victim, &format!("{}/app/victim", w.a)).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -233,11 +374,26 @@ async fn logins_in_several_tabs_all_complete_up_to_the_cap() {
 async fn a_login_cookie_works_only_for_its_own_state_and_only_once() {
     let w = World::start("", "", |_| {}).await;
     let b = browser();
-    let callback = choose(&b, &start_login(&b, &format!("{}/app/", w.a)).await, "alice").await;
+    let callback = choose(
+        &b,
+        &start_login(&b, &format!("{}/app/", w.a)).await,
+        "alice",
+    )
+    .await;
     // Another state than the one sealed in the cookie: refused (the cookie is looked up by a
     // suffix of the state, and the sealed state must equal it).
     let mut forged = url::Url::parse(&callback).unwrap();
-    let pairs: Vec<(String, String)> = forged.query_pairs().into_owned().map(|(k, v)| if k == "state" { (k, format!("{v}x")) } else { (k, v) }).collect();
+    let pairs: Vec<(String, String)> = forged
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "state" {
+                (k, format!("{v}x"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
     forged.query_pairs_mut().clear().extend_pairs(pairs);
     assert_sign_in_failed(navigate(&b, forged.as_str()).await, "forged state").await;
     // The right one works once.
@@ -254,44 +410,93 @@ async fn cross_site_logout_is_refused_and_same_origin_logout_works() {
     let session = format!("{}/_authgate/session", w.a);
 
     for (case, req) in [
-        ("cross-site GET", b.get(&logout).header("sec-fetch-site", "cross-site")),
-        ("same-site GET", b.get(&logout).header("sec-fetch-site", "same-site")),
+        (
+            "cross-site GET",
+            b.get(&logout).header("sec-fetch-site", "cross-site"),
+        ),
+        (
+            "same-site GET",
+            b.get(&logout).header("sec-fetch-site", "same-site"),
+        ),
         ("GET with no sign of where it came from", b.get(&logout)),
-        ("cross-site POST", b.post(&logout).header("sec-fetch-site", "cross-site")),
-        ("same-origin claim with a foreign Origin", b.post(&logout).header("sec-fetch-site", "same-origin").header("origin", "https://evil.example")),
+        (
+            "cross-site POST",
+            b.post(&logout).header("sec-fetch-site", "cross-site"),
+        ),
+        (
+            "same-origin claim with a foreign Origin",
+            b.post(&logout)
+                .header("sec-fetch-site", "same-origin")
+                .header("origin", "https://evil.example"),
+        ),
     ] {
         let r = req.header(ACCEPT, "text/html").send().await.unwrap();
         assert_eq!(r.status(), 403, "{case}");
-        assert!(r.headers().get("set-cookie").is_none(), "{case} changed cookies");
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "{case} changed cookies"
+        );
         let page = r.text().await.unwrap();
         if !page.contains("not a registered client") {
-            assert!(page.contains("<form method=\"post\" action=\"/_authgate/logout\">"), "{case}: {page}");
+            assert!(
+                page.contains("<form method=\"post\" action=\"/_authgate/logout\">"),
+                "{case}: {page}"
+            );
         }
-        assert_eq!(api(&b, &session).await.status(), 200, "{case} ended the session");
+        assert_eq!(
+            api(&b, &session).await.status(),
+            200,
+            "{case} ended the session"
+        );
     }
 
     // The button on that page: a same-origin POST.
-    let r = b.post(&logout).header("origin", &w.a).header("sec-fetch-site", "same-origin").send().await.unwrap();
+    let r = b
+        .post(&logout)
+        .header("origin", &w.a)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(api(&b, &session).await.status(), 401);
     assert_eq!(api(&b, &format!("{}/app/", w.a)).await.status(), 401);
 
     // A link the user typed (or a bookmark): Sec-Fetch-Site none.
     log_in(&b, &format!("{}/app/", w.a), "alice").await;
-    let r = b.get(&logout).header("sec-fetch-site", "none").send().await.unwrap();
+    let r = b
+        .get(&logout)
+        .header("sec-fetch-site", "none")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(api(&b, &session).await.status(), 401);
 }
 
 #[tokio::test]
 async fn logout_without_end_session_endpoint_really_signs_out() {
-    let w = World::start("", "logout_url = \"https://idp.example/api/auth/sign-out\"\nlogout_method = \"post\"", |idp| idp.set_end_session(false)).await;
+    let w = World::start(
+        "",
+        "logout_url = \"https://idp.example/api/auth/sign-out\"\nlogout_method = \"post\"",
+        |idp| idp.set_end_session(false),
+    )
+    .await;
     let b = browser();
     log_in(&b, &format!("{}/app/inbox", w.a), "alice").await;
-    let r = b.post(format!("{}/_authgate/logout", w.a)).header("origin", &w.a).send().await.unwrap();
+    let r = b
+        .post(format!("{}/_authgate/logout", w.a))
+        .header("origin", &w.a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let landing = location(&r);
-    assert_eq!(landing, format!("{}/_authgate/signed-out", w.a), "not a protected page that bounces through the IdP");
+    assert_eq!(
+        landing,
+        format!("{}/_authgate/signed-out", w.a),
+        "not a protected page that bounces through the IdP"
+    );
     assert_eq!(w.idp.end_session_requests(), 0);
 
     // The signed-out page: the client's name, a way to sign in again, the IdP's own sign-out.
@@ -300,21 +505,35 @@ async fn logout_without_end_session_endpoint_really_signs_out() {
     let page = r.text().await.unwrap();
     assert!(page.contains("signed out of app-a"), "{page}");
     assert!(page.contains("href=\"/_authgate/login\""), "{page}");
-    assert!(page.contains("<form method=\"post\" action=\"https://idp.example/api/auth/sign-out\""), "{page}");
+    assert!(
+        page.contains("<form method=\"post\" action=\"https://idp.example/api/auth/sign-out\""),
+        "{page}"
+    );
 
     // The next protected navigation asks the IdP to authenticate again: no silent way back.
     assert_eq!(api(&b, &format!("{}/app/inbox", w.a)).await.status(), 401);
     let authorize = start_login(&b, &format!("{}/app/inbox", w.a)).await;
     let q = query(&authorize);
-    assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{authorize}");
-    assert_eq!(q.get("max_age").map(String::as_str), Some("0"), "{authorize}");
+    assert_eq!(
+        q.get("prompt").map(String::as_str),
+        Some("login"),
+        "{authorize}"
+    );
+    assert_eq!(
+        q.get("max_age").map(String::as_str),
+        Some("0"),
+        "{authorize}"
+    );
 
     // Signing in again clears the marker: later logins are ordinary.
     let callback = choose(&b, &authorize, "alice").await;
     assert_eq!(b.get(&callback).send().await.unwrap().status(), 302);
     let other = browser();
     let q = query(&start_login(&other, &format!("{}/app/", w.a)).await);
-    assert!(!q.contains_key("prompt"), "a browser that never signed out is not re-prompted");
+    assert!(
+        !q.contains_key("prompt"),
+        "a browser that never signed out is not re-prompted"
+    );
 }
 
 #[tokio::test]
@@ -322,29 +541,57 @@ async fn logout_ends_the_session_even_when_the_request_names_another_client() {
     let w = World::start("", "", |_| {}).await;
     let b = browser();
     log_in(&b, &format!("{}/app/", w.a), "alice").await;
-    assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 200);
+    assert_eq!(
+        api(&b, &format!("{}/_authgate/session", w.a))
+            .await
+            .status(),
+        200
+    );
     // The session cookie as an attacker (or a confused SPA) would replay it, naming app-b.
     let jar: Vec<String> = {
         let r = browser();
         let callback = choose(&r, &start_login(&r, &format!("{}/app/", w.a)).await, "bob").await;
         let resp = r.get(&callback).send().await.unwrap();
-        resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string()).filter(|c| c.starts_with("authgate=")).collect()
+        resp.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .filter(|c| c.starts_with("authgate="))
+            .collect()
     };
     let session_cookie = jar.first().expect("a session cookie").clone();
     let plain = client();
     let info = |origin: Option<&str>| {
-        let mut req = plain.get(format!("{}/_authgate/session", w.a)).header("cookie", &session_cookie).header(ACCEPT, "application/json");
+        let mut req = plain
+            .get(format!("{}/_authgate/session", w.a))
+            .header("cookie", &session_cookie)
+            .header(ACCEPT, "application/json");
         if let Some(o) = origin {
             req = req.header("origin", o);
         }
         req.send()
     };
     assert_eq!(info(None).await.unwrap().status(), 200);
-    let r = plain.post(format!("{}/_authgate/logout", w.a)).header("cookie", &session_cookie).header("origin", &w.b).send().await.unwrap();
+    let r = plain
+        .post(format!("{}/_authgate/logout", w.a))
+        .header("cookie", &session_cookie)
+        .header("origin", &w.b)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(info(None).await.unwrap().status(), 401, "the session behind the cookie ended");
+    assert_eq!(
+        info(None).await.unwrap().status(),
+        401,
+        "the session behind the cookie ended"
+    );
     // The other browser's session is untouched.
-    assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 200);
+    assert_eq!(
+        api(&b, &format!("{}/_authgate/session", w.a))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -359,34 +606,83 @@ async fn a_refresh_racing_a_logout_does_not_bring_the_session_back() {
         let (b, url) = (b.clone(), format!("{}/app/during", w.a));
         tokio::spawn(async move { api(&b, &url).await.status() })
     };
-    assert!(eventually(Duration::from_secs(5), || async { w.idp.refresh_requests() == 1 }).await, "the refresh started");
-    let r = b.post(format!("{}/_authgate/logout", w.a)).header("origin", &w.a).send().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            w.idp.refresh_requests() == 1
+        })
+        .await,
+        "the refresh started"
+    );
+    let r = b
+        .post(format!("{}/_authgate/logout", w.a))
+        .header("origin", &w.a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let during = refreshing.await.unwrap();
-    assert_eq!(during, 401, "the request whose refresh lost to the logout is not served with the ended session");
+    assert_eq!(
+        during, 401,
+        "the request whose refresh lost to the logout is not served with the ended session"
+    );
     w.idp.set_refresh_delay(Duration::ZERO);
-    assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 401, "the refresh wrote the session back");
+    assert_eq!(
+        api(&b, &format!("{}/_authgate/session", w.a))
+            .await
+            .status(),
+        401,
+        "the refresh wrote the session back"
+    );
     assert_eq!(api(&b, &format!("{}/app/after", w.a)).await.status(), 401);
 }
 
 #[tokio::test]
 async fn logout_through_end_session_lands_on_the_signed_out_page_never_on_a_protected_one() {
     let w = World::start("", "", |_| {}).await;
-    for (rd, lands) in [("/app/secret", "/_authgate/signed-out"), ("/public/bye", "/public/bye"), ("//evil.example/", "/_authgate/signed-out")] {
+    for (rd, lands) in [
+        ("/app/secret", "/_authgate/signed-out"),
+        ("/public/bye", "/public/bye"),
+        ("//evil.example/", "/_authgate/signed-out"),
+    ] {
         let b = browser();
         log_in(&b, &format!("{}/app/", w.a), "alice").await;
-        let r = b.get(format!("{}/_authgate/logout", w.a)).query(&[("rd", rd)]).header("sec-fetch-site", "same-origin").send().await.unwrap();
+        let r = b
+            .get(format!("{}/_authgate/logout", w.a))
+            .query(&[("rd", rd)])
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 302, "{rd}");
         let end_session = location(&r);
-        assert!(end_session.starts_with(&format!("{}/end_session", w.idp.issuer())), "{rd}: {end_session}");
+        assert!(
+            end_session.starts_with(&format!("{}/end_session", w.idp.issuer())),
+            "{rd}: {end_session}"
+        );
         let q = query(&end_session);
-        assert_eq!(q["post_logout_redirect_uri"], format!("{}{lands}", w.a), "{rd}");
+        assert_eq!(
+            q["post_logout_redirect_uri"],
+            format!("{}{lands}", w.a),
+            "{rd}"
+        );
         assert_eq!(q["client_id"], "client-a");
         // The IdP sends the browser back; it stays signed out, and its next login re-authenticates.
         let back = location(&b.get(&end_session).send().await.unwrap());
         assert_eq!(back, format!("{}{lands}", w.a), "{rd}");
-        assert_eq!(api(&b, &format!("{}/_authgate/session", w.a)).await.status(), 401, "{rd}");
-        assert_eq!(query(&start_login(&b, &format!("{}/app/", w.a)).await).get("prompt").map(String::as_str), Some("login"), "{rd}");
+        assert_eq!(
+            api(&b, &format!("{}/_authgate/session", w.a))
+                .await
+                .status(),
+            401,
+            "{rd}"
+        );
+        assert_eq!(
+            query(&start_login(&b, &format!("{}/app/", w.a)).await)
+                .get("prompt")
+                .map(String::as_str),
+            Some("login"),
+            "{rd}"
+        );
     }
     assert_eq!(w.idp.end_session_requests(), 3);
 }

@@ -49,25 +49,41 @@ permission = "invoice:read"
 "#;
 
 async fn world() -> World {
-    World::start_with(Setup { extra: ROUTES.into(), ..Setup::default() }).await
+    World::start_with(Setup {
+        extra: ROUTES.into(),
+        ..Setup::default()
+    })
+    .await
 }
 
 /// The same world, also accepting tokens whose `aud` is a client's id (id_tokens sent as bearer
 /// tokens, as Auther's SPA guide does).
 async fn world_accepting_id_tokens() -> World {
     let (idp, echo) = idp_and_echo().await;
-    let setup = Setup { extra: ROUTES.into(), ..Setup::default() };
+    let setup = Setup {
+        extra: ROUTES.into(),
+        ..Setup::default()
+    };
     let gw = start_gateway(
         |port, admin| {
             let text = config(port, admin, &idp, echo.addr(), &setup);
-            let widened = text.replacen(&format!("audience = \"{AUDIENCE}\""), &format!("audience = [\"{AUDIENCE}\", \"abc\", \"xyz\"]"), 1);
+            let widened = text.replacen(
+                &format!("audience = \"{AUDIENCE}\""),
+                &format!("audience = [\"{AUDIENCE}\", \"abc\", \"xyz\"]"),
+                1,
+            );
             assert_ne!(widened, text, "the standard config's audience line moved");
             widened
         },
         true,
     )
     .await;
-    World { idp, echo, gw, http: client() }
+    World {
+        idp,
+        echo,
+        gw,
+        http: client(),
+    }
 }
 
 async fn json_body(r: reqwest::Response) -> Value {
@@ -76,9 +92,17 @@ async fn json_body(r: reqwest::Response) -> Value {
 
 /// Sends `method path` with the given headers; returns the status, the body, and whether the
 /// upstream was reached.
-async fn send(w: &World, method: reqwest::Method, path: &str, headers: &[(&str, &str)]) -> (u16, Value, bool) {
+async fn send(
+    w: &World,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value, bool) {
     let before = w.echo.requests();
-    let mut req = w.http.request(method, format!("{}{path}", w.gw.url)).header(ACCEPT, "application/json");
+    let mut req = w
+        .http
+        .request(method, format!("{}{path}", w.gw.url))
+        .header(ACCEPT, "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -96,13 +120,32 @@ fn bearer(token: &str) -> String {
 async fn an_api_key_cannot_pick_its_namespace_with_origin_headers() {
     let w = world().await;
     // The key may delete only in the reports app's namespace.
-    w.idp.add_api_key("ak_xyz_delete", json!({"sub": "machine_x", "permissions": {"client_xyz:invoice": ["delete"]}}), 900);
+    w.idp.add_api_key(
+        "ak_xyz_delete",
+        json!({"sub": "machine_x", "permissions": {"client_xyz:invoice": ["delete"]}}),
+        900,
+    );
     let key = ("x-api-key", "ak_xyz_delete");
-    for (name, header) in [("x-client-origin", ("x-client-origin", REPORTS)), ("Origin", ("origin", REPORTS))] {
-        let (status, body, reached) = send(&w, reqwest::Method::DELETE, "/api/invoices/7", &[key, header]).await;
-        assert_eq!(status, 403, "{name} of the reports app chose the namespace: {body}");
+    for (name, header) in [
+        ("x-client-origin", ("x-client-origin", REPORTS)),
+        ("Origin", ("origin", REPORTS)),
+    ] {
+        let (status, body, reached) = send(
+            &w,
+            reqwest::Method::DELETE,
+            "/api/invoices/7",
+            &[key, header],
+        )
+        .await;
+        assert_eq!(
+            status, 403,
+            "{name} of the reports app chose the namespace: {body}"
+        );
         assert!(!reached, "{name}: the upstream was reached");
-        assert_eq!(body["entity"], "client_abc:invoice", "{name}: decided in the route's client's namespace: {body}");
+        assert_eq!(
+            body["entity"], "client_abc:invoice",
+            "{name}: decided in the route's client's namespace: {body}"
+        );
     }
     // Where the key's grant applies (a route serving the reports app), it works, whatever the
     // request's origin says, and the upstream learns the route's client.
@@ -110,10 +153,18 @@ async fn an_api_key_cannot_pick_its_namespace_with_origin_headers() {
     assert_eq!(status, 200, "{body}");
     assert!(reached);
     assert_eq!(body["headers"]["x-auth-client"], "reports", "{body}");
-    assert_eq!(body["headers"]["x-auth-permission"], "client_xyz:invoice:delete", "{body}");
+    assert_eq!(
+        body["headers"]["x-auth-permission"], "client_xyz:invoice:delete",
+        "{body}"
+    );
     // A route serving both apps cannot tell which namespace an API key means: refused, with the fix.
-    for headers in [vec![key], vec![key, ("x-client-origin", REPORTS)], vec![key, ("origin", REPORTS)]] {
-        let (status, body, reached) = send(&w, reqwest::Method::DELETE, "/api/shared/7", &headers).await;
+    for headers in [
+        vec![key],
+        vec![key, ("x-client-origin", REPORTS)],
+        vec![key, ("origin", REPORTS)],
+    ] {
+        let (status, body, reached) =
+            send(&w, reqwest::Method::DELETE, "/api/shared/7", &headers).await;
         assert_eq!(status, 403, "{headers:?}: {body}");
         assert!(!reached);
         let detail = body["detail"].as_str().unwrap_or_default();
@@ -125,36 +176,89 @@ async fn an_api_key_cannot_pick_its_namespace_with_origin_headers() {
 async fn a_token_bound_by_azp_or_client_id_is_refused_from_the_other_apps_origin() {
     let w = world().await;
     let both = json!({"client_abc:invoice": ["read"], "client_xyz:invoice": ["read"]});
-    let billing = w.idp.mint(json!({"sub": "u_b", "aud": AUDIENCE, "azp": "abc", "permissions": both}));
-    let reports = w.idp.mint(json!({"sub": "u_r", "aud": AUDIENCE, "client_id": "xyz", "permissions": both}));
+    let billing = w
+        .idp
+        .mint(json!({"sub": "u_b", "aud": AUDIENCE, "azp": "abc", "permissions": both}));
+    let reports = w
+        .idp
+        .mint(json!({"sub": "u_r", "aud": AUDIENCE, "client_id": "xyz", "permissions": both}));
     let cases = [
-        ("azp abc from billing's own origin", &billing, None, Ok(("billing", "client_abc:invoice:read"))),
-        ("azp abc with x-client-origin of reports", &billing, Some(("x-client-origin", REPORTS)), Err(())),
-        ("azp abc with Origin of reports", &billing, Some(("origin", REPORTS)), Err(())),
-        ("client_id xyz from billing's origin", &reports, None, Err(())),
-        ("client_id xyz with Origin of reports", &reports, Some(("origin", REPORTS)), Ok(("reports", "client_xyz:invoice:read"))),
-        ("client_id xyz with x-client-origin of reports", &reports, Some(("x-client-origin", REPORTS)), Ok(("reports", "client_xyz:invoice:read"))),
+        (
+            "azp abc from billing's own origin",
+            &billing,
+            None,
+            Ok(("billing", "client_abc:invoice:read")),
+        ),
+        (
+            "azp abc with x-client-origin of reports",
+            &billing,
+            Some(("x-client-origin", REPORTS)),
+            Err(()),
+        ),
+        (
+            "azp abc with Origin of reports",
+            &billing,
+            Some(("origin", REPORTS)),
+            Err(()),
+        ),
+        (
+            "client_id xyz from billing's origin",
+            &reports,
+            None,
+            Err(()),
+        ),
+        (
+            "client_id xyz with Origin of reports",
+            &reports,
+            Some(("origin", REPORTS)),
+            Ok(("reports", "client_xyz:invoice:read")),
+        ),
+        (
+            "client_id xyz with x-client-origin of reports",
+            &reports,
+            Some(("x-client-origin", REPORTS)),
+            Ok(("reports", "client_xyz:invoice:read")),
+        ),
     ];
     for (name, token, header, want) in cases {
         let auth = bearer(token);
         let mut headers = vec![("authorization", auth.as_str())];
         headers.extend(header);
-        let (status, body, reached) = send(&w, reqwest::Method::GET, "/api/shared/7", &headers).await;
+        let (status, body, reached) =
+            send(&w, reqwest::Method::GET, "/api/shared/7", &headers).await;
         match want {
             Ok((client, permission)) => {
                 assert_eq!(status, 200, "{name}: {body}");
                 assert_eq!(body["headers"]["x-auth-client"], client, "{name}: {body}");
-                assert_eq!(body["headers"]["x-auth-permission"], permission, "{name}: {body}");
+                assert_eq!(
+                    body["headers"]["x-auth-permission"], permission,
+                    "{name}: {body}"
+                );
             }
             Err(()) => {
                 assert_eq!(status, 403, "{name}: {body}");
                 assert!(!reached, "{name}: the upstream was reached");
-                assert!(body["detail"].as_str().unwrap_or_default().contains("issued to another client application"), "{name}: {body}");
+                assert!(
+                    body["detail"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("issued to another client application"),
+                    "{name}: {body}"
+                );
             }
         }
     }
     // A bound token on a route serving only the other app: refused, even from that app's origin.
-    let (status, body, reached) = send(&w, reqwest::Method::DELETE, "/api/invoices/7", &[("authorization", bearer(&reports).as_str()), ("origin", REPORTS)]).await;
+    let (status, body, reached) = send(
+        &w,
+        reqwest::Method::DELETE,
+        "/api/invoices/7",
+        &[
+            ("authorization", bearer(&reports).as_str()),
+            ("origin", REPORTS),
+        ],
+    )
+    .await;
     assert_eq!((status, reached), (403, false), "{body}");
 }
 
@@ -163,27 +267,69 @@ async fn an_id_token_is_bound_to_the_client_in_its_aud() {
     let w = world_accepting_id_tokens().await;
     let grants = json!({"client_abc:invoice": ["read"], "client_xyz:invoice": ["read"]});
     // An id_token as Auther's SPA guide sends it: aud is the SPA's client id, no azp.
-    let id_token = w.idp.mint(json!({"sub": "u_spa", "aud": "abc", "permissions": grants}));
+    let id_token = w
+        .idp
+        .mint(json!({"sub": "u_spa", "aud": "abc", "permissions": grants}));
     let auth = bearer(&id_token);
     for header in [("origin", REPORTS), ("x-client-origin", REPORTS)] {
-        let (status, body, reached) = send(&w, reqwest::Method::GET, "/api/shared/7", &[("authorization", auth.as_str()), header]).await;
+        let (status, body, reached) = send(
+            &w,
+            reqwest::Method::GET,
+            "/api/shared/7",
+            &[("authorization", auth.as_str()), header],
+        )
+        .await;
         assert_eq!(status, 403, "{header:?}: {body}");
         assert!(!reached);
-        assert!(body["detail"].as_str().unwrap_or_default().contains("issued to another client application"), "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("issued to another client application"),
+            "{body}"
+        );
     }
-    let (status, body, _) = send(&w, reqwest::Method::GET, "/api/shared/7", &[("authorization", auth.as_str())]).await;
+    let (status, body, _) = send(
+        &w,
+        reqwest::Method::GET,
+        "/api/shared/7",
+        &[("authorization", auth.as_str())],
+    )
+    .await;
     assert_eq!(status, 200, "from its own app's origin: {body}");
     assert_eq!(body["headers"]["x-auth-client"], "billing");
-    assert_eq!(body["headers"]["x-auth-permission"], "client_abc:invoice:read");
+    assert_eq!(
+        body["headers"]["x-auth-permission"],
+        "client_abc:invoice:read"
+    );
     // Next to the API's own audience, the client's aud still binds.
-    let mixed = w.idp.mint(json!({"sub": "u_spa", "aud": [AUDIENCE, "xyz"], "permissions": grants}));
-    let (status, body, _) = send(&w, reqwest::Method::GET, "/api/shared/7", &[("authorization", bearer(&mixed).as_str())]).await;
+    let mixed = w
+        .idp
+        .mint(json!({"sub": "u_spa", "aud": [AUDIENCE, "xyz"], "permissions": grants}));
+    let (status, body, _) = send(
+        &w,
+        reqwest::Method::GET,
+        "/api/shared/7",
+        &[("authorization", bearer(&mixed).as_str())],
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
-    let (status, body, _) = send(&w, reqwest::Method::GET, "/api/shared/7", &[("authorization", bearer(&mixed).as_str()), ("origin", REPORTS)]).await;
+    let (status, body, _) = send(
+        &w,
+        reqwest::Method::GET,
+        "/api/shared/7",
+        &[
+            ("authorization", bearer(&mixed).as_str()),
+            ("origin", REPORTS),
+        ],
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["headers"]["x-auth-client"], "reports");
     // Naming both apps in aud without azp says nothing about which: refused from either.
-    let both = w.idp.mint(json!({"sub": "u_spa", "aud": ["abc", "xyz"], "permissions": grants}));
+    let both = w
+        .idp
+        .mint(json!({"sub": "u_spa", "aud": ["abc", "xyz"], "permissions": grants}));
     for headers in [vec![], vec![("origin", REPORTS)]] {
         let auth = bearer(&both);
         let mut h = vec![("authorization", auth.as_str())];
@@ -196,37 +342,87 @@ async fn an_id_token_is_bound_to_the_client_in_its_aud() {
 #[tokio::test]
 async fn an_unbound_token_is_refused_on_a_route_serving_several_apps() {
     let w = world().await;
-    let token = w.token(json!({"client_abc:invoice": ["read", "delete"], "client_xyz:invoice": ["read", "delete"]}));
+    let token = w.token(
+        json!({"client_abc:invoice": ["read", "delete"], "client_xyz:invoice": ["read", "delete"]}),
+    );
     let auth = bearer(&token);
-    for headers in [vec![], vec![("origin", REPORTS)], vec![("x-client-origin", REPORTS)]] {
+    for headers in [
+        vec![],
+        vec![("origin", REPORTS)],
+        vec![("x-client-origin", REPORTS)],
+    ] {
         let mut h = vec![("authorization", auth.as_str())];
         h.extend(headers.iter().copied());
         let (status, body, reached) = send(&w, reqwest::Method::GET, "/api/shared/7", &h).await;
         assert_eq!(status, 403, "{headers:?}: {body}");
         assert!(!reached);
-        assert_eq!(body["title"], "Client application not served here", "{body}");
-        assert!(body["detail"].as_str().unwrap_or_default().contains("set `clients` on the route"), "{body}");
+        assert_eq!(
+            body["title"], "Client application not served here",
+            "{body}"
+        );
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("set `clients` on the route"),
+            "{body}"
+        );
         // On the route of one app, that app decides, whatever the headers say.
         let (status, body, _) = send(&w, reqwest::Method::DELETE, "/api/reports/7", &h).await;
         assert_eq!(status, 200, "{headers:?}: {body}");
         assert_eq!(body["headers"]["x-auth-client"], "reports");
-        assert_eq!(body["headers"]["x-auth-permission"], "client_xyz:invoice:delete");
+        assert_eq!(
+            body["headers"]["x-auth-permission"],
+            "client_xyz:invoice:delete"
+        );
         // An authenticated route serving both: let through, naming no client.
         let (status, body, _) = send(&w, reqwest::Method::GET, "/api/me", &h).await;
         assert_eq!(status, 200, "{headers:?}: {body}");
-        assert!(body["headers"].get("x-auth-client").is_none(), "a header chose the client: {body}");
+        assert!(
+            body["headers"].get("x-auth-client").is_none(),
+            "a header chose the client: {body}"
+        );
         assert_eq!(body["headers"]["x-auth-subject"], "user_1");
     }
 }
 
 /// A browser signed in to the billing app (the gateway's own origin); returns its client.
 async fn sign_in(w: &World) -> reqwest::Client {
-    w.idp.register_client("abc", Some("dev"), &[&format!("{}/_authgate/callback", w.gw.url)]);
-    let b = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap();
-    let location = |r: &reqwest::Response| r.headers().get(LOCATION).unwrap_or_else(|| panic!("no Location on {}", r.status())).to_str().unwrap().to_string();
-    let r = b.get(format!("{}/api/me", w.gw.url)).header(ACCEPT, "text/html").send().await.unwrap();
-    assert_eq!(r.status(), 302, "a navigation without a session goes to login");
-    let r = b.get(format!("{}&user=alice", location(&r))).send().await.unwrap();
+    w.idp.register_client(
+        "abc",
+        Some("dev"),
+        &[&format!("{}/_authgate/callback", w.gw.url)],
+    );
+    let b = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let location = |r: &reqwest::Response| {
+        r.headers()
+            .get(LOCATION)
+            .unwrap_or_else(|| panic!("no Location on {}", r.status()))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let r = b
+        .get(format!("{}/api/me", w.gw.url))
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "a navigation without a session goes to login"
+    );
+    let r = b
+        .get(format!("{}&user=alice", location(&r)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302, "the IdP signs alice in");
     let r = b.get(location(&r)).send().await.unwrap();
     assert_eq!(r.status(), 302, "the callback completes the login");
@@ -241,8 +437,15 @@ struct Callers {
 
 impl Callers {
     async fn new(w: &World) -> Callers {
-        w.idp.add_api_key("ak_machine", json!({"sub": "machine_1", "permissions": {"client_abc:invoice": ["read"]}}), 900);
-        let c = Callers { bearer: w.token(json!({"client_abc:invoice": ["read"]})), browser: sign_in(w).await };
+        w.idp.add_api_key(
+            "ak_machine",
+            json!({"sub": "machine_1", "permissions": {"client_abc:invoice": ["read"]}}),
+            900,
+        );
+        let c = Callers {
+            bearer: w.token(json!({"client_abc:invoice": ["read"]})),
+            browser: sign_in(w).await,
+        };
         assert_eq!(c.bearer_status(w).await, 200);
         assert_eq!(c.api_key_status(w).await, 200);
         assert_eq!(c.session_status(w).await, 200);
@@ -250,20 +453,41 @@ impl Callers {
     }
 
     async fn bearer_status(&self, w: &World) -> u16 {
-        w.get("/api/invoices/42", Some(&self.bearer)).await.status().as_u16()
+        w.get("/api/invoices/42", Some(&self.bearer))
+            .await
+            .status()
+            .as_u16()
     }
 
     async fn api_key_status(&self, w: &World) -> u16 {
-        w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("x-api-key", "ak_machine").send().await.unwrap().status().as_u16()
+        w.http
+            .get(format!("{}/api/invoices/42", w.gw.url))
+            .header("x-api-key", "ak_machine")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     async fn session_status(&self, w: &World) -> u16 {
-        self.browser.get(format!("{}/api/me", w.gw.url)).header(ACCEPT, "application/json").send().await.unwrap().status().as_u16()
+        self.browser
+            .get(format!("{}/api/me", w.gw.url))
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 }
 
 fn with_sessions(idp_extra: &str) -> Setup {
-    Setup { idp_extra: idp_extra.into(), extra: "\n[session]\nallow_insecure_http = true\n".into(), ..Setup::default() }
+    Setup {
+        idp_extra: idp_extra.into(),
+        extra: "\n[session]\nallow_insecure_http = true\n".into(),
+        ..Setup::default()
+    }
 }
 
 #[tokio::test]
@@ -277,14 +501,34 @@ async fn a_key_removed_from_the_jwks_is_refused_at_once_for_bearer_session_and_a
     assert!(w.idp.remove_key(&removed));
     // Two background refreshes later the gateway has seen the key set without it.
     let fetched = w.idp.jwks_requests();
-    assert!(eventually(Duration::from_secs(5), || async { w.idp.jwks_requests() >= fetched + 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            w.idp.jwks_requests() >= fetched + 2
+        })
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Each caller's very next request is refused: the API-key caller first, whose cached
     // exchange never passed through the bearer cache.
-    assert_eq!(callers.api_key_status(&w).await, 401, "an API-key caller's token of a removed key still worked");
-    assert!(w.idp.exchange_requests() > exchanges, "the key was exchanged again");
-    assert_eq!(callers.session_status(&w).await, 401, "a session's token of a removed key still worked");
-    assert_eq!(callers.bearer_status(&w).await, 401, "a bearer token of a removed key still worked");
+    assert_eq!(
+        callers.api_key_status(&w).await,
+        401,
+        "an API-key caller's token of a removed key still worked"
+    );
+    assert!(
+        w.idp.exchange_requests() > exchanges,
+        "the key was exchanged again"
+    );
+    assert_eq!(
+        callers.session_status(&w).await,
+        401,
+        "a session's token of a removed key still worked"
+    );
+    assert_eq!(
+        callers.bearer_status(&w).await,
+        401,
+        "a bearer token of a removed key still worked"
+    );
 }
 
 #[tokio::test]
@@ -297,28 +541,75 @@ async fn a_removal_noticed_by_an_api_key_exchange_clears_the_bearer_and_session_
     // arrive comes through an API-key exchange, whose verification refetches the JWKS.
     w.idp.rotate(Algorithm::ES256).unwrap();
     assert!(w.idp.remove_key(&removed));
-    w.idp.add_api_key("ak_other", json!({"sub": "machine_2", "permissions": {"client_abc:invoice": ["read"]}}), 900);
-    let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("x-api-key", "ak_other").send().await.unwrap();
+    w.idp.add_api_key(
+        "ak_other",
+        json!({"sub": "machine_2", "permissions": {"client_abc:invoice": ["read"]}}),
+        900,
+    );
+    let r = w
+        .http
+        .get(format!("{}/api/invoices/42", w.gw.url))
+        .header("x-api-key", "ak_other")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(callers.bearer_status(&w).await, 401, "the bearer cache kept a token of the removed key");
-    assert_eq!(callers.session_status(&w).await, 401, "the session kept a token of the removed key");
+    assert_eq!(
+        callers.bearer_status(&w).await,
+        401,
+        "the bearer cache kept a token of the removed key"
+    );
+    assert_eq!(
+        callers.session_status(&w).await,
+        401,
+        "the session kept a token of the removed key"
+    );
     // The first machine's cached exchange (removed key) is redone: a token of the current key.
     let exchanges = w.idp.exchange_requests();
     assert_eq!(callers.api_key_status(&w).await, 200);
-    assert_eq!(w.idp.exchange_requests(), exchanges + 1, "the exchange made with the removed key was reused");
+    assert_eq!(
+        w.idp.exchange_requests(),
+        exchanges + 1,
+        "the exchange made with the removed key was reused"
+    );
 }
 
 #[tokio::test]
 async fn a_token_exchanged_for_an_api_key_is_not_a_bearer_token() {
-    let w = World::start_with(Setup { extra: format!("{ROUTES}\n[api_keys]\naudience = \"https://keys.test\"\n"), ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        extra: format!("{ROUTES}\n[api_keys]\naudience = \"https://keys.test\"\n"),
+        ..Setup::default()
+    })
+    .await;
     w.idp.add_api_key("ak_keys", json!({"sub": "machine_k", "aud": "https://keys.test", "permissions": {"client_abc:invoice": ["read"]}}), 900);
-    let r = w.http.get(format!("{}/api/invoices/42", w.gw.url)).header("x-api-key", "ak_keys").send().await.unwrap();
+    let r = w
+        .http
+        .get(format!("{}/api/invoices/42", w.gw.url))
+        .header("x-api-key", "ak_keys")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the key works through the gateway");
     // The same exchange, done by the attacker at the IdP, gives a token for the keys' audience
     // (within the same second, the very token the gateway verified and cached for API keys).
-    let exchanged = w.http.post(format!("{}/api/auth/api-key/exchange", w.idp.issuer())).json(&json!({"apiKey": "ak_keys"})).send().await.unwrap();
-    let token = json_body(exchanged).await["token"].as_str().unwrap().to_string();
-    let (status, body, reached) = send(&w, reqwest::Method::GET, "/api/invoices/42", &[("authorization", bearer(&token).as_str())]).await;
+    let exchanged = w
+        .http
+        .post(format!("{}/api/auth/api-key/exchange", w.idp.issuer()))
+        .json(&json!({"apiKey": "ak_keys"}))
+        .send()
+        .await
+        .unwrap();
+    let token = json_body(exchanged).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body, reached) = send(
+        &w,
+        reqwest::Method::GET,
+        "/api/invoices/42",
+        &[("authorization", bearer(&token).as_str())],
+    )
+    .await;
     assert_eq!((status, reached), (401, false), "{body}");
 }
 
@@ -345,7 +636,11 @@ origins = ["http://intruder.test"]
 client_id = "int"
 "#
     );
-    let w = World::start_with(Setup { extra, ..Setup::default() }).await;
+    let w = World::start_with(Setup {
+        extra,
+        ..Setup::default()
+    })
+    .await;
     // A token the intruder app was issued, granting reads in its own namespace only.
     let intruder = w.idp.mint(json!({"sub": "u_i", "aud": AUDIENCE, "azp": "int", "permissions": {"client_int:invoice": ["read"]}}));
     let billing = w.idp.mint(json!({"sub": "u_b", "aud": AUDIENCE, "azp": "abc", "permissions": {"client_abc:invoice": ["read"]}}));
@@ -366,15 +661,28 @@ client_id = "int"
     assert_eq!((status, reached), (404, false), "{body}");
     // The split: routed on 127.0.0.1 (billing's origin), `Host` naming the intruder app.
     let (status, body, reached) = send(absolute.clone(), "intruder.test", &intruder).await;
-    assert_eq!((status, reached), (400, false), "a Host differing from the target's authority was not refused: {body}");
+    assert_eq!(
+        (status, reached),
+        (400, false),
+        "a Host differing from the target's authority was not refused: {body}"
+    );
     // Absolute form, agreeing Host: decided in billing's namespace, so the intruder's token is
     // refused and billing's is served.
     let (status, body, reached) = send(absolute.clone(), &host_of_billing, &intruder).await;
     assert_eq!((status, reached), (403, false), "{body}");
-    assert!(body["detail"].as_str().unwrap_or_default().contains("issued to another client application"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("issued to another client application"),
+        "{body}"
+    );
     let (status, body, reached) = send(absolute, &host_of_billing, &billing).await;
     assert_eq!((status, reached), (200, true), "{body}");
     assert_eq!(body["headers"]["x-auth-client"], "billing", "{body}");
-    assert_eq!(body["headers"]["x-auth-permission"], "client_abc:invoice:read", "{body}");
+    assert_eq!(
+        body["headers"]["x-auth-permission"], "client_abc:invoice:read",
+        "{body}"
+    );
     assert_eq!(body["headers"]["host"], host_of_billing, "{body}");
 }

@@ -61,7 +61,11 @@ auth = "authenticated"
 "#;
 
 async fn world() -> World {
-    World::start_with(Setup { extra: ROUTES.into(), ..Setup::default() }).await
+    World::start_with(Setup {
+        extra: ROUTES.into(),
+        ..Setup::default()
+    })
+    .await
 }
 
 /// A response read off the socket.
@@ -73,27 +77,43 @@ struct Raw {
 
 impl Raw {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The echo upstream's JSON, when the request reached it.
     fn echoed(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok().filter(|v: &Value| v.get("method").is_some() && v.get("path").is_some())
+        serde_json::from_slice(&self.body)
+            .ok()
+            .filter(|v: &Value| v.get("method").is_some() && v.get("path").is_some())
     }
 }
 
 /// Sends `head` (request line and headers, without the blank line) and reads the response.
 async fn send(port: u16, head: &str) -> Raw {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
-    parse(&buf).unwrap_or_else(|| panic!("no HTTP response to {head:?}: {:?}", String::from_utf8_lossy(&buf)))
+    parse(&buf).unwrap_or_else(|| {
+        panic!(
+            "no HTTP response to {head:?}: {:?}",
+            String::from_utf8_lossy(&buf)
+        )
+    })
 }
 
 /// `GET path` with a Host header.
 async fn get(port: u16, path: &str) -> Raw {
-    send(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}")).await
+    send(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}"),
+    )
+    .await
 }
 
 fn parse(buf: &[u8]) -> Option<Raw> {
@@ -101,15 +121,28 @@ fn parse(buf: &[u8]) -> Option<Raw> {
     let head = std::str::from_utf8(buf.get(..end)?).ok()?;
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
     let mut body = buf.get(end + 4..)?.to_vec();
-    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
     if chunked {
         let mut out = Vec::new();
         let mut rest = &body[..];
         loop {
             let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&rest[..line_end])
+                    .ok()?
+                    .split(';')
+                    .next()?
+                    .trim(),
+                16,
+            )
+            .ok()?;
             if size == 0 {
                 break;
             }
@@ -118,12 +151,18 @@ fn parse(buf: &[u8]) -> Option<Raw> {
         }
         body = out;
     }
-    Some(Raw { status, headers, body })
+    Some(Raw {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn reaches_admin(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    lower == "/admin" || lower.starts_with("/admin/") || lower.contains("/admin/") && !lower.starts_with("/public/")
+    lower == "/admin"
+        || lower.starts_with("/admin/")
+        || lower.contains("/admin/") && !lower.starts_with("/public/")
 }
 
 #[tokio::test]
@@ -183,7 +222,11 @@ async fn path_encodings_never_reach_the_protected_route() {
         ("/public/%ef%bc%8e%ef%bc%8e/admin/x", 400, None),
         ("/public%ef%bc%8f..%ef%bc%8fadmin/x", 400, None),
         ("/%ef%bd%81dmin/x", 400, None),
-        ("/public/%e6%97%a5%e6%9c%ac", 200, Some("/public/%E6%97%A5%E6%9C%AC")),
+        (
+            "/public/%e6%97%a5%e6%9c%ac",
+            200,
+            Some("/public/%E6%97%A5%E6%9C%AC"),
+        ),
     ];
     assert!(cases.len() >= 25);
     let mut failures = Vec::new();
@@ -191,7 +234,9 @@ async fn path_encodings_never_reach_the_protected_route() {
         let before = w.echo.requests();
         let r = get(port, path).await;
         let reached = w.echo.requests() - before;
-        let echoed = r.echoed().and_then(|e| e["path"].as_str().map(str::to_string));
+        let echoed = r
+            .echoed()
+            .and_then(|e| e["path"].as_str().map(str::to_string));
         let ok = r.status == *status
             && match forwarded {
                 Some(p) => reached == 1 && echoed.as_deref() == Some(*p) && !reaches_admin(p),
@@ -201,7 +246,13 @@ async fn path_encodings_never_reach_the_protected_route() {
             failures.push(format!("{path}: {} (upstream hit {reached} times, saw {echoed:?}), want {status} {forwarded:?}", r.status));
         }
     }
-    assert!(failures.is_empty(), "{} of {} encodings misbehave:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} encodings misbehave:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -211,7 +262,11 @@ async fn method_lists_answer_405_and_never_fall_through() {
     let token = w.token(json!({"client_abc:invoice": ["read"]}));
     let auth = format!("Authorization: Bearer {token}");
     // Sanity: the listed method passes, with the entity captured.
-    let r = send(port, &format!("GET /invoices/1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}")).await;
+    let r = send(
+        port,
+        &format!("GET /invoices/1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.echoed().unwrap()["path"], "/invoices/1");
     let before = w.echo.requests();
@@ -221,9 +276,19 @@ async fn method_lists_answer_405_and_never_fall_through() {
         assert_eq!(r.header("allow"), Some("GET, HEAD, DELETE"), "{method}");
     }
     // The trailing-slash form belongs to the same route.
-    let r = send(port, &format!("PUT /invoices/1/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\nContent-Length: 0")).await;
+    let r = send(
+        port,
+        &format!(
+            "PUT /invoices/1/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\nContent-Length: 0"
+        ),
+    )
+    .await;
     assert_eq!(r.status, 405);
-    assert_eq!(w.echo.requests(), before, "a refused method reached the upstream");
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a refused method reached the upstream"
+    );
     // Paths the entity route does not match still fall to the catch-all.
     let r = send(port, &format!("PUT /invoices/1/lines HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\nContent-Length: 0")).await;
     assert_eq!(r.status, 200);
@@ -238,35 +303,65 @@ async fn path_parameters_cannot_change_the_entity() {
     let token = w.token(json!({"client_abc:invoice:1": ["read"]}));
     let get_as = |path: String| {
         let auth = format!("Authorization: Bearer {token}");
-        async move { send(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}")).await }
+        async move {
+            send(
+                port,
+                &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"),
+            )
+            .await
+        }
     };
     assert_eq!(get_as("/invoices/1".into()).await.status, 200);
     assert_eq!(get_as("/invoices/2".into()).await.status, 403);
     let before = w.echo.requests();
     // No path_params on the route: `;` is refused outright.
-    for path in ["/invoices/1;x=1", "/invoices/1/..;/2", "/invoices/2;/../1", "/invoices/1/..%3B/2"] {
+    for path in [
+        "/invoices/1;x=1",
+        "/invoices/1/..;/2",
+        "/invoices/2;/../1",
+        "/invoices/1/..%3B/2",
+    ] {
         assert_eq!(get_as(path.into()).await.status, 400, "{path}");
     }
-    assert_eq!(w.echo.requests(), before, "a refused path reached the upstream");
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a refused path reached the upstream"
+    );
     // A `;` that a dot segment removes changes nothing: the normalised path is /legacy/1/x.
     assert_eq!(get_as("/legacy/2;/../1/x".into()).await.status, 200);
     let before = w.echo.requests();
     // path_params on the route: parameters pass when dropping them keeps the route and entity.
-    for path in ["/legacy/1/..;/2/x", "/legacy/1/..;/..;/admin/x", "/legacy/1/x/..;/..;/..;/2/x", "/legacy/1;x/..;/2/x"] {
+    for path in [
+        "/legacy/1/..;/2/x",
+        "/legacy/1/..;/..;/admin/x",
+        "/legacy/1/x/..;/..;/..;/2/x",
+        "/legacy/1;x/..;/2/x",
+    ] {
         assert_eq!(get_as(path.into()).await.status, 400, "{path}");
     }
-    assert_eq!(w.echo.requests(), before, "a refused path reached the upstream");
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a refused path reached the upstream"
+    );
     let r = get_as("/legacy/1;jsessionid=abc/x".into()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.echoed().unwrap()["path"], "/legacy/1;jsessionid=abc/x");
-    assert_eq!(get_as("/legacy/2;jsessionid=abc/x".into()).await.status, 403);
+    assert_eq!(
+        get_as("/legacy/2;jsessionid=abc/x".into()).await.status,
+        403
+    );
 }
 
 #[tokio::test]
 async fn hosts_are_required_single_valid_and_the_absolute_form_wins() {
     let w = world().await;
     let port = w.gw.port;
-    let echo_host = |r: &Raw| r.echoed().and_then(|e| e["headers"]["host"].as_str().map(str::to_string));
+    let echo_host = |r: &Raw| {
+        r.echoed()
+            .and_then(|e| e["headers"]["host"].as_str().map(str::to_string))
+    };
     let before = w.echo.requests();
     // HTTP/1.1 without Host, with two, or with an invalid one: 400.
     for head in [
@@ -284,9 +379,17 @@ async fn hosts_are_required_single_valid_and_the_absolute_form_wins() {
         assert_eq!(r.status, 400, "{head:?}");
     }
     // The host-specific public route is www.test's; any other host gets the protected one.
-    let r = send(port, &format!("GET /hosted/x HTTP/1.1\r\nHost: localhost:{port}")).await;
+    let r = send(
+        port,
+        &format!("GET /hosted/x HTTP/1.1\r\nHost: localhost:{port}"),
+    )
+    .await;
     assert_eq!(r.status, 401);
-    assert_eq!(w.echo.requests(), before, "a refused request reached the upstream");
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a refused request reached the upstream"
+    );
     let r = send(port, "GET /hosted/x HTTP/1.1\r\nHost: www.test").await;
     assert_eq!(r.status, 200);
     assert_eq!(echo_host(&r).as_deref(), Some("www.test"));
@@ -296,22 +399,46 @@ async fn hosts_are_required_single_valid_and_the_absolute_form_wins() {
     assert_eq!(echo_host(&r).as_deref(), Some("www.test"));
     // ...and the same client app: identified by its origin, asked for credentials (401), not
     // refused as an unknown client (403).
-    for host in [format!("localhost:{port}"), format!("localhost.:{port}"), format!("LOCALHOST.:{port}")] {
+    for host in [
+        format!("localhost:{port}"),
+        format!("localhost.:{port}"),
+        format!("LOCALHOST.:{port}"),
+    ] {
         let r = send(port, &format!("GET /hosted/x HTTP/1.1\r\nHost: {host}")).await;
         assert_eq!(r.status, 401, "{host}");
     }
     // Absolute-form: its authority is the host routed (RFC 9112 §3.2.2). One that differs from
     // Host is refused (400, by Pingora's ingress check), so the two can never disagree.
     let before = w.echo.requests();
-    let r = send(port, &format!("GET http://localhost:{port}/hosted/x HTTP/1.1\r\nHost: www.test")).await;
+    let r = send(
+        port,
+        &format!("GET http://localhost:{port}/hosted/x HTTP/1.1\r\nHost: www.test"),
+    )
+    .await;
     assert_eq!(r.status, 400);
-    let r = send(port, "GET http://www.test/hosted/x HTTP/1.1\r\nHost: other.test").await;
+    let r = send(
+        port,
+        "GET http://www.test/hosted/x HTTP/1.1\r\nHost: other.test",
+    )
+    .await;
     assert_eq!(r.status, 400);
-    let r = send(port, &format!("GET http://localhost:{port}/hosted/x HTTP/1.1\r\nHost: localhost:{port}")).await;
+    let r = send(
+        port,
+        &format!("GET http://localhost:{port}/hosted/x HTTP/1.1\r\nHost: localhost:{port}"),
+    )
+    .await;
     assert_eq!(r.status, 401);
-    assert_eq!(w.echo.requests(), before, "a refused request reached the upstream");
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a refused request reached the upstream"
+    );
     // The upstream gets origin-form, normalised, and the routed host.
-    let r = send(port, "GET http://www.test/hosted/../hosted/x?q=1 HTTP/1.1\r\nHost: www.test").await;
+    let r = send(
+        port,
+        "GET http://www.test/hosted/../hosted/x?q=1 HTTP/1.1\r\nHost: www.test",
+    )
+    .await;
     assert_eq!(r.status, 200);
     let echoed = r.echoed().unwrap();
     assert_eq!(echo_host(&r).as_deref(), Some("www.test"));

@@ -20,10 +20,19 @@ pub const AUDIENCE: &str = "https://api.test";
 /// was handed before: the kernel may give a port just released to the next bind, so two
 /// calls in a row (a proxy's and its admin's port) could otherwise name the same port.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(port) {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(port)
+        {
             return port;
         }
     }
@@ -32,7 +41,10 @@ pub fn free_port() -> u16 {
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A running gateway process, killed when dropped.
@@ -62,7 +74,10 @@ impl Gateway {
 
     /// Sends the signal named `name` (`"TERM"`, `"HUP"`...) to the gateway.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -163,7 +178,10 @@ client_id = "xyz"
                 client_extra = setup.client_extra,
             ),
             Clients::SignIn => {
-                let (a, b) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
+                let (a, b) = (
+                    format!("http://localhost:{port}"),
+                    format!("http://127.0.0.1:{port}"),
+                );
                 let app_a = |origins: &str| {
                     format!("\n[[clients]]\nname = \"app-a\"\norigins = [{origins}]\nclient_id = \"client-a\"\nclient_secret = \"secret-a\"\nnamespace = \"client_demo\"\n{}\n", setup.app_a_extra)
                 };
@@ -181,7 +199,10 @@ client_id = "xyz"
                         other => panic!("no sign-in app {other:?}"),
                     })
                     .collect();
-                format!("\n[session]\nallow_insecure_http = true\n{}\n{apps}", setup.session_extra)
+                format!(
+                    "\n[session]\nallow_insecure_http = true\n{}\n{apps}",
+                    setup.session_extra
+                )
             }
         }
     }
@@ -301,8 +322,17 @@ impl World {
     /// Starts everything with options.
     pub async fn start_with(setup: Setup) -> World {
         let (idp, echo) = idp_and_echo().await;
-        let gw = start_gateway(|port, admin| config(port, admin, &idp, echo.addr(), &setup), setup.wait_ready).await;
-        World { idp, echo, gw, http: client() }
+        let gw = start_gateway(
+            |port, admin| config(port, admin, &idp, echo.addr(), &setup),
+            setup.wait_ready,
+        )
+        .await;
+        World {
+            idp,
+            echo,
+            gw,
+            http: client(),
+        }
     }
 
     /// A token for `sub` with these permissions, signed by the IdP's active key.
@@ -324,13 +354,19 @@ impl World {
 pub async fn idp_and_echo() -> (DevIdp, EchoServer) {
     let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     idp.set_audience(AUDIENCE);
-    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     (idp, echo)
 }
 
 /// A client that follows no redirects and has short timeouts.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// Path of the built `authgate` binary.
@@ -340,7 +376,9 @@ pub fn binary() -> PathBuf {
 
 /// Writes the config, starts `authgate run`, waits until the admin answers (and `/readyz` when asked).
 pub async fn spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool) -> Gateway {
-    try_spawn_gateway(config, port, admin, wait_ready).await.unwrap_or_else(|log| panic!("gateway did not become ready; its log:\n{log}"))
+    try_spawn_gateway(config, port, admin, wait_ready)
+        .await
+        .unwrap_or_else(|log| panic!("gateway did not become ready; its log:\n{log}"))
 }
 
 /// Starts a gateway on fresh ports, up to three times: a port handed out by [`free_port`] can
@@ -363,16 +401,30 @@ pub async fn start_gateway(make_config: impl Fn(u16, u16) -> String, wait_ready:
 /// use, will try again` and keeps trying; a bind error says `Address already in use`).
 pub fn lost_port(log: &str) -> bool {
     let log = log.to_ascii_lowercase();
-    log.contains("is in use") || log.contains("address already in use") || log.contains("addrinuse") || log.contains("os error 98")
+    log.contains("is in use")
+        || log.contains("address already in use")
+        || log.contains("addrinuse")
+        || log.contains("os error 98")
 }
 
 /// Like [`spawn_gateway`], but a gateway that exits or never gets ready is an `Err` with its log.
-pub async fn try_spawn_gateway(config: &str, port: u16, admin: u16, wait_ready: bool) -> Result<Gateway, String> {
+pub async fn try_spawn_gateway(
+    config: &str,
+    port: u16,
+    admin: u16,
+    wait_ready: bool,
+) -> Result<Gateway, String> {
     try_spawn_gateway_logging(config, port, admin, wait_ready, "info,pingora=warn").await
 }
 
 /// Like [`try_spawn_gateway`], with `AUTHGATE_LOG` set to `log`.
-pub async fn try_spawn_gateway_logging(config: &str, port: u16, admin: u16, wait_ready: bool, log: &str) -> Result<Gateway, String> {
+pub async fn try_spawn_gateway_logging(
+    config: &str,
+    port: u16,
+    admin: u16,
+    wait_ready: bool,
+    log: &str,
+) -> Result<Gateway, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("authgate.toml");
     std::fs::write(&path, config).unwrap();
@@ -395,7 +447,14 @@ pub async fn try_spawn_gateway_logging(config: &str, port: u16, admin: u16, wait
             l.push('\n');
         }
     });
-    let mut gw = Gateway { child, url: format!("http://127.0.0.1:{port}"), admin: format!("http://127.0.0.1:{admin}"), port, log, _dir: dir };
+    let mut gw = Gateway {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin}"),
+        port,
+        log,
+        _dir: dir,
+    };
     let http = client();
     let path = if wait_ready { "/readyz" } else { "/healthz" };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -403,7 +462,13 @@ pub async fn try_spawn_gateway_logging(config: &str, port: u16, admin: u16, wait
         if let Ok(r) = http.get(format!("{}{path}", gw.admin)).send().await {
             // Every answer of the gateway carries x-request-id: a port lost to another test's
             // server (an IdP or echo that got it from the OS meanwhile) does not pass for it.
-            if r.status() == 200 && http.get(format!("{}/public/", gw.url)).send().await.is_ok_and(|p| p.headers().contains_key("x-request-id")) {
+            if r.status() == 200
+                && http
+                    .get(format!("{}/public/", gw.url))
+                    .send()
+                    .await
+                    .is_ok_and(|p| p.headers().contains_key("x-request-id"))
+            {
                 return Ok(gw);
             }
         }
@@ -437,10 +502,30 @@ pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("authgate.toml");
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(binary()).args(["run", "--config"]).arg(&path).env("NO_COLOR", "1").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let gw = Gateway { child, url: String::new(), admin: format!("http://127.0.0.1:{admin}"), port: 0, log: Arc::new(Mutex::new(String::new())), _dir: dir };
+    let child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gw = Gateway {
+        child,
+        url: String::new(),
+        admin: format!("http://127.0.0.1:{admin}"),
+        port: 0,
+        log: Arc::new(Mutex::new(String::new())),
+        _dir: dir,
+    };
     let http = client();
-    let up = eventually(Duration::from_secs(20), || async { http.get(format!("{}/readyz", gw.admin)).send().await.is_ok_and(|r| r.status() == 200) }).await;
+    let up = eventually(Duration::from_secs(20), || async {
+        http.get(format!("{}/readyz", gw.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     assert!(up, "gateway did not become ready");
     gw
 }
@@ -451,22 +536,52 @@ pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
 pub async fn sign_in(origin: &str, path: &str, user: &str) -> String {
     use reqwest::header::{ACCEPT, LOCATION};
     let browser = client();
-    let cookies = |r: &reqwest::Response| -> Vec<String> { r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string()).collect() };
-    let r = browser.get(format!("{origin}{path}")).header(ACCEPT, "text/html").send().await.unwrap();
-    assert_eq!(r.status(), 302, "a navigation without a session goes to sign in");
+    let cookies = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+            .collect()
+    };
+    let r = browser
+        .get(format!("{origin}{path}"))
+        .header(ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "a navigation without a session goes to sign in"
+    );
     let login = cookies(&r);
     let authorize = r.headers()[LOCATION].to_str().unwrap().to_string();
-    let r = browser.get(format!("{authorize}&user={user}")).send().await.unwrap();
+    let r = browser
+        .get(format!("{authorize}&user={user}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302, "the IdP did not send back");
     let callback = r.headers()[LOCATION].to_str().unwrap().to_string();
-    let r = browser.get(&callback).header("cookie", login.join("; ")).send().await.unwrap();
+    let r = browser
+        .get(&callback)
+        .header("cookie", login.join("; "))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302, "the callback did not sign in");
-    cookies(&r).into_iter().find(|c| c.starts_with("authgate=")).expect("no session cookie")
+    cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("authgate="))
+        .expect("no session cookie")
 }
 
 /// Metrics the example dashboard queries that only a gateway with a Redis session store
 /// exports: checked against a run with Redis (tests/redis.rs).
-pub const DASHBOARD_REDIS_ONLY: [&str; 2] = ["authgate_session_store_duration_seconds_bucket", "authgate_session_store_errors_total"];
+pub const DASHBOARD_REDIS_ONLY: [&str; 2] = [
+    "authgate_session_store_duration_seconds_bucket",
+    "authgate_session_store_errors_total",
+];
 
 /// Metrics the example dashboard queries that only GitHub sign-ins export: checked against a run
 /// with GitHub sessions (tests/github.rs).
@@ -475,29 +590,51 @@ pub const DASHBOARD_GITHUB_ONLY: [&str; 1] = ["authgate_github_revalidations_tot
 /// Every metric name a query of the example dashboard (`config/grafana-dashboard.json`) reads
 /// (histograms by their `_bucket`/`_count` series).
 pub fn dashboard_metrics() -> BTreeSet<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana-dashboard.json");
-    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
     let mut names = BTreeSet::new();
     let panels = dashboard["panels"].as_array().expect("panels");
     for panel in panels {
         for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().unwrap_or_else(|| panic!("a target without expr in {}", panel["title"]));
+            let expr = target["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a target without expr in {}", panel["title"]));
             let mut rest = expr;
             while let Some(at) = rest.find("authgate_") {
-                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 rest = &rest[at + name.len()..];
                 names.insert(name);
             }
         }
     }
-    assert!(panels.len() >= 10 && names.len() >= 15, "the dashboard reads too little: {names:?}");
+    assert!(
+        panels.len() >= 10 && names.len() >= 15,
+        "the dashboard reads too little: {names:?}"
+    );
     names
 }
 
 /// The metric names with a sample in `gw`'s `/metrics`.
 pub async fn exported_metrics(gw: &Gateway) -> BTreeSet<String> {
-    let text = client().get(format!("{}/metrics", gw.admin)).send().await.unwrap().text().await.unwrap();
-    text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).filter(|n| !n.is_empty()).map(str::to_string).collect()
+    let text = client()
+        .get(format!("{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Asserts that the dashboard queries each of `names` and that `gw` exports a sample of each
@@ -505,11 +642,20 @@ pub async fn exported_metrics(gw: &Gateway) -> BTreeSet<String> {
 pub async fn assert_dashboard_metrics_exported(gw: &Gateway, names: &[&str]) {
     let dashboard = dashboard_metrics();
     for name in names {
-        assert!(dashboard.contains(*name), "the dashboard no longer queries {name}: drop it from the list");
+        assert!(
+            dashboard.contains(*name),
+            "the dashboard no longer queries {name}: drop it from the list"
+        );
     }
     let present = |exported: &BTreeSet<String>| names.iter().all(|n| exported.contains(*n));
-    eventually(Duration::from_secs(5), || async { present(&exported_metrics(gw).await) }).await;
+    eventually(Duration::from_secs(5), || async {
+        present(&exported_metrics(gw).await)
+    })
+    .await;
     let exported = exported_metrics(gw).await;
     let missing: Vec<&&str> = names.iter().filter(|n| !exported.contains(**n)).collect();
-    assert!(missing.is_empty(), "the dashboard queries metrics /metrics does not have: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics does not have: {missing:?}"
+    );
 }

@@ -54,7 +54,11 @@ pub fn start(idp_addr: SocketAddr) -> Result<DemoServers, DemoError> {
     std::thread::Builder::new()
         .name("demo-servers".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = tx.send(Err(format!("cannot start the demo runtime: {e}")));
@@ -63,16 +67,24 @@ pub fn start(idp_addr: SocketAddr) -> Result<DemoServers, DemoError> {
             };
             rt.block_on(async move {
                 let started = async {
-                    let idp = DevIdp::start(idp_addr).await.map_err(|e| format!("development IdP on {idp_addr}: {e}"))?;
+                    let idp = DevIdp::start(idp_addr)
+                        .await
+                        .map_err(|e| format!("development IdP on {idp_addr}: {e}"))?;
                     idp.set_audience(DEMO_AUDIENCE);
                     idp.add_api_key(DEMO_API_KEY, demo_api_key_claims(), 900);
-                    let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| format!("echo upstream: {e}"))?;
-                    let gh = GitHubStandIn::start(SocketAddr::from(([127, 0, 0, 1], 0))).await.map_err(|e| format!("stand-in GitHub: {e}"))?;
+                    let echo = EchoServer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+                        .await
+                        .map_err(|e| format!("echo upstream: {e}"))?;
+                    let gh = GitHubStandIn::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+                        .await
+                        .map_err(|e| format!("stand-in GitHub: {e}"))?;
                     for user in github::demo_users() {
                         gh.add_user(user);
                     }
                     let page = Arc::new(RwLock::new(String::new()));
-                    let landing = serve_landing(page.clone()).await.map_err(|e| format!("landing page: {e}"))?;
+                    let landing = serve_landing(page.clone())
+                        .await
+                        .map_err(|e| format!("landing page: {e}"))?;
                     Ok::<_, String>((idp, echo, gh, landing, page))
                 };
                 match started.await {
@@ -89,9 +101,24 @@ pub fn start(idp_addr: SocketAddr) -> Result<DemoServers, DemoError> {
             });
         })
         .map_err(|e| DemoError::Start(format!("cannot start the demo thread: {e}")))?;
-    type Started = (DevIdp, GitHubStandIn, SocketAddr, SocketAddr, Arc<RwLock<String>>);
-    let (idp, github, echo, landing, page): Started = rx.recv().map_err(|_| DemoError::Start("the demo servers stopped during start-up".into()))?.map_err(DemoError::Start)?;
-    Ok(DemoServers { idp, github, echo, landing, page })
+    type Started = (
+        DevIdp,
+        GitHubStandIn,
+        SocketAddr,
+        SocketAddr,
+        Arc<RwLock<String>>,
+    );
+    let (idp, github, echo, landing, page): Started = rx
+        .recv()
+        .map_err(|_| DemoError::Start("the demo servers stopped during start-up".into()))?
+        .map_err(DemoError::Start)?;
+    Ok(DemoServers {
+        idp,
+        github,
+        echo,
+        landing,
+        page,
+    })
 }
 
 /// Serves the landing page (whatever `page` holds at the time) on a free loopback port.
@@ -104,7 +131,10 @@ async fn serve_landing(page: Arc<RwLock<String>>) -> std::io::Result<SocketAddr>
             (
                 [
                     (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                    (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                    ),
                     (header::CACHE_CONTROL, "no-store"),
                 ],
                 html,
@@ -179,13 +209,47 @@ fn landing_page(text: &str, listen: SocketAddr) -> String {
         (format!("http://localhost:{port}/app/"), "demo-b", "signs in through the development IdP, with its own credentials"),
         (format!("http://github.localhost:{port}/app/"), "demo-c", "signs in through its own OAuth app at the stand-in GitHub (octocat, hubot; outsider is not allowed)"),
     ];
-    let apps: String = apps.iter().map(|(url, name, how)| format!("<li><a href=\"{u}\">{n}</a>: <code>{u}</code> {h}</li>", u = escape(url), n = escape(name), h = escape(how))).collect();
-    let users: String = DEMO_USERS.iter().map(|u| format!("<li><b>{}</b> {} &lt;{}&gt;</li>", escape(u.id), escape(u.name), escape(u.email))).collect();
+    let apps: String = apps
+        .iter()
+        .map(|(url, name, how)| {
+            format!(
+                "<li><a href=\"{u}\">{n}</a>: <code>{u}</code> {h}</li>",
+                u = escape(url),
+                n = escape(name),
+                h = escape(how)
+            )
+        })
+        .collect();
+    let users: String = DEMO_USERS
+        .iter()
+        .map(|u| {
+            format!(
+                "<li><b>{}</b> {} &lt;{}&gt;</li>",
+                escape(u.id),
+                escape(u.name),
+                escape(u.email)
+            )
+        })
+        .collect();
     let gh_users: String = github::demo_users()
         .iter()
-        .map(|u| format!("<li><b>{}</b> ({})</li>", escape(&u.login), escape(&if u.orgs.is_empty() { "no organisation".to_string() } else { u.orgs.join(", ") })))
+        .map(|u| {
+            format!(
+                "<li><b>{}</b> ({})</li>",
+                escape(&u.login),
+                escape(&if u.orgs.is_empty() {
+                    "no organisation".to_string()
+                } else {
+                    u.orgs.join(", ")
+                })
+            )
+        })
         .collect();
-    let curls: String = text.lines().filter(|l| l.trim_start().starts_with("curl ")).map(|l| format!("{}\n", escape(l.trim()))).collect();
+    let curls: String = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("curl "))
+        .map(|l| format!("{}\n", escape(l.trim())))
+        .collect();
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>authgate demo</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:3em auto;padding:0 1em;color:#222}}pre{{background:#f4f4f4;padding:1em;overflow-x:auto;font-size:.8em}}li{{margin:.4em 0}}</style></head>\
@@ -200,7 +264,10 @@ fn landing_page(text: &str, listen: SocketAddr) -> String {
 /// A demo token for `user`, valid for 12 hours.
 pub fn demo_token(idp: &DevIdp, user: &str) -> Option<String> {
     let mut claims = demo_claims(user, DEMO_AUDIENCE)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     claims["exp"] = (now + 12 * 3600).into();
     Some(idp.mint(claims))
 }

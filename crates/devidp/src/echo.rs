@@ -96,7 +96,11 @@ impl EchoServer {
     /// Makes every answer wait `delay` first (`None`: answer at once).
     #[cfg(feature = "testing")]
     pub fn set_delay(&self, delay: Option<std::time::Duration>) {
-        *self.shared.delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
+        *self
+            .shared
+            .delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
     }
 
     /// Stops accepting connections and ends the server once in-flight requests finish.
@@ -127,9 +131,19 @@ async fn echo(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         }
     }
     let (mut parts, body) = request.into_parts();
-    let upgrade = parts.headers.get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if upgrade {
-        let described = describe(&shared, &parts.method, &parts.uri, parts.version, &parts.headers, "");
+        let described = describe(
+            &shared,
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            "",
+        );
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(ws) => ws.on_upgrade(move |socket| echo_socket(socket, described)),
             Err(rejection) => rejection.into_response(),
@@ -139,11 +153,25 @@ async fn echo(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         Ok(b) => b,
         Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response(),
     };
-    answer(&shared, &parts.method, &parts.uri, parts.version, &parts.headers, &body)
+    answer(
+        &shared,
+        &parts.method,
+        &parts.uri,
+        parts.version,
+        &parts.headers,
+        &body,
+    )
 }
 
 /// The request as JSON: what the JSON answer and a WebSocket's first message carry.
-fn describe(shared: &Shared, method: &Method, uri: &Uri, version: Version, headers: &HeaderMap, body: &str) -> serde_json::Value {
+fn describe(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    headers: &HeaderMap,
+    body: &str,
+) -> serde_json::Value {
     json!({
         "method": method.as_str(),
         "path": uri.path(),
@@ -190,7 +218,14 @@ fn joined(headers: &HeaderMap) -> BTreeMap<String, String> {
     joined
 }
 
-fn answer(shared: &Shared, method: &Method, uri: &Uri, version: Version, headers: &HeaderMap, body: &Bytes) -> Response {
+fn answer(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     let body = String::from_utf8_lossy(body);
     let wants_html = headers
         .get_all(header::ACCEPT)

@@ -62,7 +62,15 @@ pub struct StandInUser {
 impl StandInUser {
     /// A user with a verified email `{login}@users.example`, in no organisation.
     pub fn new(id: u64, login: &str) -> StandInUser {
-        StandInUser { id, login: login.into(), name: None, email: format!("{login}@users.example"), verified: true, orgs: Vec::new(), teams: Vec::new() }
+        StandInUser {
+            id,
+            login: login.into(),
+            name: None,
+            email: format!("{login}@users.example"),
+            verified: true,
+            orgs: Vec::new(),
+            teams: Vec::new(),
+        }
     }
 
     /// The same user, named.
@@ -90,8 +98,12 @@ impl StandInUser {
 /// The users `authgate demo`'s stand-in GitHub knows.
 pub fn demo_users() -> Vec<StandInUser> {
     vec![
-        StandInUser::new(583231, "octocat").named("The Octocat").in_team("demo-org", "billing"),
-        StandInUser::new(9919, "hubot").named("Hubot").in_org("demo-org"),
+        StandInUser::new(583231, "octocat")
+            .named("The Octocat")
+            .in_team("demo-org", "billing"),
+        StandInUser::new(9919, "hubot")
+            .named("Hubot")
+            .in_org("demo-org"),
         StandInUser::new(424242, "outsider").named("Out Sider"),
     ]
 }
@@ -147,7 +159,9 @@ pub struct GitHubStandIn {
 
 impl std::fmt::Debug for GitHubStandIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitHubStandIn").field("addr", &self.shared.addr).finish_non_exhaustive()
+        f.debug_struct("GitHubStandIn")
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,10 +171,18 @@ impl GitHubStandIn {
         if !listen.ip().is_loopback() {
             return Err(GitHubStandInError::NotLoopback(listen));
         }
-        let bind_failed = |source| GitHubStandInError::Bind { addr: listen, source };
+        let bind_failed = |source| GitHubStandInError::Bind {
+            addr: listen,
+            source,
+        };
         let listener = TcpListener::bind(listen).await.map_err(bind_failed)?;
         let addr = listener.local_addr().map_err(bind_failed)?;
-        let shared = Arc::new(Shared { addr, state: Mutex::new(State_::default()), api_requests: AtomicUsize::new(0), token_requests: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            addr,
+            state: Mutex::new(State_::default()),
+            api_requests: AtomicUsize::new(0),
+            token_requests: AtomicUsize::new(0),
+        });
         let app = Router::new()
             .route(AUTHORIZE_PATH, get(authorize))
             .route(TOKEN_PATH, post(token))
@@ -174,11 +196,17 @@ impl GitHubStandIn {
             let stopped = async {
                 let _ = receiver.await;
             };
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
                 tracing::warn!(%error, "stand-in github failed");
             }
         });
-        Ok(GitHubStandIn { shared, stop: Arc::new(Mutex::new(Some(sender))) })
+        Ok(GitHubStandIn {
+            shared,
+            stop: Arc::new(Mutex::new(Some(sender))),
+        })
     }
 
     /// The address it listens on.
@@ -203,7 +231,13 @@ impl GitHubStandIn {
 
     /// Registers an OAuth app with its callback URL.
     pub fn register_app(&self, client_id: &str, secret: &str, callback: &str) {
-        self.shared.state().apps.insert(client_id.into(), App { secret: secret.into(), callback: callback.into() });
+        self.shared.state().apps.insert(
+            client_id.into(),
+            App {
+                secret: secret.into(),
+                callback: callback.into(),
+            },
+        );
     }
 
     /// Adds (or replaces) a user.
@@ -215,7 +249,12 @@ impl GitHubStandIn {
 
     /// Stops accepting connections.
     pub fn shutdown(&self) {
-        if let Some(s) = self.stop.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(s) = self
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             let _ = s.send(());
         }
     }
@@ -269,7 +308,9 @@ impl GitHubStandIn {
 }
 
 fn params(query: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect()
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn random_string() -> String {
@@ -285,14 +326,22 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
     let raw = query.clone().unwrap_or_default();
     let p = params(query);
     let (Some(client_id), Some(redirect_uri)) = (p.get("client_id"), p.get("redirect_uri")) else {
-        return (StatusCode::BAD_REQUEST, "client_id and redirect_uri are required").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "client_id and redirect_uri are required",
+        )
+            .into_response();
     };
     let app = shared.state().apps.get(client_id).cloned();
     let Some(app) = app else {
         return (StatusCode::NOT_FOUND, "no such OAuth app").into_response();
     };
     if &app.callback != redirect_uri {
-        return (StatusCode::BAD_REQUEST, "The redirect_uri MUST match the registered callback URL for this application.").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "The redirect_uri MUST match the registered callback URL for this application.",
+        )
+            .into_response();
     }
     let state = p.get("state").cloned().unwrap_or_default();
     let back = |pairs: &[(&str, &str)]| match url::Url::parse(redirect_uri) {
@@ -304,7 +353,14 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
     };
     let error = shared.state().authorize_error.clone();
     if let Some(error) = error {
-        return back(&[("error", &error), ("error_description", "The user has denied your application access."), ("state", &state)]);
+        return back(&[
+            ("error", &error),
+            (
+                "error_description",
+                "The user has denied your application access.",
+            ),
+            ("state", &state),
+        ]);
     }
     let users = shared.state().users.clone();
     let Some(login) = p.get("login") else {
@@ -325,57 +381,121 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
     if !users.iter().any(|u| &u.login == login) {
         return (StatusCode::BAD_REQUEST, "unknown user").into_response();
     }
-    let challenge = match (p.get("code_challenge"), p.get("code_challenge_method").map(String::as_str)) {
+    let challenge = match (
+        p.get("code_challenge"),
+        p.get("code_challenge_method").map(String::as_str),
+    ) {
         (Some(c), Some("S256")) => Some(c.clone()),
         (None, _) => None,
-        _ => return (StatusCode::BAD_REQUEST, "code_challenge_method must be S256").into_response(),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "code_challenge_method must be S256",
+            )
+                .into_response()
+        }
     };
     let code = random_string();
     shared.state().codes.insert(
         code.clone(),
-        Code { client_id: client_id.clone(), redirect_uri: redirect_uri.clone(), login: login.clone(), scope: p.get("scope").cloned().unwrap_or_default(), challenge },
+        Code {
+            client_id: client_id.clone(),
+            redirect_uri: redirect_uri.clone(),
+            login: login.clone(),
+            scope: p.get("scope").cloned().unwrap_or_default(),
+            challenge,
+        },
     );
     back(&[("code", &code), ("state", &state)])
 }
 
 /// `POST /login/oauth/access_token`: GitHub answers errors with 200 and an `error` field.
-async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     shared.token_requests.fetch_add(1, Ordering::SeqCst);
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let wants_json = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
     let answer = |v: Value| {
         if wants_json {
             Json(v).into_response()
         } else {
-            let pairs: Vec<(String, String)> = v.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect()).unwrap_or_default();
-            let text = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-            ([(header::CONTENT_TYPE, "application/x-www-form-urlencoded")], text).into_response()
+            let pairs: Vec<(String, String)> = v
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            (
+                [(header::CONTENT_TYPE, "application/x-www-form-urlencoded")],
+                text,
+            )
+                .into_response()
         }
     };
     let error = |e: &str, d: &str| answer(json!({"error": e, "error_description": d}));
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let mut st = shared.state();
-    let Some(app) = st.apps.get(&get("client_id")).cloned() else { return error("incorrect_client_credentials", "The client_id and/or client_secret passed are incorrect.") };
+    let Some(app) = st.apps.get(&get("client_id")).cloned() else {
+        return error(
+            "incorrect_client_credentials",
+            "The client_id and/or client_secret passed are incorrect.",
+        );
+    };
     if app.secret != get("client_secret") {
-        return error("incorrect_client_credentials", "The client_id and/or client_secret passed are incorrect.");
+        return error(
+            "incorrect_client_credentials",
+            "The client_id and/or client_secret passed are incorrect.",
+        );
     }
-    let Some(code) = st.codes.remove(&get("code")) else { return error("bad_verification_code", "The code passed is incorrect or expired.") };
+    let Some(code) = st.codes.remove(&get("code")) else {
+        return error(
+            "bad_verification_code",
+            "The code passed is incorrect or expired.",
+        );
+    };
     if code.client_id != get("client_id") {
-        return error("bad_verification_code", "The code passed is incorrect or expired.");
+        return error(
+            "bad_verification_code",
+            "The code passed is incorrect or expired.",
+        );
     }
-    if form.get("redirect_uri").is_some_and(|r| *r != code.redirect_uri) {
-        return error("redirect_uri_mismatch", "The redirect_uri MUST match the registered callback URL for this application.");
+    if form
+        .get("redirect_uri")
+        .is_some_and(|r| *r != code.redirect_uri)
+    {
+        return error(
+            "redirect_uri_mismatch",
+            "The redirect_uri MUST match the registered callback URL for this application.",
+        );
     }
     if let Some(challenge) = &code.challenge {
         use base64::Engine as _;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, get("code_verifier").as_bytes());
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, get("code_verifier").as_bytes());
         if base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()) != *challenge {
-            return error("bad_verification_code", "The code_verifier does not match the code_challenge.");
+            return error(
+                "bad_verification_code",
+                "The code_verifier does not match the code_challenge.",
+            );
         }
     }
     let token = format!("gho_{}", random_string());
-    st.tokens.insert(token.clone(), (code.login, code.scope.clone()));
-    answer(json!({"access_token": token, "token_type": "bearer", "scope": code.scope.replace(' ', ",")}))
+    st.tokens
+        .insert(token.clone(), (code.login, code.scope.clone()));
+    answer(
+        json!({"access_token": token, "token_type": "bearer", "scope": code.scope.replace(' ', ",")}),
+    )
 }
 
 /// The user and scope behind the request's token, or the API's refusal.
@@ -384,22 +504,50 @@ fn caller(shared: &Shared, request: &Request) -> Result<(StandInUser, String), B
     let st = shared.state();
     if let Some(status) = st.api_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err(Box::new((status, Json(json!({"message": "stand-in outage"}))).into_response()));
+        return Err(Box::new(
+            (status, Json(json!({"message": "stand-in outage"}))).into_response(),
+        ));
     }
     if st.rate_limited {
         return Err(Box::new(
             (
                 StatusCode::FORBIDDEN,
-                [("x-ratelimit-remaining", "0".to_owned()), ("x-ratelimit-reset", "1893456000".to_owned())],
+                [
+                    ("x-ratelimit-remaining", "0".to_owned()),
+                    ("x-ratelimit-reset", "1893456000".to_owned()),
+                ],
                 Json(json!({"message": "API rate limit exceeded"})),
             )
                 .into_response(),
         ));
     }
-    let token = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("token ")));
-    let bad = || Box::new((StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response());
-    let (login, scope) = token.and_then(|t| st.tokens.get(t)).cloned().ok_or_else(bad)?;
-    let user = st.users.iter().find(|u| u.login == login).cloned().ok_or_else(bad)?;
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        });
+    let bad = || {
+        Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"message": "Bad credentials"})),
+            )
+                .into_response(),
+        )
+    };
+    let (login, scope) = token
+        .and_then(|t| st.tokens.get(t))
+        .cloned()
+        .ok_or_else(bad)?;
+    let user = st
+        .users
+        .iter()
+        .find(|u| u.login == login)
+        .cloned()
+        .ok_or_else(bad)?;
     Ok((user, scope))
 }
 
@@ -407,13 +555,27 @@ fn caller(shared: &Shared, request: &Request) -> Result<(StandInUser, String), B
 fn paged(shared: &Shared, request: &Request, items: Vec<Value>) -> Response {
     let p = params(request.uri().query().map(str::to_owned));
     let limit = shared.state().page_size.unwrap_or(100);
-    let per_page = p.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(30).clamp(1, 100).min(limit);
-    let page = p.get("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let per_page = p
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100)
+        .min(limit);
+    let page = p
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let start = (page - 1) * per_page;
     let slice: Vec<Value> = items.iter().skip(start).take(per_page).cloned().collect();
     let mut resp = Json(Value::Array(slice)).into_response();
     if start + per_page < items.len() {
-        let next = format!("<http://{}{}?per_page={per_page}&page={}>; rel=\"next\"", shared.addr, request.uri().path(), page + 1);
+        let next = format!(
+            "<http://{}{}?per_page={per_page}&page={}>; rel=\"next\"",
+            shared.addr,
+            request.uri().path(),
+            page + 1
+        );
         if let Ok(v) = next.parse() {
             resp.headers_mut().insert(header::LINK, v);
         }
@@ -423,15 +585,28 @@ fn paged(shared: &Shared, request: &Request, items: Vec<Value>) -> Response {
 
 async fn user(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     match caller(&shared, &request) {
-        Ok((u, _)) => Json(json!({"id": u.id, "login": u.login, "name": u.name, "email": null, "type": "User"})).into_response(),
+        Ok((u, _)) => Json(
+            json!({"id": u.id, "login": u.login, "name": u.name, "email": null, "type": "User"}),
+        )
+        .into_response(),
         Err(r) => *r,
     }
 }
 
 async fn emails(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     match caller(&shared, &request) {
-        Ok((u, scope)) if scope.split([' ', ',']).any(|s| s == "user:email" || s == "user") => {
-            paged(&shared, &request, vec![json!({"email": u.email, "primary": true, "verified": u.verified, "visibility": "private"})])
+        Ok((u, scope))
+            if scope
+                .split([' ', ','])
+                .any(|s| s == "user:email" || s == "user") =>
+        {
+            paged(
+                &shared,
+                &request,
+                vec![
+                    json!({"email": u.email, "primary": true, "verified": u.verified, "visibility": "private"}),
+                ],
+            )
         }
         Ok(_) => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
         Err(r) => *r,
@@ -439,14 +614,20 @@ async fn emails(State(shared): State<Arc<Shared>>, request: Request) -> Response
 }
 
 fn has_read_org(scope: &str) -> bool {
-    scope.split([' ', ',']).any(|s| matches!(s, "read:org" | "write:org" | "admin:org"))
+    scope
+        .split([' ', ','])
+        .any(|s| matches!(s, "read:org" | "write:org" | "admin:org"))
 }
 
 async fn orgs(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     match caller(&shared, &request) {
         // Without read:org, GitHub lists only public memberships: the stand-in lists none.
         Ok((u, scope)) => {
-            let items = if has_read_org(&scope) { u.orgs.iter().map(|o| json!({"login": o})).collect() } else { Vec::new() };
+            let items = if has_read_org(&scope) {
+                u.orgs.iter().map(|o| json!({"login": o})).collect()
+            } else {
+                Vec::new()
+            };
             paged(&shared, &request, items)
         }
         Err(r) => *r,
@@ -456,10 +637,20 @@ async fn orgs(State(shared): State<Arc<Shared>>, request: Request) -> Response {
 async fn teams(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     match caller(&shared, &request) {
         Ok((u, scope)) if has_read_org(&scope) => {
-            let items = u.teams.iter().map(|(o, t)| json!({"slug": t, "name": t, "organization": {"login": o}})).collect();
+            let items = u
+                .teams
+                .iter()
+                .map(|(o, t)| json!({"slug": t, "name": t, "organization": {"login": o}}))
+                .collect();
             paged(&shared, &request, items)
         }
-        Ok(_) => (StatusCode::FORBIDDEN, Json(json!({"message": "Resource not accessible by integration: read:org is required"}))).into_response(),
+        Ok(_) => (
+            StatusCode::FORBIDDEN,
+            Json(
+                json!({"message": "Resource not accessible by integration: read:org is required"}),
+            ),
+        )
+            .into_response(),
         Err(r) => *r,
     }
 }

@@ -292,7 +292,11 @@ impl DevIdp {
         Self::serve(listen, Algorithm::RS256, Some(issuer)).await
     }
 
-    async fn serve(listen: SocketAddr, alg: Algorithm, issuer: Option<String>) -> Result<DevIdp, DevIdpError> {
+    async fn serve(
+        listen: SocketAddr,
+        alg: Algorithm,
+        issuer: Option<String>,
+    ) -> Result<DevIdp, DevIdpError> {
         let first = Arc::new(SigningKey::generate(alg)?);
         let bind_failed = |source| DevIdpError::Bind {
             addr: listen,
@@ -466,7 +470,10 @@ impl DevIdp {
     pub fn register_client(&self, client_id: &str, secret: Option<&str>, redirect_uris: &[&str]) {
         self.shared.flow().clients.insert(
             client_id.to_owned(),
-            RegisteredClient { secret: secret.map(str::to_owned), redirect_uris: redirect_uris.iter().map(|u| (*u).to_owned()).collect() },
+            RegisteredClient {
+                secret: secret.map(str::to_owned),
+                redirect_uris: redirect_uris.iter().map(|u| (*u).to_owned()).collect(),
+            },
         );
     }
 
@@ -474,7 +481,10 @@ impl DevIdp {
     /// (`end_session` with an `id_token_hint`), every client that user signed in to and that
     /// registered one gets a logout token POSTed (before the browser is sent back).
     pub fn register_backchannel_logout(&self, client_id: &str, uri: &str) {
-        self.shared.flow().backchannel.insert(client_id.to_owned(), uri.to_owned());
+        self.shared
+            .flow()
+            .backchannel
+            .insert(client_id.to_owned(), uri.to_owned());
     }
 
     /// The back-channel logout POSTs made so far: (client id, HTTP status, 0 when it failed).
@@ -484,7 +494,13 @@ impl DevIdp {
 
     /// The `sid`s of the code-flow logins of `subject` at `client_id`, oldest first.
     pub fn sids(&self, client_id: &str, subject: &str) -> Vec<String> {
-        self.shared.flow().sids.iter().filter(|(_, c, s)| c == client_id && s == subject).map(|(sid, _, _)| sid.clone()).collect()
+        self.shared
+            .flow()
+            .sids
+            .iter()
+            .filter(|(_, c, s)| c == client_id && s == subject)
+            .map(|(sid, _, _)| sid.clone())
+            .collect()
     }
 
     /// A back-channel logout token for `client_id`, `typ: logout+jwt`, signed by the active
@@ -513,12 +529,16 @@ impl DevIdp {
     /// Makes each refresh take this long (widens races in tests).
     #[cfg(any(test, feature = "testing"))]
     pub fn set_refresh_delay(&self, delay: std::time::Duration) {
-        self.shared.refresh_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.shared
+            .refresh_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// While `true`, access tokens from the code flow are opaque strings (like Auther's).
     pub fn set_opaque_access_tokens(&self, opaque: bool) {
-        self.shared.opaque_access_tokens.store(opaque, Ordering::SeqCst);
+        self.shared
+            .opaque_access_tokens
+            .store(opaque, Ordering::SeqCst);
     }
 
     /// Spoils the next id_token of the code flow.
@@ -558,14 +578,20 @@ impl DevIdp {
     #[cfg(any(test, feature = "testing"))]
     /// Makes every endpoint misbehave (`None`: behave). Requests are still counted.
     pub fn set_fault(&self, fault: Option<Fault>) {
-        *self.shared.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+        *self
+            .shared
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = fault;
     }
 
     #[cfg(any(test, feature = "testing"))]
     /// While `true`, check-permission answers 401 to `Authorization: Bearer` callers (like
     /// Auther, which accepts only its session cookie or an API key there).
     pub fn set_check_refuses_bearer(&self, refuses: bool) {
-        self.shared.check_refuses_bearer.store(refuses, Ordering::SeqCst);
+        self.shared
+            .check_refuses_bearer
+            .store(refuses, Ordering::SeqCst);
     }
 
     /// The authorization endpoint's URL.
@@ -672,11 +698,19 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     if let Some(counter) = counter {
         counter.fetch_add(1, Ordering::SeqCst);
     }
-    let fault = shared.fault.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let fault = shared
+        .fault
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     match fault {
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::Garbage) => {
-            return ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], "<html><body>Bad gateway, maybe</body></html>").into_response();
+            return (
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                "<html><body>Bad gateway, maybe</body></html>",
+            )
+                .into_response();
         }
         None => {}
     }
@@ -741,7 +775,9 @@ fn random_string() -> String {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `GET /authorize`: checks the client and redirect URI, then shows a page to choose a demo
@@ -749,36 +785,81 @@ fn now_secs() -> u64 {
 /// and `iss`.
 async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
-    let params: std::collections::HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
     let get = |k: &str| params.get(k).cloned();
     let (Some(client_id), Some(redirect_uri)) = (get("client_id"), get("redirect_uri")) else {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_request", "client_id and redirect_uri are required");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id and redirect_uri are required",
+        );
     };
     let registered = shared.flow().clients.get(&client_id).cloned();
     let Some(client) = registered else {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_client", &format!("unknown client {client_id:?}"));
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            &format!("unknown client {client_id:?}"),
+        );
     };
     if !client.redirect_uris.contains(&redirect_uri) {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_request", &format!("redirect_uri {redirect_uri:?} is not registered for {client_id:?}"));
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("redirect_uri {redirect_uri:?} is not registered for {client_id:?}"),
+        );
     }
-    if get("response_type").as_deref() != Some("code") || get("code_challenge_method").as_deref() != Some("S256") || get("code_challenge").is_none() {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_request", "response_type=code with PKCE S256 is required");
+    if get("response_type").as_deref() != Some("code")
+        || get("code_challenge_method").as_deref() != Some("S256")
+        || get("code_challenge").is_none()
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "response_type=code with PKCE S256 is required",
+        );
     }
     let state = get("state").unwrap_or_default();
     let back = |pairs: &[(&str, &str)]| {
         let mut url = match url::Url::parse(&redirect_uri) {
             Ok(u) => u,
-            Err(_) => return error_response(StatusCode::BAD_REQUEST, "invalid_request", "bad redirect_uri"),
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "bad redirect_uri",
+                )
+            }
         };
         url.query_pairs_mut().extend_pairs(pairs.iter().copied());
-        (StatusCode::FOUND, [(header::LOCATION, url.to_string()), (header::CACHE_CONTROL, "no-store".to_owned())]).into_response()
+        (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, url.to_string()),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+            ],
+        )
+            .into_response()
     };
     let (error, iss) = {
         let flow = shared.flow();
-        (flow.authorize_error.clone(), flow.callback_iss.clone().unwrap_or_else(|| shared.issuer.clone()))
+        (
+            flow.authorize_error.clone(),
+            flow.callback_iss
+                .clone()
+                .unwrap_or_else(|| shared.issuer.clone()),
+        )
     };
     if let Some(error) = error {
-        return back(&[("error", &error), ("error_description", "the user declined"), ("state", &state), ("iss", &iss)]);
+        return back(&[
+            ("error", &error),
+            ("error_description", "the user declined"),
+            ("state", &state),
+            ("iss", &iss),
+        ]);
     }
     let Some(user) = get("user") else {
         let links: String = DEMO_USERS
@@ -794,15 +875,32 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
              <body><h1>Sign in to {client}</h1><p>Development IdP: choose a demo user.</p><ul>{links}</ul></body></html>\n",
             client = crate::echo::escape(&client_id),
         );
-        return ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], page).into_response();
+        return (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            page,
+        )
+            .into_response();
     };
     if !DEMO_USERS.iter().any(|u| u.id == user) {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_request", &format!("unknown demo user {user:?}"));
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("unknown demo user {user:?}"),
+        );
     }
     let code = random_string();
     shared.flow().codes.insert(
         code.clone(),
-        CodeGrant { client_id, redirect_uri: redirect_uri.clone(), user, nonce: get("nonce"), challenge: get("code_challenge") },
+        CodeGrant {
+            client_id,
+            redirect_uri: redirect_uri.clone(),
+            user,
+            nonce: get("nonce"),
+            challenge: get("code_challenge"),
+        },
     );
     back(&[("code", &code), ("state", &state), ("iss", &iss)])
 }
@@ -813,36 +911,71 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
 async fn end_session(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     shared.end_session_requests.fetch_add(1, Ordering::SeqCst);
     let query = query.unwrap_or_default();
-    let param = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-    if let Some(subject) = param("id_token_hint").as_deref().and_then(|hint| shared.own_token_subject(hint)) {
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if let Some(subject) = param("id_token_hint")
+        .as_deref()
+        .and_then(|hint| shared.own_token_subject(hint))
+    {
         shared.backchannel_logout(&subject).await;
     }
     let target = param("post_logout_redirect_uri");
     match target {
         Some(t) => (StatusCode::FOUND, [(header::LOCATION, t)]).into_response(),
-        None => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], "<!doctype html><p>Signed out.</p>\n").into_response(),
+        None => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<!doctype html><p>Signed out.</p>\n",
+        )
+            .into_response(),
     }
 }
 
 /// The client of a token request: HTTP Basic (URL-encoded id and secret) or form fields.
-fn client_credentials(headers: &axum::http::HeaderMap, form: &std::collections::HashMap<String, String>) -> Option<(String, Option<String>)> {
+fn client_credentials(
+    headers: &axum::http::HeaderMap,
+    form: &std::collections::HashMap<String, String>,
+) -> Option<(String, Option<String>)> {
     use base64::Engine;
-    if let Some(basic) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic ")) {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
+    if let Some(basic) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let (id, secret) = text.split_once(':')?;
-        let dec = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        let dec = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
         return Some((dec(id)?, Some(dec(secret)?)));
     }
-    Some((form.get("client_id")?.clone(), form.get("client_secret").cloned()))
+    Some((
+        form.get("client_id")?.clone(),
+        form.get("client_secret").cloned(),
+    ))
 }
 
 impl Shared {
     /// The `sub` of a token this IdP signed (the hint names whom to sign out; anything else is ignored).
     fn own_token_subject(&self, token: &str) -> Option<String> {
         let header = jsonwebtoken::decode_header(token).ok()?;
-        let key = self.keys_read().keys.iter().find(|(k, _)| Some(k.kid()) == header.kid.as_deref()).map(|(k, _)| k.clone())?;
-        let decoding = jsonwebtoken::DecodingKey::from_jwk(&serde_json::from_value(key.public_jwk().clone()).ok()?).ok()?;
+        let key = self
+            .keys_read()
+            .keys
+            .iter()
+            .find(|(k, _)| Some(k.kid()) == header.kid.as_deref())
+            .map(|(k, _)| k.clone())?;
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(
+            &serde_json::from_value(key.public_jwk().clone()).ok()?,
+        )
+        .ok()?;
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.validate_aud = false;
         validation.validate_exp = false;
@@ -879,15 +1012,32 @@ impl Shared {
     async fn backchannel_logout(&self, subject: &str) {
         let targets: Vec<(String, String, String)> = {
             let mut flow = self.flow();
-            let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut flow.sids).into_iter().partition(|(_, _, s)| s == subject);
+            let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut flow.sids)
+                .into_iter()
+                .partition(|(_, _, s)| s == subject);
             flow.sids = kept;
-            ended.into_iter().filter_map(|(sid, client, _)| flow.backchannel.get(&client).map(|uri| (client, uri.clone(), sid))).collect()
+            ended
+                .into_iter()
+                .filter_map(|(sid, client, _)| {
+                    flow.backchannel
+                        .get(&client)
+                        .map(|uri| (client, uri.clone(), sid))
+                })
+                .collect()
         };
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).redirect(reqwest::redirect::Policy::none()).build();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build();
         let Ok(http) = http else { return };
         for (client, uri, sid) in targets {
             let token = self.logout_token(&client, json!({"sub": subject, "sid": sid}));
-            let status = match http.post(&uri).form(&[("logout_token", token)]).send().await {
+            let status = match http
+                .post(&uri)
+                .form(&[("logout_token", token)])
+                .send()
+                .await
+            {
                 Ok(r) => r.status().as_u16(),
                 Err(error) => {
                     tracing::warn!(%error, client = %client, "back-channel logout POST failed");
@@ -902,14 +1052,21 @@ impl Shared {
         if self.opaque_access_tokens.load(Ordering::SeqCst) {
             return random_string()[..32].to_owned();
         }
-        let mut claims = demo_claims(user, &self.audience()).unwrap_or_else(|| json!({"sub": user}));
+        let mut claims =
+            demo_claims(user, &self.audience()).unwrap_or_else(|| json!({"sub": user}));
         claims["azp"] = json!(client_id);
         claims["client_id"] = json!(client_id);
         claims["exp"] = json!(now_secs() + self.token_ttl.load(Ordering::SeqCst));
         self.mint(claims)
     }
 
-    fn id_token(&self, user: &str, client_id: &str, nonce: Option<&str>, sid: Option<&str>) -> String {
+    fn id_token(
+        &self,
+        user: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+        sid: Option<&str>,
+    ) -> String {
         let demo = DEMO_USERS.iter().find(|u| u.id == user);
         let now = now_secs();
         let mut claims = json!({
@@ -946,7 +1103,9 @@ impl Shared {
                 claims["iat"] = json!(now.saturating_sub(1000) * 1000);
             }
             Some(IdTokenTrick::NotYetValid) => claims["nbf"] = json!(now + 600),
-            Some(IdTokenTrick::AudArrayWithoutClient) => claims["aud"] = json!(["another-client", "a-third-client"]),
+            Some(IdTokenTrick::AudArrayWithoutClient) => {
+                claims["aud"] = json!(["another-client", "a-third-client"])
+            }
             Some(IdTokenTrick::NoKid) => {
                 let key = self.keys_read().active.clone();
                 return key.sign_without_kid(&self.complete(claims));
@@ -955,9 +1114,13 @@ impl Shared {
                 use base64::Engine;
                 let signed = self.mint(claims.clone());
                 claims["sub"] = json!("user_mallory");
-                let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.complete(claims).to_string());
+                let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(self.complete(claims).to_string());
                 let mut parts = signed.split('.');
-                let (header, signature) = (parts.next().unwrap_or_default(), parts.nth(1).unwrap_or_default());
+                let (header, signature) = (
+                    parts.next().unwrap_or_default(),
+                    parts.nth(1).unwrap_or_default(),
+                );
                 return format!("{header}.{payload}.{signature}");
             }
             Some(IdTokenTrick::UnknownKey) => {
@@ -967,8 +1130,14 @@ impl Shared {
             }
             Some(IdTokenTrick::AlgNone) => {
                 use base64::Engine;
-                let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-                return format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&self.complete(claims)));
+                let b64 = |v: &Value| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+                };
+                return format!(
+                    "{}.{}.",
+                    b64(&json!({"alg": "none", "typ": "JWT"})),
+                    b64(&self.complete(claims))
+                );
             }
             None => {}
         }
@@ -978,16 +1147,30 @@ impl Shared {
 
 /// `POST /token`: `grant_type=authorization_code` and `refresh_token` for registered clients;
 /// without `grant_type`, demo minting for `user=<id>`.
-async fn token(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Response {
-    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let Some(grant) = form.get("grant_type").cloned() else { return demo_token(shared, query, body).await };
-    let oauth_error = |status: StatusCode, error: &str| (status, Json(json!({"error": error}))).into_response();
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&body).into_owned().collect();
+    let Some(grant) = form.get("grant_type").cloned() else {
+        return demo_token(shared, query, body).await;
+    };
+    let oauth_error =
+        |status: StatusCode, error: &str| (status, Json(json!({"error": error}))).into_response();
     let Some((client_id, secret)) = client_credentials(&headers, &form) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
     let registered = shared.flow().clients.get(&client_id).cloned();
     let authenticated = match (&registered, &secret) {
-        (Some(RegisteredClient { secret: Some(want), .. }), Some(got)) => want == got,
+        (
+            Some(RegisteredClient {
+                secret: Some(want), ..
+            }),
+            Some(got),
+        ) => want == got,
         (Some(RegisteredClient { secret: None, .. }), None) => true,
         _ => false,
     };
@@ -996,28 +1179,47 @@ async fn token(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap
     }
     let answer = shared.flow().token_answer.clone();
     if let Some(answer) = answer {
-        let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, [(header::CONTENT_TYPE, answer.content_type)], answer.body).into_response();
+        let status =
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (
+            status,
+            [(header::CONTENT_TYPE, answer.content_type)],
+            answer.body,
+        )
+            .into_response();
     }
     let ttl = shared.token_ttl.load(Ordering::SeqCst);
     match grant.as_str() {
         "authorization_code" => {
             let code = form.get("code").cloned().unwrap_or_default();
-            let Some(grant) = shared.flow().codes.remove(&code) else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant") };
+            let Some(grant) = shared.flow().codes.remove(&code) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            };
             let verifier = form.get("code_verifier").cloned().unwrap_or_default();
             let challenge = {
                 use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()))
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+                    &aws_lc_rs::digest::SHA256,
+                    verifier.as_bytes(),
+                ))
             };
-            if grant.client_id != client_id || form.get("redirect_uri") != Some(&grant.redirect_uri) || grant.challenge.as_deref() != Some(challenge.as_str()) {
+            if grant.client_id != client_id
+                || form.get("redirect_uri") != Some(&grant.redirect_uri)
+                || grant.challenge.as_deref() != Some(challenge.as_str())
+            {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
             }
             let refresh = random_string();
             let sid = random_string();
-            let subject = DEMO_USERS.iter().find(|u| u.id == grant.user).map_or(grant.user.as_str(), |u| u.subject).to_owned();
+            let subject = DEMO_USERS
+                .iter()
+                .find(|u| u.id == grant.user)
+                .map_or(grant.user.as_str(), |u| u.subject)
+                .to_owned();
             {
                 let mut flow = shared.flow();
-                flow.refresh_tokens.insert(refresh.clone(), (client_id.clone(), grant.user.clone()));
+                flow.refresh_tokens
+                    .insert(refresh.clone(), (client_id.clone(), grant.user.clone()));
                 flow.sids.push((sid.clone(), client_id.clone(), subject));
             }
             let body = json!({
@@ -1040,12 +1242,17 @@ async fn token(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap
             }
             let old = form.get("refresh_token").cloned().unwrap_or_default();
             // Rotated: each refresh token works once.
-            let Some((owner, user)) = shared.flow().refresh_tokens.remove(&old) else { return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant") };
+            let Some((owner, user)) = shared.flow().refresh_tokens.remove(&old) else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            };
             if owner != client_id {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
             }
             let refresh = random_string();
-            shared.flow().refresh_tokens.insert(refresh.clone(), (client_id.clone(), user.clone()));
+            shared
+                .flow()
+                .refresh_tokens
+                .insert(refresh.clone(), (client_id.clone(), user.clone()));
             // Like Auther: no new id_token on refresh.
             let body = json!({
                 "access_token": shared.access_token(&user, &client_id),
@@ -1060,11 +1267,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap
 }
 
 /// Demo minting: `user=<id>` in the form body or the query string.
-async fn demo_token(
-    shared: Arc<Shared>,
-    query: Option<String>,
-    body: Bytes,
-) -> Response {
+async fn demo_token(shared: Arc<Shared>, query: Option<String>, body: Bytes) -> Response {
     let field = |input: &[u8]| {
         url::form_urlencoded::parse(input)
             .find(|(name, _)| name == "user")
@@ -1120,7 +1323,9 @@ impl fmt::Debug for AbacMode {
 
 /// The demo policy: allowed unless `resource.attributes.amount` is over 100.
 pub fn demo_policy(request: &Value) -> bool {
-    request["resource"]["attributes"]["amount"].as_f64().is_none_or(|amount| amount <= 100.0)
+    request["resource"]["attributes"]["amount"]
+        .as_f64()
+        .is_none_or(|amount| amount <= 100.0)
 }
 
 /// An API key the IdP accepts: the claims of its token and the token's lifetime.
@@ -1178,7 +1383,13 @@ impl DevIdp {
 
     /// Registers an API key whose exchanged token carries `claims` and lives `lifetime_secs`.
     pub fn add_api_key(&self, key: &str, claims: Value, lifetime_secs: u64) {
-        lock(&self.shared.authz.keys).insert(key.to_string(), ApiKeyGrant { claims, lifetime: lifetime_secs });
+        lock(&self.shared.authz.keys).insert(
+            key.to_string(),
+            ApiKeyGrant {
+                claims,
+                lifetime: lifetime_secs,
+            },
+        );
     }
 
     /// Delays every API-key exchange (to test single flight).
@@ -1199,22 +1410,44 @@ impl DevIdp {
     }
 }
 
-async fn check_permission(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+async fn check_permission(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let credential = headers
         .get(header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .or_else(|| headers.get("x-api-key").map(|v| format!("x-api-key {}", String::from_utf8_lossy(v.as_bytes()))));
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .map(|v| format!("x-api-key {}", String::from_utf8_lossy(v.as_bytes())))
+        });
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return error_response(StatusCode::BAD_REQUEST, "invalid_request", "the body is not JSON");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body is not JSON",
+        );
     };
     lock(&shared.authz.checks).push((request.clone(), credential.clone()));
-    let bearer = credential.as_deref().is_some_and(|c| c.starts_with("Bearer "));
+    let bearer = credential
+        .as_deref()
+        .is_some_and(|c| c.starts_with("Bearer "));
     if credential.is_none() || (bearer && shared.check_refuses_bearer.load(Ordering::SeqCst)) {
-        return error_response(StatusCode::UNAUTHORIZED, "unauthorized", "send a bearer token or an API key");
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a bearer token or an API key",
+        );
     }
     for field in ["entityType", "permission"] {
         if request.get(field).and_then(Value::as_str).is_none() {
-            return error_response(StatusCode::BAD_REQUEST, "missing_fields", &format!("{field} is required"));
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "missing_fields",
+                &format!("{field} is required"),
+            );
         }
     }
     let mode = lock(&shared.authz.mode).clone();
@@ -1248,23 +1481,44 @@ async fn api_key_exchange(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     }
     if let Some(code) = *lock(&shared.authz.exchange_status) {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return error_response(status, "exchange_failed", "the dev idp was told to fail the exchange");
+        return error_response(
+            status,
+            "exchange_failed",
+            "the dev idp was told to fail the exchange",
+        );
     }
-    let Some(key) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["apiKey"].as_str().map(str::to_string)) else {
-        return error_response(StatusCode::BAD_REQUEST, "missing_api_key", "apiKey is required");
+    let Some(key) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["apiKey"].as_str().map(str::to_string))
+    else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "missing_api_key",
+            "apiKey is required",
+        );
     };
     let grant = lock(&shared.authz.keys).get(&key).cloned();
     let Some(grant) = grant else {
-        return error_response(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is not valid");
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "the API key is not valid",
+        );
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut claims = grant.claims.clone();
     claims["exp"] = json!(now + grant.lifetime);
     claims["scope"] = json!("api_key_exchange");
     if claims.get("aud").is_none() {
         claims["aud"] = json!(shared.audience());
     }
-    let expires_at = humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_secs(now + grant.lifetime)).to_string();
+    let expires_at = humantime::format_rfc3339_millis(
+        UNIX_EPOCH + std::time::Duration::from_secs(now + grant.lifetime),
+    )
+    .to_string();
     Json(json!({
         "token": shared.mint(claims),
         "tokenType": "Bearer",

@@ -31,12 +31,22 @@ impl RedisServer {
 
     /// Like [`RedisServer::start_or_skip`], the port speaking TLS only with this certificate
     /// and key (PEM files); no client certificates asked for.
-    pub fn start_tls_or_skip(what: &str, cert: &std::path::Path, key: &std::path::Path) -> Option<RedisServer> {
-        RedisServer::installed(what).then(|| RedisServer::start_with(Some((cert.to_path_buf(), key.to_path_buf()))))
+    pub fn start_tls_or_skip(
+        what: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Option<RedisServer> {
+        RedisServer::installed(what)
+            .then(|| RedisServer::start_with(Some((cert.to_path_buf(), key.to_path_buf()))))
     }
 
     fn installed(what: &str) -> bool {
-        let installed = Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
         if !installed {
             if std::env::var_os("CI").is_some() {
                 panic!("{what} needs redis-server, which is not installed: .ci/run installs Debian's redis-server");
@@ -51,28 +61,64 @@ impl RedisServer {
         RedisServer::start_with(None)
     }
 
-    #[allow(clippy::expect_used, reason = "a test fixture: failing loudly is the point")]
+    #[allow(
+        clippy::expect_used,
+        reason = "a test fixture: failing loudly is the point"
+    )]
     fn start_with(tls: Option<(PathBuf, PathBuf)>) -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
         let mut nonce = [0u8; 8];
         rand::fill(&mut nonce);
-        let dir = std::env::temp_dir().join(format!("authgate-redis-{port}-{}", nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let dir = std::env::temp_dir().join(format!(
+            "authgate-redis-{port}-{}",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
         std::fs::create_dir_all(&dir).expect("a directory for redis");
-        let mut server = RedisServer { child: None, port, dir, tls };
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            tls,
+        };
         server.restart();
         server
     }
 
     /// (Re)starts the server on its port and directory (loading what [`RedisServer::save`] saved).
-    #[allow(clippy::expect_used, reason = "a test fixture: failing loudly is the point")]
+    #[allow(
+        clippy::expect_used,
+        reason = "a test fixture: failing loudly is the point"
+    )]
     pub fn restart(&mut self) {
         self.stop();
         let mut command = Command::new("redis-server");
-        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]).arg("--dir").arg(&self.dir);
+        command
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir);
         match &self.tls {
             None => command.args(["--port", &self.port.to_string()]),
             Some((cert, key)) => command
-                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &self.port.to_string(),
+                    "--tls-auth-clients",
+                    "no",
+                ])
                 .arg("--tls-cert-file")
                 .arg(cert)
                 .arg("--tls-key-file")
@@ -87,15 +133,24 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let ready = match self.tls {
-                None => self.command(&["PING"]).is_some_and(|r| r.starts_with("+PONG")),
-                Some(_) => TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_millis(200)).is_ok(),
+                None => self
+                    .command(&["PING"])
+                    .is_some_and(|r| r.starts_with("+PONG")),
+                Some(_) => TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], self.port)),
+                    Duration::from_millis(200),
+                )
+                .is_ok(),
             };
             if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not answer on port {} within 10s", self.port);
+        panic!(
+            "redis-server did not answer on port {} within 10s",
+            self.port
+        );
     }
 
     /// Kills the server (SIGKILL: an outage, not a shutdown).
@@ -109,7 +164,8 @@ impl RedisServer {
     /// Writes the data to disk, so that [`RedisServer::restart`] after [`RedisServer::stop`]
     /// finds it again.
     pub fn save(&self) -> bool {
-        self.command(&["SAVE"]).is_some_and(|r| r.starts_with("+OK"))
+        self.command(&["SAVE"])
+            .is_some_and(|r| r.starts_with("+OK"))
     }
 
     /// `redis://127.0.0.1:{port}`.
@@ -125,8 +181,14 @@ impl RedisServer {
     /// Every key matching `pattern` and its serialised value (`DUMP`), as lossy text: what an
     /// attacker with a copy of the database would read.
     pub fn dump(&self, pattern: &str) -> String {
-        let Some(listing) = self.command(&["KEYS", pattern]) else { return String::new() };
-        let keys: Vec<String> = listing.lines().filter(|l| !l.starts_with('*') && !l.starts_with('$')).map(str::to_owned).collect();
+        let Some(listing) = self.command(&["KEYS", pattern]) else {
+            return String::new();
+        };
+        let keys: Vec<String> = listing
+            .lines()
+            .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+            .map(str::to_owned)
+            .collect();
         let mut out = String::new();
         for key in keys {
             out.push_str(&key);

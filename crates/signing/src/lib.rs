@@ -61,11 +61,17 @@ impl SigningKey {
                 let der: Pkcs8V1Der<'static> = pair.as_der().map_err(generate_failed)?;
                 der.as_ref().to_vec()
             }
-            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                    .map_err(generate_failed)?
+                    .as_ref()
+                    .to_vec()
+            }
+            Algorithm::EdDSA => Ed25519KeyPair::generate()
+                .and_then(|p| p.to_pkcs8())
                 .map_err(generate_failed)?
                 .as_ref()
                 .to_vec(),
-            Algorithm::EdDSA => Ed25519KeyPair::generate().and_then(|p| p.to_pkcs8()).map_err(generate_failed)?.as_ref().to_vec(),
             other => return Err(KeyError::Unsupported(other)),
         };
         Self::from_pkcs8(alg, &pkcs8, Some(format!("{:016x}", rand::random::<u64>())))
@@ -76,14 +82,22 @@ impl SigningKey {
     pub fn from_pkcs8_pem(alg: Algorithm, pem_text: &str) -> Result<SigningKey, KeyError> {
         let parsed = pem::parse(pem_text).map_err(|e| KeyError::Pem(e.to_string()))?;
         if parsed.tag() != "PRIVATE KEY" {
-            return Err(KeyError::Pem(format!("expected a PKCS#8 \"PRIVATE KEY\", found {:?}", parsed.tag())));
+            return Err(KeyError::Pem(format!(
+                "expected a PKCS#8 \"PRIVATE KEY\", found {:?}",
+                parsed.tag()
+            )));
         }
         Self::from_pkcs8(alg, parsed.contents(), None)
     }
 
-    fn from_pkcs8(alg: Algorithm, pkcs8: &[u8], kid: Option<String>) -> Result<SigningKey, KeyError> {
+    fn from_pkcs8(
+        alg: Algorithm,
+        pkcs8: &[u8],
+        kid: Option<String>,
+    ) -> Result<SigningKey, KeyError> {
         let load_failed = |source| KeyError::Load { alg, source };
-        let rejected = |_| KeyError::Pem(format!("the key is not a valid {alg:?} PKCS#8 private key"));
+        let rejected =
+            |_| KeyError::Pem(format!("the key is not a valid {alg:?} PKCS#8 private key"));
         let (encoding, algorithm) = match alg {
             Algorithm::RS256 | Algorithm::PS256 => {
                 RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
@@ -93,7 +107,8 @@ impl SigningKey {
                 (encoding, jwk.algorithm)
             }
             Algorithm::ES256 => {
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(rejected)?;
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .map_err(rejected)?;
                 let encoding = EncodingKey::from_ec_der(pkcs8);
                 let jwk = Jwk::from_encoding_key(&encoding, alg).map_err(load_failed)?;
                 (encoding, jwk.algorithm)
@@ -122,7 +137,12 @@ impl SigningKey {
         let kid = kid.unwrap_or_else(|| jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256));
         jwk.common.key_id = Some(kid.clone());
         let jwk = serde_json::to_value(&jwk).map_err(|e| load_failed(e.into()))?;
-        let key = SigningKey { kid, alg, encoding, jwk };
+        let key = SigningKey {
+            kid,
+            alg,
+            encoding,
+            jwk,
+        };
         // Prove the key signs now, so `sign` cannot fail later.
         key.try_sign(&serde_json::json!({})).map_err(load_failed)?;
         Ok(key)
@@ -144,7 +164,10 @@ impl SigningKey {
     }
 
     /// Signs `claims` as a JWT whose header carries `alg`, `kid` and `typ: JWT`.
-    #[allow(clippy::expect_used, reason = "every key is proven to sign when it is loaded, and a JSON value always serialises")]
+    #[allow(
+        clippy::expect_used,
+        reason = "every key is proven to sign when it is loaded, and a JSON value always serialises"
+    )]
     pub fn sign(&self, claims: &serde_json::Value) -> String {
         self.try_sign(claims)
             .expect("signing key was proven to sign when it was generated")
@@ -171,8 +194,14 @@ impl SigningKey {
     pub fn sign_bytes(&self, payload: &[u8]) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
-        let Ok(header) = serde_json::to_string(&header) else { return String::new() };
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let Ok(header) = serde_json::to_string(&header) else {
+            return String::new();
+        };
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
         match jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg) {
             Ok(signature) => format!("{input}.{signature}"),
             Err(_) => String::new(),

@@ -14,6 +14,8 @@ use devidp::keys::SigningKey;
 use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -132,15 +134,19 @@ async fn unknown_kids_refetch_keys_at_most_every_ten_seconds_by_default() {
     );
 }
 
-/// An upstream answering `200 done` after `delay`.
-async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+/// An upstream answering `200 done` after `delay`, and the count of requests it has read.
+async fn slow_upstream(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counted = reached.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            let counted = counted.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
+                counted.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 let _ = s
                     .write_all(
@@ -150,12 +156,12 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, reached)
 }
 
 #[tokio::test]
 async fn a_request_finishes_on_the_config_it_started_with_across_a_reload() {
-    let slow = slow_upstream(Duration::from_millis(1500)).await;
+    let (slow, reached) = slow_upstream(Duration::from_millis(1500)).await;
     let extra = format!("\n[[upstreams]]\nname = \"slow\"\naddresses = [\"{slow}\"]\n\n[[routes]]\nname = \"slow\"\npath = \"/slow/*\"\nupstream = \"slow\"\nauth = \"none\"\n");
     let w = World::start_with(Setup {
         extra,
@@ -172,7 +178,12 @@ async fn a_request_finishes_on_the_config_it_started_with_across_a_reload() {
         );
         tokio::spawn(async move { http.get(url).header("origin", origin).send().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Reload once the request is at the upstream (which answers 1.5 s later): in flight.
+    let arrived = eventually(Duration::from_secs(5), || async {
+        reached.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(arrived, "the request did not reach the slow upstream");
     // The reload moves billing to another origin: that origin names no client any more.
     let path = w.gw.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -493,8 +504,10 @@ async fn sessions_against_an_idp_with_opaque_access_tokens() {
         json!(["read"]),
         "{info}"
     );
-    // A permission the live check decides: check-permission refuses the session's Bearer token,
-    // which is a refusal (403), never a pass.
+    // A permission neither the claims nor the grants give: refused 403 by the static check,
+    // without asking the live check (whose refusal of the session's Bearer credential is tested
+    // in tests/login.rs, `a_sessions_live_check_asks_the_idp_with_the_sessions_credential`).
+    let reached = echo.requests();
     let r = b
         .post(format!("{}/api/invoices/7/refund", gw.url))
         .header(ACCEPT, "application/json")
@@ -502,6 +515,16 @@ async fn sessions_against_an_idp_with_opaque_access_tokens() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    assert_eq!(
+        idp.abac_requests(),
+        0,
+        "the static refusal asked the live check"
+    );
+    assert_eq!(
+        echo.requests(),
+        reached,
+        "a refused refund reached the upstream"
+    );
 }
 
 async fn echoed_has_token(b: &reqwest::Client, gw: &Gateway) -> bool {

@@ -13,6 +13,8 @@ use jsonwebtoken::Algorithm;
 use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::json;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,13 +43,18 @@ async fn read_head(s: &mut TcpStream) {
     }
 }
 
-async fn upstream(kind: Upstream) -> SocketAddr {
+/// A fake upstream of `kind`, and the count of request heads it has read.
+async fn upstream(kind: Upstream) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let counted = heads.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            let counted = counted.clone();
             tokio::spawn(async move {
                 read_head(&mut s).await;
+                counted.fetch_add(1, Ordering::SeqCst);
                 match kind {
                     Upstream::Reset => {
                         let _ = s.set_zero_linger();
@@ -68,7 +75,13 @@ async fn upstream(kind: Upstream) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, heads)
+}
+
+/// The request heads each fault upstream has read.
+struct Reached {
+    reset: Arc<AtomicUsize>,
+    slow: Arc<AtomicUsize>,
 }
 
 /// The shared test world with fault upstreams, browser sign-in for `billing`, and an IdP
@@ -78,12 +91,13 @@ struct Faulty {
     _echo: EchoServer,
     gw: Gateway,
     http: reqwest::Client,
+    reached: Reached,
 }
 
 impl Faulty {
     async fn start() -> Faulty {
         let (idp, echo) = idp_and_echo().await;
-        let (reset, cut, silent, slow) = (
+        let ((reset, reset_heads), (cut, _), (silent, _), (slow, slow_heads)) = (
             upstream(Upstream::Reset).await,
             upstream(Upstream::Cut).await,
             upstream(Upstream::Silent).await,
@@ -162,6 +176,10 @@ auth = "none"
             _echo: echo,
             gw,
             http: client(),
+            reached: Reached {
+                reset: reset_heads,
+                slow: slow_heads,
+            },
         }
     }
 
@@ -368,7 +386,9 @@ async fn readyz_says_why_the_keys_never_loaded() {
             .send()
             .await
             .unwrap();
-        r.status() == 503 && r.text().await.unwrap().contains("503")
+        // The IdP's status as the reason, in words: the config's hex SHA-256 on the same page
+        // can hold the digits "503", never these.
+        r.status() == 503 && r.text().await.unwrap().contains("503 Service Unavailable")
     })
     .await;
     assert!(said, "/readyz does not name the IdP's answer");
@@ -422,6 +442,28 @@ async fn upstream_faults_answer_502_or_504_in_time_and_other_routes_keep_answeri
         "the cut response hung"
     );
     assert_eq!(f.get("/public/ok", None).await.status(), 200);
+}
+
+/// A request that reached the upstream is never sent twice: the reset upstream read the request
+/// and dropped the connection, and the gateway answers 502 without a retry to it (or another
+/// address), for an idempotent GET and a POST alike.
+#[tokio::test]
+async fn a_request_that_reached_the_upstream_is_never_sent_twice() {
+    let f = Faulty::start().await;
+    for (i, post) in [false, true, false].into_iter().enumerate() {
+        let url = format!("{}/reset/{i}", f.gw.url);
+        let r = if post {
+            f.http.post(&url).body("x=1").send().await.unwrap()
+        } else {
+            f.http.get(&url).send().await.unwrap()
+        };
+        assert_eq!(r.status(), 502, "request {i}");
+        assert_eq!(
+            f.reached.reset.load(Ordering::SeqCst),
+            i + 1,
+            "request {i} (post: {post}) reached the upstream more than once"
+        );
+    }
 }
 
 #[tokio::test]
@@ -533,17 +575,22 @@ async fn sigterm_lets_in_flight_requests_finish_and_accepts_nothing_new() {
             http.get(url).send().await.map(|r| r.status().as_u16())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // SIGTERM once all six are at the upstream (it answers after 700 ms), so they are in flight.
+    let arrived = eventually(Duration::from_secs(5), || async {
+        f.reached.slow.load(Ordering::SeqCst) == 6
+    })
+    .await;
+    assert!(arrived, "the six requests did not reach the slow upstream");
     let stopped = Instant::now();
     f.gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // Nothing new is accepted.
-    let late = client().get(format!("{}/public/x", f.gw.url)).send().await;
-    assert!(
-        late.is_err(),
-        "a new request was accepted after SIGTERM: {:?}",
-        late.map(|r| r.status())
-    );
+    // Nothing new is accepted: the listener closes (polled, with a fresh connection each time)
+    // while the six are still being answered.
+    let url = format!("{}/public/x", f.gw.url);
+    let closed = eventually(Duration::from_millis(600), || async {
+        client().get(&url).send().await.is_err()
+    })
+    .await;
+    assert!(closed, "new requests were still accepted after SIGTERM");
     for t in inflight {
         assert_eq!(
             t.await

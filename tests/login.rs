@@ -356,6 +356,56 @@ async fn opaque_access_tokens_use_the_id_token_identity() {
     assert_eq!(echoed["headers"]["x-auth-client"], "app-b");
 }
 
+/// A browser session's live check asks the IdP as the session: with the session's access token
+/// as the bearer credential, never anonymously; the IdP's refusal of that credential (Auther's
+/// check-permission refusing Bearer tokens) is a 403 that never reaches the upstream.
+#[tokio::test]
+async fn a_sessions_live_check_asks_the_idp_with_the_sessions_credential() {
+    let w = Login::start("").await;
+    let b = browser();
+    log_in(&b, &format!("{}/app/", w.b), "carol").await;
+    let refund = |id: u32| {
+        b.post(format!("{}/api/invoices/{id}/refund", w.b))
+            .header(ACCEPT, "application/json")
+            .send()
+    };
+    let (checks, reached) = (w.idp.abac_requests(), w._echo.requests());
+    let r = refund(7).await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "carol's refund is allowed by the IdP's policy"
+    );
+    let asked = w.idp.abac_checks();
+    assert_eq!(asked.len(), checks + 1, "the live check was not asked");
+    let (request, credential) = asked.last().cloned().unwrap();
+    let credential = credential.expect("the check carried no credential");
+    assert!(credential.starts_with("Bearer "), "{credential}");
+    assert_eq!(
+        credential.split('.').count(),
+        3,
+        "not the session's access token"
+    );
+    assert_eq!(request["entityId"], "7", "{request}");
+    assert_eq!(request["permission"], "refund", "{request}");
+    assert_eq!(w._echo.requests(), reached + 1);
+
+    // The IdP now refuses Bearer credentials: asked, it answers 401, which is a "no".
+    w.idp.set_check_refuses_bearer(true);
+    let r = refund(8).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        w.idp.abac_requests(),
+        checks + 2,
+        "the 403 was not the IdP's answer"
+    );
+    assert_eq!(
+        w._echo.requests(),
+        reached + 1,
+        "a refused refund reached the upstream"
+    );
+}
+
 #[tokio::test]
 async fn logout_ends_the_session_and_the_idp_session() {
     let w = Login::start("").await;

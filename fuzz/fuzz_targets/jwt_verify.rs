@@ -60,19 +60,17 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let (token, payload) = match mode % 3 {
-        0 => match std::str::from_utf8(rest) {
-            Ok(t) => (t.to_string(), None),
-            Err(_) => return,
-        },
+    // The token as bytes: the bearer path reads what the client sent, UTF-8 or not.
+    let (token, payload): (Vec<u8>, Option<&[u8]>) = match mode % 3 {
+        0 => (rest.to_vec(), None),
         1 => {
             let cut = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
             let (header, payload) = rest.split_at(cut);
             let payload = payload.get(1..).unwrap_or_default();
-            (signed(&f.key, header, payload), Some(payload))
+            (signed(&f.key, header, payload).into_bytes(), Some(payload))
         }
         _ => (
-            signed(&f.key, br#"{"alg":"EdDSA","kid":"fuzz","typ":"JWT"}"#, rest),
+            signed(&f.key, br#"{"alg":"EdDSA","kid":"fuzz","typ":"JWT"}"#, rest).into_bytes(),
             Some(rest),
         ),
     };
@@ -82,8 +80,11 @@ fuzz_target!(|data: &[u8]| {
         Audience::ApiKey
     };
     let result = f.rt.block_on(f.verifier.verify_for(&token, audience));
-    let nonce =
-        f.rt.block_on(f.verifier.verify_id_token(&token, "client", "n"));
+    // An id_token arrives as text from the IdP's token endpoint: only UTF-8 input is one.
+    let nonce = match std::str::from_utf8(&token) {
+        Ok(text) => f.rt.block_on(f.verifier.verify_id_token(text, "client", "n")),
+        Err(_) => Err(authgate::identity::verify::TokenError::Malformed),
+    };
     for (accepted, want_aud) in [
         (result, if mode & 0x80 == 0 { "api" } else { "keys" }),
         (nonce, "client"),

@@ -12,3 +12,5 @@ pub mod idp;
 pub mod keys;
 #[cfg(any(test, feature = "testing"))]
 pub mod redis;
+#[cfg(any(test, feature = "testing"))]
+pub mod services;

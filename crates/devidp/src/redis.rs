@@ -2,8 +2,8 @@
 //! persistence unless asked ([`RedisServer::save`]), in a directory of its own, stopped when
 //! dropped.
 //!
-//! Where `redis-server` is missing, [`RedisServer::start_or_skip`] fails loudly under CI (`CI`
-//! set) and skips with a message elsewhere.
+//! Where `redis-server` is missing, [`RedisServer::start_or_skip`] fails under CI (or
+//! `AUTHGATE_REQUIRE_SERVICES=1`) and skips with a visible line elsewhere ([`crate::services`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,9 +22,9 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one; `None` (with a message on stderr) when `redis-server` is not installed and
-    /// this is not CI. Under CI (`CI` set) a missing `redis-server` panics: the test must not
-    /// pass by skipping.
+    /// Starts one; `None` (with a `SKIPPED` line on stderr) when `redis-server` is not installed
+    /// and no service is required. Under CI a missing `redis-server` panics
+    /// ([`crate::services::skip`]): the test must not pass by skipping.
     pub fn start_or_skip(what: &str) -> Option<RedisServer> {
         RedisServer::installed(what).then(|| RedisServer::start_with(None))
     }
@@ -48,10 +48,10 @@ impl RedisServer {
             .status()
             .is_ok_and(|s| s.success());
         if !installed {
-            if std::env::var_os("CI").is_some() {
-                panic!("{what} needs redis-server, which is not installed: .ci/run installs Debian's redis-server");
-            }
-            eprintln!("SKIPPED {what}: redis-server is not installed (apt-get install redis-server); CI runs it");
+            crate::services::skip(
+                what,
+                "redis-server is not installed (apt-get install redis-server)",
+            );
         }
         installed
     }

@@ -2,6 +2,8 @@
 //! development IdP as the mock IdP, and the echo upstream.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use serde_json::{json, Value};

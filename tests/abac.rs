@@ -507,3 +507,108 @@ async fn operators_can_ask_for_the_reason_in_a_header() {
         "The token is not a well-formed JWT."
     );
 }
+
+/// How a stand-in check-permission endpoint fails on the wire.
+#[derive(Clone, Copy, Debug)]
+enum WireFault {
+    /// Reads the request, then resets the connection (RST) before answering.
+    Reset,
+    /// Answers `200` with a `Content-Length` of 64 and a 20-byte start of a JSON decision that
+    /// says `{"allowed": true`, then closes: an answer cut short.
+    CutShort,
+}
+
+/// A check-permission endpoint failing as `fault`, counting the requests it read.
+async fn faulty_check_endpoint(
+    fault: WireFault,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                match fault {
+                    WireFault::Reset => {
+                        let _ = s.set_zero_linger();
+                    }
+                    WireFault::CutShort => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n{\"allowed\": true")
+                            .await;
+                        let _ = s.flush().await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, asked)
+}
+
+/// The live check fails closed when the IdP resets the connection or cuts its answer short,
+/// even when what it did send begins with `{"allowed": true`: 503 with `Retry-After`, and the
+/// upstream never reached.
+#[tokio::test]
+async fn a_reset_or_cut_short_check_answer_fails_closed() {
+    use std::sync::atomic::Ordering;
+    for fault in [WireFault::Reset, WireFault::CutShort] {
+        let (endpoint, asked) = faulty_check_endpoint(fault).await;
+        let (idp, echo) = idp_and_echo().await;
+        let setup = setup("");
+        let gw = start_gateway(
+            |port, admin| {
+                let text = config(port, admin, &idp, echo.addr(), &setup);
+                let ours = format!(
+                    "check_permission_url = \"{}/api/auth/check-permission\"",
+                    idp.issuer()
+                );
+                assert!(text.contains(&ours));
+                text.replace(
+                    &ours,
+                    &format!(
+                        "check_permission_url = \"http://{endpoint}/api/auth/check-permission\""
+                    ),
+                )
+            },
+            true,
+        )
+        .await;
+        let w = World {
+            idp,
+            echo,
+            gw,
+            http: client(),
+        };
+        let reached = w.echo.requests();
+        let r = refund(
+            &w,
+            &refunder(&w),
+            r#"{"amount": 20, "payment": {"currency": "EUR"}}"#,
+        )
+        .await;
+        assert_eq!(r.status(), 503, "{fault:?}");
+        assert!(r.headers().contains_key("retry-after"), "{fault:?}");
+        assert!(
+            asked.load(Ordering::SeqCst) >= 1,
+            "{fault:?}: the IdP was never asked"
+        );
+        assert_eq!(
+            w.echo.requests(),
+            reached,
+            "{fault:?}: the refund reached the upstream"
+        );
+    }
+}

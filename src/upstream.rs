@@ -9,6 +9,7 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::health_check::{HealthObserve, HttpHealthCheck};
 use pingora_load_balancing::{Backend, Backends};
@@ -118,10 +119,12 @@ impl Upstream {
                     })
             })
             .collect::<Result<Vec<SocketAddr>, UpstreamError>>()?;
+        let ca = trust_anchors(&u.ca);
         let peers = resolved
             .iter()
             .map(|addr| {
                 let mut peer = HttpPeer::new(*addr, u.tls, u.sni.clone());
+                peer.options.ca = ca.clone();
                 peer.options.connection_timeout = Some(u.connect_timeout);
                 peer.options.total_connection_timeout = Some(u.connect_timeout * 2);
                 peer.options.read_timeout = Some(u.read_timeout);
@@ -284,6 +287,20 @@ struct Checks {
     running: AtomicBool,
 }
 
+/// The CA certificates an upstream's TLS certificate must chain to, as Pingora's connector
+/// takes them; `None` (the platform's roots) when the config names none. Each DER was parsed
+/// when the config was loaded, so the parse here cannot fail.
+fn trust_anchors(ca: &[Vec<u8>]) -> Option<Arc<pingora::protocols::tls::CaType>> {
+    if ca.is_empty() {
+        return None;
+    }
+    let certs: Box<pingora::protocols::tls::CaType> = ca
+        .iter()
+        .map(|der| WrappedX509::new(der.clone(), parse_x509))
+        .collect();
+    Some(Arc::from(certs))
+}
+
 impl Checks {
     fn new(
         u: &UpstreamSettings,
@@ -299,6 +316,7 @@ impl Checks {
         let mut backends = Backends::new(Static::new(set));
         let mut check = HttpHealthCheck::new(&hc.host, u.tls);
         check.peer_template.sni = u.sni.clone();
+        check.peer_template.options.ca = trust_anchors(&u.ca);
         check.peer_template.options.connection_timeout = Some(hc.timeout);
         check.peer_template.options.read_timeout = Some(hc.timeout);
         check.peer_template.options.total_connection_timeout = Some(hc.timeout);
@@ -380,6 +398,7 @@ mod tests {
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
             tls: false,
             sni: String::new(),
+            ca: Vec::new(),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             selection,

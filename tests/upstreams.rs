@@ -10,6 +10,8 @@ use devidp::idp::DevIdp;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A world whose config appends `extra` (upstreams and routes), with echo servers of its own.
@@ -286,4 +288,112 @@ async fn http2_to_the_upstream_where_configured() {
         .unwrap();
     assert_eq!(r["version"], "HTTP/1.1", "other upstreams keep HTTP/1.1");
     assert_eq!(r["server"], echo.addr().to_string());
+}
+
+/// A TLS upstream with a certificate for `upstream.test` issued by a CA of its own: each answer
+/// names the SNI the connection asked for. Returns its address, the CA's PEM and the count of
+/// requests it has read.
+async fn tls_upstream() -> (SocketAddr, String, Arc<AtomicUsize>) {
+    use pingora::tls::{CertificateDer, PrivateKeyDer, ServerConfig, TlsAcceptor};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    pingora::tls::install_default_crypto_provider();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "authgate test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["upstream.test".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = read.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = format!("{{\"server\": \"tls\", \"sni\": \"{sni}\"}}");
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, ca.pem(), read)
+}
+
+/// TLS to an upstream verifies its certificate: against the upstream's `ca_file` (an internal
+/// CA) for the name `sni` says, which is also the SNI sent. A certificate for another name, or
+/// one the platform's roots do not know (no `ca_file`), is refused with 502 and nothing is sent.
+#[tokio::test]
+async fn upstream_tls_verifies_the_certificate_against_ca_file_and_sends_the_sni() {
+    let (addr, ca, read) = tls_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let ca_file = ca_file.display();
+    let upstream = |name: &str, more: &str| {
+        format!("\n[[upstreams]]\nname = \"{name}\"\naddresses = [\"{addr}\"]\ntls = true\nconnect_timeout = \"1s\"\n{more}\n\n[[routes]]\nname = \"{name}\"\npath = \"/{name}/*\"\nupstream = \"{name}\"\nauth = \"none\"\n")
+    };
+    let extra = [
+        upstream(
+            "good",
+            &format!("sni = \"upstream.test\"\nca_file = \"{ca_file}\""),
+        ),
+        upstream(
+            "other-name",
+            &format!("sni = \"other.test\"\nca_file = \"{ca_file}\""),
+        ),
+        upstream("platform-roots", "sni = \"upstream.test\""),
+    ]
+    .concat();
+    let (_idp, _echo, gw) = world(extra).await;
+    let http = client();
+    let r = http.get(format!("{}/good/x", gw.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", gw.log.lock().unwrap());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["sni"], "upstream.test", "{body}");
+    for refused in ["other-name", "platform-roots"] {
+        let r = http
+            .get(format!("{}/{refused}/x", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            502,
+            "{refused}: an unverifiable certificate was accepted"
+        );
+    }
+    assert_eq!(
+        read.load(Ordering::SeqCst),
+        1,
+        "a request went over an unverified connection"
+    );
 }

@@ -308,6 +308,9 @@ pub struct UpstreamFile {
     pub tls: Option<bool>,
     /// SNI and certificate name for TLS (default: the first address's host).
     pub sni: Option<String>,
+    /// PEM file of the CA certificates the upstream's certificate must chain to, instead of
+    /// the platform's roots (an internal CA).
+    pub ca_file: Option<String>,
     /// Connect timeout, e.g. `"2s"`.
     pub connect_timeout: Option<String>,
     /// Read timeout, e.g. `"30s"`.

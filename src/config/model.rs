@@ -454,6 +454,9 @@ pub struct UpstreamSettings {
     pub tls: bool,
     /// SNI / certificate name.
     pub sni: String,
+    /// The CA certificates (DER, each parsed at load) the upstream's certificate must chain to;
+    /// empty: the platform's roots.
+    pub ca: Vec<Vec<u8>>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Read timeout.

@@ -692,3 +692,72 @@ fn shadow_grants_are_named_and_replace_only_an_enforced_grant_of_their_client() 
         );
     }
 }
+
+#[test]
+fn an_upstreams_ca_file_is_read_and_checked_at_load() {
+    let dir = std::env::temp_dir().join(format!("authgate-ca-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n").unwrap();
+    let key_only = dir.join("key.pem");
+    std::fs::write(
+        &key_only,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let with = |more: String| {
+        VALID.replacen(
+            "addresses = [\"127.0.0.1:3000\"]",
+            &format!("addresses = [\"127.0.0.1:3000\"]\n{more}"),
+            1,
+        )
+    };
+    let cases = [
+        (
+            format!("ca_file = \"{}\"", garbage.display()),
+            "upstreams[0].ca_file: ".to_string()
+                + &garbage.display().to_string()
+                + " is only for TLS",
+        ),
+        (
+            "tls = true\nca_file = \"/nonexistent/ca.pem\"".to_string(),
+            "upstreams[0].ca_file: /nonexistent/ca.pem cannot be read".to_string(),
+        ),
+        (
+            format!("tls = true\nca_file = \"{}\"", not_pem.display()),
+            format!(
+                "upstreams[0].ca_file: {} is not a PEM file",
+                not_pem.display()
+            ),
+        ),
+        (
+            format!("tls = true\nca_file = \"{}\"", key_only.display()),
+            format!(
+                "upstreams[0].ca_file: {} holds no CERTIFICATE block",
+                key_only.display()
+            ),
+        ),
+        (
+            format!("tls = true\nca_file = \"{}\"", garbage.display()),
+            format!(
+                "upstreams[0].ca_file: {}: certificate 1 is not valid X.509",
+                garbage.display()
+            ),
+        ),
+    ];
+    for (upstream, want) in cases {
+        let p = problems(&with(upstream));
+        assert!(
+            p.iter()
+                .any(|m| m.contains(&want) && m.starts_with("test.toml:")),
+            "want {want:?}, got {p:#?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

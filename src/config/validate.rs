@@ -1391,12 +1391,28 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
         let health_check = f
             .health_check
             .and_then(|h| health_check(h, &sni, &at.key("health_check"), problems));
+        let tls = f.tls.unwrap_or(false);
+        let ca = match f.ca_file {
+            Some(path) if !tls => {
+                problems.add(
+                    &at.key("ca_file"),
+                    format!("{path} is only for TLS: set tls = true, or remove ca_file"),
+                );
+                Vec::new()
+            }
+            Some(path) => ca_certificates(&path).unwrap_or_else(|why| {
+                problems.add(&at.key("ca_file"), why);
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         if let Some(name) = name {
             out.push(UpstreamSettings {
                 name,
                 addresses,
-                tls: f.tls.unwrap_or(false),
+                tls,
                 sni,
+                ca,
                 connect_timeout,
                 read_timeout,
                 selection,
@@ -1407,6 +1423,32 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
         }
     }
     out
+}
+
+/// The certificates of a PEM CA file, each checked to be a readable X.509 certificate (the TLS
+/// connector reads them again on every connection and must not meet a bad one there).
+fn ca_certificates(path: &str) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{path} cannot be read: {e}"))?;
+    let blocks = pem::parse_many(&text).map_err(|e| format!("{path} is not a PEM file: {e}"))?;
+    let certificates: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect();
+    if certificates.is_empty() {
+        return Err(format!(
+            "{path} holds no CERTIFICATE block: name a PEM file of CA certificates"
+        ));
+    }
+    for (i, der) in certificates.iter().enumerate() {
+        if let Err(e) = x509_parser::parse_x509_certificate(der) {
+            return Err(format!(
+                "{path}: certificate {} is not valid X.509: {e}",
+                i + 1
+            ));
+        }
+    }
+    Ok(certificates)
 }
 
 /// Most retries an upstream may ask for.

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// The encryption key both instances share (base64 of 32 bytes).
 const KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+/// The login key both instances share when a test says so.
+const LOGIN_KEY: &str = "3q2+7wABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhs=";
 
 struct Pair {
     idp: DevIdp,
@@ -30,6 +32,11 @@ impl Pair {
     /// the port, as they would behind one load balancer). `None` when redis-server is missing
     /// outside CI.
     async fn start(what: &str) -> Option<Pair> {
+        Pair::start_with(what, "").await
+    }
+
+    /// [`Pair::start`] with `session_extra` added to both instances' `[session]`.
+    async fn start_with(what: &str, session_extra: &str) -> Option<Pair> {
         let redis = RedisServer::start_or_skip(what)?;
         let (idp, echo) = idp_and_echo().await;
         let ports = [(free_port(), free_port()), (free_port(), free_port())];
@@ -71,7 +78,7 @@ impl Pair {
                 ports[0].0
             ),
         );
-        let session = format!("store = \"redis\"\n[session.redis]\nurl = \"{}\"\nprefix = \"it:\"\nkey = \"{KEY}\"\ntimeout = \"300ms\"\nconnect_timeout = \"300ms\"\n", redis.url());
+        let session = format!("{session_extra}\nstore = \"redis\"\n[session.redis]\nurl = \"{}\"\nprefix = \"it:\"\nkey = \"{KEY}\"\ntimeout = \"300ms\"\nconnect_timeout = \"300ms\"\n", redis.url());
         let setup = Setup {
             clients: Clients::SignIn,
             session_extra: session,
@@ -201,6 +208,72 @@ async fn metric(gw: &Gateway, line_start: &str) -> Option<f64> {
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Behind one load balancer, a sign-in started at one instance comes back to the other: with a
+/// shared `session.login_key`, the other opens the login cookie and finishes the sign-in;
+/// without one (each instance its own generated key), it refuses it with the sign-in-failed
+/// page and no session, and the code is never exchanged.
+#[tokio::test]
+async fn a_login_started_at_one_instance_is_finished_at_the_other_with_a_shared_login_key() {
+    for shared in [true, false] {
+        let extra = if shared {
+            format!("login_key = \"{LOGIN_KEY}\"")
+        } else {
+            String::new()
+        };
+        let Some(w) = Pair::start_with("tests/redis.rs", &extra).await else {
+            return;
+        };
+        let ((a1, a2), _) = (w.a(), w.b());
+        let b = browser();
+        let r = b
+            .get(format!("{a1}/app/page"))
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let r = b
+            .get(format!("{}&user=alice", location(&r)))
+            .send()
+            .await
+            .unwrap();
+        let callback = location(&r);
+        assert!(
+            callback.starts_with(&format!("{a1}/_authgate/callback?")),
+            "{callback}"
+        );
+        // The load balancer sends the callback to instance two, under the public host.
+        let tokens = w.idp.token_requests();
+        let r = b
+            .get(callback.replacen(&a1, &a2, 1))
+            .header("host", a1.trim_start_matches("http://"))
+            .send()
+            .await
+            .unwrap();
+        if shared {
+            assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+            assert_eq!(location(&r), format!("{a1}/app/page"));
+            assert_eq!(w.idp.token_requests(), tokens + 1);
+            for at in [&a1, &a2] {
+                assert_eq!(
+                    subject(&b, &format!("{at}/app/x")).await,
+                    Ok("user_alice".into()),
+                    "{at}"
+                );
+            }
+        } else {
+            assert_eq!(
+                r.status(),
+                400,
+                "a login sealed by another key was accepted"
+            );
+            assert!(r.text().await.unwrap().contains("Sign-in failed"));
+            assert_eq!(w.idp.token_requests(), tokens, "the code was exchanged");
+            assert_eq!(subject(&b, &format!("{a2}/app/x")).await, Err(401));
+        }
+    }
 }
 
 #[tokio::test]

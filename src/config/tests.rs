@@ -698,7 +698,11 @@ fn an_upstreams_ca_file_is_read_and_checked_at_load() {
     let dir = std::env::temp_dir().join(format!("authgate-ca-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let not_pem = dir.join("not.pem");
-    std::fs::write(&not_pem, "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &not_pem,
+        "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let key_only = dir.join("key.pem");
     std::fs::write(
         &key_only,

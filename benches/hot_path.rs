@@ -279,15 +279,18 @@ fn header_injection(c: &mut Criterion) {
     ] {
         req.append_header(k, v).unwrap();
     }
-    let (subject, email, client, permission) = (
+    let (subject, email, provider, client, permission) = (
         encode("user_1"),
         encode("one@example.com"),
+        encode("idp"),
         encode("billing"),
         encode("client_abc:invoice:read"),
     );
     let id = Identity {
         subject: Some(&subject),
         email: Some(&email),
+        email_verified: true,
+        provider: Some(&provider),
         client: Some(&client),
         permission: Some(&permission),
     };

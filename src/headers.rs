@@ -1,16 +1,20 @@
 //! Headers on the way upstream. Nothing a client sends may pose as something the gateway
-//! vouches for: identity headers (the gateway's prefix, and by default other proxies' identity
-//! headers), credentials, URL and method overrides, and forwarding headers from peers that are
+//! vouches for: identity headers (the gateway's prefix, its own `x-authgate-` namespace, and by
+//! default other proxies' identity headers), credentials, URL and method overrides, and forwarding headers from peers that are
 //! not trusted proxies are removed, every name compared with `_` read as `-` (a CGI, WSGI, Rack
 //! or PHP upstream reads `x_auth_user` as `x-auth-user`). Then the verified identity is
 //! injected, values outside visible ASCII percent-encoded so no claim can smuggle a header line.
 
-use crate::config::model::{HeaderSettings, Underscores};
+use crate::config::model::{HeaderSettings, Underscores, UnverifiedEmail};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use pingora::http::RequestHeader;
 
 const UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// The gateway's own header namespace: never taken from a client, whatever the configured
+/// prefix (the gateway may name its headers here, e.g. an `identity_jwt.header`).
+pub const GATEWAY_NAMESPACE: &str = "x-authgate-";
 
 /// Identity headers that other auth proxies and web-server modules set, which upstreams moved
 /// from them trust (oauth2-proxy, Apache/Kerberos `REMOTE_USER`, Pomerium, Authelia, Cloudflare
@@ -145,10 +149,14 @@ pub fn encode(text: &str) -> HeaderValue {
 /// The verified identity to inject, as header values built once per token, client and route.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Identity<'a> {
-    /// `sub`.
+    /// The subject, unique across providers ([`crate::identity::Principal::upstream_subject`]).
     pub subject: Option<&'a HeaderValue>,
-    /// `email`.
+    /// `email`, sent when verified or when the settings send unverified ones.
     pub email: Option<&'a HeaderValue>,
+    /// Whether the provider verified `email`.
+    pub email_verified: bool,
+    /// The provider that vouched (its configured name; `idp` for the `[idp]`).
+    pub provider: Option<&'a HeaderValue>,
     /// The client app's name.
     pub client: Option<&'a HeaderValue>,
     /// The permission that let the request through, `entity:action`.
@@ -202,12 +210,15 @@ pub struct IdentityHeaders {
     prefix: String,
     subject: HeaderName,
     email: HeaderName,
+    email_verified: HeaderName,
+    provider: HeaderName,
     client: HeaderName,
     permission: HeaderName,
     name: HeaderName,
     groups: HeaderName,
     forward_token: bool,
     underscores: Underscores,
+    unverified_email: UnverifiedEmail,
     /// Identity headers of other proxies, overrides, the configured list, credentials.
     strip: NameSet,
     forwarding: NameSet,
@@ -240,12 +251,15 @@ impl IdentityHeaders {
             prefix: fold(&h.prefix),
             subject: name("subject"),
             email: name("email"),
+            email_verified: name("email-verified"),
+            provider: name("provider"),
             client: name("client"),
             permission: name("permission"),
             name: name("name"),
             groups: name("groups"),
             forward_token: h.forward_token,
             underscores: h.underscores,
+            unverified_email: h.unverified_email,
             strip,
             forwarding,
         }
@@ -275,9 +289,16 @@ impl IdentityHeaders {
             })
     }
 
+    /// True when an email its provider `verified` (or not) goes upstream, in the header and
+    /// in the signed identity (`unverified_email`).
+    pub fn sends_email(&self, verified: bool) -> bool {
+        verified || self.unverified_email == UnverifiedEmail::Send
+    }
+
     /// What `name` (lowercase, `_` folded) is, for the upstream.
     fn kind(&self, folded: &[u8]) -> Kind {
         if folded.starts_with(self.prefix.as_bytes())
+            || folded.starts_with(GATEWAY_NAMESPACE.as_bytes())
             || self.strip.contains(folded)
             || (folded == b"authorization" && !self.forward_token)
         {
@@ -323,7 +344,8 @@ impl IdentityHeaders {
         }
     }
 
-    /// The headers of `req` the upstream may see: no client-sent identity headers, overrides or
+    /// The headers of `req` the upstream may see: no client-sent identity headers (the prefix's,
+    /// the gateway's own [`GATEWAY_NAMESPACE`], other proxies'), overrides or
     /// credentials (unless configured to forward the token), no headers named in
     /// [`Self::also_strip`], forwarding headers only from a `trusted` proxy, header names with
     /// `_` as configured. `Cookie` and (from a trusted proxy) `X-Forwarded-For` are set aside
@@ -348,7 +370,7 @@ impl IdentityHeaders {
         };
         let mut folded = Vec::new();
         if map.len() <= MOVE_AT_MOST {
-            out.map = HeaderMap::with_capacity(map.len() + 8);
+            out.map = HeaderMap::with_capacity(map.len() + 10);
             // Consuming the map names each header once, before the first of its values.
             let (mut fate, mut kept) = (Fate::Drop, None);
             for (name, value) in map {
@@ -388,7 +410,7 @@ impl IdentityHeaders {
             }
         }
         // Room for the gateway's headers (identity, request id, forwarding) without regrowing.
-        let _ = map.try_reserve(8);
+        let _ = map.try_reserve(10);
         out.map = map;
         out
     }
@@ -449,17 +471,26 @@ fn uri_target(uri: &http::Uri) -> &[u8] {
 }
 
 impl UpstreamHeaders {
-    /// Adds the verified identity.
+    /// Adds the verified identity: subject, provider, client, permission, and the email with
+    /// `{prefix}email-verified` when it is verified or `unverified_email = "send"`.
     pub fn inject(&mut self, names: &IdentityHeaders, id: &Identity<'_>) {
+        let email = id.email.filter(|_| names.sends_email(id.email_verified));
         for (name, value) in [
             (&names.subject, id.subject),
-            (&names.email, id.email),
+            (&names.provider, id.provider),
+            (&names.email, email),
             (&names.client, id.client),
             (&names.permission, id.permission),
         ] {
             if let Some(v) = value {
                 self.map.insert(name.clone(), v.clone());
             }
+        }
+        if email.is_some() {
+            self.map.insert(
+                names.email_verified.clone(),
+                HeaderValue::from_static(if id.email_verified { "true" } else { "false" }),
+            );
         }
     }
 
@@ -530,6 +561,7 @@ mod tests {
             underscores: Underscores::Drop,
             strip: vec![],
             strip_defaults: true,
+            unverified_email: UnverifiedEmail::Omit,
         }
     }
 
@@ -578,6 +610,10 @@ mod tests {
             "authorization",
             "x-tenant",
             "X_Tenant",
+            "x-authgate-user",
+            "X-Authgate-Reason",
+            "x_authgate_user",
+            "X_AUTHGATE_IDENTITY",
         ];
         // Two headers (moved into a new map) and a browser's dozen (edited in place).
         let dozen: Vec<(String, &str)> = (0..12).map(|i| (format!("x-pad-{i}"), "p")).collect();
@@ -706,8 +742,9 @@ mod tests {
             &Identity {
                 subject: Some(&subject),
                 email: Some(&email),
+                email_verified: true,
                 client: Some(&client),
-                permission: None,
+                ..Identity::default()
             },
         );
         up.install(&mut req, None).unwrap();
@@ -727,6 +764,63 @@ mod tests {
         assert!(values(&req, "cookie").is_empty() && values(&req, "x-forwarded-for").is_empty());
         assert_eq!(req.raw_path(), b"/a?b=1");
         assert_eq!(req.method, http::Method::GET);
+    }
+
+    #[test]
+    fn an_unverified_email_goes_upstream_only_when_configured_and_marked() {
+        let (subject, email, provider) = (encode("u"), encode("a@b.example"), encode("idp"));
+        for (unverified_email, verified, want_email, want_flag) in [
+            (
+                UnverifiedEmail::Omit,
+                true,
+                Some("a@b.example"),
+                Some("true"),
+            ),
+            (UnverifiedEmail::Omit, false, None, None),
+            (
+                UnverifiedEmail::Send,
+                true,
+                Some("a@b.example"),
+                Some("true"),
+            ),
+            (
+                UnverifiedEmail::Send,
+                false,
+                Some("a@b.example"),
+                Some("false"),
+            ),
+        ] {
+            let h = IdentityHeaders::from_config(&HeaderSettings {
+                unverified_email,
+                ..settings(false)
+            });
+            let mut req = request(&[("x-auth-email-verified", "true")]);
+            let mut up = h.upstream(&mut req, false);
+            up.inject(
+                &h,
+                &Identity {
+                    subject: Some(&subject),
+                    email: Some(&email),
+                    email_verified: verified,
+                    provider: Some(&provider),
+                    ..Identity::default()
+                },
+            );
+            up.install(&mut req, None).unwrap();
+            let case = format!("{unverified_email:?}, verified: {verified}");
+            assert_eq!(
+                values(&req, "x-auth-email").first().map(String::as_str),
+                want_email,
+                "{case}"
+            );
+            assert_eq!(
+                values(&req, "x-auth-email-verified"),
+                want_flag.into_iter().map(String::from).collect::<Vec<_>>(),
+                "{case}"
+            );
+            assert_eq!(values(&req, "x-auth-provider"), vec!["idp"], "{case}");
+            assert_eq!(h.sends_email(verified), want_email.is_some(), "{case}");
+        }
     }
 
     #[test]

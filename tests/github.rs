@@ -221,6 +221,14 @@ path = "/app/*"
 upstream = "app"
 auth = "authenticated"
 
+# The signed identity, beside the headers.
+[[routes]]
+name = "signed"
+path = "/signed/*"
+upstream = "app"
+auth = "authenticated"
+signed_identity = true
+
 # Only here does the user's GitHub token go upstream (a GitHub API proxy, say).
 [[routes]]
 name = "github-api"
@@ -379,10 +387,15 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
     let echoed: Value = r.json().await.unwrap();
     let h = &echoed["headers"];
     assert_eq!(
-        h["x-auth-subject"], "583231",
-        "GitHub's numeric id is the subject"
+        h["x-auth-subject"], "github:583231",
+        "GitHub's numeric id, after the provider's name, is the subject"
     );
+    assert_eq!(h["x-auth-provider"], "github");
     assert_eq!(h["x-auth-email"], "octocat@users.example");
+    assert_eq!(
+        h["x-auth-email-verified"], "true",
+        "the primary verified email"
+    );
     assert_eq!(h["x-auth-client"], "portfolio");
     assert_eq!(h["x-auth-name"], "octocat", "the login as the name");
     assert_eq!(h["x-auth-groups"], "acme:billing");
@@ -426,6 +439,7 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
         .await
         .unwrap();
     assert_eq!(info["provider"], "github");
+    assert_eq!(info["subject"], "github:583231", "as upstreams get it");
     assert_eq!(info["login"], "octocat");
     assert_eq!(info["client"], "portfolio");
     assert_eq!(info["origin"], w.portfolio);
@@ -457,6 +471,7 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{echoed}");
     assert_eq!(echoed["headers"]["x-auth-subject"], "user_alice");
+    assert_eq!(echoed["headers"]["x-auth-provider"], "idp");
     assert_eq!(
         echoed["headers"]["x-auth-permission"],
         "client_abc:invoice:read"
@@ -489,6 +504,126 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
         .await
         .unwrap();
     assert_eq!(info["provider"], "idp");
+}
+
+#[tokio::test]
+async fn subjects_of_two_providers_never_collide() {
+    let w = World::start().await;
+    // octocat (GitHub id 583231) signs in to `both` through GitHub.
+    let b = w.browser();
+    let r = navigate(
+        &b,
+        &format!("{}/_authgate/login?provider=github&rd=%2Fapp%2Fx", w.both),
+    )
+    .await;
+    let r = b
+        .get(format!("{}&login=octocat", location(&r)))
+        .send()
+        .await
+        .unwrap();
+    let r = b.get(location(&r)).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    let github: Value = api(&b, &format!("{}/app/x", w.both))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let gh = &github["headers"];
+    assert_eq!(gh["x-auth-provider"], "github", "{gh}");
+    assert_eq!(gh["x-auth-subject"], "github:583231", "{gh}");
+
+    // The IdP's user whose `sub` is the same number, at the same client: another subject.
+    let bearer = |sub: &str| {
+        w.idp
+            .mint(json!({"sub": sub, "aud": AUDIENCE, "azp": "both-oidc"}))
+    };
+    let r = w
+        .browser()
+        .get(format!("{}/app/x", w.both))
+        .bearer_auth(bearer("583231"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let idp: Value = r.json().await.unwrap();
+    let h = &idp["headers"];
+    assert_eq!(h["x-auth-provider"], "idp", "{h}");
+    assert_eq!(h["x-auth-subject"], "583231", "{h}");
+    assert_ne!(
+        h["x-auth-subject"], gh["x-auth-subject"],
+        "two providers' users share one subject"
+    );
+
+    // An IdP subject in a GitHub-type provider's form (any case) is refused: upstreams would
+    // take it for octocat. Nothing reaches the upstream.
+    for sub in ["github:583231", "GitHub:583231", "github:"] {
+        let before = w.echo.requests();
+        let r = w
+            .browser()
+            .get(format!("{}/app/x", w.both))
+            .header(ACCEPT, "application/json")
+            .bearer_auth(bearer(sub))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{sub}: {}", r.text().await.unwrap());
+        assert_eq!(w.echo.requests(), before, "{sub} reached the upstream");
+    }
+    // Subjects with a colon that name no provider are the IdP's.
+    let r = w
+        .browser()
+        .get(format!("{}/app/x", w.both))
+        .bearer_auth(bearer("auth0:42"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The signed identity names the provider and its issuer.
+    let signed: Value = api(&b, &format!("{}/signed/x", w.both))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jwt = signed["headers"]["x-auth-jwt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no signed identity: {signed}"));
+    let payload = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jwt.split('.').nth(1).unwrap(),
+    )
+    .unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(claims["sub"], "github:583231", "{claims}");
+    assert_eq!(claims["provider"], "github", "{claims}");
+    assert_eq!(claims["provider_iss"], w.gh.base_url(), "{claims}");
+    assert_eq!(claims["email"], "octocat@users.example", "{claims}");
+    assert_eq!(claims["email_verified"], true, "{claims}");
+}
+
+#[tokio::test]
+async fn grants_by_email_need_a_verified_email() {
+    let w = World::start().await;
+    // billing grants invoice:read to alice@example.com: only when the token says it is verified.
+    for (verified, want) in [(json!(false), 403), (Value::Null, 403), (json!(true), 200)] {
+        let mut claims =
+            json!({"sub": "eve", "email": "alice@example.com", "aud": AUDIENCE, "azp": "abc"});
+        if !verified.is_null() {
+            claims["email_verified"] = verified.clone();
+        }
+        let before = w.echo.requests();
+        let r = reqwest::Client::new()
+            .get(format!("{}/api/invoices/7", w.billing))
+            .header(ACCEPT, "application/json")
+            .bearer_auth(w.idp.mint(claims))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "email_verified {verified}");
+        if want == 403 {
+            assert_eq!(w.echo.requests(), before, "email_verified {verified}");
+        }
+    }
 }
 
 /// `authgate_shadow_grants_total` for one grant of `portfolio`.
@@ -525,7 +660,7 @@ async fn shadow_grants_are_counted_and_change_nothing() {
         echoed["headers"]["x-auth-permission"], "client_portfolio:invoice:read",
         "{echoed}"
     );
-    assert_eq!(echoed["headers"]["x-auth-subject"], "583231");
+    assert_eq!(echoed["headers"]["x-auth-subject"], "github:583231");
     assert_eq!(
         shadow_grant_count(&w, "invoice-by-login", "refuse").await,
         1.0

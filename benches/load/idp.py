@@ -145,7 +145,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             return self.reply(400, {"error": "unsupported_grant_type"})
         now = int(time.time())
-        user = dict(sub="session_user", email="session.user@example.com", iat=now)
+        user = dict(sub="session_user", email="session.user@example.com", email_verified=True, iat=now)
         access = SIGNER.jwt(claims(now, **user, azp=cid, exp=now + ACCESS_TTL,
                                    permissions={f"{NAMESPACE}:invoice": ["read"]}))
         id_claims = dict(iss=ISSUER, aud=cid, azp=cid, name="Session User", exp=now + ACCESS_TTL, **user)

@@ -140,6 +140,9 @@ pub struct HeadersFile {
     pub strip: Option<Vec<String>>,
     /// Also strip the well-known identity headers of other proxies (default true).
     pub strip_defaults: Option<bool>,
+    /// An email its provider has not verified: `"omit"` it (default) or `"send"` it, marked
+    /// `{prefix}email-verified: false`.
+    pub unverified_email: Option<String>,
 }
 
 /// `[[clients]]`: one client app.

@@ -379,6 +379,20 @@ pub struct HeaderSettings {
     pub strip: Vec<String>,
     /// Also strip [`crate::headers::OTHER_PROXIES_IDENTITY`].
     pub strip_defaults: bool,
+    /// Whether an email its provider has not verified goes upstream (header and signed identity).
+    pub unverified_email: UnverifiedEmail,
+}
+
+/// What the upstream gets of an email its provider has not verified (`email_verified` not
+/// `true`). A verified email is always sent, with `{prefix}email-verified: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnverifiedEmail {
+    /// Left out: no email header, no `email` claim (the default). An upstream keying accounts
+    /// on email cannot be handed an address nobody confirmed.
+    #[default]
+    Omit,
+    /// Sent, with `{prefix}email-verified: false` and `email_verified: false` in the signed identity.
+    Send,
 }
 
 /// What happens to a request header whose name contains `_` (CGI, WSGI, Rack and PHP servers

@@ -764,4 +764,48 @@ fn an_upstreams_ca_file_is_read_and_checked_at_load() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+=======
+fn unverified_emails_are_omitted_unless_sent_on_purpose() {
+    let c = parse("test.toml", VALID, &env).unwrap();
+    use crate::config::model::UnverifiedEmail;
+    assert_eq!(c.headers.unverified_email, UnverifiedEmail::Omit);
+    for (value, want) in [
+        ("omit", Some(UnverifiedEmail::Omit)),
+        ("send", Some(UnverifiedEmail::Send)),
+        ("yes", None),
+    ] {
+        let text = format!("{VALID}\n[headers]\nunverified_email = \"{value}\"\n");
+        match want {
+            Some(w) => assert_eq!(
+                parse("test.toml", &text, &env)
+                    .unwrap()
+                    .headers
+                    .unverified_email,
+                w
+            ),
+            None => {
+                let p = problems(&text);
+                assert!(
+                    p.iter()
+                        .any(|l| l.contains("headers.unverified_email: \"yes\" is not a choice")),
+                    "{p:#?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn provider_names_differ_ignoring_case() {
+    // A name prefixes its users' subjects upstream (`github:583231`): `GitHub` and `github`
+    // would be one to a case-insensitive database.
+    let text = format!("{VALID}{PROVIDERS}").replace("name = \"ghes\"", "name = \"GitHub\"");
+    let p = problems(&text);
+    let e =
+        "providers[1].name: \"GitHub\" names two providers: names must be unique, ignoring case";
+    assert!(p.iter().any(|l| l.contains(e)), "missing {e:?} in {p:#?}");
+    let text = format!("{VALID}{PROVIDERS}").replace("name = \"ghes\"", "name = \"IDP\"");
+    let p = problems(&text);
+    let e = "providers[1].name: \"IDP\" is the [idp] section's name";
+    assert!(p.iter().any(|l| l.contains(e)), "missing {e:?} in {p:#?}");
 }

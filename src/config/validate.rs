@@ -424,11 +424,13 @@ fn providers(
             "the name clients use in [[clients.providers]]",
         );
         if let Some(n) = &name {
-            if out.iter().any(|p| &p.name == n) {
-                let why = if n == IDP_PROVIDER {
+            // Unique ignoring case: a name is the prefix of its users' subjects upstream
+            // (`github:583231`), which a case-insensitive database would confuse.
+            if out.iter().any(|p| p.name.eq_ignore_ascii_case(n)) {
+                let why = if n.eq_ignore_ascii_case(IDP_PROVIDER) {
                     "is the [idp] section's name"
                 } else {
-                    "names two providers: names must be unique"
+                    "names two providers: names must be unique, ignoring case"
                 };
                 problems.add(&at.key("name"), format!("{n:?} {why}"));
             } else if n.is_empty()
@@ -858,6 +860,17 @@ fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
             Underscores::Drop
         }
     };
+    let unverified_email = match f.unverified_email.as_deref() {
+        None | Some("omit") => UnverifiedEmail::Omit,
+        Some("send") => UnverifiedEmail::Send,
+        Some(other) => {
+            problems.add(
+                &at.key("unverified_email"),
+                format!("{other:?} is not a choice: write \"omit\" (the default: an unverified email never goes upstream) or \"send\" (sent with {}email-verified: false)", prefix),
+            );
+            UnverifiedEmail::Omit
+        }
+    };
     let mut strip = Vec::new();
     for (i, name) in f.strip.unwrap_or_default().into_iter().enumerate() {
         let folded = crate::headers::fold(&name);
@@ -884,6 +897,7 @@ fn headers(f: HeadersFile, problems: &mut Problems) -> HeaderSettings {
         underscores,
         strip,
         strip_defaults: f.strip_defaults.unwrap_or(true),
+        unverified_email,
     }
 }
 

@@ -40,10 +40,16 @@ pub enum AssertionError {
 /// What an assertion says.
 #[derive(Debug, Clone, Copy)]
 pub struct Claims<'a> {
-    /// The caller's subject.
+    /// The caller's subject, unique across providers ([`crate::identity::Principal::upstream_subject`]).
     pub subject: &'a str,
-    /// The caller's email.
+    /// The caller's email, when it goes upstream (verified, or `unverified_email = "send"`).
     pub email: Option<&'a str>,
+    /// Whether the provider verified `email` (present with it).
+    pub email_verified: Option<bool>,
+    /// The provider that vouched: its configured name, `idp` for the `[idp]`.
+    pub provider: &'a str,
+    /// That provider's issuer: the `[idp]`'s `issuer`, a GitHub-type provider's `base_url`.
+    pub provider_iss: &'a str,
     /// The client app's name.
     pub client: Option<&'a str>,
     /// The permission granted, `entity:action`.
@@ -124,6 +130,13 @@ impl Asserter {
         let parts = [
             c.subject,
             c.email.unwrap_or("\u{0}"),
+            match c.email_verified {
+                Some(true) => "true",
+                Some(false) => "false",
+                None => "\u{0}",
+            },
+            c.provider,
+            c.provider_iss,
             c.client.unwrap_or("\u{0}"),
             c.permission.unwrap_or("\u{0}"),
             c.decision,
@@ -137,6 +150,9 @@ impl Asserter {
                 "aud": c.audience,
                 "sub": c.subject,
                 "email": c.email,
+                "email_verified": c.email_verified,
+                "provider": c.provider,
+                "provider_iss": c.provider_iss,
                 "client": c.client,
                 "permission": c.permission,
                 "decision": c.decision,
@@ -168,6 +184,9 @@ mod tests {
             let c = Claims {
                 subject: "u1",
                 email: Some("a@b"),
+                email_verified: Some(true),
+                provider: "idp",
+                provider_iss: "https://idp.example",
                 client: Some("billing"),
                 permission: Some("client_abc:invoice:read"),
                 decision: "static",
@@ -184,6 +203,19 @@ mod tests {
             assert_eq!(data.claims["sub"], "u1");
             assert_eq!(data.claims["decision"], "static");
             assert_eq!(data.claims["permission"], "client_abc:invoice:read");
+            assert_eq!(data.claims["email_verified"], true);
+            assert_eq!(data.claims["provider"], "idp");
+            assert_eq!(data.claims["provider_iss"], "https://idp.example");
+            // Another provider's user is another assertion, never a cached one.
+            let gh = a.assertion(&Claims {
+                subject: "github:1",
+                provider: "github",
+                provider_iss: "https://github.com",
+                ..c
+            });
+            let gh = jsonwebtoken::decode::<serde_json::Value>(&*gh, &key, &v).unwrap();
+            assert_eq!(gh.claims["sub"], "github:1");
+            assert_eq!(gh.claims["provider"], "github");
             // Another upstream gets its own audience.
             let other = a.assertion(&Claims {
                 audience: "reports-api",

@@ -1281,7 +1281,8 @@ impl Browser {
         {
             Some((data, p)) => {
                 let body = serde_json::json!({
-                    "subject": data.subject,
+                    // As upstreams get it: unique across providers (`github:583231`).
+                    "subject": p.upstream_subject(),
                     "email": data.email,
                     "name": data.name,
                     "client": data.client,

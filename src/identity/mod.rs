@@ -55,7 +55,8 @@ pub fn idp_client(timeout: Duration, follow_redirects: bool) -> reqwest::Client 
 /// A caller whose token has been verified. Only [`verify`] creates one from a token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Principal {
-    /// `sub`.
+    /// `sub` (for a GitHub-type provider's users: the numeric id), unique within its provider;
+    /// upstreams get [`Principal::upstream_subject`].
     pub subject: String,
     /// `email`, when present.
     pub email: Option<String>,
@@ -77,20 +78,55 @@ pub struct Principal {
     pub abac_required: Grants,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
-    /// `sub` and `email` as header values, encoded on first use and kept with the cached token.
+    /// Subject, email and provider as header values, encoded on first use and kept with the
+    /// cached token.
     pub header_values: HeaderValues,
 }
 
 impl Principal {
-    /// `sub` and `email` as header values for the upstream (percent-encoded where needed).
-    pub fn header_values(&self) -> &(HeaderValue, Option<HeaderValue>) {
-        self.header_values.0.get_or_init(|| {
-            (
-                crate::headers::encode(&self.subject),
-                self.email.as_deref().map(crate::headers::encode),
-            )
+    /// The provider that vouched for this principal: a GitHub-type provider's configured name
+    /// for its users, [`IDP_PROVIDER`](crate::config::model::IDP_PROVIDER) (`idp`) for the
+    /// `[idp]`'s (bearer tokens, API keys and its browser sessions).
+    pub fn provider(&self) -> &str {
+        self.github
+            .as_ref()
+            .map_or(crate::config::model::IDP_PROVIDER, |g| g.provider.as_str())
+    }
+
+    /// The subject as upstreams see it, unique across providers: the `[idp]`'s `sub` as it is;
+    /// a GitHub-type provider's user as `{provider}:{numeric id}` (`github:583231`). The gateway
+    /// refuses an `[idp]` subject that begins with a GitHub-type provider's `{name}:` (any case),
+    /// and provider names differ ignoring case and hold no `:`, so no two providers' users share
+    /// one. [`Principal::subject`] stays the provider's own (grants by subject name a provider).
+    pub fn upstream_subject(&self) -> std::borrow::Cow<'_, str> {
+        match &self.github {
+            Some(g) => format!("{}:{}", g.provider, self.subject).into(),
+            None => self.subject.as_str().into(),
+        }
+    }
+
+    /// The identity as header values for the upstream (percent-encoded where needed).
+    pub fn header_values(&self) -> &IdentityValues {
+        self.header_values.0.get_or_init(|| IdentityValues {
+            subject: crate::headers::encode(&self.upstream_subject()),
+            email: self.email.as_deref().map(crate::headers::encode),
+            provider: match &self.github {
+                Some(g) => crate::headers::encode(&g.provider),
+                None => HeaderValue::from_static(crate::config::model::IDP_PROVIDER),
+            },
         })
     }
+}
+
+/// A principal's identity as header values, encoded once and kept with the cached principal.
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    /// [`Principal::upstream_subject`].
+    pub subject: HeaderValue,
+    /// `email`, verified or not (the header settings decide whether it is sent).
+    pub email: Option<HeaderValue>,
+    /// [`Principal::provider`].
+    pub provider: HeaderValue,
 }
 
 /// What a GitHub provider told about a signed-in user (kept with the session).
@@ -109,7 +145,7 @@ pub struct GitHubIdentity {
 /// A principal's identity as header values: derived from its claims, so it takes no part in
 /// comparing principals.
 #[derive(Debug, Clone, Default)]
-pub struct HeaderValues(OnceLock<(HeaderValue, Option<HeaderValue>)>);
+pub struct HeaderValues(OnceLock<IdentityValues>);
 
 impl PartialEq for HeaderValues {
     fn eq(&self, _: &HeaderValues) -> bool {

@@ -15,7 +15,7 @@ use crate::authz::permissions::PermissionNames;
 use crate::authz::permissions::{self, Decision};
 use crate::authz::routes::{RouteMatch, RouteTable};
 use crate::clients::{Binding, ClientError, ClientRegistry, Identified, Served};
-use crate::config::model::{Access, Config, ProxySettings, RouteSpec};
+use crate::config::model::{Access, Config, ProviderKind, ProxySettings, RouteSpec};
 use crate::headers::{names, Identity, IdentityHeaders};
 use crate::identity::apikey::{ApiKeyError, ApiKeys};
 use crate::identity::assertion::{self, Asserter, AssertionError};
@@ -53,6 +53,12 @@ pub struct Gateway {
     grants: GrantTable,
     /// The sign-in providers (GitHub's clients; the `[idp]`'s code flow is in `Browser`).
     providers: SignInProviders,
+    /// Each provider's name and issuer (the `[idp]`'s `issuer`, a GitHub-type provider's
+    /// `base_url`), for the signed identity's `provider_iss`.
+    issuers: Vec<(String, String)>,
+    /// `{name}:` of each GitHub-type provider: the prefix of its users' subjects upstream, which
+    /// an `[idp]` subject may not begin with (compared ignoring case).
+    forge_prefixes: Vec<String>,
     /// Request metric handles kept per route and client.
     counters: RequestCounters,
 }
@@ -184,6 +190,25 @@ impl Gateway {
             grants: GrantTable::from_config(&config.clients),
             providers: SignInProviders::from_config(&config.providers)
                 .map_err(BrowserError::from)?,
+            issuers: config
+                .providers
+                .iter()
+                .map(|p| {
+                    let issuer = match &p.kind {
+                        ProviderKind::Oidc => config.idp.issuer.clone(),
+                        ProviderKind::GitHub(g) => {
+                            g.base_url.as_str().trim_end_matches('/').to_string()
+                        }
+                    };
+                    (p.name.clone(), issuer)
+                })
+                .collect(),
+            forge_prefixes: config
+                .providers
+                .iter()
+                .filter(|p| matches!(p.kind, ProviderKind::GitHub(_)))
+                .map(|p| format!("{}:", p.name))
+                .collect(),
             counters,
             services,
         })
@@ -502,8 +527,33 @@ impl Gateway {
             }
             Err(e) => return Err(Refusal::InvalidToken(Cause::of(e))),
         };
+        self.distinct_subject(&caller.principal)?;
         ctx.caller = Some(caller);
         Ok(())
+    }
+
+    /// Refuses an `[idp]` subject that begins with a GitHub-type provider's `{name}:` (ignoring
+    /// case): upstreams would take it for that provider's user (`github:583231`). Nothing to
+    /// compare when no such provider is configured.
+    fn distinct_subject(&self, p: &crate::identity::Principal) -> Result<(), Refusal> {
+        if self.forge_prefixes.is_empty() || p.github.is_some() {
+            return Ok(());
+        }
+        let taken = self.forge_prefixes.iter().find(|prefix| {
+            p.subject
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+        });
+        match taken {
+            Some(prefix) => Err(Refusal::NotAllowed(
+                format!(
+                    "the identity provider's subject begins with {prefix:?}, the form of another sign-in provider's users' subjects; the gateway cannot vouch for it"
+                )
+                .into(),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Whose permissions apply: the credential's client, never one a header names for it.
@@ -915,13 +965,15 @@ impl Gateway {
             }
         }
         if let Some(p) = ctx.caller.as_ref().map(|c| &c.principal) {
-            let (subject, email) = p.header_values();
+            let values = p.header_values();
             let permission = ctx.granted.as_ref().map(|g| &g.header);
             out.inject(
                 &self.headers,
                 &Identity {
-                    subject: Some(subject),
-                    email: email.as_ref(),
+                    subject: Some(&values.subject),
+                    email: values.email.as_ref(),
+                    email_verified: p.email_verified,
+                    provider: Some(&values.provider),
                     client: ctx.client.and_then(|i| self.client_values.get(i)),
                     permission,
                 },
@@ -940,9 +992,21 @@ impl Gateway {
                 }
             }
             if let Some(route) = self.route(ctx).filter(|r| r.signed_identity) {
+                let provider = p.provider();
+                let email = p
+                    .email
+                    .as_deref()
+                    .filter(|_| self.headers.sends_email(p.email_verified));
                 let jwt = self.services.asserter.assertion(&assertion::Claims {
-                    subject: &p.subject,
-                    email: p.email.as_deref(),
+                    subject: &p.upstream_subject(),
+                    email,
+                    email_verified: email.map(|_| p.email_verified),
+                    provider,
+                    provider_iss: self
+                        .issuers
+                        .iter()
+                        .find(|(name, _)| name == provider)
+                        .map_or("-", |(_, iss)| iss.as_str()),
                     client: ctx
                         .client
                         .and_then(|i| self.clients.all().get(i))

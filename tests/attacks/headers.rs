@@ -182,7 +182,7 @@ async fn forged_identity_headers_never_reach_the_upstream_on_authenticated_route
     let w = World::start().await;
     let host = w.gw.url.trim_start_matches("http://").to_string();
     let token = w.idp.mint(
-        json!({"sub": "user_1", "email": "one@example.com", "aud": AUDIENCE, "permissions": {}}),
+        json!({"sub": "user_1", "email": "one@example.com", "email_verified": true, "aud": AUDIENCE, "permissions": {}}),
     );
     let (status, echoed) = raw(
         &w.gw,

@@ -6,6 +6,7 @@
 mod common;
 
 mod headers;
+mod identity;
 mod live;
 mod login;
 mod namespace;

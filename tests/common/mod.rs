@@ -337,9 +337,10 @@ impl World {
         }
     }
 
-    /// A token for `sub` with these permissions, signed by the IdP's active key.
+    /// A token for `user_1` (verified email `one@example.com`) with these permissions, signed by
+    /// the IdP's active key.
     pub fn token(&self, permissions: Value) -> String {
-        self.idp.mint(json!({"sub": "user_1", "email": "one@example.com", "aud": AUDIENCE, "permissions": permissions}))
+        self.idp.mint(json!({"sub": "user_1", "email": "one@example.com", "email_verified": true, "aud": AUDIENCE, "permissions": permissions}))
     }
 
     /// GET `path` on the gateway with an optional bearer token.

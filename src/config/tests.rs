@@ -764,7 +764,9 @@ fn an_upstreams_ca_file_is_read_and_checked_at_load() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-=======
+}
+
+#[test]
 fn unverified_emails_are_omitted_unless_sent_on_purpose() {
     let c = parse("test.toml", VALID, &env).unwrap();
     use crate::config::model::UnverifiedEmail;

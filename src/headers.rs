@@ -106,6 +106,8 @@ pub mod names {
     use http::HeaderName;
     /// `sec-fetch-mode`.
     pub static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    /// `sec-fetch-site`.
+    pub static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
     /// `x-client-origin`.
     pub static X_CLIENT_ORIGIN: HeaderName = HeaderName::from_static("x-client-origin");
     /// `x-requested-with`.
@@ -118,6 +120,129 @@ pub mod names {
     pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
     /// `x-request-id`.
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+}
+
+/// Why a request's headers are refused before its route is looked at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// A header name with `_`, under `with_underscores = "reject"`.
+    #[error("header names with underscores are refused ({0:?})")]
+    Underscore(String),
+    /// `Connection` names a header other than the hop-by-hop ones: a proxy removes the headers
+    /// `Connection` names, so the upstream would not receive what the gateway decided on.
+    #[error("the Connection header names {0:?}, which a proxy must then remove before the upstream: Connection may name only close, keep-alive, upgrade, te and http2-settings")]
+    ConnectionNominates(String),
+    /// A transfer coding other than `chunked` (`gzip, chunked`...): 501.
+    #[error("Transfer-Encoding {0:?} is not supported: send the body with Content-Length, or with Transfer-Encoding: chunked alone")]
+    TransferCoding(String),
+    /// `Transfer-Encoding` that names `chunked` more than once, or an empty coding.
+    #[error("Transfer-Encoding {0:?} is malformed: chunked may be named once, alone")]
+    MalformedTransferEncoding(String),
+}
+
+impl HeaderError {
+    /// True for a transfer coding the gateway does not implement (RFC 9112 §6.1: 501); every
+    /// other header refusal is a 400.
+    pub fn not_implemented(&self) -> bool {
+        matches!(self, HeaderError::TransferCoding(_))
+    }
+}
+
+/// What `Connection` may name: the connection's own options (`close`, `keep-alive`), an
+/// upgrade (`upgrade`, `http2-settings` for h2c) and `te`. Every one of them is a hop-by-hop
+/// header Pingora removes on the way upstream whatever `Connection` says, so naming one changes
+/// nothing the upstream receives.
+pub const CONNECTION_OPTIONS: &[&str] = &["close", "keep-alive", "upgrade", "te", "http2-settings"];
+
+/// `Some` when a `Connection` header (any of them, comma-separated) names anything but
+/// [`CONNECTION_OPTIONS`]: a proxy removes every header `Connection` names (RFC 9110 §7.6.1),
+/// so `Connection: content-type` or `Connection: x-region` would let the live check read a
+/// header the upstream never receives, and the upstream parse no body the check approved.
+pub fn connection_refusal(headers: &HeaderMap) -> Option<HeaderError> {
+    for value in headers.get_all(http::header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty()
+                || CONNECTION_OPTIONS
+                    .iter()
+                    .any(|o| token.eq_ignore_ascii_case(o.as_bytes()))
+            {
+                continue;
+            }
+            return Some(HeaderError::ConnectionNominates(
+                String::from_utf8_lossy(token).into_owned(),
+            ));
+        }
+    }
+    None
+}
+
+/// `Some` unless `Transfer-Encoding` is absent or is `chunked` alone (one token over all its
+/// headers): any other coding (`gzip, chunked`) is not implemented (501), `chunked` twice or
+/// an empty coding is malformed (400). Refused before anything reaches the upstream.
+pub fn transfer_encoding_refusal(headers: &HeaderMap) -> Option<HeaderError> {
+    let mut values = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    let first = values.next()?;
+    let alone = values.next().is_none();
+    if alone && first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        return None;
+    }
+    let all: Vec<&[u8]> = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    let text = || {
+        all.iter()
+            .map(|t| String::from_utf8_lossy(t))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if all
+        .iter()
+        .any(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"chunked"))
+    {
+        return Some(HeaderError::TransferCoding(text()));
+    }
+    if all.len() == 1
+        && all
+            .first()
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+    {
+        return None;
+    }
+    Some(HeaderError::MalformedTransferEncoding(text()))
+}
+
+/// `Sec-Fetch-Site`, the browser's word on where a request came from, least trusting first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FetchSite {
+    /// `cross-site`, or a value the gateway does not know.
+    CrossSite,
+    /// `same-site`: another origin of the same site.
+    SameSite,
+    /// `none`: the user typed the URL, or opened a bookmark.
+    UserInitiated,
+    /// `same-origin`.
+    SameOrigin,
+}
+
+/// The request's `Sec-Fetch-Site`, `None` when it has none (not a browser, or an old one).
+/// Several values (repeated headers or a comma-joined list) give the least trusting of them,
+/// never the first: a request can't make itself more trusted by adding a header.
+pub fn fetch_site(headers: &HeaderMap) -> Option<FetchSite> {
+    headers
+        .get_all(&names::SEC_FETCH_SITE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|t| match t.trim_ascii() {
+            b"same-origin" => FetchSite::SameOrigin,
+            b"none" => FetchSite::UserInitiated,
+            b"same-site" => FetchSite::SameSite,
+            _ => FetchSite::CrossSite,
+        })
+        .min()
 }
 
 /// A header name as upstream frameworks may read it: lowercase, `_` as `-`.
@@ -273,20 +398,24 @@ impl IdentityHeaders {
         self
     }
 
-    /// True when the request must be refused: a header name with `_` under `with_underscores = "reject"`.
-    pub fn refuses(&self, req: &RequestHeader) -> Option<String> {
+    /// Why the request must be refused before anything is decided on it, if it must: a header
+    /// name with `_` under `with_underscores = "reject"`, a `Connection` header naming a header
+    /// the upstream would then not receive ([`connection_refusal`]), a `Transfer-Encoding`
+    /// other than `chunked` alone ([`transfer_encoding_refusal`]).
+    pub fn refuses(&self, req: &RequestHeader) -> Option<HeaderError> {
+        if let Some(why) = transfer_encoding_refusal(&req.headers) {
+            return Some(why);
+        }
+        if let Some(why) = connection_refusal(&req.headers) {
+            return Some(why);
+        }
         if self.underscores != Underscores::Reject {
             return None;
         }
         req.headers
             .keys()
             .find(|n| n.as_str().contains('_'))
-            .map(|n| {
-                format!(
-                    "header names with underscores are refused ({:?})",
-                    n.as_str()
-                )
-            })
+            .map(|n| HeaderError::Underscore(n.as_str().to_string()))
     }
 
     /// True when an email its provider `verified` (or not) goes upstream, in the header and
@@ -686,6 +815,118 @@ mod tests {
         assert!(IdentityHeaders::from_config(&settings(false))
             .refuses(&request(&[("x_anything", "1")]))
             .is_none());
+    }
+
+    fn map(headers: &[(&str, &str)]) -> HeaderMap {
+        request(headers).headers.clone()
+    }
+
+    #[test]
+    fn connection_may_name_only_hop_by_hop_options() {
+        for ok in [
+            vec![],
+            vec![("connection", "close")],
+            vec![("connection", "Keep-Alive")],
+            vec![("connection", "keep-alive, Upgrade")],
+            vec![("connection", "Upgrade, HTTP2-Settings")],
+            vec![("connection", "TE, close")],
+            vec![("connection", "close"), ("connection", "upgrade")],
+            vec![("connection", " , close ,")],
+        ] {
+            assert_eq!(connection_refusal(&map(&ok)), None, "{ok:?}");
+        }
+        for (sent, named) in [
+            (vec![("connection", "x-region")], "x-region"),
+            (vec![("connection", "close, Content-Type")], "Content-Type"),
+            (vec![("connection", "content-length")], "content-length"),
+            (
+                vec![("connection", "transfer-encoding")],
+                "transfer-encoding",
+            ),
+            (
+                vec![("connection", "close"), ("connection", "host")],
+                "host",
+            ),
+            (
+                vec![("connection", "keep-alive,x-forwarded-for")],
+                "x-forwarded-for",
+            ),
+            (vec![("connection", "proxy-connection")], "proxy-connection"),
+            (vec![("connection", "\"x-region\"")], "\"x-region\""),
+        ] {
+            assert_eq!(
+                connection_refusal(&map(&sent)),
+                Some(HeaderError::ConnectionNominates(named.into())),
+                "{sent:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_alone_or_refused() {
+        assert_eq!(transfer_encoding_refusal(&map(&[])), None);
+        for ok in ["chunked", "Chunked", " chunked "] {
+            assert_eq!(
+                transfer_encoding_refusal(&map(&[("transfer-encoding", ok)])),
+                None,
+                "{ok}"
+            );
+        }
+        for (sent, not_implemented) in [
+            (vec![("transfer-encoding", "gzip, chunked")], true),
+            (
+                vec![
+                    ("transfer-encoding", "gzip"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                true,
+            ),
+            (vec![("transfer-encoding", "chunked, identity")], true),
+            (vec![("transfer-encoding", "deflate")], true),
+            (vec![("transfer-encoding", "chunked, chunked")], false),
+            (
+                vec![
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                false,
+            ),
+            (vec![("transfer-encoding", ", chunked")], false),
+            (vec![("transfer-encoding", "")], false),
+        ] {
+            let why = transfer_encoding_refusal(&map(&sent));
+            assert_eq!(
+                why.as_ref().map(HeaderError::not_implemented),
+                Some(not_implemented),
+                "{sent:?}: {why:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fetch_site_takes_the_least_trusting_value() {
+        let site = |values: &[&str]| {
+            fetch_site(&map(&values
+                .iter()
+                .map(|v| ("sec-fetch-site", *v))
+                .collect::<Vec<_>>()))
+        };
+        assert_eq!(site(&[]), None);
+        assert_eq!(site(&["same-origin"]), Some(FetchSite::SameOrigin));
+        assert_eq!(site(&["none"]), Some(FetchSite::UserInitiated));
+        assert_eq!(site(&["same-site"]), Some(FetchSite::SameSite));
+        assert_eq!(site(&["cross-site"]), Some(FetchSite::CrossSite));
+        assert_eq!(site(&["Same-Origin"]), Some(FetchSite::CrossSite));
+        assert_eq!(
+            site(&["same-origin", "cross-site"]),
+            Some(FetchSite::CrossSite)
+        );
+        assert_eq!(
+            site(&["none", "same-origin"]),
+            Some(FetchSite::UserInitiated)
+        );
+        assert_eq!(site(&["same-origin, same-site"]), Some(FetchSite::SameSite));
+        assert_eq!(site(&["same-origin", ""]), Some(FetchSite::CrossSite));
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub enum Refusal {
     BadPath(Cause),
     /// A request header the gateway refuses to forward or to guess about.
     BadHeader(Cause),
+    /// A transfer coding the gateway does not implement (`Transfer-Encoding: gzip, chunked`): 501.
+    UnsupportedTransferCoding(Cause),
     /// `Host` missing on HTTP/1.1, sent twice, or not a valid host.
     BadHost(Cause),
     /// No route for the path.
@@ -218,6 +220,7 @@ impl Refusal {
             Refusal::BadPath(_) | Refusal::BadHeader(_) | Refusal::BadHost(_) => {
                 StatusCode::BAD_REQUEST
             }
+            Refusal::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::UnknownClient(_)
@@ -258,6 +261,7 @@ impl Refusal {
             | Refusal::NotAllowed(_) => true,
             Refusal::BadPath(_)
             | Refusal::BadHeader(_)
+            | Refusal::UnsupportedTransferCoding(_)
             | Refusal::BadHost(_)
             | Refusal::NoRoute
             | Refusal::MethodNotAllowed(_)
@@ -274,6 +278,7 @@ impl Refusal {
         match self {
             Refusal::BadPath(_) => "bad_path",
             Refusal::BadHeader(_) => "bad_header",
+            Refusal::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Refusal::BadHost(_) => "bad_host",
             Refusal::NoRoute => "no_route",
             Refusal::MethodNotAllowed(_) => "method_not_allowed",
@@ -299,6 +304,7 @@ impl Refusal {
         match self {
             Refusal::BadPath(_) => "Bad request path",
             Refusal::BadHeader(_) => "Bad request header",
+            Refusal::UnsupportedTransferCoding(_) => "Transfer coding not implemented",
             Refusal::BadHost(_) => "Bad host",
             Refusal::NoRoute => "Not found",
             Refusal::MethodNotAllowed(_) => "Method not allowed",
@@ -323,7 +329,7 @@ impl Refusal {
     /// What went wrong and what to do, for people.
     pub fn detail(&self) -> String {
         match self {
-            Refusal::BadPath(why) | Refusal::BadHeader(why) | Refusal::BadHost(why) => format!("{why}."),
+            Refusal::BadPath(why) | Refusal::BadHeader(why) | Refusal::BadHost(why) | Refusal::UnsupportedTransferCoding(why) => format!("{why}."),
             Refusal::NoRoute => "No route is configured for this path.".into(),
             Refusal::MethodNotAllowed(allowed) => format!("This path allows {}.", join_methods(allowed)),
             Refusal::UnknownClient(origin) => format!("The origin {origin} is not a registered client application."),
@@ -672,7 +678,8 @@ pub fn signed_out(
 }
 
 /// The answer to a logout that did not come from the client's own pages: nothing changed,
-/// and a button that signs out with a same-origin POST to `action`.
+/// and a button that signs out with a same-origin POST to `action`. A normal page (200, not
+/// stored): a link from another site or an old browser is no error, it only asks first.
 pub fn confirm_logout(brand: &Branding, action: &str, request_id: &str) -> Rendered {
     let html = format!(
         "<p>This sign-out request did not come from {client}'s own pages, so nothing was changed.</p>\
@@ -680,13 +687,7 @@ pub fn confirm_logout(brand: &Branding, action: &str, request_id: &str) -> Rende
         client = escape_html(&brand.display_name),
         action = escape_html(action),
     );
-    page(
-        StatusCode::FORBIDDEN,
-        "Sign out?",
-        &html,
-        request_id,
-        Some(brand),
-    )
+    page(StatusCode::OK, "Sign out?", &html, request_id, Some(brand))
 }
 
 /// True for a browser navigation that may be sent to the login page: `GET`/`HEAD`, not an

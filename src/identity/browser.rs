@@ -13,6 +13,7 @@ use crate::config::model::SessionStoreSettings;
 use crate::config::model::{
     ClientSignIn, Config, ProviderKind, ProviderSettings, SessionSettings, IDP_PROVIDER,
 };
+use crate::headers::{fetch_site, FetchSite};
 use crate::identity::backchannel::{self, LogoutTokenError};
 use crate::identity::credentials::{Caller, Credential};
 use crate::identity::github::{GitHub, GitHubError, GitHubUser};
@@ -1359,13 +1360,14 @@ fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
-/// The logout rule: `Sec-Fetch-Site` (when the browser sends it) must say same-origin or typed
-/// (`none`), or else an `Origin` of the client must come with it; `origin_ok` is `Some` when an
-/// `Origin` header came (true: the client's own). Without either header, only a POST.
-fn logout_allowed(sec_fetch_site: Option<&[u8]>, origin_ok: Option<bool>, post: bool) -> bool {
+/// The logout rule: `Sec-Fetch-Site` (when the browser sends it; the least trusting of several)
+/// must say same-origin or typed (`none`), or else an `Origin` of the client must come with it;
+/// `origin_ok` is `Some` when an `Origin` header came (true: the client's own). Without either
+/// header, only a POST.
+fn logout_allowed(sec_fetch_site: Option<FetchSite>, origin_ok: Option<bool>, post: bool) -> bool {
     match sec_fetch_site {
-        Some(b"same-origin" | b"none") => origin_ok != Some(false),
-        Some(_) => origin_ok == Some(true),
+        Some(FetchSite::SameOrigin | FetchSite::UserInitiated) => origin_ok != Some(false),
+        Some(FetchSite::SameSite | FetchSite::CrossSite) => origin_ok == Some(true),
         None => origin_ok.unwrap_or(post),
     }
 }
@@ -1391,7 +1393,7 @@ fn same_origin_logout(req: &RequestHeader, clients: &ClientRegistry, index: usiz
             .is_some_and(|o| clients.belongs(index, &o))
     });
     logout_allowed(
-        req.headers.get("sec-fetch-site").map(|v| v.as_bytes()),
+        fetch_site(&req.headers),
         origin_ok,
         req.method == http::Method::POST,
     )
@@ -1403,10 +1405,10 @@ mod tests {
 
     #[test]
     fn logout_only_from_the_clients_own_pages() {
-        let same: Option<&[u8]> = Some(b"same-origin");
-        let typed: Option<&[u8]> = Some(b"none");
-        let cross: Option<&[u8]> = Some(b"cross-site");
-        let sibling: Option<&[u8]> = Some(b"same-site");
+        let same = Some(FetchSite::SameOrigin);
+        let typed = Some(FetchSite::UserInitiated);
+        let cross = Some(FetchSite::CrossSite);
+        let sibling = Some(FetchSite::SameSite);
         for (case, site, origin_ok, post, allowed) in [
             ("same-origin GET", same, None, false, true),
             ("typed GET", typed, None, false, true),

@@ -866,9 +866,14 @@ impl Gateway {
             return self.serve_jwks(session).await;
         }
         if let Some(why) = self.headers.refuses(session.req_header()) {
-            return self
-                .refuse(session, ctx, Refusal::BadHeader(why.into()))
-                .await;
+            // The body (if any) is left unread, and its framing may be the trouble: no reuse.
+            session.set_keepalive(None);
+            let refusal = if why.not_implemented() {
+                Refusal::UnsupportedTransferCoding(Cause::of(why))
+            } else {
+                Refusal::BadHeader(Cause::of(why))
+            };
+            return self.refuse(session, ctx, refusal).await;
         }
         match self.decide(session, ctx).await {
             Ok(()) => Ok(false),

@@ -12,12 +12,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Sends `head` (request line and headers, without the blank line) to the gateway and returns
 /// the status and the body parsed as JSON (the echo upstream's view), `Null` when not JSON.
 pub async fn raw(gw: &common::Gateway, head: &str) -> (u16, Value) {
+    raw_request(gw, &format!("{head}\r\nConnection: close\r\n\r\n")).await
+}
+
+/// Sends `request` byte for byte (head, blank line and body) and reads the answer as [`raw`].
+pub async fn raw_request(gw: &common::Gateway, request: &str) -> (u16, Value) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
         .await
         .unwrap();
-    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
         .await
@@ -375,4 +378,44 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
             "a secret reached the log at trace level: {secret}"
         );
     }
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_refused_before_the_upstream() {
+    let w = World::start().await;
+    let host = w.gw.url.trim_start_matches("http://").to_string();
+    let chunked_body = "5\r\nhello\r\n0\r\n\r\n";
+    let post = |te: &str| {
+        format!("POST /public/x HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: {te}\r\nConnection: close\r\n\r\n{chunked_body}")
+    };
+    let before = w.echo.requests();
+    // (Transfer-Encoding, status): a coding the gateway does not implement is 501 (RFC 9112
+    // §6.1), chunked named twice is malformed (400).
+    for (te, want) in [
+        ("gzip, chunked", 501),
+        ("deflate, chunked", 501),
+        ("GZIP,chunked", 501),
+        ("identity, chunked", 501),
+        ("chunked\r\nTransfer-Encoding: chunked", 400),
+        ("gzip\r\nTransfer-Encoding: chunked", 501),
+        ("chunked, chunked", 400),
+    ] {
+        let (status, problem) = raw_request(&w.gw, &post(te)).await;
+        assert_eq!(status, want, "Transfer-Encoding: {te}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("Transfer-Encoding")),
+            "{te}: {problem}"
+        );
+    }
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "a refused transfer coding reached the upstream"
+    );
+    // chunked alone is the body's framing, and passes.
+    let (status, echoed) = raw_request(&w.gw, &post("chunked")).await;
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(echoed["body"], "hello");
 }

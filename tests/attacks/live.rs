@@ -550,3 +550,87 @@ async fn a_decision_is_not_shared_between_a_bearer_and_an_api_key_caller_of_one_
     assert_eq!(transfer(&w, "transfers", &token, BODY).await.status(), 200);
     assert_eq!(w.idp.abac_requests(), 2);
 }
+
+/// Writes `head` (request line and headers, no blank line), `Content-Length` and `body` on a
+/// raw socket (an HTTP client would drop or merge the `Connection` header under test) and
+/// returns the status and the body as JSON (the echo upstream's view), `Null` when not JSON.
+async fn raw_with_body(port: u16, head: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("the gateway answered in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // One chunk is all the gateway and the echo write for these small answers.
+        body.split_once("\r\n")
+            .map(|(_, rest)| rest.rsplit_once("\r\n0\r\n").map_or(rest, |(c, _)| c))
+            .unwrap_or(body)
+            .to_string()
+    } else {
+        body.to_string()
+    };
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn connection_cannot_remove_what_the_live_check_read() {
+    let w = world().await;
+    let token = transferrer(&w);
+    let port = w.gw.port;
+    let head = |connection: &str| {
+        format!(
+            "POST /api/transfers/t_1?mode=fast HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             X-Region: eu\r\nConnection: {connection}"
+        )
+    };
+    let (checks, upstream) = (w.idp.abac_requests(), w.echo.requests());
+    // A proxy removes what Connection names: the IdP would approve a region and a JSON body
+    // that the upstream never receives.
+    for connection in [
+        "x-region",
+        "close, X-Region",
+        "content-type",
+        "keep-alive, Content-Type",
+        "content-length",
+        "transfer-encoding",
+        "authorization",
+        "x-request-id",
+    ] {
+        let (status, problem) = raw_with_body(port, &head(connection), BODY).await;
+        assert_eq!(status, 400, "Connection: {connection}: {problem}");
+        assert_eq!(problem["title"], "Bad request header", "{connection}");
+    }
+    assert_eq!(w.idp.abac_requests(), checks, "the IdP was asked");
+    assert_eq!(w.echo.requests(), upstream, "the upstream was reached");
+
+    // Connection's own options pass, and the upstream gets exactly what the IdP decided on.
+    for connection in ["close", "keep-alive, close", "TE, close"] {
+        let (status, echoed) = raw_with_body(port, &head(connection), BODY).await;
+        assert_eq!(status, 200, "Connection: {connection}: {echoed}");
+        let (asked, _) = w.idp.abac_checks().pop().unwrap();
+        assert_eq!(
+            asked["resource"]["attributes"],
+            json!({"amount": 80, "currency": "EUR", "region": "eu", "mode": "fast"}),
+            "{connection}"
+        );
+        assert_eq!(echoed["headers"]["x-region"], "eu", "{connection}");
+        assert_eq!(
+            echoed["headers"]["content-type"], "application/json",
+            "{connection}"
+        );
+        assert_eq!(echoed["body"], BODY, "{connection}");
+    }
+}

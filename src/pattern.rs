@@ -112,6 +112,14 @@ impl PathPattern {
         out
     }
 
+    /// The last segment, when it is a literal (`jwks.json` of `/.well-known/jwks.json`).
+    pub fn last_literal(&self) -> Option<&str> {
+        match self.segments.last() {
+            Some(PatternSegment::Literal(l)) => Some(l),
+            _ => None,
+        }
+    }
+
     /// Names of the captures, in order.
     pub fn params(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {

@@ -405,6 +405,7 @@ mod tests {
             retries: 1,
             http2: false,
             health_check: None,
+            reads: Default::default(),
         }
     }
 

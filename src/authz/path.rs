@@ -199,6 +199,47 @@ fn decode(forward: &str) -> Result<Cow<'_, str>, PathError> {
         .map_err(|_| PathError::InvalidUtf8)
 }
 
+/// Why a decoded path is one Windows reads as another (IIS, ASP.NET, NTFS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WindowsSpelling {
+    /// A segment ending in `.` or a space, which Windows drops: `/private./x` is `/private/x`.
+    #[error("a path segment ends in a dot or a space, which Windows servers drop (/private./x is served as /private/x): remove it")]
+    TrailingDotOrSpace,
+    /// An 8.3 short name (`PRIVAT~1`, `~1`), which NTFS serves as the long name it abbreviates.
+    #[error("a path segment looks like a Windows 8.3 short name (~ then digits, as in PRIVAT~1), which Windows servers serve as the long name: use the full name")]
+    ShortName,
+    /// An NTFS stream (`::$DATA`, `:$I30:$INDEX_ALLOCATION`), served as the file or folder itself.
+    #[error("a path segment names an NTFS stream (:$), which Windows servers serve as the file or folder itself: remove it")]
+    Stream,
+}
+
+/// `Err` when a segment of the decoded path `decoded` is one Windows serves as another path:
+/// it ends in `.` or space (`.` and `..` segments are resolved before), it is an 8.3 short
+/// name (`~` then digits, at the segment's end or before a `.`), or it has `:$` (an NTFS
+/// stream). IIS and NTFS would serve `/private./x`, `/private%20/x`, `/PRIVAT~1/x` and
+/// `/private::$INDEX_ALLOCATION/x` as `/private/x`, which another route may govern.
+pub fn windows_spelling(decoded: &str) -> Result<(), WindowsSpelling> {
+    for seg in decoded.split('/') {
+        let bytes = seg.as_bytes();
+        if matches!(bytes.last(), Some(b'.' | b' ')) {
+            return Err(WindowsSpelling::TrailingDotOrSpace);
+        }
+        if bytes.windows(2).any(|w| w == b":$") {
+            return Err(WindowsSpelling::Stream);
+        }
+        let mut rest = bytes;
+        while let Some(at) = rest.iter().position(|b| *b == b'~') {
+            let after = rest.get(at + 1..).unwrap_or_default();
+            let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits > 0 && matches!(after.get(digits), None | Some(b'.')) {
+                return Err(WindowsSpelling::ShortName);
+            }
+            rest = after;
+        }
+    }
+    Ok(())
+}
+
 /// The path as Tomcat, Jetty and Spring read it: every `;...` up to the next `/` dropped from
 /// each segment, then normalised again. Input is a normalised `forward` path.
 pub fn strip_params(forward: &str) -> Result<NormalPath<'static>, PathError> {

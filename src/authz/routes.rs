@@ -7,7 +7,7 @@
 //! "only these"). [`RouteTable::resolve`] adds the checks that keep the route the one every
 //! upstream framework would serve: `;` parameters and letter case may not change it.
 
-use crate::authz::path::{self, NormalPath, PathError};
+use crate::authz::path::{self, NormalPath, PathError, WindowsSpelling};
 use crate::config::model::{Access, ClientSettings, Config, RouteSpec};
 use crate::config::span::KeyPath;
 use crate::config::Findings;
@@ -52,6 +52,12 @@ pub enum RouteError {
         "the path reaches another route when letter case is ignored: use the path's canonical case"
     )]
     CaseChangesRoute,
+    /// Dropping the final extension, as Rails and Spring do (`/x.json` is `/x`), reaches another route.
+    #[error("the path reaches another route without its final extension (/x.json is served as /x by Rails and Spring): request the path the route is for")]
+    SuffixChangesRoute,
+    /// A segment that Windows serves as another path (the route's upstream has `windows_paths`).
+    #[error(transparent)]
+    Windows(#[from] WindowsSpelling),
     /// The path without its parameters is not a valid path.
     #[error(transparent)]
     Path(#[from] PathError),
@@ -398,8 +404,9 @@ impl RouteTable {
 
     /// Finds the route for a normalised request path and checks that every reading of the path
     /// an upstream framework might make reaches that same route: with its `;` parameters
-    /// dropped (only on routes with `path_params`; otherwise `;` is refused), and with letter
-    /// case ignored.
+    /// dropped (only on routes with `path_params`; otherwise `;` is refused), with letter
+    /// case ignored, and, as the route's upstream reads paths ([`crate::config::model::UpstreamReads`]), without its
+    /// final extension (`format_suffixes`); Windows spellings are refused (`windows_paths`).
     pub fn resolve(
         &self,
         host: Option<&str>,
@@ -420,6 +427,7 @@ impl RouteTable {
             };
         };
         self.same_ignoring_case(host, &path.decoded, method, index)?;
+        self.same_as_upstream_reads(host, &path.decoded, method, route, index)?;
         if !path.has_params {
             return Ok(RouteMatch::Found {
                 route,
@@ -448,6 +456,7 @@ impl RouteTable {
             return Err(RouteError::ParamsChangeRoute);
         }
         self.same_ignoring_case(host, &stripped.decoded, method, index)?;
+        self.same_as_upstream_reads(host, &stripped.decoded, method, route, index)?;
         Ok(RouteMatch::Found {
             route,
             index,
@@ -477,6 +486,50 @@ impl RouteTable {
             Lookup::Route(i, _) if i == index => Ok(()),
             _ => Err(RouteError::CaseChangesRoute),
         }
+    }
+
+    /// `Err` when the route's upstream would read `decoded` as another path: a Windows spelling
+    /// (`windows_paths`), or (`format_suffixes`) a final extension whose removal reaches another
+    /// route or method list. Every prefix of the last segment ending before one of its dots
+    /// (not a leading one) is tried, since Spring drops `.tar.gz` whole and Rails one format;
+    /// a path the table does not route at all is no concern. A route whose pattern names the
+    /// extension itself (`/.well-known/jwks.json`) is the operator's word for that file.
+    fn same_as_upstream_reads(
+        &self,
+        host: Option<&str>,
+        decoded: &str,
+        method: &Method,
+        route: &RouteSpec,
+        index: usize,
+    ) -> Result<(), RouteError> {
+        let reads = &route.upstream_reads;
+        if reads.windows_paths {
+            path::windows_spelling(decoded)?;
+        }
+        if !reads.format_suffixes {
+            return Ok(());
+        }
+        let trimmed = decoded.strip_suffix('/').unwrap_or(decoded);
+        let start = trimmed.rfind('/').map_or(0, |i| i + 1);
+        let last = trimmed.get(start..).unwrap_or_default();
+        if !last.get(1..).is_some_and(|rest| rest.contains('.'))
+            || route.path.last_literal() == Some(last)
+        {
+            return Ok(());
+        }
+        for (dot, _) in last.match_indices('.').filter(|(i, _)| *i > 0) {
+            let Some(without) = trimmed.get(..start + dot) else {
+                continue;
+            };
+            match self.find(host, without, method) {
+                RouteMatch::Found { index: other, .. } if other != index => {
+                    return Err(RouteError::SuffixChangesRoute)
+                }
+                RouteMatch::MethodNotAllowed { .. } => return Err(RouteError::SuffixChangesRoute),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Warnings for `authgate check`: routes whose method list now hides a less specific route
@@ -632,6 +685,7 @@ mod tests {
             forward_session_token: false,
             websocket_close_at_expiry: false,
             enforce: true,
+            upstream_reads: Default::default(),
         }
     }
 
@@ -916,6 +970,82 @@ mod tests {
             resolved(&t, "/invoices/1", "PUT"),
             "405 [GET, HEAD, DELETE]"
         );
+    }
+
+    #[test]
+    fn spellings_the_upstream_folds_may_not_change_the_route() {
+        use crate::config::model::UpstreamReads;
+        let lenient = |r: RouteSpec| RouteSpec {
+            upstream_reads: UpstreamReads {
+                windows_paths: false,
+                format_suffixes: false,
+                method_overrides: false,
+            },
+            ..r
+        };
+        let t = RouteTable::build(&[
+            route("catchall", None, "/*", None),
+            route("private", None, "/private/*", None),
+            route("api", None, "/api/*", None),
+            route("invoice", None, "/invoices/{id}", Some(&["GET"])),
+            route("new", None, "/invoices/new", Some(&["GET"])),
+            route("jwks", None, "/.well-known/jwks.json", None),
+            route("keys", None, "/.well-known/jwks", None),
+            route("static", None, "/static/*", None),
+            route("upload", None, "/upload", Some(&["POST"])),
+            lenient(route("files", None, "/files/*", None)),
+            lenient(route("iis", None, "/iis/*", None)),
+            route("iis-private", None, "/iis/private/*", None),
+        ])
+        .unwrap();
+        let cases = [
+            // Windows: a trailing dot or space, 8.3 short names, NTFS streams.
+            ("/private./x", "400 Windows(TrailingDotOrSpace)"),
+            ("/private%2e/x", "400 Windows(TrailingDotOrSpace)"),
+            ("/private%20/x", "400 Windows(TrailingDotOrSpace)"),
+            ("/private.%20./x", "400 Windows(TrailingDotOrSpace)"),
+            ("/private/x.", "400 Windows(TrailingDotOrSpace)"),
+            ("/x/...", "400 Windows(TrailingDotOrSpace)"),
+            ("/PRIVAT~1/x", "400 Windows(ShortName)"),
+            ("/privat~1/x", "400 Windows(ShortName)"),
+            ("/~1/x", "400 Windows(ShortName)"),
+            ("/PRIVAT~12.HTM", "400 Windows(ShortName)"),
+            ("/private::$INDEX_ALLOCATION/x", "400 Windows(Stream)"),
+            ("/private:$I30:$INDEX_ALLOCATION/x", "400 Windows(Stream)"),
+            ("/x.aspx::$DATA", "400 Windows(Stream)"),
+            // What is no Windows spelling passes.
+            ("/private/x", "private"),
+            ("/~user/x", "catchall"),
+            ("/a~1b/x", "catchall"),
+            ("/a/.hidden", "catchall"),
+            ("/a/..b", "catchall"),
+            ("/a%20b/x", "catchall"),
+            ("/v1/projects:batchGet", "catchall"),
+            // A final extension may not change the route (Rails, Spring serve /x.json as /x).
+            ("/api.json", "400 SuffixChangesRoute"),
+            ("/api.json/", "400 SuffixChangesRoute"),
+            ("/private.tar.gz", "400 SuffixChangesRoute"),
+            ("/invoices/new.json", "400 SuffixChangesRoute"),
+            ("/upload.json", "400 SuffixChangesRoute"),
+            ("/invoices/1.json", "invoice id=1.json"),
+            ("/static/app.js", "static"),
+            ("/app.js", "catchall"),
+            ("/.env", "catchall"),
+            ("/private/x.json", "private"),
+            ("/x.y.z", "catchall"),
+            // The operator's own route for the file with its extension.
+            ("/.well-known/jwks.json", "jwks"),
+            // An upstream known to read paths as written: both checks off.
+            ("/files/a./b", "files"),
+            ("/files/PROGRA~1", "files"),
+            ("/iis/private./x", "iis"),
+            ("/iis/private.json", "iis"),
+            // ...but the route reached decides: iis-private's upstream folds.
+            ("/iis/private/x.", "400 Windows(TrailingDotOrSpace)"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(resolved(&t, path, "GET"), want, "{path}");
+        }
     }
 
     #[test]

@@ -318,6 +318,19 @@ pub struct UpstreamFile {
     pub connect_timeout: Option<String>,
     /// Read timeout, e.g. `"30s"`.
     pub read_timeout: Option<String>,
+    /// The upstream may read Windows spellings of a path as another path (IIS, NTFS: trailing
+    /// `.` or space, 8.3 short names such as `PRIVAT~1`, `::$DATA` streams): such segments are
+    /// refused with 400 (default true; false when the upstream is known to serve them as
+    /// written).
+    pub windows_paths: Option<bool>,
+    /// The upstream may serve `/x.json` as `/x` (Rails, Spring suffix patterns, Django REST
+    /// format suffixes): a path whose final extension changes the route is refused with 400
+    /// (default true).
+    pub format_suffixes: Option<bool>,
+    /// The upstream may honour a `_method` parameter (Rails, Laravel, Symfony): on routes with a
+    /// method list, `_method` in the query or in a POST's form or JSON body is refused with 400
+    /// (default true).
+    pub method_overrides: Option<bool>,
 }
 
 /// `[log]`: how the gateway writes its log.

@@ -483,6 +483,32 @@ pub struct UpstreamSettings {
     pub http2: bool,
     /// The active health check, if any.
     pub health_check: Option<HealthCheckSettings>,
+    /// How the upstream may read a request otherwise than the gateway does.
+    pub reads: UpstreamReads,
+}
+
+/// How an upstream may read a request otherwise than the gateway routes it; where such a
+/// reading would reach another route or method, the gateway refuses the request (400). Each
+/// is `true` by default, the safe side: an operator who knows the upstream turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamReads {
+    /// `windows_paths`: a segment ending in `.` or space, an 8.3 short name (`PRIVAT~1`),
+    /// a `:$` stream name: IIS and NTFS serve them as another path.
+    pub windows_paths: bool,
+    /// `format_suffixes`: `/x.json` served as `/x`.
+    pub format_suffixes: bool,
+    /// `method_overrides`: `_method` in the query or a POST body turns the method into another.
+    pub method_overrides: bool,
+}
+
+impl Default for UpstreamReads {
+    fn default() -> Self {
+        UpstreamReads {
+            windows_paths: true,
+            format_suffixes: true,
+            method_overrides: true,
+        }
+    }
 }
 
 /// How an upstream's address is chosen.
@@ -544,6 +570,8 @@ pub struct RouteSpec {
     pub websocket_close_at_expiry: bool,
     /// `false`: a shadow rule, whose refusals are logged and counted but not enforced.
     pub enforce: bool,
+    /// How the route's upstream may read a request otherwise (its `[[upstreams]]` settings).
+    pub upstream_reads: UpstreamReads,
 }
 
 /// Where an ABAC attribute comes from.

@@ -1433,6 +1433,11 @@ fn upstreams(list: Vec<(usize, UpstreamFile)>, problems: &mut Problems) -> Vec<U
                 retries: retries.min(MAX_RETRIES),
                 http2: f.http2.unwrap_or(false),
                 health_check,
+                reads: UpstreamReads {
+                    windows_paths: f.windows_paths.unwrap_or(true),
+                    format_suffixes: f.format_suffixes.unwrap_or(true),
+                    method_overrides: f.method_overrides.unwrap_or(true),
+                },
             });
         }
     }
@@ -1716,6 +1721,7 @@ fn routes(
             forward_session_token: f.forward_session_token.unwrap_or(false),
             websocket_close_at_expiry: f.websocket_close_at_expiry.unwrap_or(false),
             enforce: f.enforce.unwrap_or(true),
+            upstream_reads: upstreams.get(upstream).map(|u| u.reads).unwrap_or_default(),
         });
     }
     out

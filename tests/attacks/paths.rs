@@ -448,3 +448,105 @@ async fn hosts_are_required_single_valid_and_the_absolute_form_wins() {
     let r = send(port, "GET /public/x HTTP/1.0").await;
     assert_eq!(r.status, 200);
 }
+
+/// Routes for the spellings some upstreams fold: a protected `/public/private/*` inside the
+/// public `/public/*` (on `app`, whose reads are the defaults), and the same pair on `plain`,
+/// an upstream declared to read paths as written (`windows_paths = false`, `format_suffixes =
+/// false`).
+fn folding_routes(echo: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[upstreams]]
+name = "plain"
+addresses = ["{echo}"]
+windows_paths = false
+format_suffixes = false
+
+[[routes]]
+name = "private"
+path = "/public/private/*"
+upstream = "app"
+permission = "admin:access"
+clients = ["billing"]
+
+[[routes]]
+name = "plain-public"
+path = "/plain/*"
+upstream = "plain"
+auth = "none"
+
+[[routes]]
+name = "plain-private"
+path = "/plain/private/*"
+upstream = "plain"
+permission = "admin:access"
+clients = ["billing"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn spellings_that_windows_and_rails_fold_never_reach_a_less_specific_route() {
+    let (idp, echo) = idp_and_echo().await;
+    let setup = Setup {
+        extra: folding_routes(echo.addr()),
+        ..Setup::default()
+    };
+    let gw = start_gateway(
+        |port, admin| config(port, admin, &idp, echo.addr(), &setup),
+        true,
+    )
+    .await;
+    let port = gw.port;
+    // IIS and NTFS serve each of these as /public/private/x, Rails and Spring serve
+    // /public/private.json as /public/private: the protected route's, not the public one's.
+    let before = echo.requests();
+    for path in [
+        "/public/private./x",
+        "/public/private%2E/x",
+        "/public/private%20/x",
+        "/public/private.%20/x",
+        "/public/PRIVAT~1/x",
+        "/public/privat~1/x",
+        "/public/private::$INDEX_ALLOCATION/x",
+        "/public/private:$I30:$INDEX_ALLOCATION/x",
+        "/public/private.json",
+        "/public/private.json/",
+        "/public/private.tar.gz",
+    ] {
+        let r = get(port, path).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("Bad request path"),
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        echo.requests(),
+        before,
+        "a folded spelling reached the upstream"
+    );
+    // The protected route itself still asks for credentials; extensions that keep the route pass.
+    assert_eq!(get(port, "/public/private/x").await.status, 401);
+    for (path, forwarded) in [
+        ("/public/app.js", "/public/app.js"),
+        ("/public/x/report.pdf", "/public/x/report.pdf"),
+        ("/public/~user/x", "/public/~user/x"),
+        ("/public/.well-known", "/public/.well-known"),
+    ] {
+        let r = get(port, path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.echoed().unwrap()["path"], forwarded, "{path}");
+    }
+    // An upstream declared to read paths as written gets them as written.
+    for path in [
+        "/plain/private./x",
+        "/plain/PRIVAT~1/x",
+        "/plain/private.json",
+    ] {
+        let r = get(port, path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.echoed().unwrap()["path"], path, "{path}");
+    }
+}

@@ -3,6 +3,7 @@
 pub mod abac;
 pub mod grants;
 pub mod host;
+pub mod overrides;
 pub mod path;
 pub mod permissions;
 pub mod routes;

@@ -10,6 +10,7 @@ pub mod live;
 use crate::authz::abac::{self, AbacClient, CheckRequest, Outcome};
 use crate::authz::grants::GrantTable;
 use crate::authz::host::request_host;
+use crate::authz::overrides;
 use crate::authz::path;
 use crate::authz::permissions::PermissionNames;
 use crate::authz::permissions::{self, Decision};
@@ -245,26 +246,36 @@ impl Gateway {
     /// The decision, in the order a reader follows it: route → client → caller → permission →
     /// live check. Each step saves what it found in `ctx`; the first refusal ends the request.
     /// A route whose live check reads the body has it read here, before the decision.
+    /// On a route with a method list, a `_method` override in the query or a POST's body is
+    /// refused on every kind of route (see [`crate::authz::overrides`]).
     async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
         let routed = self.route_step(session.req_header(), ctx)?;
+        if overrides_apply(routed.route) {
+            overrides::in_query(session.req_header().uri.query())
+                .map_err(|e| Refusal::AmbiguousRequest(Cause::of(e)))?;
+        }
+        let mut body = None;
         if routed.route.access == Access::Public {
             ctx.outcome = "public";
-            return Ok(());
+            return override_in_body(session, &routed, &mut body).await;
         }
         if routed.route.enforce {
-            self.access_steps(session, ctx, &routed).await
+            self.access_steps(session, ctx, &routed, &mut body).await
         } else {
-            let decided = self.access_steps(session, ctx, &routed).await;
-            self.shadow(session.req_header(), ctx, routed.route, decided)
+            let decided = self.access_steps(session, ctx, &routed, &mut body).await;
+            self.shadow(session.req_header(), ctx, routed.route, decided)?;
+            override_in_body(session, &routed, &mut body).await
         }
     }
 
-    /// Client → caller → binding → permission → live check, for a routed request.
+    /// Client → caller → binding → permission → body → live check, for a routed request. The
+    /// body is read (into `body`) when the live check or a `_method` check reads it.
     async fn access_steps(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         routed: &Routed<'_>,
+        body: &mut Option<Bytes>,
     ) -> Result<(), Refusal> {
         let (client, origin) = self.client_step(session.req_header(), ctx)?;
         self.caller_step(
@@ -276,14 +287,15 @@ impl Gateway {
         )
         .await?;
         self.binding_step(routed, ctx, client)?;
-        if !self.permission_step(routed, ctx)? {
+        let live = self.permission_step(routed, ctx)?;
+        if live && routed.route.needs_body() {
+            *body = Some(read_body(session, routed.route.body_limit).await?);
+        }
+        // Before the live check: the IdP is never asked about a method the upstream won't serve.
+        override_in_body(session, routed, body).await?;
+        if !live {
             return Ok(());
         }
-        let body = if routed.route.needs_body() {
-            Some(read_body(session, routed.route.body_limit).await?)
-        } else {
-            None
-        };
         self.live_check(session.req_header(), body.as_deref(), routed, ctx)
             .await
     }
@@ -803,6 +815,40 @@ impl Gateway {
             .and_then(|i| self.clients.all().get(i))
             .map_or("-", |c| c.name.as_str())
     }
+}
+
+/// Whether `_method` overrides are refused on `route`: it has a method list, and its upstream
+/// may honour them (`method_overrides`).
+fn overrides_apply(route: &RouteSpec) -> bool {
+    route.methods.is_some() && route.upstream_reads.method_overrides
+}
+
+/// Refuses a POST whose body has a `_method` field a framework would take for the method, on
+/// routes where [`overrides_apply`]: the body (form, multipart or JSON, see
+/// [`overrides::body_form`]) is read into `body` (at most the route's `body_limit`: 413 beyond)
+/// unless it was read already (for the live check).
+async fn override_in_body(
+    session: &mut Session,
+    routed: &Routed<'_>,
+    body: &mut Option<Bytes>,
+) -> Result<(), Refusal> {
+    if !overrides_apply(routed.route) {
+        return Ok(());
+    }
+    let req = session.req_header();
+    let Some(form) = overrides::body_form(&req.method, header(req, &http::header::CONTENT_TYPE))
+    else {
+        return Ok(());
+    };
+    let bytes = match body {
+        Some(read) => read.clone(),
+        None => {
+            let read = read_body(session, routed.route.body_limit).await?;
+            *body = Some(read.clone());
+            read
+        }
+    };
+    overrides::in_body(form, &bytes).map_err(|e| Refusal::AmbiguousRequest(Cause::of(e)))
 }
 
 /// Reads the whole request body, at most `limit` bytes, keeping it for replay upstream.

@@ -550,3 +550,178 @@ async fn spellings_that_windows_and_rails_fold_never_reach_a_less_specific_route
         assert_eq!(r.echoed().unwrap()["path"], path, "{path}");
     }
 }
+
+/// Sends `head`, `Content-Length` and `body` on a raw socket and reads the response.
+async fn send_with_body(port: u16, head: &str, body: &str) -> Raw {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    parse(&buf).unwrap_or_else(|| panic!("no HTTP response to {head:?}"))
+}
+
+/// A public page that takes comments (GET, POST) beside the protected DELETE of the same path,
+/// the same pair on `plain`, an upstream declared not to honour `_method`
+/// (`method_overrides = false`), and the standard config's `invoice-refund` (POST).
+fn override_routes(echo: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[upstreams]]
+name = "plain"
+addresses = ["{echo}"]
+method_overrides = false
+
+[[routes]]
+name = "post"
+path = "/posts/{{id}}"
+methods = ["GET", "POST"]
+upstream = "app"
+auth = "none"
+
+[[routes]]
+name = "post-delete"
+path = "/posts/{{id}}"
+methods = ["DELETE"]
+upstream = "app"
+permission = "post:delete"
+clients = ["billing"]
+
+[[routes]]
+name = "plain-post"
+path = "/plain/{{id}}"
+methods = ["GET", "POST"]
+upstream = "plain"
+auth = "none"
+"#
+    )
+}
+
+#[tokio::test]
+async fn method_overrides_cannot_turn_an_allowed_post_into_another_method() {
+    let (idp, echo) = idp_and_echo().await;
+    let setup = Setup {
+        extra: override_routes(echo.addr()),
+        ..Setup::default()
+    };
+    let gw = start_gateway(
+        |port, admin| config(port, admin, &idp, echo.addr(), &setup),
+        true,
+    )
+    .await;
+    let port = gw.port;
+    let host = format!("Host: 127.0.0.1:{port}");
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let multipart = "Content-Type: multipart/form-data; boundary=XyZ";
+    let parts = "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhi\r\n--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XyZ--\r\n";
+    let refund = idp.mint(json!({"sub": "user_1", "aud": AUDIENCE, "permissions": {"client_abc:invoice": ["refund"]}}));
+    let bearer = format!("Authorization: Bearer {refund}");
+    // Rails, Laravel and Symfony serve each of these as a DELETE, which the route does not allow
+    // (and post-delete would refuse to anyone without post:delete).
+    let refused: Vec<(String, String)> = vec![
+        (
+            format!("POST /posts/1?_method=DELETE HTTP/1.1\r\n{host}"),
+            String::new(),
+        ),
+        (
+            format!("POST /posts/1?a=1&_METHOD=delete HTTP/1.1\r\n{host}"),
+            String::new(),
+        ),
+        (
+            format!("POST /posts/1?.method=DELETE HTTP/1.1\r\n{host}"),
+            String::new(),
+        ),
+        (
+            format!("POST /posts/1?%5Fmethod=DELETE HTTP/1.1\r\n{host}"),
+            String::new(),
+        ),
+        (
+            format!("POST /posts/1?_method[]=DELETE HTTP/1.1\r\n{host}"),
+            String::new(),
+        ),
+        (
+            format!("GET /posts/1?_method=DELETE HTTP/1.1\r\n{host}"),
+            String::new(),
+        ),
+        (
+            format!("POST /posts/1 HTTP/1.1\r\n{host}\r\n{form}"),
+            "title=hi&_method=DELETE".into(),
+        ),
+        // Rack reads a POST without a Content-Type as a form.
+        (
+            format!("POST /posts/1 HTTP/1.1\r\n{host}"),
+            "_method=DELETE".into(),
+        ),
+        (
+            format!("POST /posts/1 HTTP/1.1\r\n{host}\r\n{multipart}"),
+            parts.into(),
+        ),
+        // Laravel reads a JSON body as input.
+        (
+            format!("POST /posts/1 HTTP/1.1\r\n{host}\r\nContent-Type: application/json"),
+            r#"{"_method": "DELETE"}"#.into(),
+        ),
+        // An authorised POST too: the refund's permission is no DELETE's.
+        (
+            format!("POST /api/invoices/1/refund HTTP/1.1\r\n{host}\r\n{bearer}\r\n{form}"),
+            "_method=DELETE".into(),
+        ),
+        (
+            format!("POST /api/invoices/1/refund?_method=DELETE HTTP/1.1\r\n{host}\r\n{bearer}"),
+            String::new(),
+        ),
+    ];
+    let before = echo.requests();
+    for (head, body) in &refused {
+        let r = send_with_body(port, head, body).await;
+        assert_eq!(
+            r.status,
+            400,
+            "{head:?} {body:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("_method"),
+            "{head:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        echo.requests(),
+        before,
+        "a method override reached the upstream"
+    );
+    // What no framework reads as a method passes, as it was sent.
+    for (head, body) in [
+        (
+            format!("POST /posts/1 HTTP/1.1\r\n{host}\r\n{form}"),
+            "title=hi&method=DELETE",
+        ),
+        (
+            format!("POST /posts/1 HTTP/1.1\r\n{host}\r\nContent-Type: text/plain"),
+            "_method=DELETE",
+        ),
+        (
+            format!("POST /posts/1?title=_method HTTP/1.1\r\n{host}\r\n{form}"),
+            "a=1",
+        ),
+        (
+            format!("POST /api/invoices/1/refund HTTP/1.1\r\n{host}\r\n{bearer}\r\n{form}"),
+            "amount=5",
+        ),
+        // An upstream declared not to honour _method gets it.
+        (
+            format!("POST /plain/1?_method=DELETE HTTP/1.1\r\n{host}\r\n{form}"),
+            "_method=DELETE",
+        ),
+    ] {
+        let r = send_with_body(port, &head, body).await;
+        assert_eq!(r.status, 200, "{head:?} {body:?}");
+        let echoed = r.echoed().unwrap();
+        assert_eq!(echoed["method"], "POST", "{head:?}");
+        assert_eq!(echoed["body"], body, "{head:?}");
+    }
+}

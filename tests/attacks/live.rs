@@ -593,7 +593,7 @@ async fn connection_cannot_remove_what_the_live_check_read() {
         format!(
             "POST /api/transfers/t_1?mode=fast HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
              Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-             X-Region: eu\r\nConnection: {connection}"
+             X-Region: eu\r\nConnection: close\r\nConnection: {connection}"
         )
     };
     let (checks, upstream) = (w.idp.abac_requests(), w.echo.requests());
@@ -617,7 +617,7 @@ async fn connection_cannot_remove_what_the_live_check_read() {
     assert_eq!(w.echo.requests(), upstream, "the upstream was reached");
 
     // Connection's own options pass, and the upstream gets exactly what the IdP decided on.
-    for connection in ["close", "keep-alive, close", "TE, close"] {
+    for connection in ["close", "keep-alive", "TE, keep-alive", "Upgrade"] {
         let (status, echoed) = raw_with_body(port, &head(connection), BODY).await;
         assert_eq!(status, 200, "Connection: {connection}: {echoed}");
         let (asked, _) = w.idp.abac_checks().pop().unwrap();

@@ -1,5 +1,6 @@
 //! Config loading: every problem reported at once, with line and key.
 
+use super::model::UpstreamReads;
 use super::*;
 
 /// A valid config (its client secret from `BILLING_SECRET`, see [`env`]).
@@ -134,6 +135,8 @@ fn rules_table() {
         ("[proxy]", "[proxy]\nthreads = \"two\"", "proxy.threads: invalid type"),
         ("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { amount = \"cookie:x\" }", "routes[0].attributes.amount: \"cookie:x\" is not a source"),
         ("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { inv = \"path:nope\" }", "routes[0].attributes.inv: \"nope\" is not a capture"),
+        ("entity_id = \"id\"", "entity_id = \"id\"\nattributes = { t = \"header:TE\" }", "routes[0].attributes.t: \"te\" is a hop-by-hop header, which never reaches the upstream"),
+        ("addresses = [\"127.0.0.1:3000\"]", "addresses = [\"127.0.0.1:3000\"]\nwindows_paths = \"no\"", "windows_paths: invalid type"),
         ("entity_id = \"id\"", "entity_id = \"id\"\nbody_limit = 1000000", "routes[0].body_limit: 1000000 must be between 1 and 65536"),
         ("entity_id = \"id\"", "entity_id = \"id\"\non_error = \"maybe\"", "routes[0].on_error: \"maybe\" is not"),
         ("[proxy]", "[identity_jwt]\nalgorithm = \"RS256\"\n[proxy]", "identity_jwt.algorithm: \"RS256\" is not \"ES256\" or \"EdDSA\""),
@@ -238,6 +241,22 @@ fn attributes_need_the_check_permission_url() {
     assert!(c.routes[0].needs_body());
     assert_eq!(c.routes[0].body_limit, 65536);
     assert!(!c.routes[0].allow_on_error);
+    // An upstream reads paths and methods the way the safe side assumes, unless it says otherwise.
+    assert_eq!(c.routes[0].upstream_reads, UpstreamReads::default());
+    let lenient = ok.replace(
+        "addresses = [\"127.0.0.1:3000\"]",
+        "addresses = [\"127.0.0.1:3000\"]\nwindows_paths = false\nmethod_overrides = false",
+    );
+    let c = parse("test.toml", &lenient, &env).unwrap();
+    assert_eq!(
+        c.routes[0].upstream_reads,
+        UpstreamReads {
+            windows_paths: false,
+            format_suffixes: true,
+            method_overrides: false,
+        }
+    );
+    assert_eq!(c.upstreams[0].reads, c.routes[0].upstream_reads);
 }
 
 #[test]

@@ -1470,6 +1470,20 @@ fn ca_certificates(path: &str) -> Result<Vec<Vec<u8>>, String> {
     Ok(certificates)
 }
 
+/// Headers a proxy never forwards (RFC 9110 §7.6.1, and what Pingora removes on the way upstream).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
 /// Most retries an upstream may ask for.
 const MAX_RETRIES: u32 = 5;
 
@@ -1850,7 +1864,11 @@ fn attributes(
             }
             Some(("query", q)) if !q.is_empty() => Some(AttributeSource::Query(q.to_string())),
             Some(("header", h)) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
-                Some(AttributeSource::Header(h.to_ascii_lowercase()))
+                let lower = h.to_ascii_lowercase();
+                if HOP_BY_HOP.contains(&crate::headers::fold(&lower).as_str()) {
+                    problems.add(&here, format!("{lower:?} is a hop-by-hop header, which never reaches the upstream: the live check would decide on a value the upstream does not receive; read an end-to-end header"));
+                }
+                Some(AttributeSource::Header(lower))
             }
             Some(("body", field))
                 if !field.is_empty() && field.split('.').all(|s| !s.is_empty()) =>

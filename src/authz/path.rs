@@ -219,23 +219,26 @@ pub enum WindowsSpelling {
 /// stream). IIS and NTFS would serve `/private./x`, `/private%20/x`, `/PRIVAT~1/x` and
 /// `/private::$INDEX_ALLOCATION/x` as `/private/x`, which another route may govern.
 pub fn windows_spelling(decoded: &str) -> Result<(), WindowsSpelling> {
-    for seg in decoded.split('/') {
-        let bytes = seg.as_bytes();
-        if matches!(bytes.last(), Some(b'.' | b' ')) {
+    // One pass (this runs on every request to such an upstream): `prev` is the byte before,
+    // `tilde_digits` whether the bytes since the last `~` of the segment are all digits (and
+    // at least one).
+    let bytes = decoded.as_bytes();
+    let (mut prev, mut tilde, mut digits) = (b'/', false, false);
+    for &b in bytes.iter().chain(std::iter::once(&b'/')) {
+        match b {
+            b'/' | b'.' if tilde && digits => return Err(WindowsSpelling::ShortName),
+            b'$' if prev == b':' => return Err(WindowsSpelling::Stream),
+            _ => {}
+        }
+        if b == b'/' && matches!(prev, b'.' | b' ') {
             return Err(WindowsSpelling::TrailingDotOrSpace);
         }
-        if bytes.windows(2).any(|w| w == b":$") {
-            return Err(WindowsSpelling::Stream);
+        match b {
+            b'~' => (tilde, digits) = (true, false),
+            b'0'..=b'9' if tilde => digits = true,
+            _ => tilde = false,
         }
-        let mut rest = bytes;
-        while let Some(at) = rest.iter().position(|b| *b == b'~') {
-            let after = rest.get(at + 1..).unwrap_or_default();
-            let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
-            if digits > 0 && matches!(after.get(digits), None | Some(b'.')) {
-                return Err(WindowsSpelling::ShortName);
-            }
-            rest = after;
-        }
+        prev = b;
     }
     Ok(())
 }
@@ -401,6 +404,35 @@ mod tests {
             let s = strip_params(&n.forward).unwrap();
             assert_eq!(&*s.forward, want, "{input}");
             assert!(!s.has_params);
+        }
+    }
+
+    #[test]
+    fn windows_spellings() {
+        use WindowsSpelling::*;
+        for (decoded, want) in [
+            ("/private./x", Err(TrailingDotOrSpace)),
+            ("/private /x", Err(TrailingDotOrSpace)),
+            ("/x/y.", Err(TrailingDotOrSpace)),
+            ("/x/y /", Err(TrailingDotOrSpace)),
+            ("/PRIVAT~1/x", Err(ShortName)),
+            ("/PRIVAT~12", Err(ShortName)),
+            ("/PRIVAT~1.HTM", Err(ShortName)),
+            ("/~1", Err(ShortName)),
+            ("/x::$DATA", Err(Stream)),
+            ("/x:$I30:$INDEX_ALLOCATION/y", Err(Stream)),
+            ("/", Ok(())),
+            ("/a/b/", Ok(())),
+            ("/~user/x", Ok(())),
+            ("/a~1b", Ok(())),
+            ("/a~/1", Ok(())),
+            ("/a/.hidden", Ok(())),
+            ("/a/..b", Ok(())),
+            ("/a b/c", Ok(())),
+            ("/v1/x:batchGet", Ok(())),
+            ("/price/$5", Ok(())),
+        ] {
+            assert_eq!(windows_spelling(decoded), want, "{decoded}");
         }
     }
 

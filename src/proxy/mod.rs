@@ -832,10 +832,11 @@ async fn override_in_body(
     routed: &Routed<'_>,
     body: &mut Option<Bytes>,
 ) -> Result<(), Refusal> {
-    if !overrides_apply(routed.route) {
+    let req = session.req_header();
+    // Only a POST's body is read for a method (no header lookup for the others).
+    if req.method != http::Method::POST || !overrides_apply(routed.route) {
         return Ok(());
     }
-    let req = session.req_header();
     let Some(form) = overrides::body_form(&req.method, header(req, &http::header::CONTENT_TYPE))
     else {
         return Ok(());

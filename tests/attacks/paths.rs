@@ -566,7 +566,8 @@ async fn send_with_body(port: u16, head: &str, body: &str) -> Raw {
 
 /// A public page that takes comments (GET, POST) beside the protected DELETE of the same path,
 /// the same pair on `plain`, an upstream declared not to honour `_method`
-/// (`method_overrides = false`), and the standard config's `invoice-refund` (POST).
+/// (`method_overrides = false`), a shadow rule (`enforce = false`) for POST, and the standard
+/// config's `invoice-refund` (POST).
 fn override_routes(echo: std::net::SocketAddr) -> String {
     format!(
         r#"
@@ -589,6 +590,15 @@ methods = ["DELETE"]
 upstream = "app"
 permission = "post:delete"
 clients = ["billing"]
+
+[[routes]]
+name = "drafts"
+path = "/drafts/{{id}}"
+methods = ["POST"]
+upstream = "app"
+permission = "post:write"
+clients = ["billing"]
+enforce = false
 
 [[routes]]
 name = "plain-post"
@@ -673,6 +683,15 @@ async fn method_overrides_cannot_turn_an_allowed_post_into_another_method() {
             format!("POST /api/invoices/1/refund?_method=DELETE HTTP/1.1\r\n{host}\r\n{bearer}"),
             String::new(),
         ),
+        // A shadow rule lets every caller through, but not with another method.
+        (
+            format!("POST /drafts/1?_method=DELETE HTTP/1.1\r\n{host}"),
+            String::new(),
+        ),
+        (
+            format!("POST /drafts/1 HTTP/1.1\r\n{host}\r\n{form}"),
+            "_method=DELETE".into(),
+        ),
     ];
     let before = echo.requests();
     for (head, body) in &refused {
@@ -711,6 +730,10 @@ async fn method_overrides_cannot_turn_an_allowed_post_into_another_method() {
         (
             format!("POST /api/invoices/1/refund HTTP/1.1\r\n{host}\r\n{bearer}\r\n{form}"),
             "amount=5",
+        ),
+        (
+            format!("POST /drafts/1 HTTP/1.1\r\n{host}\r\n{form}"),
+            "title=hi",
         ),
         // An upstream declared not to honour _method gets it.
         (

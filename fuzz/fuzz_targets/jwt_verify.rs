@@ -82,7 +82,9 @@ fuzz_target!(|data: &[u8]| {
     let result = f.rt.block_on(f.verifier.verify_for(&token, audience));
     // An id_token arrives as text from the IdP's token endpoint: only UTF-8 input is one.
     let nonce = match std::str::from_utf8(&token) {
-        Ok(text) => f.rt.block_on(f.verifier.verify_id_token(text, "client", "n")),
+        Ok(text) => {
+            f.rt.block_on(f.verifier.verify_id_token(text, "client", "n"))
+        }
         Err(_) => Err(authgate::identity::verify::TokenError::Malformed),
     };
     for (accepted, want_aud) in [

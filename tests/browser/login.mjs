@@ -11,7 +11,7 @@ const [appUrl, expectedClient, provider = 'idp'] = process.argv.slice(2);
 const github = provider === 'github';
 const loginPage = github ? '/login/oauth/authorize' : '/authorize';
 const [user, subject, expected] = github
-  ? ['#gh-octocat', '583231', ['583231', 'octocat@users.example', 'octocat', 'demo-org:billing']]
+  ? ['#gh-octocat', 'github:583231', ['github:583231', 'octocat@users.example', 'octocat', 'demo-org:billing']]
   : ['#user-alice', 'user_alice', ['user_alice', 'alice@example.com']];
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const userDataDir = mkdtempSync(join(tmpdir(), 'authgate-chromium-'));

@@ -69,7 +69,9 @@ impl ClientRegistry {
         }
     }
 
-    /// Maps origins no client claims to this client (the operator's `default_client`).
+    /// Maps origins no client claims to this client (the operator's `default_client`). It
+    /// names the client only: a session cookie of it still changes state only from its own
+    /// origins ([`ClientRegistry::same_origin`]).
     pub fn with_default(mut self, default_client: Option<usize>) -> Self {
         self.default_client = default_client;
         self

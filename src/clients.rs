@@ -69,7 +69,9 @@ impl ClientRegistry {
         }
     }
 
-    /// Maps origins no client claims to this client (the operator's `default_client`).
+    /// Maps origins no client claims to this client (the operator's `default_client`). It
+    /// names the client only: a session cookie of it still changes state only from its own
+    /// origins ([`ClientRegistry::same_origin`]).
     pub fn with_default(mut self, default_client: Option<usize>) -> Self {
         self.default_client = default_client;
         self
@@ -182,20 +184,36 @@ pub struct Served {
     list: Option<Box<[usize]>>,
     /// The one client the route serves, if it serves exactly one.
     only: Option<usize>,
+    /// When the route serves several clients that all have one namespace: the first of them,
+    /// whose namespace (every one's) decides an unbound credential.
+    shared: Option<usize>,
 }
 
 impl Served {
-    /// A route's `clients` (indices; `None`: every one) among `client_count` clients.
-    pub fn new(clients: Option<&[usize]>, client_count: usize) -> Served {
-        let only = match clients {
+    /// A route's `clients` (indices; `None`: every one) among the configured `clients`.
+    pub fn new(served: Option<&[usize]>, clients: &[ClientSettings]) -> Served {
+        let only = match served {
             Some([one]) => Some(*one),
             Some(_) => None,
-            None if client_count == 1 => Some(0),
+            None if clients.len() == 1 => Some(0),
             None => None,
         };
+        let indices: Vec<usize> = match served {
+            Some(list) => list.to_vec(),
+            None => (0..clients.len()).collect(),
+        };
+        let namespace = |i: &usize| clients.get(*i).map(|c| c.namespace.as_str());
+        let shared = match indices.first() {
+            Some(first) if only.is_none() => {
+                let ns = namespace(first);
+                (ns.is_some() && indices.iter().all(|i| namespace(i) == ns)).then_some(*first)
+            }
+            _ => None,
+        };
         Served {
-            list: clients.map(Into::into),
+            list: served.map(Into::into),
             only,
+            shared,
         }
     }
 
@@ -207,6 +225,12 @@ impl Served {
     /// The one client the route serves, when it serves exactly one.
     pub fn only(&self) -> Option<usize> {
         self.only
+    }
+
+    /// On a route serving several clients of one namespace, the first of them (its namespace
+    /// is every one's).
+    pub fn shared_namespace(&self) -> Option<usize> {
+        self.shared
     }
 }
 
@@ -221,8 +245,8 @@ pub enum ClientError {
         /// The client the request came from.
         client: String,
     },
-    /// An unbound credential on a route serving several clients.
-    #[error("route {route:?} serves several client applications and this credential (an API key, or a token without azp, client_id or a client's aud) names none of them, so no request header may choose its permission namespace: set `clients` on the route to the one client app it serves")]
+    /// An unbound credential on a route serving several clients of different namespaces.
+    #[error("route {route:?} serves several client applications with different permission namespaces and this credential (an API key, or a token without azp, client_id or a client's aud) names none of them, so no request header may choose its permission namespace: set `clients` on the route to the one client app it serves (or to clients sharing one namespace)")]
     Unbound {
         /// The route's name.
         route: String,
@@ -237,9 +261,28 @@ pub enum ClientError {
     },
 }
 
-/// The settled client of a request: whose namespace decides it (`None`: none, on a route that
-/// needs no permission and serves several clients).
-pub type Settled = Option<usize>;
+/// The settled client of a request: the client named upstream, and whose namespace decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settled {
+    /// The client the request ends with, named upstream (`x-auth-client`, the signed
+    /// identity's `client`) and whose `[[clients.grants]]` apply. `None`: the credential names
+    /// no client and the route serves several.
+    pub client: Option<usize>,
+    /// A client whose namespace decides the permission: `client`, or, for an unbound credential
+    /// on a route whose clients share one namespace, the first of them. `None`: no namespace
+    /// (a route needing no permission that serves several clients).
+    pub namespace: Option<usize>,
+}
+
+impl Settled {
+    /// The client `index`, deciding in its own namespace.
+    fn client(index: usize) -> Settled {
+        Settled {
+            client: Some(index),
+            namespace: Some(index),
+        }
+    }
+}
 
 impl ClientRegistry {
     /// A token's client: its `azp`, else its `client_id` claim (both in `authorized_party`),
@@ -267,9 +310,10 @@ impl ClientRegistry {
 
     /// Whose permissions apply. A bound credential fixes the client: the detected one must be
     /// it, unless the detected client sets `allow_foreign_tokens` (then the detected client's).
-    /// An unbound credential never lets a header choose: the route's only client, or, on a
-    /// route serving several, a refusal when a namespace is `needed` and no client otherwise.
-    /// The client settled on must be one the route serves.
+    /// An unbound credential never lets a header choose: the route's only client; on a route
+    /// serving several clients of one namespace, that namespace with no client named; else,
+    /// on a route serving several, a refusal when a namespace is `needed` and no client
+    /// otherwise. The client settled on must be one the route serves.
     pub fn settle(
         &self,
         detected: usize,
@@ -296,14 +340,22 @@ impl ClientRegistry {
                     client: client.name.clone(),
                 })
             }
-            Binding::Unbound => match served.only() {
-                Some(only) => Some(only),
-                None if needed => {
+            Binding::Unbound => match (served.only(), served.shared_namespace()) {
+                (Some(only), _) => Some(only),
+                // Every client the route serves has this namespace: it decides, and since the
+                // credential names none of them, no client is named upstream.
+                (None, Some(first)) if needed => {
+                    return Ok(Settled {
+                        client: None,
+                        namespace: Some(first),
+                    })
+                }
+                (None, _) if needed => {
                     return Err(ClientError::Unbound {
                         route: route.to_string(),
                     })
                 }
-                None => None,
+                (None, _) => None,
             },
         };
         match settled {
@@ -318,8 +370,69 @@ impl ClientRegistry {
                     client: name,
                 })
             }
-            other => Ok(other),
+            Some(i) => Ok(Settled::client(i)),
+            None => Ok(Settled::default()),
         }
+    }
+}
+
+/// Why a session cookie may not authorise a request that changes state (a method other than
+/// GET, HEAD or OPTIONS) or opens a WebSocket: it did not come from its client's own pages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a session cookie of {client} authorises a {what} only from {client}'s own pages (an Origin that is one of its origins, or Sec-Fetch-Site: same-origin); this request {came}")]
+pub struct CrossSite {
+    /// The session's client.
+    pub client: String,
+    /// What was asked: `POST request`, `WebSocket upgrade`...
+    pub what: String,
+    /// Where the request came from, in words.
+    pub came: String,
+}
+
+impl ClientRegistry {
+    /// A cookie-authenticated request that changes state or upgrades must come from the pages of
+    /// its session's client `index`, whatever `default_client` says: exactly one
+    /// `Sec-Fetch-Site: same-origin`, or exactly one `Origin` that is one of the client's
+    /// origins (exact or pattern). Everything else is refused: a foreign origin, `Origin: null`,
+    /// a repeated `Origin`, and no `Origin` at all (browsers send it on every such request;
+    /// a non-browser caller with a cookie adds it), `Sec-Fetch-Site: same-site` or a repeated
+    /// `Sec-Fetch-Site` (never read as its first value). `what` names the request for the refusal.
+    pub fn same_origin<'h>(
+        &self,
+        index: usize,
+        what: impl FnOnce() -> String,
+        origins: impl IntoIterator<Item = &'h [u8]>,
+        sec_fetch_site: impl IntoIterator<Item = &'h [u8]>,
+    ) -> Result<(), CrossSite> {
+        let mut site = sec_fetch_site.into_iter();
+        if let (Some(one), None) = (site.next(), site.next()) {
+            if one.trim_ascii().eq_ignore_ascii_case(b"same-origin") {
+                return Ok(());
+            }
+        }
+        let mut origins = origins.into_iter();
+        let came = match (origins.next(), origins.next()) {
+            (Some(one), None) => {
+                let text = String::from_utf8_lossy(one);
+                match Origin::parse(text.trim()) {
+                    Ok(o) if self.belongs(index, &o) => return Ok(()),
+                    _ => format!(
+                        "came from Origin {:?}",
+                        text.chars().take(200).collect::<String>()
+                    ),
+                }
+            }
+            (Some(_), Some(_)) => "sent Origin more than once".into(),
+            (None, _) => "sent no Origin".into(),
+        };
+        Err(CrossSite {
+            client: self
+                .clients
+                .get(index)
+                .map_or_else(|| "(unknown)".into(), |c| c.name.clone()),
+            what: what(),
+            came,
+        })
     }
 }
 
@@ -522,17 +635,25 @@ pub(crate) mod tests {
         clients.push(ClientSettings {
             name: "partner".into(),
             client_id: "id_partner".into(),
+            namespace: "client_partner".into(),
             allow_foreign_tokens: true,
             ..clients[0].clone()
         });
         let r = ClientRegistry::from_config(&clients);
         let (billing, dev, partner) = (0, 1, 2);
-        let every = Served::new(None, 3);
-        let only_billing = Served::new(Some(&[billing]), 3);
-        let billing_and_partner = Served::new(Some(&[billing, partner]), 3);
+        let every = Served::new(None, &clients);
+        let only_billing = Served::new(Some(&[billing]), &clients);
+        let billing_and_partner = Served::new(Some(&[billing, partner]), &clients);
         let short = |res: Result<Settled, ClientError>| match res {
-            Ok(Some(i)) => clients[i].name.clone(),
-            Ok(None) => "none".into(),
+            Ok(Settled {
+                client: Some(i),
+                namespace: Some(n),
+            }) if i == n => clients[i].name.clone(),
+            Ok(Settled {
+                client: None,
+                namespace: None,
+            }) => "none".into(),
+            Ok(other) => format!("{other:?}"),
             Err(ClientError::IssuedToAnother { .. }) => "issued to another".into(),
             Err(ClientError::Unbound { .. }) => "unbound on several".into(),
             Err(ClientError::NotServed { .. }) => "not served".into(),
@@ -646,8 +767,14 @@ pub(crate) mod tests {
         // A single-client config: every route serves it, so an unbound credential has its namespace.
         let single = ClientRegistry::from_config(&clients[..1]);
         assert_eq!(
-            single.settle(0, Binding::Unbound, &Served::new(None, 1), true, "r"),
-            Ok(Some(0))
+            single.settle(
+                0,
+                Binding::Unbound,
+                &Served::new(None, &clients[..1]),
+                true,
+                "r"
+            ),
+            Ok(Settled::client(0))
         );
         let refused = r
             .settle(billing, Binding::Unbound, &every, true, "invoices")
@@ -662,5 +789,258 @@ pub(crate) mod tests {
             refused,
             "the token was issued to another client application than dev"
         );
+    }
+    /// Clients sharing one namespace (three demo apps in `client_demo`, say): an unbound
+    /// credential on a route serving only them is decided in that namespace, naming no client;
+    /// where the route's clients' namespaces differ it is still refused.
+    #[test]
+    fn an_unbound_credential_is_decided_in_the_namespace_every_served_client_shares() {
+        let shared = |name: &str, origin: &str| ClientSettings {
+            namespace: "client_demo".into(),
+            ..client(name, &[origin])
+        };
+        let clients = vec![
+            shared("demo-a", "http://127.0.0.1:8080"),
+            shared("demo-b", "http://localhost:8080"),
+            client("other", &["https://other.example.com"]),
+            shared("demo-c", "http://github.localhost:8080"),
+        ];
+        let r = ClientRegistry::from_config(&clients);
+        let (a, b, other, c) = (0, 1, 2, 3);
+        let demo_only = Served::new(Some(&[b, a, c]), &clients);
+        let a_and_b = Served::new(Some(&[a, b]), &clients);
+        let mixed = Served::new(Some(&[a, other]), &clients);
+        let every = Served::new(None, &clients);
+        let all_shared = Served::new(None, &clients[..2]);
+        let in_namespace = |first: usize| {
+            Ok(Settled {
+                client: None,
+                namespace: Some(first),
+            })
+        };
+        let cases: [(
+            &str,
+            &ClientRegistry,
+            usize,
+            Binding,
+            &Served,
+            bool,
+            Result<Settled, &str>,
+        ); 10] = [
+            // (why, registry, detected, binding, route serves, needs a namespace, settled)
+            (
+                "an API key on a route serving three apps of one namespace",
+                &r,
+                other,
+                Binding::Unbound,
+                &demo_only,
+                true,
+                in_namespace(b),
+            ),
+            (
+                "the same, whatever client the origin names",
+                &r,
+                a,
+                Binding::Unbound,
+                &demo_only,
+                true,
+                in_namespace(b),
+            ),
+            (
+                "two apps of one namespace",
+                &r,
+                c,
+                Binding::Unbound,
+                &a_and_b,
+                true,
+                in_namespace(a),
+            ),
+            (
+                "every client, all of one namespace",
+                &r,
+                a,
+                Binding::Unbound,
+                &all_shared,
+                true,
+                in_namespace(a),
+            ),
+            (
+                "two namespaces: still refused",
+                &r,
+                a,
+                Binding::Unbound,
+                &mixed,
+                true,
+                Err("unbound"),
+            ),
+            (
+                "every client, namespaces differ: still refused",
+                &r,
+                a,
+                Binding::Unbound,
+                &every,
+                true,
+                Err("unbound"),
+            ),
+            (
+                "no namespace needed: no client, no namespace",
+                &r,
+                a,
+                Binding::Unbound,
+                &demo_only,
+                false,
+                Ok(Settled::default()),
+            ),
+            (
+                "a bound token keeps its own client",
+                &r,
+                a,
+                Binding::Client("id_demo-a"),
+                &demo_only,
+                true,
+                Ok(Settled::client(a)),
+            ),
+            (
+                "a bound token from another app of the namespace",
+                &r,
+                b,
+                Binding::Client("id_demo-a"),
+                &demo_only,
+                true,
+                Err("issued"),
+            ),
+            (
+                "a bound token of an app the route does not serve",
+                &r,
+                other,
+                Binding::Client("id_other"),
+                &a_and_b,
+                true,
+                Err("not served"),
+            ),
+        ];
+        for (why, registry, detected, binding, served, needed, want) in cases {
+            let got = registry
+                .settle(detected, binding, served, needed, "r")
+                .map_err(|e| match e {
+                    ClientError::Unbound { .. } => "unbound",
+                    ClientError::IssuedToAnother { .. } => "issued",
+                    ClientError::NotServed { .. } => "not served",
+                });
+            assert_eq!(got, want, "{why}");
+        }
+        assert_eq!(demo_only.shared_namespace(), Some(b));
+        assert_eq!(mixed.shared_namespace(), None);
+        // A route serving one client is that client's, never a "shared" namespace.
+        assert_eq!(Served::new(Some(&[a]), &clients).shared_namespace(), None);
+        let refused = r
+            .settle(a, Binding::Unbound, &mixed, true, "reports")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("different permission namespaces"),
+            "{refused}"
+        );
+    }
+
+    /// A session cookie on a request that changes state: only from its client's pages,
+    /// whatever `default_client` maps other origins to.
+    #[test]
+    fn a_cookie_request_that_changes_state_comes_from_its_clients_own_pages() {
+        let mut clients = registry().clients;
+        clients[0].origin_patterns =
+            vec![OriginPattern::parse("https://*.preview.example.com").unwrap()];
+        // With a default client: unknown origins are billing's, which must change nothing here.
+        let r = ClientRegistry::from_config(&clients).with_default(Some(0));
+        let billing = 0;
+        let cases: [(&str, &[&str], &[&str], bool); 17] = [
+            // (why, Origin values, Sec-Fetch-Site values, allowed)
+            (
+                "its own origin",
+                &["https://billing.example.com"],
+                &[],
+                true,
+            ),
+            (
+                "its own origin, cross-site fetch from it",
+                &["https://billing.example.com"],
+                &["cross-site"],
+                true,
+            ),
+            (
+                "one of its patterns",
+                &["https://pr-7.preview.example.com"],
+                &[],
+                true,
+            ),
+            ("same-origin, no Origin", &[], &["same-origin"], true),
+            (
+                "same-origin, Origin: null (Referrer-Policy: no-referrer)",
+                &["null"],
+                &["same-origin"],
+                true,
+            ),
+            ("same-origin in capitals", &[], &["Same-Origin"], true),
+            (
+                "a foreign origin",
+                &["https://evil.example.com"],
+                &[],
+                false,
+            ),
+            (
+                "a foreign origin, same-site",
+                &["https://evil.example.com"],
+                &["same-site"],
+                false,
+            ),
+            (
+                "another client's origin",
+                &["http://localhost:8080"],
+                &[],
+                false,
+            ),
+            ("Origin: null", &["null"], &[], false),
+            ("no Origin", &[], &[], false),
+            ("no Origin, same-site", &[], &["same-site"], false),
+            ("no Origin, none (typed in: no page)", &[], &["none"], false),
+            (
+                "Sec-Fetch-Site twice, same-origin first",
+                &[],
+                &["same-origin", "cross-site"],
+                false,
+            ),
+            (
+                "Sec-Fetch-Site twice, both same-origin",
+                &[],
+                &["same-origin", "same-origin"],
+                false,
+            ),
+            (
+                "Origin twice",
+                &["https://billing.example.com", "https://evil.example.com"],
+                &[],
+                false,
+            ),
+            (
+                "an origin that does not parse",
+                &["billing.example.com"],
+                &[],
+                false,
+            ),
+        ];
+        for (why, origins, site, allowed) in cases {
+            let got = r.same_origin(
+                billing,
+                || "POST request".into(),
+                origins.iter().map(|o| o.as_bytes()),
+                site.iter().map(|s| s.as_bytes()),
+            );
+            assert_eq!(got.is_ok(), allowed, "{why}: {got:?}");
+        }
+        let refused = r
+            .same_origin(billing, || "WebSocket upgrade".into(), [&b"null"[..]], [])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(refused, "a session cookie of billing authorises a WebSocket upgrade only from billing's own pages (an Origin that is one of its origins, or Sec-Fetch-Site: same-origin); this request came from Origin \"null\"");
     }
 }

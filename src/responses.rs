@@ -120,6 +120,9 @@ pub enum Refusal {
     LoginRedirect(String),
     /// A session or token issued to another client app than the one calling.
     WrongClient(Cause),
+    /// A session cookie on a request that changes state or upgrades, from a page that is not
+    /// its client's own (a foreign or `null` `Origin`, none at all).
+    CrossSite(Cause),
     /// No client app the route serves can decide the request: an unbound credential on a
     /// route serving several clients, or a client the route does not serve.
     ClientNotServed(Cause),
@@ -226,6 +229,7 @@ impl Refusal {
             Refusal::UnknownClient(_)
             | Refusal::Forbidden { .. }
             | Refusal::WrongClient(_)
+            | Refusal::CrossSite(_)
             | Refusal::ClientNotServed(_)
             | Refusal::NotAllowed(_) => StatusCode::FORBIDDEN,
             Refusal::LoginRedirect(_) => StatusCode::FOUND,
@@ -257,6 +261,7 @@ impl Refusal {
             | Refusal::StoreUnavailable
             | Refusal::LoginRedirect(_)
             | Refusal::WrongClient(_)
+            | Refusal::CrossSite(_)
             | Refusal::ClientNotServed(_)
             | Refusal::NotAllowed(_) => true,
             Refusal::BadPath(_)
@@ -293,6 +298,7 @@ impl Refusal {
             Refusal::UnreadableBody { .. } => "bad_body",
             Refusal::LoginRedirect(_) => "login_redirect",
             Refusal::WrongClient(_) => "wrong_client",
+            Refusal::CrossSite(_) => "cross_site",
             Refusal::ClientNotServed(_) => "client_not_served",
             Refusal::LoginFailed { .. } => "login_failed",
             Refusal::NotAllowed(_) => "not_allowed",
@@ -319,6 +325,7 @@ impl Refusal {
             Refusal::UnreadableBody { .. } => "Unreadable request body",
             Refusal::LoginRedirect(_) => "Sign-in required",
             Refusal::WrongClient(_) => "Credentials of another application",
+            Refusal::CrossSite(_) => "Cross-site request refused",
             Refusal::ClientNotServed(_) => "Client application not served here",
             Refusal::LoginFailed { .. } => "Sign-in failed",
             Refusal::NotAllowed(_) => "Not allowed",
@@ -344,7 +351,7 @@ impl Refusal {
             Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
             Refusal::UnreadableBody { reason, .. } => format!("{}.", capitalise(&reason.to_string())),
             Refusal::LoginRedirect(_) => "Redirecting to sign in.".into(),
-            Refusal::WrongClient(why) | Refusal::ClientNotServed(why) | Refusal::AmbiguousRequest(why) | Refusal::NotAllowed(why) | Refusal::LoginFailed { reason: why, .. } => {
+            Refusal::WrongClient(why) | Refusal::CrossSite(why) | Refusal::ClientNotServed(why) | Refusal::AmbiguousRequest(why) | Refusal::NotAllowed(why) | Refusal::LoginFailed { reason: why, .. } => {
                 format!("{}.", capitalise(&why.to_string()))
             }
         }

@@ -43,6 +43,8 @@ pub struct Config {
     /// Browser sessions and login.
     pub session: SessionSettings,
     /// Index of the client that requests from unknown origins are mapped to, when configured.
+    /// Its session cookies still change state (or open a WebSocket) only from its own origins
+    /// (`clients::ClientRegistry::same_origin`).
     pub default_client: Option<usize>,
     /// The log's format.
     pub log: LogSettings,

@@ -76,6 +76,9 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     /// Index of the calling client app.
     pub client: Option<usize>,
+    /// Index of a client whose permission namespace decides the request (set by the binding
+    /// step: the settled client, or the first of a route's clients sharing one namespace).
+    pub namespace: Option<usize>,
     /// The normalised path, when it differs from the one received.
     pub normalized_path: Option<String>,
     /// `Host` for the upstream when it differs from the one received (absolute-form, trailing dot, case).
@@ -128,6 +131,7 @@ impl RequestCtx {
             request_id: RequestId::none(),
             route: None,
             client: None,
+            namespace: None,
             normalized_path: None,
             upstream_host: None,
             caller: None,

@@ -174,7 +174,7 @@ impl Gateway {
             served: config
                 .routes
                 .iter()
-                .map(|r| Served::new(r.clients.as_deref(), config.clients.len()))
+                .map(|r| Served::new(r.clients.as_deref(), &config.clients))
                 .collect(),
             upstreams,
             client_values: clients
@@ -506,6 +506,9 @@ impl Gateway {
                 {
                     Some(caller) => {
                         ctx.credential = "session";
+                        // A cookie rides along on requests from any page of the site: one that
+                        // changes state or upgrades must come from the client's own pages.
+                        self.cookie_request_allowed(req, client)?;
                         caller
                     }
                     // Browser sign-in needs HTTPS (or the operator's explicit local-development opt-in).
@@ -568,6 +571,41 @@ impl Gateway {
         }
     }
 
+    /// A session cookie authorises a method other than GET, HEAD or OPTIONS, or a WebSocket
+    /// (any `Upgrade`), only from its client's own pages ([`ClientRegistry::same_origin`]),
+    /// whatever `default_client` maps an unknown origin to. Refused (403) before the caller is
+    /// saved, so a shadow route lets it through without the session's identity.
+    fn cookie_request_allowed(&self, req: &RequestHeader, client: usize) -> Result<(), Refusal> {
+        let upgrade = req.headers.contains_key(http::header::UPGRADE);
+        let safe = matches!(
+            req.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        if safe && !upgrade {
+            return Ok(());
+        }
+        self.clients
+            .same_origin(
+                client,
+                || {
+                    if upgrade {
+                        "WebSocket upgrade".into()
+                    } else {
+                        format!("{} request", req.method)
+                    }
+                },
+                req.headers
+                    .get_all(http::header::ORIGIN)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+                req.headers
+                    .get_all(&SEC_FETCH_SITE)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            )
+            .map_err(|e| Refusal::CrossSite(Cause::of(e)))
+    }
+
     /// Whose permissions apply: the credential's client, never one a header names for it.
     /// Saves the client the route is served for.
     fn binding_step(
@@ -589,13 +627,15 @@ impl Gateway {
         };
         let served = self.served.get(routed.index).ok_or(Refusal::NoRoute)?;
         let needs_namespace = matches!(routed.route.access, Access::Permission(_));
-        ctx.client = self
+        let settled = self
             .clients
             .settle(client, binding, served, needs_namespace, &routed.route.name)
             .map_err(|e| match e {
                 e @ ClientError::IssuedToAnother { .. } => Refusal::WrongClient(Cause::of(e)),
                 e => Refusal::ClientNotServed(Cause::of(e)),
             })?;
+        ctx.client = settled.client;
+        ctx.namespace = settled.namespace;
         ctx.client_settled = true;
         Ok(())
     }
@@ -608,11 +648,11 @@ impl Gateway {
             ctx.decision = "authenticated";
             return Ok(false);
         };
-        let client = ctx.client.ok_or(Refusal::NoRoute)?;
+        let namespace = ctx.namespace.ok_or(Refusal::NoRoute)?;
         let names = self
             .permission_names
             .get(routed.index)
-            .and_then(|r| r.get(client)?.clone())
+            .and_then(|r| r.get(namespace)?.clone())
             .ok_or(Refusal::NoRoute)?;
         let caller = ctx.caller.as_ref().ok_or(Refusal::MissingCredentials)?;
         let mut decision = permissions::check(
@@ -622,18 +662,21 @@ impl Gateway {
             &names.action,
         );
         // The config's grants, asked only when the token's claims do not grant it; never for
-        // API keys, whose exchanged token carries the key's own permissions.
-        if decision == Decision::Denied
-            && self.grants.has_shadow(client)
-            && !matches!(caller.credential, Credential::ApiKey(_))
-        {
-            self.shadow_grants(ctx, client, &names);
+        // API keys, whose exchanged token carries the key's own permissions; and only a
+        // settled client's (a credential decided in a shared namespace names no client).
+        let grants_client = ctx
+            .client
+            .filter(|_| !matches!(caller.credential, Credential::ApiKey(_)));
+        if let Some(client) = grants_client.filter(|c| self.grants.has_shadow(*c)) {
+            if decision == Decision::Denied {
+                self.shadow_grants(ctx, client, &names);
+            }
         }
         if decision == Decision::Denied
-            && !matches!(caller.credential, Credential::ApiKey(_))
-            && self
-                .grants
-                .grants(client, &caller.principal, &names.entity, &names.action)
+            && grants_client.is_some_and(|client| {
+                self.grants
+                    .grants(client, &caller.principal, &names.entity, &names.action)
+            })
         {
             decision = Decision::Granted;
             ctx.decision = "grant";
@@ -892,6 +935,9 @@ pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Byt
 fn header<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a [u8]> {
     req.headers.get(name).map(|v| v.as_bytes())
 }
+
+/// `sec-fetch-site`, read for cookie-authenticated requests that change state.
+static SEC_FETCH_SITE: http::HeaderName = http::HeaderName::from_static("sec-fetch-site");
 
 /// `x-request-id` as Pingora takes a header name without copying it (for the response).
 static X_REQUEST_ID: Bytes = Bytes::from_static(b"x-request-id");

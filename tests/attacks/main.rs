@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cross_site;
 mod headers;
 mod identity;
 mod live;

@@ -686,3 +686,107 @@ client_id = "int"
     );
     assert_eq!(body["headers"]["host"], host_of_billing, "{body}");
 }
+
+/// Two client apps of one application sharing the namespace `client_demo` (the SignIn world's
+/// `app-a` and `app-b`; `/api/demo/*` serves both), and a third app `other` in its own
+/// namespace: `/api/mixed/*` (`app-a` and `other`) and every-client routes mix two namespaces.
+#[tokio::test]
+async fn an_api_key_is_decided_in_the_namespace_every_client_of_the_route_shares() {
+    let w = World::start_with(Setup {
+        clients: Clients::SignIn,
+        extra: r#"
+[[clients]]
+name = "other"
+origins = ["https://other.test"]
+client_id = "other"
+
+[[routes]]
+name = "demo-read"
+path = "/api/demo/{id}"
+methods = ["GET"]
+upstream = "app"
+permission = "invoice:read"
+clients = ["app-a", "app-b"]
+
+[[routes]]
+name = "mixed-read"
+path = "/api/mixed/{id}"
+methods = ["GET"]
+upstream = "app"
+permission = "invoice:read"
+clients = ["app-a", "other"]
+"#
+        .into(),
+        ..Setup::default()
+    })
+    .await;
+    w.idp.add_api_key(
+        "ak_demo_reader",
+        json!({"sub": "machine_r", "permissions": {"client_demo:invoice": ["read"], "client_other:invoice": ["read"]}}),
+        900,
+    );
+    w.idp.add_api_key(
+        "ak_demo_nothing",
+        json!({"sub": "machine_n", "permissions": {"client_demo:report": ["read"], "client_other:invoice": ["read"]}}),
+        900,
+    );
+    let (a, b) = (
+        format!("http://localhost:{}", w.gw.port),
+        format!("http://127.0.0.1:{}", w.gw.port),
+    );
+    // Whatever origin the machine names (either app's, or none beyond the gateway's Host).
+    for origin in [None, Some(a.as_str()), Some(b.as_str())] {
+        let mut h = vec![("x-api-key", "ak_demo_reader")];
+        h.extend(origin.map(|o| ("origin", o)));
+        let (status, body, reached) = send(&w, reqwest::Method::GET, "/api/demo/7", &h).await;
+        assert_eq!((status, reached), (200, true), "{origin:?}: {body}");
+        assert_eq!(
+            body["headers"]["x-auth-permission"], "client_demo:invoice:read",
+            "{origin:?}: {body}"
+        );
+        assert_eq!(body["headers"]["x-auth-subject"], "machine_r", "{body}");
+        // The key names no client: none is named upstream, whatever the origin says.
+        assert!(
+            body["headers"].get("x-auth-client").is_none(),
+            "{origin:?}: a header named the client: {body}"
+        );
+        // A key without the permission in the shared namespace: refused there.
+        h[0] = ("x-api-key", "ak_demo_nothing");
+        let (status, body, reached) = send(&w, reqwest::Method::GET, "/api/demo/7", &h).await;
+        assert_eq!((status, reached), (403, false), "{origin:?}: {body}");
+        assert_eq!(body["entity"], "client_demo:invoice", "{body}");
+        assert_eq!(body["permission"], "read", "{body}");
+    }
+    // Where the route's clients have different namespaces, the key is still refused.
+    // (`/api/invoices/*` serves every client, `other` too.)
+    for (path, origin) in [
+        ("/api/mixed/7", None),
+        ("/api/mixed/7", Some(a.as_str())),
+        ("/api/mixed/7", Some("https://other.test")),
+        ("/api/invoices/7", Some(a.as_str())),
+    ] {
+        let mut h = vec![("x-api-key", "ak_demo_reader")];
+        h.extend(origin.map(|o| ("origin", o)));
+        let (status, body, reached) = send(&w, reqwest::Method::GET, path, &h).await;
+        assert_eq!((status, reached), (403, false), "{origin:?}: {body}");
+        assert_eq!(
+            body["title"], "Client application not served here",
+            "{body}"
+        );
+    }
+    // A token naming no client is decided the same way.
+    let unbound = w.token(json!({"client_demo:invoice": ["read"]}));
+    let (status, body, _) = send(
+        &w,
+        reqwest::Method::GET,
+        "/api/demo/7",
+        &[("authorization", bearer(&unbound).as_str())],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["headers"]["x-auth-permission"], "client_demo:invoice:read",
+        "{body}"
+    );
+    assert!(body["headers"].get("x-auth-client").is_none(), "{body}");
+}

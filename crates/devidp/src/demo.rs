@@ -298,7 +298,8 @@ fn instructions(idp: &DevIdp, listen: SocketAddr, admin: SocketAddr) -> String {
          curl -i -H 'Authorization: Bearer {alice}' {base}/nowhere   # 404: no route\n\
          curl -i -H 'Authorization: Bearer {carol}' -H 'Content-Type: application/json' -d '{{\"amount\": 80}}' {base}/api/invoices/42/refund   # 200: the IdP's live check allows a refund of 80; the upstream gets a signed identity JWT\n\
          curl -i -H 'Authorization: Bearer {carol}' -H 'Content-Type: application/json' -d '{{\"amount\": 500}}' {base}/api/invoices/42/refund   # 403: the live check denies refunds over 100\n\
-         curl -i -H 'x-api-key: {DEMO_API_KEY}' {base}/api/reports/q3   # 200: a machine's API key, exchanged at the IdP for a token\n\
+         curl -i -H 'x-api-key: {DEMO_API_KEY}' {base}/api/reports/q3   # 200: a machine's API key, exchanged at the IdP for a token, decided in client_demo (every demo app's namespace)\n\
+         curl -i -H 'x-api-key: {DEMO_API_KEY}' -H 'Origin: http://localhost:{port}' {base}/api/reports/q3   # 200: the same key naming demo-b's origin: the same namespace, and no client named upstream (the key names none)\n\
          curl -i -H 'x-api-key: ak_wrong' {base}/api/reports/q3   # 401: an unknown API key\n\
          curl -s {base}/.well-known/authgate/jwks.json   # the keys upstreams verify the signed identity with\n\
          curl -s -d user=carol {issuer}/token   # a fresh token for alice, bob or carol from the development IdP\n\

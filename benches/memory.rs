@@ -222,10 +222,20 @@ fn main() {
             .await
             .expect("the loopback IdP serves")
     });
+    // The bench exchanges keys as fast as it can from one address: no load bound.
+    let unbounded = authgate::config::model::CallerBound {
+        in_flight: u32::MAX,
+        per_second: u32::MAX,
+    };
+    let mut settings = c.api_keys.clone();
+    settings.exchanges = authgate::config::model::LoadBound {
+        caller: unbounded,
+        total: unbounded,
+    };
     let api_keys = Arc::new(ApiKeys::from_config(
         Some(url.parse().expect("a URL")),
         std::time::Duration::from_secs(10),
-        &c.api_keys,
+        &settings,
         verifier,
         metrics,
     ));
@@ -240,7 +250,7 @@ fn main() {
                     let api_keys = api_keys.clone();
                     set.spawn(async move {
                         api_keys
-                            .authenticate(&format!("ak_live_{i:024}"))
+                            .authenticate(&format!("ak_live_{i:024}"), None)
                             .await
                             .expect("the key is accepted")
                     });

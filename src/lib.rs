@@ -31,6 +31,11 @@ pub mod authz;
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
+pub mod budget;
+#[cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 pub mod clients;
 pub mod config;
 #[cfg_attr(

@@ -28,6 +28,11 @@ pub struct Metrics {
     pub abac_breaker: IntGauge,
     /// API-key exchanges by result.
     pub api_key_exchanges: IntCounterVec,
+    /// Requests refused to bound the load a caller can send to the IdP, by bound
+    /// (`abac_caller`, `abac_fail_open`, `api_key_malformed`, `api_key_caller`, `api_key_total`,
+    /// `code_exchange_caller`, `code_exchange_total`) and reason (`in_flight`, `rate`,
+    /// `crowded`; `malformed`; `own_call_failed`, `opened_breaker`).
+    pub load_refusals: IntCounterVec,
     /// Decisions of shadow rules (`enforce = false`) by route and what they would do (`allow`, `refuse`).
     pub shadow_decisions: IntCounterVec,
     /// What shadow grants (`enforce = false`) would change, by client, grant and `would`
@@ -239,6 +244,14 @@ impl Metrics {
             &["result"],
         )
         .expect("metric definition is valid");
+        let load_refusals = IntCounterVec::new(
+            Opts::new(
+                "authgate_load_refusals_total",
+                "Requests refused to bound the load a caller can send to the IdP, by bound and reason",
+            ),
+            &["bound", "reason"],
+        )
+        .expect("metric definition is valid");
         let shadow_decisions = IntCounterVec::new(
             Opts::new("authgate_shadow_decisions_total", "Decisions of shadow rules (enforce = false) by route and what they would do: allow, refuse"),
             &["route", "would"],
@@ -390,6 +403,7 @@ impl Metrics {
             Box::new(abac_latency.clone()),
             Box::new(abac_breaker.clone()),
             Box::new(api_key_exchanges.clone()),
+            Box::new(load_refusals.clone()),
             Box::new(shadow_decisions.clone()),
             Box::new(shadow_grants.clone()),
             Box::new(logins_started.clone()),
@@ -421,6 +435,7 @@ impl Metrics {
             abac_latency,
             abac_breaker,
             api_key_exchanges,
+            load_refusals,
             shadow_decisions,
             shadow_grants,
             logins_started,

@@ -103,6 +103,13 @@ pub enum Refusal {
     },
     /// The identity provider is needed but unavailable.
     IdpUnavailable(Cause),
+    /// The caller has used up its bound of calls to the IdP (429, `Retry-After`).
+    TooManyRequests {
+        /// Whole seconds until a retry may be admitted.
+        retry_after: u64,
+        /// Which bound, in words.
+        reason: Cause,
+    },
     /// The session store (Redis) is needed but unavailable.
     StoreUnavailable,
     /// The upstream could not be reached or failed.
@@ -238,6 +245,7 @@ impl Refusal {
             Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Refusal::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::UpstreamFailed(code) => {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -271,6 +279,7 @@ impl Refusal {
             | Refusal::NoRoute
             | Refusal::MethodNotAllowed(_)
             | Refusal::UpstreamFailed(_)
+            | Refusal::TooManyRequests { .. }
             | Refusal::BodyTooLarge(_)
             | Refusal::UnreadableBody { .. }
             | Refusal::AmbiguousRequest(_)
@@ -292,6 +301,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::IdpUnavailable(_) => "idp_unavailable",
+            Refusal::TooManyRequests { .. } => "too_many_requests",
             Refusal::StoreUnavailable => "session_store_unavailable",
             Refusal::UpstreamFailed(_) => "upstream_error",
             Refusal::BodyTooLarge(_) => "body_too_large",
@@ -319,6 +329,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "Invalid credentials",
             Refusal::Forbidden { .. } => "Permission denied",
             Refusal::IdpUnavailable(_) => "Identity provider unavailable",
+            Refusal::TooManyRequests { .. } => "Too many requests",
             Refusal::StoreUnavailable => "Sessions unavailable",
             Refusal::UpstreamFailed(_) => "Upstream unavailable",
             Refusal::BodyTooLarge(_) => "Request body too large",
@@ -346,6 +357,7 @@ impl Refusal {
                 format!("Permission {permission:?} on {entity:?} is required: {reason}.")
             }
             Refusal::IdpUnavailable(why) => format!("{}; try again shortly.", capitalise(&why.to_string())),
+            Refusal::TooManyRequests { retry_after, reason } => format!("{}; try again in {retry_after} s.", capitalise(&reason.to_string())),
             Refusal::StoreUnavailable => "The session store cannot be reached; try again shortly.".into(),
             Refusal::UpstreamFailed(_) => "The service behind the gateway could not answer.".into(),
             Refusal::BodyTooLarge(limit) => format!("This route reads the request body for its permission check and accepts at most {limit} bytes."),
@@ -407,6 +419,9 @@ impl Refusal {
             }
             Refusal::IdpUnavailable(_) | Refusal::StoreUnavailable => {
                 let _ = header.insert_header("retry-after", "5");
+            }
+            Refusal::TooManyRequests { retry_after, .. } => {
+                let _ = header.insert_header("retry-after", retry_after.to_string());
             }
             Refusal::LoginRedirect(location) => {
                 let _ = header.insert_header("location", location.as_str());

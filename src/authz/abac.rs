@@ -10,17 +10,27 @@
 //! |------------------------------------------------------|--------------------|----------|
 //! | answers 2xx `{"allowed": true}`                      | allowed            | success  |
 //! | answers 2xx `{"allowed": false}`, or any 4xx but 429 | denied (403)       | success  |
-//! | cannot be reached, resets, times out, answers 502/503/504, or the breaker is open | [`Outcome::Unavailable`] (503, or allowed by `on_error = "allow"`) | failure |
+//! | cannot be reached, resets, times out, answers 502/503/504 | [`Outcome::Unavailable`] (503) | failure |
+//! | is not asked: the breaker is open                    | [`Outcome::Unavailable`] (503, or allowed by `on_error = "allow"` for a caller whose calls did not fail) | — |
 //! | answers 429, 500 or another status, or an unreadable 2xx | [`Outcome::Failed`] (503, never allowed) | success (it is reachable) |
 //!
 //! Only unavailability counts toward the breaker and only unavailability may be allowed by a
 //! route's `on_error = "allow"`: a caller can make the IdP answer 4xx or 500 with its own
 //! token or attributes, and must gain nothing by it. Without a check URL every check is denied.
 //!
+//! Nor may a caller buy a fail-open with load. Each caller (its verified subject) has a budget
+//! of uncached checks in flight and per second (`[abac] caller_checks_*`; beyond it the check
+//! is [`Outcome::Limited`], 429 to that caller alone, and no call is made). And a fail-open
+//! route lets a request through only when no call was made for it because the breaker is open
+//! ([`Outcome::Unavailable`] with `fail_open`), and only for a caller none of whose own calls
+//! found the IdP unavailable since the IdP last answered: the caller whose call timed out, and
+//! every caller whose calls opened the breaker, gets 503 until the IdP answers again.
+//!
 //! Attributes are read strictly ([`collect`]): a source that an upstream framework could read
 //! differently from the gateway (a repeated query parameter or header, a comma-joined header,
 //! a duplicate or case-variant JSON key along the attribute's path) is refused, never picked.
 
+use crate::budget::{Gates, Limited};
 use crate::config::model::{AbacSettings, AttributeSource};
 use crate::digest::{Digest, KeyedDigest};
 use crate::identity::credentials::Credential;
@@ -30,7 +40,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -65,8 +75,19 @@ pub enum Outcome {
         reason: String,
     },
     /// The IdP is unreachable: connection refused or reset, timeout, 502/503/504, or the
-    /// breaker is open. The only outcome a route's `on_error = "allow"` may let through.
-    Unavailable(String),
+    /// breaker is open. The only outcome a route's `on_error = "allow"` may let through, and
+    /// only when `fail_open` says so.
+    Unavailable {
+        /// Why, in words.
+        why: String,
+        /// No call was made for this check (the breaker is open), and none of this caller's
+        /// calls found the IdP unavailable since it last answered: a fail-open route may let
+        /// it through.
+        fail_open: bool,
+    },
+    /// The caller has as many uncached checks in flight, or started as many this second, as
+    /// `[abac] caller_checks_*` allow: no call was made (429 with `Retry-After`).
+    Limited(Limited),
     /// The IdP answered, but not with a decision (429, 500, another status, an unreadable
     /// body): possibly caused by the caller's own input, so always refused.
     Failed(String),
@@ -87,6 +108,9 @@ pub enum CallError {
     /// The IdP answered without a decision.
     #[error("{0}")]
     Failed(String),
+    /// The caller's budget of uncached checks is used up: no call was made.
+    #[error("the caller has too many live permission checks in progress")]
+    Limited(Limited),
 }
 
 #[derive(serde::Deserialize)]
@@ -120,6 +144,7 @@ impl moka::Expiry<Digest, Answer> for AnswerTtl {
 }
 
 /// A circuit breaker: `failures` in a row open it for `cooldown`, then one trial call decides.
+/// It remembers whose calls failed since the IdP last answered ([`Breaker::failed_for`]).
 pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
@@ -128,7 +153,20 @@ pub struct Breaker {
     opened_at: AtomicU64,
     trial: AtomicU32,
     epoch: Instant,
+    /// The callers whose calls failed since the last call the IdP answered.
+    failed: Mutex<FailedCallers>,
 }
+
+/// Whose calls failed since the IdP last answered: a bounded list; past its bound every
+/// caller counts as one of them (no fail-open for anybody until the IdP answers again).
+#[derive(Default)]
+struct FailedCallers {
+    callers: Vec<Digest>,
+    overflowed: bool,
+}
+
+/// Most callers a [`Breaker`] remembers as having failed calls; past it, every caller is.
+const MAX_FAILED_CALLERS: usize = 4096;
 
 /// The breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +189,19 @@ impl Breaker {
             opened_at: AtomicU64::new(0),
             trial: AtomicU32::new(0),
             epoch: Instant::now(),
+            failed: Mutex::new(FailedCallers::default()),
         }
+    }
+
+    fn failed_callers(&self) -> std::sync::MutexGuard<'_, FailedCallers> {
+        self.failed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a call of `caller` found the IdP unavailable since it last answered a call (so
+    /// counted toward opening the breaker, or would have).
+    pub fn failed_for(&self, caller: Digest) -> bool {
+        let failed = self.failed_callers();
+        failed.overflowed || failed.callers.contains(&caller)
     }
 
     fn now_ms(&self) -> u64 {
@@ -190,10 +240,23 @@ impl Breaker {
         self.failures.store(0, Ordering::Release);
         self.opened_at.store(0, Ordering::Release);
         self.trial.store(0, Ordering::Release);
+        let mut failed = self.failed_callers();
+        failed.callers.clear();
+        failed.overflowed = false;
     }
 
-    /// Records a call that found the IdP unavailable.
-    pub fn failure(&self) {
+    /// Records a call of `caller` that found the IdP unavailable.
+    pub fn failure(&self, caller: Digest) {
+        {
+            let mut failed = self.failed_callers();
+            if !failed.callers.contains(&caller) {
+                if failed.callers.len() < MAX_FAILED_CALLERS {
+                    failed.callers.push(caller);
+                } else {
+                    failed.overflowed = true;
+                }
+            }
+        }
         let n = self
             .failures
             .fetch_add(1, Ordering::AcqRel)
@@ -213,8 +276,13 @@ pub struct AbacClient {
     keys: KeyedDigest,
     cache_hits: [prometheus::IntCounter; 2],
     breaker: Arc<Breaker>,
+    /// Each caller's budget of uncached checks, by [`AbacClient::caller_key`].
+    callers: Gates<Digest>,
     metrics: Metrics,
 }
+
+/// Most callers whose check budgets are kept at once (an idle caller's is forgotten).
+const MAX_CALLERS: usize = 65_536;
 
 /// The reason given when a permission needs the live check and no URL is configured.
 pub const NOT_CONFIGURED: &str = "the permission needs the identity provider's live check, and no idp.check_permission_url is configured";
@@ -239,6 +307,11 @@ impl AbacClient {
                 })
                 .build(),
             breaker: Arc::new(Breaker::new(s.breaker_failures, s.breaker_cooldown)),
+            callers: Gates::new(
+                s.caller_checks.in_flight,
+                s.caller_checks.per_second,
+                MAX_CALLERS,
+            ),
             keys: KeyedDigest::random(),
             cache_hits: [
                 metrics.abac_checks.with_label_values(&["allowed", "cache"]),
@@ -285,11 +358,17 @@ impl AbacClient {
         }
         let started = Instant::now();
         let fresh = std::sync::atomic::AtomicBool::new(false);
+        let caller = self.caller_key(auth, req);
         let result = self
             .decisions
             .try_get_with(key, async {
                 fresh.store(true, Ordering::Release);
-                self.call(url, auth, req).await
+                // An open breaker makes no call, so it costs the caller none of its budget.
+                if self.breaker.state() == BreakerState::Open {
+                    return Err(CallError::Unavailable(CIRCUIT_OPEN.into()));
+                }
+                let _permit = self.callers.admit(&caller).map_err(CallError::Limited)?;
+                self.call(url, auth, req, caller).await
             })
             .await;
         let cached = !fresh.load(Ordering::Acquire);
@@ -320,7 +399,24 @@ impl AbacClient {
                         .abac_checks
                         .with_label_values(&["unavailable", "idp"])
                         .inc();
-                    Outcome::Unavailable(w.clone())
+                    // Only a check no call was made for (the breaker is open), and only for a
+                    // caller whose own calls did not find the IdP unavailable, may fail open.
+                    let no_call = w == CIRCUIT_OPEN;
+                    Outcome::Unavailable {
+                        why: w.clone(),
+                        fail_open: no_call && !self.breaker.failed_for(caller),
+                    }
+                }
+                CallError::Limited(limited) => {
+                    self.metrics
+                        .abac_checks
+                        .with_label_values(&["limited", "caller"])
+                        .inc();
+                    self.metrics
+                        .load_refusals
+                        .with_label_values(&["abac_caller", limited.as_label()])
+                        .inc();
+                    Outcome::Limited(*limited)
                 }
                 CallError::Failed(w) => {
                     self.metrics
@@ -338,11 +434,10 @@ impl AbacClient {
         url: &Url,
         auth: &Credential,
         req: &CheckRequest<'_>,
+        caller: Digest,
     ) -> Result<Answer, CallError> {
         if !self.breaker.allow() {
-            return Err(CallError::Unavailable(
-                "the live permission check is paused after repeated failures (circuit open)".into(),
-            ));
+            return Err(CallError::Unavailable(CIRCUIT_OPEN.into()));
         }
         let id = req.entity_id.unwrap_or("");
         let body = serde_json::json!({
@@ -377,12 +472,17 @@ impl AbacClient {
         }
         .await;
         match &result {
-            Err(CallError::Unavailable(_)) => self.breaker.failure(),
+            Err(CallError::Unavailable(_)) => self.breaker.failure(caller),
             Ok(_) | Err(CallError::Failed(_)) => self.breaker.success(),
+            Err(CallError::Limited(_)) => {}
         }
         result
     }
 }
+
+/// Why a check made no call while the breaker is open (or its one trial call is out).
+pub const CIRCUIT_OPEN: &str =
+    "the live permission check is paused after repeated failures (circuit open)";
 
 /// What an IdP's HTTP answer to a check means (see the table in the module docs).
 fn classify(status: http::StatusCode, bytes: &[u8]) -> Result<Answer, CallError> {
@@ -443,6 +543,21 @@ impl Answer {
 }
 
 impl AbacClient {
+    /// Who the caller is, for its budget and the breaker: its verified subject (all of a
+    /// user's tokens, sessions and API keys share one budget), or its credential when the
+    /// token names no subject.
+    fn caller_key(&self, auth: &Credential, req: &CheckRequest<'_>) -> Digest {
+        if req.subject.is_empty() {
+            self.keys.of(&[
+                b"credential",
+                auth.kind().as_bytes(),
+                auth.presented().as_bytes(),
+            ])
+        } else {
+            self.keys.of(&[b"subject", req.subject.as_bytes()])
+        }
+    }
+
     /// The decision cache's key, keyed: the credential's kind and the credential itself (the
     /// IdP decides as that caller), subject, entity, permission and the attributes.
     fn cache_key(&self, auth: &Credential, req: &CheckRequest<'_>) -> Digest {
@@ -785,25 +900,46 @@ mod tests {
     #[test]
     fn breaker_opens_and_recovers() {
         let b = Breaker::new(3, Duration::from_millis(50));
-        for _ in 0..2 {
+        for caller in 1..3 {
             assert!(b.allow());
-            b.failure();
+            b.failure(caller);
         }
         assert_eq!(b.state(), BreakerState::Closed);
-        b.failure();
+        b.failure(3);
         assert_eq!(b.state(), BreakerState::Open);
         assert!(!b.allow());
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.allow(), "one trial call");
         assert!(!b.allow(), "only one trial at a time");
-        b.failure();
+        b.failure(4);
         assert_eq!(b.state(), BreakerState::Open, "a failed trial reopens");
         std::thread::sleep(Duration::from_millis(60));
         assert!(b.allow());
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allow() && b.allow());
+    }
+
+    #[test]
+    fn the_breaker_remembers_whose_calls_failed_until_the_idp_answers() {
+        let b = Breaker::new(2, Duration::from_secs(60));
+        b.failure(7);
+        b.failure(7);
+        assert_eq!(b.state(), BreakerState::Open);
+        // (caller, whose calls failed)
+        for (caller, failed) in [(7, true), (8, false)] {
+            assert_eq!(b.failed_for(caller), failed, "{caller}");
+        }
+        b.success();
+        assert!(!b.failed_for(7), "forgotten once the IdP answers");
+        // Past the bound, everybody counts as having failed: nobody fails open.
+        for caller in 0..=MAX_FAILED_CALLERS as u128 {
+            b.failure(caller);
+        }
+        assert!(b.failed_for(u128::MAX));
+        b.success();
+        assert!(!b.failed_for(u128::MAX));
     }
 
     #[test]
@@ -842,7 +978,7 @@ mod tests {
                 Ok(Answer::Allowed) => Want::Allowed,
                 Ok(Answer::Denied(_)) => Want::Denied,
                 Err(CallError::Unavailable(_)) => Want::Unavailable,
-                Err(CallError::Failed(_)) => Want::Failed,
+                Err(CallError::Failed(_) | CallError::Limited(_)) => Want::Failed,
             };
             assert_eq!(&got, want, "{status} {body}");
         }
@@ -883,6 +1019,10 @@ mod tests {
             cache_size: 10,
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(10),
+            caller_checks: crate::config::model::CallerBound {
+                in_flight: 8,
+                per_second: 20,
+            },
         }
     }
 
@@ -932,10 +1072,32 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(
                 client.check(&bearer("t"), &req).await,
-                Outcome::Unavailable(_)
+                Outcome::Unavailable {
+                    fail_open: false,
+                    ..
+                }
             ));
         }
         assert_eq!(client.breaker().state(), BreakerState::Open);
+        // The caller whose calls opened it never fails open; another caller may.
+        assert!(matches!(
+            client.check(&bearer("t"), &req).await,
+            Outcome::Unavailable {
+                fail_open: false,
+                ..
+            }
+        ));
+        let other = CheckRequest {
+            subject: "v",
+            ..req.clone()
+        };
+        assert!(matches!(
+            client.check(&bearer("t2"), &other).await,
+            Outcome::Unavailable {
+                fail_open: true,
+                ..
+            }
+        ));
     }
 
     fn headers(list: &[(&str, &[u8])]) -> http::HeaderMap {

@@ -268,6 +268,14 @@ pub struct SessionFile {
     pub store: Option<String>,
     /// `[session.redis]`: the Redis (or Valkey) the sessions live in with `store = "redis"`.
     pub redis: Option<RedisFile>,
+    /// Most sign-in code exchanges (token endpoint calls) one client IP may have in flight.
+    pub caller_code_exchanges_in_flight: Option<u32>,
+    /// Most sign-in code exchanges one client IP may start a second.
+    pub caller_code_exchanges_per_second: Option<u32>,
+    /// Most sign-in code exchanges in flight, all callers together.
+    pub code_exchanges_in_flight: Option<u32>,
+    /// Most sign-in code exchanges started a second, all callers together.
+    pub code_exchanges_per_second: Option<u32>,
 }
 
 /// `[session.redis]`: the shared session store.
@@ -418,6 +426,10 @@ pub struct AbacFile {
     pub breaker_failures: Option<u32>,
     /// How long the breaker stays open before one trial call, e.g. `"10s"`.
     pub breaker_cooldown: Option<String>,
+    /// Most uncached checks one caller (its verified subject) may have waiting on the IdP.
+    pub caller_checks_in_flight: Option<u32>,
+    /// Most uncached checks one caller may start a second.
+    pub caller_checks_per_second: Option<u32>,
 }
 
 /// `[api_keys]`: machine callers.
@@ -432,6 +444,18 @@ pub struct ApiKeysFile {
     pub failure_ttl: Option<String>,
     /// Most keys cached.
     pub cache_size: Option<u64>,
+    /// Shortest key sent to the exchange; shorter ones are refused (401) without a call.
+    pub key_min_length: Option<usize>,
+    /// Longest key sent to the exchange; longer ones are refused (401) without a call.
+    pub key_max_length: Option<usize>,
+    /// Most exchanges of uncached keys one client IP may have in flight.
+    pub caller_exchanges_in_flight: Option<u32>,
+    /// Most exchanges of uncached keys one client IP may start a second.
+    pub caller_exchanges_per_second: Option<u32>,
+    /// Most exchanges of uncached keys in flight, all callers together.
+    pub exchanges_in_flight: Option<u32>,
+    /// Most exchanges of uncached keys started a second, all callers together.
+    pub exchanges_per_second: Option<u32>,
 }
 
 /// `[identity_jwt]`: the gateway's own signing key for identity assertions to upstreams.

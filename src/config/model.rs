@@ -80,6 +80,26 @@ pub struct AbacSettings {
     pub breaker_failures: u32,
     /// Open time before a trial call.
     pub breaker_cooldown: Duration,
+    /// Uncached checks one caller may have in flight and start a second.
+    pub caller_checks: CallerBound,
+}
+
+/// A bound on one caller's calls of one kind to the IdP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerBound {
+    /// Calls in flight at once (at least 1).
+    pub in_flight: u32,
+    /// Calls started a second (at least 1), a second's worth at once.
+    pub per_second: u32,
+}
+
+/// A bound on the calls of one kind to the IdP: each caller's, and everyone's together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadBound {
+    /// Each caller's.
+    pub caller: CallerBound,
+    /// Everyone's together.
+    pub total: CallerBound,
 }
 
 /// API keys.
@@ -93,6 +113,12 @@ pub struct ApiKeySettings {
     pub failure_ttl: Duration,
     /// Most keys cached.
     pub cache_size: u64,
+    /// Shortest key sent to the exchange.
+    pub key_min_length: usize,
+    /// Longest key sent to the exchange.
+    pub key_max_length: usize,
+    /// Exchanges of uncached keys, per client IP and in total.
+    pub exchanges: LoadBound,
 }
 
 /// The gateway's identity assertions.
@@ -135,6 +161,8 @@ pub struct SessionSettings {
     pub login_key: Option<Secret>,
     /// Where sessions live.
     pub store: SessionStoreSettings,
+    /// Sign-in code exchanges (token endpoint calls), per client IP and in total.
+    pub code_exchanges: LoadBound,
 }
 
 /// Where sessions live.

@@ -1232,8 +1232,43 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
         }
     }
     let store = session_store(f.store.as_deref(), f.redis, &at, problems);
+    let code_exchanges = LoadBound {
+        caller: CallerBound {
+            in_flight: at_least_one(
+                problems,
+                &at,
+                "caller_code_exchanges_in_flight",
+                f.caller_code_exchanges_in_flight,
+                4,
+            ),
+            per_second: at_least_one(
+                problems,
+                &at,
+                "caller_code_exchanges_per_second",
+                f.caller_code_exchanges_per_second,
+                10,
+            ),
+        },
+        total: CallerBound {
+            in_flight: at_least_one(
+                problems,
+                &at,
+                "code_exchanges_in_flight",
+                f.code_exchanges_in_flight,
+                64,
+            ),
+            per_second: at_least_one(
+                problems,
+                &at,
+                "code_exchanges_per_second",
+                f.code_exchanges_per_second,
+                100,
+            ),
+        },
+    };
     SessionSettings {
         store,
+        code_exchanges,
         cookie_name,
         lifetime,
         idle_timeout,
@@ -1936,6 +1971,26 @@ fn fail_open_rules(
     }
 }
 
+/// The longest API key the gateway reads from its header (see `identity::credentials`).
+pub const MAX_API_KEY_LENGTH: usize = 512;
+
+/// A count of a load bound: `default` when absent, and never 0 (that would refuse every call).
+fn at_least_one(
+    problems: &mut Problems,
+    at: &KeyPath,
+    key: &str,
+    value: Option<u32>,
+    default: u32,
+) -> u32 {
+    if value == Some(0) {
+        problems.add(
+            &at.key(key),
+            "must be at least 1: 0 would refuse every call (raise it instead to allow more)",
+        );
+    }
+    value.unwrap_or(default).max(1)
+}
+
 fn abac(f: AbacFile, problems: &mut Problems) -> AbacSettings {
     let at = KeyPath::root("abac");
     let ttl = |problems: &mut Problems, v: Option<&str>, key: &str, default: u64| match v {
@@ -1947,7 +2002,24 @@ fn abac(f: AbacFile, problems: &mut Problems) -> AbacSettings {
     if f.breaker_failures == Some(0) {
         problems.add(&at.key("breaker_failures"), "must be at least 1");
     }
+    let caller_checks = CallerBound {
+        in_flight: at_least_one(
+            problems,
+            &at,
+            "caller_checks_in_flight",
+            f.caller_checks_in_flight,
+            8,
+        ),
+        per_second: at_least_one(
+            problems,
+            &at,
+            "caller_checks_per_second",
+            f.caller_checks_per_second,
+            20,
+        ),
+    };
     AbacSettings {
+        caller_checks,
         allow_ttl,
         deny_ttl,
         cache_size: f.cache_size.unwrap_or(100_000).max(1),
@@ -1979,7 +2051,61 @@ fn api_keys(f: ApiKeysFile, idp_audiences: Vec<String>, problems: &mut Problems)
         .audience
         .map(StringOrList::into_vec)
         .unwrap_or(idp_audiences);
+    let key_min_length = f.key_min_length.unwrap_or(4);
+    let key_max_length = f.key_max_length.unwrap_or(256);
+    if key_min_length == 0 {
+        problems.add(&at.key("key_min_length"), "must be at least 1");
+    }
+    if key_max_length > MAX_API_KEY_LENGTH {
+        problems.add(
+            &at.key("key_max_length"),
+            format!("{key_max_length} is longer than the gateway reads an API key header ({MAX_API_KEY_LENGTH})"),
+        );
+    }
+    if key_min_length > key_max_length {
+        problems.add(
+            &at.key("key_min_length"),
+            format!("{key_min_length} is more than key_max_length ({key_max_length}): no key could be sent"),
+        );
+    }
+    let exchanges = LoadBound {
+        caller: CallerBound {
+            in_flight: at_least_one(
+                problems,
+                &at,
+                "caller_exchanges_in_flight",
+                f.caller_exchanges_in_flight,
+                4,
+            ),
+            per_second: at_least_one(
+                problems,
+                &at,
+                "caller_exchanges_per_second",
+                f.caller_exchanges_per_second,
+                10,
+            ),
+        },
+        total: CallerBound {
+            in_flight: at_least_one(
+                problems,
+                &at,
+                "exchanges_in_flight",
+                f.exchanges_in_flight,
+                64,
+            ),
+            per_second: at_least_one(
+                problems,
+                &at,
+                "exchanges_per_second",
+                f.exchanges_per_second,
+                100,
+            ),
+        },
+    };
     ApiKeySettings {
+        key_min_length,
+        key_max_length,
+        exchanges,
         header,
         audiences,
         failure_ttl: problems.duration(

@@ -13,13 +13,23 @@
 //! the key works again as soon as the exchange does. Meanwhile a key whose earlier exchange is
 //! still valid (its token not expired, no signing key removed since) keeps working on that
 //! token: an IdP outage costs cached keys nothing until their tokens expire.
+//!
+//! Unseen keys cannot make the gateway a 1:1 amplifier toward the IdP: a key that is not
+//! well-formed (its length outside `key_min_length..=key_max_length`, or a character other than
+//! ASCII letters, digits and `-_.~+/=`) is refused (401) without a call, and exchanges of
+//! uncached keys are bounded per client IP (an IPv6 client by its /64) and in total, in flight
+//! and per second (`[api_keys] caller_exchanges_*`, `exchanges_*`). Beyond a bound the answer is
+//! [`ApiKeyError::Limited`] (429 with `Retry-After`), never remembered as a refusal; keys in the
+//! cache never reach the bounds, and one due for its refresh keeps its still-valid token.
 
 use super::verify::{Audience, TokenError, Verifier};
 use super::{now_secs, Principal};
+use crate::budget::{self, Gate, Gates, Limited, Scope};
 use crate::config::model::ApiKeySettings;
 use crate::metrics::Metrics;
 use moka::future::Cache;
 use serde::Deserialize;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use url::Url;
@@ -39,6 +49,13 @@ pub enum ApiKeyError {
     /// No exchange endpoint, or the IdP could not answer now (never cached).
     #[error("{0}")]
     Unavailable(String),
+    /// Not a key the IdP could have issued (length or characters): refused without a call.
+    #[error("the API key is not well-formed: send the key as issued (ASCII letters, digits and -_.~+/=)")]
+    Malformed,
+    /// Too many exchanges of uncached keys in flight or this second, from this client IP
+    /// ([`Scope::Caller`]) or from everyone ([`Scope::Total`]): no call was made (never cached).
+    #[error("{}", match .1 { Scope::Caller => "too many API keys not yet known are being exchanged from this address", Scope::Total => "too many API keys not yet known are being exchanged at once" })]
+    Limited(Limited, Scope),
 }
 
 #[derive(Clone)]
@@ -81,7 +98,24 @@ pub struct ApiKeys {
     /// exchange for room: used only while the IdP cannot answer a new exchange.
     last_good: Cache<[u8; 32], Entry>,
     failure_ttl: Duration,
+    key_lengths: std::ops::RangeInclusive<usize>,
+    /// Exchanges of uncached keys per client IP ([`budget::ip_key`]).
+    callers: Gates<u128>,
+    /// Exchanges of uncached keys, everyone's together.
+    total: Arc<Gate>,
     metrics: Metrics,
+}
+
+/// Most client IPs whose exchange bounds are kept at once (an idle one's is forgotten).
+const MAX_CALLERS: usize = 65_536;
+
+/// Whether `key` could be a key as issued: its length in `lengths`, and only ASCII letters,
+/// digits and `-_.~+/=` (prefixed random keys, base64 and base64url).
+fn well_formed(key: &str, lengths: &std::ops::RangeInclusive<usize>) -> bool {
+    lengths.contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b))
 }
 
 impl ApiKeys {
@@ -103,17 +137,40 @@ impl ApiKeys {
             cache,
             last_good,
             failure_ttl: s.failure_ttl,
+            key_lengths: s.key_min_length..=s.key_max_length,
+            callers: Gates::new(
+                s.exchanges.caller.in_flight,
+                s.exchanges.caller.per_second,
+                MAX_CALLERS,
+            ),
+            total: Arc::new(Gate::new(
+                s.exchanges.total.in_flight,
+                s.exchanges.total.per_second,
+            )),
             metrics,
         }
     }
 
-    /// The verified identity behind an API key (the claims of the token it was exchanged for).
-    pub async fn authenticate(&self, key: &str) -> Result<Arc<Principal>, ApiKeyError> {
+    /// The verified identity behind an API key (the claims of the token it was exchanged for),
+    /// sent from `client_ip` (as `proxy.trusted_proxies` decide).
+    pub async fn authenticate(
+        &self,
+        key: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Arc<Principal>, ApiKeyError> {
+        if !well_formed(key, &self.key_lengths) {
+            self.metrics
+                .load_refusals
+                .with_label_values(&["api_key_malformed", "malformed"])
+                .inc();
+            return Err(ApiKeyError::Malformed);
+        }
         let digest = key_digest(key);
-        // Unavailability is returned to every caller waiting on this exchange, and not cached.
+        // Unavailability and the bounds are returned to every caller waiting on this exchange,
+        // and not cached.
         let entry = match self
             .cache
-            .try_get_with(digest, self.exchange(key, digest))
+            .try_get_with(digest, self.bounded_exchange(key, digest, client_ip))
             .await
         {
             Ok(entry) => entry,
@@ -129,7 +186,7 @@ impl ApiKeys {
             // verified before a signing key left the JWKS (it may be the key that signed it).
             if principal.expires_at <= now_secs() || entry.removals != self.verifier.removals() {
                 self.cache.invalidate(&digest).await;
-                return Box::pin(self.authenticate(key)).await;
+                return Box::pin(self.authenticate(key, client_ip)).await;
             }
         }
         entry.result
@@ -144,6 +201,30 @@ impl ApiKeys {
             .then_some(principal)
     }
 
+    /// An exchange, if the client IP's bound and the total admit it now.
+    async fn bounded_exchange(
+        &self,
+        key: &str,
+        digest: [u8; 32],
+        client_ip: Option<IpAddr>,
+    ) -> Result<Entry, ApiKeyError> {
+        let _permits = budget::admit_both(&self.callers, &budget::ip_key(client_ip), &self.total)
+            .map_err(|(limited, scope)| {
+            self.metrics
+                .load_refusals
+                .with_label_values(&[
+                    match scope {
+                        Scope::Caller => "api_key_caller",
+                        Scope::Total => "api_key_total",
+                    },
+                    limited.as_label(),
+                ])
+                .inc();
+            ApiKeyError::Limited(limited, scope)
+        })?;
+        self.exchange(key, digest).await
+    }
+
     async fn exchange(&self, key: &str, digest: [u8; 32]) -> Result<Entry, ApiKeyError> {
         let removals = self.verifier.removals();
         let result = self.call(key).await;
@@ -154,6 +235,7 @@ impl ApiKeys {
                 Err(ApiKeyError::Refused) => "refused",
                 Err(ApiKeyError::BadToken(_)) => "bad_token",
                 Err(ApiKeyError::Unavailable(_)) => "unavailable",
+                Err(ApiKeyError::Malformed | ApiKeyError::Limited(..)) => "not_sent",
             }])
             .inc();
         match result {
@@ -176,7 +258,7 @@ impl ApiKeys {
                     removals,
                 })
             }
-            Err(e @ ApiKeyError::Unavailable(_)) => Err(e),
+            Err(e @ (ApiKeyError::Unavailable(_) | ApiKeyError::Limited(..))) => Err(e),
             Err(e) => {
                 // A definite refusal: the key was revoked, its old token must not stand in.
                 self.last_good.invalidate(&digest).await;

@@ -8,6 +8,7 @@
 //! providers ([`SignInProviders`]): the `[idp]` (OpenID Connect, [`Oidc`]) and GitHub's OAuth
 //! apps ([`GitHub`]); with several, a chooser page lists them.
 
+use crate::budget::{self, Gate, Gates, Scope};
 use crate::clients::{ClientApp, ClientRegistry, UnknownOrigin};
 use crate::config::model::SessionStoreSettings;
 use crate::config::model::{
@@ -132,8 +133,15 @@ pub struct Browser {
     /// Clock skew tolerated in logout tokens' `iat`.
     leeway: u64,
     verifier: Arc<Verifier>,
+    /// Sign-in code exchanges (token endpoint calls) per client IP ([`budget::ip_key`]).
+    code_exchanges: Gates<u128>,
+    /// Sign-in code exchanges, everyone's together.
+    code_exchanges_total: Arc<Gate>,
     metrics: Metrics,
 }
+
+/// Most client IPs whose code-exchange bounds are kept at once (an idle one's is forgotten).
+const MAX_CODE_EXCHANGE_CALLERS: usize = 65_536;
 
 /// One request as browser sign-in sees it: its head, what the gateway found out about it, and
 /// what sign-in adds to the answer.
@@ -142,6 +150,8 @@ pub struct Visit<'a> {
     pub req: &'a RequestHeader,
     /// The request arrived over HTTPS (directly, or as a trusted proxy says).
     pub https: bool,
+    /// The client's address (as `proxy.trusted_proxies` decide), for the code exchanges' bound.
+    pub client_ip: Option<std::net::IpAddr>,
     /// The request id, for pages and logs.
     pub request_id: &'a str,
     /// The clients of the config in force.
@@ -226,6 +236,15 @@ impl Browser {
             refresh_lease: config.idp.timeout * 3 + std::time::Duration::from_secs(2),
             leeway: config.idp.leeway.as_secs(),
             verifier,
+            code_exchanges: Gates::new(
+                config.session.code_exchanges.caller.in_flight,
+                config.session.code_exchanges.caller.per_second,
+                MAX_CODE_EXCHANGE_CALLERS,
+            ),
+            code_exchanges_total: Arc::new(Gate::new(
+                config.session.code_exchanges.total.in_flight,
+                config.session.code_exchanges.total.per_second,
+            )),
             metrics,
         })
     }
@@ -922,6 +941,34 @@ impl Browser {
                 "the sign-in response has no code",
                 restart.clone(),
             )
+        })?;
+        // Only a callback with its sealed login gets here; the token endpoint calls it can cause
+        // are still bounded, per client IP and in total (a sealed login can be replayed with
+        // made-up codes until it expires).
+        let _permits = budget::admit_both(
+            &self.code_exchanges,
+            &budget::ip_key(v.client_ip),
+            &self.code_exchanges_total,
+        )
+        .map_err(|(limited, scope)| {
+            self.metrics
+                .load_refusals
+                .with_label_values(&[
+                    match scope {
+                        Scope::Caller => "code_exchange_caller",
+                        Scope::Total => "code_exchange_total",
+                    },
+                    limited.as_label(),
+                ])
+                .inc();
+            Refusal::TooManyRequests {
+                retry_after: limited.retry_after(),
+                reason: match scope {
+                    Scope::Caller => "too many sign-ins are being completed from this address",
+                    Scope::Total => "too many sign-ins are being completed at once",
+                }
+                .into(),
+            }
         })?;
         let data = match v.providers.github(provider) {
             Some(gh) => {

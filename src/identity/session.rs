@@ -555,6 +555,16 @@ pub(crate) mod tests {
             max_pending_logins: 4,
             login_key: None,
             store: Default::default(),
+            code_exchanges: crate::config::model::LoadBound {
+                caller: crate::config::model::CallerBound {
+                    in_flight: 4,
+                    per_second: 10,
+                },
+                total: crate::config::model::CallerBound {
+                    in_flight: 64,
+                    per_second: 100,
+                },
+            },
         }
     }
 

@@ -102,6 +102,8 @@ pub struct RequestCtx {
     pub https: bool,
     /// The request came from one of the configured trusted proxies (its `X-Forwarded-*` count).
     pub trusted_proxy: bool,
+    /// The address of the connection's peer (the client, or the trusted proxy in front).
+    pub peer: Option<std::net::IpAddr>,
     /// `Set-Cookie` values to send with the response.
     pub set_cookies: Vec<String>,
     /// The registered origin to answer with CORS headers.
@@ -143,6 +145,7 @@ impl RequestCtx {
             outcome: "proxied",
             https: false,
             trusted_proxy: false,
+            peer: None,
             set_cookies: Vec::new(),
             cors_origin: None,
             client_settled: false,

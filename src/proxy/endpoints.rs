@@ -26,6 +26,15 @@ fn login_failure(refusal: &Refusal) -> &'static str {
     }
 }
 
+/// An `X-Forwarded-For` entry's address: `192.0.2.1`, `2001:db8::1`, or with a port
+/// (`192.0.2.1:443`, `[2001:db8::1]:443`).
+fn forwarded_ip(entry: &str) -> Option<std::net::IpAddr> {
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// The first comma-separated value of a header, trimmed.
 fn first_value<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a str> {
     header(req, name)
@@ -38,11 +47,14 @@ impl Gateway {
     /// The request's scheme; `X-Forwarded-Proto` counts only from trusted proxies.
     pub(super) fn observe(&self, session: &Session, ctx: &mut RequestCtx) {
         let req = session.req_header();
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         ctx.trusted_proxy = !self.proxy.trusted_proxies.is_empty()
-            && session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .is_some_and(|a| self.proxy.trusted_proxies.contains(a.ip()));
+            && ctx
+                .peer
+                .is_some_and(|ip| self.proxy.trusted_proxies.contains(ip));
         ctx.https = if ctx.trusted_proxy {
             match first_value(req, &names::X_FORWARDED_PROTO)
                 .map(str::to_ascii_lowercase)
@@ -108,6 +120,39 @@ impl Gateway {
         })
     }
 
+    /// The client's address as the trusted proxies say: the connection's peer, or, when the
+    /// peer is a trusted proxy, the last `X-Forwarded-For` address that is not one (the first
+    /// address when all are; the peer when one of them is unreadable, since what comes before
+    /// it cannot be believed either).
+    pub(super) fn client_ip(
+        &self,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Option<std::net::IpAddr> {
+        if !ctx.trusted_proxy {
+            return ctx.peer;
+        }
+        let mut client = ctx.peer;
+        // From the right: the last header line's last entry is the nearest hop.
+        let listed = req
+            .headers
+            .get_all(&names::X_FORWARDED_FOR)
+            .iter()
+            .rev()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .flat_map(|v| v.rsplit(','));
+        for entry in listed.map(str::trim) {
+            let Some(ip) = forwarded_ip(entry) else {
+                return ctx.peer;
+            };
+            client = Some(ip);
+            if !self.proxy.trusted_proxies.contains(ip) {
+                break;
+            }
+        }
+        client
+    }
+
     pub(super) fn navigation(&self, req: &RequestHeader) -> bool {
         responses::is_navigation(
             &req.method,
@@ -148,6 +193,7 @@ impl Gateway {
         Visit {
             req,
             https: ctx.https,
+            client_ip: self.client_ip(req, ctx),
             request_id: &ctx.request_id,
             clients: &self.clients,
             routes: &self.routes,

@@ -484,10 +484,14 @@ impl Gateway {
                 let principal = self
                     .services
                     .api_keys
-                    .authenticate(credential.presented())
+                    .authenticate(credential.presented(), self.client_ip(req, ctx))
                     .await
                     .map_err(|e| match e {
                         ApiKeyError::Unavailable(why) => Refusal::IdpUnavailable(why.into()),
+                        e @ ApiKeyError::Limited(limited, _) => Refusal::TooManyRequests {
+                            retry_after: limited.retry_after(),
+                            reason: Cause::of(e),
+                        },
                         e => Refusal::InvalidToken(Cause::of(e)),
                     })?;
                 Caller {
@@ -756,18 +760,44 @@ impl Gateway {
                     reason,
                 })
             }
-            // Only unavailability of the IdP may be allowed, and only where the operator said so.
-            Outcome::Unavailable(why) if route.allow_on_error => {
+            // Only unavailability of the IdP may be allowed, only where the operator said so,
+            // and only for a caller whose own calls did not find it unavailable (its load must
+            // not buy it a fail-open).
+            Outcome::Unavailable {
+                why,
+                fail_open: true,
+            } if route.allow_on_error => {
                 tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check unavailable; allowed by the route's on_error = \"allow\"");
                 ctx.decision = "abac-unavailable-allowed";
                 ctx.granted = Some(names);
                 Ok(())
             }
-            Outcome::Unavailable(why) => {
+            Outcome::Unavailable { why, .. } => {
+                if route.allow_on_error {
+                    // Its calls opened the breaker (no call now), or this very call failed.
+                    let reason = if why == abac::CIRCUIT_OPEN {
+                        "opened_breaker"
+                    } else {
+                        "own_call_failed"
+                    };
+                    tracing::warn!(request_id = %ctx.request_id, route = %route.name, reason = %why, "live permission check unavailable; not allowed by on_error = \"allow\": this caller's own calls found the IdP unavailable");
+                    self.services
+                        .metrics
+                        .load_refusals
+                        .with_label_values(&["abac_fail_open", reason])
+                        .inc();
+                }
                 ctx.decision = "abac";
                 Err(Refusal::IdpUnavailable(
                     format!("the live permission check failed: {why}").into(),
                 ))
+            }
+            Outcome::Limited(limited) => {
+                ctx.decision = "abac";
+                Err(Refusal::TooManyRequests {
+                    retry_after: limited.retry_after(),
+                    reason: "this caller has too many live permission checks in progress or started this second".into(),
+                })
             }
             // An answer without a decision: refused whatever `on_error` says (the caller may have caused it).
             Outcome::Failed(why) => {

@@ -818,15 +818,17 @@ pub(crate) mod tests {
                 namespace: Some(first),
             })
         };
-        let cases: [(
-            &str,
-            &ClientRegistry,
+        // (why, registry, detected, binding, route serves, needs a namespace, settled)
+        type Case<'a> = (
+            &'a str,
+            &'a ClientRegistry,
             usize,
-            Binding,
-            &Served,
+            Binding<'a>,
+            &'a Served,
             bool,
-            Result<Settled, &str>,
-        ); 10] = [
+            Result<Settled, &'a str>,
+        );
+        let cases: [Case; 10] = [
             // (why, registry, detected, binding, route serves, needs a namespace, settled)
             (
                 "an API key on a route serving three apps of one namespace",

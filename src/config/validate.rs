@@ -2015,7 +2015,7 @@ fn abac(f: AbacFile, problems: &mut Problems) -> AbacSettings {
             &at,
             "caller_checks_per_second",
             f.caller_checks_per_second,
-            20,
+            50,
         ),
     };
     AbacSettings {

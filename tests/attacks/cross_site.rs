@@ -131,7 +131,9 @@ async fn a_session_cookie_changes_nothing_from_another_page_even_with_a_default_
     let s = site().await;
     let evil = "https://evil.localhost";
     use reqwest::Method as M;
-    let refused: [(&str, M, &[(&str, &str)]); 11] = [
+    /// (why, method, headers)
+    type Case<'a, H> = (&'a str, M, H);
+    let refused: [Case<&[(&str, &str)]>; 11] = [
         ("POST from a foreign origin", M::POST, &[("origin", evil)]),
         ("PUT from a foreign origin", M::PUT, &[("origin", evil)]),
         (
@@ -208,7 +210,7 @@ async fn a_session_cookie_changes_nothing_from_another_page_even_with_a_default_
 
     // From the app's own pages, everything still works.
     let own = s.a.clone();
-    let allowed: [(&str, M, Vec<(&str, &str)>); 6] = [
+    let allowed: [Case<Vec<(&str, &str)>>; 6] = [
         ("POST from its own origin", M::POST, vec![("origin", &own)]),
         ("PUT from its own origin", M::PUT, vec![("origin", &own)]),
         (

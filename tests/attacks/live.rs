@@ -98,32 +98,35 @@ async fn outcome(r: reqwest::Response) -> (u16, bool, Option<String>) {
 async fn on_error_allow_lets_only_idp_unavailability_through() {
     let w = world().await;
     let token = transferrer(&w);
-    // (what the IdP does, status, the upstream answered)
+    // A call that found the IdP unavailable is the caller's own: never let through (its load
+    // may be why); only a check no call is made for, the breaker being open, may fail open
+    // (`a_flood_of_fresh_checks_buys_no_fail_open`). (what the IdP does, status, the upstream
+    // answered)
     type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, u16, bool);
     let cases: Vec<Case> = vec![
         (
             "down (503 to everything)",
             Box::new(|| w.idp.set_available(false)),
-            200,
-            true,
+            503,
+            false,
         ),
         (
             "502",
             Box::new(|| w.idp.set_abac_mode(AbacMode::Status(502))),
-            200,
-            true,
+            503,
+            false,
         ),
         (
             "504",
             Box::new(|| w.idp.set_abac_mode(AbacMode::Status(504))),
-            200,
-            true,
+            503,
+            false,
         ),
         (
             "timeout",
             Box::new(|| w.idp.set_abac_mode(AbacMode::Delay(Duration::from_secs(3)))),
-            200,
-            true,
+            503,
+            false,
         ),
         (
             "400",
@@ -210,8 +213,8 @@ async fn on_error_allow_lets_only_idp_unavailability_through() {
         w.gw.log
             .lock()
             .unwrap()
-            .contains("allowed by the route's on_error"),
-        "fail-open decisions are logged"
+            .contains("not allowed by on_error = \"allow\": this caller's own calls"),
+        "refused fail-opens are logged"
     );
 }
 
@@ -266,24 +269,32 @@ async fn caller_caused_answers_do_not_open_the_breaker() {
         "{metrics}"
     );
 
-    // Real unavailability still opens it: then no calls, and only the fail-open route passes.
+    // Real unavailability still opens it: then no calls, and only the fail-open route passes,
+    // and only for a caller whose own calls did not fail.
     w.idp.set_abac_mode(AbacMode::Status(503));
     for _ in 0..3 {
         assert_eq!(
             outcome(transfer(&w, "open-transfers", &token, BODY).await)
                 .await
                 .0,
-            200
+            503
         );
     }
     let before = w.idp.abac_requests();
     assert_eq!(
-        outcome(transfer(&w, "open-transfers", &token, BODY).await)
+        outcome(transfer(&w, "open-transfers", &other, BODY).await)
             .await
             .0,
         200
     );
-    let (status, _, retry) = outcome(transfer(&w, "transfers", &token, BODY).await).await;
+    assert_eq!(
+        outcome(transfer(&w, "open-transfers", &token, BODY).await)
+            .await
+            .0,
+        503,
+        "the caller whose calls opened the breaker"
+    );
+    let (status, _, retry) = outcome(transfer(&w, "transfers", &other, BODY).await).await;
     assert_eq!((status, retry.as_deref()), (503, Some("5")));
     assert_eq!(
         w.idp.abac_requests(),
@@ -633,4 +644,254 @@ async fn connection_cannot_remove_what_the_live_check_read() {
         );
         assert_eq!(echoed["body"], BODY, "{connection}");
     }
+}
+
+/// A second caller of the live-checked routes, with its own subject.
+fn other_transferrer(w: &World) -> String {
+    w.idp.mint(json!({
+        "sub": "user_u", "aud": AUDIENCE,
+        "permissions": {"client_abc:transfer": ["create"]},
+        "abac_required": {"client_abc:transfer": ["create"]},
+    }))
+}
+
+/// Sends `count` transfers at once on `route`, each with a fresh amount (so none is answered
+/// from the decision cache); their statuses and `Retry-After` values.
+async fn flood(w: &World, route: &str, token: &str, count: u32) -> Vec<(u16, Option<String>)> {
+    let mut set = tokio::task::JoinSet::new();
+    for amount in 1..=count {
+        let (http, url, token) = (w.http.clone(), w.gw.url.clone(), token.to_string());
+        let route = route.to_string();
+        set.spawn(async move {
+            let r = http
+                .post(format!("{url}/api/{route}/t_1?mode=fast"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .header("x-region", "eu")
+                .body(format!(
+                    r#"{{"amount": {amount}, "payment": {{"currency": "EUR"}}}}"#
+                ))
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (r.status().as_u16(), retry)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+async fn metrics(w: &World) -> String {
+    w.http
+        .get(format!("{}/metrics", w.gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// One caller's uncached checks are bounded (8 in flight by default): beyond it, 429 with
+/// `Retry-After` and no call to the IdP, while another caller's check goes through untouched.
+#[tokio::test]
+async fn a_callers_flood_of_fresh_checks_is_429_beyond_its_budget_and_nobody_else_is_affected() {
+    let w = world().await;
+    let (token, other) = (transferrer(&w), other_transferrer(&w));
+    // Slow but within the gateway's 2 s IdP timeout: the first checks stay in flight.
+    w.idp
+        .set_abac_mode(AbacMode::Delay(Duration::from_millis(1200)));
+    let (checks, upstream) = (w.idp.abac_requests(), w.echo.requests());
+    let flooding = flood(&w, "transfers", &token, 40);
+    let (answers, theirs) = tokio::join!(flooding, async {
+        // Once the flood's checks are in flight, another caller's check.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        outcome(transfer(&w, "transfers", &other, BODY).await).await
+    });
+    assert_eq!(
+        (theirs.0, theirs.1),
+        (200, true),
+        "another caller is not limited"
+    );
+    let allowed = answers.iter().filter(|(s, _)| *s == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(
+        allowed + limited.len(),
+        answers.len(),
+        "only 200 or 429: {answers:?}"
+    );
+    assert!(
+        limited
+            .iter()
+            .all(|(_, retry)| retry.as_deref() == Some("1")),
+        "{limited:?}"
+    );
+    let calls = w.idp.abac_requests() - checks;
+    assert!(
+        (1..=8).contains(&allowed) && calls == allowed + 1,
+        "at most 8 of the flood's checks asked the IdP: {allowed} allowed, {calls} calls"
+    );
+    assert_eq!(
+        w.echo.requests() - upstream,
+        allowed + 1,
+        "the upstream received exactly the allowed requests"
+    );
+    assert!(
+        metrics(&w)
+            .await
+            .contains(r#"authgate_load_refusals_total{bound="abac_caller",reason="in_flight"}"#),
+        "the refusals are counted"
+    );
+}
+
+/// A caller whose flood times the IdP out opens the breaker, and buys nothing with it on a
+/// fail-open route: its own requests are 503 (their calls failed, or no call is made while the
+/// breaker it opened is open), none reaches the upstream; only a caller none of whose calls
+/// failed is let through, unchecked, as the operator's `on_error = "allow"` says.
+#[tokio::test]
+async fn a_flood_of_fresh_checks_buys_no_fail_open() {
+    let w = world().await;
+    let (token, other) = (transferrer(&w), other_transferrer(&w));
+    // Longer than the gateway's 2 s IdP timeout: every call the flood makes times out.
+    w.idp.set_abac_mode(AbacMode::Delay(Duration::from_secs(3)));
+    let (checks, upstream) = (w.idp.abac_requests(), w.echo.requests());
+    let answers = flood(&w, "open-transfers", &token, 30).await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == 503 || *s == 429),
+        "the flood is refused, never let through: {answers:?}"
+    );
+    let calls = w.idp.abac_requests() - checks;
+    assert!(
+        (3..=8).contains(&calls),
+        "the flood made at most its budget of calls, enough to open the breaker: {calls}"
+    );
+    assert!(metrics(&w).await.contains("authgate_abac_breaker_state 1"));
+    // The breaker is open: the flooder still gets 503 (its calls opened it), with no call.
+    let calls = w.idp.abac_requests();
+    let (status, answered, _) = outcome(transfer(&w, "open-transfers", &token, BODY).await).await;
+    assert_eq!((status, answered), (503, false), "the caller who opened it");
+    assert_eq!(
+        w.echo.requests(),
+        upstream,
+        "nothing of the flooder's was proxied"
+    );
+    // Another caller is let through unchecked, as the route says; nobody asks the IdP.
+    let (status, answered, _) = outcome(transfer(&w, "open-transfers", &other, BODY).await).await;
+    assert_eq!(
+        (status, answered),
+        (200, true),
+        "a caller whose calls did not fail"
+    );
+    assert_eq!(
+        w.idp.abac_requests(),
+        calls,
+        "no call while the breaker is open"
+    );
+    assert_eq!(w.echo.requests(), upstream + 1);
+    let m = metrics(&w).await;
+    assert!(
+        m.contains(
+            r#"authgate_load_refusals_total{bound="abac_fail_open",reason="opened_breaker"} 1"#
+        ),
+        "{m}"
+    );
+}
+
+/// Random API keys cannot make the gateway relay one exchange each: a key that is not
+/// well-formed is refused without a call, and exchanges of unknown keys are bounded per client
+/// address (4 in flight by default), beyond which the answer is 429; a key already known keeps
+/// working throughout, and a new real key works once the flood is over.
+#[tokio::test]
+async fn a_flood_of_random_api_keys_is_bounded_and_real_keys_keep_working() {
+    let w = world().await;
+    let claims = json!({"sub": "machine_k", "permissions": {"client_abc:invoice": ["read"]}});
+    w.idp.add_api_key("ak_known_key", claims.clone(), 900);
+    w.idp.add_api_key("ak_new_key", claims, 900);
+    let get = |key: &[u8]| {
+        w.http
+            .get(format!("{}/api/invoices/1", w.gw.url))
+            .header(
+                "x-api-key",
+                reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .send()
+    };
+    assert_eq!(get(b"ak_known_key").await.unwrap().status(), 200);
+    // Not well-formed: too short, too long, a space, a character outside -_.~+/=, not ASCII.
+    let before = w.idp.exchange_requests();
+    let long = "k".repeat(300);
+    for key in [
+        &b"abc"[..],
+        long.as_bytes(),
+        b"ak with space",
+        b"ak_key;",
+        b"ak_k\xe9y",
+    ] {
+        let r = get(key).await.unwrap();
+        assert_eq!(r.status(), 401, "{:?}", String::from_utf8_lossy(key));
+    }
+    assert_eq!(
+        w.idp.exchange_requests(),
+        before,
+        "malformed keys were never exchanged"
+    );
+
+    // A flood of well-formed random keys while the IdP is slow: at most 4 exchanges in flight.
+    w.idp.set_exchange_delay(Duration::from_millis(1000));
+    let (before, upstream) = (w.idp.exchange_requests(), w.echo.requests());
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (http, url) = (w.http.clone(), w.gw.url.clone());
+        set.spawn(async move {
+            let r = http
+                .get(format!("{url}/api/invoices/1"))
+                .header("x-api-key", format!("ak_random_{i:04}_guess"))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        });
+    }
+    // During the flood, the known key answers from its cache.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(b"ak_known_key").await.unwrap().status(),
+        200,
+        "a known key during the flood"
+    );
+    let mut statuses = Vec::new();
+    while let Some(s) = set.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    let exchanged = w.idp.exchange_requests() - before;
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(refused + limited, 40, "{statuses:?}");
+    assert!(
+        (1..=4).contains(&exchanged) && refused == exchanged,
+        "only the admitted keys were exchanged: {exchanged} exchanges, {refused} refused"
+    );
+    assert_eq!(
+        w.echo.requests(),
+        upstream + 1,
+        "only the known key's request was proxied"
+    );
+    assert!(metrics(&w)
+        .await
+        .contains(r#"authgate_load_refusals_total{bound="api_key_caller",reason="in_flight"}"#));
+    // The flood over, a real key never seen before is exchanged and works.
+    w.idp.set_exchange_delay(Duration::ZERO);
+    assert_eq!(
+        get(b"ak_new_key").await.unwrap().status(),
+        200,
+        "a new real key after the flood"
+    );
 }

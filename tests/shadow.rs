@@ -158,3 +158,65 @@ async fn a_shadow_rule_that_would_refuse_proxies_counts_and_logs_and_vouches_onl
     assert_eq!(w.get("/api/invoices/7", None).await.status(), 401);
     assert_eq!(w.get("/api/invoices/7", Some(&deleter)).await.status(), 403);
 }
+
+/// An enforced `/vault/*` needing `invoice:read`, and a shadow rule trialling a stricter
+/// `invoice:delete` on `/vault/admin/*` under it.
+const HIDING: &str = r#"
+[[routes]]
+name = "vault"
+path = "/vault/*"
+upstream = "app"
+permission = "invoice:read"
+clients = ["billing"]
+
+[[routes]]
+name = "vault-admin-shadow"
+path = "/vault/admin/*"
+upstream = "app"
+permission = "invoice:delete"
+clients = ["billing"]
+enforce = false
+"#;
+
+/// A shadow rule only trials its own decision: the enforced rule it hides from a request still
+/// decides it, so `enforce = false` on a more specific path never makes that path public.
+#[tokio::test]
+async fn a_shadow_rule_never_lifts_the_enforced_rule_it_hides() {
+    let w = World::start_with(Setup {
+        extra: HIDING.into(),
+        ..Setup::default()
+    })
+    .await;
+    let url = format!("{}/vault/admin/keys", w.gw.url);
+    let before = w.echo.requests();
+    // Nothing, or a caller without the hidden rule's permission: refused as /vault/* refuses,
+    // and the upstream never hears of it.
+    let r = w.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no credential");
+    let stranger = w.token(json!({"client_abc:report": ["read"]}));
+    let r = w.http.get(&url).bearer_auth(&stranger).send().await.unwrap();
+    assert_eq!(r.status(), 403, "without invoice:read");
+    assert_eq!(w.echo.requests(), before, "the upstream received a refused request");
+    // The hidden rule's permission: proxied, the identity and permission its rule granted sent,
+    // and the shadow rule's own refusal (no invoice:delete) only logged and counted.
+    let reader = w.token(json!({"client_abc:invoice": ["read"]}));
+    let r = w.http.get(&url).bearer_auth(&reader).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.json::<Value>().await.unwrap()["headers"].clone();
+    assert_eq!(h["x-auth-subject"], "user_1");
+    assert_eq!(h["x-auth-permission"], "client_abc:invoice:read", "{h}");
+    let log = w.gw.log.lock().unwrap().clone();
+    assert!(
+        log.contains("shadow rule would refuse") && log.contains("vault-admin-shadow"),
+        "the shadow rule's own decision is logged"
+    );
+    // The enforced route's own paths are unchanged.
+    let r = w
+        .http
+        .get(format!("{}/vault", w.gw.url))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "/vault itself is the enforced route's");
+}

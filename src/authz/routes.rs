@@ -262,6 +262,9 @@ pub struct RouteTable {
     folded: Tables,
     /// Some pattern has an uppercase letter: even a lowercase path needs the folded check.
     uppercase_patterns: bool,
+    /// With shadow routes (`enforce = false`): the enforced routes indexed apart, and each
+    /// one's index among all routes ([`RouteTable::hidden_by_shadow`]).
+    enforced: Option<(Box<RouteTable>, Vec<usize>)>,
 }
 
 impl ProtectedPages for RouteTable {
@@ -296,11 +299,24 @@ impl RouteTable {
             }
         }
         if conflicts.is_empty() {
+            // Fewer routes than a table without conflicts cannot conflict.
+            let enforced = routes.iter().any(|r| !r.enforce).then(|| {
+                let (index, kept): (Vec<usize>, Vec<RouteSpec>) = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.enforce)
+                    .map(|(i, r)| (i, r.clone()))
+                    .unzip();
+                RouteTable::build(&kept)
+                    .ok()
+                    .map(|table| (Box::new(table), index))
+            });
             Ok(RouteTable {
                 routes: routes.to_vec(),
                 exact,
                 folded,
                 uppercase_patterns: routes.iter().any(|r| r.path.has_uppercase()),
+                enforced: enforced.flatten(),
             })
         } else {
             Err(conflicts)
@@ -399,6 +415,40 @@ impl RouteTable {
             },
             Lookup::NotAllowed(allowed) => RouteMatch::MethodNotAllowed { allowed },
             Lookup::Miss => RouteMatch::NotFound,
+        }
+    }
+
+    /// The enforced route a shadow route (`enforce = false`) hides from this request: the one
+    /// that would serve it were the shadow routes absent, if it decides something (not
+    /// public). A shadow rule only trials its own decision; the rule it hides still applies, so
+    /// `enforce = false` on `/api/admin/*` under an enforced `/api/*` never makes the admin
+    /// paths public. `Ok(None)`: no route but shadow ones serves the request.
+    pub fn hidden_by_shadow(
+        &self,
+        host: Option<&str>,
+        path: &NormalPath<'_>,
+        method: &Method,
+    ) -> Result<Option<RouteMatch<'_>>, RouteError> {
+        let Some((table, index)) = &self.enforced else {
+            return Ok(None);
+        };
+        match table.resolve(host, path, method)? {
+            RouteMatch::Found {
+                index: at, params, ..
+            } => {
+                let Some((index, route)) = index
+                    .get(at)
+                    .and_then(|&i| Some((i, self.routes.get(i)?)))
+                else {
+                    return Ok(None);
+                };
+                Ok((route.access != Access::Public).then(|| RouteMatch::Found {
+                    route,
+                    index,
+                    params,
+                }))
+            }
+            _ => Ok(None),
         }
     }
 

@@ -157,6 +157,21 @@ impl RequestCtx {
             socket_deadline: None,
         }
     }
+
+    /// Forgets what a shadow rule's decision found (caller, client, permission), so that the
+    /// enforced rule it hides decides afresh what the upstream is told.
+    pub fn reset_decision(&mut self) {
+        self.client = None;
+        self.namespace = None;
+        self.caller = None;
+        self.granted = None;
+        self.required = None;
+        self.credential = "-";
+        self.decision = "-";
+        self.abac_cached = None;
+        self.client_settled = false;
+        self.shadow_unverified = false;
+    }
 }
 
 impl Default for RequestCtx {

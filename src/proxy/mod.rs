@@ -226,6 +226,9 @@ struct Routed<'g> {
     route: &'g RouteSpec,
     index: usize,
     params: Vec<(&'g str, String)>,
+    /// On a shadow route (`enforce = false`): the enforced route it hides from this request,
+    /// whose rule still applies ([`crate::authz::routes::RouteTable::hidden_by_shadow`]).
+    hidden: Option<Box<Routed<'g>>>,
 }
 
 impl Routed<'_> {
@@ -264,6 +267,12 @@ impl Gateway {
         } else {
             let decided = self.access_steps(session, ctx, &routed, &mut body).await;
             self.shadow(session.req_header(), ctx, routed.route, decided)?;
+            if let Some(hidden) = &routed.hidden {
+                // The shadow rule only logged its decision; the rule it hides decides, and
+                // what reaches the upstream (identity, permission) is that decision's.
+                ctx.reset_decision();
+                self.access_steps(session, ctx, hidden, &mut body).await?;
+            }
             override_in_body(session, &routed, &mut body).await
         }
     }
@@ -414,6 +423,7 @@ impl Gateway {
                 route,
                 index,
                 params,
+                hidden: None,
             },
             Ok(RouteMatch::MethodNotAllowed { allowed }) => {
                 return Err(Refusal::MethodNotAllowed(allowed))
@@ -421,6 +431,26 @@ impl Gateway {
             Ok(RouteMatch::NotFound) => return Err(Refusal::NoRoute),
             Err(e) => return Err(Refusal::BadPath(Cause::of(e))),
         };
+        let mut routed = routed;
+        if !routed.route.enforce {
+            let hidden = self
+                .routes
+                .hidden_by_shadow(host.as_ref().map(|h| &*h.name), &path, &req.method)
+                .map_err(|e| Refusal::BadPath(Cause::of(e)))?;
+            if let Some(RouteMatch::Found {
+                route,
+                index,
+                params,
+            }) = hidden
+            {
+                routed.hidden = Some(Box::new(Routed {
+                    route,
+                    index,
+                    params,
+                    hidden: None,
+                }));
+            }
+        }
         ctx.route = Some(routed.index);
         // An absolute-form target or a rewritten host: the upstream gets origin-form and the routed host.
         let absolute_form = req.raw_path().first() != Some(&b'/') && req.raw_path() != b"*";

@@ -263,22 +263,41 @@ async fn on_error_allow_lets_requests_through_when_the_idp_is_down() {
         ..Setup::default()
     })
     .await;
-    w.idp.set_abac_mode(AbacMode::Status(502));
-    let before = w.idp.abac_requests();
-    assert_eq!(
-        refund(&w, &refunder(&w), r#"{"amount": 1}"#).await.status(),
-        200
-    );
-    assert_eq!(
-        w.idp.abac_requests(),
-        before + 1,
-        "the live check was not attempted"
-    );
-    // Only unavailability lets it through: a 500 from the same IdP is still 503.
+    // Only unavailability may let it through: a 500 from the IdP is 503.
     w.idp.set_abac_mode(AbacMode::Status(500));
     assert_eq!(
         refund(&w, &refunder(&w), r#"{"amount": 2}"#).await.status(),
         503
+    );
+    // The calls that find the IdP down are their caller's own: 503, never let through, until
+    // they open the breaker (5 in a row).
+    w.idp.set_abac_mode(AbacMode::Status(502));
+    let before = w.idp.abac_requests();
+    for amount in 1..=5 {
+        let body = format!(r#"{{"amount": {amount}}}"#);
+        assert_eq!(refund(&w, &refunder(&w), &body).await.status(), 503);
+    }
+    assert_eq!(
+        w.idp.abac_requests(),
+        before + 5,
+        "each check was attempted"
+    );
+    // The breaker open, no call is made: another caller is let through, as the route says; the
+    // caller whose calls opened it is not.
+    let other = w.idp.mint(json!({
+        "sub": "user_s", "aud": AUDIENCE,
+        "permissions": {"client_abc:payment": ["read", "refund"]},
+        "abac_required": {"client_abc:payment": ["refund"]},
+    }));
+    assert_eq!(refund(&w, &other, r#"{"amount": 1}"#).await.status(), 200);
+    assert_eq!(
+        refund(&w, &refunder(&w), r#"{"amount": 1}"#).await.status(),
+        503
+    );
+    assert_eq!(
+        w.idp.abac_requests(),
+        before + 5,
+        "no call while the breaker is open"
     );
 }
 

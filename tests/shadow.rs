@@ -194,9 +194,19 @@ async fn a_shadow_rule_never_lifts_the_enforced_rule_it_hides() {
     let r = w.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401, "no credential");
     let stranger = w.token(json!({"client_abc:report": ["read"]}));
-    let r = w.http.get(&url).bearer_auth(&stranger).send().await.unwrap();
+    let r = w
+        .http
+        .get(&url)
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "without invoice:read");
-    assert_eq!(w.echo.requests(), before, "the upstream received a refused request");
+    assert_eq!(
+        w.echo.requests(),
+        before,
+        "the upstream received a refused request"
+    );
     // The hidden rule's permission: proxied, the identity and permission its rule granted sent,
     // and the shadow rule's own refusal (no invoice:delete) only logged and counted.
     let reader = w.token(json!({"client_abc:invoice": ["read"]}));

@@ -436,9 +436,8 @@ impl RouteTable {
             RouteMatch::Found {
                 index: at, params, ..
             } => {
-                let Some((index, route)) = index
-                    .get(at)
-                    .and_then(|&i| Some((i, self.routes.get(i)?)))
+                let Some((index, route)) =
+                    index.get(at).and_then(|&i| Some((i, self.routes.get(i)?)))
                 else {
                     return Ok(None);
                 };

@@ -7,12 +7,13 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use devidp::keys::SigningKey;
 use jsonwebtoken::Algorithm;
-use reqwest::header::{ACCEPT, LOCATION};
+use reqwest::header::ACCEPT;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,46 +27,6 @@ async fn metrics(w: &World) -> String {
         .await
         .unwrap()
         .text()
-        .await
-        .unwrap()
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-/// Signs `b` in as `user` through the login at `url`.
-async fn log_in(b: &reqwest::Client, url: &str, user: &str) {
-    let r = b.get(url).header(ACCEPT, "text/html").send().await.unwrap();
-    assert_eq!(r.status(), 302, "{url}");
-    let r = b
-        .get(format!("{}&user={user}", location(&r)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let r = b.get(location(&r)).send().await.unwrap();
-    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
         .await
         .unwrap()
 }
@@ -338,13 +299,6 @@ async fn cookies_are_host_prefixed_and_secure_over_https() {
         .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
         .build()
         .unwrap();
-    let set_cookies = |r: &reqwest::Response| {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
     let host_cookie = |c: &str| {
         let attrs: Vec<String> = c
             .split(';')

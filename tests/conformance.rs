@@ -5,12 +5,12 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::{DevIdp, IdTokenTrick, RawAnswer};
 use devidp::keys::SigningKey;
 use jsonwebtoken::Algorithm;
-use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::json;
 use std::time::Duration;
 
@@ -189,45 +189,11 @@ impl Rp {
     }
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 fn no_session_cookie(r: &reqwest::Response) -> bool {
     !r.headers()
         .get_all("set-cookie")
         .iter()
         .any(|v| v.to_str().unwrap_or("").starts_with("authgate="))
-}
-
-async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "text/html,application/xhtml+xml")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

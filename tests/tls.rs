@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use serde_json::json;
 
@@ -90,15 +91,6 @@ fn https_client(cert: &str, port: u16, http1: bool) -> reqwest::Client {
         .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
         .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap());
     if http1 { b.http1_only() } else { b }.build().unwrap()
-}
-
-/// `name=value` of each `Set-Cookie`.
-fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .collect()
 }
 
 /// The TLS listener offers `h2` by ALPN (the default): a browser's requests arrive as HTTP/2,
@@ -229,7 +221,7 @@ async fn http2_over_tls_end_to_end() {
         .await
         .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (302, Version::HTTP_2));
-    let login = set_cookies(&r);
+    let login = cookie_pairs(&r);
     assert!(
         login
             .iter()
@@ -254,7 +246,7 @@ async fn http2_over_tls_end_to_end() {
     }
     let r = req.send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (302, Version::HTTP_2));
-    let session = set_cookies(&r)
+    let session = cookie_pairs(&r)
         .into_iter()
         .find(|c| c.starts_with("__Host-authgate="))
         .expect("no session cookie");

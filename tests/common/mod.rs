@@ -499,6 +499,15 @@ where
     false
 }
 
+/// Awaits every task, in order; a task that panicked fails the test.
+pub async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 /// Starts `authgate run` and waits for its admin listener only (for listeners the plain-http
 /// probe cannot reach, such as TLS).
 pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
@@ -539,13 +548,7 @@ pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
 pub async fn sign_in(origin: &str, path: &str, user: &str) -> String {
     use reqwest::header::{ACCEPT, LOCATION};
     let browser = client();
-    let cookies = |r: &reqwest::Response| -> Vec<String> {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-            .collect()
-    };
+    let cookies = browser::cookie_pairs;
     let r = browser
         .get(format!("{origin}{path}"))
         .header(ACCEPT, "text/html")

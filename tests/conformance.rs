@@ -6,6 +6,7 @@
 mod common;
 
 use common::browser::*;
+use common::one_app::OneApp;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::{DevIdp, IdTokenTrick, RawAnswer};
@@ -23,51 +24,6 @@ struct Rp {
     origin: String,
 }
 
-fn rp_config(
-    port: u16,
-    admin: u16,
-    idp: &DevIdp,
-    upstream: std::net::SocketAddr,
-    idp_extra: &str,
-) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:{port}"
-threads = 1
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[idp]
-issuer = "{issuer}"
-audience = "{AUDIENCE}"
-{idp_extra}
-
-[session]
-allow_insecure_http = true
-
-[[clients]]
-name = "app"
-origins = ["http://127.0.0.1:{port}"]
-client_id = "rp"
-client_secret = "rp-secret"
-namespace = "client_demo"
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-name = "app"
-path = "/app/*"
-upstream = "app"
-auth = "authenticated"
-"#,
-        issuer = idp.issuer(),
-    )
-}
-
 impl Rp {
     /// The IdP signs with a fresh `alg` key; the gateway refetches keys at most every `refetch`.
     async fn start(alg: Algorithm, refetch: &str) -> Rp {
@@ -78,19 +34,12 @@ impl Rp {
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let extra = format!("jwks_min_refetch_interval = \"{refetch}\"");
-        let gw = start_gateway(
-            |port, admin| {
-                idp.register_client(
-                    "rp",
-                    Some("rp-secret"),
-                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
-                );
-                rp_config(port, admin, &idp, echo.addr(), &extra)
-            },
-            true,
-        )
-        .await;
+        let gw = OneApp::new("rp", "rp-secret")
+            .namespace("client_demo")
+            .idp(&format!("jwks_min_refetch_interval = \"{refetch}\""))
+            .session("allow_insecure_http = true")
+            .start(&idp, echo.addr())
+            .await;
         let origin = format!("http://127.0.0.1:{}", gw.port);
         Rp {
             idp,

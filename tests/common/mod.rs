@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod one_app;
 
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;

@@ -273,11 +273,8 @@ async fn reloads_sign_nobody_out_and_keep_naming_an_unapplied_change() {
 #[tokio::test]
 async fn cookies_are_host_prefixed_and_secure_over_https() {
     let (idp, echo) = idp_and_echo().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) = localhost_certificate(dir.path());
     let (port, admin) = (free_port(), free_port());
     let origin = format!("https://localhost:{port}");
     idp.register_client(
@@ -285,17 +282,18 @@ async fn cookies_are_host_prefixed_and_secure_over_https() {
         Some("sec-secret"),
         &[&format!("{origin}/_authgate/callback")],
     );
-    let setup = Setup {
-        proxy_extra: format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert_path.display(), key_path.display()),
-        extra: format!("[[clients]]\nname = \"secure\"\norigins = [\"{origin}\"]\nclient_id = \"sec\"\nclient_secret = \"sec-secret\"\n"),
-        ..Setup::default()
-    };
+    let setup = Setup::default().tls(&cert_path, &key_path).client(
+        "secure",
+        &origin,
+        "sec",
+        Some("sec-secret"),
+    );
     let _gw =
         spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
     let b = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
         .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
         .build()
         .unwrap();

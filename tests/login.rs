@@ -35,32 +35,7 @@ impl Login {
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let setup = Setup {
-            clients: Clients::SignIn,
-            session_extra: session_extra.into(),
-            ..Setup::default()
-        };
-        let gw = start_gateway(
-            |port, admin| {
-                let (a, b) = (
-                    format!("http://localhost:{port}"),
-                    format!("http://127.0.0.1:{port}"),
-                );
-                idp.register_client(
-                    "client-a",
-                    Some("secret-a"),
-                    &[&format!("{a}/_authgate/callback")],
-                );
-                idp.register_client(
-                    "client-b",
-                    Some("secret-b"),
-                    &[&format!("{b}/_authgate/callback")],
-                );
-                config(port, admin, &idp, echo.addr(), &setup)
-            },
-            true,
-        )
-        .await;
+        let gw = start_sign_in(&idp, echo.addr(), &Setup::sign_in().session(session_extra)).await;
         let port = gw.port;
         let (a, b) = (
             format!("http://localhost:{port}"),

@@ -43,29 +43,7 @@ impl World {
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let gw = start_gateway(
-            |port, admin| {
-                idp.register_client(
-                    "client-a",
-                    Some("secret-a"),
-                    &[&format!("http://localhost:{port}/_authgate/callback")],
-                );
-                idp.register_client(
-                    "client-b",
-                    Some("secret-b"),
-                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
-                );
-                config(
-                    port,
-                    admin,
-                    &idp,
-                    echo.addr(),
-                    &setup("a,b", session_extra, logout_url),
-                )
-            },
-            true,
-        )
-        .await;
+        let gw = start_sign_in(&idp, echo.addr(), &setup("a,b", session_extra, logout_url)).await;
         let port = gw.port;
         World {
             idp,

@@ -7,12 +7,13 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use devidp::keys::SigningKey;
 use jsonwebtoken::Algorithm;
-use reqwest::header::{ACCEPT, LOCATION};
+use reqwest::header::ACCEPT;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,46 +27,6 @@ async fn metrics(w: &World) -> String {
         .await
         .unwrap()
         .text()
-        .await
-        .unwrap()
-}
-
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-/// Signs `b` in as `user` through the login at `url`.
-async fn log_in(b: &reqwest::Client, url: &str, user: &str) {
-    let r = b.get(url).header(ACCEPT, "text/html").send().await.unwrap();
-    assert_eq!(r.status(), 302, "{url}");
-    let r = b
-        .get(format!("{}&user={user}", location(&r)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let r = b.get(location(&r)).send().await.unwrap();
-    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
         .await
         .unwrap()
 }
@@ -312,11 +273,8 @@ async fn reloads_sign_nobody_out_and_keep_naming_an_unapplied_change() {
 #[tokio::test]
 async fn cookies_are_host_prefixed_and_secure_over_https() {
     let (idp, echo) = idp_and_echo().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) = localhost_certificate(dir.path());
     let (port, admin) = (free_port(), free_port());
     let origin = format!("https://localhost:{port}");
     idp.register_client(
@@ -324,27 +282,21 @@ async fn cookies_are_host_prefixed_and_secure_over_https() {
         Some("sec-secret"),
         &[&format!("{origin}/_authgate/callback")],
     );
-    let setup = Setup {
-        proxy_extra: format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert_path.display(), key_path.display()),
-        extra: format!("[[clients]]\nname = \"secure\"\norigins = [\"{origin}\"]\nclient_id = \"sec\"\nclient_secret = \"sec-secret\"\n"),
-        ..Setup::default()
-    };
+    let setup = Setup::default().tls(&cert_path, &key_path).client(
+        "secure",
+        &origin,
+        "sec",
+        Some("sec-secret"),
+    );
     let _gw =
         spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
     let b = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
         .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
         .build()
         .unwrap();
-    let set_cookies = |r: &reqwest::Response| {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
     let host_cookie = |c: &str| {
         let attrs: Vec<String> = c
             .split(';')

@@ -5,12 +5,13 @@
 
 mod common;
 
+use common::browser::*;
+use common::one_app::OneApp;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::{DevIdp, IdTokenTrick, RawAnswer};
 use devidp::keys::SigningKey;
 use jsonwebtoken::Algorithm;
-use reqwest::header::{ACCEPT, LOCATION};
 use serde_json::json;
 use std::time::Duration;
 
@@ -23,51 +24,6 @@ struct Rp {
     origin: String,
 }
 
-fn rp_config(
-    port: u16,
-    admin: u16,
-    idp: &DevIdp,
-    upstream: std::net::SocketAddr,
-    idp_extra: &str,
-) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:{port}"
-threads = 1
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[idp]
-issuer = "{issuer}"
-audience = "{AUDIENCE}"
-{idp_extra}
-
-[session]
-allow_insecure_http = true
-
-[[clients]]
-name = "app"
-origins = ["http://127.0.0.1:{port}"]
-client_id = "rp"
-client_secret = "rp-secret"
-namespace = "client_demo"
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-name = "app"
-path = "/app/*"
-upstream = "app"
-auth = "authenticated"
-"#,
-        issuer = idp.issuer(),
-    )
-}
-
 impl Rp {
     /// The IdP signs with a fresh `alg` key; the gateway refetches keys at most every `refetch`.
     async fn start(alg: Algorithm, refetch: &str) -> Rp {
@@ -78,19 +34,12 @@ impl Rp {
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let extra = format!("jwks_min_refetch_interval = \"{refetch}\"");
-        let gw = start_gateway(
-            |port, admin| {
-                idp.register_client(
-                    "rp",
-                    Some("rp-secret"),
-                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
-                );
-                rp_config(port, admin, &idp, echo.addr(), &extra)
-            },
-            true,
-        )
-        .await;
+        let gw = OneApp::new("rp", "rp-secret")
+            .namespace("client_demo")
+            .idp(&format!("jwks_min_refetch_interval = \"{refetch}\""))
+            .session("allow_insecure_http = true")
+            .start(&idp, echo.addr())
+            .await;
         let origin = format!("http://127.0.0.1:{}", gw.port);
         Rp {
             idp,
@@ -189,45 +138,11 @@ impl Rp {
     }
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
 fn no_session_cookie(r: &reqwest::Response) -> bool {
     !r.headers()
         .get_all("set-cookie")
         .iter()
         .any(|v| v.to_str().unwrap_or("").starts_with("authgate="))
-}
-
-async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "text/html,application/xhtml+xml")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -4,13 +4,13 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::github::{GitHubStandIn, StandInUser};
 use devidp::idp::DevIdp;
-use reqwest::header::{ACCEPT, COOKIE, LOCATION};
+use reqwest::header::{ACCEPT, COOKIE};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::Duration;
 
 struct World {
@@ -255,58 +255,6 @@ permission = "report:read"
     )
 }
 
-/// Awaits every task.
-async fn futures_join<T: Send + 'static>(
-    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
-) -> Vec<T> {
-    let mut out = Vec::new();
-    for t in tasks.collect::<Vec<_>>() {
-        out.push(t.await.unwrap());
-    }
-    out
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
-}
-
-async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "text/html,application/xhtml+xml")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
-}
-
-fn query(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
 /// Signs in at `url` through GitHub as `login`; returns the gateway's answer to the callback.
 async fn github_login(w: &World, b: &reqwest::Client, url: &str, login: &str) -> reqwest::Response {
     let r = navigate(b, url).await;
@@ -329,21 +277,6 @@ async fn github_login(w: &World, b: &reqwest::Client, url: &str, login: &str) ->
         r.text().await.unwrap()
     );
     navigate(b, &location(&r)).await
-}
-
-/// Signs in at `url` through the IdP as `user`; returns where the gateway sends the browser.
-async fn oidc_login(b: &reqwest::Client, url: &str, user: &str) -> String {
-    let r = navigate(b, url).await;
-    assert_eq!(r.status(), 302);
-    let r = b
-        .get(format!("{}&user={user}", location(&r)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let r = b.get(location(&r)).send().await.unwrap();
-    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
-    location(&r)
 }
 
 #[tokio::test]
@@ -463,7 +396,7 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
     // The OIDC client on the same gateway: alice through a grant by verified email, bob by subject.
     let alice = w.browser();
     assert_eq!(
-        oidc_login(&alice, &format!("{}/app/", w.billing), "alice").await,
+        log_in(&alice, &format!("{}/app/", w.billing), "alice").await,
         format!("{}/app/", w.billing)
     );
     let r = api(&alice, &format!("{}/api/invoices/7", w.billing)).await;
@@ -483,7 +416,7 @@ async fn a_github_client_and_an_oidc_client_on_one_gateway() {
         403
     );
     let bob = w.browser();
-    oidc_login(&bob, &format!("{}/app/", w.billing), "bob").await;
+    log_in(&bob, &format!("{}/app/", w.billing), "bob").await;
     assert_eq!(
         api(&bob, &format!("{}/api/invoices/7", w.billing))
             .await

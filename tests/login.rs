@@ -3,10 +3,11 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::{DevIdp, IdTokenTrick};
-use reqwest::header::{ACCEPT, LOCATION};
+use reqwest::header::ACCEPT;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -34,32 +35,7 @@ impl Login {
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let setup = Setup {
-            clients: Clients::SignIn,
-            session_extra: session_extra.into(),
-            ..Setup::default()
-        };
-        let gw = start_gateway(
-            |port, admin| {
-                let (a, b) = (
-                    format!("http://localhost:{port}"),
-                    format!("http://127.0.0.1:{port}"),
-                );
-                idp.register_client(
-                    "client-a",
-                    Some("secret-a"),
-                    &[&format!("{a}/_authgate/callback")],
-                );
-                idp.register_client(
-                    "client-b",
-                    Some("secret-b"),
-                    &[&format!("{b}/_authgate/callback")],
-                );
-                config(port, admin, &idp, echo.addr(), &setup)
-            },
-            true,
-        )
-        .await;
+        let gw = start_sign_in(&idp, echo.addr(), &Setup::sign_in().session(session_extra)).await;
         let port = gw.port;
         let (a, b) = (
             format!("http://localhost:{port}"),
@@ -75,16 +51,6 @@ impl Login {
     }
 }
 
-/// A browser: keeps cookies, follows no redirects.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 /// The `Set-Cookie` the response sets for the session cookie (`authgate=...`).
 fn session_cookie(r: &reqwest::Response) -> String {
     r.headers()
@@ -93,62 +59,6 @@ fn session_cookie(r: &reqwest::Response) -> String {
         .map(|v| v.to_str().unwrap().to_string())
         .find(|c| c.starts_with("authgate="))
         .unwrap_or_else(|| panic!("no session cookie set on {}", r.status()))
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "text/html,application/xhtml+xml")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Starts a login at `url` and returns the IdP's authorization URL.
-async fn start_login(b: &reqwest::Client, url: &str) -> String {
-    let r = navigate(b, url).await;
-    assert_eq!(
-        r.status(),
-        302,
-        "a navigation without a session goes to login"
-    );
-    location(&r)
-}
-
-/// Chooses `user` on the IdP's page; returns the callback URL the IdP sends the browser to.
-async fn choose(b: &reqwest::Client, authorize: &str, user: &str) -> String {
-    let r = b
-        .get(format!("{authorize}&user={user}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
-    location(&r)
-}
-
-/// The whole login at `url` as `user`; returns where the callback sends the browser.
-async fn log_in(b: &reqwest::Client, url: &str, user: &str) -> String {
-    let authorize = start_login(b, url).await;
-    let callback = choose(b, &authorize, user).await;
-    let r = b.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
-    location(&r)
 }
 
 #[tokio::test]
@@ -331,14 +241,6 @@ async fn refresh_runs_once_for_twenty_concurrent_requests_and_a_failed_refresh_l
         refreshes + 1,
         "an ended session asked for another refresh"
     );
-}
-
-async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
-    let mut out = Vec::new();
-    for h in handles.collect::<Vec<_>>() {
-        out.push(h.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test]

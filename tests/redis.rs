@@ -5,11 +5,12 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use devidp::redis::RedisServer;
-use reqwest::header::{ACCEPT, LOCATION};
+use reqwest::header::ACCEPT;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -136,51 +137,6 @@ impl Pair {
             .await
             .unwrap()
     }
-}
-
-/// A browser: keeps cookies, follows no redirects.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The whole login at `url` as `user`.
-async fn log_in(b: &reqwest::Client, url: &str, user: &str) {
-    let r = b.get(url).header(ACCEPT, "text/html").send().await.unwrap();
-    assert_eq!(
-        r.status(),
-        302,
-        "a navigation without a session goes to login"
-    );
-    let r = b
-        .get(format!("{}&user={user}", location(&r)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let r = b.get(location(&r)).send().await.unwrap();
-    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
 }
 
 async fn subject(b: &reqwest::Client, url: &str) -> Result<String, u16> {

@@ -5,6 +5,7 @@
 mod common;
 
 use common::browser::*;
+use common::one_app::OneApp;
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
@@ -21,54 +22,12 @@ async fn gateway(
     proxy_extra: &str,
     session_extra: &str,
 ) -> Gateway {
-    start_gateway(
-        |port, admin| {
-            idp.register_client(
-                "client-a",
-                Some("secret-a"),
-                &[&format!("{scheme}://127.0.0.1:{port}/_authgate/callback")],
-            );
-            format!(
-                r#"
-[proxy]
-listen = "127.0.0.1:{port}"
-threads = 1
-grace_period = "1s"
-{proxy_extra}
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[idp]
-issuer = "{issuer}"
-audience = "{AUDIENCE}"
-
-[session]
-{session_extra}
-
-[[clients]]
-name = "app"
-origins = ["{scheme}://127.0.0.1:{port}"]
-client_id = "client-a"
-client_secret = "secret-a"
-
-[[upstreams]]
-name = "app"
-addresses = ["{upstream}"]
-
-[[routes]]
-name = "app"
-path = "/app/*"
-upstream = "app"
-auth = "authenticated"
-"#,
-                issuer = idp.issuer(),
-                upstream = echo.addr(),
-            )
-        },
-        true,
-    )
-    .await
+    OneApp::new("client-a", "secret-a")
+        .scheme(scheme)
+        .proxy(proxy_extra)
+        .session(session_extra)
+        .start(idp, echo.addr())
+        .await
 }
 
 #[tokio::test]

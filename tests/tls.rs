@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use serde_json::json;
 
@@ -14,23 +15,21 @@ async fn serves_https_and_builds_the_origin_with_https() {
     let echo = devidp::echo::EchoServer::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) = localhost_certificate(dir.path());
 
     let (port, admin) = (free_port(), free_port());
-    let setup = Setup {
-        proxy_extra: format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert_path.display(), key_path.display()),
-        extra: format!("[[clients]]\nname = \"secure\"\norigins = [\"https://localhost:{port}\"]\nclient_id = \"sec\"\n"),
-        ..Setup::default()
-    };
+    let setup = Setup::default().tls(&cert_path, &key_path).client(
+        "secure",
+        &format!("https://localhost:{port}"),
+        "sec",
+        None,
+    );
     let text = config(port, admin, &idp, echo.addr(), &setup);
     // The standard config's readiness probe uses plain http; wait on the admin only.
     let gw = spawn_gateway_without_probe(&text, admin).await;
     let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
         .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
         .build()
         .unwrap();
@@ -67,20 +66,6 @@ async fn serves_https_and_builds_the_origin_with_https() {
     drop(gw);
 }
 
-/// An ECDSA P-256 certificate for `localhost`, written as PEM files in `dir`: (certificate
-/// PEM, certificate path, key path).
-fn p256_certificate(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert.pem(), cert_path, key_path)
-}
-
 /// An HTTPS client trusting `cert`, resolving `localhost` to the gateway, following no
 /// redirects and keeping no cookies; HTTP/2 when the server offers it by ALPN, unless `http1`.
 fn https_client(cert: &str, port: u16, http1: bool) -> reqwest::Client {
@@ -90,15 +75,6 @@ fn https_client(cert: &str, port: u16, http1: bool) -> reqwest::Client {
         .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
         .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap());
     if http1 { b.http1_only() } else { b }.build().unwrap()
-}
-
-/// `name=value` of each `Set-Cookie`.
-fn set_cookies(r: &reqwest::Response) -> Vec<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .collect()
 }
 
 /// The TLS listener offers `h2` by ALPN (the default): a browser's requests arrive as HTTP/2,
@@ -117,7 +93,7 @@ async fn http2_over_tls_end_to_end() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, cert_path, key_path) = p256_certificate(dir.path());
+    let (cert, cert_path, key_path) = localhost_certificate(dir.path());
     let (port, admin) = (free_port(), free_port());
     let origin = format!("https://localhost:{port}");
     idp.register_client(
@@ -125,11 +101,12 @@ async fn http2_over_tls_end_to_end() {
         Some("sec-secret"),
         &[&format!("{origin}/_authgate/callback")],
     );
-    let setup = Setup {
-        proxy_extra: format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert_path.display(), key_path.display()),
-        extra: format!("[[clients]]\nname = \"secure\"\norigins = [\"{origin}\"]\nclient_id = \"sec\"\nclient_secret = \"sec-secret\"\n"),
-        ..Setup::default()
-    };
+    let setup = Setup::default().tls(&cert_path, &key_path).client(
+        "secure",
+        &origin,
+        "sec",
+        Some("sec-secret"),
+    );
     let gw =
         spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
     let h2 = https_client(&cert, port, false);
@@ -229,7 +206,7 @@ async fn http2_over_tls_end_to_end() {
         .await
         .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (302, Version::HTTP_2));
-    let login = set_cookies(&r);
+    let login = cookie_pairs(&r);
     assert!(
         login
             .iter()
@@ -254,7 +231,7 @@ async fn http2_over_tls_end_to_end() {
     }
     let r = req.send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (302, Version::HTTP_2));
-    let session = set_cookies(&r)
+    let session = cookie_pairs(&r)
         .into_iter()
         .find(|c| c.starts_with("__Host-authgate="))
         .expect("no session cookie");
@@ -306,16 +283,9 @@ async fn http2_can_be_turned_off() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, cert_path, key_path) = p256_certificate(dir.path());
+    let (cert, cert_path, key_path) = localhost_certificate(dir.path());
     let (port, admin) = (free_port(), free_port());
-    let setup = Setup {
-        proxy_extra: format!(
-            "tls = {{ cert = \"{}\", key = \"{}\", http2 = false }}",
-            cert_path.display(),
-            key_path.display()
-        ),
-        ..Setup::default()
-    };
+    let setup = Setup::default().tls_with(&cert_path, &key_path, "http2 = false");
     let gw =
         spawn_gateway_without_probe(&config(port, admin, &idp, echo.addr(), &setup), admin).await;
     let r = https_client(&cert, port, false)

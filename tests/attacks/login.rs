@@ -3,12 +3,13 @@
 //! another client, and a refresh racing a logout. Real gateway, development IdP, cookie-keeping
 //! HTTP clients over loopback.
 
+use crate::common::browser::fetch_metadata::{log_in, navigate, start_login};
+use crate::common::browser::*;
 use crate::common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
-use reqwest::header::{ACCEPT, LOCATION};
+use reqwest::header::ACCEPT;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The sign-in setup: app-a on `localhost`, app-b on `127.0.0.1` (same port) unless `apps`
@@ -42,29 +43,7 @@ impl World {
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let gw = start_gateway(
-            |port, admin| {
-                idp.register_client(
-                    "client-a",
-                    Some("secret-a"),
-                    &[&format!("http://localhost:{port}/_authgate/callback")],
-                );
-                idp.register_client(
-                    "client-b",
-                    Some("secret-b"),
-                    &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
-                );
-                config(
-                    port,
-                    admin,
-                    &idp,
-                    echo.addr(),
-                    &setup("a,b", session_extra, logout_url),
-                )
-            },
-            true,
-        )
-        .await;
+        let gw = start_sign_in(&idp, echo.addr(), &setup("a,b", session_extra, logout_url)).await;
         let port = gw.port;
         World {
             idp,
@@ -122,78 +101,6 @@ impl World {
             self.gw.log.lock().unwrap()
         );
     }
-}
-
-/// A browser: keeps cookies, follows no redirects.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get(LOCATION)
-        .unwrap_or_else(|| panic!("no Location on {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn query(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect()
-}
-
-async fn navigate(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "text/html")
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn api(b: &reqwest::Client, url: &str) -> reqwest::Response {
-    b.get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Starts a login with a navigation to a protected `url`; the IdP's authorization URL.
-async fn start_login(b: &reqwest::Client, url: &str) -> String {
-    let r = navigate(b, url).await;
-    assert_eq!(
-        r.status(),
-        302,
-        "a navigation without a session goes to login"
-    );
-    location(&r)
-}
-
-/// Chooses `user` on the IdP's page; the callback URL the IdP sends the browser to.
-async fn choose(b: &reqwest::Client, authorize: &str, user: &str) -> String {
-    let r = b
-        .get(format!("{authorize}&user={user}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
-    location(&r)
-}
-
-async fn log_in(b: &reqwest::Client, url: &str, user: &str) {
-    let callback = choose(b, &start_login(b, url).await, user).await;
-    let r = b.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 302, "callback: {}", r.text().await.unwrap());
 }
 
 /// The page of a refused sign-in: 400 with "Sign-in failed".

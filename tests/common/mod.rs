@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod one_app;
 
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -142,6 +143,61 @@ impl Default for Setup {
             client_extra: String::new(),
             threads: None,
         }
+    }
+}
+
+impl Setup {
+    /// The sign-in setup: [`Clients::SignIn`], the apps `a,b`.
+    pub fn sign_in() -> Setup {
+        Setup {
+            clients: Clients::SignIn,
+            ..Setup::default()
+        }
+    }
+
+    /// TOML added to `[session]` (with [`Clients::SignIn`]).
+    pub fn session(mut self, toml: &str) -> Setup {
+        self.session_extra.push_str(toml);
+        self.session_extra.push('\n');
+        self
+    }
+
+    /// TLS on the proxy listener from these PEM files.
+    pub fn tls(self, cert: &Path, key: &Path) -> Setup {
+        self.tls_with(cert, key, "")
+    }
+
+    /// [`Setup::tls`] with `options` (e.g. `http2 = false`) added to the `tls` table.
+    pub fn tls_with(mut self, cert: &Path, key: &Path, options: &str) -> Setup {
+        let options = if options.is_empty() {
+            String::new()
+        } else {
+            format!(", {options}")
+        };
+        self.proxy_extra.push_str(&format!(
+            "tls = {{ cert = \"{}\", key = \"{}\"{options} }}\n",
+            cert.display(),
+            key.display()
+        ));
+        self
+    }
+
+    /// One more `[[clients]]` table: `name` on `origin`, with this client id (and secret).
+    pub fn client(
+        mut self,
+        name: &str,
+        origin: &str,
+        client_id: &str,
+        secret: Option<&str>,
+    ) -> Setup {
+        self.extra.push_str(&format!(
+            "[[clients]]\nname = \"{name}\"\norigins = [\"{origin}\"]\nclient_id = \"{client_id}\"\n"
+        ));
+        if let Some(secret) = secret {
+            self.extra
+                .push_str(&format!("client_secret = \"{secret}\"\n"));
+        }
+        self
     }
 }
 
@@ -301,6 +357,50 @@ auth = "none"
         extra = setup.extra,
         down = free_port(),
     )
+}
+
+/// Registers the sign-in apps' clients at `idp` for a gateway on `port`: `client-a` with its
+/// redirect URI on `http://localhost:{port}`, `client-b` on `http://127.0.0.1:{port}` (the apps
+/// `a,b` of [`Clients::SignIn`]).
+pub fn register_sign_in_clients(idp: &DevIdp, port: u16) {
+    idp.register_client(
+        "client-a",
+        Some("secret-a"),
+        &[&format!("http://localhost:{port}/_authgate/callback")],
+    );
+    idp.register_client(
+        "client-b",
+        Some("secret-b"),
+        &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
+    );
+}
+
+/// Starts a gateway on `setup` (with [`Clients::SignIn`]) in front of `upstream`, its sign-in
+/// clients registered at `idp` ([`register_sign_in_clients`]), and waits until it is ready.
+pub async fn start_sign_in(idp: &DevIdp, upstream: SocketAddr, setup: &Setup) -> Gateway {
+    assert_eq!(setup.clients, Clients::SignIn, "not a sign-in setup");
+    start_gateway(
+        |port, admin| {
+            register_sign_in_clients(idp, port);
+            config(port, admin, idp, upstream, setup)
+        },
+        true,
+    )
+    .await
+}
+
+/// A self-signed ECDSA P-256 certificate for `localhost`, written as PEM files in `dir`:
+/// (certificate PEM, certificate path, key path).
+pub fn localhost_certificate(dir: &Path) -> (String, PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert.pem(), cert_path, key_path)
 }
 
 /// The test world: mock IdP, echo upstream, and a gateway in front.
@@ -499,6 +599,15 @@ where
     false
 }
 
+/// Awaits every task, in order; a task that panicked fails the test.
+pub async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 /// Starts `authgate run` and waits for its admin listener only (for listeners the plain-http
 /// probe cannot reach, such as TLS).
 pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
@@ -539,13 +648,7 @@ pub async fn spawn_gateway_without_probe(config: &str, admin: u16) -> Gateway {
 pub async fn sign_in(origin: &str, path: &str, user: &str) -> String {
     use reqwest::header::{ACCEPT, LOCATION};
     let browser = client();
-    let cookies = |r: &reqwest::Response| -> Vec<String> {
-        r.headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-            .collect()
-    };
+    let cookies = browser::cookie_pairs;
     let r = browser
         .get(format!("{origin}{path}"))
         .header(ACCEPT, "text/html")

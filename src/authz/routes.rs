@@ -441,11 +441,13 @@ impl RouteTable {
                 else {
                     return Ok(None);
                 };
-                Ok((route.access != Access::Public).then(|| RouteMatch::Found {
-                    route,
-                    index,
-                    params,
-                }))
+                Ok(
+                    (route.access != Access::Public).then_some(RouteMatch::Found {
+                        route,
+                        index,
+                        params,
+                    }),
+                )
             }
             _ => Ok(None),
         }

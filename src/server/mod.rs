@@ -193,6 +193,7 @@ pub fn build(
             .with_api_key_audiences(&config.idp, &config.api_keys.audiences),
     );
     let gateway = Gateway::from_config(config, routes, verifier.clone(), metrics.clone())?;
+    let sessions = gateway.session_store();
 
     let live = LiveGateway::new(gateway);
     let status = Arc::new(ArcSwap::from_pointee(ConfigStatus {
@@ -240,7 +241,7 @@ pub fn build(
 
     let mut admin = Service::new(
         "authgate admin".to_string(),
-        AdminApp::new(metrics, keys, status),
+        AdminApp::new(metrics, keys, sessions, status),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);

@@ -1,9 +1,11 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (the IdP's
-//! keys have been loaded at least once, so tokens can be verified; it says so when the latest
-//! key fetch failed, while cached keys keep the gateway serving). `/readyz` also names the
-//! running config file's SHA-256 and, when the latest reload was refused, why.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (ready when
+//! the IdP's keys have been loaded at least once, so tokens can be verified, and the session
+//! store answers; one line per component says its state, the IdP's naming a failed latest key
+//! fetch while cached keys keep the gateway serving). `/readyz` also names the running config
+//! file's SHA-256 and, when the latest reload was refused, why.
 
 use crate::identity::jwks::KeyStore;
+use crate::identity::session::{SessionStore, StoreHealth};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -26,24 +28,28 @@ pub struct ConfigStatus {
 pub struct AdminApp {
     metrics: Metrics,
     keys: Arc<KeyStore>,
+    sessions: Arc<dyn SessionStore>,
     config: Arc<ArcSwap<ConfigStatus>>,
 }
 
 impl AdminApp {
-    /// Serves the given metrics, readiness of the given key store and the config's status.
+    /// Serves the given metrics, readiness of the given key store and session store, and the
+    /// config's status.
     pub fn new(
         metrics: Metrics,
         keys: Arc<KeyStore>,
+        sessions: Arc<dyn SessionStore>,
         config: Arc<ArcSwap<ConfigStatus>>,
     ) -> AdminApp {
         AdminApp {
             metrics,
             keys,
+            sessions,
             config,
         }
     }
 
-    fn answer(&self, path: &str) -> (StatusCode, &'static str, String) {
+    async fn answer(&self, path: &str) -> (StatusCode, &'static str, String) {
         match path {
             "/metrics" => (
                 StatusCode::OK,
@@ -52,7 +58,9 @@ impl AdminApp {
             ),
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
             "/readyz" => {
-                let (status, mut body) = self.readiness();
+                let idp = IdpState::of(&self.keys);
+                let store = self.sessions.health().await;
+                let (status, mut body) = readiness(&idp, &store);
                 body.push_str(&config_lines(&self.config.load()));
                 (status, "text/plain", body)
             }
@@ -63,31 +71,70 @@ impl AdminApp {
             ),
         }
     }
+}
 
-    /// Ready once the IdP's keys are loaded: the first line of `/readyz`.
-    fn readiness(&self) -> (StatusCode, String) {
-        match (self.keys.is_loaded(), self.keys.last_error()) {
-            (true, None) => (StatusCode::OK, "ready\n".into()),
-            (true, Some(why)) => (
-                StatusCode::OK,
-                format!("ready on cached keys; the latest key fetch from the IdP failed: {why}\n"),
-            ),
-            (false, None) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: the IdP's signing keys have not been loaded yet\n".into(),
-            ),
-            (false, Some(why)) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: the IdP's signing keys have not been loaded yet: {why}\n"),
-            ),
+/// What `/readyz` says of the IdP: whether its signing keys are loaded, and why the latest
+/// key fetch failed, if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IdpState {
+    loaded: bool,
+    failed: Option<String>,
+}
+
+impl IdpState {
+    fn of(keys: &KeyStore) -> IdpState {
+        IdpState {
+            loaded: keys.is_loaded(),
+            failed: keys.last_error(),
         }
     }
+
+    /// The `idp:` line's words.
+    fn words(&self) -> String {
+        match (self.loaded, &self.failed) {
+            (true, None) => "ready (signing keys loaded)".into(),
+            (true, Some(why)) => {
+                format!("ready on cached keys; the latest key fetch from the IdP failed: {why}")
+            }
+            (false, None) => "not ready: the IdP's signing keys have not been loaded yet".into(),
+            (false, Some(why)) => {
+                format!("not ready: the IdP's signing keys have not been loaded yet: {why}")
+            }
+        }
+    }
+}
+
+/// `/readyz`'s status and its lines about the components: the verdict (`ready`, or
+/// `not ready:` and the components that are not), then one line per component. Ready only
+/// when the IdP's keys are loaded (cached keys serve while the IdP is down) and the session
+/// store answers (a Redis that does not would answer 503 to every signed-in request).
+fn readiness(idp: &IdpState, store: &StoreHealth) -> (StatusCode, String) {
+    let mut not_ready = Vec::new();
+    if !idp.loaded {
+        not_ready.push("idp");
+    }
+    if !store.is_ready() {
+        not_ready.push("session_store");
+    }
+    let (status, verdict) = if not_ready.is_empty() {
+        (StatusCode::OK, "ready".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", not_ready.join(", ")),
+        )
+    };
+    (
+        status,
+        format!("{verdict}\nidp: {}\nsession_store: {store}\n", idp.words()),
+    )
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = self.answer(session.req_header().uri.path());
+        let path = session.req_header().uri.path().to_string();
+        let (status, content_type, body) = self.answer(&path).await;
         let len = body.len();
         let mut response = Response::new(body.into_bytes());
         *response.status_mut() = status;
@@ -126,6 +173,44 @@ fn config_lines(status: &ConfigStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readyz_names_each_component_and_is_503_when_the_idp_or_the_store_is_not_ready() {
+        let loaded = IdpState {
+            loaded: true,
+            failed: None,
+        };
+        let cached = IdpState {
+            loaded: true,
+            failed: Some("connection refused".into()),
+        };
+        let never = IdpState {
+            loaded: false,
+            failed: None,
+        };
+        let memory = StoreHealth::Ready {
+            at: "memory".into(),
+        };
+        let down = StoreHealth::Unreachable {
+            at: "redis://127.0.0.1:6379".into(),
+            why: "connection refused".into(),
+        };
+        let cases = [
+            (&loaded, &memory, 200, "ready\nidp: ready (signing keys loaded)\nsession_store: ready (memory)\n"),
+            (&cached, &memory, 200, "ready\nidp: ready on cached keys; the latest key fetch from the IdP failed: connection refused\nsession_store: ready (memory)\n"),
+            (&never, &memory, 503, "not ready: idp\nidp: not ready: the IdP's signing keys have not been loaded yet\nsession_store: ready (memory)\n"),
+            (&loaded, &down, 503, "not ready: session_store\nidp: ready (signing keys loaded)\nsession_store: unreachable (redis://127.0.0.1:6379: connection refused)\n"),
+            (&never, &down, 503, "not ready: idp, session_store\nidp: not ready: the IdP's signing keys have not been loaded yet\nsession_store: unreachable (redis://127.0.0.1:6379: connection refused)\n"),
+        ];
+        for (idp, store, status, body) in cases {
+            let (got_status, got_body) = readiness(idp, store);
+            assert_eq!(
+                (got_status.as_u16(), got_body.as_str()),
+                (status, body),
+                "{idp:?} {store:?}"
+            );
+        }
+    }
 
     #[test]
     fn readyz_names_the_config_hash_and_why_a_reload_was_refused() {

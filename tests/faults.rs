@@ -224,7 +224,8 @@ auth = "none"
         (b, r.headers()[LOCATION].to_str().unwrap().to_string())
     }
 
-    /// `/readyz`'s status and first line (the lines after it are about the config).
+    /// `/readyz`'s status and its lines about the components: the verdict, then `idp:` and
+    /// `session_store:` (the lines after them are about the config).
     async fn readyz(&self) -> (u16, String) {
         let r = self
             .http
@@ -238,13 +239,12 @@ auth = "none"
             body.contains("\nconfig sha256:"),
             "/readyz does not name the config's hash: {body}"
         );
-        (
-            status,
-            body.lines()
-                .next()
-                .map(|l| format!("{l}\n"))
-                .unwrap_or_default(),
-        )
+        let components: String = body
+            .lines()
+            .take_while(|l| !l.starts_with("config "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        (status, components)
     }
 }
 
@@ -254,7 +254,13 @@ async fn idp_fault(break_idp: impl FnOnce(&DevIdp), what: &str) {
     let (browser, callback) = f.at_callback().await;
     let before = f.token(json!({}));
     assert_eq!(f.get("/api/me", Some(&before)).await.status(), 200);
-    assert_eq!(f.readyz().await, (200, "ready\n".to_string()));
+    assert_eq!(
+        f.readyz().await,
+        (
+            200,
+            "ready\nidp: ready (signing keys loaded)\nsession_store: ready (memory)\n".to_string()
+        )
+    );
 
     break_idp(&f.idp);
 
@@ -338,7 +344,9 @@ async fn idp_fault(break_idp: impl FnOnce(&DevIdp), what: &str) {
     let (status, body) = f.readyz().await;
     assert_eq!(status, 200, "{what}: {body}");
     assert!(
-        body.contains("cached keys") && body.contains("failed"),
+        body.starts_with(
+            "ready\nidp: ready on cached keys; the latest key fetch from the IdP failed: "
+        ),
         "{what}: {body}"
     );
     assert_eq!(f.get("/api/me", Some(&fresh)).await.status(), 200, "{what}");

@@ -446,6 +446,83 @@ async fn redis_down_means_503_for_sessions_only_and_it_recovers_by_itself() {
     assert_dashboard_metrics_exported(&w.one, &DASHBOARD_REDIS_ONLY).await;
 }
 
+/// `/readyz` at `gw`: its status and body.
+async fn readyz(gw: &Gateway) -> (u16, String) {
+    let r = client()
+        .get(format!("{}/readyz", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A load balancer must stop sending browsers to an instance whose Redis is gone (it would
+/// answer 503 to every signed-in request): `/readyz` is 503 while Redis does not answer, and
+/// names the store's state and address (never the URL's password); 200 again once Redis is
+/// back, without a restart. A flood of probes costs Redis one `PING` a second.
+#[tokio::test]
+async fn readyz_is_503_naming_the_session_store_while_redis_is_down_and_200_once_it_is_back() {
+    let Some(mut w) = Pair::start("tests/redis.rs").await else {
+        return;
+    };
+    let at = format!("redis://127.0.0.1:{}", w.redis.port());
+    let (status, body) = readyz(&w.one).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ready\n"), "{body}");
+
+    w.redis.stop();
+    let down = format!("\nsession_store: unreachable ({at}: ");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (said, last) = loop {
+        let (status, body) = readyz(&w.one).await;
+        let said = status == 503
+            && body.starts_with("not ready: session_store\n")
+            && body.contains(&down)
+            && body.contains("\nidp: ready");
+        if said || std::time::Instant::now() > deadline {
+            break (said, format!("{status} {body}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(said, "/readyz while redis is down: {last}");
+    assert!(!last.contains(KEY), "{last}");
+
+    w.redis.restart();
+    let back = eventually(Duration::from_secs(10), || async {
+        let (status, body) = readyz(&w.one).await;
+        status == 200 && body.contains(&format!("\nsession_store: ready ({at})\n"))
+    })
+    .await;
+    assert!(
+        back,
+        "/readyz once redis is back: {:?}",
+        readyz(&w.one).await
+    );
+
+    // A flood of probes within a second: at most two PINGs (the cached answer's second may
+    // end in the middle of it).
+    let pings = |gw| async move {
+        metric(
+            gw,
+            "authgate_session_store_duration_seconds_count{operation=\"ping\"}",
+        )
+        .await
+        .unwrap_or(0.0)
+    };
+    let before = pings(&w.one).await;
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(readyz(&w.one).await.0, 200);
+    }
+    let after = pings(&w.one).await;
+    assert!(
+        after - before <= 2.0 || started.elapsed() > Duration::from_secs(1),
+        "{} PINGs for 20 probes in {:?}",
+        after - before,
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn backchannel_logout_at_one_instance_ends_the_session_at_both() {
     let Some(w) = Pair::start("tests/redis.rs").await else {

@@ -279,3 +279,106 @@ async fn a_file_edited_under_load_reloads_without_a_failed_request_and_a_broken_
         "{ready}"
     );
 }
+
+/// A file written in place in two parts with a pause longer than the debounce between them
+/// (a deploy tool streaming it, `cat > file` from a slow pipe): the first part is a valid config
+/// on its own, without the route `reloaded` that both the running and the whole new config
+/// have. The gateway waits for the file to read the same twice, a quiet debounce apart, so it
+/// never serves the first part: `reloaded` never answers 404, and the whole file is applied,
+/// once. (A pause the test's own scheduling stretched past twice the debounce proves nothing
+/// either way: that attempt is made again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_place_with_a_pause_is_never_applied_half_written() {
+    use std::io::Write;
+    let w = World::start().await;
+    let path = w.gw.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    save_like_an_editor(&path, &format!("{original}{NEW_ROUTE}"));
+    let running = eventually(Duration::from_secs(10), || async {
+        w.get("/reloaded/x", None).await.status() == 200
+    })
+    .await;
+    assert!(running, "log:\n{}", w.gw.log.lock().unwrap());
+
+    let debounce = authgate::server::reload::DEBOUNCE;
+    for attempt in 0..3 {
+        let later = format!("\n[[routes]]\nname = \"later{attempt}\"\npath = \"/later{attempt}/*\"\nupstream = \"app\"\nauth = \"none\"\n");
+        let rest = format!("{NEW_ROUTE}{later}");
+        let whole = format!("{original}{rest}");
+        let applied_before = sample(&w, "authgate_config_reloads_total{result=\"applied\"}")
+            .await
+            .unwrap_or(0.0);
+
+        // Watches the route the first part lacks until told to stop: every answer but 200.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (http, url, stop) = (w.http.clone(), w.gw.url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut wrong = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http.get(format!("{url}/reloaded/x")).send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        Ok(r) => wrong.push(r.status().as_u16().to_string()),
+                        Err(e) => wrong.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                wrong
+            })
+        };
+
+        // In place: truncate, the first part, a pause longer than the debounce, the rest.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(original.as_bytes()).unwrap();
+        file.flush().unwrap();
+        let first = std::time::Instant::now();
+        tokio::time::sleep(debounce + debounce * 3 / 10).await;
+        let paused = first.elapsed();
+        file.write_all(rest.as_bytes()).unwrap();
+        file.flush().unwrap();
+        drop(file);
+
+        let whole_applied = eventually(Duration::from_secs(10), || async {
+            w.get(&format!("/later{attempt}/x"), None).await.status() == 200
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let wrong = watcher.await.unwrap();
+        assert!(
+            whole_applied,
+            "the whole file was never applied; log:\n{}",
+            w.gw.log.lock().unwrap()
+        );
+        let hash = authgate::config::file_hash(whole.as_bytes());
+        assert!(
+            readyz(&w)
+                .await
+                .contains(&format!("config sha256:{hash}\n")),
+            "{}",
+            readyz(&w).await
+        );
+        if paused >= debounce * 2 {
+            eprintln!("attempt {attempt}: the pause took {paused:?} (more than twice the {debounce:?} debounce): made again");
+            continue;
+        }
+        assert!(
+            wrong.is_empty(),
+            "the half-written file was served (its missing route answered {wrong:?}) after a {paused:?} pause"
+        );
+        let applied = sample(&w, "authgate_config_reloads_total{result=\"applied\"}")
+            .await
+            .unwrap_or(0.0);
+        assert_eq!(
+            applied - applied_before,
+            1.0,
+            "one reload, of the whole file; log:\n{}",
+            w.gw.log.lock().unwrap()
+        );
+        return;
+    }
+    panic!("every pause overran twice the debounce: this machine is too loaded to tell");
+}

@@ -116,6 +116,16 @@ pub fn load_file_then<T>(
         path: path.to_path_buf(),
         source,
     })?;
+    parse_file_then(path, bytes, build)
+}
+
+/// Like [`load_file_then`] on `bytes` already read from `path` (the reloader applies the very
+/// bytes it saw settle, not a later read of a file being written again).
+pub fn parse_file_then<T>(
+    path: &Path,
+    bytes: Vec<u8>,
+    build: impl FnOnce(&Config) -> Result<T, Findings>,
+) -> Result<(Config, T, String), ConfigError> {
     let hash = file_hash(&bytes);
     let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),

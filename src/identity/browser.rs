@@ -249,6 +249,11 @@ impl Browser {
         })
     }
 
+    /// The session store (kept across reloads), for `/readyz`.
+    pub fn sessions(&self) -> Arc<dyn SessionStore> {
+        self.sessions.clone()
+    }
+
     /// True when the operator allows sign-in over plain http (local development).
     pub fn allows_insecure_http(&self) -> bool {
         self.settings.allow_insecure_http

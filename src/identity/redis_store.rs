@@ -18,7 +18,8 @@
 use crate::config::model::RedisSettings;
 use crate::identity::now_secs;
 use crate::identity::session::{
-    random_token, Ended, RefreshLease, SessionData, SessionId, SessionStore, StoreUnavailable,
+    random_token, Ended, RefreshLease, SessionData, SessionId, SessionStore, StoreHealth,
+    StoreUnavailable,
 };
 use crate::metrics::Metrics;
 use crate::secret::{decode_login_key as decode_key, LOGIN_KEY_LEN as KEY_LEN};
@@ -133,6 +134,10 @@ struct Scripts {
     release: Script,
 }
 
+/// How long a health check's answer is reused: a flood of readiness probes costs Redis one
+/// `PING` a second.
+pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
+
 /// Metrics of the store: call latency and errors by operation, and the sessions held.
 struct StoreMetrics {
     latency: prometheus::HistogramVec,
@@ -153,6 +158,12 @@ pub struct RedisStore {
     bound: Duration,
     /// Redis is unreachable (logged once when it starts, once when it ends).
     down: AtomicBool,
+    /// Where Redis is, as `/readyz` names it: scheme, host and port, never the URL's password.
+    shown: String,
+    /// The latest health check and when it was made: `/readyz` checks at most once per
+    /// [`HEALTH_FRESH`], however often it is asked (the lock also makes concurrent probes
+    /// share one check).
+    health: tokio::sync::Mutex<Option<(Instant, StoreHealth)>>,
     scripts: Scripts,
     metrics: StoreMetrics,
 }
@@ -188,6 +199,7 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(200));
+        let shown = shown_address(client.get_connection_info().addr());
         Ok(RedisStore {
             client,
             manager_config,
@@ -201,6 +213,8 @@ impl RedisStore {
             idle,
             bound: settings.connect_timeout * 2 + settings.timeout + Duration::from_millis(250),
             down: AtomicBool::new(false),
+            shown,
+            health: tokio::sync::Mutex::new(None),
             scripts: Scripts {
                 get: Script::new(GET),
                 put: Script::new(PUT),
@@ -295,6 +309,15 @@ impl RedisStore {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.call_saying(op, f).await.map_err(|_| StoreUnavailable)
+    }
+
+    /// [`RedisStore::call`], saying why a call failed (without the URL's password).
+    async fn call_saying<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, String>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let started = Instant::now();
         let attempt = async {
             let conn = self
@@ -340,17 +363,42 @@ impl RedisStore {
                 Ok(value)
             }
             Err(why) => {
+                let why = self.without_password(why);
                 self.metrics.errors.with_label_values(&[op]).inc();
                 if !self.down.swap(true, Ordering::AcqRel) {
                     tracing::error!(operation = op, error = %why, "session store (redis) is unreachable or failing: requests that need a session are answered 503 until it is back (logged once per outage)");
                 }
-                Err(StoreUnavailable)
+                Err(why)
             }
+        }
+    }
+
+    /// `why` with the URL's password, should an error ever repeat it, replaced by `***`.
+    fn without_password(&self, why: String) -> String {
+        match self
+            .client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+        {
+            Some(password) if !password.is_empty() => why.replace(password, "***"),
+            _ => why,
         }
     }
 
     fn set_active(&self, count: i64) {
         self.metrics.active.set(count);
+    }
+}
+
+/// `redis://host:port` (`rediss://` over TLS, `unix:` for a socket): where the store is,
+/// without the URL's user name or password.
+fn shown_address(addr: &redis::ConnectionAddr) -> String {
+    match addr {
+        redis::ConnectionAddr::Tcp(..) => format!("redis://{addr}"),
+        redis::ConnectionAddr::TcpTls { .. } => format!("rediss://{addr}"),
+        redis::ConnectionAddr::Unix(..) => format!("unix:{addr}"),
+        _ => format!("redis at {addr}"),
     }
 }
 
@@ -565,6 +613,32 @@ impl SessionStore for RedisStore {
             Some(_) => RefreshLease::Held(token),
             None => RefreshLease::Busy,
         })
+    }
+
+    /// A `PING`, bounded like every call, its answer reused for [`HEALTH_FRESH`].
+    async fn health(&self) -> StoreHealth {
+        let mut latest = self.health.lock().await;
+        if let Some((at, health)) = latest.as_ref() {
+            if at.elapsed() < HEALTH_FRESH {
+                return health.clone();
+            }
+        }
+        let pong = self
+            .call_saying("ping", |mut c| async move {
+                redis::cmd("PING").query_async::<String>(&mut c).await
+            })
+            .await;
+        let health = match pong {
+            Ok(_) => StoreHealth::Ready {
+                at: self.shown.clone(),
+            },
+            Err(why) => StoreHealth::Unreachable {
+                at: self.shown.clone(),
+                why,
+            },
+        };
+        *latest = Some((Instant::now(), health.clone()));
+        health
     }
 
     async fn release_refresh(&self, id: &SessionId, lease: &str) {
@@ -806,5 +880,43 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(back, "the store reconnects by itself");
+    }
+
+    #[tokio::test]
+    async fn health_names_the_address_never_the_password_and_is_reused_for_a_second() {
+        // A closed port: nothing listens on the port a listener just gave back.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let metrics = Metrics::new();
+        let store = RedisStore::from_config(
+            &settings(&format!("redis://ops:hunter2@127.0.0.1:{port}/0"), "h:"),
+            Duration::from_secs(60),
+            &metrics,
+        )
+        .unwrap();
+        let started = Instant::now();
+        let health = store.health().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded: {:?}",
+            started.elapsed()
+        );
+        let shown = health.to_string();
+        assert!(!health.is_ready(), "{shown}");
+        assert!(
+            shown.starts_with(&format!("unreachable (redis://127.0.0.1:{port}: ")),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("ops"),
+            "{shown}"
+        );
+        // Asked again at once: the same answer, without another PING.
+        assert_eq!(store.health().await, health);
+        assert!(metrics
+            .render()
+            .contains("authgate_session_store_errors_total{operation=\"ping\"} 1"));
     }
 }

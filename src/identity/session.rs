@@ -141,6 +141,40 @@ impl From<StoreUnavailable> for crate::responses::Refusal {
     }
 }
 
+/// What a store says of itself for the admin `/readyz`: where it is and whether it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// The store answers (the in-memory store always does). `at` says which store: `memory`,
+    /// or the Redis address (never its password).
+    Ready {
+        /// Which store.
+        at: String,
+    },
+    /// The store did not answer a bounded check.
+    Unreachable {
+        /// Which store (never a password).
+        at: String,
+        /// Why, as the check's error said.
+        why: String,
+    },
+}
+
+impl StoreHealth {
+    /// Whether requests that need a session can be served.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, StoreHealth::Ready { .. })
+    }
+}
+
+impl std::fmt::Display for StoreHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreHealth::Ready { at } => write!(f, "ready ({at})"),
+            StoreHealth::Unreachable { at, why } => write!(f, "unreachable ({at}: {why})"),
+        }
+    }
+}
+
 /// Which sessions a back-channel logout ends, all of one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended<'a> {
@@ -199,6 +233,13 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<RefreshLease, StoreUnavailable>;
     /// Gives a lease back (a lease that expired meanwhile, or is another's, stays as it is).
     async fn release_refresh(&self, id: &SessionId, lease: &str);
+    /// Whether the store answers, for `/readyz`: a cheap check bounded by the store's
+    /// timeouts (a store in this process is always ready).
+    async fn health(&self) -> StoreHealth {
+        StoreHealth::Ready {
+            at: self.kind().to_string(),
+        }
+    }
 }
 
 struct SessionExpiry {

@@ -219,6 +219,11 @@ impl Gateway {
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
     }
+
+    /// The session store (one for the process: reloads keep it), for `/readyz`.
+    pub fn session_store(&self) -> Arc<dyn crate::identity::session::SessionStore> {
+        self.services.browser.sessions()
+    }
 }
 
 /// Where a request goes: its route (with its index) and the values the path gave its parameters.

@@ -114,6 +114,14 @@ pub fn load_hashed(path: &std::path::Path) -> Result<(Config, RouteTable, String
     crate::config::load_file_then(path, RouteTable::from_config)
 }
 
+/// Like [`load_hashed`] on `bytes` already read from `path`.
+pub fn parse_hashed(
+    path: &std::path::Path,
+    bytes: Vec<u8>,
+) -> Result<(Config, RouteTable, String), ConfigError> {
+    crate::config::parse_file_then(path, bytes, RouteTable::from_config)
+}
+
 /// The listener's TLS settings: the certificate chain and key (each checked to hold what it
 /// should, so that a wrong file is an error here rather than a panic when the listener starts)
 /// and ALPN: `h2` then `http/1.1` when `http2` is on (browsers then speak HTTP/2), else none
@@ -185,6 +193,7 @@ pub fn build(
             .with_api_key_audiences(&config.idp, &config.api_keys.audiences),
     );
     let gateway = Gateway::from_config(config, routes, verifier.clone(), metrics.clone())?;
+    let sessions = gateway.session_store();
 
     let live = LiveGateway::new(gateway);
     let status = Arc::new(ArcSwap::from_pointee(ConfigStatus {
@@ -232,7 +241,7 @@ pub fn build(
 
     let mut admin = Service::new(
         "authgate admin".to_string(),
-        AdminApp::new(metrics, keys, status),
+        AdminApp::new(metrics, keys, sessions, status),
     );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);

@@ -1,7 +1,9 @@
 //! Config reload without restart: on SIGHUP, or when the file changes (watched through its
 //! directory, so that an editor's write-then-rename counts; changes within [`DEBOUNCE`] are
-//! one reload), the file is read and validated again; a bad file is reported with every
-//! problem, each time, and the running config stays. Routes, clients, upstreams,
+//! one reload, and a changed file is applied only once it reads the same twice, a quiet
+//! [`DEBOUNCE`] apart, so a write paused mid-file is not applied half-written), the file is
+//! read and validated again; a bad file is reported with every problem, each time, and the
+//! running config stays. Routes, clients, upstreams,
 //! headers and the proxy's trust settings take effect at once; sections that shape long-lived
 //! state (listeners, the IdP, caches, sessions, API keys, ABAC, identity keys) need a restart
 //! and are reported as such.
@@ -105,7 +107,12 @@ impl Reloader {
     /// Reads, validates and applies the file once, counting the result and logging why a
     /// refused file was refused. `Err` says why the running config stays.
     pub fn reload(&self) -> Result<(), ReloadError> {
-        let result = self.apply();
+        self.reload_bytes(None)
+    }
+
+    /// [`Reloader::reload`] of `settled`, the bytes the file settled with (`None`: read it now).
+    fn reload_bytes(&self, settled: Option<Vec<u8>>) -> Result<(), ReloadError> {
+        let result = self.apply(settled);
         match &result {
             Ok(hash) => {
                 self.metrics
@@ -136,9 +143,13 @@ impl Reloader {
         result.map(|_| ())
     }
 
-    /// Loads the file and installs the gateway it describes; the file's hash.
-    fn apply(&self) -> Result<String, ReloadError> {
-        let (config, routes, hash) = super::load_hashed(&self.path)?;
+    /// Loads the file (or the bytes read from it, `settled`) and installs the gateway it
+    /// describes; the hash of the bytes applied.
+    fn apply(&self, settled: Option<Vec<u8>>) -> Result<String, ReloadError> {
+        let (config, routes, hash) = match settled {
+            Some(bytes) => super::parse_hashed(&self.path, bytes)?,
+            None => super::load_hashed(&self.path)?,
+        };
         let current = self.gateway.load_full();
         let next = current
             .reloaded(&config, routes)
@@ -154,12 +165,13 @@ impl Reloader {
         Ok(hash)
     }
 
-    /// Whether the file's bytes differ from the running config's (an event that changed
-    /// nothing, such as `touch`, reloads nothing). A file that cannot be read has changed.
-    fn changed(&self) -> bool {
+    /// Whether the settled file's bytes (`None` when it cannot be read) differ from the
+    /// running config's (an event that changed nothing, such as `touch`, reloads nothing). A
+    /// file that cannot be read has changed.
+    fn changed(&self, settled: Option<&[u8]>) -> bool {
         let running = self.status.load();
-        match (std::fs::read(&self.path), &running.hash) {
-            (Ok(bytes), Some(hash)) => file_hash(&bytes) != *hash || running.refused.is_some(),
+        match (settled, &running.hash) {
+            (Some(bytes), Some(hash)) => file_hash(bytes) != *hash || running.refused.is_some(),
             _ => true,
         }
     }
@@ -231,31 +243,72 @@ impl BackgroundService for Reloader {
                         changes = None;
                         continue;
                     }
-                    // Wait until the file has been quiet for DEBOUNCE; a SIGHUP meanwhile is
-                    // the same reload, made at once.
-                    let forced = loop {
-                        tokio::select! {
-                            _ = shutdown.changed() => return,
-                            more = next(&mut changes) => {
-                                if more.is_none() {
-                                    break false;
-                                }
-                            }
-                            got = hangup(&mut hangups) => {
-                                if got.is_some() {
-                                    break true;
-                                }
-                                hangups = None;
-                            }
-                            _ = tokio::time::sleep(DEBOUNCE) => break false,
+                    match settle(&self.path, &mut changes, &mut hangups, &mut shutdown).await {
+                        Settled::Shutdown => return,
+                        // A SIGHUP meanwhile is the same reload, made at once.
+                        Settled::Forced => {
+                            let _ = self.reload();
                         }
-                    };
-                    if forced || self.changed() {
-                        let _ = self.reload();
+                        Settled::Reads(bytes) => {
+                            if self.changed(bytes.as_deref()) {
+                                // The bytes that settled, not a later read: a write that
+                                // started meanwhile waits for its own settling.
+                                let _ = self.reload_bytes(bytes);
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// How waiting for a changed file to settle ended.
+enum Settled {
+    /// The gateway is shutting down.
+    Shutdown,
+    /// A SIGHUP came meanwhile: reload now.
+    Forced,
+    /// The file read the same twice, [`DEBOUNCE`] of quiet apart: those bytes (`None`: it
+    /// could not be read, twice).
+    Reads(Option<Vec<u8>>),
+}
+
+/// Waits until the file has settled: no change event for [`DEBOUNCE`], then the same bytes
+/// read twice with another quiet [`DEBOUNCE`] between the reads. A writer that pauses
+/// mid-file (an in-place write in several parts) is thus never read half-written unless it
+/// pauses for longer than twice the debounce; a rename over the file is always whole.
+async fn settle(
+    path: &Path,
+    changes: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    hangups: &mut Option<tokio::signal::unix::Signal>,
+    shutdown: &mut ShutdownWatch,
+) -> Settled {
+    let mut before: Option<Option<Vec<u8>>> = None;
+    loop {
+        // Quiet for DEBOUNCE: every event starts the wait again.
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return Settled::Shutdown,
+                more = next(changes) => {
+                    if more.is_none() {
+                        *changes = None;
+                    }
+                }
+                got = hangup(hangups) => {
+                    if got.is_some() {
+                        return Settled::Forced;
+                    }
+                    *hangups = None;
+                }
+                _ = tokio::time::sleep(DEBOUNCE) => break,
+            }
+        }
+        let now = std::fs::read(path).ok();
+        if before.as_ref() == Some(&now) {
+            return Settled::Reads(now);
+        }
+        before = Some(now);
     }
 }
 

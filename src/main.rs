@@ -89,6 +89,12 @@ fn main() -> ExitCode {
                 for warning in table.shadow_warnings() {
                     eprintln!("{}: warning: {warning}", config.display());
                 }
+                for w in &c.warnings {
+                    match w.line {
+                        Some(line) => eprintln!("{}:{line}: {w}", config.display()),
+                        None => eprintln!("{}: {w}", config.display()),
+                    }
+                }
                 println!(
                     "{}: ok ({} clients, {} upstreams, {} routes)",
                     config.display(),
@@ -112,6 +118,7 @@ fn main() -> ExitCode {
                 }
             };
             init_log(config.log.format);
+            config.log_warnings(&path);
             serve(&config, routes, Some((&path, &hash)))
         }
         Command::Health { admin } => health(admin),

@@ -57,6 +57,62 @@ fn check_warns_when_a_method_list_hides_a_less_specific_route() {
 }
 
 #[test]
+fn check_warns_of_each_github_name_without_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("github.toml");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/authgate.example.toml"
+    ))
+    .unwrap();
+    let github = r#"
+[[providers]]
+name = "github"
+kind = "github"
+
+[[clients]]
+name = "admin"
+origins = ["https://admin.example.com"]
+namespace = "client_admin"
+allowed_users = ["octocat", "id:583231", { name = "hubot", id = 9919 }]
+allowed_orgs = [{ name = "acme" }]
+
+[[clients.providers]]
+name = "github"
+client_id = "Ov23liAdmin"
+client_secret = "x"
+"#;
+    let config = example.replacen("[[clients]]", &format!("{github}\n[[clients]]"), 1);
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("BILLING_CLIENT_SECRET", "x")
+        .env("REPORTS_CLIENT_SECRET", "y")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("is a name without an id"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{err}");
+    let file = path.display().to_string();
+    for (at, name) in [
+        ("clients[0].allowed_users[0]", "octocat"),
+        ("clients[0].allowed_orgs[0]", "acme"),
+    ] {
+        assert!(
+            warned.iter().any(|l| l.starts_with(&format!("{file}:"))
+                && l.contains(&format!("warning: {at}: \"{name}\" is a name without an id"))
+                && l.contains(&format!("{{ name = \"{name}\", id = N }}"))),
+            "{at}: {err}"
+        );
+    }
+}
+
+#[test]
 fn check_reports_conflicting_routes_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("conflict.toml");

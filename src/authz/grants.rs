@@ -10,7 +10,9 @@
 
 use crate::config::model::{ClientSettings, GrantSpec, IDP_PROVIDER};
 use crate::identity::browser::ConfigGrants;
+use crate::identity::github::Pins;
 use crate::identity::Principal;
+use std::sync::Arc;
 
 /// One grant, its permissions named in the client's namespace.
 struct Rule {
@@ -21,11 +23,11 @@ struct Rule {
 
 impl Rule {
     /// True when the rule gives `principal` the permission `action` on `entity`.
-    fn gives(&self, principal: &Principal, entity: &str, action: &str) -> bool {
+    fn gives(&self, principal: &Principal, entity: &str, action: &str, pins: &Pins) -> bool {
         self.permissions
             .iter()
             .any(|(e, a)| e == entity && a == action)
-            && matches(&self.spec, principal)
+            && matches(&self.spec, principal, pins)
     }
 }
 
@@ -54,11 +56,13 @@ pub struct GrantTable {
     by_client: Vec<Vec<Rule>>,
     /// By client index: true when the client has a shadow grant.
     shadow: Vec<bool>,
+    /// GitHub names pinned to ids, shared with sign-in.
+    pins: Arc<Pins>,
 }
 
 impl GrantTable {
-    /// The grants of `clients`, each in its client's namespace.
-    pub fn from_config(clients: &[ClientSettings]) -> GrantTable {
+    /// The grants of `clients`, each in its client's namespace; GitHub names pinned in `pins`.
+    pub fn from_config(clients: &[ClientSettings], pins: Arc<Pins>) -> GrantTable {
         let by_client = clients
             .iter()
             .map(|c| {
@@ -79,7 +83,11 @@ impl GrantTable {
             .iter()
             .map(|c| c.grants.iter().any(|g| g.shadow))
             .collect();
-        GrantTable { by_client, shadow }
+        GrantTable {
+            by_client,
+            shadow,
+            pins,
+        }
     }
 
     /// True when an enforced grant of client `client` gives `principal` the permission `action` on `entity`.
@@ -87,7 +95,7 @@ impl GrantTable {
         self.by_client.get(client).is_some_and(|rules| {
             rules
                 .iter()
-                .any(|r| !r.spec.shadow && r.gives(principal, entity, action))
+                .any(|r| !r.spec.shadow && r.gives(principal, entity, action, &self.pins))
         })
     }
 
@@ -112,7 +120,7 @@ impl GrantTable {
         let enforced: Vec<usize> = rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| !r.spec.shadow && r.gives(principal, entity, action))
+            .filter(|(_, r)| !r.spec.shadow && r.gives(principal, entity, action, &self.pins))
             .map(|(i, _)| i)
             .collect();
         let now = !enforced.is_empty();
@@ -120,7 +128,7 @@ impl GrantTable {
             .iter()
             .filter(|r| r.spec.shadow)
             .filter_map(|r| {
-                let would = r.gives(principal, entity, action)
+                let would = r.gives(principal, entity, action, &self.pins)
                     || enforced.iter().any(|&i| r.spec.replaces != Some(i));
                 let effect = match (now, would) {
                     (false, true) => ShadowEffect::Allow,
@@ -139,7 +147,7 @@ impl GrantTable {
         };
         rules
             .iter()
-            .filter(|r| !r.spec.shadow && matches(&r.spec, principal))
+            .filter(|r| !r.spec.shadow && matches(&r.spec, principal, &self.pins))
             .flat_map(|r| r.permissions.iter().map(|(e, a)| (e.as_str(), a.as_str())))
             .collect()
     }
@@ -172,7 +180,8 @@ impl ConfigGrants for GrantTable {
 }
 
 /// True when one of the grant's selectors names the principal (and its provider, when the grant names one).
-fn matches(g: &GrantSpec, p: &Principal) -> bool {
+/// GitHub users, organisations and teams match by id (names through `pins`).
+fn matches(g: &GrantSpec, p: &Principal, pins: &Pins) -> bool {
     let provider = p
         .github
         .as_ref()
@@ -194,11 +203,7 @@ fn matches(g: &GrantSpec, p: &Principal) -> bool {
         }
     }
     match &p.github {
-        Some(gh) => {
-            g.users.contains(&gh.login)
-                || gh.orgs.iter().any(|o| g.orgs.contains(o))
-                || gh.teams.iter().any(|t| g.teams.contains(t))
-        }
+        Some(gh) => pins.names_any(gh, &g.users, &g.orgs, &g.teams),
         None => p
             .groups
             .iter()
@@ -209,6 +214,7 @@ fn matches(g: &GrantSpec, p: &Principal) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::model::GitHubRef;
     use crate::identity::GitHubIdentity;
     use std::sync::Arc;
 
@@ -231,6 +237,17 @@ mod tests {
         }
     }
 
+    /// The ids the API gives the organisations and teams of these tests.
+    fn id_of(name: &str) -> u64 {
+        match name {
+            "acme" => 101,
+            "other" => 102,
+            "acme/billing" => 201,
+            "acme/ops" => 202,
+            _ => 999,
+        }
+    }
+
     fn github(login: &str, orgs: &[&str], teams: &[&str]) -> Principal {
         Principal {
             subject: "583231".into(),
@@ -241,6 +258,9 @@ mod tests {
                 login: login.into(),
                 orgs: orgs.iter().map(|s| s.to_string()).collect(),
                 teams: teams.iter().map(|s| s.to_string()).collect(),
+                id: 583231,
+                org_ids: orgs.iter().map(|o| id_of(o)).collect(),
+                team_ids: teams.iter().map(|t| id_of(t)).collect(),
             })),
             ..Principal::default()
         }
@@ -334,6 +354,61 @@ mod tests {
                 true,
             ),
             (
+                "GitHub user by id",
+                grant(|g| {
+                    g.users = vec![GitHubRef {
+                        name: None,
+                        id: Some(583231),
+                    }]
+                }),
+                &octocat,
+                true,
+            ),
+            (
+                "GitHub user by another id, whatever the name",
+                grant(|g| {
+                    g.users = vec![GitHubRef {
+                        name: Some("octocat".into()),
+                        id: Some(1),
+                    }]
+                }),
+                &octocat,
+                false,
+            ),
+            (
+                "GitHub org by id",
+                grant(|g| {
+                    g.orgs = vec![GitHubRef {
+                        name: None,
+                        id: Some(101),
+                    }]
+                }),
+                &octocat,
+                true,
+            ),
+            (
+                "GitHub team by id",
+                grant(|g| {
+                    g.teams = vec![GitHubRef {
+                        name: None,
+                        id: Some(201),
+                    }]
+                }),
+                &octocat,
+                true,
+            ),
+            (
+                "another team's id",
+                grant(|g| {
+                    g.teams = vec![GitHubRef {
+                        name: None,
+                        id: Some(202),
+                    }]
+                }),
+                &octocat,
+                false,
+            ),
+            (
                 "another team",
                 grant(|g| g.teams = vec!["acme/ops".into()]),
                 &octocat,
@@ -356,7 +431,7 @@ mod tests {
             ),
         ];
         for (case, g, p, want) in cases {
-            assert_eq!(matches(&g, p), want, "{case}");
+            assert_eq!(matches(&g, p, &Pins::default()), want, "{case}");
         }
     }
 
@@ -369,6 +444,7 @@ mod tests {
                 spec,
             }]],
             shadow: vec![false],
+            pins: Arc::default(),
         };
         let member = github("mona", &["acme"], &[]);
         assert!(table.grants(0, &member, "client_abc:invoice", "read"));
@@ -412,6 +488,7 @@ mod tests {
                 rule("solo", true, None, |g| g.users = vec!["solo".into()]),
             ]],
             shadow: vec![true],
+            pins: Arc::default(),
         };
         let effects = |p: &Principal| table.shadow_effects(0, p, "client_abc:invoice", "read");
         let team_member = github("octocat", &["acme"], &["acme/billing"]);

@@ -92,6 +92,53 @@ pub struct ProviderFile {
     pub timeout: Option<String>,
     /// How often a session is checked again against the API, e.g. `"5m"` (the default).
     pub revalidate_interval: Option<String>,
+    /// Believe the forge's `verified` flag on emails (default: true for github.com only; a
+    /// Gitea or Forgejo may mark addresses verified that nobody confirmed).
+    pub trust_verified_email: Option<bool>,
+}
+
+/// A GitHub user, organisation or team: `"octocat"`, `"id:583231"` or
+/// `{ name = "octocat", id = 583231 }` (`login` is another word for `name`).
+#[derive(Debug, Clone)]
+pub enum GitHubRefFile {
+    /// A name, or `id:` and the numeric id.
+    Text(String),
+    /// A name and/or an id.
+    Table(GitHubRefTable),
+}
+
+/// `{ name = "octocat", id = 583231 }`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubRefTable {
+    /// The login, organisation or `org/team-slug`.
+    #[serde(alias = "login")]
+    pub name: Option<String>,
+    /// The numeric id the API gives it.
+    pub id: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for GitHubRefFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = GitHubRefFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a name ("octocat"), an id ("id:583231") or a table ({ name = "octocat", id = 583231 })"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GitHubRefFile, E> {
+                Ok(GitHubRefFile::Text(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<GitHubRefFile, A::Error> {
+                GitHubRefTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(GitHubRefFile::Table)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// A string or a list of strings.
@@ -179,11 +226,11 @@ pub struct ClientFile {
     /// (default: `[idp]` alone, with `client_id` and `client_secret` above).
     pub providers: Option<Vec<ClientProviderFile>>,
     /// GitHub organisations whose members may sign in through a GitHub provider.
-    pub allowed_orgs: Option<Vec<String>>,
+    pub allowed_orgs: Option<Vec<GitHubRefFile>>,
     /// GitHub teams (`org/team-slug`) whose members may sign in through a GitHub provider.
-    pub allowed_teams: Option<Vec<String>>,
+    pub allowed_teams: Option<Vec<GitHubRefFile>>,
     /// GitHub logins that may sign in through a GitHub provider.
-    pub allowed_users: Option<Vec<String>>,
+    pub allowed_users: Option<Vec<GitHubRefFile>>,
     /// `[[clients.grants]]`: permissions given by config to users of any provider.
     pub grants: Option<Vec<GrantFile>>,
     /// The name shown on the gateway's pages for this app (default: `name`).
@@ -233,12 +280,12 @@ pub struct GrantFile {
     pub email_domains: Option<Vec<String>>,
     /// Values of the token's `groups` claim.
     pub groups: Option<Vec<String>>,
-    /// GitHub logins.
-    pub users: Option<Vec<String>>,
-    /// GitHub organisations.
-    pub orgs: Option<Vec<String>>,
-    /// GitHub teams, `org/team-slug`.
-    pub teams: Option<Vec<String>>,
+    /// GitHub users: logins or ids.
+    pub users: Option<Vec<GitHubRefFile>>,
+    /// GitHub organisations: names or ids.
+    pub orgs: Option<Vec<GitHubRefFile>>,
+    /// GitHub teams: `org/team-slug` or ids.
+    pub teams: Option<Vec<GitHubRefFile>>,
 }
 
 /// `[session]`: browser sessions and the login flow.

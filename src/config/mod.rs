@@ -186,15 +186,28 @@ pub fn parse_then<T>(
     let sections = sections(root.into_inner(), &mut problems);
     let config = validate::validate(sections, &mut problems);
     let built = match config {
-        Some(c) if problems.0.is_empty() => match build(&c) {
-            Ok(built) => Some((c, built)),
-            Err(findings) => {
-                for (at, message) in findings {
-                    problems.add(&at, message);
-                }
-                None
+        Some(mut c) if problems.0.is_empty() => {
+            if !problems.1.is_empty() {
+                let index = LineIndex::new(text);
+                c.warnings = std::mem::take(&mut problems.1)
+                    .into_iter()
+                    .map(|w| model::ConfigWarning {
+                        line: index.line_of(&w.path),
+                        at: w.path.to_string(),
+                        message: w.message,
+                    })
+                    .collect();
             }
-        },
+            match build(&c) {
+                Ok(built) => Some((c, built)),
+                Err(findings) => {
+                    for (at, message) in findings {
+                        problems.add(&at, message);
+                    }
+                    None
+                }
+            }
+        }
         _ => None,
     };
     match built {

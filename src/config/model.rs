@@ -48,6 +48,35 @@ pub struct Config {
     pub default_client: Option<usize>,
     /// The log's format.
     pub log: LogSettings,
+    /// What is valid but likely not meant (`authgate check` prints them).
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A valid setting that is likely not what the operator means, with where it is (shown as
+/// `warning: {at}: {message}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The key path, e.g. `clients[0].allowed_users[1]`.
+    pub at: String,
+    /// The line in the file, when known.
+    pub line: Option<usize>,
+    /// What is likely wrong and what to write instead.
+    pub message: String,
+}
+
+impl Config {
+    /// Logs each of [`Config::warnings`] (at start-up and at each reload), naming `file`.
+    pub fn log_warnings(&self, file: &std::path::Path) {
+        for w in &self.warnings {
+            tracing::warn!(file = %file.display(), line = w.line, at = %w.at, "config: {}", w.message);
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "warning: {}: {}", self.at, self.message)
+    }
 }
 
 /// How the gateway writes its log (to standard error).
@@ -226,6 +255,49 @@ pub struct GitHubSettings {
     pub timeout: Duration,
     /// How often a session is checked again against the API.
     pub revalidate_interval: Duration,
+    /// Take the forge's `verified` flag on emails as proof (`trust_verified_email`; default
+    /// true for github.com only): without it the user's email is neither read nor used.
+    pub trust_verified_email: bool,
+}
+
+/// A GitHub user, organisation or team named in the config: by name (`"octocat"`,
+/// `"acme/billing"` for a team), by numeric id (`"id:583231"`), or both
+/// (`{ name = "octocat", id = 583231 }`). An id matches that account whatever it is called
+/// now; a name alone is pinned to the id it is first seen with (see `identity::github::Pins`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitHubRef {
+    /// The name, lowercase.
+    pub name: Option<String>,
+    /// The numeric id.
+    pub id: Option<u64>,
+}
+
+impl GitHubRef {
+    /// A reference by name alone.
+    pub fn name(name: &str) -> GitHubRef {
+        GitHubRef {
+            name: Some(name.to_ascii_lowercase()),
+            id: None,
+        }
+    }
+}
+
+impl From<&str> for GitHubRef {
+    /// [`GitHubRef::name`].
+    fn from(name: &str) -> GitHubRef {
+        GitHubRef::name(name)
+    }
+}
+
+impl std::fmt::Display for GitHubRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.name, self.id) {
+            (Some(n), Some(id)) => write!(f, "{n:?} (id {id})"),
+            (Some(n), None) => write!(f, "{n:?}"),
+            (None, Some(id)) => write!(f, "id {id}"),
+            (None, None) => write!(f, "nobody"),
+        }
+    }
 }
 
 /// One provider a client signs in with.
@@ -246,12 +318,12 @@ pub struct ClientSignIn {
 /// Who may sign in to a client through a GitHub provider (all empty: any GitHub user).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowRules {
-    /// Organisations, lowercase.
-    pub orgs: Vec<String>,
-    /// Teams as `org/team-slug`, lowercase.
-    pub teams: Vec<String>,
-    /// Logins, lowercase.
-    pub users: Vec<String>,
+    /// Organisations.
+    pub orgs: Vec<GitHubRef>,
+    /// Teams (names as `org/team-slug`).
+    pub teams: Vec<GitHubRef>,
+    /// Users (names are logins).
+    pub users: Vec<GitHubRef>,
 }
 
 impl AllowRules {
@@ -282,12 +354,12 @@ pub struct GrantSpec {
     pub email_domains: Vec<String>,
     /// `groups` claim values.
     pub groups: Vec<String>,
-    /// GitHub logins, lowercase.
-    pub users: Vec<String>,
-    /// GitHub organisations, lowercase.
-    pub orgs: Vec<String>,
-    /// GitHub teams, `org/team-slug`, lowercase.
-    pub teams: Vec<String>,
+    /// GitHub users (names are logins).
+    pub users: Vec<GitHubRef>,
+    /// GitHub organisations.
+    pub orgs: Vec<GitHubRef>,
+    /// GitHub teams (names as `org/team-slug`).
+    pub teams: Vec<GitHubRef>,
 }
 
 impl GrantSpec {

@@ -461,10 +461,10 @@ fn providers_clients_grants_and_branding() {
     assert!(p.sign_in[0].client_secret.ct_eq("s3cret"));
     assert_eq!(
         p.allowed.orgs,
-        ["acme"],
+        [model::GitHubRef::name("acme")],
         "GitHub names compare in lowercase"
     );
-    assert_eq!(p.allowed.teams, ["acme/admins"]);
+    assert_eq!(p.allowed.teams, [model::GitHubRef::name("acme/admins")]);
     assert_eq!(
         p.grants[0].permissions,
         [
@@ -829,4 +829,125 @@ fn provider_names_differ_ignoring_case() {
     let p = problems(&text);
     let e = "providers[1].name: \"IDP\" is the [idp] section's name";
     assert!(p.iter().any(|l| l.contains(e)), "missing {e:?} in {p:#?}");
+}
+
+#[test]
+fn github_names_and_ids_are_parsed_and_names_without_ids_warned_of() {
+    use model::GitHubRef;
+    let id = |id: u64| GitHubRef {
+        name: None,
+        id: Some(id),
+    };
+    let text = format!("{VALID}{PROVIDERS}").replace(
+        "allowed_orgs = [\"Acme\"]",
+        "allowed_orgs = [\"id:42\", { name = \"Acme\", id = 7 }]\nallowed_users = [\"Octocat\", { login = \"hubot\" }, { id = 9 }]",
+    );
+    let c = parse("test.toml", &text, &env).unwrap();
+    let p = &c.clients[1];
+    assert_eq!(
+        p.allowed.orgs,
+        [
+            id(42),
+            GitHubRef {
+                name: Some("acme".into()),
+                id: Some(7)
+            }
+        ]
+    );
+    assert_eq!(
+        p.allowed.users,
+        [GitHubRef::name("octocat"), GitHubRef::name("hubot"), id(9)]
+    );
+    // Every name without an id is warned of, with its line and what to write instead.
+    let warned: Vec<String> = c
+        .warnings
+        .iter()
+        .map(|w| format!("{}:{w}", w.line.unwrap_or(0)))
+        .collect();
+    for at in [
+        "clients[1].allowed_teams[0]",
+        "clients[1].allowed_users[0]",
+        "clients[1].allowed_users[1]",
+        "clients[1].grants[0].teams[0]",
+    ] {
+        assert!(
+            warned.iter().any(|w| w.contains(at)
+                && w.contains("name without an id")
+                && w.contains("id = N")
+                && !w.starts_with("0:")),
+            "{at} in {warned:#?}"
+        );
+    }
+    assert!(
+        !warned.iter().any(|w| w.contains("allowed_orgs")),
+        "entries with ids are not warned of: {warned:#?}"
+    );
+
+    // Mistakes name the file, the line and the key.
+    for (entry, want) in [
+        (
+            "\"id:x\"",
+            "clients[1].allowed_orgs[0]: \"id:x\" is not an id",
+        ),
+        (
+            "\"id:0\"",
+            "clients[1].allowed_orgs[0]: \"id:0\" is not an id",
+        ),
+        (
+            "{ id = -3 }",
+            "clients[1].allowed_orgs[0].id: -3 is not an id",
+        ),
+        ("{ }", "clients[1].allowed_orgs[0]: names nobody"),
+        ("{ name = \"acme\", idd = 3 }", "unknown field `idd`"),
+        (
+            "{ name = \"a b\", id = 3 }",
+            "clients[1].allowed_orgs[0]: \"a b\"",
+        ),
+        (
+            "7",
+            "a name (\"octocat\"), an id (\"id:583231\") or a table",
+        ),
+    ] {
+        let text = format!("{VALID}{PROVIDERS}").replace(
+            "allowed_orgs = [\"Acme\"]",
+            &format!("allowed_orgs = [{entry}]"),
+        );
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|l| l.contains(want) && l.starts_with("test.toml:")),
+            "{entry}: want {want:?} in {p:#?}"
+        );
+    }
+}
+
+#[test]
+fn forges_verified_emails_are_trusted_by_default_only_at_github_com() {
+    let trust = |text: &str| -> Vec<bool> {
+        parse("test.toml", text, &env)
+            .unwrap()
+            .providers
+            .iter()
+            .filter_map(|p| match &p.kind {
+                model::ProviderKind::GitHub(g) => Some(g.trust_verified_email),
+                model::ProviderKind::Oidc => None,
+            })
+            .collect()
+    };
+    let text = format!("{VALID}{PROVIDERS}");
+    assert_eq!(
+        trust(&text),
+        [true, false],
+        "github.com yes, another api_url no"
+    );
+    let text = text.replace(
+        "revalidate_interval = \"1m\"",
+        "revalidate_interval = \"1m\"\ntrust_verified_email = true",
+    );
+    assert_eq!(trust(&text), [true, true], "opted in");
+    let text = text.replace(
+        "name = \"github\"\nkind = \"github\"",
+        "name = \"github\"\nkind = \"github\"\ntrust_verified_email = false",
+    );
+    assert_eq!(trust(&text), [false, true], "opted out");
 }

@@ -27,14 +27,23 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Collects problems while the model is built.
+/// Collects problems while the model is built: `.0` the errors, `.1` the warnings (a valid
+/// config that is likely not meant).
 #[derive(Default)]
-pub struct Problems(pub Vec<Problem>);
+pub struct Problems(pub Vec<Problem>, pub Vec<Problem>);
 
 impl Problems {
     /// Records a problem at `path`.
     pub fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.0.push(Problem {
+            path: path.clone(),
+            message: message.into(),
+        });
+    }
+
+    /// Records a warning at `path`: the config stays valid.
+    pub fn warn(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.1.push(Problem {
             path: path.clone(),
             message: message.into(),
         });
@@ -256,6 +265,7 @@ pub fn validate(s: Sections, problems: &mut Problems) -> Option<Config> {
         session,
         default_client,
         log,
+        warnings: Vec::new(),
     })
 }
 
@@ -488,6 +498,11 @@ fn providers(
             Duration::from_secs(300),
         );
         if let (Some(name), true, Some(base_url), Some(api_url)) = (name, kind, base_url, api_url) {
+            // Only github.com's API is trusted by default to have confirmed every address it
+            // calls verified: a Gitea or Forgejo instance may be set up to mark them so unasked.
+            let github_com =
+                api_url.scheme() == "https" && api_url.host_str() == Some("api.github.com");
+            let trust_verified_email = f.trust_verified_email.unwrap_or(github_com);
             out.push(ProviderSettings {
                 display_name: f.display_name.unwrap_or_else(|| "GitHub".into()),
                 name,
@@ -496,6 +511,7 @@ fn providers(
                     api_url,
                     timeout,
                     revalidate_interval,
+                    trust_verified_email,
                 })),
             });
         }
@@ -517,6 +533,66 @@ fn lowercase_names(
             Some(why) => problems.add(&at.index(j), format!("{v:?} {why}")),
             None => out.push(v),
         }
+    }
+    out
+}
+
+/// GitHub users, organisations or teams: each a name (checked by `valid`, kept lowercase), an
+/// `id:N`, or a table with a name and/or an id. A name without an id is a warning: it is
+/// pinned to the id it is first seen with, in this process only.
+fn github_refs(
+    list: Option<Vec<GitHubRefFile>>,
+    at: &KeyPath,
+    problems: &mut Problems,
+    valid: impl Fn(&str) -> Option<&'static str>,
+) -> Vec<GitHubRef> {
+    let mut out = Vec::new();
+    for (j, entry) in list.unwrap_or_default().into_iter().enumerate() {
+        let at = at.index(j);
+        let (name, id) = match entry {
+            GitHubRefFile::Text(t) => match t.trim().strip_prefix("id:") {
+                Some(n) => match n.trim().parse::<u64>() {
+                    Ok(id) if id > 0 => (None, Some(id)),
+                    _ => {
+                        problems.add(&at, format!("{t:?} is not an id: write \"id:\" and the numeric id the API gives, e.g. \"id:583231\""));
+                        continue;
+                    }
+                },
+                None => (Some(t), None),
+            },
+            GitHubRefFile::Table(GitHubRefTable { name, id }) => {
+                let id = match id {
+                    Some(n) if n > 0 => u64::try_from(n).ok(),
+                    Some(n) => {
+                        problems.add(
+                            &at.key("id"),
+                            format!("{n} is not an id: the API's ids are positive"),
+                        );
+                        continue;
+                    }
+                    None => None,
+                };
+                if name.is_none() && id.is_none() {
+                    problems.add(&at, "names nobody: give name and/or id, e.g. { name = \"octocat\", id = 583231 }");
+                    continue;
+                }
+                (name, id)
+            }
+        };
+        let name = match name.map(|n| n.trim().to_ascii_lowercase()) {
+            Some(n) => match valid(&n) {
+                Some(why) => {
+                    problems.add(&at, format!("{n:?} {why}"));
+                    continue;
+                }
+                None => Some(n),
+            },
+            None => None,
+        };
+        if let (Some(n), None) = (&name, id) {
+            problems.warn(&at, format!("{n:?} is a name without an id: names can be renamed and registered again by someone else, so it is pinned to the id it is first seen with at sign-in, in this process only (a restart pins again); write {{ name = {n:?}, id = N }} with the id the API gives it (the log says which id it was pinned to)"));
+        }
+        out.push(GitHubRef { name, id });
     }
     out
 }
@@ -765,9 +841,9 @@ fn client_grants(
                 },
             ),
             groups: plain(f.groups, "groups", problems),
-            users: lowercase_names(f.users, &at.key("users"), problems, github_name),
-            orgs: lowercase_names(f.orgs, &at.key("orgs"), problems, github_name),
-            teams: lowercase_names(f.teams, &at.key("teams"), problems, github_team),
+            users: github_refs(f.users, &at.key("users"), problems, github_name),
+            orgs: github_refs(f.orgs, &at.key("orgs"), problems, github_name),
+            teams: github_refs(f.teams, &at.key("teams"), problems, github_team),
             provider: f.provider,
         };
         let selectors = grant.subjects.len()
@@ -1075,19 +1151,19 @@ fn clients(
             );
         }
         let allowed = AllowRules {
-            orgs: lowercase_names(
+            orgs: github_refs(
                 f.allowed_orgs,
                 &at.key("allowed_orgs"),
                 problems,
                 github_name,
             ),
-            teams: lowercase_names(
+            teams: github_refs(
                 f.allowed_teams,
                 &at.key("allowed_teams"),
                 problems,
                 github_team,
             ),
-            users: lowercase_names(
+            users: github_refs(
                 f.allowed_users,
                 &at.key("allowed_users"),
                 problems,

@@ -17,7 +17,7 @@ use crate::config::model::{
 use crate::headers::{fetch_site, FetchSite};
 use crate::identity::backchannel::{self, LogoutTokenError};
 use crate::identity::credentials::{Caller, Credential};
-use crate::identity::github::{GitHub, GitHubError, GitHubUser};
+use crate::identity::github::{GitHub, GitHubError, GitHubUser, Pins};
 use crate::identity::login::{
     cookie_suffix, is_suffix, LoginKeyError, LoginSealer, LoginState, RefreshLocks,
 };
@@ -137,6 +137,8 @@ pub struct Browser {
     code_exchanges: Gates<u128>,
     /// Sign-in code exchanges, everyone's together.
     code_exchanges_total: Arc<Gate>,
+    /// GitHub names of the config pinned to ids (one table for the process: reloads keep it).
+    pins: Arc<Pins>,
     metrics: Metrics,
 }
 
@@ -245,8 +247,14 @@ impl Browser {
                 config.session.code_exchanges.total.in_flight,
                 config.session.code_exchanges.total.per_second,
             )),
+            pins: Arc::new(Pins::default()),
             metrics,
         })
+    }
+
+    /// The GitHub names pinned to ids (kept across reloads), for the grants.
+    pub fn pins(&self) -> Arc<Pins> {
+        self.pins.clone()
     }
 
     /// The session store (kept across reloads), for `/readyz`.
@@ -436,11 +444,15 @@ impl Browser {
             self.sessions.remove(id).await?;
             return Ok(None);
         };
-        if now_secs()
-            >= data
-                .via
-                .validated_at
-                .saturating_add(gh.revalidate_interval.as_secs())
+        // A session stored before ids were kept (its user's id 0) matches no rule by id:
+        // re-validated at once, which reads the ids.
+        let without_ids = data.via.github.as_ref().is_none_or(|g| g.id == 0);
+        if without_ids
+            || now_secs()
+                >= data
+                    .via
+                    .validated_at
+                    .saturating_add(gh.revalidate_interval.as_secs())
         {
             match self.revalidate(id, data, client, gh).await? {
                 Some(fresh) => data = fresh,
@@ -488,7 +500,7 @@ impl Browser {
                 self.sessions.remove(id).await?;
                 Ok(None)
             }
-            Ok(user) if !user.admitted_by(&client.allowed) => {
+            Ok(user) if !user.admitted_by(&client.allowed, &self.pins) => {
                 ended(format!(
                     "{} is no longer allowed to sign in",
                     user.identity.login
@@ -499,7 +511,7 @@ impl Browser {
             Ok(user) => {
                 count("confirmed");
                 let mut fresh = (*current).clone();
-                fresh.email = Some(user.email);
+                fresh.email = user.email;
                 fresh.name = user.name;
                 fresh.via.github = Some(user.identity);
                 fresh.via.validated_at = now_secs();
@@ -1110,7 +1122,7 @@ impl Browser {
             .await
             .map_err(refused)?;
         let user: GitHubUser = gh.user(&token, needs_orgs).await.map_err(refused)?;
-        if !user.admitted_by(&client.allowed) {
+        if !user.admitted_by(&client.allowed, &self.pins) {
             tracing::info!(client = %client.name, login = %user.identity.login, provider = gh.name(), "sign-in refused: not allowed by the client's rules");
             return Err(Refusal::NotAllowed(format!(
                 "the GitHub account {} is not allowed to sign in to {}: ask its administrators for access (membership of an organisation or team must be visible to the application)",
@@ -1124,7 +1136,7 @@ impl Browser {
             client: client.name.clone(),
             origin: origin.to_string(),
             subject: user.id.to_string(),
-            email: Some(user.email),
+            email: user.email,
             name: user.name,
             // GitHub's token does not expire with the session's clock: the re-validation decides.
             tokens: Tokens {

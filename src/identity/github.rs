@@ -5,10 +5,12 @@
 //! id_token, so every answer is taken from the API over TLS with the user's token, which never
 //! leaves the gateway. Every call has the provider's timeout and follows no redirect.
 
-use crate::config::model::{AllowRules, ClientSignIn, GitHubSettings};
+use crate::config::model::{AllowRules, ClientSignIn, GitHubRef, GitHubSettings};
 use crate::identity::GitHubIdentity;
 use crate::secret::Secret;
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use url::Url;
 
@@ -70,20 +72,153 @@ pub struct GitHubUser {
     pub id: u64,
     /// The display name, when set.
     pub name: Option<String>,
-    /// The primary verified email.
-    pub email: String,
-    /// Login, organisations and teams (lowercase).
+    /// The primary verified email; none when the provider's `verified` flag is not trusted.
+    pub email: Option<String>,
+    /// Login, organisations and teams (lowercase), with their ids.
     pub identity: GitHubIdentity,
 }
 
 impl GitHubUser {
-    /// True when the client's allow rules admit the user (no rules: everyone).
-    pub fn admitted_by(&self, rules: &AllowRules) -> bool {
-        let id = &self.identity;
-        rules.is_empty()
-            || rules.users.contains(&id.login)
-            || id.orgs.iter().any(|o| rules.orgs.contains(o))
-            || id.teams.iter().any(|t| rules.teams.contains(t))
+    /// True when the client's allow rules admit the user (no rules: everyone), matching ids
+    /// (names through `pins`).
+    pub fn admitted_by(&self, rules: &AllowRules, pins: &Pins) -> bool {
+        rules.is_empty() || pins.names_any(&self.identity, &rules.users, &rules.orgs, &rules.teams)
+    }
+}
+
+/// What a [`GitHubRef`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A user (by login).
+    User,
+    /// An organisation.
+    Org,
+    /// A team (`org/team-slug`).
+    Team,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Org => "organisation",
+            Kind::Team => "team",
+        }
+    }
+}
+
+/// What the pin table holds for one configured name at one provider.
+#[derive(Debug, Default)]
+struct Pin {
+    /// The id a name without an id was first seen with.
+    id: Option<u64>,
+    /// The `(id, name)` pairs already warned of, so each is logged once (at most
+    /// [`MAX_WARNED`] kept).
+    warned: Vec<(u64, String)>,
+}
+
+/// How many mismatches of one configured name are remembered as already logged.
+const MAX_WARNED: usize = 16;
+
+impl Pin {
+    /// True the first time `(id, name)` is seen here (then it is remembered).
+    fn first_warning(&mut self, id: u64, name: &str) -> bool {
+        if self.warned.iter().any(|(i, n)| *i == id && n == name) {
+            return false;
+        }
+        if self.warned.len() < MAX_WARNED {
+            self.warned.push((id, name.to_string()));
+        }
+        true
+    }
+}
+
+/// Names in the config, pinned to ids. An entry with an id matches only that id (its name, if
+/// given, only serves the warnings); a name alone is pinned to the id it is first seen with at
+/// this provider (at a sign-in, a re-validation or a grant), and from then on matches only that
+/// id: someone who registers the name after a rename gets nothing, and the pinned account keeps
+/// matching under its new name. Each mismatch is logged once as a warning saying what to write.
+/// The table lives as long as the process (reloads keep it, a restart empties it); it holds
+/// only names the config wrote.
+#[derive(Debug, Default)]
+pub struct Pins {
+    by_name: Mutex<HashMap<(String, Kind, String), Pin>>,
+}
+
+impl Pins {
+    /// True when one of `users`, `orgs` or `teams` names the user `who`, one of its
+    /// organisations or one of its teams.
+    pub fn names_any(
+        &self,
+        who: &GitHubIdentity,
+        users: &[GitHubRef],
+        orgs: &[GitHubRef],
+        teams: &[GitHubRef],
+    ) -> bool {
+        // Sessions stored before ids were kept have none: they match nothing (and are
+        // re-validated at once, see `Browser::github_session`).
+        let user = who.user();
+        let user_seen = user.iter().copied().filter(|(_, id)| *id != 0);
+        users
+            .iter()
+            .any(|r| self.names(&who.provider, Kind::User, r, user_seen.clone()))
+            || orgs
+                .iter()
+                .any(|r| self.names(&who.provider, Kind::Org, r, who.orgs_with_ids()))
+            || teams
+                .iter()
+                .any(|r| self.names(&who.provider, Kind::Team, r, who.teams_with_ids()))
+    }
+
+    /// True when `r` names one of `seen` (`(name, id)`, names lowercase) at `provider`: by id
+    /// when `r` has one, else by the id its name is pinned to (pinned here at first sight).
+    pub fn names<'a>(
+        &self,
+        provider: &str,
+        kind: Kind,
+        r: &GitHubRef,
+        seen: impl Iterator<Item = (&'a str, u64)>,
+    ) -> bool {
+        let Some(name) = r.name.as_deref() else {
+            // An id alone: nothing to pin, nothing to warn of.
+            let mut seen = seen;
+            return r.id.is_some_and(|want| seen.any(|(_, id)| id == want));
+        };
+        let mut table = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
+        let pin = table
+            .entry((provider.to_string(), kind, name.to_string()))
+            .or_default();
+        let kind = kind.as_str();
+        let mut matched = false;
+        for (seen_name, seen_id) in seen {
+            let want = r.id.or(pin.id);
+            if seen_name == name {
+                match want {
+                    None => {
+                        pin.id = Some(seen_id);
+                        matched = true;
+                        tracing::info!(provider, kind, name, id = seen_id, "GitHub name pinned to the id it is first seen with (until the gateway restarts): write {{ name = {name:?}, id = {seen_id} }} in the config to keep it");
+                    }
+                    Some(want) if want == seen_id => matched = true,
+                    Some(want) => {
+                        if pin.first_warning(seen_id, seen_name) {
+                            let whose = if r.id.is_some() {
+                                "the config gives"
+                            } else {
+                                "it was pinned to at first sight"
+                            };
+                            tracing::warn!(provider, kind, name, id = seen_id, pinned_id = want, "refused: the GitHub name {name:?} now belongs to another account (id {seen_id}) than the id {whose} ({want}): it was renamed and registered again, or the config's id is wrong; only id {want} matches. If id {seen_id} is the account you mean, write {{ name = {name:?}, id = {seen_id} }} in the config");
+                        }
+                    }
+                }
+            } else if want == Some(seen_id) {
+                matched = true;
+                if pin.first_warning(seen_id, seen_name) {
+                    tracing::warn!(provider, kind, name, id = seen_id, now = seen_name, "the GitHub account {name:?} (id {seen_id}) is now called {seen_name:?}: it still matches by its id; write {{ name = {seen_name:?}, id = {seen_id} }} in the config");
+                }
+            }
+        }
+        matched
     }
 }
 
@@ -106,6 +241,8 @@ pub struct GitHub {
     http: reqwest::Client,
     /// How often a session is checked again against the API.
     pub revalidate_interval: Duration,
+    /// Whether the forge's `verified` flag on emails is believed.
+    trust_verified_email: bool,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -146,6 +283,7 @@ struct EmailAnswer {
 /// An organisation: GitHub says `login`, Gitea and Forgejo `username`.
 #[derive(Deserialize)]
 struct OrgAnswer {
+    id: Option<u64>,
     login: Option<String>,
     username: Option<String>,
 }
@@ -154,11 +292,18 @@ impl OrgAnswer {
     fn name(self) -> Option<String> {
         self.login.or(self.username).filter(|n| !n.is_empty())
     }
+
+    /// Name and id; one without either matches no rule.
+    fn named(self) -> Option<(String, u64)> {
+        let id = self.id?;
+        Some((self.name()?.to_ascii_lowercase(), id))
+    }
 }
 
 /// A team: GitHub says `slug`, Gitea and Forgejo only `name`.
 #[derive(Deserialize)]
 struct TeamAnswer {
+    id: Option<u64>,
     slug: Option<String>,
     name: Option<String>,
     organization: OrgAnswer,
@@ -194,6 +339,7 @@ impl GitHub {
             api_url: s.api_url.clone(),
             http,
             revalidate_interval: s.revalidate_interval,
+            trust_verified_email: s.trust_verified_email,
         })
     }
 
@@ -287,36 +433,34 @@ impl GitHub {
         Ok(Secret::new(token))
     }
 
-    /// Who holds `token`: `/user`, the primary verified email from `/user/emails`, and with
-    /// `with_orgs` the organisations and teams (every page, up to 1000 each).
+    /// Who holds `token`: `/user`, the primary verified email from `/user/emails` (only where
+    /// the provider's `verified` flag is trusted), and with `with_orgs` the organisations and
+    /// teams (every page, up to 1000 each), each with its numeric id.
     pub async fn user(&self, token: &Secret, with_orgs: bool) -> Result<GitHubUser, GitHubError> {
         let user: UserAnswer = self.get_one(token, "/user").await?;
-        let emails: Vec<EmailAnswer> = self.get_all(token, "/user/emails").await?;
-        let email = emails
-            .into_iter()
-            .find(|e| e.primary && e.verified)
-            .map(|e| e.email)
-            .ok_or(GitHubError::NoVerifiedEmail)?;
+        let email = if self.trust_verified_email {
+            let emails: Vec<EmailAnswer> = self.get_all(token, "/user/emails").await?;
+            let email = emails
+                .into_iter()
+                .find(|e| e.primary && e.verified)
+                .map(|e| e.email)
+                .ok_or(GitHubError::NoVerifiedEmail)?;
+            Some(email)
+        } else {
+            None
+        };
         let (mut orgs, mut teams) = (Vec::new(), Vec::new());
         if with_orgs {
             let o: Vec<OrgAnswer> = self.get_all(token, "/user/orgs").await?;
-            orgs = o
-                .into_iter()
-                .filter_map(OrgAnswer::name)
-                .map(|o| o.to_ascii_lowercase())
-                .collect();
+            orgs = o.into_iter().filter_map(OrgAnswer::named).collect();
             let t: Vec<TeamAnswer> = self.get_all(token, "/user/teams").await?;
             teams = t
                 .into_iter()
                 .filter_map(|t| {
-                    Some(
-                        format!(
-                            "{}/{}",
-                            t.organization.name()?,
-                            t.slug.or(t.name).filter(|s| !s.is_empty())?
-                        )
-                        .to_ascii_lowercase(),
-                    )
+                    let id = t.id?;
+                    let slug = t.slug.or(t.name).filter(|s| !s.is_empty())?;
+                    let name = format!("{}/{slug}", t.organization.name()?).to_ascii_lowercase();
+                    Some((name, id))
                 })
                 .collect();
             orgs.sort_unstable();
@@ -327,6 +471,8 @@ impl GitHub {
         if user.login.is_empty() {
             return Err(GitHubError::BadResponse("/user has an empty login".into()));
         }
+        let (orgs, org_ids) = orgs.into_iter().unzip();
+        let (teams, team_ids) = teams.into_iter().unzip();
         Ok(GitHubUser {
             id: user.id,
             name: user.name.filter(|n| !n.trim().is_empty()),
@@ -336,6 +482,9 @@ impl GitHub {
                 login: user.login.to_ascii_lowercase(),
                 orgs,
                 teams,
+                id: user.id,
+                org_ids,
+                team_ids,
             },
         })
     }
@@ -464,18 +613,30 @@ fn tame(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn user(login: &str, orgs: &[&str], teams: &[&str]) -> GitHubUser {
+    /// A user `login` with `id`, in `orgs` and `teams` given as `(name, id)`.
+    fn with_ids(login: &str, id: u64, orgs: &[(&str, u64)], teams: &[(&str, u64)]) -> GitHubUser {
         GitHubUser {
-            id: 1,
+            id,
             name: None,
-            email: "u@example.com".into(),
+            email: Some("u@example.com".into()),
             identity: GitHubIdentity {
                 provider: "github".into(),
                 login: login.into(),
-                orgs: orgs.iter().map(|s| s.to_string()).collect(),
-                teams: teams.iter().map(|s| s.to_string()).collect(),
+                orgs: orgs.iter().map(|(s, _)| s.to_string()).collect(),
+                teams: teams.iter().map(|(s, _)| s.to_string()).collect(),
+                id,
+                org_ids: orgs.iter().map(|(_, i)| *i).collect(),
+                team_ids: teams.iter().map(|(_, i)| *i).collect(),
             },
         }
+    }
+
+    /// A user whose id and whose organisations' and teams' ids follow from their names.
+    fn user(login: &str, orgs: &[&str], teams: &[&str]) -> GitHubUser {
+        let id = |s: &str| s.bytes().map(u64::from).sum::<u64>();
+        let orgs: Vec<_> = orgs.iter().map(|o| (*o, id(o))).collect();
+        let teams: Vec<_> = teams.iter().map(|t| (*t, id(t))).collect();
+        with_ids(login, id(login), &orgs, &teams)
     }
 
     #[test]
@@ -485,6 +646,7 @@ mod tests {
             teams: vec!["other/admins".into()],
             users: vec!["octocat".into()],
         };
+        let pins = Pins::default();
         for (case, u, want) in [
             ("listed user", user("octocat", &[], &[]), true),
             (
@@ -504,12 +666,119 @@ mod tests {
             ),
             ("nobody listed", user("mona", &["elsewhere"], &[]), false),
         ] {
-            assert_eq!(u.admitted_by(&rules), want, "{case}");
+            assert_eq!(u.admitted_by(&rules, &pins), want, "{case}");
         }
         assert!(
-            user("anyone", &[], &[]).admitted_by(&AllowRules::default()),
+            user("anyone", &[], &[]).admitted_by(&AllowRules::default(), &pins),
             "no rules: any GitHub user"
         );
+    }
+
+    #[test]
+    fn names_are_pinned_to_the_id_first_seen() {
+        let by_id = |name: Option<&str>, id: u64| GitHubRef {
+            name: name.map(Into::into),
+            id: Some(id),
+        };
+        let users = |r: GitHubRef| AllowRules {
+            users: vec![r],
+            ..AllowRules::default()
+        };
+        let orgs = |r: GitHubRef| AllowRules {
+            orgs: vec![r],
+            ..AllowRules::default()
+        };
+        let teams = |r: GitHubRef| AllowRules {
+            teams: vec![r],
+            ..AllowRules::default()
+        };
+        // Each case: the rules, then who signs in one after the other on one table, and
+        // whether each is admitted.
+        let cases: Vec<(&str, AllowRules, Vec<(GitHubUser, bool)>)> = vec![
+            (
+                "a name is pinned at first sight: its next owner is refused, the renamed first owner admitted",
+                users("octocat".into()),
+                vec![
+                    (with_ids("octocat", 1, &[], &[]), true),
+                    (with_ids("octocat", 2, &[], &[]), false),
+                    (with_ids("octocat-renamed", 1, &[], &[]), true),
+                    (with_ids("octocat", 1, &[], &[]), true),
+                ],
+            ),
+            (
+                "an id matches under any name, and nobody else under its name",
+                users(by_id(Some("octocat"), 1)),
+                vec![
+                    (with_ids("octocat", 2, &[], &[]), false),
+                    (with_ids("new-login", 1, &[], &[]), true),
+                    (with_ids("octocat", 1, &[], &[]), true),
+                ],
+            ),
+            (
+                "an id alone",
+                users(by_id(None, 1)),
+                vec![
+                    (with_ids("anyone", 1, &[], &[]), true),
+                    (with_ids("anyone-else", 2, &[], &[]), false),
+                ],
+            ),
+            (
+                "an organisation pinned, renamed, registered again",
+                orgs("acme".into()),
+                vec![
+                    (with_ids("mona", 10, &[("acme", 100)], &[]), true),
+                    (with_ids("eve", 11, &[("acme", 666)], &[]), false),
+                    (with_ids("hubot", 12, &[("acme-corp", 100)], &[]), true),
+                ],
+            ),
+            (
+                "an organisation by id",
+                orgs(by_id(None, 100)),
+                vec![
+                    (with_ids("eve", 11, &[("acme", 666)], &[]), false),
+                    (with_ids("mona", 10, &[("other", 5), ("acme-corp", 100)], &[]), true),
+                ],
+            ),
+            (
+                "a team by id, whatever its slug",
+                teams(by_id(Some("acme/billing"), 7)),
+                vec![
+                    (with_ids("eve", 11, &[("acme", 100)], &[("acme/billing", 8)]), false),
+                    (with_ids("mona", 10, &[("acme", 100)], &[("acme/payments", 7)]), true),
+                ],
+            ),
+            (
+                "a session stored without ids matches nothing and pins nothing",
+                users("octocat".into()),
+                vec![
+                    (with_ids("octocat", 0, &[], &[]), false),
+                    (with_ids("octocat", 2, &[], &[]), true),
+                ],
+            ),
+        ];
+        for (case, rules, signins) in cases {
+            let pins = Pins::default();
+            for (i, (u, want)) in signins.into_iter().enumerate() {
+                assert_eq!(u.admitted_by(&rules, &pins), want, "{case}: sign-in {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn pins_are_per_provider() {
+        let pins = Pins::default();
+        let rules = AllowRules {
+            users: vec!["octocat".into()],
+            ..AllowRules::default()
+        };
+        assert!(with_ids("octocat", 1, &[], &[]).admitted_by(&rules, &pins));
+        let mut elsewhere = with_ids("octocat", 2, &[], &[]);
+        elsewhere.identity.provider = "gitea".into();
+        assert!(
+            elsewhere.admitted_by(&rules, &pins),
+            "another forge's octocat is pinned on its own"
+        );
+        assert!(!with_ids("octocat", 2, &[], &[]).admitted_by(&rules, &pins));
     }
 
     #[test]

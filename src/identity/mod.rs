@@ -129,7 +129,8 @@ pub struct IdentityValues {
     pub provider: HeaderValue,
 }
 
-/// What a GitHub provider told about a signed-in user (kept with the session).
+/// What a GitHub provider told about a signed-in user (kept with the session). Names can be
+/// renamed and registered again by someone else; the numeric ids cannot, so rules match ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GitHubIdentity {
     /// The provider's name.
@@ -140,6 +141,38 @@ pub struct GitHubIdentity {
     pub orgs: Vec<String>,
     /// Teams as `org/team-slug`, lowercase (only when the client's rules need them).
     pub teams: Vec<String>,
+    /// The user's numeric id (0 in sessions stored before ids were kept: re-validated at once).
+    #[serde(default)]
+    pub id: u64,
+    /// The numeric id of each organisation of `orgs`, in the same order.
+    #[serde(default)]
+    pub org_ids: Vec<u64>,
+    /// The numeric id of each team of `teams`, in the same order.
+    #[serde(default)]
+    pub team_ids: Vec<u64>,
+}
+
+impl GitHubIdentity {
+    /// The user as `(login, id)`.
+    pub fn user(&self) -> [(&str, u64); 1] {
+        [(self.login.as_str(), self.id)]
+    }
+
+    /// The organisations as `(name, id)`.
+    pub fn orgs_with_ids(&self) -> impl Iterator<Item = (&str, u64)> + Clone {
+        self.orgs
+            .iter()
+            .map(String::as_str)
+            .zip(self.org_ids.iter().copied())
+    }
+
+    /// The teams as `(org/team-slug, id)`.
+    pub fn teams_with_ids(&self) -> impl Iterator<Item = (&str, u64)> + Clone {
+        self.teams
+            .iter()
+            .map(String::as_str)
+            .zip(self.team_ids.iter().copied())
+    }
 }
 
 /// A principal's identity as header values: derived from its claims, so it takes no part in

@@ -188,7 +188,7 @@ impl Gateway {
                 services.asserter.header().clone(),
             ]),
             proxy: config.proxy.clone(),
-            grants: GrantTable::from_config(&config.clients),
+            grants: GrantTable::from_config(&config.clients, services.browser.pins()),
             providers: SignInProviders::from_config(&config.providers)
                 .map_err(BrowserError::from)?,
             issuers: config

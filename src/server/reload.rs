@@ -157,6 +157,7 @@ impl Reloader {
                 path: self.path.display().to_string(),
                 source,
             })?;
+        config.log_warnings(&self.path);
         let kept = restart_needed(&self.started, &config);
         if !kept.is_empty() {
             tracing::warn!(sections = ?kept, "changed settings need a restart to take effect; the rest is applied now");

@@ -2,8 +2,9 @@
 //! app endpoints (`/login/oauth/authorize` with a page to choose a user, and
 //! `/login/oauth/access_token`, answering JSON errors with 200 as GitHub does) and the REST API
 //! under `/api/v3` (as GitHub Enterprise Server serves it): `/user`, `/user/emails`,
-//! `/user/orgs`, `/user/teams`, paginated with `Link` headers. With the `testing` feature it has
-//! knobs: rate limiting, API outages, revoked tokens, membership changes, page size.
+//! `/user/orgs`, `/user/teams`, paginated with `Link` headers. Organisations and teams get
+//! numeric ids when first seen, which stay theirs when renamed. With the `testing` feature it
+//! has knobs: rate limiting, API outages, revoked tokens, membership changes, renames, page size.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,8 +129,14 @@ struct State_ {
     apps: HashMap<String, App>,
     users: Vec<StandInUser>,
     codes: HashMap<String, Code>,
-    /// token → (login, scope)
-    tokens: HashMap<String, (String, String)>,
+    /// token → (user id, scope)
+    tokens: HashMap<String, (u64, String)>,
+    /// Organisation name → id.
+    org_ids: HashMap<String, u64>,
+    /// `(org, team-slug)` → id.
+    team_ids: HashMap<(String, String), u64>,
+    /// The last id given to an organisation or team.
+    last_id: u64,
     rate_limited: bool,
     api_status: Option<u16>,
     authorize_error: Option<String>,
@@ -146,6 +153,30 @@ struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State_> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State_ {
+    /// The organisation's id, given when first seen.
+    fn org_id(&mut self, org: &str) -> u64 {
+        if let Some(id) = self.org_ids.get(org) {
+            return *id;
+        }
+        self.last_id += 1;
+        let id = 5_000_000 + self.last_id;
+        self.org_ids.insert(org.into(), id);
+        id
+    }
+
+    /// The team's id, given when first seen.
+    fn team_id(&mut self, org: &str, team: &str) -> u64 {
+        if let Some(id) = self.team_ids.get(&(org.into(), team.into())) {
+            return *id;
+        }
+        self.last_id += 1;
+        let id = 7_000_000 + self.last_id;
+        self.team_ids.insert((org.into(), team.into()), id);
+        id
     }
 }
 
@@ -240,11 +271,33 @@ impl GitHubStandIn {
         );
     }
 
-    /// Adds (or replaces) a user.
+    /// Adds (or replaces) a user: the one with its login or its id goes. Organisations and
+    /// teams not seen before get their ids.
     pub fn add_user(&self, user: StandInUser) {
         let mut st = self.shared.state();
-        st.users.retain(|u| u.login != user.login);
+        st.users
+            .retain(|u| u.login != user.login && u.id != user.id);
+        for o in &user.orgs {
+            st.org_id(o);
+        }
+        for (o, t) in &user.teams {
+            st.team_id(o, t);
+        }
         st.users.push(user);
+    }
+
+    /// The id of organisation `org` (given when a user in it was added).
+    pub fn org_id(&self, org: &str) -> Option<u64> {
+        self.shared.state().org_ids.get(org).copied()
+    }
+
+    /// The id of team `org/team` (given when a user in it was added).
+    pub fn team_id(&self, org: &str, team: &str) -> Option<u64> {
+        self.shared
+            .state()
+            .team_ids
+            .get(&(org.into(), team.into()))
+            .copied()
     }
 
     /// Stops accepting connections.
@@ -273,7 +326,50 @@ impl GitHubStandIn {
 
     /// Revokes every token of `login` (the user removed the app's authorization).
     pub fn revoke_tokens(&self, login: &str) {
-        self.shared.state().tokens.retain(|_, (l, _)| l != login);
+        let mut st = self.shared.state();
+        let id = st.users.iter().find(|u| u.login == login).map(|u| u.id);
+        st.tokens.retain(|_, (i, _)| Some(*i) != id);
+    }
+
+    /// Renames the user `old` to `new`: same id, same tokens; `old` is free to register again.
+    pub fn rename_user(&self, old: &str, new: &str) {
+        let mut st = self.shared.state();
+        if let Some(u) = st.users.iter_mut().find(|u| u.login == old) {
+            u.login = new.into();
+            u.email = format!("{new}@users.example");
+        }
+    }
+
+    /// Renames the organisation `old` to `new` (its members' too): same id, its teams' ids too;
+    /// `old` is free to register again (a later user in `old` gets a new id).
+    pub fn rename_org(&self, old: &str, new: &str) {
+        let mut st = self.shared.state();
+        for u in &mut st.users {
+            for o in &mut u.orgs {
+                if o == old {
+                    *o = new.into();
+                }
+            }
+            for (o, _) in &mut u.teams {
+                if o == old {
+                    *o = new.into();
+                }
+            }
+        }
+        if let Some(id) = st.org_ids.remove(old) {
+            st.org_ids.insert(new.into(), id);
+        }
+        let moved: Vec<_> = st
+            .team_ids
+            .keys()
+            .filter(|(o, _)| o == old)
+            .cloned()
+            .collect();
+        for (o, t) in moved {
+            if let Some(id) = st.team_ids.remove(&(o, t.clone())) {
+                st.team_ids.insert((new.into(), t), id);
+            }
+        }
     }
 
     /// The API answers 403 with `x-ratelimit-remaining: 0` while set.
@@ -490,9 +586,19 @@ async fn token(
             );
         }
     }
+    let Some(id) = st
+        .users
+        .iter()
+        .find(|u| u.login == code.login)
+        .map(|u| u.id)
+    else {
+        return error(
+            "bad_verification_code",
+            "The code passed is incorrect or expired.",
+        );
+    };
     let token = format!("gho_{}", random_string());
-    st.tokens
-        .insert(token.clone(), (code.login, code.scope.clone()));
+    st.tokens.insert(token.clone(), (id, code.scope.clone()));
     answer(
         json!({"access_token": token, "token_type": "bearer", "scope": code.scope.replace(' ', ",")}),
     )
@@ -538,14 +644,14 @@ fn caller(shared: &Shared, request: &Request) -> Result<(StandInUser, String), B
                 .into_response(),
         )
     };
-    let (login, scope) = token
+    let (id, scope) = token
         .and_then(|t| st.tokens.get(t))
         .cloned()
         .ok_or_else(bad)?;
     let user = st
         .users
         .iter()
-        .find(|u| u.login == login)
+        .find(|u| u.id == id)
         .cloned()
         .ok_or_else(bad)?;
     Ok((user, scope))
@@ -624,7 +730,11 @@ async fn orgs(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         // Without read:org, GitHub lists only public memberships: the stand-in lists none.
         Ok((u, scope)) => {
             let items = if has_read_org(&scope) {
-                u.orgs.iter().map(|o| json!({"login": o})).collect()
+                let mut st = shared.state();
+                u.orgs
+                    .iter()
+                    .map(|o| json!({"id": st.org_id(o), "login": o}))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -637,11 +747,13 @@ async fn orgs(State(shared): State<Arc<Shared>>, request: Request) -> Response {
 async fn teams(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     match caller(&shared, &request) {
         Ok((u, scope)) if has_read_org(&scope) => {
+            let mut st = shared.state();
             let items = u
                 .teams
                 .iter()
-                .map(|(o, t)| json!({"slug": t, "name": t, "organization": {"login": o}}))
+                .map(|(o, t)| json!({"id": st.team_id(o, t), "slug": t, "name": t, "organization": {"id": st.org_id(o), "login": o}}))
                 .collect();
+            drop(st);
             paged(&shared, &request, items)
         }
         Ok(_) => (

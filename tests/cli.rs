@@ -105,7 +105,9 @@ client_secret = "x"
     ] {
         assert!(
             warned.iter().any(|l| l.starts_with(&format!("{file}:"))
-                && l.contains(&format!("warning: {at}: \"{name}\" is a name without an id"))
+                && l.contains(&format!(
+                    "warning: {at}: \"{name}\" is a name without an id"
+                ))
                 && l.contains(&format!("{{ name = \"{name}\", id = N }}"))),
             "{at}: {err}"
         );

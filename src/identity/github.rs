@@ -694,7 +694,8 @@ mod tests {
         };
         // Each case: the rules, then who signs in one after the other on one table, and
         // whether each is admitted.
-        let cases: Vec<(&str, AllowRules, Vec<(GitHubUser, bool)>)> = vec![
+        type SignIns = Vec<(GitHubUser, bool)>;
+        let cases: Vec<(&str, AllowRules, SignIns)> = vec![
             (
                 "a name is pinned at first sight: its next owner is refused, the renamed first owner admitted",
                 users("octocat".into()),

@@ -561,7 +561,15 @@ impl RouteTable {
             return Ok(());
         }
         let trimmed = decoded.strip_suffix('/').unwrap_or(decoded);
-        let start = trimmed.rfind('/').map_or(0, |i| i + 1);
+        // No dot anywhere (most API paths): no extension to drop (a memchr, on every request).
+        if !trimmed.as_bytes().contains(&b'.') {
+            return Ok(());
+        }
+        let start = trimmed
+            .as_bytes()
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |i| i + 1);
         let last = trimmed.get(start..).unwrap_or_default();
         if !last.get(1..).is_some_and(|rest| rest.contains('.'))
             || route.path.last_literal() == Some(last)

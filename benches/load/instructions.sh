@@ -22,16 +22,23 @@
 # connection is subtracted, per request = (T(REQUESTS) - T(1)) / (REQUESTS - 1). Needs h2load
 # (nghttp2-client). AUTHGATE_BIN and BARE_BIN name the binaries to measure (each skips its build).
 #
-# The CI regression guard: every measured mode that has a line `MODE COUNT` in the committed
-# baseline file (benches/load/instructions.baseline) is compared with it; exit 1 when one is over
-# it by more than the tolerance. CI measures "bearer session abac apikey".
+# The CI regression guard: every guarded mode (bearer session abac apikey) measured is compared
+# with its line `MODE COUNT` in the committed baseline file of the build profile
+# (benches/load/instructions.baseline for release, instructions.PROFILE.baseline for another);
+# exit 1 when one is over it by more than the tolerance, or has no baseline. CI measures
+# "bearer session abac apikey" with `--profile guard --jobs 2`.
 #
 #   benches/load/instructions.sh [--no-build] [--update] [--requests N] [--tolerance PCT]
+#                                [--profile release|guard] [--jobs N]
 #                                [--modes "bearer none bare session abac apikey cold h2-bearer ..."]
 #
-#   --no-build   use target/release/authgate (and examples/bare_proxy) as they are
+#   --no-build   use target/PROFILE/authgate (and examples/bare_proxy) as they are
 #   --update     write the measured counts of the guarded modes (bearer session abac apikey)
 #                as the new baselines, keeping the lines of modes not measured
+#   --profile    the cargo profile to build and measure (default release: fat LTO, what ships
+#                and what PERFORMANCE.md reports; guard: CI's, no LTO, builds several times faster)
+#   --jobs N     measure N modes at a time (default 1): the counts do not depend on the load,
+#                each mode runs its own proxy under callgrind on its own ports
 #
 # Prints `MODE: N instructions/request (baseline B, tolerance T%)` per guarded mode. Exit 0
 # within tolerance, 1 on a regression, 2 when it could not measure. Needs valgrind, python3,
@@ -47,6 +54,8 @@ TOLERANCE=${TOLERANCE:-5}
 BUILD=1
 UPDATE=0
 MODES=bearer
+PROFILE=release
+JOBS=1
 PORT_BASE=${PORT_BASE:-18580}
 
 while [ $# -gt 0 ]; do
@@ -56,12 +65,17 @@ while [ $# -gt 0 ]; do
     --requests) REQUESTS=$2; shift 2 ;;
     --tolerance) TOLERANCE=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
+    --jobs) JOBS=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
 fail() { echo "instructions.sh: $*" >&2; exit 2; }
+[[ "$PROFILE" =~ ^[a-z][a-z0-9_-]*$ ]] || fail "--profile $PROFILE: not a cargo profile name"
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || fail "--jobs $JOBS: a positive number"
+[ "$PROFILE" = release ] || BASELINE_FILE=$HERE/instructions.$PROFILE.baseline
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 if ! command -v valgrind >/dev/null || ! command -v curl >/dev/null; then   # CI images lack valgrind
   as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind curl >/dev/null
@@ -81,12 +95,13 @@ done
 if [ "$TLS_MODES" = 1 ]; then
   command -v h2load >/dev/null || fail "h2load is missing (apt-get install nghttp2-client)"
 fi
-AUTHGATE=${AUTHGATE_BIN:-$ROOT/target/release/authgate}
-BARE=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
+OUT=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+AUTHGATE=${AUTHGATE_BIN:-$OUT/authgate}
+BARE=${BARE_BIN:-$OUT/examples/bare_proxy}
 if [ "$BUILD" = 1 ] && [ -z "${AUTHGATE_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release --locked --quiet) || fail "cargo build --release failed"
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate) || fail "cargo build --profile $PROFILE failed"
   if [[ " $MODES " == *bare* ]] && [ -z "${BARE_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release --locked --quiet --example bare_proxy) || fail "cargo build --example bare_proxy failed"
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate --example bare_proxy) || fail "cargo build --example bare_proxy failed"
   fi
 fi
 [ -x "$AUTHGATE" ] || fail "$AUTHGATE missing"
@@ -96,6 +111,8 @@ STARTED=()
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  # The proxies that measuring jobs started (each job writes its own pid there).
+  [ -s "$WORK/pids" ] && while read -r pid; do STARTED+=("$pid"); done <"$WORK/pids"
   for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${STARTED[@]}"; do
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -123,7 +140,7 @@ API_KEY=ak_live_instr_$(openssl rand -hex 16)
 ORIGIN_PORT=$PORT_BASE; IDP_PORT=$((PORT_BASE + 3)); IDP_PID=
 python3 "$HERE/origin.py" "$ORIGIN_PORT" "$TOKENS/jwks.json" >"$WORK/origin.out" 2>&1 &
 STARTED+=($!)
-idp() { # started on first use: session, abac and apikey talk to it (once each, before measuring)
+idp() { # started before measuring when a mode needs it: session, abac and apikey talk to it
   [ -n "$IDP_PID" ] && return 0
   (cd "$HERE" && exec python3 idp.py --port "$IDP_PORT" --key "$WORK/key.pem" --client bench:bench-secret --api-key "$API_KEY") >"$WORK/idp.out" 2>&1 &
   IDP_PID=$!; STARTED+=("$IDP_PID")
@@ -145,9 +162,10 @@ h2client() {
   fi
 }
 
-# measure MODE: starts the proxy under callgrind, warms up, counts REQUESTS requests; sets PER.
+# measure MODE INDEX: starts the proxy under callgrind on the ports of the INDEXth mode, warms
+# up, counts REQUESTS requests; writes "PER DUMP" to $WORK/result.MODE.
 measure() {
-  local mode=$1 port=$((PORT_BASE + 10 + 3 * ${#RESULTS[@]})) path=/api/invoices/42 hdr="$WORK/$1.hdr" cmd pid
+  local mode=$1 port=$((PORT_BASE + 10 + 3 * $2)) path=/api/invoices/42 hdr="$WORK/$1.hdr" cmd pid
   local admin=$((port + 1)) cache=100000 proto=plain scheme=http base=$1
   case "$mode" in
     h2-*) proto=h2; scheme=https; base=${mode#h2-} ;;
@@ -157,13 +175,13 @@ measure() {
   case "$base" in
     bearer|bare-bearer) printf 'Authorization: Bearer %s\n' "$(cat "$TOKENS/valid.jwt")" >"$hdr" ;;
     none|bare) path=/public/hello ;;
-    abac) idp; path=/api/invoices/42/refund; printf 'Authorization: Bearer %s\n' "$(cat "$TOKENS/abac.jwt")" >"$hdr" ;;
-    apikey) idp; printf 'x-api-key: %s\n' "$API_KEY" >"$hdr" ;;
-    session) idp ;;
+    abac) path=/api/invoices/42/refund; printf 'Authorization: Bearer %s\n' "$(cat "$TOKENS/abac.jwt")" >"$hdr" ;;
+    apikey) printf 'x-api-key: %s\n' "$API_KEY" >"$hdr" ;;
+    session) ;;
     cold) cache=1; sed 's/^/Authorization: Bearer /' "$TOKENS/cold.txt" >"$hdr" ;;
   esac
   if [ "$base" = bare ] || [ "$base" = bare-bearer ]; then
-    [ -x "$BARE" ] || fail "$BARE missing (cargo build --release --example bare_proxy)"
+    [ -x "$BARE" ] || fail "$BARE missing (cargo build --profile $PROFILE --example bare_proxy)"
     cmd=("$BARE" "127.0.0.1:$port" "127.0.0.1:$ORIGIN_PORT" 1)
     [ "$proto" = plain ] || cmd+=("$WORK/tls-cert.pem" "$WORK/tls-key.pem")
   else
@@ -181,7 +199,7 @@ measure() {
   AUTHGATE_LOG=warn valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.$mode.%p" \
     "${cmd[@]}" >"$WORK/$mode.out" 2>&1 &
   pid=$!
-  STARTED+=("$pid")
+  echo "$pid" >>"$WORK/pids"
   local ready=0 probe=http://127.0.0.1:$admin/readyz
   [ "$base" = bare ] || [ "$base" = bare-bearer ] && probe=$scheme://127.0.0.1:$port/public/hello
   for _ in $(seq 600); do   # up to 60 s: start-up under valgrind is slow
@@ -230,16 +248,32 @@ measure() {
     PER=$(( (total - one) / (REQUESTS - 1) ))
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  DUMPS[$mode]=$dump
+  echo "$PER $dump" >"$WORK/result.$mode"
 }
 
 GUARDED="bearer session abac apikey"
 declare -A RESULT DUMPS
 RESULTS=()
+for m in $MODES; do case "$m" in session|abac|apikey|*-session|*-abac|*-apikey) idp ;; esac; done
+# JOBS modes at a time, each in its own subshell (a failure there exits it with 2).
+index=0
+jobs_running=()
+job_failed=0
 for m in $MODES; do
-  measure "$m"
-  RESULT[$m]=$PER; RESULTS+=("$m")
-  [[ " $GUARDED " == *" $m "* ]] || echo "$m: $PER instructions/request"
+  measure "$m" "$index" & jobs_running+=($!)
+  index=$((index + 1))
+  if [ ${#jobs_running[@]} -ge "$JOBS" ]; then
+    wait "${jobs_running[0]}" || job_failed=1
+    jobs_running=("${jobs_running[@]:1}")
+  fi
+done
+for j in "${jobs_running[@]}"; do wait "$j" || job_failed=1; done
+[ "$job_failed" = 0 ] || fail "a mode could not be measured (above)"
+for m in $MODES; do
+  [ -s "$WORK/result.$m" ] || fail "$m: no result"
+  read -r per dump <"$WORK/result.$m"
+  RESULT[$m]=$per; DUMPS[$m]=$dump; RESULTS+=("$m")
+  [[ " $GUARDED " == *" $m "* ]] || echo "$m: $per instructions/request"
 done
 
 if [ ${#RESULTS[@]} -gt 1 ]; then
@@ -281,7 +315,8 @@ for m in "${RESULTS[@]}"; do
   [[ " $GUARDED " == *" $m "* ]] || continue
   baseline=${BASE[$m]:-}
   if [ -z "$baseline" ]; then
-    echo "$m: ${RESULT[$m]} instructions/request (no baseline for $m: run with --update)"
+    echo "instructions.sh: $m: ${RESULT[$m]} instructions/request and no baseline for it in ${BASELINE_FILE#"$ROOT"/}: run with --profile $PROFILE --update" >&2
+    status=1
     continue
   fi
   per=${RESULT[$m]}

@@ -7,10 +7,12 @@
 # warm-up and at the end (growth under 10%) and open file descriptors at start and end.
 # Exits non-zero when a check fails. See PERFORMANCE.md ("Soak").
 #
-#   benches/soak/run.sh [--seconds S] [--rate N] [--warmup S] [--cache-tokens N] [--no-build] [--keep]
+#   benches/soak/run.sh [--seconds S] [--rate N] [--warmup S] [--cache-tokens N] [--profile P]
+#                       [--no-build] [--keep]
 #
 # Defaults: 600 s at 50 requests/s, RSS baseline after 60 s, a 500-token verified cache (the
-# rotating bearer tokens keep evicting). Everything it starts it stops on exit, Ctrl-C included.
+# rotating bearer tokens keep evicting), the release profile (CI's smoke: guard, which the
+# instructions guard has just built). Everything it starts it stops on exit, Ctrl-C included.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,16 +24,18 @@ RATE=50
 WARMUP=60
 CACHE_TOKENS=500
 BUILD=1
+PROFILE=release
 KEEP=0
 BASE_PORT=${BASE_PORT:-18580}
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_TOTAL=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --cache-tokens) CACHE_TOKENS=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -78,10 +82,11 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 
 for tool in curl openssl python3; do command -v "$tool" >/dev/null || die "$tool is needed"; done
-AUTHGATE=$ROOT/target/release/authgate
+[[ "$PROFILE" =~ ^[a-z][a-z0-9_-]*$ ]] || die "--profile $PROFILE: not a cargo profile name"
+AUTHGATE=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/authgate
 if [ "$BUILD" = 1 ]; then
-  log "cargo build --release"
-  (cd "$ROOT" && cargo build --release --locked --quiet)
+  log "cargo build --profile $PROFILE"
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate)
 fi
 [ -x "$AUTHGATE" ] || die "$AUTHGATE missing (run without --no-build)"
 

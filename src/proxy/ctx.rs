@@ -6,6 +6,55 @@ use http::HeaderValue;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The request headers that several steps read (client identification, CORS, the credential),
+/// taken in one pass over the head: most requests send few headers and none of the origin
+/// hints, where a lookup each would hash and probe the map five times to find nothing. Each is
+/// the header's first value, as `HeaderMap::get` gives.
+#[derive(Debug, Default)]
+pub struct HeadHints {
+    /// `Origin`.
+    pub origin: Option<HeaderValue>,
+    /// `x-client-origin`.
+    pub client_origin: Option<HeaderValue>,
+    /// `Referer`.
+    pub referer: Option<HeaderValue>,
+    /// `Authorization`.
+    pub authorization: Option<HeaderValue>,
+    /// The API-key header (`api_key_header`, `x-api-key` by default).
+    pub api_key: Option<HeaderValue>,
+}
+
+impl HeadHints {
+    /// The hints in `headers`; `api_key` names the API-key header.
+    pub fn read(headers: &http::HeaderMap, api_key: &http::HeaderName) -> HeadHints {
+        let mut hints = HeadHints::default();
+        for (name, value) in headers {
+            let slot = if *name == http::header::ORIGIN {
+                &mut hints.origin
+            } else if *name == http::header::REFERER {
+                &mut hints.referer
+            } else if *name == http::header::AUTHORIZATION {
+                &mut hints.authorization
+            } else if name == api_key {
+                &mut hints.api_key
+            } else if *name == crate::headers::names::X_CLIENT_ORIGIN {
+                &mut hints.client_origin
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        }
+        hints
+    }
+}
+
+/// Bytes of a hint, as the steps read them.
+pub fn bytes(value: &Option<HeaderValue>) -> Option<&[u8]> {
+    value.as_ref().map(HeaderValue::as_bytes)
+}
+
 /// A request's id: 16 random lowercase hex digits, made once as a header value and reused for
 /// the upstream's and the response's `x-request-id` and for the logs.
 #[derive(Debug, Clone)]
@@ -122,6 +171,8 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// An upgraded connection on a `websocket_close_at_expiry` route: when it must end.
     pub socket_deadline: Option<super::expiry::Deadline>,
+    /// The headers several steps read, taken once (`Gateway::observe`).
+    pub hints: HeadHints,
 }
 
 impl RequestCtx {
@@ -155,6 +206,7 @@ impl RequestCtx {
             lease: None,
             upstream_started: None,
             socket_deadline: None,
+            hints: HeadHints::default(),
         }
     }
 
@@ -182,7 +234,42 @@ impl Default for RequestCtx {
 
 #[cfg(test)]
 mod tests {
-    use super::RequestId;
+    use super::{bytes, HeadHints, RequestId};
+
+    #[test]
+    fn hints_are_each_header_first_value_as_a_lookup_gives() {
+        let api_key = http::HeaderName::from_static("x-api-key");
+        let mut h = http::HeaderMap::new();
+        for (k, v) in [
+            ("referer", "https://a.example/x"),
+            ("x-other", "1"),
+            ("origin", "https://first.example"),
+            ("authorization", "Bearer one"),
+            ("origin", "https://second.example"),
+            ("x-api-key", "ak_1"),
+            ("authorization", "Bearer two"),
+            ("x-client-origin", "https://c.example"),
+            ("X-Api-Key", "ak_2"),
+        ] {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let hints = HeadHints::read(&h, &api_key);
+        let lookup = |name: &str| h.get(name).map(|v| v.as_bytes());
+        assert_eq!(bytes(&hints.origin), lookup("origin"));
+        assert_eq!(bytes(&hints.origin), Some(&b"https://first.example"[..]));
+        assert_eq!(bytes(&hints.referer), lookup("referer"));
+        assert_eq!(bytes(&hints.authorization), Some(&b"Bearer one"[..]));
+        assert_eq!(bytes(&hints.api_key), Some(&b"ak_1"[..]));
+        assert_eq!(bytes(&hints.client_origin), lookup("x-client-origin"));
+        // Another API-key header name: x-api-key is then nothing special.
+        let other = HeadHints::read(&h, &http::HeaderName::from_static("x-other"));
+        assert_eq!(bytes(&other.api_key), Some(&b"1"[..]));
+        let none = HeadHints::read(&http::HeaderMap::new(), &api_key);
+        assert!(none.origin.is_none() && none.authorization.is_none() && none.api_key.is_none());
+    }
 
     #[test]
     fn request_ids_are_16_lowercase_hex_digits_and_differ() {

@@ -11,7 +11,7 @@ use crate::identity::backchannel;
 use crate::identity::browser::{Visit, BACKCHANNEL_PATH};
 use crate::origin::Origin;
 use crate::responses::{self, Cause, Refusal, Rendered};
-use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS, ORIGIN, REFERER};
+use http::header::{ACCEPT, ACCESS_CONTROL_REQUEST_HEADERS};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -67,8 +67,9 @@ impl Gateway {
         } else {
             self.proxy.https
         };
+        ctx.hints = super::ctx::HeadHints::read(&req.headers, &self.services.api_key_header);
         // CORS: only the registered origins of some client.
-        if let Some(o) = header(req, &ORIGIN)
+        if let Some(o) = super::ctx::bytes(&ctx.hints.origin)
             .and_then(|o| std::str::from_utf8(o).ok())
             .and_then(|o| Origin::parse(o).ok())
         {
@@ -94,7 +95,13 @@ impl Gateway {
         let mut text = String::with_capacity(scheme.len() + host.len());
         text.push_str(scheme);
         // `example.com.` is the fully qualified `example.com`, as host routing reads it.
-        match host.rsplit_once(':') {
+        // A byte search: a `char` one from the end costs several times more, on every request.
+        let split = host
+            .as_bytes()
+            .iter()
+            .rposition(|&b| b == b':')
+            .and_then(|i| Some((host.get(..i)?, host.get(i + 1..)?)));
+        match split {
             Some((name, port)) if name.len() > 1 && name.ends_with('.') => {
                 text.push_str(name.strip_suffix('.').unwrap_or(name));
                 text.push(':');
@@ -113,9 +120,9 @@ impl Gateway {
     /// The request's client: `Origin`, `x-client-origin`, `Referer`, then its own origin.
     pub(super) fn identify(&self, req: &RequestHeader, ctx: &RequestCtx) -> Identified<'_> {
         self.clients.identify_hints(OriginHints {
-            origin: header(req, &ORIGIN),
-            client_origin: header(req, &names::X_CLIENT_ORIGIN),
-            referer: header(req, &REFERER),
+            origin: super::ctx::bytes(&ctx.hints.origin),
+            client_origin: super::ctx::bytes(&ctx.hints.client_origin),
+            referer: super::ctx::bytes(&ctx.hints.referer),
             own: self.own_origin(req, ctx),
         })
     }

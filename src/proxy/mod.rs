@@ -495,8 +495,8 @@ impl Gateway {
         sign_in: bool,
     ) -> Result<(), Refusal> {
         let caller = match credentials::from_request(
-            req.headers.get(&http::header::AUTHORIZATION),
-            req.headers.get(&self.services.api_key_header),
+            ctx.hints.authorization.as_ref(),
+            ctx.hints.api_key.as_ref(),
         ) {
             Ok(Credential::Bearer(token)) => {
                 ctx.credential = "bearer";

@@ -92,14 +92,6 @@ pub enum Audience {
 }
 
 impl Audience {
-    /// The domain separator of this audience set's cache keys.
-    fn domain(self) -> &'static [u8] {
-        match self {
-            Audience::Api => b"bearer",
-            Audience::ApiKey => b"api_key",
-        }
-    }
-
     fn index(self) -> usize {
         match self {
             Audience::Api => 0,
@@ -173,6 +165,10 @@ pub struct Verifier {
     api_key_audiences: Vec<String>,
     /// Counts the times a key disappeared from the JWKS (and every cache was dropped).
     removals: AtomicU64,
+    /// Cache keys of tokens verified for each audience set (`Api`, `ApiKey`): a key of its own
+    /// per set separates their digests, so the hot path hashes the token alone.
+    audience_keys: [KeyedDigest; 2],
+    /// Cache keys of id_tokens (with the client they were verified for).
     token_keys: KeyedDigest,
     cached_hits: prometheus::IntCounter,
     verified: Cache<Digest, Arc<Principal>>,
@@ -197,6 +193,7 @@ impl Verifier {
             validations: [api.clone(), api],
             api_key_audiences: idp.audiences.clone(),
             removals: AtomicU64::new(0),
+            audience_keys: [KeyedDigest::random(), KeyedDigest::random()],
             token_keys: KeyedDigest::random(),
             cached_hits: metrics.jwt_verifications.with_label_values(&["cached"]),
             verified: Cache::builder()
@@ -245,7 +242,16 @@ impl Verifier {
     /// The principal of a bearer token verified before and not expired: a hash and a cache
     /// lookup, nothing else (no refusal is counted or remembered).
     pub fn cached(&self, token: &str) -> Option<Arc<Principal>> {
-        self.hit(&self.token_keys.of(&[b"bearer", token.as_bytes()]))
+        self.hit(&self.digest(Audience::Api, token.as_bytes()))
+    }
+
+    /// The cache key of `token` verified for `audience`.
+    fn digest(&self, audience: Audience, token: &[u8]) -> Digest {
+        let [api, api_key] = &self.audience_keys;
+        match audience {
+            Audience::Api => api.of(&[token]),
+            Audience::ApiKey => api_key.of(&[token]),
+        }
     }
 
     /// The cached principal under `digest` while it has not expired (counted as a cache hit);
@@ -283,7 +289,7 @@ impl Verifier {
         token: &[u8],
         audience: Audience,
     ) -> Result<Arc<Principal>, TokenError> {
-        let digest = self.token_keys.of(&[audience.domain(), token]);
+        let digest = self.digest(audience, token);
         if let Some(p) = self.hit(&digest) {
             return Ok(p);
         }

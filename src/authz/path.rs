@@ -223,10 +223,7 @@ pub fn windows_spelling(decoded: &str) -> Result<(), WindowsSpelling> {
     // `tilde_digits` whether the bytes since the last `~` of the segment are all digits (and
     // at least one).
     let bytes = decoded.as_bytes();
-    // Most paths have none of the bytes every spelling needs (a branch-free scan, vectorised).
-    if !bytes.iter().fold(false, |seen, &b| {
-        seen | matches!(b, b'.' | b' ' | b'~' | b'$')
-    }) {
+    if !has_windows_byte(bytes) {
         return Ok(());
     }
     let (mut prev, mut tilde, mut digits) = (b'/', false, false);
@@ -247,6 +244,15 @@ pub fn windows_spelling(decoded: &str) -> Result<(), WindowsSpelling> {
         prev = b;
     }
     Ok(())
+}
+
+/// Whether `bytes` has a `.`, a space, a `~` or a `$`, which every spelling of
+/// [`windows_spelling`] needs: most paths have none, and a branch-free scan (vectorised) says so
+/// at a fraction of the full check's cost.
+pub fn has_windows_byte(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |seen, &b| {
+        seen | matches!(b, b'.' | b' ' | b'~' | b'$')
+    })
 }
 
 /// The path as Tomcat, Jetty and Spring read it: every `;...` up to the next `/` dropped from

@@ -554,6 +554,13 @@ impl RouteTable {
         index: usize,
     ) -> Result<(), RouteError> {
         let reads = &route.upstream_reads;
+        // Both checks need a `.` (suffixes) or one of the Windows bytes: most paths have none,
+        // and one scan on every request says so.
+        if !(reads.windows_paths || reads.format_suffixes)
+            || !path::has_windows_byte(decoded.as_bytes())
+        {
+            return Ok(());
+        }
         if reads.windows_paths {
             path::windows_spelling(decoded)?;
         }
@@ -561,10 +568,6 @@ impl RouteTable {
             return Ok(());
         }
         let trimmed = decoded.strip_suffix('/').unwrap_or(decoded);
-        // No dot anywhere (most API paths): no extension to drop (a memchr, on every request).
-        if !trimmed.as_bytes().contains(&b'.') {
-            return Ok(());
-        }
         let start = trimmed
             .as_bytes()
             .iter()

@@ -28,6 +28,13 @@ impl HeadHints {
     /// The hints in `headers`; `api_key` names the API-key header.
     pub fn read(headers: &http::HeaderMap, api_key: &http::HeaderName) -> HeadHints {
         let mut hints = HeadHints::default();
+        hints.fill(headers, api_key);
+        hints
+    }
+
+    /// Fills these hints (empty, as a fresh context has them) from `headers`, in place.
+    pub fn fill(&mut self, headers: &http::HeaderMap, api_key: &http::HeaderName) {
+        let hints = self;
         for (name, value) in headers {
             let slot = if *name == http::header::ORIGIN {
                 &mut hints.origin
@@ -46,7 +53,6 @@ impl HeadHints {
                 *slot = Some(value.clone());
             }
         }
-        hints
     }
 }
 
@@ -63,15 +69,15 @@ pub struct RequestId(HeaderValue);
 impl RequestId {
     /// A fresh random id.
     pub fn random() -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n: u64 = rand::random();
         let mut digits = [0u8; 16];
         for (i, d) in digits.iter_mut().enumerate() {
-            let nibble = ((n >> (60 - 4 * i)) & 15) as u8;
-            *d = if nibble < 10 {
-                b'0' + nibble
-            } else {
-                b'a' + nibble - 10
-            };
+            // A nibble indexes the 16 digits: never out of range.
+            *d = HEX
+                .get(((n >> (60 - 4 * i)) & 15) as usize)
+                .copied()
+                .unwrap_or(b'0');
         }
         // Hex digits are always a valid header value.
         let mut value =

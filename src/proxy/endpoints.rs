@@ -67,7 +67,7 @@ impl Gateway {
         } else {
             self.proxy.https
         };
-        ctx.hints = super::ctx::HeadHints::read(&req.headers, &self.services.api_key_header);
+        ctx.hints.fill(&req.headers, &self.services.api_key_header);
         // CORS: only the registered origins of some client.
         if let Some(o) = super::ctx::bytes(&ctx.hints.origin)
             .and_then(|o| std::str::from_utf8(o).ok())

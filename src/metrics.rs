@@ -71,6 +71,10 @@ pub struct Metrics {
     pub session_store_latency: HistogramVec,
     /// Failed calls to the session store (Redis), by operation.
     pub session_store_errors: IntCounterVec,
+    /// Upgraded connections (WebSockets) the gateway closed, by reason: `expired` (the
+    /// credential, on a `websocket_close_at_expiry` route), `session_ended`,
+    /// `session_replaced`, `session_store_unavailable`.
+    pub sockets_closed: IntCounterVec,
 }
 
 /// The outcomes nearly every request ends in, whose metric handles [`RequestCounters`] keeps.
@@ -393,6 +397,14 @@ impl Metrics {
             &["operation"],
         )
         .expect("metric definition is valid");
+        let sockets_closed = IntCounterVec::new(
+            Opts::new(
+                "authgate_sockets_closed_total",
+                "Upgraded connections (WebSockets) closed by the gateway, by reason: expired, session_ended, session_replaced, session_store_unavailable",
+            ),
+            &["reason"],
+        )
+        .expect("metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -421,6 +433,7 @@ impl Metrics {
             Box::new(github_revalidations.clone()),
             Box::new(session_store_latency.clone()),
             Box::new(session_store_errors.clone()),
+            Box::new(sockets_closed.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -453,6 +466,7 @@ impl Metrics {
             github_revalidations,
             session_store_latency,
             session_store_errors,
+            sockets_closed,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use crate::authz::permissions::PermissionNames;
 use crate::identity::credentials::Caller;
+use crate::identity::session::SessionId;
 use http::HeaderValue;
 use std::sync::Arc;
 use std::time::Instant;
@@ -122,6 +123,12 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// An upgraded connection on a `websocket_close_at_expiry` route: when it must end.
     pub socket_deadline: Option<super::expiry::Deadline>,
+    /// The id of the browser session that authorised the request (with a session caller): an
+    /// upgraded socket watches the session by it ([`super::socket_watch`]).
+    pub session_id: Option<SessionId>,
+    /// An upgraded connection a browser session authorised: set once this instance ended the
+    /// session ([`super::socket_watch`]).
+    pub socket_session: Option<crate::identity::watch::EndedHere>,
 }
 
 impl RequestCtx {
@@ -155,6 +162,8 @@ impl RequestCtx {
             lease: None,
             upstream_started: None,
             socket_deadline: None,
+            session_id: None,
+            socket_session: None,
         }
     }
 
@@ -164,6 +173,7 @@ impl RequestCtx {
         self.client = None;
         self.namespace = None;
         self.caller = None;
+        self.session_id = None;
         self.granted = None;
         self.required = None;
         self.credential = "-";

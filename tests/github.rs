@@ -908,6 +908,60 @@ async fn sessions_are_revalidated_against_github() {
     assert_dashboard_metrics_exported(&w.gw, &DASHBOARD_GITHUB_ONLY).await;
 }
 
+/// A WebSocket of a GitHub session is closed at once when the session ends at a re-validation
+/// (here at the browser's next request, after the user left the allowed org).
+#[tokio::test]
+async fn a_websocket_is_closed_when_its_github_session_fails_revalidation() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let w = World::start().await;
+    let hubot = w.browser();
+    let r = github_login(&w, &hubot, &format!("{}/app/", w.portfolio), "hubot").await;
+    let cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("authgate="))
+        .expect("no session cookie");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let mut req = format!("{}/app/socket", w.portfolio.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", w.portfolio.parse().unwrap());
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut socket, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("the upgrade hung")
+    .expect("the upgrade was refused");
+    socket.send(Message::Text("describe".into())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Message::Text(t))) => assert!(t.contains("9919"), "{t}"),
+        other => panic!("expected the upgrade's description, got {other:?}"),
+    }
+
+    w.gh.remove_from_org("hubot", "acme");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        api(&hubot, &format!("{}/app/x", w.portfolio))
+            .await
+            .status(),
+        401,
+        "the re-validation did not end the session"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(2), socket.next())
+        .await
+        .expect("the socket outlived its GitHub session");
+    assert!(
+        !matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "a message instead of the end: {ended:?}"
+    );
+}
+
 #[tokio::test]
 async fn githubs_failures_are_clear_pages() {
     let w = World::start().await;

@@ -73,7 +73,8 @@ pub struct Metrics {
     pub session_store_errors: IntCounterVec,
     /// Upgraded connections (WebSockets) the gateway closed, by reason: `expired` (the
     /// credential, on a `websocket_close_at_expiry` route), `session_ended`,
-    /// `session_replaced`, `session_store_unavailable`.
+    /// `session_replaced`, `session_store_unavailable`, `provider_unavailable` (GitHub could
+    /// not re-validate the session).
     pub sockets_closed: IntCounterVec,
 }
 
@@ -400,7 +401,7 @@ impl Metrics {
         let sockets_closed = IntCounterVec::new(
             Opts::new(
                 "authgate_sockets_closed_total",
-                "Upgraded connections (WebSockets) closed by the gateway, by reason: expired, session_ended, session_replaced, session_store_unavailable",
+                "Upgraded connections (WebSockets) closed by the gateway, by reason: expired, session_ended, session_replaced, session_store_unavailable, provider_unavailable",
             ),
             &["reason"],
         )

@@ -263,11 +263,12 @@ impl Browser {
 
     /// Watches session `id` (as `seen` when it authorised an upgraded socket) for that socket:
     /// the future completes once the session ended, within `session.socket_recheck`, at once
-    /// when this instance ended it (see [`crate::identity::watch`]).
+    /// when this instance ended it, or when `recheck` says (see [`crate::identity::watch`]).
     pub fn watch(
         &self,
         id: SessionId,
         seen: Arc<SessionData>,
+        recheck: Option<watch::Recheck>,
     ) -> (
         impl std::future::Future<Output = SessionEnd> + Send + 'static,
         EndedHere,
@@ -278,7 +279,29 @@ impl Browser {
             id,
             seen,
             self.settings.socket_recheck,
+            recheck,
         )
+    }
+
+    /// For the watch of a socket that GitHub session `id` (`data` as just read) authorised at
+    /// `client`: the session re-validated against GitHub once `revalidate_interval` has passed,
+    /// as a request would do it (one call however many sockets and requests ask). `Some`: the
+    /// socket must end (the session ended, or GitHub could not confirm it: fail closed).
+    /// Nothing for other sessions.
+    pub async fn revalidate_for_socket(
+        &self,
+        id: &SessionId,
+        data: Arc<SessionData>,
+        client: &ClientApp,
+        providers: &SignInProviders,
+    ) -> Option<SessionEnd> {
+        data.via.github.as_ref()?;
+        match self.github_session(id, data, client, providers).await {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(SessionEnd::Ended),
+            Err(Refusal::StoreUnavailable) => Some(SessionEnd::StoreUnavailable),
+            Err(_) => Some(SessionEnd::ProviderUnavailable),
+        }
     }
 
     /// Ends session `id` and wakes the sockets it authorised at this instance.

@@ -1,12 +1,13 @@
 //! Open sockets watching the browser sessions that authorised them: each re-reads its session
-//! from the store every `session.socket_recheck`, and at once when this instance ends that
-//! session (a logout, a back-channel logout, a failed GitHub re-validation), and ends when the
-//! session has.
+//! from the store every `session.socket_recheck` (and has a GitHub session re-validated when
+//! due), is told at once when this instance ends that session (a logout, a back-channel logout,
+//! a failed re-validation or refresh), and ends when the session has.
 
 use super::session::{Ended, SessionData, SessionId, SessionStore};
 use crate::config::model::IDP_PROVIDER;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -25,22 +26,28 @@ pub enum SessionEnd {
     /// The store did not answer: fail closed.
     #[error("the session store is unavailable")]
     StoreUnavailable,
+    /// The session's provider (GitHub) could not confirm it at its re-validation: fail closed.
+    #[error("the session's provider could not confirm it")]
+    ProviderUnavailable,
 }
 
 impl SessionEnd {
     /// Every reason.
-    pub const ALL: [SessionEnd; 3] = [
+    pub const ALL: [SessionEnd; 4] = [
         SessionEnd::Ended,
         SessionEnd::Replaced,
         SessionEnd::StoreUnavailable,
+        SessionEnd::ProviderUnavailable,
     ];
 
-    /// The metric label: `session_ended`, `session_replaced`, `session_store_unavailable`.
+    /// The metric label: `session_ended`, `session_replaced`, `session_store_unavailable`,
+    /// `provider_unavailable`.
     pub fn as_label(&self) -> &'static str {
         match self {
             SessionEnd::Ended => "session_ended",
             SessionEnd::Replaced => "session_replaced",
             SessionEnd::StoreUnavailable => "session_store_unavailable",
+            SessionEnd::ProviderUnavailable => "provider_unavailable",
         }
     }
 }
@@ -212,18 +219,25 @@ fn same_session(now: &SessionData, seen: &SessionData) -> bool {
         && now.expires_at > super::now_secs()
 }
 
+/// What a watch asks after each read that found the session live: `Some` ends the socket (a
+/// GitHub session re-validated when due, as a request would).
+pub type Recheck = Box<
+    dyn FnMut(Arc<SessionData>) -> Pin<Box<dyn Future<Output = Option<SessionEnd>> + Send>> + Send,
+>;
+
 /// Watches session `id` (as `seen` when its socket opened) for a socket: the future completes
-/// once the session ended, was replaced, or the store could not say (fail closed). It reads the
-/// session at once (a logout between the socket's authorisation and this call is not missed),
-/// then every `every`; it ends at once when this instance ends the session (then
-/// [`EndedHere::is_set`] too). Registered in `watchers` from this call until the future is
-/// dropped.
+/// once the session ended, was replaced, or the store could not say (fail closed), or
+/// `recheck` ends it. It reads the session at once (a logout between the socket's
+/// authorisation and this call is not missed), then every `every`; it ends at once when this
+/// instance ends the session (then [`EndedHere::is_set`] too). Registered in `watchers` from
+/// this call until the future is dropped.
 pub fn watch(
     store: Arc<dyn SessionStore>,
     watchers: &Arc<Watchers>,
     id: SessionId,
     seen: Arc<SessionData>,
     every: Duration,
+    mut recheck: Option<Recheck>,
 ) -> (impl Future<Output = SessionEnd> + Send + 'static, EndedHere) {
     // Moved into the future: registered as long as the future lives.
     let registration = watchers.register(&id, &seen);
@@ -238,7 +252,13 @@ pub fn watch(
                 Err(_) => return SessionEnd::StoreUnavailable,
                 Ok(None) => return SessionEnd::Ended,
                 Ok(Some(now)) if !same_session(&now, &seen) => return SessionEnd::Replaced,
-                Ok(Some(_)) => {}
+                Ok(Some(now)) => {
+                    if let Some(recheck) = recheck.as_mut() {
+                        if let Some(end) = recheck(now).await {
+                            return end;
+                        }
+                    }
+                }
             }
             match signal {
                 Some(signal) => {
@@ -276,7 +296,14 @@ mod tests {
         seen: &Arc<SessionData>,
         every: Duration,
     ) -> (JoinHandle<SessionEnd>, EndedHere) {
-        let (watch, ended_here) = watch(store.clone(), watchers, id.clone(), seen.clone(), every);
+        let (watch, ended_here) = watch(
+            store.clone(),
+            watchers,
+            id.clone(),
+            seen.clone(),
+            every,
+            None,
+        );
         (tokio::spawn(watch), ended_here)
     }
 
@@ -392,5 +419,39 @@ mod tests {
         for (w, _) in watches {
             w.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_recheck_is_asked_after_each_live_read_and_can_end_the_socket() {
+        let (store, watchers) = (store(), Arc::new(Watchers::new()));
+        let id = SessionId::generate();
+        let seen = Arc::new(data(60));
+        store.put(&id, seen.clone()).await.unwrap();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = asked.clone();
+        let recheck: Recheck = Box::new(move |now| {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(now.subject, "s", "asked with the session as read");
+            Box::pin(async move { (n == 2).then_some(SessionEnd::ProviderUnavailable) })
+        });
+        let (watch, ended_here) = watch(
+            store,
+            &watchers,
+            id,
+            seen,
+            Duration::from_millis(20),
+            Some(recheck),
+        );
+        let end = tokio::time::timeout(Duration::from_secs(2), watch)
+            .await
+            .expect("the recheck's end was not taken");
+        assert_eq!(end, SessionEnd::ProviderUnavailable);
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            3,
+            "at once, then at each recheck"
+        );
+        assert!(!ended_here.is_set());
+        assert_eq!(watchers.len(), 0);
     }
 }

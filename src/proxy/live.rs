@@ -127,7 +127,7 @@ impl ProxyHttp for LiveGateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Option<socket_watch::Close> {
-        socket_watch::close_when_session_ends(&self.of(ctx), ctx)
+        socket_watch::close_when_session_ends(self.of(ctx), ctx)
     }
 
     /// Client-to-upstream chunks: an upgraded connection ends once this instance ended its

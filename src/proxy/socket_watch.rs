@@ -5,7 +5,8 @@
 //! On the `101`, Pingora asks [`LiveGateway`](super::live::LiveGateway) for the tunnel's end
 //! (`ProxyHttp::upgraded_close`, a hook of the vendored `pingora-proxy`): for a session caller,
 //! the session's watch ([`crate::identity::watch`]), which re-reads the session every
-//! `session.socket_recheck` and at once when this instance ends it. Pingora polls it beside the
+//! `session.socket_recheck` (re-validating a GitHub session when due) and ends at once when
+//! this instance ends it. Pingora polls it beside the
 //! relay; when it completes, the tunnel ends with its error, both sides closed (no WebSocket
 //! close frame: the gateway cannot know where the upstream's frames begin). Bearer and API-key
 //! sockets are not watched (their route's `websocket_close_at_expiry` still applies).
@@ -13,10 +14,12 @@
 use super::ctx::RequestCtx;
 use super::Gateway;
 use crate::identity::credentials::{Caller, Credential};
-use crate::identity::watch::SessionEnd;
+use crate::identity::session::SessionId;
+use crate::identity::watch::{Recheck, SessionEnd};
 use pingora::prelude::*;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// What ends an upgraded connection: completes with the error the tunnel ends with.
 pub type Close = Pin<Box<dyn Future<Output = Box<Error>> + Send + 'static>>;
@@ -31,9 +34,10 @@ fn closing(end: SessionEnd) -> Box<Error> {
 }
 
 /// On the `101`: the end of an upgraded connection that a browser session authorised, when
-/// the session ends; the chunks it relays are checked by [`check`] from now on. `None` for
-/// any other caller, or none.
-pub fn close_when_session_ends(gateway: &Gateway, ctx: &mut RequestCtx) -> Option<Close> {
+/// the session ends (a GitHub session's socket also re-validates it when due, with the config
+/// the request was decided by); the chunks it relays are checked by [`check`] from now on.
+/// `None` for any other caller, or none.
+pub fn close_when_session_ends(gateway: Arc<Gateway>, ctx: &mut RequestCtx) -> Option<Close> {
     let Some(Caller {
         credential: Credential::Session(seen),
         ..
@@ -42,9 +46,31 @@ pub fn close_when_session_ends(gateway: &Gateway, ctx: &mut RequestCtx) -> Optio
         return None;
     };
     let id = ctx.session_id.clone()?;
-    let (watch, ended_here) = gateway.services.browser.watch(id, seen.clone());
+    let recheck = match (&seen.via.github, ctx.client) {
+        (Some(_), Some(client)) => Some(github_recheck(gateway.clone(), id.clone(), client)),
+        _ => None,
+    };
+    let (watch, ended_here) = gateway.services.browser.watch(id, seen.clone(), recheck);
     ctx.socket_session = Some(ended_here);
     Some(Box::pin(async move { closing(watch.await) }))
+}
+
+/// A GitHub session's re-validation when due, for its socket's watch, at client `client` of
+/// `gateway` (its config: providers and allow rules).
+fn github_recheck(gateway: Arc<Gateway>, id: SessionId, client: usize) -> Recheck {
+    Box::new(move |now| {
+        let (gateway, id) = (gateway.clone(), id.clone());
+        Box::pin(async move {
+            let Some(app) = gateway.clients.all().get(client) else {
+                return Some(SessionEnd::Ended);
+            };
+            gateway
+                .services
+                .browser
+                .revalidate_for_socket(&id, now, app, &gateway.providers)
+                .await
+        })
+    })
 }
 
 /// For every chunk relayed over a watched connection: an error once this instance ended its

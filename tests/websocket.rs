@@ -605,6 +605,10 @@ async fn a_socket_is_closed_at_once_when_its_browser_logs_out_at_this_instance()
         !log.contains(alice.trim_start_matches("authgate=")),
         "the session id was logged"
     );
+    assert!(
+        !log.contains("Fail to proxy"),
+        "a socket closed on purpose logged as a failure:\n{log}"
+    );
 }
 
 #[tokio::test]

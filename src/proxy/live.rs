@@ -165,6 +165,12 @@ impl ProxyHttp for LiveGateway {
         self.of(ctx).fail_to_proxy(session, e, ctx).await
     }
 
+    /// No error line for a socket the gateway closed on purpose (its credential expired, its
+    /// session is over): `fail_to_proxy` logged it at info.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &Error) -> bool {
+        matches!(ctx.outcome, "socket_expired" | "socket_session_ended")
+    }
+
     /// Counted once, by the pinned gateway's route and client names.
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         self.of(ctx).logging(ctx)

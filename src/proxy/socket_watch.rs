@@ -6,10 +6,12 @@
 //! (`ProxyHttp::upgraded_close`, a hook of the vendored `pingora-proxy`): for a session caller,
 //! the session's watch ([`crate::identity::watch`]), which re-reads the session every
 //! `session.socket_recheck` (re-validating a GitHub session when due) and ends at once when
-//! this instance ends it. Pingora polls it beside the
-//! relay; when it completes, the tunnel ends with its error, both sides closed (no WebSocket
-//! close frame: the gateway cannot know where the upstream's frames begin). Bearer and API-key
-//! sockets are not watched (their route's `websocket_close_at_expiry` still applies).
+//! this instance ends it. Pingora polls it beside the relay; when it completes, the tunnel ends
+//! with its error, both sides closed (no WebSocket close frame: the gateway cannot know where
+//! the upstream's frames begin). Once this instance ended the session, every chunk relayed
+//! either way is refused too ([`check`]), so nothing passes while the watch waits for its turn.
+//! Bearer and API-key sockets are not watched (their route's `websocket_close_at_expiry` still
+//! applies).
 
 use super::ctx::RequestCtx;
 use super::Gateway;

@@ -71,6 +71,11 @@ pub struct Metrics {
     pub session_store_latency: HistogramVec,
     /// Failed calls to the session store (Redis), by operation.
     pub session_store_errors: IntCounterVec,
+    /// Upgraded connections (WebSockets) the gateway closed, by reason: `expired` (the
+    /// credential, on a `websocket_close_at_expiry` route), `session_ended`,
+    /// `session_replaced`, `session_store_unavailable`, `provider_unavailable` (GitHub could
+    /// not re-validate the session).
+    pub sockets_closed: IntCounterVec,
 }
 
 /// The outcomes nearly every request ends in, whose metric handles [`RequestCounters`] keeps.
@@ -393,6 +398,14 @@ impl Metrics {
             &["operation"],
         )
         .expect("metric definition is valid");
+        let sockets_closed = IntCounterVec::new(
+            Opts::new(
+                "authgate_sockets_closed_total",
+                "Upgraded connections (WebSockets) closed by the gateway, by reason: expired, session_ended, session_replaced, session_store_unavailable, provider_unavailable",
+            ),
+            &["reason"],
+        )
+        .expect("metric definition is valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -421,6 +434,7 @@ impl Metrics {
             Box::new(github_revalidations.clone()),
             Box::new(session_store_latency.clone()),
             Box::new(session_store_errors.clone()),
+            Box::new(sockets_closed.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -453,6 +467,7 @@ impl Metrics {
             github_revalidations,
             session_store_latency,
             session_store_errors,
+            sockets_closed,
         }
     }
 

@@ -131,6 +131,7 @@ display_name = "Example SSO"
 
 [session]
 allow_insecure_http = true
+socket_recheck = "1s"
 
 [[providers]]
 name = "github"
@@ -906,6 +907,143 @@ async fn sessions_are_revalidated_against_github() {
     assert_eq!(count("ended"), 2.0, "{metrics}");
     assert_eq!(count("unavailable"), 2.0, "{metrics}");
     assert_dashboard_metrics_exported(&w.gw, &DASHBOARD_GITHUB_ONLY).await;
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Signs `login` in at the portfolio through GitHub and opens a WebSocket at `/app/socket` with
+/// the session, from the portfolio's own page; checks the upstream got the user's id.
+async fn github_socket(w: &World, login: &str, id: u64) -> (reqwest::Client, Socket) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let b = w.browser();
+    let r = github_login(w, &b, &format!("{}/app/", w.portfolio), login).await;
+    let cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("authgate="))
+        .expect("no session cookie");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let mut req = format!("{}/app/socket", w.portfolio.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", w.portfolio.parse().unwrap());
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut socket, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("the upgrade hung")
+    .expect("the upgrade was refused");
+    socket.send(Message::Text("describe".into())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Message::Text(t))) => assert!(t.contains(&format!("github:{id}")), "{t}"),
+        other => panic!("expected the upgrade's description, got {other:?}"),
+    }
+    (b, socket)
+}
+
+/// Whether `socket` ends (no message first) within `within`.
+async fn socket_ends_within(socket: &mut Socket, within: Duration) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    match tokio::time::timeout(within, socket.next()).await {
+        Err(_) => false,
+        Ok(m) => {
+            assert!(
+                !matches!(m, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+                "a message instead of the end: {m:?}"
+            );
+            true
+        }
+    }
+}
+
+/// A WebSocket of a GitHub session is closed at once when the session ends at a re-validation
+/// after the user left the allowed org (the browser's next request's, or the socket's own,
+/// whichever comes first).
+#[tokio::test]
+async fn a_websocket_is_closed_when_its_github_session_fails_revalidation() {
+    let w = World::start().await;
+    let (hubot, mut socket) = github_socket(&w, "hubot", 9919).await;
+    w.gh.remove_from_org("hubot", "acme");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        api(&hubot, &format!("{}/app/x", w.portfolio))
+            .await
+            .status(),
+        401,
+        "the re-validation did not end the session"
+    );
+    assert!(
+        socket_ends_within(&mut socket, Duration::from_secs(2)).await,
+        "the socket outlived its GitHub session"
+    );
+}
+
+/// A socket alone keeps its GitHub session re-validated (every `revalidate_interval`, 1 s here,
+/// seen at the socket's recheck, 1 s): a user who left the allowed org loses the socket with no
+/// request of theirs; a user still admitted keeps theirs.
+#[tokio::test]
+async fn a_websocket_alone_has_its_github_session_revalidated() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let w = World::start().await;
+    let (_hubot, mut leaving) = github_socket(&w, "hubot", 9919).await;
+    let (_octocat, mut staying) = github_socket(&w, "octocat", 583231).await;
+    let calls = w.gh.api_requests();
+    w.gh.remove_from_org("hubot", "acme");
+    assert!(
+        socket_ends_within(&mut leaving, Duration::from_secs(5)).await,
+        "the socket outlived a user the allow rules no longer admit"
+    );
+    assert!(w.gh.api_requests() > calls, "GitHub was not asked again");
+    // Re-validated meanwhile too, and still admitted: open and working.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    staying
+        .send(Message::Text("still here".into()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), staying.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "still here"),
+        other => panic!("the admitted user's socket ended: {other:?}"),
+    }
+    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgate_sockets_closed_total{reason=\"session_ended\"} 1"),
+        "{metrics}"
+    );
+
+    // GitHub failing at the re-validation: the socket cannot be vouched for (fail closed).
+    w.gh.set_api_status(Some(502));
+    assert!(
+        socket_ends_within(&mut staying, Duration::from_secs(5)).await,
+        "the socket outlived a re-validation GitHub could not answer"
+    );
+    w.gh.set_api_status(None);
+    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgate_sockets_closed_total{reason=\"provider_unavailable\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -6,12 +6,14 @@
 mod common;
 
 use common::browser::*;
+use common::tunnel::{closed_within, echo, open_tunnel, Recorder};
 use common::*;
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;
 use devidp::redis::RedisServer;
 use reqwest::header::ACCEPT;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The encryption key both instances share (base64 of 32 bytes).
@@ -38,6 +40,15 @@ impl Pair {
 
     /// [`Pair::start`] with `session_extra` added to both instances' `[session]`.
     async fn start_with(what: &str, session_extra: &str) -> Option<Pair> {
+        Pair::start_before(what, session_extra, None).await
+    }
+
+    /// [`Pair::start_with`] in front of `upstream` (the echo server when `None`).
+    async fn start_before(
+        what: &str,
+        session_extra: &str,
+        upstream: Option<SocketAddr>,
+    ) -> Option<Pair> {
         let redis = RedisServer::start_or_skip(what)?;
         let (idp, echo) = idp_and_echo().await;
         let ports = [(free_port(), free_port()), (free_port(), free_port())];
@@ -87,7 +98,8 @@ impl Pair {
         };
         let mut gateways = Vec::new();
         for (port, admin) in ports {
-            let text = config(port, admin, &idp, echo.addr(), &setup)
+            let upstream = upstream.unwrap_or(echo.addr());
+            let text = config(port, admin, &idp, upstream, &setup)
                 .replace(
                     &format!("origins = [\"http://localhost:{port}\"]"),
                     &format!("origins = [{}]", origins("localhost")),
@@ -717,4 +729,97 @@ async fn backchannel_logout_at_one_instance_ends_the_session_at_both() {
         "the IdP's back-channel logout ended app-a's session"
     );
     assert_eq!(subject(&carol, &format!("{a2}/app/x")).await, Err(401));
+}
+
+/// A socket held at one instance is closed within `socket_recheck` of its session's logout at
+/// the other (nobody tells it: it reads the session again from Redis), not before; and closed
+/// when Redis stops answering (fail closed).
+#[tokio::test]
+async fn a_socket_at_one_instance_is_closed_within_socket_recheck_of_a_logout_at_the_other() {
+    let upstream = Recorder::start().await;
+    let Some(mut w) = Pair::start_before(
+        "tests/redis.rs",
+        "socket_recheck = \"1s\"",
+        Some(upstream.addr),
+    )
+    .await
+    else {
+        return;
+    };
+    let (a1, a2) = w.a();
+    let open = |session: String| {
+        let (host, port, origin) = (format!("localhost:{}", w.two.port), w.two.port, a2.clone());
+        async move {
+            open_tunnel(
+                &host,
+                port,
+                "/app/socket",
+                &[("origin", &origin), ("cookie", &session)],
+            )
+            .await
+        }
+    };
+    let session = sign_in(&a1, "/app/page", "alice").await;
+    let mut socket = open(session.clone()).await;
+    echo(&mut socket, "hello").await;
+    let (closed, _) = closed_within(&mut socket, Duration::from_millis(2500)).await;
+    assert!(!closed, "closed while its session lives");
+
+    let r = client()
+        .get(format!("{a1}/_authgate/logout"))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "the logout was refused");
+    let started = std::time::Instant::now();
+    let (closed, echoed) = closed_within(&mut socket, Duration::from_secs(5)).await;
+    assert!(
+        closed,
+        "the socket at instance two outlived the logout at one"
+    );
+    assert!(echoed.is_empty(), "{echoed:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "closed {:?} after the logout, with socket_recheck = 1s",
+        started.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            upstream.tunnel(0).ended
+        })
+        .await,
+        "the upstream's side of the tunnel was not ended"
+    );
+    assert_eq!(
+        metric(
+            &w.two,
+            "authgate_sockets_closed_total{reason=\"session_ended\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+
+    // Redis stops answering: the socket cannot be vouched for, and is closed.
+    let session = sign_in(&a1, "/app/page", "bob").await;
+    let mut socket = open(session).await;
+    echo(&mut socket, "hello").await;
+    w.redis.stop();
+    let started = std::time::Instant::now();
+    let (closed, _) = closed_within(&mut socket, Duration::from_secs(5)).await;
+    assert!(closed, "the socket outlived the session store");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        metric(
+            &w.two,
+            "authgate_sockets_closed_total{reason=\"session_store_unavailable\"}"
+        )
+        .await,
+        Some(1.0)
+    );
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::tunnel::{closed_within, echo, open_tunnel, read_head, Recorder};
 use common::*;
 use devidp::idp::DevIdp;
 use futures_util::{SinkExt, StreamExt};
@@ -139,7 +140,7 @@ async fn a_websocket_after_sign_in_carries_the_session_identity() {
         clients: Clients::SignIn,
         ..Setup::default()
     };
-    let gw = sign_in_gateway(&idp, &echo, &setup).await;
+    let gw = sign_in_gateway(&idp, echo.addr(), &setup).await;
     let origin = format!("http://127.0.0.1:{}", gw.port);
     let ws = origin.replace("http://", "ws://");
 
@@ -238,22 +239,6 @@ async fn eager_upgrader() -> SocketAddr {
         }
     });
     addr
-}
-
-/// Reads an HTTP header section: it and the bytes read past it (`None` when the peer closed first).
-async fn read_head(stream: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = head.split_off(end + 4);
-            return Some((head, rest));
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 #[tokio::test]
@@ -437,7 +422,7 @@ async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_th
         extra: route.into(),
         ..Setup::default()
     };
-    let gw = sign_in_gateway(&idp, &echo, &setup).await;
+    let gw = sign_in_gateway(&idp, echo.addr(), &setup).await;
     let origin = format!("http://127.0.0.1:{}", gw.port);
     let ws = origin.replace("http://", "ws://");
 
@@ -477,9 +462,9 @@ async fn a_socket_opened_with_a_session_is_closed_when_the_session_ends_where_th
     );
 }
 
-/// A gateway for `setup` (a [`Clients::SignIn`] one) whose client `client-b` is registered at
-/// the IdP with the gateway's callback on `127.0.0.1`, ready.
-async fn sign_in_gateway(idp: &DevIdp, echo: &devidp::echo::EchoServer, setup: &Setup) -> Gateway {
+/// A gateway for `setup` (a [`Clients::SignIn`] one) in front of `upstream`, whose client
+/// `client-b` is registered at the IdP with the gateway's callback on `127.0.0.1`, ready.
+async fn sign_in_gateway(idp: &DevIdp, upstream: SocketAddr, setup: &Setup) -> Gateway {
     start_gateway(
         |port, admin| {
             idp.register_client(
@@ -487,9 +472,187 @@ async fn sign_in_gateway(idp: &DevIdp, echo: &devidp::echo::EchoServer, setup: &
                 Some("secret-b"),
                 &[&format!("http://127.0.0.1:{port}/_authgate/callback")],
             );
-            config(port, admin, idp, echo.addr(), setup)
+            config(port, admin, idp, upstream, setup)
         },
         true,
     )
     .await
+}
+
+/// A sign-in gateway (app-b on `http://127.0.0.1:{port}`, sessions in memory) in front of a
+/// [`Recorder`], with `session` added to its `[session]`.
+struct Sockets {
+    idp: DevIdp,
+    upstream: Recorder,
+    gw: Gateway,
+    origin: String,
+}
+
+impl Sockets {
+    async fn start(session: &str) -> Sockets {
+        let idp = DevIdp::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        idp.set_audience(AUDIENCE);
+        let upstream = Recorder::start().await;
+        let gw = sign_in_gateway(&idp, upstream.addr, &Setup::sign_in().session(session)).await;
+        let origin = format!("http://127.0.0.1:{}", gw.port);
+        Sockets {
+            idp,
+            upstream,
+            gw,
+            origin,
+        }
+    }
+
+    /// A tunnel to `/app/socket` with this session cookie, from app-b's own page.
+    async fn open(&self, session: &str) -> tokio::net::TcpStream {
+        open_tunnel(
+            &format!("127.0.0.1:{}", self.gw.port),
+            self.gw.port,
+            "/app/socket",
+            &[("origin", &self.origin), ("cookie", session)],
+        )
+        .await
+    }
+
+    /// The value of the metric line starting with `series`, 0 when absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = client()
+            .get(format!("{}/metrics", self.gw.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// After the session behind tunnel `index` (the client's side: `socket`) ended at this
+    /// instance: the client's side is closed at once, the upstream's side ends too, and what
+    /// the client sends after the end never reaches the upstream.
+    async fn assert_closed_at_once(&self, socket: &mut tokio::net::TcpStream, index: usize) {
+        let late = b"sent after the session ended";
+        // The tunnel may be gone already: then this write fails, which is as good.
+        let _ = socket.write_all(late).await;
+        let started = std::time::Instant::now();
+        let (closed, echoed) = closed_within(socket, Duration::from_secs(3)).await;
+        assert!(closed, "the socket outlived its session");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "closed only after {:?}",
+            started.elapsed()
+        );
+        assert!(echoed.is_empty(), "relayed after the end: {echoed:?}");
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                self.upstream.tunnel(index).ended
+            })
+            .await,
+            "the upstream's side of the tunnel was not ended"
+        );
+        let received = self.upstream.tunnel(index).received;
+        assert!(
+            !received.windows(late.len()).any(|w| w == late),
+            "a message sent after the session ended reached the upstream: {}",
+            String::from_utf8_lossy(&received)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_socket_is_closed_at_once_when_its_browser_logs_out_at_this_instance() {
+    // The default recheck (15s): only the logout itself can close the socket this soon.
+    let w = Sockets::start("").await;
+    let (alice, bob) = (
+        sign_in(&w.origin, "/app/page", "alice").await,
+        sign_in(&w.origin, "/app/page", "bob").await,
+    );
+    let mut socket = w.open(&alice).await;
+    echo(&mut socket, "hello").await;
+    let mut other = w.open(&bob).await;
+    echo(&mut other, "hello").await;
+    let head = w.upstream.tunnel(0).head.to_ascii_lowercase();
+    assert!(head.contains("x-auth-subject: user_alice"), "{head}");
+
+    let r = client()
+        .get(format!("{}/_authgate/logout", w.origin))
+        .header("cookie", &alice)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "the logout was refused");
+    w.assert_closed_at_once(&mut socket, 0).await;
+
+    // Another user's socket stays open and keeps working.
+    echo(&mut other, "still here").await;
+    assert!(!w.upstream.tunnel(1).ended);
+    assert_eq!(
+        w.metric("authgate_sockets_closed_total{reason=\"session_ended\"}")
+            .await,
+        1.0
+    );
+    let log = w.gw.log.lock().unwrap().clone();
+    assert!(
+        log.contains("upgraded connection closed: the session that authorised it is over"),
+        "no log line for the closed socket:\n{log}"
+    );
+    assert!(
+        !log.contains(alice.trim_start_matches("authgate=")),
+        "the session id was logged"
+    );
+    assert!(
+        !log.contains("Fail to proxy"),
+        "a socket closed on purpose logged as a failure:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_is_closed_at_once_by_a_back_channel_logout_of_its_session() {
+    let w = Sockets::start("").await;
+    let (alice, bob) = (
+        sign_in(&w.origin, "/app/page", "alice").await,
+        sign_in(&w.origin, "/app/page", "bob").await,
+    );
+    let mut socket = w.open(&alice).await;
+    echo(&mut socket, "hello").await;
+    let mut other = w.open(&bob).await;
+    echo(&mut other, "hello").await;
+
+    let token = w.idp.logout_token("client-b", json!({"sub": "user_alice"}));
+    let r = client()
+        .post(format!("{}/_authgate/backchannel-logout/app-b", w.origin))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the back-channel logout was refused");
+    w.assert_closed_at_once(&mut socket, 0).await;
+    echo(&mut other, "still here").await;
+    assert!(!w.upstream.tunnel(1).ended);
+}
+
+#[tokio::test]
+async fn a_socket_whose_session_lives_stays_open_across_its_rechecks() {
+    let w = Sockets::start("socket_recheck = \"1s\"").await;
+    let alice = sign_in(&w.origin, "/app/page", "alice").await;
+    let mut socket = w.open(&alice).await;
+    echo(&mut socket, "hello").await;
+    // Quiet through three rechecks, then busy through two more.
+    let (closed, _) = closed_within(&mut socket, Duration::from_millis(3500)).await;
+    assert!(!closed, "a socket with a live session was closed");
+    for i in 0..10 {
+        echo(&mut socket, &format!("tick {i}")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!w.upstream.tunnel(0).ended, "{:#?}", w.upstream.tunnels());
+    assert_eq!(
+        w.metric("authgate_sockets_closed_total").await,
+        0.0,
+        "a socket was closed"
+    );
 }

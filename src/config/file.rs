@@ -306,6 +306,9 @@ pub struct SessionFile {
     pub refresh_before: Option<String>,
     /// How long a started login may take, e.g. `"10m"`.
     pub login_timeout: Option<String>,
+    /// How often an open WebSocket re-reads the session that authorised it, e.g. `"15s"`: a
+    /// socket outlives its session's end at another instance by at most this long.
+    pub socket_recheck: Option<String>,
     /// Most logins one browser may have in flight at once (one cookie each).
     pub max_pending_logins: Option<usize>,
     /// Key sealing the login cookies: 32 random bytes in base64, usually `${AUTHGATE_LOGIN_KEY}`

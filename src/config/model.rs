@@ -184,6 +184,9 @@ pub struct SessionSettings {
     pub refresh_before: Duration,
     /// How long a started login may take.
     pub login_timeout: Duration,
+    /// How often an open WebSocket re-reads the session that authorised it (a socket outlives
+    /// its session's end at another instance by at most this long).
+    pub socket_recheck: Duration,
     /// Most logins one browser may have in flight (one login cookie each).
     pub max_pending_logins: usize,
     /// Key sealing the login cookies (base64 of 32 bytes, validated); `None`: generated at start.

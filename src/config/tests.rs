@@ -181,6 +181,9 @@ fn login_and_logout_settings() {
         ("[proxy]", "[session]\nlogin_key = \"not base64!\"\n[proxy]", "session.login_key: is not base64"),
         ("[proxy]", "[session]\nmax_pending_logins = 50\n[proxy]", "session.max_pending_logins: 50 is too many"),
         ("[proxy]", "[session]\nmax_pending_logins = 0\n[proxy]", "session.max_pending_logins: must be at least 1"),
+        ("[proxy]", "[session]\nsocket_recheck = \"0s\"\n[proxy]", "session.socket_recheck: must be longer than zero"),
+        ("[proxy]", "[session]\nsocket_recheck = \"soon\"\n[proxy]", "session.socket_recheck: \"soon\" is not a duration"),
+        ("[proxy]", "[session]\nsocket_recheck = \"10m\"\n[proxy]", "session.socket_recheck: 10m is too long"),
         (secret, "client_secret = \"x\"\nlogout_url = \"/sign-out\"", "clients[0].logout_url: \"/sign-out\" must be an absolute http(s) URL"),
         (secret, "client_secret = \"x\"\nlogout_url = \"https://auth.example.com/api/auth/sign-out\"\nlogout_method = \"delete\"", "clients[0].logout_method: \"delete\" is not a method"),
         (secret, "client_secret = \"x\"\nlogout_method = \"post\"", "clients[0].logout_method: needs logout_url"),
@@ -218,6 +221,18 @@ fn login_and_logout_settings() {
     );
     assert_eq!(defaults.session.max_pending_logins, 4);
     assert!(defaults.session.login_key.is_none());
+    assert_eq!(
+        defaults.session.socket_recheck,
+        std::time::Duration::from_secs(15)
+    );
+    let recheck = VALID.replacen("[proxy]", "[session]\nsocket_recheck = \"2s\"\n[proxy]", 1);
+    assert_eq!(
+        parse("test.toml", &recheck, &env)
+            .unwrap()
+            .session
+            .socket_recheck,
+        std::time::Duration::from_secs(2)
+    );
 }
 
 #[test]

@@ -1263,6 +1263,12 @@ fn clients(
     out
 }
 
+/// How often an open WebSocket re-reads its session, unless `session.socket_recheck` says.
+const DEFAULT_SOCKET_RECHECK: Duration = Duration::from_secs(15);
+/// The longest `session.socket_recheck`: the bound on how long a socket outlives a logout at
+/// another instance.
+const MAX_SOCKET_RECHECK: Duration = Duration::from_secs(300);
+
 fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
     let at = KeyPath::root("session");
     let cookie_name = f.cookie_name.unwrap_or_else(|| "authgate".to_string());
@@ -1293,6 +1299,21 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
         &at.key("login_timeout"),
         Duration::from_secs(600),
     );
+    let socket_recheck = problems.duration(
+        f.socket_recheck.as_deref(),
+        &at.key("socket_recheck"),
+        DEFAULT_SOCKET_RECHECK,
+    );
+    if socket_recheck > MAX_SOCKET_RECHECK {
+        problems.add(
+            &at.key("socket_recheck"),
+            format!(
+                "{} is too long: an open WebSocket outlives a logout at another instance by up to this long; use at most {}s",
+                humantime::format_duration(socket_recheck),
+                MAX_SOCKET_RECHECK.as_secs()
+            ),
+        );
+    }
     if f.max_sessions == Some(0) {
         problems.add(&at.key("max_sessions"), "must be at least 1");
     }
@@ -1352,6 +1373,7 @@ fn session(f: SessionFile, problems: &mut Problems) -> SessionSettings {
         allow_insecure_http: f.allow_insecure_http.unwrap_or(false),
         refresh_before,
         login_timeout,
+        socket_recheck,
         max_pending_logins: f.max_pending_logins.unwrap_or(4),
         login_key,
     }

@@ -26,9 +26,10 @@ use crate::identity::oidc::{Oidc, OidcError};
 use crate::identity::redis_store::{RedisStore, RedisStoreError};
 use crate::identity::session::{
     cookie_pairs, cookie_value, strip_cookies, CookieSpec, Ended, MemoryStore, RefreshLease,
-    SessionData, SessionId, SessionStore, SignedInVia, Tokens,
+    SessionData, SessionId, SessionStore, SignedInVia, StoreUnavailable, Tokens,
 };
 use crate::identity::verify::{TokenError, Verifier};
+use crate::identity::watch::{self, EndedHere, SessionEnd, Watchers};
 use crate::identity::Principal;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
@@ -139,6 +140,8 @@ pub struct Browser {
     code_exchanges_total: Arc<Gate>,
     /// GitHub names of the config pinned to ids (one table for the process: reloads keep it).
     pins: Arc<Pins>,
+    /// The open sockets watching their sessions, woken when this instance ends one.
+    watchers: Arc<Watchers>,
     metrics: Metrics,
 }
 
@@ -248,6 +251,7 @@ impl Browser {
                 config.session.code_exchanges.total.per_second,
             )),
             pins: Arc::new(Pins::default()),
+            watchers: Arc::new(Watchers::new()),
             metrics,
         })
     }
@@ -255,6 +259,56 @@ impl Browser {
     /// The GitHub names pinned to ids (kept across reloads), for the grants.
     pub fn pins(&self) -> Arc<Pins> {
         self.pins.clone()
+    }
+
+    /// Watches session `id` (as `seen` when it authorised an upgraded socket) for that socket:
+    /// the future completes once the session ended, within `session.socket_recheck`, at once
+    /// when this instance ended it, or when `recheck` says (see [`crate::identity::watch`]).
+    pub fn watch(
+        &self,
+        id: SessionId,
+        seen: Arc<SessionData>,
+        recheck: Option<watch::Recheck>,
+    ) -> (
+        impl std::future::Future<Output = SessionEnd> + Send + 'static,
+        EndedHere,
+    ) {
+        watch::watch(
+            self.sessions.clone(),
+            &self.watchers,
+            id,
+            seen,
+            self.settings.socket_recheck,
+            recheck,
+        )
+    }
+
+    /// For the watch of a socket that GitHub session `id` (`data` as just read) authorised at
+    /// `client`: the session re-validated against GitHub once `revalidate_interval` has passed,
+    /// as a request would do it (one call however many sockets and requests ask). `Some`: the
+    /// socket must end (the session ended, or GitHub could not confirm it: fail closed).
+    /// Nothing for other sessions.
+    pub async fn revalidate_for_socket(
+        &self,
+        id: &SessionId,
+        data: Arc<SessionData>,
+        client: &ClientApp,
+        providers: &SignInProviders,
+    ) -> Option<SessionEnd> {
+        data.via.github.as_ref()?;
+        match self.github_session(id, data, client, providers).await {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(SessionEnd::Ended),
+            Err(Refusal::StoreUnavailable) => Some(SessionEnd::StoreUnavailable),
+            Err(_) => Some(SessionEnd::ProviderUnavailable),
+        }
+    }
+
+    /// Ends session `id` and wakes the sockets it authorised at this instance.
+    async fn end(&self, id: &SessionId) -> Result<(), StoreUnavailable> {
+        let ended = self.sessions.remove(id).await;
+        self.watchers.wake(id);
+        ended
     }
 
     /// The session store (kept across reloads), for `/readyz`.
@@ -328,12 +382,13 @@ impl Browser {
 
     /// The caller behind the request's session cookie, its tokens refreshed when due.
     /// `Ok(None)`: no usable session (a stale cookie is cleared). The caller's credential is the
-    /// session, whose access token live checks present to the IdP.
+    /// session, whose access token live checks present to the IdP; with it the session's id
+    /// (an upgraded socket's watch reads the session again by it).
     pub async fn session_caller(
         &self,
         v: &mut Visit<'_>,
         client_index: usize,
-    ) -> Result<Option<Caller>, Refusal> {
+    ) -> Result<Option<(Caller, SessionId)>, Refusal> {
         let req = v.req;
         let spec = self.cookies(v.https);
         let Some(raw) = self.cookie(req, &spec.session) else {
@@ -347,10 +402,13 @@ impl Browser {
             .live_session(&id, v.client_at(client_index)?, v.providers)
             .await?
         {
-            Some((data, principal)) => Ok(Some(Caller {
-                principal,
-                credential: Credential::Session(data),
-            })),
+            Some((data, principal)) => Ok(Some((
+                Caller {
+                    principal,
+                    credential: Credential::Session(data),
+                },
+                id,
+            ))),
             None => {
                 v.set_cookies.push(spec.clear(&spec.session));
                 Ok(None)
@@ -379,7 +437,7 @@ impl Browser {
         // The client must still sign in with the session's provider (a reload may have removed it).
         if !client.sign_in.iter().any(|s| s.name == data.via.provider()) {
             tracing::info!(client = %client.name, provider = data.via.provider(), "session ended: its client no longer signs in with its provider");
-            self.sessions.remove(id).await?;
+            self.end(id).await?;
             return Ok(None);
         }
         if data.via.github.is_some() {
@@ -393,7 +451,7 @@ impl Browser {
                     None => return Ok(None),
                 },
                 None if data.tokens.access_expires_at <= now => {
-                    self.sessions.remove(id).await?;
+                    self.end(id).await?;
                     return Ok(None);
                 }
                 None => {}
@@ -425,7 +483,7 @@ impl Browser {
             Err(e @ TokenError::KeysUnavailable) => Err(Refusal::IdpUnavailable(Cause::of(e))),
             Err(e) => {
                 tracing::info!(client = %client.name, reason = %e, "session ended: its id_token no longer verifies");
-                self.sessions.remove(id).await?;
+                self.end(id).await?;
                 Ok(None)
             }
         }
@@ -441,7 +499,7 @@ impl Browser {
         providers: &SignInProviders,
     ) -> Result<Option<(Arc<SessionData>, Arc<Principal>)>, Refusal> {
         let Some(gh) = providers.github(data.via.provider()) else {
-            self.sessions.remove(id).await?;
+            self.end(id).await?;
             return Ok(None);
         };
         // A session stored before ids were kept (its user's id 0) matches no rule by id:
@@ -497,7 +555,7 @@ impl Browser {
         {
             Ok(user) if user.id.to_string() != current.subject => {
                 ended("the token now belongs to another user".into());
-                self.sessions.remove(id).await?;
+                self.end(id).await?;
                 Ok(None)
             }
             Ok(user) if !user.admitted_by(&client.allowed, &self.pins) => {
@@ -505,7 +563,7 @@ impl Browser {
                     "{} is no longer allowed to sign in",
                     user.identity.login
                 ));
-                self.sessions.remove(id).await?;
+                self.end(id).await?;
                 Ok(None)
             }
             Ok(user) => {
@@ -532,7 +590,7 @@ impl Browser {
             }
             Err(e) => {
                 ended(e.to_string());
-                self.sessions.remove(id).await?;
+                self.end(id).await?;
                 Ok(None)
             }
         }
@@ -648,6 +706,7 @@ impl Browser {
                 tracing::info!(client = %client.name, subject = %current.subject, reason = %why, "refresh refused: session ended");
                 self.count_refresh("refused");
                 if self.sessions.remove_if(id, current.generation).await? {
+                    self.watchers.wake(id);
                     return Ok(None);
                 }
                 // Another instance refreshed it meanwhile: its tokens stand.
@@ -1000,7 +1059,7 @@ impl Browser {
         let subject = data.subject.clone();
         // A new id for every login; the browser's previous session ends.
         if let Some(old) = self.cookie(req, &spec.session).and_then(SessionId::parse) {
-            self.sessions.remove(&old).await?;
+            self.end(&old).await?;
         }
         let id = SessionId::generate();
         self.sessions.put(&id, Arc::new(data)).await?;
@@ -1198,7 +1257,7 @@ impl Browser {
                 tracing::info!(request_id = %v.request_id, client = %data.client, subject = %data.subject, "signed out");
                 self.metrics.logouts.with_label_values(&["user"]).inc();
             }
-            self.sessions.remove(&id).await?;
+            self.end(&id).await?;
         }
         v.set_cookies.push(spec.clear(&spec.session));
         v.set_cookies
@@ -1317,6 +1376,13 @@ impl Browser {
             }
             (None, None) => 0,
         };
+        match (&logout.sid, &logout.subject) {
+            (Some(sid), _) => self.watchers.wake_matching(&client.name, Ended::Sid(sid)),
+            (None, Some(sub)) => self
+                .watchers
+                .wake_matching(&client.name, Ended::Subject(sub)),
+            (None, None) => {}
+        }
         self.metrics
             .logouts
             .with_label_values(&["backchannel"])

@@ -15,6 +15,7 @@ pub mod redis_store;
 pub mod session;
 pub mod signing;
 pub mod verify;
+pub mod watch;
 
 pub use credentials::{Caller, Credential};
 

@@ -593,6 +593,7 @@ pub(crate) mod tests {
             allow_insecure_http: false,
             refresh_before: Duration::from_secs(30),
             login_timeout: Duration::from_secs(600),
+            socket_recheck: Duration::from_secs(15),
             max_pending_logins: 4,
             login_key: None,
             store: Default::default(),

@@ -2,6 +2,7 @@
 
 use crate::authz::permissions::PermissionNames;
 use crate::identity::credentials::Caller;
+use crate::identity::session::SessionId;
 use http::HeaderValue;
 use std::sync::Arc;
 use std::time::Instant;
@@ -179,6 +180,12 @@ pub struct RequestCtx {
     pub socket_deadline: Option<super::expiry::Deadline>,
     /// The headers several steps read, taken once (`Gateway::observe`).
     pub hints: HeadHints,
+    /// The id of the browser session that authorised the request (with a session caller): an
+    /// upgraded socket watches the session by it ([`super::socket_watch`]).
+    pub session_id: Option<SessionId>,
+    /// An upgraded connection a browser session authorised: set once this instance ended the
+    /// session ([`super::socket_watch`]).
+    pub socket_session: Option<crate::identity::watch::EndedHere>,
 }
 
 impl RequestCtx {
@@ -213,6 +220,8 @@ impl RequestCtx {
             upstream_started: None,
             socket_deadline: None,
             hints: HeadHints::default(),
+            session_id: None,
+            socket_session: None,
         }
     }
 
@@ -222,6 +231,7 @@ impl RequestCtx {
         self.client = None;
         self.namespace = None;
         self.caller = None;
+        self.session_id = None;
         self.granted = None;
         self.required = None;
         self.credential = "-";

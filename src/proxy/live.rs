@@ -3,7 +3,7 @@
 //! so a reload never mixes two configs within one request.
 
 use super::ctx::RequestCtx;
-use super::{expiry, Gateway};
+use super::{expiry, socket_watch, Gateway};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -120,7 +120,18 @@ impl ProxyHttp for LiveGateway {
         gateway.response_filter(resp, ctx)
     }
 
-    /// Client-to-upstream chunks: an armed upgraded connection ends once its credential expired.
+    /// On the `101` (Pingora's hook, vendored): a socket a browser session authorised ends when
+    /// the session does, on every route.
+    fn upgraded_close(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Option<socket_watch::Close> {
+        socket_watch::close_when_session_ends(self.of(ctx), ctx)
+    }
+
+    /// Client-to-upstream chunks: an upgraded connection ends once this instance ended its
+    /// session, or (armed) once its credential expired.
     async fn request_body_filter(
         &self,
         session: &mut Session,
@@ -128,6 +139,7 @@ impl ProxyHttp for LiveGateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        socket_watch::check(ctx)?;
         expiry::check(session, ctx)
     }
 
@@ -139,6 +151,7 @@ impl ProxyHttp for LiveGateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        socket_watch::check(ctx)?;
         expiry::check(session, ctx).map(|()| None)
     }
 
@@ -150,6 +163,12 @@ impl ProxyHttp for LiveGateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         self.of(ctx).fail_to_proxy(session, e, ctx).await
+    }
+
+    /// No error line for a socket the gateway closed on purpose (its credential expired, its
+    /// session is over): `fail_to_proxy` logged it at info.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &Error) -> bool {
+        matches!(ctx.outcome, "socket_expired" | "socket_session_ended")
     }
 
     /// Counted once, by the pinned gateway's route and client names.

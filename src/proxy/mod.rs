@@ -6,6 +6,7 @@ pub mod ctx;
 mod endpoints;
 mod expiry;
 pub mod live;
+mod socket_watch;
 
 use crate::authz::abac::{self, AbacClient, CheckRequest, Outcome};
 use crate::authz::grants::GrantTable;
@@ -543,8 +544,9 @@ impl Gateway {
                     .session_caller(&mut visit, client)
                     .await?
                 {
-                    Some(caller) => {
+                    Some((caller, id)) => {
                         ctx.credential = "session";
+                        ctx.session_id = Some(id);
                         // A cookie rides along on requests from any page of the site: one that
                         // changes state or upgrades must come from the client's own pages.
                         self.cookie_request_allowed(req, client)?;
@@ -1242,7 +1244,25 @@ impl Gateway {
         let began = session.response_written().is_some();
         if ctx.socket_deadline.is_some_and(|d| d.passed()) {
             tracing::info!(request_id = %ctx.request_id, route = self.route_name(ctx), "upgraded connection closed: the credential that authorised it expired");
+            self.services
+                .metrics
+                .sockets_closed
+                .with_label_values(&["expired"])
+                .inc();
             ctx.outcome = "socket_expired";
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Some(end) = socket_watch::session_end(e) {
+            tracing::info!(request_id = %ctx.request_id, route = self.route_name(ctx), client = self.client_name(ctx), reason = %end, "upgraded connection closed: the session that authorised it is over");
+            self.services
+                .metrics
+                .sockets_closed
+                .with_label_values(&[end.as_label()])
+                .inc();
+            ctx.outcome = "socket_session_ended";
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod one_app;
+pub mod tunnel;
 
 use devidp::echo::EchoServer;
 use devidp::idp::DevIdp;

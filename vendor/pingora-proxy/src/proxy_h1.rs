@@ -518,6 +518,10 @@ where
         let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
 
         let mut next_upstream_task: Option<HttpTask> = None;
+        // authgate patch (see vendor/README.md): the application's end of an upgraded
+        // tunnel, asked for once the connection is upgraded.
+        let mut upgraded_close = None;
+        let mut upgraded_close_asked = false;
 
         /* duplex mode without caching
          * Read body from downstream while reading response from upstream
@@ -561,8 +565,21 @@ where
             let support_cache_partial_read =
                 session.cache.support_streaming_partial_write() == Some(true);
             let upgraded = session.was_upgraded();
+            if upgraded && !upgraded_close_asked {
+                upgraded_close_asked = true;
+                upgraded_close = self.inner.upgraded_close(session, ctx);
+            }
+            let upgraded_close_armed = upgraded_close.is_some();
+            let upgraded_close_next: OptionFuture<_> = upgraded_close.as_mut().into();
 
             tokio::select! {
+                // authgate patch: the application ends the upgraded tunnel.
+                e = upgraded_close_next, if upgraded_close_armed => {
+                    if let Some(e) = e {
+                        return Err(e);
+                    }
+                },
+
                 // only try to send to pipe if there is capacity to avoid deadlock
                 // Otherwise deadlock could happen if both upstream and downstream are blocked
                 // on sending to their corresponding pipes which are both full.

@@ -482,6 +482,20 @@ pub trait ProxyHttp {
         Ok(None)
     }
 
+    /// authgate patch (see vendor/README.md): called once when an HTTP/1 connection is
+    /// upgraded (the `101` relayed downstream). A future returned here is polled beside the
+    /// tunnel's relay for as long as the tunnel lasts; when it completes, the tunnel ends with
+    /// its error (both sides closed, as on any relay error). `None` (the default): the tunnel
+    /// lasts until either side ends it.
+    fn upgraded_close(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Box<Error>> + Send + 'static>>>
+    {
+        None
+    }
+
     /// Similar to [Self::response_filter()] but for response trailers.
     /// Note, returning an Ok(Some(Bytes)) will result in the downstream response
     /// trailers being written to the response body.

@@ -5,7 +5,6 @@
 
 use crate::config::model::ClientSettings;
 use crate::origin::Origin;
-use std::collections::HashMap;
 use url::Url;
 
 /// What a request says about where it comes from, in the order it is believed.
@@ -28,7 +27,7 @@ pub type ClientApp = ClientSettings;
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
     clients: Vec<ClientApp>,
-    by_origin: HashMap<String, usize>,
+    by_origin: crate::lookup::ConfigMap<String, usize>,
     default_client: Option<usize>,
 }
 
@@ -56,7 +55,7 @@ pub enum Identified<'a> {
 impl ClientRegistry {
     /// Builds the registry from validated client settings.
     pub fn from_config(clients: &[ClientSettings]) -> Self {
-        let mut by_origin = HashMap::new();
+        let mut by_origin = crate::lookup::ConfigMap::default();
         for (i, c) in clients.iter().enumerate() {
             for o in &c.origins {
                 by_origin.insert(o.as_str().to_string(), i);

@@ -14,7 +14,6 @@ use crate::config::Findings;
 use crate::identity::browser::{self, ProtectedPages};
 use crate::pattern::PathPattern;
 use http::Method;
-use std::collections::HashMap;
 use std::fmt;
 
 /// The result of matching a request.
@@ -96,7 +95,7 @@ impl Claim {
 struct HostTable {
     router: matchit::Router<usize>,
     entries: Vec<Vec<Claim>>,
-    keys: HashMap<String, usize>,
+    keys: crate::lookup::ConfigMap<String, usize>,
 }
 
 impl fmt::Debug for HostTable {
@@ -151,7 +150,7 @@ fn allowed(claims: &[Claim]) -> Vec<Method> {
 /// Every host's table.
 #[derive(Debug, Default)]
 struct Tables {
-    by_host: HashMap<String, HostTable>,
+    by_host: crate::lookup::ConfigMap<String, HostTable>,
     any_host: HostTable,
 }
 

@@ -99,9 +99,10 @@ OUT=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 AUTHGATE=${AUTHGATE_BIN:-$OUT/authgate}
 BARE=${BARE_BIN:-$OUT/examples/bare_proxy}
 if [ "$BUILD" = 1 ] && [ -z "${AUTHGATE_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate) || fail "cargo build --profile $PROFILE failed"
+  # What ships: the build without default features (no `authgate demo`), as the Dockerfile's.
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate --no-default-features) || fail "cargo build --profile $PROFILE failed"
   if [[ " $MODES " == *bare* ]] && [ -z "${BARE_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate --example bare_proxy) || fail "cargo build --example bare_proxy failed"
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate --no-default-features --example bare_proxy) || fail "cargo build --example bare_proxy failed"
   fi
 fi
 [ -x "$AUTHGATE" ] || fail "$AUTHGATE missing"

@@ -86,7 +86,7 @@ for tool in curl openssl python3; do command -v "$tool" >/dev/null || die "$tool
 AUTHGATE=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/authgate
 if [ "$BUILD" = 1 ]; then
   log "cargo build --profile $PROFILE"
-  (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate)
+  (cd "$ROOT" && cargo build --profile "$PROFILE" --locked --quiet -p authgate --no-default-features)
 fi
 [ -x "$AUTHGATE" ] || die "$AUTHGATE missing (run without --no-build)"
 

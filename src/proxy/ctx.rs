@@ -10,8 +10,9 @@ use std::time::Instant;
 /// The request headers that several steps read (client identification, CORS, the credential),
 /// taken in one pass over the head: most requests send few headers and none of the origin
 /// hints, where a lookup each would hash and probe the map five times to find nothing. Each is
-/// the header's first value, as `HeaderMap::get` gives.
-#[derive(Debug, Default)]
+/// the header's first value, as `HeaderMap::get` gives. `Debug` shows the credentials' presence
+/// only, never their values.
+#[derive(Default)]
 pub struct HeadHints {
     /// `Origin`.
     pub origin: Option<HeaderValue>,
@@ -54,6 +55,21 @@ impl HeadHints {
                 *slot = Some(value.clone());
             }
         }
+    }
+}
+
+impl std::fmt::Debug for HeadHints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadHints")
+            .field("origin", &self.origin)
+            .field("client_origin", &self.client_origin)
+            .field("referer", &self.referer)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -283,6 +299,13 @@ mod tests {
         // Another API-key header name: x-api-key is then nothing special.
         let other = HeadHints::read(&h, &http::HeaderName::from_static("x-other"));
         assert_eq!(bytes(&other.api_key), Some(&b"1"[..]));
+        // Debug never shows a credential.
+        let shown = format!("{hints:?}");
+        assert!(
+            !shown.contains("Bearer one") && !shown.contains("ak_1"),
+            "{shown}"
+        );
+        assert!(shown.contains("https://first.example"), "{shown}");
         let none = HeadHints::read(&http::HeaderMap::new(), &api_key);
         assert!(none.origin.is_none() && none.authorization.is_none() && none.api_key.is_none());
     }

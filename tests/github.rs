@@ -1016,12 +1016,7 @@ async fn a_websocket_alone_has_its_github_session_revalidated() {
         Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "still here"),
         other => panic!("the admitted user's socket ended: {other:?}"),
     }
-    let metrics = reqwest::get(format!("{}/metrics", w.gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&w.gw).await;
     assert!(
         metrics.contains("authgate_sockets_closed_total{reason=\"session_ended\"} 1"),
         "{metrics}"

@@ -163,21 +163,6 @@ async fn subject(b: &reqwest::Client, url: &str) -> Result<String, u16> {
         .to_string())
 }
 
-async fn metric(gw: &Gateway, line_start: &str) -> Option<f64> {
-    let text = client()
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Behind one load balancer, a sign-in started at one instance comes back to the other: with a
 /// shared `session.login_key`, the other opens the login cookie and finishes the sign-in;
 /// without one (each instance its own generated key), it refuses it with the sign-in-failed

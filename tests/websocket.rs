@@ -514,21 +514,21 @@ impl Sockets {
         .await
     }
 
+    /// Alice and Bob signed in, each with a working socket (tunnels 0 and 1): Alice's cookie,
+    /// her socket, his.
+    async fn alice_and_bob(&self) -> (String, tokio::net::TcpStream, tokio::net::TcpStream) {
+        let alice = sign_in(&self.origin, "/app/page", "alice").await;
+        let bob = sign_in(&self.origin, "/app/page", "bob").await;
+        let mut socket = self.open(&alice).await;
+        echo(&mut socket, "hello").await;
+        let mut other = self.open(&bob).await;
+        echo(&mut other, "hello").await;
+        (alice, socket, other)
+    }
+
     /// The value of the metric line starting with `series`, 0 when absent.
     async fn metric(&self, series: &str) -> f64 {
-        let text = client()
-            .get(format!("{}/metrics", self.gw.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric(&self.gw, series).await.unwrap_or(0.0)
     }
 
     /// After the session behind tunnel `index` (the client's side: `socket`) ended at this
@@ -567,14 +567,7 @@ impl Sockets {
 async fn a_socket_is_closed_at_once_when_its_browser_logs_out_at_this_instance() {
     // The default recheck (15s): only the logout itself can close the socket this soon.
     let w = Sockets::start("").await;
-    let (alice, bob) = (
-        sign_in(&w.origin, "/app/page", "alice").await,
-        sign_in(&w.origin, "/app/page", "bob").await,
-    );
-    let mut socket = w.open(&alice).await;
-    echo(&mut socket, "hello").await;
-    let mut other = w.open(&bob).await;
-    echo(&mut other, "hello").await;
+    let (alice, mut socket, mut other) = w.alice_and_bob().await;
     let head = w.upstream.tunnel(0).head.to_ascii_lowercase();
     assert!(head.contains("x-auth-subject: user_alice"), "{head}");
 
@@ -614,14 +607,7 @@ async fn a_socket_is_closed_at_once_when_its_browser_logs_out_at_this_instance()
 #[tokio::test]
 async fn a_socket_is_closed_at_once_by_a_back_channel_logout_of_its_session() {
     let w = Sockets::start("").await;
-    let (alice, bob) = (
-        sign_in(&w.origin, "/app/page", "alice").await,
-        sign_in(&w.origin, "/app/page", "bob").await,
-    );
-    let mut socket = w.open(&alice).await;
-    echo(&mut socket, "hello").await;
-    let mut other = w.open(&bob).await;
-    echo(&mut other, "hello").await;
+    let (_alice, mut socket, mut other) = w.alice_and_bob().await;
 
     let token = w.idp.logout_token("client-b", json!({"sub": "user_alice"}));
     let r = client()

@@ -726,16 +726,32 @@ pub fn dashboard_metrics() -> BTreeSet<String> {
     names
 }
 
-/// The metric names with a sample in `gw`'s `/metrics`.
-pub async fn exported_metrics(gw: &Gateway) -> BTreeSet<String> {
-    let text = client()
+/// `gw`'s `/metrics` page as text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    client()
         .get(format!("{}/metrics", gw.admin))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of the first sample line of `gw`'s `/metrics` that starts with `series` (a name, or
+/// a name and its labels), `None` when there is none.
+pub async fn metric(gw: &Gateway, series: &str) -> Option<f64> {
+    metrics_text(gw)
+        .await
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The metric names with a sample in `gw`'s `/metrics`.
+pub async fn exported_metrics(gw: &Gateway) -> BTreeSet<String> {
+    let text = metrics_text(gw).await;
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next())
